@@ -1,0 +1,165 @@
+//! The one error type of the workspace.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::DocumentId;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a persister or a store.
+///
+/// Each variant says what happened and, where it applies, where; its message ends with
+/// what the user can do about it. Backends keep their engine's own error as the
+/// `source` of [`Error::Backend`] or [`Error::Io`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation failed.
+    #[error("I/O error while trying to {action} {path}: {source}; check that the path exists, is writable and the disk is not full", path = path.display())]
+    Io {
+        /// What was being done, as a verb phrase ("read", "sync", "create").
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Stored data failed a check: a bad checksum, an impossible length, a missing or
+    /// extra entry. Nothing of the damaged part was returned.
+    #[error("corrupt data in {path}{at}: {what}; the store must not be written to: copy out what `persister verify` can read or restore a backup", path = path.display(), at = offset.map(|o| format!(" at byte {o}")).unwrap_or_default())]
+    Corrupt {
+        /// What is wrong.
+        what: String,
+        /// The file or store holding the damage.
+        path: PathBuf,
+        /// Where in the file, when known.
+        offset: Option<u64>,
+    },
+
+    /// A file's format version is not one this build reads.
+    #[error("{path} is {what} format version {found}, but this build reads only version {supported}; use a build of persister that supports version {found}", path = path.display())]
+    UnsupportedFormat {
+        /// Which format ("fs log", "export file", ...).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+
+    /// A file is not of the expected kind at all (its magic bytes do not match).
+    #[error("{path} is not {what}; check the path, or pass the right --backend", path = path.display())]
+    NotAStore {
+        /// The kind of file expected.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// Another process (or another open store in this one) holds the store.
+    #[error("the store at {path} is locked by another process or handle; close it there first, or wait for it to exit", path = path.display())]
+    Locked {
+        /// The store.
+        path: PathBuf,
+    },
+
+    /// A flush failed earlier, so the handle refuses all further writes and flushes.
+    #[error(
+        "this handle is poisoned because an earlier flush failed ({reason}); writes since the last successful flush may be lost: drop every handle of the store and reopen it"
+    )]
+    Poisoned {
+        /// What the failed flush reported.
+        reason: String,
+    },
+
+    /// A value, id or batch is larger than the documented maximum. Nothing of the batch
+    /// holding it was applied.
+    #[error(
+        "{what} is {len} bytes, more than the maximum of {max}; nothing was written: split the data or store it elsewhere"
+    )]
+    TooLarge {
+        /// What is too large.
+        what: &'static str,
+        /// Its length.
+        len: u64,
+        /// The documented maximum.
+        max: u64,
+    },
+
+    /// An argument is not valid. Nothing was written.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// What was invalid.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+
+    /// A document already has an open handle in this store.
+    #[error(
+        "document {document} is already open in this store; use the open handle, or drop it first"
+    )]
+    DocumentInUse {
+        /// The document.
+        document: DocumentId,
+    },
+
+    /// Something asked for does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+
+    /// The storage engine reported an error not covered above.
+    #[error("{backend} error: {source}")]
+    Backend {
+        /// The backend's name ("redb", "sled").
+        backend: &'static str,
+        /// The engine's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done and where.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A corruption error at `path`, optionally at a byte offset.
+    pub fn corrupt(what: impl Into<String>, path: impl Into<PathBuf>, offset: Option<u64>) -> Self {
+        Self::Corrupt {
+            what: what.into(),
+            path: path.into(),
+            offset,
+        }
+    }
+
+    /// Wraps an engine's error.
+    pub fn backend(
+        backend: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
+
+    /// Whether this error reports damaged data.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, Self::Corrupt { .. })
+    }
+}

@@ -1,0 +1,267 @@
+//! Identifiers of actors and documents, and the limits every backend enforces.
+
+use std::fmt;
+
+use crate::{Error, Result};
+
+/// The most bytes an [`ActorId`] may have. Automerge actor ids are 16 bytes.
+pub const MAX_ACTOR_ID_LEN: usize = 255;
+/// The most bytes a sync-state peer id may have.
+pub const MAX_PEER_ID_LEN: usize = 1024;
+/// The most bytes a [`DocumentId`] may have.
+pub const MAX_DOCUMENT_ID_LEN: usize = 1024;
+/// The most bytes one stored value (a change, the document, a sync state) may have.
+pub const MAX_VALUE_LEN: usize = 256 * 1024 * 1024;
+/// The most bytes one [`Batch`](crate::Batch) may carry, keys and values together.
+pub const MAX_BATCH_LEN: usize = 1024 * 1024 * 1024;
+
+/// The id of the actor that made a change: opaque bytes, 1 to [`MAX_ACTOR_ID_LEN`] long.
+///
+/// Construction never fails; the length is checked when a batch holding the id is
+/// applied, so an invalid id is refused with [`Error::InvalidInput`] and nothing of its
+/// batch is stored. Ids order by their bytes, which is the order of
+/// [`Persister::get_changes`](crate::Persister::get_changes).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ActorId(Vec<u8>);
+
+impl ActorId {
+    /// Wraps the given bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// The id's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The id's bytes, by value.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// Checks the length limits: 1 to [`MAX_ACTOR_ID_LEN`] bytes.
+    pub fn validate(&self) -> Result<()> {
+        if self.0.is_empty() {
+            return Err(Error::InvalidInput {
+                what: "actor id",
+                reason: "it is empty; an actor id needs at least one byte".into(),
+            });
+        }
+        check_len("actor id", self.0.len(), MAX_ACTOR_ID_LEN)
+    }
+}
+
+impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorId({})", hex(&self.0))
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl From<Vec<u8>> for ActorId {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+}
+
+impl From<&[u8]> for ActorId {
+    fn from(bytes: &[u8]) -> Self {
+        Self(bytes.to_vec())
+    }
+}
+
+impl<const N: usize> From<[u8; N]> for ActorId {
+    fn from(bytes: [u8; N]) -> Self {
+        Self(bytes.to_vec())
+    }
+}
+
+impl AsRef<[u8]> for ActorId {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The id of a document in a [`Store`](crate::Store): opaque bytes or a UTF-8 string,
+/// 0 to [`MAX_DOCUMENT_ID_LEN`] bytes.
+///
+/// Ids are compared by their bytes and nothing else: `"1"` and `"10"`, `""` and `"a"`,
+/// `"A"` and `"a"` are different documents, and an id holding `/`, `..`, NUL or bytes
+/// that are not UTF-8 is as good as any other. Backends never use an id unencoded as a
+/// file name.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DocumentId(Vec<u8>);
+
+impl DocumentId {
+    /// Wraps the given bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// The id's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The id's bytes, by value.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// The id as text, when it is UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// The id's bytes in lowercase hexadecimal, two digits a byte.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// Parses the output of [`DocumentId::to_hex`].
+    pub fn from_hex(text: &str) -> Result<Self> {
+        unhex(text).map(Self).ok_or_else(|| Error::InvalidInput {
+            what: "document id",
+            reason: format!("{text:?} is not an even number of hexadecimal digits"),
+        })
+    }
+
+    /// Checks the length limit: at most [`MAX_DOCUMENT_ID_LEN`] bytes.
+    pub fn validate(&self) -> Result<()> {
+        check_len("document id", self.0.len(), MAX_DOCUMENT_ID_LEN)
+    }
+}
+
+impl fmt::Debug for DocumentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_str() {
+            Some(text) => write!(f, "DocumentId({text:?})"),
+            None => write!(f, "DocumentId(0x{})", self.to_hex()),
+        }
+    }
+}
+
+/// Shows a printable UTF-8 id as itself and any other id as `0x` and its hex bytes.
+impl fmt::Display for DocumentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_str() {
+            Some(text) if !text.chars().any(char::is_control) && !text.starts_with("0x") => {
+                f.write_str(text)
+            }
+            _ => write!(f, "0x{}", self.to_hex()),
+        }
+    }
+}
+
+impl From<&str> for DocumentId {
+    fn from(text: &str) -> Self {
+        Self(text.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for DocumentId {
+    fn from(text: String) -> Self {
+        Self(text.into_bytes())
+    }
+}
+
+impl From<Vec<u8>> for DocumentId {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+}
+
+impl From<&[u8]> for DocumentId {
+    fn from(bytes: &[u8]) -> Self {
+        Self(bytes.to_vec())
+    }
+}
+
+impl AsRef<[u8]> for DocumentId {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Checks a peer id's length: at most [`MAX_PEER_ID_LEN`] bytes.
+pub(crate) fn validate_peer_id(peer: &[u8]) -> Result<()> {
+    check_len("peer id", peer.len(), MAX_PEER_ID_LEN)
+}
+
+pub(crate) fn check_len(what: &'static str, len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(Error::TooLarge {
+            what,
+            len: len as u64,
+            max: max as u64,
+        });
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let digit = |c: u8| (c as char).to_digit(16);
+            Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_ids_display_readably_and_unambiguously() {
+        assert_eq!(DocumentId::from("notes").to_string(), "notes");
+        assert_eq!(DocumentId::from(vec![0xff, 0]).to_string(), "0xff00");
+        assert_eq!(DocumentId::from("a\0b").to_string(), "0x610062");
+        // An id that itself starts with 0x is shown in hex, so it cannot pass for another.
+        assert_eq!(DocumentId::from("0x00").to_string(), "0x30783030");
+    }
+
+    #[test]
+    fn hex_round_trips() -> Result<()> {
+        let id = DocumentId::from(vec![0, 1, 0xab, 0xff]);
+        assert_eq!(DocumentId::from_hex(&id.to_hex())?, id);
+        assert!(DocumentId::from_hex("abc").is_err());
+        assert!(DocumentId::from_hex("zz").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn actor_ids_need_one_to_255_bytes() {
+        assert!(ActorId::new(vec![]).validate().is_err());
+        assert!(ActorId::new(vec![1]).validate().is_ok());
+        assert!(ActorId::new(vec![1; 255]).validate().is_ok());
+        assert!(matches!(
+            ActorId::new(vec![1; 256]).validate(),
+            Err(Error::TooLarge {
+                len: 256,
+                max: 255,
+                ..
+            })
+        ));
+    }
+}

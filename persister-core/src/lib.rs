@@ -1,0 +1,64 @@
+//! The contract of a persister for CRDT documents, and what every backend shares.
+//!
+//! An application keeps each CRDT document (Automerge today) in a [`Persister`]: its
+//! changes keyed by actor and sequence number, one compacted document, and the sync
+//! state of each peer. It writes every change as it happens, calls
+//! [`flush`](Persister::flush) when *its* fsync policy says so (or lets [`AutoFlush`]
+//! do it), and compacts when [`sizes`](Persister::sizes) says so ([`CompactionTrigger`]).
+//! A [`Store`] holds any number of documents under one path.
+//!
+//! This crate has the trait and its contract, [`Batch`]es, the one [`Error`] type, the
+//! in-memory backend ([`MemoryStore`], [`MemoryPersister`]), and, with the
+//! `conformance` feature, the suite every backend runs. The disk backends live in
+//! `persister-redb` (the recommended default), `persister-fs` and `persister-sled`.
+//!
+//! # Example
+//!
+//! ```
+//! use persister_core::{ActorId, AutoFlush, CompactionTrigger, FlushPolicy, MemoryStore, Persister, Store};
+//!
+//! # fn main() -> Result<(), persister_core::Error> {
+//! let store = MemoryStore::new();
+//! let mut doc = AutoFlush::new(store.open_document(&"notes".into())?, FlushPolicy::EveryWrites(100));
+//!
+//! let actor = ActorId::new([0xab; 16]);
+//! for seq in 1..=3 {
+//!     doc.insert_changes(vec![(actor.clone(), seq, format!("change {seq}").into_bytes())])?;
+//! }
+//! assert_eq!(doc.get_changes()?.len(), 3);
+//! assert_eq!(doc.sizes().change_count, 3);
+//! assert!(!CompactionTrigger::default().should_compact(&doc.sizes()));
+//!
+//! // Safe to exit once this returns.
+//! doc.close()?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod batch;
+mod copy;
+mod error;
+mod ids;
+mod memory;
+mod persister;
+mod policy;
+mod sizes;
+mod state;
+mod store;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use batch::{Batch, Write};
+pub use copy::copy_document;
+pub use error::{Error, Result};
+pub use ids::{
+    ActorId, DocumentId, MAX_ACTOR_ID_LEN, MAX_BATCH_LEN, MAX_DOCUMENT_ID_LEN, MAX_PEER_ID_LEN,
+    MAX_VALUE_LEN,
+};
+pub use memory::{MemoryPersister, MemoryStore};
+pub use persister::{ChangeEntry, Persister};
+pub use policy::{AutoFlush, CompactionTrigger, FlushPolicy};
+pub use sizes::StoredSizes;
+pub use state::DocumentState;
+pub use store::{BoxedStore, DocumentClaim, DynPersister, DynStore, OpenDocuments, Store};

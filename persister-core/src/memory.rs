@@ -1,0 +1,212 @@
+//! The in-memory backend.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::{
+    Batch, ChangeEntry, DocumentClaim, DocumentId, DocumentState, Error, OpenDocuments, Persister,
+    Result, Store, StoredSizes,
+};
+
+type Documents = Arc<Mutex<BTreeMap<DocumentId, DocumentState>>>;
+
+/// A store that keeps every document in memory, for tests and for programs that sync
+/// documents without keeping them.
+///
+/// Clones share the same documents, so "reopening" a memory store is cloning it.
+/// Nothing survives the process.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    documents: Documents,
+    open: OpenDocuments,
+    fail_next_flush: Arc<AtomicBool>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next [`flush`](Persister::flush) of any handle of this store fail, as a
+    /// failed `fsync` would, so tests can check what a program does then.
+    pub fn fail_next_flush(&self) {
+        self.fail_next_flush.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Store for MemoryStore {
+    type Persister = MemoryPersister;
+
+    fn open_document(&self, id: &DocumentId) -> Result<MemoryPersister> {
+        let claim = self.open.claim(id)?;
+        Ok(MemoryPersister {
+            documents: Arc::clone(&self.documents),
+            id: id.clone(),
+            fail_next_flush: Arc::clone(&self.fail_next_flush),
+            pending: 0,
+            poisoned: None,
+            _claim: Some(claim),
+        })
+    }
+
+    fn list_documents(&self) -> Result<Vec<DocumentId>> {
+        Ok(lock(&self.documents).keys().cloned().collect())
+    }
+
+    fn remove_document(&self, id: &DocumentId) -> Result<()> {
+        let _claim = self.open.claim(id)?;
+        lock(&self.documents).remove(id);
+        Ok(())
+    }
+}
+
+/// One document kept in memory: a [`Persister`] with exact, O(1) sizes.
+///
+/// Made on its own with [`MemoryPersister::new`], or as a handle of a [`MemoryStore`].
+#[derive(Debug)]
+pub struct MemoryPersister {
+    documents: Documents,
+    id: DocumentId,
+    fail_next_flush: Arc<AtomicBool>,
+    pending: usize,
+    poisoned: Option<String>,
+    _claim: Option<DocumentClaim>,
+}
+
+impl Default for MemoryPersister {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryPersister {
+    /// An empty document, in no store.
+    pub fn new() -> Self {
+        Self {
+            documents: Documents::default(),
+            id: DocumentId::default(),
+            fail_next_flush: Arc::default(),
+            pending: 0,
+            poisoned: None,
+            _claim: None,
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&DocumentState) -> T) -> T {
+        let documents = lock(&self.documents);
+        match documents.get(&self.id) {
+            Some(state) => f(state),
+            None => f(&DocumentState::default()),
+        }
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Persister for MemoryPersister {
+    type Error = Error;
+
+    fn apply(&mut self, batch: Batch) -> Result<()> {
+        self.check_poisoned()?;
+        batch.validate()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.pending += batch.payload_len();
+        lock(&self.documents)
+            .entry(self.id.clone())
+            .or_default()
+            .apply(batch);
+        Ok(())
+    }
+
+    fn get_change_entries(&self) -> Result<Vec<ChangeEntry>> {
+        Ok(self.read(|state| {
+            state
+                .changes()
+                .map(|(actor, seq, value)| (actor.clone(), seq, value.to_vec()))
+                .collect()
+        }))
+    }
+
+    fn get_changes(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(self.read(|state| {
+            state
+                .changes()
+                .map(|(_, _, value)| value.to_vec())
+                .collect()
+        }))
+    }
+
+    fn get_document(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.read(|state| state.document().map(<[u8]>::to_vec)))
+    }
+
+    fn get_sync_state(&self, peer_id: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.read(|state| state.sync_state(peer_id).map(<[u8]>::to_vec)))
+    }
+
+    fn get_peer_ids(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(self.read(|state| state.sync_states().map(|(peer, _)| peer.to_vec()).collect()))
+    }
+
+    fn sizes(&self) -> StoredSizes {
+        self.read(DocumentState::sizes)
+    }
+
+    fn flush(&mut self) -> Result<usize> {
+        self.check_poisoned()?;
+        if self.fail_next_flush.swap(false, Ordering::SeqCst) {
+            let reason = "simulated fsync failure".to_string();
+            self.poisoned = Some(reason.clone());
+            return Err(Error::io("sync", "<memory>", std::io::Error::other(reason)));
+        }
+        Ok(std::mem::take(&mut self.pending))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The conformance suite on the memory backend.
+#[cfg(test)]
+mod conformance {
+    use crate::conformance::Fixture;
+    use crate::{MemoryStore, Result};
+
+    struct MemoryFixture {
+        store: MemoryStore,
+    }
+
+    impl Fixture for MemoryFixture {
+        type Store = MemoryStore;
+
+        fn open(&self) -> Result<MemoryStore> {
+            // Clones share the documents: opening again is reopening.
+            Ok(self.store.clone())
+        }
+
+        fn fail_next_flush(&self, store: &MemoryStore) -> bool {
+            store.fail_next_flush();
+            true
+        }
+    }
+
+    fn fixture() -> MemoryFixture {
+        MemoryFixture {
+            store: MemoryStore::new(),
+        }
+    }
+
+    crate::conformance_tests!(fixture());
+}

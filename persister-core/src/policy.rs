@@ -1,0 +1,290 @@
+//! What every application writes otherwise: when to flush and when to compact.
+
+use std::time::{Duration, Instant};
+
+use crate::{Batch, ChangeEntry, Persister, StoredSizes};
+
+/// When [`AutoFlush`] makes writes durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// After every write: nothing acknowledged is ever lost, at one `fsync` per write.
+    EveryWrite,
+    /// After every `n` writes (batches): at most the last `n - 1` are lost in a crash.
+    EveryWrites(u64),
+    /// On the first write at least this long after the previous flush. There is no
+    /// background thread: a write followed by silence stays pending until the next write
+    /// or an explicit [`flush`](Persister::flush) or [`AutoFlush::close`].
+    Every(Duration),
+    /// Only when the application calls [`flush`](Persister::flush).
+    Manual,
+}
+
+/// A persister that flushes by a [`FlushPolicy`], so an application's fsync policy is
+/// one line.
+///
+/// ```
+/// use persister_core::{ActorId, AutoFlush, FlushPolicy, MemoryPersister, Persister};
+///
+/// let mut p = AutoFlush::new(MemoryPersister::new(), FlushPolicy::EveryWrites(100));
+/// p.insert_changes(vec![(ActorId::new([1; 16]), 1, b"change".to_vec())])?;
+/// assert_eq!(p.pending_writes(), 1);
+/// // Before exiting: flush what is pending and learn that it is safe to stop.
+/// let inner = p.close()?;
+/// # drop(inner);
+/// # Ok::<(), persister_core::Error>(())
+/// ```
+///
+/// Dropping an `AutoFlush` does not flush (a flush can fail, and a drop cannot report
+/// it): call [`close`](AutoFlush::close) or [`flush`](Persister::flush) before exiting.
+#[derive(Debug)]
+pub struct AutoFlush<P> {
+    inner: P,
+    policy: FlushPolicy,
+    pending_writes: u64,
+    last_flush: Instant,
+}
+
+impl<P: Persister> AutoFlush<P> {
+    /// Wraps `inner`.
+    pub fn new(inner: P, policy: FlushPolicy) -> Self {
+        Self {
+            inner,
+            policy,
+            pending_writes: 0,
+            last_flush: Instant::now(),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> FlushPolicy {
+        self.policy
+    }
+
+    /// Changes the policy; it applies from the next write.
+    pub fn set_policy(&mut self, policy: FlushPolicy) {
+        self.policy = policy;
+    }
+
+    /// Batches applied since the last flush.
+    pub fn pending_writes(&self) -> u64 {
+        self.pending_writes
+    }
+
+    /// The wrapped persister.
+    pub fn get_ref(&self) -> &P {
+        &self.inner
+    }
+
+    /// The wrapped persister, mutably. Writes made through it bypass the policy.
+    pub fn get_mut(&mut self) -> &mut P {
+        &mut self.inner
+    }
+
+    /// Flushes what is pending and returns the wrapped persister: after `Ok`, every
+    /// write made through this wrapper is durable.
+    pub fn close(mut self) -> Result<P, P::Error> {
+        self.flush()?;
+        Ok(self.inner)
+    }
+
+    fn due(&self) -> bool {
+        match self.policy {
+            FlushPolicy::EveryWrite => true,
+            FlushPolicy::EveryWrites(n) => self.pending_writes >= n.max(1),
+            FlushPolicy::Every(period) => self.last_flush.elapsed() >= period,
+            FlushPolicy::Manual => false,
+        }
+    }
+}
+
+impl<P: Persister> Persister for AutoFlush<P> {
+    type Error = P::Error;
+
+    /// Applies the batch, then flushes if the policy says so. If that flush fails the
+    /// error is returned although the batch was applied: the handle is then poisoned.
+    fn apply(&mut self, batch: Batch) -> Result<(), Self::Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.inner.apply(batch)?;
+        self.pending_writes += 1;
+        if self.due() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn get_change_entries(&self) -> Result<Vec<ChangeEntry>, Self::Error> {
+        self.inner.get_change_entries()
+    }
+
+    fn get_changes(&self) -> Result<Vec<Vec<u8>>, Self::Error> {
+        self.inner.get_changes()
+    }
+
+    fn get_document(&self) -> Result<Option<Vec<u8>>, Self::Error> {
+        self.inner.get_document()
+    }
+
+    fn get_sync_state(&self, peer_id: &[u8]) -> Result<Option<Vec<u8>>, Self::Error> {
+        self.inner.get_sync_state(peer_id)
+    }
+
+    fn get_peer_ids(&self) -> Result<Vec<Vec<u8>>, Self::Error> {
+        self.inner.get_peer_ids()
+    }
+
+    fn sizes(&self) -> StoredSizes {
+        self.inner.sizes()
+    }
+
+    fn flush(&mut self) -> Result<usize, Self::Error> {
+        let written = self.inner.flush()?;
+        self.pending_writes = 0;
+        self.last_flush = Instant::now();
+        Ok(written)
+    }
+}
+
+/// When to compact: store one compacted document and drop the changes it covers.
+///
+/// The default follows automerge-repo: compact once the changes take at least as many
+/// bytes as the compacted document, and there are at least 1,000 of them (so a small
+/// document is not rewritten on every edit).
+///
+/// ```
+/// use persister_core::{CompactionTrigger, StoredSizes};
+///
+/// let trigger = CompactionTrigger::default();
+/// let sizes = StoredSizes { changes: 90_000, document: 80_000, change_count: 1_500, ..Default::default() };
+/// assert!(trigger.should_compact(&sizes));
+/// assert!(!trigger.should_compact(&StoredSizes { change_count: 10, ..sizes }));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CompactionTrigger {
+    /// Compact only with at least this many changes stored.
+    pub min_changes: u64,
+    /// Compact only when change bytes are at least this many times the document bytes.
+    pub change_to_document_ratio: f64,
+}
+
+impl Default for CompactionTrigger {
+    fn default() -> Self {
+        Self {
+            min_changes: 1_000,
+            change_to_document_ratio: 1.0,
+        }
+    }
+}
+
+impl CompactionTrigger {
+    /// A trigger that never fires.
+    pub fn never() -> Self {
+        Self {
+            min_changes: u64::MAX,
+            change_to_document_ratio: f64::INFINITY,
+        }
+    }
+
+    /// Whether a persister holding `sizes` should be compacted now.
+    pub fn should_compact(&self, sizes: &StoredSizes) -> bool {
+        sizes.change_count > 0
+            && sizes.change_count >= self.min_changes
+            && sizes.changes as f64 >= self.change_to_document_ratio * sizes.document as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ActorId, Error, MemoryStore, Store};
+
+    fn one_change(p: &mut impl Persister<Error = Error>, seq: u64) -> Result<(), Error> {
+        p.insert_changes(vec![(ActorId::new([1]), seq, vec![0; 10])])
+    }
+
+    #[test]
+    fn every_writes_flushes_on_the_nth_write() -> Result<(), Error> {
+        let mut p = AutoFlush::new(crate::MemoryPersister::new(), FlushPolicy::EveryWrites(3));
+        for seq in 1..=2 {
+            one_change(&mut p, seq)?;
+        }
+        assert_eq!(p.pending_writes(), 2);
+        one_change(&mut p, 3)?;
+        assert_eq!(p.pending_writes(), 0);
+        // The flush really happened: nothing is left for a manual one.
+        assert_eq!(p.flush()?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn every_write_leaves_nothing_pending() -> Result<(), Error> {
+        let mut p = AutoFlush::new(crate::MemoryPersister::new(), FlushPolicy::EveryWrite);
+        one_change(&mut p, 1)?;
+        assert_eq!(p.pending_writes(), 0);
+        assert_eq!(p.get_mut().flush()?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn manual_never_flushes_by_itself_and_close_does() -> Result<(), Error> {
+        let mut p = AutoFlush::new(crate::MemoryPersister::new(), FlushPolicy::Manual);
+        for seq in 1..=50 {
+            one_change(&mut p, seq)?;
+        }
+        assert_eq!(p.pending_writes(), 50);
+        let mut inner = p.close()?;
+        assert_eq!(inner.flush()?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn elapsed_policy_flushes_on_the_first_write_after_the_period() -> Result<(), Error> {
+        let mut p = AutoFlush::new(
+            crate::MemoryPersister::new(),
+            FlushPolicy::Every(Duration::from_secs(3600)),
+        );
+        one_change(&mut p, 1)?;
+        assert_eq!(p.pending_writes(), 1);
+        p.set_policy(FlushPolicy::Every(Duration::ZERO));
+        one_change(&mut p, 2)?;
+        assert_eq!(p.pending_writes(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_policy_flush_is_reported() -> Result<(), Error> {
+        let store = MemoryStore::new();
+        let mut p = AutoFlush::new(store.open_document(&"d".into())?, FlushPolicy::EveryWrite);
+        store.fail_next_flush();
+        assert!(matches!(one_change(&mut p, 1), Err(Error::Io { .. })));
+        assert!(matches!(one_change(&mut p, 2), Err(Error::Poisoned { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn trigger_needs_both_count_and_ratio() {
+        let t = CompactionTrigger {
+            min_changes: 10,
+            change_to_document_ratio: 1.0,
+        };
+        let s = |changes, document, change_count| StoredSizes {
+            changes,
+            document,
+            change_count,
+            ..StoredSizes::default()
+        };
+        assert!(t.should_compact(&s(100, 0, 10)));
+        assert!(!t.should_compact(&s(100, 0, 9)));
+        assert!(!t.should_compact(&s(99, 100, 50)));
+        assert!(t.should_compact(&s(100, 100, 50)));
+        assert!(!CompactionTrigger::never().should_compact(&s(u64::MAX, 0, u64::MAX)));
+        assert!(
+            !CompactionTrigger {
+                min_changes: 0,
+                ..t
+            }
+            .should_compact(&s(0, 0, 0))
+        );
+    }
+}

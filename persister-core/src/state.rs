@@ -1,0 +1,126 @@
+//! The state of one document held in memory.
+
+use std::collections::BTreeMap;
+
+use crate::{ActorId, Batch, StoredSizes, Write};
+
+/// One document's changes, compacted document and sync states, in memory, with exact
+/// [`StoredSizes`].
+///
+/// It is the memory backend's storage, the fs backend's index, and the model the
+/// reliability tests compare every backend against. [`apply`](DocumentState::apply)
+/// does not check limits: callers validate the batch first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocumentState {
+    changes: BTreeMap<(ActorId, u64), Vec<u8>>,
+    document: Option<Vec<u8>>,
+    sync_states: BTreeMap<Vec<u8>, Vec<u8>>,
+    sizes: StoredSizes,
+}
+
+impl DocumentState {
+    /// An empty document.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies every write of `batch`, in order.
+    pub fn apply(&mut self, batch: Batch) {
+        for write in batch {
+            self.apply_write(write);
+        }
+    }
+
+    /// Applies one write.
+    pub fn apply_write(&mut self, write: Write) {
+        let len = |v: &Vec<u8>| v.len() as u64;
+        match write {
+            Write::InsertChange { actor, seq, value } => {
+                let new = len(&value);
+                let old = self.changes.insert((actor, seq), value);
+                self.sizes.replace_change(old.as_ref().map(len), Some(new));
+            }
+            Write::RemoveChange { actor, seq } => {
+                if let Some(old) = self.changes.remove(&(actor, seq)) {
+                    self.sizes.replace_change(Some(len(&old)), None);
+                }
+            }
+            Write::SetDocument(value) => {
+                self.sizes.replace_document(len(&value));
+                self.document = Some(value);
+            }
+            Write::SetSyncState { peer, state } => {
+                let new = len(&state);
+                let old = self.sync_states.insert(peer, state);
+                self.sizes
+                    .replace_sync_state(old.as_ref().map(len), Some(new));
+            }
+            Write::RemoveSyncState { peer } => {
+                if let Some(old) = self.sync_states.remove(&peer) {
+                    self.sizes.replace_sync_state(Some(len(&old)), None);
+                }
+            }
+        }
+    }
+
+    /// Every change with its key, ordered by `(actor bytes, seq)`.
+    pub fn changes(&self) -> impl ExactSizeIterator<Item = (&ActorId, u64, &[u8])> {
+        self.changes
+            .iter()
+            .map(|((actor, seq), value)| (actor, *seq, value.as_slice()))
+    }
+
+    /// The change stored under `(actor, seq)`.
+    pub fn change(&self, actor: &ActorId, seq: u64) -> Option<&[u8]> {
+        self.changes.get(&(actor.clone(), seq)).map(Vec::as_slice)
+    }
+
+    /// The compacted document, if set.
+    pub fn document(&self) -> Option<&[u8]> {
+        self.document.as_deref()
+    }
+
+    /// The sync state of `peer`.
+    pub fn sync_state(&self, peer: &[u8]) -> Option<&[u8]> {
+        self.sync_states.get(peer).map(Vec::as_slice)
+    }
+
+    /// Every sync state with its peer id, ordered by peer id.
+    pub fn sync_states(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> {
+        self.sync_states
+            .iter()
+            .map(|(peer, state)| (peer.as_slice(), state.as_slice()))
+    }
+
+    /// The exact sizes of what is held.
+    pub fn sizes(&self) -> StoredSizes {
+        self.sizes
+    }
+
+    /// Whether nothing at all is held, not even an empty document.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.document.is_none() && self.sync_states.is_empty()
+    }
+
+    /// One batch that recreates this state in an empty document.
+    pub fn to_batch(&self) -> Batch {
+        let mut batch = Batch::new();
+        if let Some(document) = &self.document {
+            batch.push(Write::SetDocument(document.clone()));
+        }
+        for ((actor, seq), value) in &self.changes {
+            batch.push(Write::InsertChange {
+                actor: actor.clone(),
+                seq: *seq,
+                value: value.clone(),
+            });
+        }
+        for (peer, state) in &self.sync_states {
+            batch.push(Write::SetSyncState {
+                peer: peer.clone(),
+                state: state.clone(),
+            });
+        }
+        batch
+    }
+}

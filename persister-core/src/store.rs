@@ -1,0 +1,159 @@
+//! Stores: many documents under one path.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::{DocumentId, Error, Persister, Result};
+
+/// Many documents under one path (a redb file, a sled directory, an fs directory).
+///
+/// # Contract
+///
+/// - Documents are exactly isolated: no id ever sees another id's data, whatever bytes
+///   the ids hold (prefixes of each other, empty, `/`, `..`, NUL, not UTF-8).
+/// - A document exists from the first non-empty batch applied to it until
+///   [`remove_document`](Store::remove_document); opening a document writes nothing.
+/// - At most one handle per document is open at a time: a second
+///   [`open_document`](Store::open_document) of the same id, or removing an open
+///   document, fails with [`Error::DocumentInUse`].
+/// - A store is `Send + Sync`: different threads may work on different documents at the
+///   same time. A second process opening the same path fails with [`Error::Locked`].
+pub trait Store: Send + Sync {
+    /// The handle of one document.
+    type Persister: Persister<Error = Error> + 'static;
+
+    /// Opens the document `id`, which need not exist yet.
+    fn open_document(&self, id: &DocumentId) -> Result<Self::Persister>;
+
+    /// The ids of every existing document, ordered by their bytes.
+    fn list_documents(&self) -> Result<Vec<DocumentId>>;
+
+    /// Removes the document `id` with all its changes, document and sync states, in one
+    /// atomic step that is durable when this returns. Removing a document that does not
+    /// exist is not an error.
+    fn remove_document(&self, id: &DocumentId) -> Result<()>;
+}
+
+/// A store whose handles are boxed, so stores of different backends share one type.
+///
+/// ```
+/// use persister_core::{BoxedStore, DynStore, MemoryStore, Store};
+///
+/// let store: DynStore = Box::new(BoxedStore(MemoryStore::new()));
+/// let mut doc = store.open_document(&"notes".into())?;
+/// doc.set_document(b"hello".to_vec())?;
+/// # Ok::<(), persister_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BoxedStore<S>(pub S);
+
+/// A persister handle whose backend is chosen at run time.
+pub type DynPersister = Box<dyn Persister<Error = Error>>;
+
+/// A store whose backend is chosen at run time.
+pub type DynStore = Box<dyn Store<Persister = DynPersister>>;
+
+impl<S: Store> Store for BoxedStore<S> {
+    type Persister = DynPersister;
+
+    fn open_document(&self, id: &DocumentId) -> Result<DynPersister> {
+        Ok(Box::new(self.0.open_document(id)?))
+    }
+
+    fn list_documents(&self) -> Result<Vec<DocumentId>> {
+        self.0.list_documents()
+    }
+
+    fn remove_document(&self, id: &DocumentId) -> Result<()> {
+        self.0.remove_document(id)
+    }
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    type Persister = S::Persister;
+
+    fn open_document(&self, id: &DocumentId) -> Result<Self::Persister> {
+        (**self).open_document(id)
+    }
+
+    fn list_documents(&self) -> Result<Vec<DocumentId>> {
+        (**self).list_documents()
+    }
+
+    fn remove_document(&self, id: &DocumentId) -> Result<()> {
+        (**self).remove_document(id)
+    }
+}
+
+impl<S: Store + ?Sized> Store for Arc<S> {
+    type Persister = S::Persister;
+
+    fn open_document(&self, id: &DocumentId) -> Result<Self::Persister> {
+        (**self).open_document(id)
+    }
+
+    fn list_documents(&self) -> Result<Vec<DocumentId>> {
+        (**self).list_documents()
+    }
+
+    fn remove_document(&self, id: &DocumentId) -> Result<()> {
+        (**self).remove_document(id)
+    }
+}
+
+/// The set of documents with an open handle, which backends use to keep one handle
+/// per document.
+///
+/// [`claim`](OpenDocuments::claim) returns a guard that releases the id when dropped;
+/// a handle keeps its guard for its lifetime, and `remove_document` holds one while it
+/// removes, so that no handle can open a document halfway through its removal.
+#[derive(Debug, Clone, Default)]
+pub struct OpenDocuments {
+    open: Arc<Mutex<HashSet<DocumentId>>>,
+}
+
+impl OpenDocuments {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks `id` open, or fails with [`Error::DocumentInUse`] if it already is. Also
+    /// checks the id's length limit.
+    pub fn claim(&self, id: &DocumentId) -> Result<DocumentClaim> {
+        id.validate()?;
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if !open.insert(id.clone()) {
+            return Err(Error::DocumentInUse {
+                document: id.clone(),
+            });
+        }
+        Ok(DocumentClaim {
+            open: Arc::clone(&self.open),
+            id: id.clone(),
+        })
+    }
+}
+
+/// Proof that a document is open; releases it when dropped.
+#[derive(Debug)]
+pub struct DocumentClaim {
+    open: Arc<Mutex<HashSet<DocumentId>>>,
+    id: DocumentId,
+}
+
+impl DocumentClaim {
+    /// The claimed document.
+    pub fn id(&self) -> &DocumentId {
+        &self.id
+    }
+}
+
+impl Drop for DocumentClaim {
+    fn drop(&mut self) {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
