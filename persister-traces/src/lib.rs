@@ -1,0 +1,284 @@
+//! Real character-by-character editing traces, as the tests, benchmarks and the demo
+//! replay them.
+//!
+//! The traces are gzipped JSON files in the format of the public editing-traces
+//! collection. They live beside the workspace in `../shared/traces` (or wherever
+//! `PERSISTER_TRACES` points); they are not shipped with the crate, so every user of
+//! this crate must cope with their absence: [`find`] returns `None` and the caller skips
+//! with a printed reason.
+//!
+//! ```no_run
+//! let Some(path) = persister_traces::find("automerge-paper") else {
+//!     println!("skipped: trace automerge-paper not found");
+//!     return Ok(());
+//! };
+//! let trace = persister_traces::Trace::load(&path)?;
+//! assert_eq!(trace.replay_text()?, trace.end_content);
+//! # Ok::<(), persister_traces::TraceError>(())
+//! ```
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// What can go wrong reading or replaying a trace.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TraceError {
+    /// The file could not be read.
+    #[error("cannot read trace {path}: {source}", path = path.display())]
+    Io {
+        /// The trace file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a trace in the expected format.
+    #[error("{path} is not an editing trace: {source}", path = path.display())]
+    Format {
+        /// The trace file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A patch does not fit the text it applies to.
+    #[error("patch {patch} of transaction {txn} deletes past the end of the text")]
+    BadPatch {
+        /// Index of the transaction.
+        txn: usize,
+        /// Index of the patch within it.
+        patch: usize,
+    },
+}
+
+/// One edit: at `pos` (in Unicode scalar values) delete `delete` characters, then
+/// insert `insert`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Patch(pub usize, pub usize, pub String);
+
+impl Patch {
+    /// The position, in Unicode scalar values.
+    pub fn pos(&self) -> usize {
+        self.0
+    }
+
+    /// How many characters are deleted.
+    pub fn delete(&self) -> usize {
+        self.1
+    }
+
+    /// The inserted text.
+    pub fn insert(&self) -> &str {
+        &self.2
+    }
+}
+
+/// One transaction: patches applied one after another.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Txn {
+    /// The patches, in the order they apply.
+    pub patches: Vec<Patch>,
+    /// In concurrent traces, who typed this transaction.
+    #[serde(default)]
+    pub agent: Option<usize>,
+    /// In concurrent traces, the indexes of the transactions whose merged state this
+    /// one was typed on (`[]`: the empty document).
+    #[serde(default)]
+    pub parents: Option<Vec<usize>>,
+}
+
+/// A whole trace.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trace {
+    /// `"concurrent"` for concurrent traces; absent for sequential ones.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The text before the first transaction.
+    #[serde(default)]
+    pub start_content: String,
+    /// The text after the last transaction.
+    pub end_content: String,
+    /// In concurrent traces, how many agents typed.
+    #[serde(default)]
+    pub num_agents: Option<usize>,
+    /// The transactions, in order.
+    pub txns: Vec<Txn>,
+}
+
+impl Trace {
+    /// Reads a trace from a gzipped (`.gz`) or plain JSON file.
+    pub fn load(path: &Path) -> Result<Self, TraceError> {
+        let file = File::open(path).map_err(|source| TraceError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let reader = BufReader::new(file);
+        let parsed = if path.extension().is_some_and(|e| e == "gz") {
+            serde_json::from_reader(BufReader::new(flate2::read::GzDecoder::new(reader)))
+        } else {
+            serde_json::from_reader(reader)
+        };
+        parsed.map_err(|source| TraceError::Format {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Whether this is a concurrent trace (transactions with agents and parents).
+    pub fn is_concurrent(&self) -> bool {
+        self.kind.as_deref() == Some("concurrent")
+    }
+
+    /// Total number of patches.
+    pub fn patch_count(&self) -> usize {
+        self.txns.iter().map(|t| t.patches.len()).sum()
+    }
+
+    /// The text after applying the first `txns` transactions in order to
+    /// `start_content` (sequential traces).
+    pub fn text_after(&self, txns: usize) -> Result<String, TraceError> {
+        let mut text = GapBuffer::new(&self.start_content);
+        for (t, txn) in self.txns.iter().take(txns).enumerate() {
+            for (p, patch) in txn.patches.iter().enumerate() {
+                if !text.splice(patch.pos(), patch.delete(), patch.insert()) {
+                    return Err(TraceError::BadPatch { txn: t, patch: p });
+                }
+            }
+        }
+        Ok(text.to_string())
+    }
+
+    /// The text after every transaction (sequential traces).
+    pub fn replay_text(&self) -> Result<String, TraceError> {
+        self.text_after(self.txns.len())
+    }
+}
+
+/// Text as characters with a gap at the last edit, so the local edits of a trace cost
+/// what they move, not the length of the text.
+struct GapBuffer {
+    before: Vec<char>,
+    // Characters after the gap, in reverse order.
+    after: Vec<char>,
+}
+
+impl GapBuffer {
+    fn new(text: &str) -> Self {
+        Self {
+            before: text.chars().collect(),
+            after: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.before.len() + self.after.len()
+    }
+
+    /// Deletes `delete` characters at `pos` and inserts `insert` there; `false` when
+    /// the range is past the end.
+    fn splice(&mut self, pos: usize, delete: usize, insert: &str) -> bool {
+        if pos + delete > self.len() {
+            return false;
+        }
+        while self.before.len() > pos {
+            if let Some(c) = self.before.pop() {
+                self.after.push(c);
+            }
+        }
+        while self.before.len() < pos {
+            if let Some(c) = self.after.pop() {
+                self.before.push(c);
+            }
+        }
+        let keep = self.after.len() - delete;
+        self.after.truncate(keep);
+        self.before.extend(insert.chars());
+        true
+    }
+}
+
+impl std::fmt::Display for GapBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text: String = self.before.iter().chain(self.after.iter().rev()).collect();
+        f.write_str(&text)
+    }
+}
+
+/// The directory holding the shared traces: `$PERSISTER_TRACES` if set, otherwise
+/// `shared/traces` beside the workspace, if it exists.
+pub fn traces_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PERSISTER_TRACES") {
+        return Some(PathBuf::from(dir));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let candidates = [
+        workspace.join("../shared/traces"),
+        PathBuf::from("../shared/traces"),
+    ];
+    candidates.into_iter().find(|dir| dir.is_dir())
+}
+
+/// The path of the trace `name` (without `.json.gz`), if it is present.
+pub fn find(name: &str) -> Option<PathBuf> {
+    let path = traces_dir()?.join(format!("{name}.json.gz"));
+    path.is_file().then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches_apply_in_scalar_values() -> Result<(), TraceError> {
+        let trace: Trace = serde_json::from_str(
+            r#"{"startContent":"héllo","endContent":"hé!o","txns":[{"patches":[[3,2,"!o"],[4,1,""]]}]}"#,
+        )
+        .map_err(|source| TraceError::Format { path: "inline".into(), source })?;
+        assert_eq!(trace.replay_text()?, "hél!");
+        assert_eq!(trace.text_after(0)?, "héllo");
+        assert!(!trace.is_concurrent());
+        Ok(())
+    }
+
+    #[test]
+    fn a_patch_past_the_end_is_an_error() -> Result<(), serde_json::Error> {
+        let trace: Trace =
+            serde_json::from_str(r#"{"endContent":"","txns":[{"patches":[[1,5,""]]}]}"#)?;
+        assert!(matches!(
+            trace.replay_text(),
+            Err(TraceError::BadPatch { txn: 0, patch: 0 })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn shared_traces_replay_to_their_end_content() -> Result<(), TraceError> {
+        for name in ["automerge-paper", "seph-blog1"] {
+            let Some(path) = find(name) else {
+                println!(
+                    "skipped: trace {name} not found (set PERSISTER_TRACES or put ../shared/traces beside the workspace)"
+                );
+                continue;
+            };
+            let trace = Trace::load(&path)?;
+            assert_eq!(trace.replay_text()?, trace.end_content, "{name}");
+        }
+        if let Some(path) = find("clownschool") {
+            let trace = Trace::load(&path)?;
+            assert!(trace.is_concurrent());
+            assert_eq!(trace.txns.len(), 23_136);
+            assert!(
+                trace
+                    .txns
+                    .iter()
+                    .all(|t| t.agent.is_some() && t.parents.is_some())
+            );
+        }
+        Ok(())
+    }
+}
