@@ -1,1 +1,37 @@
-//! Placeholder: filled by its own issue.
+//! The reliability harness: the same attacks on every backend of the workspace.
+//!
+//! - **Model-based tests** run random [`Op`]s on a store and on a [`StoreModel`] made
+//!   of [`DocumentState`](persister_core::DocumentState)s, comparing contents and exact
+//!   sizes after every step, with reopens that may lose unflushed batches but only a
+//!   suffix of them ([`ModelRun`]).
+//! - **Kill tests** run a deterministic [`workload`] in a child process (the
+//!   `reliability-workload` binary), kill it at random moments, and check that the
+//!   reopened store holds every acknowledged write and a prefix of the batches
+//!   ([`kill`]).
+//! - **The corruption sweep** damages a store's files in many ways and checks that
+//!   every read returns an error or exactly the stored data ([`corruption`]).
+//!
+//! `RELIABILITY.md` at the repository root says how to run each longer.
+
+mod backend;
+pub mod corruption;
+pub mod kill;
+mod model;
+pub mod ops;
+mod rng;
+mod runner;
+
+pub use backend::{Backend, Location};
+pub use model::{Contents, DocModel, Snapshot, StoreModel, list};
+pub use ops::{Op, workload};
+pub use rng::Rng;
+pub use runner::{ModelRun, apply_to_handle};
+
+/// Reads a count from the environment variable `name`, or `default` when it is unset
+/// or not a number.
+pub fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().replace('_', "").parse().ok())
+        .unwrap_or(default)
+}

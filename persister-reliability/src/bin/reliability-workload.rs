@@ -1,0 +1,81 @@
+//! The child process of the kill tests and the corruption sweep.
+//!
+//! ```text
+//! reliability-workload workload --backend B --dir D --seed S --len N --docs K
+//! reliability-workload corrupt --backend B --pristine P --work W --seed S
+//!                              --random N --exhaustive BYTES --from I
+//! ```
+//!
+//! `workload` runs the deterministic workload of a seed on a store and prints a line
+//! after every step (see `persister_reliability::kill`); `corrupt` runs corruption
+//! cases (see `persister_reliability::corruption`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use persister_reliability::Backend;
+use persister_reliability::corruption::{SweepConfig, sweep_child};
+use persister_reliability::kill::run_child;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("reliability-workload: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().ok_or("missing command: workload or corrupt")?;
+    let mut options = HashMap::new();
+    while let Some(flag) = args.next() {
+        let name = flag
+            .strip_prefix("--")
+            .ok_or_else(|| format!("unexpected argument {flag:?}"))?
+            .to_string();
+        let value = args
+            .next()
+            .ok_or_else(|| format!("--{name} needs a value"))?;
+        options.insert(name, value);
+    }
+    let get = |name: &str| -> Result<&String, String> {
+        options.get(name).ok_or_else(|| format!("missing --{name}"))
+    };
+    let number = |name: &str| -> Result<u64, String> {
+        get(name)?.parse().map_err(|e| format!("--{name}: {e}"))
+    };
+    let backend = Backend::from_name(get("backend")?)
+        .ok_or_else(|| format!("unknown backend {:?}", get("backend")))?;
+    let stdout = std::io::stdout();
+    match command.as_str() {
+        "workload" => run_child(
+            backend,
+            &PathBuf::from(get("dir")?),
+            number("seed")?,
+            number("len")? as usize,
+            number("docs")? as usize,
+            &mut stdout.lock(),
+        ),
+        "corrupt" => {
+            let config = SweepConfig {
+                seed: number("seed")?,
+                random: number("random")?,
+                exhaustive: number("exhaustive")?,
+                memory_limit_kib: 0,
+            };
+            sweep_child(
+                backend,
+                &PathBuf::from(get("pristine")?),
+                &PathBuf::from(get("work")?),
+                &config,
+                number("from")? as usize,
+                &mut stdout.lock(),
+            )
+        }
+        other => Err(format!("unknown command {other:?}")),
+    }
+}

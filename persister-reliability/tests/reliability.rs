@@ -1,0 +1,10 @@
+//! The reliability harness's tests: model-based, kill and corruption tests for every
+//! backend, and replays of the fuzzers' crash fixtures. `RELIABILITY.md` at the
+//! repository root says what each proves and how to run it longer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "reliability/harness.rs"]
+mod harness;
+#[path = "reliability/model.rs"]
+mod model;
