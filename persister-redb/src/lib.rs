@@ -1,1 +1,154 @@
-//! Placeholder: filled by its own issue.
+//! The [`Persister`](persister_core::Persister) backend on [redb](https://docs.rs/redb) 4:
+//! one file holds any number of documents. The recommended default backend.
+//!
+//! # Example
+//!
+//! ```
+//! use persister_core::{ActorId, Batch, Persister, Store};
+//! use persister_redb::RedbStore;
+//!
+//! # fn main() -> Result<(), persister_core::Error> {
+//! # let dir = tempfile::tempdir().map_err(|e| persister_core::Error::io("create", "tempdir", e))?;
+//! let path = dir.path().join("notes.redb");
+//! let store = RedbStore::open(&path)?; // creates the file
+//! let mut doc = store.open_document(&"notes".into())?;
+//!
+//! let actor = ActorId::new([0xab; 16]);
+//! doc.insert_changes(vec![(actor.clone(), 1, b"change 1".to_vec())])?;
+//! doc.insert_changes(vec![(actor.clone(), 2, b"change 2".to_vec())])?;
+//! assert_eq!(doc.get_changes()?.len(), 2); // visible before the flush
+//! assert!(doc.flush()? > 0); // durable from here on
+//!
+//! // Compaction is one batch: the document and the removal of what it covers.
+//! doc.apply(Batch::new().set_document(b"compacted".to_vec()).remove_change(actor.clone(), 1).remove_change(actor, 2))?;
+//! doc.flush()?;
+//! drop(doc);
+//! drop(store);
+//!
+//! let store = RedbStore::open(&path)?;
+//! let doc = store.open_document(&"notes".into())?;
+//! assert_eq!(doc.get_document()?, Some(b"compacted".to_vec()));
+//! assert_eq!(doc.sizes().change_count, 0); // exact at once, without reading the changes
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What survives what
+//!
+//! The guarantees are those of the [`Persister` contract](persister_core::Persister#contract);
+//! here is what they mean for this backend.
+//!
+//! | event | what you get after reopening |
+//! |---|---|
+//! | the process is killed | every batch up to the last successful `flush` of its document, perhaps some after it, in order, each whole or absent |
+//! | power loss or OS crash | the same, provided the disk honours `fsync` |
+//! | an I/O error (disk full, failing disk) | the operation returns `Err`, never a wrong `Ok`; the store is poisoned (every write and flush returns [`Error::Poisoned`]); after reopening, everything flushed before the error |
+//! | the file damaged by something other than redb | opening with [`RedbOptions::verify_on_open`] (the default) fails with [`Error::Corrupt`]; a read that meets damage fails the same way; nothing is repaired |
+//!
+//! Not survived: a disk or file system that acknowledges `fsync` without persisting
+//! (some consumer SSDs, some virtual disks), deleting or replacing the file, writes by
+//! another program, and network file systems whose locks do not work (two writers
+//! would damage the file). After a crash the store cannot tell how many unflushed
+//! batches were lost; it knows only that the flushed ones were not.
+//!
+//! What you must do:
+//!
+//! - call [`flush`](persister_core::Persister::flush) when your durability policy says
+//!   so ([`AutoFlush`](persister_core::AutoFlush) does it for you), and before exiting;
+//! - on [`Error::Poisoned`], or any error from `flush`, drop every handle and the store,
+//!   then open it again: redb repairs the file, and the writes since the last successful
+//!   flush may or may not be there;
+//! - on [`Error::Corrupt`], stop writing to the file, copy out what still reads, and
+//!   restore a backup;
+//! - on [`Error::Locked`], close the other process (or store) holding the file.
+//!
+//! # Writes, flushes and memory
+//!
+//! A handle keeps its writes in memory until `flush`, which commits all of them in one
+//! redb write transaction with `Durability::Immediate` (one `fsync`). Grouping writes this
+//! way matters: a redb transaction costs about half as much as Automerge takes to make
+//! one change, so a transaction per change would double the cost of persisting an edit.
+//! Reads merge the pending writes with the file. Past
+//! [`RedbOptions::max_pending_bytes`] a handle commits what it holds with
+//! `Durability::None` (no `fsync`): that bounds its memory, and a crash still leaves a
+//! prefix of the batches, because redb rolls such commits back as a whole to the last
+//! synced one. Dropping a handle without flushing commits the same way, so the next
+//! handle of the document, and [`list_documents`](persister_core::Store::list_documents),
+//! see the writes. Closing the store (dropping it and its handles) syncs such commits.
+//!
+//! # File layout
+//!
+//! A store is a redb file (it starts with redb's magic number, see [`is_redb_file`])
+//! with five tables. Every key is a byte string, compared byte by byte; every integer is
+//! big-endian.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `persister_meta` | `"format"`, `"format_version"`, `"next_document"` | `b"persister-redb"`; u32 `1`; u64, the number the next new document gets |
+//! | `persister_documents` | document id bytes, as given | 48 bytes: the document number, then its sizes (`changes`, `document`, `sync_states`, `change_count`, `sync_state_count`), six u64 |
+//! | `persister_changes` | number (u64) ‖ actor id with each `00` byte written `00 FF` ‖ `00 00` ‖ seq (u64) | change bytes |
+//! | `persister_compacted` | number (u64) | compacted document bytes |
+//! | `persister_sync_states` | number (u64) ‖ peer id bytes | sync state bytes |
+//!
+//! Each document gets a number when it is first stored, and every key of its data starts
+//! with it. Numbers have a fixed width, so documents are exactly isolated whatever their
+//! ids hold (`"1"` and `"10"`, `""` and `"a"`, NUL, `/`, bytes that are not UTF-8): the id
+//! appears only as a whole key of `persister_documents`. Within a document, change keys
+//! sort by actor bytes, then numeric seq: the escaped actor id is followed by `00 00`,
+//! below any byte an escaped id can continue with, so an actor id sorts before every
+//! longer id it is a prefix of. The sizes are written in the same transaction as the
+//! data, which keeps [`sizes`](persister_core::Persister::sizes) exact and O(1) after a
+//! reopen; reads check them against what they find and fail with [`Error::Corrupt`] on a
+//! mismatch.
+//!
+//! # Opening
+//!
+//! - A missing file is created crash-safely: redb writes its magic number last, so a
+//!   crash while creating leaves a file redb refuses; the store is therefore made under
+//!   a temporary name in the same directory, synced, moved into place, and the directory
+//!   synced.
+//! - An existing file must be a store: another file fails with [`Error::NotAStore`], a
+//!   store whose `format_version` this build does not know with
+//!   [`Error::UnsupportedFormat`] naming both versions.
+//! - With [`RedbOptions::verify_on_open`] (the default) redb checks every page's checksum
+//!   before the store is used.
+//! - redb locks the file: a second open, from any process, fails at once with
+//!   [`Error::Locked`].
+//! - After a crash, opening repairs the file (redb walks it to rebuild its allocator
+//!   state), which takes time proportional to the file's size.
+//!
+//! # Limits and threads
+//!
+//! Batches are checked with [`Batch::validate`](persister_core::Batch::validate) before
+//! anything is held or written, so a value over
+//! [`MAX_VALUE_LEN`](persister_core::MAX_VALUE_LEN) or a batch over
+//! [`MAX_BATCH_LEN`](persister_core::MAX_BATCH_LEN) is refused whole. A [`RedbStore`] is
+//! `Send + Sync` and serves different documents from different threads (flushes take
+//! turns on redb's single writer); each [`RedbPersister`] is `Send`.
+//!
+//! # Testing with faults
+//!
+//! [`RedbStore::open_on_backend`] opens a store on any redb
+//! [`StorageBackend`](redb::StorageBackend): the crate's tests use it to fail chosen I/O
+//! calls and to simulate power loss at every I/O call of a workload.
+//!
+//! [`Error::Poisoned`]: persister_core::Error::Poisoned
+//! [`Error::Corrupt`]: persister_core::Error::Corrupt
+//! [`Error::Locked`]: persister_core::Error::Locked
+//! [`Error::NotAStore`]: persister_core::Error::NotAStore
+//! [`Error::UnsupportedFormat`]: persister_core::Error::UnsupportedFormat
+
+mod error;
+mod layout;
+mod options;
+mod overlay;
+mod persister;
+mod store;
+
+pub use options::RedbOptions;
+pub use persister::RedbPersister;
+pub use store::{RedbStore, is_redb_file};
+
+/// The version of the table layout this build reads and writes (`format_version` in
+/// `persister_meta`).
+pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;

@@ -1,0 +1,70 @@
+//! How a store is opened.
+
+/// Options for [`RedbStore::open_with`](crate::RedbStore::open_with).
+///
+/// ```
+/// use persister_redb::RedbOptions;
+///
+/// let options = RedbOptions::default()
+///     .verify_on_open(true)
+///     .cache_size(64 * 1024 * 1024)
+///     .max_pending_bytes(8 * 1024 * 1024);
+/// assert_eq!(options.cache_size, 64 * 1024 * 1024);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedbOptions {
+    /// Whether opening verifies the checksum of every page of the file (redb's
+    /// integrity check) before trusting it. Default `true`.
+    ///
+    /// With it, a file damaged outside redb fails to open with
+    /// [`Error::Corrupt`](persister_core::Error::Corrupt); without it, opening is faster
+    /// on large files, but reading a damaged page may return wrong data or panic inside
+    /// redb. Turn it off only for files you trust, such as one this process wrote
+    /// moments ago.
+    pub verify_on_open: bool,
+
+    /// The most memory redb's page cache may use, in bytes. Default 1 GiB (redb's
+    /// default); memory is taken only as pages are read.
+    pub cache_size: usize,
+
+    /// The most payload bytes (keys and values) a handle keeps pending in memory before
+    /// it writes them to the file without syncing. Default 16 MiB.
+    ///
+    /// Writes between two flushes are held by their handle and committed together by
+    /// [`flush`](persister_core::Persister::flush). Past this bound the handle commits
+    /// what it holds without syncing (redb's `Durability::None`), which bounds its memory
+    /// and keeps the crash guarantee: after a crash the document is still at some prefix
+    /// of its batches. A single batch larger than the bound is held whole.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            verify_on_open: true,
+            cache_size: 1024 * 1024 * 1024,
+            max_pending_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl RedbOptions {
+    /// Sets [`RedbOptions::verify_on_open`].
+    pub fn verify_on_open(mut self, verify: bool) -> Self {
+        self.verify_on_open = verify;
+        self
+    }
+
+    /// Sets [`RedbOptions::cache_size`].
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = bytes;
+        self
+    }
+
+    /// Sets [`RedbOptions::max_pending_bytes`].
+    pub fn max_pending_bytes(mut self, bytes: usize) -> Self {
+        self.max_pending_bytes = bytes;
+        self
+    }
+}

@@ -1,0 +1,486 @@
+//! One document's handle: pending writes in memory, committed together by `flush`.
+
+use std::sync::Arc;
+
+use persister_core::{
+    ActorId, Batch, ChangeEntry, DocumentClaim, DocumentId, Error, Persister, Result, StoredSizes,
+    Write,
+};
+use redb::{Durability, ReadOnlyTable};
+
+use crate::error::{RedbResultExt, corrupt};
+use crate::layout::{self, CHANGES, COMPACTED, DOCUMENTS, DocumentRecord, SYNC_STATES};
+use crate::overlay::Overlay;
+use crate::store::Shared;
+
+/// The handle of one document of a [`RedbStore`](crate::RedbStore), keeping the
+/// [`Persister` contract](persister_core::Persister#contract).
+///
+/// Writes are held in memory until [`flush`](Persister::flush), which commits all of
+/// them in one redb transaction and syncs it (`Durability::Immediate`); reads see them at
+/// once. A handle holding more than
+/// [`max_pending_bytes`](crate::RedbOptions::max_pending_bytes) commits them without
+/// syncing (`Durability::None`), and so does dropping a handle that was not flushed: such
+/// writes are visible to the next handle, and made durable by the next flush of any
+/// handle of the store or by closing the store. A crash before that loses them, batch by
+/// batch from the newest, never part of one.
+///
+/// [`sizes`](Persister::sizes) is kept in memory, and stored in the same transaction as
+/// the data, so it is exact and free, also right after reopening.
+#[derive(Debug)]
+pub struct RedbPersister {
+    shared: Arc<Shared>,
+    claim: DocumentClaim,
+    /// The document's number in the file, once it is stored.
+    number: Option<u64>,
+    /// The sizes of the document as reads see it (file and overlay).
+    sizes: StoredSizes,
+    overlay: Overlay,
+    /// Something was applied since the last commit.
+    dirty: bool,
+    /// Payload bytes applied (or carried from a dropped handle) since the last flush.
+    unsynced: usize,
+    /// A commit since the last flush was not synced.
+    needs_sync: bool,
+    poisoned: Option<String>,
+}
+
+/// The tables a batch reads old lengths from, opened on first need.
+struct Lookup {
+    changes: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    sync_states: ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl RedbPersister {
+    pub(crate) fn open(shared: Arc<Shared>, claim: DocumentClaim) -> Result<Self> {
+        let txn = shared.begin_read()?;
+        let record = shared.read_record(&txn, claim.id())?;
+        let carried = shared.take_unsynced(claim.id());
+        Ok(Self {
+            number: record.map(|r| r.number),
+            sizes: record.map(|r| r.sizes).unwrap_or_default(),
+            overlay: Overlay::default(),
+            dirty: false,
+            unsynced: carried.unwrap_or(0),
+            needs_sync: carried.is_some(),
+            poisoned: None,
+            shared,
+            claim,
+        })
+    }
+
+    fn id(&self) -> &DocumentId {
+        self.claim.id()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        self.shared.check_poisoned()
+    }
+
+    /// The stored length of each write's key, for keys the overlay does not hold.
+    fn stored_lengths(&self, writes: &[Write]) -> Result<Vec<Option<u64>>> {
+        let Some(number) = self.number else {
+            return Ok(vec![None; writes.len()]);
+        };
+        let path = &self.shared.path;
+        let mut lookup = None;
+        let open = || -> Result<Lookup> {
+            let txn = self.shared.begin_read()?;
+            Ok(Lookup {
+                changes: self.shared.read_table(&txn, CHANGES)?,
+                sync_states: self.shared.read_table(&txn, SYNC_STATES)?,
+            })
+        };
+        let mut lengths = Vec::with_capacity(writes.len());
+        for write in writes {
+            let length = match write {
+                Write::InsertChange { actor, seq, .. } | Write::RemoveChange { actor, seq }
+                    if self.overlay.change(actor, *seq).is_none() =>
+                {
+                    let lookup = match &mut lookup {
+                        Some(lookup) => lookup,
+                        None => lookup.insert(open()?),
+                    };
+                    let key = layout::change_key(number, actor.as_bytes(), *seq);
+                    let value = lookup
+                        .changes
+                        .get(key.as_slice())
+                        .or_store("read from", path)?;
+                    value.map(|value| value.value().len() as u64)
+                }
+                Write::SetSyncState { peer, .. } | Write::RemoveSyncState { peer }
+                    if self.overlay.sync_state(peer).is_none() =>
+                {
+                    let lookup = match &mut lookup {
+                        Some(lookup) => lookup,
+                        None => lookup.insert(open()?),
+                    };
+                    let key = layout::sync_state_key(number, peer);
+                    let value = lookup
+                        .sync_states
+                        .get(key.as_slice())
+                        .or_store("read from", path)?;
+                    value.map(|value| value.value().len() as u64)
+                }
+                _ => None,
+            };
+            lengths.push(length);
+        }
+        Ok(lengths)
+    }
+
+    /// Applies one write to the overlay and the sizes; `stored` is the length of its key
+    /// in the file, when the overlay did not hold it before the batch.
+    fn hold(&mut self, write: Write, stored: Option<u64>) {
+        let len = |value: &[u8]| value.len() as u64;
+        let in_file = self.number.is_some();
+        match write {
+            Write::InsertChange { actor, seq, value } => {
+                let old = self
+                    .overlay
+                    .change(&actor, seq)
+                    .map_or(stored, |v| v.map(len));
+                self.sizes.replace_change(old, Some(len(&value)));
+                self.overlay.put_change(actor, seq, Some(value));
+            }
+            Write::RemoveChange { actor, seq } => {
+                let old = self
+                    .overlay
+                    .change(&actor, seq)
+                    .map_or(stored, |v| v.map(len));
+                self.sizes.replace_change(old, None);
+                if in_file {
+                    self.overlay.put_change(actor, seq, None);
+                } else {
+                    self.overlay.forget_change(&actor, seq);
+                }
+            }
+            Write::SetDocument(value) => {
+                self.sizes.replace_document(len(&value));
+                self.overlay.put_document(value);
+            }
+            Write::SetSyncState { peer, state } => {
+                let old = self
+                    .overlay
+                    .sync_state(&peer)
+                    .map_or(stored, |v| v.map(len));
+                self.sizes.replace_sync_state(old, Some(len(&state)));
+                self.overlay.put_sync_state(peer, Some(state));
+            }
+            Write::RemoveSyncState { peer } => {
+                let old = self
+                    .overlay
+                    .sync_state(&peer)
+                    .map_or(stored, |v| v.map(len));
+                self.sizes.replace_sync_state(old, None);
+                if in_file {
+                    self.overlay.put_sync_state(peer, None);
+                } else {
+                    self.overlay.forget_sync_state(&peer);
+                }
+            }
+        }
+    }
+
+    /// Commits everything pending in one transaction. Any failure poisons the handle
+    /// and the store: redb refuses further commits after a failed one.
+    fn commit(&mut self, durability: Durability) -> Result<()> {
+        let committed = self.write_pending(durability);
+        if let Err(err) = &committed {
+            let reason = err.to_string();
+            self.shared.poison_with(Error::Poisoned {
+                reason: reason.clone(),
+            });
+            self.poisoned = Some(reason);
+        }
+        committed
+    }
+
+    fn write_pending(&mut self, durability: Durability) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let path = &shared.path;
+        let txn = shared.begin_write()?;
+        let mut number = self.number;
+        if self.dirty {
+            let n = match number {
+                Some(n) => n,
+                None => shared.allocate_number(&txn)?,
+            };
+            number = Some(n);
+            if self.overlay.has_changes() {
+                let mut table = txn.open_table(CHANGES).or_store("write to", path)?;
+                for (actor, seq, value) in self.overlay.changes() {
+                    let key = layout::change_key(n, actor.as_bytes(), seq);
+                    match value {
+                        Some(value) => table.insert(key.as_slice(), value).map(drop),
+                        None => table.remove(key.as_slice()).map(drop),
+                    }
+                    .or_store("write to", path)?;
+                }
+            }
+            if let Some(document) = self.overlay.document() {
+                let mut table = txn.open_table(COMPACTED).or_store("write to", path)?;
+                table
+                    .insert(layout::document_key(n).as_slice(), document)
+                    .or_store("write to", path)?;
+            }
+            if self.overlay.has_sync_states() {
+                let mut table = txn.open_table(SYNC_STATES).or_store("write to", path)?;
+                for (peer, value) in self.overlay.sync_states() {
+                    let key = layout::sync_state_key(n, peer);
+                    match value {
+                        Some(value) => table.insert(key.as_slice(), value).map(drop),
+                        None => table.remove(key.as_slice()).map(drop),
+                    }
+                    .or_store("write to", path)?;
+                }
+            }
+            let record = DocumentRecord {
+                number: n,
+                sizes: self.sizes,
+            };
+            let mut table = txn.open_table(DOCUMENTS).or_store("write to", path)?;
+            table
+                .insert(self.id().as_bytes(), record.encode().as_slice())
+                .or_store("write to", path)?;
+        }
+        shared.commit(txn, durability)?;
+
+        self.number = number;
+        self.overlay = Overlay::default();
+        if self.dirty {
+            self.dirty = false;
+            shared.mark_unwritten(self.id(), false);
+        }
+        // The caller of a synced commit (flush) resets what was unsynced.
+        self.needs_sync = matches!(durability, Durability::None);
+        Ok(())
+    }
+
+    fn check_count(
+        &self,
+        what: &str,
+        count: usize,
+        bytes: u64,
+        expected: (u64, u64),
+    ) -> Result<()> {
+        if (count as u64, bytes) != expected {
+            return Err(corrupt(
+                format!(
+                    "document {} holds {count} {what} of {bytes} bytes, but its record says {} of {} bytes",
+                    self.id(),
+                    expected.0,
+                    expected.1
+                ),
+                &self.shared.path,
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Persister for RedbPersister {
+    type Error = Error;
+
+    fn apply(&mut self, batch: Batch) -> Result<()> {
+        self.check_writable()?;
+        batch.validate()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let payload = batch.payload_len();
+        if self.dirty
+            && self.overlay.bytes().saturating_add(payload) > self.shared.options.max_pending_bytes
+        {
+            self.commit(Durability::None)?;
+        }
+        // Every read happens before the first change, so a failure applies nothing.
+        let stored = self.stored_lengths(batch.writes())?;
+        for (write, stored) in batch.into_iter().zip(stored) {
+            self.hold(write, stored);
+        }
+        self.overlay.add_bytes(payload);
+        self.unsynced = self.unsynced.saturating_add(payload);
+        if !self.dirty {
+            self.dirty = true;
+            if self.number.is_none() {
+                self.shared.mark_unwritten(self.claim.id(), true);
+            }
+        }
+        Ok(())
+    }
+
+    fn get_change_entries(&self) -> Result<Vec<ChangeEntry>> {
+        let shared = &self.shared;
+        let path = &shared.path;
+        // Bounded: the count comes from the file.
+        let capacity = usize::try_from(self.sizes.change_count)
+            .unwrap_or(0)
+            .min(1 << 16);
+        let mut entries: Vec<ChangeEntry> = Vec::with_capacity(capacity);
+        let mut held = self.overlay.changes().peekable();
+        let push = |entries: &mut Vec<ChangeEntry>, actor: &ActorId, seq, value: Option<&[u8]>| {
+            if let Some(value) = value {
+                entries.push((actor.clone(), seq, value.to_vec()));
+            }
+        };
+        if let Some(number) = self.number {
+            let txn = shared.begin_read()?;
+            let table = shared.read_table(&txn, CHANGES)?;
+            let range = layout::document_range(number);
+            let stored = table
+                .range(range.start.as_slice()..range.end.as_slice())
+                .or_store("read from", path)?;
+            for entry in stored {
+                let (key, value) = entry.or_store("read from", path)?;
+                let (actor, seq) =
+                    layout::decode_change_key(number, key.value()).ok_or_else(|| {
+                        corrupt(format!("malformed change key {:?}", key.value()), path)
+                    })?;
+                while let Some((a, s, v)) =
+                    held.next_if(|(a, s, _)| (a.as_bytes(), *s) < (actor.as_bytes(), seq))
+                {
+                    push(&mut entries, a, s, v);
+                }
+                match held.next_if(|(a, s, _)| **a == actor && *s == seq) {
+                    Some((_, _, newer)) => push(&mut entries, &actor, seq, newer),
+                    None => entries.push((actor, seq, value.value().to_vec())),
+                }
+            }
+        }
+        for (a, s, v) in held {
+            push(&mut entries, a, s, v);
+        }
+        let bytes = entries.iter().map(|e| e.2.len() as u64).sum();
+        self.check_count(
+            "changes",
+            entries.len(),
+            bytes,
+            (self.sizes.change_count, self.sizes.changes),
+        )?;
+        Ok(entries)
+    }
+
+    fn get_document(&self) -> Result<Option<Vec<u8>>> {
+        if let Some(document) = self.overlay.document() {
+            return Ok(Some(document.to_vec()));
+        }
+        let Some(number) = self.number else {
+            return Ok(None);
+        };
+        let shared = &self.shared;
+        let txn = shared.begin_read()?;
+        let table = shared.read_table(&txn, COMPACTED)?;
+        let document = table
+            .get(layout::document_key(number).as_slice())
+            .or_store("read from", &shared.path)?
+            .map(|value| value.value().to_vec());
+        let len = document.as_ref().map_or(0, |d| d.len() as u64);
+        if len != self.sizes.document {
+            return Err(corrupt(
+                format!(
+                    "the compacted document of {} is {} bytes, but its record says {}",
+                    self.id(),
+                    len,
+                    self.sizes.document
+                ),
+                &shared.path,
+            ));
+        }
+        Ok(document)
+    }
+
+    fn get_sync_state(&self, peer_id: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(held) = self.overlay.sync_state(peer_id) {
+            return Ok(held.map(<[u8]>::to_vec));
+        }
+        let Some(number) = self.number else {
+            return Ok(None);
+        };
+        let shared = &self.shared;
+        let txn = shared.begin_read()?;
+        let table = shared.read_table(&txn, SYNC_STATES)?;
+        let key = layout::sync_state_key(number, peer_id);
+        let state = table
+            .get(key.as_slice())
+            .or_store("read from", &shared.path)?
+            .map(|value| value.value().to_vec());
+        Ok(state)
+    }
+
+    fn get_peer_ids(&self) -> Result<Vec<Vec<u8>>> {
+        let shared = &self.shared;
+        let path = &shared.path;
+        let mut peers = Vec::new();
+        let mut bytes = 0u64;
+        let mut held = self.overlay.sync_states().peekable();
+        let mut push = |peers: &mut Vec<Vec<u8>>, peer: &[u8], value: Option<&[u8]>| {
+            if let Some(value) = value {
+                peers.push(peer.to_vec());
+                bytes += value.len() as u64;
+            }
+        };
+        if let Some(number) = self.number {
+            let txn = shared.begin_read()?;
+            let table = shared.read_table(&txn, SYNC_STATES)?;
+            let range = layout::document_range(number);
+            let stored = table
+                .range(range.start.as_slice()..range.end.as_slice())
+                .or_store("read from", path)?;
+            for entry in stored {
+                let (key, value) = entry.or_store("read from", path)?;
+                let peer = layout::decode_sync_state_key(number, key.value())
+                    .ok_or_else(|| corrupt("a sync-state key of another document", path))?;
+                while let Some((p, v)) = held.next_if(|(p, _)| *p < peer) {
+                    push(&mut peers, p, v);
+                }
+                match held.next_if(|(p, _)| *p == peer) {
+                    Some((_, newer)) => push(&mut peers, peer, newer),
+                    None => push(&mut peers, peer, Some(value.value())),
+                }
+            }
+        }
+        for (p, v) in held {
+            push(&mut peers, p, v);
+        }
+        self.check_count(
+            "sync states",
+            peers.len(),
+            bytes,
+            (self.sizes.sync_state_count, self.sizes.sync_states),
+        )?;
+        Ok(peers)
+    }
+
+    fn sizes(&self) -> StoredSizes {
+        self.sizes
+    }
+
+    fn flush(&mut self) -> Result<usize> {
+        self.check_writable()?;
+        if !self.dirty && !self.needs_sync {
+            return Ok(0);
+        }
+        self.commit(Durability::Immediate)?;
+        Ok(std::mem::take(&mut self.unsynced))
+    }
+}
+
+impl Drop for RedbPersister {
+    fn drop(&mut self) {
+        // Unflushed writes stay visible to the next handle: commit them without syncing.
+        // A failure poisons the store, which its next operation reports.
+        if self.dirty && self.check_writable().is_ok() {
+            let _ = self.commit(Durability::None);
+        }
+        if self.needs_sync && self.poisoned.is_none() {
+            self.shared.carry_unsynced(self.claim.id(), self.unsynced);
+        }
+        self.shared.mark_unwritten(self.claim.id(), false);
+    }
+}

@@ -1,0 +1,91 @@
+//! I/O faults on a real file: each `write`, `set_len` and `sync_data` of a workload
+//! fails once, or fails with every later call. Every fault must come back as an `Err`
+//! (never a panic, never an `Ok` from a flush after it), and reopening the file without
+//! faults must give a store holding at least everything flushed before the fault.
+
+use std::fs::{self, OpenOptions};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Arc;
+
+use persister_core::{Error, Result};
+use persister_redb::{RedbOptions, RedbStore};
+use redb::backends::FileBackend;
+
+use crate::backends::{FaultBackend, FaultControl};
+use crate::workload::{self, Op, check_recovered};
+
+fn options() -> RedbOptions {
+    RedbOptions::default().max_pending_bytes(4096)
+}
+
+fn open_faulty(path: &Path, control: &Arc<FaultControl>) -> Result<RedbStore> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|err| Error::io("open", path, err))?;
+    let file = FileBackend::new(file).map_err(|err| Error::backend("redb", err))?;
+    RedbStore::open_on_backend(
+        FaultBackend::new(file, Arc::clone(control)),
+        path,
+        options(),
+    )
+}
+
+/// Runs the workload on a copy of `base` with `control`'s faults, then checks the file.
+fn run_with_fault(
+    base: &Path,
+    path: &Path,
+    ops: &[Op],
+    control: FaultControl,
+) -> std::result::Result<(), String> {
+    fs::copy(base, path).map_err(|e| e.to_string())?;
+    let control = Arc::new(control);
+    let outcome = workload::run(|| open_faulty(path, &control), ops, &|| control.fired());
+    if !control.fired() {
+        return Err("the fault was never reached: the workload is not deterministic".into());
+    }
+    if !outcome.ok_after_fault.is_empty() {
+        return Err(format!(
+            "succeeded after the fault: {:?}",
+            outcome.ok_after_fault
+        ));
+    }
+    if outcome.fault_before_close && outcome.errors.is_empty() {
+        return Err("the fault was not reported by any operation".into());
+    }
+    let store = RedbStore::open_with(path, options())
+        .map_err(|e| format!("reopening without faults failed: {e}"))?;
+    check_recovered(&store, &outcome)
+}
+
+#[test]
+fn io_faults_are_errors_and_lose_nothing_flushed() -> std::result::Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let base = dir.path().join("base.redb");
+    drop(RedbStore::open_with(&base, options()).map_err(|e| e.to_string())?);
+    let ops = workload::ops(10, 2 * workload::scale());
+
+    let path = dir.path().join("store.redb");
+    fs::copy(&base, &path).map_err(|e| e.to_string())?;
+    let probe = Arc::new(FaultControl::default());
+    let outcome = workload::run(|| open_faulty(&path, &probe), &ops, &|| false);
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let total = probe.calls();
+
+    for at in 0..total {
+        for forever in [false, true] {
+            let _ = fs::remove_file(&path);
+            let run = || run_with_fault(&base, &path, &ops, FaultControl::failing_at(at, forever));
+            let mode = if forever { "from" } else { "at" };
+            match catch_unwind(AssertUnwindSafe(run)) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(format!("failing {mode} call {at} of {total}: {err}")),
+                Err(_) => return Err(format!("failing {mode} call {at} of {total}: a panic")),
+            }
+        }
+    }
+    println!("failed each of the {total} write/set_len/sync_data calls, once and for good");
+    Ok(())
+}
