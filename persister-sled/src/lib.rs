@@ -1,1 +1,181 @@
-//! Placeholder: filled by its own issue.
+//! A [`Persister`](persister_core::Persister) backend on sled 0.34.7, for applications
+//! that keep their CRDT documents in sled, with the checks sled itself lacks, and a
+//! way out to another backend.
+//!
+//! ```
+//! use persister_core::{ActorId, Batch, Persister, Store};
+//! use persister_sled::SledStore;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = SledStore::open(dir.path().join("docs"))?;
+//! let mut doc = store.open_document(&"notes".into())?;
+//!
+//! let actor = ActorId::new([0xab; 16]);
+//! doc.insert_changes(vec![(actor.clone(), 1, b"change 1".to_vec())])?;
+//! // Compaction is one atomic batch.
+//! doc.apply(Batch::new().set_document(b"compacted".to_vec()).remove_change(actor, 1))?;
+//! assert!(doc.flush()? > 0); // durable from here on
+//! drop((doc, store));
+//!
+//! let store = SledStore::open(dir.path().join("docs"))?;
+//! let doc = store.open_document(&"notes".into())?;
+//! assert_eq!(doc.get_document()?, Some(b"compacted".to_vec()));
+//! assert_eq!(doc.sizes().document, 9); // exact right after reopening, without reading
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! One sled database (a directory) is one [`SledStore`] with any number of documents;
+//! [`is_sled_store`] tells such a directory apart.
+//!
+//! # Layout
+//!
+//! Format version [`FORMAT_VERSION`] keeps everything in sled's default tree, under keys
+//! whose first byte says what they are (`u16be`/`u64be`: big-endian integers, `id`: the
+//! document id's bytes):
+//!
+//! | key | value |
+//! |---|---|
+//! | `00 "format"` | `"PSLEDFMT"`, `u32be` format version, `u32be` crc32c of those 12 bytes |
+//! | `00 "store"` | store manifest: `u64be` sequence number of the last batch, `u64be` document count, `u64be` document digest |
+//! | `01 u16be(len) id` | the document's manifest (below) |
+//! | `02 u16be(len) id 01` | the document |
+//! | `02 u16be(len) id 02 escape(actor) 00 00 u64be(seq)` | a change |
+//! | `02 u16be(len) id 03 peer` | a sync state |
+//!
+//! Document ids are length-prefixed, so no document's keys start with another's: `"1"`
+//! and `"10"` share no prefix, as they would with a raw prefix. Actor ids are
+//! escape-encoded (each `00` byte written `00 ff`) and end with `00 00`, so keys sort by
+//! actor bytes and then by numeric seq, an actor that is a prefix of another first, and
+//! [`get_changes`](persister_core::Persister::get_changes) returns sled's key order
+//! as it is. [`list_documents`](persister_core::Store::list_documents) sorts the ids by
+//! their bytes in memory.
+//!
+//! Every value but the format value is framed as `u32be(crc32c(key ++ payload)) ++
+//! payload`: the checksum covers the key, so a value found under another key fails it.
+//!
+//! # Manifests: no partial reads
+//!
+//! sled 0.34 silently returns partial data from a damaged file: recovery stops reading
+//! the log at the damage, and the pages it did not reach keep older versions. So each
+//! document has a manifest, rewritten in the same sled batch as every change to the
+//! document (sled applies a batch atomically, across crashes too). It records, for the
+//! changes and for the sync states, the count, the total bytes and a digest (the
+//! wrapping sum of the entries' checksums), and the document's length and checksum
+//! (61 bytes: changes `u64be` count, bytes, digest; sync states the same; a flag byte,
+//! `u64be` length and `u32be` checksum of the document).
+//!
+//! A read returns data only when it matches the manifest: a missing, extra, damaged or
+//! stale entry fails it with [`Error::Corrupt`](persister_core::Error::Corrupt). (A
+//! stale entry whose checksum happens to keep the digest equal, about 1 in 2³² for
+//! damage that keeps count and bytes equal, passes.) The manifest also gives exact
+//! [`sizes`](persister_core::Persister::sizes) in O(1) right after reopening. The store
+//! manifest does the same for the set of documents that `list_documents` returns.
+//!
+//! # The mark file
+//!
+//! A damaged log can also make sled recover an *older* state that is consistent in
+//! itself. Every batch increments the store manifest's sequence number; after each
+//! flush, the file `persister-sled.mark` in the store directory records the sequence
+//! number made durable (two slots, each `"PSLDMARK"`, `u32be` version 1, `u64be`
+//! sequence number, `u32be` crc32c; a write goes to the older slot). Opening a store
+//! that holds fewer batches than its mark fails with `Corrupt`: flushed data was lost.
+//! A store whose mark file is missing or damaged (and that has applied any batch) is
+//! refused the same way, so copy the whole directory, never only sled's files.
+//!
+//! # Durability
+//!
+//! Once [`flush`](persister_core::Persister::flush) returns `Ok`, every write applied
+//! through that handle before the call survives a process crash, and a power loss of a
+//! machine whose file system and drive honour `fsync`: the flush calls sled's own
+//! `flush` (which writes sled's buffers with `sync_file_range`, not enough on its own:
+//! it syncs neither the file's metadata nor the drive's cache), then `fsync`s every new
+//! blob file (sled stores values and nodes over about 128 KiB in separate files it
+//! never syncs), the blob directory, the `db` file and the store directory, and then
+//! the mark file. It returns the bytes sled wrote, at least the bytes of keys and values
+//! applied through the handle since its last flush, and 0 when nothing was pending.
+//!
+//! What is not guaranteed:
+//!
+//! - Writes not yet flushed may reach the disk at any time, in whole batches: when
+//!   sled's buffers fill, when another handle of the store flushes, and when the last
+//!   handle of the store is dropped (sled writes its buffers on drop, without `fsync`).
+//!   After a crash, a store holds the batches up to some point at or after its last
+//!   successful flush, never part of a batch.
+//! - sled 0.34 is not designed to survive power loss, and writes its log and its blob
+//!   files in an order a power loss in the middle of a write can break. Such damage,
+//!   and any loss of flushed batches, is detected (an error on open or on read), not
+//!   repaired.
+//! - sled's background flusher is off unless
+//!   [`SledOptions::flush_every_ms`] turns it on; when on, it syncs the `db` file
+//!   behind the application's back, but promises nothing more than the above.
+//!
+//! After a failed flush or write (or a panic inside sled), every handle of the store is
+//! poisoned: writes and flushes return
+//! [`Error::Poisoned`](persister_core::Error::Poisoned) until the store and all its
+//! handles are dropped and it is opened again. Reads still work.
+//!
+//! # Damaged stores and panics
+//!
+//! sled 0.34 panics on some damaged files, while opening them or reading from them.
+//! This crate catches those panics (with the default `panic = "unwind"`) and returns
+//! [`Error::Corrupt`](persister_core::Error::Corrupt); sled's panic message is still
+//! printed by the panic hook. Nothing of this crate panics on its own.
+//!
+//! # Locking
+//!
+//! sled locks its `db` file; a second [`SledStore::open`] of an open store, from this
+//! process or another one, fails at once with
+//! [`Error::Locked`](persister_core::Error::Locked).
+//!
+//! # Leaving sled
+//!
+//! [`copy_document`](persister_core::copy_document) copies a document, with its
+//! changes, document and sync states, from a `SledStore` into any other store, in one
+//! batch, and checks the copy's sizes:
+//!
+//! ```
+//! use persister_core::{copy_document, MemoryStore, Persister, Store};
+//! use persister_sled::SledStore;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let sled = SledStore::open(dir.path())?;
+//! sled.open_document(&"notes".into())?.set_document(b"doc".to_vec())?;
+//! let other = MemoryStore::new(); // or persister_redb::RedbStore::open(path)?
+//! for id in sled.list_documents()? {
+//!     let mut dst = other.open_document(&id)?;
+//!     copy_document(&sled.open_document(&id)?, &mut dst)?;
+//!     dst.flush()?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Data written by `automerge-persistent-sled` uses another layout; this crate refuses
+//! to open it ([`Error::NotAStore`](persister_core::Error::NotAStore)).
+
+mod durable;
+mod engine;
+mod layout;
+mod manifest;
+mod mark;
+mod options;
+mod persister;
+mod shared;
+mod store;
+
+use std::path::Path;
+
+pub use options::SledOptions;
+pub use persister::SledPersister;
+pub use store::{FORMAT_VERSION, SledStore};
+
+/// Whether `path` looks like a sled database directory (it holds sled's `conf` and `db`
+/// files), so a tool can pick this backend from a path. It does not open the store nor
+/// check that this crate wrote it.
+pub fn is_sled_store(path: impl AsRef<Path>) -> bool {
+    let path = path.as_ref();
+    path.join("conf").is_file() && path.join("db").is_file()
+}

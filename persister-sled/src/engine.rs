@@ -1,0 +1,96 @@
+//! Calling sled: its errors mapped to [`Error`], its panics caught.
+
+use std::any::Any;
+use std::io::ErrorKind;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use persister_core::{Error, Result};
+
+/// Runs one sled operation. sled's errors become [`Error`]s; a panic inside sled (which
+/// sled 0.34 does on some damaged files) becomes [`Error::Corrupt`] instead of
+/// unwinding through the caller. `action` is a verb phrase ("read", "open").
+pub(crate) fn call<T>(
+    path: &Path,
+    action: &'static str,
+    f: impl FnOnce() -> sled::Result<T>,
+) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(|e| map_error(path, action, e)),
+        Err(panic) => Err(Error::corrupt(
+            format!(
+                "sled panicked while trying to {action} ({}), as it does on some damaged files",
+                panic_message(&*panic)
+            ),
+            path,
+            None,
+        )),
+    }
+}
+
+/// Whether a panic in a sled call turned into this error.
+pub(crate) fn is_caught_panic(error: &Error) -> bool {
+    matches!(error, Error::Corrupt { what, .. } if what.starts_with("sled panicked"))
+}
+
+fn map_error(path: &Path, action: &'static str, error: sled::Error) -> Error {
+    match error {
+        sled::Error::Io(e) if is_lock_error(&e) => Error::Locked {
+            path: path.to_path_buf(),
+        },
+        sled::Error::Io(e) => Error::io(action, path, e),
+        sled::Error::Corruption { at, .. } => Error::corrupt(
+            format!("sled found damaged data (at {at:?}) while trying to {action}"),
+            path,
+            None,
+        ),
+        other => Error::backend("sled", other),
+    }
+}
+
+/// sled 0.34.7 reports a held lock on its `db` file as
+/// `Io(Other, "could not acquire lock on \"…/db\": …")`.
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::Other && e.to_string().starts_with("could not acquire lock on")
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "no message"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_corruption_errors() {
+        let path = Path::new("/store");
+        let result: Result<()> = call(path, "read", || panic!("bad page"));
+        let err = result.unwrap_err();
+        assert!(is_caught_panic(&err), "{err}");
+        assert!(err.to_string().contains("bad page"));
+    }
+
+    #[test]
+    fn sled_errors_keep_their_meaning() {
+        let path = Path::new("/store");
+        let lock = std::io::Error::other("could not acquire lock on \"/store/db\": busy");
+        assert!(matches!(
+            map_error(path, "open", sled::Error::Io(lock)),
+            Error::Locked { .. }
+        ));
+        let io = std::io::Error::from(ErrorKind::PermissionDenied);
+        assert!(matches!(
+            map_error(path, "open", sled::Error::Io(io)),
+            Error::Io { action: "open", .. }
+        ));
+        let corrupt = sled::Error::Corruption { at: None, bt: () };
+        assert!(map_error(path, "read", corrupt).is_corrupt());
+    }
+}

@@ -1,0 +1,52 @@
+//! How a store opens sled.
+
+/// Settings of a [`SledStore`](crate::SledStore), passed to
+/// [`SledStore::open_with`](crate::SledStore::open_with).
+///
+/// ```
+/// use persister_sled::SledOptions;
+///
+/// let mut options = SledOptions::default();
+/// options.cache_capacity = 64 * 1024 * 1024;
+/// assert_eq!(options.flush_every_ms, None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SledOptions {
+    /// How often sled's background thread writes its buffers and fsyncs the `db` file,
+    /// in milliseconds. `None` (the default) turns the thread off, so that nothing is
+    /// synced behind the application's back: the application owns the fsync policy
+    /// through [`flush`](persister_core::Persister::flush). Turning it on makes more
+    /// data survive a crash, but [`flush`](persister_core::Persister::flush) remains the
+    /// only call that promises anything (the thread does not sync sled's blob files).
+    pub flush_every_ms: Option<u64>,
+    /// The most memory sled's page cache may use, in bytes (sled's default, 1 GiB).
+    pub cache_capacity: u64,
+    /// sled's "fast" mode (`sled::Mode::HighThroughput`): more write throughput, more
+    /// space used. `false` (the default) is sled's `LowSpace` mode.
+    pub high_throughput: bool,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            flush_every_ms: None,
+            cache_capacity: 1024 * 1024 * 1024,
+            high_throughput: false,
+        }
+    }
+}
+
+impl SledOptions {
+    pub(crate) fn config(&self, dir: &std::path::Path) -> sled::Config {
+        sled::Config::new()
+            .path(dir)
+            .flush_every_ms(self.flush_every_ms)
+            .cache_capacity(self.cache_capacity)
+            .mode(if self.high_throughput {
+                sled::Mode::HighThroughput
+            } else {
+                sled::Mode::LowSpace
+            })
+    }
+}

@@ -1,0 +1,267 @@
+//! The store: one sled database holding any number of documents.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use persister_core::{DocumentId, Error, OpenDocuments, Result, Store};
+
+use crate::durable::{Durable, sync_dir, sync_file};
+use crate::layout::{self, DocKeys, FORMAT_KEY, MANIFESTS, STORE_KEY};
+use crate::manifest::{Manifest, StoreManifest, Tally};
+use crate::mark::{self, Found, MARK_FILE, Mark};
+use crate::shared::Shared;
+use crate::{SledOptions, SledPersister};
+
+/// The magic at the start of the format value.
+const MAGIC: &[u8; 8] = b"PSLEDFMT";
+/// The format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A sled database holding any number of documents: the [`Store`] of this backend.
+///
+/// Open it with [`SledStore::open`]; open documents with
+/// [`open_document`](Store::open_document). The store is `Send + Sync`, and cheap to
+/// share by reference across threads. Handles keep the database open: it closes when
+/// the store and every handle are dropped. See the [crate docs](crate) for the format
+/// and for what [`flush`](persister_core::Persister::flush) guarantees.
+#[derive(Debug)]
+pub struct SledStore {
+    shared: Arc<Shared>,
+    open: OpenDocuments,
+}
+
+impl SledStore {
+    /// Opens the store in directory `dir` with the default [`SledOptions`], creating it
+    /// if `dir` does not exist or is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if the store is open elsewhere (in this or another process);
+    /// [`Error::NotAStore`] if `dir` is a file, a directory holding other files, or a
+    /// sled database this crate did not create; [`Error::UnsupportedFormat`] for a store
+    /// of another format version; [`Error::Corrupt`] if the store lost batches that a
+    /// flush had made durable, or sled reports (or panics on) damaged files.
+    pub fn open(dir: impl AsRef<Path>) -> Result<SledStore> {
+        Self::open_with(dir, SledOptions::default())
+    }
+
+    /// Opens the store in directory `dir` with `options`; otherwise as [`SledStore::open`].
+    pub fn open_with(dir: impl AsRef<Path>, options: SledOptions) -> Result<SledStore> {
+        let path = dir.as_ref().to_path_buf();
+        check_dir(&path)?;
+        let db = crate::engine::call(&path, "open", || options.config(&path).open())?;
+        let shared = match read_format(&db, &path)? {
+            true => open_existing(db, path)?,
+            false => create(db, path)?,
+        };
+        Ok(SledStore {
+            shared: Arc::new(shared),
+            open: OpenDocuments::new(),
+        })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+impl Store for SledStore {
+    type Persister = SledPersister;
+
+    fn open_document(&self, id: &DocumentId) -> Result<SledPersister> {
+        let claim = self.open.claim(id)?;
+        SledPersister::open(Arc::clone(&self.shared), claim)
+    }
+
+    fn list_documents(&self) -> Result<Vec<DocumentId>> {
+        // Holding the writer keeps documents from being created or removed meanwhile.
+        let expected = self.shared.lock_writer();
+        let mut found = Tally::default();
+        let mut ids = Vec::new();
+        self.shared.scan(MANIFESTS, |key, value| {
+            let id = layout::decode_manifest_key(key)
+                .ok_or_else(|| self.shared.corrupt("a manifest key that does not decode"))?;
+            let decoded = layout::unframe(key, value).and_then(|(_, m)| Manifest::decode(m));
+            if decoded.is_none() {
+                return Err(self
+                    .shared
+                    .corrupt(format!("the manifest of document {id} fails its checksum")));
+            }
+            found.add(StoreManifest::document_hash(key), 0);
+            ids.push(id);
+            Ok(())
+        })?;
+        if found != expected.documents {
+            return Err(self.shared.corrupt(format!(
+                "{} documents found, but the store manifest records {} (or other ids)",
+                found.count, expected.documents.count
+            )));
+        }
+        drop(expected);
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn remove_document(&self, id: &DocumentId) -> Result<()> {
+        let _claim = self.open.claim(id)?;
+        self.shared.check_poisoned()?;
+        let keys = DocKeys::new(id)?;
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        self.shared.scan(&keys.data, |key, _| {
+            batch.remove(key);
+            any = true;
+            Ok(())
+        })?;
+        let existed = self.shared.get(&keys.manifest)?.is_some();
+        if !existed && !any {
+            return Ok(());
+        }
+        batch.remove(keys.manifest.as_slice());
+        let removed = existed.then(|| StoreManifest::document_hash(&keys.manifest));
+        self.shared.commit(batch, |documents| match removed {
+            Some(hash) => documents.remove(hash, 0).ok_or_else(|| {
+                self.shared
+                    .corrupt("the store manifest counts fewer documents than exist")
+            }),
+            None => Ok(()),
+        })?;
+        self.shared.flush_durable().map(drop)
+    }
+}
+
+/// Refuses paths that hold something other than a sled store (a file, or a directory
+/// with files sled and this crate do not make), before sled would write into them.
+fn check_dir(path: &Path) -> Result<()> {
+    let not_a_store = || Error::NotAStore {
+        what: "a persister-sled store directory",
+        path: path.to_path_buf(),
+    };
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) if path.is_file() => return Err(not_a_store()),
+        Err(e) => return Err(Error::io("list", path, e)),
+    };
+    for entry in entries {
+        let name = entry.map_err(|e| Error::io("list", path, e))?.file_name();
+        let name = name.to_string_lossy();
+        let known = ["conf", "db", "blobs", MARK_FILE].contains(&&*name);
+        if !known && !name.starts_with("snap.") {
+            return Err(not_a_store());
+        }
+    }
+    Ok(())
+}
+
+/// Whether the database holds a store of this crate (`true`), or is empty (`false`).
+fn read_format(db: &sled::Db, path: &Path) -> Result<bool> {
+    let value = crate::engine::call(path, "read", || db.get(FORMAT_KEY))?;
+    let Some(value) = value else {
+        let empty = crate::engine::call(path, "read", || Ok(db.first()?.is_none()))?;
+        if empty && db.tree_names().len() <= 1 {
+            return Ok(false);
+        }
+        return Err(Error::NotAStore {
+            what: "a persister-sled store (this sled database has no persister-sled format key; \
+                   data written by automerge-persistent-sled must be imported, not opened)",
+            path: path.to_path_buf(),
+        });
+    };
+    let corrupt = |what: &str| Error::corrupt(format!("the format value {what}"), path, None);
+    let (magic, rest) = value
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt("is too short"))?;
+    if magic != MAGIC {
+        return Err(corrupt("has the wrong magic"));
+    }
+    let (version, _) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("is too short"))?;
+    let version = u32::from_be_bytes(*version);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat {
+            what: "persister-sled store",
+            path: path.to_path_buf(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if value.as_ref() != format_value().as_slice() {
+        return Err(corrupt("fails its checksum"));
+    }
+    Ok(true)
+}
+
+/// `MAGIC ++ u32be(version) ++ u32be(crc32c of the 12 bytes before)`.
+fn format_value() -> Vec<u8> {
+    let mut value = MAGIC.to_vec();
+    value.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    let crc = crc32c::crc32c(&value);
+    value.extend_from_slice(&crc.to_be_bytes());
+    value
+}
+
+fn create(db: sled::Db, path: PathBuf) -> Result<Shared> {
+    match mark::read(&path)? {
+        Found::Missing | Found::Seq { seq: 0, .. } => {}
+        _ => {
+            return Err(Error::corrupt(
+                "the sled database is empty, but the mark file says batches were flushed to it",
+                &path,
+                None,
+            ));
+        }
+    }
+    let manifest = StoreManifest::default();
+    let mut batch = sled::Batch::default();
+    batch.insert(FORMAT_KEY, format_value());
+    batch.insert(STORE_KEY, layout::frame(STORE_KEY, &manifest.encode()));
+    crate::engine::call(&path, "write", || db.apply_batch(batch))?;
+    crate::engine::call(&path, "flush", || db.flush())?;
+    sync_file(&path.join("conf"))?;
+    let mark = Mark::create(&path, 0)?;
+    let mut durable = Durable::new(&path, mark)?;
+    durable.sync(&path)?;
+    Ok(Shared::new(db, path, manifest, durable))
+}
+
+fn open_existing(db: sled::Db, path: PathBuf) -> Result<Shared> {
+    let value = crate::engine::call(&path, "read", || db.get(STORE_KEY))?;
+    let manifest = value
+        .as_deref()
+        .and_then(|v| layout::unframe(STORE_KEY, v))
+        .and_then(|(_, m)| StoreManifest::decode(m))
+        .ok_or_else(|| Error::corrupt("the store manifest is missing or damaged", &path, None))?;
+    let mark = match mark::read(&path)? {
+        Found::Seq { seq, slot } if seq <= manifest.seq => Mark::open(&path, seq, slot)?,
+        Found::Seq { seq, .. } => {
+            return Err(Error::corrupt(
+                format!(
+                    "sled recovered {} batches, but {seq} had been flushed: sled lost flushed data",
+                    manifest.seq
+                ),
+                &path,
+                None,
+            ));
+        }
+        // Creation stopped before the mark was written: nothing was ever applied.
+        Found::Missing | Found::Unreadable if manifest.seq == 0 => {
+            let mark = Mark::create(&path, 0)?;
+            sync_dir(&path)?;
+            mark
+        }
+        Found::Missing | Found::Unreadable => {
+            return Err(Error::corrupt(
+                format!(
+                    "the mark file {MARK_FILE} is missing or damaged, so it cannot be checked that no flushed batch was lost"
+                ),
+                &path,
+                None,
+            ));
+        }
+    };
+    let durable = Durable::new(&path, mark)?;
+    Ok(Shared::new(db, path, manifest, durable))
+}
