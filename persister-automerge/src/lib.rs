@@ -1,1 +1,64 @@
-//! Placeholder: filled by its own issue.
+//! Automerge 0.12 documents that write every change to a [`Persister`] as it happens.
+//!
+//! ```
+//! use automerge::{ObjType, ROOT, ReadDoc, transaction::Transactable};
+//! use persister_automerge::{FlushPolicy, Options, PersistentDoc};
+//! use persister_core::{MemoryStore, Store};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! let options = Options::default().with_flush(FlushPolicy::EveryWrites(100));
+//! let mut doc = PersistentDoc::load_with(store.open_document(&"notes".into())?, options)?;
+//!
+//! // Each edit is one commit, written to the store before `edit` returns.
+//! let text = doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text))?;
+//! doc.edit(|d| d.splice_text(&text, 0, 0, "hello"))?;
+//! doc.edit(|d| d.splice_text(&text, 5, 0, " world"))?;
+//! // Safe to exit once this returns.
+//! doc.close()?;
+//!
+//! // Restart: the edits are there.
+//! let doc = PersistentDoc::load(store.open_document(&"notes".into())?)?;
+//! let (_, text) = doc.doc().get(ROOT, "text")?.ok_or("no text")?;
+//! assert_eq!(doc.doc().text(&text)?, "hello world");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`PersistentDoc`] wraps an [`automerge::AutoCommit`] over any [`Persister`] of
+//! `persister-core` (in memory, or a disk backend: `persister-redb`, `persister-fs`,
+//! `persister-sled`):
+//!
+//! - [`load`](PersistentDoc::load) reads the compacted document and applies every
+//!   stored change in one go;
+//! - [`edit`](PersistentDoc::edit) commits and writes each new change, keyed by actor
+//!   and sequence number, before it returns; a failed write stays queued, to be retried
+//!   by the next write, and the error is returned;
+//! - [`generate_sync_message`](PersistentDoc::generate_sync_message) and
+//!   [`receive_sync_message`](PersistentDoc::receive_sync_message) sync with peers and
+//!   persist each peer's `sync::State` when it changes, in the same batch as the changes
+//!   a message brought;
+//! - [`compact`](PersistentDoc::compact) (or the [`CompactionTrigger`] of the
+//!   [`Options`]) stores the whole document and removes the changes it covers, in one
+//!   atomic batch;
+//! - [`flush`](PersistentDoc::flush) and [`close`](PersistentDoc::close) say when it is
+//!   safe to exit; between them, the [`FlushPolicy`] of the [`Options`] decides.
+//!
+//! Nothing is read back from the persister after loading: the keys of stored changes
+//! are kept in memory, so an edit costs the same however large the document is.
+
+mod doc;
+mod error;
+mod options;
+mod sync;
+mod writer;
+
+pub use doc::PersistentDoc;
+pub use error::{Error, Result};
+pub use options::Options;
+
+/// The automerge this crate is built against, so applications use the same version.
+pub use automerge;
+/// The persister contract and the in-memory backend.
+pub use persister_core;
+pub use persister_core::{CompactionTrigger, FlushPolicy, Persister};

@@ -1,0 +1,302 @@
+//! The persistent document: load, edit, compact, flush.
+
+use std::collections::HashMap;
+
+use automerge::{AutoCommit, AutomergeError, Change, ChangeHash, LoadOptions, sync};
+use persister_core::{ActorId, CompactionTrigger, Persister, StoredSizes, Write};
+
+use crate::writer::Writer;
+use crate::{Error, Options, Result};
+
+/// An automerge document that writes every change to a [`Persister`] as it happens.
+///
+/// What the persister holds, and when:
+///
+/// - **Changes.** Every change the document gains, by [`edit`](Self::edit) or by
+///   [`receive_sync_message`](Self::receive_sync_message), is written under its actor
+///   and sequence number before the call returns `Ok`. If the persister fails, the
+///   change stays queued and goes first in the next write (or [`flush`](Self::flush));
+///   the call returns the error, and nothing of the in-memory document is lost.
+/// - **Durability** follows [`Options::flush`]; [`flush`](Self::flush) and
+///   [`close`](Self::close) make everything written so far durable.
+/// - **Compaction** stores the whole document and removes the changes it covers, in
+///   one atomic batch; it runs when [`Options::compaction`] says so, or on
+///   [`compact`](Self::compact).
+/// - **Sync states**, one per peer, are written when their encoding changes, in the
+///   same batch as the changes the sync message brought.
+///
+/// Dropping the document does not flush (a flush can fail and a drop cannot say so):
+/// call [`close`](Self::close) or [`flush`](Self::flush) before exiting.
+#[derive(Debug)]
+pub struct PersistentDoc<P> {
+    pub(crate) doc: AutoCommit,
+    pub(crate) writer: Writer<P>,
+    pub(crate) peers: HashMap<Vec<u8>, Peer>,
+    /// Stored changes the document could not apply (their dependencies are missing).
+    /// Compaction keeps them until the document holds them.
+    orphans: Vec<Orphan>,
+    compaction: CompactionTrigger,
+}
+
+/// The sync state of one peer, and its encoding as last written (or queued).
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) state: sync::State,
+    pub(crate) stored: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct Orphan {
+    actor: ActorId,
+    seq: u64,
+    hash: ChangeHash,
+    len: u64,
+}
+
+impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
+    /// Loads the document held by `persister` with the default [`Options`].
+    pub fn load(persister: P) -> Result<Self> {
+        Self::load_with(persister, Options::default())
+    }
+
+    /// Loads the document held by `persister`: the stored document, then every stored
+    /// change applied in one go. An empty persister gives an empty document.
+    ///
+    /// A stored document, change or batch of changes that automerge cannot read is an
+    /// error ([`Error::CorruptDocument`], [`Error::CorruptChange`],
+    /// [`Error::InconsistentChanges`]); nothing is silently dropped. Stored changes
+    /// whose dependencies are missing stay stored, and apply once a sync brings the
+    /// missing ones.
+    pub fn load_with(persister: P, options: Options) -> Result<Self> {
+        let document = persister.get_document()?;
+        let entries = persister.get_change_entries()?;
+        let mut doc = match document {
+            Some(bytes) => AutoCommit::load_with_options(
+                &bytes,
+                LoadOptions::new().text_encoding(options.text_encoding),
+            )
+            .map_err(Error::CorruptDocument)?,
+            None => AutoCommit::new_with_encoding(options.text_encoding),
+        };
+        if let Some(actor) = options.actor {
+            doc.set_actor(actor);
+        } else {
+            doc.set_actor(automerge::ActorId::random());
+        }
+
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut changes = Vec::with_capacity(entries.len());
+        for (actor, seq, bytes) in entries {
+            let len = bytes.len() as u64;
+            let change = decode_change(&actor, seq, &bytes)?;
+            keys.push((actor, seq, change.hash(), len));
+            changes.push(change);
+        }
+        // All at once: automerge sorts them and applies them in one pass, which is
+        // orders of magnitude faster than one call per change.
+        doc.apply_changes(changes)
+            .map_err(Error::InconsistentChanges)?;
+
+        let mut writer = Writer::new(persister, options.flush);
+        let mut orphans = Vec::new();
+        // No missing dependency means every stored change was applied; otherwise ask
+        // change by change (rare: only after a store lost part of a history).
+        let all_applied = doc.get_missing_deps(&[]).is_empty();
+        for (actor, seq, hash, len) in keys {
+            if all_applied || doc.get_change_meta_by_hash(&hash).is_some() {
+                writer.mark_stored(actor, seq);
+            } else {
+                orphans.push(Orphan {
+                    actor,
+                    seq,
+                    hash,
+                    len,
+                });
+            }
+        }
+        Ok(Self {
+            doc,
+            writer,
+            peers: HashMap::new(),
+            orphans,
+            compaction: options.compaction,
+        })
+    }
+
+    /// The document, to read.
+    pub fn doc(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    /// Runs `f` on the document, commits what it did, and writes every new change to
+    /// the persister before returning.
+    ///
+    /// `f` may make any number of operations and commits (with a message through
+    /// `commit_with`, for example), and may merge other documents: every change the
+    /// document gains is written. If `f` returns an error, its uncommitted operations
+    /// are rolled back, whatever it committed is still written, and its error is
+    /// returned as [`Error::Automerge`]. `f` must not isolate the document
+    /// (`AutoCommit::isolate`).
+    ///
+    /// If the write fails the changes stay queued (see [`PersistentDoc`]) and the error
+    /// is returned; the edit itself is in the document. Afterwards the automatic flush
+    /// and compaction run as [`Options`] say.
+    pub fn edit<R>(
+        &mut self,
+        f: impl FnOnce(&mut AutoCommit) -> std::result::Result<R, AutomergeError>,
+    ) -> Result<R> {
+        let before = self.doc.get_heads();
+        let result = f(&mut self.doc);
+        let committed = match result {
+            Ok(_) => self.doc.commit(),
+            Err(_) => {
+                self.doc.rollback();
+                None
+            }
+        };
+        let changes = self.changes_since(&before, committed);
+        let written = self.write_changes(changes, None);
+        let value = result.map_err(Error::Automerge)?;
+        written?;
+        Ok(value)
+    }
+
+    /// Compacts now: saves the document and, in one batch, stores it and removes every
+    /// stored change it covers. Stored changes it does not cover (their dependencies
+    /// are missing) are kept. Queued writes are part of the batch.
+    ///
+    /// On error nothing is written and the store is as before.
+    pub fn compact(&mut self) -> Result<()> {
+        let document = self.doc.save();
+        let mut covered = Vec::new();
+        let mut uncovered = Vec::new();
+        for orphan in std::mem::take(&mut self.orphans) {
+            if self.doc.get_change_meta_by_hash(&orphan.hash).is_some() {
+                covered.push((orphan.actor.clone(), orphan.seq));
+            }
+            uncovered.push(orphan);
+        }
+        let result = self.writer.compact(document, covered);
+        if result.is_ok() {
+            uncovered.retain(|o| self.doc.get_change_meta_by_hash(&o.hash).is_none());
+        }
+        self.orphans = uncovered;
+        Ok(result?)
+    }
+
+    /// Writes what is queued, then makes every write so far durable. Returns how many
+    /// bytes the persister's flush wrote. After `Ok` it is safe to exit.
+    pub fn flush(&mut self) -> Result<usize> {
+        Ok(self.writer.flush()?)
+    }
+
+    /// Writes what is queued, makes everything durable, and returns the persister.
+    ///
+    /// On error the document is gone but the error says why; to retry instead, call
+    /// [`flush`](Self::flush) until it succeeds, then `close`.
+    pub fn close(self) -> Result<P> {
+        Ok(self.writer.close()?)
+    }
+
+    /// The persister, to read (for example its [`sizes`](Persister::sizes)).
+    pub fn persister(&self) -> &P {
+        self.writer.persister()
+    }
+
+    /// What the persister holds, in bytes and counts.
+    pub fn sizes(&self) -> StoredSizes {
+        self.writer.sizes()
+    }
+
+    /// How many writes failed and wait for the next successful write or flush.
+    pub fn pending_writes(&self) -> usize {
+        self.writer.pending_writes()
+    }
+
+    /// How many stored changes the document does not hold yet, because their
+    /// dependencies are missing. Compaction keeps them.
+    pub fn orphaned_changes(&self) -> usize {
+        self.orphans.len()
+    }
+
+    /// The changes the document gained since it had the heads `before`.
+    pub(crate) fn changes_since(
+        &mut self,
+        before: &[ChangeHash],
+        committed: Option<ChangeHash>,
+    ) -> Vec<Change> {
+        // The usual case, one local change on top of `before`, costs one lookup rather
+        // than a walk of the change graph.
+        match committed {
+            Some(hash) => {
+                if let Some(change) = self.doc.get_last_local_change()
+                    && change.hash() == hash
+                    && change.deps() == before
+                {
+                    return vec![change];
+                }
+            }
+            None => {
+                if self.doc.get_heads() == before {
+                    return Vec::new();
+                }
+            }
+        }
+        self.doc.get_changes(before)
+    }
+
+    /// Writes `changes` and, if given, a sync state, in one batch after whatever is
+    /// queued; then compacts if the trigger says so.
+    pub(crate) fn write_changes(
+        &mut self,
+        changes: Vec<Change>,
+        sync_state: Option<Write>,
+    ) -> Result<()> {
+        if changes.is_empty() && sync_state.is_none() && self.writer.pending_writes() == 0 {
+            return Ok(());
+        }
+        let writes = changes
+            .into_iter()
+            .map(|mut change| Write::InsertChange {
+                actor: ActorId::new(change.actor_id().to_bytes()),
+                seq: change.seq(),
+                value: change.bytes().into_owned(),
+            })
+            .chain(sync_state);
+        self.writer.write(writes)?;
+        if self.compaction.should_compact(&self.compactable_sizes()) {
+            self.compact().map_err(|e| match e {
+                Error::Persister(e) => Error::Compaction(e),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The stored sizes without the orphaned changes, which compaction cannot remove:
+    /// counting them could make every write compact.
+    fn compactable_sizes(&self) -> StoredSizes {
+        let mut sizes = self.writer.sizes();
+        for orphan in &self.orphans {
+            sizes.replace_change(Some(orphan.len), None);
+        }
+        sizes
+    }
+}
+
+fn decode_change(actor: &ActorId, seq: u64, bytes: &[u8]) -> Result<Change> {
+    let corrupt = |reason: String| Error::CorruptChange {
+        actor: actor.clone(),
+        seq,
+        reason,
+    };
+    let change = Change::try_from(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if change.actor_id().to_bytes() != actor.as_bytes() || change.seq() != seq {
+        return Err(corrupt(format!(
+            "it is the change ({}, {}), stored under another key",
+            change.actor_id(),
+            change.seq()
+        )));
+    }
+    Ok(change)
+}

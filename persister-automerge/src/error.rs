@@ -1,0 +1,121 @@
+//! The one error type of the crate.
+
+use std::fmt;
+
+use automerge::AutomergeError;
+use persister_core::ActorId;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a [`PersistentDoc`](crate::PersistentDoc).
+///
+/// Each message says what happened and ends with what to do about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The persister refused a read or a write. Writes that failed stay queued in the
+    /// document and are retried by the next write or [`flush`](crate::PersistentDoc::flush);
+    /// nothing of the in-memory document is lost.
+    Persister(persister_core::Error),
+
+    /// The edit was stored, but the automatic compaction that followed it failed. The
+    /// store still holds every change, so nothing is lost; compaction is tried again
+    /// after the next write.
+    Compaction(persister_core::Error),
+
+    /// Automerge refused an operation: the closure given to
+    /// [`edit`](crate::PersistentDoc::edit) returned an error (its uncommitted operations
+    /// were rolled back), or a sync message could not be applied.
+    Automerge(AutomergeError),
+
+    /// The stored document cannot be loaded.
+    CorruptDocument(AutomergeError),
+
+    /// A stored change cannot be decoded, or is stored under a key that is not its own.
+    CorruptChange {
+        /// The actor of the key it is stored under.
+        actor: ActorId,
+        /// The sequence number of the key it is stored under.
+        seq: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The stored changes decode one by one but cannot be applied together (for example
+    /// two different changes with the same actor and sequence number).
+    InconsistentChanges(AutomergeError),
+
+    /// A stored sync state cannot be decoded.
+    CorruptSyncState {
+        /// The peer whose state it is.
+        peer: Vec<u8>,
+        /// What automerge reported.
+        source: automerge::sync::DecodeStateError,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Persister(e) => write!(
+                f,
+                "{e} (the document keeps unwritten changes queued and retries them on the next write or flush)"
+            ),
+            Error::Compaction(e) => write!(
+                f,
+                "automatic compaction failed: {e}; every change is still stored, so nothing is lost, and compaction is retried after the next write"
+            ),
+            Error::Automerge(e) => write!(
+                f,
+                "automerge refused the operation: {e}; the document is unchanged by the failed part, fix the edit or the message and try again"
+            ),
+            Error::CorruptDocument(e) => write!(
+                f,
+                "the stored document cannot be loaded: {e}; the store must not be written to: copy out what `persister verify` can read or restore a backup"
+            ),
+            Error::CorruptChange { actor, seq, reason } => write!(
+                f,
+                "the stored change ({actor}, {seq}) is damaged: {reason}; the store must not be written to: copy out what `persister verify` can read or restore a backup"
+            ),
+            Error::InconsistentChanges(e) => write!(
+                f,
+                "the stored changes cannot be applied together: {e}; the store holds changes from incompatible histories: restore a backup or export the document from a peer"
+            ),
+            Error::CorruptSyncState { peer, source } => write!(
+                f,
+                "the stored sync state of peer {} is damaged: {source}; remove it (the next sync with that peer starts from scratch)",
+                hex(peer)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Persister(e) | Error::Compaction(e) => Some(e),
+            Error::Automerge(e) | Error::CorruptDocument(e) | Error::InconsistentChanges(e) => {
+                Some(e)
+            }
+            Error::CorruptSyncState { source, .. } => Some(source),
+            Error::CorruptChange { .. } => None,
+        }
+    }
+}
+
+impl From<persister_core::Error> for Error {
+    fn from(e: persister_core::Error) -> Self {
+        Error::Persister(e)
+    }
+}
+
+impl From<AutomergeError> for Error {
+    fn from(e: AutomergeError) -> Self {
+        Error::Automerge(e)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

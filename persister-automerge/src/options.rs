@@ -1,0 +1,70 @@
+//! How a document is opened: flush policy, compaction trigger, actor, text encoding.
+
+use automerge::{ActorId, TextEncoding};
+use persister_core::{CompactionTrigger, FlushPolicy};
+
+/// How [`PersistentDoc::load_with`](crate::PersistentDoc::load_with) opens a document.
+///
+/// ```
+/// use persister_automerge::{CompactionTrigger, FlushPolicy, Options};
+///
+/// let options = Options::default()
+///     .with_flush(FlushPolicy::EveryWrites(1_000))
+///     .with_compaction(CompactionTrigger::never());
+/// assert_eq!(options.flush, FlushPolicy::EveryWrites(1_000));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// When to compact automatically, checked after every successful write. Default:
+    /// [`CompactionTrigger::default`]; [`CompactionTrigger::never`] leaves compaction
+    /// to [`compact`](crate::PersistentDoc::compact).
+    pub compaction: CompactionTrigger,
+    /// When writes are made durable. Default: [`FlushPolicy::EveryWrite`], so every
+    /// edit that returned `Ok` survives a crash. [`FlushPolicy::EveryWrites`] trades
+    /// the last few edits for far fewer `fsync`s.
+    pub flush: FlushPolicy,
+    /// The actor of local changes. Default: `None`, a fresh random actor per load, as
+    /// automerge recommends (two processes must never share an actor).
+    pub actor: Option<ActorId>,
+    /// How text positions are counted. Default: [`TextEncoding::platform_default`],
+    /// what `AutoCommit::new` uses (Unicode code points unless automerge's
+    /// `utf8-indexing` or `utf16-indexing` feature is on somewhere in the build).
+    pub text_encoding: TextEncoding,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            compaction: CompactionTrigger::default(),
+            flush: FlushPolicy::EveryWrite,
+            actor: None,
+            text_encoding: TextEncoding::platform_default(),
+        }
+    }
+}
+
+impl Options {
+    /// Sets [`Options::compaction`].
+    pub fn with_compaction(mut self, compaction: CompactionTrigger) -> Self {
+        self.compaction = compaction;
+        self
+    }
+
+    /// Sets [`Options::flush`].
+    pub fn with_flush(mut self, flush: FlushPolicy) -> Self {
+        self.flush = flush;
+        self
+    }
+
+    /// Sets [`Options::actor`].
+    pub fn with_actor(mut self, actor: ActorId) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+
+    /// Sets [`Options::text_encoding`].
+    pub fn with_text_encoding(mut self, text_encoding: TextEncoding) -> Self {
+        self.text_encoding = text_encoding;
+        self
+    }
+}

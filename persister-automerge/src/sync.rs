@@ -1,0 +1,103 @@
+//! Sync with peers, each peer's `sync::State` persisted.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use automerge::sync::{self, SyncDoc};
+use persister_core::{Persister, Write};
+
+use crate::doc::Peer;
+use crate::{Error, PersistentDoc, Result};
+
+impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
+    /// The next sync message for `peer_id`, or `None` when there is nothing to send
+    /// (the peer is up to date, or a message is in flight).
+    ///
+    /// The peer's state is read from the persister on first use in this session and
+    /// written back only if its encoding changed (automerge encodes only what outlives
+    /// a connection: the heads both sides are known to share).
+    pub fn generate_sync_message(&mut self, peer_id: &[u8]) -> Result<Option<sync::Message>> {
+        let peer = load_peer(&mut self.peers, self.writer.persister(), peer_id)?;
+        let message = self.doc.sync().generate_sync_message(&mut peer.state);
+        let state = self.sync_state_write(peer_id);
+        self.write_changes(Vec::new(), state)?;
+        Ok(message)
+    }
+
+    /// Applies a sync message from `peer_id`, then writes the changes it brought and
+    /// the peer's new sync state in one atomic batch.
+    ///
+    /// Changes whose dependencies have not arrived yet wait in automerge's queue and
+    /// are written once they apply. If automerge refuses the message, whatever it
+    /// applied before failing is still written and [`Error::Automerge`] is returned.
+    pub fn receive_sync_message(&mut self, peer_id: &[u8], message: sync::Message) -> Result<()> {
+        let before = self.doc.get_heads();
+        let peer = load_peer(&mut self.peers, self.writer.persister(), peer_id)?;
+        let received = self
+            .doc
+            .sync()
+            .receive_sync_message(&mut peer.state, message);
+        let changes = self.changes_since(&before, None);
+        let state = self.sync_state_write(peer_id);
+        let written = self.write_changes(changes, state);
+        received.map_err(Error::Automerge)?;
+        written
+    }
+
+    /// The in-memory sync state of `peer_id`, if it was used in this session.
+    pub fn sync_state(&self, peer_id: &[u8]) -> Option<&sync::State> {
+        self.peers.get(peer_id).map(|peer| &peer.state)
+    }
+
+    /// Forgets `peer_id`: its sync state is removed from memory and from the persister,
+    /// so the next sync with it starts from scratch.
+    pub fn remove_peer(&mut self, peer_id: &[u8]) -> Result<()> {
+        self.peers.remove(peer_id);
+        self.write_changes(
+            Vec::new(),
+            Some(Write::RemoveSyncState {
+                peer: peer_id.to_vec(),
+            }),
+        )
+    }
+
+    /// The write that stores the peer's state, if its encoding changed since it was
+    /// last written; the new encoding counts as written from here on (if the write
+    /// fails it stays queued).
+    fn sync_state_write(&mut self, peer_id: &[u8]) -> Option<Write> {
+        let peer = self.peers.get_mut(peer_id)?;
+        let encoded = peer.state.encode();
+        if peer.stored.as_deref() == Some(encoded.as_slice()) {
+            return None;
+        }
+        peer.stored = Some(encoded.clone());
+        Some(Write::SetSyncState {
+            peer: peer_id.to_vec(),
+            state: encoded,
+        })
+    }
+}
+
+/// The peer's state, read from the persister on first use.
+fn load_peer<'a, P: Persister<Error = persister_core::Error>>(
+    peers: &'a mut HashMap<Vec<u8>, Peer>,
+    persister: &P,
+    peer_id: &[u8],
+) -> Result<&'a mut Peer> {
+    match peers.entry(peer_id.to_vec()) {
+        Entry::Occupied(entry) => Ok(entry.into_mut()),
+        Entry::Vacant(entry) => {
+            let stored = persister.get_sync_state(peer_id)?;
+            let state = match &stored {
+                Some(bytes) => {
+                    sync::State::decode(bytes).map_err(|source| Error::CorruptSyncState {
+                        peer: peer_id.to_vec(),
+                        source,
+                    })?
+                }
+                None => sync::State::new(),
+            };
+            Ok(entry.insert(Peer { state, stored }))
+        }
+    }
+}

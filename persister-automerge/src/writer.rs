@@ -1,0 +1,113 @@
+//! The write side: the pending queue, the flush policy, and the keys of stored changes.
+
+use std::collections::HashMap;
+
+use persister_core::{ActorId, AutoFlush, Batch, FlushPolicy, Persister, StoredSizes, Write};
+
+/// Writes batches to the persister, keeping every write that failed queued until one
+/// succeeds, and remembers the key of every change it stored so that compaction never
+/// has to read the persister.
+#[derive(Debug)]
+pub(crate) struct Writer<P> {
+    persister: AutoFlush<P>,
+    /// Writes not yet applied, in order. They go first in the next batch.
+    pending: Vec<Write>,
+    /// The keys of the stored changes the in-memory document holds, by actor.
+    stored: HashMap<ActorId, Vec<u64>>,
+}
+
+impl<P: Persister<Error = persister_core::Error>> Writer<P> {
+    pub(crate) fn new(persister: P, policy: FlushPolicy) -> Self {
+        Self {
+            persister: AutoFlush::new(persister, policy),
+            pending: Vec::new(),
+            stored: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn persister(&self) -> &P {
+        self.persister.get_ref()
+    }
+
+    pub(crate) fn sizes(&self) -> StoredSizes {
+        self.persister.sizes()
+    }
+
+    /// How many writes wait for the next successful batch.
+    pub(crate) fn pending_writes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Records a change that is stored already (found on load) and held by the document.
+    pub(crate) fn mark_stored(&mut self, actor: ActorId, seq: u64) {
+        self.stored.entry(actor).or_default().push(seq);
+    }
+
+    /// Applies the pending writes followed by `writes` as one batch. On error every one
+    /// of them stays pending, to go first in the next batch.
+    pub(crate) fn write(
+        &mut self,
+        writes: impl IntoIterator<Item = Write>,
+    ) -> Result<(), persister_core::Error> {
+        self.pending.extend(writes);
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // The persister consumes the batch, so it gets a copy: on error the queue must
+        // still hold every write. A change is a few hundred bytes, so this is cheap.
+        self.persister.apply(Batch::from(self.pending.clone()))?;
+        for write in self.pending.drain(..) {
+            if let Write::InsertChange { actor, seq, .. } = write {
+                self.stored.entry(actor).or_default().push(seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `document` and removes every change it covers, in one batch: the
+    /// changes stored through this writer or marked stored, and `also_covered`. Pending
+    /// change writes are dropped (the document holds them); pending sync states go in
+    /// the batch. On error nothing changes.
+    pub(crate) fn compact(
+        &mut self,
+        document: Vec<u8>,
+        also_covered: impl IntoIterator<Item = (ActorId, u64)>,
+    ) -> Result<(), persister_core::Error> {
+        let mut batch: Batch = self
+            .pending
+            .iter()
+            .filter(|write| !matches!(write, Write::InsertChange { .. }))
+            .cloned()
+            .collect();
+        batch.push(Write::SetDocument(document));
+        for (actor, seqs) in &mut self.stored {
+            seqs.sort_unstable();
+            seqs.dedup();
+            batch.extend(seqs.iter().map(|&seq| Write::RemoveChange {
+                actor: actor.clone(),
+                seq,
+            }));
+        }
+        batch.extend(
+            also_covered
+                .into_iter()
+                .map(|(actor, seq)| Write::RemoveChange { actor, seq }),
+        );
+        self.persister.apply(batch)?;
+        self.pending.clear();
+        self.stored.clear();
+        Ok(())
+    }
+
+    /// Writes what is pending, then makes everything durable.
+    pub(crate) fn flush(&mut self) -> Result<usize, persister_core::Error> {
+        self.write([])?;
+        self.persister.flush()
+    }
+
+    /// Writes what is pending, makes everything durable and returns the persister.
+    pub(crate) fn close(mut self) -> Result<P, persister_core::Error> {
+        self.write([])?;
+        self.persister.close()
+    }
+}
