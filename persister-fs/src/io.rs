@@ -1,0 +1,169 @@
+//! Every file operation the backend makes, behind a small trait.
+//!
+//! The store and its persisters touch the file system only through [`Fs`] and
+//! [`FsFile`], so tests can run them on a simulated file system that loses what was
+//! not synced, or that fails a sync on request.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+/// A file system holding one store directory.
+pub(crate) trait Fs: Send + Sync + fmt::Debug {
+    /// Creates `dir` and its missing parents (mode 0700 on unix).
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The names in `dir`; names that are not UTF-8 are left out, none is ours.
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Up to `max` bytes from the start of the file at `path`.
+    fn read_prefix(&self, path: &Path, max: usize) -> io::Result<Vec<u8>>;
+    /// Opens an existing file for reading and appending.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// Creates the file at `path` (mode 0600 on unix), emptying it if it exists.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// Renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes the file at `path`.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the creations, renames and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on the file at `path`, creating it; `None` when another
+    /// holder has it. The lock lasts as long as the returned guard.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>>;
+}
+
+/// An open file, read whole and then appended to.
+pub(crate) trait FsFile: Send + fmt::Debug {
+    /// The whole file; afterwards appends go to its end.
+    fn read_all(&mut self) -> io::Result<Vec<u8>>;
+    /// Writes all of `data` at the end of the file.
+    fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Cuts the file to `len` bytes; appends then go there.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Makes the file's data and length durable (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+/// Holds a store's lock until dropped.
+pub(crate) trait FsLock: Send + Sync + fmt::Debug {}
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct OsFs;
+
+impl Fs for OsFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)
+    }
+
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn read_prefix(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        File::open(path)?.take(max as u64).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Box::new(OsFile(file)))
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let file = private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Box::new(OsFile(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // Only unix can open a directory to sync it; elsewhere renames are as durable
+        // as the platform makes them.
+        #[cfg(unix)]
+        File::open(dir)?.sync_all()?;
+        #[cfg(not(unix))]
+        let _ = dir;
+        Ok(())
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        let file = private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(OsLock { _file: file }))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// Options that create files readable and writable by their owner only.
+fn private_options() -> OpenOptions {
+    #[allow(unused_mut)]
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+#[derive(Debug)]
+struct OsFile(File);
+
+impl FsFile for OsFile {
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        self.0.seek(SeekFrom::Start(0))?;
+        // The length the file system reports bounds the allocation, not a stored count.
+        let len = usize::try_from(self.0.metadata()?.len()).map_err(io::Error::other)?;
+        let mut bytes = Vec::with_capacity(len);
+        self.0.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write_all(data)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)?;
+        self.0.seek(SeekFrom::Start(len))?;
+        Ok(())
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+#[derive(Debug)]
+struct OsLock {
+    _file: File,
+}
+
+impl FsLock for OsLock {}

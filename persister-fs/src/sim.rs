@@ -1,0 +1,557 @@
+//! A simulated file system that loses what was not synced, for crash tests.
+//!
+//! Each file has live bytes (what reads see) and durable bytes (what the last
+//! `sync_data` made durable); the directory has a live namespace and a durable one
+//! (as of the last `sync_dir`), with the creations, renames and removals made since.
+//! [`SimFs::crash_at`] makes the n-th I/O call and every later one fail, as if the
+//! machine stopped there; [`SimFs::reboot`] then decides what the disk holds:
+//!
+//! - [`CrashMode::DropUnsynced`]: exactly what was synced.
+//! - [`CrashMode::KeepSomeSectors`]: each unsynced 512-byte sector written since the
+//!   last sync, at random, either new or as it was; a file's length either new or as
+//!   synced; the directory operations since the last directory sync, a random prefix
+//!   of them.
+//! - [`CrashMode::TearLastWrite`]: everything written, except that the last write not
+//!   synced yet is cut at a random byte.
+//!
+//! Directories are created durably (the store's directory is created once).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::io::{Fs, FsFile, FsLock};
+
+const SECTOR: usize = 512;
+
+/// What a crash keeps of what was not synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CrashMode {
+    DropUnsynced,
+    KeepSomeSectors,
+    TearLastWrite,
+}
+
+/// A small deterministic random number generator (SplitMix64).
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`; `n` must not be 0.
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub(crate) fn coin(&mut self) -> bool {
+        self.next_u64() & 1 == 1
+    }
+
+    /// Random bytes, fewer than `max`.
+    pub(crate) fn value(&mut self, max: usize) -> Vec<u8> {
+        let len = self.below(max);
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum NsOp {
+    Link(PathBuf, u64),
+    Rename(PathBuf, PathBuf),
+    Unlink(PathBuf),
+}
+
+impl NsOp {
+    fn apply(&self, names: &mut BTreeMap<PathBuf, u64>) {
+        match self {
+            NsOp::Link(path, ino) => {
+                names.insert(path.clone(), *ino);
+            }
+            NsOp::Rename(from, to) => {
+                if let Some(ino) = names.remove(from) {
+                    names.insert(to.clone(), ino);
+                }
+            }
+            NsOp::Unlink(path) => {
+                names.remove(path);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+    /// Writes since the last sync: offset and length.
+    unsynced: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    dirs: BTreeSet<PathBuf>,
+    names: BTreeMap<PathBuf, u64>,
+    durable_names: BTreeMap<PathBuf, u64>,
+    unsynced_ns: Vec<NsOp>,
+    inodes: BTreeMap<u64, Inode>,
+    next_ino: u64,
+    /// The last write not synced yet: inode, offset, length.
+    last_write: Option<(u64, usize, usize)>,
+    locks: BTreeSet<PathBuf>,
+    boot: u64,
+    ops: u64,
+    crash_at: Option<u64>,
+    crashed: bool,
+    fail_next_sync: bool,
+    ignore_dir_syncs: bool,
+}
+
+impl State {
+    /// Counts an I/O call, failing it if the machine is down or goes down now.
+    fn tick(&mut self) -> io::Result<()> {
+        if !self.crashed && self.crash_at == Some(self.ops) {
+            self.crashed = true;
+        }
+        if self.crashed {
+            return Err(io::Error::other("simulated crash: the machine is down"));
+        }
+        self.ops += 1;
+        Ok(())
+    }
+
+    fn lookup(&self, path: &Path) -> io::Result<u64> {
+        self.names
+            .get(path)
+            .copied()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display())))
+    }
+
+    fn check_parent(&self, path: &Path) -> io::Result<()> {
+        match path.parent() {
+            Some(dir) if self.dirs.contains(dir) => Ok(()),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such directory")),
+        }
+    }
+
+    fn link(&mut self, path: &Path) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inodes.insert(ino, Inode::default());
+        self.names.insert(path.to_path_buf(), ino);
+        self.unsynced_ns.push(NsOp::Link(path.to_path_buf(), ino));
+        ino
+    }
+
+    fn inode(&mut self, ino: u64, boot: u64) -> io::Result<&mut Inode> {
+        if boot != self.boot {
+            return Err(io::Error::other("a handle from before the crash"));
+        }
+        self.inodes
+            .get_mut(&ino)
+            .ok_or_else(|| io::Error::other("no such inode"))
+    }
+}
+
+/// The simulated file system; clones share it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SimFs {
+    state: Arc<Mutex<State>>,
+}
+
+impl SimFs {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes I/O call number `n` (counting from 0) and all later ones fail.
+    pub(crate) fn crash_at(&self, n: u64) {
+        self.lock().crash_at = Some(n);
+    }
+
+    /// How many I/O calls succeeded.
+    pub(crate) fn ops(&self) -> u64 {
+        self.lock().ops
+    }
+
+    /// Makes the next `sync_data` fail, as a failed `fdatasync` does.
+    pub(crate) fn fail_next_sync(&self) {
+        self.lock().fail_next_sync = true;
+    }
+
+    /// Makes every `sync_dir` do nothing until the next reboot: a store that forgot its
+    /// directory syncs.
+    pub(crate) fn ignore_dir_syncs(&self) {
+        self.lock().ignore_dir_syncs = true;
+    }
+
+    /// The live bytes of the file at `path`.
+    pub(crate) fn read(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.lock();
+        let ino = state.names.get(path)?;
+        state.inodes.get(ino).map(|inode| inode.data.clone())
+    }
+
+    /// Crashes (if the machine is still up) and starts again with what `mode` keeps.
+    pub(crate) fn reboot(&self, mode: CrashMode, rng: &mut Rng) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut names = state.durable_names.clone();
+        let kept_ns = match mode {
+            CrashMode::DropUnsynced => 0,
+            CrashMode::KeepSomeSectors => rng.below(state.unsynced_ns.len() + 1),
+            CrashMode::TearLastWrite => state.unsynced_ns.len(),
+        };
+        for op in &state.unsynced_ns[..kept_ns] {
+            op.apply(&mut names);
+        }
+        let last_write = state.last_write;
+        for (&ino, inode) in &mut state.inodes {
+            let data = match mode {
+                CrashMode::DropUnsynced => inode.durable.clone(),
+                CrashMode::KeepSomeSectors => keep_some_sectors(inode, rng),
+                CrashMode::TearLastWrite => {
+                    let mut data = inode.data.clone();
+                    if let Some((_, offset, len)) = last_write.filter(|w| w.0 == ino && w.2 > 0) {
+                        // Stores only ever append, so the torn write ends the file.
+                        debug_assert_eq!(offset + len, data.len());
+                        data.truncate(offset + rng.below(len));
+                    }
+                    data
+                }
+            };
+            inode.durable = data.clone();
+            inode.data = data;
+            inode.unsynced.clear();
+        }
+        let named: BTreeSet<u64> = names.values().copied().collect();
+        state.inodes.retain(|ino, _| named.contains(ino));
+        state.durable_names = names.clone();
+        state.names = names;
+        state.unsynced_ns.clear();
+        state.last_write = None;
+        state.locks.clear();
+        state.boot += 1;
+        state.ops = 0;
+        state.crash_at = None;
+        state.crashed = false;
+        state.fail_next_sync = false;
+        state.ignore_dir_syncs = false;
+    }
+}
+
+fn keep_some_sectors(inode: &Inode, rng: &mut Rng) -> Vec<u8> {
+    let len = if rng.coin() {
+        inode.data.len()
+    } else {
+        inode.durable.len()
+    };
+    let mut out = inode.durable.clone();
+    out.resize(len, 0);
+    let sectors: BTreeSet<usize> = inode
+        .unsynced
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .flat_map(|&(offset, n)| offset / SECTOR..=(offset + n - 1) / SECTOR)
+        .collect();
+    for sector in sectors {
+        if rng.coin() {
+            let range = (sector * SECTOR).min(len)..((sector + 1) * SECTOR).min(len);
+            for (slot, at) in out[range.clone()].iter_mut().zip(range) {
+                *slot = inode.data.get(at).copied().unwrap_or(0);
+            }
+        }
+    }
+    out
+}
+
+impl Fs for SimFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.tick()?;
+        for ancestor in dir.ancestors() {
+            state.dirs.insert(ancestor.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut state = self.lock();
+        state.tick()?;
+        if !state.dirs.contains(dir) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
+        }
+        Ok(state
+            .names
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn read_prefix(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
+        let mut state = self.lock();
+        state.tick()?;
+        let ino = state.lookup(path)?;
+        let data = &state.inodes[&ino].data;
+        Ok(data[..data.len().min(max)].to_vec())
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let mut state = self.lock();
+        state.tick()?;
+        let ino = state.lookup(path)?;
+        Ok(Box::new(SimFile {
+            fs: self.clone(),
+            ino,
+            pos: 0,
+            boot: state.boot,
+        }))
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let mut state = self.lock();
+        state.tick()?;
+        state.check_parent(path)?;
+        let ino = match state.names.get(path) {
+            Some(&ino) => {
+                let boot = state.boot;
+                state.inode(ino, boot)?.data.clear();
+                ino
+            }
+            None => state.link(path),
+        };
+        Ok(Box::new(SimFile {
+            fs: self.clone(),
+            ino,
+            pos: 0,
+            boot: state.boot,
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.tick()?;
+        state.lookup(from)?;
+        let op = NsOp::Rename(from.to_path_buf(), to.to_path_buf());
+        op.apply(&mut state.names);
+        state.unsynced_ns.push(op);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.tick()?;
+        state.lookup(path)?;
+        let op = NsOp::Unlink(path.to_path_buf());
+        op.apply(&mut state.names);
+        state.unsynced_ns.push(op);
+        Ok(())
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.tick()?;
+        if !state.ignore_dir_syncs {
+            state.durable_names = state.names.clone();
+            state.unsynced_ns.clear();
+        }
+        Ok(())
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        let mut state = self.lock();
+        state.tick()?;
+        state.check_parent(path)?;
+        if state.locks.contains(path) {
+            return Ok(None);
+        }
+        if !state.names.contains_key(path) {
+            state.link(path);
+        }
+        state.locks.insert(path.to_path_buf());
+        Ok(Some(Box::new(SimLock {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            boot: state.boot,
+        })))
+    }
+}
+
+#[derive(Debug)]
+struct SimFile {
+    fs: SimFs,
+    ino: u64,
+    pos: usize,
+    boot: u64,
+}
+
+impl FsFile for SimFile {
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        let mut state = self.fs.lock();
+        state.tick()?;
+        let data = state.inode(self.ino, self.boot)?.data.clone();
+        self.pos = data.len();
+        Ok(data)
+    }
+
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut state = self.fs.lock();
+        state.tick()?;
+        let inode = state.inode(self.ino, self.boot)?;
+        let end = self.pos + buf.len();
+        if inode.data.len() < end {
+            inode.data.resize(end, 0);
+        }
+        inode.data[self.pos..end].copy_from_slice(buf);
+        inode.unsynced.push((self.pos, buf.len()));
+        state.last_write = Some((self.ino, self.pos, buf.len()));
+        self.pos = end;
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        let mut state = self.fs.lock();
+        state.tick()?;
+        let len = len as usize;
+        state.inode(self.ino, self.boot)?.data.resize(len, 0);
+        self.pos = len;
+        Ok(())
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let mut state = self.fs.lock();
+        state.tick()?;
+        if std::mem::take(&mut state.fail_next_sync) {
+            return Err(io::Error::other("simulated fdatasync failure"));
+        }
+        let inode = state.inode(self.ino, self.boot)?;
+        inode.durable = inode.data.clone();
+        inode.unsynced.clear();
+        if state.last_write.is_some_and(|w| w.0 == self.ino) {
+            state.last_write = None;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct SimLock {
+    fs: SimFs,
+    path: PathBuf,
+    boot: u64,
+}
+
+impl FsLock for SimLock {}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut state = self.fs.lock();
+        if state.boot == self.boot {
+            state.locks.remove(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        PathBuf::from("/store")
+    }
+
+    fn write_file(fs: &SimFs, name: &str, data: &[u8], sync: bool) -> io::Result<()> {
+        let mut file = fs.create(&dir().join(name))?;
+        file.append(data)?;
+        if sync {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// The control for the crash tests: a rename not followed by a directory sync is
+    /// lost, and one followed by it is kept; unsynced data is lost.
+    #[test]
+    fn rename_without_directory_sync_is_lost() -> io::Result<()> {
+        let fs = SimFs::new();
+        fs.create_dir_all(&dir())?;
+        write_file(&fs, "a.tmp", b"synced data", true)?;
+        fs.rename(&dir().join("a.tmp"), &dir().join("a"))?;
+        fs.reboot(CrashMode::DropUnsynced, &mut Rng::new(1));
+        assert_eq!(fs.read(&dir().join("a")), None);
+        assert_eq!(fs.read_dir(&dir())?, Vec::<String>::new());
+
+        write_file(&fs, "a.tmp", b"synced data", true)?;
+        fs.rename(&dir().join("a.tmp"), &dir().join("a"))?;
+        fs.sync_dir(&dir())?;
+        let mut file = fs.open(&dir().join("a"))?;
+        file.read_all()?;
+        file.append(b" and more")?;
+        fs.reboot(CrashMode::DropUnsynced, &mut Rng::new(1));
+        assert_eq!(fs.read(&dir().join("a")), Some(b"synced data".to_vec()));
+        Ok(())
+    }
+
+    #[test]
+    fn torn_write_keeps_a_strict_prefix() -> io::Result<()> {
+        let fs = SimFs::new();
+        fs.create_dir_all(&dir())?;
+        write_file(&fs, "a", b"synced", true)?;
+        fs.sync_dir(&dir())?;
+        let mut file = fs.open(&dir().join("a"))?;
+        file.read_all()?;
+        file.append(b"0123456789")?;
+        fs.reboot(CrashMode::TearLastWrite, &mut Rng::new(7));
+        let data = fs.read(&dir().join("a")).unwrap_or_default();
+        assert!(data.len() >= 6 && data.len() < 16, "{data:?}");
+        assert!(b"synced0123456789".starts_with(&data));
+        Ok(())
+    }
+
+    /// Four synced sectors of 1s, eight unsynced sectors of 2s, then a reboot.
+    fn append_and_keep_some_sectors(seed: u64) -> io::Result<Vec<u8>> {
+        let fs = SimFs::new();
+        fs.create_dir_all(&dir())?;
+        write_file(&fs, "a", &[1; 4 * SECTOR], true)?;
+        fs.sync_dir(&dir())?;
+        let mut file = fs.open(&dir().join("a"))?;
+        file.read_all()?;
+        file.append(&[2; 8 * SECTOR])?;
+        fs.reboot(CrashMode::KeepSomeSectors, &mut Rng::new(seed));
+        Ok(fs.read(&dir().join("a")).unwrap_or_default())
+    }
+
+    #[test]
+    fn lost_sectors_read_as_before() -> io::Result<()> {
+        let (mut seen_new, mut seen_lost, mut seen_short) = (false, false, false);
+        for seed in 0..20 {
+            let data = append_and_keep_some_sectors(seed)?;
+            assert!(data.len() == 4 * SECTOR || data.len() == 12 * SECTOR);
+            assert!(data[..4 * SECTOR].iter().all(|&b| b == 1));
+            seen_short |= data.len() == 4 * SECTOR;
+            for sector in data[4 * SECTOR..].chunks(SECTOR) {
+                assert!(sector.iter().all(|&b| b == 2) || sector.iter().all(|&b| b == 0));
+                seen_new |= sector[0] == 2;
+                seen_lost |= sector[0] == 0;
+            }
+        }
+        assert!(seen_new && seen_lost && seen_short);
+        Ok(())
+    }
+}

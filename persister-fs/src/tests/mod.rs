@@ -1,0 +1,5 @@
+//! Tests that need the crate's internals: the conformance suite with injected fsync
+//! failures, and the simulated power-loss loop.
+
+mod conformance;
+mod crash;
