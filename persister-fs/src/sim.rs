@@ -91,7 +91,7 @@ impl NsOp {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Inode {
     data: Vec<u8>,
     durable: Vec<u8>,
@@ -99,7 +99,7 @@ struct Inode {
     unsynced: Vec<(usize, usize)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct State {
     dirs: BTreeSet<PathBuf>,
     names: BTreeMap<PathBuf, u64>,
@@ -179,9 +179,21 @@ impl SimFs {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// An independent copy of the disk, to crash it in several ways from one state.
+    pub(crate) fn snapshot(&self) -> SimFs {
+        SimFs {
+            state: Arc::new(Mutex::new(self.lock().clone())),
+        }
+    }
+
     /// Makes I/O call number `n` (counting from 0) and all later ones fail.
     pub(crate) fn crash_at(&self, n: u64) {
         self.lock().crash_at = Some(n);
+    }
+
+    /// Whether the machine went down.
+    pub(crate) fn crashed(&self) -> bool {
+        self.lock().crashed
     }
 
     /// How many I/O calls succeeded.

@@ -1,5 +1,6 @@
 //! Tests that need the crate's internals: the conformance suite with injected fsync
-//! failures, and the simulated power-loss loop.
+//! failures, and the simulated power-loss loops.
 
 mod conformance;
 mod crash;
+mod workload;
