@@ -265,3 +265,71 @@ fn open_existing(db: sled::Db, path: PathBuf) -> Result<Shared> {
     let durable = Durable::new(&path, mark)?;
     Ok(Shared::new(db, path, manifest, durable))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use persister_core::{ActorId, Persister};
+
+    use super::*;
+
+    fn tempdir() -> Result<tempfile::TempDir> {
+        tempfile::tempdir().map_err(|e| Error::io("create", "a temporary directory", e))
+    }
+
+    /// A failed flush poisons every handle of the store, and `remove_document`, until
+    /// the store is reopened; reads still work, and the flushed data is there after.
+    #[test]
+    fn failed_flush_poisons_the_whole_store_until_reopened() -> Result<()> {
+        let dir = tempdir()?;
+        let store = SledStore::open(dir.path())?;
+        let mut a = store.open_document(&"a".into())?;
+        let mut b = store.open_document(&"b".into())?;
+        let actor = ActorId::new([1]);
+        a.insert_changes(vec![(actor.clone(), 1, b"flushed".to_vec())])?;
+        assert!(a.flush()? > 0);
+
+        a.insert_changes(vec![(actor.clone(), 2, b"maybe".to_vec())])?;
+        store.shared.fail_next_flush.store(true, Ordering::SeqCst);
+        let err = a.flush().err();
+        assert!(
+            matches!(err, Some(Error::Io { action: "sync", .. })),
+            "{err:?}"
+        );
+
+        let poisoned = |r: Result<()>| matches!(r, Err(Error::Poisoned { .. }));
+        assert!(poisoned(a.set_document(b"x".to_vec())));
+        assert!(poisoned(b.set_document(b"x".to_vec())));
+        assert!(poisoned(a.flush().map(drop)));
+        assert!(poisoned(store.remove_document(&"c".into())));
+        assert_eq!(a.get_changes()?.len(), 2);
+        assert_eq!(b.get_document()?, None);
+        drop((a, b, store));
+
+        let store = SledStore::open(dir.path())?;
+        let mut a = store.open_document(&"a".into())?;
+        assert_eq!(a.get_changes()?.first(), Some(&b"flushed".to_vec()));
+        a.insert_changes(vec![(actor, 3, b"after".to_vec())])?;
+        assert!(a.flush()? > 0);
+        Ok(())
+    }
+
+    /// The mark advances with every flush, to the last batch applied.
+    #[test]
+    fn flush_advances_the_mark_to_the_last_batch() -> Result<()> {
+        let dir = tempdir()?;
+        let store = SledStore::open(dir.path())?;
+        let mut p = store.open_document(&"doc".into())?;
+        for seq in 1..=3 {
+            p.insert_changes(vec![(ActorId::new([1]), seq, vec![1])])?;
+        }
+        assert_eq!(mark::read(dir.path())?, Found::Seq { seq: 0, slot: 0 });
+        p.flush()?;
+        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 3, .. }));
+        p.set_document(vec![2])?;
+        p.flush()?;
+        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 4, .. }));
+        Ok(())
+    }
+}

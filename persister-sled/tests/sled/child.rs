@@ -1,1 +1,48 @@
-//! todo
+//! Child processes: this test binary run again with `PERSISTER_SLED_CHILD` naming what
+//! to do. [`command`] builds the command line; [`child_entry_point`] is the one test the
+//! child runs, which does nothing in an ordinary test run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use persister_core::Result;
+
+const MODE: &str = "PERSISTER_SLED_CHILD";
+const DIR: &str = "PERSISTER_SLED_DIR";
+
+/// A command that runs `mode` on the store at `dir` in a child process, its stdout
+/// piped.
+pub fn command(mode: &str, dir: &Path) -> Command {
+    let exe = std::env::current_exe().expect("the path of the test binary");
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "--exact",
+            "child::child_entry_point",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(MODE, mode)
+        .env(DIR, dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    command
+}
+
+/// Runs the child mode named by `PERSISTER_SLED_CHILD`; without it (an ordinary test
+/// run), returns at once.
+#[test]
+fn child_entry_point() -> Result<()> {
+    let Ok(mode) = std::env::var(MODE) else {
+        return Ok(());
+    };
+    let dir = PathBuf::from(std::env::var_os(DIR).expect("PERSISTER_SLED_DIR"));
+    match mode.as_str() {
+        "crash-writer" => crate::crash::writer(&dir),
+        "try-open" => {
+            crate::store::try_open(&dir);
+            Ok(())
+        }
+        other => panic!("unknown child mode {other}"),
+    }
+}

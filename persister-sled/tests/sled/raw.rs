@@ -1,1 +1,157 @@
-//! todo
+//! Test helpers: the store's key layout written out from the crate docs (to reach
+//! under the API with sled directly), a small random generator, and contents to
+//! compare.
+
+use std::path::Path;
+
+use persister_core::{ActorId, ChangeEntry, DocumentState, Persister, Result};
+
+/// `01 u16be(len) id`
+pub fn manifest_key(id: &[u8]) -> Vec<u8> {
+    with_tag(0x01, id)
+}
+
+/// `02 u16be(len) id 01`
+pub fn document_key(id: &[u8]) -> Vec<u8> {
+    let mut key = with_tag(0x02, id);
+    key.push(0x01);
+    key
+}
+
+/// `02 u16be(len) id 02 escape(actor) 00 00 u64be(seq)`
+pub fn change_key(id: &[u8], actor: &[u8], seq: u64) -> Vec<u8> {
+    let mut key = with_tag(0x02, id);
+    key.push(0x02);
+    for &b in actor {
+        key.push(b);
+        if b == 0 {
+            key.push(0xff);
+        }
+    }
+    key.extend_from_slice(&[0, 0]);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// `02 u16be(len) id 03 peer`
+pub fn sync_state_key(id: &[u8], peer: &[u8]) -> Vec<u8> {
+    let mut key = with_tag(0x02, id);
+    key.push(0x03);
+    key.extend_from_slice(peer);
+    key
+}
+
+fn with_tag(tag: u8, id: &[u8]) -> Vec<u8> {
+    let mut key = vec![tag];
+    key.extend_from_slice(&u16::try_from(id.len()).unwrap().to_be_bytes());
+    key.extend_from_slice(id);
+    key
+}
+
+/// `u32be(crc32c(key ++ payload)) ++ payload`
+pub fn frame(key: &[u8], payload: &[u8]) -> Vec<u8> {
+    let crc = crc32c::crc32c_append(crc32c::crc32c(key), payload);
+    let mut value = crc.to_be_bytes().to_vec();
+    value.extend_from_slice(payload);
+    value
+}
+
+/// Opens a closed store's database with sled directly.
+pub fn open_raw(path: &Path) -> sled::Db {
+    sled::Config::new()
+        .path(path)
+        .flush_every_ms(None)
+        .open()
+        .expect("open the database with sled")
+}
+
+/// Everything a document holds, read through the `Persister` API or from a model.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Contents {
+    pub changes: Vec<ChangeEntry>,
+    pub document: Option<Vec<u8>>,
+    pub sync_states: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Contents {
+    pub fn of<P: Persister<Error = persister_core::Error> + ?Sized>(p: &P) -> Result<Self> {
+        let mut sync_states = Vec::new();
+        for peer in p.get_peer_ids()? {
+            let state = p.get_sync_state(&peer)?.expect("a listed peer has a state");
+            sync_states.push((peer, state));
+        }
+        Ok(Self {
+            changes: p.get_change_entries()?,
+            document: p.get_document()?,
+            sync_states,
+        })
+    }
+
+    pub fn of_state(state: &DocumentState) -> Self {
+        Self {
+            changes: state
+                .changes()
+                .map(|(actor, seq, value)| (actor.clone(), seq, value.to_vec()))
+                .collect(),
+            document: state.document().map(<[u8]>::to_vec),
+            sync_states: state
+                .sync_states()
+                .map(|(peer, value)| (peer.to_vec(), value.to_vec()))
+                .collect(),
+        }
+    }
+}
+
+/// A document with a bit of everything, for the tests that damage stores: actors that
+/// are prefixes of each other and hold NUL bytes, empty and large values.
+pub fn sample_document(tag: u8) -> DocumentState {
+    let mut state = DocumentState::new();
+    let actors = [&[tag][..], &[tag, 0], &[tag, 0, 1], &[0, tag]];
+    for (i, actor) in actors.iter().enumerate() {
+        for seq in [1u64, 2, 3, 255, 256, 1000] {
+            let len = (seq as usize * 7 + i * 13) % 400;
+            state.apply_write(persister_core::Write::InsertChange {
+                actor: ActorId::new(actor.to_vec()),
+                seq,
+                value: vec![tag ^ seq as u8; len],
+            });
+        }
+    }
+    state.apply_write(persister_core::Write::SetDocument(vec![tag; 3000]));
+    for peer in [&b"peer"[..], b"", b"peer\0two"] {
+        state.apply_write(persister_core::Write::SetSyncState {
+            peer: peer.to_vec(),
+            state: vec![tag.wrapping_add(peer.len() as u8); 40],
+        });
+    }
+    state
+}
+
+/// xorshift64*: small, seeded, and good enough to pick delays and bytes.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A number from the environment variable `name`, or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
