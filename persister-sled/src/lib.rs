@@ -87,29 +87,32 @@
 //! # Durability
 //!
 //! Once [`flush`](persister_core::Persister::flush) returns `Ok`, every write applied
-//! through that handle before the call survives a process crash, and a power loss of a
-//! machine whose file system and drive honour `fsync`: the flush calls sled's own
-//! `flush` (which writes sled's buffers with `sync_file_range`, not enough on its own:
-//! it syncs neither the file's metadata nor the drive's cache), then `fsync`s every new
-//! blob file (sled stores values and nodes over about 128 KiB in separate files it
-//! never syncs), the blob directory, the `db` file and the store directory, and then
-//! the mark file. It returns the bytes sled wrote, at least the bytes of keys and values
-//! applied through the handle since its last flush, and 0 when nothing was pending.
+//! through that handle before the call is in files that have been `fsync`ed: the flush
+//! calls sled's own `flush` (which writes sled's buffers with `sync_file_range`; that
+//! alone syncs neither the file's metadata nor the drive's cache), then `fsync`s every
+//! new blob file (sled keeps values and nodes over about 128 KiB in separate files it
+//! never syncs), the blob directory, the `db` file and the store directory, and last
+//! advances the mark file and `fsync`s it. The flush returns the bytes sled wrote, at
+//! least the bytes of keys and values applied through the handle since its last flush,
+//! and 0 (doing nothing) when nothing was applied since.
 //!
-//! What is not guaranteed:
+//! So flushed writes survive a process crash. What is not guaranteed:
 //!
-//! - Writes not yet flushed may reach the disk at any time, in whole batches: when
-//!   sled's buffers fill, when another handle of the store flushes, and when the last
-//!   handle of the store is dropped (sled writes its buffers on drop, without `fsync`).
-//!   After a crash, a store holds the batches up to some point at or after its last
+//! - **Power loss.** After a flush the bytes are on disk (on a file system and drive
+//!   that honour `fsync`), but sled 0.34 was not built for power loss: writes made after
+//!   the flush can reach the disk in any order, partly, and sled's recovery can then
+//!   stop early and recover fewer batches. If that loses a flushed batch, opening fails
+//!   with [`Error::Corrupt`](persister_core::Error::Corrupt) (the mark file) rather
+//!   than returning the older state; the data may still be in the file, but sled does
+//!   not read it. Where power loss matters, use `persister-redb` or `persister-fs`.
+//! - **Unflushed writes** may reach the disk at any time, in whole batches: when sled's
+//!   buffers fill, when another handle of the store flushes, and when the last handle
+//!   of the store is dropped (sled writes its buffers on drop, without `fsync`). After
+//!   a crash, a store holds the batches up to some point at or after its last
 //!   successful flush, never part of a batch.
-//! - sled 0.34 is not designed to survive power loss, and writes its log and its blob
-//!   files in an order a power loss in the middle of a write can break. Such damage,
-//!   and any loss of flushed batches, is detected (an error on open or on read), not
-//!   repaired.
-//! - sled's background flusher is off unless
-//!   [`SledOptions::flush_every_ms`] turns it on; when on, it syncs the `db` file
-//!   behind the application's back, but promises nothing more than the above.
+//! - **sled's background flusher** is off unless [`SledOptions::flush_every_ms`] turns
+//!   it on; when on, it `fsync`s the `db` file behind the application's back, but
+//!   promises nothing more than the above.
 //!
 //! After a failed flush or write (or a panic inside sled), every handle of the store is
 //! poisoned: writes and flushes return
@@ -118,10 +121,19 @@
 //!
 //! # Damaged stores and panics
 //!
-//! sled 0.34 panics on some damaged files, while opening them or reading from them.
-//! This crate catches those panics (with the default `panic = "unwind"`) and returns
-//! [`Error::Corrupt`](persister_core::Error::Corrupt); sled's panic message is still
-//! printed by the panic hook. Nothing of this crate panics on its own.
+//! What happens to a damaged store, as this crate's tests measure it (1 to 8 flipped
+//! bytes in sled's files, hundreds of seeds): sled fails to open it (an
+//! [`Error::Corrupt`](persister_core::Error::Corrupt) for its checksum errors, an
+//! [`Error::Backend`](persister_core::Error::Backend) for the others), or opens it and
+//! recovers an older state, which the mark file turns into `Corrupt` on open. With the
+//! mark file reset, the manifests still ensure each read returns a whole version of a
+//! document, never a mix or a part. No read returned other data.
+//!
+//! sled 0.34 can also panic on damaged files, while opening them or reading from them.
+//! This crate catches those panics (with the default `panic = "unwind"`), returns
+//! `Corrupt` and poisons the store; sled's panic message is still printed by the panic
+//! hook. With `panic = "abort"` the process aborts instead. Nothing of this crate
+//! panics on its own.
 //!
 //! # Locking
 //!

@@ -1,5 +1,7 @@
 //! How a store opens sled.
 
+use persister_core::{Error, Result};
+
 /// Settings of a [`SledStore`](crate::SledStore), passed to
 /// [`SledStore::open_with`](crate::SledStore::open_with).
 ///
@@ -14,13 +16,14 @@
 #[non_exhaustive]
 pub struct SledOptions {
     /// How often sled's background thread writes its buffers and fsyncs the `db` file,
-    /// in milliseconds. `None` (the default) turns the thread off, so that nothing is
+    /// in milliseconds (at least 1). `None` (the default) turns the thread off, so that nothing is
     /// synced behind the application's back: the application owns the fsync policy
     /// through [`flush`](persister_core::Persister::flush). Turning it on makes more
     /// data survive a crash, but [`flush`](persister_core::Persister::flush) remains the
     /// only call that promises anything (the thread does not sync sled's blob files).
     pub flush_every_ms: Option<u64>,
-    /// The most memory sled's page cache may use, in bytes (sled's default, 1 GiB).
+    /// The most memory sled's page cache may use, in bytes (sled's default, 1 GiB; at
+    /// least 256).
     pub cache_capacity: u64,
     /// sled's "fast" mode (`sled::Mode::HighThroughput`): more write throughput, more
     /// space used. `false` (the default) is sled's `LowSpace` mode.
@@ -38,8 +41,25 @@ impl Default for SledOptions {
 }
 
 impl SledOptions {
-    pub(crate) fn config(&self, dir: &std::path::Path) -> sled::Config {
-        sled::Config::new()
+    /// The sled configuration, once the settings are checked (sled panics on a cache
+    /// under 256 bytes, and spins on a flush interval of 0).
+    pub(crate) fn config(&self, dir: &std::path::Path) -> Result<sled::Config> {
+        if self.cache_capacity < 256 {
+            return Err(Error::InvalidInput {
+                what: "cache_capacity",
+                reason: format!(
+                    "{} bytes is less than sled's minimum of 256",
+                    self.cache_capacity
+                ),
+            });
+        }
+        if self.flush_every_ms == Some(0) {
+            return Err(Error::InvalidInput {
+                what: "flush_every_ms",
+                reason: "0 ms would make sled's flusher spin; use None to turn it off".into(),
+            });
+        }
+        Ok(sled::Config::new()
             .path(dir)
             .flush_every_ms(self.flush_every_ms)
             .cache_capacity(self.cache_capacity)
@@ -47,6 +67,6 @@ impl SledOptions {
                 sled::Mode::HighThroughput
             } else {
                 sled::Mode::LowSpace
-            })
+            }))
     }
 }

@@ -48,8 +48,9 @@ impl SledStore {
     /// Opens the store in directory `dir` with `options`; otherwise as [`SledStore::open`].
     pub fn open_with(dir: impl AsRef<Path>, options: SledOptions) -> Result<SledStore> {
         let path = dir.as_ref().to_path_buf();
+        let config = options.config(&path)?;
         check_dir(&path)?;
-        let db = crate::engine::call(&path, "open", || options.config(&path).open())?;
+        let db = crate::engine::call(&path, "open", || config.open())?;
         let shared = match read_format(&db, &path)? {
             true => open_existing(db, path)?,
             false => create(db, path)?,

@@ -92,6 +92,20 @@ fn options_are_applied_and_path_is_kept() -> Result<()> {
 }
 
 #[test]
+fn options_sled_cannot_run_with_are_refused() {
+    let dir = tempdir();
+    let mut tiny_cache = SledOptions::default();
+    tiny_cache.cache_capacity = 255;
+    let mut spinning = SledOptions::default();
+    spinning.flush_every_ms = Some(0);
+    for options in [tiny_cache, spinning] {
+        let err = SledStore::open_with(dir.path(), options).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    }
+    assert!(!is_sled_store(dir.path()), "a refused open created files");
+}
+
+#[test]
 fn sled_stores_are_recognised() -> Result<()> {
     let dir = tempdir();
     let path = dir.path().join("store");
