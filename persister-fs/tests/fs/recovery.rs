@@ -1,0 +1,251 @@
+//! Torn tails are truncated and reported; damage before valid data is an error.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+
+use persister_core::{DocumentId, Error, Persister, Store};
+use persister_fs::FsStore;
+
+use crate::common::{TestResult, actor, flushed_log, header_len, records};
+
+#[test]
+fn torn_tail_is_truncated_and_reported() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = DocumentId::from("doc");
+    let log = flushed_log(dir.path(), &id, 3)?;
+    let clean_len = fs::metadata(&log)?.len();
+    // A fourth flush, then cut in the middle of its record, as a crash can leave it.
+    {
+        let store = FsStore::open(dir.path())?;
+        let mut p = store.open_document(&id)?;
+        p.insert_changes(vec![(actor(1), 4, vec![4; 100])])?;
+        p.flush()?;
+    }
+    let full_len = fs::metadata(&log)?.len();
+    let torn_len = clean_len + (full_len - clean_len) / 2;
+    OpenOptions::new()
+        .write(true)
+        .open(&log)?
+        .set_len(torn_len)?;
+
+    let store = FsStore::open(dir.path())?;
+    let mut p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?.len(), 3);
+    assert_eq!(p.recovered_bytes(), torn_len - clean_len);
+    assert_eq!(p.recovery().truncated_at, Some(clean_len));
+    assert_eq!(
+        fs::metadata(&log)?.len(),
+        clean_len,
+        "the torn tail is cut off"
+    );
+    assert_eq!(p.sizes().change_count, 3);
+
+    // The log takes appends after recovery, and reopens cleanly.
+    p.insert_changes(vec![(actor(1), 5, b"after".to_vec())])?;
+    p.flush()?;
+    drop((p, store));
+    let store = FsStore::open(dir.path())?;
+    let p = store.open_document(&id)?;
+    assert_eq!(p.recovered_bytes(), 0);
+    assert_eq!(p.get_changes()?.len(), 4);
+    Ok(())
+}
+
+#[test]
+fn zero_filled_tail_is_dropped() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = DocumentId::from("doc");
+    let log = flushed_log(dir.path(), &id, 3)?;
+    let clean_len = fs::metadata(&log)?.len();
+    OpenOptions::new()
+        .append(true)
+        .open(&log)?
+        .write_all(&[0; 4096])?;
+
+    let store = FsStore::open(dir.path())?;
+    let p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?.len(), 3);
+    assert_eq!(p.recovered_bytes(), 4096);
+    assert_eq!(fs::metadata(&log)?.len(), clean_len);
+    Ok(())
+}
+
+#[test]
+fn flipped_byte_before_a_valid_record_is_an_error_naming_file_and_offset() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = DocumentId::from("doc");
+    let log = flushed_log(dir.path(), &id, 3)?;
+    let mut bytes = fs::read(&log)?;
+    let (first, _) = records(&bytes, header_len(&id))[0];
+    bytes[first + 13 + 40] ^= 0x10;
+    fs::write(&log, &bytes)?;
+
+    let store = FsStore::open(dir.path())?;
+    let err = store.open_document(&id).unwrap_err();
+    match &err {
+        Error::Corrupt { path, offset, .. } => {
+            assert_eq!(path, &log);
+            assert_eq!(*offset, Some(first as u64));
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    assert!(
+        err.to_string().contains(&format!("at byte {first}")),
+        "{err}"
+    );
+    // Nothing was truncated or rewritten, and other documents still open.
+    assert_eq!(fs::read(&log)?, bytes);
+    let mut other = store.open_document(&"other".into())?;
+    other.set_document(b"fine".to_vec())?;
+    other.flush()?;
+    Ok(())
+}
+
+#[test]
+fn damage_in_an_older_flush_followed_by_one_flush_is_an_error() -> TestResult {
+    // Only the last flush can be torn: damage to the record before it is corruption.
+    let dir = tempfile::tempdir()?;
+    let id = DocumentId::from("doc");
+    let log = flushed_log(dir.path(), &id, 3)?;
+    let mut bytes = fs::read(&log)?;
+    let (second, end) = records(&bytes, header_len(&id))[1];
+    bytes[end - 1] ^= 1;
+    fs::write(&log, &bytes)?;
+    let store = FsStore::open(dir.path())?;
+    let err = store.open_document(&id).unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { offset: Some(o), .. } if o == second as u64),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn unknown_log_version_is_refused_naming_both_versions() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = DocumentId::from("doc");
+    let log = flushed_log(dir.path(), &id, 1)?;
+    let mut bytes = fs::read(&log)?;
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    fs::write(&log, &bytes)?;
+
+    let store = FsStore::open(dir.path())?;
+    let err = store.open_document(&id).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedFormat { what: "fs log", found: 2, supported: 1, path } if *path == log),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("version 2") && message.contains("version 1"),
+        "{message}"
+    );
+    assert_eq!(
+        fs::read(&log)?,
+        bytes,
+        "an unknown version is never rewritten"
+    );
+    Ok(())
+}
+
+#[test]
+fn unknown_store_version_is_refused_naming_both_versions() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    drop(FsStore::open(dir.path())?);
+    let marker = dir.path().join("STORE");
+    let mut bytes = fs::read(&marker)?;
+    bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
+    fs::write(&marker, &bytes)?;
+    let err = FsStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedFormat {
+                what: "fs store",
+                found: 7,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        persister_fs::is_fs_store(dir.path()),
+        "still recognised as an fs store"
+    );
+    Ok(())
+}
+
+#[test]
+fn length_of_2_pow_32_minus_1_at_the_tail_is_a_torn_tail() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = DocumentId::from("doc");
+    let log = flushed_log(dir.path(), &id, 2)?;
+    let mut hostile = vec![1u8];
+    hostile.extend_from_slice(&u32::MAX.to_le_bytes());
+    hostile.extend_from_slice(&[0xab; 100]);
+    OpenOptions::new()
+        .append(true)
+        .open(&log)?
+        .write_all(&hostile)?;
+
+    let store = FsStore::open(dir.path())?;
+    let p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?.len(), 2);
+    assert_eq!(p.recovered_bytes(), hostile.len() as u64);
+    Ok(())
+}
+
+#[test]
+fn length_of_2_pow_32_minus_1_before_a_valid_record_is_corruption() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = DocumentId::from("doc");
+    let log = flushed_log(dir.path(), &id, 3)?;
+    let mut bytes = fs::read(&log)?;
+    let (second, _) = records(&bytes, header_len(&id))[1];
+    bytes[second + 1..second + 5].copy_from_slice(&u32::MAX.to_le_bytes());
+    fs::write(&log, &bytes)?;
+    let store = FsStore::open(dir.path())?;
+    let err = store.open_document(&id).unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { offset: Some(o), .. } if o == second as u64),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn hostile_id_length_in_the_header_is_corruption() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = DocumentId::from("doc");
+    let log = flushed_log(dir.path(), &id, 1)?;
+    let mut bytes = fs::read(&log)?;
+    bytes[12..14].copy_from_slice(&u16::MAX.to_le_bytes());
+    fs::write(&log, &bytes)?;
+    let store = FsStore::open(dir.path())?;
+    let err = store.open_document(&id).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Corrupt {
+                offset: Some(12),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn log_holding_another_documents_id_is_corruption() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let a = flushed_log(dir.path(), &"a".into(), 1)?;
+    let b = flushed_log(dir.path(), &"b".into(), 1)?;
+    fs::copy(&a, &b)?;
+    let store = FsStore::open(dir.path())?;
+    assert!(store.open_document(&"a".into()).is_ok());
+    let err = store.open_document(&"b".into()).unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+    Ok(())
+}
