@@ -121,6 +121,13 @@ pub(crate) fn document_range(number: u64) -> Range<[u8; 8]> {
 /// Within an actor, big-endian seq orders numerically.
 pub(crate) fn change_key(number: u64, actor: &[u8], seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(8 + actor.len() + 4 + 8);
+    encode_change_key(&mut key, number, actor, seq);
+    key
+}
+
+/// Writes a [`change_key`] into `key`, replacing what it held.
+pub(crate) fn encode_change_key(key: &mut Vec<u8>, number: u64, actor: &[u8], seq: u64) {
+    key.clear();
     key.extend_from_slice(&document_key(number));
     for &byte in actor {
         key.push(byte);
@@ -130,7 +137,6 @@ pub(crate) fn change_key(number: u64, actor: &[u8], seq: u64) -> Vec<u8> {
     }
     key.extend_from_slice(&[0, 0]);
     key.extend_from_slice(&seq.to_be_bytes());
-    key
 }
 
 /// Decodes a [`change_key`] of document `number`; `None` when it is malformed or of

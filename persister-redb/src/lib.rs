@@ -139,15 +139,19 @@
 //! [`Error::UnsupportedFormat`]: persister_core::Error::UnsupportedFormat
 
 mod error;
+mod file;
 mod layout;
+mod lookup;
 mod options;
 mod overlay;
 mod persister;
+mod shared;
 mod store;
 
+pub use file::is_redb_file;
 pub use options::RedbOptions;
 pub use persister::RedbPersister;
-pub use store::{RedbStore, is_redb_file};
+pub use store::RedbStore;
 
 /// The version of the table layout this build reads and writes (`format_version` in
 /// `persister_meta`).

@@ -36,6 +36,10 @@ pub struct RedbOptions {
     /// what it holds without syncing (redb's `Durability::None`), which bounds its memory
     /// and keeps the crash guarantee: after a crash the document is still at some prefix
     /// of its batches. A single batch larger than the bound is held whole.
+    ///
+    /// What is committed this way may stay in redb's memory until the next flush, up to
+    /// [`cache_size`](RedbOptions::cache_size): unflushed writes take at most this bound
+    /// per handle plus the cache of the store.
     pub max_pending_bytes: usize,
 }
 

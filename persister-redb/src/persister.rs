@@ -1,17 +1,21 @@
 //! One document's handle: pending writes in memory, committed together by `flush`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use persister_core::{
     ActorId, Batch, ChangeEntry, DocumentClaim, DocumentId, Error, Persister, Result, StoredSizes,
     Write,
 };
-use redb::{Durability, ReadOnlyTable};
+use redb::Durability;
 
-use crate::error::{RedbResultExt, corrupt};
+use crate::error::RedbResultExt;
 use crate::layout::{self, CHANGES, COMPACTED, DOCUMENTS, DocumentRecord, SYNC_STATES};
+use crate::lookup::Lookup;
 use crate::overlay::Overlay;
-use crate::store::Shared;
+use crate::shared::Shared;
+
+mod reads;
 
 /// The handle of one document of a [`RedbStore`](crate::RedbStore), keeping the
 /// [`Persister` contract](persister_core::Persister#contract).
@@ -22,8 +26,9 @@ use crate::store::Shared;
 /// [`max_pending_bytes`](crate::RedbOptions::max_pending_bytes) commits them without
 /// syncing (`Durability::None`), and so does dropping a handle that was not flushed: such
 /// writes are visible to the next handle, and made durable by the next flush of any
-/// handle of the store or by closing the store. A crash before that loses them, batch by
-/// batch from the newest, never part of one.
+/// handle of the store or by closing the store. A crash before that may lose the writes
+/// made since the last flush: the document is then as it was after one of its batches,
+/// never after part of one.
 ///
 /// [`sizes`](Persister::sizes) is kept in memory, and stored in the same transaction as
 /// the data, so it is exact and free, also right after reopening.
@@ -36,6 +41,9 @@ pub struct RedbPersister {
     /// The sizes of the document as reads see it (file and overlay).
     sizes: StoredSizes,
     overlay: Overlay,
+    /// For actors read so far: a seq no change of theirs in the file is above (`None`
+    /// when they have none there).
+    file_max_seq: HashMap<ActorId, Option<u64>>,
     /// Something was applied since the last commit.
     dirty: bool,
     /// Payload bytes applied (or carried from a dropped handle) since the last flush.
@@ -43,12 +51,6 @@ pub struct RedbPersister {
     /// A commit since the last flush was not synced.
     needs_sync: bool,
     poisoned: Option<String>,
-}
-
-/// The tables a batch reads old lengths from, opened on first need.
-struct Lookup {
-    changes: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    sync_states: ReadOnlyTable<&'static [u8], &'static [u8]>,
 }
 
 impl RedbPersister {
@@ -60,6 +62,7 @@ impl RedbPersister {
             number: record.map(|r| r.number),
             sizes: record.map(|r| r.sizes).unwrap_or_default(),
             overlay: Overlay::default(),
+            file_max_seq: HashMap::new(),
             dirty: false,
             unsynced: carried.unwrap_or(0),
             needs_sync: carried.is_some(),
@@ -83,49 +86,38 @@ impl RedbPersister {
     }
 
     /// The stored length of each write's key, for keys the overlay does not hold.
-    fn stored_lengths(&self, writes: &[Write]) -> Result<Vec<Option<u64>>> {
+    ///
+    /// A change whose seq is above the highest stored for its actor needs no read, so
+    /// appending new changes, the usual case, reads the file once per actor.
+    fn stored_lengths(&mut self, writes: &[Write]) -> Result<Vec<Option<u64>>> {
         let Some(number) = self.number else {
             return Ok(vec![None; writes.len()]);
         };
-        let path = &self.shared.path;
-        let mut lookup = None;
-        let open = || -> Result<Lookup> {
-            let txn = self.shared.begin_read()?;
-            Ok(Lookup {
-                changes: self.shared.read_table(&txn, CHANGES)?,
-                sync_states: self.shared.read_table(&txn, SYNC_STATES)?,
-            })
-        };
+        let shared = Arc::clone(&self.shared);
+        let mut lookup = Lookup::new(&shared, number);
         let mut lengths = Vec::with_capacity(writes.len());
         for write in writes {
             let length = match write {
                 Write::InsertChange { actor, seq, .. } | Write::RemoveChange { actor, seq }
                     if self.overlay.change(actor, *seq).is_none() =>
                 {
-                    let lookup = match &mut lookup {
-                        Some(lookup) => lookup,
-                        None => lookup.insert(open()?),
+                    let max = match self.file_max_seq.get(actor) {
+                        Some(max) => *max,
+                        None => {
+                            let max = lookup.max_seq(actor)?;
+                            self.file_max_seq.insert(actor.clone(), max);
+                            max
+                        }
                     };
-                    let key = layout::change_key(number, actor.as_bytes(), *seq);
-                    let value = lookup
-                        .changes
-                        .get(key.as_slice())
-                        .or_store("read from", path)?;
-                    value.map(|value| value.value().len() as u64)
+                    match max {
+                        Some(max) if *seq <= max => lookup.change_len(actor, *seq)?,
+                        _ => None,
+                    }
                 }
                 Write::SetSyncState { peer, .. } | Write::RemoveSyncState { peer }
                     if self.overlay.sync_state(peer).is_none() =>
                 {
-                    let lookup = match &mut lookup {
-                        Some(lookup) => lookup,
-                        None => lookup.insert(open()?),
-                    };
-                    let key = layout::sync_state_key(number, peer);
-                    let value = lookup
-                        .sync_states
-                        .get(key.as_slice())
-                        .or_store("read from", path)?;
-                    value.map(|value| value.value().len() as u64)
+                    lookup.sync_state_len(peer)?
                 }
                 _ => None,
             };
@@ -214,8 +206,9 @@ impl RedbPersister {
             number = Some(n);
             if self.overlay.has_changes() {
                 let mut table = txn.open_table(CHANGES).or_store("write to", path)?;
+                let mut key = Vec::new();
                 for (actor, seq, value) in self.overlay.changes() {
-                    let key = layout::change_key(n, actor.as_bytes(), seq);
+                    layout::encode_change_key(&mut key, n, actor.as_bytes(), seq);
                     match value {
                         Some(value) => table.insert(key.as_slice(), value).map(drop),
                         None => table.remove(key.as_slice()).map(drop),
@@ -252,6 +245,11 @@ impl RedbPersister {
         shared.commit(txn, durability)?;
 
         self.number = number;
+        for (actor, seq, value) in self.overlay.changes() {
+            if let (Some(max), Some(_)) = (self.file_max_seq.get_mut(actor), value) {
+                *max = (*max).max(Some(seq));
+            }
+        }
         self.overlay = Overlay::default();
         if self.dirty {
             self.dirty = false;
@@ -259,27 +257,6 @@ impl RedbPersister {
         }
         // The caller of a synced commit (flush) resets what was unsynced.
         self.needs_sync = matches!(durability, Durability::None);
-        Ok(())
-    }
-
-    fn check_count(
-        &self,
-        what: &str,
-        count: usize,
-        bytes: u64,
-        expected: (u64, u64),
-    ) -> Result<()> {
-        if (count as u64, bytes) != expected {
-            return Err(corrupt(
-                format!(
-                    "document {} holds {count} {what} of {bytes} bytes, but its record says {} of {} bytes",
-                    self.id(),
-                    expected.0,
-                    expected.1
-                ),
-                &self.shared.path,
-            ));
-        }
         Ok(())
     }
 }
@@ -316,145 +293,19 @@ impl Persister for RedbPersister {
     }
 
     fn get_change_entries(&self) -> Result<Vec<ChangeEntry>> {
-        let shared = &self.shared;
-        let path = &shared.path;
-        // Bounded: the count comes from the file.
-        let capacity = usize::try_from(self.sizes.change_count)
-            .unwrap_or(0)
-            .min(1 << 16);
-        let mut entries: Vec<ChangeEntry> = Vec::with_capacity(capacity);
-        let mut held = self.overlay.changes().peekable();
-        let push = |entries: &mut Vec<ChangeEntry>, actor: &ActorId, seq, value: Option<&[u8]>| {
-            if let Some(value) = value {
-                entries.push((actor.clone(), seq, value.to_vec()));
-            }
-        };
-        if let Some(number) = self.number {
-            let txn = shared.begin_read()?;
-            let table = shared.read_table(&txn, CHANGES)?;
-            let range = layout::document_range(number);
-            let stored = table
-                .range(range.start.as_slice()..range.end.as_slice())
-                .or_store("read from", path)?;
-            for entry in stored {
-                let (key, value) = entry.or_store("read from", path)?;
-                let (actor, seq) =
-                    layout::decode_change_key(number, key.value()).ok_or_else(|| {
-                        corrupt(format!("malformed change key {:?}", key.value()), path)
-                    })?;
-                while let Some((a, s, v)) =
-                    held.next_if(|(a, s, _)| (a.as_bytes(), *s) < (actor.as_bytes(), seq))
-                {
-                    push(&mut entries, a, s, v);
-                }
-                match held.next_if(|(a, s, _)| **a == actor && *s == seq) {
-                    Some((_, _, newer)) => push(&mut entries, &actor, seq, newer),
-                    None => entries.push((actor, seq, value.value().to_vec())),
-                }
-            }
-        }
-        for (a, s, v) in held {
-            push(&mut entries, a, s, v);
-        }
-        let bytes = entries.iter().map(|e| e.2.len() as u64).sum();
-        self.check_count(
-            "changes",
-            entries.len(),
-            bytes,
-            (self.sizes.change_count, self.sizes.changes),
-        )?;
-        Ok(entries)
+        self.read_change_entries()
     }
 
     fn get_document(&self) -> Result<Option<Vec<u8>>> {
-        if let Some(document) = self.overlay.document() {
-            return Ok(Some(document.to_vec()));
-        }
-        let Some(number) = self.number else {
-            return Ok(None);
-        };
-        let shared = &self.shared;
-        let txn = shared.begin_read()?;
-        let table = shared.read_table(&txn, COMPACTED)?;
-        let document = table
-            .get(layout::document_key(number).as_slice())
-            .or_store("read from", &shared.path)?
-            .map(|value| value.value().to_vec());
-        let len = document.as_ref().map_or(0, |d| d.len() as u64);
-        if len != self.sizes.document {
-            return Err(corrupt(
-                format!(
-                    "the compacted document of {} is {} bytes, but its record says {}",
-                    self.id(),
-                    len,
-                    self.sizes.document
-                ),
-                &shared.path,
-            ));
-        }
-        Ok(document)
+        self.read_document()
     }
 
     fn get_sync_state(&self, peer_id: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(held) = self.overlay.sync_state(peer_id) {
-            return Ok(held.map(<[u8]>::to_vec));
-        }
-        let Some(number) = self.number else {
-            return Ok(None);
-        };
-        let shared = &self.shared;
-        let txn = shared.begin_read()?;
-        let table = shared.read_table(&txn, SYNC_STATES)?;
-        let key = layout::sync_state_key(number, peer_id);
-        let state = table
-            .get(key.as_slice())
-            .or_store("read from", &shared.path)?
-            .map(|value| value.value().to_vec());
-        Ok(state)
+        self.read_sync_state(peer_id)
     }
 
     fn get_peer_ids(&self) -> Result<Vec<Vec<u8>>> {
-        let shared = &self.shared;
-        let path = &shared.path;
-        let mut peers = Vec::new();
-        let mut bytes = 0u64;
-        let mut held = self.overlay.sync_states().peekable();
-        let mut push = |peers: &mut Vec<Vec<u8>>, peer: &[u8], value: Option<&[u8]>| {
-            if let Some(value) = value {
-                peers.push(peer.to_vec());
-                bytes += value.len() as u64;
-            }
-        };
-        if let Some(number) = self.number {
-            let txn = shared.begin_read()?;
-            let table = shared.read_table(&txn, SYNC_STATES)?;
-            let range = layout::document_range(number);
-            let stored = table
-                .range(range.start.as_slice()..range.end.as_slice())
-                .or_store("read from", path)?;
-            for entry in stored {
-                let (key, value) = entry.or_store("read from", path)?;
-                let peer = layout::decode_sync_state_key(number, key.value())
-                    .ok_or_else(|| corrupt("a sync-state key of another document", path))?;
-                while let Some((p, v)) = held.next_if(|(p, _)| *p < peer) {
-                    push(&mut peers, p, v);
-                }
-                match held.next_if(|(p, _)| *p == peer) {
-                    Some((_, newer)) => push(&mut peers, peer, newer),
-                    None => push(&mut peers, peer, Some(value.value())),
-                }
-            }
-        }
-        for (p, v) in held {
-            push(&mut peers, p, v);
-        }
-        self.check_count(
-            "sync states",
-            peers.len(),
-            bytes,
-            (self.sizes.sync_state_count, self.sizes.sync_states),
-        )?;
-        Ok(peers)
+        self.read_peer_ids()
     }
 
     fn sizes(&self) -> StoredSizes {

@@ -15,6 +15,8 @@ use redb::{BackendError, StorageBackend};
 pub struct FaultControl {
     /// `write`, `set_len` and `sync_data` calls made so far.
     calls: AtomicU64,
+    /// `sync_data` calls made so far.
+    syncs: AtomicU64,
     /// The index of the call that fails (`u64::MAX`: none).
     fail_at: AtomicU64,
     /// Whether every call from `fail_at` on fails too.
@@ -29,6 +31,7 @@ impl Default for FaultControl {
     fn default() -> Self {
         Self {
             calls: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             fail_at: AtomicU64::new(u64::MAX),
             forever: AtomicBool::new(false),
             fail_next_sync: AtomicBool::new(false),
@@ -54,12 +57,19 @@ impl FaultControl {
         self.calls.load(Ordering::SeqCst)
     }
 
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+
     pub fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
     }
 
     fn check(&self, call: &str, is_sync: bool) -> io::Result<()> {
         let index = self.calls.fetch_add(1, Ordering::SeqCst);
+        if is_sync {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+        }
         let fail_at = self.fail_at.load(Ordering::SeqCst);
         let fail = index == fail_at
             || (self.forever.load(Ordering::SeqCst) && index >= fail_at)
@@ -268,4 +278,21 @@ impl StorageBackend for CrashBackend {
         disk.live[start..start + data.len()].copy_from_slice(data);
         Ok(())
     }
+}
+
+/// Opens the store at `path` (which must exist) through a [`FaultBackend`].
+pub fn open_faulty(
+    path: &std::path::Path,
+    control: &Arc<FaultControl>,
+    options: persister_redb::RedbOptions,
+) -> persister_core::Result<persister_redb::RedbStore> {
+    use persister_core::Error;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|err| Error::io("open", path, err))?;
+    let file = FileBackend::new(file).map_err(|err| Error::backend("redb", err))?;
+    let backend = FaultBackend::new(file, Arc::clone(control));
+    persister_redb::RedbStore::open_on_backend(backend, path, options)
 }

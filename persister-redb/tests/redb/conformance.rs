@@ -1,17 +1,15 @@
 //! The shared conformance suite, twice: on a plain file, and on a backend that can fail
 //! the next `sync_data` so that the poisoning cases run.
 
-use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use persister_core::Result;
 use persister_core::conformance::Fixture;
-use persister_core::{Error, Result};
 use persister_redb::{RedbOptions, RedbStore};
-use redb::backends::FileBackend;
 use tempfile::TempDir;
 
-use crate::backends::{FaultBackend, FaultControl};
+use crate::backends::{FaultControl, open_faulty};
 
 fn temp_dir() -> TempDir {
     tempfile::tempdir().expect("a temporary directory")
@@ -63,14 +61,7 @@ impl Fixture for FaultFixture {
         if !path.exists() {
             drop(RedbStore::open(&path)?);
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|err| Error::io("open", &path, err))?;
-        let file = FileBackend::new(file).map_err(|err| Error::backend("redb", err))?;
-        let backend = FaultBackend::new(file, Arc::clone(&self.control));
-        RedbStore::open_on_backend(backend, &path, RedbOptions::default())
+        open_faulty(&path, &self.control, RedbOptions::default())
     }
 
     fn fail_next_flush(&self, _store: &RedbStore) -> bool {

@@ -3,34 +3,18 @@
 //! (never a panic, never an `Ok` from a flush after it), and reopening the file without
 //! faults must give a store holding at least everything flushed before the fault.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
 
-use persister_core::{Error, Result};
 use persister_redb::{RedbOptions, RedbStore};
-use redb::backends::FileBackend;
 
-use crate::backends::{FaultBackend, FaultControl};
+use crate::backends::{FaultControl, open_faulty};
 use crate::workload::{self, Op, check_recovered};
 
 fn options() -> RedbOptions {
     RedbOptions::default().max_pending_bytes(4096)
-}
-
-fn open_faulty(path: &Path, control: &Arc<FaultControl>) -> Result<RedbStore> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|err| Error::io("open", path, err))?;
-    let file = FileBackend::new(file).map_err(|err| Error::backend("redb", err))?;
-    RedbStore::open_on_backend(
-        FaultBackend::new(file, Arc::clone(control)),
-        path,
-        options(),
-    )
 }
 
 /// Runs the workload on a copy of `base` with `control`'s faults, then checks the file.
@@ -42,7 +26,9 @@ fn run_with_fault(
 ) -> std::result::Result<(), String> {
     fs::copy(base, path).map_err(|e| e.to_string())?;
     let control = Arc::new(control);
-    let outcome = workload::run(|| open_faulty(path, &control), ops, &|| control.fired());
+    let outcome = workload::run(|| open_faulty(path, &control, options()), ops, &|| {
+        control.fired()
+    });
     if !control.fired() {
         return Err("the fault was never reached: the workload is not deterministic".into());
     }
@@ -70,7 +56,7 @@ fn io_faults_are_errors_and_lose_nothing_flushed() -> std::result::Result<(), St
     let path = dir.path().join("store.redb");
     fs::copy(&base, &path).map_err(|e| e.to_string())?;
     let probe = Arc::new(FaultControl::default());
-    let outcome = workload::run(|| open_faulty(&path, &probe), &ops, &|| false);
+    let outcome = workload::run(|| open_faulty(&path, &probe, options()), &ops, &|| false);
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     let total = probe.calls();
 

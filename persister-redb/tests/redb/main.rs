@@ -5,6 +5,9 @@
 
 mod backends;
 mod conformance;
+mod corruption;
 mod crash;
 mod faults;
+mod pending;
+mod store;
 mod workload;

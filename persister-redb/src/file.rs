@@ -1,0 +1,190 @@
+//! The file: recognising it, creating it crash-safely, and checking our metadata.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use persister_core::{Error, Result};
+use redb::{Builder, Database, ReadableDatabase, TableError};
+
+use crate::RedbOptions;
+use crate::error::{RedbResultExt, corrupt, from_redb};
+use crate::layout::{
+    self, CHANGES, COMPACTED, DOCUMENTS, FIRST_DOCUMENT, FORMAT_NAME, FORMAT_VERSION, META,
+    META_FORMAT, META_NEXT_DOCUMENT, META_VERSION, SYNC_STATES,
+};
+
+/// The first bytes of every redb file (redb's magic number).
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1a, 0x0a, 0xa9, 0x0d, 0x0a];
+
+/// Whether `path` is a file that starts with redb's magic number.
+///
+/// It says nothing of the file's health nor of whether it holds our tables; opening it
+/// checks both. Tools use it to pick the backend of a path.
+pub fn is_redb_file(path: impl AsRef<Path>) -> bool {
+    matches!(has_redb_magic(path.as_ref()), Ok(true))
+}
+
+pub(crate) fn has_redb_magic(path: &Path) -> io::Result<bool> {
+    let mut magic = [0; REDB_MAGIC.len()];
+    match File::open(path)?.read_exact(&mut magic) {
+        Ok(()) => Ok(magic == REDB_MAGIC),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+pub(crate) fn builder(options: &RedbOptions) -> Builder {
+    let mut builder = Database::builder();
+    builder
+        .set_cache_size(options.cache_size)
+        .set_check_integrity_on_open(options.verify_on_open);
+    builder
+}
+
+pub(crate) fn not_a_store(path: &Path) -> Error {
+    Error::NotAStore {
+        what: "a persister-redb store",
+        path: path.to_path_buf(),
+    }
+}
+
+/// Checks our metadata: the format name and a version this build reads. An empty
+/// database (just created) gets our tables.
+pub(crate) fn check_layout(db: &Database, path: &Path) -> Result<()> {
+    let txn = db.begin_read().or_store("read from", path)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(TableError::TableDoesNotExist(_)) => {
+            let empty = txn
+                .list_tables()
+                .or_store("read from", path)?
+                .next()
+                .is_none()
+                && txn
+                    .list_multimap_tables()
+                    .or_store("read from", path)?
+                    .next()
+                    .is_none();
+            drop(txn);
+            return if empty {
+                initialize(db, path)
+            } else {
+                Err(not_a_store(path))
+            };
+        }
+        Err(err) => return Err(from_redb(err, "read from", path)),
+    };
+    let get = |key| -> Result<Option<Vec<u8>>> {
+        Ok(meta
+            .get(key)
+            .or_store("read from", path)?
+            .map(|value| value.value().to_vec()))
+    };
+    if get(META_FORMAT)?.as_deref() != Some(FORMAT_NAME) {
+        return Err(not_a_store(path));
+    }
+    let found = get(META_VERSION)?
+        .and_then(|bytes| layout::u32_be(&bytes))
+        .ok_or_else(|| corrupt("the format version is missing or malformed", path))?;
+    if found != FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat {
+            what: "persister-redb table layout",
+            path: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    for table in [DOCUMENTS, CHANGES, COMPACTED, SYNC_STATES] {
+        if let Err(err) = txn.open_table(table) {
+            return Err(match err {
+                TableError::TableDoesNotExist(name) => {
+                    corrupt(format!("table {name} is missing"), path)
+                }
+                other => from_redb(other, "read from", path),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes our metadata and creates our tables, durably.
+fn initialize(db: &Database, path: &Path) -> Result<()> {
+    let txn = db.begin_write().or_store("write to", path)?;
+    {
+        let mut meta = txn.open_table(META).or_store("write to", path)?;
+        for (key, value) in [
+            (META_FORMAT, FORMAT_NAME.to_vec()),
+            (META_VERSION, FORMAT_VERSION.to_be_bytes().to_vec()),
+            (META_NEXT_DOCUMENT, FIRST_DOCUMENT.to_be_bytes().to_vec()),
+        ] {
+            meta.insert(key, value.as_slice())
+                .or_store("write to", path)?;
+        }
+        for table in [DOCUMENTS, CHANGES, COMPACTED, SYNC_STATES] {
+            txn.open_table(table).or_store("write to", path)?;
+        }
+    }
+    txn.commit().or_store("commit to", path)
+}
+
+/// Creates a store at `path` crash-safely: a complete file appears there, or none.
+pub(crate) fn create(path: &Path, options: &RedbOptions) -> Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().ok_or_else(|| Error::InvalidInput {
+        what: "store path",
+        reason: format!("{} does not name a file", path.display()),
+    })?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let temp = dir.join(format!(
+        ".{}.{}.{}.creating",
+        name.to_string_lossy(),
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let created = create_at(&temp, options).and_then(|()| move_into_place(&temp, path, dir));
+    if created.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    created
+}
+
+fn create_at(temp: &Path, options: &RedbOptions) -> Result<()> {
+    let db = builder(options).create(temp).or_store("create", temp)?;
+    initialize(&db, temp)?;
+    db.close().or_store("close", temp)?;
+    File::open(temp)
+        .and_then(|file| file.sync_all())
+        .map_err(|err| Error::io("sync", temp, err))
+}
+
+fn move_into_place(temp: &Path, path: &Path, dir: &Path) -> Result<()> {
+    // A hard link never replaces a store another process created meanwhile; where links
+    // are not supported, rename.
+    match fs::hard_link(temp, path) {
+        Ok(()) => fs::remove_file(temp).map_err(|err| Error::io("remove", temp, err))?,
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(temp).map_err(|err| Error::io("remove", temp, err))?;
+        }
+        Err(_) => fs::rename(temp, path).map_err(|err| Error::io("rename", temp, err))?,
+    }
+    sync_dir(dir)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|err| Error::io("sync directory", dir, err))
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<()> {
+    // Directories cannot be opened for syncing here; the rename is as durable as the
+    // platform makes it.
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Damaged files: every read that meets damage fails, none returns wrong data, none
+//! panics; and entries removed or altered behind the store's back are reported.
+
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use persister_core::{ActorId, Batch, DocumentId, Error, Persister, Result, Store};
+use persister_redb::RedbStore;
+use redb::{ReadableTable, TableDefinition};
+use tempfile::TempDir;
+
+use crate::workload::{Snapshot, scale};
+
+type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
+const DOCUMENTS: Bytes = TableDefinition::new("persister_documents");
+const CHANGES: Bytes = TableDefinition::new("persister_changes");
+const COMPACTED: Bytes = TableDefinition::new("persister_compacted");
+const SYNC_STATES: Bytes = TableDefinition::new("persister_sync_states");
+
+fn redb_err(e: impl Into<redb::Error>) -> Error {
+    Error::backend("redb", e.into().to_string())
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io("use", path, e)
+}
+
+/// Each document of a store, and what it holds.
+type Expected = Vec<(DocumentId, Snapshot)>;
+
+/// A closed store of three documents, and what each holds.
+fn populated() -> Result<(TempDir, PathBuf, Expected)> {
+    let dir = tempfile::tempdir().map_err(io(Path::new("tempdir")))?;
+    let path = dir.path().join("store.redb");
+    let store = RedbStore::open(&path)?;
+    let mut expected = Vec::new();
+    for d in 0..3u8 {
+        let id = DocumentId::from(vec![b'd', d]);
+        let mut p = store.open_document(&id)?;
+        for seq in 1..=150u64 {
+            let value: Vec<u8> = (0..(40 + seq as usize * 3))
+                .map(|i| (i as u8) ^ d ^ seq as u8)
+                .collect();
+            p.apply(Batch::new().insert_change(ActorId::new([d + 1; 16]), seq, value))?;
+        }
+        p.apply(
+            Batch::new()
+                .set_document(vec![d; 12_000])
+                .set_sync_state(b"peer".to_vec(), vec![d; 300]),
+        )?;
+        p.flush()?;
+        expected.push((id, Snapshot::read(&p)?));
+    }
+    Ok((dir, path, expected))
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    refused: usize,
+    read_failed: usize,
+    intact: usize,
+    wrong: Vec<usize>,
+    panicked: Vec<usize>,
+}
+
+fn read_damaged(path: &Path, expected: &[(DocumentId, Snapshot)]) -> Result<bool> {
+    let store = RedbStore::open(path)?;
+    for (id, snapshot) in expected {
+        let p = store.open_document(id)?;
+        if Snapshot::read(&p)? != *snapshot {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn damaged_files_fail_or_read_true_and_never_panic() -> Result<()> {
+    let (dir, path, expected) = populated()?;
+    let original = fs::read(&path).map_err(io(&path))?;
+    // Damage where there is data: bytes that are not zero, spread over the file, and the
+    // header.
+    let written: Vec<usize> = (0..original.len()).filter(|&i| original[i] != 0).collect();
+    let count = 120 * scale();
+    let step = (written.len() / count).max(1);
+    let mut positions: Vec<usize> = written.iter().copied().step_by(step).take(count).collect();
+    positions.extend([0, 9, 10, 16, 40, 64, 100, 200, 320, 480]);
+
+    let damaged = dir.path().join("damaged.redb");
+    let mut tally = Tally::default();
+    for &at in &positions {
+        let mut bytes = original.clone();
+        bytes[at] ^= 0x5a;
+        fs::write(&damaged, &bytes).map_err(io(&damaged))?;
+        match catch_unwind(AssertUnwindSafe(|| read_damaged(&damaged, &expected))) {
+            Err(_) => tally.panicked.push(at),
+            Ok(Ok(true)) => tally.intact += 1,
+            Ok(Ok(false)) => tally.wrong.push(at),
+            Ok(Err(Error::Corrupt { .. } | Error::NotAStore { .. })) => tally.refused += 1,
+            Ok(Err(_)) => tally.read_failed += 1,
+        }
+    }
+    println!("{} damaged files: {tally:?}", positions.len());
+    assert!(tally.panicked.is_empty(), "panics: {tally:?}");
+    assert!(tally.wrong.is_empty(), "wrong data: {tally:?}");
+    assert!(
+        tally.refused + tally.read_failed > positions.len() / 4,
+        "too little damage was noticed: {tally:?}"
+    );
+    Ok(())
+}
+
+/// Opens the file with redb itself and runs `edit` in a write transaction.
+fn edit_behind_the_store(
+    path: &Path,
+    edit: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
+) -> Result<()> {
+    let db = redb::Database::open(path).map_err(redb_err)?;
+    let txn = db.begin_write().map_err(redb_err)?;
+    edit(&txn)?;
+    txn.commit().map_err(redb_err)
+}
+
+fn first_key(txn: &redb::WriteTransaction, table: Bytes) -> Result<Vec<u8>> {
+    let table = txn.open_table(table).map_err(redb_err)?;
+    let first = table.first().map_err(redb_err)?;
+    Ok(first.map(|(k, _)| k.value().to_vec()).unwrap_or_default())
+}
+
+#[test]
+fn entries_missing_behind_the_record_are_corruption() -> Result<()> {
+    let (_dir, path, expected) = populated()?;
+    let id = &expected[0].0;
+    edit_behind_the_store(&path, |txn| {
+        for table in [CHANGES, SYNC_STATES, COMPACTED] {
+            let key = first_key(txn, table)?;
+            txn.open_table(table)
+                .map_err(redb_err)?
+                .remove(key.as_slice())
+                .map_err(redb_err)?;
+        }
+        Ok(())
+    })?;
+    let store = RedbStore::open(&path)?;
+    let p = store.open_document(id)?;
+    assert!(matches!(p.get_changes(), Err(Error::Corrupt { .. })));
+    assert!(matches!(p.get_change_entries(), Err(Error::Corrupt { .. })));
+    assert!(matches!(p.get_peer_ids(), Err(Error::Corrupt { .. })));
+    assert!(matches!(p.get_document(), Err(Error::Corrupt { .. })));
+    // The other documents are untouched.
+    let q = store.open_document(&expected[1].0)?;
+    assert!(Snapshot::read(&q)? == expected[1].1);
+    Ok(())
+}
+
+#[test]
+fn malformed_keys_and_records_are_corruption() -> Result<()> {
+    let (_dir, path, expected) = populated()?;
+    edit_behind_the_store(&path, |txn| {
+        // A change key of the first document with no terminator.
+        let mut key = first_key(txn, CHANGES)?;
+        key.truncate(9);
+        key.push(0x7f);
+        txn.open_table(CHANGES)
+            .map_err(redb_err)?
+            .insert(key.as_slice(), b"x".as_slice())
+            .map_err(redb_err)?;
+        // A record one byte short.
+        txn.open_table(DOCUMENTS)
+            .map_err(redb_err)?
+            .insert(expected[1].0.as_bytes(), [0u8; 47].as_slice())
+            .map_err(redb_err)?;
+        Ok(())
+    })?;
+    let store = RedbStore::open(&path)?;
+    let p = store.open_document(&expected[0].0)?;
+    assert!(matches!(p.get_change_entries(), Err(Error::Corrupt { .. })));
+    drop(p);
+    assert!(matches!(
+        store.open_document(&expected[1].0),
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(matches!(
+        store.remove_document(&expected[1].0),
+        Err(Error::Corrupt { .. })
+    ));
+    // Refusing to remove it changed nothing else: the third document still works.
+    let mut r = store.open_document(&expected[2].0)?;
+    assert!(Snapshot::read(&r)? == expected[2].1);
+    r.set_document(b"new".to_vec())?;
+    assert!(r.flush()? > 0);
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! How this backend holds writes between flushes: in memory, committed together by one
+//! synced transaction, committed without syncing past a bound or when a handle is
+//! dropped, with exact sizes that cost no I/O.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use persister_core::{
+    ActorId, Batch, DocumentId, Error, MAX_VALUE_LEN, Persister, Result, Store, StoredSizes,
+};
+use persister_redb::{RedbOptions, RedbStore};
+use tempfile::TempDir;
+
+use crate::backends::{CrashBackend, FaultControl, open_faulty};
+
+fn new_store() -> Result<(TempDir, PathBuf)> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io("create", "a temporary directory", e))?;
+    let path = dir.path().join("store.redb");
+    drop(RedbStore::open(&path)?);
+    Ok((dir, path))
+}
+
+fn change(seq: u64, len: usize) -> Batch {
+    Batch::new().insert_change(ActorId::new([1; 16]), seq, vec![seq as u8; len])
+}
+
+fn reopened(path: &Path, id: &str) -> Result<(RedbStore, persister_redb::RedbPersister)> {
+    let store = RedbStore::open(path)?;
+    let p = store.open_document(&id.into())?;
+    Ok((store, p))
+}
+
+#[test]
+fn applying_touches_no_file_and_flush_syncs_once() -> Result<()> {
+    let (_dir, path) = new_store()?;
+    let control = Arc::new(FaultControl::default());
+    let store = open_faulty(&path, &control, RedbOptions::default())?;
+    let mut p = store.open_document(&"doc".into())?;
+    let before = control.calls();
+    let mut payload = 0;
+    for seq in 1..=1000 {
+        let batch = change(seq, 100);
+        payload += batch.payload_len();
+        p.apply(batch)?;
+    }
+    assert_eq!(control.calls(), before, "applying wrote to the file");
+    assert_eq!(p.sizes().change_count, 1000);
+
+    let syncs = control.syncs();
+    assert_eq!(p.flush()?, payload);
+    assert_eq!(control.syncs() - syncs, 1, "one flush, one sync");
+    assert_eq!(p.flush()?, 0);
+    assert_eq!(control.syncs() - syncs, 1, "an idle flush synced");
+    drop((p, store));
+
+    let (_store, p) = reopened(&path, "doc")?;
+    assert_eq!(p.get_changes()?.len(), 1000);
+    assert_eq!(p.sizes().change_count, 1000);
+    Ok(())
+}
+
+#[test]
+fn past_the_bound_writes_are_committed_before_the_flush() -> Result<()> {
+    let (_dir, path) = new_store()?;
+    let control = Arc::new(FaultControl::default());
+    // A small cache, so that what redb commits leaves its memory for the file.
+    let options = RedbOptions::default()
+        .max_pending_bytes(10_000)
+        .cache_size(64 * 1024);
+    let store = open_faulty(&path, &control, options)?;
+    let mut p = store.open_document(&"doc".into())?;
+    let before = control.calls();
+    let mut payload = 0;
+    for seq in 1..=1000 {
+        let batch = change(seq, 100);
+        payload += batch.payload_len();
+        p.apply(batch)?;
+    }
+    assert!(
+        control.calls() > before,
+        "nothing was committed past the bound"
+    );
+    let syncs = control.syncs();
+    // The flush makes durable, and reports, the writes committed without syncing too.
+    assert_eq!(p.flush()?, payload);
+    assert_eq!(control.syncs() - syncs, 1);
+    let entries = p.get_change_entries()?;
+    assert_eq!(entries.len(), 1000);
+    assert!(
+        entries
+            .iter()
+            .zip(1..)
+            .all(|(e, seq)| e.1 == seq && e.2 == vec![seq as u8; 100])
+    );
+    Ok(())
+}
+
+#[test]
+fn overwrites_and_removals_of_committed_keys_keep_sizes_exact() -> Result<()> {
+    let (_dir, path) = new_store()?;
+    let store = RedbStore::open_with(&path, RedbOptions::default().max_pending_bytes(1000))?;
+    let mut p = store.open_document(&"doc".into())?;
+    let a = ActorId::new([1; 16]);
+    for seq in (1..=50).step_by(2) {
+        p.apply(change(seq, 100))?;
+    }
+    p.flush()?;
+    // Some of these keys are in the file, some pending, some committed past the bound;
+    // the even ones fill gaps below the highest seq in the file.
+    for seq in (2..=50).step_by(2) {
+        p.apply(change(seq, 100))?;
+    }
+    for seq in (1..=50).step_by(3) {
+        p.apply(Batch::new().insert_change(a.clone(), seq, vec![0; 7]))?;
+    }
+    for seq in (1..=50).step_by(4) {
+        p.apply(
+            Batch::new()
+                .remove_change(a.clone(), seq)
+                .set_sync_state(vec![seq as u8], vec![1; 9]),
+        )?;
+    }
+    p.apply(
+        Batch::new()
+            .remove_sync_state(vec![1])
+            .remove_sync_state(vec![99]),
+    )?;
+    let counted = |p: &persister_redb::RedbPersister| -> Result<StoredSizes> {
+        let entries = p.get_change_entries()?;
+        let peers = p.get_peer_ids()?;
+        let mut sync_states = 0;
+        for peer in &peers {
+            sync_states += p.get_sync_state(peer)?.map_or(0, |s| s.len() as u64);
+        }
+        Ok(StoredSizes {
+            changes: entries.iter().map(|e| e.2.len() as u64).sum(),
+            document: 0,
+            sync_states,
+            change_count: entries.len() as u64,
+            sync_state_count: peers.len() as u64,
+        })
+    };
+    let sizes = p.sizes();
+    assert_eq!(sizes, counted(&p)?);
+    assert_eq!(sizes.change_count, 50 - 13);
+    assert_eq!(sizes.sync_state_count, 12);
+    drop(p);
+    drop(store);
+    // Not flushed, but the store was closed cleanly: all of it is there.
+    let (_store, p) = reopened(&path, "doc")?;
+    assert_eq!(p.sizes(), sizes);
+    assert_eq!(counted(&p)?, sizes);
+    Ok(())
+}
+
+#[test]
+fn a_dropped_handle_leaves_its_writes_to_the_next_one_to_flush() -> Result<()> {
+    let disk = CrashBackend::new(Vec::new(), None);
+    let store = RedbStore::open_on_backend(disk.clone(), "disk", RedbOptions::default())?;
+    let id = DocumentId::from("doc");
+    let mut p = store.open_document(&id)?;
+    let batch = change(1, 500);
+    let payload = batch.payload_len();
+    p.apply(batch)?;
+    drop(p);
+    assert_eq!(store.list_documents()?, vec![id.clone()]);
+
+    // Not durable yet: a power loss now loses it.
+    let lost = RedbStore::open_on_backend(
+        CrashBackend::new(disk.durable(), None),
+        "lost",
+        RedbOptions::default(),
+    )?;
+    assert!(lost.list_documents()?.is_empty());
+
+    let mut p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?, vec![vec![1; 500]]);
+    assert_eq!(
+        p.flush()?,
+        payload,
+        "the next handle's flush reports the bytes it made durable"
+    );
+    assert_eq!(p.flush()?, 0);
+    let kept = RedbStore::open_on_backend(
+        CrashBackend::new(disk.durable(), None),
+        "kept",
+        RedbOptions::default(),
+    )?;
+    let q = kept.open_document(&id)?;
+    assert_eq!(q.get_changes()?, vec![vec![1; 500]]);
+    assert_eq!(q.sizes().change_count, 1);
+    Ok(())
+}
+
+#[test]
+fn unflushed_new_documents_are_listed_and_opened_ones_are_not() -> Result<()> {
+    let (_dir, path) = new_store()?;
+    let store = RedbStore::open(&path)?;
+    let mut written = store.open_document(&"written".into())?;
+    let _opened = store.open_document(&"opened".into())?;
+    written.apply(Batch::new().remove_change(ActorId::new([1]), 1))?;
+    assert_eq!(store.list_documents()?, vec![DocumentId::from("written")]);
+    written.flush()?;
+    assert_eq!(store.list_documents()?, vec![DocumentId::from("written")]);
+    Ok(())
+}
+
+#[test]
+fn sizes_cost_no_io_and_refused_batches_write_nothing() -> Result<()> {
+    let (_dir, path) = new_store()?;
+    let control = Arc::new(FaultControl::default());
+    let store = open_faulty(&path, &control, RedbOptions::default())?;
+    let mut p = store.open_document(&"doc".into())?;
+    p.apply(change(1, 10).set_document(vec![2; 20]))?;
+    p.flush()?;
+    let calls = control.calls();
+    let sizes = p.sizes();
+    assert_eq!(
+        (sizes.changes, sizes.document, sizes.change_count),
+        (10, 20, 1)
+    );
+    let too_large = change(2, 1).set_document(vec![0; MAX_VALUE_LEN + 1]);
+    assert!(matches!(p.apply(too_large), Err(Error::TooLarge { .. })));
+    assert_eq!(p.sizes(), sizes);
+    assert_eq!(p.flush()?, 0, "a refused batch left something pending");
+    assert_eq!(control.calls(), calls);
+    assert_eq!(p.get_changes()?, vec![vec![1; 10]]);
+    Ok(())
+}
+
+#[test]
+fn a_failed_flush_poisons_every_handle_until_reopened() -> Result<()> {
+    let (_dir, path) = new_store()?;
+    let control = Arc::new(FaultControl::default());
+    let store = open_faulty(&path, &control, RedbOptions::default())?;
+    let mut one = store.open_document(&"one".into())?;
+    let mut two = store.open_document(&"two".into())?;
+    one.apply(change(1, 10))?;
+    one.flush()?;
+    one.apply(change(2, 10))?;
+    two.apply(change(1, 10))?;
+    control.fail_next_sync();
+    let failed = one.flush();
+    assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+    for result in [one.flush(), two.flush()] {
+        match result {
+            Err(Error::Poisoned { reason }) => {
+                assert!(reason.contains("injected fault"), "{reason}")
+            }
+            other => panic!("expected Poisoned, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        two.apply(change(2, 1)),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(
+        store.remove_document(&"three".into()),
+        Err(Error::Poisoned { .. })
+    ));
+    let message = two
+        .flush()
+        .map(drop)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(message.contains("reopen"), "{message}");
+    // Reads still answer, from the handle's own view.
+    assert_eq!(one.get_changes()?.len(), 2);
+    drop((one, two, store));
+
+    let (_store, p) = reopened(&path, "one")?;
+    assert_eq!(p.get_changes()?.first(), Some(&vec![1; 10]));
+    Ok(())
+}

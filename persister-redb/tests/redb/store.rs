@@ -1,0 +1,262 @@
+//! Opening, creating, locking and format checks of a store file.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use persister_core::{DocumentId, Error, Persister, Result, Store};
+use persister_redb::{FORMAT_VERSION, RedbOptions, RedbPersister, RedbStore, is_redb_file};
+use redb::TableDefinition;
+use tempfile::TempDir;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("persister_meta");
+
+fn temp_dir() -> Result<TempDir> {
+    tempfile::tempdir().map_err(|e| Error::io("create", "a temporary directory", e))
+}
+
+fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io("write", path, e)
+}
+
+fn redb_err(e: impl Into<redb::Error>) -> Error {
+    Error::backend("redb", e.into().to_string())
+}
+
+#[test]
+fn creating_leaves_exactly_one_store_file() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("new.redb");
+    assert!(!is_redb_file(&path));
+    let store = RedbStore::open(&path)?;
+    assert_eq!(store.path(), path);
+    assert!(store.list_documents()?.is_empty());
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .map_err(io(dir.path()))?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(io(dir.path()))?;
+    assert_eq!(names, vec![std::ffi::OsString::from("new.redb")]);
+    assert!(is_redb_file(&path));
+    Ok(())
+}
+
+#[test]
+fn files_that_are_not_stores_are_refused() -> Result<()> {
+    let dir = temp_dir()?;
+    let text = dir.path().join("text");
+    fs::write(&text, b"hello, this is not a database").map_err(io(&text))?;
+    let empty = dir.path().join("empty");
+    fs::write(&empty, b"").map_err(io(&empty))?;
+    let other = dir.path().join("other.redb");
+    {
+        let db = redb::Database::create(&other).map_err(redb_err)?;
+        let txn = db.begin_write().map_err(redb_err)?;
+        let table: TableDefinition<u64, u64> = TableDefinition::new("someone_elses");
+        txn.open_table(table)
+            .map_err(redb_err)?
+            .insert(1, 2)
+            .map_err(redb_err)?;
+        txn.commit().map_err(redb_err)?;
+    }
+    for path in [&text, &empty, &other] {
+        let result = RedbStore::open(path);
+        assert!(
+            matches!(result, Err(Error::NotAStore { .. })),
+            "{path:?}: {result:?}"
+        );
+        assert!(fs::metadata(path).map_err(io(path))?.len() > 0 || path == &empty);
+    }
+    // The refused files are left as they were.
+    assert_eq!(
+        fs::read(&text).map_err(io(&text))?,
+        b"hello, this is not a database"
+    );
+    assert!(is_redb_file(&other) && !is_redb_file(&text) && !is_redb_file(&empty));
+
+    let missing_dir = dir.path().join("no such dir").join("store.redb");
+    assert!(matches!(
+        RedbStore::open(&missing_dir),
+        Err(Error::Io { .. })
+    ));
+    assert!(matches!(RedbStore::open(dir.path()), Err(Error::Io { .. })));
+    Ok(())
+}
+
+#[test]
+fn an_unknown_format_version_is_refused_naming_both() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("store.redb");
+    {
+        let store = RedbStore::open(&path)?;
+        let mut p = store.open_document(&"doc".into())?;
+        p.set_document(b"kept".to_vec())?;
+        p.flush()?;
+    }
+    let set_version = |version: u32| -> Result<()> {
+        let db = redb::Database::open(&path).map_err(redb_err)?;
+        let txn = db.begin_write().map_err(redb_err)?;
+        txn.open_table(META)
+            .map_err(redb_err)?
+            .insert("format_version", version.to_be_bytes().as_slice())
+            .map_err(redb_err)?;
+        txn.commit().map_err(redb_err)
+    };
+    set_version(FORMAT_VERSION + 1)?;
+    match RedbStore::open(&path) {
+        Err(
+            err @ Error::UnsupportedFormat {
+                found, supported, ..
+            },
+        ) => {
+            assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION));
+            let message = err.to_string();
+            assert!(
+                message.contains("version 2") && message.contains("version 1"),
+                "{message}"
+            );
+        }
+        other => panic!("expected UnsupportedFormat, got {other:?}"),
+    }
+    // Refusing wrote nothing: with the version put back, the data is there.
+    set_version(FORMAT_VERSION)?;
+    let store = RedbStore::open(&path)?;
+    let p = store.open_document(&"doc".into())?;
+    assert_eq!(p.get_document()?, Some(b"kept".to_vec()));
+    Ok(())
+}
+
+#[test]
+fn a_missing_format_version_is_corruption() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("store.redb");
+    drop(RedbStore::open(&path)?);
+    {
+        let db = redb::Database::open(&path).map_err(redb_err)?;
+        let txn = db.begin_write().map_err(redb_err)?;
+        txn.open_table(META)
+            .map_err(redb_err)?
+            .remove("format_version")
+            .map_err(redb_err)?;
+        txn.commit().map_err(redb_err)?;
+    }
+    assert!(matches!(RedbStore::open(&path), Err(Error::Corrupt { .. })));
+    Ok(())
+}
+
+#[test]
+fn a_second_open_in_this_process_is_locked_out() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("store.redb");
+    let store = RedbStore::open(&path)?;
+    assert!(matches!(RedbStore::open(&path), Err(Error::Locked { .. })));
+    // A handle keeps the file open after its store is dropped.
+    let handle = store.open_document(&"doc".into())?;
+    drop(store);
+    assert!(matches!(RedbStore::open(&path), Err(Error::Locked { .. })));
+    drop(handle);
+    RedbStore::open(&path)?;
+    Ok(())
+}
+
+/// Set in a child process started by [`child`], to the path the child works on.
+const CHILD_PATH: &str = "PERSISTER_REDB_TEST_CHILD_PATH";
+
+/// Runs the test `name` again in a child process, in `dir`, with [`CHILD_PATH`] set to
+/// `path`, and returns its exit code.
+fn child(name: &str, dir: &std::path::Path, path: &std::path::Path) -> Option<i32> {
+    let exe = std::env::current_exe().ok()?;
+    let status = Command::new(exe)
+        .args(["--exact", name, "--nocapture"])
+        .current_dir(dir)
+        .env(CHILD_PATH, path)
+        .status()
+        .ok()?;
+    status.code()
+}
+
+#[test]
+fn a_second_process_is_locked_out() -> Result<()> {
+    if let Some(path) = std::env::var_os(CHILD_PATH) {
+        let code = match RedbStore::open(PathBuf::from(path)) {
+            Err(Error::Locked { .. }) => 10,
+            Ok(_) => 11,
+            Err(_) => 12,
+        };
+        std::process::exit(code);
+    }
+    let dir = temp_dir()?;
+    let path = dir.path().join("store.redb");
+    let store = RedbStore::open(&path)?;
+    let name = "store::a_second_process_is_locked_out";
+    assert_eq!(
+        child(name, dir.path(), &path),
+        Some(10),
+        "another process opened an open store"
+    );
+    drop(store);
+    assert_eq!(
+        child(name, dir.path(), &path),
+        Some(11),
+        "another process could not open a closed store"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_bare_file_name_is_created_in_the_current_directory() -> Result<()> {
+    // Creating works in the parent directory of the path, which is "." here.
+    if let Some(path) = std::env::var_os(CHILD_PATH) {
+        let code = match RedbStore::open(&path) {
+            Ok(_) if is_redb_file(&path) => 20,
+            Ok(_) => 21,
+            Err(_) => 22,
+        };
+        std::process::exit(code);
+    }
+    let dir = temp_dir()?;
+    let name = "store::a_bare_file_name_is_created_in_the_current_directory";
+    assert_eq!(
+        child(name, dir.path(), std::path::Path::new("bare.redb")),
+        Some(20)
+    );
+    assert!(is_redb_file(dir.path().join("bare.redb")));
+    Ok(())
+}
+
+#[test]
+fn verification_can_be_turned_off() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("store.redb");
+    let options = RedbOptions::default().verify_on_open(false);
+    assert!(!options.verify_on_open);
+    {
+        let store = RedbStore::open_with(&path, options.clone())?;
+        store
+            .open_document(&"doc".into())?
+            .set_sync_state(b"p".to_vec(), b"s".to_vec())?;
+    }
+    let store = RedbStore::open_with(&path, options)?;
+    let p = store.open_document(&"doc".into())?;
+    assert_eq!(p.get_sync_state(b"p")?, Some(b"s".to_vec()));
+    Ok(())
+}
+
+#[test]
+fn stores_and_handles_cross_threads() -> Result<()> {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let dir = temp_dir()?;
+    let store = RedbStore::open(dir.path().join("store.redb"))?;
+    send_sync(&store);
+    let mut handle: RedbPersister = store.open_document(&DocumentId::from("doc"))?;
+    send(&handle);
+    // A handle made on one thread works on another.
+    std::thread::scope(|scope| scope.spawn(|| handle.set_document(b"x".to_vec())).join())
+        .map_err(|_| Error::InvalidInput {
+            what: "thread",
+            reason: "panicked".into(),
+        })??;
+    assert_eq!(handle.get_document()?, Some(b"x".to_vec()));
+    Ok(())
+}
