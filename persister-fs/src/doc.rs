@@ -10,12 +10,10 @@ use crate::format::{self, MAX_RECORD_LEN, RECORD_HEADER_LEN, batch};
 use crate::io::FsFile;
 use crate::live::LiveState;
 use crate::store::Shared;
-use crate::{FsOptions, Recovery, names, replay};
+use crate::{FsOptions, Recovery, names, replay, rewrite};
 
 /// Pending buffers larger than this are freed after a flush instead of kept for reuse.
 const KEEP_CAPACITY: usize = 16 << 20;
-/// A rewrite starts a new record once the current one holds this many bytes.
-const REWRITE_CHUNK: usize = 4 << 20;
 
 /// A document and its log.
 #[derive(Debug, Default)]
@@ -215,12 +213,14 @@ impl Doc {
         let header = format::encode_log_header(&self.id);
         file.append(&header).map_err(io_error("write", &tmp))?;
         let body = if compact {
-            write_state(file.as_mut(), self.live.state(), self.next_flush)
+            rewrite::write_state(file.as_mut(), self.live.state(), self.next_flush)
         } else {
             file.append(&self.pending).map(|()| self.pending.len())
         };
         let written = header.len() + body.map_err(io_error("write", &tmp))?;
         file.sync_data().map_err(io_error("sync", &tmp))?;
+        // Closed first, for platforms that cannot replace an open file.
+        drop(self.file.take());
         shared
             .fs
             .rename(&tmp, &path)
@@ -238,71 +238,6 @@ impl Doc {
 
     fn path(&self, shared: &Shared) -> PathBuf {
         shared.dir.join(self.name.as_deref().unwrap_or_default())
-    }
-}
-
-/// Writes `state` as batch records of one flush, at most about [`REWRITE_CHUNK`] bytes
-/// each, the last marked as ending the flush. Returns the bytes written.
-fn write_state(file: &mut dyn FsFile, state: &DocumentState, flush: u32) -> io::Result<usize> {
-    let mut w = StateWriter {
-        file,
-        flush,
-        buf: Vec::new(),
-        start: 0,
-        count: 0,
-        written: 0,
-    };
-    w.begin();
-    if let Some(document) = state.document() {
-        w.entry(|out| batch::put_set_document(out, document))?;
-    }
-    for (actor, seq, value) in state.changes() {
-        w.entry(|out| batch::put_insert_change(out, actor, seq, value))?;
-    }
-    for (peer, sync_state) in state.sync_states() {
-        w.entry(|out| batch::put_set_sync_state(out, peer, sync_state))?;
-    }
-    w.finish(true)?;
-    Ok(w.written)
-}
-
-struct StateWriter<'f> {
-    file: &'f mut dyn FsFile,
-    flush: u32,
-    buf: Vec<u8>,
-    start: usize,
-    count: u32,
-    written: usize,
-}
-
-impl StateWriter<'_> {
-    fn begin(&mut self) {
-        self.start = format::begin_record(&mut self.buf);
-        self.buf.extend_from_slice(&[0; 4]);
-        self.count = 0;
-    }
-
-    fn entry(&mut self, put: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
-        if self.buf.len() - self.start >= REWRITE_CHUNK {
-            self.finish(false)?;
-            self.begin();
-        }
-        put(&mut self.buf);
-        self.count += 1;
-        Ok(())
-    }
-
-    fn finish(&mut self, ends_flush: bool) -> io::Result<()> {
-        let count_at = self.start + RECORD_HEADER_LEN;
-        self.buf[count_at..count_at + 4].copy_from_slice(&self.count.to_le_bytes());
-        let crc = format::finish_record(&mut self.buf, self.start, self.flush);
-        if ends_flush {
-            format::mark_ends_flush(&mut self.buf, self.start, crc);
-        }
-        self.file.append(&self.buf)?;
-        self.written += self.buf.len();
-        self.buf.clear();
-        Ok(())
     }
 }
 

@@ -11,7 +11,8 @@ use std::path::Path;
 
 /// A file system holding one store directory.
 pub(crate) trait Fs: Send + Sync + fmt::Debug {
-    /// Creates `dir` and its missing parents (mode 0700 on unix).
+    /// Creates `dir` and its missing parents (mode 0700 on unix), durably: each new
+    /// directory's parent is synced.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// The names in `dir`; names that are not UTF-8 are left out, none is ours.
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
@@ -53,11 +54,24 @@ pub(crate) struct OsFs;
 
 impl Fs for OsFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        self.create_dir_all(parent)?;
         let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(dir)
+        match builder.create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        // A new directory's entry is durable only once its parent is synced.
+        self.sync_dir(parent)
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>> {

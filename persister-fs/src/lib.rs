@@ -102,6 +102,7 @@ mod names;
 mod options;
 mod persister;
 mod replay;
+mod rewrite;
 mod store;
 
 #[cfg(test)]
