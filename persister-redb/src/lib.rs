@@ -65,7 +65,8 @@
 //! # Writes, flushes and memory
 //!
 //! A handle keeps its writes in memory until `flush`, which commits all of them in one
-//! redb write transaction with `Durability::Immediate` (one `fsync`). Grouping writes this
+//! redb write transaction with `Durability::Immediate` (one `fsync`; redb adds one when
+//! it grows the file, whatever the durability). Grouping writes this
 //! way matters: a redb transaction costs about half as much as Automerge takes to make
 //! one change, so a transaction per change would double the cost of persisting an edit.
 //! Reads merge the pending writes with the file. Past

@@ -71,6 +71,11 @@ impl Shared {
 
     /// Commits `txn`, poisoning the store if that fails.
     pub fn commit(&self, mut txn: WriteTransaction, durability: Durability) -> Result<()> {
+        // A synced commit makes every earlier one durable, so it forgets the bytes dropped
+        // handles left unsynced. The lock is held from before the commit, so that bytes a
+        // handle records after committing are never forgotten by a sync that missed them.
+        let mut unsynced =
+            matches!(durability, Durability::Immediate).then(|| lock(&self.unsynced));
         let committed = txn
             .set_durability(durability)
             .or_store("commit to", &self.path)
@@ -78,9 +83,8 @@ impl Shared {
         if let Err(err) = committed {
             return Err(self.poison_with(err));
         }
-        if matches!(durability, Durability::Immediate) {
-            // Everything committed before is durable now.
-            lock(&self.unsynced).clear();
+        if let Some(unsynced) = &mut unsynced {
+            unsynced.clear();
         }
         Ok(())
     }

@@ -17,6 +17,8 @@ pub struct FaultControl {
     calls: AtomicU64,
     /// `sync_data` calls made so far.
     syncs: AtomicU64,
+    /// `set_len` calls made so far.
+    set_lens: AtomicU64,
     /// The index of the call that fails (`u64::MAX`: none).
     fail_at: AtomicU64,
     /// Whether every call from `fail_at` on fails too.
@@ -32,6 +34,7 @@ impl Default for FaultControl {
         Self {
             calls: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            set_lens: AtomicU64::new(0),
             fail_at: AtomicU64::new(u64::MAX),
             forever: AtomicBool::new(false),
             fail_next_sync: AtomicBool::new(false),
@@ -61,15 +64,21 @@ impl FaultControl {
         self.syncs.load(Ordering::SeqCst)
     }
 
+    pub fn set_lens(&self) -> u64 {
+        self.set_lens.load(Ordering::SeqCst)
+    }
+
     pub fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
     }
 
     fn check(&self, call: &str, is_sync: bool) -> io::Result<()> {
         let index = self.calls.fetch_add(1, Ordering::SeqCst);
-        if is_sync {
-            self.syncs.fetch_add(1, Ordering::SeqCst);
-        }
+        match call {
+            "sync_data" => self.syncs.fetch_add(1, Ordering::SeqCst),
+            "set_len" => self.set_lens.fetch_add(1, Ordering::SeqCst),
+            _ => 0,
+        };
         let fail_at = self.fail_at.load(Ordering::SeqCst);
         let fail = index == fail_at
             || (self.forever.load(Ordering::SeqCst) && index >= fail_at)

@@ -59,6 +59,11 @@ fn io_faults_are_errors_and_lose_nothing_flushed() -> std::result::Result<(), St
     let outcome = workload::run(|| open_faulty(&path, &probe, options()), &ops, &|| false);
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     let total = probe.calls();
+    let (syncs, set_lens) = (probe.syncs(), probe.set_lens());
+    assert!(
+        syncs >= 10 && set_lens > 0,
+        "{syncs} syncs, {set_lens} set_len calls"
+    );
 
     for at in 0..total {
         for forever in [false, true] {
@@ -72,6 +77,8 @@ fn io_faults_are_errors_and_lose_nothing_flushed() -> std::result::Result<(), St
             }
         }
     }
-    println!("failed each of the {total} write/set_len/sync_data calls, once and for good");
+    println!(
+        "failed each of the {total} write/set_len/sync_data calls ({set_lens} set_len, {syncs} sync_data), once and for good"
+    );
     Ok(())
 }
