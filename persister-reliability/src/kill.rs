@@ -41,10 +41,10 @@ pub fn run_child(
     docs: usize,
     out: &mut impl Write,
 ) -> Result<(), String> {
-    let started = Instant::now();
     let store = Location::new(backend, dir)
         .open()
         .map_err(|e| format!("opening the store: {e}"))?;
+    let started = Instant::now();
     let say = |out: &mut dyn Write, line: String| -> Result<(), String> {
         writeln!(out, "{line}")
             .and_then(|()| out.flush())

@@ -15,13 +15,14 @@
 
 mod backend;
 pub mod corruption;
+pub mod fuzzing;
 pub mod kill;
 mod model;
 pub mod ops;
 mod rng;
 mod runner;
 
-pub use backend::{Backend, Location};
+pub use backend::{Backend, LOCK_PATIENCE, Location};
 pub use model::{Contents, DocModel, Snapshot, StoreModel, list};
 pub use ops::{Op, workload};
 pub use rng::Rng;
@@ -34,4 +35,25 @@ pub fn env_count(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.trim().replace('_', "").parse().ok())
         .unwrap_or(default)
+}
+
+/// A fresh temporary directory for stores under test, removed when dropped.
+///
+/// It is made under `PERSISTER_TMPDIR` when set, else under `/dev/shm` when that is a
+/// writable directory, else in the system's temporary directory. The tests simulate
+/// process kills, which leave the page cache intact, so a memory file system proves
+/// the same and spares them the disk's `fsync` latency.
+pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    let builder = {
+        let mut b = tempfile::Builder::new();
+        b.prefix("persister-reliability-");
+        b
+    };
+    if let Some(dir) = std::env::var_os("PERSISTER_TMPDIR") {
+        return builder.tempdir_in(dir);
+    }
+    match builder.tempdir_in("/dev/shm") {
+        Ok(dir) => Ok(dir),
+        Err(_) => builder.tempdir(),
+    }
 }

@@ -4,7 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "reliability/corruption.rs"]
+mod corruption;
+#[path = "reliability/findings.rs"]
+mod findings;
+#[path = "reliability/fuzz_fixtures.rs"]
+mod fuzz_fixtures;
 #[path = "reliability/harness.rs"]
 mod harness;
+#[path = "reliability/kill.rs"]
+mod kill;
 #[path = "reliability/model.rs"]
 mod model;

@@ -4,11 +4,13 @@
 //! reliability-workload workload --backend B --dir D --seed S --len N --docs K
 //! reliability-workload corrupt --backend B --pristine P --work W --seed S
 //!                              --random N --exhaustive BYTES --from I
+//! reliability-workload build --backend B --dir D
 //! ```
 //!
 //! `workload` runs the deterministic workload of a seed on a store and prints a line
 //! after every step (see `persister_reliability::kill`); `corrupt` runs corruption
-//! cases (see `persister_reliability::corruption`).
+//! cases (see `persister_reliability::corruption`); `build` makes the corruption
+//! sweep's store, to look at or to seed the fuzzers with.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -76,6 +78,8 @@ fn run() -> Result<(), String> {
                 &mut stdout.lock(),
             )
         }
+        "build" => persister_reliability::corruption::build(backend, &PathBuf::from(get("dir")?))
+            .map_err(|e| format!("building the store: {e}")),
         other => Err(format!("unknown command {other:?}")),
     }
 }

@@ -67,7 +67,8 @@ fn model_test(backend: Backend) {
     let mut runner = TestRunner::new(config);
     let steps = std::cell::Cell::new(0u64);
     let result = runner.run(&vec(op(), 1..=MAX_STEPS), |ops| {
-        let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let dir =
+            persister_reliability::scratch_dir().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut run =
             ModelRun::new(Location::new(backend, dir.path())).map_err(TestCaseError::fail)?;
         for op in &ops {
@@ -91,4 +92,19 @@ fn model_test(backend: Backend) {
 #[test]
 fn model_memory() {
     model_test(Backend::Memory);
+}
+
+#[test]
+fn model_redb() {
+    model_test(Backend::Redb);
+}
+
+#[test]
+fn model_sled() {
+    model_test(Backend::Sled);
+}
+
+#[test]
+fn model_fs() {
+    model_test(Backend::Fs);
 }
