@@ -129,6 +129,12 @@
 //! mark file reset, the manifests still ensure each read returns a whole version of a
 //! document, never a mix or a part. No read returned other data.
 //!
+//! Opening a damaged store is not free of harm: sled's recovery takes the first
+//! damaged message for the torn tail of a crash, and overwrites the log after it (and
+//! `fsync`s) while it opens, before this crate can compare the store with its mark. A
+//! refused open has therefore already erased the batches that followed the damage.
+//! To examine or salvage a store that may be damaged, open a copy of its directory.
+//!
 //! sled 0.34 can also panic on damaged files, while opening them or reading from them.
 //! This crate catches those panics (with the default `panic = "unwind"`), returns
 //! `Corrupt` and poisons the store; sled's panic message is still printed by the panic
