@@ -112,6 +112,7 @@ struct State {
     locks: BTreeSet<PathBuf>,
     boot: u64,
     ops: u64,
+    renames: u64,
     crash_at: Option<u64>,
     crashed: bool,
     fail_next_sync: bool,
@@ -194,6 +195,11 @@ impl SimFs {
     /// Whether the machine went down.
     pub(crate) fn crashed(&self) -> bool {
         self.lock().crashed
+    }
+
+    /// How many renames succeeded since the disk was made.
+    pub(crate) fn renames(&self) -> u64 {
+        self.lock().renames
     }
 
     /// How many I/O calls succeeded.

@@ -78,6 +78,7 @@ impl Fs for SimFs {
         let op = NsOp::Rename(from.to_path_buf(), to.to_path_buf());
         op.apply(&mut state.names);
         state.unsynced_ns.push(op);
+        state.renames += 1;
         Ok(())
     }
 

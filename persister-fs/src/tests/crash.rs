@@ -61,6 +61,12 @@ fn crashed_workload(
 fn calls(seed: u64) -> Outcome<u64> {
     let fs = SimFs::new();
     workload(&fs, seed, &mut Histories::default()).map_err(|e| format!("seed {seed}: {e}"))?;
+    // The marker and three new logs are renamed into place; the rest are rewrites.
+    if fs.renames() < 4 + 2 {
+        return Err(format!(
+            "seed {seed}: the workload rewrote fewer than 2 logs"
+        ));
+    }
     Ok(fs.ops())
 }
 

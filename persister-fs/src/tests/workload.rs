@@ -22,8 +22,8 @@ fn ids() -> [DocumentId; 2] {
 
 fn open(fs: &SimFs) -> Result<FsStore> {
     let options = FsOptions::default()
-        .with_rewrite_min_len(2048)
-        .with_rewrite_dead_share(0.5);
+        .with_rewrite_min_len(1024)
+        .with_rewrite_dead_share(0.3);
     FsStore::open_on(Arc::new(fs.clone()), Path::new("/disk/store"), options)
 }
 
