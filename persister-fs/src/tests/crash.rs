@@ -121,16 +121,16 @@ fn power_loss_tearing_the_last_write_loses_nothing_flushed() -> Outcome {
     run(CrashMode::TearLastWrite)
 }
 
-/// A second crash at every I/O call of the recovery that truncated a torn tail (and
-/// flushed a batch after it), keeping some unsynced sectors: the truncation must be
+/// A second crash, keeping some unsynced sectors, at every I/O call of each recovery
+/// that truncated a torn tail (and flushed a batch after it): the truncation must be
 /// durable before new records follow it, or the old tail could come back behind them.
 #[test]
 fn power_loss_during_recovery_loses_nothing_flushed() -> Outcome {
     let (mut first, mut second) = (0, 0);
-    for seed in 0..seeds() {
+    let modes = [CrashMode::KeepSomeSectors, CrashMode::TearLastWrite];
+    for (seed, mode) in (0..seeds()).flat_map(|seed| modes.map(|mode| (seed, mode))) {
         for crash_at in 0..calls(seed)? {
-            let (fs, history) =
-                crashed_workload(seed, crash_at, CrashMode::KeepSomeSectors, false)?;
+            let (fs, history) = crashed_workload(seed, crash_at, mode, false)?;
             let disk = fs.snapshot();
             let mut probe = history.clone();
             let dropped = recover(&fs, &mut probe).map_err(|e| e.to_string())?;
@@ -139,7 +139,9 @@ fn power_loss_during_recovery_loses_nothing_flushed() -> Outcome {
             }
             first += 1;
             for crash2 in 0..fs.ops() {
-                let at = format!("seed {seed}, crash at {crash_at}, then at {crash2} of recovery");
+                let at = format!(
+                    "{mode:?}, seed {seed}, crash at {crash_at}, then at {crash2} of recovery"
+                );
                 let fs = disk.snapshot();
                 fs.crash_at(crash2);
                 let mut history = history.clone();
