@@ -1,0 +1,7 @@
+//! Cross-backend integration tests: what must hold between backends, not within one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod copy;
+mod differential;
+mod support;

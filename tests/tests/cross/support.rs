@@ -1,0 +1,116 @@
+//! Opening every backend the same way, and reading a whole store back.
+
+use persister_core::{
+    BoxedStore, ChangeEntry, DocumentId, DynStore, MemoryStore, Persister, Result, Store,
+};
+use tempfile::TempDir;
+
+/// Every backend of the workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Memory,
+    Redb,
+    Sled,
+    Fs,
+}
+
+pub const ALL: [Kind; 4] = [Kind::Memory, Kind::Redb, Kind::Sled, Kind::Fs];
+
+/// Where one store lives; `open` after a drop reopens it.
+pub struct Location {
+    pub kind: Kind,
+    dir: TempDir,
+    memory: MemoryStore,
+}
+
+impl Location {
+    pub fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            dir: tempfile::tempdir().expect("temp dir"),
+            memory: MemoryStore::new(),
+        }
+    }
+
+    /// Opens the store with the backend chosen at run time.
+    pub fn open(&self) -> Result<DynStore> {
+        let path = self.dir.path().join("store");
+        Ok(match self.kind {
+            Kind::Memory => Box::new(BoxedStore(self.memory.clone())),
+            Kind::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open(path)?)),
+            Kind::Sled => Box::new(BoxedStore(persister_sled::SledStore::open(path)?)),
+            Kind::Fs => Box::new(BoxedStore(persister_fs::FsStore::open(path)?)),
+        })
+    }
+}
+
+/// One document's contents as the trait reads them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Contents {
+    pub changes: Vec<ChangeEntry>,
+    pub document: Option<Vec<u8>>,
+    pub sync_states: Vec<(Vec<u8>, Vec<u8>)>,
+    pub sizes: persister_core::StoredSizes,
+}
+
+pub fn contents(p: &dyn Persister<Error = persister_core::Error>) -> Result<Contents> {
+    let mut sync_states = Vec::new();
+    for peer in p.get_peer_ids()? {
+        let state = p.get_sync_state(&peer)?.expect("a listed peer has a state");
+        sync_states.push((peer, state));
+    }
+    Ok(Contents {
+        changes: p.get_change_entries()?,
+        document: p.get_document()?,
+        sync_states,
+        sizes: p.sizes(),
+    })
+}
+
+/// Every document of a store with its contents, ordered by id.
+pub fn store_contents(store: &DynStore) -> Result<Vec<(DocumentId, Contents)>> {
+    let mut all = Vec::new();
+    for id in store.list_documents()? {
+        let p = store.open_document(&id)?;
+        all.push((id, contents(&*p)?));
+    }
+    Ok(all)
+}
+
+/// Ids that break naive key or file-name schemes.
+pub fn hostile_ids() -> Vec<DocumentId> {
+    let mut ids: Vec<DocumentId> = [
+        "", "1", "10", "a", "A", "/", "..", "../x", "a/b", "con", " ", "0x00",
+    ]
+    .into_iter()
+    .map(DocumentId::from)
+    .collect();
+    ids.extend([vec![0], vec![0, 0], vec![0xff, 0xfe], vec![b'x'; 1024]].map(DocumentId::from));
+    ids
+}
+
+/// A small deterministic generator, so failures reproduce.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bytes(&mut self, max: u64) -> Vec<u8> {
+        let len = self.below(max + 1);
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
