@@ -42,8 +42,13 @@
 //! |---|---|
 //! | the process is killed | every batch up to the last successful `flush` of its document, perhaps some after it, in order, each whole or absent |
 //! | power loss or OS crash | the same, provided the disk honours `fsync` |
-//! | an I/O error (disk full, failing disk) | the operation returns `Err`, never a wrong `Ok`; the store is poisoned (every write and flush returns [`Error::Poisoned`]); after reopening, everything flushed before the error |
-//! | the file damaged by something other than redb | opening with [`RedbOptions::verify_on_open`] (the default) fails with [`Error::Corrupt`]; a read that meets damage fails the same way; nothing is repaired |
+//! | an I/O error (disk full, failing disk) | the operation returns `Err`, never a wrong `Ok`; once a write to the file has failed, the store is poisoned (every write and flush returns [`Error::Poisoned`]); after reopening, everything flushed before the error |
+//! | the file damaged by something other than redb | opening with [`RedbOptions::verify_on_open`] (the default) checks every page and fails with [`Error::Corrupt`]; nothing is repaired |
+//!
+//! redb checks page checksums when it verifies a file, not on every read. Damage done
+//! while a store is open, or present in a file opened without verification, may read
+//! back wrong or make redb panic; this crate's own checks (entries against the stored
+//! sizes, the shape of every key) catch part of it and fail with [`Error::Corrupt`].
 //!
 //! Not survived: a disk or file system that acknowledges `fsync` without persisting
 //! (some consumer SSDs, some virtual disks), deleting or replacing the file, writes by

@@ -1,12 +1,13 @@
 //! Writes a handle has applied but not yet committed to the file.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use persister_core::ActorId;
 
 /// The newest value of each key a handle wrote since its last commit: `Some(bytes)`, or
 /// `None` where it removed the key. Reads look here first, then in the file.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Overlay {
     changes: BTreeMap<ActorId, BTreeMap<u64, Option<Vec<u8>>>>,
     document: Option<Vec<u8>>,
@@ -91,5 +92,17 @@ impl Overlay {
         self.sync_states
             .iter()
             .map(|(peer, value)| (peer.as_slice(), value.as_deref()))
+    }
+}
+
+/// Counts, not contents: the overlay may hold megabytes.
+impl fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Overlay")
+            .field("changes", &self.changes().count())
+            .field("document", &self.document.as_ref().map(Vec::len))
+            .field("sync_states", &self.sync_states.len())
+            .field("bytes", &self.bytes)
+            .finish()
     }
 }

@@ -325,8 +325,9 @@ impl Persister for RedbPersister {
 impl Drop for RedbPersister {
     fn drop(&mut self) {
         // Unflushed writes stay visible to the next handle: commit them without syncing.
-        // A failure poisons the store, which its next operation reports.
-        if self.dirty && self.check_writable().is_ok() {
+        // A failure poisons the store, which its next operation reports. Not while
+        // unwinding from a panic, which may have left the handle half-updated.
+        if self.dirty && self.check_writable().is_ok() && !std::thread::panicking() {
             let _ = self.commit(Durability::None);
         }
         if self.needs_sync && self.poisoned.is_none() {

@@ -24,6 +24,8 @@ use crate::{RedbOptions, RedbPersister};
 /// handles committed without syncing (see [`RedbPersister`]); only [`flush`] promises
 /// durability.
 ///
+/// Clones share the open file, like an `Arc`.
+///
 /// [`flush`]: persister_core::Persister::flush
 #[derive(Clone, Debug)]
 pub struct RedbStore {

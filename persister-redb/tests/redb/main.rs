@@ -1,6 +1,9 @@
 //! The tests of persister-redb, in one binary: the conformance suite on a plain file
-//! and on a fault-injecting backend, I/O faults, and simulated crashes at every I/O
-//! call.
+//! and on a fault-injecting backend, I/O faults, simulated crashes at every I/O call,
+//! damaged files, opening and locking.
+//!
+//! `PERSISTER_FAULT_SCALE=n` makes the fault, crash and damage runs about `n` times
+//! longer (default 1, sized for CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backends;
