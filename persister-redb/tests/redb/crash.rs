@@ -1,6 +1,7 @@
 //! Simulated crashes: the machine dies at every I/O call of a workload, and the store
-//! must reopen from what a power loss (only synced bytes) or a process kill (every
-//! written byte) leaves, with nothing flushed lost and every batch whole or absent.
+//! must reopen from what a power loss (only synced bytes), a process kill (every
+//! written byte), or a power loss after the disk wrote the new header before the pages
+//! it points to leaves, with nothing flushed lost and every batch whole or absent.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -43,9 +44,16 @@ fn crash_once(image: &[u8], ops: &[Op], at: u64, total: u64) -> Result<(), Strin
             outcome.ok_after_fault
         ));
     }
+    // The header written since the last sync reached the disk, the pages it points to
+    // did not: the worst order a disk may reorder writes in.
+    let mut torn = disk.durable();
+    let live = disk.live();
+    let header = torn.len().min(live.len()).min(4096);
+    torn[..header].copy_from_slice(&live[..header]);
     for (what, image) in [
         ("power loss", disk.durable()),
-        ("process kill", disk.live()),
+        ("process kill", live),
+        ("power loss with the header written", torn),
     ] {
         let recovered = CrashBackend::new(image, None);
         let store = open_on(&recovered)
