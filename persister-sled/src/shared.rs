@@ -25,6 +25,12 @@ pub(crate) struct Shared {
     pub fail_next_flush: std::sync::atomic::AtomicBool,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        engine::note_closed(&self.path);
+    }
+}
+
 impl Shared {
     pub(crate) fn new(
         db: sled::Db,

@@ -50,11 +50,12 @@ impl SledStore {
         let path = dir.as_ref().to_path_buf();
         let config = options.config(&path)?;
         check_dir(&path)?;
-        let db = crate::engine::call(&path, "open", || config.open())?;
-        let shared = match read_format(&db, &path)? {
-            true => open_existing(db, path)?,
-            false => create(db, path)?,
-        };
+        let db = crate::engine::open(&path, &config)?;
+        let opened = read_format(&db, &path).and_then(|existing| match existing {
+            true => open_existing(db, path.clone()),
+            false => create(db, path.clone()),
+        });
+        let shared = opened.inspect_err(|_| crate::engine::note_closed(&path))?;
         Ok(SledStore {
             shared: Arc::new(shared),
             open: OpenDocuments::new(),
