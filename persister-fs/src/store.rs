@@ -45,10 +45,15 @@ struct Entry {
 }
 
 impl FsStore {
-    /// Opens the store in `dir` with default options, creating the directory and the
-    /// store if needed. Fails with [`Error::Locked`] if another process (or another
-    /// open store in this one) holds it, and with [`Error::NotAStore`] if `dir` holds
-    /// other files but no store.
+    /// Opens the store in `dir` with default options, creating the directory (and its
+    /// missing parents) and the store if needed.
+    ///
+    /// Opening reads the directory and the headers of logs named by hash, and removes
+    /// leftover `.tmp` files; documents are replayed only when opened. It fails with
+    /// [`Error::Locked`] if another process (or another open store in this one) holds
+    /// the store, [`Error::NotAStore`] if `dir` holds other files but no store marker,
+    /// [`Error::UnsupportedFormat`] if the marker has another version, and
+    /// [`Error::Corrupt`] if the marker or a hash-named log header is damaged.
     pub fn open(dir: impl AsRef<Path>) -> Result<FsStore> {
         Self::open_with(dir, FsOptions::default())
     }
@@ -290,4 +295,34 @@ pub fn is_fs_store(path: impl AsRef<Path>) -> bool {
     let marker = path.as_ref().join(MARKER);
     OsFs.read_prefix(&marker, MARKER_LEN)
         .is_ok_and(|bytes| format::has_marker_magic(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimFs;
+
+    #[test]
+    fn long_ids_whose_hash_name_is_taken_get_the_next_counter() -> Result<()> {
+        let store = FsStore::open_on(
+            Arc::new(SimFs::new()),
+            Path::new("/store"),
+            FsOptions::default(),
+        )?;
+        let id = DocumentId::from(vec![1; 500]);
+        // Another id holding the first name of `id`, as an id with the same hash would.
+        let squatter = Entry {
+            name: names::hashed_name(&id, 0),
+            on_disk: true,
+            parked: None,
+        };
+        let other = DocumentId::from(vec![2; 500]);
+        store.shared.lock_index().insert(other, squatter);
+        assert_eq!(store.shared.register(&id), names::hashed_name(&id, 1));
+        // Registering again gives the same name.
+        assert_eq!(store.shared.register(&id), names::hashed_name(&id, 1));
+        let short = DocumentId::from("short");
+        assert_eq!(store.shared.register(&short), "d73686f7274.log");
+        Ok(())
+    }
 }
