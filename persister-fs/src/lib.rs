@@ -84,8 +84,12 @@
 //!
 //! The recovered document is the state after a prefix of its batches that includes
 //! every batch flushed before the crash; a batch is one record, so it is never half
-//! there. One case cannot be told apart without a second sync per flush: damage to the
-//! bytes of the last flush itself looks like a torn write, and is reported as one.
+//! there. Two cases cannot be told apart from a crash without a second sync per flush,
+//! and are handled as one: damage to the bytes of the last flush itself is dropped as
+//! a torn tail and reported; and damage that leaves no valid record after it (a log
+//! cut short or zeroed up to its end by something other than a crash) is dropped from
+//! where it starts, reported when the cut falls inside a record, and unseen when it
+//! falls exactly between records.
 //!
 //! # How this is tested
 //!

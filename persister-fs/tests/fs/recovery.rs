@@ -249,3 +249,101 @@ fn log_holding_another_documents_id_is_corruption() -> TestResult {
     assert!(err.is_corrupt(), "{err}");
     Ok(())
 }
+
+/// A small deterministic generator for the damage sweep.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn random_damage_is_an_error_or_a_reported_loss() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = DocumentId::from("doc");
+    // 20 flushes of one to three one-change batches.
+    let mut seq = 0;
+    let mut before_last_flush = 0;
+    let log = {
+        let store = FsStore::open(dir.path())?;
+        let mut p = store.open_document(&id)?;
+        for flush in 0..20u64 {
+            before_last_flush = seq;
+            for _ in 0..=flush % 3 {
+                seq += 1;
+                p.insert_changes(vec![(actor(1), seq, vec![seq as u8; 50 + seq as usize])])?;
+            }
+            p.flush()?;
+        }
+        store.log_path(&id).unwrap()
+    };
+    let pristine = fs::read(&log)?;
+    let records = records(&pristine, header_len(&id));
+    let boundaries: Vec<usize> = records.iter().map(|r| r.1).collect();
+    let last_record = records.last().map_or(0, |r| r.0);
+    let mut rng = Rng(7);
+    let (mut errors, mut losses) = (0, 0);
+    for case in 0..600 {
+        let mut bytes = pristine.clone();
+        let at = rng.below(bytes.len() as u64) as usize;
+        match case % 4 {
+            0 => bytes[at] ^= 1 << rng.below(8),
+            1 => bytes.truncate(at),
+            2 => bytes[at..(at + 512).min(pristine.len())].fill(0),
+            _ => {
+                let end = (at + 4).min(bytes.len());
+                bytes[at..end].copy_from_slice(&u32::MAX.to_le_bytes()[..end - at]);
+            }
+        }
+        // Damage that reaches the last record leaves no valid record after it, so it
+        // looks like a torn write wherever it starts: an append-only log cannot tell
+        // how long it was. Damage with a valid record after it is located exactly.
+        let damaged_end = match case % 4 {
+            0 => at + 1,
+            1 => pristine.len(),
+            2 => at + 512,
+            _ => at + 4,
+        };
+        let reaches_last_record = damaged_end > last_record;
+        fs::write(&log, &bytes)?;
+        let store = FsStore::open(dir.path())?;
+        match store.open_document(&id) {
+            Err(_) => errors += 1,
+            Ok(p) => {
+                let changes = p.get_change_entries()?;
+                let kept = changes.len() as u64;
+                // Whole batches, in order, with their exact bytes.
+                for (i, (_, s, value)) in changes.iter().enumerate() {
+                    assert_eq!(*s, i as u64 + 1, "case {case}");
+                    assert_eq!(value, &vec![*s as u8; 50 + *s as usize], "case {case}");
+                }
+                if !reaches_last_record {
+                    assert!(
+                        kept >= before_last_flush,
+                        "case {case}: an older flush was lost"
+                    );
+                }
+                // A cut between records leaves a shorter log that is whole.
+                let cut_between_records = case % 4 == 1 && boundaries.contains(&at);
+                if kept < seq && !cut_between_records {
+                    assert!(
+                        p.recovered_bytes() > 0,
+                        "case {case}: a loss was not reported"
+                    );
+                    losses += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        errors > 100 && losses > 10,
+        "{errors} errors, {losses} losses"
+    );
+    Ok(())
+}
