@@ -13,7 +13,7 @@ use crate::error::RedbResultExt;
 use crate::layout::{self, CHANGES, COMPACTED, DOCUMENTS, DocumentRecord, SYNC_STATES};
 use crate::lookup::Lookup;
 use crate::overlay::Overlay;
-use crate::shared::Shared;
+use crate::shared::{Shared, poison_reason};
 
 mod reads;
 
@@ -182,15 +182,10 @@ impl RedbPersister {
     /// Commits everything pending in one transaction. Any failure poisons the handle
     /// and the store: redb refuses further commits after a failed one.
     fn commit(&mut self, durability: Durability) -> Result<()> {
-        let committed = self.write_pending(durability);
-        if let Err(err) = &committed {
-            let reason = err.to_string();
-            self.shared.poison_with(Error::Poisoned {
-                reason: reason.clone(),
-            });
-            self.poisoned = Some(reason);
-        }
-        committed
+        self.write_pending(durability).map_err(|err| {
+            self.poisoned = Some(poison_reason(&err));
+            self.shared.poison_with(err)
+        })
     }
 
     fn write_pending(&mut self, durability: Durability) -> Result<()> {

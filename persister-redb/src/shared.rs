@@ -53,9 +53,9 @@ impl Shared {
         }
     }
 
-    /// Marks the store poisoned by `err`, and returns it.
+    /// Marks the store poisoned by `err` (the first reason stays), and returns it.
     pub fn poison_with(&self, err: Error) -> Error {
-        lock(&self.poisoned).get_or_insert_with(|| err.to_string());
+        lock(&self.poisoned).get_or_insert_with(|| poison_reason(&err));
         err
     }
 
@@ -178,6 +178,15 @@ impl Shared {
     /// The documents open handles have written to but not yet committed.
     pub fn unwritten(&self) -> BTreeSet<DocumentId> {
         lock(&self.unwritten).clone()
+    }
+}
+
+/// What poisoned a handle or store, for [`Error::Poisoned`]: the error's message, or
+/// the reason it already carries.
+pub(crate) fn poison_reason(err: &Error) -> String {
+    match err {
+        Error::Poisoned { reason } => reason.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -105,9 +105,10 @@ impl Store for RedbStore {
 
     fn list_documents(&self) -> Result<Vec<DocumentId>> {
         let shared = &self.shared;
+        // Before the snapshot: a document committed in between is then in one or both.
+        let mut ids = shared.unwritten();
         let txn = shared.begin_read()?;
         let table = shared.read_table(&txn, DOCUMENTS)?;
-        let mut ids = shared.unwritten();
         for entry in table.iter().or_store("read from", &shared.path)? {
             let (id, _) = entry.or_store("read from", &shared.path)?;
             ids.insert(DocumentId::from(id.value()));
