@@ -56,6 +56,8 @@
 //! - **remove_document** removes the log and syncs the directory.
 //! - **opening a document** replays its log; if it ends in a torn tail, it truncates the
 //!   tail and syncs the truncation.
+//! - **opening a new store** creates its directory (syncing the parent of each new
+//!   directory) and writes the marker as a new log is written.
 //!
 //! Nothing else is written or synced: the application owns the fsync policy. Writes of
 //! a handle dropped without a flush stay in the store's memory for the next handle of
@@ -97,8 +99,8 @@
 //! store on a simulated file system that loses what was not synced, crash a workload
 //! of 10 flushes at every I/O call (dropping all unsynced data, keeping a random subset
 //! of unsynced 512-byte sectors, or tearing the last write), crash again at every I/O
-//! call of the recovery, and check that every flushed batch survives and no batch is
-//! half there. A control run on a disk whose directory syncs do nothing fails, so the
+//! call of each recovery that truncated a torn tail, and check that every flushed batch
+//! survives and no batch is half there. A control run on a disk whose directory syncs do nothing fails, so the
 //! loop can fail. `PERSISTER_SIM_SEEDS=n` runs more seeds than the default 10.
 //!
 //! # Limits
@@ -106,7 +108,9 @@
 //! Every length read from disk is checked against the bytes present and against its
 //! maximum before anything is allocated: record payloads [`format::MAX_RECORD_LEN`],
 //! values [`MAX_VALUE_LEN`](persister_core::MAX_VALUE_LEN), ids and peer ids their core
-//! maxima. A log is read whole into memory when its document is opened.
+//! maxima. A batch whose encoding is over [`format::MAX_RECORD_LEN`] is refused with
+//! [`Error::TooLarge`](persister_core::Error::TooLarge) before anything is applied. A
+//! log is read whole into memory when its document is opened.
 
 mod doc;
 pub mod format;
