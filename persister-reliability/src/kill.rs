@@ -23,7 +23,7 @@ use crate::ops::{Op, document_id, workload};
 use crate::{Backend, Location, Rng, StoreModel, apply_to_handle};
 
 /// Steps in one child's workload.
-pub const WORKLOAD_LEN: usize = 40;
+pub const WORKLOAD_LEN: usize = 120;
 /// Documents one child's workload writes to.
 pub const WORKLOAD_DOCS: usize = 3;
 /// Cycles run on one store before starting again from an empty one, so that stores
@@ -31,14 +31,17 @@ pub const WORKLOAD_DOCS: usize = 3;
 pub const CYCLES_PER_STORE: u64 = 25;
 
 /// The child's side: runs the workload of `seed` on the store of `backend` in `dir`,
-/// printing a line to `out` after each step. Returns an error message on the first
-/// failed operation.
+/// printing a line to `out` after each step. After step `pause_at`, it prints `paused`
+/// and waits for a byte on standard input, so that the parent can kill it a chosen
+/// moment after that step however late the parent is scheduled. Returns an error
+/// message on the first failed operation.
 pub fn run_child(
     backend: Backend,
     dir: &Path,
     seed: u64,
     len: usize,
     docs: usize,
+    pause_at: Option<usize>,
     out: &mut impl Write,
 ) -> Result<(), String> {
     let store = Location::new(backend, dir)
@@ -54,6 +57,13 @@ pub fn run_child(
     let mut handles: BTreeMap<usize, DynPersister> = BTreeMap::new();
     let mut dirty: BTreeSet<usize> = BTreeSet::new();
     for (i, op) in workload(seed, len, docs).iter().enumerate() {
+        if i > 0 && pause_at == Some(i - 1) {
+            say(out, "paused".into())?;
+            let mut byte = [0u8; 1];
+            std::io::stdin()
+                .read_exact(&mut byte)
+                .map_err(|e| format!("waiting on stdin: {e}"))?;
+        }
         match op {
             Op::FlushAll => {
                 for doc in std::mem::take(&mut dirty) {
@@ -108,6 +118,8 @@ pub struct KillReport {
     /// Kills after which some document held more than its last acknowledged state
     /// (unflushed batches that survived).
     pub kept_unflushed: u64,
+    /// The last estimate of a workload's run time, in microseconds.
+    pub workload_micros: u64,
 }
 
 /// The parent's side: runs cycles until `kills` children were killed, with stores
@@ -138,20 +150,33 @@ pub fn kill_cycles(
             model = StoreModel::new();
         }
         let child_seed = rng.next_u64();
-        let delay =
-            estimate.map(|e| Duration::from_micros(rng.below(e.as_micros() as u64 * 11 / 10 + 1)));
+        // Half the kills come a random time after the child is ready; the other half
+        // up to 200 microseconds after it resumes from a pause after a random step,
+        // so that they land all through the workload however late this process is
+        // scheduled.
+        let kill_at = match estimate {
+            None => KillAt::Never,
+            Some(e) if rng.chance(1, 2) => {
+                KillAt::After(Duration::from_micros(rng.below(e.as_micros() as u64 + 1)))
+            }
+            Some(_) => KillAt::Step(
+                rng.index(WORKLOAD_LEN),
+                Duration::from_micros(rng.below(200)),
+            ),
+        };
         let context = format!(
             "{backend} kill cycle {} (seed {seed}, child seed {child_seed}, store {})",
             report.cycles,
             dir.display()
         );
-        let outcome = run_cycle(exe, backend, &dir, child_seed, delay)
+        let outcome = run_cycle(exe, backend, &dir, child_seed, kill_at)
             .map_err(|e| format!("{context}: {e}"))?;
         if let Some(took) = outcome.finished_in {
             estimate = Some(match estimate {
                 Some(e) => (e * 3 + took) / 4,
                 None => took,
             });
+            report.workload_micros = estimate.map_or(0, |e| e.as_micros() as u64);
         }
         let ops = workload(child_seed, WORKLOAD_LEN, WORKLOAD_DOCS);
         let acks =
@@ -182,6 +207,17 @@ pub fn kill_cycles(
     Ok(report)
 }
 
+/// When to kill a child.
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    /// Let it finish.
+    Never,
+    /// This long after it says it is ready.
+    After(Duration),
+    /// This long after it is resumed from a pause after this step.
+    Step(usize, Duration),
+}
+
 struct CycleOutcome {
     killed: bool,
     finished_in: Option<Duration>,
@@ -193,29 +229,58 @@ fn run_cycle(
     backend: Backend,
     dir: &Path,
     seed: u64,
-    delay: Option<Duration>,
+    kill_at: KillAt,
 ) -> Result<CycleOutcome, String> {
+    let pause_at = match kill_at {
+        KillAt::Step(step, _) => step.to_string(),
+        _ => "none".to_string(),
+    };
     let mut child = Command::new(exe)
         .args(["workload", "--backend", backend.name(), "--dir"])
         .arg(dir)
         .args(["--seed", &seed.to_string()])
         .args(["--len", &WORKLOAD_LEN.to_string()])
         .args(["--docs", &WORKLOAD_DOCS.to_string()])
-        .stdin(Stdio::null())
+        .args(["--pause-at", &pause_at])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting {}: {e}", exe.display()))?;
     let stdout = child.stdout.take().ok_or("the child has no stdout")?;
     let mut stdout = BufReader::new(stdout);
-    let mut first = String::new();
+    let mut seen = Vec::new();
+    let mut line = String::new();
     stdout
-        .read_line(&mut first)
+        .read_line(&mut line)
         .map_err(|e| format!("reading the child: {e}"))?;
+    let ready = line.trim() == "ready";
+    seen.push(line.trim().to_string());
+    let delay = match kill_at {
+        KillAt::Never => None,
+        KillAt::After(delay) => Some(delay),
+        KillAt::Step(_, delay) => loop {
+            line.clear();
+            let read = stdout
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the child: {e}"))?;
+            if read == 0 {
+                break None;
+            }
+            if line.trim() == "paused" {
+                if let Some(stdin) = child.stdin.as_mut() {
+                    stdin
+                        .write_all(b"g")
+                        .and_then(|()| stdin.flush())
+                        .map_err(|e| format!("resuming the child: {e}"))?;
+                }
+                break Some(delay);
+            }
+            seen.push(line.trim().to_string());
+        },
+    };
     let mut killed = false;
-    if first.trim() == "ready"
-        && let Some(delay) = delay
-    {
+    if ready && let Some(delay) = delay {
         std::thread::sleep(delay);
         if child
             .try_wait()
@@ -239,7 +304,8 @@ fn run_cycle(
     if let Some(mut err) = child.stderr.take() {
         let _ = err.read_to_string(&mut stderr);
     }
-    let lines: Vec<String> = std::iter::once(first.trim().to_string())
+    let lines: Vec<String> = seen
+        .into_iter()
         .chain(rest.lines().map(str::to_string))
         .filter(|l| !l.is_empty())
         .collect();

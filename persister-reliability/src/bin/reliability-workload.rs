@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! reliability-workload workload --backend B --dir D --seed S --len N --docs K
+//!                               [--pause-at STEP]
 //! reliability-workload corrupt --backend B --pristine P --work W --seed S
 //!                              --random N --exhaustive BYTES --from I
 //! reliability-workload build --backend B --dir D
@@ -60,6 +61,10 @@ fn run() -> Result<(), String> {
             number("seed")?,
             number("len")? as usize,
             number("docs")? as usize,
+            match options.get("pause-at").map(String::as_str) {
+                None | Some("none") => None,
+                Some(_) => Some(number("pause-at")? as usize),
+            },
             &mut stdout.lock(),
         ),
         "corrupt" => {
