@@ -69,12 +69,13 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// A flush failed earlier, so the handle refuses all further writes and flushes.
+    /// A flush (or another write to disk) failed earlier, so the handle refuses all
+    /// further writes and flushes until the store is reopened.
     #[error(
-        "this handle is poisoned because an earlier flush failed ({reason}); writes since the last successful flush may be lost: drop every handle of the store and reopen it"
+        "this handle is poisoned because an earlier write to disk failed ({reason}); writes since the last successful flush may be lost: drop every handle of the store and reopen it"
     )]
     Poisoned {
-        /// What the failed flush reported.
+        /// What the failed write or flush reported.
         reason: String,
     },
 
