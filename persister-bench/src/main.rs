@@ -1,2 +1,285 @@
-//! Placeholder: filled by its own issue.
-fn main() {}
+//! `persister-bench`: every backend of the workspace side by side with
+//! automerge-persistent-sled 0.4 (the library applications use today) and with what
+//! the disk itself can do, measured in one run and printed as one markdown table
+//! (`--json` for machines).
+//!
+//! Absolute times drift from run to run on a shared machine; the ratios inside one run
+//! are what count, so the rows interleave columns where they repeat, and the disk's
+//! limits are measured in the same run, on the same file system as the stores.
+//!
+//! ```text
+//! cargo run --release -p persister-bench            # the full run
+//! cargo run -p persister-bench -- --quick           # a few seconds, as CI runs it
+//! cargo run --release -p persister-bench -- --only fs,peer --rows 1,3 --json
+//! ```
+
+mod columns;
+mod data;
+mod limit;
+mod peer;
+mod report;
+mod results;
+mod rows;
+mod targets;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use crate::columns::Column;
+use crate::results::{Cell, ColumnReport, Config, Limit, Report};
+
+/// Every fallible step of the benchmark returns this.
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Measures every persister backend, the peer and the disk in one run.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Small sizes (2,000 changes, 50 flushes, 5,000 trace edits): a few seconds, to
+    /// check that the benchmark still works.
+    #[arg(long)]
+    quick: bool,
+    /// Print the results as JSON instead of a markdown table.
+    #[arg(long)]
+    json: bool,
+    /// Only these columns (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Column>,
+    /// Only these rows, 1 to 7 (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=7))]
+    rows: Vec<u8>,
+    /// Where to create the stores (default: the system's temporary directory). The
+    /// disk's limits are measured there too.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Row 6's child: open a store, read every change, print the peak memory.
+    #[command(name = rows::peak::SUBCOMMAND, hide = true)]
+    PeakLoad {
+        /// The column whose store it is.
+        #[arg(long, value_enum)]
+        column: Column,
+        /// The store's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Some(Command::PeakLoad { column, dir }) => rows::peak::child(*column, dir).map(|()| true),
+        None => run(&cli),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("persister-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The whole run; `Ok(false)` when some column failed a row.
+fn run(cli: &Cli) -> Result<bool> {
+    let started = Instant::now();
+    let config = if cli.quick {
+        Config {
+            changes: 2_000,
+            batch: 1_000,
+            small_changes: 200,
+            flushes: 50,
+            repeats: 1,
+            sequential_bytes: 16 << 20,
+            trace_edits: Some(5_000),
+            trace_flush_every: 1_000,
+        }
+    } else {
+        Config {
+            changes: 100_000,
+            batch: 1_000,
+            small_changes: 10_000,
+            flushes: 2_000,
+            repeats: 3,
+            sequential_bytes: 256 << 20,
+            trace_edits: None,
+            trace_flush_every: 1_000,
+        }
+    };
+    let columns: Vec<Column> = if cli.only.is_empty() {
+        Column::ALL.to_vec()
+    } else {
+        let only: BTreeSet<Column> = cli.only.iter().copied().collect();
+        only.into_iter().collect()
+    };
+    let wanted = |row: u8| cli.rows.is_empty() || cli.rows.contains(&row);
+    let parent = cli.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let base = tempfile::Builder::new()
+        .prefix("persister-bench-")
+        .tempdir_in(&parent)?;
+    let progress = |what: &str| eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
+
+    let mut reports: Vec<ColumnReport> = columns
+        .iter()
+        .map(|c| ColumnReport::new(c.name()))
+        .collect();
+    let mut limit = Limit {
+        fdatasync_per_s: None,
+        fdatasync_samples: Vec::new(),
+        sequential_write_mb_s: None,
+    };
+
+    progress("limit: sequential write");
+    limit.sequential_write_mb_s = Some(Cell::from_result(limit::sequential_write_mb_s(
+        base.path(),
+        config.sequential_bytes,
+    )));
+
+    if [1, 3, 4, 5, 6].into_iter().any(wanted) {
+        progress("rows 1, 3, 4, 5: bulk insert, reopen, disk usage, sizes()");
+        let mut ingested = rows::ingest::run(&config, &columns, base.path());
+        for (report, column) in reports.iter_mut().zip(&columns) {
+            let Some(i) = ingested.remove(column) else {
+                continue;
+            };
+            if wanted(6) {
+                progress(&format!("row 6: peak memory, {column}"));
+                report.peak = Some(match &i.large {
+                    Some(location) => rows::peak::run(*column, location, config.changes),
+                    None => Cell::Skipped("no store: row 1 failed".into()),
+                });
+            }
+            report.insert = wanted(1).then_some(i.insert);
+            report.reload = wanted(3).then_some(i.reload);
+            report.disk = wanted(4).then_some(i.disk);
+            report.sizes = wanted(5).then_some(i.sizes);
+        }
+    }
+
+    if wanted(2) {
+        for (report, column) in reports.iter_mut().zip(&columns) {
+            progress(&format!("row 2: insert + flush, {column}"));
+            let dir = base.path().join(format!("flush-{column}"));
+            let (cell, raw) = rows::flush::run(&config, *column, &dir);
+            limit.fdatasync_samples.extend(raw);
+            report.flush = Some(cell);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    } else {
+        progress("limit: fdatasync");
+        match limit::fdatasync_per_s(base.path(), config.flushes, rows::flush::RAW_APPEND) {
+            Ok(raw) => limit.fdatasync_samples.push(raw),
+            Err(e) => eprintln!("limit: fdatasync failed: {e}"),
+        }
+    }
+    if !limit.fdatasync_samples.is_empty() {
+        limit.fdatasync_per_s = Some(rows::median(limit.fdatasync_samples.clone()));
+    }
+
+    if wanted(7) {
+        trace_rows(&config, &columns, &mut reports, base.path(), &progress);
+    }
+
+    let targets = targets::check(&reports);
+    let failed = reports.iter().any(ColumnReport::any_failed)
+        || matches!(limit.sequential_write_mb_s, Some(Cell::Failed(_)));
+    let report = Report {
+        mode: if cli.quick { "quick" } else { "full" },
+        config,
+        dir: parent.display().to_string(),
+        peer: peer::NAME,
+        limit,
+        columns: reports,
+        targets,
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report::markdown(&report));
+    }
+    Ok(!failed)
+}
+
+/// Row 7 for every column. Memory, the baseline, runs first and, in a full run with
+/// more than one backend, again last, so a drift of the machine during the long
+/// replays shifts the baseline as much as the backends.
+fn trace_rows(
+    config: &Config,
+    columns: &[Column],
+    reports: &mut [ColumnReport],
+    base: &std::path::Path,
+    progress: &dyn Fn(&str),
+) {
+    let edits = match rows::trace::load(config.trace_edits) {
+        Ok(edits) => edits,
+        Err(reason) => {
+            for report in reports.iter_mut() {
+                report.trace = Some(Cell::Skipped(reason.clone()));
+            }
+            return;
+        }
+    };
+    let backends: Vec<Column> = columns
+        .iter()
+        .copied()
+        .filter(|c| !matches!(c, Column::Memory | Column::Peer))
+        .collect();
+    let mut order = Vec::new();
+    if columns.contains(&Column::Memory) {
+        order.push(Column::Memory);
+    }
+    order.extend(&backends);
+    if columns.contains(&Column::Memory) && backends.len() > 1 && config.repeats > 1 {
+        order.push(Column::Memory);
+    }
+
+    let mut memory_runs = Vec::new();
+    for (i, &column) in order.iter().enumerate() {
+        progress(&format!("row 7: {} trace, {column}", rows::trace::TRACE));
+        let dir = base.join(format!("trace-{column}-{i}"));
+        let cell = Cell::from_result(rows::trace::run(config, column, &dir, &edits));
+        let _ = std::fs::remove_dir_all(&dir);
+        if let (Column::Memory, Cell::Value(run)) = (column, &cell) {
+            memory_runs.push(run.replay_s);
+            // The second memory run only adds to the baseline.
+            if memory_runs.len() > 1 {
+                continue;
+            }
+        }
+        if let Some(report) = reports.iter_mut().find(|r| r.column == column.name()) {
+            report.trace = Some(cell);
+        }
+    }
+    let memory = (!memory_runs.is_empty())
+        .then(|| memory_runs.iter().sum::<f64>() / memory_runs.len() as f64);
+    for report in reports.iter_mut() {
+        if report.column == Column::Peer.name() {
+            report.trace = Some(Cell::NotApplicable(
+                "the peer runs on automerge 0.4; this row drives automerge 0.12".into(),
+            ));
+        }
+        if let Some(Cell::Value(run)) = &mut report.trace {
+            run.ratio_to_memory = memory.map(|m| run.replay_s / m);
+        }
+    }
+    if let Some(report) = reports
+        .iter_mut()
+        .find(|r| r.column == Column::Memory.name())
+        && let Some(Cell::Value(run)) = &mut report.trace
+        && let Some(m) = memory
+    {
+        run.replay_s = m;
+        run.ratio_to_memory = Some(1.0);
+    }
+}

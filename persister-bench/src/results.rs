@@ -1,0 +1,256 @@
+//! What one run measured: plain data, serialised as the `--json` output.
+
+use serde::Serialize;
+
+/// One cell of the table: a value, or why there is none.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cell<T> {
+    /// Measured.
+    Value(T),
+    /// Not measured, for a reason that is not a failure (a missing trace, a row that
+    /// does not apply to the column).
+    Skipped(String),
+    /// The row does not apply to the column (memory has no disk; the peer has no
+    /// automerge 0.12 integration).
+    NotApplicable(String),
+    /// The column failed this row.
+    Failed(String),
+}
+
+impl<T> Cell<T> {
+    /// The value, if measured.
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Cell::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether the column failed this row.
+    pub fn failed(&self) -> bool {
+        matches!(self, Cell::Failed(_))
+    }
+
+    /// A cell from a result, keeping the error's message.
+    pub fn from_result(result: crate::Result<T>) -> Self {
+        match result {
+            Ok(v) => Cell::Value(v),
+            Err(e) => Cell::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The sizes a run used.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Config {
+    /// Changes written in rows 1, 3, 4, 5 (large) and 6.
+    pub changes: usize,
+    /// Changes per batch in row 1.
+    pub batch: usize,
+    /// The smaller store of row 5.
+    pub small_changes: usize,
+    /// Insert-and-flush rounds in row 2.
+    pub flushes: usize,
+    /// Repetitions of rows 1, 3 and 5, interleaved across columns; the best is kept.
+    pub repeats: usize,
+    /// Bytes written by the sequential-write limit.
+    pub sequential_bytes: usize,
+    /// Trace edits replayed in row 7 (`None`: all of them).
+    pub trace_edits: Option<usize>,
+    /// Row 7 flushes every this many edits.
+    pub trace_flush_every: usize,
+}
+
+/// The disk's limits, measured in this run on the backends' file system.
+#[derive(Clone, Debug, Serialize)]
+pub struct Limit {
+    /// 100-byte appends + `fdatasync` per second: the median of `fdatasync_samples`.
+    pub fdatasync_per_s: Option<f64>,
+    /// Each measurement, one just before each column's row 2.
+    pub fdatasync_samples: Vec<f64>,
+    /// Sequential write bandwidth including the final `fdatasync`, MB/s.
+    pub sequential_write_mb_s: Option<Cell<f64>>,
+}
+
+/// Row 1.
+#[derive(Clone, Debug, Serialize)]
+pub struct Insert {
+    /// The best rate over the repeats, changes per second.
+    pub changes_per_s: f64,
+    /// Every repeat's rate.
+    pub samples: Vec<f64>,
+}
+
+/// Row 2.
+#[derive(Clone, Debug, Serialize)]
+pub struct Flush {
+    /// Insert-one-change-then-flush rounds per second.
+    pub flushes_per_s: f64,
+    /// The raw 100-byte append + `fdatasync` rate measured just before.
+    pub raw_fdatasync_per_s: f64,
+    /// `flushes_per_s / raw_fdatasync_per_s`.
+    pub ratio_to_raw: f64,
+}
+
+/// Row 3.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reload {
+    /// The best time over the repeats to open the store and read every change, ms.
+    pub ms: f64,
+    /// Every repeat's time.
+    pub samples: Vec<f64>,
+}
+
+/// Row 4.
+#[derive(Clone, Debug, Serialize)]
+pub struct Disk {
+    /// Bytes the store's files occupy on disk (allocated blocks) after the flush.
+    pub allocated_bytes: u64,
+    /// The files' lengths added up (sparse regions included).
+    pub apparent_bytes: u64,
+    /// Bytes of keys and values written (16-byte actor + 8-byte seq + value, as
+    /// `Batch::payload_len` counts them).
+    pub payload_bytes: u64,
+    /// `allocated_bytes / payload_bytes`.
+    pub ratio: f64,
+    /// `allocated_bytes` over the change values alone.
+    pub ratio_to_values: f64,
+}
+
+/// Row 5.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sizes {
+    /// The first `sizes()` call after opening the small store, ns (median over repeats).
+    pub small_ns: f64,
+    /// The same on the large store.
+    pub large_ns: f64,
+    /// Opening the small store, ms (median), for context: `sizes()` must not be paid
+    /// for there either by reading every value.
+    pub small_open_ms: f64,
+    /// Opening the large store, ms (median).
+    pub large_open_ms: f64,
+    /// Whether both reports were exact (bytes, and the count when the column has one).
+    pub exact: bool,
+    /// Whether the large store's time stayed within 2x + 100 ns of the small one's.
+    pub flat: bool,
+}
+
+/// Row 6.
+#[derive(Clone, Debug, Serialize)]
+pub struct Peak {
+    /// VmHWM of a child process after it opened the store and read every change, MiB.
+    pub peak_mib: f64,
+    /// VmHWM of the same child before it opened the store, MiB.
+    pub baseline_mib: f64,
+}
+
+/// Row 7.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceRun {
+    /// Edits replayed (one commit each).
+    pub edits: usize,
+    /// Wall time of the replay, s.
+    pub replay_s: f64,
+    /// `replay_s` over the memory column's, in this run.
+    pub ratio_to_memory: Option<f64>,
+    /// Compactions the trigger caused during the replay.
+    pub compactions: u64,
+    /// Time to open the store and load the document after the final compaction, ms.
+    pub reload_ms: f64,
+    /// Time of automerge's `AutoCommit::load` of the same document and change bytes, ms.
+    pub automerge_load_ms: f64,
+    /// `reload_ms / automerge_load_ms`.
+    pub reload_ratio: f64,
+}
+
+/// Every row of one column.
+#[derive(Clone, Debug, Serialize)]
+pub struct ColumnReport {
+    /// The column's short name.
+    pub column: String,
+    /// Row 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insert: Option<Cell<Insert>>,
+    /// Row 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush: Option<Cell<Flush>>,
+    /// Row 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<Cell<Reload>>,
+    /// Row 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<Cell<Disk>>,
+    /// Row 5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<Cell<Sizes>>,
+    /// Row 6.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak: Option<Cell<Peak>>,
+    /// Row 7.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Cell<TraceRun>>,
+}
+
+impl ColumnReport {
+    /// A column with no row measured yet.
+    pub fn new(column: &str) -> Self {
+        Self {
+            column: column.to_owned(),
+            insert: None,
+            flush: None,
+            reload: None,
+            disk: None,
+            sizes: None,
+            peak: None,
+            trace: None,
+        }
+    }
+
+    /// Whether any row failed.
+    pub fn any_failed(&self) -> bool {
+        self.insert.as_ref().is_some_and(Cell::failed)
+            || self.flush.as_ref().is_some_and(Cell::failed)
+            || self.reload.as_ref().is_some_and(Cell::failed)
+            || self.disk.as_ref().is_some_and(Cell::failed)
+            || self.sizes.as_ref().is_some_and(Cell::failed)
+            || self.peak.as_ref().is_some_and(Cell::failed)
+            || self.trace.as_ref().is_some_and(Cell::failed)
+    }
+}
+
+/// One target of the brief, checked against this run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetCheck {
+    /// The column it applies to.
+    pub column: String,
+    /// The row.
+    pub row: u8,
+    /// The target, in words ("at least 8x the peer").
+    pub target: String,
+    /// What was measured, in the target's unit.
+    pub measured: Option<f64>,
+    /// Whether it was met; `None` when it could not be checked.
+    pub met: Option<bool>,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// `"full"` or `"quick"`.
+    pub mode: &'static str,
+    /// The sizes used.
+    pub config: Config,
+    /// The directory the stores and the limit files were written in.
+    pub dir: String,
+    /// The peer, with its version.
+    pub peer: &'static str,
+    /// The disk's limits.
+    pub limit: Limit,
+    /// One entry per column, in table order.
+    pub columns: Vec<ColumnReport>,
+    /// The targets, checked.
+    pub targets: Vec<TargetCheck>,
+    /// Total wall time of the run, s.
+    pub wall_s: f64,
+}
