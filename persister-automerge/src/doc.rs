@@ -27,6 +27,31 @@ use crate::{Error, Options, Result};
 ///
 /// Dropping the document does not flush (a flush can fail and a drop cannot say so):
 /// call [`close`](Self::close) or [`flush`](Self::flush) before exiting.
+///
+/// # After a failed flush
+///
+/// A failed flush poisons the persister (see [`Persister::flush`]): every later write
+/// returns [`persister_core::Error::Poisoned`] and the queue cannot drain. Nothing is
+/// lost as long as the document is kept: clone it, drop this `PersistentDoc`, reopen
+/// the store, load again and merge the clone in; the merge writes every change the
+/// store lacks.
+///
+/// ```
+/// # use automerge::{ObjType, ROOT, transaction::Transactable};
+/// # use persister_automerge::PersistentDoc;
+/// # use persister_core::{MemoryStore, Store};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let store = MemoryStore::new();
+/// # let mut doc = PersistentDoc::load(store.open_document(&"notes".into())?)?;
+/// # store.fail_next_flush();
+/// # assert!(doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text)).is_err());
+/// let mut kept = doc.doc().clone();
+/// drop(doc);
+/// let mut doc = PersistentDoc::load(store.open_document(&"notes".into())?)?;
+/// doc.edit(|d| d.merge(&mut kept).map(|_| ()))?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct PersistentDoc<P> {
     pub(crate) doc: AutoCommit,
@@ -75,7 +100,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
                 &bytes,
                 LoadOptions::new().text_encoding(options.text_encoding),
             )
-            .map_err(Error::CorruptDocument)?,
+            .map_err(|e| Error::CorruptDocument(Box::new(e)))?,
             None => AutoCommit::new_with_encoding(options.text_encoding),
         };
         if let Some(actor) = options.actor {
@@ -95,7 +120,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         // All at once: automerge sorts them and applies them in one pass, which is
         // orders of magnitude faster than one call per change.
         doc.apply_changes(changes)
-            .map_err(Error::InconsistentChanges)?;
+            .map_err(|e| Error::InconsistentChanges(Box::new(e)))?;
 
         let mut writer = Writer::new(persister, options.flush);
         let mut orphans = Vec::new();
@@ -135,8 +160,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// `commit_with`, for example), and may merge other documents: every change the
     /// document gains is written. If `f` returns an error, its uncommitted operations
     /// are rolled back, whatever it committed is still written, and its error is
-    /// returned as [`Error::Automerge`]. `f` must not isolate the document
-    /// (`AutoCommit::isolate`).
+    /// returned as [`Error::Automerge`]. `f` may type on an older state with
+    /// `AutoCommit::isolate`, but must `integrate` before it returns.
     ///
     /// If the write fails the changes stay queued (see [`PersistentDoc`]) and the error
     /// is returned; the edit itself is in the document. Afterwards the automatic flush
@@ -156,7 +181,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         };
         let changes = self.changes_since(&before, committed);
         let written = self.write_changes(changes, None);
-        let value = result.map_err(Error::Automerge)?;
+        let value = result.map_err(Error::from)?;
         written?;
         Ok(value)
     }

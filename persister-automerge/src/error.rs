@@ -10,7 +10,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in a [`PersistentDoc`](crate::PersistentDoc).
 ///
-/// Each message says what happened and ends with what to do about it.
+/// Each message says what happened and ends with what to do about it. Automerge's
+/// errors are boxed to keep this type small.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -27,10 +28,10 @@ pub enum Error {
     /// Automerge refused an operation: the closure given to
     /// [`edit`](crate::PersistentDoc::edit) returned an error (its uncommitted operations
     /// were rolled back), or a sync message could not be applied.
-    Automerge(AutomergeError),
+    Automerge(Box<AutomergeError>),
 
     /// The stored document cannot be loaded.
-    CorruptDocument(AutomergeError),
+    CorruptDocument(Box<AutomergeError>),
 
     /// A stored change cannot be decoded, or is stored under a key that is not its own.
     CorruptChange {
@@ -44,7 +45,7 @@ pub enum Error {
 
     /// The stored changes decode one by one but cannot be applied together (for example
     /// two different changes with the same actor and sequence number).
-    InconsistentChanges(AutomergeError),
+    InconsistentChanges(Box<AutomergeError>),
 
     /// A stored sync state cannot be decoded.
     CorruptSyncState {
@@ -96,7 +97,7 @@ impl std::error::Error for Error {
         match self {
             Error::Persister(e) | Error::Compaction(e) => Some(e),
             Error::Automerge(e) | Error::CorruptDocument(e) | Error::InconsistentChanges(e) => {
-                Some(e)
+                Some(e.as_ref())
             }
             Error::CorruptSyncState { source, .. } => Some(source),
             Error::CorruptChange { .. } => None,
@@ -112,7 +113,7 @@ impl From<persister_core::Error> for Error {
 
 impl From<AutomergeError> for Error {
     fn from(e: AutomergeError) -> Self {
-        Error::Automerge(e)
+        Error::Automerge(Box::new(e))
     }
 }
 

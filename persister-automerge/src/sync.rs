@@ -40,7 +40,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         let changes = self.changes_since(&before, None);
         let state = self.sync_state_write(peer_id);
         let written = self.write_changes(changes, state);
-        received.map_err(Error::Automerge)?;
+        received.map_err(Error::from)?;
         written
     }
 
@@ -67,7 +67,12 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     fn sync_state_write(&mut self, peer_id: &[u8]) -> Option<Write> {
         let peer = self.peers.get_mut(peer_id)?;
         let encoded = peer.state.encode();
-        if peer.stored.as_deref() == Some(encoded.as_slice()) {
+        let unchanged = match &peer.stored {
+            Some(stored) => *stored == encoded,
+            // Nothing stored equals a state that knows nothing yet.
+            None => encoded == sync::State::new().encode(),
+        };
+        if unchanged {
             return None;
         }
         peer.stored = Some(encoded.clone());

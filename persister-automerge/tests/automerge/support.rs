@@ -1,0 +1,277 @@
+//! What every test shares: backends, replicas that can be reopened, trace helpers.
+
+use std::path::{Path, PathBuf};
+
+use automerge::sync::Message;
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, TextEncoding};
+use persister_automerge::{Options, PersistentDoc};
+use persister_core::{BoxedStore, DocumentId, DynPersister, DynStore, MemoryStore};
+use persister_traces::{Trace, Txn};
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+pub type Doc = PersistentDoc<DynPersister>;
+
+/// Set to `1` to replay whole traces instead of the default prefixes (use `--release`:
+/// automerge's debug assertions make a debug build far slower).
+pub const FULL_TRACE_ENV: &str = "PERSISTER_FULL_TRACE";
+
+pub fn full_trace() -> bool {
+    std::env::var(FULL_TRACE_ENV).is_ok_and(|v| v == "1")
+}
+
+/// A backend under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redb,
+    Sled,
+    Fs,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Redb => "redb",
+            Backend::Sled => "sled",
+            Backend::Fs => "fs",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [Backend::Memory, Backend::Redb, Backend::Sled, Backend::Fs]
+            .into_iter()
+            .find(|b| b.name() == name)
+    }
+
+    /// Opens the disk store at `path`. The memory backend has no path: use a
+    /// [`Location`].
+    pub fn open_at(self, path: &Path) -> persister_core::Result<DynStore> {
+        Ok(match self {
+            Backend::Memory => Box::new(BoxedStore(MemoryStore::new())),
+            Backend::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open(path)?)),
+            Backend::Sled => Box::new(BoxedStore(persister_sled::SledStore::open(path)?)),
+            Backend::Fs => Box::new(BoxedStore(persister_fs::FsStore::open(path)?)),
+        })
+    }
+}
+
+/// One store of one backend that can be opened again and again: a temporary
+/// directory, or a memory store whose clones share their documents.
+pub struct Location {
+    backend: Backend,
+    dir: tempfile::TempDir,
+    memory: MemoryStore,
+}
+
+impl Location {
+    pub fn new(backend: Backend) -> TestResult<Self> {
+        Ok(Self {
+            backend,
+            dir: tempfile::tempdir()?,
+            memory: MemoryStore::new(),
+        })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn open(&self) -> persister_core::Result<DynStore> {
+        match self.backend {
+            Backend::Memory => Ok(Box::new(BoxedStore(self.memory.clone()))),
+            other => other.open_at(&self.path()),
+        }
+    }
+}
+
+pub fn doc_id() -> DocumentId {
+    "doc".into()
+}
+
+/// Options for trace replays: trace positions count Unicode scalar values.
+pub fn text_options() -> Options {
+    Options::default().with_text_encoding(TextEncoding::UnicodeCodePoint)
+}
+
+pub fn open_doc(store: &DynStore, options: Options) -> TestResult<Doc> {
+    Ok(PersistentDoc::load_with(
+        store.open_document(&doc_id())?,
+        options,
+    )?)
+}
+
+/// A document in its own store that can be dropped and reloaded.
+pub struct Replica {
+    pub location: Location,
+    options: Options,
+    // Field order: the document (and its persister) drops before the store.
+    doc: Option<Doc>,
+    store: Option<DynStore>,
+}
+
+impl Replica {
+    pub fn new(backend: Backend, options: Options) -> TestResult<Self> {
+        let mut replica = Self {
+            location: Location::new(backend)?,
+            options,
+            doc: None,
+            store: None,
+        };
+        replica.reload()?;
+        Ok(replica)
+    }
+
+    pub fn doc(&mut self) -> TestResult<&mut Doc> {
+        self.doc
+            .as_mut()
+            .ok_or_else(|| "replica is not open".into())
+    }
+
+    /// Drops the document and the store without closing them, then opens both again.
+    pub fn reload(&mut self) -> TestResult {
+        self.doc = None;
+        self.store = None;
+        let store = self.location.open()?;
+        self.doc = Some(open_doc(&store, self.options.clone())?);
+        self.store = Some(store);
+        Ok(())
+    }
+
+    pub fn text(&mut self) -> TestResult<String> {
+        Ok(read_text(self.doc()?.doc())?.unwrap_or_default())
+    }
+}
+
+/// Carries one message over the wire: encoded, then decoded.
+pub fn transmit(message: Message) -> TestResult<Message> {
+    Ok(Message::decode(&message.encode())?)
+}
+
+/// Syncs `a` (which calls its peer `b_id`) with `b` (which calls its peer `a_id`)
+/// until neither has anything to send. `after_message` runs after every delivered
+/// message with its number, and may reload either side. Returns how many messages
+/// were delivered and how many of them carried changes.
+pub fn sync_until_quiet(
+    (a, a_id): (&mut Replica, &[u8]),
+    (b, b_id): (&mut Replica, &[u8]),
+    mut after_message: impl FnMut(usize, &mut Replica, &mut Replica) -> TestResult,
+) -> TestResult<(usize, usize)> {
+    let (mut delivered, mut with_changes) = (0, 0);
+    for _ in 0..100 {
+        let mut quiet = true;
+        if let Some(message) = a.doc()?.generate_sync_message(b_id)? {
+            quiet = false;
+            with_changes += usize::from(!message.changes.is_empty());
+            b.doc()?.receive_sync_message(a_id, transmit(message)?)?;
+            delivered += 1;
+            after_message(delivered, a, b)?;
+        }
+        if let Some(message) = b.doc()?.generate_sync_message(a_id)? {
+            quiet = false;
+            with_changes += usize::from(!message.changes.is_empty());
+            a.doc()?.receive_sync_message(b_id, transmit(message)?)?;
+            delivered += 1;
+            after_message(delivered, a, b)?;
+        }
+        if quiet {
+            return Ok((delivered, with_changes));
+        }
+    }
+    Err("sync did not settle in 100 rounds".into())
+}
+
+/// The text object at `ROOT["text"]`, created in its own change if missing.
+pub fn text_object(doc: &mut Doc) -> TestResult<ObjId> {
+    if let Some((_, id)) = doc.doc().get(ROOT, "text")? {
+        return Ok(id);
+    }
+    Ok(doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text))?)
+}
+
+/// The text at `ROOT["text"]`, if there is one.
+pub fn read_text(doc: &AutoCommit) -> TestResult<Option<String>> {
+    match doc.get(ROOT, "text")? {
+        Some((_, id)) => Ok(Some(doc.text(&id)?)),
+        None => Ok(None),
+    }
+}
+
+/// Applies the patches of one trace transaction.
+pub fn apply_txn(d: &mut AutoCommit, text: &ObjId, txn: &Txn) -> Result<(), AutomergeError> {
+    for patch in &txn.patches {
+        let delete = isize::try_from(patch.delete()).map_err(|_| AutomergeError::Fail)?;
+        d.splice_text(text, patch.pos(), delete, patch.insert())?;
+    }
+    Ok(())
+}
+
+/// The shared trace `name`, or `None` (with a printed reason) when it is absent.
+pub fn load_trace(name: &str) -> TestResult<Option<Trace>> {
+    match persister_traces::find(name) {
+        Some(path) => Ok(Some(Trace::load(&path)?)),
+        None => {
+            println!(
+                "skipped: trace {name} not found (put ../shared/traces beside the workspace or set PERSISTER_TRACES)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift64*), seeded from `PERSISTER_TEST_SEED`
+/// or the clock; the seed is printed so a failure can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env_or_clock() -> Self {
+        let seed = std::env::var("PERSISTER_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        println!("seed: PERSISTER_TEST_SEED={seed}");
+        Self(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Expands, for each `fn name(backend: Backend) -> TestResult { .. }`, the function
+/// and a module `name` with one `#[test]` per listed backend, so that no backend
+/// silently skips a case.
+macro_rules! backend_tests {
+    ($backends:tt $($(#[$meta:meta])* fn $name:ident($arg:ident: Backend) -> TestResult $body:block)+) => {
+        $(
+            $(#[$meta])*
+            fn $name($arg: $crate::support::Backend) -> $crate::support::TestResult $body
+
+            mod $name {
+                $crate::support::backend_tests!(@each $name $backends);
+            }
+        )+
+    };
+    (@each $name:ident [$($test:ident => $backend:ident),+]) => {
+        $(
+            #[test]
+            fn $test() -> $crate::support::TestResult {
+                super::$name($crate::support::Backend::$backend)
+            }
+        )+
+    };
+}
+pub(crate) use backend_tests;
