@@ -87,14 +87,16 @@
 //! # Durability
 //!
 //! Once [`flush`](persister_core::Persister::flush) returns `Ok`, every write applied
-//! through that handle before the call is in files that have been `fsync`ed: the flush
+//! through that handle before the call, or through an earlier handle of the same
+//! document dropped without flushing, is in files that have been `fsync`ed: the flush
 //! calls sled's own `flush` (which writes sled's buffers with `sync_file_range`; that
 //! alone syncs neither the file's metadata nor the drive's cache), then `fsync`s every
 //! new blob file (sled keeps values and nodes over about 128 KiB in separate files it
 //! never syncs), the blob directory, the `db` file and the store directory, and last
 //! advances the mark file and `fsync`s it. The flush returns the bytes sled wrote, at
-//! least the bytes of keys and values applied through the handle since its last flush,
-//! and 0 (doing nothing) when nothing was applied since.
+//! least the bytes of keys and values applied through the handle (and the dropped
+//! handles before it) since its last flush, and 0 (doing nothing) when nothing was
+//! applied since.
 //!
 //! So flushed writes survive a process crash. What is not guaranteed:
 //!

@@ -27,7 +27,8 @@ pub struct SledPersister {
     keys: DocKeys,
     /// `None` until the document exists.
     manifest: Option<Manifest>,
-    /// Payload bytes applied since the last successful flush.
+    /// Payload bytes applied since the last successful flush, by this handle or by
+    /// dropped handles of the same document.
     pending: usize,
     claim: DocumentClaim,
 }
@@ -48,11 +49,12 @@ impl SledPersister {
                     })?,
             ),
         };
+        let pending = shared.take_unflushed(claim.id());
         Ok(Self {
             shared,
             keys,
             manifest,
-            pending: 0,
+            pending,
             claim,
         })
     }
@@ -280,7 +282,8 @@ impl Persister for SledPersister {
         self.manifest().sizes()
     }
 
-    /// Makes every write applied through this handle durable; see the
+    /// Makes every write applied through this handle, or through an earlier handle of
+    /// the document dropped without flushing, durable; see the
     /// [crate docs](crate#durability) for exactly what that covers.
     fn flush(&mut self) -> Result<usize> {
         self.shared.check_poisoned()?;
@@ -291,5 +294,15 @@ impl Persister for SledPersister {
         // Another handle's flush may have written this handle's bytes already; they
         // were made durable only now.
         Ok(written.max(std::mem::take(&mut self.pending)))
+    }
+}
+
+impl Drop for SledPersister {
+    fn drop(&mut self) {
+        // The writes are in sled, visible to the next handle, but not durable: its flush
+        // must sync them. The claim is released after this, so that handle sees them.
+        if self.pending > 0 {
+            self.shared.carry_unflushed(self.claim.id(), self.pending);
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! What a store and all its handles share: the database, the writer, the flusher and
 //! the poison flag.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use persister_core::{Error, Result};
+use persister_core::{DocumentId, Error, Result};
 
 use crate::durable::Durable;
 use crate::engine;
@@ -21,6 +22,9 @@ pub(crate) struct Shared {
     durable: Mutex<Durable>,
     /// Why the store is poisoned, once a flush or a write failed, or sled panicked.
     poisoned: Mutex<Option<String>>,
+    /// Bytes that dropped handles applied and did not flush, by document, so that the
+    /// next handle's flush makes them durable and reports them.
+    unflushed: Mutex<HashMap<DocumentId, usize>>,
     #[cfg(test)]
     pub fail_next_flush: std::sync::atomic::AtomicBool,
 }
@@ -44,6 +48,7 @@ impl Shared {
             writer: Mutex::new(manifest),
             durable: Mutex::new(durable),
             poisoned: Mutex::new(None),
+            unflushed: Mutex::default(),
             #[cfg(test)]
             fail_next_flush: Default::default(),
         }
@@ -91,6 +96,18 @@ impl Shared {
             f(&key, &value)?;
         }
         Ok(())
+    }
+
+    /// Hands the bytes a dropped handle of `id` did not flush to the next handle.
+    pub(crate) fn carry_unflushed(&self, id: &DocumentId, bytes: usize) {
+        let mut unflushed = lock(&self.unflushed);
+        let carried = unflushed.entry(id.clone()).or_default();
+        *carried = carried.saturating_add(bytes);
+    }
+
+    /// Takes the bytes dropped handles of `id` did not flush (0 when none).
+    pub(crate) fn take_unflushed(&self, id: &DocumentId) -> usize {
+        lock(&self.unflushed).remove(id).unwrap_or(0)
     }
 
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, StoreManifest> {

@@ -129,7 +129,10 @@ impl Store for SledStore {
             }),
             None => Ok(()),
         })?;
-        self.shared.flush_durable().map(drop)
+        self.shared.flush_durable()?;
+        // Nothing of the document is left for its next handle to flush.
+        self.shared.take_unflushed(id);
+        Ok(())
     }
 }
 
@@ -314,6 +317,37 @@ mod tests {
         assert_eq!(a.get_changes()?.first(), Some(&b"flushed".to_vec()));
         a.insert_changes(vec![(actor, 3, b"after".to_vec())])?;
         assert!(a.flush()? > 0);
+        Ok(())
+    }
+
+    /// The writes of a handle dropped without a flush are made durable by the next
+    /// handle of the document: its flush syncs them, advances the mark and reports them.
+    #[test]
+    fn a_dropped_handle_leaves_its_writes_to_the_next_one_to_flush() -> Result<()> {
+        let dir = tempdir()?;
+        let store = SledStore::open(dir.path())?;
+        let id = DocumentId::from("doc");
+        let mut p = store.open_document(&id)?;
+        p.insert_changes(vec![(ActorId::new([1]), 1, vec![7; 500])])?;
+        drop(p);
+        assert_eq!(mark::read(dir.path())?, Found::Seq { seq: 0, slot: 0 });
+
+        let mut p = store.open_document(&id)?;
+        let written = p.flush()?;
+        assert!(
+            written >= 500,
+            "the next handle's flush reported {written} bytes"
+        );
+        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 1, .. }));
+        assert_eq!(p.flush()?, 0);
+        drop(p);
+
+        // A removed document leaves nothing for a new one of the same id to flush.
+        let mut p = store.open_document(&id)?;
+        p.set_document(b"x".to_vec())?;
+        drop(p);
+        store.remove_document(&id)?;
+        assert_eq!(store.open_document(&id)?.flush()?, 0);
         Ok(())
     }
 
