@@ -77,15 +77,18 @@ impl Mutation {
         }
     }
 
-    /// Whether a backend may answer it by dropping a tail: it removes the end of the
-    /// file, or damages nothing before `tail_start` (see [`tail_start`]).
-    pub fn touches_only_tail(&self, tail_start: u64) -> bool {
+    /// Whether a backend may answer it by dropping a tail: it removes or zeroes the
+    /// end of the file (a zeroed block that reaches the end is a zero-filled tail:
+    /// nothing in the bytes tells it from a torn write), or damages nothing before
+    /// `tail_start` (see [`tail_start`]) of a file of `file_len` bytes.
+    pub fn touches_only_tail(&self, tail_start: u64, file_len: u64) -> bool {
         match *self {
             Mutation::Truncate { .. } | Mutation::ZeroTail { .. } => true,
             Mutation::FlipBit { bit, .. } => bit / 8 >= tail_start,
-            Mutation::ZeroBlock { offset, .. } | Mutation::MaxLength { offset, .. } => {
-                offset >= tail_start
+            Mutation::ZeroBlock { offset, .. } => {
+                offset >= tail_start || offset.saturating_add(BLOCK) >= file_len
             }
+            Mutation::MaxLength { offset, .. } => offset >= tail_start,
         }
     }
 
@@ -540,7 +543,7 @@ pub fn run_case(
     let verdict = check(
         backend,
         &dir,
-        mutation.touches_only_tail(tail_start(&original)),
+        mutation.touches_only_tail(tail_start(&original), original.len() as u64),
     );
     let _ = fs::remove_dir_all(&dir);
     Ok(verdict)
