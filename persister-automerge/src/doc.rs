@@ -271,13 +271,14 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     }
 
     /// Writes `changes` and, if given, a sync state, in one batch after whatever is
-    /// queued; then compacts if the trigger says so.
+    /// queued; then compacts if the trigger says so. With nothing new to write it
+    /// writes nothing, not even the queue (that is for the next write or a flush).
     pub(crate) fn write_changes(
         &mut self,
         changes: Vec<Change>,
         sync_state: Option<Write>,
     ) -> Result<()> {
-        if changes.is_empty() && sync_state.is_none() && self.writer.pending_writes() == 0 {
+        if changes.is_empty() && sync_state.is_none() {
             return Ok(());
         }
         let writes = changes
@@ -316,6 +317,11 @@ fn decode_change(actor: &ActorId, seq: u64, bytes: &[u8]) -> Result<Change> {
         reason,
     };
     let change = Change::try_from(bytes).map_err(|e| corrupt(e.to_string()))?;
+    // Parsing a single change does not verify its checksum (loading a document does):
+    // bytes 4..8 of every chunk are the first four bytes of its hash.
+    if bytes.get(4..8) != Some(&change.hash().0[..4]) {
+        return Err(corrupt("its checksum does not match its contents".into()));
+    }
     if change.actor_id().to_bytes() != actor.as_bytes() || change.seq() != seq {
         return Err(corrupt(format!(
             "it is the change ({}, {}), stored under another key",

@@ -16,11 +16,21 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// The peer's state is read from the persister on first use in this session and
     /// written back only if its encoding changed (automerge encodes only what outlives
     /// a connection: the heads both sides are known to share).
+    ///
+    /// If that write fails, the in-memory state is put back as it was, so the message
+    /// is not counted as sent: call again once the persister works.
     pub fn generate_sync_message(&mut self, peer_id: &[u8]) -> Result<Option<sync::Message>> {
         let peer = load_peer(&mut self.peers, self.writer.persister(), peer_id)?;
+        let before = peer.state.clone();
         let message = self.doc.sync().generate_sync_message(&mut peer.state);
-        let state = self.sync_state_write(peer_id);
-        self.write_changes(Vec::new(), state)?;
+        if let Some(state) = self.sync_state_write(peer_id)
+            && let Err(e) = self.write_changes(Vec::new(), Some(state))
+        {
+            if let Some(peer) = self.peers.get_mut(peer_id) {
+                peer.state = before;
+            }
+            return Err(e);
+        }
         Ok(message)
     }
 

@@ -345,14 +345,13 @@ fn a_failing_edit_is_rolled_back_and_what_it_committed_is_kept() -> TestResult {
     assert_eq!(read_text(doc.doc())?.as_deref(), Some("kept"));
     assert_eq!(doc.sizes().change_count, 2);
 
-    // Several commits in one edit: every one is stored.
+    // A commit inside the edit, then operations left for the edit to commit: both
+    // changes are stored.
     doc.edit(|d| {
-        for c in ["!", "?"] {
-            let at = d.length(&text);
-            d.splice_text(&text, at, 0, c)?;
-            d.commit();
-        }
-        Ok(())
+        let at = d.length(&text);
+        d.splice_text(&text, at, 0, "!")?;
+        d.commit();
+        d.splice_text(&text, at + 1, 0, "?")
     })?;
     assert_eq!(doc.sizes().change_count, 4);
     doc.close()?;
@@ -401,17 +400,23 @@ fn damaged_stored_data_is_an_error_not_a_partial_document() -> TestResult {
     entries.sort_by_key(|(_, seq, _)| *seq);
     let (actor, seq, bytes) = entries.pop().ok_or("no change")?;
 
-    // Bytes flipped: the checksum fails.
-    let mut damaged = bytes.clone();
-    let last = damaged.len() - 1;
-    damaged[last] ^= 0xff;
-    p.insert_changes(vec![(actor.clone(), seq, damaged)])?;
-    let loaded = PersistentDoc::load(&mut p);
-    assert!(
-        matches!(&loaded, Err(Error::CorruptChange { seq: s, .. }) if *s == seq),
-        "{:?}",
-        loaded.err()
-    );
+    // Damage that still parses (the inserted text, the checksum itself) and damage
+    // that does not (the last byte): each is an error naming the change.
+    let text_at = bytes
+        .windows(3)
+        .position(|w| w == b"abc")
+        .ok_or("text not found")?;
+    for at in [text_at + 2, 4, bytes.len() - 1] {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x07;
+        p.insert_changes(vec![(actor.clone(), seq, damaged)])?;
+        let loaded = PersistentDoc::load(&mut p);
+        assert!(
+            matches!(&loaded, Err(Error::CorruptChange { seq: s, .. }) if *s == seq),
+            "byte {at}: {:?}",
+            loaded.err()
+        );
+    }
 
     // The right bytes under the wrong key.
     p.insert_changes(vec![(actor.clone(), seq, bytes.clone())])?;
@@ -457,4 +462,6 @@ fn errors_say_what_to_do() {
     assert!(std::error::Error::source(&e).is_some());
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<Error>();
+    fn send<T: Send>() {}
+    send::<PersistentDoc<persister_core::MemoryPersister>>();
 }
