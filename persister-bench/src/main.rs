@@ -56,6 +56,9 @@ struct Cli {
     /// disk's limits are measured there too.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Also write the JSON results to this file, whatever is printed.
+    #[arg(long, value_name = "PATH")]
+    save_json: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -72,12 +75,34 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Row 7's child: replay the trace for one column, print the result.
+    #[command(name = rows::trace::SUBCOMMAND, hide = true)]
+    TraceRun {
+        /// The column to replay on.
+        #[arg(long, value_enum)]
+        column: Column,
+        /// A new directory for its store.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replay only the first this many edits.
+        #[arg(long)]
+        edits: Option<usize>,
+        /// Flush every this many edits.
+        #[arg(long)]
+        flush_every: usize,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Some(Command::PeakLoad { column, dir }) => rows::peak::child(*column, dir).map(|()| true),
+        Some(Command::TraceRun {
+            column,
+            dir,
+            edits,
+            flush_every,
+        }) => rows::trace::child(*column, dir, *edits, *flush_every).map(|()| true),
         None => run(&cli),
     };
     match outcome {
@@ -103,6 +128,7 @@ fn run(cli: &Cli) -> Result<bool> {
             sequential_bytes: 16 << 20,
             trace_edits: Some(5_000),
             trace_flush_every: 1_000,
+            trace_timeout_s: 300,
         }
     } else {
         Config {
@@ -114,6 +140,7 @@ fn run(cli: &Cli) -> Result<bool> {
             sequential_bytes: 256 << 20,
             trace_edits: None,
             trace_flush_every: 1_000,
+            trace_timeout_s: 900,
         }
     };
     let columns: Vec<Column> = if cli.only.is_empty() {
@@ -203,8 +230,12 @@ fn run(cli: &Cli) -> Result<bool> {
         targets,
         wall_s: started.elapsed().as_secs_f64(),
     };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &cli.save_json {
+        std::fs::write(path, &json)?;
+    }
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{json}");
     } else {
         print!("{}", report::markdown(&report));
     }
@@ -221,15 +252,13 @@ fn trace_rows(
     base: &std::path::Path,
     progress: &dyn Fn(&str),
 ) {
-    let edits = match rows::trace::load(config.trace_edits) {
-        Ok(edits) => edits,
-        Err(reason) => {
-            for report in reports.iter_mut() {
-                report.trace = Some(Cell::Skipped(reason.clone()));
-            }
-            return;
+    // Checked here once, so that a missing trace is one clear reason in every cell.
+    if let Err(reason) = rows::trace::locate() {
+        for report in reports.iter_mut() {
+            report.trace = Some(Cell::Skipped(reason.clone()));
         }
-    };
+        return;
+    }
     let backends: Vec<Column> = columns
         .iter()
         .copied()
@@ -248,7 +277,7 @@ fn trace_rows(
     for (i, &column) in order.iter().enumerate() {
         progress(&format!("row 7: {} trace, {column}", rows::trace::TRACE));
         let dir = base.join(format!("trace-{column}-{i}"));
-        let cell = Cell::from_result(rows::trace::run(config, column, &dir, &edits));
+        let cell = Cell::from_result(rows::trace::run(config, column, &dir));
         let _ = std::fs::remove_dir_all(&dir);
         if let (Column::Memory, Cell::Value(run)) = (column, &cell) {
             memory_runs.push(run.replay_s);

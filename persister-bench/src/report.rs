@@ -81,10 +81,14 @@ pub fn markdown(report: &Report) -> String {
                 }
             }))
         },
-        &limit
-            .fdatasync_per_s
-            .map(|v| format!("{}/s", rate(v)))
-            .unwrap_or_default(),
+        &if report.columns.iter().any(|r| r.ran(2)) {
+            limit
+                .fdatasync_per_s
+                .map(|v| format!("{}/s", rate(v)))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        },
     );
     let peer_reload = peer.and_then(|p| p.reload.as_ref()?.value()).map(|r| r.ms);
     row(

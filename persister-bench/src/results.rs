@@ -60,6 +60,8 @@ pub struct Config {
     pub trace_edits: Option<usize>,
     /// Row 7 flushes every this many edits.
     pub trace_flush_every: usize,
+    /// Row 7 stops a column's replay that has not finished after this many seconds.
+    pub trace_timeout_s: u64,
 }
 
 /// The disk's limits, measured in this run on the backends' file system.
@@ -146,7 +148,7 @@ pub struct Peak {
 }
 
 /// Row 7.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct TraceRun {
     /// Edits replayed (one commit each).
     pub edits: usize,
@@ -204,6 +206,20 @@ impl ColumnReport {
             sizes: None,
             peak: None,
             trace: None,
+        }
+    }
+
+    /// Whether row `row` (1 to 7) was run for this column.
+    pub fn ran(&self, row: u8) -> bool {
+        match row {
+            1 => self.insert.is_some(),
+            2 => self.flush.is_some(),
+            3 => self.reload.is_some(),
+            4 => self.disk.is_some(),
+            5 => self.sizes.is_some(),
+            6 => self.peak.is_some(),
+            7 => self.trace.is_some(),
+            _ => false,
         }
     }
 
