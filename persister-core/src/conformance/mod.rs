@@ -1,5 +1,5 @@
 //! The conformance suite: one plain function per behaviour of the
-//! [`Persister`](crate::Persister) and [`Store`] contracts, and the
+//! [`Persister`] and [`Store`] contracts, and the
 //! [`conformance_tests!`](crate::conformance_tests) macro that makes one `#[test]` of
 //! each for a backend, so that no backend can skip a case.
 //!
