@@ -6,12 +6,15 @@
 //! reliability-workload corrupt --backend B --pristine P --work W --seed S
 //!                              --random N --exhaustive BYTES --from I
 //! reliability-workload build --backend B --dir D
+//! reliability-workload show --seed S --len N --docs K
+//! reliability-workload dump --backend B --dir D
 //! ```
 //!
 //! `workload` runs the deterministic workload of a seed on a store and prints a line
 //! after every step (see `persister_reliability::kill`); `corrupt` runs corruption
 //! cases (see `persister_reliability::corruption`); `build` makes the corruption
-//! sweep's store, to look at or to seed the fuzzers with.
+//! sweep's store, to look at or to seed the fuzzers with; `show` prints the steps of a
+//! workload and `dump` the contents of a store, to read a kill test's failure.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -51,6 +54,17 @@ fn run() -> Result<(), String> {
     let number = |name: &str| -> Result<u64, String> {
         get(name)?.parse().map_err(|e| format!("--{name}: {e}"))
     };
+    if command == "show" {
+        let ops = persister_reliability::workload(
+            number("seed")?,
+            number("len")? as usize,
+            number("docs")? as usize,
+        );
+        for (i, op) in ops.iter().enumerate() {
+            println!("{i}: {op:?}");
+        }
+        return Ok(());
+    }
     let backend = Backend::from_name(get("backend")?)
         .ok_or_else(|| format!("unknown backend {:?}", get("backend")))?;
     let stdout = std::io::stdout();
@@ -83,8 +97,37 @@ fn run() -> Result<(), String> {
                 &mut stdout.lock(),
             )
         }
+        "dump" => dump(backend, &PathBuf::from(get("dir")?)),
         "build" => persister_reliability::corruption::build(backend, &PathBuf::from(get("dir")?))
             .map_err(|e| format!("building the store: {e}")),
         other => Err(format!("unknown command {other:?}")),
     }
+}
+
+/// Prints every document of the store: its changes' keys and lengths, its document's
+/// length, its sync states and its sizes.
+fn dump(backend: Backend, dir: &std::path::Path) -> Result<(), String> {
+    use persister_core::Store;
+    let store = persister_reliability::Location::new(backend, dir)
+        .open()
+        .map_err(|e| format!("opening the store: {e}"))?;
+    let ids = store
+        .list_documents()
+        .map_err(|e| format!("listing: {e}"))?;
+    for id in ids {
+        let p = store
+            .open_document(&id)
+            .map_err(|e| format!("opening {id}: {e}"))?;
+        let contents =
+            persister_reliability::Contents::read(&p).map_err(|e| format!("reading {id}: {e}"))?;
+        println!("document {id:?}: {:?}", contents.sizes);
+        for (actor, seq, value) in &contents.changes {
+            println!("  change {actor}/{seq}: {value:?}");
+        }
+        println!("  document: {:?}", contents.document);
+        for (peer, state) in &contents.sync_states {
+            println!("  sync state {peer:?}: {state:?}");
+        }
+    }
+    Ok(())
 }
