@@ -148,9 +148,20 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         })
     }
 
-    /// The document, to read.
+    /// The document, to read. Changes go through [`edit`](Self::edit) or sync.
     pub fn doc(&self) -> &AutoCommit {
         &self.doc
+    }
+
+    /// The document's heads, sorted.
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The whole document in automerge's format (what compaction stores), without
+    /// writing anything: to export it, or to hand it to `AutoCommit::load`.
+    pub fn save_document(&mut self) -> Vec<u8> {
+        self.doc.save()
     }
 
     /// Runs `f` on the document, commits what it did, and writes every new change to

@@ -3,21 +3,27 @@
 //! ```
 //! use automerge::{ObjType, ROOT, ReadDoc, transaction::Transactable};
 //! use persister_automerge::{FlushPolicy, Options, PersistentDoc};
-//! use persister_core::{MemoryStore, Store};
+//! use persister_core::Store;
+//! use persister_redb::RedbStore;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = MemoryStore::new();
-//! let options = Options::default().with_flush(FlushPolicy::EveryWrites(100));
-//! let mut doc = PersistentDoc::load_with(store.open_document(&"notes".into())?, options)?;
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("notes.redb");
+//! {
+//!     let store = RedbStore::open(&path)?;
+//!     let options = Options::default().with_flush(FlushPolicy::EveryWrites(100));
+//!     let mut doc = PersistentDoc::load_with(store.open_document(&"notes".into())?, options)?;
 //!
-//! // Each edit is one commit, written to the store before `edit` returns.
-//! let text = doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text))?;
-//! doc.edit(|d| d.splice_text(&text, 0, 0, "hello"))?;
-//! doc.edit(|d| d.splice_text(&text, 5, 0, " world"))?;
-//! // Safe to exit once this returns.
-//! doc.close()?;
+//!     // Each edit is one commit, written to the store before `edit` returns.
+//!     let text = doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text))?;
+//!     doc.edit(|d| d.splice_text(&text, 0, 0, "hello"))?;
+//!     doc.edit(|d| d.splice_text(&text, 5, 0, " world"))?;
+//!     // Safe to exit once this returns.
+//!     doc.close()?;
+//! }
 //!
 //! // Restart: the edits are there.
+//! let store = RedbStore::open(&path)?;
 //! let doc = PersistentDoc::load(store.open_document(&"notes".into())?)?;
 //! let (_, text) = doc.doc().get(ROOT, "text")?.ok_or("no text")?;
 //! assert_eq!(doc.doc().text(&text)?, "hello world");
@@ -26,8 +32,8 @@
 //! ```
 //!
 //! [`PersistentDoc`] wraps an [`automerge::AutoCommit`] over any [`Persister`] of
-//! `persister-core` (in memory, or a disk backend: `persister-redb`, `persister-fs`,
-//! `persister-sled`):
+//! `persister-core`: in memory ([`persister_core::MemoryStore`]) or on disk
+//! (`persister-redb`, as above, `persister-fs` or `persister-sled`).
 //!
 //! - [`load`](PersistentDoc::load) reads the compacted document and applies every
 //!   stored change in one go;
@@ -45,7 +51,12 @@
 //!   safe to exit; between them, the [`FlushPolicy`] of the [`Options`] decides.
 //!
 //! Nothing is read back from the persister after loading: the keys of stored changes
-//! are kept in memory, so an edit costs the same however large the document is.
+//! are kept in memory, so an edit costs the same however large the document is, and
+//! compaction costs one `save` of the document and one batch.
+//!
+//! Text positions count what [`Options::text_encoding`] says (Unicode code points
+//! unless a crate in the build turns on automerge's `utf8-indexing` or
+//! `utf16-indexing` feature); set it explicitly when positions come from elsewhere.
 
 mod doc;
 mod error;

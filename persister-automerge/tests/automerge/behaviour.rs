@@ -355,8 +355,12 @@ fn a_failing_edit_is_rolled_back_and_what_it_committed_is_kept() -> TestResult {
     })?;
     assert_eq!(doc.sizes().change_count, 4);
     doc.close()?;
-    let doc = PersistentDoc::load(store.open_document(&doc_id())?)?;
+    let mut doc = PersistentDoc::load(store.open_document(&doc_id())?)?;
     assert_eq!(read_text(doc.doc())?.as_deref(), Some("kept!?"));
+    // The exported document is the same document.
+    let mut exported = AutoCommit::load(&doc.save_document())?;
+    assert_eq!(read_text(&exported)?.as_deref(), Some("kept!?"));
+    assert_eq!(exported.get_heads(), doc.heads());
     Ok(())
 }
 

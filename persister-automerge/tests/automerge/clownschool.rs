@@ -38,7 +38,7 @@ backend_tests! {
         // Peer 0 creates the text object; the others get it by sync. `parents: []`
         // means this state.
         let text = text_object(peers[0].doc()?)?;
-        let root = heads(peers[0].doc()?.doc());
+        let root = peers[0].doc()?.heads();
         for other in 1..agents {
             sync_peers(&mut peers, 0, other)?;
         }
@@ -141,10 +141,6 @@ fn reference_text(trace: &Trace, txns: usize) -> TestResult<String> {
         hashes.push(type_at(&mut d, &text, &at, txn)?.0);
     }
     Ok(d.text(&text)?)
-}
-
-fn heads(doc: &AutoCommit) -> Vec<ChangeHash> {
-    doc.clone().get_heads()
 }
 
 /// Syncs the peers of agents `a` and `b` until both hold the same changes.

@@ -19,9 +19,9 @@ const CHILD_ENV: &str = "PERSISTER_AUTOMERGE_CRASH_CHILD";
 /// The child flushes, then acknowledges, every this many transactions.
 const FLUSH_EVERY: usize = 50;
 /// Transactions of automerge-paper the children replay in all.
-const TXNS: usize = 2_500;
+const TXNS: usize = 2_000;
 /// Kills per backend.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 4;
 /// The signal `Child::kill` sends on Unix.
 const SIGKILL: i32 = 9;
 

@@ -9,6 +9,11 @@ use crate::support::{
 
 const A: &[u8] = b"peer-a";
 const B: &[u8] = b"peer-b";
+/// A's history before the first sync, and after the concurrent edits.
+const FIRST: usize = 200;
+const SECOND: usize = 400;
+/// B's concurrent edits, each `<bN>` at the start of the text (A edits from 198 on).
+const B_EDITS: usize = 30;
 
 backend_tests! {
     [memory => Memory, redb => Redb, sled => Sled, fs => Fs]
@@ -23,7 +28,7 @@ backend_tests! {
         // A writes a history; B starts empty. Both are reloaded after the first
         // message, so the rest of the sync runs on reloaded documents and states.
         let text = text_object(a.doc()?)?;
-        for txn in &trace.txns[..300] {
+        for txn in &trace.txns[..FIRST] {
             a.doc()?.edit(|d| apply_txn(d, &text, txn))?;
         }
         let (delivered, _) = sync_until_quiet((&mut a, A), (&mut b, B), |n, a, b| {
@@ -34,14 +39,14 @@ backend_tests! {
             Ok(())
         })?;
         assert!(delivered > 1);
-        assert_eq!(b.text()?, trace.text_after(300)?);
+        assert_eq!(b.text()?, trace.text_after(FIRST)?);
 
         // Concurrent edits on both sides, then a sync with reloads after the second
         // and the third message.
-        for txn in &trace.txns[300..600] {
+        for txn in &trace.txns[FIRST..SECOND] {
             a.doc()?.edit(|d| apply_txn(d, &text, txn))?;
         }
-        for i in 0..40 {
+        for i in 0..B_EDITS {
             b.doc()?.edit(|d| d.splice_text(&text, 0, 0, &format!("<b{i}>")))?;
         }
         let (delivered, _) = sync_until_quiet((&mut a, A), (&mut b, B), |n, a, b| {
@@ -56,13 +61,13 @@ backend_tests! {
         let converged = a.text()?;
         assert_eq!(converged, b.text()?);
         let mut without_b = converged.clone();
-        for i in 0..40 {
+        for i in 0..B_EDITS {
             let marker = format!("<b{i}>");
             assert!(converged.contains(&marker), "B's edit {i} is missing");
             without_b = without_b.replacen(&marker, "", 1);
         }
-        assert_eq!(without_b, trace.text_after(600)?, "A's edits are missing");
-        assert_eq!(a.doc()?.doc().get_heads_sorted(), b.doc()?.doc().get_heads_sorted());
+        assert_eq!(without_b, trace.text_after(SECOND)?, "A's edits are missing");
+        assert_eq!(a.doc()?.heads(), b.doc()?.heads());
 
         // Reloaded once more, both still hold the merged document, and their persisted
         // sync states know it: the next sync sends no change at all.
@@ -75,18 +80,5 @@ backend_tests! {
         assert!(delivered > 0);
         assert_eq!(with_changes, 0, "the persisted sync states were not used");
         Ok(())
-    }
-}
-
-/// Heads of a document that is only borrowed.
-trait HeadsOf {
-    fn get_heads_sorted(&self) -> Vec<automerge::ChangeHash>;
-}
-
-impl HeadsOf for automerge::AutoCommit {
-    fn get_heads_sorted(&self) -> Vec<automerge::ChangeHash> {
-        let mut heads = self.clone().get_heads();
-        heads.sort();
-        heads
     }
 }
