@@ -2,31 +2,58 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::Result;
 use crate::data::SplitMix64;
 
+/// A file that grows by small appends, each made durable with `fdatasync`: what a
+/// persister that syncs every write does at best.
+pub struct RawLog {
+    file: File,
+    path: PathBuf,
+    record: Vec<u8>,
+}
+
+impl RawLog {
+    /// Creates the file `name` in `dir`; every append writes `len` bytes.
+    pub fn create(dir: &Path, name: &str, len: usize) -> Result<Self> {
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        let mut record = vec![0; len];
+        SplitMix64::new(1).fill(&mut record);
+        Ok(Self { file, path, record })
+    }
+
+    /// Appends `count` records, each followed by `fdatasync`; returns the time taken.
+    pub fn append_synced(&mut self, count: usize) -> Result<Duration> {
+        let start = Instant::now();
+        for _ in 0..count {
+            self.file.write_all(&self.record)?;
+            self.file.sync_data()?;
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Removes the file.
+    pub fn remove(self) -> Result<()> {
+        drop(self.file);
+        std::fs::remove_file(&self.path)?;
+        Ok(())
+    }
+}
+
 /// Appends of `len` bytes, each followed by `fdatasync`, `count` times to a new file
 /// in `dir`: the rate no persister that syncs every write can beat.
 pub fn fdatasync_per_s(dir: &Path, count: usize, len: usize) -> Result<f64> {
-    let path = dir.join("limit-fdatasync");
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)?;
-    let mut record = vec![0; len];
-    SplitMix64::new(1).fill(&mut record);
-    let start = Instant::now();
-    for _ in 0..count {
-        file.write_all(&record)?;
-        file.sync_data()?;
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    drop(file);
-    std::fs::remove_file(&path)?;
-    Ok(count as f64 / seconds)
+    let mut log = RawLog::create(dir, "limit-fdatasync", len)?;
+    let elapsed = log.append_synced(count)?;
+    log.remove()?;
+    Ok(count as f64 / elapsed.as_secs_f64())
 }
 
 /// Writes `total` bytes in 1 MiB writes to a new file in `dir`, then `fdatasync`:

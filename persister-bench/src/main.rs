@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             dir,
             edits,
             flush_every,
-        }) => rows::trace::child(*column, dir, *edits, *flush_every).map(|()| true),
+        }) => rows::replay::child(*column, dir, *edits, *flush_every).map(|()| true),
         None => run(&cli),
     };
     match outcome {
@@ -129,6 +129,7 @@ fn run(cli: &Cli) -> Result<bool> {
             trace_edits: Some(5_000),
             trace_flush_every: 1_000,
             trace_timeout_s: 300,
+            trace_rounds: 1,
         }
     } else {
         Config {
@@ -136,11 +137,12 @@ fn run(cli: &Cli) -> Result<bool> {
             batch: 1_000,
             small_changes: 10_000,
             flushes: 2_000,
-            repeats: 3,
+            repeats: 5,
             sequential_bytes: 256 << 20,
             trace_edits: None,
             trace_flush_every: 1_000,
             trace_timeout_s: 900,
+            trace_rounds: 3,
         }
     };
     let columns: Vec<Column> = if cli.only.is_empty() {
@@ -214,7 +216,7 @@ fn run(cli: &Cli) -> Result<bool> {
     }
 
     if wanted(7) {
-        trace_rows(&config, &columns, &mut reports, base.path(), &progress);
+        rows::trace::run_all(&config, &columns, &mut reports, base.path(), &progress);
     }
 
     let targets = targets::check(&reports);
@@ -240,75 +242,4 @@ fn run(cli: &Cli) -> Result<bool> {
         print!("{}", report::markdown(&report));
     }
     Ok(!failed)
-}
-
-/// Row 7 for every column. Memory, the baseline, runs first and, in a full run with
-/// more than one backend, again last, so a drift of the machine during the long
-/// replays shifts the baseline as much as the backends.
-fn trace_rows(
-    config: &Config,
-    columns: &[Column],
-    reports: &mut [ColumnReport],
-    base: &std::path::Path,
-    progress: &dyn Fn(&str),
-) {
-    // Checked here once, so that a missing trace is one clear reason in every cell.
-    if let Err(reason) = rows::trace::locate() {
-        for report in reports.iter_mut() {
-            report.trace = Some(Cell::Skipped(reason.clone()));
-        }
-        return;
-    }
-    let backends: Vec<Column> = columns
-        .iter()
-        .copied()
-        .filter(|c| !matches!(c, Column::Memory | Column::Peer))
-        .collect();
-    let mut order = Vec::new();
-    if columns.contains(&Column::Memory) {
-        order.push(Column::Memory);
-    }
-    order.extend(&backends);
-    if columns.contains(&Column::Memory) && backends.len() > 1 && config.repeats > 1 {
-        order.push(Column::Memory);
-    }
-
-    let mut memory_runs = Vec::new();
-    for (i, &column) in order.iter().enumerate() {
-        progress(&format!("row 7: {} trace, {column}", rows::trace::TRACE));
-        let dir = base.join(format!("trace-{column}-{i}"));
-        let cell = Cell::from_result(rows::trace::run(config, column, &dir));
-        let _ = std::fs::remove_dir_all(&dir);
-        if let (Column::Memory, Cell::Value(run)) = (column, &cell) {
-            memory_runs.push(run.replay_s);
-            // The second memory run only adds to the baseline.
-            if memory_runs.len() > 1 {
-                continue;
-            }
-        }
-        if let Some(report) = reports.iter_mut().find(|r| r.column == column.name()) {
-            report.trace = Some(cell);
-        }
-    }
-    let memory = (!memory_runs.is_empty())
-        .then(|| memory_runs.iter().sum::<f64>() / memory_runs.len() as f64);
-    for report in reports.iter_mut() {
-        if report.column == Column::Peer.name() {
-            report.trace = Some(Cell::NotApplicable(
-                "the peer runs on automerge 0.4; this row drives automerge 0.12".into(),
-            ));
-        }
-        if let Some(Cell::Value(run)) = &mut report.trace {
-            run.ratio_to_memory = memory.map(|m| run.replay_s / m);
-        }
-    }
-    if let Some(report) = reports
-        .iter_mut()
-        .find(|r| r.column == Column::Memory.name())
-        && let Some(Cell::Value(run)) = &mut report.trace
-        && let Some(m) = memory
-    {
-        run.replay_s = m;
-        run.ratio_to_memory = Some(1.0);
-    }
 }

@@ -62,6 +62,8 @@ pub struct Config {
     pub trace_flush_every: usize,
     /// Row 7 stops a column's replay that has not finished after this many seconds.
     pub trace_timeout_s: u64,
+    /// Rounds of row 7 (each replays every column once).
+    pub trace_rounds: usize,
 }
 
 /// The disk's limits, measured in this run on the backends' file system.
@@ -80,6 +82,10 @@ pub struct Limit {
 pub struct Insert {
     /// The best rate over the repeats, changes per second.
     pub changes_per_s: f64,
+    /// In the best repeat, seconds spent inserting (before the flush).
+    pub insert_s: f64,
+    /// In the best repeat, seconds spent in the final flush.
+    pub flush_s: f64,
     /// Every repeat's rate.
     pub samples: Vec<f64>,
 }
@@ -100,6 +106,10 @@ pub struct Flush {
 pub struct Reload {
     /// The best time over the repeats to open the store and read every change, ms.
     pub ms: f64,
+    /// In the best repeat, ms spent opening the store and the document.
+    pub open_ms: f64,
+    /// In the best repeat, ms spent in `get_changes`.
+    pub read_ms: f64,
     /// Every repeat's time.
     pub samples: Vec<f64>,
 }
@@ -152,18 +162,32 @@ pub struct Peak {
 pub struct TraceRun {
     /// Edits replayed (one commit each).
     pub edits: usize,
-    /// Wall time of the replay, s.
+    /// Wall time of the replay, s (the median run's).
     pub replay_s: f64,
-    /// `replay_s` over the memory column's, in this run.
+    /// CPU time of the whole process during the replay, all threads, s: steadier than
+    /// wall time on a busy machine, but blind to waiting for the disk.
+    pub cpu_s: f64,
+    /// The median over rounds of `replay_s` over the memory column's in the same round.
     pub ratio_to_memory: Option<f64>,
+    /// The same for `cpu_s`.
+    #[serde(default)]
+    pub cpu_ratio_to_memory: Option<f64>,
     /// Compactions the trigger caused during the replay.
     pub compactions: u64,
-    /// Time to open the store and load the document after the final compaction, ms.
+    /// Time to open the store and load the document after the replay (the last
+    /// automatic compaction and the changes since), ms, the fastest of three.
     pub reload_ms: f64,
-    /// Time of automerge's `AutoCommit::load` of the same document and change bytes, ms.
+    /// Automerge's `AutoCommit::load` of the same document and change bytes, ms, the
+    /// fastest of three.
     pub automerge_load_ms: f64,
     /// `reload_ms / automerge_load_ms`.
     pub reload_ratio: f64,
+    /// Every round's `replay_s`.
+    #[serde(default)]
+    pub replay_samples_s: Vec<f64>,
+    /// Every round's ratio to memory.
+    #[serde(default)]
+    pub ratio_samples: Vec<f64>,
 }
 
 /// Every row of one column.

@@ -2,39 +2,37 @@
 //! appends followed by `fdatasync`.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::Result;
 use crate::columns::Column;
 use crate::data::Workload;
-use crate::limit;
+use crate::limit::RawLog;
 use crate::results::{Cell, Config, Flush};
 
 /// Bytes of each raw append: the size of one change's value.
 pub const RAW_APPEND: usize = 100;
 
-/// Runs row 2 for one column in a new store in `dir`. The raw `fdatasync` rate is
-/// measured just before, with as many rounds, so a drift of the machine between columns
-/// does not skew the ratio; it is returned for the limit row.
+/// How many slices the flushes are cut into, alternating with as many raw appends.
+const ROUNDS: usize = 20;
+
+/// Runs row 2 for one column in a new store in `dir`.
+///
+/// The column's flushes and the raw appends + `fdatasync` on the same file system are
+/// interleaved in slices, so both see the same disk: on a shared machine the disk's
+/// rate drifts within seconds, and measuring one after the other would skew the ratio.
+/// Returns the raw rate too, for the limit row.
 pub fn run(config: &Config, column: Column, dir: &Path) -> (Cell<Flush>, Option<f64>) {
-    let raw = match std::fs::create_dir_all(dir)
-        .map_err(Into::into)
-        .and_then(|()| limit::fdatasync_per_s(dir, config.flushes, RAW_APPEND))
-    {
-        Ok(raw) => raw,
-        Err(e) => return (Cell::Failed(format!("raw fdatasync: {e}")), None),
-    };
-    let cell = Cell::from_result(flushes_per_s(config, column, dir).map(|rate| Flush {
-        flushes_per_s: rate,
-        raw_fdatasync_per_s: raw,
-        ratio_to_raw: rate / raw,
-    }));
-    (cell, Some(raw))
+    match measure(config, column, dir) {
+        Ok((flush, raw)) => (Cell::Value(flush), Some(raw)),
+        Err(e) => (Cell::Failed(e.to_string()), None),
+    }
 }
 
-fn flushes_per_s(config: &Config, column: Column, dir: &Path) -> Result<f64> {
+fn measure(config: &Config, column: Column, dir: &Path) -> Result<(Flush, f64)> {
     let store = dir.join("store");
     std::fs::create_dir_all(&store)?;
+    let mut raw = RawLog::create(dir, "raw", RAW_APPEND)?;
     let (mut subject, _location) = column.create(&store)?;
     let changes = Workload {
         seed: 0x5eed_0002,
@@ -45,10 +43,33 @@ fn flushes_per_s(config: &Config, column: Column, dir: &Path) -> Result<f64> {
         .chunks(1)
         .map(|change| column.prepare(change))
         .collect();
-    let start = Instant::now();
-    for batch in batches {
-        subject.insert(batch)?;
-        subject.flush()?;
+    let mut batches = batches.into_iter();
+
+    let slice = config.flushes.div_ceil(ROUNDS).max(1);
+    let (mut raw_time, mut raw_count) = (Duration::ZERO, 0);
+    let (mut time, mut count) = (Duration::ZERO, 0);
+    while count < config.flushes {
+        let n = slice.min(config.flushes - count);
+        raw_time += raw.append_synced(n)?;
+        raw_count += n;
+        let start = Instant::now();
+        for batch in batches.by_ref().take(n) {
+            subject.insert(batch)?;
+            subject.flush()?;
+        }
+        time += start.elapsed();
+        count += n;
     }
-    Ok(config.flushes as f64 / start.elapsed().as_secs_f64())
+    drop(subject);
+    raw.remove()?;
+    let rate = count as f64 / time.as_secs_f64();
+    let raw_rate = raw_count as f64 / raw_time.as_secs_f64();
+    Ok((
+        Flush {
+            flushes_per_s: rate,
+            raw_fdatasync_per_s: raw_rate,
+            ratio_to_raw: rate / raw_rate,
+        },
+        raw_rate,
+    ))
 }

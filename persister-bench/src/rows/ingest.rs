@@ -58,7 +58,7 @@ pub fn run(config: &Config, columns: &[Column], base: &Path) -> BTreeMap<Column,
         .collect();
 
     // Row 1 (and row 4 on the last repeat's store).
-    let mut rates: BTreeMap<Column, Vec<f64>> = BTreeMap::new();
+    let mut rates: BTreeMap<Column, Vec<Insert>> = BTreeMap::new();
     for repeat in 0..config.repeats {
         let last = repeat + 1 == config.repeats;
         for &column in columns {
@@ -70,8 +70,8 @@ pub fn run(config: &Config, columns: &[Column], base: &Path) -> BTreeMap<Column,
             }
             let dir = base.join(format!("ingest-{column}-{repeat}"));
             match insert_once(config, column, &dir, &stores) {
-                Ok((rate, disk, location)) => {
-                    rates.entry(column).or_default().push(rate);
+                Ok((insert, disk, location)) => {
+                    rates.entry(column).or_default().push(insert);
                     if last {
                         entry.disk = disk;
                         entry.large = Some(location);
@@ -87,16 +87,21 @@ pub fn run(config: &Config, columns: &[Column], base: &Path) -> BTreeMap<Column,
         if let Some(entry) = out.get_mut(&column)
             && !entry.insert.failed()
         {
-            let best = samples.iter().copied().fold(0.0, f64::max);
-            entry.insert = Cell::Value(Insert {
-                changes_per_s: best,
-                samples,
-            });
+            let all: Vec<f64> = samples.iter().map(|s| s.changes_per_s).collect();
+            if let Some(best) = samples
+                .into_iter()
+                .max_by(|a, b| a.changes_per_s.total_cmp(&b.changes_per_s))
+            {
+                entry.insert = Cell::Value(Insert {
+                    samples: all,
+                    ..best
+                });
+            }
         }
     }
 
     // Row 3.
-    let mut times: BTreeMap<Column, Vec<f64>> = BTreeMap::new();
+    let mut times: BTreeMap<Column, Vec<Reload>> = BTreeMap::new();
     for _ in 0..config.repeats {
         for (&column, entry) in out.iter_mut() {
             let Some(location) = &entry.large else {
@@ -106,7 +111,7 @@ pub fn run(config: &Config, columns: &[Column], base: &Path) -> BTreeMap<Column,
                 continue;
             }
             match reload_once(column, location, &stores) {
-                Ok(ms) => times.entry(column).or_default().push(ms),
+                Ok(reload) => times.entry(column).or_default().push(reload),
                 Err(e) => entry.reload = Cell::Failed(e.to_string()),
             }
         }
@@ -115,8 +120,13 @@ pub fn run(config: &Config, columns: &[Column], base: &Path) -> BTreeMap<Column,
         if let Some(entry) = out.get_mut(&column)
             && !entry.reload.failed()
         {
-            let best = samples.iter().copied().fold(f64::INFINITY, f64::min);
-            entry.reload = Cell::Value(Reload { ms: best, samples });
+            let all: Vec<f64> = samples.iter().map(|s| s.ms).collect();
+            if let Some(best) = samples.into_iter().min_by(|a, b| a.ms.total_cmp(&b.ms)) {
+                entry.reload = Cell::Value(Reload {
+                    samples: all,
+                    ..best
+                });
+            }
         }
     }
 
@@ -143,7 +153,7 @@ fn insert_once(
     column: Column,
     dir: &Path,
     stores: &Stores,
-) -> Result<(f64, Cell<Disk>, Location)> {
+) -> Result<(Insert, Cell<Disk>, Location)> {
     std::fs::create_dir_all(dir)?;
     let (mut subject, location) = column.create(dir)?;
     let batches: Vec<_> = stores
@@ -155,8 +165,15 @@ fn insert_once(
     for batch in batches {
         subject.insert(batch)?;
     }
+    let inserted = Instant::now();
     subject.flush()?;
-    let rate = stores.changes.len() as f64 / start.elapsed().as_secs_f64();
+    let end = Instant::now();
+    let insert = Insert {
+        changes_per_s: stores.changes.len() as f64 / (end - start).as_secs_f64(),
+        insert_s: (inserted - start).as_secs_f64(),
+        flush_s: (end - inserted).as_secs_f64(),
+        samples: Vec::new(),
+    };
     let disk = if column.on_disk() {
         let (allocated, apparent) = disk_usage(dir)?;
         Cell::Value(Disk {
@@ -170,16 +187,18 @@ fn insert_once(
         Cell::NotApplicable("no disk".into())
     };
     drop(subject);
-    Ok((rate, disk, location))
+    Ok((insert, disk, location))
 }
 
 /// Opens the store and reads every change, timed; checks that exactly what was
 /// written came back, in `(actor, seq)` order.
-fn reload_once(column: Column, location: &Location, stores: &Stores) -> Result<f64> {
+fn reload_once(column: Column, location: &Location, stores: &Stores) -> Result<Reload> {
     let start = Instant::now();
     let subject = column.open(location)?;
+    let opened = Instant::now();
     let values = subject.get_changes()?;
-    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let end = Instant::now();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     if values.len() != stores.changes.len() {
         return Err(format!(
             "get_changes returned {} changes, not {}",
@@ -191,7 +210,12 @@ fn reload_once(column: Column, location: &Location, stores: &Stores) -> Result<f
     if digest(values.iter().map(Vec::as_slice)) != stores.digest {
         return Err("get_changes returned other bytes than were written".into());
     }
-    Ok(ms)
+    Ok(Reload {
+        ms: ms(end - start),
+        open_ms: ms(opened - start),
+        read_ms: ms(end - opened),
+        samples: Vec::new(),
+    })
 }
 
 /// Row 5: `sizes()` right after opening a store of a tenth of the changes and the

@@ -3,6 +3,7 @@
 pub mod flush;
 pub mod ingest;
 pub mod peak;
+pub mod replay;
 pub mod trace;
 
 use std::os::unix::fs::MetadataExt;

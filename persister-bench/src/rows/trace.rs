@@ -1,6 +1,7 @@
 //! Row 7: a real editing trace through the automerge integration, one commit per edit,
 //! on every backend and in memory; then reloading the compacted store against
-//! automerge's own `load` of the same bytes.
+//! automerge's own `load` of the same bytes. Each replay runs in a child process
+//! ([`replay`](crate::rows::replay) is its side).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -8,15 +9,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ObjType, ROOT, ReadDoc};
-use persister_automerge::{CompactionTrigger, FlushPolicy, Options, PersistentDoc};
-use persister_core::{DynPersister, Persister};
 use persister_traces::Trace;
 
 use crate::Result;
-use crate::columns::{Column, Location, document_id};
-use crate::results::{Config, TraceRun};
+use crate::columns::Column;
+use crate::results::{Cell, ColumnReport, Config, TraceRun};
+use crate::rows::median;
 
 /// The trace replayed.
 pub const TRACE: &str = "automerge-paper";
@@ -72,10 +70,10 @@ pub fn load(limit: Option<usize>) -> std::result::Result<Edits, String> {
 pub const SUBCOMMAND: &str = "trace-run";
 
 /// What the child prints on stderr every [`PROGRESS_EVERY`] edits.
-const PROGRESS: &str = "progress ";
+pub const PROGRESS: &str = "progress ";
 
 /// How often the child reports progress, in edits.
-const PROGRESS_EVERY: usize = 1_000;
+pub const PROGRESS_EVERY: usize = 1_000;
 
 /// How long the child may go without reporting progress before it is deemed hung.
 const STALL: Duration = Duration::from_secs(60);
@@ -85,7 +83,7 @@ const STALL: Duration = Duration::from_secs(60);
 /// run, and no column inherits another's threads or heap. The child reports progress;
 /// one that reports nothing for a minute, or runs past `config.trace_timeout_s`, is
 /// stopped.
-pub fn run(config: &Config, column: Column, dir: &Path) -> Result<TraceRun> {
+fn run_child(config: &Config, column: Column, dir: &Path) -> Result<TraceRun> {
     let mut command = Command::new(std::env::current_exe()?);
     command
         .args([SUBCOMMAND, "--column", column.name(), "--dir"])
@@ -169,104 +167,103 @@ struct Watch {
     messages: Vec<String>,
 }
 
-/// The child's side: loads the trace, replays it for `column` in `dir`, and prints
-/// the [`TraceRun`] as one line of JSON.
-pub fn child(column: Column, dir: &Path, edits: Option<usize>, flush_every: usize) -> Result<()> {
-    let trace = load(edits)?;
-    let run = replay_and_reload(column, dir, &trace, flush_every)?;
-    println!("{}", serde_json::to_string(&run)?);
-    Ok(())
-}
-
-/// What the replay of one column measured, before the ratio to memory is known.
-fn replay_and_reload(
-    column: Column,
-    dir: &Path,
-    edits: &Edits,
-    flush_every: usize,
-) -> Result<TraceRun> {
-    std::fs::create_dir_all(dir)?;
-    let location = match column {
-        Column::Memory => Location::Memory(persister_core::MemoryStore::new()),
-        Column::Peer => return Err("the peer has no automerge 0.12 integration".into()),
-        _ => Location::Dir(dir.to_owned()),
-    };
-    let (replay_s, compactions) = replay(flush_every, column, &location, edits)?;
-
-    // Reload what the replay left (the last compacted document and the changes made
-    // since), as a program that starts would.
-    let start = Instant::now();
-    let store = column.open_store(&location)?;
-    let doc = PersistentDoc::load(store.open_document(&document_id())?)?;
-    let reload_ms = start.elapsed().as_secs_f64() * 1e3;
-    check_text(doc.doc(), &edits.end_text)?;
-
-    // Automerge's own load of the same bytes: the document followed by the changes.
-    let mut bytes = doc.persister().get_document()?.unwrap_or_default();
-    for change in doc.persister().get_changes()? {
-        bytes.extend_from_slice(&change);
-    }
-    drop(doc);
-    let start = Instant::now();
-    let plain = AutoCommit::load(&bytes)?;
-    let automerge_load_ms = start.elapsed().as_secs_f64() * 1e3;
-    check_text(&plain, &edits.end_text)?;
-
-    Ok(TraceRun {
-        edits: edits.edits.len(),
-        replay_s,
-        ratio_to_memory: None,
-        compactions,
-        reload_ms,
-        automerge_load_ms,
-        reload_ratio: reload_ms / automerge_load_ms,
-    })
-}
-
-/// Replays every edit as one commit, flushing every `flush_every` edits and
-/// compacting when the default trigger fires; returns the time and the compactions.
-fn replay(
-    flush_every: usize,
-    column: Column,
-    location: &Location,
-    edits: &Edits,
-) -> Result<(f64, u64)> {
-    let store = column.open_store(location)?;
-    let options = Options::default()
-        .with_flush(FlushPolicy::EveryWrites(flush_every as u64))
-        .with_compaction(CompactionTrigger::default())
-        .with_actor(automerge::ActorId::from(&[0x42; 16][..]));
-    let persister: DynPersister = store.open_document(&document_id())?;
-    let start = Instant::now();
-    let mut doc = PersistentDoc::load_with(persister, options)?;
-    let text = doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text))?;
-    let mut compactions = 0;
-    let mut stored = doc.sizes().change_count;
-    for (i, (pos, delete, insert)) in edits.edits.iter().enumerate() {
-        doc.edit(|d| d.splice_text(&text, *pos, *delete as isize, insert))?;
-        if (i + 1).is_multiple_of(PROGRESS_EVERY) {
-            eprintln!("{PROGRESS}{}", i + 1);
+/// Row 7 for every column, in `rounds` rounds that each replay memory and then every
+/// backend, so that a drift of the machine hits the baseline as much as the backends.
+/// A column's ratio is the median over rounds of its time over memory's in the same
+/// round; its reported run is its median one.
+pub fn run_all(
+    config: &Config,
+    columns: &[Column],
+    reports: &mut [ColumnReport],
+    base: &Path,
+    progress: &dyn Fn(&str),
+) {
+    if let Err(reason) = locate() {
+        for report in reports.iter_mut() {
+            report.trace = Some(Cell::Skipped(reason.clone()));
         }
-        let now = doc.sizes().change_count;
-        if now < stored {
-            compactions += 1;
+        return;
+    }
+    let replayed: Vec<Column> = columns
+        .iter()
+        .copied()
+        .filter(|&c| c != Column::Peer)
+        .collect();
+    let mut runs: Vec<(Column, Vec<Option<TraceRun>>)> =
+        replayed.iter().map(|&c| (c, Vec::new())).collect();
+    let mut failures: Vec<(Column, String)> = Vec::new();
+    for round in 0..config.trace_rounds.max(1) {
+        for (column, samples) in runs.iter_mut() {
+            if failures.iter().any(|(c, _)| c == column) {
+                continue;
+            }
+            progress(&format!(
+                "row 7: {TRACE} trace, {column}, round {}",
+                round + 1
+            ));
+            let dir = base.join(format!("trace-{column}-{round}"));
+            match run_child(config, *column, &dir) {
+                Ok(run) => samples.push(Some(run)),
+                Err(e) => {
+                    samples.push(None);
+                    failures.push((*column, e.to_string()));
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
         }
-        stored = now;
     }
-    doc.flush()?;
-    let replay_s = start.elapsed().as_secs_f64();
-    check_text(doc.doc(), &edits.end_text)?;
-    doc.close()?;
-    Ok((replay_s, compactions))
-}
 
-/// Checks that the document's text is what the trace says it must be.
-fn check_text(doc: &AutoCommit, expected: &str) -> Result<()> {
-    let (_, text) = doc
-        .get(ROOT, "text")?
-        .ok_or("the replayed document has no text object")?;
-    if doc.text(&text)? != expected {
-        return Err("the replayed text differs from the trace's".into());
+    let memory: Option<Vec<Option<(f64, f64)>>> = runs
+        .iter()
+        .find(|(c, _)| *c == Column::Memory)
+        .map(|(_, s)| {
+            s.iter()
+                .map(|r| r.as_ref().map(|r| (r.replay_s, r.cpu_s)))
+                .collect()
+        });
+    for report in reports.iter_mut() {
+        let Some(column) = Column::ALL.into_iter().find(|c| c.name() == report.column) else {
+            continue;
+        };
+        if column == Column::Peer {
+            report.trace = Some(Cell::NotApplicable(
+                "the peer runs on automerge 0.4; this row drives automerge 0.12".into(),
+            ));
+            continue;
+        }
+        if let Some((_, error)) = failures.iter().find(|(c, _)| *c == column) {
+            report.trace = Some(Cell::Failed(error.clone()));
+            continue;
+        }
+        let Some((_, samples)) = runs.iter_mut().find(|(c, _)| *c == column) else {
+            continue;
+        };
+        let samples: Vec<TraceRun> = samples.drain(..).flatten().collect();
+        let times: Vec<f64> = samples.iter().map(|r| r.replay_s).collect();
+        let ratios = |of: fn(&TraceRun) -> f64, base: fn((f64, f64)) -> f64| -> Vec<f64> {
+            match &memory {
+                Some(memory) => samples
+                    .iter()
+                    .zip(memory)
+                    .filter_map(|(run, m)| Some(of(run) / base((*m)?)))
+                    .collect(),
+                None => Vec::new(),
+            }
+        };
+        let wall = ratios(|r| r.replay_s, |m| m.0);
+        let cpu = ratios(|r| r.cpu_s, |m| m.1);
+        let mid = median(times.clone());
+        let Some(mut run) = samples.into_iter().min_by(|a, b| {
+            (a.replay_s - mid)
+                .abs()
+                .total_cmp(&(b.replay_s - mid).abs())
+        }) else {
+            continue;
+        };
+        run.ratio_to_memory = (!wall.is_empty()).then(|| median(wall.clone()));
+        run.cpu_ratio_to_memory = (!cpu.is_empty()).then(|| median(cpu));
+        run.replay_samples_s = times;
+        run.ratio_samples = wall;
+        report.trace = Some(Cell::Value(run));
     }
-    Ok(())
 }
