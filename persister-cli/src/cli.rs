@@ -1,0 +1,140 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::Backend;
+
+/// Keeps Automerge documents on disk: a demo, and the tools to inspect, check, compact
+/// and move stores.
+#[derive(Debug, Parser)]
+#[command(
+    name = "persister",
+    version,
+    after_help = "A STORE is a redb file, a sled directory or an fs directory; its backend is detected from the path (--backend forces one).\n\
+A DOC is a document id: text as is, or 0x and hex bytes, as `persister ls` shows it.\n\
+Exit codes: 0 success, 1 error, 2 bad usage, 3 damaged or unreadable data found."
+)]
+pub struct Cli {
+    /// Print the report as JSON on stdout (progress and errors stay on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Edit a document on a real store: type, flush, compact, reopen, check; run it
+    /// again to continue the same document.
+    Demo(DemoArgs),
+
+    /// List the documents of a store with their sizes.
+    Ls(StoreArgs),
+
+    /// Show one document: sizes, actors, peers, format version, what automerge loads.
+    Info {
+        /// The store.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The document id (text, or 0x and hex bytes).
+        doc: String,
+    },
+
+    /// Read every document in full and load it with automerge; exit 3 naming each
+    /// damaged document.
+    ///
+    /// A sled store is read through a copy in a temporary directory (set TMPDIR to
+    /// choose where), because opening a damaged sled store can erase data.
+    Verify(StoreArgs),
+
+    /// Compact every document (or one): store the whole document and drop the changes
+    /// it covers. Writes to the store: run `persister verify` first if in doubt.
+    Compact {
+        /// The store.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this document (text, or 0x and hex bytes).
+        doc: Option<String>,
+    },
+
+    /// Copy every document of a store into a new store of any backend (the way off
+    /// sled). DST must not exist; on failure nothing is left there.
+    Copy {
+        /// The store to copy.
+        src: PathBuf,
+        /// The new store.
+        dst: PathBuf,
+        /// The backend of the new store.
+        #[arg(long, value_enum, default_value_t = Backend::Redb)]
+        backend: Backend,
+        /// The backend of SRC, if detection gets it wrong.
+        #[arg(long, value_enum)]
+        from_backend: Option<Backend>,
+        /// Leave out documents that cannot be read (and name them) instead of failing:
+        /// the way to save what a damaged store still holds.
+        #[arg(long)]
+        skip_damaged: bool,
+    },
+
+    /// Write every document of a store to a portable export file. FILE must not exist.
+    Export {
+        /// The store.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The new export file.
+        file: PathBuf,
+        /// Leave out documents that cannot be read (and name them) instead of failing.
+        #[arg(long)]
+        skip_damaged: bool,
+    },
+
+    /// Make a new store from an export file. STORE must not exist; on failure nothing
+    /// is left there.
+    Import {
+        /// The export file.
+        file: PathBuf,
+        /// The new store.
+        store: PathBuf,
+        /// The backend of the new store.
+        #[arg(long, value_enum, default_value_t = Backend::Redb)]
+        backend: Backend,
+    },
+}
+
+/// An existing store.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The store: a redb file, a sled directory or an fs directory.
+    pub store: PathBuf,
+    /// Its backend, if detection gets it wrong.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+}
+
+/// Options of `persister demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The directory holding the demo's stores (one per backend).
+    #[arg(long, default_value = "persister-demo")]
+    pub dir: PathBuf,
+    /// The backend to run on.
+    #[arg(long, value_enum, default_value_t = Backend::Redb)]
+    pub backend: Backend,
+    /// Edits in this session (keystrokes that change the text; with --trace, trace
+    /// transactions).
+    #[arg(long, default_value_t = 5_000)]
+    pub edits: u64,
+    /// Flush after every N edits.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flush_every: u64,
+    /// Replay an editing trace (sequential format of ../shared/traces, .json or
+    /// .json.gz) instead of generated typing; each session continues where the last
+    /// stopped.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}

@@ -1,0 +1,108 @@
+//! `persister compact STORE [DOC]`: store each document whole and drop the changes it
+//! covers.
+
+use persister_automerge::PersistentDoc;
+use persister_core::{Persister, StoredSizes};
+use serde::Serialize;
+
+use super::{IdJson, plural, read_only_options};
+use crate::cli::StoreArgs;
+use crate::output::{print_json, say, table, thousands};
+use crate::{Access, Backend, CliError, OpenStore, parse_document_id};
+
+#[derive(Serialize)]
+struct Report {
+    store: String,
+    backend: Backend,
+    documents: Vec<Compacted>,
+}
+
+#[derive(Serialize)]
+struct Compacted {
+    #[serde(flatten)]
+    id: IdJson,
+    /// Whether it was compacted: a document without changes is left alone.
+    compacted: bool,
+    before: StoredSizes,
+    after: StoredSizes,
+}
+
+pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(), CliError> {
+    let store = OpenStore::existing(&args.store, args.backend, Access::Write)?;
+    let ids = match doc {
+        Some(doc) => {
+            let id = parse_document_id(doc)?;
+            if !store.contains(&id)? {
+                return Err(CliError::new(
+                    format!("{} has no document {id}", args.store.display()),
+                    "`persister ls STORE` lists its documents; a binary id is written 0x and its hex bytes",
+                ));
+            }
+            vec![id]
+        }
+        None => store.list()?,
+    };
+    let mut documents = Vec::new();
+    for id in ids {
+        let persister = store.open_document(&id)?.persister;
+        let before = persister.sizes();
+        let mut compacted = false;
+        let after = if before.change_count == 0 {
+            before
+        } else {
+            let in_doc = |e: CliError| e.context(format!("document {id}"));
+            // Loading first refuses a damaged document before anything is written.
+            let mut loaded = PersistentDoc::load_with(persister, read_only_options())
+                .map_err(|e| in_doc(e.into()))?;
+            loaded.compact().map_err(|e| in_doc(e.into()))?;
+            compacted = true;
+            loaded.close().map_err(|e| in_doc(e.into()))?.sizes()
+        };
+        documents.push(Compacted {
+            id: (&id).into(),
+            compacted,
+            before,
+            after,
+        });
+    }
+    let report = Report {
+        store: args.store.display().to_string(),
+        backend: store.backend(),
+        documents,
+    };
+    if json {
+        return print_json(&report);
+    }
+    let done = report.documents.iter().filter(|d| d.compacted).count() as u64;
+    say(&format!(
+        "compacted {} of {} in {} store {}",
+        done,
+        plural(report.documents.len() as u64, "document", "documents"),
+        report.backend,
+        report.store
+    ));
+    let rows: Vec<Vec<String>> = report
+        .documents
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.id.clone(),
+                format!(
+                    "{} -> {}",
+                    thousands(d.before.change_count),
+                    thousands(d.after.change_count)
+                ),
+                format!(
+                    "{} -> {}",
+                    thousands(d.before.total_bytes()),
+                    thousands(d.after.total_bytes())
+                ),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        say("");
+        say(&table(&["document", "changes", "bytes"], "lrr", &rows));
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! `persister copy SRC DST`: every document into a new store of any backend.
+
+use std::path::Path;
+use std::time::Instant;
+
+use persister_core::StoredSizes;
+use serde::Serialize;
+
+use super::new_store::NewStore;
+use super::{Skipped, each_document, plural, say_skipped};
+use crate::output::{duration, millis, print_json, say, thousands};
+use crate::{Access, Backend, CliError, OpenStore};
+
+#[derive(Serialize)]
+struct Report {
+    source: String,
+    source_backend: Backend,
+    destination: String,
+    destination_backend: Backend,
+    documents: usize,
+    sizes: StoredSizes,
+    skipped: Vec<Skipped>,
+    milliseconds: f64,
+}
+
+pub(crate) fn run(
+    src: &Path,
+    src_backend: Option<Backend>,
+    dst: &Path,
+    dst_backend: Backend,
+    skip_damaged: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let started = Instant::now();
+    let source = OpenStore::existing(src, src_backend, Access::Read)?;
+    let ids = source.list()?;
+    let mut target = NewStore::create(dst, dst_backend)?;
+    let skipped = each_document(&source, &ids, skip_damaged, "copying", |dump| {
+        target.add(dump)
+    })?;
+    let documents = target.documents();
+    let sizes = target.finish()?;
+    let report = Report {
+        source: src.display().to_string(),
+        source_backend: source.backend(),
+        destination: dst.display().to_string(),
+        destination_backend: dst_backend,
+        documents,
+        sizes,
+        skipped,
+        milliseconds: millis(started.elapsed()),
+    };
+    if json {
+        return print_json(&report);
+    }
+    say(&format!(
+        "copied {} ({} bytes) from {} store {} to new {} store {} in {}; every document read back and checked",
+        plural(documents as u64, "document", "documents"),
+        thousands(sizes.total_bytes()),
+        report.source_backend,
+        report.source,
+        dst_backend,
+        report.destination,
+        duration(started.elapsed())
+    ));
+    say_skipped(&report.skipped);
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! `persister info STORE DOC`: one document in detail.
+
+use persister_core::{DocumentId, StoredSizes};
+use serde::Serialize;
+
+use super::{IdJson, Loaded, load_with_automerge, plural, read_document};
+use crate::cli::StoreArgs;
+use crate::output::{print_json, say, thousands};
+use crate::{Access, Backend, CliError, OpenStore, parse_document_id};
+
+#[derive(Serialize)]
+struct Report {
+    #[serde(flatten)]
+    id: IdJson,
+    store: String,
+    backend: Backend,
+    format_version: u32,
+    sizes: StoredSizes,
+    total_bytes: u64,
+    has_document: bool,
+    actors: Vec<Actor>,
+    peers: Vec<Peer>,
+    /// What automerge loads, or `None` and why it cannot.
+    automerge: Option<Loaded>,
+    automerge_error: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Actor {
+    actor: String,
+    changes: u64,
+    first_seq: u64,
+    last_seq: u64,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Peer {
+    #[serde(flatten)]
+    id: IdJson,
+    bytes: u64,
+}
+
+pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliError> {
+    let id = parse_document_id(doc)?;
+    let store = OpenStore::existing(&args.store, args.backend, Access::Read)?;
+    if !store.contains(&id)? {
+        return Err(CliError::new(
+            format!("{} has no document {id}", args.store.display()),
+            format!(
+                "`persister ls {}` lists its documents; a binary id is written 0x and its hex bytes",
+                args.store.display()
+            ),
+        ));
+    }
+    let (dump, note) = read_document(&store, &id)?;
+    let sizes = dump.sizes();
+    let actors = dump
+        .actors()
+        .into_iter()
+        .map(|a| Actor {
+            actor: a.actor.to_string(),
+            changes: a.changes,
+            first_seq: a.first_seq,
+            last_seq: a.last_seq,
+            bytes: a.bytes,
+        })
+        .collect();
+    let peers = dump
+        .sync_states
+        .iter()
+        .map(|(peer, state)| Peer {
+            id: (&DocumentId::from(peer.clone())).into(),
+            bytes: state.len() as u64,
+        })
+        .collect();
+    let has_document = dump.document.is_some();
+    let (automerge, automerge_error) = match load_with_automerge(dump) {
+        Ok(loaded) => (Some(loaded), None),
+        Err(e) => (None, Some(e.cause)),
+    };
+    let report = Report {
+        id: (&id).into(),
+        store: args.store.display().to_string(),
+        backend: store.backend(),
+        format_version: store.backend().format_version(),
+        sizes,
+        total_bytes: sizes.total_bytes(),
+        has_document,
+        actors,
+        peers,
+        automerge,
+        automerge_error,
+        note,
+    };
+    if json {
+        print_json(&report)
+    } else {
+        print_text(&report);
+        Ok(())
+    }
+}
+
+fn print_text(r: &Report) {
+    let s = &r.sizes;
+    say(&format!("document      {}", r.id.id));
+    say(&format!(
+        "store         {} ({} store, format version {})",
+        r.store, r.backend, r.format_version
+    ));
+    say(&format!(
+        "changes       {} ({} bytes) from {}",
+        thousands(s.change_count),
+        thousands(s.changes),
+        plural(r.actors.len() as u64, "actor", "actors")
+    ));
+    for a in &r.actors {
+        say(&format!(
+            "  actor {}  seq {}..={}  {}  {} bytes",
+            a.actor,
+            a.first_seq,
+            a.last_seq,
+            plural(a.changes, "change", "changes"),
+            thousands(a.bytes)
+        ));
+    }
+    if r.has_document {
+        say(&format!("compacted     {} bytes", thousands(s.document)));
+    } else {
+        say("compacted     none");
+    }
+    say(&format!(
+        "sync states   {} ({} bytes)",
+        thousands(s.sync_state_count),
+        thousands(s.sync_states)
+    ));
+    for p in &r.peers {
+        say(&format!("  peer {}  {} bytes", p.id.id, thousands(p.bytes)));
+    }
+    say(&format!("total         {} bytes", thousands(r.total_bytes)));
+    match (&r.automerge, &r.automerge_error) {
+        (Some(l), _) => {
+            let mut line = format!(
+                "automerge     loads: {} in its history, {}, {}",
+                plural(l.changes, "change", "changes"),
+                plural(l.operations, "operation", "operations"),
+                plural(l.actors, "actor", "actors")
+            );
+            if l.orphaned_changes > 0 {
+                line.push_str(&format!(
+                    "; {} stored changes wait for missing dependencies",
+                    l.orphaned_changes
+                ));
+            }
+            say(&line);
+        }
+        (None, e) => say(&format!(
+            "automerge     CANNOT LOAD: {}",
+            e.as_deref().unwrap_or("unknown")
+        )),
+    }
+    if let Some(note) = &r.note {
+        say(&format!("note          {note}"));
+    }
+}

@@ -1,0 +1,124 @@
+//! `persister ls STORE`: the documents with their sizes.
+
+use persister_core::{Persister, StoredSizes};
+use serde::Serialize;
+
+use super::{IdJson, plural, problem_of};
+use crate::cli::StoreArgs;
+use crate::output::{print_json, say, table, thousands};
+use crate::{Access, Backend, CliError, EXIT_DAMAGED, OpenStore};
+
+#[derive(Serialize)]
+struct Report {
+    store: String,
+    backend: Backend,
+    documents: Vec<Document>,
+    total: StoredSizes,
+}
+
+#[derive(Serialize)]
+struct Document {
+    #[serde(flatten)]
+    id: IdJson,
+    /// `None` when the document cannot be opened.
+    sizes: Option<StoredSizes>,
+    /// Why it cannot be opened.
+    problem: Option<String>,
+}
+
+pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
+    let store = OpenStore::existing(&args.store, args.backend, Access::Read)?;
+    let mut documents = Vec::new();
+    let mut total = StoredSizes::default();
+    let mut rows = Vec::new();
+    let mut unreadable = Vec::new();
+    for id in store.list()? {
+        // A damaged document is listed as such; the others are still worth seeing.
+        let sizes = match store.open_document(&id) {
+            Ok(opened) => opened.persister.sizes(),
+            Err(e) if e.code == EXIT_DAMAGED => {
+                let problem = problem_of(&e, &id);
+                unreadable.push(format!("{id}  {problem}"));
+                documents.push(Document {
+                    id: (&id).into(),
+                    sizes: None,
+                    problem: Some(problem),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        add(&mut total, &sizes);
+        rows.push(vec![
+            id.to_string(),
+            thousands(sizes.change_count),
+            thousands(sizes.changes),
+            thousands(sizes.document),
+            thousands(sizes.sync_state_count),
+            thousands(sizes.total_bytes()),
+        ]);
+        documents.push(Document {
+            id: (&id).into(),
+            sizes: Some(sizes),
+            problem: None,
+        });
+    }
+    let result = if unreadable.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::damaged(format!(
+            "{} in {} cannot be opened: {}",
+            plural(unreadable.len() as u64, "document", "documents"),
+            args.store.display(),
+            documents
+                .iter()
+                .filter(|d| d.problem.is_some())
+                .map(|d| d.id.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    };
+    if json {
+        print_json(&Report {
+            store: args.store.display().to_string(),
+            backend: store.backend(),
+            documents,
+            total,
+        })?;
+        return result;
+    }
+    say(&format!(
+        "{} store {}: {}, {} bytes",
+        store.backend(),
+        args.store.display(),
+        plural(documents.len() as u64, "document", "documents"),
+        thousands(total.total_bytes())
+    ));
+    if !rows.is_empty() {
+        say("");
+        say(&table(
+            &[
+                "document",
+                "changes",
+                "change bytes",
+                "document bytes",
+                "sync states",
+                "total bytes",
+            ],
+            "lrrrrr",
+            &rows,
+        ));
+    }
+    for line in &unreadable {
+        say(&format!("DAMAGED  {line}"));
+    }
+    result
+}
+
+pub(crate) fn add(total: &mut StoredSizes, sizes: &StoredSizes) {
+    total.changes += sizes.changes;
+    total.document += sizes.document;
+    total.sync_states += sizes.sync_states;
+    total.change_count += sizes.change_count;
+    total.sync_state_count += sizes.sync_state_count;
+}

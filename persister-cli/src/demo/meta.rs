@@ -1,0 +1,74 @@
+//! What the demo document records about itself, beside its text: how many sessions
+//! and edits it has seen, where its edits come from, and how far a trace got.
+
+use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+
+use crate::CliError;
+
+/// The demo's keys at the root of the document.
+pub(crate) const TEXT: &str = "text";
+pub(crate) const SESSIONS: &str = "sessions";
+pub(crate) const EDITS: &str = "edits";
+pub(crate) const SOURCE: &str = "source";
+pub(crate) const TRACE_POSITION: &str = "trace_position";
+
+/// The demo's record of a document.
+#[derive(Debug, Default)]
+pub(crate) struct Meta {
+    pub(crate) text: Option<ObjId>,
+    pub(crate) sessions: u64,
+    pub(crate) edits: u64,
+    pub(crate) source: Option<String>,
+    pub(crate) trace_position: u64,
+}
+
+impl Meta {
+    /// Reads the record; a document that holds other things is refused.
+    pub(crate) fn read(doc: &AutoCommit) -> Result<Meta, CliError> {
+        let not_ours = |what: &str| {
+            CliError::new(
+                format!("the document \"demo\" was not made by `persister demo` ({what})"),
+                "give the demo a directory of its own with --dir",
+            )
+        };
+        let text = match doc.get(ROOT, TEXT).map_err(|e| not_ours(&e.to_string()))? {
+            Some((Value::Object(ObjType::Text), id)) => Some(id),
+            Some(_) => return Err(not_ours("its \"text\" is not a text")),
+            None => None,
+        };
+        let source = match doc
+            .get(ROOT, SOURCE)
+            .map_err(|e| not_ours(&e.to_string()))?
+        {
+            Some((Value::Scalar(s), _)) => match s.as_ref() {
+                ScalarValue::Str(s) => Some(s.to_string()),
+                _ => return Err(not_ours("its \"source\" is not a string")),
+            },
+            _ => None,
+        };
+        let meta = Meta {
+            sessions: count(doc, SESSIONS).map_err(not_ours)?,
+            edits: count(doc, EDITS).map_err(not_ours)?,
+            trace_position: count(doc, TRACE_POSITION).map_err(not_ours)?,
+            text,
+            source,
+        };
+        if meta.text.is_none() && (meta.sessions > 0 || doc.length(ROOT) > 0) {
+            return Err(not_ours("it has no \"text\""));
+        }
+        Ok(meta)
+    }
+}
+
+/// A non-negative integer at the root, 0 when absent.
+fn count(doc: &AutoCommit, key: &str) -> Result<u64, &'static str> {
+    match doc.get(ROOT, key) {
+        Ok(None) => Ok(0),
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Int(i) => u64::try_from(*i).map_err(|_| "a count is negative"),
+            ScalarValue::Uint(u) => Ok(*u),
+            _ => Err("a count is not a number"),
+        },
+        _ => Err("a count is not a number"),
+    }
+}

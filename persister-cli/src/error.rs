@@ -1,0 +1,189 @@
+//! What the command prints when it fails: one line of cause, one of advice, and an exit
+//! code.
+
+use std::fmt;
+
+use persister_core::Error as StoreError;
+
+/// The exit code of a command that failed.
+pub const EXIT_ERROR: u8 = 1;
+/// The exit code when damaged or unreadable data was found.
+pub const EXIT_DAMAGED: u8 = 3;
+
+/// What to do about damage, whichever command found it.
+pub(crate) const DAMAGE_ADVICE: &str = "stop writing to this store: `persister verify` names every damaged document, and `persister copy --skip-damaged STORE NEW` saves the others to a new store (or restore a backup)";
+
+/// A failure of a command, as the user sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    /// What went wrong, in one line.
+    pub cause: String,
+    /// What the user can do about it, in one line.
+    pub advice: String,
+    /// The exit code: [`EXIT_ERROR`], or [`EXIT_DAMAGED`] when data is damaged.
+    pub code: u8,
+}
+
+impl CliError {
+    /// A failure with its cause and advice.
+    pub fn new(cause: impl Into<String>, advice: impl Into<String>) -> Self {
+        Self {
+            cause: cause.into(),
+            advice: advice.into(),
+            code: EXIT_ERROR,
+        }
+    }
+
+    /// A failure because stored data is damaged.
+    pub fn damaged(cause: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_DAMAGED,
+            ..Self::new(cause, DAMAGE_ADVICE)
+        }
+    }
+
+    /// Puts `context` ("document notes") in front of the cause.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.cause = format!("{context}: {}", self.cause);
+        self
+    }
+
+    /// Replaces `from` by `to` in the cause: a store read through a copy names the
+    /// original path.
+    pub(crate) fn replace_path(mut self, from: &str, to: &str) -> Self {
+        self.cause = self.cause.replace(from, to);
+        self
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error: {}\nhint: {}", self.cause, self.advice)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Io {
+                action,
+                path,
+                source,
+            } => Self::new(
+                format!("cannot {action} {}: {source}", path.display()),
+                "check that the path exists and is readable (and writable, for commands that write), and that the disk is not full",
+            ),
+            StoreError::Corrupt { what, path, offset } => Self::damaged(format!(
+                "damaged data in {}{}: {what}",
+                path.display(),
+                offset.map(|o| format!(" at byte {o}")).unwrap_or_default()
+            )),
+            StoreError::UnsupportedFormat {
+                what,
+                path,
+                found,
+                supported,
+            } => Self::new(
+                format!(
+                    "{} is {what} format version {found}, but this build reads only version {supported}",
+                    path.display()
+                ),
+                format!("use a build of persister that reads version {found}"),
+            ),
+            StoreError::NotAStore { what, path } => Self::new(
+                format!("{} is not {what}", path.display()),
+                "check the path; if the backend was detected wrongly, pass --backend redb|sled|fs",
+            ),
+            StoreError::Locked { path } => Self::new(
+                format!(
+                    "the store at {} is locked: another process has it open",
+                    path.display()
+                ),
+                "close the program that has the store open (or wait for it to exit), then run the command again",
+            ),
+            StoreError::Poisoned { reason } => Self::new(
+                format!("a flush failed ({reason}), so the store refuses further writes"),
+                "check the disk (space, errors) and run the command again; the store reopens at its last successful flush",
+            ),
+            StoreError::TooLarge { what, len, max } => Self::new(
+                format!("{what} is {len} bytes, more than the maximum of {max}"),
+                "nothing of it was written; the data cannot be stored by this version of persister",
+            ),
+            StoreError::InvalidInput { what, reason } => Self::new(
+                format!("invalid {what}: {reason}"),
+                "check the arguments (see `persister help`)",
+            ),
+            StoreError::NotFound { what } => Self::new(
+                format!("{what} not found"),
+                "check the name; `persister ls STORE` lists the documents of a store",
+            ),
+            StoreError::Backend { backend, source } => Self::new(
+                format!("the {backend} engine failed: {source}"),
+                "run `persister verify` on the store; if it is damaged, copy out what still reads or restore a backup",
+            ),
+            other => Self::new(other.to_string(), "see `persister help`"),
+        }
+    }
+}
+
+impl From<persister_automerge::Error> for CliError {
+    fn from(e: persister_automerge::Error) -> Self {
+        use persister_automerge::Error as E;
+        match e {
+            E::Persister(e) | E::Compaction(e) => e.into(),
+            E::CorruptDocument(e) => {
+                Self::damaged(format!("automerge cannot load the stored document: {e}"))
+            }
+            E::CorruptChange { actor, seq, reason } => Self::damaged(format!(
+                "the stored change of actor {actor}, seq {seq}, is damaged: {reason}"
+            )),
+            E::InconsistentChanges(e) => Self::damaged(format!(
+                "the stored changes cannot be applied together: {e}"
+            )),
+            E::CorruptSyncState { peer, source } => Self::damaged(format!(
+                "the stored sync state of peer {} is damaged: {source}",
+                persister_core::DocumentId::from(peer)
+            )),
+            E::Automerge(e) => Self::new(
+                format!("automerge refused an operation: {e}"),
+                "this is a bug in persister: please report it with the command that failed",
+            ),
+            other => Self::new(other.to_string(), "see `persister help`"),
+        }
+    }
+}
+
+impl From<crate::export::Error> for CliError {
+    fn from(e: crate::export::Error) -> Self {
+        use crate::export::Error as E;
+        match e {
+            E::UnsupportedVersion { found, .. } => Self::new(
+                e.to_string(),
+                format!("use a build of persister that reads export format version {found}"),
+            ),
+            E::NotAnExport => Self::new(e.to_string(), "check the file name"),
+            E::Io { .. } => Self::new(
+                e.to_string(),
+                "check that the path exists and is readable, and that the disk is not full",
+            ),
+            E::Invalid { .. } => Self::new(
+                e.to_string(),
+                "this is a bug in persister: please report it with the command that failed",
+            ),
+            _ => Self {
+                advice: "the export file is damaged or incomplete: export the store again, or use another copy of the file".into(),
+                ..Self::damaged(e.to_string())
+            },
+        }
+    }
+}
+
+/// An I/O error with what was being done, and where.
+pub(crate) fn io_error(action: &str, path: &std::path::Path, e: std::io::Error) -> CliError {
+    CliError::new(
+        format!("cannot {action} {}: {e}", path.display()),
+        "check that the path exists and is writable, and that the disk is not full",
+    )
+}

@@ -1,0 +1,71 @@
+//! The `persister` command: a demo of the persister on a real store, and the tools to
+//! look into a store, check it, compact it and move it between backends.
+//!
+//! The binary (`src/main.rs`) only parses the command line and calls [`run`]; the
+//! commands live in this library so that tests and fuzz targets can reach their parts,
+//! chiefly the [`export`] format.
+//!
+//! | command | what |
+//! |---|---|
+//! | `persister demo` | edits an Automerge text on a store, flushes, compacts, reopens and checks; continues the same document when run again |
+//! | `persister ls STORE` | the documents with their sizes |
+//! | `persister info STORE DOC` | one document: sizes, actors, peers, format version, what automerge loads |
+//! | `persister verify STORE` | reads every document in full and loads it with automerge; exit code 3 and a report naming each damaged document |
+//! | `persister compact STORE [DOC]` | compacts every document, or one |
+//! | `persister copy SRC DST` | every document into a new store of any backend |
+//! | `persister export STORE FILE`, `persister import FILE STORE` | a portable dump ([`export`]) |
+//!
+//! The backend of an existing store is detected from its path ([`Backend::detect`]);
+//! a new store (`copy`, `import`) is redb unless `--backend` says otherwise. New
+//! stores and files are built under a temporary name beside the destination and
+//! renamed into place once complete and checked, so a failure leaves nothing behind.
+
+mod backend;
+pub mod cli;
+mod commands;
+mod demo;
+mod dump;
+mod error;
+pub mod export;
+mod ids;
+mod output;
+mod place;
+mod snapshot;
+
+pub use backend::{Access, Backend, OpenStore, OpenedDocument, disk_usage};
+pub use cli::Cli;
+pub use dump::{ActorSummary, DocumentDump};
+pub use error::{CliError, EXIT_DAMAGED, EXIT_ERROR};
+pub use ids::parse_document_id;
+
+use cli::Command;
+
+/// Runs a parsed command line. On failure the error says what happened and what to do,
+/// and carries the exit code.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let json = cli.json;
+    match cli.command {
+        Command::Demo(args) => demo::run(&args, json),
+        Command::Ls(store) => commands::ls::run(&store, json),
+        Command::Info { store, doc } => commands::info::run(&store, &doc, json),
+        Command::Verify(store) => commands::verify::run(&store, json),
+        Command::Compact { store, doc } => commands::compact::run(&store, doc.as_deref(), json),
+        Command::Copy {
+            src,
+            dst,
+            backend,
+            from_backend,
+            skip_damaged,
+        } => commands::copy::run(&src, from_backend, &dst, backend, skip_damaged, json),
+        Command::Export {
+            store,
+            file,
+            skip_damaged,
+        } => commands::export::run(&store, &file, skip_damaged, json),
+        Command::Import {
+            file,
+            store,
+            backend,
+        } => commands::import::run(&file, &store, backend, json),
+    }
+}

@@ -1,0 +1,70 @@
+//! `persister compact`.
+
+use crate::support::{
+    BACKENDS, TestResult, make_store, notes_text, persister, read_store, store_path,
+};
+
+#[test]
+fn compact_drops_every_change_and_keeps_the_text() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for backend in BACKENDS {
+        let path = store_path(dir.path(), backend);
+        let before = make_store(backend, &path)?;
+        let text = notes_text(backend, &path)?;
+        let store = path.to_str().unwrap();
+
+        let json = persister(["compact", "--json", store])?.expect(0).json()?;
+        let docs = json["documents"].as_array().unwrap();
+        assert_eq!(docs.len(), 3);
+        assert!(docs.iter().all(|d| d["compacted"] == true), "{json}");
+        assert!(
+            docs.iter().all(|d| d["after"]["change_count"] == 0),
+            "{json}"
+        );
+
+        let after = read_store(backend, &path)?;
+        for (old, new) in before.iter().zip(&after) {
+            assert_eq!(old.id, new.id);
+            assert!(new.changes.is_empty() && new.document.is_some());
+            // Sync states are not the compaction's business.
+            assert_eq!(old.sync_states, new.sync_states);
+        }
+        assert_eq!(notes_text(backend, &path)?, text);
+        persister(["verify", store])?.expect(0);
+
+        // Again: nothing left to compact.
+        let run = persister(["compact", store])?.expect(0);
+        assert!(
+            run.stdout.starts_with("compacted 0 of 3 documents"),
+            "{}",
+            run.stdout
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn compact_one_document_by_its_binary_id() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let backend = persister_cli::Backend::Redb;
+    let path = store_path(dir.path(), backend);
+    let before = make_store(backend, &path)?;
+    let run = persister(["compact", path.to_str().unwrap(), "0xff0001"])?.expect(0);
+    assert!(
+        run.stdout.starts_with("compacted 1 of 1 document"),
+        "{}",
+        run.stdout
+    );
+    let after = read_store(backend, &path)?;
+    for (old, new) in before.iter().zip(&after) {
+        if new.id == vec![0xff, 0x00, 0x01].into() {
+            assert!(new.changes.is_empty());
+        } else {
+            assert_eq!(old, new, "another document was touched");
+        }
+    }
+    persister(["compact", path.to_str().unwrap(), "missing"])?
+        .expect(1)
+        .expect_error_lines();
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! `persister ls` and `persister info`.
+
+use crate::support::{BACKENDS, TestResult, make_store, persister, store_path};
+
+#[test]
+fn ls_lists_every_document_with_its_sizes_on_every_backend() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for backend in BACKENDS {
+        let path = store_path(dir.path(), backend);
+        let dumps = make_store(backend, &path)?;
+        let store = path.to_str().unwrap();
+
+        let text = persister(["ls", store])?.expect(0);
+        assert!(
+            text.stdout
+                .starts_with(&format!("{} store {store}: 3 documents", backend.name())),
+            "{}",
+            text.stdout
+        );
+        // Binary ids are shown as 0x and hex, as DocumentId displays them.
+        for id in ["notes", "0xff0001", "a/../b"] {
+            assert!(text.stdout.contains(id), "{id}: {}", text.stdout);
+        }
+
+        let json = persister(["ls", "--json", store])?.expect(0).json()?;
+        assert_eq!(json["backend"], backend.name());
+        let listed = json["documents"].as_array().unwrap();
+        assert_eq!(listed.len(), dumps.len());
+        for (doc, dump) in listed.iter().zip(&dumps) {
+            assert_eq!(doc["id_hex"], dump.id.to_hex());
+            let sizes = dump.sizes();
+            assert_eq!(doc["sizes"]["changes"], sizes.changes);
+            assert_eq!(doc["sizes"]["document"], sizes.document);
+            assert_eq!(doc["sizes"]["change_count"], sizes.change_count);
+            assert_eq!(doc["sizes"]["sync_state_count"], sizes.sync_state_count);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn info_shows_sizes_actors_peers_version_and_what_automerge_loads() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for backend in BACKENDS {
+        let path = store_path(dir.path(), backend);
+        let dumps = make_store(backend, &path)?;
+        let store = path.to_str().unwrap();
+        let notes = dumps.iter().find(|d| d.id == "notes".into()).unwrap();
+
+        let text = persister(["info", store, "notes"])?.expect(0);
+        for expected in [
+            "document      notes".to_string(),
+            format!("{} store, format version 1", backend.name()),
+            "peer laptop".into(),
+            "automerge     loads:".into(),
+        ] {
+            assert!(
+                text.stdout.contains(&expected),
+                "{expected}: {}",
+                text.stdout
+            );
+        }
+
+        let json = persister(["info", "--json", store, "notes"])?
+            .expect(0)
+            .json()?;
+        assert_eq!(json["format_version"], 1);
+        assert_eq!(json["sizes"]["change_count"], notes.changes.len());
+        assert_eq!(json["has_document"], true);
+        assert_eq!(json["peers"][0]["id"], "laptop");
+        assert_eq!(json["actors"].as_array().unwrap().len(), 1);
+        // 1 object + 9 words, all in the history whether compacted or not.
+        assert_eq!(json["automerge"]["changes"], 10);
+
+        // A binary id, given as 0x and hex.
+        let json = persister(["info", "--json", store, "0xff0001"])?
+            .expect(0)
+            .json()?;
+        assert_eq!(json["id"], "0xff0001");
+        assert_eq!(json["has_document"], false);
+        assert_eq!(json["automerge"]["changes"], 6);
+    }
+    Ok(())
+}
+
+#[test]
+fn info_on_a_missing_document_or_a_bad_id_explains() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = store_path(dir.path(), persister_cli::Backend::Redb);
+    make_store(persister_cli::Backend::Redb, &path)?;
+    let store = path.to_str().unwrap();
+    let missing = persister(["info", store, "nope"])?.expect(1);
+    missing.expect_error_lines();
+    assert!(
+        missing.stderr.contains("has no document nope"),
+        "{}",
+        missing.stderr
+    );
+    let bad = persister(["info", store, "0xf"])?.expect(1);
+    bad.expect_error_lines();
+    // A text id that starts with 0x is written in hex.
+    persister(["info", store, "0x612f2e2e2f62"])?.expect(0);
+    Ok(())
+}
+
+#[test]
+fn paths_that_are_not_stores_are_explained() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("missing.redb");
+    let run = persister(["ls", missing.to_str().unwrap()])?.expect(1);
+    run.expect_error_lines();
+    assert!(run.stderr.contains("there is no store"), "{}", run.stderr);
+    assert!(!missing.exists(), "ls created a store");
+
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "hello")?;
+    let run = persister(["ls", file.to_str().unwrap()])?.expect(1);
+    assert!(run.stderr.contains("not a redb store"), "{}", run.stderr);
+    let run = persister(["ls", dir.path().to_str().unwrap()])?.expect(1);
+    assert!(
+        run.stderr.contains("neither a sled store nor an fs store"),
+        "{}",
+        run.stderr
+    );
+    // Forcing a backend on a file of another kind fails cleanly too.
+    let run = persister(["ls", "--backend", "redb", file.to_str().unwrap()])?.expect(1);
+    run.expect_error_lines();
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Runs the built `persister` binary: every subcommand, damaged and locked stores, and
+//! a copy across every backend and an export file that keeps every byte.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod compact;
+mod demo;
+mod inspect;
+mod locked;
+mod support;
+mod transfer;
+mod verify;

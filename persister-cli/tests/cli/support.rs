@@ -1,0 +1,230 @@
+//! Running the built binary, and making stores to run it on.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use automerge::sync::SyncDoc;
+use automerge::transaction::Transactable;
+use automerge::{ObjType, ROOT, ReadDoc};
+use persister_automerge::{FlushPolicy, Options, PersistentDoc};
+use persister_cli::{Backend, DocumentDump};
+use persister_core::{BoxedStore, DocumentId, DynStore, Store};
+use persister_fs::FsStore;
+use persister_redb::RedbStore;
+use persister_sled::SledStore;
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+pub const BACKENDS: [Backend; 3] = [Backend::Redb, Backend::Sled, Backend::Fs];
+
+/// What a run of the binary printed and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Fails the test, showing the output, unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "exit code {}, expected {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "the binary panicked:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// The stdout as JSON.
+    pub fn json(&self) -> TestResult<serde_json::Value> {
+        Ok(serde_json::from_str(&self.stdout)?)
+    }
+
+    /// Checks the two-line error: a cause and advice.
+    #[track_caller]
+    pub fn expect_error_lines(&self) {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "stderr: {}", self.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", self.stderr);
+        assert!(lines[1].starts_with("hint: "), "{}", self.stderr);
+    }
+}
+
+/// Runs `persister` with `args`.
+pub fn persister<I, S>(args: I) -> TestResult<Run>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_in(None, args)
+}
+
+/// Runs `persister` with `args` in the directory `dir`.
+pub fn run_in<I, S>(dir: Option<&Path>, args: I) -> TestResult<Run>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_persister"));
+    command.args(args);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output()?;
+    Ok(Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8(stdout)?,
+        stderr: String::from_utf8(stderr)?,
+    })
+}
+
+/// Opens (or creates) a store of `backend` at `path` in this process.
+pub fn open_store(backend: Backend, path: &Path) -> TestResult<DynStore> {
+    Ok(match backend {
+        Backend::Redb => Box::new(BoxedStore(RedbStore::open(path)?)),
+        Backend::Sled => Box::new(BoxedStore(SledStore::open(path)?)),
+        Backend::Fs => Box::new(BoxedStore(FsStore::open(path)?)),
+    })
+}
+
+/// The path of a test store of `backend` in `dir`.
+pub fn store_path(dir: &Path, backend: Backend) -> std::path::PathBuf {
+    dir.join(format!("store-{}", backend.name()))
+}
+
+/// The ids of the documents [`make_store`] writes.
+pub fn notes() -> DocumentId {
+    "notes".into()
+}
+pub fn binary() -> DocumentId {
+    vec![0xff, 0x00, 0x01].into()
+}
+pub fn odd() -> DocumentId {
+    "a/../b".into()
+}
+
+/// Writes three Automerge documents: "notes" (typed, compacted half way, more typing,
+/// a sync state), a binary id, and an id with `/` and `..`. Returns their full content.
+pub fn make_store(backend: Backend, path: &Path) -> TestResult<Vec<DocumentDump>> {
+    let store = open_store(backend, path)?;
+    let options = || Options::default().with_flush(FlushPolicy::EveryWrite);
+    let mut doc = PersistentDoc::load_with(store.open_document(&notes())?, options())?;
+    let text = doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text))?;
+    for (i, word) in "the quick brown fox jumps over the lazy dog"
+        .split(' ')
+        .enumerate()
+    {
+        doc.edit(|d| {
+            let len = d.length(&text);
+            d.splice_text(&text, len, 0, &format!("{word} "))
+        })?;
+        if i == 4 {
+            doc.compact()?;
+        }
+    }
+    // A real sync with a peer, so a sync state worth keeping is stored.
+    let mut peer = automerge::AutoCommit::new();
+    let mut peer_state = automerge::sync::State::new();
+    for _ in 0..10 {
+        let to_peer = doc.generate_sync_message(b"laptop")?;
+        let sent = to_peer.is_some();
+        if let Some(message) = to_peer {
+            peer.sync().receive_sync_message(&mut peer_state, message)?;
+        }
+        let to_doc = peer.sync().generate_sync_message(&mut peer_state);
+        let answered = to_doc.is_some();
+        if let Some(message) = to_doc {
+            doc.receive_sync_message(b"laptop", message)?;
+        }
+        if !sent && !answered {
+            break;
+        }
+    }
+    doc.close()?;
+    for (id, edits) in [(binary(), 5), (odd(), 2)] {
+        let mut doc = PersistentDoc::load_with(store.open_document(&id)?, options())?;
+        let list = doc.edit(|d| d.put_object(ROOT, "items", ObjType::List))?;
+        for i in 0..edits {
+            doc.edit(|d| d.insert(&list, i, i as i64))?;
+        }
+        doc.close()?;
+    }
+    drop(store);
+    read_store(backend, path)
+}
+
+/// Every document of the store at `path`, read in full in this process.
+pub fn read_store(backend: Backend, path: &Path) -> TestResult<Vec<DocumentDump>> {
+    let store = open_store(backend, path)?;
+    let mut dumps = Vec::new();
+    for id in store.list_documents()? {
+        let persister = store.open_document(&id)?;
+        dumps.push(DocumentDump::read(&id, &persister, path)?);
+    }
+    Ok(dumps)
+}
+
+/// The text of "notes" as automerge loads it from the store.
+pub fn notes_text(backend: Backend, path: &Path) -> TestResult<String> {
+    let store = open_store(backend, path)?;
+    let doc = PersistentDoc::load(store.open_document(&notes())?)?;
+    let (_, text) = doc.doc().get(ROOT, "text")?.ok_or("no text")?;
+    Ok(doc.doc().text(&text)?)
+}
+
+/// Every file under `dir` with its bytes, to show a command changed nothing.
+pub fn snapshot_files(dir: &Path) -> TestResult<Vec<(std::path::PathBuf, Vec<u8>)>> {
+    let mut files = Vec::new();
+    if dir.is_file() {
+        files.push((dir.to_path_buf(), std::fs::read(dir)?));
+        return Ok(files);
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files.extend(snapshot_files(&path)?);
+        } else {
+            files.push((path.clone(), std::fs::read(&path)?));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The names in `dir`, to show a failed command left nothing behind.
+pub fn names_in(dir: &Path) -> TestResult<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// Flips one byte in the middle of every occurrence of `needle` in `file`; returns how
+/// many it found.
+pub fn flip_every(file: &Path, needle: &[u8]) -> TestResult<usize> {
+    let mut bytes = std::fs::read(file)?;
+    let starts: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect();
+    for start in &starts {
+        bytes[start + needle.len() / 2] ^= 0x40;
+    }
+    std::fs::write(file, bytes)?;
+    Ok(starts.len())
+}

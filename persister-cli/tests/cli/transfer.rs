@@ -1,0 +1,248 @@
+//! `persister copy`, `export` and `import`.
+
+use persister_cli::Backend;
+use persister_fs::FsStore;
+
+use crate::support::{
+    TestResult, make_store, names_in, persister, read_store, snapshot_files, store_path,
+};
+
+#[test]
+fn sled_to_redb_to_fs_to_an_export_file_and_back_keeps_every_byte() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = |name: &str| dir.path().join(name);
+    let s = |name: &str| p(name).to_str().unwrap().to_string();
+    let original = make_store(Backend::Sled, &p("sled"))?;
+    assert_eq!(original.len(), 3);
+
+    let run = persister(["copy", &s("sled"), &s("a.redb")])?.expect(0);
+    assert!(run.stdout.contains("copied 3 documents"), "{}", run.stdout);
+    assert_eq!(read_store(Backend::Redb, &p("a.redb"))?, original);
+
+    let json = persister([
+        "copy",
+        "--json",
+        "--backend",
+        "fs",
+        &s("a.redb"),
+        &s("b-fs"),
+    ])?
+    .expect(0)
+    .json()?;
+    assert_eq!(json["source_backend"], "redb");
+    assert_eq!(json["documents"], 3);
+    assert_eq!(read_store(Backend::Fs, &p("b-fs"))?, original);
+
+    let run = persister(["export", &s("b-fs"), &s("dump.pst")])?.expect(0);
+    assert!(
+        run.stdout.contains("exported 3 documents"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(&std::fs::read(p("dump.pst"))?[..8], b"PSTEXPRT");
+
+    for backend in [Backend::Sled, Backend::Redb, Backend::Fs] {
+        let dst = format!("imported-{}", backend.name());
+        persister([
+            "import",
+            "--backend",
+            backend.name(),
+            &s("dump.pst"),
+            &s(&dst),
+        ])?
+        .expect(0);
+        assert_eq!(
+            read_store(backend, &p(&dst))?,
+            original,
+            "{}",
+            backend.name()
+        );
+    }
+    // The default backend of a new store is redb.
+    persister(["import", &s("dump.pst"), &s("default")])?.expect(0);
+    assert!(persister_redb::is_redb_file(p("default")));
+    // Nothing temporary is left anywhere.
+    assert!(
+        names_in(dir.path())?.iter().all(|n| !n.contains("partial")),
+        "{:?}",
+        names_in(dir.path())?
+    );
+    Ok(())
+}
+
+#[test]
+fn an_existing_destination_is_refused_and_left_as_it_was() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src = store_path(dir.path(), Backend::Redb);
+    make_store(Backend::Redb, &src)?;
+    let other = store_path(dir.path(), Backend::Fs);
+    make_store(Backend::Fs, &other)?;
+    let file = dir.path().join("taken.pst");
+    std::fs::write(&file, "precious")?;
+    let dump = dir.path().join("dump.pst");
+    persister(["export", src.to_str().unwrap(), dump.to_str().unwrap()])?.expect(0);
+    let before = snapshot_files(&other)?;
+    let src = src.to_str().unwrap();
+    for args in [
+        vec!["copy", src, other.to_str().unwrap(), "--backend", "fs"],
+        vec!["copy", src, file.to_str().unwrap()],
+        vec!["export", src, file.to_str().unwrap()],
+        vec!["import", dump.to_str().unwrap(), other.to_str().unwrap()],
+    ] {
+        let run = persister(&args)?.expect(1);
+        run.expect_error_lines();
+        assert!(
+            run.stderr.contains("already exists"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(std::fs::read(&file)?, b"precious");
+    assert_eq!(snapshot_files(&other)?, before);
+    // An empty directory is fine for a directory backend.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty)?;
+    persister(["copy", src, empty.to_str().unwrap(), "--backend", "sled"])?.expect(0);
+    assert_eq!(read_store(Backend::Sled, &empty)?.len(), 3);
+    Ok(())
+}
+
+#[test]
+fn a_failed_copy_leaves_no_destination() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src = store_path(dir.path(), Backend::Fs);
+    let original = make_store(Backend::Fs, &src)?;
+    // Damage the log of the binary-id document (it comes last, after two documents
+    // were written to the new store): flushed records, not a torn tail.
+    let log = FsStore::open(&src)?
+        .log_path(&vec![0xff, 0x00, 0x01].into())
+        .ok_or("no log")?;
+    let mut bytes = std::fs::read(&log)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&log, bytes)?;
+    let names = names_in(dir.path())?;
+    for backend in ["redb", "sled", "fs"] {
+        let dst = dir.path().join(format!("copy-{backend}"));
+        let run = persister([
+            "copy",
+            src.to_str().unwrap(),
+            dst.to_str().unwrap(),
+            "--backend",
+            backend,
+        ])?
+        .expect(3);
+        run.expect_error_lines();
+        assert!(run.stderr.contains("0xff0001"), "{}", run.stderr);
+        assert!(!dst.exists());
+        assert_eq!(names_in(dir.path())?, names, "something was left behind");
+    }
+
+    // --skip-damaged saves the rest, and names what it left out.
+    let sound: Vec<_> = original
+        .into_iter()
+        .filter(|d| d.id != vec![0xff, 0x00, 0x01].into())
+        .collect();
+    let saved = dir.path().join("saved.redb");
+    let run = persister([
+        "copy",
+        "--skip-damaged",
+        src.to_str().unwrap(),
+        saved.to_str().unwrap(),
+    ])?
+    .expect(0);
+    assert!(run.stdout.contains("copied 2 documents"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("left out 1 damaged document"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("  0xff0001  damaged data in"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(read_store(Backend::Redb, &saved)?, sound);
+
+    let dump = dir.path().join("saved.pst");
+    let json = persister([
+        "export",
+        "--json",
+        "--skip-damaged",
+        src.to_str().unwrap(),
+        dump.to_str().unwrap(),
+    ])?
+    .expect(0)
+    .json()?;
+    assert_eq!(json["documents"], 2);
+    assert_eq!(json["skipped"][0]["id"], "0xff0001");
+    let imported = dir.path().join("imported");
+    persister([
+        "import",
+        "--backend",
+        "fs",
+        dump.to_str().unwrap(),
+        imported.to_str().unwrap(),
+    ])?
+    .expect(0);
+    assert_eq!(read_store(Backend::Fs, &imported)?, sound);
+
+    // ls lists what it can and names the damaged document.
+    let run = persister(["ls", src.to_str().unwrap()])?.expect(3);
+    assert!(run.stdout.contains("notes"), "{}", run.stdout);
+    assert!(run.stdout.contains("DAMAGED  0xff0001"), "{}", run.stdout);
+    run.expect_error_lines();
+    Ok(())
+}
+
+#[test]
+fn a_damaged_or_foreign_export_file_imports_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src = store_path(dir.path(), Backend::Redb);
+    make_store(Backend::Redb, &src)?;
+    let dump = dir.path().join("dump.pst");
+    persister(["export", src.to_str().unwrap(), dump.to_str().unwrap()])?.expect(0);
+    let good = std::fs::read(&dump)?;
+    let dst = dir.path().join("new.redb");
+    let import = |bytes: &[u8]| -> TestResult<crate::support::Run> {
+        let file = dir.path().join("bad.pst");
+        std::fs::write(&file, bytes)?;
+        let run = persister(["import", file.to_str().unwrap(), dst.to_str().unwrap()])?;
+        std::fs::remove_file(&file)?;
+        assert!(!dst.exists(), "a failed import left {}", dst.display());
+        Ok(run)
+    };
+    let names = names_in(dir.path())?;
+
+    // A flipped byte near the end: every document is written before the end record
+    // shows the damage, and the whole new store is thrown away.
+    let mut flipped = good.clone();
+    let at = flipped.len() - 3;
+    flipped[at] ^= 1;
+    let run = import(&flipped)?.expect(3);
+    run.expect_error_lines();
+    assert!(run.stderr.contains("damaged"), "{}", run.stderr);
+
+    let run = import(&good[..good.len() - 10])?.expect(3);
+    assert!(run.stderr.contains("ends at byte"), "{}", run.stderr);
+
+    // Another version: refused naming both.
+    let mut v2 = good.clone();
+    v2[8..12].copy_from_slice(&2u32.to_be_bytes());
+    let run = import(&v2)?.expect(1);
+    run.expect_error_lines();
+    assert!(
+        run.stderr.contains("version 2") && run.stderr.contains("only version 1"),
+        "{}",
+        run.stderr
+    );
+
+    let run = import(b"redb\x1a\x0a\xa9\x0d\x0anot an export")?.expect(1);
+    assert!(
+        run.stderr.contains("not a persister export file"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(names_in(dir.path())?, names, "something was left behind");
+    Ok(())
+}
