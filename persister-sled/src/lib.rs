@@ -143,6 +143,19 @@
 //! hook. With `panic = "abort"` the process aborts instead. Nothing of this crate
 //! panics on its own.
 //!
+//! # A known engine deadlock
+//!
+//! sled 0.34.7 can deadlock under heavy rewriting. When removals free the segment at the
+//! end of its log, sled truncates the file on one of its (at most seven) I/O threads,
+//! while the writing thread waits for that truncation holding sled's segment lock; if
+//! every I/O thread is already waiting for that lock, nothing proceeds. Replaying the
+//! 259,778-edit automerge-paper trace with automatic compaction (which removes
+//! thousands of changes per batch) hangs this way after some 22,000 commits; the same
+//! replay without compaction, and shorter replays with it, complete. The bug is in sled
+//! and not reachable from this crate; sled 1.0 is still alpha. For large, long-lived
+//! documents use `persister-redb` or `persister-fs`, and move existing stores with
+//! [`copy_document`](persister_core::copy_document) (see below).
+//!
 //! # Locking
 //!
 //! sled locks its `db` file; a second [`SledStore::open`] of an open store, from this
