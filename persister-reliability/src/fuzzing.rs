@@ -191,3 +191,35 @@ pub fn fs_dir(data: &[u8]) -> usize {
         vec!["".into(), "a".into(), "ab".into(), vec![0u8; 200].into()];
     check_fs_store(&dir, &ids)
 }
+
+/// The body of the fuzz target `export`, over the export format's `decode` and
+/// `encode` (passed in, so that this crate need not depend on the command-line
+/// crate that defines them): decodes `data`; when that succeeds, encodes what it read
+/// and decodes that again, which must give the same documents. Returns how many
+/// documents `data` held.
+///
+/// # Panics
+///
+/// When the documents read cannot be encoded, or do not survive the round trip.
+pub fn export_round_trip<D, E>(
+    data: &[u8],
+    decode: impl Fn(&[u8]) -> Result<Vec<D>, E>,
+    encode: impl Fn(&[D]) -> Result<Vec<u8>, E>,
+) -> usize
+where
+    D: PartialEq + std::fmt::Debug,
+    E: std::fmt::Display,
+{
+    let Ok(documents) = decode(data) else {
+        return 0;
+    };
+    let encoded = match encode(&documents) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!("documents that decoded do not encode: {e}"),
+    };
+    match decode(&encoded) {
+        Ok(again) => assert!(again == documents, "documents change in a round trip"),
+        Err(e) => panic!("an encoding of decoded documents does not decode: {e}"),
+    }
+    documents.len()
+}

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use persister_core::{DynPersister, Store};
 
-use crate::ops::{Op, document_id, workload};
+use crate::ops::{Op, document_id, workload_of};
 use crate::{Backend, Location, Rng, StoreModel, apply_to_handle};
 
 /// Steps in one child's workload.
@@ -30,20 +30,40 @@ pub const WORKLOAD_DOCS: usize = 3;
 /// stay small and recovery is tested on stores that were recovered before.
 pub const CYCLES_PER_STORE: u64 = 25;
 
-/// The child's side: runs the workload of `seed` on the store of `backend` in `dir`,
-/// printing a line to `out` after each step. After step `pause_at`, it prints `paused`
-/// and waits for a byte on standard input, so that the parent can kill it a chosen
-/// moment after that step however late the parent is scheduled. Returns an error
-/// message on the first failed operation.
-pub fn run_child(
-    backend: Backend,
-    dir: &Path,
-    seed: u64,
-    len: usize,
-    docs: usize,
-    pause_at: Option<usize>,
-    out: &mut impl Write,
-) -> Result<(), String> {
+/// What the child runs.
+#[derive(Clone, Debug)]
+pub struct ChildArgs {
+    /// The backend.
+    pub backend: Backend,
+    /// The directory holding the store.
+    pub dir: PathBuf,
+    /// The workload's seed.
+    pub seed: u64,
+    /// Its number of steps.
+    pub len: usize,
+    /// Its number of documents.
+    pub docs: usize,
+    /// Whether batches without a payload byte are left out ([`workload_of`]).
+    pub payload_only: bool,
+    /// The step after which to pause, if any.
+    pub pause_at: Option<usize>,
+}
+
+/// The child's side: runs the workload of `args.seed` on the store, printing a line
+/// to `out` after each step. After step `pause_at`, it prints `paused` and waits for a
+/// byte on standard input, so that the parent can kill it a chosen moment after that
+/// step however late the parent is scheduled. Returns an error message on the first
+/// failed operation.
+pub fn run_child(args: &ChildArgs, out: &mut impl Write) -> Result<(), String> {
+    let ChildArgs {
+        backend,
+        ref dir,
+        seed,
+        len,
+        docs,
+        payload_only,
+        pause_at,
+    } = *args;
     let store = Location::new(backend, dir)
         .open()
         .map_err(|e| format!("opening the store: {e}"))?;
@@ -56,7 +76,10 @@ pub fn run_child(
     say(out, "ready".into())?;
     let mut handles: BTreeMap<usize, DynPersister> = BTreeMap::new();
     let mut dirty: BTreeSet<usize> = BTreeSet::new();
-    for (i, op) in workload(seed, len, docs).iter().enumerate() {
+    for (i, op) in workload_of(seed, len, docs, payload_only)
+        .iter()
+        .enumerate()
+    {
         if i > 0 && pause_at == Some(i - 1) {
             say(out, "paused".into())?;
             let mut byte = [0u8; 1];
@@ -124,7 +147,8 @@ pub struct KillReport {
 
 /// The parent's side: runs cycles until `kills` children were killed, with stores
 /// under `root`, the child being the workload binary at `exe`. Every random choice
-/// comes from `seed`. Returns the first failure, naming the seed, cycle and the
+/// comes from `seed`; `payload_only` keeps batches without a payload byte out of the
+/// workloads ([`workload_of`]). Returns the first failure, naming the seed, cycle and the
 /// directory kept for inspection.
 pub fn kill_cycles(
     exe: &Path,
@@ -132,6 +156,7 @@ pub fn kill_cycles(
     root: &Path,
     kills: u64,
     seed: u64,
+    payload_only: bool,
 ) -> Result<KillReport, String> {
     let mut rng = Rng::new(seed);
     let mut report = KillReport::default();
@@ -169,7 +194,7 @@ pub fn kill_cycles(
             report.cycles,
             dir.display()
         );
-        let outcome = run_cycle(exe, backend, &dir, child_seed, kill_at)
+        let outcome = run_cycle(exe, backend, &dir, child_seed, payload_only, kill_at)
             .map_err(|e| format!("{context}: {e}"))?;
         if let Some(took) = outcome.finished_in {
             estimate = Some(match estimate {
@@ -178,7 +203,7 @@ pub fn kill_cycles(
             });
             report.workload_micros = estimate.map_or(0, |e| e.as_micros() as u64);
         }
-        let ops = workload(child_seed, WORKLOAD_LEN, WORKLOAD_DOCS);
+        let ops = workload_of(child_seed, WORKLOAD_LEN, WORKLOAD_DOCS, payload_only);
         let acks =
             replay(&mut model, &ops, &outcome.lines).map_err(|e| format!("{context}: {e}"))?;
         let before = model.clone();
@@ -229,6 +254,7 @@ fn run_cycle(
     backend: Backend,
     dir: &Path,
     seed: u64,
+    payload_only: bool,
     kill_at: KillAt,
 ) -> Result<CycleOutcome, String> {
     let pause_at = match kill_at {
@@ -242,6 +268,7 @@ fn run_cycle(
         .args(["--len", &WORKLOAD_LEN.to_string()])
         .args(["--docs", &WORKLOAD_DOCS.to_string()])
         .args(["--pause-at", &pause_at])
+        .args(["--payload-only", &payload_only.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -24,7 +24,7 @@ mod runner;
 
 pub use backend::{Backend, LOCK_PATIENCE, Location};
 pub use model::{Contents, DocModel, Snapshot, StoreModel, list};
-pub use ops::{Op, workload};
+pub use ops::{Op, workload, workload_of};
 pub use rng::Rng;
 pub use runner::{ModelRun, apply_to_handle};
 

@@ -2,19 +2,21 @@
 //!
 //! ```text
 //! reliability-workload workload --backend B --dir D --seed S --len N --docs K
-//!                               [--pause-at STEP]
+//!                               [--pause-at STEP] [--payload-only true]
 //! reliability-workload corrupt --backend B --pristine P --work W --seed S
 //!                              --random N --exhaustive BYTES --from I
 //! reliability-workload build --backend B --dir D
 //! reliability-workload show --seed S --len N --docs K
 //! reliability-workload dump --backend B --dir D
+//! reliability-workload overwrite --backend B --dir D [--second-len N] [--empty-peer true]
 //! ```
 //!
 //! `workload` runs the deterministic workload of a seed on a store and prints a line
 //! after every step (see `persister_reliability::kill`); `corrupt` runs corruption
 //! cases (see `persister_reliability::corruption`); `build` makes the corruption
 //! sweep's store, to look at or to seed the fuzzers with; `show` prints the steps of a
-//! workload and `dump` the contents of a store, to read a kill test's failure.
+//! workload and `dump` the contents of a store, to read a kill test's failure;
+//! `overwrite` loops on one document until killed (see [`overwrite`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,7 +24,7 @@ use std::process::ExitCode;
 
 use persister_reliability::Backend;
 use persister_reliability::corruption::{SweepConfig, sweep_child};
-use persister_reliability::kill::run_child;
+use persister_reliability::kill::{ChildArgs, run_child};
 
 fn main() -> ExitCode {
     match run() {
@@ -70,14 +72,17 @@ fn run() -> Result<(), String> {
     let stdout = std::io::stdout();
     match command.as_str() {
         "workload" => run_child(
-            backend,
-            &PathBuf::from(get("dir")?),
-            number("seed")?,
-            number("len")? as usize,
-            number("docs")? as usize,
-            match options.get("pause-at").map(String::as_str) {
-                None | Some("none") => None,
-                Some(_) => Some(number("pause-at")? as usize),
+            &ChildArgs {
+                backend,
+                dir: PathBuf::from(get("dir")?),
+                seed: number("seed")?,
+                len: number("len")? as usize,
+                docs: number("docs")? as usize,
+                payload_only: options.get("payload-only").is_some_and(|v| v == "true"),
+                pause_at: match options.get("pause-at").map(String::as_str) {
+                    None | Some("none") => None,
+                    Some(_) => Some(number("pause-at")? as usize),
+                },
             },
             &mut stdout.lock(),
         ),
@@ -98,6 +103,15 @@ fn run() -> Result<(), String> {
             )
         }
         "dump" => dump(backend, &PathBuf::from(get("dir")?)),
+        "overwrite" => overwrite(
+            backend,
+            &PathBuf::from(get("dir")?),
+            options
+                .get("second-len")
+                .map_or(Ok(0), |_| number("second-len"))? as usize,
+            options.get("empty-peer").is_some_and(|v| v == "true"),
+            &mut stdout.lock(),
+        ),
         "build" => persister_reliability::corruption::build(backend, &PathBuf::from(get("dir")?))
             .map_err(|e| format!("building the store: {e}")),
         other => Err(format!("unknown command {other:?}")),
@@ -128,6 +142,62 @@ fn dump(backend: Backend, dir: &std::path::Path) -> Result<(), String> {
         for (peer, state) in &contents.sync_states {
             println!("  sync state {peer:?}: {state:?}");
         }
+    }
+    Ok(())
+}
+
+/// Until killed, for `r` = 0, 1, ...: sets document `"doc"` and the sync state of a
+/// peer to 63 bytes of `r + 1` in one batch, flushes, prints `ack A r`; sets the
+/// document to `second_len` zero bytes, flushes, prints `ack B r`; removes the sync
+/// state, flushes, prints `ack C r`; inserts a change without flushing. The peer id is
+/// empty when `empty_peer`. With `second_len` 0 or an empty peer, batches B and C carry
+/// no payload byte: the focused reproduction of lost acknowledged writes (see the
+/// findings tests).
+fn overwrite(
+    backend: Backend,
+    dir: &std::path::Path,
+    second_len: usize,
+    empty_peer: bool,
+    out: &mut impl std::io::Write,
+) -> Result<(), String> {
+    use persister_core::{ActorId, Batch, Persister, Store};
+    let store = persister_reliability::Location::new(backend, dir)
+        .open()
+        .map_err(|e| format!("opening the store: {e}"))?;
+    let mut doc = store
+        .open_document(&"doc".into())
+        .map_err(|e| format!("opening the document: {e}"))?;
+    let mut say = |line: String| -> Result<(), String> {
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("writing: {e}"))
+    };
+    let peer = if empty_peer {
+        Vec::new()
+    } else {
+        b"p".to_vec()
+    };
+    say("ready".into())?;
+    for round in 0..u64::MAX {
+        let e = |e: persister_core::Error| format!("round {round}: {e}");
+        let full = vec![(round % 255) as u8 + 1; 63];
+        let steps = [
+            (
+                "A",
+                Batch::new()
+                    .set_document(full.clone())
+                    .set_sync_state(peer.clone(), full),
+            ),
+            ("B", Batch::new().set_document(vec![0; second_len])),
+            ("C", Batch::new().remove_sync_state(peer.clone())),
+        ];
+        for (name, batch) in steps {
+            doc.apply(batch).map_err(e)?;
+            doc.flush().map_err(e)?;
+            say(format!("ack {name} {round}"))?;
+        }
+        doc.insert_changes(vec![(ActorId::new([1]), round, vec![7; 20])])
+            .map_err(e)?;
     }
     Ok(())
 }

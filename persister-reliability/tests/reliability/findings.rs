@@ -71,3 +71,121 @@ fn fs_hostile_length_in_a_middle_record_is_corruption_not_a_torn_tail() -> Resul
     }
     Ok(())
 }
+
+/// A child (`reliability-workload overwrite`) loops: one batch setting a document and
+/// a peer's sync state to 63 bytes, flush (`ack A r`); the document set to
+/// `second_len` bytes, flush (`ack B r`); the sync state removed, flush (`ack C r`);
+/// a change inserted without a flush. The peer id is empty when `empty_peer`. It is
+/// killed a random moment after its first acknowledgement. After reopening, the
+/// document and the sync state must be what the last acknowledged flush left, or what
+/// the batch in flight after it set. Returns the cycles where they were not.
+fn killed_overwrites(
+    backend: Backend,
+    second_len: usize,
+    empty_peer: bool,
+    cycles: u64,
+) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let exe = env!("CARGO_BIN_EXE_reliability-workload");
+    let root = scratch_dir().unwrap();
+    let mut rng = persister_reliability::Rng::new(7);
+    let peer: &[u8] = if empty_peer { b"" } else { b"p" };
+    let mut lost = Vec::new();
+    for cycle in 0..cycles {
+        let dir = root.path().join(format!("store-{}", cycle / 25));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = Command::new(exe)
+            .args(["overwrite", "--backend", backend.name(), "--dir"])
+            .arg(&dir)
+            .args(["--second-len", &second_len.to_string()])
+            .args(["--empty-peer", &empty_peer.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut last = String::new();
+        let mut line = String::new();
+        // Wait for the first acknowledgement, then a little longer.
+        while stdout.read_line(&mut line).unwrap() > 0 {
+            if line.starts_with("ack") {
+                last = line.trim().to_string();
+                break;
+            }
+            line.clear();
+        }
+        std::thread::sleep(std::time::Duration::from_micros(rng.below(3000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        line.clear();
+        while stdout.read_line(&mut line).unwrap() > 0 {
+            if line.starts_with("ack") {
+                last = line.trim().to_string();
+            }
+            line.clear();
+        }
+        let mut parts = last.split(' ').skip(1);
+        let (step, round): (&str, u64) = (
+            parts.next().unwrap(),
+            parts.next().unwrap().parse().unwrap(),
+        );
+        let full = |r: u64| Some(vec![(r % 255) as u8 + 1; 63]);
+        let second = Some(vec![0; second_len]);
+        let a = |r| (full(r), full(r));
+        let b = |r| (second.clone(), full(r));
+        let c = (second.clone(), None);
+        // The acknowledged state, and the one the batch in flight may have made.
+        let allowed = match step {
+            "A" => [a(round), b(round)],
+            "B" => [b(round), c.clone()],
+            _ => [c.clone(), a(round + 1)],
+        };
+        let store = Location::new(backend, &dir).open().unwrap();
+        let p = store.open_document(&"doc".into()).unwrap();
+        let found = (p.get_document().unwrap(), p.get_sync_state(peer).unwrap());
+        if !allowed.contains(&found) {
+            let short = |v: &Option<Vec<u8>>| v.as_ref().map(|d| (d.len(), d.first().copied()));
+            lost.push(format!(
+                "cycle {cycle}: after {last:?} the document is {:?}, the sync state {:?}",
+                short(&found.0),
+                short(&found.1)
+            ));
+        }
+    }
+    lost
+}
+
+/// A batch with no payload byte (an empty document; the removal of the sync state of
+/// the empty peer id) is not made durable by the flush that acknowledges it on sled:
+/// the handle counts pending bytes, not pending batches, and `flush` returns at once
+/// when the count is 0. After a kill the previous values come back.
+#[test]
+#[ignore = "open bug in persister-sled: flush skips batches that carry no payload byte"]
+fn sled_acknowledged_batches_without_payload_survive_a_kill() {
+    let lost = killed_overwrites(Backend::Sled, 0, true, 300);
+    assert!(
+        lost.is_empty(),
+        "{} of 300 cycles lost acknowledged writes: {lost:#?}",
+        lost.len()
+    );
+}
+
+/// The same workload with a payload in every batch: no loss, on every disk backend.
+#[test]
+fn acknowledged_batches_with_payload_survive_a_kill() {
+    for backend in Backend::DISK {
+        let lost = killed_overwrites(backend, 5, false, 40);
+        assert!(lost.is_empty(), "{backend}: {lost:#?}");
+    }
+}
+
+/// Batches without a payload byte on the backends that keep them.
+#[test]
+fn acknowledged_batches_without_payload_survive_a_kill_on_redb_and_fs() {
+    for backend in [Backend::Redb, Backend::Fs] {
+        let lost = killed_overwrites(backend, 0, true, 40);
+        assert!(lost.is_empty(), "{backend}: {lost:#?}");
+    }
+}
