@@ -90,13 +90,20 @@ impl std::fmt::Display for Backend {
 }
 
 /// How a command uses an existing store.
+///
+/// Opening a damaged sled store lets sled's recovery overwrite the data after the
+/// damage before `persister-sled` can refuse the store, so a sled store a command did
+/// not just make is never opened in place before a copy of it has opened cleanly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// Only reads: a sled store is read through a copy of its directory in a temporary
-    /// directory, because opening a damaged sled store can overwrite data.
+    /// directory.
     Read,
-    /// Writes: the store is opened in place.
+    /// Writes in place; a sled store is opened in place only after a copy of it opened
+    /// without error.
     Write,
+    /// Writes in place to a store this process has just made and closed.
+    New,
 }
 
 /// An open store of any backend.
@@ -140,17 +147,25 @@ impl OpenStore {
             Some(backend) => backend,
             None => Backend::detect(path)?,
         };
+        let in_place = |opened: &Path| {
+            open_engine(backend, opened).map_err(|e| {
+                CliError::from(e)
+                    .replace_path(&opened.display().to_string(), &path.display().to_string())
+            })
+        };
         let (copy, opened) = match (backend, access) {
             (Backend::Sled, Access::Read) => {
                 let (dir, copy) = copy_sled_store(path)?;
                 (Some(dir), copy)
             }
+            (Backend::Sled, Access::Write) => {
+                let (_dir, copy) = copy_sled_store(path)?;
+                drop(in_place(&copy)?);
+                (None, path.to_path_buf())
+            }
             _ => (None, path.to_path_buf()),
         };
-        let engine = open_engine(backend, &opened).map_err(|e| {
-            CliError::from(e)
-                .replace_path(&opened.display().to_string(), &path.display().to_string())
-        })?;
+        let engine = in_place(&opened)?;
         Ok(OpenStore {
             backend,
             path: path.to_path_buf(),

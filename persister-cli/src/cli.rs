@@ -49,7 +49,9 @@ pub enum Command {
     /// damaged document.
     ///
     /// A sled store is read through a copy in a temporary directory (set TMPDIR to
-    /// choose where), because opening a damaged sled store can erase data.
+    /// choose where), because opening a damaged sled store can erase data. redb and fs
+    /// stores are opened in place, as an application opens them (which finishes their
+    /// crash recovery).
     Verify(StoreArgs),
 
     /// Compact every document (or one): store the whole document and drop the changes

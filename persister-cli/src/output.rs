@@ -28,8 +28,10 @@ pub fn duration(d: Duration) -> String {
         format!("{micros} µs")
     } else if micros < 100_000 {
         format!("{:.1} ms", d.as_secs_f64() * 1e3)
-    } else if micros < 10_000_000 {
+    } else if micros < 1_000_000 {
         format!("{:.0} ms", d.as_secs_f64() * 1e3)
+    } else if micros < 10_000_000 {
+        format!("{:.2} s", d.as_secs_f64())
     } else {
         format!("{:.1} s", d.as_secs_f64())
     }
@@ -125,6 +127,7 @@ mod tests {
         assert_eq!(duration(Duration::from_micros(850)), "850 µs");
         assert_eq!(duration(Duration::from_micros(12_345)), "12.3 ms");
         assert_eq!(duration(Duration::from_millis(456)), "456 ms");
+        assert_eq!(duration(Duration::from_millis(1_556)), "1.56 s");
         assert_eq!(duration(Duration::from_secs(12)), "12.0 s");
     }
 

@@ -40,7 +40,7 @@ pub(crate) fn run(
     let store = OpenStore::existing(&args.store, args.backend, Access::Read)?;
     let ids = store.list()?;
     let staging = Staging::new(file, false)?;
-    let out = File::create_new(staging.path()).map_err(|e| io_error("create", file, e))?;
+    let out = create_private(staging.path()).map_err(|e| io_error("create", file, e))?;
     let mut encoder = Encoder::new(BufWriter::new(out)).map_err(|e| in_file(e, file))?;
     let mut digests = Vec::new();
     let mut sizes = StoredSizes::default();
@@ -108,4 +108,13 @@ pub(crate) fn run(
 
 pub(crate) fn in_file(e: crate::export::Error, file: &Path) -> CliError {
     CliError::from(e).context(file.display())
+}
+
+/// Creates a new file only its owner can read: it holds every document of the store.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }

@@ -57,7 +57,7 @@ impl NewStore {
             total,
         } = self;
         drop(store);
-        let reopened = OpenStore::existing(staging.path(), Some(backend), Access::Write)?;
+        let reopened = OpenStore::existing(staging.path(), Some(backend), Access::New)?;
         let ids = reopened.list()?;
         let expected: Vec<&DocumentId> = written.iter().map(|(id, _)| id).collect();
         if ids.iter().collect::<Vec<_>>() != expected {

@@ -127,7 +127,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
 
     // Reopen from disk, and check that the text is what was typed.
     let started = Instant::now();
-    let store = OpenStore::existing(&path, Some(args.backend), Access::Write)?;
+    let store = OpenStore::existing(&path, Some(args.backend), Access::New)?;
     let reread =
         PersistentDoc::load_with(store.open_document(&id)?.persister, read_only_options())?;
     timings.reopen = started.elapsed();

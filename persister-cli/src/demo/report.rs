@@ -99,11 +99,15 @@ impl Report {
                 plural(self.edits, "edit", "edits"),
                 duration(t.edit),
                 format!(
-                    "{} edits/s: {} insertions, {} deletions, {} cursor jumps",
+                    "{} edits/s: {} chars inserted, {} deleted{}",
                     thousands(rate),
                     thousands(self.insertions),
                     thousands(self.deletions),
-                    thousands(self.cursor_jumps)
+                    if self.trace.is_some() {
+                        String::new()
+                    } else {
+                        format!(", {} cursor jumps", thousands(self.cursor_jumps))
+                    }
                 ),
             ],
             vec![
@@ -118,7 +122,7 @@ impl Report {
             vec![
                 plural(self.compactions, "compaction", "compactions"),
                 duration(t.compact),
-                "when sizes() said so (1,000+ changes, as many bytes as the document)".into(),
+                "when sizes() said so (1,000+ changes, change bytes >= document bytes)".into(),
             ],
             vec![
                 "reopen + check".into(),

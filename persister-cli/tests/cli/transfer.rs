@@ -1,10 +1,10 @@
 //! `persister copy`, `export` and `import`.
 
 use persister_cli::Backend;
-use persister_fs::FsStore;
 
 use crate::support::{
-    TestResult, make_store, names_in, persister, read_store, snapshot_files, store_path,
+    TestResult, fs_log_path, make_store, names_in, persister, read_store, snapshot_files,
+    store_path,
 };
 
 #[test]
@@ -114,9 +114,7 @@ fn a_failed_copy_leaves_no_destination() -> TestResult {
     let original = make_store(Backend::Fs, &src)?;
     // Damage the log of the binary-id document (it comes last, after two documents
     // were written to the new store): flushed records, not a torn tail.
-    let log = FsStore::open(&src)?
-        .log_path(&vec![0xff, 0x00, 0x01].into())
-        .ok_or("no log")?;
+    let log = fs_log_path(&src, &vec![0xff, 0x00, 0x01].into())?;
     let mut bytes = std::fs::read(&log)?;
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x55;
