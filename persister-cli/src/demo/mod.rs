@@ -5,27 +5,29 @@
 
 mod meta;
 mod report;
+mod session;
 mod source;
 mod timed;
 mod typing;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use automerge::transaction::Transactable;
-use automerge::{ObjId, ObjType, ROOT, ReadDoc, TextEncoding};
+use automerge::{ObjType, ROOT, ReadDoc, TextEncoding};
 use persister_automerge::{CompactionTrigger, FlushPolicy, Options, PersistentDoc};
-use persister_core::{DocumentId, DynPersister, Persister};
+use persister_core::{DocumentId, DynPersister};
 
 use self::meta::Meta;
 use self::report::{Report, Timings, TraceProgress};
+use self::session::{check, edit};
 use self::source::{Source, TraceReplay};
 use self::timed::Timed;
 use self::typing::Typist;
 use crate::cli::DemoArgs;
 use crate::commands::read_only_options;
 use crate::error::io_error;
-use crate::output::{print_json, progress};
+use crate::output::print_json;
 use crate::{Access, Backend, CliError, OpenStore};
 
 /// The demo's document.
@@ -195,101 +197,6 @@ fn store_path(dir: &Path, backend: Backend) -> PathBuf {
         Backend::Sled => "sled",
         Backend::Fs => "fs",
     })
-}
-
-/// What the editing loop did.
-#[derive(Debug, Default)]
-struct Stats {
-    edits: u64,
-    insertions: u64,
-    deletions: u64,
-    compactions: u64,
-    loop_time: Duration,
-    loop_flush_time: Duration,
-    compact_time: Duration,
-}
-
-/// Makes up to `edits` edits, each one commit written to the store, compacting when
-/// the stored sizes say so.
-fn edit(
-    doc: &mut Doc,
-    text: &ObjId,
-    model: &mut Vec<char>,
-    source: &mut Source,
-    edits: u64,
-) -> Result<Stats, CliError> {
-    let trigger = CompactionTrigger::default();
-    let mut stats = Stats::default();
-    let flush_before = doc.persister().flush_time;
-    let bar = progress(edits, "editing");
-    let started = Instant::now();
-    while stats.edits < edits {
-        let Some(splices) = source.next_edit(model.len()) else {
-            break;
-        };
-        let mut len = model.len();
-        for splice in &splices {
-            if !splice.fits(len) {
-                return Err(CliError::new(
-                    format!(
-                        "an edit at {} deletes past the end of the text ({len} chars)",
-                        splice.pos
-                    ),
-                    "the trace does not fit its own text: check the trace file",
-                ));
-            }
-            len = len - splice.delete + splice.insert.chars().count();
-        }
-        doc.edit(|d| {
-            for s in &splices {
-                d.splice_text(text, s.pos, s.delete as isize, &s.insert)?;
-            }
-            Ok(())
-        })?;
-        for splice in &splices {
-            splice.apply(model);
-            stats.insertions += splice.insert.chars().count() as u64;
-            stats.deletions += splice.delete as u64;
-        }
-        stats.edits += 1;
-        if trigger.should_compact(&doc.sizes()) {
-            let (t, flushed) = (Instant::now(), doc.persister().flush_time);
-            doc.compact()?;
-            // A flush the compaction's write set off is counted with the flushes.
-            let in_flush = doc.persister().flush_time - flushed;
-            stats.compact_time += t.elapsed().saturating_sub(in_flush);
-            stats.compactions += 1;
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    stats.loop_time = started.elapsed();
-    stats.loop_flush_time = doc.persister().flush_time - flush_before;
-    Ok(stats)
-}
-
-/// Checks the reopened document against what the session typed.
-fn check<P: Persister<Error = persister_core::Error>>(
-    doc: &PersistentDoc<P>,
-    model: &[char],
-    edits: u64,
-    path: &Path,
-) -> Result<(), CliError> {
-    let meta = Meta::read(doc.doc())?;
-    let text = match &meta.text {
-        Some(text) => doc.doc().text(text).map_err(bug)?,
-        None => String::new(),
-    };
-    if text.chars().ne(model.iter().copied()) || meta.edits != edits {
-        return Err(CliError::damaged(format!(
-            "after reopening {}, the document holds {} chars and {} edits, not the {} chars and {edits} edits written",
-            path.display(),
-            text.chars().count(),
-            meta.edits,
-            model.len()
-        )));
-    }
-    Ok(())
 }
 
 fn bug(e: automerge::AutomergeError) -> CliError {

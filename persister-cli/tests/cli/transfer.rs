@@ -59,7 +59,13 @@ fn sled_to_redb_to_fs_to_an_export_file_and_back_keeps_every_byte() -> TestResul
         );
     }
     // The default backend of a new store is redb.
-    persister(["import", &s("dump.pst"), &s("default")])?.expect(0);
+    let json = persister(["import", "--json", &s("dump.pst"), &s("default")])?
+        .expect(0)
+        .json()?;
+    assert_eq!(
+        (json["documents"].clone(), json["backend"].clone()),
+        (3.into(), "redb".into())
+    );
     assert!(persister_redb::is_redb_file(p("default")));
     // Nothing temporary is left anywhere.
     assert!(
