@@ -48,3 +48,11 @@ fn fuzz_fixtures_fs_log() {
 fn fuzz_fixtures_fs_dir() {
     replay("fs_dir", fuzzing::fs_dir);
 }
+
+#[test]
+fn fuzz_fixtures_export() {
+    use persister_cli::export::{decode, encode};
+    replay("export", |data| {
+        fuzzing::export_round_trip(data, decode, encode)
+    });
+}
