@@ -213,7 +213,11 @@ impl Persister for SledPersister {
             self.stage(&mut staged, &mut writes, tally, key, new)?;
         }
         let key = &self.keys.manifest;
-        writes.insert(key.as_slice(), layout::frame(key, &manifest.encode()));
+        let framed = layout::frame(key, &manifest.encode());
+        // Every applied batch rewrites the manifest, so even a batch whose payload is
+        // empty (an empty document, an empty peer id removed) leaves bytes to sync.
+        let written = payload.saturating_add(key.len() + framed.len());
+        writes.insert(key.as_slice(), framed);
         let created = self
             .manifest
             .is_none()
@@ -225,7 +229,7 @@ impl Persister for SledPersister {
             Ok(())
         })?;
         self.manifest = Some(manifest);
-        self.pending = self.pending.saturating_add(payload);
+        self.pending = self.pending.saturating_add(written);
         Ok(())
     }
 

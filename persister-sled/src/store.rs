@@ -351,6 +351,28 @@ mod tests {
         Ok(())
     }
 
+    /// A batch that carries no payload byte (an empty document, the empty peer's state
+    /// removed) still changes the document, so the flush after it must sync.
+    #[test]
+    fn a_batch_without_payload_bytes_is_flushed() -> Result<()> {
+        let dir = tempdir()?;
+        let store = SledStore::open(dir.path())?;
+        let mut p = store.open_document(&"doc".into())?;
+        p.set_sync_state(Vec::new(), b"state".to_vec())?;
+        p.flush()?;
+        let before = mark::read(dir.path())?;
+        p.remove_sync_states(&[b""])?;
+        assert!(
+            p.flush()? > 0,
+            "a flush after a payload-free batch did nothing"
+        );
+        assert_ne!(mark::read(dir.path())?, before, "the mark did not advance");
+        p.set_document(Vec::new())?;
+        assert!(p.flush()? > 0);
+        assert_eq!(p.flush()?, 0);
+        Ok(())
+    }
+
     /// The mark advances with every flush, to the last batch applied.
     #[test]
     fn flush_advances_the_mark_to_the_last_batch() -> Result<()> {
