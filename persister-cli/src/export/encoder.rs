@@ -40,26 +40,35 @@ impl<W: Write> Encoder<W> {
     /// Writes one document's records.
     pub fn write_document(&mut self, doc: &DocumentDump) -> Result<(), Error> {
         self.check(doc)?;
-        self.write_record(&Record::Begin {
-            id: Bytes(doc.id.as_bytes()),
-        })?;
+        let id = &doc.id;
+        self.write_record(
+            id,
+            &Record::Begin {
+                id: Bytes(id.as_bytes()),
+            },
+        )?;
         if let Some(document) = &doc.document {
-            self.write_record(&Record::Compacted {
-                document: Bytes(document),
-            })?;
+            self.write_record(
+                id,
+                &Record::Compacted {
+                    document: Bytes(document),
+                },
+            )?;
         }
         for (actor, seq, value) in &doc.changes {
-            self.write_record(&Record::Change {
+            let change = Record::Change {
                 actor: Bytes(actor.as_bytes()),
                 seq: *seq,
                 value: Bytes(value),
-            })?;
+            };
+            self.write_record(id, &change)?;
         }
         for (peer, state) in &doc.sync_states {
-            self.write_record(&Record::SyncState {
+            let sync_state = Record::SyncState {
                 peer: Bytes(peer),
                 state: Bytes(state),
-            })?;
+            };
+            self.write_record(id, &sync_state)?;
         }
         self.documents += 1;
         self.last_id = Some(doc.id.clone());
@@ -72,7 +81,7 @@ impl<W: Write> Encoder<W> {
             documents: self.documents,
             digest: self.digest,
         };
-        self.write_record(&end)?;
+        self.write_record(&DocumentId::default(), &end)?;
         Ok(self.out)
     }
 
@@ -115,7 +124,8 @@ impl<W: Write> Encoder<W> {
         Ok(())
     }
 
-    fn write_record(&mut self, record: &Record<'_>) -> Result<(), Error> {
+    /// Writes one record of `document`'s (named in errors).
+    fn write_record(&mut self, document: &DocumentId, record: &Record<'_>) -> Result<(), Error> {
         let body = postcard::to_stdvec(record).map_err(|e| Error::Io {
             action: "encode a record of",
             source: std::io::Error::other(e),
@@ -124,10 +134,7 @@ impl<W: Write> Encoder<W> {
             .ok()
             .filter(|len| *len <= MAX_RECORD_LEN)
             .ok_or_else(|| Error::Invalid {
-                document: self
-                    .last_id
-                    .as_ref()
-                    .map_or_else(String::new, ToString::to_string),
+                document: document.to_string(),
                 reason: format!("a record of {} bytes is over the maximum", body.len()),
             })?;
         let mut frame = [0; 8];
