@@ -575,6 +575,10 @@ pub struct SweepReport {
     pub failures: Vec<String>,
     /// The store's files and their lengths.
     pub files: Vec<(PathBuf, u64)>,
+    /// Refused cases whose error says the storage engine panicked and the backend
+    /// caught it (persister-sled does so around sled 0.34, which panics on some
+    /// damaged files): not failures, but reported.
+    pub engine_panics_caught: u64,
 }
 
 impl SweepReport {
@@ -728,6 +732,9 @@ pub fn sweep(
                 report.cases += 1;
                 *report.verdicts.entry(name.to_string()).or_default() += 1;
                 report.max_peak_kib = report.max_peak_kib.max(peak.parse().unwrap_or(0));
+                if name == "refused" && detail.is_some_and(|d| d.contains("panicked")) {
+                    report.engine_panics_caught += 1;
+                }
                 if matches!(name, "lie" | "panic" | "rollback") {
                     report
                         .failures
