@@ -153,19 +153,18 @@ pub fn markdown(report: &Report) -> String {
     row(
         &mut out,
         &format!(
-            "7. {} trace, {edits} edits, 1 commit each, flush every {}, auto-compaction: s (x memory; CPU time x memory)",
+            "7. {} trace, {edits} edits, 1 commit each, flush every {}, auto-compaction: s (x memory: wall; wall minus run-queue wait)",
             crate::rows::trace::TRACE,
             thousands(c.trace_flush_every)
         ),
         &columns,
         |r| {
             Some(cell(r.trace.as_ref()?, |t| {
-                match (t.ratio_to_memory, t.cpu_ratio_to_memory) {
-                    (Some(m), Some(c)) if r.column != Column::Memory.name() => {
-                        format!("{:.2} ({m:.2}x; CPU {c:.2}x)", t.replay_s)
+                match (t.ratio_to_memory, t.own_ratio_to_memory) {
+                    (Some(m), Some(o)) if r.column != Column::Memory.name() => {
+                        format!("{:.2} ({m:.2}x; {o:.2}x)", t.replay_s)
                     }
-                    (Some(m), _) => format!("{:.2} ({m:.2}x)", t.replay_s),
-                    (None, _) => format!("{:.2}", t.replay_s),
+                    _ => format!("{:.2}", t.replay_s),
                 }
             }))
         },

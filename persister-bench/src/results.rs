@@ -167,8 +167,17 @@ pub struct TraceRun {
     /// CPU time of the whole process during the replay, all threads, s: steadier than
     /// wall time on a busy machine, but blind to waiting for the disk.
     pub cpu_s: f64,
+    /// Time the replaying thread spent runnable but waiting for a CPU (the second field
+    /// of `/proc/thread-self/schedstat`), s: what other processes on a shared machine
+    /// took from it.
+    #[serde(default)]
+    pub runnable_wait_s: f64,
     /// The median over rounds of `replay_s` over the memory column's in the same round.
     pub ratio_to_memory: Option<f64>,
+    /// The same for `replay_s - runnable_wait_s`: the wall time without what other
+    /// processes took, which keeps the waits for the disk. The targets use this one.
+    #[serde(default)]
+    pub own_ratio_to_memory: Option<f64>,
     /// The same for `cpu_s`.
     #[serde(default)]
     pub cpu_ratio_to_memory: Option<f64>,

@@ -38,9 +38,10 @@ fn replay_and_reload(
         Column::Peer => return Err("the peer has no automerge 0.12 integration".into()),
         _ => Location::Dir(dir.to_owned()),
     };
-    let cpu_before = cpu_s()?;
+    let (cpu_before, wait_before) = (cpu_s()?, runnable_wait_s()?);
     let (replay_s, compactions) = replay(flush_every, column, &location, edits)?;
     let cpu = cpu_s()? - cpu_before;
+    let runnable_wait = runnable_wait_s()? - wait_before;
 
     // Reload what the replay left (the last compacted document and the changes made
     // since) as a program that starts would, alternating with automerge's own load of
@@ -69,7 +70,9 @@ fn replay_and_reload(
         edits: edits.edits.len(),
         replay_s,
         cpu_s: cpu,
+        runnable_wait_s: runnable_wait,
         ratio_to_memory: None,
+        own_ratio_to_memory: None,
         cpu_ratio_to_memory: None,
         compactions,
         reload_ms,
@@ -145,6 +148,17 @@ fn cpu_s() -> Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
+/// Time this thread has spent runnable but not running, in seconds: the second field
+/// of `/proc/thread-self/schedstat`, in ns.
+fn runnable_wait_s() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    let field = stat
+        .split_whitespace()
+        .nth(1)
+        .ok_or("/proc/thread-self/schedstat is too short")?;
+    Ok(field.parse::<f64>()? / 1e9)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +173,7 @@ mod tests {
         }
         assert!(x > 0);
         assert!(cpu_s()? >= before);
+        assert!(runnable_wait_s()? >= 0.0);
         Ok(())
     }
 }

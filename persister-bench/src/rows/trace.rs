@@ -213,14 +213,10 @@ pub fn run_all(
         }
     }
 
-    let memory: Option<Vec<Option<(f64, f64)>>> = runs
+    let memory: Option<Vec<Option<TraceRun>>> = runs
         .iter()
         .find(|(c, _)| *c == Column::Memory)
-        .map(|(_, s)| {
-            s.iter()
-                .map(|r| r.as_ref().map(|r| (r.replay_s, r.cpu_s)))
-                .collect()
-        });
+        .map(|(_, s)| s.clone());
     for report in reports.iter_mut() {
         let Some(column) = Column::ALL.into_iter().find(|c| c.name() == report.column) else {
             continue;
@@ -240,18 +236,19 @@ pub fn run_all(
         };
         let samples: Vec<TraceRun> = samples.drain(..).flatten().collect();
         let times: Vec<f64> = samples.iter().map(|r| r.replay_s).collect();
-        let ratios = |of: fn(&TraceRun) -> f64, base: fn((f64, f64)) -> f64| -> Vec<f64> {
+        let ratios = |of: fn(&TraceRun) -> f64| -> Vec<f64> {
             match &memory {
                 Some(memory) => samples
                     .iter()
                     .zip(memory)
-                    .filter_map(|(run, m)| Some(of(run) / base((*m)?)))
+                    .filter_map(|(run, m)| Some(of(run) / of(m.as_ref()?)))
                     .collect(),
                 None => Vec::new(),
             }
         };
-        let wall = ratios(|r| r.replay_s, |m| m.0);
-        let cpu = ratios(|r| r.cpu_s, |m| m.1);
+        let wall = ratios(|r| r.replay_s);
+        let own = ratios(|r| r.replay_s - r.runnable_wait_s);
+        let cpu = ratios(|r| r.cpu_s);
         let mid = median(times.clone());
         let Some(mut run) = samples.into_iter().min_by(|a, b| {
             (a.replay_s - mid)
@@ -261,6 +258,7 @@ pub fn run_all(
             continue;
         };
         run.ratio_to_memory = (!wall.is_empty()).then(|| median(wall.clone()));
+        run.own_ratio_to_memory = (!own.is_empty()).then(|| median(own));
         run.cpu_ratio_to_memory = (!cpu.is_empty()).then(|| median(cpu));
         run.replay_samples_s = times;
         run.ratio_samples = wall;
