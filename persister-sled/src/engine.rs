@@ -88,7 +88,10 @@ fn map_error(path: &Path, action: &'static str, error: sled::Error) -> Error {
         },
         sled::Error::Io(e) => Error::io(action, path, e),
         sled::Error::Corruption { at, .. } => Error::corrupt(
-            format!("sled found damaged data (at {at:?}) while trying to {action}"),
+            match at {
+                Some(at) => format!("sled found damaged data (at {at:?}) while trying to {action}"),
+                None => format!("sled found damaged data while trying to {action}"),
+            },
             path,
             None,
         ),
@@ -171,6 +174,8 @@ mod tests {
             Error::Io { action: "open", .. }
         ));
         let corrupt = sled::Error::Corruption { at: None, bt: () };
-        assert!(map_error(path, "read", corrupt).is_corrupt());
+        let corrupt = map_error(path, "read", corrupt);
+        assert!(corrupt.is_corrupt());
+        assert!(!corrupt.to_string().contains("None"), "{corrupt}");
     }
 }
