@@ -142,16 +142,6 @@ pub enum Location {
     Memory(MemoryStore),
 }
 
-impl Location {
-    /// The directory, for columns on disk.
-    pub fn dir(&self) -> Option<&Path> {
-        match self {
-            Location::Dir(dir) => Some(dir),
-            Location::Memory(_) => None,
-        }
-    }
-}
-
 /// A batch of changes already converted to a column's own types.
 pub enum Prepared {
     /// For this workspace's backends.

@@ -59,15 +59,19 @@ struct Cli {
     /// Also write the JSON results to this file, whatever is printed.
     #[arg(long, value_name = "PATH")]
     save_json: Option<PathBuf>,
+    /// Keep the stores of rows 1, 4 and 5 after the run, to inspect or profile them.
+    #[arg(long)]
+    keep: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Row 6's child: open a store, read every change, print the peak memory.
-    #[command(name = rows::peak::SUBCOMMAND, hide = true)]
-    PeakLoad {
+    /// The child of rows 3 and 6: open a store, read every change, print the time taken
+    /// and the peak memory.
+    #[command(name = rows::load::SUBCOMMAND, hide = true)]
+    Load {
         /// The column whose store it is.
         #[arg(long, value_enum)]
         column: Column,
@@ -96,7 +100,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
-        Some(Command::PeakLoad { column, dir }) => rows::peak::child(*column, dir).map(|()| true),
+        Some(Command::Load { column, dir }) => rows::load::child(*column, dir).map(|()| true),
         Some(Command::TraceRun {
             column,
             dir,
@@ -175,23 +179,31 @@ fn run(cli: &Cli) -> Result<bool> {
     )));
 
     if [1, 3, 4, 5, 6].into_iter().any(wanted) {
-        progress("rows 1, 3, 4, 5: bulk insert, reopen, disk usage, sizes()");
-        let mut ingested = rows::ingest::run(&config, &columns, base.path());
+        progress("rows 1, 4, 5: bulk insert, disk usage, sizes()");
+        let (mut ingested, expected) = rows::ingest::run(&config, &columns, base.path());
+        let stores: Vec<(Column, columns::Location)> = columns
+            .iter()
+            .filter_map(|c| Some((*c, ingested.get(c)?.large.clone()?)))
+            .collect();
+        let mut loaded = if wanted(3) || wanted(6) {
+            progress("rows 3, 6: load every change in a new process");
+            rows::load::run(&config, &stores, expected)
+        } else {
+            Default::default()
+        };
         for (report, column) in reports.iter_mut().zip(&columns) {
             let Some(i) = ingested.remove(column) else {
                 continue;
             };
-            if wanted(6) {
-                progress(&format!("row 6: peak memory, {column}"));
-                report.peak = Some(match &i.large {
-                    Some(location) => rows::peak::run(*column, location, config.changes),
-                    None => Cell::Skipped("no store: row 1 failed".into()),
-                });
-            }
+            let (reload, peak) = loaded.remove(column).unwrap_or_else(|| {
+                let reason = "no store: row 1 failed";
+                (Cell::Skipped(reason.into()), Cell::Skipped(reason.into()))
+            });
             report.insert = wanted(1).then_some(i.insert);
-            report.reload = wanted(3).then_some(i.reload);
+            report.reload = wanted(3).then_some(reload);
             report.disk = wanted(4).then_some(i.disk);
             report.sizes = wanted(5).then_some(i.sizes);
+            report.peak = wanted(6).then_some(peak);
         }
     }
 
@@ -240,6 +252,9 @@ fn run(cli: &Cli) -> Result<bool> {
         println!("{json}");
     } else {
         print!("{}", report::markdown(&report));
+    }
+    if cli.keep {
+        eprintln!("stores kept in {}", base.keep().display());
     }
     Ok(!failed)
 }

@@ -1,5 +1,5 @@
-//! Rows 1, 3, 4 and 5: a bulk insert, then reopening, disk usage and `sizes()` on the
-//! store it leaves.
+//! Rows 1, 4 and 5: a bulk insert, then disk usage and `sizes()` on the store it
+//! leaves (which rows 3 and 6 load).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,21 +7,20 @@ use std::time::Instant;
 
 use crate::Result;
 use crate::columns::{Column, Location};
-use crate::data::{RawChange, Workload, digest, expected_digest};
-use crate::results::{Cell, Config, Disk, Insert, Reload, Sizes};
+use crate::data::{RawChange, Workload, expected_digest};
+use crate::results::{Cell, Config, Disk, Insert, Sizes};
+use crate::rows::load::Expected;
 use crate::rows::{disk_usage, median};
 
-/// What rows 1, 3, 4 and 5 measured for one column, and where its large store is.
+/// What rows 1, 4 and 5 measured for one column, and where its large store is.
 pub struct Ingested {
     /// Row 1.
     pub insert: Cell<Insert>,
-    /// Row 3.
-    pub reload: Cell<Reload>,
     /// Row 4.
     pub disk: Cell<Disk>,
     /// Row 5.
     pub sizes: Cell<Sizes>,
-    /// The store holding every change, for row 6.
+    /// The store holding every change, for rows 3 and 6.
     pub large: Option<Location>,
 }
 
@@ -33,9 +32,14 @@ struct Stores {
     values: u64,
 }
 
-/// Runs rows 1, 3, 4 and 5 for `columns`, each repeat interleaved across columns so
-/// that drift of the machine hits every column alike.
-pub fn run(config: &Config, columns: &[Column], base: &Path) -> BTreeMap<Column, Ingested> {
+/// Runs rows 1, 4 and 5 for `columns`, each repeat of row 1 interleaved across columns
+/// so that drift of the machine hits every column alike. Also returns what loading the
+/// large store must give.
+pub fn run(
+    config: &Config,
+    columns: &[Column],
+    base: &Path,
+) -> (BTreeMap<Column, Ingested>, Expected) {
     let changes = Workload::new(config.changes).generate();
     let stores = Stores {
         digest: expected_digest(&changes),
@@ -48,7 +52,6 @@ pub fn run(config: &Config, columns: &[Column], base: &Path) -> BTreeMap<Column,
         .map(|&c| {
             let ingested = Ingested {
                 insert: not_reached(),
-                reload: not_reached(),
                 disk: not_reached(),
                 sizes: not_reached(),
                 large: None,
@@ -100,36 +103,6 @@ pub fn run(config: &Config, columns: &[Column], base: &Path) -> BTreeMap<Column,
         }
     }
 
-    // Row 3.
-    let mut times: BTreeMap<Column, Vec<Reload>> = BTreeMap::new();
-    for _ in 0..config.repeats {
-        for (&column, entry) in out.iter_mut() {
-            let Some(location) = &entry.large else {
-                continue;
-            };
-            if entry.reload.failed() {
-                continue;
-            }
-            match reload_once(column, location, &stores) {
-                Ok(reload) => times.entry(column).or_default().push(reload),
-                Err(e) => entry.reload = Cell::Failed(e.to_string()),
-            }
-        }
-    }
-    for (column, samples) in times {
-        if let Some(entry) = out.get_mut(&column)
-            && !entry.reload.failed()
-        {
-            let all: Vec<f64> = samples.iter().map(|s| s.ms).collect();
-            if let Some(best) = samples.into_iter().min_by(|a, b| a.ms.total_cmp(&b.ms)) {
-                entry.reload = Cell::Value(Reload {
-                    samples: all,
-                    ..best
-                });
-            }
-        }
-    }
-
     // Row 5.
     for (&column, entry) in out.iter_mut() {
         let Some(large) = entry.large.clone() else {
@@ -139,7 +112,11 @@ pub fn run(config: &Config, columns: &[Column], base: &Path) -> BTreeMap<Column,
         entry.sizes = Cell::from_result(sizes_row(config, column, &dir, &large, &stores));
         let _ = std::fs::remove_dir_all(&dir);
     }
-    out
+    let expected = Expected {
+        changes: stores.changes.len(),
+        digest: stores.digest,
+    };
+    (out, expected)
 }
 
 /// A cell for a row that an earlier failure kept from running.
@@ -188,34 +165,6 @@ fn insert_once(
     };
     drop(subject);
     Ok((insert, disk, location))
-}
-
-/// Opens the store and reads every change, timed; checks that exactly what was
-/// written came back, in `(actor, seq)` order.
-fn reload_once(column: Column, location: &Location, stores: &Stores) -> Result<Reload> {
-    let start = Instant::now();
-    let subject = column.open(location)?;
-    let opened = Instant::now();
-    let values = subject.get_changes()?;
-    let end = Instant::now();
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    if values.len() != stores.changes.len() {
-        return Err(format!(
-            "get_changes returned {} changes, not {}",
-            values.len(),
-            stores.changes.len()
-        )
-        .into());
-    }
-    if digest(values.iter().map(Vec::as_slice)) != stores.digest {
-        return Err("get_changes returned other bytes than were written".into());
-    }
-    Ok(Reload {
-        ms: ms(end - start),
-        open_ms: ms(opened - start),
-        read_ms: ms(end - opened),
-        samples: Vec::new(),
-    })
 }
 
 /// Row 5: `sizes()` right after opening a store of a tenth of the changes and the

@@ -2,7 +2,7 @@
 
 pub mod flush;
 pub mod ingest;
-pub mod peak;
+pub mod load;
 pub mod replay;
 pub mod trace;
 
