@@ -3,9 +3,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::Result;
+use crate::clock::{Lap, Stopwatch};
 use crate::data::SplitMix64;
 
 /// A file that grows by small appends, each made durable with `fdatasync`: what a
@@ -30,13 +31,13 @@ impl RawLog {
     }
 
     /// Appends `count` records, each followed by `fdatasync`; returns the time taken.
-    pub fn append_synced(&mut self, count: usize) -> Result<Duration> {
-        let start = Instant::now();
+    pub fn append_synced(&mut self, count: usize) -> Result<Lap> {
+        let watch = Stopwatch::start();
         for _ in 0..count {
             self.file.write_all(&self.record)?;
             self.file.sync_data()?;
         }
-        Ok(start.elapsed())
+        Ok(watch.lap())
     }
 
     /// Removes the file.
@@ -53,7 +54,7 @@ pub fn fdatasync_per_s(dir: &Path, count: usize, len: usize) -> Result<f64> {
     let mut log = RawLog::create(dir, "limit-fdatasync", len)?;
     let elapsed = log.append_synced(count)?;
     log.remove()?;
-    Ok(count as f64 / elapsed.as_secs_f64())
+    Ok(count as f64 / elapsed.own.as_secs_f64())
 }
 
 /// Writes `total` bytes in 1 MiB writes to a new file in `dir`, then `fdatasync`:

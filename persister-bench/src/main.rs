@@ -13,6 +13,7 @@
 //! cargo run --release -p persister-bench -- --only fs,peer --rows 1,3 --json
 //! ```
 
+mod clock;
 mod columns;
 mod data;
 mod limit;

@@ -80,14 +80,19 @@ pub struct Limit {
 /// Row 1.
 #[derive(Clone, Debug, Serialize)]
 pub struct Insert {
-    /// The best rate over the repeats, changes per second.
+    /// The best rate over the repeats, changes per second of own time (wall time minus
+    /// the run-queue wait, see `clock`).
     pub changes_per_s: f64,
-    /// In the best repeat, seconds spent inserting (before the flush).
+    /// The same repeat's rate in wall time.
+    pub wall_changes_per_s: f64,
+    /// In the best repeat, seconds (own time) spent inserting, before the flush.
     pub insert_s: f64,
-    /// In the best repeat, seconds spent in the final flush.
+    /// In the best repeat, seconds (own time) spent in the final flush.
     pub flush_s: f64,
-    /// Every repeat's rate.
+    /// Every repeat's rate (own time).
     pub samples: Vec<f64>,
+    /// Every repeat's rate in wall time.
+    pub wall_samples: Vec<f64>,
 }
 
 /// Row 2.
@@ -99,19 +104,26 @@ pub struct Flush {
     pub raw_fdatasync_per_s: f64,
     /// `flushes_per_s / raw_fdatasync_per_s`.
     pub ratio_to_raw: f64,
+    /// The same ratio in wall time (both rates above are in own time).
+    pub wall_ratio_to_raw: f64,
 }
 
 /// Row 3.
 #[derive(Clone, Debug, Serialize)]
 pub struct Reload {
-    /// The best time over the repeats to open the store and read every change, ms.
+    /// The best time over the repeats to open the store and read every change, ms of
+    /// own time.
     pub ms: f64,
+    /// The same repeat's wall time, ms.
+    pub wall_ms: f64,
     /// In the best repeat, ms spent opening the store and the document.
     pub open_ms: f64,
     /// In the best repeat, ms spent in `get_changes`.
     pub read_ms: f64,
-    /// Every repeat's time.
+    /// Every repeat's time (own time).
     pub samples: Vec<f64>,
+    /// Every repeat's wall time.
+    pub wall_samples: Vec<f64>,
 }
 
 /// Row 4.
@@ -184,10 +196,11 @@ pub struct TraceRun {
     /// Compactions the trigger caused during the replay.
     pub compactions: u64,
     /// Time to open the store and load the document after the replay (the last
-    /// automatic compaction and the changes since), ms, the fastest of three.
+    /// automatic compaction and the changes since), ms of own time, the fastest of
+    /// three.
     pub reload_ms: f64,
-    /// Automerge's `AutoCommit::load` of the same document and change bytes, ms, the
-    /// fastest of three.
+    /// Automerge's `AutoCommit::load` of the same document and change bytes, ms of own
+    /// time, the fastest of three.
     pub automerge_load_ms: f64,
     /// `reload_ms / automerge_load_ms`.
     pub reload_ratio: f64,

@@ -2,9 +2,9 @@
 //! appends followed by `fdatasync`.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use crate::Result;
+use crate::clock::{Lap, Stopwatch};
 use crate::columns::Column;
 use crate::data::Workload;
 use crate::limit::RawLog;
@@ -46,30 +46,32 @@ fn measure(config: &Config, column: Column, dir: &Path) -> Result<(Flush, f64)> 
     let mut batches = batches.into_iter();
 
     let slice = config.flushes.div_ceil(ROUNDS).max(1);
-    let (mut raw_time, mut raw_count) = (Duration::ZERO, 0);
-    let (mut time, mut count) = (Duration::ZERO, 0);
+    let (mut raw_time, mut raw_count) = (Lap::default(), 0);
+    let (mut time, mut count) = (Lap::default(), 0);
     while count < config.flushes {
         let n = slice.min(config.flushes - count);
         raw_time += raw.append_synced(n)?;
         raw_count += n;
-        let start = Instant::now();
+        let watch = Stopwatch::start();
         for batch in batches.by_ref().take(n) {
             subject.insert(batch)?;
             subject.flush()?;
         }
-        time += start.elapsed();
+        time += watch.lap();
         count += n;
     }
     drop(subject);
     raw.remove()?;
-    let rate = count as f64 / time.as_secs_f64();
-    let raw_rate = raw_count as f64 / raw_time.as_secs_f64();
+    let rate = |n: usize, d: std::time::Duration| n as f64 / d.as_secs_f64();
+    let (own, raw_own) = (rate(count, time.own), rate(raw_count, raw_time.own));
+    let (wall, raw_wall) = (rate(count, time.wall), rate(raw_count, raw_time.wall));
     Ok((
         Flush {
-            flushes_per_s: rate,
-            raw_fdatasync_per_s: raw_rate,
-            ratio_to_raw: rate / raw_rate,
+            flushes_per_s: own,
+            raw_fdatasync_per_s: raw_own,
+            ratio_to_raw: own / raw_own,
+            wall_ratio_to_raw: wall / raw_wall,
         },
-        raw_rate,
+        raw_own,
     ))
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::Result;
+use crate::clock::Stopwatch;
 use crate::columns::{Column, Location};
 use crate::data::{RawChange, Workload, expected_digest};
 use crate::results::{Cell, Config, Disk, Insert, Sizes};
@@ -91,12 +92,14 @@ pub fn run(
             && !entry.insert.failed()
         {
             let all: Vec<f64> = samples.iter().map(|s| s.changes_per_s).collect();
+            let wall: Vec<f64> = samples.iter().map(|s| s.wall_changes_per_s).collect();
             if let Some(best) = samples
                 .into_iter()
                 .max_by(|a, b| a.changes_per_s.total_cmp(&b.changes_per_s))
             {
                 entry.insert = Cell::Value(Insert {
                     samples: all,
+                    wall_samples: wall,
                     ..best
                 });
             }
@@ -138,18 +141,21 @@ fn insert_once(
         .chunks(config.batch.max(1))
         .map(|chunk| column.prepare(chunk))
         .collect();
-    let start = Instant::now();
+    let watch = Stopwatch::start();
     for batch in batches {
         subject.insert(batch)?;
     }
-    let inserted = Instant::now();
+    let inserted = watch.lap();
     subject.flush()?;
-    let end = Instant::now();
+    let end = watch.lap();
+    let count = stores.changes.len() as f64;
     let insert = Insert {
-        changes_per_s: stores.changes.len() as f64 / (end - start).as_secs_f64(),
-        insert_s: (inserted - start).as_secs_f64(),
-        flush_s: (end - inserted).as_secs_f64(),
+        changes_per_s: count / end.own.as_secs_f64(),
+        wall_changes_per_s: count / end.wall.as_secs_f64(),
+        insert_s: inserted.own.as_secs_f64(),
+        flush_s: (end - inserted).own.as_secs_f64(),
         samples: Vec::new(),
+        wall_samples: Vec::new(),
     };
     let disk = if column.on_disk() {
         let (allocated, apparent) = disk_usage(dir)?;

@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::clock::Stopwatch;
 use crate::columns::{Column, Location};
 use crate::data::digest;
 use crate::results::{Cell, Config, Peak, Reload};
@@ -23,10 +23,12 @@ pub const SUBCOMMAND: &str = "load";
 /// What one load measured; the child prints it as its last line of output.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LoadSample {
-    /// Opening the store and the document, ms.
+    /// Opening the store and the document, ms of own time (see `clock`).
     pub open_ms: f64,
-    /// `get_changes`, ms.
+    /// `get_changes`, ms of own time.
     pub read_ms: f64,
+    /// Both, in wall time, ms.
+    pub wall_ms: f64,
     /// VmHWM before opening the store, KiB; 0 for a load in this process.
     pub baseline_kib: u64,
     /// VmHWM after reading every change, KiB; 0 for a load in this process.
@@ -77,6 +79,7 @@ pub fn run(
             }
             let samples = samples.remove(column).unwrap_or_default();
             let totals: Vec<f64> = samples.iter().map(|s| s.open_ms + s.read_ms).collect();
+            let walls: Vec<f64> = samples.iter().map(|s| s.wall_ms).collect();
             let peaks: Vec<f64> = samples.iter().map(|s| s.peak_kib as f64).collect();
             let baselines: Vec<f64> = samples.iter().map(|s| s.baseline_kib as f64).collect();
             let reload = samples
@@ -84,9 +87,11 @@ pub fn run(
                 .min_by(|a, b| (a.open_ms + a.read_ms).total_cmp(&(b.open_ms + b.read_ms)))
                 .map(|best| Reload {
                     ms: best.open_ms + best.read_ms,
+                    wall_ms: best.wall_ms,
                     open_ms: best.open_ms,
                     read_ms: best.read_ms,
                     samples: totals,
+                    wall_samples: walls,
                 });
             let reload = match reload {
                 Some(reload) => Cell::Value(reload),
@@ -111,21 +116,7 @@ fn load_once(column: Column, location: &Location, expected: Expected) -> Result<
     let sample = match location {
         Location::Dir(dir) => spawn(column, dir)?,
         // A memory store lives in this process: reopening it is opening a new handle.
-        Location::Memory(_) => {
-            let start = Instant::now();
-            let subject = column.open(location)?;
-            let opened = Instant::now();
-            let values = subject.get_changes()?;
-            let end = Instant::now();
-            LoadSample {
-                open_ms: (opened - start).as_secs_f64() * 1e3,
-                read_ms: (end - opened).as_secs_f64() * 1e3,
-                baseline_kib: 0,
-                peak_kib: 0,
-                changes: values.len(),
-                digest: digest(values.iter().map(Vec::as_slice)),
-            }
-        }
+        Location::Memory(_) => measure(column, location, 0)?,
     };
     if sample.changes != expected.changes {
         return Err(format!(
@@ -162,22 +153,29 @@ fn spawn(column: Column, dir: &Path) -> Result<LoadSample> {
 /// The child's side: opens the store, reads every change, and prints a [`LoadSample`].
 pub fn child(column: Column, dir: &Path) -> Result<()> {
     let baseline_kib = vm_hwm_kib()?;
-    let start = Instant::now();
-    let subject = column.open(&Location::Dir(dir.to_owned()))?;
-    let opened = Instant::now();
-    let values = subject.get_changes()?;
-    let end = Instant::now();
-    let peak_kib = vm_hwm_kib()?;
-    let sample = LoadSample {
-        open_ms: (opened - start).as_secs_f64() * 1e3,
-        read_ms: (end - opened).as_secs_f64() * 1e3,
-        baseline_kib,
-        peak_kib,
-        changes: values.len(),
-        digest: digest(values.iter().map(Vec::as_slice)),
-    };
+    let mut sample = measure(column, &Location::Dir(dir.to_owned()), baseline_kib)?;
+    sample.peak_kib = vm_hwm_kib()?;
     println!("{}", serde_json::to_string(&sample)?);
     Ok(())
+}
+
+/// Opens the store at `location` and reads every change, timed.
+fn measure(column: Column, location: &Location, baseline_kib: u64) -> Result<LoadSample> {
+    let watch = Stopwatch::start();
+    let subject = column.open(location)?;
+    let opened = watch.lap();
+    let values = subject.get_changes()?;
+    let end = watch.lap();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    Ok(LoadSample {
+        open_ms: ms(opened.own),
+        read_ms: ms((end - opened).own),
+        wall_ms: ms(end.wall),
+        baseline_kib,
+        peak_kib: 0,
+        changes: values.len(),
+        digest: digest(values.iter().map(Vec::as_slice)),
+    })
 }
 
 /// This process's peak resident set size so far, from `/proc/self/status`.
