@@ -54,7 +54,7 @@ pub fn fdatasync_per_s(dir: &Path, count: usize, len: usize) -> Result<f64> {
     let mut log = RawLog::create(dir, "limit-fdatasync", len)?;
     let elapsed = log.append_synced(count)?;
     log.remove()?;
-    Ok(count as f64 / elapsed.own.as_secs_f64())
+    Ok(count as f64 / elapsed.wall.as_secs_f64())
 }
 
 /// Writes `total` bytes in 1 MiB writes to a new file in `dir`, then `fdatasync`:

@@ -19,8 +19,9 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(
         out,
         "persister-bench, {} run: {} changes of 100 random bytes from 4 actors; \
-         stores in {}; {:.0} s in all. Times are own time: wall time minus the time \
-         the timed thread waited for a CPU (--json has both).\n",
+         stores in {}; {:.0} s in all. Times are own time (wall time minus the time \
+         the timed thread waited for a CPU), except row 2 and the limit, in wall time; \
+         --json has both.\n",
         report.mode, c.changes, report.dir, report.wall_s
     );
     let header: Vec<&str> = columns.iter().map(|(c, _)| c.header()).collect();

@@ -95,17 +95,21 @@ pub struct Insert {
     pub wall_samples: Vec<f64>,
 }
 
-/// Row 2.
+/// Row 2. In wall time, unlike the other rows: a loop that sleeps in `fdatasync` is
+/// woken once per flush, and what the scheduler does at each wake-up is part of what
+/// a synced write costs; the interleaving with the raw appends is what keeps the
+/// ratio fair.
 #[derive(Clone, Debug, Serialize)]
 pub struct Flush {
     /// Insert-one-change-then-flush rounds per second.
     pub flushes_per_s: f64,
-    /// The raw 100-byte append + `fdatasync` rate measured just before.
+    /// The raw 100-byte append + `fdatasync` rate, in slices interleaved with the
+    /// column's.
     pub raw_fdatasync_per_s: f64,
     /// `flushes_per_s / raw_fdatasync_per_s`.
     pub ratio_to_raw: f64,
-    /// The same ratio in wall time (both rates above are in own time).
-    pub wall_ratio_to_raw: f64,
+    /// The same ratio in own time.
+    pub own_ratio_to_raw: f64,
 }
 
 /// Row 3.
@@ -210,6 +214,9 @@ pub struct TraceRun {
     /// Every round's ratio to memory.
     #[serde(default)]
     pub ratio_samples: Vec<f64>,
+    /// Every round's ratio to memory in own time (wall minus run-queue wait).
+    #[serde(default)]
+    pub own_ratio_samples: Vec<f64>,
 }
 
 /// Every row of one column.

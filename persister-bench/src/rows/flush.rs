@@ -67,11 +67,11 @@ fn measure(config: &Config, column: Column, dir: &Path) -> Result<(Flush, f64)> 
     let (wall, raw_wall) = (rate(count, time.wall), rate(raw_count, raw_time.wall));
     Ok((
         Flush {
-            flushes_per_s: own,
-            raw_fdatasync_per_s: raw_own,
-            ratio_to_raw: own / raw_own,
-            wall_ratio_to_raw: wall / raw_wall,
+            flushes_per_s: wall,
+            raw_fdatasync_per_s: raw_wall,
+            ratio_to_raw: wall / raw_wall,
+            own_ratio_to_raw: own / raw_own,
         },
-        raw_own,
+        raw_wall,
     ))
 }

@@ -81,6 +81,7 @@ fn replay_and_reload(
         reload_ratio: reload_ms / automerge_load_ms,
         replay_samples_s: Vec::new(),
         ratio_samples: Vec::new(),
+        own_ratio_samples: Vec::new(),
     })
 }
 

@@ -258,7 +258,8 @@ pub fn run_all(
             continue;
         };
         run.ratio_to_memory = (!wall.is_empty()).then(|| median(wall.clone()));
-        run.own_ratio_to_memory = (!own.is_empty()).then(|| median(own));
+        run.own_ratio_to_memory = (!own.is_empty()).then(|| median(own.clone()));
+        run.own_ratio_samples = own;
         run.cpu_ratio_to_memory = (!cpu.is_empty()).then(|| median(cpu));
         run.replay_samples_s = times;
         run.ratio_samples = wall;
