@@ -196,10 +196,11 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(out, "|---|---:|---|---:|---|");
         for t in &report.targets {
             let measured = t.measured.map(|m| format!("{m:.2}")).unwrap_or("—".into());
-            let met = match t.met {
-                Some(true) => "yes",
-                Some(false) => "**no**",
-                None => "not measured",
+            let met = match (t.met, t.measured) {
+                (Some(true), _) => "yes",
+                (Some(false), Some(_)) => "**no**",
+                (Some(false), None) => "**no** (the row failed)",
+                (None, _) => "not measured",
             };
             let _ = writeln!(
                 out,

@@ -276,6 +276,20 @@ impl ColumnReport {
         }
     }
 
+    /// Whether row `row` (1 to 7) failed for this column.
+    pub fn failed(&self, row: u8) -> bool {
+        match row {
+            1 => self.insert.as_ref().is_some_and(Cell::failed),
+            2 => self.flush.as_ref().is_some_and(Cell::failed),
+            3 => self.reload.as_ref().is_some_and(Cell::failed),
+            4 => self.disk.as_ref().is_some_and(Cell::failed),
+            5 => self.sizes.as_ref().is_some_and(Cell::failed),
+            6 => self.peak.as_ref().is_some_and(Cell::failed),
+            7 => self.trace.as_ref().is_some_and(Cell::failed),
+            _ => false,
+        }
+    }
+
     /// Whether any row failed.
     pub fn any_failed(&self) -> bool {
         self.insert.as_ref().is_some_and(Cell::failed)

@@ -27,11 +27,14 @@ pub fn check(columns: &[ColumnReport]) -> Vec<TargetCheck> {
         if !find(column).is_some_and(|r| r.ran(row)) {
             return;
         }
-        let met = measured.map(|m| match bound {
-            Bound::AtLeast(b) => m >= b,
-            Bound::AtMost(b) => m <= b,
-            Bound::True => m >= 1.0,
-        });
+        let met = measured
+            .map(|m| match bound {
+                Bound::AtLeast(b) => m >= b,
+                Bound::AtMost(b) => m <= b,
+                Bound::True => m >= 1.0,
+            })
+            // A row the column failed (an error, a hang) misses its target.
+            .or_else(|| find(column).is_some_and(|r| r.failed(row)).then_some(false));
         checks.push(TargetCheck {
             column: column.name().to_owned(),
             row,
