@@ -119,6 +119,7 @@ mod live;
 mod names;
 mod options;
 mod persister;
+mod relock;
 mod replay;
 mod rewrite;
 mod store;

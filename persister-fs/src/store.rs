@@ -33,6 +33,12 @@ pub(crate) struct Shared {
     _lock: Box<dyn FsLock>,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        crate::relock::note_closed(&self.dir);
+    }
+}
+
 /// A document of the store.
 #[derive(Debug)]
 struct Entry {
@@ -87,8 +93,7 @@ impl FsStore {
             });
         }
         let lock_path = dir.join(LOCK);
-        let lock = fs
-            .try_lock(&lock_path)
+        let lock = crate::relock::acquire(&dir, || fs.try_lock(&lock_path))
             .map_err(io_error("lock", &lock_path))?
             .ok_or_else(|| Error::Locked { path: dir.clone() })?;
         if !has_marker {
