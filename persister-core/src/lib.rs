@@ -42,6 +42,7 @@ mod ids;
 mod memory;
 mod persister;
 mod policy;
+pub mod relock;
 mod sizes;
 mod state;
 mod store;

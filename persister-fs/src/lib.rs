@@ -119,7 +119,6 @@ mod live;
 mod names;
 mod options;
 mod persister;
-mod relock;
 mod replay;
 mod rewrite;
 mod store;

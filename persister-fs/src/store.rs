@@ -35,7 +35,7 @@ pub(crate) struct Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        crate::relock::note_closed(&self.dir);
+        persister_core::relock::note_closed(&self.dir);
     }
 }
 
@@ -93,9 +93,11 @@ impl FsStore {
             });
         }
         let lock_path = dir.join(LOCK);
-        let lock = crate::relock::acquire(&dir, || fs.try_lock(&lock_path))
-            .map_err(io_error("lock", &lock_path))?
-            .ok_or_else(|| Error::Locked { path: dir.clone() })?;
+        let lock = persister_core::relock::open_retrying(&dir, || {
+            fs.try_lock(&lock_path)
+                .map_err(io_error("lock", &lock_path))?
+                .ok_or_else(|| Error::Locked { path: dir.clone() })
+        })?;
         if !has_marker {
             write_marker(fs.as_ref(), &dir)?;
         }

@@ -29,14 +29,26 @@ pub(crate) struct Shared {
     /// Bytes that dropped handles committed without syncing, by document, so that the
     /// next handle's flush syncs and reports them. Cleared by any synced commit.
     unsynced: Mutex<HashMap<DocumentId, usize>>,
+    /// The database is the file at `path` (not a caller's storage backend), whose lock
+    /// may outlive the store by a moment: see [`persister_core::relock`].
+    on_file: bool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if self.on_file {
+            persister_core::relock::note_closed(&self.path);
+        }
+    }
 }
 
 impl Shared {
-    pub fn new(db: Database, path: PathBuf, options: RedbOptions) -> Self {
+    pub fn new(db: Database, path: PathBuf, options: RedbOptions, on_file: bool) -> Self {
         Self {
             db,
             path,
             options,
+            on_file,
             open: OpenDocuments::new(),
             poisoned: Mutex::new(None),
             unwritten: Mutex::default(),

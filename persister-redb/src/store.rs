@@ -60,8 +60,12 @@ impl RedbStore {
             Ok(false) => return Err(file::not_a_store(path)),
             Err(err) => return Err(Error::io("open", path, err)),
         }
-        let db = file::builder(&options).open(path).or_store("open", path)?;
-        Self::from_database(db, path.to_path_buf(), options)
+        // The lock of a store this process closed a moment ago may still be held by a
+        // child process between its fork and exec: retried briefly.
+        let db = persister_core::relock::open_retrying(path, || {
+            file::builder(&options).open(path).or_store("open", path)
+        })?;
+        Self::from_database(db, path.to_path_buf(), options, true)
     }
 
     /// Opens the store held by `backend`, initializing it if it is empty: for tests that
@@ -78,13 +82,18 @@ impl RedbStore {
         let db = file::builder(&options)
             .create_with_backend(backend)
             .or_store("open", &path)?;
-        Self::from_database(db, path, options)
+        Self::from_database(db, path, options, false)
     }
 
-    fn from_database(db: Database, path: PathBuf, options: RedbOptions) -> Result<RedbStore> {
+    fn from_database(
+        db: Database,
+        path: PathBuf,
+        options: RedbOptions,
+        on_file: bool,
+    ) -> Result<RedbStore> {
         file::check_layout(&db, &path)?;
         Ok(RedbStore {
-            shared: Arc::new(Shared::new(db, path, options)),
+            shared: Arc::new(Shared::new(db, path, options, on_file)),
         })
     }
 

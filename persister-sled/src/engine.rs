@@ -1,58 +1,19 @@
 //! Calling sled: its errors mapped to [`Error`], its panics caught.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use persister_core::{Error, Result};
+use persister_core::{Error, Result, relock};
 
-/// How long after this process closed a store its reopening waits for sled's lock.
-///
-/// sled 0.34 releases the lock on its `db` file only when its last background thread
-/// lets go of the file, a moment after the `Db` is dropped. A store this process has
-/// just closed is therefore retried for this long; a store held by another process, or
-/// still open in this one, fails with [`Error::Locked`] at once.
-const RELOCK_WAIT: Duration = Duration::from_secs(3);
-
-/// The stores this process has opened: open now, or closed at an instant.
-static STORES: Mutex<Option<HashMap<PathBuf, Option<Instant>>>> = Mutex::new(None);
-
-fn key(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-fn with_stores<T>(f: impl FnOnce(&mut HashMap<PathBuf, Option<Instant>>) -> T) -> T {
-    let mut stores = STORES.lock().unwrap_or_else(PoisonError::into_inner);
-    f(stores.get_or_insert_with(HashMap::new))
-}
-
-/// Records that this process closed (dropped) its store at `path`.
-pub(crate) fn note_closed(path: &Path) {
-    with_stores(|stores| stores.insert(key(path), Some(Instant::now())));
-}
-
-/// Opens sled's database with `config`, waiting up to [`RELOCK_WAIT`] for the lock of
-/// a store this process closed a moment ago.
+/// Opens sled's database with `config`. sled 0.34 releases the lock on its `db` file
+/// only when its last background thread lets go of the file, a moment after the `Db`
+/// is dropped, so a store this process closed a moment ago is retried briefly (see
+/// [`relock`]); a store held by another process, or still open in this one, fails with
+/// [`Error::Locked`] at once.
 pub(crate) fn open(path: &Path, config: &sled::Config) -> Result<sled::Db> {
-    let closed_at = with_stores(|stores| stores.get(&key(path)).copied().flatten());
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match call(path, "open", || config.open()) {
-            Ok(db) => {
-                with_stores(|stores| stores.insert(key(path), None));
-                return Ok(db);
-            }
-            Err(Error::Locked { .. }) if closed_at.is_some_and(|at| at.elapsed() < RELOCK_WAIT) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    relock::open_retrying(path, || call(path, "open", || config.open()))
 }
 
 /// Runs one sled operation. sled's errors become [`Error`]s; a panic inside sled (which
@@ -128,13 +89,15 @@ mod tests {
             db.insert(b"round", &[round as u8][..])
                 .map_err(|e| map_error(dir.path(), "write", e))?;
             drop(db);
-            note_closed(dir.path());
+            relock::note_closed(dir.path());
         }
         Ok(())
     }
 
     #[test]
     fn a_store_open_in_this_process_is_locked_at_once() -> Result<()> {
+        use std::time::Instant;
+
         let dir = tempfile::tempdir().map_err(|e| Error::io("create", "tempdir", e))?;
         let config = sled::Config::new().path(dir.path()).flush_every_ms(None);
         let _db = open(dir.path(), &config)?;
@@ -145,7 +108,7 @@ mod tests {
             Err(Error::Locked { .. })
         ));
         assert!(
-            started.elapsed() < RELOCK_WAIT,
+            started.elapsed() < relock::RELOCK_WAIT,
             "an open store was waited for"
         );
         Ok(())

@@ -156,7 +156,8 @@ pub(crate) fn claimed(value: &[u8]) -> Option<(u32, u64)> {
     split(value).map(|(hash, payload)| (hash, payload.len() as u64))
 }
 
-fn split(value: &[u8]) -> Option<(u32, &[u8])> {
+/// The hash and payload of a framed value, unchecked.
+pub(crate) fn split(value: &[u8]) -> Option<(u32, &[u8])> {
     let (hash, payload) = value.split_first_chunk::<4>()?;
     Some((u32::from_be_bytes(*hash), payload))
 }

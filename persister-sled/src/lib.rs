@@ -86,17 +86,20 @@
 //!
 //! # Durability
 //!
-//! Once [`flush`](persister_core::Persister::flush) returns `Ok`, every write applied
-//! through that handle before the call, or through an earlier handle of the same
-//! document dropped without flushing, is in files that have been `fsync`ed: the flush
-//! calls sled's own `flush` (which writes sled's buffers with `sync_file_range`; that
-//! alone syncs neither the file's metadata nor the drive's cache), then `fsync`s every
-//! new blob file (sled keeps values and nodes over about 128 KiB in separate files it
-//! never syncs), the blob directory, the `db` file and the store directory, and last
-//! advances the mark file and `fsync`s it. The flush returns the bytes sled wrote, at
-//! least the bytes of keys and values applied through the handle (and the dropped
-//! handles before it) since its last flush, and 0 (doing nothing) when nothing was
-//! applied since.
+//! A handle holds its writes in memory, where its reads see them, until
+//! [`flush`](persister_core::Persister::flush) writes all of them to sled in one
+//! atomic batch (sled's cost is per batch: each batch costs it a write and a
+//! `sync_file_range` of its log buffer, whatever its size). Once the flush returns
+//! `Ok`, every write applied through that handle before the call, or through an earlier
+//! handle of the same document dropped without flushing, is in files that have been
+//! `fsync`ed: the flush calls sled's own `flush` (which writes sled's buffers with
+//! `sync_file_range`; that alone syncs neither the file's metadata nor the drive's
+//! cache), then `fsync`s every new blob file (sled keeps values and nodes over about
+//! 128 KiB in separate files it never syncs), the blob directory, the `db` file and the
+//! store directory, and last advances the mark file and `fsync`s it. The flush returns
+//! the bytes sled wrote, at least the bytes of keys and values applied through the
+//! handle (and the dropped handles before it) since its last flush, and 0 (doing
+//! nothing) when nothing was applied since.
 //!
 //! So flushed writes survive a process crash. What is not guaranteed:
 //!
@@ -107,11 +110,12 @@
 //!   with [`Error::Corrupt`](persister_core::Error::Corrupt) (the mark file) rather
 //!   than returning the older state; the data may still be in the file, but sled does
 //!   not read it. Where power loss matters, use `persister-redb` or `persister-fs`.
-//! - **Unflushed writes** may reach the disk at any time, in whole batches: when sled's
-//!   buffers fill, when another handle of the store flushes, and when the last handle
-//!   of the store is dropped (sled writes its buffers on drop, without `fsync`). After
-//!   a crash, a store holds the batches up to some point at or after its last
-//!   successful flush, never part of a batch.
+//! - **Unflushed writes** go to sled without `fsync` when a handle holds more than
+//!   [`SledOptions::max_pending_bytes`] or is dropped (so the next handle sees them),
+//!   and from there may reach the disk at any time: when sled's buffers fill, when
+//!   another handle of the store flushes, and when the last handle of the store is
+//!   dropped. After a crash, each document holds its batches up to some point at or
+//!   after its last successful flush, never part of a batch.
 //! - **sled's background flusher** is off unless [`SledOptions::flush_every_ms`] turns
 //!   it on; when on, it `fsync`s the `db` file behind the application's back, but
 //!   promises nothing more than the above.
@@ -148,12 +152,17 @@
 //! sled 0.34.7 can deadlock under heavy rewriting. When removals free the segment at the
 //! end of its log, sled truncates the file on one of its (at most seven) I/O threads,
 //! while the writing thread waits for that truncation holding sled's segment lock; if
-//! every I/O thread is already waiting for that lock, nothing proceeds. Replaying the
-//! 259,778-edit automerge-paper trace with automatic compaction (which removes
-//! thousands of changes per batch) hangs this way after some 22,000 commits; the same
-//! replay without compaction, and shorter replays with it, complete. The bug is in sled
-//! and not reachable from this crate; sled 1.0 is still alpha. For large, long-lived
-//! documents use `persister-redb` or `persister-fs`, and move existing stores with
+//! every I/O thread is already waiting for that lock, nothing proceeds. The more often
+//! an application writes to sled, the likelier it is: when every batch went to sled as
+//! it was applied (two log writes and two `sync_file_range` calls per batch), replaying
+//! the 259,778-edit automerge-paper trace (one batch per edit, automatic compaction
+//! removing thousands of changes per batch) hung this way after 15,000 to 47,000
+//! commits in every run. Since a handle holds its batches and writes them to sled once
+//! per flush, the same replay, flushed every 1,000 edits, completes (about 10 s in a
+//! release build, in every run so far). The bug is still in sled, not reachable from
+//! this crate, and an application that flushes after every small write gives it more
+//! chances; sled 1.0 is still alpha. For large, long-lived documents prefer
+//! `persister-redb` or `persister-fs`, and move existing stores with
 //! [`copy_document`](persister_core::copy_document) (see below).
 //!
 //! # Locking
@@ -191,6 +200,7 @@
 
 mod durable;
 mod engine;
+mod held;
 mod layout;
 mod manifest;
 mod mark;

@@ -28,6 +28,16 @@ pub struct SledOptions {
     /// sled's "fast" mode (`sled::Mode::HighThroughput`): more write throughput, more
     /// space used. `false` (the default) is sled's `LowSpace` mode.
     pub high_throughput: bool,
+    /// The most payload bytes (keys and values) a handle holds in memory before it
+    /// writes them to sled without syncing. Default 16 MiB.
+    ///
+    /// A handle holds its writes until [`flush`](persister_core::Persister::flush),
+    /// which writes them to sled in one batch (sled's cost is per batch, not per byte)
+    /// and syncs. Past this bound the handle writes what it holds to sled without
+    /// syncing, which bounds its memory and keeps the crash guarantee: after a crash the
+    /// document is still at some prefix of its batches. A single batch larger than the
+    /// bound is held whole.
+    pub max_pending_bytes: usize,
 }
 
 impl Default for SledOptions {
@@ -36,6 +46,7 @@ impl Default for SledOptions {
             flush_every_ms: None,
             cache_capacity: 1024 * 1024 * 1024,
             high_throughput: false,
+            max_pending_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -1,22 +1,30 @@
-//! The handle of one document.
+//! The handle of one document: writes held in memory, written to sled in one batch by
+//! `flush`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use persister_core::{
     Batch, ChangeEntry, DocumentClaim, DocumentId, Error, Persister, Result, StoredSizes, Write,
 };
 
+use crate::held::{self, Held};
 use crate::layout::{self, DocKeys};
 use crate::manifest::{Manifest, StoreManifest, Tally};
 use crate::shared::Shared;
 
 /// The handle of one document in a [`SledStore`](crate::SledStore): a [`Persister`].
 ///
+/// Writes are held in memory until [`flush`](Persister::flush), which writes all of them
+/// to sled in one atomic batch and then makes them durable; reads see them at once. A
+/// handle holding more than [`max_pending_bytes`](crate::SledOptions::max_pending_bytes)
+/// writes them to sled without syncing, and so does dropping a handle that was not
+/// flushed: such writes are visible to the next handle, and made durable by its flush.
+///
 /// It keeps the document's manifest in memory, so [`sizes`](Persister::sizes) is exact
-/// and O(1). Every read checks what it returns against the manifest and the values'
-/// checksums, and fails with [`Error::Corrupt`] rather than return a part of the data:
-/// [`get_change_entries`](Persister::get_change_entries) and
+/// and O(1). Every read of sled checks what it returns against the manifest and the
+/// values' checksums, and fails with [`Error::Corrupt`] rather than return a part of the
+/// data: [`get_change_entries`](Persister::get_change_entries) and
 /// [`get_changes`](Persister::get_changes) read all changes,
 /// [`get_peer_ids`](Persister::get_peer_ids) and
 /// [`get_sync_state`](Persister::get_sync_state) read all sync states (so the latter is
@@ -25,10 +33,16 @@ use crate::shared::Shared;
 pub struct SledPersister {
     shared: Arc<Shared>,
     keys: DocKeys,
-    /// `None` until the document exists.
+    /// The document's manifest as sled holds it; `None` until the document is in sled.
+    stored: Option<Manifest>,
+    /// The manifest as reads see it (sled's with the held writes); `None` until the
+    /// document exists.
     manifest: Option<Manifest>,
-    /// Payload bytes applied since the last successful flush, by this handle or by
-    /// dropped handles of the same document.
+    held: Held,
+    /// A batch was applied since the handle last wrote to sled.
+    dirty: bool,
+    /// Bytes applied since the last successful flush, by this handle or by dropped
+    /// handles of the same document.
     pending: usize,
     claim: DocumentClaim,
 }
@@ -36,7 +50,7 @@ pub struct SledPersister {
 impl SledPersister {
     pub(crate) fn open(shared: Arc<Shared>, claim: DocumentClaim) -> Result<Self> {
         let keys = DocKeys::new(claim.id())?;
-        let manifest = match shared.get(&keys.manifest)? {
+        let stored = match shared.get(&keys.manifest)? {
             None => None,
             Some(value) => Some(
                 layout::unframe(&keys.manifest, &value)
@@ -53,7 +67,10 @@ impl SledPersister {
         Ok(Self {
             shared,
             keys,
-            manifest,
+            stored,
+            manifest: stored,
+            held: Held::default(),
+            dirty: false,
             pending,
             claim,
         })
@@ -73,8 +90,9 @@ impl SledPersister {
             .corrupt(format!("document {}: {what}", self.id()))
     }
 
-    /// Reads every entry under `prefix`, checks each value's checksum and the whole set
-    /// against `expected`, and returns the key suffixes with the payloads.
+    /// Reads every entry sled holds under `prefix`, checks each value's checksum and the
+    /// whole set against `expected`, and returns the key suffixes with the payloads, with
+    /// the held writes under `prefix` merged in.
     fn read_part(
         &self,
         what: &str,
@@ -98,7 +116,7 @@ impl SledPersister {
         if found != expected {
             return Err(self.mismatch(what, found, expected));
         }
-        Ok(entries)
+        Ok(held::merge(entries, self.held.under(prefix)))
     }
 
     fn mismatch(&self, what: &str, found: Tally, expected: Tally) -> Error {
@@ -117,14 +135,21 @@ impl SledPersister {
     }
 
     fn read_sync_states(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let expected = self.manifest().sync_states;
+        let expected = self.stored.unwrap_or_default().sync_states;
         self.read_part("sync states", &self.keys.sync_states(), expected)
     }
 
     /// The `(hash, length)` stored under `key`, as the batch being built leaves it.
-    fn stored(&self, staged: &Staged, key: &[u8]) -> Result<Option<(u32, u64)>> {
-        if let Some(entry) = staged.get(key) {
-            return Ok(*entry);
+    fn current(&self, staged: &Staged, key: &[u8]) -> Result<Option<(u32, u64)>> {
+        let held = staged
+            .get(key)
+            .map(Option::as_deref)
+            .or_else(|| self.held.get(key));
+        if let Some(value) = held {
+            return Ok(value.and_then(layout::claimed));
+        }
+        if self.stored.is_none() {
+            return Ok(None);
         }
         match self.shared.get(key)? {
             None => Ok(None),
@@ -134,17 +159,16 @@ impl SledPersister {
         }
     }
 
-    /// Stages the replacement of the entry under `key` by `new` (or its removal) in
-    /// `batch`, and accounts it in `tally`.
+    /// Stages the replacement of the entry under `key` by `new` (or its removal), and
+    /// accounts it in `tally`.
     fn stage(
         &self,
         staged: &mut Staged,
-        batch: &mut sled::Batch,
         tally: &mut Tally,
         key: Vec<u8>,
         new: Option<Vec<u8>>,
     ) -> Result<()> {
-        let old = self.stored(staged, &key)?;
+        let old = self.current(staged, &key)?;
         if let Some((hash, len)) = old {
             tally.remove(hash, len).ok_or_else(|| {
                 self.corrupt("its manifest records fewer entries or bytes than are stored")
@@ -152,23 +176,64 @@ impl SledPersister {
         }
         match new {
             Some(payload) => {
-                let entry = (layout::entry_hash(&key, &payload), payload.len() as u64);
-                tally.add(entry.0, entry.1);
-                batch.insert(key.as_slice(), layout::frame(&key, &payload));
-                staged.insert(key, Some(entry));
+                let framed = layout::frame(&key, &payload);
+                if let Some((hash, len)) = layout::claimed(&framed) {
+                    tally.add(hash, len);
+                }
+                staged.insert(key, Some(framed));
             }
             None if old.is_some() => {
-                batch.remove(key.as_slice());
                 staged.insert(key, None);
             }
             None => {}
         }
         Ok(())
     }
+
+    /// Writes the held writes and the manifest to sled in one batch, without syncing.
+    /// A failure poisons the store (and keeps the writes held, for reads).
+    fn write_held(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let manifest = self.manifest();
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.held.iter() {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        let key = &self.keys.manifest;
+        let framed = layout::frame(key, &manifest.encode());
+        // Written even when no payload byte is (an empty document, an empty peer id
+        // removed), so the flush after it always has bytes to sync.
+        let written = key.len() + framed.len();
+        batch.insert(key.as_slice(), framed);
+        let created = self
+            .stored
+            .is_none()
+            .then(|| StoreManifest::document_hash(key));
+        self.shared.commit(batch, |documents| {
+            if let Some(hash) = created {
+                documents.add(hash, 0);
+            }
+            Ok(())
+        })?;
+        self.stored = Some(manifest);
+        self.held = Held::default();
+        self.dirty = false;
+        self.pending = self.pending.saturating_add(written);
+        if created.is_some() {
+            self.shared.mark_unwritten(self.claim.id(), false);
+        }
+        Ok(())
+    }
 }
 
-/// What the batch being built has written so far: key to `(hash, length)` or removed.
-type Staged = HashMap<Vec<u8>, Option<(u32, u64)>>;
+/// What the batch being built has written so far: sled key to framed value, or `None`
+/// for a removal.
+type Staged = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 impl Persister for SledPersister {
     type Error = Error;
@@ -180,9 +245,12 @@ impl Persister for SledPersister {
             return Ok(());
         }
         let payload = batch.payload_len();
+        if self.dirty && self.held.bytes().saturating_add(payload) > self.shared.max_pending_bytes {
+            self.write_held()?;
+        }
+        // Nothing changes before every write is staged, so a failure applies nothing.
         let mut manifest = self.manifest();
         let mut staged = Staged::new();
-        let mut writes = sled::Batch::default();
         for write in batch {
             let (tally, key, new) = match write {
                 Write::InsertChange { actor, seq, value } => (
@@ -206,35 +274,26 @@ impl Persister for SledPersister {
                     let key = self.keys.document();
                     manifest.document =
                         Some((layout::entry_hash(&key, &value), value.len() as u64));
-                    writes.insert(key.as_slice(), layout::frame(&key, &value));
+                    staged.insert(key.clone(), Some(layout::frame(&key, &value)));
                     continue;
                 }
             };
-            self.stage(&mut staged, &mut writes, tally, key, new)?;
+            self.stage(&mut staged, tally, key, new)?;
         }
-        let key = &self.keys.manifest;
-        let framed = layout::frame(key, &manifest.encode());
-        // Every applied batch rewrites the manifest, so even a batch whose payload is
-        // empty (an empty document, an empty peer id removed) leaves bytes to sync.
-        let written = payload.saturating_add(key.len() + framed.len());
-        writes.insert(key.as_slice(), framed);
-        let created = self
-            .manifest
-            .is_none()
-            .then(|| StoreManifest::document_hash(key));
-        self.shared.commit(writes, |documents| {
-            if let Some(hash) = created {
-                documents.add(hash, 0);
-            }
-            Ok(())
-        })?;
+        self.held.extend(staged, payload);
         self.manifest = Some(manifest);
-        self.pending = self.pending.saturating_add(written);
+        if !self.dirty {
+            self.dirty = true;
+            if self.stored.is_none() {
+                self.shared.mark_unwritten(self.claim.id(), true);
+            }
+        }
+        self.pending = self.pending.saturating_add(payload);
         Ok(())
     }
 
     fn get_change_entries(&self) -> Result<Vec<ChangeEntry>> {
-        let expected = self.manifest().changes;
+        let expected = self.stored.unwrap_or_default().changes;
         self.read_part("changes", &self.keys.changes(), expected)?
             .into_iter()
             .map(|(suffix, value)| {
@@ -247,8 +306,11 @@ impl Persister for SledPersister {
 
     fn get_document(&self) -> Result<Option<Vec<u8>>> {
         let key = self.keys.document();
+        if let Some(held) = self.held.get(&key) {
+            return Ok(held.map(|framed| held::payload(framed).to_vec()));
+        }
         let stored = self.shared.get(&key)?;
-        match (self.manifest().document, stored) {
+        match (self.stored.unwrap_or_default().document, stored) {
             (None, None) => Ok(None),
             (Some(expected), Some(value)) => match layout::unframe(&key, &value) {
                 Some((hash, payload)) if (hash, payload.len() as u64) == expected => {
@@ -267,6 +329,9 @@ impl Persister for SledPersister {
     }
 
     fn get_sync_state(&self, peer_id: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(held) = self.held.get(&self.keys.sync_state(peer_id)) {
+            return Ok(held.map(|framed| held::payload(framed).to_vec()));
+        }
         Ok(self
             .read_sync_states()?
             .into_iter()
@@ -286,11 +351,13 @@ impl Persister for SledPersister {
         self.manifest().sizes()
     }
 
-    /// Makes every write applied through this handle, or through an earlier handle of
-    /// the document dropped without flushing, durable; see the
-    /// [crate docs](crate#durability) for exactly what that covers.
+    /// Writes the held writes to sled in one batch and makes every write applied through
+    /// this handle, or through an earlier handle of the document dropped without
+    /// flushing, durable; see the [crate docs](crate#durability) for exactly what that
+    /// covers.
     fn flush(&mut self) -> Result<usize> {
         self.shared.check_poisoned()?;
+        self.write_held()?;
         if self.pending == 0 {
             return Ok(0);
         }
@@ -303,10 +370,17 @@ impl Persister for SledPersister {
 
 impl Drop for SledPersister {
     fn drop(&mut self) {
-        // The writes are in sled, visible to the next handle, but not durable: its flush
-        // must sync them. The claim is released after this, so that handle sees them.
-        if self.pending > 0 {
+        // Unflushed writes stay visible to the next handle: write them to sled without
+        // syncing. A failure poisons the store, which its next operation reports. Not
+        // while unwinding from a panic, which may have left the handle half-updated.
+        if self.dirty && self.shared.check_poisoned().is_ok() && !std::thread::panicking() {
+            let _ = self.write_held();
+        }
+        // The next handle's flush must sync them. The claim is released after this, so
+        // that handle sees them.
+        if self.pending > 0 && !self.dirty {
             self.shared.carry_unflushed(self.claim.id(), self.pending);
         }
+        self.shared.mark_unwritten(self.claim.id(), false);
     }
 }

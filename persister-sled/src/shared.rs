@@ -1,7 +1,7 @@
 //! What a store and all its handles share: the database, the writer, the flusher and
 //! the poison flag.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -16,6 +16,8 @@ use crate::manifest::{StoreManifest, Tally};
 pub(crate) struct Shared {
     db: sled::Db,
     pub path: PathBuf,
+    /// See [`SledOptions::max_pending_bytes`](crate::SledOptions::max_pending_bytes).
+    pub max_pending_bytes: usize,
     /// The store manifest as last applied. Its lock orders batches, so the sequence
     /// numbers in the store increase in the order sled applies them.
     writer: Mutex<StoreManifest>,
@@ -25,13 +27,16 @@ pub(crate) struct Shared {
     /// Bytes that dropped handles applied and did not flush, by document, so that the
     /// next handle's flush makes them durable and reports them.
     unflushed: Mutex<HashMap<DocumentId, usize>>,
+    /// Documents whose handles hold writes but that are not in sled yet, so that
+    /// `list_documents` lists them.
+    unwritten: Mutex<BTreeSet<DocumentId>>,
     #[cfg(test)]
     pub fail_next_flush: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        engine::note_closed(&self.path);
+        persister_core::relock::note_closed(&self.path);
     }
 }
 
@@ -41,14 +46,17 @@ impl Shared {
         path: PathBuf,
         manifest: StoreManifest,
         durable: Durable,
+        max_pending_bytes: usize,
     ) -> Self {
         Self {
             db,
             path,
+            max_pending_bytes,
             writer: Mutex::new(manifest),
             durable: Mutex::new(durable),
             poisoned: Mutex::new(None),
             unflushed: Mutex::default(),
+            unwritten: Mutex::default(),
             #[cfg(test)]
             fail_next_flush: Default::default(),
         }
@@ -108,6 +116,21 @@ impl Shared {
     /// Takes the bytes dropped handles of `id` did not flush (0 when none).
     pub(crate) fn take_unflushed(&self, id: &DocumentId) -> usize {
         lock(&self.unflushed).remove(id).unwrap_or(0)
+    }
+
+    /// Records whether a handle of `id` holds writes of a document not yet in sled.
+    pub(crate) fn mark_unwritten(&self, id: &DocumentId, unwritten: bool) {
+        let mut set = lock(&self.unwritten);
+        if unwritten {
+            set.insert(id.clone());
+        } else {
+            set.remove(id);
+        }
+    }
+
+    /// The documents that exist only in their handles' held writes.
+    pub(crate) fn unwritten(&self) -> BTreeSet<DocumentId> {
+        lock(&self.unwritten).clone()
     }
 
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, StoreManifest> {

@@ -52,10 +52,10 @@ impl SledStore {
         check_dir(&path)?;
         let db = crate::engine::open(&path, &config)?;
         let opened = read_format(&db, &path).and_then(|existing| match existing {
-            true => open_existing(db, path.clone()),
-            false => create(db, path.clone()),
+            true => open_existing(db, path.clone(), &options),
+            false => create(db, path.clone(), &options),
         });
-        let shared = opened.inspect_err(|_| crate::engine::note_closed(&path))?;
+        let shared = opened.inspect_err(|_| persister_core::relock::note_closed(&path))?;
         Ok(SledStore {
             shared: Arc::new(shared),
             open: OpenDocuments::new(),
@@ -77,8 +77,10 @@ impl Store for SledStore {
     }
 
     fn list_documents(&self) -> Result<Vec<DocumentId>> {
-        // Holding the writer keeps documents from being created or removed meanwhile.
+        // Holding the writer keeps documents from being created or removed meanwhile:
+        // one whose handle holds its first writes is in `unwritten` until it is in sled.
         let expected = self.shared.lock_writer();
+        let unwritten = self.shared.unwritten();
         let mut found = Tally::default();
         let mut ids = Vec::new();
         self.shared.scan(MANIFESTS, |key, value| {
@@ -101,7 +103,9 @@ impl Store for SledStore {
             )));
         }
         drop(expected);
+        ids.extend(unwritten);
         ids.sort();
+        ids.dedup();
         Ok(ids)
     }
 
@@ -208,7 +212,7 @@ fn format_value() -> Vec<u8> {
     value
 }
 
-fn create(db: sled::Db, path: PathBuf) -> Result<Shared> {
+fn create(db: sled::Db, path: PathBuf, options: &SledOptions) -> Result<Shared> {
     match mark::read(&path)? {
         Found::Missing | Found::Seq { seq: 0, .. } => {}
         _ => {
@@ -229,10 +233,16 @@ fn create(db: sled::Db, path: PathBuf) -> Result<Shared> {
     let mark = Mark::create(&path, 0)?;
     let mut durable = Durable::new(&path, mark)?;
     durable.sync(&path)?;
-    Ok(Shared::new(db, path, manifest, durable))
+    Ok(Shared::new(
+        db,
+        path,
+        manifest,
+        durable,
+        options.max_pending_bytes,
+    ))
 }
 
-fn open_existing(db: sled::Db, path: PathBuf) -> Result<Shared> {
+fn open_existing(db: sled::Db, path: PathBuf, options: &SledOptions) -> Result<Shared> {
     let value = crate::engine::call(&path, "read", || db.get(STORE_KEY))?;
     let manifest = value
         .as_deref()
@@ -268,7 +278,13 @@ fn open_existing(db: sled::Db, path: PathBuf) -> Result<Shared> {
         }
     };
     let durable = Durable::new(&path, mark)?;
-    Ok(Shared::new(db, path, manifest, durable))
+    Ok(Shared::new(
+        db,
+        path,
+        manifest,
+        durable,
+        options.max_pending_bytes,
+    ))
 }
 
 #[cfg(test)]
@@ -373,7 +389,8 @@ mod tests {
         Ok(())
     }
 
-    /// The mark advances with every flush, to the last batch applied.
+    /// The mark advances with every flush, to the last sled batch: the writes a handle
+    /// held since its last flush go to sled as one batch.
     #[test]
     fn flush_advances_the_mark_to_the_last_batch() -> Result<()> {
         let dir = tempdir()?;
@@ -383,11 +400,45 @@ mod tests {
             p.insert_changes(vec![(ActorId::new([1]), seq, vec![1])])?;
         }
         assert_eq!(mark::read(dir.path())?, Found::Seq { seq: 0, slot: 0 });
+        assert_eq!(
+            store.shared.lock_writer().seq,
+            0,
+            "held writes reached sled"
+        );
         p.flush()?;
-        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 3, .. }));
+        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 1, .. }));
         p.set_document(vec![2])?;
         p.flush()?;
-        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 4, .. }));
+        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 2, .. }));
+        Ok(())
+    }
+
+    /// Past `max_pending_bytes` a handle writes what it holds to sled without syncing;
+    /// a document that exists only in a handle's held writes is listed.
+    #[test]
+    fn held_writes_past_the_bound_go_to_sled_unsynced() -> Result<()> {
+        let dir = tempdir()?;
+        let options = SledOptions {
+            max_pending_bytes: 1000,
+            ..SledOptions::default()
+        };
+        let store = SledStore::open_with(dir.path(), options)?;
+        let mut p = store.open_document(&"doc".into())?;
+        p.insert_changes(vec![(ActorId::new([1]), 1, vec![1; 600])])?;
+        assert_eq!(store.list_documents()?, vec![DocumentId::from("doc")]);
+        assert_eq!(store.shared.lock_writer().seq, 0);
+        p.insert_changes(vec![(ActorId::new([1]), 2, vec![2; 600])])?;
+        assert_eq!(
+            store.shared.lock_writer().seq,
+            1,
+            "the first batch stayed held"
+        );
+        assert_eq!(mark::read(dir.path())?, Found::Seq { seq: 0, slot: 0 });
+        assert_eq!(store.list_documents()?, vec![DocumentId::from("doc")]);
+        assert_eq!(p.get_changes()?, vec![vec![1; 600], vec![2; 600]]);
+        assert_eq!(p.sizes().changes, 1200);
+        assert!(p.flush()? >= 1200);
+        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 2, .. }));
         Ok(())
     }
 }
