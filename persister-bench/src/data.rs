@@ -1,5 +1,7 @@
 //! The workload: changes of random bytes from a few actors, the same for every column.
 
+use persister_testkit::Rng;
+
 /// One change as the workload generates it, before a column converts it to its own types.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawChange {
@@ -15,35 +17,6 @@ impl RawChange {
     /// Bytes of key and value, as `persister_core::Write::payload_len` counts them.
     pub fn payload_len(&self) -> u64 {
         (self.actor.len() + 8 + self.value.len()) as u64
-    }
-}
-
-/// SplitMix64: small, fast and deterministic, so every run and every column writes the
-/// same bytes without a dependency on a random-number crate.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Fills `out` with random bytes.
-    pub fn fill(&mut self, out: &mut [u8]) {
-        for chunk in out.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
     }
 }
 
@@ -74,7 +47,7 @@ impl Workload {
     /// Every change, in the order they are written: actors take turns, and each
     /// actor's sequence numbers count up from 1.
     pub fn generate(&self) -> Vec<RawChange> {
-        let mut rng = SplitMix64::new(self.seed);
+        let mut rng = Rng::new(self.seed);
         let actors: Vec<[u8; 16]> = (0..self.actors.max(1))
             .map(|_| {
                 let mut id = [0; 16];

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use persister_testkit::Rng;
+
 use crate::Result;
 use crate::clock::{Lap, Stopwatch};
-use crate::data::SplitMix64;
 
 /// A file that grows by small appends, each made durable with `fdatasync`: what a
 /// persister that syncs every write does at best.
@@ -26,7 +27,7 @@ impl RawLog {
             .append(true)
             .open(&path)?;
         let mut record = vec![0; len];
-        SplitMix64::new(1).fill(&mut record);
+        Rng::new(1).fill(&mut record);
         Ok(Self { file, path, record })
     }
 
@@ -64,7 +65,7 @@ pub fn sequential_write_mb_s(dir: &Path, total: usize) -> Result<f64> {
     let path = dir.join("limit-sequential");
     let mut file = File::create_new(&path)?;
     let mut chunk = vec![0; CHUNK];
-    SplitMix64::new(2).fill(&mut chunk);
+    Rng::new(2).fill(&mut chunk);
     let start = Instant::now();
     let mut written = 0;
     while written < total {

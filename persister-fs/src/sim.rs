@@ -33,36 +33,29 @@ pub(crate) enum CrashMode {
     TearLastWrite,
 }
 
-/// A small deterministic random number generator (SplitMix64).
+/// The workspace's seeded generator, with the draws the simulation and its workloads
+/// make.
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub(crate) struct Rng(persister_testkit::Rng);
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(persister_testkit::Rng::new(seed))
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`; `n` must not be 0.
+    /// A number in `0..n`; 0 when `n` is 0.
     pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        self.0.index(n)
     }
 
     pub(crate) fn coin(&mut self) -> bool {
-        self.next_u64() & 1 == 1
+        self.0.next_u64() & 1 == 1
     }
 
     /// Random bytes, fewer than `max`.
     pub(crate) fn value(&mut self, max: usize) -> Vec<u8> {
         let len = self.below(max);
-        (0..len).map(|_| self.next_u64() as u8).collect()
+        self.0.bytes(len)
     }
 }
 

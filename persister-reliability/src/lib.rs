@@ -19,13 +19,12 @@ pub mod fuzzing;
 pub mod kill;
 mod model;
 pub mod ops;
-mod rng;
 mod runner;
 
 pub use backend::{Backend, LOCK_PATIENCE, Location};
 pub use model::{Contents, DocModel, Snapshot, StoreModel, list};
 pub use ops::{Op, workload, workload_of};
-pub use rng::Rng;
+pub use persister_testkit::Rng;
 pub use runner::{ModelRun, apply_to_handle};
 
 /// Reads a count from the environment variable `name`, or `default` when it is unset

@@ -10,8 +10,8 @@ use automerge::ReadDoc;
 use persister_core::{CompactionTrigger, FlushPolicy};
 
 use crate::support::{
-    Backend, Location, Rng, TestResult, apply_txn, backend_tests, load_trace, open_doc, read_text,
-    text_object, text_options,
+    Backend, Location, TestResult, apply_txn, backend_tests, load_trace, open_doc, read_text,
+    rng_from_env_or_clock, text_object, text_options,
 };
 
 /// Tells the test binary, re-executed, to act as the child: `backend,path,txns`.
@@ -90,7 +90,7 @@ backend_tests! {
             return Ok(());
         };
         let location = Location::new(backend)?;
-        let mut rng = Rng::from_env_or_clock();
+        let mut rng = rng_from_env_or_clock();
         let mut kills = 0;
         for round in 0..ROUNDS {
             let mut child = Command::new(std::env::current_exe()?)

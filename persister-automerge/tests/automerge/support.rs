@@ -7,6 +7,7 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, TextEncoding};
 use persister_automerge::{Options, PersistentDoc};
 use persister_core::{BoxedStore, DocumentId, DynPersister, DynStore, MemoryStore};
+use persister_testkit::Rng;
 use persister_traces::{Trace, Txn};
 
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -220,35 +221,19 @@ pub fn load_trace(name: &str) -> TestResult<Option<Trace>> {
     }
 }
 
-/// A small deterministic generator (xorshift64*), seeded from `PERSISTER_TEST_SEED`
-/// or the clock; the seed is printed so a failure can be replayed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn from_env_or_clock() -> Self {
-        let seed = std::env::var("PERSISTER_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-            });
-        println!("seed: PERSISTER_TEST_SEED={seed}");
-        Self(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+/// A generator seeded from `PERSISTER_TEST_SEED` or the clock; the seed is printed so
+/// a failure can be replayed.
+pub fn rng_from_env_or_clock() -> Rng {
+    let seed = std::env::var("PERSISTER_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("seed: PERSISTER_TEST_SEED={seed}");
+    Rng::new(seed)
 }
 
 /// Expands, for each `fn name(backend: Backend) -> TestResult { .. }`, the function

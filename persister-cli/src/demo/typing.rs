@@ -2,6 +2,8 @@
 //! the odd forward delete, and cursor jumps to edit earlier text. Deterministic: the
 //! same seed types the same keystrokes.
 
+use persister_testkit::Rng;
+
 use super::source::Splice;
 
 const WORDS: &[&str] = &[
@@ -56,29 +58,6 @@ const WORDS: &[&str] = &[
     "order",
 ];
 
-/// splitmix64: small, fast, and the same everywhere.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
-
 /// A key the typist means to press.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
@@ -122,10 +101,10 @@ impl Typist {
                 }
                 continue;
             }
-            let roll = self.rng.below(1000);
+            let roll = self.rng.index(1000);
             if roll < 4 && len > 0 {
                 // Click somewhere earlier to fix something.
-                self.cursor = self.rng.below(len + 1);
+                self.cursor = self.rng.index(len + 1);
                 self.jumps += 1;
             } else if roll < 12 && len > 0 {
                 // Back to the end, to carry on writing.
@@ -155,25 +134,25 @@ impl Typist {
     }
 
     fn queue_word(&mut self) {
-        let mut word: String = WORDS[self.rng.below(WORDS.len())].to_string();
+        let mut word: String = WORDS[self.rng.index(WORDS.len())].to_string();
         if self.sentence_words == 0
             && let Some(first) = word.get(..1)
         {
             word = first.to_uppercase() + &word[1..];
         }
         self.sentence_words += 1;
-        if self.sentence_words > 6 && self.rng.below(4) == 0 {
+        if self.sentence_words > 6 && self.rng.index(4) == 0 {
             word.push('.');
             self.sentence_words = 0;
-            word.push_str(if self.rng.below(5) == 0 { "\n\n" } else { " " });
+            word.push_str(if self.rng.index(5) == 0 { "\n\n" } else { " " });
         } else {
             word.push(' ');
         }
         let mut keys: Vec<Key> = word.chars().map(Key::Char).collect();
         // A typo now and then: a wrong letter, noticed and fixed with backspace.
-        if self.rng.below(6) == 0 {
-            let at = self.rng.below(keys.len());
-            let wrong = char::from(b'a' + self.rng.below(26) as u8);
+        if self.rng.index(6) == 0 {
+            let at = self.rng.index(keys.len());
+            let wrong = char::from(b'a' + self.rng.index(26) as u8);
             keys.splice(at..at, [Key::Char(wrong), Key::Backspace]);
         }
         keys.reverse();

@@ -5,6 +5,7 @@ use std::io::Write as _;
 
 use persister_core::{DocumentId, Error, Persister, Store};
 use persister_fs::FsStore;
+use persister_testkit::Rng;
 
 use crate::common::{TestResult, actor, flushed_log, header_len, records};
 
@@ -250,19 +251,6 @@ fn log_holding_another_documents_id_is_corruption() -> TestResult {
     Ok(())
 }
 
-/// A small deterministic generator for the damage sweep.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 #[test]
 fn random_damage_is_an_error_or_a_reported_loss() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -287,11 +275,11 @@ fn random_damage_is_an_error_or_a_reported_loss() -> TestResult {
     let records = records(&pristine, header_len(&id));
     let boundaries: Vec<usize> = records.iter().map(|r| r.1).collect();
     let last_record = records.last().map_or(0, |r| r.0);
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let (mut errors, mut losses) = (0, 0);
     for case in 0..600 {
         let mut bytes = pristine.clone();
-        let at = rng.below(bytes.len() as u64) as usize;
+        let at = rng.index(bytes.len());
         match case % 4 {
             0 => bytes[at] ^= 1 << rng.below(8),
             1 => bytes.truncate(at),

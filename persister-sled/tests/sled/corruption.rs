@@ -16,7 +16,9 @@ use std::path::Path;
 use persister_core::{Batch, DocumentId, DocumentState, Persister, Result, Store, Write};
 use persister_sled::SledStore;
 
-use crate::raw::{Contents, Rng, env_number, sample_document};
+use persister_testkit::Rng;
+
+use crate::raw::{Contents, env_number, sample_document};
 
 /// What the damaged stores did.
 #[derive(Debug, Default)]
@@ -166,7 +168,7 @@ fn damage(dir: &Path, rng: &mut Rng) {
         let file = if rng.below(10) < 8 {
             &files[0]
         } else {
-            &files[rng.below(files.len() as u64) as usize]
+            &files[rng.index(files.len())]
         };
         let mut bytes = std::fs::read(file).unwrap();
         let used: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] != 0).collect();
@@ -174,9 +176,9 @@ fn damage(dir: &Path, rng: &mut Rng) {
             continue;
         }
         let offset = if rng.below(2) == 0 {
-            rng.below(bytes.len() as u64) as usize
+            rng.index(bytes.len())
         } else {
-            used[rng.below(used.len() as u64) as usize]
+            used[rng.index(used.len())]
         };
         bytes[offset] ^= 1 + rng.below(255) as u8;
         std::fs::write(file, bytes).unwrap();

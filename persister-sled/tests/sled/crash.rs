@@ -16,7 +16,9 @@ use persister_core::{ActorId, Batch, DocumentState, Persister, Result, Store};
 use persister_sled::{SledPersister, SledStore};
 
 use crate::child;
-use crate::raw::{Contents, Rng, env_number};
+use persister_testkit::Rng;
+
+use crate::raw::{Contents, env_number};
 
 const DOCS: [&str; 2] = ["left", "right"];
 

@@ -1,6 +1,5 @@
 //! Test helpers: the store's key layout written out from the crate docs (to reach
-//! under the API with sled directly), a small random generator, and contents to
-//! compare.
+//! under the API with sled directly), and contents to compare.
 
 use std::path::Path;
 
@@ -125,27 +124,6 @@ pub fn sample_document(tag: u8) -> DocumentState {
         });
     }
     state
-}
-
-/// xorshift64*: small, seeded, and good enough to pick delays and bytes.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// A number from the environment variable `name`, or `default`.

@@ -2,7 +2,9 @@
 
 use persister_core::{ActorId, Batch, DocumentId, Persister, Result, copy_document};
 
-use crate::support::{ALL, Kind, Location, Rng, hostile_ids, store_contents};
+use persister_testkit::Rng;
+
+use crate::support::{ALL, Kind, Location, hostile_ids, some_bytes, store_contents};
 
 /// Fills `store` with hostile ids, each holding changes, a document and sync states.
 fn populate(location: &Location) -> Result<()> {
@@ -13,13 +15,13 @@ fn populate(location: &Location) -> Result<()> {
         let mut batch = Batch::new();
         for n in 0..(i as u64 % 5 + 1) * 7 {
             let actor = ActorId::new(vec![(n % 3) as u8 + 1; 1 + (n % 4) as usize]);
-            batch = batch.insert_change(actor, n * 300, rng.bytes(200));
+            batch = batch.insert_change(actor, n * 300, some_bytes(&mut rng, 200));
         }
         if i % 3 != 0 {
-            batch = batch.set_document(rng.bytes(5000));
+            batch = batch.set_document(some_bytes(&mut rng, 5000));
         }
         for peer in 0..(i % 4) {
-            batch = batch.set_sync_state(vec![peer as u8; peer + 1], rng.bytes(64));
+            batch = batch.set_sync_state(vec![peer as u8; peer + 1], some_bytes(&mut rng, 64));
         }
         if i % 5 == 0 {
             // An empty document value is data, not absence.

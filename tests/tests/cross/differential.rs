@@ -2,19 +2,21 @@
 
 use persister_core::{ActorId, Batch, DocumentId, Persister, Result, Store};
 
-use crate::support::{ALL, Location, Rng, store_contents};
+use persister_testkit::Rng;
+
+use crate::support::{ALL, Location, some_bytes, store_contents};
 
 /// A random batch over a small key space, so overwrites and removals hit.
 fn random_batch(rng: &mut Rng) -> Batch {
     let mut batch = Batch::new();
     for _ in 0..rng.below(6) + 1 {
-        let actor = ActorId::new(vec![rng.below(3) as u8 + 1; rng.below(3) as usize + 1]);
+        let actor = ActorId::new(vec![rng.below(3) as u8 + 1; rng.index(3) + 1]);
         let seq = rng.below(20);
         batch = match rng.below(10) {
-            0..=3 => batch.insert_change(actor, seq, rng.bytes(300)),
+            0..=3 => batch.insert_change(actor, seq, some_bytes(rng, 300)),
             4..=5 => batch.remove_change(actor, seq),
-            6 => batch.set_document(rng.bytes(2000)),
-            7..=8 => batch.set_sync_state(vec![rng.below(4) as u8], rng.bytes(50)),
+            6 => batch.set_document(some_bytes(rng, 2000)),
+            7..=8 => batch.set_sync_state(vec![rng.below(4) as u8], some_bytes(rng, 50)),
             _ => batch.remove_sync_state(vec![rng.below(4) as u8]),
         };
     }
@@ -43,7 +45,7 @@ fn backends_agree_after_the_same_writes() -> Result<()> {
     }
     let mut rng = Rng::new(42);
     for round in 0..rounds {
-        let doc = rng.below(ids.len() as u64) as usize;
+        let doc = rng.index(ids.len());
         let batch = random_batch(&mut rng);
         for per_store in &mut handles {
             per_store[doc].apply(batch.clone())?;

@@ -3,6 +3,7 @@
 use persister_core::{
     BoxedStore, ChangeEntry, DocumentId, DynStore, MemoryStore, Persister, Result, Store,
 };
+use persister_testkit::Rng;
 use tempfile::TempDir;
 
 /// Every backend of the workspace.
@@ -89,28 +90,8 @@ pub fn hostile_ids() -> Vec<DocumentId> {
     ids
 }
 
-/// A small deterministic generator, so failures reproduce.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn bytes(&mut self, max: u64) -> Vec<u8> {
-        let len = self.below(max + 1);
-        (0..len).map(|_| self.next() as u8).collect()
-    }
+/// Up to `max` random bytes, of a random length.
+pub fn some_bytes(rng: &mut Rng, max: usize) -> Vec<u8> {
+    let len = rng.index(max + 1);
+    rng.bytes(len)
 }
