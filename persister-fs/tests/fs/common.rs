@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use persister_core::{ActorId, DocumentId, Persister, Result, Store};
 use persister_fs::FsStore;
 
-pub type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+pub type TestResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 pub fn actor(n: u8) -> ActorId {
     ActorId::new([n; 16])

@@ -2,51 +2,115 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
+use std::path::PathBuf;
 
 use persister_core::{DocumentId, Error, Persister, Store};
-use persister_fs::FsStore;
+use persister_fs::{FsPersister, FsStore};
 use persister_testkit::Rng;
+use tempfile::TempDir;
 
 use crate::common::{TestResult, actor, flushed_log, header_len, records};
 
+/// The log of document `doc`, alone in a store in a temporary directory, for a test to
+/// damage and reopen.
+struct Log {
+    dir: TempDir,
+    id: DocumentId,
+    path: PathBuf,
+}
+
+impl Log {
+    /// A log of `flushes` flushes of one 100-byte change each.
+    fn flushed(flushes: u64) -> TestResult<Self> {
+        let dir = tempfile::tempdir()?;
+        let id = DocumentId::from("doc");
+        let path = flushed_log(dir.path(), &id, flushes)?;
+        Ok(Self { dir, id, path })
+    }
+
+    fn len(&self) -> TestResult<u64> {
+        Ok(fs::metadata(&self.path)?.len())
+    }
+
+    /// The start and end of each record.
+    fn records(&self) -> TestResult<Vec<(usize, usize)>> {
+        Ok(records(&fs::read(&self.path)?, header_len(&self.id)))
+    }
+
+    /// Rewrites the log as `damage` changes it; returns what it now holds.
+    fn rewrite(&self, damage: impl FnOnce(&mut Vec<u8>)) -> TestResult<Vec<u8>> {
+        let mut bytes = fs::read(&self.path)?;
+        damage(&mut bytes);
+        fs::write(&self.path, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Appends `bytes` to the log, as a write that never completed can leave them.
+    fn append(&self, bytes: &[u8]) -> TestResult {
+        OpenOptions::new()
+            .append(true)
+            .open(&self.path)?
+            .write_all(bytes)?;
+        Ok(())
+    }
+
+    fn store(&self) -> persister_core::Result<FsStore> {
+        FsStore::open(self.dir.path())
+    }
+
+    /// Opens the store and the document, recovering what the log holds.
+    fn open(&self) -> persister_core::Result<FsPersister> {
+        self.store()?.open_document(&self.id)
+    }
+
+    /// The error opening the document returns; a test failure if it opens.
+    fn open_err(&self) -> TestResult<Error> {
+        match self.open() {
+            Ok(_) => Err("the damaged log opened".into()),
+            Err(err) => Ok(err),
+        }
+    }
+
+    /// Opening the document fails with `Corrupt` at byte `offset` of the log.
+    fn assert_corrupt_at(&self, offset: usize) -> TestResult {
+        let err = self.open_err()?;
+        assert!(
+            matches!(err, Error::Corrupt { offset: Some(o), .. } if o == offset as u64),
+            "{err}"
+        );
+        Ok(())
+    }
+}
+
 #[test]
 fn torn_tail_is_truncated_and_reported() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let id = DocumentId::from("doc");
-    let log = flushed_log(dir.path(), &id, 3)?;
-    let clean_len = fs::metadata(&log)?.len();
+    let log = Log::flushed(3)?;
+    let clean_len = log.len()?;
     // A fourth flush, then cut in the middle of its record, as a crash can leave it.
     {
-        let store = FsStore::open(dir.path())?;
-        let mut p = store.open_document(&id)?;
+        let mut p = log.open()?;
         p.insert_changes(vec![(actor(1), 4, vec![4; 100])])?;
         p.flush()?;
     }
-    let full_len = fs::metadata(&log)?.len();
+    let full_len = log.len()?;
     let torn_len = clean_len + (full_len - clean_len) / 2;
     OpenOptions::new()
         .write(true)
-        .open(&log)?
+        .open(&log.path)?
         .set_len(torn_len)?;
 
-    let store = FsStore::open(dir.path())?;
-    let mut p = store.open_document(&id)?;
+    let mut p = log.open()?;
     assert_eq!(p.get_changes()?.len(), 3);
     assert_eq!(p.recovered_bytes(), torn_len - clean_len);
     assert_eq!(p.recovery().truncated_at, Some(clean_len));
-    assert_eq!(
-        fs::metadata(&log)?.len(),
-        clean_len,
-        "the torn tail is cut off"
-    );
+    assert_eq!(log.len()?, clean_len, "the torn tail is cut off");
     assert_eq!(p.sizes().change_count, 3);
 
     // The log takes appends after recovery, and reopens cleanly.
     p.insert_changes(vec![(actor(1), 5, b"after".to_vec())])?;
     p.flush()?;
-    drop((p, store));
-    let store = FsStore::open(dir.path())?;
-    let p = store.open_document(&id)?;
+    drop(p);
+    let p = log.open()?;
     assert_eq!(p.recovered_bytes(), 0);
     assert_eq!(p.get_changes()?.len(), 4);
     Ok(())
@@ -54,38 +118,28 @@ fn torn_tail_is_truncated_and_reported() -> TestResult {
 
 #[test]
 fn zero_filled_tail_is_dropped() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let id = DocumentId::from("doc");
-    let log = flushed_log(dir.path(), &id, 3)?;
-    let clean_len = fs::metadata(&log)?.len();
-    OpenOptions::new()
-        .append(true)
-        .open(&log)?
-        .write_all(&[0; 4096])?;
+    let log = Log::flushed(3)?;
+    let clean_len = log.len()?;
+    log.append(&[0; 4096])?;
 
-    let store = FsStore::open(dir.path())?;
-    let p = store.open_document(&id)?;
+    let p = log.open()?;
     assert_eq!(p.get_changes()?.len(), 3);
     assert_eq!(p.recovered_bytes(), 4096);
-    assert_eq!(fs::metadata(&log)?.len(), clean_len);
+    assert_eq!(log.len()?, clean_len);
     Ok(())
 }
 
 #[test]
 fn flipped_byte_before_a_valid_record_is_an_error_naming_file_and_offset() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let id = DocumentId::from("doc");
-    let log = flushed_log(dir.path(), &id, 3)?;
-    let mut bytes = fs::read(&log)?;
-    let (first, _) = records(&bytes, header_len(&id))[0];
-    bytes[first + 13 + 40] ^= 0x10;
-    fs::write(&log, &bytes)?;
+    let log = Log::flushed(3)?;
+    let (first, _) = log.records()?[0];
+    let bytes = log.rewrite(|bytes| bytes[first + 13 + 40] ^= 0x10)?;
 
-    let store = FsStore::open(dir.path())?;
-    let err = store.open_document(&id).unwrap_err();
+    let store = log.store()?;
+    let err = store.open_document(&log.id).unwrap_err();
     match &err {
         Error::Corrupt { path, offset, .. } => {
-            assert_eq!(path, &log);
+            assert_eq!(path, &log.path);
             assert_eq!(*offset, Some(first as u64));
         }
         other => panic!("expected Corrupt, got {other}"),
@@ -95,7 +149,7 @@ fn flipped_byte_before_a_valid_record_is_an_error_naming_file_and_offset() -> Te
         "{err}"
     );
     // Nothing was truncated or rewritten, and other documents still open.
-    assert_eq!(fs::read(&log)?, bytes);
+    assert_eq!(fs::read(&log.path)?, bytes);
     let mut other = store.open_document(&"other".into())?;
     other.set_document(b"fine".to_vec())?;
     other.flush()?;
@@ -105,35 +159,20 @@ fn flipped_byte_before_a_valid_record_is_an_error_naming_file_and_offset() -> Te
 #[test]
 fn damage_in_an_older_flush_followed_by_one_flush_is_an_error() -> TestResult {
     // Only the last flush can be torn: damage to the record before it is corruption.
-    let dir = tempfile::tempdir()?;
-    let id = DocumentId::from("doc");
-    let log = flushed_log(dir.path(), &id, 3)?;
-    let mut bytes = fs::read(&log)?;
-    let (second, end) = records(&bytes, header_len(&id))[1];
-    bytes[end - 1] ^= 1;
-    fs::write(&log, &bytes)?;
-    let store = FsStore::open(dir.path())?;
-    let err = store.open_document(&id).unwrap_err();
-    assert!(
-        matches!(err, Error::Corrupt { offset: Some(o), .. } if o == second as u64),
-        "{err}"
-    );
-    Ok(())
+    let log = Log::flushed(3)?;
+    let (second, end) = log.records()?[1];
+    log.rewrite(|bytes| bytes[end - 1] ^= 1)?;
+    log.assert_corrupt_at(second)
 }
 
 #[test]
 fn unknown_log_version_is_refused_naming_both_versions() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let id = DocumentId::from("doc");
-    let log = flushed_log(dir.path(), &id, 1)?;
-    let mut bytes = fs::read(&log)?;
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
-    fs::write(&log, &bytes)?;
+    let log = Log::flushed(1)?;
+    let bytes = log.rewrite(|bytes| bytes[8..12].copy_from_slice(&2u32.to_le_bytes()))?;
 
-    let store = FsStore::open(dir.path())?;
-    let err = store.open_document(&id).unwrap_err();
+    let err = log.open_err()?;
     assert!(
-        matches!(&err, Error::UnsupportedFormat { what: "fs log", found: 2, supported: 1, path } if *path == log),
+        matches!(&err, Error::UnsupportedFormat { what: "fs log", found: 2, supported: 1, path } if *path == log.path),
         "{err}"
     );
     let message = err.to_string();
@@ -142,7 +181,7 @@ fn unknown_log_version_is_refused_naming_both_versions() -> TestResult {
         "{message}"
     );
     assert_eq!(
-        fs::read(&log)?,
+        fs::read(&log.path)?,
         bytes,
         "an unknown version is never rewritten"
     );
@@ -179,19 +218,13 @@ fn unknown_store_version_is_refused_naming_both_versions() -> TestResult {
 
 #[test]
 fn length_of_2_pow_32_minus_1_at_the_tail_is_a_torn_tail() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let id = DocumentId::from("doc");
-    let log = flushed_log(dir.path(), &id, 2)?;
+    let log = Log::flushed(2)?;
     let mut hostile = vec![1u8];
     hostile.extend_from_slice(&u32::MAX.to_le_bytes());
     hostile.extend_from_slice(&[0xab; 100]);
-    OpenOptions::new()
-        .append(true)
-        .open(&log)?
-        .write_all(&hostile)?;
+    log.append(&hostile)?;
 
-    let store = FsStore::open(dir.path())?;
-    let p = store.open_document(&id)?;
+    let p = log.open()?;
     assert_eq!(p.get_changes()?.len(), 2);
     assert_eq!(p.recovered_bytes(), hostile.len() as u64);
     Ok(())
@@ -199,43 +232,17 @@ fn length_of_2_pow_32_minus_1_at_the_tail_is_a_torn_tail() -> TestResult {
 
 #[test]
 fn length_of_2_pow_32_minus_1_before_a_valid_record_is_corruption() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let id = DocumentId::from("doc");
-    let log = flushed_log(dir.path(), &id, 3)?;
-    let mut bytes = fs::read(&log)?;
-    let (second, _) = records(&bytes, header_len(&id))[1];
-    bytes[second + 1..second + 5].copy_from_slice(&u32::MAX.to_le_bytes());
-    fs::write(&log, &bytes)?;
-    let store = FsStore::open(dir.path())?;
-    let err = store.open_document(&id).unwrap_err();
-    assert!(
-        matches!(err, Error::Corrupt { offset: Some(o), .. } if o == second as u64),
-        "{err}"
-    );
-    Ok(())
+    let log = Log::flushed(3)?;
+    let (second, _) = log.records()?[1];
+    log.rewrite(|bytes| bytes[second + 1..second + 5].copy_from_slice(&u32::MAX.to_le_bytes()))?;
+    log.assert_corrupt_at(second)
 }
 
 #[test]
 fn hostile_id_length_in_the_header_is_corruption() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let id = DocumentId::from("doc");
-    let log = flushed_log(dir.path(), &id, 1)?;
-    let mut bytes = fs::read(&log)?;
-    bytes[12..14].copy_from_slice(&u16::MAX.to_le_bytes());
-    fs::write(&log, &bytes)?;
-    let store = FsStore::open(dir.path())?;
-    let err = store.open_document(&id).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Corrupt {
-                offset: Some(12),
-                ..
-            }
-        ),
-        "{err}"
-    );
-    Ok(())
+    let log = Log::flushed(1)?;
+    log.rewrite(|bytes| bytes[12..14].copy_from_slice(&u16::MAX.to_le_bytes()))?;
+    log.assert_corrupt_at(12)
 }
 
 #[test]
