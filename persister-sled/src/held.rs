@@ -6,14 +6,34 @@ use std::ops::Bound;
 
 use crate::layout;
 
-/// The newest value of each sled key a handle wrote since it last wrote to sled: the
-/// framed value (as it will be stored), or `None` where the handle removed the key.
-/// Reads look here first, then in sled.
+/// The newest value of each sled key a handle wrote since it last wrote to sled. Reads
+/// look here first, then in sled.
 #[derive(Default)]
 pub(crate) struct Held {
-    entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    entries: BTreeMap<Vec<u8>, Entry>,
     /// Payload bytes of the batches held, which bounds the memory they take.
     bytes: usize,
+}
+
+/// What a handle holds for one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// The framed value (as it will be stored), or `None` where the handle removed it.
+    pub value: Option<Vec<u8>>,
+    /// Whether sled may hold the key. A removal of a key sled does not hold (a change
+    /// written and compacted away between two flushes) never goes to sled.
+    pub in_sled: bool,
+}
+
+impl Entry {
+    /// What sled must do for this key when the held writes go to it: `None` for nothing,
+    /// `Some(None)` to remove it, `Some(Some(framed))` to write it.
+    pub(crate) fn write(&self) -> Option<Option<&[u8]>> {
+        match (&self.value, self.in_sled) {
+            (None, false) => None,
+            (value, _) => Some(value.as_deref()),
+        }
+    }
 }
 
 impl Held {
@@ -21,14 +41,19 @@ impl Held {
         self.bytes
     }
 
-    /// What is held under `key`: `None` when nothing (read sled), `Some(None)` when it
+    /// What is held under `key`, if anything (else read sled).
+    pub(crate) fn entry(&self, key: &[u8]) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// The value held under `key`: `None` when nothing (read sled), `Some(None)` when it
     /// was removed, `Some(Some(framed))` when it was written.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        self.entries.get(key).map(Option::as_deref)
+        self.entries.get(key).map(|entry| entry.value.as_deref())
     }
 
     /// Takes in the writes of one batch, whose payload is `bytes` long.
-    pub(crate) fn extend(&mut self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>, bytes: usize) {
+    pub(crate) fn extend(&mut self, writes: BTreeMap<Vec<u8>, Entry>, bytes: usize) {
         if self.entries.is_empty() {
             self.entries = writes;
         } else {
@@ -37,11 +62,17 @@ impl Held {
         self.bytes = self.bytes.saturating_add(bytes);
     }
 
-    /// Every held key and value, in key order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    /// Every held key and entry, in key order.
+    pub(crate) fn into_entries(self) -> impl Iterator<Item = (Vec<u8>, Entry)> {
+        self.entries.into_iter()
+    }
+
+    /// What sled must do for each held key, in key order: write the framed value, or
+    /// remove the key (`None`).
+    pub(crate) fn writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         self.entries
             .iter()
-            .map(|(key, value)| (key.as_slice(), value.as_deref()))
+            .filter_map(|(key, entry)| Some((key.as_slice(), entry.write()?)))
     }
 
     /// The held entries whose keys start with `prefix`, in key order, as the key suffix
@@ -53,7 +84,7 @@ impl Held {
         self.entries
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(move |(key, _)| key.starts_with(prefix))
-            .map(move |(key, value)| (&key[prefix.len()..], value.as_deref().map(payload)))
+            .map(move |(key, entry)| (&key[prefix.len()..], entry.value.as_deref().map(payload)))
     }
 }
 
@@ -104,8 +135,18 @@ impl fmt::Debug for Held {
 mod tests {
     use super::*;
 
-    fn framed(key: &[u8], payload: &[u8]) -> Option<Vec<u8>> {
-        Some(layout::frame(key, payload))
+    fn framed(key: &[u8], payload: &[u8]) -> Entry {
+        Entry {
+            value: Some(layout::frame(key, payload)),
+            in_sled: true,
+        }
+    }
+
+    fn removed(in_sled: bool) -> Entry {
+        Entry {
+            value: None,
+            in_sled,
+        }
     }
 
     #[test]
@@ -113,7 +154,7 @@ mod tests {
         let mut held = Held::default();
         let writes = BTreeMap::from([
             (b"pa".to_vec(), framed(b"pa", b"new a")),
-            (b"pc".to_vec(), None),
+            (b"pc".to_vec(), removed(true)),
             (b"pd".to_vec(), framed(b"pd", b"d")),
             (b"q".to_vec(), framed(b"q", b"other prefix")),
         ]);
@@ -153,5 +194,24 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, vec![b"0".to_vec(), b"5".to_vec(), b"9".to_vec()]);
+    }
+
+    #[test]
+    fn removals_of_keys_sled_does_not_hold_never_reach_sled() {
+        let mut held = Held::default();
+        held.extend(
+            BTreeMap::from([
+                (b"a".to_vec(), removed(false)),
+                (b"b".to_vec(), removed(true)),
+                (b"c".to_vec(), framed(b"c", b"c")),
+            ]),
+            0,
+        );
+        let writes: Vec<_> = held
+            .writes()
+            .map(|(key, value)| (key, value.is_some()))
+            .collect();
+        assert_eq!(writes, vec![(&b"b"[..], false), (&b"c"[..], true)]);
+        assert_eq!(held.get(b"a"), Some(None), "reads still see the removal");
     }
 }

@@ -66,6 +66,14 @@ impl DocKeys {
 
     /// `escape(actor) ++ 00 00 ++ u64be(seq)`: ordered by actor bytes, then seq.
     pub(crate) fn change(&self, actor: &ActorId, seq: u64) -> Vec<u8> {
+        let mut key = self.actor_changes(actor);
+        key.extend_from_slice(&seq.to_be_bytes());
+        key
+    }
+
+    /// The prefix of every change key of `actor` (and of no other actor's):
+    /// `escape(actor) ++ 00 00`.
+    pub(crate) fn actor_changes(&self, actor: &ActorId) -> Vec<u8> {
         let mut key = self.changes();
         for &b in actor.as_bytes() {
             key.push(b);
@@ -74,7 +82,6 @@ impl DocKeys {
             }
         }
         key.extend_from_slice(&[0, 0]);
-        key.extend_from_slice(&seq.to_be_bytes());
         key
     }
 

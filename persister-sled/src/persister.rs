@@ -1,14 +1,15 @@
 //! The handle of one document: writes held in memory, written to sled in one batch by
 //! `flush`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use persister_core::{
-    Batch, ChangeEntry, DocumentClaim, DocumentId, Error, Persister, Result, StoredSizes, Write,
+    ActorId, Batch, ChangeEntry, DocumentClaim, DocumentId, Error, Persister, Result, StoredSizes,
+    Write,
 };
 
-use crate::held::{self, Held};
+use crate::held::{self, Entry, Held};
 use crate::layout::{self, DocKeys};
 use crate::manifest::{Manifest, StoreManifest, Tally};
 use crate::shared::Shared;
@@ -39,6 +40,14 @@ pub struct SledPersister {
     /// document exists.
     manifest: Option<Manifest>,
     held: Held,
+    /// For actors written to since the handle last wrote to sled: a seq that no change
+    /// of theirs in sled is above (`None` when sled holds none of theirs), so that
+    /// appending a change, the usual write, does not read sled.
+    sled_max_seq: HashMap<ActorId, Option<u64>>,
+    /// The `(hash, length)` of values this handle wrote to sled, by key (at most
+    /// [`MAX_KNOWN`]), so that removing or replacing them, as compaction does, does not
+    /// read sled.
+    known: HashMap<Vec<u8>, (u32, u64)>,
     /// A batch was applied since the handle last wrote to sled.
     dirty: bool,
     /// Bytes applied since the last successful flush, by this handle or by dropped
@@ -70,6 +79,8 @@ impl SledPersister {
             stored,
             manifest: stored,
             held: Held::default(),
+            sled_max_seq: HashMap::new(),
+            known: HashMap::new(),
             dirty: false,
             pending,
             claim,
@@ -139,36 +150,68 @@ impl SledPersister {
         self.read_part("sync states", &self.keys.sync_states(), expected)
     }
 
-    /// The `(hash, length)` stored under `key`, as the batch being built leaves it.
-    fn current(&self, staged: &Staged, key: &[u8]) -> Result<Option<(u32, u64)>> {
-        let held = staged
-            .get(key)
-            .map(Option::as_deref)
-            .or_else(|| self.held.get(key));
-        if let Some(value) = held {
-            return Ok(value.and_then(layout::claimed));
-        }
+    /// Whether sled may hold a change of `actor` numbered `seq`: not when `seq` is above
+    /// every seq of the actor's in sled (read once per actor between two writes to sled).
+    fn may_be_in_sled(&mut self, actor: &ActorId, seq: u64) -> Result<bool> {
         if self.stored.is_none() {
-            return Ok(None);
+            return Ok(false);
+        }
+        let max = match self.sled_max_seq.get(actor) {
+            Some(max) => *max,
+            None => {
+                let prefix = self.keys.actor_changes(actor);
+                let max = match self.shared.last_key(&prefix)? {
+                    None => None,
+                    Some(key) => Some(
+                        key.get(prefix.len()..)
+                            .and_then(|seq| <[u8; 8]>::try_from(seq).ok())
+                            .map(u64::from_be_bytes)
+                            .ok_or_else(|| self.corrupt("a change key does not decode"))?,
+                    ),
+                };
+                self.sled_max_seq.insert(actor.clone(), max);
+                max
+            }
+        };
+        Ok(max.is_some_and(|max| seq <= max))
+    }
+
+    /// The `(hash, length)` stored under `key`, as the batch being built leaves it, and
+    /// whether sled may hold the key; `in_sled` false says it cannot.
+    fn current(
+        &self,
+        staged: &Staged,
+        key: &[u8],
+        in_sled: bool,
+    ) -> Result<(Option<(u32, u64)>, bool)> {
+        if let Some(entry) = staged.get(key).or_else(|| self.held.entry(key)) {
+            let value = entry.value.as_deref().and_then(layout::claimed);
+            return Ok((value, entry.in_sled));
+        }
+        if self.stored.is_none() || !in_sled {
+            return Ok((None, false));
+        }
+        if let Some(&known) = self.known.get(key) {
+            return Ok((Some(known), true));
         }
         match self.shared.get(key)? {
-            None => Ok(None),
+            None => Ok((None, false)),
             Some(value) => layout::claimed(&value)
-                .map(Some)
+                .map(|claimed| (Some(claimed), true))
                 .ok_or_else(|| self.corrupt("a stored value is shorter than its checksum")),
         }
     }
 
     /// Stages the replacement of the entry under `key` by `new` (or its removal), and
-    /// accounts it in `tally`.
+    /// accounts it in `tally`; `in_sled` false says sled cannot hold `key`.
     fn stage(
         &self,
         staged: &mut Staged,
         tally: &mut Tally,
-        key: Vec<u8>,
+        (key, in_sled): (Vec<u8>, bool),
         new: Option<Vec<u8>>,
     ) -> Result<()> {
-        let old = self.current(staged, &key)?;
+        let (old, in_sled) = self.current(staged, &key, in_sled)?;
         if let Some((hash, len)) = old {
             tally.remove(hash, len).ok_or_else(|| {
                 self.corrupt("its manifest records fewer entries or bytes than are stored")
@@ -180,10 +223,12 @@ impl SledPersister {
                 if let Some((hash, len)) = layout::claimed(&framed) {
                     tally.add(hash, len);
                 }
-                staged.insert(key, Some(framed));
+                let value = Some(framed);
+                staged.insert(key, Entry { value, in_sled });
             }
             None if old.is_some() => {
-                staged.insert(key, None);
+                let value = None;
+                staged.insert(key, Entry { value, in_sled });
             }
             None => {}
         }
@@ -198,7 +243,7 @@ impl SledPersister {
         }
         let manifest = self.manifest();
         let mut batch = sled::Batch::default();
-        for (key, value) in self.held.iter() {
+        for (key, value) in self.held.writes() {
             match value {
                 Some(value) => batch.insert(key, value),
                 None => batch.remove(key),
@@ -221,7 +266,18 @@ impl SledPersister {
             Ok(())
         })?;
         self.stored = Some(manifest);
-        self.held = Held::default();
+        for (key, entry) in std::mem::take(&mut self.held).into_entries() {
+            match entry.value.as_deref().and_then(layout::claimed) {
+                Some(claimed) if self.known.len() < MAX_KNOWN || self.known.contains_key(&key) => {
+                    self.known.insert(key, claimed);
+                }
+                _ => {
+                    self.known.remove(&key);
+                }
+            }
+        }
+        // The seqs sled holds changed: read them again when needed.
+        self.sled_max_seq.clear();
         self.dirty = false;
         self.pending = self.pending.saturating_add(written);
         if created.is_some() {
@@ -231,9 +287,11 @@ impl SledPersister {
     }
 }
 
-/// What the batch being built has written so far: sled key to framed value, or `None`
-/// for a removal.
-type Staged = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// The most values whose `(hash, length)` a handle remembers (about 60 bytes each).
+const MAX_KNOWN: usize = 1 << 16;
+
+/// What the batch being built has written so far, by sled key.
+type Staged = BTreeMap<Vec<u8>, Entry>;
 
 impl Persister for SledPersister {
     type Error = Error;
@@ -255,26 +313,38 @@ impl Persister for SledPersister {
             let (tally, key, new) = match write {
                 Write::InsertChange { actor, seq, value } => (
                     &mut manifest.changes,
-                    self.keys.change(&actor, seq),
+                    (
+                        self.keys.change(&actor, seq),
+                        self.may_be_in_sled(&actor, seq)?,
+                    ),
                     Some(value),
                 ),
-                Write::RemoveChange { actor, seq } => {
-                    (&mut manifest.changes, self.keys.change(&actor, seq), None)
-                }
+                Write::RemoveChange { actor, seq } => (
+                    &mut manifest.changes,
+                    (
+                        self.keys.change(&actor, seq),
+                        self.may_be_in_sled(&actor, seq)?,
+                    ),
+                    None,
+                ),
                 Write::SetSyncState { peer, state } => (
                     &mut manifest.sync_states,
-                    self.keys.sync_state(&peer),
+                    (self.keys.sync_state(&peer), true),
                     Some(state),
                 ),
-                Write::RemoveSyncState { peer } => {
-                    (&mut manifest.sync_states, self.keys.sync_state(&peer), None)
-                }
+                Write::RemoveSyncState { peer } => (
+                    &mut manifest.sync_states,
+                    (self.keys.sync_state(&peer), true),
+                    None,
+                ),
                 Write::SetDocument(value) => {
                     // The manifest holds the document's hash; no need to read the old one.
                     let key = self.keys.document();
                     manifest.document =
                         Some((layout::entry_hash(&key, &value), value.len() as u64));
-                    staged.insert(key.clone(), Some(layout::frame(&key, &value)));
+                    let value = Some(layout::frame(&key, &value));
+                    let in_sled = true;
+                    staged.insert(key, Entry { value, in_sled });
                     continue;
                 }
             };

@@ -106,6 +106,12 @@ impl Shared {
         Ok(())
     }
 
+    /// The last key (in key order) that starts with `prefix`, if any.
+    pub(crate) fn last_key(&self, prefix: &[u8]) -> Result<Option<sled::IVec>> {
+        let mut iter = self.call("read", || Ok(self.db.scan_prefix(prefix).keys()))?;
+        self.call("read", || iter.next_back().transpose())
+    }
+
     /// Hands the bytes a dropped handle of `id` did not flush to the next handle.
     pub(crate) fn carry_unflushed(&self, id: &DocumentId, bytes: usize) {
         let mut unflushed = lock(&self.unflushed);

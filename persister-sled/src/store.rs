@@ -1,6 +1,6 @@
 //! The store: one sled database holding any number of documents.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use persister_core::{DocumentId, Error, OpenDocuments, Result, Store};
@@ -52,10 +52,12 @@ impl SledStore {
         check_dir(&path)?;
         let db = crate::engine::open(&path, &config)?;
         let opened = read_format(&db, &path).and_then(|existing| match existing {
-            true => open_existing(db, path.clone(), &options),
-            false => create(db, path.clone(), &options),
+            true => open_existing(&db, &path),
+            false => create(&db, &path),
         });
-        let shared = opened.inspect_err(|_| persister_core::relock::note_closed(&path))?;
+        let (manifest, durable) =
+            opened.inspect_err(|_| persister_core::relock::note_closed(&path))?;
+        let shared = Shared::new(db, path, manifest, durable, options.max_pending_bytes);
         Ok(SledStore {
             shared: Arc::new(shared),
             open: OpenDocuments::new(),
@@ -212,13 +214,14 @@ fn format_value() -> Vec<u8> {
     value
 }
 
-fn create(db: sled::Db, path: PathBuf, options: &SledOptions) -> Result<Shared> {
-    match mark::read(&path)? {
+/// Writes the format value and an empty store manifest into an empty database.
+fn create(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)> {
+    match mark::read(path)? {
         Found::Missing | Found::Seq { seq: 0, .. } => {}
         _ => {
             return Err(Error::corrupt(
                 "the sled database is empty, but the mark file says batches were flushed to it",
-                &path,
+                path,
                 None,
             ));
         }
@@ -227,44 +230,39 @@ fn create(db: sled::Db, path: PathBuf, options: &SledOptions) -> Result<Shared> 
     let mut batch = sled::Batch::default();
     batch.insert(FORMAT_KEY, format_value());
     batch.insert(STORE_KEY, layout::frame(STORE_KEY, &manifest.encode()));
-    crate::engine::call(&path, "write", || db.apply_batch(batch))?;
-    crate::engine::call(&path, "flush", || db.flush())?;
+    crate::engine::call(path, "write", || db.apply_batch(batch))?;
+    crate::engine::call(path, "flush", || db.flush())?;
     sync_file(&path.join("conf"))?;
-    let mark = Mark::create(&path, 0)?;
-    let mut durable = Durable::new(&path, mark)?;
-    durable.sync(&path)?;
-    Ok(Shared::new(
-        db,
-        path,
-        manifest,
-        durable,
-        options.max_pending_bytes,
-    ))
+    let mark = Mark::create(path, 0)?;
+    let mut durable = Durable::new(path, mark)?;
+    durable.sync(path)?;
+    Ok((manifest, durable))
 }
 
-fn open_existing(db: sled::Db, path: PathBuf, options: &SledOptions) -> Result<Shared> {
-    let value = crate::engine::call(&path, "read", || db.get(STORE_KEY))?;
+/// Reads the store manifest and checks it against the mark file.
+fn open_existing(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)> {
+    let value = crate::engine::call(path, "read", || db.get(STORE_KEY))?;
     let manifest = value
         .as_deref()
         .and_then(|v| layout::unframe(STORE_KEY, v))
         .and_then(|(_, m)| StoreManifest::decode(m))
-        .ok_or_else(|| Error::corrupt("the store manifest is missing or damaged", &path, None))?;
-    let mark = match mark::read(&path)? {
-        Found::Seq { seq, slot } if seq <= manifest.seq => Mark::open(&path, seq, slot)?,
+        .ok_or_else(|| Error::corrupt("the store manifest is missing or damaged", path, None))?;
+    let mark = match mark::read(path)? {
+        Found::Seq { seq, slot } if seq <= manifest.seq => Mark::open(path, seq, slot)?,
         Found::Seq { seq, .. } => {
             return Err(Error::corrupt(
                 format!(
                     "sled recovered {} batches, but {seq} had been flushed: sled lost flushed data",
                     manifest.seq
                 ),
-                &path,
+                path,
                 None,
             ));
         }
         // Creation stopped before the mark was written: nothing was ever applied.
         Found::Missing | Found::Unreadable if manifest.seq == 0 => {
-            let mark = Mark::create(&path, 0)?;
-            sync_dir(&path)?;
+            let mark = Mark::create(path, 0)?;
+            sync_dir(path)?;
             mark
         }
         Found::Missing | Found::Unreadable => {
@@ -272,19 +270,13 @@ fn open_existing(db: sled::Db, path: PathBuf, options: &SledOptions) -> Result<S
                 format!(
                     "the mark file {MARK_FILE} is missing or damaged, so it cannot be checked that no flushed batch was lost"
                 ),
-                &path,
+                path,
                 None,
             ));
         }
     };
-    let durable = Durable::new(&path, mark)?;
-    Ok(Shared::new(
-        db,
-        path,
-        manifest,
-        durable,
-        options.max_pending_bytes,
-    ))
+    let durable = Durable::new(path, mark)?;
+    Ok((manifest, durable))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Sizes are exact, O(1), and exact again after reopen (contract point 8).
 
 use super::{Fixture, actor, contents, open, reopen};
-use crate::{Batch, Persister, Result, StoredSizes};
+use crate::{ActorId, Batch, Persister, Result, StoredSizes};
 
 /// The sizes that `p`'s contents add up to, computed by reading everything.
 fn counted<P: Persister<Error = crate::Error>>(p: &P) -> Result<StoredSizes> {
@@ -68,6 +68,49 @@ pub fn sizes_account_overwrites<F: Fixture>(f: &F) -> Result<()> {
         change_count: 1,
         sync_state_count: 1,
     };
+    assert_eq!(p.sizes(), expected);
+    assert_eq!(counted(&p)?, expected);
+    Ok(())
+}
+
+/// Overwrites and removals of changes that were flushed (and reopened) account the
+/// stored value out: the newest change of an actor, an older one, one of an actor whose
+/// id is a prefix of another's, and one written again before the next flush.
+pub fn sizes_account_overwrites_of_flushed_changes<F: Fixture>(f: &F) -> Result<()> {
+    let short = ActorId::new([7]);
+    let long = ActorId::new([7, 0]);
+    let store = f.open()?;
+    let mut p = open(&store, "doc")?;
+    for seq in 1..=3 {
+        p.insert_changes(vec![
+            (short.clone(), seq, vec![1; 10]),
+            (long.clone(), seq, vec![2; 10]),
+        ])?;
+    }
+    p.flush()?;
+    drop(p);
+    let store = reopen(f, store)?;
+    let mut p = open(&store, "doc")?;
+    p.insert_changes(vec![(short.clone(), 3, vec![3; 4])])?; // the newest
+    p.insert_changes(vec![(short.clone(), 2, vec![3; 5])])?; // an older one
+    p.remove_changes(vec![(&long, 3)])?;
+    p.insert_changes(vec![(long.clone(), 4, vec![4; 6])])?; // a new one
+    p.flush()?;
+    p.insert_changes(vec![(long.clone(), 4, vec![5; 1])])?; // the new one again
+    p.insert_changes(vec![(long.clone(), 4, vec![5; 2])])?; // and before a flush
+    let expected = StoredSizes {
+        changes: 10 + 5 + 4 + 10 + 10 + 2,
+        document: 0,
+        sync_states: 0,
+        change_count: 6,
+        sync_state_count: 0,
+    };
+    assert_eq!(p.sizes(), expected);
+    assert_eq!(counted(&p)?, expected);
+    p.flush()?;
+    drop(p);
+    let store = reopen(f, store)?;
+    let p = open(&store, "doc")?;
     assert_eq!(p.sizes(), expected);
     assert_eq!(counted(&p)?, expected);
     Ok(())
