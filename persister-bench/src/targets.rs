@@ -3,6 +3,95 @@
 use crate::columns::Column;
 use crate::results::{ColumnReport, TargetCheck};
 
+/// Every target: the column, the figure, its bound, and the target in words.
+#[rustfmt::skip]
+const TARGETS: [Target; 12] = {
+    use Bound::{AtLeast, AtMost, True};
+    use Column::{Fs, Redb, Sled};
+    use Measure::{
+        DiskOverPayload, FlushVsRaw, InsertVsPeer, ReloadSpeedupOverPeer, SizesFlatAndExact,
+        TraceReloadVsAutomerge, TraceReplayVsMemory,
+    };
+    [
+        Target(Fs, InsertVsPeer, AtLeast(8.0), "insert at least 8x the peer"),
+        Target(Fs, FlushVsRaw, AtLeast(0.8), "flushes/s at least 0.8x raw fdatasync/s"),
+        Target(Fs, ReloadSpeedupOverPeer, AtLeast(3.0), "reopen + get_changes at least 3x faster than the peer"),
+        Target(Fs, DiskOverPayload, AtMost(1.2), "disk / payload at most 1.2"),
+        Target(Fs, SizesFlatAndExact, True, "sizes() flat and exact (1 = yes)"),
+        Target(Fs, TraceReplayVsMemory, AtMost(1.10), "trace replay at most 1.10x memory (wall minus run-queue wait)"),
+        Target(Fs, TraceReloadVsAutomerge, AtMost(1.1), "reload at most 1.1x automerge's load"),
+        Target(Redb, InsertVsPeer, AtLeast(4.0), "insert at least 4x the peer"),
+        Target(Redb, DiskOverPayload, AtMost(2.5), "disk / payload at most 2.5"),
+        Target(Redb, TraceReplayVsMemory, AtMost(1.25), "trace replay at most 1.25x memory (wall minus run-queue wait)"),
+        Target(Sled, InsertVsPeer, AtLeast(1.5), "insert at least 1.5x the peer"),
+        Target(Sled, TraceReplayVsMemory, AtMost(1.25), "trace replay at most 1.25x memory (wall minus run-queue wait)"),
+    ]
+};
+
+/// A target: a column's figure, its bound, and the target in words.
+struct Target(Column, Measure, Bound, &'static str);
+
+/// A figure a target bounds, each from one row.
+#[derive(Clone, Copy)]
+enum Measure {
+    /// Row 1: changes inserted per second, over the peer's.
+    InsertVsPeer,
+    /// Row 2: flushes per second, over raw `fdatasync`s per second.
+    FlushVsRaw,
+    /// Row 3: the peer's reopen-and-read time over the column's.
+    ReloadSpeedupOverPeer,
+    /// Row 4: bytes on disk over payload bytes.
+    DiskOverPayload,
+    /// Row 5: 1 when `sizes()` is flat and exact, else 0.
+    SizesFlatAndExact,
+    /// Row 7: trace replay time over memory's.
+    TraceReplayVsMemory,
+    /// Row 7: reload time over automerge's own load.
+    TraceReloadVsAutomerge,
+}
+
+impl Measure {
+    /// The row the figure comes from.
+    fn row(self) -> u8 {
+        match self {
+            Measure::InsertVsPeer => 1,
+            Measure::FlushVsRaw => 2,
+            Measure::ReloadSpeedupOverPeer => 3,
+            Measure::DiskOverPayload => 4,
+            Measure::SizesFlatAndExact => 5,
+            Measure::TraceReplayVsMemory | Measure::TraceReloadVsAutomerge => 7,
+        }
+    }
+
+    /// The figure in `report`, with the peer's report for the figures relative to it;
+    /// `None` when a row it needs has no value.
+    fn of(self, report: &ColumnReport, peer: Option<&ColumnReport>) -> Option<f64> {
+        match self {
+            Measure::InsertVsPeer => {
+                let rate = report.insert.as_ref()?.value()?.changes_per_s;
+                Some(rate / peer?.insert.as_ref()?.value()?.changes_per_s)
+            }
+            Measure::FlushVsRaw => Some(report.flush.as_ref()?.value()?.ratio_to_raw),
+            Measure::ReloadSpeedupOverPeer => {
+                let ms = report.reload.as_ref()?.value()?.ms;
+                Some(peer?.reload.as_ref()?.value()?.ms / ms)
+            }
+            Measure::DiskOverPayload => Some(report.disk.as_ref()?.value()?.ratio),
+            Measure::SizesFlatAndExact => {
+                let sizes = report.sizes.as_ref()?.value()?;
+                Some(f64::from(u8::from(sizes.flat && sizes.exact)))
+            }
+            // Wall time minus what other processes took from the replay: on a shared
+            // machine the raw wall ratio swings by tens of percent from round to round.
+            Measure::TraceReplayVsMemory => {
+                let run = report.trace.as_ref()?.value()?;
+                run.own_ratio_to_memory.or(run.ratio_to_memory)
+            }
+            Measure::TraceReloadVsAutomerge => Some(report.trace.as_ref()?.value()?.reload_ratio),
+        }
+    }
+}
+
 /// How a measured figure is compared with its bound.
 #[derive(Clone, Copy)]
 enum Bound {
@@ -11,140 +100,94 @@ enum Bound {
     True,
 }
 
-/// Checks every target against `columns`; a target whose figures are missing (a row
-/// not run, a column that failed) is listed with `met: None`.
+impl Bound {
+    fn holds(self, measured: f64) -> bool {
+        match self {
+            Bound::AtLeast(b) => measured >= b,
+            Bound::AtMost(b) => measured <= b,
+            Bound::True => measured >= 1.0,
+        }
+    }
+}
+
+/// Checks every target against `columns`. A target of a row this run did not measure
+/// is not listed; one whose figure is missing is listed with `met: Some(false)` when its
+/// column failed the row, and with `met: None` otherwise (a skipped row, no peer).
 pub fn check(columns: &[ColumnReport]) -> Vec<TargetCheck> {
     let find = |c: Column| columns.iter().find(|r| r.column == c.name());
     let peer = find(Column::Peer);
-    let peer_rate = peer
-        .and_then(|p| p.insert.as_ref()?.value())
-        .map(|i| i.changes_per_s);
-    let peer_reload = peer.and_then(|p| p.reload.as_ref()?.value()).map(|r| r.ms);
-
-    let mut checks = Vec::new();
-    let mut add = |column: Column, row: u8, target: &str, measured: Option<f64>, bound: Bound| {
-        // A target of a row this run did not measure is not listed.
-        if !find(column).is_some_and(|r| r.ran(row)) {
-            return;
-        }
-        let met = measured
-            .map(|m| match bound {
-                Bound::AtLeast(b) => m >= b,
-                Bound::AtMost(b) => m <= b,
-                Bound::True => m >= 1.0,
+    TARGETS
+        .iter()
+        .filter_map(|&Target(column, measure, bound, target)| {
+            let report = find(column)?;
+            let row = measure.row();
+            // A target of a row this run did not measure is not listed.
+            if !report.ran(row) {
+                return None;
+            }
+            let measured = measure.of(report, peer);
+            let met = measured
+                .map(|m| bound.holds(m))
+                // A row the column failed (an error, a hang) misses its target.
+                .or_else(|| report.failed(row).then_some(false));
+            Some(TargetCheck {
+                column: column.name().to_owned(),
+                row,
+                target: target.to_owned(),
+                measured,
+                met,
             })
-            // A row the column failed (an error, a hang) misses its target.
-            .or_else(|| find(column).is_some_and(|r| r.failed(row)).then_some(false));
-        checks.push(TargetCheck {
-            column: column.name().to_owned(),
-            row,
-            target: target.to_owned(),
-            measured,
-            met,
-        });
-    };
+        })
+        .collect()
+}
 
-    let insert_vs_peer = |c: Column| {
-        let rate = find(c)?.insert.as_ref()?.value()?.changes_per_s;
-        Some(rate / peer_rate?)
-    };
-    // Wall time minus what other processes took from the replay: on a shared machine
-    // the raw wall ratio swings by tens of percent from round to round.
-    let trace_ratio = |c: Column| {
-        let run = find(c)?.trace.as_ref()?.value()?;
-        run.own_ratio_to_memory.or(run.ratio_to_memory)
-    };
-    let fs = find(Column::Fs);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Cell, Insert};
 
-    add(
-        Column::Fs,
-        1,
-        "insert at least 8x the peer",
-        insert_vs_peer(Column::Fs),
-        Bound::AtLeast(8.0),
-    );
-    add(
-        Column::Fs,
-        2,
-        "flushes/s at least 0.8x raw fdatasync/s",
-        fs.and_then(|f| f.flush.as_ref()?.value())
-            .map(|f| f.ratio_to_raw),
-        Bound::AtLeast(0.8),
-    );
-    add(
-        Column::Fs,
-        3,
-        "reopen + get_changes at least 3x faster than the peer",
-        fs.and_then(|f| f.reload.as_ref()?.value())
-            .and_then(|r| Some(peer_reload? / r.ms)),
-        Bound::AtLeast(3.0),
-    );
-    add(
-        Column::Fs,
-        4,
-        "disk / payload at most 1.2",
-        fs.and_then(|f| f.disk.as_ref()?.value()).map(|d| d.ratio),
-        Bound::AtMost(1.2),
-    );
-    add(
-        Column::Fs,
-        5,
-        "sizes() flat and exact (1 = yes)",
-        fs.and_then(|f| f.sizes.as_ref()?.value())
-            .map(|s| f64::from(u8::from(s.flat && s.exact))),
-        Bound::True,
-    );
-    add(
-        Column::Fs,
-        7,
-        "trace replay at most 1.10x memory (wall minus run-queue wait)",
-        trace_ratio(Column::Fs),
-        Bound::AtMost(1.10),
-    );
-    add(
-        Column::Fs,
-        7,
-        "reload at most 1.1x automerge's load",
-        fs.and_then(|f| f.trace.as_ref()?.value())
-            .map(|t| t.reload_ratio),
-        Bound::AtMost(1.1),
-    );
-    add(
-        Column::Redb,
-        1,
-        "insert at least 4x the peer",
-        insert_vs_peer(Column::Redb),
-        Bound::AtLeast(4.0),
-    );
-    add(
-        Column::Redb,
-        4,
-        "disk / payload at most 2.5",
-        find(Column::Redb)
-            .and_then(|r| r.disk.as_ref()?.value())
-            .map(|d| d.ratio),
-        Bound::AtMost(2.5),
-    );
-    add(
-        Column::Redb,
-        7,
-        "trace replay at most 1.25x memory (wall minus run-queue wait)",
-        trace_ratio(Column::Redb),
-        Bound::AtMost(1.25),
-    );
-    add(
-        Column::Sled,
-        1,
-        "insert at least 1.5x the peer",
-        insert_vs_peer(Column::Sled),
-        Bound::AtLeast(1.5),
-    );
-    add(
-        Column::Sled,
-        7,
-        "trace replay at most 1.25x memory (wall minus run-queue wait)",
-        trace_ratio(Column::Sled),
-        Bound::AtMost(1.25),
-    );
-    checks
+    fn inserting(column: Column, changes_per_s: f64) -> ColumnReport {
+        let mut report = ColumnReport::new(column.name());
+        report.insert = Some(Cell::Value(Insert {
+            changes_per_s,
+            wall_changes_per_s: changes_per_s,
+            insert_s: 1.0,
+            flush_s: 0.0,
+            samples: vec![changes_per_s],
+            wall_samples: vec![changes_per_s],
+        }));
+        report
+    }
+
+    #[test]
+    fn targets_of_rows_run_are_checked_and_failed_rows_miss() {
+        let mut sled = ColumnReport::new(Column::Sled.name());
+        sled.insert = Some(Cell::Failed("hung".into()));
+        let columns = [
+            inserting(Column::Peer, 100.0),
+            inserting(Column::Fs, 1000.0),
+            inserting(Column::Redb, 300.0),
+            sled,
+        ];
+        let checks: Vec<_> = check(&columns)
+            .into_iter()
+            .map(|c| (c.column, c.row, c.measured, c.met))
+            .collect();
+        // Only row 1 ran, so only its targets are listed.
+        assert_eq!(
+            checks,
+            [
+                ("fs".to_owned(), 1, Some(10.0), Some(true)),
+                ("redb".to_owned(), 1, Some(3.0), Some(false)),
+                ("sled".to_owned(), 1, None, Some(false)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_peer_leaves_relative_targets_unchecked() {
+        let checks = check(&[inserting(Column::Fs, 1000.0)]);
+        assert_eq!(checks.len(), 1);
+        assert_eq!((checks[0].measured, checks[0].met), (None, None));
+    }
 }
