@@ -1,5 +1,7 @@
 //! `persister verify`, on sound and damaged stores.
 
+use std::path::{Path, PathBuf};
+
 use persister_cli::Backend;
 use persister_core::{ActorId, Persister, Store};
 
@@ -42,11 +44,7 @@ fn a_damaged_change_is_reported_naming_its_document() -> TestResult {
             doc.flush()?;
         }
         let run = persister(["verify", path.to_str().unwrap()])?.expect(3);
-        let damaged: Vec<&str> = run
-            .stdout
-            .lines()
-            .filter(|l| l.contains("DAMAGED"))
-            .collect();
+        let damaged = damaged_lines(&run.stdout);
         assert_eq!(damaged.len(), 1, "{}", run.stdout);
         assert!(damaged[0].contains("broken"), "{}", run.stdout);
         assert!(damaged[0].contains("seq 1"), "{}", run.stdout);
@@ -95,11 +93,7 @@ fn a_damaged_fs_log_is_reported_naming_its_document() -> TestResult {
     let before = snapshot_files(&path)?;
 
     let run = persister(["verify", path.to_str().unwrap()])?.expect(3);
-    let damaged: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter(|l| l.contains("DAMAGED"))
-        .collect();
+    let damaged = damaged_lines(&run.stdout);
     assert_eq!(damaged.len(), 1, "{}", run.stdout);
     assert!(damaged[0].contains("notes"), "{}", run.stdout);
     assert!(run.stdout.contains("ok       0xff0001"), "{}", run.stdout);
@@ -114,29 +108,46 @@ fn a_damaged_fs_log_is_reported_naming_its_document() -> TestResult {
     Ok(())
 }
 
-fn without_lock(files: Vec<(std::path::PathBuf, Vec<u8>)>) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+/// The lines of `verify`'s report that name a damaged document.
+fn damaged_lines(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter(|l| l.contains("DAMAGED")).collect()
+}
+
+fn without_lock(files: Vec<(PathBuf, Vec<u8>)>) -> Vec<(PathBuf, Vec<u8>)> {
     files
         .into_iter()
         .filter(|(p, _)| !p.ends_with("LOCK"))
         .collect()
 }
 
-#[test]
-fn a_damaged_sled_store_is_reported_and_left_untouched() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let path = store_path(dir.path(), Backend::Sled);
-    let dumps = make_store(Backend::Sled, &path)?;
-    // Damage the bytes of one change wherever sled wrote them.
+/// A store of `backend` in `dir` with the bytes of one change flipped wherever the
+/// engine wrote them (sled in its `db` file, redb in its one file); returns its path.
+fn store_with_a_flipped_change(dir: &Path, backend: Backend) -> TestResult<PathBuf> {
+    let path = store_path(dir, backend);
+    let dumps = make_store(backend, &path)?;
     let change = &dumps
         .iter()
         .find(|d| d.id == binary())
         .ok_or("no doc")?
         .changes[3]
         .2;
+    let file = if backend == Backend::Sled {
+        path.join("db")
+    } else {
+        path.clone()
+    };
     assert!(
-        flip_every(&path.join("db"), change)? > 0,
-        "the change is not in sled's file"
+        flip_every(&file, change)? > 0,
+        "the change is not in {}",
+        file.display()
     );
+    Ok(path)
+}
+
+#[test]
+fn a_damaged_sled_store_is_reported_and_left_untouched() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = store_with_a_flipped_change(dir.path(), Backend::Sled)?;
     let before = snapshot_files(&path)?;
     let run = persister(["verify", path.to_str().unwrap()])?.expect(3);
     run.expect_error_lines();
@@ -154,18 +165,7 @@ fn a_damaged_sled_store_is_reported_and_left_untouched() -> TestResult {
 #[test]
 fn a_damaged_redb_file_fails_verification_without_a_panic() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let path = store_path(dir.path(), Backend::Redb);
-    let dumps = make_store(Backend::Redb, &path)?;
-    let change = &dumps
-        .iter()
-        .find(|d| d.id == binary())
-        .ok_or("no doc")?
-        .changes[3]
-        .2;
-    assert!(
-        flip_every(&path, change)? > 0,
-        "the change is not in redb's file"
-    );
+    let path = store_with_a_flipped_change(dir.path(), Backend::Redb)?;
     let run = persister(["verify", path.to_str().unwrap()])?.expect(3);
     run.expect_error_lines();
     assert!(run.stdout.contains("DAMAGED"), "{}", run.stdout);
