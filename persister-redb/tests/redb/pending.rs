@@ -8,7 +8,7 @@ use std::sync::Arc;
 use persister_core::{
     ActorId, Batch, DocumentId, Error, MAX_VALUE_LEN, Persister, Result, Store, StoredSizes,
 };
-use persister_redb::{RedbOptions, RedbStore};
+use persister_redb::{RedbOptions, RedbPersister, RedbStore};
 use tempfile::TempDir;
 
 use crate::backends::{CrashBackend, FaultControl, open_faulty};
@@ -20,11 +20,46 @@ fn new_store() -> Result<(TempDir, PathBuf)> {
     Ok((dir, path))
 }
 
+/// A new store opened on a file whose I/O the returned control counts and can fail.
+fn new_faulty_store(
+    options: RedbOptions,
+) -> Result<(TempDir, PathBuf, Arc<FaultControl>, RedbStore)> {
+    let (dir, path) = new_store()?;
+    let control = Arc::new(FaultControl::default());
+    let store = open_faulty(&path, &control, options)?;
+    Ok((dir, path, control, store))
+}
+
 fn change(seq: u64, len: usize) -> Batch {
     Batch::new().insert_change(ActorId::new([1; 16]), seq, vec![seq as u8; len])
 }
 
-fn reopened(path: &Path, id: &str) -> Result<(RedbStore, persister_redb::RedbPersister)> {
+/// Applies a change of `len` bytes for each of `seqs`, one batch each; returns their
+/// payload.
+fn apply_changes(
+    p: &mut RedbPersister,
+    seqs: impl IntoIterator<Item = u64>,
+    len: usize,
+) -> Result<usize> {
+    let mut payload = 0;
+    for seq in seqs {
+        let batch = change(seq, len);
+        payload += batch.payload_len();
+        p.apply(batch)?;
+    }
+    Ok(payload)
+}
+
+/// What a power loss now leaves of `disk`: its durable bytes, as a store.
+fn after_power_loss(disk: &CrashBackend, name: &str) -> Result<RedbStore> {
+    RedbStore::open_on_backend(
+        CrashBackend::new(disk.durable(), None),
+        name,
+        RedbOptions::default(),
+    )
+}
+
+fn reopened(path: &Path, id: &str) -> Result<(RedbStore, RedbPersister)> {
     let store = RedbStore::open(path)?;
     let p = store.open_document(&id.into())?;
     Ok((store, p))
@@ -32,17 +67,10 @@ fn reopened(path: &Path, id: &str) -> Result<(RedbStore, persister_redb::RedbPer
 
 #[test]
 fn applying_touches_no_file_and_flush_syncs_once() -> Result<()> {
-    let (_dir, path) = new_store()?;
-    let control = Arc::new(FaultControl::default());
-    let store = open_faulty(&path, &control, RedbOptions::default())?;
+    let (_dir, path, control, store) = new_faulty_store(RedbOptions::default())?;
     let mut p = store.open_document(&"doc".into())?;
     let before = control.calls();
-    let mut payload = 0;
-    for seq in 1..=1000 {
-        let batch = change(seq, 100);
-        payload += batch.payload_len();
-        p.apply(batch)?;
-    }
+    let payload = apply_changes(&mut p, 1..=1000, 100)?;
     assert_eq!(control.calls(), before, "applying wrote to the file");
     assert_eq!(p.sizes().change_count, 1000);
 
@@ -61,21 +89,14 @@ fn applying_touches_no_file_and_flush_syncs_once() -> Result<()> {
 
 #[test]
 fn past_the_bound_writes_are_committed_before_the_flush() -> Result<()> {
-    let (_dir, path) = new_store()?;
-    let control = Arc::new(FaultControl::default());
     // A small cache, so that what redb commits leaves its memory for the file.
     let options = RedbOptions::default()
         .max_pending_bytes(10_000)
         .cache_size(64 * 1024);
-    let store = open_faulty(&path, &control, options)?;
+    let (_dir, _path, control, store) = new_faulty_store(options)?;
     let mut p = store.open_document(&"doc".into())?;
     let before = control.calls();
-    let mut payload = 0;
-    for seq in 1..=1000 {
-        let batch = change(seq, 100);
-        payload += batch.payload_len();
-        p.apply(batch)?;
-    }
+    let payload = apply_changes(&mut p, 1..=1000, 100)?;
     assert!(
         control.calls() > before,
         "nothing was committed past the bound"
@@ -101,15 +122,11 @@ fn overwrites_and_removals_of_committed_keys_keep_sizes_exact() -> Result<()> {
     let store = RedbStore::open_with(&path, RedbOptions::default().max_pending_bytes(1000))?;
     let mut p = store.open_document(&"doc".into())?;
     let a = ActorId::new([1; 16]);
-    for seq in (1..=50).step_by(2) {
-        p.apply(change(seq, 100))?;
-    }
+    apply_changes(&mut p, (1..=50).step_by(2), 100)?;
     p.flush()?;
     // Some of these keys are in the file, some pending, some committed past the bound;
     // the even ones fill gaps below the highest seq in the file.
-    for seq in (2..=50).step_by(2) {
-        p.apply(change(seq, 100))?;
-    }
+    apply_changes(&mut p, (2..=50).step_by(2), 100)?;
     for seq in (1..=50).step_by(3) {
         p.apply(Batch::new().insert_change(a.clone(), seq, vec![0; 7]))?;
     }
@@ -125,7 +142,7 @@ fn overwrites_and_removals_of_committed_keys_keep_sizes_exact() -> Result<()> {
             .remove_sync_state(vec![1])
             .remove_sync_state(vec![99]),
     )?;
-    let counted = |p: &persister_redb::RedbPersister| -> Result<StoredSizes> {
+    let counted = |p: &RedbPersister| -> Result<StoredSizes> {
         let entries = p.get_change_entries()?;
         let peers = p.get_peer_ids()?;
         let mut sync_states = 0;
@@ -166,11 +183,7 @@ fn a_dropped_handle_leaves_its_writes_to_the_next_one_to_flush() -> Result<()> {
     assert_eq!(store.list_documents()?, vec![id.clone()]);
 
     // Not durable yet: a power loss now loses it.
-    let lost = RedbStore::open_on_backend(
-        CrashBackend::new(disk.durable(), None),
-        "lost",
-        RedbOptions::default(),
-    )?;
+    let lost = after_power_loss(&disk, "lost")?;
     assert!(lost.list_documents()?.is_empty());
 
     let mut p = store.open_document(&id)?;
@@ -181,11 +194,7 @@ fn a_dropped_handle_leaves_its_writes_to_the_next_one_to_flush() -> Result<()> {
         "the next handle's flush reports the bytes it made durable"
     );
     assert_eq!(p.flush()?, 0);
-    let kept = RedbStore::open_on_backend(
-        CrashBackend::new(disk.durable(), None),
-        "kept",
-        RedbOptions::default(),
-    )?;
+    let kept = after_power_loss(&disk, "kept")?;
     let q = kept.open_document(&id)?;
     assert_eq!(q.get_changes()?, vec![vec![1; 500]]);
     assert_eq!(q.sizes().change_count, 1);
@@ -207,9 +216,7 @@ fn unflushed_new_documents_are_listed_and_opened_ones_are_not() -> Result<()> {
 
 #[test]
 fn sizes_cost_no_io_and_refused_batches_write_nothing() -> Result<()> {
-    let (_dir, path) = new_store()?;
-    let control = Arc::new(FaultControl::default());
-    let store = open_faulty(&path, &control, RedbOptions::default())?;
+    let (_dir, _path, control, store) = new_faulty_store(RedbOptions::default())?;
     let mut p = store.open_document(&"doc".into())?;
     p.apply(change(1, 10).set_document(vec![2; 20]))?;
     p.flush()?;
@@ -230,9 +237,7 @@ fn sizes_cost_no_io_and_refused_batches_write_nothing() -> Result<()> {
 
 #[test]
 fn a_failed_flush_poisons_every_handle_until_reopened() -> Result<()> {
-    let (_dir, path) = new_store()?;
-    let control = Arc::new(FaultControl::default());
-    let store = open_faulty(&path, &control, RedbOptions::default())?;
+    let (_dir, path, control, store) = new_faulty_store(RedbOptions::default())?;
     let mut one = store.open_document(&"one".into())?;
     let mut two = store.open_document(&"two".into())?;
     one.apply(change(1, 10))?;
