@@ -18,7 +18,7 @@ use persister_sled::SledStore;
 
 use persister_testkit::Rng;
 
-use crate::raw::{Contents, env_number, sample_document};
+use crate::raw::{Contents, copy_dir, env_number, sample_document};
 
 /// What the damaged stores did.
 #[derive(Debug, Default)]
@@ -247,17 +247,4 @@ fn flipped_bytes_never_yield_partial_data() -> Result<()> {
         "no damage was detected"
     );
     Ok(())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

@@ -1,5 +1,5 @@
 //! Test helpers: the store's key layout written out from the crate docs (to reach
-//! under the API with sled directly), and contents to compare.
+//! under the API with sled directly), contents to compare, and a directory copy.
 
 use std::path::Path;
 
@@ -132,4 +132,19 @@ pub fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Copies the directory `from`, with everything in it, to `to` (a store's files, to
+/// damage or restore a copy).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

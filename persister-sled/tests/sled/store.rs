@@ -6,7 +6,7 @@ use persister_core::{ActorId, Error, Persister, Result, Store};
 use persister_sled::{FORMAT_VERSION, SledOptions, SledStore, is_sled_store};
 
 use crate::child;
-use crate::raw::{Contents, open_raw};
+use crate::raw::{Contents, copy_dir, open_raw};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
@@ -248,17 +248,4 @@ fn large_values_round_trip_through_blob_files() -> Result<()> {
     assert_eq!(contents.document, Some(big.clone()));
     assert_eq!(contents.changes[0].2, big[..300_000]);
     Ok(())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
