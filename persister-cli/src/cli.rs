@@ -66,6 +66,10 @@ pub enum Command {
 
     /// Copy every document of a store into a new store of any backend (the way off
     /// sled). DST must not exist; on failure nothing is left there.
+    ///
+    /// The new store is built beside it as `.NAME.partial-*` and renamed into place
+    /// when complete, so a failure leaves nothing at DST; a run that is interrupted
+    /// (Ctrl-C) or killed leaves the `.NAME.partial-*` path, which may be deleted.
     Copy {
         /// The store to copy.
         src: PathBuf,
@@ -84,6 +88,10 @@ pub enum Command {
     },
 
     /// Write every document of a store to a portable export file. FILE must not exist.
+    ///
+    /// The new file is built beside it as `.NAME.partial-*` and renamed into place
+    /// when complete, so a failure leaves nothing at FILE; a run that is interrupted
+    /// (Ctrl-C) or killed leaves the `.NAME.partial-*` path, which may be deleted.
     Export {
         /// The store.
         #[command(flatten)]
@@ -97,6 +105,10 @@ pub enum Command {
 
     /// Make a new store from an export file. STORE must not exist; on failure nothing
     /// is left there.
+    ///
+    /// The new store is built beside it as `.NAME.partial-*` and renamed into place
+    /// when complete, so a failure leaves nothing at STORE; a run that is interrupted
+    /// (Ctrl-C) or killed leaves the `.NAME.partial-*` path, which may be deleted.
     Import {
         /// The export file.
         file: PathBuf,
