@@ -11,6 +11,7 @@ use persister_core::{
     ActorId, Batch, DocumentId, DocumentState, Error, Persister, Store, StoredSizes,
 };
 use persister_redb::{RedbPersister, RedbStore};
+use persister_testkit::Contents;
 
 /// The documents of the workload.
 pub const DOCS: [&[u8]; 2] = [b"alpha", b"\0b/10\xff"];
@@ -205,43 +206,24 @@ pub fn run(
     outcome
 }
 
-/// Everything one document holds, as read through its handle.
+/// Everything one document holds, as read through its handle, with its sizes.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot {
-    changes: Vec<(ActorId, u64, Vec<u8>)>,
-    document: Option<Vec<u8>>,
-    sync_states: Vec<(Vec<u8>, Vec<u8>)>,
+    contents: Contents,
     sizes: StoredSizes,
 }
 
 impl Snapshot {
     pub fn read(p: &RedbPersister) -> Result<Self, Error> {
-        let mut sync_states = Vec::new();
-        for peer in p.get_peer_ids()? {
-            let state = p.get_sync_state(&peer)?.ok_or_else(|| Error::NotFound {
-                what: "a listed peer's sync state".into(),
-            })?;
-            sync_states.push((peer, state));
-        }
         Ok(Self {
-            changes: p.get_change_entries()?,
-            document: p.get_document()?,
-            sync_states,
+            contents: Contents::read(p)?,
             sizes: p.sizes(),
         })
     }
 
     pub fn of(state: &DocumentState) -> Self {
         Self {
-            changes: state
-                .changes()
-                .map(|(actor, seq, value)| (actor.clone(), seq, value.to_vec()))
-                .collect(),
-            document: state.document().map(<[u8]>::to_vec),
-            sync_states: state
-                .sync_states()
-                .map(|(peer, value)| (peer.to_vec(), value.to_vec()))
-                .collect(),
+            contents: Contents::of(state),
             sizes: state.sizes(),
         }
     }
@@ -272,8 +254,7 @@ pub fn check_recovered(store: &RedbStore, outcome: &Outcome) -> Result<(), Strin
                 history.len() - 1
             ));
         }
-        let holds_data = got.changes.len() + got.sync_states.len() > 0 || got.document.is_some();
-        if holds_data && !listed.contains(&doc_id(doc)) {
+        if !got.contents.is_empty() && !listed.contains(&doc_id(doc)) {
             return Err(format!("document {doc} holds data but is not listed"));
         }
     }

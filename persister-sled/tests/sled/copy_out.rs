@@ -5,8 +5,9 @@
 use persister_core::{ActorId, DocumentId, Persister, Result, Store, copy_document};
 use persister_redb::RedbStore;
 use persister_sled::SledStore;
+use persister_testkit::Contents;
 
-use crate::raw::{Contents, sample_document};
+use crate::raw::sample_document;
 
 #[test]
 fn documents_copy_out_to_redb_exactly() -> Result<()> {
@@ -60,9 +61,9 @@ fn documents_copy_out_to_redb_exactly() -> Result<()> {
     assert_eq!(redb.list_documents()?, listed);
     for id in &listed {
         let (src, dst) = (sled.open_document(id)?, redb.open_document(id)?);
-        let expected = Contents::of(&src)?;
+        let expected = Contents::read(&src)?;
         assert!(
-            Contents::of(&dst)? == expected,
+            Contents::read(&dst)? == expected,
             "document {id} differs after the copy"
         );
         assert_eq!(dst.sizes(), src.sizes(), "document {id}");

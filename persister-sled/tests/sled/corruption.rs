@@ -16,9 +16,9 @@ use std::path::Path;
 use persister_core::{Batch, DocumentId, DocumentState, Persister, Result, Store, Write};
 use persister_sled::SledStore;
 
-use persister_testkit::Rng;
+use persister_testkit::{Contents, Rng};
 
-use crate::raw::{Contents, copy_dir, env_number, sample_document};
+use crate::raw::{copy_dir, env_number, sample_document};
 
 /// What the damaged stores did.
 #[derive(Debug, Default)]
@@ -108,8 +108,7 @@ fn check(path: &Path, docs: &[Versions], strict: bool, out: &mut Outcomes) {
             }
         };
         let first = if strict { doc.states.len() - 1 } else { 0 };
-        let mut candidates: Vec<Contents> =
-            doc.states[first..].iter().map(Contents::of_state).collect();
+        let mut candidates: Vec<Contents> = doc.states[first..].iter().map(Contents::of).collect();
         let id = &doc.id;
         let mut narrow = |what: &str, keep: &dyn Fn(&Contents) -> bool| {
             candidates.retain(|c| keep(c));
@@ -141,7 +140,7 @@ fn check(path: &Path, docs: &[Versions], strict: bool, out: &mut Outcomes) {
                 Err(_) => failed = true,
             }
         }
-        let last = Contents::of_state(&doc.states[doc.states.len() - 1]);
+        let last = Contents::of(&doc.states[doc.states.len() - 1]);
         if !candidates.contains(&last) {
             older = true;
         }

@@ -16,9 +16,9 @@ use persister_core::{ActorId, Batch, DocumentState, Persister, Result, Store};
 use persister_sled::{SledPersister, SledStore};
 
 use crate::child;
-use persister_testkit::Rng;
+use persister_testkit::{Contents, Rng};
 
-use crate::raw::{Contents, env_number};
+use crate::raw::env_number;
 
 const DOCS: [&str; 2] = ["left", "right"];
 
@@ -202,7 +202,7 @@ fn killed_writer_keeps_every_acknowledged_batch_whole() -> Result<()> {
             model.advance_to(d, applied[d]);
             let expected = &model.docs[d];
             assert!(
-                Contents::of(doc)? == Contents::of_state(expected),
+                Contents::read(doc)? == Contents::of(expected),
                 "kill {kill}: document {} is not the state after its batches up to {}",
                 doc.id(),
                 applied[d]

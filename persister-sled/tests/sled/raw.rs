@@ -1,9 +1,9 @@
 //! Test helpers: the store's key layout written out from the crate docs (to reach
-//! under the API with sled directly), contents to compare, and a directory copy.
+//! under the API with sled directly), a sample document, and a directory copy.
 
 use std::path::Path;
 
-use persister_core::{ActorId, ChangeEntry, DocumentState, Persister, Result};
+use persister_core::{ActorId, DocumentState};
 
 /// `01 u16be(len) id`
 pub fn manifest_key(id: &[u8]) -> Vec<u8> {
@@ -62,43 +62,6 @@ pub fn open_raw(path: &Path) -> sled::Db {
         .flush_every_ms(None)
         .open()
         .expect("open the database with sled")
-}
-
-/// Everything a document holds, read through the `Persister` API or from a model.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Contents {
-    pub changes: Vec<ChangeEntry>,
-    pub document: Option<Vec<u8>>,
-    pub sync_states: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-impl Contents {
-    pub fn of<P: Persister<Error = persister_core::Error> + ?Sized>(p: &P) -> Result<Self> {
-        let mut sync_states = Vec::new();
-        for peer in p.get_peer_ids()? {
-            let state = p.get_sync_state(&peer)?.expect("a listed peer has a state");
-            sync_states.push((peer, state));
-        }
-        Ok(Self {
-            changes: p.get_change_entries()?,
-            document: p.get_document()?,
-            sync_states,
-        })
-    }
-
-    pub fn of_state(state: &DocumentState) -> Self {
-        Self {
-            changes: state
-                .changes()
-                .map(|(actor, seq, value)| (actor.clone(), seq, value.to_vec()))
-                .collect(),
-            document: state.document().map(<[u8]>::to_vec),
-            sync_states: state
-                .sync_states()
-                .map(|(peer, value)| (peer.to_vec(), value.to_vec()))
-                .collect(),
-        }
-    }
 }
 
 /// A document with a bit of everything, for the tests that damage stores: actors that

@@ -4,9 +4,10 @@ use std::path::Path;
 
 use persister_core::{ActorId, Error, Persister, Result, Store};
 use persister_sled::{FORMAT_VERSION, SledOptions, SledStore, is_sled_store};
+use persister_testkit::Contents;
 
 use crate::child;
-use crate::raw::{Contents, copy_dir, open_raw};
+use crate::raw::{copy_dir, open_raw};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
@@ -244,7 +245,7 @@ fn large_values_round_trip_through_blob_files() -> Result<()> {
     assert!(blobs > 0, "sled kept the large values in its log");
     let store = SledStore::open(dir.path())?;
     let p = store.open_document(&"big".into())?;
-    let contents = Contents::of(&p)?;
+    let contents = Contents::read(&p)?;
     assert_eq!(contents.document, Some(big.clone()));
     assert_eq!(contents.changes[0].2, big[..300_000]);
     Ok(())

@@ -4,10 +4,10 @@
 
 use persister_core::{DocumentId, Persister, Result, Store};
 use persister_sled::{SledPersister, SledStore};
+use persister_testkit::Contents;
 
 use crate::raw::{
-    Contents, change_key, document_key, frame, manifest_key, open_raw, sample_document,
-    sync_state_key,
+    change_key, document_key, frame, manifest_key, open_raw, sample_document, sync_state_key,
 };
 
 const DOCS: [&str; 2] = ["1", "10"];
@@ -43,7 +43,7 @@ fn assert_corrupt<T: std::fmt::Debug>(result: Result<T>, what: &str) {
 /// Document "10" is untouched by damage to "1".
 fn neighbour_is_intact(store: &SledStore) -> Result<()> {
     let p = open(store, "10")?;
-    assert!(Contents::of(&p)? == Contents::of_state(&sample_document(2)));
+    assert!(Contents::read(&p)? == Contents::of(&sample_document(2)));
     Ok(())
 }
 

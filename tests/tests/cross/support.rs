@@ -1,9 +1,7 @@
 //! Opening every backend the same way, and reading a whole store back.
 
-use persister_core::{
-    BoxedStore, ChangeEntry, DocumentId, DynStore, MemoryStore, Persister, Result, Store,
-};
-use persister_testkit::Rng;
+use persister_core::{BoxedStore, DocumentId, DynStore, MemoryStore, Result, Store, StoredSizes};
+use persister_testkit::{Contents, Rng};
 use tempfile::TempDir;
 
 /// Every backend of the workspace.
@@ -45,35 +43,13 @@ impl Location {
     }
 }
 
-/// One document's contents as the trait reads them.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Contents {
-    pub changes: Vec<ChangeEntry>,
-    pub document: Option<Vec<u8>>,
-    pub sync_states: Vec<(Vec<u8>, Vec<u8>)>,
-    pub sizes: persister_core::StoredSizes,
-}
-
-pub fn contents(p: &dyn Persister<Error = persister_core::Error>) -> Result<Contents> {
-    let mut sync_states = Vec::new();
-    for peer in p.get_peer_ids()? {
-        let state = p.get_sync_state(&peer)?.expect("a listed peer has a state");
-        sync_states.push((peer, state));
-    }
-    Ok(Contents {
-        changes: p.get_change_entries()?,
-        document: p.get_document()?,
-        sync_states,
-        sizes: p.sizes(),
-    })
-}
-
-/// Every document of a store with its contents, ordered by id.
-pub fn store_contents(store: &DynStore) -> Result<Vec<(DocumentId, Contents)>> {
+/// Every document of a store with its contents and sizes, ordered by id.
+pub fn store_contents(store: &DynStore) -> Result<Vec<(DocumentId, Contents, StoredSizes)>> {
     let mut all = Vec::new();
     for id in store.list_documents()? {
         let p = store.open_document(&id)?;
-        all.push((id, contents(&*p)?));
+        let contents = Contents::read(&*p)?;
+        all.push((id, contents, p.sizes()));
     }
     Ok(all)
 }
