@@ -40,6 +40,7 @@ mod copy;
 mod error;
 mod ids;
 mod memory;
+mod merge;
 mod persister;
 mod policy;
 pub mod relock;
@@ -58,6 +59,7 @@ pub use ids::{
     MAX_VALUE_LEN,
 };
 pub use memory::{MemoryPersister, MemoryStore};
+pub use merge::merge_held;
 pub use persister::{ChangeEntry, Persister};
 pub use policy::{AutoFlush, CompactionTrigger, FlushPolicy};
 pub use sizes::StoredSizes;

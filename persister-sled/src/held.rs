@@ -1,6 +1,7 @@
 //! Writes a handle has applied but not yet written to sled.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fmt;
 use std::ops::Bound;
 
@@ -99,25 +100,10 @@ pub(crate) fn merge<'a>(
     stored: Vec<(Vec<u8>, Vec<u8>)>,
     held: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut held = held.peekable();
     let mut out = Vec::with_capacity(stored.len());
-    let push = |out: &mut Vec<_>, (suffix, value): (&[u8], Option<&[u8]>)| {
-        if let Some(value) = value {
-            out.push((suffix.to_vec(), value.to_vec()));
-        }
-    };
-    for (suffix, payload) in stored {
-        while let Some(entry) = held.next_if(|(key, _)| *key < suffix.as_slice()) {
-            push(&mut out, entry);
-        }
-        match held.next_if(|(key, _)| *key == suffix.as_slice()) {
-            Some(entry) => push(&mut out, entry),
-            None => out.push((suffix, payload)),
-        }
-    }
-    for entry in held {
-        push(&mut out, entry);
-    }
+    let stored = stored.into_iter().map(Ok::<_, Infallible>);
+    let held = held.map(|(suffix, value)| (suffix.to_vec(), value.map(<[u8]>::to_vec)));
+    let Ok(()) = persister_core::merge_held(stored, held, |key, value| out.push((key, value)));
     out
 }
 

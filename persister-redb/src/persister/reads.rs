@@ -1,6 +1,7 @@
 //! Reads: the file and the pending writes merged, checked against the stored sizes.
 
-use persister_core::{ActorId, ChangeEntry, Result};
+use persister_core::{ChangeEntry, Result, merge_held};
+use redb::{Range, TableDefinition};
 
 use super::RedbPersister;
 use crate::error::{RedbResultExt, corrupt};
@@ -15,38 +16,23 @@ impl RedbPersister {
             .unwrap_or(0)
             .min(1 << 16);
         let mut entries: Vec<ChangeEntry> = Vec::with_capacity(capacity);
-        let mut held = self.overlay.changes().peekable();
-        let push = |entries: &mut Vec<ChangeEntry>, actor: &ActorId, seq, value: Option<&[u8]>| {
-            if let Some(value) = value {
-                entries.push((actor.clone(), seq, value.to_vec()));
-            }
-        };
-        if let Some(number) = self.number {
-            let txn = shared.begin_read()?;
-            let table = shared.read_table(&txn, CHANGES)?;
-            let range = layout::document_range(number);
-            let stored = table
-                .range(range.start.as_slice()..range.end.as_slice())
-                .or_store("read from", path)?;
-            for entry in stored {
-                let (key, value) = entry.or_store("read from", path)?;
-                let (actor, seq) =
-                    layout::decode_change_key(number, key.value()).ok_or_else(|| {
+        let held = self
+            .overlay
+            .changes()
+            .map(|(actor, seq, value)| ((actor.clone(), seq), value.map(<[u8]>::to_vec)));
+        let mut keep = |(actor, seq), value| entries.push((actor, seq, value));
+        match self.number {
+            None => merge_held(std::iter::empty::<Result<_>>(), held, &mut keep)?,
+            Some(number) => self.read_document_range(CHANGES, number, |stored| {
+                let stored = stored.map(|entry| {
+                    let (key, value) = entry.or_store("read from", path)?;
+                    let key = layout::decode_change_key(number, key.value()).ok_or_else(|| {
                         corrupt(format!("malformed change key {:?}", key.value()), path)
                     })?;
-                while let Some((a, s, v)) =
-                    held.next_if(|(a, s, _)| (a.as_bytes(), *s) < (actor.as_bytes(), seq))
-                {
-                    push(&mut entries, a, s, v);
-                }
-                match held.next_if(|(a, s, _)| **a == actor && *s == seq) {
-                    Some((_, _, newer)) => push(&mut entries, &actor, seq, newer),
-                    None => entries.push((actor, seq, value.value().to_vec())),
-                }
-            }
-        }
-        for (a, s, v) in held {
-            push(&mut entries, a, s, v);
+                    Ok((key, value.value().to_vec()))
+                });
+                merge_held(stored, held, &mut keep)
+            })?,
         }
         let bytes = entries.iter().map(|e| e.2.len() as u64).sum();
         self.check_count(
@@ -110,35 +96,26 @@ impl RedbPersister {
         let path = &shared.path;
         let mut peers = Vec::new();
         let mut bytes = 0u64;
-        let mut held = self.overlay.sync_states().peekable();
-        let mut push = |peers: &mut Vec<Vec<u8>>, peer: &[u8], value: Option<&[u8]>| {
-            if let Some(value) = value {
-                peers.push(peer.to_vec());
-                bytes += value.len() as u64;
-            }
+        // Only the peer ids and the states' lengths are needed.
+        let held = self
+            .overlay
+            .sync_states()
+            .map(|(peer, value)| (peer.to_vec(), value.map(|v| v.len() as u64)));
+        let mut keep = |peer, len| {
+            peers.push(peer);
+            bytes += len;
         };
-        if let Some(number) = self.number {
-            let txn = shared.begin_read()?;
-            let table = shared.read_table(&txn, SYNC_STATES)?;
-            let range = layout::document_range(number);
-            let stored = table
-                .range(range.start.as_slice()..range.end.as_slice())
-                .or_store("read from", path)?;
-            for entry in stored {
-                let (key, value) = entry.or_store("read from", path)?;
-                let peer = layout::decode_sync_state_key(number, key.value())
-                    .ok_or_else(|| corrupt("a sync-state key of another document", path))?;
-                while let Some((p, v)) = held.next_if(|(p, _)| *p < peer) {
-                    push(&mut peers, p, v);
-                }
-                match held.next_if(|(p, _)| *p == peer) {
-                    Some((_, newer)) => push(&mut peers, peer, newer),
-                    None => push(&mut peers, peer, Some(value.value())),
-                }
-            }
-        }
-        for (p, v) in held {
-            push(&mut peers, p, v);
+        match self.number {
+            None => merge_held(std::iter::empty::<Result<_>>(), held, &mut keep)?,
+            Some(number) => self.read_document_range(SYNC_STATES, number, |stored| {
+                let stored = stored.map(|entry| {
+                    let (key, value) = entry.or_store("read from", path)?;
+                    let peer = layout::decode_sync_state_key(number, key.value())
+                        .ok_or_else(|| corrupt("a sync-state key of another document", path))?;
+                    Ok((peer.to_vec(), value.value().len() as u64))
+                });
+                merge_held(stored, held, &mut keep)
+            })?,
         }
         self.check_count(
             "sync states",
@@ -147,6 +124,24 @@ impl RedbPersister {
             (self.sizes.sync_state_count, self.sizes.sync_states),
         )?;
         Ok(peers)
+    }
+
+    /// Calls `read` with the entries of `table` that belong to the document numbered
+    /// `number`, in key order.
+    fn read_document_range<T>(
+        &self,
+        table: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        number: u64,
+        read: impl FnOnce(Range<'static, &'static [u8], &'static [u8]>) -> Result<T>,
+    ) -> Result<T> {
+        let shared = &self.shared;
+        let txn = shared.begin_read()?;
+        let table = shared.read_table(&txn, table)?;
+        let range = layout::document_range(number);
+        let entries = table
+            .range(range.start.as_slice()..range.end.as_slice())
+            .or_store("read from", &shared.path)?;
+        read(entries)
     }
 
     fn check_count(
