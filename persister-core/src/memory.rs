@@ -15,7 +15,9 @@ type Documents = Arc<Mutex<BTreeMap<DocumentId, DocumentState>>>;
 /// documents without keeping them.
 ///
 /// Clones share the same documents, so "reopening" a memory store is cloning it.
-/// Nothing survives the process.
+/// Nothing survives the process. As on every backend, a handle dropped without a flush
+/// discards its writes since its last flush (a handle keeps a copy of the document as it
+/// was at its last flush from its first write after it).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     documents: Documents,
@@ -47,6 +49,7 @@ impl Store for MemoryStore {
             fail_next_flush: Arc::clone(&self.fail_next_flush),
             pending: 0,
             poisoned: None,
+            flushed: None,
             _claim: Some(claim),
         })
     }
@@ -60,6 +63,10 @@ impl Store for MemoryStore {
         lock(&self.documents).remove(id);
         Ok(())
     }
+
+    fn close(self) -> Result<()> {
+        self.open.check_none_open()
+    }
 }
 
 /// One document kept in memory: a [`Persister`] with exact, O(1) sizes.
@@ -72,6 +79,9 @@ pub struct MemoryPersister {
     fail_next_flush: Arc<AtomicBool>,
     pending: usize,
     poisoned: Option<String>,
+    /// For a handle of a store, once it wrote since its last flush: the document as it
+    /// was then (`None` when it did not exist), restored when the handle is dropped.
+    flushed: Option<Option<DocumentState>>,
     _claim: Option<DocumentClaim>,
 }
 
@@ -90,6 +100,7 @@ impl MemoryPersister {
             fail_next_flush: Arc::default(),
             pending: 0,
             poisoned: None,
+            flushed: None,
             _claim: None,
         }
     }
@@ -122,10 +133,11 @@ impl Persister for MemoryPersister {
             return Ok(());
         }
         self.pending += batch.payload_len();
-        lock(&self.documents)
-            .entry(self.id.clone())
-            .or_default()
-            .apply(batch);
+        let mut documents = lock(&self.documents);
+        if self._claim.is_some() && self.flushed.is_none() {
+            self.flushed = Some(documents.get(&self.id).cloned());
+        }
+        documents.entry(self.id.clone()).or_default().apply(batch);
         Ok(())
     }
 
@@ -170,7 +182,21 @@ impl Persister for MemoryPersister {
             self.poisoned = Some(reason.clone());
             return Err(Error::io("sync", "<memory>", std::io::Error::other(reason)));
         }
+        self.flushed = None;
         Ok(std::mem::take(&mut self.pending))
+    }
+}
+
+impl Drop for MemoryPersister {
+    /// Discards the writes since the last flush (contract point 12).
+    fn drop(&mut self) {
+        if let Some(flushed) = self.flushed.take() {
+            let mut documents = lock(&self.documents);
+            match flushed {
+                Some(state) => documents.insert(self.id.clone(), state),
+                None => documents.remove(&self.id),
+            };
+        }
     }
 }
 
@@ -196,9 +222,8 @@ mod conformance {
             Ok(self.store.clone())
         }
 
-        fn fail_next_flush(&self, store: &MemoryStore) -> bool {
+        fn fail_next_flush(&self, store: &MemoryStore) {
             store.fail_next_flush();
-            true
         }
     }
 

@@ -59,6 +59,19 @@ pub type ChangeEntry = (ActorId, u64, Vec<u8>);
 /// 11. **One writer per store.** A second process opening an open store fails at once
 ///     with [`Error::Locked`](crate::Error::Locked). Handles are `Send`; a store is
 ///     `Send + Sync` and serves different documents from different threads at once.
+/// 12. **Closing.** Dropping a handle without a successful
+///     [`flush`](Persister::flush) or [`close`](Persister::close) *discards* its writes
+///     since its last flush, on every backend, like a transaction that was never
+///     committed: the next handle of the document, in this process or after a reopen,
+///     sees exactly the state at that last flush. Nothing flushed is ever lost.
+///     [`close`](Persister::close) is the checked way out: it flushes, releases the
+///     handle and returns the flush's error. The only writes a backend may make durable
+///     before `flush` are those of a handle that holds more unflushed bytes than the
+///     backend's documented bound: it then flushes them itself (see each backend's
+///     options), and they count as flushed. Dropping a store releases its files and
+///     locks before the drop returns, once its last handle is dropped, so the next open,
+///     in this process or another, never waits; [`Store::close`](crate::Store::close)
+///     does the same and reports what went wrong.
 ///
 /// # Example
 ///
@@ -125,6 +138,21 @@ pub trait Persister: Send {
     /// [`Error::Poisoned`](crate::Error::Poisoned) until the store is reopened, and the
     /// writes since the last successful flush may or may not be on disk.
     fn flush(&mut self) -> Result<usize, Self::Error>;
+
+    /// Flushes every write applied so far, then releases the handle: the checked way to
+    /// stop using a document (dropping a handle discards its unflushed writes, contract
+    /// point 12).
+    ///
+    /// # Errors
+    ///
+    /// The flush's error; the handle is released either way, and what was not flushed
+    /// is discarded.
+    fn close(mut self) -> Result<(), Self::Error>
+    where
+        Self: Sized,
+    {
+        self.flush().map(drop)
+    }
 
     /// Every stored change's bytes, ordered by `(actor bytes, seq)`.
     fn get_changes(&self) -> Result<Vec<Vec<u8>>, Self::Error> {

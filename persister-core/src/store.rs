@@ -32,6 +32,24 @@ pub trait Store: Send + Sync {
     /// atomic step that is durable when this returns. Removing a document that does not
     /// exist is not an error.
     fn remove_document(&self, id: &DocumentId) -> Result<()>;
+
+    /// Releases the store's files and locks, and reports what went wrong doing so: the
+    /// checked counterpart of dropping it (contract point 12). Handles still open keep
+    /// the store's files open until they are dropped; close or flush them first, since
+    /// their unflushed writes are discarded when they are dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DocumentInUse`] if a handle of the store is still open (the store is
+    /// released when that handle is dropped); otherwise whatever releasing the files
+    /// reported.
+    fn close(self) -> Result<()>
+    where
+        Self: Sized,
+    {
+        drop(self);
+        Ok(())
+    }
 }
 
 /// A store whose handles are boxed, so stores of different backends share one type.
@@ -66,6 +84,10 @@ impl<S: Store> Store for BoxedStore<S> {
 
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         self.0.remove_document(id)
+    }
+
+    fn close(self) -> Result<()> {
+        self.0.close()
     }
 }
 
@@ -132,6 +154,27 @@ impl OpenDocuments {
             open: Arc::clone(&self.open),
             id: id.clone(),
         })
+    }
+}
+
+impl OpenDocuments {
+    /// One of the documents open now, if any.
+    pub fn any_open(&self) -> Option<DocumentId> {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .next()
+            .cloned()
+    }
+
+    /// Fails with [`Error::DocumentInUse`] naming a document that is still open, for a
+    /// store's [`close`](Store::close).
+    pub fn check_none_open(&self) -> Result<()> {
+        match self.any_open() {
+            Some(document) => Err(Error::DocumentInUse { document }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -32,6 +32,13 @@ pub(crate) fn from_redb(err: impl Into<redb::Error>, action: &'static str, path:
             len: len as u64,
             max: persister_core::MAX_VALUE_LEN as u64,
         },
+        redb::Error::RepairAborted => Error::InvalidInput {
+            what: "read-only open",
+            reason: format!(
+                "{} was not closed cleanly and needs a repair, which a read-only open does not make: open it for writing once, then read it",
+                path.display()
+            ),
+        },
         // Holds a read transaction, which is not `Sync`; its message says it all.
         redb::Error::ReadTransactionStillInUse(_) => {
             Error::backend("redb", "a read transaction is still in use".to_string())

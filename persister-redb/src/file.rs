@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use persister_core::{Error, Result};
-use redb::{Builder, Database, ReadableDatabase, TableError};
+use redb::{
+    Builder, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, TableError,
+    TransactionError,
+};
 
 use crate::RedbOptions;
 use crate::error::{RedbResultExt, corrupt, from_redb};
@@ -52,7 +55,7 @@ pub(crate) fn not_a_store(path: &Path) -> Error {
 
 /// Checks our metadata: the format name and a version this build reads. An empty
 /// database (just created) gets our tables.
-pub(crate) fn check_layout(db: &Database, path: &Path) -> Result<()> {
+pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<()> {
     let txn = db.begin_read().or_store("read from", path)?;
     let meta = match txn.open_table(META) {
         Ok(meta) => meta,
@@ -68,10 +71,9 @@ pub(crate) fn check_layout(db: &Database, path: &Path) -> Result<()> {
                     .next()
                     .is_none();
             drop(txn);
-            return if empty {
-                initialize(db, path)
-            } else {
-                Err(not_a_store(path))
+            return match db {
+                Db::ReadWrite(db) if empty => initialize(db, path),
+                _ => Err(not_a_store(path)),
             };
         }
         Err(err) => return Err(from_redb(err, "read from", path)),
@@ -109,6 +111,31 @@ pub(crate) fn check_layout(db: &Database, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The open database: read-write, or read-only (no write, no repair, no lock that
+/// excludes other readers).
+pub(crate) enum Db {
+    ReadWrite(Database),
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Db::ReadWrite(db) => f.debug_tuple("ReadWrite").field(db).finish(),
+            Db::ReadOnly(_) => f.write_str("ReadOnly"),
+        }
+    }
+}
+
+impl Db {
+    pub(crate) fn begin_read(&self) -> std::result::Result<ReadTransaction, TransactionError> {
+        match self {
+            Db::ReadWrite(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+        }
+    }
+}
+
 /// Writes our metadata and creates our tables, durably.
 fn initialize(db: &Database, path: &Path) -> Result<()> {
     let txn = db.begin_write().or_store("write to", path)?;
@@ -140,6 +167,17 @@ pub(crate) fn create(path: &Path, options: &RedbOptions) -> Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    // A missing directory would otherwise be reported as the temporary file's.
+    if !dir.is_dir() {
+        return Err(Error::io(
+            "create the store in",
+            dir,
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "the directory does not exist; create it first",
+            ),
+        ));
+    }
     let temp = dir.join(format!(
         ".{}.{}.{}.creating",
         name.to_string_lossy(),

@@ -70,17 +70,28 @@
 //! # Writes, flushes and memory
 //!
 //! A handle keeps its writes in memory until `flush`, which commits all of them in one
-//! redb write transaction with `Durability::Immediate` (one `fsync`; redb adds one when
-//! it grows the file, whatever the durability). Grouping writes this
-//! way matters: a redb transaction costs about half as much as Automerge takes to make
-//! one change, so a transaction per change would double the cost of persisting an edit.
-//! Reads merge the pending writes with the file. Past
-//! [`RedbOptions::max_pending_bytes`] a handle commits what it holds with
-//! `Durability::None` (no `fsync`): that bounds its memory, and a crash still leaves a
-//! prefix of the batches, because redb rolls such commits back as a whole to the last
-//! synced one. Dropping a handle without flushing commits the same way, so the next
-//! handle of the document, and [`list_documents`](persister_core::Store::list_documents),
-//! see the writes. Closing the store (dropping it and its handles) syncs such commits.
+//! redb write transaction with `Durability::Immediate`. Grouping writes this way
+//! matters: a redb transaction costs about half as much as Automerge takes to make one
+//! change, so a transaction per change would double the cost of persisting an edit.
+//! Reads merge the pending writes with the file. A handle about to hold more than
+//! [`RedbOptions::max_pending_bytes`] flushes what it holds first (a durable commit):
+//! that bounds its memory. Dropping a handle discards what it holds
+//! ([contract point 12](persister_core::Persister#contract)): nothing of it reaches the
+//! file.
+//!
+//! # Every sync
+//!
+//! This backend syncs the file only in these places:
+//!
+//! - `flush`, and the flush a handle makes past `max_pending_bytes`: one commit with
+//!   `Durability::Immediate`, which is one `fsync` of the file, and more when the commit
+//!   grows the file (redb syncs the new length too; a new file starts small and grows as
+//!   it is written to);
+//! - [`remove_document`](persister_core::Store::remove_document): one synced commit,
+//!   since the contract makes a removal durable when it returns;
+//! - creating a store: the new file and its directory (see [`RedbStore::open_with`]);
+//! - opening a file that was not closed cleanly: redb's repair rewrites and syncs its
+//!   allocator state.
 //!
 //! # File layout
 //!

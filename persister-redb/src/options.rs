@@ -29,17 +29,13 @@ pub struct RedbOptions {
     pub cache_size: usize,
 
     /// The most payload bytes (keys and values) a handle keeps pending in memory before
-    /// it writes them to the file without syncing. Default 16 MiB.
+    /// it flushes them itself. Default 16 MiB.
     ///
     /// Writes between two flushes are held by their handle and committed together by
-    /// [`flush`](persister_core::Persister::flush). Past this bound the handle commits
-    /// what it holds without syncing (redb's `Durability::None`), which bounds its memory
-    /// and keeps the crash guarantee: after a crash the document is still at some prefix
-    /// of its batches. A single batch larger than the bound is held whole.
-    ///
-    /// What is committed this way may stay in redb's memory until the next flush, up to
-    /// [`cache_size`](RedbOptions::cache_size): unflushed writes take at most this bound
-    /// per handle plus the cache of the store.
+    /// [`flush`](persister_core::Persister::flush). A handle about to hold more than this
+    /// flushes what it holds first (one synced commit), which bounds its memory; those
+    /// writes are then durable, and dropping the handle no longer discards them. A single
+    /// batch larger than the bound is held whole.
     pub max_pending_bytes: usize,
 }
 

@@ -22,13 +22,11 @@ mod reads;
 ///
 /// Writes are held in memory until [`flush`](Persister::flush), which commits all of
 /// them in one redb transaction and syncs it (`Durability::Immediate`); reads see them at
-/// once. A handle holding more than
-/// [`max_pending_bytes`](crate::RedbOptions::max_pending_bytes) commits them without
-/// syncing (`Durability::None`), and so does dropping a handle that was not flushed: such
-/// writes are visible to the next handle, and made durable by the next flush of any
-/// handle of the store or by closing the store. A crash before that may lose the writes
-/// made since the last flush: the document is then as it was after one of its batches,
-/// never after part of one.
+/// once. A handle about to hold more than
+/// [`max_pending_bytes`](crate::RedbOptions::max_pending_bytes) flushes what it holds
+/// first, which bounds its memory. Dropping a handle discards what it holds
+/// ([contract point 12](persister_core::Persister#contract)); a crash loses the writes
+/// made since the last flush: the document is then as it was after its last flush.
 ///
 /// [`sizes`](Persister::sizes) is kept in memory, and stored in the same transaction as
 /// the data, so it is exact and free, also right after reopening.
@@ -46,10 +44,8 @@ pub struct RedbPersister {
     file_max_seq: HashMap<ActorId, Option<u64>>,
     /// Something was applied since the last commit.
     dirty: bool,
-    /// Payload bytes applied (or carried from a dropped handle) since the last flush.
+    /// Payload bytes applied since the last flush.
     unsynced: usize,
-    /// A commit since the last flush was not synced.
-    needs_sync: bool,
     poisoned: Option<String>,
 }
 
@@ -57,15 +53,13 @@ impl RedbPersister {
     pub(crate) fn open(shared: Arc<Shared>, claim: DocumentClaim) -> Result<Self> {
         let txn = shared.begin_read()?;
         let record = shared.read_record(&txn, claim.id())?;
-        let carried = shared.take_unsynced(claim.id());
         Ok(Self {
             number: record.map(|r| r.number),
             sizes: record.map(|r| r.sizes).unwrap_or_default(),
             overlay: Overlay::default(),
             file_max_seq: HashMap::new(),
             dirty: false,
-            unsynced: carried.unwrap_or(0),
-            needs_sync: carried.is_some(),
+            unsynced: 0,
             poisoned: None,
             shared,
             claim,
@@ -179,16 +173,19 @@ impl RedbPersister {
         }
     }
 
-    /// Commits everything pending in one transaction. Any failure poisons the handle
-    /// and the store: redb refuses further commits after a failed one.
-    fn commit(&mut self, durability: Durability) -> Result<()> {
-        self.write_pending(durability).map_err(|err| {
-            self.poisoned = Some(poison_reason(&err));
-            self.shared.poison_with(err)
-        })
+    /// Commits everything pending in one synced transaction, and returns the payload
+    /// bytes that made durable. Any failure poisons the handle and the store: redb
+    /// refuses further commits after a failed one.
+    fn commit(&mut self) -> Result<usize> {
+        self.write_pending()
+            .map(|()| std::mem::take(&mut self.unsynced))
+            .map_err(|err| {
+                self.poisoned = Some(poison_reason(&err));
+                self.shared.poison_with(err)
+            })
     }
 
-    fn write_pending(&mut self, durability: Durability) -> Result<()> {
+    fn write_pending(&mut self) -> Result<()> {
         let shared = Arc::clone(&self.shared);
         let path = &shared.path;
         let txn = shared.begin_write()?;
@@ -237,7 +234,7 @@ impl RedbPersister {
                 .insert(self.id().as_bytes(), record.encode().as_slice())
                 .or_store("write to", path)?;
         }
-        shared.commit(txn, durability)?;
+        shared.commit(txn, Durability::Immediate)?;
 
         self.number = number;
         for (actor, seq, value) in self.overlay.changes() {
@@ -250,8 +247,6 @@ impl RedbPersister {
             self.dirty = false;
             shared.mark_unwritten(self.id(), false);
         }
-        // The caller of a synced commit (flush) resets what was unsynced.
-        self.needs_sync = matches!(durability, Durability::None);
         Ok(())
     }
 }
@@ -269,7 +264,7 @@ impl Persister for RedbPersister {
         if self.dirty
             && self.overlay.bytes().saturating_add(payload) > self.shared.options.max_pending_bytes
         {
-            self.commit(Durability::None)?;
+            self.commit()?;
         }
         // Every read happens before the first change, so a failure applies nothing.
         let stored = self.stored_lengths(batch.writes())?;
@@ -309,25 +304,17 @@ impl Persister for RedbPersister {
 
     fn flush(&mut self) -> Result<usize> {
         self.check_writable()?;
-        if !self.dirty && !self.needs_sync {
+        if !self.dirty {
             return Ok(0);
         }
-        self.commit(Durability::Immediate)?;
-        Ok(std::mem::take(&mut self.unsynced))
+        self.commit()
     }
 }
 
 impl Drop for RedbPersister {
+    /// Discards the writes held since the last flush (contract point 12): they never
+    /// reached the file.
     fn drop(&mut self) {
-        // Unflushed writes stay visible to the next handle: commit them without syncing.
-        // A failure poisons the store, which its next operation reports. Not while
-        // unwinding from a panic, which may have left the handle half-updated.
-        if self.dirty && self.check_writable().is_ok() && !std::thread::panicking() {
-            let _ = self.commit(Durability::None);
-        }
-        if self.needs_sync && self.poisoned.is_none() {
-            self.shared.carry_unsynced(self.claim.id(), self.unsynced);
-        }
         self.shared.mark_unwritten(self.claim.id(), false);
     }
 }

@@ -1,23 +1,24 @@
 //! What a store and its handles share: the database, and the state of the handles.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use persister_core::{DocumentId, Error, OpenDocuments, Result};
 use redb::{
-    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
-    TableDefinition, TableError, WriteTransaction,
+    Durability, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableError,
+    WriteTransaction,
 };
 
 use crate::RedbOptions;
 use crate::error::{RedbResultExt, corrupt, from_redb};
+use crate::file::Db;
 use crate::layout::{self, DOCUMENTS, DocumentRecord, META, META_NEXT_DOCUMENT};
 
 /// What the store and its handles share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub db: Database,
+    pub db: Db,
     pub path: PathBuf,
     pub options: RedbOptions,
     pub open: OpenDocuments,
@@ -26,33 +27,17 @@ pub(crate) struct Shared {
     /// Documents an open handle has written to but not yet committed to the file: they
     /// exist, so `list_documents` lists them.
     unwritten: Mutex<BTreeSet<DocumentId>>,
-    /// Bytes that dropped handles committed without syncing, by document, so that the
-    /// next handle's flush syncs and reports them. Cleared by any synced commit.
-    unsynced: Mutex<HashMap<DocumentId, usize>>,
-    /// The database is the file at `path` (not a caller's storage backend), whose lock
-    /// may outlive the store by a moment: see [`persister_core::relock`].
-    on_file: bool,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if self.on_file {
-            persister_core::relock::note_closed(&self.path);
-        }
-    }
 }
 
 impl Shared {
-    pub fn new(db: Database, path: PathBuf, options: RedbOptions, on_file: bool) -> Self {
+    pub fn new(db: Db, path: PathBuf, options: RedbOptions) -> Self {
         Self {
             db,
             path,
             options,
-            on_file,
             open: OpenDocuments::new(),
             poisoned: Mutex::new(None),
             unwritten: Mutex::default(),
-            unsynced: Mutex::default(),
         }
     }
 
@@ -78,27 +63,25 @@ impl Shared {
     /// Begins a write transaction; fails with `Poisoned` once a commit has failed.
     pub fn begin_write(&self) -> Result<WriteTransaction> {
         self.check_poisoned()?;
-        self.db.begin_write().or_store("write to", &self.path)
+        match &self.db {
+            Db::ReadWrite(db) => db.begin_write().or_store("write to", &self.path),
+            Db::ReadOnly(_) => Err(Error::InvalidInput {
+                what: "write",
+                reason: format!(
+                    "the store at {} was opened read-only; open it with RedbStore::open to write",
+                    self.path.display()
+                ),
+            }),
+        }
     }
 
     /// Commits `txn`, poisoning the store if that fails.
     pub fn commit(&self, mut txn: WriteTransaction, durability: Durability) -> Result<()> {
-        // A synced commit makes every earlier one durable, so it forgets the bytes dropped
-        // handles left unsynced. The lock is held from before the commit, so that bytes a
-        // handle records after committing are never forgotten by a sync that missed them.
-        let mut unsynced =
-            matches!(durability, Durability::Immediate).then(|| lock(&self.unsynced));
         let committed = txn
             .set_durability(durability)
             .or_store("commit to", &self.path)
             .and_then(|()| txn.commit().or_store("commit to", &self.path));
-        if let Err(err) = committed {
-            return Err(self.poison_with(err));
-        }
-        if let Some(unsynced) = &mut unsynced {
-            unsynced.clear();
-        }
-        Ok(())
+        committed.map_err(|err| self.poison_with(err))
     }
 
     /// Opens one of our tables in a read transaction; a missing table is damage.
@@ -175,16 +158,6 @@ impl Shared {
         } else {
             set.remove(id);
         }
-    }
-
-    /// Hands bytes committed without syncing from a dropped handle to the next one.
-    pub fn carry_unsynced(&self, id: &DocumentId, bytes: usize) {
-        *lock(&self.unsynced).entry(id.clone()).or_default() += bytes;
-    }
-
-    /// Takes the bytes a dropped handle of `id` left committed without syncing.
-    pub fn take_unsynced(&self, id: &DocumentId) -> Option<usize> {
-        lock(&self.unsynced).remove(id)
     }
 
     /// The documents open handles have written to but not yet committed.

@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use persister_core::{DocumentId, Error, Result, Store};
-use redb::{Database, Durability, ReadableTable, StorageBackend};
+use redb::{Durability, ReadableTable, StorageBackend};
 
 use crate::error::RedbResultExt;
-use crate::file;
+use crate::file::{self, Db};
 use crate::layout::{self, CHANGES, COMPACTED, DOCUMENTS, SYNC_STATES};
 use crate::shared::Shared;
 use crate::{RedbOptions, RedbPersister};
@@ -20,13 +20,12 @@ use crate::{RedbOptions, RedbPersister};
 /// threads. Its handles ([`RedbPersister`]) keep the file open until the last one is
 /// dropped.
 ///
-/// Dropping the store and its handles closes the file, which commits and syncs what the
-/// handles committed without syncing (see [`RedbPersister`]); only [`flush`] promises
-/// durability.
+/// Dropping the store and its handles closes the file and releases its lock before the
+/// last drop returns; [`close`](Store::close) does the same and reports a store that is
+/// still in use. A handle's unflushed writes never reach the file (see
+/// [`RedbPersister`]).
 ///
 /// Clones share the open file, like an `Arc`.
-///
-/// [`flush`]: persister_core::Persister::flush
 #[derive(Clone, Debug)]
 pub struct RedbStore {
     shared: Arc<Shared>,
@@ -60,12 +59,34 @@ impl RedbStore {
             Ok(false) => return Err(file::not_a_store(path)),
             Err(err) => return Err(Error::io("open", path, err)),
         }
-        // The lock of a store this process closed a moment ago may still be held by a
-        // child process between its fork and exec: retried briefly.
-        let db = persister_core::relock::open_retrying(path, || {
-            file::builder(&options).open(path).or_store("open", path)
-        })?;
-        Self::from_database(db, path.to_path_buf(), options, true)
+        // redb releases its lock explicitly when the database is dropped, so a store this
+        // process closed can be opened again at once, even while a child process forked
+        // by another thread still holds a copy of the file's descriptor.
+        let db = file::builder(&options).open(path).or_store("open", path)?;
+        Self::from_database(Db::ReadWrite(db), path.to_path_buf(), options)
+    }
+
+    /// Opens the existing store at `path` for reading only, with the default
+    /// [`RedbOptions`].
+    ///
+    /// Nothing is written: the file is opened read-only (so this works on a read-only
+    /// file or mount), nothing is created, and a file that was not closed cleanly is
+    /// refused with [`Error::InvalidInput`] rather than repaired. Other read-only opens
+    /// may share the file; a process that has it open for writing makes this fail with
+    /// [`Error::Locked`]. Every write through the store or its handles fails with
+    /// [`Error::InvalidInput`]; flushing with nothing written returns 0.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<RedbStore> {
+        let path = path.as_ref();
+        match file::has_redb_magic(path) {
+            Ok(true) => {}
+            Ok(false) => return Err(file::not_a_store(path)),
+            Err(err) => return Err(Error::io("open", path, err)),
+        }
+        let options = RedbOptions::default();
+        let db = file::builder(&options)
+            .open_read_only(path)
+            .or_store("open", path)?;
+        Self::from_database(Db::ReadOnly(db), path.to_path_buf(), options)
     }
 
     /// Opens the store held by `backend`, initializing it if it is empty: for tests that
@@ -82,18 +103,13 @@ impl RedbStore {
         let db = file::builder(&options)
             .create_with_backend(backend)
             .or_store("open", &path)?;
-        Self::from_database(db, path, options, false)
+        Self::from_database(Db::ReadWrite(db), path, options)
     }
 
-    fn from_database(
-        db: Database,
-        path: PathBuf,
-        options: RedbOptions,
-        on_file: bool,
-    ) -> Result<RedbStore> {
+    fn from_database(db: Db, path: PathBuf, options: RedbOptions) -> Result<RedbStore> {
         file::check_layout(&db, &path)?;
         Ok(RedbStore {
-            shared: Arc::new(Shared::new(db, path, options, on_file)),
+            shared: Arc::new(Shared::new(db, path, options)),
         })
     }
 
@@ -153,7 +169,24 @@ impl Store for RedbStore {
         if removed? {
             shared.commit(txn, Durability::Immediate)?;
         }
-        shared.take_unsynced(id);
         Ok(())
+    }
+
+    fn close(self) -> Result<()> {
+        self.shared.open.check_none_open()?;
+        match Arc::try_unwrap(self.shared) {
+            // Dropping the database closes the file and releases its lock.
+            Ok(shared) => {
+                drop(shared);
+                Ok(())
+            }
+            Err(shared) => Err(Error::InvalidInput {
+                what: "close",
+                reason: format!(
+                    "another clone of the store at {} is still open; the file is closed when the last clone is dropped",
+                    shared.path.display()
+                ),
+            }),
+        }
     }
 }

@@ -1,19 +1,58 @@
 //! Calling sled: its errors mapped to [`Error`], its panics caught.
 
 use std::any::Any;
+use std::fs::{File, TryLockError};
 use std::io::ErrorKind;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use persister_core::{Error, Result, relock};
+use persister_core::{Error, Result};
 
-/// Opens sled's database with `config`. sled 0.34 releases the lock on its `db` file
-/// only when its last background thread lets go of the file, a moment after the `Db`
-/// is dropped, so a store this process closed a moment ago is retried briefly (see
-/// [`relock`]); a store held by another process, or still open in this one, fails with
-/// [`Error::Locked`] at once.
+/// Opens sled's database with `config`. A store held by another process, or still open
+/// in this one, fails with [`Error::Locked`] at once.
 pub(crate) fn open(path: &Path, config: &sled::Config) -> Result<sled::Db> {
-    relock::open_retrying(path, || call(path, "open", || config.open()))
+    call(path, "open", || config.open())
+}
+
+/// How long [`close`] waits for sled to let go of its lock before it reports the store
+/// as still locked. sled's threads let go within milliseconds; a lock still held after
+/// this is another process's, which opened the store meanwhile.
+const RELEASE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Closes `db`, the database of the store in `dir`, and returns once its lock is
+/// released, so that the next open, in this process or another, never waits.
+///
+/// sled 0.34 holds its `flock` on `db` through the file's descriptor, which its pool
+/// threads keep for a moment after the `Db` is dropped, and which a child process forked
+/// by another thread shares until its `exec`. Neither can be joined or unlocked from
+/// here, so this polls for the lock: it takes it on a descriptor of its own, which
+/// succeeds exactly when every holder has let go, and releases it at once.
+pub(crate) fn close(db: sled::Db, dir: &Path) -> Result<()> {
+    drop(db);
+    let path = dir.join("db");
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(20);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return file.unlock().map_err(|e| Error::io("unlock", &path, e)),
+            Err(TryLockError::WouldBlock) if started.elapsed() < RELEASE_LIMIT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(1));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+        }
+    }
 }
 
 /// Runs one sled operation. sled's errors become [`Error`]s; a panic inside sled (which
@@ -81,36 +120,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_store_closed_by_this_process_reopens_at_once() -> Result<()> {
+    fn a_closed_store_reopens_at_once() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("create", "tempdir", e))?;
         for round in 0..100 {
             let config = sled::Config::new().path(dir.path()).flush_every_ms(None);
             let db = open(dir.path(), &config)?;
             db.insert(b"round", &[round as u8][..])
                 .map_err(|e| map_error(dir.path(), "write", e))?;
-            drop(db);
-            relock::note_closed(dir.path());
+            close(db, dir.path())?;
         }
         Ok(())
     }
 
     #[test]
-    fn a_store_open_in_this_process_is_locked_at_once() -> Result<()> {
-        use std::time::Instant;
-
+    fn a_store_open_in_this_process_is_locked() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("create", "tempdir", e))?;
         let config = sled::Config::new().path(dir.path()).flush_every_ms(None);
         let _db = open(dir.path(), &config)?;
-        let started = Instant::now();
         let second = sled::Config::new().path(dir.path()).flush_every_ms(None);
         assert!(matches!(
             open(dir.path(), &second),
             Err(Error::Locked { .. })
         ));
-        assert!(
-            started.elapsed() < relock::RELOCK_WAIT,
-            "an open store was waited for"
-        );
         Ok(())
     }
 

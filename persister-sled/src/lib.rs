@@ -90,16 +90,18 @@
 //! [`flush`](persister_core::Persister::flush) writes all of them to sled in one
 //! atomic batch (sled's cost is per batch: each batch costs it a write and a
 //! `sync_file_range` of its log buffer, whatever its size). Once the flush returns
-//! `Ok`, every write applied through that handle before the call, or through an earlier
-//! handle of the same document dropped without flushing, is in files that have been
-//! `fsync`ed: the flush calls sled's own `flush` (which writes sled's buffers with
+//! `Ok`, every write applied through that handle before the call is in files that have
+//! been `fsync`ed: the flush calls sled's own `flush` (which writes sled's buffers with
 //! `sync_file_range`; that alone syncs neither the file's metadata nor the drive's
 //! cache), then `fsync`s every new blob file (sled keeps values and nodes over about
 //! 128 KiB in separate files it never syncs), the blob directory, the `db` file and the
 //! store directory, and last advances the mark file and `fsync`s it. The flush returns
 //! the bytes sled wrote, at least the bytes of keys and values applied through the
-//! handle (and the dropped handles before it) since its last flush, and 0 (doing
-//! nothing) when nothing was applied since.
+//! handle since its last flush, and 0 (doing nothing) when nothing was applied since.
+//! A handle about to hold more than [`SledOptions::max_pending_bytes`] flushes what it
+//! holds first; a handle dropped without a flush discards what it holds
+//! ([contract point 12](persister_core::Persister#contract)), so unflushed writes never
+//! reach sled.
 //!
 //! So flushed writes survive a process crash. What is not guaranteed:
 //!
@@ -110,12 +112,8 @@
 //!   with [`Error::Corrupt`](persister_core::Error::Corrupt) (the mark file) rather
 //!   than returning the older state; the data may still be in the file, but sled does
 //!   not read it. Where power loss matters, use `persister-redb` or `persister-fs`.
-//! - **Unflushed writes** go to sled without `fsync` when a handle holds more than
-//!   [`SledOptions::max_pending_bytes`] or is dropped (so the next handle sees them),
-//!   and from there may reach the disk at any time: when sled's buffers fill, when
-//!   another handle of the store flushes, and when the last handle of the store is
-//!   dropped. After a crash, each document holds its batches up to some point at or
-//!   after its last successful flush, never part of a batch.
+//! - **Unflushed writes** are held by their handle and lost in a crash: after a crash,
+//!   each document is as its last successful flush left it.
 //! - **sled's background flusher** is off unless [`SledOptions::flush_every_ms`] turns
 //!   it on; when on, it `fsync`s the `db` file behind the application's back, but
 //!   promises nothing more than the above.
@@ -135,11 +133,22 @@
 //! mark file reset, the manifests still ensure each read returns a whole version of a
 //! document, never a mix or a part. No read returned other data.
 //!
-//! Opening a damaged store is not free of harm: sled's recovery takes the first
-//! damaged message for the torn tail of a crash, and overwrites the log after it (and
-//! `fsync`s) while it opens, before this crate can compare the store with its mark. A
-//! refused open has therefore already erased the batches that followed the damage.
-//! To examine or salvage a store that may be damaged, open a copy of its directory.
+//! Opening a damaged store in place is not free of harm: sled's recovery takes the
+//! first damaged message for the torn tail of a crash, and overwrites the log after it
+//! (and `fsync`s) while it opens, before this crate can compare the store with its
+//! mark. So [`SledStore::open`] first opens a copy of the store's directory (see
+//! [`SledOptions::check_copy_first`]) and opens the store itself only when the copy
+//! opened without damage: a damaged store is refused untouched.
+//! [`SledStore::open_read_only`] reads such a copy and never writes the store.
+//!
+//! # Closing
+//!
+//! Dropping the store (once its handles are dropped), or
+//! [`close`](persister_core::Store::close), returns only once sled has let go of its
+//! lock on the `db` file: sled's background threads keep its descriptor for a moment
+//! after the database is dropped, and a child process forked meanwhile by another
+//! thread shares it until its `exec`, so the drop waits, up to two seconds, until it can
+//! take that lock itself. The next open, in this process or another, then never waits.
 //!
 //! sled 0.34 can also panic on damaged files, while opening them or reading from them.
 //! This crate catches those panics (with the default `panic = "unwind"`), returns
@@ -198,6 +207,7 @@
 //! Data written by `automerge-persistent-sled` uses another layout; this crate refuses
 //! to open it ([`Error::NotAStore`](persister_core::Error::NotAStore)).
 
+mod copy;
 mod durable;
 mod engine;
 mod held;
@@ -211,6 +221,7 @@ mod store;
 
 use std::path::Path;
 
+pub use copy::remove_copies;
 pub use options::SledOptions;
 pub use persister::SledPersister;
 pub use store::{FORMAT_VERSION, SledStore};

@@ -29,15 +29,26 @@ pub struct SledOptions {
     /// space used. `false` (the default) is sled's `LowSpace` mode.
     pub high_throughput: bool,
     /// The most payload bytes (keys and values) a handle holds in memory before it
-    /// writes them to sled without syncing. Default 16 MiB.
+    /// flushes them itself. Default 16 MiB.
     ///
     /// A handle holds its writes until [`flush`](persister_core::Persister::flush),
     /// which writes them to sled in one batch (sled's cost is per batch, not per byte)
-    /// and syncs. Past this bound the handle writes what it holds to sled without
-    /// syncing, which bounds its memory and keeps the crash guarantee: after a crash the
-    /// document is still at some prefix of its batches. A single batch larger than the
-    /// bound is held whole.
+    /// and syncs. A handle about to hold more than this flushes what it holds first,
+    /// which bounds its memory; those writes are then durable, and dropping the handle
+    /// no longer discards them. A single batch larger than the bound is held whole.
     pub max_pending_bytes: usize,
+    /// Whether [`SledStore::open`](crate::SledStore::open) first opens a copy of an
+    /// existing store and opens the store itself only when the copy opened without
+    /// damage. Default `true`.
+    ///
+    /// sled's recovery takes the first damaged message of its log for the torn tail of a
+    /// crash and erases the log after it while it opens, before this crate can compare
+    /// the store with its mark file and refuse it. With this on, that happens to a copy
+    /// (made under `$TMPDIR`, and removed at once), and a damaged store is refused
+    /// untouched. It costs a copy of the store's files and a second open on every open;
+    /// turn it off only for stores too large to copy, accepting that opening a damaged
+    /// one may erase data.
+    pub check_copy_first: bool,
 }
 
 impl Default for SledOptions {
@@ -47,6 +58,7 @@ impl Default for SledOptions {
             cache_capacity: 1024 * 1024 * 1024,
             high_throughput: false,
             max_pending_bytes: 16 * 1024 * 1024,
+            check_copy_first: true,
         }
     }
 }

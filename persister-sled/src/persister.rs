@@ -18,9 +18,10 @@ use crate::shared::Shared;
 ///
 /// Writes are held in memory until [`flush`](Persister::flush), which writes all of them
 /// to sled in one atomic batch and then makes them durable; reads see them at once. A
-/// handle holding more than [`max_pending_bytes`](crate::SledOptions::max_pending_bytes)
-/// writes them to sled without syncing, and so does dropping a handle that was not
-/// flushed: such writes are visible to the next handle, and made durable by its flush.
+/// handle about to hold more than
+/// [`max_pending_bytes`](crate::SledOptions::max_pending_bytes) flushes what it holds
+/// first. Dropping a handle discards what it holds
+/// ([contract point 12](persister_core::Persister#contract)).
 ///
 /// It keeps the document's manifest in memory, so [`sizes`](Persister::sizes) is exact
 /// and O(1). Every read of sled checks what it returns against the manifest and the
@@ -50,8 +51,7 @@ pub struct SledPersister {
     known: HashMap<Vec<u8>, (u32, u64)>,
     /// A batch was applied since the handle last wrote to sled.
     dirty: bool,
-    /// Bytes applied since the last successful flush, by this handle or by dropped
-    /// handles of the same document.
+    /// Bytes applied since the last successful flush.
     pending: usize,
     claim: DocumentClaim,
 }
@@ -72,7 +72,6 @@ impl SledPersister {
                     })?,
             ),
         };
-        let pending = shared.take_unflushed(claim.id());
         Ok(Self {
             shared,
             keys,
@@ -82,7 +81,7 @@ impl SledPersister {
             sled_max_seq: HashMap::new(),
             known: HashMap::new(),
             dirty: false,
-            pending,
+            pending: 0,
             claim,
         })
     }
@@ -297,14 +296,14 @@ impl Persister for SledPersister {
     type Error = Error;
 
     fn apply(&mut self, batch: Batch) -> Result<()> {
-        self.shared.check_poisoned()?;
+        self.shared.check_writable()?;
         batch.validate()?;
         if batch.is_empty() {
             return Ok(());
         }
         let payload = batch.payload_len();
         if self.dirty && self.held.bytes().saturating_add(payload) > self.shared.max_pending_bytes {
-            self.write_held()?;
+            self.flush()?;
         }
         // Nothing changes before every write is staged, so a failure applies nothing.
         let mut manifest = self.manifest();
@@ -422,11 +421,13 @@ impl Persister for SledPersister {
     }
 
     /// Writes the held writes to sled in one batch and makes every write applied through
-    /// this handle, or through an earlier handle of the document dropped without
-    /// flushing, durable; see the [crate docs](crate#durability) for exactly what that
+    /// this handle durable; see the [crate docs](crate#durability) for exactly what that
     /// covers.
     fn flush(&mut self) -> Result<usize> {
-        self.shared.check_poisoned()?;
+        if self.pending == 0 && !self.dirty {
+            return self.shared.check_poisoned().map(|()| 0);
+        }
+        self.shared.check_writable()?;
         self.write_held()?;
         if self.pending == 0 {
             return Ok(0);
@@ -439,18 +440,9 @@ impl Persister for SledPersister {
 }
 
 impl Drop for SledPersister {
+    /// Discards the writes held since the last flush (contract point 12): they never
+    /// reached sled.
     fn drop(&mut self) {
-        // Unflushed writes stay visible to the next handle: write them to sled without
-        // syncing. A failure poisons the store, which its next operation reports. Not
-        // while unwinding from a panic, which may have left the handle half-updated.
-        if self.dirty && self.shared.check_poisoned().is_ok() && !std::thread::panicking() {
-            let _ = self.write_held();
-        }
-        // The next handle's flush must sync them. The claim is released after this, so
-        // that handle sees them.
-        if self.pending > 0 && !self.dirty {
-            self.shared.carry_unflushed(self.claim.id(), self.pending);
-        }
         self.shared.mark_unwritten(self.claim.id(), false);
     }
 }

@@ -1,12 +1,13 @@
 //! What a store and all its handles share: the database, the writer, the flusher and
 //! the poison flag.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use persister_core::{DocumentId, Error, Result};
 
+use crate::copy::CopyDir;
 use crate::durable::Durable;
 use crate::engine;
 use crate::layout::{self, STORE_KEY};
@@ -14,8 +15,16 @@ use crate::manifest::{StoreManifest, Tally};
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    db: sled::Db,
+    /// `None` only once the store is closed.
+    db: Option<sled::Db>,
+    /// The store's directory as the application named it, for messages.
     pub path: PathBuf,
+    /// The directory sled has open: `path`, or a copy of it for a read-only store.
+    dir: PathBuf,
+    /// A read-only store refuses every write.
+    pub read_only: bool,
+    /// The copy a read-only store reads, removed once sled has closed it.
+    pub copy: Option<CopyDir>,
     /// See [`SledOptions::max_pending_bytes`](crate::SledOptions::max_pending_bytes).
     pub max_pending_bytes: usize,
     /// The store manifest as last applied. Its lock orders batches, so the sequence
@@ -24,42 +33,71 @@ pub(crate) struct Shared {
     durable: Mutex<Durable>,
     /// Why the store is poisoned, once a flush or a write failed, or sled panicked.
     poisoned: Mutex<Option<String>>,
-    /// Bytes that dropped handles applied and did not flush, by document, so that the
-    /// next handle's flush makes them durable and reports them.
-    unflushed: Mutex<HashMap<DocumentId, usize>>,
     /// Documents whose handles hold writes but that are not in sled yet, so that
     /// `list_documents` lists them.
     unwritten: Mutex<BTreeSet<DocumentId>>,
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fault-injection"))]
     pub fail_next_flush: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        persister_core::relock::note_closed(&self.path);
+        // Returns once sled's lock is released; `copy` is removed after this.
+        let _ = self.close();
     }
 }
 
 impl Shared {
     pub(crate) fn new(
         db: sled::Db,
-        path: PathBuf,
+        dir: PathBuf,
         manifest: StoreManifest,
         durable: Durable,
         max_pending_bytes: usize,
     ) -> Self {
         Self {
-            db,
-            path,
+            db: Some(db),
+            path: dir.clone(),
+            dir,
+            read_only: false,
+            copy: None,
             max_pending_bytes,
             writer: Mutex::new(manifest),
             durable: Mutex::new(durable),
             poisoned: Mutex::new(None),
-            unflushed: Mutex::default(),
             unwritten: Mutex::default(),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fault-injection"))]
             fail_next_flush: Default::default(),
         }
+    }
+
+    /// Closes sled and waits for its lock to be released (see [`engine::close`]).
+    pub(crate) fn close(&mut self) -> Result<()> {
+        match self.db.take() {
+            Some(db) => engine::close(db, &self.dir),
+            None => Ok(()),
+        }
+    }
+
+    fn db(&self) -> Result<&sled::Db> {
+        self.db.as_ref().ok_or_else(|| Error::InvalidInput {
+            what: "store",
+            reason: format!("the store at {} is closed", self.path.display()),
+        })
+    }
+
+    /// Fails with a clear error when the store was opened read-only.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::InvalidInput {
+                what: "write",
+                reason: format!(
+                    "the store at {} was opened read-only; open it with SledStore::open to write",
+                    self.path.display()
+                ),
+            });
+        }
+        self.check_poisoned()
     }
 
     pub(crate) fn corrupt(&self, what: impl Into<String>) -> Error {
@@ -90,7 +128,8 @@ impl Shared {
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
-        self.call("read", || self.db.get(key))
+        let db = self.db()?;
+        self.call("read", || db.get(key))
     }
 
     /// Calls `f` on every entry whose key starts with `prefix`, in key order.
@@ -99,7 +138,8 @@ impl Shared {
         prefix: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
-        let mut iter = self.call("read", || Ok(self.db.scan_prefix(prefix)))?;
+        let db = self.db()?;
+        let mut iter = self.call("read", || Ok(db.scan_prefix(prefix)))?;
         while let Some((key, value)) = self.call("read", || iter.next().transpose())? {
             f(&key, &value)?;
         }
@@ -108,20 +148,9 @@ impl Shared {
 
     /// The last key (in key order) that starts with `prefix`, if any.
     pub(crate) fn last_key(&self, prefix: &[u8]) -> Result<Option<sled::IVec>> {
-        let mut iter = self.call("read", || Ok(self.db.scan_prefix(prefix).keys()))?;
+        let db = self.db()?;
+        let mut iter = self.call("read", || Ok(db.scan_prefix(prefix).keys()))?;
         self.call("read", || iter.next_back().transpose())
-    }
-
-    /// Hands the bytes a dropped handle of `id` did not flush to the next handle.
-    pub(crate) fn carry_unflushed(&self, id: &DocumentId, bytes: usize) {
-        let mut unflushed = lock(&self.unflushed);
-        let carried = unflushed.entry(id.clone()).or_default();
-        *carried = carried.saturating_add(bytes);
-    }
-
-    /// Takes the bytes dropped handles of `id` did not flush (0 when none).
-    pub(crate) fn take_unflushed(&self, id: &DocumentId) -> usize {
-        lock(&self.unflushed).remove(id).unwrap_or(0)
     }
 
     /// Records whether a handle of `id` holds writes of a document not yet in sled.
@@ -152,12 +181,13 @@ impl Shared {
         documents: impl FnOnce(&mut Tally) -> Result<()>,
     ) -> Result<()> {
         let mut writer = lock(&self.writer);
-        self.check_poisoned()?;
+        self.check_writable()?;
+        let db = self.db()?;
         let mut next = *writer;
         next.seq += 1;
         documents(&mut next.documents)?;
         batch.insert(STORE_KEY, layout::frame(STORE_KEY, &next.encode()));
-        self.call("write", || self.db.apply_batch(batch))
+        self.call("write", || db.apply_batch(batch))
             .inspect_err(|e| self.poison(e))?;
         *writer = next;
         Ok(())
@@ -166,7 +196,7 @@ impl Shared {
     /// Makes every batch applied so far durable (see the crate docs), and returns the
     /// bytes sled wrote. A failure poisons the store.
     pub(crate) fn flush_durable(&self) -> Result<usize> {
-        self.check_poisoned()?;
+        self.check_writable()?;
         let mut durable = lock(&self.durable);
         let seq = lock(&self.writer).seq;
         let result = self.flush_locked(&mut durable, seq);
@@ -174,7 +204,7 @@ impl Shared {
     }
 
     fn flush_locked(&self, durable: &mut Durable, seq: u64) -> Result<usize> {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fault-injection"))]
         if self
             .fail_next_flush
             .swap(false, std::sync::atomic::Ordering::SeqCst)
@@ -182,8 +212,9 @@ impl Shared {
             let e = std::io::Error::other("injected fsync failure");
             return Err(Error::io("sync", self.path.join("db"), e));
         }
-        let written = self.call("flush", || self.db.flush())?;
-        durable.sync(&self.path)?;
+        let db = self.db()?;
+        let written = self.call("flush", || db.flush())?;
+        durable.sync(&self.dir)?;
         durable.mark.advance(seq)?;
         Ok(written)
     }

@@ -1,10 +1,11 @@
 //! The store: one sled database holding any number of documents.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use persister_core::{DocumentId, Error, OpenDocuments, Result, Store};
 
+use crate::copy;
 use crate::durable::{Durable, sync_dir, sync_file};
 use crate::layout::{self, DocKeys, FORMAT_KEY, MANIFESTS, STORE_KEY};
 use crate::manifest::{Manifest, StoreManifest, Tally};
@@ -47,17 +48,51 @@ impl SledStore {
 
     /// Opens the store in directory `dir` with `options`; otherwise as [`SledStore::open`].
     pub fn open_with(dir: impl AsRef<Path>, options: SledOptions) -> Result<SledStore> {
-        let path = dir.as_ref().to_path_buf();
-        let config = options.config(&path)?;
-        check_dir(&path)?;
-        let db = crate::engine::open(&path, &config)?;
-        let opened = read_format(&db, &path).and_then(|existing| match existing {
-            true => open_existing(&db, &path),
-            false => create(&db, &path),
-        });
-        let (manifest, durable) =
-            opened.inspect_err(|_| persister_core::relock::note_closed(&path))?;
-        let shared = Shared::new(db, path, manifest, durable, options.max_pending_bytes);
+        let path = dir.as_ref();
+        if options.check_copy_first && path.join("db").is_file() {
+            // sled's recovery of a damaged store erases what follows the damage before
+            // the checks below can refuse it: let it run on a copy first.
+            let copy = copy::copy_store(path)?;
+            let checked = open_at(&copy.store(), &options)
+                .and_then(|mut shared| shared.close())
+                .map_err(|e| copy::at_original(e, &copy.store(), path));
+            drop(copy);
+            checked?;
+        }
+        Ok(SledStore {
+            shared: Arc::new(open_at(path, &options)?),
+            open: OpenDocuments::new(),
+        })
+    }
+
+    /// Opens the existing store in directory `dir` for reading only.
+    ///
+    /// sled cannot open a database without writing to it, and its recovery can erase
+    /// data of a damaged store, so this reads a copy of the directory, made under the
+    /// system's temporary directory (`$TMPDIR`) and removed when the store and its
+    /// handles are dropped (or by [`remove_copies`](crate::remove_copies)). The store
+    /// itself is never written: this works on a read-only directory or mount. Errors
+    /// name `dir`, not the copy. Every write through the store or its handles fails
+    /// with [`Error::InvalidInput`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SledStore::open`], and [`Error::NotAStore`] if `dir` holds no sled database.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<SledStore> {
+        let path = dir.as_ref();
+        if !path.join("db").is_file() {
+            return Err(Error::NotAStore {
+                what: "a persister-sled store directory",
+                path: path.to_path_buf(),
+            });
+        }
+        let copy = copy::copy_store(path)?;
+        let options = SledOptions::default();
+        let mut shared = open_at(&copy.store(), &options)
+            .map_err(|e| copy::at_original(e, &copy.store(), path))?;
+        shared.path = path.to_path_buf();
+        shared.read_only = true;
+        shared.copy = Some(copy);
         Ok(SledStore {
             shared: Arc::new(shared),
             open: OpenDocuments::new(),
@@ -67,6 +102,48 @@ impl SledStore {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// The directory of the copy a read-only store reads (see
+    /// [`SledStore::open_read_only`]); `None` for a store opened for writing.
+    pub fn copy_path(&self) -> Option<PathBuf> {
+        self.shared.copy.as_ref().map(|copy| copy.store())
+    }
+
+    /// Makes the next flush of any handle of this store (or its next removal) fail, as
+    /// a failed `fsync` would, so that tests can check what a program does then: the
+    /// store is poisoned until it is reopened.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_flush(&self) {
+        self.shared
+            .fail_next_flush
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Opens sled in `path` and checks the store it holds, creating it if `path` does not
+/// exist or is empty.
+fn open_at(path: &Path, options: &SledOptions) -> Result<Shared> {
+    let config = options.config(path)?;
+    check_dir(path)?;
+    let db = crate::engine::open(path, &config)?;
+    let opened = read_format(&db, path).and_then(|existing| match existing {
+        true => open_existing(&db, path),
+        false => create(&db, path),
+    });
+    match opened {
+        Ok((manifest, durable)) => Ok(Shared::new(
+            db,
+            path.to_path_buf(),
+            manifest,
+            durable,
+            options.max_pending_bytes,
+        )),
+        Err(e) => {
+            // Released before the error returns, so that the next open need not wait.
+            let _ = crate::engine::close(db, path);
+            Err(e)
+        }
     }
 }
 
@@ -113,7 +190,7 @@ impl Store for SledStore {
 
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         let _claim = self.open.claim(id)?;
-        self.shared.check_poisoned()?;
+        self.shared.check_writable()?;
         let keys = DocKeys::new(id)?;
         let mut batch = sled::Batch::default();
         let mut any = false;
@@ -136,9 +213,21 @@ impl Store for SledStore {
             None => Ok(()),
         })?;
         self.shared.flush_durable()?;
-        // Nothing of the document is left for its next handle to flush.
-        self.shared.take_unflushed(id);
         Ok(())
+    }
+
+    fn close(self) -> Result<()> {
+        self.open.check_none_open()?;
+        match Arc::try_unwrap(self.shared) {
+            Ok(mut shared) => shared.close(),
+            // A handle that was just dropped on another thread may still hold it.
+            Err(shared) => Err(Error::DocumentInUse {
+                document: DocumentId::from(format!(
+                    "(a handle of the store at {})",
+                    shared.path.display()
+                )),
+            }),
+        }
     }
 }
 
@@ -328,34 +417,28 @@ mod tests {
         Ok(())
     }
 
-    /// The writes of a handle dropped without a flush are made durable by the next
-    /// handle of the document: its flush syncs them, advances the mark and reports them.
+    /// The writes of a handle dropped without a flush are discarded: they never reach
+    /// sled, and the next handle has nothing to flush.
     #[test]
-    fn a_dropped_handle_leaves_its_writes_to_the_next_one_to_flush() -> Result<()> {
+    fn a_dropped_handle_discards_what_it_did_not_flush() -> Result<()> {
         let dir = tempdir()?;
         let store = SledStore::open(dir.path())?;
         let id = DocumentId::from("doc");
         let mut p = store.open_document(&id)?;
         p.insert_changes(vec![(ActorId::new([1]), 1, vec![7; 500])])?;
+        assert_eq!(store.list_documents()?, vec![id.clone()]);
         drop(p);
-        assert_eq!(mark::read(dir.path())?, Found::Seq { seq: 0, slot: 0 });
-
-        let mut p = store.open_document(&id)?;
-        let written = p.flush()?;
-        assert!(
-            written >= 500,
-            "the next handle's flush reported {written} bytes"
+        assert_eq!(
+            store.shared.lock_writer().seq,
+            0,
+            "held writes reached sled"
         );
-        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 1, .. }));
-        assert_eq!(p.flush()?, 0);
-        drop(p);
+        assert!(store.list_documents()?.is_empty());
 
-        // A removed document leaves nothing for a new one of the same id to flush.
         let mut p = store.open_document(&id)?;
-        p.set_document(b"x".to_vec())?;
-        drop(p);
-        store.remove_document(&id)?;
-        assert_eq!(store.open_document(&id)?.flush()?, 0);
+        assert!(p.get_changes()?.is_empty());
+        assert_eq!(p.flush()?, 0);
+        assert_eq!(mark::read(dir.path())?, Found::Seq { seq: 0, slot: 0 });
         Ok(())
     }
 
@@ -405,10 +488,10 @@ mod tests {
         Ok(())
     }
 
-    /// Past `max_pending_bytes` a handle writes what it holds to sled without syncing;
-    /// a document that exists only in a handle's held writes is listed.
+    /// Past `max_pending_bytes` a handle flushes what it holds; a document that exists
+    /// only in a handle's held writes is listed.
     #[test]
-    fn held_writes_past_the_bound_go_to_sled_unsynced() -> Result<()> {
+    fn held_writes_past_the_bound_are_flushed() -> Result<()> {
         let dir = tempdir()?;
         let options = SledOptions {
             max_pending_bytes: 1000,
@@ -425,12 +508,17 @@ mod tests {
             1,
             "the first batch stayed held"
         );
-        assert_eq!(mark::read(dir.path())?, Found::Seq { seq: 0, slot: 0 });
+        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 1, .. }));
         assert_eq!(store.list_documents()?, vec![DocumentId::from("doc")]);
         assert_eq!(p.get_changes()?, vec![vec![1; 600], vec![2; 600]]);
         assert_eq!(p.sizes().changes, 1200);
-        assert!(p.flush()? >= 1200);
+        assert!(p.flush()? >= 600);
         assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 2, .. }));
+        // What was flushed past the bound stays when the handle is dropped unflushed.
+        p.insert_changes(vec![(ActorId::new([1]), 3, vec![3; 10])])?;
+        drop(p);
+        let p = store.open_document(&"doc".into())?;
+        assert_eq!(p.get_changes()?, vec![vec![1; 600], vec![2; 600]]);
         Ok(())
     }
 }

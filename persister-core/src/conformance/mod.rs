@@ -17,12 +17,14 @@
 //! when the backend fails an operation that should have succeeded.
 
 mod batches;
+mod closing;
 mod durability;
 mod isolation;
 mod reads;
 mod sizes;
 
 pub use batches::*;
+pub use closing::*;
 pub use durability::*;
 pub use isolation::*;
 pub use reads::*;
@@ -40,12 +42,10 @@ pub trait Fixture {
     fn open(&self) -> Result<Self::Store>;
 
     /// Arranges for the next flush of a handle of `store` to fail as a failed `fsync`
-    /// would, and returns `true`; returns `false` (the default) when the backend
-    /// cannot simulate that, and the poisoning cases then say so and pass.
-    fn fail_next_flush(&self, store: &Self::Store) -> bool {
-        let _ = store;
-        false
-    }
+    /// would. Every backend must provide this (through a fault-injection switch or a
+    /// storage double), so that the poisoning cases run everywhere: there is no way to
+    /// skip them.
+    fn fail_next_flush(&self, store: &Self::Store);
 }
 
 /// The names of every case, in the order of the macro. A test of this crate checks
@@ -112,6 +112,11 @@ pub const CASES: &[&str] = &[
     "second_flush_returns_zero",
     "failed_flush_poisons_the_handle",
     "poison_clears_after_reopen",
+    // closing
+    "dropped_handle_discards_unflushed_writes",
+    "close_flushes_the_handle",
+    "closed_store_reopens_at_once",
+    "closing_a_store_with_an_open_handle_is_refused",
 ];
 
 /// Expands to one `#[test]` per conformance case, each on a fresh fixture made by
@@ -179,6 +184,10 @@ macro_rules! conformance_tests {
             second_flush_returns_zero,
             failed_flush_poisons_the_handle,
             poison_clears_after_reopen,
+            dropped_handle_discards_unflushed_writes,
+            close_flushes_the_handle,
+            closed_store_reopens_at_once,
+            closing_a_store_with_an_open_handle_is_refused,
         );
     };
 }

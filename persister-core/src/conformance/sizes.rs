@@ -165,7 +165,7 @@ pub fn sizes_are_exact_after_reopen<F: Fixture>(f: &F) -> Result<()> {
 static ACTORS: std::sync::LazyLock<[crate::ActorId; 3]> =
     std::sync::LazyLock::new(|| [actor(0), actor(1), actor(2)]);
 
-/// After a reopen without a flush, whatever prefix survived, sizes match the contents.
+/// After a reopen without a flush, sizes match the contents: the flushed state.
 pub fn sizes_match_contents_after_reopen_without_flush<F: Fixture>(f: &F) -> Result<()> {
     let store = f.open()?;
     let mut p = open(&store, "doc")?;
@@ -178,6 +178,13 @@ pub fn sizes_match_contents_after_reopen_without_flush<F: Fixture>(f: &F) -> Res
     let p = open(&store, "doc")?;
     let sizes = p.sizes();
     assert_eq!(sizes, counted(&p)?);
-    assert!(sizes.change_count >= 1, "a flushed change was lost");
+    assert_eq!(
+        sizes.change_count, 1,
+        "flushed: one change; the rest was discarded"
+    );
+    assert_eq!(
+        sizes.document, 0,
+        "an unflushed document outlived its handle"
+    );
     Ok(())
 }

@@ -98,9 +98,8 @@ mod os {
             FsStore::open_on(self.fs.clone(), self.dir.path(), FsOptions::default())
         }
 
-        fn fail_next_flush(&self, _store: &FsStore) -> bool {
+        fn fail_next_flush(&self, _store: &FsStore) {
             self.fs.fail_next_sync.store(true, Ordering::SeqCst);
-            true
         }
     }
 
@@ -134,9 +133,8 @@ mod sim {
             FsStore::open_on(Arc::new(self.fs.clone()), Path::new("/sim/store"), options)
         }
 
-        fn fail_next_flush(&self, _store: &FsStore) -> bool {
+        fn fail_next_flush(&self, _store: &FsStore) {
             self.fs.fail_next_sync();
-            true
         }
     }
 

@@ -232,9 +232,9 @@ fn verification_can_be_turned_off() -> Result<()> {
     assert!(!options.verify_on_open);
     {
         let store = RedbStore::open_with(&path, options.clone())?;
-        store
-            .open_document(&"doc".into())?
-            .set_sync_state(b"p".to_vec(), b"s".to_vec())?;
+        let mut p = store.open_document(&"doc".into())?;
+        p.set_sync_state(b"p".to_vec(), b"s".to_vec())?;
+        p.close()?;
     }
     let store = RedbStore::open_with(&path, options)?;
     let p = store.open_document(&"doc".into())?;

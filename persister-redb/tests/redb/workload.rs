@@ -131,6 +131,26 @@ impl Outcome {
         self.history[doc].push(state);
     }
 
+    /// Cuts the history of `doc` back to the latest step at or past its floor that
+    /// `handle` (just opened) holds; records an error when it holds none.
+    fn rewind(&mut self, doc: usize, handle: &RedbPersister, op: usize) {
+        let got = match Snapshot::read(handle) {
+            Ok(got) => got,
+            Err(err) => return self.errors.push(format!("op {op} read: {err}")),
+        };
+        let floor = self.floor[doc];
+        let history = &mut self.history[doc];
+        match (floor..history.len())
+            .rev()
+            .find(|&k| Snapshot::of(&history[k]) == got)
+        {
+            Some(k) => history.truncate(k + 1),
+            None => self.errors.push(format!(
+                "op {op}: document {doc} reopened at no step at or past {floor}"
+            )),
+        }
+    }
+
     fn durable(&mut self, doc: usize) {
         self.floor[doc] = self.history[doc].len() - 1;
     }
@@ -185,7 +205,17 @@ pub fn run(
                     Err(err) => outcome.errors.push(format!("op {i} flush: {err}")),
                 }
             }
-            Op::Reopen(doc) => reopen(&mut handles, *doc, &mut outcome),
+            Op::Reopen(doc) => {
+                // Dropping the handle discarded what it held since its last flush (its
+                // own, or one past `max_pending_bytes`): the new handle is at some step
+                // at or past the floor, and the history goes on from there.
+                // After a fault the store's view is not what a reopen of the file gives:
+                // the whole history stays possible then.
+                reopen(&mut handles, *doc, &mut outcome);
+                if let (Some(handle), false) = (&handles[*doc], fired) {
+                    outcome.rewind(*doc, handle, i);
+                }
+            }
             Op::Remove(doc) => {
                 handles[*doc] = None;
                 let removed = store.remove_document(&doc_id(*doc));

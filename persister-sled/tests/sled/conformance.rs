@@ -16,8 +16,9 @@ impl Fixture for SledFixture {
         SledStore::open(self.dir.path().join("store"))
     }
 
-    // sled cannot be made to fail a flush on demand: the poisoning cases say they are
-    // skipped. The crate's unit tests inject a failure below sled instead.
+    fn fail_next_flush(&self, store: &SledStore) {
+        store.fail_next_flush();
+    }
 }
 
 fn fixture() -> SledFixture {

@@ -39,9 +39,10 @@ fn documents_copy_out_to_redb_exactly() -> Result<()> {
     // One document with only sync states, one with only a document.
     let mut p = sled.open_document(&"peers only".into())?;
     p.set_sync_state(b"p".to_vec(), b"s".to_vec())?;
-    drop(p);
-    sled.open_document(&"doc only".into())?
-        .set_document(Vec::new())?;
+    p.close()?;
+    let mut p = sled.open_document(&"doc only".into())?;
+    p.set_document(Vec::new())?;
+    p.close()?;
     drop(sled);
 
     let sled = SledStore::open(&sled_path)?;

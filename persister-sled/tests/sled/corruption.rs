@@ -30,14 +30,14 @@ struct Outcomes {
 }
 
 /// One document's states: after each of its batches, the last being what it holds.
-struct Versions {
+pub(crate) struct Versions {
     id: DocumentId,
     states: Vec<DocumentState>,
 }
 
 /// Writes `docs` documents in several flushed batches each, so the log also holds
 /// older versions of every page, and returns every version of each.
-fn write_store(path: &Path, docs: u8) -> Result<Vec<Versions>> {
+pub(crate) fn write_store(path: &Path, docs: u8) -> Result<Vec<Versions>> {
     let store = SledStore::open(path)?;
     let mut all = Vec::new();
     for tag in 0..docs {
@@ -158,7 +158,7 @@ fn check(path: &Path, docs: &[Versions], strict: bool, out: &mut Outcomes) {
 
 /// Flips 1 to 8 bytes of sled's files, mostly in the `db` file that holds the log: half
 /// anywhere, half where bytes are not zero (sled's files are mostly empty segments).
-fn damage(dir: &Path, rng: &mut Rng) {
+pub(crate) fn damage(dir: &Path, rng: &mut Rng) {
     let mut files: Vec<_> = ["db", "conf"].iter().map(|f| dir.join(f)).collect();
     if let Ok(blobs) = std::fs::read_dir(dir.join("blobs")) {
         files.extend(blobs.map(|b| b.unwrap().path()));

@@ -4,4 +4,5 @@
 
 mod copy;
 mod differential;
+mod lock;
 mod support;

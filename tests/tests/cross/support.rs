@@ -31,9 +31,14 @@ impl Location {
         }
     }
 
+    /// The store's path (nothing there for the memory backend).
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("store")
+    }
+
     /// Opens the store with the backend chosen at run time.
     pub fn open(&self) -> Result<DynStore> {
-        let path = self.dir.path().join("store");
+        let path = self.path();
         Ok(match self.kind {
             Kind::Memory => Box::new(BoxedStore(self.memory.clone())),
             Kind::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open(path)?)),
