@@ -28,10 +28,11 @@ struct Compacted {
 }
 
 pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(), CliError> {
+    // A malformed id is bad usage, found before the store is opened.
+    let id = doc.map(parse_document_id).transpose()?;
     let store = OpenStore::existing(&args.store, args.backend, Access::Write)?;
-    let ids = match doc {
-        Some(doc) => {
-            let id = parse_document_id(doc)?;
+    let ids = match id {
+        Some(id) => {
             if !store.contains(&id)? {
                 return Err(CliError::new(
                     format!("{} has no document {id}", args.store.display()),
