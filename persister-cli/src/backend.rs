@@ -230,7 +230,7 @@ impl OpenStore {
             Engine::Fs(store) => store.open_document(id).map(|p| {
                 let dropped = p.recovered_bytes();
                 let note = (dropped > 0).then(|| {
-                    format!("its log ended in a torn write: {dropped} unflushed bytes were dropped")
+                    format!("its log ended in a write a crash cut short: {dropped} bytes that were never flushed were dropped, as the durability contract allows")
                 });
                 (Box::new(p) as DynPersister, note)
             }),

@@ -134,7 +134,9 @@ impl From<StoreError> for CliError {
                 "close the program that has the store open (or wait for it to exit), then run the command again",
             ),
             StoreError::Poisoned { reason } => Self::new(
-                format!("a flush failed ({reason}), so the store refuses further writes"),
+                format!(
+                    "making writes durable on disk failed ({reason}), so the store refuses further writes"
+                ),
                 "check the disk (space, errors) and run the command again; the store reopens at its last successful flush",
             ),
             StoreError::TooLarge { what, len, max } => Self::new(

@@ -44,6 +44,7 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
         None => store.list()?,
     };
     let mut documents = Vec::new();
+    let bar = crate::output::progress(ids.len() as u64, "compacting");
     for id in ids {
         let persister = store.open_document(&id)?.persister;
         let before = persister.sizes();
@@ -65,7 +66,9 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
             before,
             after,
         });
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let report = Report {
         store: args.store.display().to_string(),
         backend: store.backend(),

@@ -198,8 +198,10 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
             let complete = replay.complete();
             if complete && model.iter().copied().ne(replay.trace.end_content.chars()) {
                 return Err(CliError::new(
-                    format!("the text after the whole trace is not its endContent ({label})"),
-                    "the trace file is inconsistent: check it with persister-traces",
+                    format!(
+                        "after the whole trace, the text is not the trace's final text, its endContent ({label})"
+                    ),
+                    "the trace file contradicts itself: its edits do not make its final text; use another copy of the trace",
                 ));
             }
             Some(TraceProgress {

@@ -168,7 +168,7 @@ impl Report {
         );
         match &self.trace {
             Some(trace) if trace.complete => say(&format!(
-                "The trace is replayed to its end, and the text equals its endContent; {look}."
+                "The trace is replayed to its end, and the text equals its final text; {look}."
             )),
             Some(trace) => say(&format!(
                 "Replayed {} of {} trace transactions: run it again to continue; {look}.",

@@ -125,7 +125,7 @@ fn a_trace_is_replayed_across_sessions_to_its_end() -> TestResult {
     );
     let second = run("25")?.expect(0);
     assert!(
-        second.stdout.contains("equals its endContent"),
+        second.stdout.contains("equals its final text"),
         "{}",
         second.stdout
     );
