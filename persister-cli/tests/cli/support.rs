@@ -118,7 +118,7 @@ where
 /// `flock`, whose lock belongs to the open file, so a store dropped here stays locked
 /// until such a child execs. Spawning, and taking a lock here, take turns: no lock is
 /// tried while a child is half spawned.
-fn spawn_turn() -> MutexGuard<'static, ()> {
+pub fn spawn_turn() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(PoisonError::into_inner)
 }

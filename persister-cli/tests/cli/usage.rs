@@ -10,9 +10,11 @@ use crate::support::{TestResult, persister, run_in, run_with};
 
 /// `persister --help` and every subcommand's `--help`.
 fn help_commands() -> Vec<Vec<String>> {
-    let mut commands = vec![vec!["--help".to_string()]];
+    let mut commands = vec![vec!["--help".to_string()], vec!["-h".to_string()]];
     for sub in Cli::command().get_subcommands() {
-        commands.push(vec![sub.get_name().to_string(), "--help".to_string()]);
+        for help in ["--help", "-h"] {
+            commands.push(vec![sub.get_name().to_string(), help.to_string()]);
+        }
     }
     commands
 }
@@ -27,7 +29,7 @@ fn widest_line(text: &str) -> (usize, String) {
 #[test]
 fn every_help_fits_80_columns() -> TestResult {
     let commands = help_commands();
-    assert!(commands.len() >= 9, "{commands:?}");
+    assert!(commands.len() >= 18, "{commands:?}");
     for args in &commands {
         let run = run_with(None, &[("COLUMNS", "80")], args)?.expect(0);
         assert!(run.stdout.lines().count() > 3, "{args:?}: {}", run.stdout);
@@ -162,5 +164,45 @@ fn a_malformed_hex_id_is_bad_usage() -> TestResult {
         assert!(run.stderr.contains("hex"), "{}", run.stderr);
         persister(["compact", store.to_str().unwrap(), bad])?.expect(2);
     }
+    Ok(())
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_ends_a_command_with_sigint_and_leaves_the_store_sound() -> TestResult {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().join("d");
+    let mut child = {
+        let _turn = crate::support::spawn_turn();
+        Command::new(env!("CARGO_BIN_EXE_persister"))
+            .args(["demo", "--dir", d.to_str().unwrap(), "--edits", "100000000"])
+            .env("PERSISTER_PROGRESS", "lines")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?
+    };
+    // Wait until it is editing, then press Ctrl-C.
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines.next().ok_or("the demo ended before editing")??;
+        if line.starts_with("editing: 0 of") {
+            break;
+        }
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()?;
+    assert!(kill.success());
+    let status = child.wait()?;
+    // Ended by SIGINT (2), which shells report as exit status 130, as documented.
+    assert_eq!(status.signal(), Some(2), "{status:?}");
+    // What it wrote up to then is a sound store.
+    persister(["verify", d.join("demo.redb").to_str().unwrap()])?.expect(0);
     Ok(())
 }
