@@ -32,7 +32,11 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     let mut total = StoredSizes::default();
     let mut rows = Vec::new();
     let mut unreadable = Vec::new();
-    for id in store.list()? {
+    let ids = store.list()?;
+    // Opening a document can replay its log (fs): a large store takes a while.
+    let bar = crate::output::progress(ids.len() as u64, "listing");
+    for id in ids {
+        bar.inc(1);
         // A damaged document is listed as such; the others are still worth seeing.
         let sizes = match store.open_document(&id) {
             Ok(opened) => opened.persister.sizes(),
@@ -63,6 +67,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
             problem: None,
         });
     }
+    bar.finish_and_clear();
     let result = if unreadable.is_empty() {
         Ok(())
     } else {

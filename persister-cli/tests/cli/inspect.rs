@@ -190,3 +190,42 @@ fn ls_on_a_store_whose_only_document_is_damaged_says_so() -> TestResult {
     assert!(json["documents"][0]["problem"].is_string(), "{json}");
     Ok(())
 }
+
+#[test]
+fn ls_info_and_compact_show_progress_counting_every_document() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = store_path(dir.path(), Backend::Sled);
+    make_store(Backend::Sled, &path)?;
+    let store = path.to_str().unwrap();
+    let lines = [("PERSISTER_PROGRESS", "lines")];
+    let ls = crate::support::run_with(None, &lines, ["ls", store])?.expect(0);
+    for line in [
+        "copying the sled store: done",
+        "listing: 0 of 3",
+        "listing: done, 3 of 3",
+    ] {
+        assert!(
+            ls.stderr.lines().any(|l| l == line),
+            "{line}: {}",
+            ls.stderr
+        );
+    }
+    let info = crate::support::run_with(None, &lines, ["info", store, "notes"])?.expect(0);
+    assert!(
+        info.stderr
+            .lines()
+            .any(|l| l == "reading the document: done"),
+        "{}",
+        info.stderr
+    );
+    let compact = crate::support::run_with(None, &lines, ["compact", store])?.expect(0);
+    assert!(
+        compact
+            .stderr
+            .lines()
+            .any(|l| l == "compacting: done, 3 of 3"),
+        "{}",
+        compact.stderr
+    );
+    Ok(())
+}
