@@ -147,7 +147,8 @@ pub struct DemoArgs {
     /// transactions).
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub edits: u64,
-    /// Flush after every N edits.
+    /// Flush after every N writes to the store: each edit is one, and so is each
+    /// compaction.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub flush_every: u64,
     /// Replay a recorded editing trace instead of generated typing: a sequential trace

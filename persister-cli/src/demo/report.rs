@@ -114,7 +114,7 @@ impl Report {
                 plural(self.flushes, "flush", "flushes"),
                 duration(t.flush),
                 format!(
-                    "every {} edits and on close: {} bytes made durable",
+                    "every {} writes and on close: {} bytes made durable",
                     thousands(self.flush_every),
                     thousands(self.flushed_bytes)
                 ),
