@@ -61,6 +61,22 @@ pub struct PersistentDoc<P> {
     /// Compaction keeps them until the document holds them.
     orphans: Vec<Orphan>,
     compaction: CompactionTrigger,
+    /// The last change the last `edit` made, if it made one.
+    last_change: Option<ChangeInfo>,
+}
+
+/// Which change an [`edit`](PersistentDoc::edit) made: what an application needs to
+/// acknowledge an edit to its user or to a server. See
+/// [`PersistentDoc::last_change`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeInfo {
+    /// The change's hash, as automerge names it in heads and dependencies.
+    pub hash: ChangeHash,
+    /// Its actor: the document's actor ([`AutoCommit::get_actor`]).
+    pub actor: automerge::ActorId,
+    /// Its sequence number for that actor. The change is stored under the key
+    /// (`actor`'s bytes, `seq`).
+    pub seq: u64,
 }
 
 /// The sync state of one peer, and its encoding as last written (or queued).
@@ -145,6 +161,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
             peers: HashMap::new(),
             orphans,
             compaction: options.compaction,
+            last_change: None,
         })
     }
 
@@ -177,6 +194,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// If the write fails the changes stay queued (see [`PersistentDoc`]) and the error
     /// is returned; the edit itself is in the document. Afterwards the automatic flush
     /// and compaction run as [`Options`] say.
+    ///
+    /// [`last_change`](Self::last_change) then tells which change the edit made.
     pub fn edit<R>(
         &mut self,
         f: impl FnOnce(&mut AutoCommit) -> std::result::Result<R, AutomergeError>,
@@ -191,6 +210,16 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
             }
         };
         let changes = self.changes_since(&before, committed);
+        let actor = self.doc.get_actor().clone();
+        self.last_change = changes
+            .iter()
+            .filter(|change| *change.actor_id() == actor)
+            .max_by_key(|change| change.seq())
+            .map(|change| ChangeInfo {
+                hash: change.hash(),
+                actor: actor.clone(),
+                seq: change.seq(),
+            });
         let written = self.write_changes(changes, None);
         let value = result.map_err(Error::from)?;
         written?;
@@ -244,9 +273,53 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         self.writer.sizes()
     }
 
-    /// How many writes failed and wait for the next successful write or flush.
+    /// The change the last [`edit`](Self::edit) made: its hash, actor and sequence
+    /// number. `None` before the first edit, and after an edit that changed nothing.
+    ///
+    /// An edit that committed more than once (with `commit_with` inside its closure)
+    /// made the changes of this actor up to this one; changes it merged from other
+    /// documents are not its own and are not counted. Once that `edit` returned `Ok`
+    /// the change is written, and durable as [`Options::flush`] says (at once by
+    /// default); after an `Err` it may be queued (see [`queued_writes`](Self::queued_writes)).
+    ///
+    /// ```
+    /// use automerge::{ROOT, transaction::Transactable};
+    /// use persister_automerge::PersistentDoc;
+    /// use persister_core::{MemoryStore, Store};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemoryStore::new();
+    /// let mut doc = PersistentDoc::load(store.open_document(&"notes".into())?)?;
+    /// doc.edit(|d| d.put(ROOT, "title", "shopping"))?;
+    /// let change = doc.last_change().ok_or("the edit changed nothing")?.clone();
+    /// assert_eq!(change.seq, 1);
+    /// assert_eq!(&change.actor, doc.doc().get_actor());
+    /// assert_eq!(doc.heads(), vec![change.hash]);
+    ///
+    /// // An edit that changes nothing makes no change.
+    /// doc.edit(|_| Ok(()))?;
+    /// assert_eq!(doc.last_change(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn last_change(&self) -> Option<&ChangeInfo> {
+        self.last_change.as_ref()
+    }
+
+    /// How many writes (changes and sync states) failed to be written and wait in the
+    /// queue for the next successful write or flush. 0 whenever the last write
+    /// succeeded. Writes that were written but are not yet durable are not counted: see
+    /// [`Options::flush`].
+    pub fn queued_writes(&self) -> usize {
+        self.writer.queued_writes()
+    }
+
+    /// The old name of [`queued_writes`](Self::queued_writes).
+    #[deprecated(
+        note = "renamed `queued_writes`: it counts failed writes waiting to be retried, not writes waiting for a flush"
+    )]
     pub fn pending_writes(&self) -> usize {
-        self.writer.pending_writes()
+        self.writer.queued_writes()
     }
 
     /// How many stored changes the document does not hold yet, because their

@@ -11,7 +11,7 @@
 //! let path = dir.path().join("notes.redb");
 //! {
 //!     let store = RedbStore::open(&path)?;
-//!     let options = Options::default().with_flush(FlushPolicy::EveryWrites(100));
+//!     let options = Options::default().with_flush(FlushPolicy::EveryBatches(100));
 //!     let mut doc = PersistentDoc::load_with(store.open_document(&"notes".into())?, options)?;
 //!
 //!     // Each edit is one commit, written to the store before `edit` returns.
@@ -54,9 +54,13 @@
 //! are kept in memory, so an edit costs the same however large the document is, and
 //! compaction costs one `save` of the document and one batch.
 //!
-//! Text positions count what [`Options::text_encoding`] says (Unicode code points
-//! unless a crate in the build turns on automerge's `utf8-indexing` or
-//! `utf16-indexing` feature); set it explicitly when positions come from elsewhere.
+//! Text positions count Unicode code points, whatever features of automerge other
+//! crates in the build turn on; [`Options::text_encoding`] sets another count (UTF-16
+//! code units for positions from JavaScript, for example).
+//!
+//! An application that acknowledges edits (to its user, or to a server) learns which
+//! change an edit made from [`PersistentDoc::last_change`]: its hash, actor and
+//! sequence number.
 
 mod doc;
 mod error;
@@ -64,7 +68,7 @@ mod options;
 mod sync;
 mod writer;
 
-pub use doc::PersistentDoc;
+pub use doc::{ChangeInfo, PersistentDoc};
 pub use error::{Error, Result};
 pub use options::Options;
 

@@ -9,9 +9,11 @@ use persister_core::{CompactionTrigger, FlushPolicy};
 /// use persister_automerge::{CompactionTrigger, FlushPolicy, Options};
 ///
 /// let options = Options::default()
-///     .with_flush(FlushPolicy::EveryWrites(1_000))
+///     .with_flush(FlushPolicy::EveryBatches(1_000))
 ///     .with_compaction(CompactionTrigger::never());
-/// assert_eq!(options.flush, FlushPolicy::EveryWrites(1_000));
+/// assert_eq!(options.flush, FlushPolicy::EveryBatches(1_000));
+/// // Text positions count Unicode code points unless set otherwise.
+/// assert_eq!(options.text_encoding, automerge::TextEncoding::UnicodeCodePoint);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -19,16 +21,23 @@ pub struct Options {
     /// [`CompactionTrigger::default`]; [`CompactionTrigger::never`] leaves compaction
     /// to [`compact`](crate::PersistentDoc::compact).
     pub compaction: CompactionTrigger,
-    /// When writes are made durable. Default: [`FlushPolicy::EveryWrite`], so every
-    /// edit that returned `Ok` survives a crash. [`FlushPolicy::EveryWrites`] trades
-    /// the last few edits for far fewer `fsync`s.
+    /// When writes are made durable. Default: [`FlushPolicy::EveryBatch`], so every
+    /// edit that returned `Ok` survives a crash. [`FlushPolicy::EveryBatches`] trades
+    /// the last few edits for far fewer `fsync`s; it counts batches, and each edit,
+    /// each sync message that brought something and each compaction is one.
     pub flush: FlushPolicy,
     /// The actor of local changes. Default: `None`, a fresh random actor per load, as
     /// automerge recommends (two processes must never share an actor).
     pub actor: Option<ActorId>,
-    /// How text positions are counted. Default: [`TextEncoding::platform_default`],
-    /// what `AutoCommit::new` uses (Unicode code points unless automerge's
-    /// `utf8-indexing` or `utf16-indexing` feature is on somewhere in the build).
+    /// How text positions (of `splice_text`, `text`, cursors, marks) are counted.
+    /// Default: [`TextEncoding::UnicodeCodePoint`], always.
+    ///
+    /// This is deliberately not [`TextEncoding::platform_default`] (what
+    /// `AutoCommit::new` uses), which changes to UTF-8 or UTF-16 code units when any
+    /// crate in the build turns on automerge's `utf8-indexing` or `utf16-indexing`
+    /// feature: positions would then change with an unrelated dependency. Set it to
+    /// what the positions your application passes count, for example
+    /// [`TextEncoding::Utf16CodeUnit`] for positions from JavaScript.
     pub text_encoding: TextEncoding,
 }
 
@@ -36,9 +45,9 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             compaction: CompactionTrigger::default(),
-            flush: FlushPolicy::EveryWrite,
+            flush: FlushPolicy::EveryBatch,
             actor: None,
-            text_encoding: TextEncoding::platform_default(),
+            text_encoding: TextEncoding::UnicodeCodePoint,
         }
     }
 }

@@ -34,7 +34,7 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
     }
 
     /// How many writes wait for the next successful batch.
-    pub(crate) fn pending_writes(&self) -> usize {
+    pub(crate) fn queued_writes(&self) -> usize {
         self.pending.len()
     }
 

@@ -10,6 +10,8 @@
 #[path = "automerge/support.rs"]
 mod support;
 
+#[path = "automerge/api.rs"]
+mod api;
 #[path = "automerge/behaviour.rs"]
 mod behaviour;
 #[path = "automerge/clownschool.rs"]

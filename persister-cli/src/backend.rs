@@ -62,6 +62,15 @@ impl Backend {
             if persister_redb::is_redb_file(path) {
                 return Ok(Backend::Redb);
             }
+            if crate::export::is_export_file(path) {
+                return Err(CliError::new(
+                    format!("{} is a persister export file, not a store", path.display()),
+                    format!(
+                        "make a store from it with `persister import {} NEW_STORE`",
+                        path.display()
+                    ),
+                ));
+            }
             return Err(CliError::new(
                 format!("{} is a file, but not a redb store", path.display()),
                 "check the path (sled and fs stores are directories), or pass --backend to force a backend",
@@ -221,7 +230,7 @@ impl OpenStore {
             Engine::Fs(store) => store.open_document(id).map(|p| {
                 let dropped = p.recovered_bytes();
                 let note = (dropped > 0).then(|| {
-                    format!("its log ended in a torn write: {dropped} unflushed bytes were dropped")
+                    format!("its log ended in a write a crash cut short: {dropped} bytes that were never flushed were dropped, as the durability contract allows")
                 });
                 (Box::new(p) as DynPersister, note)
             }),

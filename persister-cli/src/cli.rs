@@ -14,7 +14,9 @@ use crate::Backend;
     version,
     after_help = "A STORE is a redb file, a sled directory or an fs directory; its backend is detected from the path (--backend forces one).\n\
 A DOC is a document id: text as is, or 0x and hex bytes, as `persister ls` shows it.\n\
-Exit codes: 0 success, 1 error, 2 bad usage, 3 damaged or unreadable data found."
+Progress shows on a terminal; PERSISTER_PROGRESS=lines prints it as lines instead.\n\n\
+Exit codes: 0 success, 1 error, 2 bad usage (a malformed document id too), 3 damaged or unreadable data found, \
+4 --skip-damaged left out damaged documents (the rest was saved), 130 interrupted (Ctrl-C)."
 )]
 pub struct Cli {
     /// Print the report as JSON on stdout (progress and errors stay on stderr).
@@ -82,7 +84,8 @@ pub enum Command {
         #[arg(long, value_enum)]
         from_backend: Option<Backend>,
         /// Leave out documents that cannot be read (and name them) instead of failing:
-        /// the way to save what a damaged store still holds.
+        /// the way to save what a damaged store still holds. Exits 4 when it left any
+        /// out.
         #[arg(long)]
         skip_damaged: bool,
     },
@@ -99,6 +102,7 @@ pub enum Command {
         /// The new export file.
         file: PathBuf,
         /// Leave out documents that cannot be read (and name them) instead of failing.
+        /// Exits 4 when it left any out.
         #[arg(long)]
         skip_damaged: bool,
     },
@@ -141,13 +145,15 @@ pub struct DemoArgs {
     pub backend: Backend,
     /// Edits in this session (keystrokes that change the text; with --trace, trace
     /// transactions).
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub edits: u64,
-    /// Flush after every N edits.
+    /// Flush after every N writes to the store: each edit is one, and so is each
+    /// compaction.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub flush_every: u64,
-    /// Replay an editing trace (sequential format of ../shared/traces, .json or
-    /// .json.gz) instead of generated typing; each session continues where the last
+    /// Replay a recorded editing trace instead of generated typing: a sequential trace
+    /// in the editing-traces JSON format (startContent, txns, endContent), .json or
+    /// .json.gz. Each trace has its own document; each run continues where the last
     /// stopped.
     #[arg(long)]
     pub trace: Option<PathBuf>,

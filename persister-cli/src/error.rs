@@ -1,5 +1,16 @@
 //! What the command prints when it fails: one line of cause, one of advice, and an exit
 //! code.
+//!
+//! Exit codes, as `persister --help` and the README list them:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | error (the message says what happened and what to do) |
+//! | 2 | bad usage: an unknown option, a missing argument, a malformed document id |
+//! | 3 | damaged or unreadable data found |
+//! | 4 | `--skip-damaged` left out damaged documents; everything else was saved |
+//! | 130 | interrupted (Ctrl-C): set by the shell for a process ended by SIGINT |
 
 use std::fmt;
 
@@ -7,8 +18,18 @@ use persister_core::Error as StoreError;
 
 /// The exit code of a command that failed.
 pub const EXIT_ERROR: u8 = 1;
+/// The exit code of bad usage: what clap gives for a bad command line, and what a
+/// malformed argument it cannot check (a document id) gives.
+pub const EXIT_USAGE: u8 = 2;
 /// The exit code when damaged or unreadable data was found.
 pub const EXIT_DAMAGED: u8 = 3;
+/// The exit code of `copy` or `export --skip-damaged` that left documents out: the
+/// output is complete but for them.
+pub const EXIT_SKIPPED: u8 = 4;
+/// The exit status of a command interrupted with Ctrl-C (SIGINT): 128 + 2, as shells
+/// report a process a signal ended. Nothing is left at the destination of `copy`,
+/// `export` or `import`, only a `.NAME.partial-*` path beside it (see their help).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// What to do about damage, whichever command found it.
 pub(crate) const DAMAGE_ADVICE: &str = "stop writing to this store: `persister verify` names every damaged document, and `persister copy --skip-damaged STORE NEW` saves the others to a new store (or restore a backup)";
@@ -20,7 +41,8 @@ pub struct CliError {
     pub cause: String,
     /// What the user can do about it, in one line.
     pub advice: String,
-    /// The exit code: [`EXIT_ERROR`], or [`EXIT_DAMAGED`] when data is damaged.
+    /// The exit code: [`EXIT_ERROR`], [`EXIT_USAGE`], [`EXIT_DAMAGED`] when data is
+    /// damaged, or [`EXIT_SKIPPED`].
     pub code: u8,
 }
 
@@ -31,6 +53,14 @@ impl CliError {
             cause: cause.into(),
             advice: advice.into(),
             code: EXIT_ERROR,
+        }
+    }
+
+    /// A malformed argument: bad usage, exit code [`EXIT_USAGE`].
+    pub fn usage(cause: impl Into<String>, advice: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_USAGE,
+            ..Self::new(cause, advice)
         }
     }
 
@@ -104,7 +134,9 @@ impl From<StoreError> for CliError {
                 "close the program that has the store open (or wait for it to exit), then run the command again",
             ),
             StoreError::Poisoned { reason } => Self::new(
-                format!("a flush failed ({reason}), so the store refuses further writes"),
+                format!(
+                    "making writes durable on disk failed ({reason}), so the store refuses further writes"
+                ),
                 "check the disk (space, errors) and run the command again; the store reopens at its last successful flush",
             ),
             StoreError::TooLarge { what, len, max } => Self::new(

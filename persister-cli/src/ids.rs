@@ -10,7 +10,7 @@ use crate::CliError;
 pub fn parse_document_id(text: &str) -> Result<DocumentId, CliError> {
     match text.strip_prefix("0x") {
         Some(hex) => DocumentId::from_hex(hex).map_err(|_| {
-            CliError::new(
+            CliError::usage(
                 format!("{text:?} starts with 0x but the rest is not an even number of hex digits"),
                 "an id written 0x... is read as hex bytes; a text id that starts with 0x is written as 0x and the hex of its text, as `persister ls` shows it",
             )
@@ -35,8 +35,12 @@ mod tests {
         ] {
             assert_eq!(parse_document_id(&id.to_string())?, id);
         }
-        assert!(parse_document_id("0xabc").is_err());
-        assert!(parse_document_id("0xzz").is_err());
+        for bad in ["0xabc", "0xzz"] {
+            assert_eq!(
+                parse_document_id(bad).err().map(|e| e.code),
+                Some(crate::error::EXIT_USAGE)
+            );
+        }
         Ok(())
     }
 }

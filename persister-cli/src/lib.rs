@@ -19,6 +19,10 @@
 //! a new store (`copy`, `import`) is redb unless `--backend` says otherwise. New
 //! stores and files are built under a temporary name beside the destination and
 //! renamed into place once complete and checked, so a failure leaves nothing behind.
+//!
+//! Exit codes: 0 success, 1 error, 2 bad usage, 3 damaged data found, 4
+//! `--skip-damaged` left documents out, 130 interrupted ([`EXIT_ERROR`],
+//! [`EXIT_USAGE`], [`EXIT_DAMAGED`], [`EXIT_SKIPPED`], [`EXIT_INTERRUPTED`]).
 
 mod backend;
 pub mod cli;
@@ -35,7 +39,7 @@ mod snapshot;
 pub use backend::{Access, Backend, OpenStore, OpenedDocument, disk_usage};
 pub use cli::Cli;
 pub use dump::{ActorSummary, DocumentDump};
-pub use error::{CliError, EXIT_DAMAGED, EXIT_ERROR};
+pub use error::{CliError, EXIT_DAMAGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USAGE};
 pub use ids::parse_document_id;
 
 use cli::Command;

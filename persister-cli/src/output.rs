@@ -3,22 +3,14 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::CliError;
 
 /// `1234567` as `1,234,567`.
 pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    HumanCount(n).to_string()
 }
 
 /// A duration in the unit that reads best: `850 µs`, `12.3 ms`, `4.56 s`.
@@ -99,19 +91,108 @@ pub fn table(header: &[&str], align: &str, rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A progress bar over `len` steps on stderr when it is a terminal, hidden otherwise.
-pub fn progress(len: u64, what: &'static str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
+/// The environment variable that prints progress as lines (`lines`), for logs and
+/// for terminals that do not redraw.
+pub const PROGRESS_ENV: &str = "PERSISTER_PROGRESS";
+
+/// Progress of one step on stderr: a bar over a known number of units, or a spinner
+/// for a step whose length is unknown. Drawn when stderr is a terminal, hidden
+/// otherwise; with `PERSISTER_PROGRESS=lines`, printed as lines: `WHAT: 0 of N` at the
+/// start, one line at every tenth, and `WHAT: done, P of N` at the end (a spinner:
+/// `WHAT...` and `WHAT: done`).
+#[derive(Debug)]
+pub struct Progress {
+    bar: ProgressBar,
+    what: &'static str,
+    lines: bool,
+    /// The last tenth printed, in lines mode.
+    tenth: std::cell::Cell<u64>,
+}
+
+impl Progress {
+    fn new(len: Option<u64>, what: &'static str) -> Progress {
+        let lines = std::env::var(PROGRESS_ENV).is_ok_and(|v| v == "lines");
+        let bar = if lines || !std::io::stderr().is_terminal() {
+            ProgressBar::with_draw_target(len, ProgressDrawTarget::hidden())
+        } else {
+            let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+            let template = match len {
+                Some(_) => "{msg:>10} [{bar:30}] {human_pos}/{human_len} ({eta})",
+                None => "{spinner} {msg} ({elapsed})",
+            };
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            if len.is_none() {
+                bar.enable_steady_tick(Duration::from_millis(100));
+            }
+            bar
+        };
+        bar.set_message(what);
+        let progress = Progress {
+            bar,
+            what,
+            lines,
+            tenth: std::cell::Cell::new(0),
+        };
+        progress.line(match len {
+            Some(len) => format!("{what}: 0 of {}", thousands(len)),
+            None => format!("{what}..."),
+        });
+        progress
     }
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {human_pos}/{human_len} ({eta})")
-    {
-        bar.set_style(style.progress_chars("=> "));
+
+    fn line(&self, text: String) {
+        if self.lines {
+            eprintln!("{text}");
+        }
     }
-    bar.set_message(what);
-    bar
+
+    /// Counts `n` more units done.
+    pub fn inc(&self, n: u64) {
+        self.bar.inc(n);
+        if let Some(len) = self.bar.length().filter(|&l| l > 0) {
+            let tenth = self.bar.position().min(len) * 10 / len;
+            if tenth > self.tenth.get() && tenth < 10 {
+                self.tenth.set(tenth);
+                self.line(format!(
+                    "{}: {} of {}",
+                    self.what,
+                    thousands(self.bar.position()),
+                    thousands(len)
+                ));
+            }
+        }
+    }
+
+    /// Wraps a reader so that the bytes read count as units done.
+    pub fn wrap_read<R: std::io::Read>(&self, read: R) -> indicatif::ProgressBarIter<R> {
+        self.bar.wrap_read(read)
+    }
+
+    /// Ends the step and clears the bar.
+    pub fn finish_and_clear(self) {
+        self.bar.finish_and_clear();
+        self.line(match self.bar.length() {
+            Some(len) => format!(
+                "{}: done, {} of {}",
+                self.what,
+                thousands(self.bar.position()),
+                thousands(len)
+            ),
+            None => format!("{}: done", self.what),
+        });
+    }
+}
+
+/// A progress bar over `len` units (see [`Progress`]).
+pub fn progress(len: u64, what: &'static str) -> Progress {
+    Progress::new(Some(len), what)
+}
+
+/// A spinner, for a step whose length is unknown (see [`Progress`]).
+pub fn spinner(what: &'static str) -> Progress {
+    Progress::new(None, what)
 }
 
 #[cfg(test)]

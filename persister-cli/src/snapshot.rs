@@ -34,9 +34,11 @@ pub(crate) fn copy_sled_store(src: &Path) -> Result<(TempDir, PathBuf), CliError
         .tempdir()
         .map_err(|e| io_error("create a temporary directory in", &std::env::temp_dir(), e))?;
     let copy = dir.path().join("store");
+    let copying = crate::output::spinner("copying the sled store");
     copy_dir(src, &copy).map_err(|e| {
         e.context("copying the sled store (read-only commands read a copy; set TMPDIR to put it elsewhere)")
     })?;
+    copying.finish_and_clear();
     drop(lock);
     Ok((dir, copy))
 }

@@ -19,7 +19,7 @@
 //!
 //! # fn main() -> Result<(), persister_core::Error> {
 //! let store = MemoryStore::new();
-//! let mut doc = AutoFlush::new(store.open_document(&"notes".into())?, FlushPolicy::EveryWrites(100));
+//! let mut doc = AutoFlush::new(store.open_document(&"notes".into())?, FlushPolicy::EveryBatches(100));
 //!
 //! let actor = ActorId::new([0xab; 16]);
 //! for seq in 1..=3 {
@@ -31,6 +31,35 @@
 //!
 //! // Safe to exit once this returns.
 //! doc.close()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Choosing the backend at run time
+//!
+//! Each backend's store is its own type. To pick one from a configuration file or a
+//! command-line flag, wrap it in [`BoxedStore`]: every [`DynStore`] has the same type,
+//! and its handles are [`DynPersister`]s (boxed `Persister`s).
+//!
+//! ```
+//! use persister_core::{BoxedStore, DynStore, MemoryStore, Persister, Store};
+//!
+//! fn open_store(backend: &str) -> Result<DynStore, Box<dyn std::error::Error>> {
+//!     Ok(match backend {
+//!         "memory" => Box::new(BoxedStore(MemoryStore::new())),
+//!         // With the backend crates as dependencies, for example:
+//!         // "redb" => Box::new(BoxedStore(persister_redb::RedbStore::open(path)?)),
+//!         // "fs" => Box::new(BoxedStore(persister_fs::FsStore::open(path)?)),
+//!         other => return Err(format!("unknown backend {other}").into()),
+//!     })
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = open_store("memory")?;
+//! let mut doc = store.open_document(&"notes".into())?; // a DynPersister
+//! doc.set_document(b"hello".to_vec())?;
+//! doc.flush()?;
+//! assert_eq!(store.list_documents()?, vec!["notes".into()]);
 //! # Ok(())
 //! # }
 //! ```

@@ -5,12 +5,20 @@ use std::time::{Duration, Instant};
 use crate::{Batch, ChangeEntry, Persister, StoredSizes};
 
 /// When [`AutoFlush`] makes writes durable.
+///
+/// The counts are of **batches**: one call of [`apply`](Persister::apply) (or of a
+/// single-write method such as [`insert_changes`](Persister::insert_changes)) is one
+/// batch, whatever it holds. For a `PersistentDoc` of `persister-automerge` that is one
+/// batch per edit, per sync message that brought something, and per compaction, so
+/// `EveryBatches(100)` flushes after 100 edits only when nothing else wrote between
+/// them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushPolicy {
-    /// After every write: nothing acknowledged is ever lost, at one `fsync` per write.
-    EveryWrite,
-    /// After every `n` writes (batches): at most the last `n - 1` are lost in a crash.
-    EveryWrites(u64),
+    /// After every batch: nothing acknowledged is ever lost, at one `fsync` per batch.
+    EveryBatch,
+    /// After every `n` batches (compactions included): at most the last `n - 1`
+    /// batches are lost in a crash. `EveryBatches(0)` behaves as `EveryBatches(1)`.
+    EveryBatches(u64),
     /// On the first write at least this long after the previous flush. There is no
     /// background thread: a write followed by silence stays pending until the next write
     /// or an explicit [`flush`](Persister::flush) or [`AutoFlush::close`].
@@ -25,9 +33,10 @@ pub enum FlushPolicy {
 /// ```
 /// use persister_core::{ActorId, AutoFlush, FlushPolicy, MemoryPersister, Persister};
 ///
-/// let mut p = AutoFlush::new(MemoryPersister::new(), FlushPolicy::EveryWrites(100));
+/// let mut p = AutoFlush::new(MemoryPersister::new(), FlushPolicy::EveryBatches(100));
 /// p.insert_changes(vec![(ActorId::new([1; 16]), 1, b"change".to_vec())])?;
-/// assert_eq!(p.pending_writes(), 1);
+/// // One batch applied, not yet durable.
+/// assert_eq!(p.unflushed_batches(), 1);
 /// // Before exiting: flush what is pending and learn that it is safe to stop.
 /// let inner = p.close()?;
 /// # drop(inner);
@@ -40,7 +49,7 @@ pub enum FlushPolicy {
 pub struct AutoFlush<P> {
     inner: P,
     policy: FlushPolicy,
-    pending_writes: u64,
+    unflushed_batches: u64,
     last_flush: Instant,
 }
 
@@ -50,7 +59,7 @@ impl<P: Persister> AutoFlush<P> {
         Self {
             inner,
             policy,
-            pending_writes: 0,
+            unflushed_batches: 0,
             last_flush: Instant::now(),
         }
     }
@@ -65,9 +74,18 @@ impl<P: Persister> AutoFlush<P> {
         self.policy = policy;
     }
 
-    /// Batches applied since the last flush.
+    /// How many batches were applied since the last flush: what a crash now could
+    /// lose. [`FlushPolicy::EveryBatches`] flushes when it reaches `n`.
+    pub fn unflushed_batches(&self) -> u64 {
+        self.unflushed_batches
+    }
+
+    /// The old name of [`unflushed_batches`](Self::unflushed_batches).
+    #[deprecated(
+        note = "renamed `unflushed_batches`: it counts batches applied since the last flush"
+    )]
     pub fn pending_writes(&self) -> u64 {
-        self.pending_writes
+        self.unflushed_batches
     }
 
     /// The wrapped persister.
@@ -89,8 +107,8 @@ impl<P: Persister> AutoFlush<P> {
 
     fn due(&self) -> bool {
         match self.policy {
-            FlushPolicy::EveryWrite => true,
-            FlushPolicy::EveryWrites(n) => self.pending_writes >= n.max(1),
+            FlushPolicy::EveryBatch => true,
+            FlushPolicy::EveryBatches(n) => self.unflushed_batches >= n.max(1),
             FlushPolicy::Every(period) => self.last_flush.elapsed() >= period,
             FlushPolicy::Manual => false,
         }
@@ -107,7 +125,7 @@ impl<P: Persister> Persister for AutoFlush<P> {
             return Ok(());
         }
         self.inner.apply(batch)?;
-        self.pending_writes += 1;
+        self.unflushed_batches += 1;
         if self.due() {
             self.flush()?;
         }
@@ -140,7 +158,7 @@ impl<P: Persister> Persister for AutoFlush<P> {
 
     fn flush(&mut self) -> Result<usize, Self::Error> {
         let written = self.inner.flush()?;
-        self.pending_writes = 0;
+        self.unflushed_batches = 0;
         self.last_flush = Instant::now();
         Ok(written)
     }
@@ -204,24 +222,48 @@ mod tests {
     }
 
     #[test]
-    fn every_writes_flushes_on_the_nth_write() -> Result<(), Error> {
-        let mut p = AutoFlush::new(crate::MemoryPersister::new(), FlushPolicy::EveryWrites(3));
+    fn every_batches_flushes_on_the_nth_batch() -> Result<(), Error> {
+        let mut p = AutoFlush::new(crate::MemoryPersister::new(), FlushPolicy::EveryBatches(3));
         for seq in 1..=2 {
             one_change(&mut p, seq)?;
         }
-        assert_eq!(p.pending_writes(), 2);
+        assert_eq!(p.unflushed_batches(), 2);
         one_change(&mut p, 3)?;
-        assert_eq!(p.pending_writes(), 0);
+        assert_eq!(p.unflushed_batches(), 0);
         // The flush really happened: nothing is left for a manual one.
         assert_eq!(p.flush()?, 0);
         Ok(())
     }
 
     #[test]
-    fn every_write_leaves_nothing_pending() -> Result<(), Error> {
-        let mut p = AutoFlush::new(crate::MemoryPersister::new(), FlushPolicy::EveryWrite);
+    fn a_batch_counts_once_whatever_it_holds() -> Result<(), Error> {
+        let mut p = AutoFlush::new(crate::MemoryPersister::new(), FlushPolicy::EveryBatches(2));
+        let actor = ActorId::new([1]);
+        let batch: Batch = (1..=5)
+            .map(|seq| crate::Write::InsertChange {
+                actor: actor.clone(),
+                seq,
+                value: vec![0; 10],
+            })
+            .collect();
+        p.apply(batch)?;
+        assert_eq!(p.unflushed_batches(), 1);
+        assert_eq!(p.sizes().change_count, 5);
+        // A compaction is a batch like any other: it is the second, and flushes.
+        let mut compaction = Batch::new().set_document(b"doc".to_vec());
+        for seq in 1..=5 {
+            compaction = compaction.remove_change(actor.clone(), seq);
+        }
+        p.apply(compaction)?;
+        assert_eq!(p.unflushed_batches(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn every_batch_leaves_nothing_unflushed() -> Result<(), Error> {
+        let mut p = AutoFlush::new(crate::MemoryPersister::new(), FlushPolicy::EveryBatch);
         one_change(&mut p, 1)?;
-        assert_eq!(p.pending_writes(), 0);
+        assert_eq!(p.unflushed_batches(), 0);
         assert_eq!(p.get_mut().flush()?, 0);
         Ok(())
     }
@@ -232,7 +274,7 @@ mod tests {
         for seq in 1..=50 {
             one_change(&mut p, seq)?;
         }
-        assert_eq!(p.pending_writes(), 50);
+        assert_eq!(p.unflushed_batches(), 50);
         let mut inner = p.close()?;
         assert_eq!(inner.flush()?, 0);
         Ok(())
@@ -245,17 +287,17 @@ mod tests {
             FlushPolicy::Every(Duration::from_secs(3600)),
         );
         one_change(&mut p, 1)?;
-        assert_eq!(p.pending_writes(), 1);
+        assert_eq!(p.unflushed_batches(), 1);
         p.set_policy(FlushPolicy::Every(Duration::ZERO));
         one_change(&mut p, 2)?;
-        assert_eq!(p.pending_writes(), 0);
+        assert_eq!(p.unflushed_batches(), 0);
         Ok(())
     }
 
     #[test]
     fn a_failed_policy_flush_is_reported() -> Result<(), Error> {
         let store = MemoryStore::new();
-        let mut p = AutoFlush::new(store.open_document(&"d".into())?, FlushPolicy::EveryWrite);
+        let mut p = AutoFlush::new(store.open_document(&"d".into())?, FlushPolicy::EveryBatch);
         store.fail_next_flush();
         assert!(matches!(one_change(&mut p, 1), Err(Error::Io { .. })));
         assert!(matches!(one_change(&mut p, 2), Err(Error::Poisoned { .. })));

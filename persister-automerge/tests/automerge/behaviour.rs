@@ -144,14 +144,14 @@ backend_tests! {
             let refused = insert(&mut doc, &text, 2, "c");
             assert!(matches!(refused, Err(Error::Persister(_))), "{refused:?}");
             // The edits are in the document, not yet in the store.
-            assert_eq!(doc.pending_writes(), 2);
+            assert_eq!(doc.queued_writes(), 2);
             assert_eq!(doc.sizes().change_count, 2);
             assert_eq!(read_text(doc.doc())?.as_deref(), Some("abc"));
 
             watch.fail(false);
             watch.take();
             insert(&mut doc, &text, 3, "d")?;
-            assert_eq!(doc.pending_writes(), 0);
+            assert_eq!(doc.queued_writes(), 0);
             let batches = watch.take();
             assert_eq!(batches.len(), 1, "the queue and the new change go in one batch");
             assert_eq!(count(&batches[0], is_insert), 3);
@@ -162,7 +162,7 @@ backend_tests! {
             assert!(insert(&mut doc, &text, 4, "e").is_err());
             watch.fail(false);
             assert!(doc.flush()? > 0);
-            assert_eq!(doc.pending_writes(), 0);
+            assert_eq!(doc.queued_writes(), 0);
             doc.close()?;
         }
         let store = location.open()?;
@@ -370,7 +370,7 @@ fn a_failing_edit_is_rolled_back_and_what_it_committed_is_kept() -> TestResult {
 fn a_poisoned_handle_recovers_by_merging_into_a_reopened_store() -> TestResult {
     let store = MemoryStore::new();
     let options = Options::default()
-        .with_flush(FlushPolicy::EveryWrite)
+        .with_flush(FlushPolicy::EveryBatch)
         .with_compaction(CompactionTrigger::never());
     let mut doc = PersistentDoc::load_with(store.open_document(&doc_id())?, options.clone())?;
     let text = doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text))?;
@@ -381,7 +381,7 @@ fn a_poisoned_handle_recovers_by_merging_into_a_reopened_store() -> TestResult {
     let Err(Error::Persister(persister_core::Error::Poisoned { .. })) = refused else {
         return Err(format!("expected a poisoned handle, got {refused:?}").into());
     };
-    assert_eq!(doc.pending_writes(), 2);
+    assert_eq!(doc.queued_writes(), 2);
 
     let mut kept = doc.doc().clone();
     drop(doc);

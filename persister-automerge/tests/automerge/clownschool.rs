@@ -30,7 +30,7 @@ backend_tests! {
         };
         let txns = if full_trace() { trace.txns.len() } else { DEFAULT_TXNS };
         let agents = trace.num_agents.ok_or("not a concurrent trace")?;
-        let options = text_options().with_flush(FlushPolicy::EveryWrites(1_000));
+        let options = text_options().with_flush(FlushPolicy::EveryBatches(1_000));
         let mut peers = (0..agents)
             .map(|_| Replica::new(backend, options.clone()))
             .collect::<TestResult<Vec<_>>>()?;

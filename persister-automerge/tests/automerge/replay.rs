@@ -25,7 +25,7 @@ backend_tests! {
         let started = std::time::Instant::now();
         {
             let store = location.open()?;
-            let options = text_options().with_flush(FlushPolicy::EveryWrites(1_000));
+            let options = text_options().with_flush(FlushPolicy::EveryBatches(1_000));
             let mut doc = open_doc(&store, options)?;
             let text = text_object(&mut doc)?;
             for txn in &trace.txns[..txns] {
@@ -36,7 +36,7 @@ backend_tests! {
             let sizes = doc.sizes();
             assert!(sizes.document > 0, "{sizes:?}");
             assert!(sizes.change_count < txns as u64 / 2, "{sizes:?}");
-            assert_eq!(doc.pending_writes(), 0);
+            assert_eq!(doc.queued_writes(), 0);
             doc.close()?;
         }
         let replayed = started.elapsed();

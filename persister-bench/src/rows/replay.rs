@@ -95,7 +95,7 @@ fn replay(
 ) -> Result<(f64, u64)> {
     let store = column.open_store(location)?;
     let options = Options::default()
-        .with_flush(FlushPolicy::EveryWrites(flush_every as u64))
+        .with_flush(FlushPolicy::EveryBatches(flush_every as u64))
         .with_compaction(CompactionTrigger::default())
         .with_actor(automerge::ActorId::from(&[0x42; 16][..]));
     let persister: DynPersister = store.open_document(&document_id())?;

@@ -28,10 +28,11 @@ struct Compacted {
 }
 
 pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(), CliError> {
+    // A malformed id is bad usage, found before the store is opened.
+    let id = doc.map(parse_document_id).transpose()?;
     let store = OpenStore::existing(&args.store, args.backend, Access::Write)?;
-    let ids = match doc {
-        Some(doc) => {
-            let id = parse_document_id(doc)?;
+    let ids = match id {
+        Some(id) => {
             if !store.contains(&id)? {
                 return Err(CliError::new(
                     format!("{} has no document {id}", args.store.display()),
@@ -43,6 +44,7 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
         None => store.list()?,
     };
     let mut documents = Vec::new();
+    let bar = crate::output::progress(ids.len() as u64, "compacting");
     for id in ids {
         let persister = store.open_document(&id)?.persister;
         let before = persister.sizes();
@@ -64,7 +66,9 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
             before,
             after,
         });
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let report = Report {
         store: args.store.display().to_string(),
         backend: store.backend(),

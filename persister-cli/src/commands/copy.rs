@@ -7,7 +7,7 @@ use persister_core::StoredSizes;
 use serde::Serialize;
 
 use super::new_store::NewStore;
-use super::{Skipped, each_document, plural, say_skipped};
+use super::{Skipped, count_of, each_document, say_skipped, skipped_result};
 use crate::output::{duration, millis, print_json, say, thousands};
 use crate::{Access, Backend, CliError, OpenStore};
 
@@ -51,11 +51,12 @@ pub(crate) fn run(
         milliseconds: millis(started.elapsed()),
     };
     if json {
-        return print_json(&report);
+        print_json(&report)?;
+        return skipped_result(&report.skipped, documents, dst);
     }
     say(&format!(
         "copied {} ({} bytes) from {} store {} to new {} store {} in {}; every document read back and checked",
-        plural(documents as u64, "document", "documents"),
+        count_of(documents, &report.skipped),
         thousands(sizes.total_bytes()),
         report.source_backend,
         report.source,
@@ -64,5 +65,5 @@ pub(crate) fn run(
         duration(started.elapsed())
     ));
     say_skipped(&report.skipped);
-    Ok(())
+    skipped_result(&report.skipped, documents, dst)
 }

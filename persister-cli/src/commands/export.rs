@@ -9,7 +9,7 @@ use persister_core::StoredSizes;
 use serde::Serialize;
 
 use super::ls::add;
-use super::{Skipped, each_document, plural, say_skipped};
+use super::{Skipped, count_of, each_document, say_skipped, skipped_result};
 use crate::cli::StoreArgs;
 use crate::error::io_error;
 use crate::export::{Decoder, Encoder};
@@ -89,11 +89,12 @@ pub(crate) fn run(
         milliseconds: millis(started.elapsed()),
     };
     if json {
-        return print_json(&report);
+        print_json(&report)?;
+        return skipped_result(&report.skipped, report.documents, file);
     }
     say(&format!(
         "exported {} ({} bytes) from {} store {} to {} ({} bytes, export format version {}) in {}; read back and checked",
-        plural(report.documents as u64, "document", "documents"),
+        count_of(report.documents, &report.skipped),
         thousands(sizes.total_bytes()),
         report.backend,
         report.store,
@@ -103,7 +104,7 @@ pub(crate) fn run(
         duration(started.elapsed())
     ));
     say_skipped(&report.skipped);
-    Ok(())
+    skipped_result(&report.skipped, report.documents, file)
 }
 
 pub(crate) fn in_file(e: crate::export::Error, file: &Path) -> CliError {

@@ -54,6 +54,7 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
             ),
         ));
     }
+    let reading = crate::output::spinner("reading the document");
     let (dump, note) = read_document(&store, &id)?;
     let sizes = dump.sizes();
     let actors = dump
@@ -80,6 +81,7 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
         Ok(loaded) => (Some(loaded), None),
         Err(e) => (None, Some(e.cause)),
     };
+    reading.finish_and_clear();
     let report = Report {
         id: (&id).into(),
         store: args.store.display().to_string(),

@@ -32,7 +32,11 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     let mut total = StoredSizes::default();
     let mut rows = Vec::new();
     let mut unreadable = Vec::new();
-    for id in store.list()? {
+    let ids = store.list()?;
+    // Opening a document can replay its log (fs): a large store takes a while.
+    let bar = crate::output::progress(ids.len() as u64, "listing");
+    for id in ids {
+        bar.inc(1);
         // A damaged document is listed as such; the others are still worth seeing.
         let sizes = match store.open_document(&id) {
             Ok(opened) => opened.persister.sizes(),
@@ -63,6 +67,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
             problem: None,
         });
     }
+    bar.finish_and_clear();
     let result = if unreadable.is_empty() {
         Ok(())
     } else {
@@ -88,11 +93,10 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
         return result;
     }
     say(&format!(
-        "{} store {}: {}, {} bytes",
+        "{} store {}: {}",
         store.backend(),
         args.store.display(),
-        plural(documents.len() as u64, "document", "documents"),
-        thousands(total.total_bytes())
+        summary(documents.len(), unreadable.len(), total.total_bytes())
     ));
     if !rows.is_empty() {
         say("");
@@ -115,10 +119,52 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     result
 }
 
+/// "3 documents, 1,234 bytes", or with damaged documents "3 documents, 1 of them
+/// damaged; 1,234 bytes in the 2 others", "1 document, damaged".
+fn summary(documents: usize, damaged: usize, bytes: u64) -> String {
+    let count = plural(documents as u64, "document", "documents");
+    match (damaged, documents - damaged) {
+        (0, _) => format!("{count}, {} bytes", thousands(bytes)),
+        (_, 0) if documents == 1 => format!("{count}, damaged"),
+        (_, 0) => format!("{count}, all damaged"),
+        (damaged, sound) => format!(
+            "{count}, {} of them damaged; {} bytes in the {}",
+            thousands(damaged as u64),
+            thousands(bytes),
+            if sound == 1 {
+                "other".to_string()
+            } else {
+                format!("{} others", thousands(sound as u64))
+            }
+        ),
+    }
+}
+
 pub(crate) fn add(total: &mut StoredSizes, sizes: &StoredSizes) {
     total.changes += sizes.changes;
     total.document += sizes.document;
     total.sync_states += sizes.sync_states;
     total.change_count += sizes.change_count;
     total.sync_state_count += sizes.sync_state_count;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn the_summary_names_damaged_documents() {
+        assert_eq!(summary(3, 0, 1_234), "3 documents, 1,234 bytes");
+        assert_eq!(summary(0, 0, 0), "0 documents, 0 bytes");
+        assert_eq!(summary(1, 1, 0), "1 document, damaged");
+        assert_eq!(summary(2, 2, 0), "2 documents, all damaged");
+        assert_eq!(
+            summary(3, 1, 99),
+            "3 documents, 1 of them damaged; 99 bytes in the 2 others"
+        );
+        assert_eq!(
+            summary(2, 1, 99),
+            "2 documents, 1 of them damaged; 99 bytes in the other"
+        );
+    }
 }

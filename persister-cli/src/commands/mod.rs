@@ -122,6 +122,56 @@ pub(crate) fn each_document(
     Ok(skipped)
 }
 
+/// "3 documents", or "2 of 3 documents" when some were left out.
+pub(crate) fn count_of(saved: usize, skipped: &[Skipped]) -> String {
+    if skipped.is_empty() {
+        plural(saved as u64, "document", "documents")
+    } else {
+        format!(
+            "{} of {}",
+            crate::output::thousands(saved as u64),
+            plural((saved + skipped.len()) as u64, "document", "documents")
+        )
+    }
+}
+
+/// How a `--skip-damaged` command ends: `Ok` when it left nothing out, otherwise the
+/// exit code [`EXIT_SKIPPED`](crate::EXIT_SKIPPED), naming what it left out of
+/// `output`.
+pub(crate) fn skipped_result(
+    skipped: &[Skipped],
+    saved: usize,
+    output: &std::path::Path,
+) -> Result<(), CliError> {
+    if skipped.is_empty() {
+        return Ok(());
+    }
+    Err(CliError {
+        code: crate::EXIT_SKIPPED,
+        ..CliError::new(
+            format!(
+                "left out {} of {}: {}",
+                plural(
+                    skipped.len() as u64,
+                    "damaged document",
+                    "damaged documents"
+                ),
+                skipped.len() + saved,
+                skipped
+                    .iter()
+                    .map(|s| s.id.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!(
+                "{} saved in {}; the documents left out are still in the source, for repair or a backup",
+                plural(saved as u64, "document is", "documents are"),
+                output.display()
+            ),
+        )
+    })
+}
+
 /// Prints the documents `--skip-damaged` left out.
 pub(crate) fn say_skipped(skipped: &[Skipped]) {
     if skipped.is_empty() {

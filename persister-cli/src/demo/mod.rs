@@ -25,63 +25,76 @@ use self::source::{Source, TraceReplay};
 use self::timed::Timed;
 use self::typing::Typist;
 use crate::cli::DemoArgs;
+use crate::commands::plural;
 use crate::commands::read_only_options;
 use crate::error::io_error;
-use crate::output::print_json;
+use crate::output::{print_json, say, spinner};
 use crate::{Access, Backend, CliError, OpenStore};
 
-/// The demo's document.
+/// The demo's document for generated typing; a trace has one of its own
+/// ([`document_name`]).
 const DOCUMENT: &str = "demo";
 
 type Doc = PersistentDoc<Timed<DynPersister>>;
 
 pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     let mut source = match &args.trace {
-        Some(path) => Source::Trace(TraceReplay::load(path)?),
+        Some(path) => {
+            let reading = spinner("reading the trace");
+            let replay = TraceReplay::load(path)?;
+            reading.finish_and_clear();
+            Source::Trace(replay)
+        }
         None => Source::Typing(Typist::new(0, 0)),
     };
     std::fs::create_dir_all(&args.dir).map_err(|e| io_error("create", &args.dir, e))?;
     let path = store_path(&args.dir, args.backend);
-    let id = DocumentId::from(DOCUMENT);
+    let name = document_name(&source);
+    let id = DocumentId::from(name.as_str());
     let mut timings = Timings::default();
 
     let started = Instant::now();
+    let opening = spinner("opening the store");
     let store = if path.exists() {
         OpenStore::existing(&path, Some(args.backend), Access::Write)?
     } else {
         OpenStore::create(&path, args.backend)?
     };
     timings.open = started.elapsed();
+    opening.finish_and_clear();
     let started = Instant::now();
+    let loading = spinner("loading the document");
     let persister = Timed::new(store.open_document(&id)?.persister);
     let options = Options::default()
-        .with_flush(FlushPolicy::EveryWrites(args.flush_every))
+        .with_flush(FlushPolicy::EveryBatches(args.flush_every))
         .with_compaction(CompactionTrigger::never())
         .with_text_encoding(TextEncoding::UnicodeCodePoint);
     let mut doc = PersistentDoc::load_with(persister, options)?;
     timings.load = started.elapsed();
+    loading.finish_and_clear();
     let loaded_sizes = doc.sizes();
 
-    let meta = Meta::read(doc.doc())?;
+    let elsewhere = || {
+        format!(
+            "give the demo a directory of its own, such as --dir {}",
+            fresh_dir(&args.dir).display()
+        )
+    };
+    let meta = Meta::read(doc.doc()).map_err(|e| CliError::new(e.cause, elsewhere()))?;
     let label = source.label();
     if let Some(made_by) = meta.source.as_deref().filter(|s| *s != label) {
         return Err(CliError::new(
             format!(
-                "the demo document in {} was made by {made_by}, not {label}",
+                "the document \"{name}\" in {} was made by {made_by}, not {label}",
                 path.display()
             ),
-            "run the demo as it was first run, or give it another --dir",
+            format!("run the demo as it was first run, or {}", elsewhere()),
         ));
     }
-    let text = match &meta.text {
-        Some(text) => text.clone(),
-        None => doc.edit(|d| {
-            let text = d.put_object(ROOT, meta::TEXT, ObjType::Text)?;
-            d.put(ROOT, meta::SOURCE, label.as_str())?;
-            Ok(text)
-        })?,
+    let mut model: Vec<char> = match &meta.text {
+        Some(text) => doc.doc().text(text).map_err(bug)?.chars().collect(),
+        None => Vec::new(),
     };
-    let mut model: Vec<char> = doc.doc().text(&text).map_err(bug)?.chars().collect();
     let loaded_chars = model.len();
     let session = meta.sessions + 1;
     match &mut source {
@@ -97,13 +110,51 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
                         "the demo document's text is not the text of {} after {} transactions",
                         label, replay.position
                     ),
-                    "give the trace the document was made with, or another --dir",
+                    format!(
+                        "give the trace the document was made with, or {}",
+                        elsewhere()
+                    ),
                 ));
             }
         }
     }
 
-    let stats = edit(&mut doc, &text, &mut model, &mut source, args.edits)?;
+    // What will really run: a trace may have fewer transactions left than --edits.
+    let planned = match &source {
+        Source::Typing(_) => args.edits,
+        Source::Trace(replay) => args.edits.min(replay.remaining() as u64),
+    };
+    if planned == 0 {
+        // Nothing was written: the document is only read, and dropped unflushed with
+        // nothing to flush.
+        drop(doc);
+        let idle = Idle {
+            store: path.display().to_string(),
+            backend: args.backend,
+            document: name,
+            source: label,
+            sessions: meta.sessions,
+            edits: meta.edits,
+            text_chars: model.len(),
+            nothing_to_do: true,
+        };
+        return if json {
+            print_json(&idle)
+        } else {
+            idle.print(&fresh_dir(&args.dir));
+            Ok(())
+        };
+    }
+    let text = match &meta.text {
+        Some(text) => text.clone(),
+        None => doc.edit(|d| {
+            let text = d.put_object(ROOT, meta::TEXT, ObjType::Text)?;
+            d.put(ROOT, meta::SOURCE, label.as_str())?;
+            Ok(text)
+        })?,
+    };
+
+    let stats = edit(&mut doc, &text, &mut model, &mut source, planned)?;
     timings.compact = stats.compact_time;
     let trace_position = match &source {
         Source::Trace(replay) => replay.position as i64,
@@ -117,7 +168,9 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
         }
         Ok(())
     })?;
+    let closing = spinner("flushing");
     let timed = doc.close()?;
+    closing.finish_and_clear();
     timings.flush = timed.flush_time;
     timings.edit = stats
         .loop_time
@@ -129,11 +182,13 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
 
     // Reopen from disk, and check that the text is what was typed.
     let started = Instant::now();
+    let checking = spinner("reopen + check");
     let store = OpenStore::existing(&path, Some(args.backend), Access::New)?;
     let reread =
         PersistentDoc::load_with(store.open_document(&id)?.persister, read_only_options())?;
-    timings.reopen = started.elapsed();
     check(&reread, &model, meta.edits + stats.edits, &path)?;
+    timings.reopen = started.elapsed();
+    checking.finish_and_clear();
     let sizes = reread.sizes();
     drop(reread);
     drop(store);
@@ -143,8 +198,10 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
             let complete = replay.complete();
             if complete && model.iter().copied().ne(replay.trace.end_content.chars()) {
                 return Err(CliError::new(
-                    format!("the text after the whole trace is not its endContent ({label})"),
-                    "the trace file is inconsistent: check it with persister-traces",
+                    format!(
+                        "after the whole trace, the text is not the trace's final text, its endContent ({label})"
+                    ),
+                    "the trace file contradicts itself: its edits do not make its final text; use another copy of the trace",
                 ));
             }
             Some(TraceProgress {
@@ -162,7 +219,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     let report = Report {
         store: path.display().to_string(),
         backend: args.backend,
-        document: DOCUMENT.into(),
+        document: name,
         source: label,
         session,
         previous_edits: meta.edits,
@@ -187,6 +244,63 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     } else {
         report.print();
         Ok(())
+    }
+}
+
+/// The document of `source`: each trace has its own, so that the generated typing and
+/// every trace can be run in turn in the same directory.
+fn document_name(source: &Source) -> String {
+    match source {
+        Source::Typing(_) => DOCUMENT.into(),
+        Source::Trace(replay) => format!("trace-{}", replay.name),
+    }
+}
+
+/// A directory beside `dir` that does not exist yet: `DIR-2`, `DIR-3`, ...
+fn fresh_dir(dir: &Path) -> PathBuf {
+    let mut n = 2u64;
+    loop {
+        let mut name = dir.as_os_str().to_os_string();
+        name.push(format!("-{n}"));
+        let candidate = PathBuf::from(name);
+        if !candidate.exists() {
+            return candidate;
+        }
+        n += 1;
+    }
+}
+
+/// A run with nothing to do: the trace is replayed to its end.
+#[derive(Debug, serde::Serialize)]
+struct Idle {
+    store: String,
+    backend: Backend,
+    document: String,
+    source: String,
+    sessions: u64,
+    edits: u64,
+    text_chars: usize,
+    nothing_to_do: bool,
+}
+
+impl Idle {
+    fn print(&self, fresh: &Path) {
+        say(&format!(
+            "persister demo: {} store {}, document \"{}\" ({})",
+            self.backend, self.store, self.document, self.source
+        ));
+        say(&format!(
+            "nothing to do: the trace is replayed to its end ({} in {}, text of {}); nothing was written",
+            plural(self.edits, "edit", "edits"),
+            plural(self.sessions, "session", "sessions"),
+            plural(self.text_chars as u64, "char", "chars")
+        ));
+        say(&format!(
+            "Replay it again from the start in a new directory (--dir {}); look inside with `persister info {} {}`.",
+            fresh.display(),
+            self.store,
+            self.document
+        ));
     }
 }
 

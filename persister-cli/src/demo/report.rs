@@ -114,7 +114,7 @@ impl Report {
                 plural(self.flushes, "flush", "flushes"),
                 duration(t.flush),
                 format!(
-                    "every {} edits and on close: {} bytes made durable",
+                    "every {} writes and on close: {} bytes made durable",
                     thousands(self.flush_every),
                     thousands(self.flushed_bytes)
                 ),
@@ -162,21 +162,23 @@ impl Report {
             &stored,
         )));
         say("");
-        if let Some(trace) = &self.trace {
-            say(&if trace.complete {
-                "the trace is replayed to its end, and the text equals its endContent".to_string()
-            } else {
-                format!(
-                    "replayed {} of {} trace transactions; run again to continue",
-                    thousands(trace.position as u64),
-                    thousands(trace.transactions as u64)
-                )
-            });
-        }
-        say(&format!(
-            "Run it again to continue the same document; look inside with `persister info {} {}`.",
+        let look = format!(
+            "look inside with `persister info {} {}`",
             self.store, self.document
-        ));
+        );
+        match &self.trace {
+            Some(trace) if trace.complete => say(&format!(
+                "The trace is replayed to its end, and the text equals its final text; {look}."
+            )),
+            Some(trace) => say(&format!(
+                "Replayed {} of {} trace transactions: run it again to continue; {look}.",
+                thousands(trace.position as u64),
+                thousands(trace.transactions as u64)
+            )),
+            None => say(&format!(
+                "Run it again to continue the same document; {look}."
+            )),
+        }
     }
 
     fn session_line(&self) -> String {

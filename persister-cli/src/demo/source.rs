@@ -60,7 +60,7 @@ impl TraceReplay {
         let trace = Trace::load(path).map_err(|e| {
             CliError::new(
                 e.to_string(),
-                "give a trace in the sequential format of ../shared/traces (.json or .json.gz)",
+                "give a sequential editing trace in the editing-traces JSON format (startContent, txns, endContent), as .json or .json.gz",
             )
         })?;
         if trace.is_concurrent() {
@@ -94,6 +94,11 @@ impl TraceReplay {
                 })
                 .collect(),
         )
+    }
+
+    /// How many transactions are left to replay.
+    pub(crate) fn remaining(&self) -> usize {
+        self.trace.txns.len().saturating_sub(self.position)
     }
 
     /// Whether every transaction was replayed.

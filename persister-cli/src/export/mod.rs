@@ -73,6 +73,16 @@ pub const HEADER_LEN: usize = 16;
 /// ([`MAX_VALUE_LEN`](persister_core::MAX_VALUE_LEN)) plus room for its keys.
 pub const MAX_RECORD_LEN: u32 = persister_core::MAX_VALUE_LEN as u32 + 64 * 1024;
 
+/// Whether the file at `path` starts with [`MAGIC`]: an export file (of any version,
+/// sound or not), which commands that take a store can name as such.
+pub fn is_export_file(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0; MAGIC.len()];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .is_ok_and(|()| magic == MAGIC)
+}
+
 /// What can go wrong writing or reading an export file. Offsets are from the start of
 /// the file.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,8 @@
 //! `persister demo`.
 
-use crate::support::{TestResult, persister, run_in};
+use persister_cli::Backend;
+
+use crate::support::{TestResult, persister, read_store, run_in, run_with, snapshot_files};
 
 #[test]
 fn demo_with_no_flags_makes_persister_demo_in_the_current_directory() -> TestResult {
@@ -117,13 +119,13 @@ fn a_trace_is_replayed_across_sessions_to_its_end() -> TestResult {
     assert!(
         first
             .stdout
-            .contains("replayed 25 of 41 trace transactions"),
+            .contains("Replayed 25 of 41 trace transactions"),
         "{}",
         first.stdout
     );
     let second = run("25")?.expect(0);
     assert!(
-        second.stdout.contains("equals its endContent"),
+        second.stdout.contains("equals its final text"),
         "{}",
         second.stdout
     );
@@ -135,18 +137,174 @@ fn a_trace_is_replayed_across_sessions_to_its_end() -> TestResult {
         "{}",
         second.stdout
     );
-    // A document typed from a trace is not continued by generated typing.
-    let other = persister(["demo", "--dir", d.to_str().unwrap(), "--edits", "5"])?.expect(1);
-    other.expect_error_lines();
-    assert!(other.stderr.contains("trace tiny.json"), "{}", other.stderr);
+    // Generated typing has a document of its own beside the trace's.
+    let typing = persister(["demo", "--dir", d.to_str().unwrap(), "--edits", "5"])?.expect(0);
+    assert!(
+        typing.stdout.contains("session 1: a new document"),
+        "{}",
+        typing.stdout
+    );
+    let ls = persister(["ls", "--json", d.join("demo.redb").to_str().unwrap()])?
+        .expect(0)
+        .json()?;
+    let ids: Vec<&str> = ls["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["demo", "trace-tiny.json"]);
     Ok(())
 }
 
 #[test]
-fn bad_demo_arguments_are_usage_errors() -> TestResult {
-    persister(["demo", "--flush-every", "0"])?.expect(2);
-    persister(["demo", "--backend", "lmdb"])?.expect(2);
-    let missing = persister(["demo", "--trace", "/nonexistent/trace.json.gz"])?.expect(1);
-    missing.expect_error_lines();
+fn the_progress_bar_counts_what_will_really_run_and_every_step_shows_progress() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let trace = dir.path().join("tiny.json");
+    write_trace(&trace, 41)?;
+    let d = dir.path().join("d");
+    let run = || {
+        run_with(
+            None,
+            &[("PERSISTER_PROGRESS", "lines")],
+            [
+                "demo",
+                "--dir",
+                d.to_str().unwrap(),
+                "--trace",
+                trace.to_str().unwrap(),
+                "--edits",
+                "25",
+            ],
+        )
+    };
+    let first = run()?.expect(0);
+    for line in ["editing: 0 of 25", "editing: done, 25 of 25"] {
+        assert!(
+            first.stderr.lines().any(|l| l == line),
+            "{line}: {}",
+            first.stderr
+        );
+    }
+    // 16 transactions are left: the bar is 16 long, and ends full.
+    let second = run()?.expect(0);
+    for line in ["editing: 0 of 16", "editing: done, 16 of 16"] {
+        assert!(
+            second.stderr.lines().any(|l| l == line),
+            "{line}: {}",
+            second.stderr
+        );
+    }
+    assert!(!second.stderr.contains("of 25"), "{}", second.stderr);
+    // Every step that can take long shows progress, and ends.
+    for step in [
+        "reading the trace",
+        "opening the store",
+        "loading the document",
+        "flushing",
+        "reopen + check",
+    ] {
+        for line in [format!("{step}..."), format!("{step}: done")] {
+            assert!(
+                second.stderr.lines().any(|l| l == line),
+                "{line}: {}",
+                second.stderr
+            );
+        }
+    }
+    // Without a terminal and without PERSISTER_PROGRESS, nothing of it is printed.
+    let quiet = persister(["demo", "--dir", d.to_str().unwrap(), "--edits", "5"])?.expect(0);
+    assert_eq!(quiet.stderr, "");
+    Ok(())
+}
+
+#[test]
+fn a_run_with_nothing_to_do_says_so_and_writes_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let trace = dir.path().join("tiny.json");
+    write_trace(&trace, 41)?;
+    for (backend, store) in [(Backend::Redb, "demo.redb"), (Backend::Fs, "fs")] {
+        let d = dir.path().join(format!("d-{backend}"));
+        let args = |json: bool| {
+            let mut args = vec![
+                "demo",
+                "--backend",
+                backend.name(),
+                "--dir",
+                d.to_str().unwrap(),
+                "--trace",
+                trace.to_str().unwrap(),
+            ];
+            if json {
+                args.push("--json");
+            }
+            args.into_iter().map(String::from).collect::<Vec<_>>()
+        };
+        let done = persister(args(true))?.expect(0).json()?;
+        assert_eq!(done["trace"]["complete"], true, "{done}");
+        // What the store holds, read in full: every change and document, byte for
+        // byte. (redb rewrites its header on every open, even to read, so its file
+        // bytes are compared through its contents; an fs store's files must not
+        // change at all.)
+        let contents = read_store(backend, &d.join(store))?;
+        let files = snapshot_files(&d)?;
+        let unchanged = || -> TestResult<bool> {
+            Ok(read_store(backend, &d.join(store))? == contents
+                && (backend == Backend::Redb || snapshot_files(&d)? == files))
+        };
+
+        let idle = persister(args(false))?.expect(0);
+        assert!(
+            idle.stdout
+                .contains("nothing to do: the trace is replayed to its end (41 edits in 1 session"),
+            "{}",
+            idle.stdout
+        );
+        assert!(
+            idle.stdout.contains("nothing was written"),
+            "{}",
+            idle.stdout
+        );
+        assert!(idle.stdout.contains("--dir "), "{}", idle.stdout);
+        assert!(unchanged()?, "an idle run changed the {backend} store");
+
+        let json = persister(args(true))?.expect(0).json()?;
+        assert_eq!(json["nothing_to_do"], true, "{json}");
+        assert_eq!(json["edits"], 41, "{json}");
+        assert_eq!(json["sessions"], 1, "{json}");
+        assert!(unchanged()?, "an idle run changed the {backend} store");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_document_the_demo_did_not_make_gets_a_hint_naming_a_new_directory() -> TestResult {
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
+    use persister_automerge::PersistentDoc;
+    use persister_core::Store;
+
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().join("mine");
+    std::fs::create_dir(&d)?;
+    {
+        let store = crate::support::open_store(persister_cli::Backend::Redb, &d.join("demo.redb"))?;
+        let mut doc = PersistentDoc::load(store.open_document(&"demo".into())?)?;
+        doc.edit(|d| d.put(ROOT, "title", "not the demo's"))?;
+        doc.close()?;
+    }
+    let run = persister(["demo", "--dir", d.to_str().unwrap(), "--edits", "5"])?.expect(1);
+    run.expect_error_lines();
+    assert!(
+        run.stderr.contains("was not made by `persister demo`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("such as --dir {}-2", d.display())),
+        "{}",
+        run.stderr
+    );
     Ok(())
 }

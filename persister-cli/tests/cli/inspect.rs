@@ -1,6 +1,11 @@
 //! `persister ls` and `persister info`.
 
-use crate::support::{BACKENDS, TestResult, make_store, persister, store_path};
+use persister_cli::Backend;
+use persister_core::{Persister, Store};
+
+use crate::support::{
+    BACKENDS, TestResult, damage_log, make_store, open_store, persister, store_path,
+};
 
 #[test]
 fn ls_lists_every_document_with_its_sizes_on_every_backend() -> TestResult {
@@ -96,7 +101,7 @@ fn info_on_a_missing_document_or_a_bad_id_explains() -> TestResult {
         "{}",
         missing.stderr
     );
-    let bad = persister(["info", store, "0xf"])?.expect(1);
+    let bad = persister(["info", store, "0xf"])?.expect(2);
     bad.expect_error_lines();
     // A text id that starts with 0x is written in hex.
     persister(["info", store, "0x612f2e2e2f62"])?.expect(0);
@@ -125,5 +130,102 @@ fn paths_that_are_not_stores_are_explained() -> TestResult {
     // Forcing a backend on a file of another kind fails cleanly too.
     let run = persister(["ls", "--backend", "redb", file.to_str().unwrap()])?.expect(1);
     run.expect_error_lines();
+    Ok(())
+}
+
+#[test]
+fn ls_on_an_export_file_says_to_import_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = store_path(dir.path(), Backend::Redb);
+    make_store(Backend::Redb, &store)?;
+    let file = dir.path().join("backup.pst");
+    persister(["export", store.to_str().unwrap(), file.to_str().unwrap()])?.expect(0);
+    for command in ["ls", "verify"] {
+        let run = persister([command, file.to_str().unwrap()])?.expect(1);
+        run.expect_error_lines();
+        assert!(
+            run.stderr.contains(&format!(
+                "{} is a persister export file, not a store",
+                file.display()
+            )),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains(&format!("persister import {}", file.display())),
+            "{}",
+            run.stderr
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn ls_on_a_store_whose_only_document_is_damaged_says_so() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("one");
+    {
+        let store = open_store(Backend::Fs, &path)?;
+        let mut doc = store.open_document(&"only".into())?;
+        doc.set_document(b"a document".to_vec())?;
+        doc.flush()?;
+    }
+    damage_log(&path, &"only".into())?;
+    let run = persister(["ls", path.to_str().unwrap()])?.expect(3);
+    assert!(
+        run.stdout.starts_with(&format!(
+            "fs store {}: 1 document, damaged\n",
+            path.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("0 bytes"), "{}", run.stdout);
+    assert!(run.stdout.contains("DAMAGED  only"), "{}", run.stdout);
+    run.expect_error_lines();
+    let json = persister(["ls", "--json", path.to_str().unwrap()])?
+        .expect(3)
+        .json()?;
+    assert!(json["documents"][0]["problem"].is_string(), "{json}");
+    Ok(())
+}
+
+#[test]
+fn ls_info_and_compact_show_progress_counting_every_document() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = store_path(dir.path(), Backend::Sled);
+    make_store(Backend::Sled, &path)?;
+    let store = path.to_str().unwrap();
+    let lines = [("PERSISTER_PROGRESS", "lines")];
+    let ls = crate::support::run_with(None, &lines, ["ls", store])?.expect(0);
+    for line in [
+        "copying the sled store: done",
+        "listing: 0 of 3",
+        "listing: done, 3 of 3",
+    ] {
+        assert!(
+            ls.stderr.lines().any(|l| l == line),
+            "{line}: {}",
+            ls.stderr
+        );
+    }
+    let info = crate::support::run_with(None, &lines, ["info", store, "notes"])?.expect(0);
+    assert!(
+        info.stderr
+            .lines()
+            .any(|l| l == "reading the document: done"),
+        "{}",
+        info.stderr
+    );
+    let compact = crate::support::run_with(None, &lines, ["compact", store])?.expect(0);
+    assert!(
+        compact
+            .stderr
+            .lines()
+            .any(|l| l == "compacting: done, 3 of 3"),
+        "{}",
+        compact.stderr
+    );
     Ok(())
 }

@@ -8,4 +8,5 @@ mod inspect;
 mod locked;
 mod support;
 mod transfer;
+mod usage;
 mod verify;

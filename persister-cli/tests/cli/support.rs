@@ -74,9 +74,24 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_with(dir, &[], args)
+}
+
+/// Runs `persister` with `args` in the directory `dir`, with the environment variables
+/// `env` set. Its stdin is empty and its stdout and stderr are pipes, so no terminal
+/// is in sight: widths come from `COLUMNS`, progress bars are hidden.
+pub fn run_with<I, S>(dir: Option<&Path>, env: &[(&str, &str)], args: I) -> TestResult<Run>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let mut command = Command::new(env!("CARGO_BIN_EXE_persister"));
     command
         .args(args)
+        .env_remove("PERSISTER_PROGRESS")
+        .env_remove("COLUMNS")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(dir) = dir {
@@ -103,7 +118,7 @@ where
 /// `flock`, whose lock belongs to the open file, so a store dropped here stays locked
 /// until such a child execs. Spawning, and taking a lock here, take turns: no lock is
 /// tried while a child is half spawned.
-fn spawn_turn() -> MutexGuard<'static, ()> {
+pub fn spawn_turn() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -138,7 +153,7 @@ pub fn odd() -> DocumentId {
 /// a sync state), a binary id, and an id with `/` and `..`. Returns their full content.
 pub fn make_store(backend: Backend, path: &Path) -> TestResult<Vec<DocumentDump>> {
     let store = open_store(backend, path)?;
-    let options = || Options::default().with_flush(FlushPolicy::EveryWrite);
+    let options = || Options::default().with_flush(FlushPolicy::EveryBatch);
     let mut doc = PersistentDoc::load_with(store.open_document(&notes())?, options())?;
     let text = doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text))?;
     for (i, word) in "the quick brown fox jumps over the lazy dog"
@@ -252,4 +267,14 @@ pub fn flip_every(file: &Path, needle: &[u8]) -> TestResult<usize> {
 pub fn fs_log_path(path: &Path, id: &DocumentId) -> TestResult<std::path::PathBuf> {
     let _turn = spawn_turn();
     Ok(FsStore::open(path)?.log_path(id).ok_or("no log")?)
+}
+
+/// Flips a byte in the middle of document `id`'s log in the fs store at `path`.
+pub fn damage_log(path: &std::path::Path, id: &persister_core::DocumentId) -> TestResult {
+    let log = fs_log_path(path, id)?;
+    let mut bytes = std::fs::read(&log)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&log, bytes)?;
+    Ok(())
 }

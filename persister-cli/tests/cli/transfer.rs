@@ -1,10 +1,11 @@
 //! `persister copy`, `export` and `import`.
 
 use persister_cli::Backend;
+use persister_core::{Persister, Store};
 
 use crate::support::{
-    TestResult, fs_log_path, make_store, names_in, persister, read_store, snapshot_files,
-    store_path,
+    TestResult, damage_log, fs_log_path, make_store, names_in, open_store, persister, read_store,
+    snapshot_files, store_path,
 };
 
 #[test]
@@ -154,8 +155,19 @@ fn a_failed_copy_leaves_no_destination() -> TestResult {
         src.to_str().unwrap(),
         saved.to_str().unwrap(),
     ])?
-    .expect(0);
-    assert!(run.stdout.contains("copied 2 documents"), "{}", run.stdout);
+    .expect(4);
+    assert!(
+        run.stdout.contains("copied 2 of 3 documents"),
+        "{}",
+        run.stdout
+    );
+    run.expect_error_lines();
+    assert!(
+        run.stderr
+            .contains("left out 1 damaged document of 3: 0xff0001"),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stdout.contains("left out 1 damaged document"),
         "{}",
@@ -176,7 +188,7 @@ fn a_failed_copy_leaves_no_destination() -> TestResult {
         src.to_str().unwrap(),
         dump.to_str().unwrap(),
     ])?
-    .expect(0)
+    .expect(4)
     .json()?;
     assert_eq!(json["documents"], 2);
     assert_eq!(json["skipped"][0]["id"], "0xff0001");
@@ -196,6 +208,51 @@ fn a_failed_copy_leaves_no_destination() -> TestResult {
     assert!(run.stdout.contains("notes"), "{}", run.stdout);
     assert!(run.stdout.contains("DAMAGED  0xff0001"), "{}", run.stdout);
     run.expect_error_lines();
+    Ok(())
+}
+
+#[test]
+fn skip_damaged_that_saved_nothing_exits_4_and_counts_what_it_skipped() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("one");
+    {
+        let store = open_store(Backend::Fs, &src)?;
+        let mut doc = store.open_document(&"only".into())?;
+        doc.set_document(b"a document".to_vec())?;
+        doc.flush()?;
+    }
+    damage_log(&src, &"only".into())?;
+    let saved = dir.path().join("saved.redb");
+    let run = persister([
+        "copy",
+        "--skip-damaged",
+        src.to_str().unwrap(),
+        saved.to_str().unwrap(),
+    ])?
+    .expect(4);
+    assert!(
+        run.stdout.contains("copied 0 of 1 document "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("left out 1 damaged document"),
+        "{}",
+        run.stdout
+    );
+    run.expect_error_lines();
+    assert!(read_store(Backend::Redb, &saved)?.is_empty());
+    // Nothing left out: exit 0, as before.
+    let sound = store_path(dir.path(), Backend::Redb);
+    make_store(Backend::Redb, &sound)?;
+    let run = persister([
+        "copy",
+        "--skip-damaged",
+        sound.to_str().unwrap(),
+        dir.path().join("all.redb").to_str().unwrap(),
+    ])?
+    .expect(0);
+    assert!(run.stdout.contains("copied 3 documents"), "{}", run.stdout);
     Ok(())
 }
 
