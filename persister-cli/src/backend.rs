@@ -7,10 +7,8 @@ use persister_fs::FsStore;
 use persister_redb::RedbStore;
 use persister_sled::SledStore;
 use serde::Serialize;
-use tempfile::TempDir;
 
 use crate::CliError;
-use crate::snapshot::copy_sled_store;
 
 /// A storage backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -99,17 +97,13 @@ impl std::fmt::Display for Backend {
 }
 
 /// How a command uses an existing store.
-///
-/// Opening a damaged sled store lets sled's recovery overwrite the data after the
-/// damage before `persister-sled` can refuse the store, so a sled store a command did
-/// not just make is never opened in place before a copy of it has opened cleanly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Only reads: a sled store is read through a copy of its directory in a temporary
-    /// directory.
+    /// Only reads: the store is opened read-only, so nothing of it is written, locked
+    /// or repaired (a sled store is read through a copy its crate makes and removes).
     Read,
-    /// Writes in place; a sled store is opened in place only after a copy of it opened
-    /// without error.
+    /// Writes in place (a sled store is opened in place only after a copy of it opened
+    /// without damage, which persister-sled does itself).
     Write,
     /// Writes in place to a store this process has just made and closed.
     New,
@@ -120,11 +114,7 @@ pub struct OpenStore {
     backend: Backend,
     /// The path the user gave.
     path: PathBuf,
-    /// The path opened: `path`, or the copy of a sled store.
-    opened: PathBuf,
     engine: Engine,
-    /// The copy's directory, removed when the store is dropped (after the engine).
-    _copy: Option<TempDir>,
 }
 
 enum Engine {
@@ -156,31 +146,11 @@ impl OpenStore {
             Some(backend) => backend,
             None => Backend::detect(path)?,
         };
-        let in_place = |opened: &Path| {
-            open_engine(backend, opened).map_err(|e| {
-                CliError::from(e)
-                    .replace_path(&opened.display().to_string(), &path.display().to_string())
-            })
-        };
-        let (copy, opened) = match (backend, access) {
-            (Backend::Sled, Access::Read) => {
-                let (dir, copy) = copy_sled_store(path)?;
-                (Some(dir), copy)
-            }
-            (Backend::Sled, Access::Write) => {
-                let (_dir, copy) = copy_sled_store(path)?;
-                drop(in_place(&copy)?);
-                (None, path.to_path_buf())
-            }
-            _ => (None, path.to_path_buf()),
-        };
-        let engine = in_place(&opened)?;
+        let engine = open_engine(backend, path, access)?;
         Ok(OpenStore {
             backend,
             path: path.to_path_buf(),
-            opened,
             engine,
-            _copy: copy,
         })
     }
 
@@ -192,13 +162,11 @@ impl OpenStore {
                 "choose a new path for the new store",
             ));
         }
-        let engine = open_engine(backend, path)?;
+        let engine = open_engine(backend, path, Access::New)?;
         Ok(OpenStore {
             backend,
             path: path.to_path_buf(),
-            opened: path.to_path_buf(),
             engine,
-            _copy: None,
         })
     }
 
@@ -250,24 +218,23 @@ impl OpenStore {
         disk_usage(&self.path)
     }
 
-    /// The path of the store actually opened (a copy for a sled store read-only), for
-    /// errors found later.
+    /// The path of the store, for errors found later.
     pub fn opened_path(&self) -> &Path {
-        &self.opened
+        &self.path
     }
 
-    /// A store error as the user sees it, naming the original path.
+    /// A store error as the user sees it.
     pub fn error(&self, e: persister_core::Error) -> CliError {
-        CliError::from(e).replace_path(
-            &self.opened.display().to_string(),
-            &self.path.display().to_string(),
-        )
+        CliError::from(e)
     }
 }
 
-fn open_engine(backend: Backend, path: &Path) -> persister_core::Result<Engine> {
+fn open_engine(backend: Backend, path: &Path, access: Access) -> persister_core::Result<Engine> {
+    let read_only = access == Access::Read;
     Ok(match backend {
+        Backend::Redb if read_only => Engine::Redb(RedbStore::open_read_only(path)?),
         Backend::Redb => Engine::Redb(RedbStore::open(path)?),
+        Backend::Sled if read_only => Engine::Sled(SledStore::open_read_only(path)?),
         Backend::Sled => Engine::Sled(SledStore::open(path)?),
         Backend::Fs => Engine::Fs(FsStore::open(path)?),
     })

@@ -77,13 +77,6 @@ impl CliError {
         self.cause = format!("{context}: {}", self.cause);
         self
     }
-
-    /// Replaces `from` by `to` in the cause: a store read through a copy names the
-    /// original path.
-    pub(crate) fn replace_path(mut self, from: &str, to: &str) -> Self {
-        self.cause = self.cause.replace(from, to);
-        self
-    }
 }
 
 impl fmt::Display for CliError {

@@ -34,7 +34,6 @@ pub mod export;
 mod ids;
 mod output;
 mod place;
-mod snapshot;
 
 pub use backend::{Access, Backend, OpenStore, OpenedDocument, disk_usage};
 pub use cli::Cli;
@@ -72,4 +71,23 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             backend,
         } => commands::import::run(&file, &store, backend, json),
     }
+}
+
+/// Makes SIGINT and SIGTERM remove what the command made outside its destination (the
+/// copy a read-only sled store is read through, a destination's `.NAME.partial-*`)
+/// before the process ends by the signal as it would have without this (a shell
+/// reports SIGINT as exit status 130).
+pub fn clean_up_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            persister_sled::remove_copies();
+            place::remove_partials();
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            std::process::exit(128 + signal);
+        }
+    });
 }

@@ -6,6 +6,7 @@ use clap::Parser;
 use persister_cli::{Cli, run};
 
 fn main() -> ExitCode {
+    persister_cli::clean_up_on_signals();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -1,17 +1,40 @@
 //! New destinations made whole or not at all: built under a temporary name beside the
 //! destination, then renamed into place.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::CliError;
 use crate::error::io_error;
 
+/// The temporary paths being built now, for [`remove_partials`].
+static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Removes every temporary path a [`Staging`] of this process is building, for a
+/// signal handler that ends the process.
+pub fn remove_partials() {
+    let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(PoisonError::into_inner));
+    for temporary in live {
+        remove(&temporary);
+    }
+}
+
+fn remove(temporary: &Path) {
+    // Best effort: the command already reports why it failed.
+    let _ = if temporary.is_dir() {
+        fs::remove_dir_all(temporary)
+    } else {
+        fs::remove_file(temporary)
+    };
+}
+
 /// A destination being built at a temporary path beside it. Dropping it without
-/// [`commit`](Staging::commit) removes the temporary path, so a failed command leaves
-/// the destination as it was. (A killed process leaves the temporary path,
-/// `.NAME.partial-*`, which may be deleted.)
+/// [`commit`](Staging::commit) removes the temporary path, so a failed or interrupted
+/// (SIGINT, SIGTERM) command leaves the destination as it was. (A killed process
+/// leaves the temporary path, `.NAME.partial-*`, which may be deleted.)
 #[derive(Debug)]
 pub struct Staging {
     destination: PathBuf,
@@ -59,6 +82,9 @@ impl Staging {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let temporary = parent.join(format!(".{name}.partial-{}-{nanos}", std::process::id()));
+        LIVE.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(temporary.clone());
         Ok(Staging {
             destination: destination.to_path_buf(),
             temporary,
@@ -91,6 +117,9 @@ impl Staging {
         fs::rename(&self.temporary, &self.destination)
             .map_err(|e| io_error("move the new data into", &self.destination, e))?;
         self.committed = true;
+        LIVE.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.temporary);
         let parent = parent_of(&self.destination);
         fs::File::open(&parent)
             .and_then(|dir| dir.sync_all())
@@ -103,12 +132,10 @@ impl Drop for Staging {
         if self.committed {
             return;
         }
-        // Best effort: the command already reports why it failed.
-        let _ = if self.temporary.is_dir() {
-            fs::remove_dir_all(&self.temporary)
-        } else {
-            fs::remove_file(&self.temporary)
-        };
+        LIVE.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.temporary);
+        remove(&self.temporary);
     }
 }
 
