@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::{DocumentId, Error, Persister, Result};
+use crate::{DocumentId, Error, Persister, Recovered, Result};
 
 /// Many documents under one path (a redb file, a sled directory, an fs directory).
 ///
@@ -32,6 +32,12 @@ pub trait Store: Send + Sync {
     /// atomic step that is durable when this returns. Removing a document that does not
     /// exist is not an error.
     fn remove_document(&self, id: &DocumentId) -> Result<()>;
+
+    /// Every torn tail that opening documents of this store has found since the store was
+    /// opened, in the order found. Backends without torn tails return an empty list.
+    fn recovered(&self) -> Vec<Recovered> {
+        Vec::new()
+    }
 }
 
 /// A store whose handles are boxed, so stores of different backends share one type.
@@ -67,6 +73,10 @@ impl<S: Store> Store for BoxedStore<S> {
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         self.0.remove_document(id)
     }
+
+    fn recovered(&self) -> Vec<Recovered> {
+        self.0.recovered()
+    }
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -83,6 +93,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         (**self).remove_document(id)
     }
+
+    fn recovered(&self) -> Vec<Recovered> {
+        (**self).recovered()
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -98,6 +112,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         (**self).remove_document(id)
+    }
+
+    fn recovered(&self) -> Vec<Recovered> {
+        (**self).recovered()
     }
 }
 

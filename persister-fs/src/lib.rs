@@ -129,5 +129,10 @@ mod sim;
 mod tests;
 
 pub use options::FsOptions;
+
+/// The format version of the stores this build reads and writes (the store marker's
+/// version; logs and the clean-close record have the same one). The same as
+/// [`format::STORE_VERSION`].
+pub const FORMAT_VERSION: u32 = format::STORE_VERSION;
 pub use persister::{FsPersister, Recovery};
 pub use store::{FsStore, is_fs_store};

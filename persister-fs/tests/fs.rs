@@ -7,6 +7,8 @@
 
 #[path = "fs/common.rs"]
 mod common;
+#[path = "fs/damage.rs"]
+mod damage;
 #[path = "fs/layout.rs"]
 mod layout;
 #[path = "fs/lock.rs"]
