@@ -112,11 +112,12 @@ impl Fs for SimFs {
         let mut state = self.lock();
         state.tick()?;
         state.check_parent(path)?;
+        // The lock file is opened for writing, which a read-only file system refuses.
+        state.check_writable()?;
         if state.locks.contains(path) || state.shared_locks.contains_key(path) {
             return Ok(None);
         }
         if !state.names.contains_key(path) {
-            state.check_writable()?;
             state.link(path);
         }
         state.locks.insert(path.to_path_buf());
