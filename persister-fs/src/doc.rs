@@ -61,7 +61,12 @@ impl Doc {
     /// The truncation is synced before anything else is written: otherwise a crash
     /// could bring the old tail back behind newer records, where it would look like
     /// damage.
-    pub(crate) fn load(shared: &Shared, id: &DocumentId, name: String, known: Known) -> Result<Self> {
+    pub(crate) fn load(
+        shared: &Shared,
+        id: &DocumentId,
+        name: String,
+        known: Known,
+    ) -> Result<Self> {
         let path = shared.dir.join(&name);
         let writable = !shared.read_only && known.poison.is_none();
         let mut file = shared
@@ -235,9 +240,10 @@ impl Doc {
         }
         let path = self.path(shared);
         let end = self.commit_pending(self.end);
-        let file = self.file.as_mut().ok_or_else(|| {
-            Error::io("write", &path, io::Error::other("the log is not open"))
-        })?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| Error::io("write", &path, io::Error::other("the log is not open")))?;
         file.append(&self.pending)
             .map_err(io_error("write", &path))?;
         file.sync_data().map_err(io_error("sync", &path))?;
@@ -296,7 +302,12 @@ impl Doc {
 
 /// Checks a log against the end the store knows for it (from the clean-close record,
 /// or from this store's own writes): no tail, the same length, the same checksum.
-fn check_clean(replayed: &replay::Replayed, total: u64, expected: LogEnd, path: &Path) -> Result<()> {
+fn check_clean(
+    replayed: &replay::Replayed,
+    total: u64,
+    expected: LogEnd,
+    path: &Path,
+) -> Result<()> {
     let corrupt = |what: String, at: u64| Err(Error::corrupt(what, path, Some(at)));
     if let Some(at) = replayed.first_invalid {
         return corrupt(

@@ -455,7 +455,12 @@ impl Shared {
                 end,
             });
         }
-        write_atomically(self.fs.as_ref(), &self.dir, CLOSED, &format::encode_closed(&logs))?;
+        write_atomically(
+            self.fs.as_ref(),
+            &self.dir,
+            CLOSED,
+            &format::encode_closed(&logs),
+        )?;
         *lock(&self.closed_record) = true;
         Ok(())
     }

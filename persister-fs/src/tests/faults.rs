@@ -81,11 +81,7 @@ fn fault_during_flush(fault: Fault, kind: io::ErrorKind, advice: &str) -> Result
 
 #[test]
 fn full_disk_fails_the_flush_clearly_and_loses_nothing_flushed() -> Result<()> {
-    fault_during_flush(
-        Fault::Full,
-        io::ErrorKind::StorageFull,
-        "free space on it",
-    )
+    fault_during_flush(Fault::Full, io::ErrorKind::StorageFull, "free space on it")
 }
 
 #[test]

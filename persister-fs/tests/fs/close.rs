@@ -40,7 +40,10 @@ fn closing_a_store_with_open_handles_is_refused_and_the_last_handle_closes_it() 
         matches!(&err, Error::InvalidInput { reason, .. } if reason.contains("still open")),
         "{err}"
     );
-    assert!(matches!(FsStore::open(dir.path()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        FsStore::open(dir.path()),
+        Err(Error::Locked { .. })
+    ));
     // The handle still works; closing it, the last one, closes the store.
     p.close()?;
     assert!(dir.path().join("CLOSED").exists());

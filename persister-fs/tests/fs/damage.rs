@@ -113,7 +113,10 @@ fn restore(pristine: &BTreeMap<PathBuf, Vec<u8>>) -> TestResult {
 }
 
 /// Opens the store and reads every document whole.
-fn read_everything(dir: &Path, read_only: bool) -> persister_core::Result<BTreeMap<DocumentId, Contents>> {
+fn read_everything(
+    dir: &Path,
+    read_only: bool,
+) -> persister_core::Result<BTreeMap<DocumentId, Contents>> {
     let store = if read_only {
         FsStore::open_read_only(dir)?
     } else {
@@ -227,10 +230,14 @@ fn any_single_damage_after_a_clean_close_is_an_error_or_the_exact_data() -> Test
         let read_only = case % 2 == 1;
         let what = format!("case {case}: {damage:?} of {}", path.display());
         match read_everything(dir.path(), read_only) {
-            Err(Error::Corrupt { .. } | Error::NotAStore { .. } | Error::UnsupportedFormat { .. }) => {
+            Err(
+                Error::Corrupt { .. } | Error::NotAStore { .. } | Error::UnsupportedFormat { .. },
+            ) => {
                 errors += 1;
             }
-            Err(other) => return Err(format!("{what}: an error that is not about the data: {other}").into()),
+            Err(other) => {
+                return Err(format!("{what}: an error that is not about the data: {other}").into());
+            }
             Ok(read) if read == expected => exact += 1,
             Ok(read) => {
                 return Err(format!(
@@ -276,11 +283,11 @@ fn damage_after_the_last_flush_of_a_crashed_store_is_a_reported_torn_tail() -> T
     assert!(after > before + 3000, "the last flush appended");
     let older = expected(&model);
     let state = model.get_mut(&id).ok_or("no model")?;
-    state.apply(
-        Batch::new()
-            .set_document(vec![7; 3000])
-            .insert_change(ActorId::new([9; 16]), 1, vec![9; 100]),
-    );
+    state.apply(Batch::new().set_document(vec![7; 3000]).insert_change(
+        ActorId::new([9; 16]),
+        1,
+        vec![9; 100],
+    ));
     let newest = expected(&model);
 
     let pristine = files(dir.path())?;
@@ -322,7 +329,9 @@ fn damage_after_the_last_flush_of_a_crashed_store_is_a_reported_torn_tail() -> T
         };
         let mut read = BTreeMap::new();
         for doc in store.list_documents()? {
-            let p = store.open_document(&doc).map_err(|e| format!("{what}: {e}"))?;
+            let p = store
+                .open_document(&doc)
+                .map_err(|e| format!("{what}: {e}"))?;
             read.insert(doc, Contents::read(&p)?);
         }
         let reported = store.recovered();
@@ -340,15 +349,31 @@ fn damage_after_the_last_flush_of_a_crashed_store_is_a_reported_torn_tail() -> T
             assert_eq!(reported.len(), 1, "{what}");
             let tail = &reported[0];
             assert_eq!(
-                (&tail.document, &tail.path, tail.offset, tail.bytes, tail.truncated),
-                (&id, &log, before as u64, (bytes.len() - before) as u64, !read_only),
+                (
+                    &tail.document,
+                    &tail.path,
+                    tail.offset,
+                    tail.bytes,
+                    tail.truncated
+                ),
+                (
+                    &id,
+                    &log,
+                    before as u64,
+                    (bytes.len() - before) as u64,
+                    !read_only
+                ),
                 "{what}"
             );
             torn += 1;
         }
         drop(store);
         if !read_only {
-            assert_eq!(fs::metadata(&log)?.len() as usize, before, "{what}: cut off");
+            assert_eq!(
+                fs::metadata(&log)?.len() as usize,
+                before,
+                "{what}: cut off"
+            );
             // Closed cleanly after the recovery: nothing more to report.
             let store = FsStore::open_with(dir.path(), options())?;
             store.open_document(&id)?;
@@ -356,11 +381,17 @@ fn damage_after_the_last_flush_of_a_crashed_store_is_a_reported_torn_tail() -> T
             drop(store);
             fs::remove_file(dir.path().join("CLOSED"))?;
         } else {
-            assert_eq!(fs::read(&log)?, bytes, "{what}: a read-only open cut the log");
+            assert_eq!(
+                fs::read(&log)?,
+                bytes,
+                "{what}: a read-only open cut the log"
+            );
         }
         restore(&pristine)?;
     }
-    println!("{cases} crash cases: {torn} torn tails reported, {unseen} cuts at the flush boundary");
+    println!(
+        "{cases} crash cases: {torn} torn tails reported, {unseen} cuts at the flush boundary"
+    );
     assert!(torn as u64 > cases / 2);
     Ok(())
 }

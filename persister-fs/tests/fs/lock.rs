@@ -197,13 +197,15 @@ fn another_process_is_locked_out_at_once_and_gets_in_right_after_the_drop() -> T
     }
     stop.store(true, Ordering::SeqCst);
     spawner.join().map_err(|_| "the spawner panicked")??;
-    drop(ask);
     drop(to_child);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut from_child, &mut rest)?;
     assert!(child.wait()?.success(), "{rest}");
     locked_micros.sort_unstable();
-    let median = locked_micros.get(locked_micros.len() / 2).copied().unwrap_or(0);
+    let median = locked_micros
+        .get(locked_micros.len() / 2)
+        .copied()
+        .unwrap_or(0);
     let max = locked_micros.last().copied().unwrap_or(0);
     let spawned = spawned.load(Ordering::SeqCst);
     println!(

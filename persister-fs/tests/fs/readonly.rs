@@ -18,12 +18,22 @@ type Snapshot = BTreeMap<String, (Vec<u8>, u32, SystemTime)>;
 fn snapshot(dir: &Path) -> TestResult<Snapshot> {
     let mut out = Snapshot::new();
     let meta = fs::metadata(dir)?;
-    out.insert(".".into(), (Vec::new(), meta.permissions().mode(), meta.modified()?));
+    out.insert(
+        ".".into(),
+        (Vec::new(), meta.permissions().mode(), meta.modified()?),
+    );
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let meta = entry.metadata()?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        out.insert(name, (fs::read(entry.path())?, meta.permissions().mode(), meta.modified()?));
+        out.insert(
+            name,
+            (
+                fs::read(entry.path())?,
+                meta.permissions().mode(),
+                meta.modified()?,
+            ),
+        );
     }
     Ok(out)
 }
@@ -61,7 +71,10 @@ fn read_only_open_changes_no_byte_and_reports_a_torn_tail() -> TestResult {
     assert!(store.is_read_only());
     // Read-only opens do not block each other; a writer is locked out meanwhile.
     let second = FsStore::open_read_only(dir.path())?;
-    assert!(matches!(FsStore::open(dir.path()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        FsStore::open(dir.path()),
+        Err(Error::Locked { .. })
+    ));
     assert_eq!(store.list_documents()?, vec![a.clone(), b.clone()]);
     let mut pa = store.open_document(&a)?;
     assert_eq!(pa.get_changes()?.len(), 3);
@@ -71,20 +84,36 @@ fn read_only_open_changes_no_byte_and_reports_a_torn_tail() -> TestResult {
     let reported = store.recovered();
     assert_eq!(reported.len(), 1, "{reported:?}");
     assert_eq!(
-        (&reported[0].document, reported[0].offset, reported[0].bytes, reported[0].truncated),
+        (
+            &reported[0].document,
+            reported[0].offset,
+            reported[0].bytes,
+            reported[0].truncated
+        ),
         (&b, clean_len, 11, false)
     );
     // Writes fail with a clear error; a flush with nothing to write is fine.
-    let err = pa.insert_changes(vec![(actor(1), 9, b"no".to_vec())]).unwrap_err();
+    let err = pa
+        .insert_changes(vec![(actor(1), 9, b"no".to_vec())])
+        .unwrap_err();
     assert!(read_only_error(&err), "{err}");
     assert_eq!(pa.flush()?, 0);
     let err = store.remove_document(&a).unwrap_err();
     assert!(read_only_error(&err), "{err}");
-    assert!(store.open_document(&"new".into())?.set_document(b"x".to_vec()).is_err());
+    assert!(
+        store
+            .open_document(&"new".into())?
+            .set_document(b"x".to_vec())
+            .is_err()
+    );
     drop((pa, pb, second));
     store.close()?;
 
-    assert_eq!(snapshot(dir.path())?, before, "the read-only open changed the directory");
+    assert_eq!(
+        snapshot(dir.path())?,
+        before,
+        "the read-only open changed the directory"
+    );
     set_modes(dir.path(), 0o700, 0o600)?;
     // A writer then cuts the tail, as it should.
     let store = FsStore::open(dir.path())?;
@@ -99,7 +128,10 @@ fn read_only_open_is_locked_out_by_a_writer_and_needs_no_lock_file() -> TestResu
     flushed_log(dir.path(), &"a".into(), 1)?;
     let writer = FsStore::open(dir.path())?;
     let err = FsStore::open_read_only(dir.path()).unwrap_err();
-    assert!(matches!(&err, Error::Locked { path } if path == dir.path()), "{err}");
+    assert!(
+        matches!(&err, Error::Locked { path } if path == dir.path()),
+        "{err}"
+    );
     drop(writer);
     // A copy of a store without its lock file opens read-only, and gets none.
     fs::remove_file(dir.path().join("LOCK"))?;

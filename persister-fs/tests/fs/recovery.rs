@@ -190,8 +190,7 @@ fn unknown_log_version_is_refused_naming_both_versions() -> TestResult {
     let log = Log::flushed(1)?;
     // Version 1, the format before commit records, and a version from the future.
     for version in [1u32, 9] {
-        let bytes =
-            log.rewrite(|bytes| bytes[8..12].copy_from_slice(&version.to_le_bytes()))?;
+        let bytes = log.rewrite(|bytes| bytes[8..12].copy_from_slice(&version.to_le_bytes()))?;
         let err = log.open_err()?;
         assert!(
             matches!(&err, Error::UnsupportedFormat { what: "fs log", found, supported: FORMAT_VERSION, path } if *path == log.path && *found == version),

@@ -105,7 +105,10 @@ struct Tmpfs {
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (as `mount -o size=` reads it), or says why it cannot.
     fn mount(size: &str) -> Result<Tmpfs, String> {
-        let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| e.to_string())?;
         if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
             return Err("the tests do not run as root".into());
         }
@@ -191,7 +194,10 @@ fn full_and_read_only_tmpfs_lose_nothing_flushed() -> TestResult {
     let err = FsStore::open(&dir).unwrap_err();
     assert!(err.to_string().contains("read-only"), "{err}");
     let store = FsStore::open_read_only(&dir)?;
-    assert_eq!(store.open_document(&id)?.get_changes()?.len() as u64, flushed);
+    assert_eq!(
+        store.open_document(&id)?.get_changes()?.len() as u64,
+        flushed
+    );
     drop(store);
     tmpfs.remount("rw")?;
     println!("{flushed} flushes of 16 KiB fit, then ENOSPC; everything flushed survived");
