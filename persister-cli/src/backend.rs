@@ -192,19 +192,32 @@ impl OpenStore {
 
     /// Opens document `id`.
     pub fn open_document(&self, id: &DocumentId) -> Result<OpenedDocument, CliError> {
-        let opened = match &self.engine {
-            Engine::Redb(store) => store.open_document(id).map(|p| (Box::new(p) as _, None)),
-            Engine::Sled(store) => store.open_document(id).map(|p| (Box::new(p) as _, None)),
-            Engine::Fs(store) => store.open_document(id).map(|p| {
-                let dropped = p.recovered_bytes();
-                let note = (dropped > 0).then(|| {
-                    format!("its log ended in a write a crash cut short: {dropped} bytes that were never flushed were dropped, as the durability contract allows")
-                });
-                (Box::new(p) as DynPersister, note)
-            }),
+        let opened: persister_core::Result<DynPersister> = match &self.engine {
+            Engine::Redb(store) => store.open_document(id).map(|p| Box::new(p) as _),
+            Engine::Sled(store) => store.open_document(id).map(|p| Box::new(p) as _),
+            Engine::Fs(store) => store.open_document(id).map(|p| Box::new(p) as _),
         };
-        let (persister, note) =
-            opened.map_err(|e| self.error(e).context(format!("document {id}")))?;
+        let persister = opened.map_err(|e| self.error(e).context(format!("document {id}")))?;
+        let recovered = match &self.engine {
+            Engine::Redb(store) => store.recovered(),
+            Engine::Sled(store) => store.recovered(),
+            Engine::Fs(store) => store.recovered(),
+        };
+        let note = recovered
+            .iter()
+            .filter(|r| &r.document == id)
+            .map(|r| {
+                let fate = if r.truncated {
+                    "were dropped"
+                } else {
+                    "are left in place (a read-only open changes nothing; the next read-write open drops them)"
+                };
+                format!(
+                    "its log ends in a write a crash cut short: {} bytes from byte {} were never flushed and {fate}, as the durability contract allows",
+                    r.bytes, r.offset
+                )
+            })
+            .last();
         Ok(OpenedDocument { persister, note })
     }
 
@@ -236,6 +249,7 @@ fn open_engine(backend: Backend, path: &Path, access: Access) -> persister_core:
         Backend::Redb => Engine::Redb(RedbStore::open(path)?),
         Backend::Sled if read_only => Engine::Sled(SledStore::open_read_only(path)?),
         Backend::Sled => Engine::Sled(SledStore::open(path)?),
+        Backend::Fs if read_only => Engine::Fs(FsStore::open_read_only(path)?),
         Backend::Fs => Engine::Fs(FsStore::open(path)?),
     })
 }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::{DocumentId, Error, Persister, Result};
+use crate::{DocumentId, Error, Persister, Recovered, Result};
 
 /// Many documents under one path (a redb file, a sled directory, an fs directory).
 ///
@@ -50,6 +50,12 @@ pub trait Store: Send + Sync {
         drop(self);
         Ok(())
     }
+
+    /// Every torn tail that opening documents of this store has found since the store was
+    /// opened, in the order found. Backends without torn tails return an empty list.
+    fn recovered(&self) -> Vec<Recovered> {
+        Vec::new()
+    }
 }
 
 /// A store whose handles are boxed, so stores of different backends share one type.
@@ -89,6 +95,10 @@ impl<S: Store> Store for BoxedStore<S> {
     fn close(self) -> Result<()> {
         self.0.close()
     }
+
+    fn recovered(&self) -> Vec<Recovered> {
+        self.0.recovered()
+    }
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -105,6 +115,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         (**self).remove_document(id)
     }
+
+    fn recovered(&self) -> Vec<Recovered> {
+        (**self).recovered()
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -120,6 +134,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         (**self).remove_document(id)
+    }
+
+    fn recovered(&self) -> Vec<Recovered> {
+        (**self).recovered()
     }
 }
 

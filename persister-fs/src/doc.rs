@@ -2,11 +2,11 @@
 //! written.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use persister_core::{Batch, DocumentId, DocumentState, Error, Result};
+use persister_core::{Batch, DocumentId, DocumentState, Error, Recovered, Result};
 
-use crate::format::{self, MAX_RECORD_LEN, RECORD_HEADER_LEN, batch};
+use crate::format::{self, LogEnd, MAX_RECORD_LEN, RECORD_HEADER_LEN, RecordKind, batch};
 use crate::io::FsFile;
 use crate::live::LiveState;
 use crate::store::Shared;
@@ -25,36 +25,54 @@ pub(crate) struct Doc {
     file: Option<Box<dyn FsFile>>,
     live: LiveState,
     header_len: u64,
-    /// Bytes in the log file: its header and valid records.
-    log_len: u64,
-    /// Records applied but not written yet, all of flush `next_flush`.
+    /// The log file's length (its header and committed flushes) and running checksum.
+    end: LogEnd,
+    /// Batch records applied but not written yet, all of flush `next_flush`.
     pending: Vec<u8>,
-    /// The start and payload checksum of the last pending record, which the next flush
-    /// marks as its last.
-    last_pending: Option<(usize, u32)>,
     next_flush: u32,
     recovery: Recovery,
     poisoned: Option<String>,
 }
 
+/// What the store knows about a log before it is replayed.
+#[derive(Debug, Default)]
+pub(crate) struct Known {
+    /// The log's exact end, when the store was closed cleanly or this store wrote or
+    /// checked the log since it was opened: then no tail and no other length is valid.
+    pub end: Option<LogEnd>,
+    /// The poison of an earlier handle whose flush failed.
+    pub poison: Option<String>,
+}
+
 impl Doc {
     /// A document with no log yet.
-    pub(crate) fn new(id: &DocumentId) -> Self {
+    pub(crate) fn new(id: &DocumentId, poison: Option<String>) -> Self {
         Self {
             id: id.clone(),
             header_len: format::log_header_len(id.as_bytes().len()) as u64,
+            poisoned: poison,
             ..Self::default()
         }
     }
 
-    /// Opens the log `name` of document `id`, replays it, and truncates a torn tail.
+    /// Opens the log `name` of document `id`, replays it, and truncates a torn tail
+    /// (only reports it on a read-only store or a poisoned document).
     ///
     /// The truncation is synced before anything else is written: otherwise a crash
     /// could bring the old tail back behind newer records, where it would look like
     /// damage.
-    pub(crate) fn load(shared: &Shared, id: &DocumentId, name: String) -> Result<Self> {
+    pub(crate) fn load(
+        shared: &Shared,
+        id: &DocumentId,
+        name: String,
+        known: Known,
+    ) -> Result<Self> {
         let path = shared.dir.join(&name);
-        let mut file = shared.fs.open(&path).map_err(io_error("open", &path))?;
+        let writable = !shared.read_only && known.poison.is_none();
+        let mut file = shared
+            .fs
+            .open(&path, writable)
+            .map_err(io_error("open", &path))?;
         let bytes = file.read_all().map_err(io_error("read", &path))?;
         let (stored_id, header_len) = format::decode_log_header(&bytes, &path)?;
         if stored_id != *id {
@@ -62,16 +80,33 @@ impl Doc {
             return Err(Error::corrupt(what, &path, Some(0)));
         }
         let replayed = replay::replay(&bytes, header_len, &path)?;
-        let valid_len = replayed.valid_len as u64;
+        let total = bytes.len() as u64;
+        if let Some(expected) = known.end {
+            check_clean(&replayed, total, expected, &path)?;
+        }
+        let valid = replayed.valid;
         let mut recovery = Recovery::default();
-        if replayed.valid_len < bytes.len() {
-            file.truncate(valid_len)
-                .map_err(io_error("truncate", &path))?;
-            file.sync_data().map_err(io_error("sync", &path))?;
+        if valid.len < total {
+            if writable {
+                shared.before_write()?;
+                file.truncate(valid.len)
+                    .map_err(io_error("truncate", &path))?;
+                file.sync_data().map_err(io_error("sync", &path))?;
+            }
             recovery = Recovery {
-                dropped_bytes: (bytes.len() - replayed.valid_len) as u64,
-                truncated_at: Some(valid_len),
+                dropped_bytes: total - valid.len,
+                truncated_at: writable.then_some(valid.len),
             };
+            shared.note_recovered(Recovered::new(
+                id.clone(),
+                &path,
+                valid.len,
+                total - valid.len,
+                writable,
+            ));
+        }
+        if writable || valid.len == total {
+            shared.set_known_end(id, valid);
         }
         Ok(Self {
             id: id.clone(),
@@ -79,12 +114,11 @@ impl Doc {
             file: Some(file),
             live: replayed.live,
             header_len: header_len as u64,
-            log_len: valid_len,
+            end: valid,
             pending: Vec::new(),
-            last_pending: None,
             next_flush: replayed.next_flush,
             recovery,
-            poisoned: None,
+            poisoned: known.poison,
         })
     }
 
@@ -100,10 +134,9 @@ impl Doc {
         self.recovery
     }
 
-    /// Whether dropping the handle would lose something this store must keep: writes
-    /// not flushed yet, or the poison of a failed flush.
-    pub(crate) fn needs_parking(&self) -> bool {
-        !self.pending.is_empty() || self.poisoned.is_some()
+    /// The poison of a failed flush, if any.
+    pub(crate) fn poison(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     fn check_poisoned(&self) -> Result<()> {
@@ -117,6 +150,7 @@ impl Doc {
 
     /// Validates `batch`, encodes it as one pending record and applies it in memory.
     pub(crate) fn apply(&mut self, shared: &Shared, batch: Batch) -> Result<()> {
+        shared.check_writable()?;
         self.check_poisoned()?;
         batch.validate()?;
         if batch.is_empty() {
@@ -136,36 +170,37 @@ impl Doc {
         self.pending.reserve(RECORD_HEADER_LEN + len as usize);
         let start = format::begin_record(&mut self.pending);
         batch::encode(&mut self.pending, &batch);
-        let crc = format::finish_record(&mut self.pending, start, self.next_flush);
-        self.last_pending = Some((start, crc));
+        format::finish_record(&mut self.pending, start, RecordKind::Batch, self.next_flush);
         for write in batch {
             self.live.apply_write(write);
         }
         Ok(())
     }
 
-    /// Writes the pending records with one write and one `fdatasync`, or, for a new
-    /// document or a log mostly dead, writes a new log. Poisons the document on error.
+    /// Writes the pending records and their commit with one write and one
+    /// `fdatasync`, or, for a new document or a log mostly dead, writes a new log.
+    /// Poisons the document on error.
     pub(crate) fn flush(&mut self, shared: &Shared) -> Result<usize> {
         self.check_poisoned()?;
-        let Some((start, crc)) = self.last_pending else {
+        if self.pending.is_empty() {
             return Ok(0);
-        };
-        format::mark_ends_flush(&mut self.pending, start, crc);
-        let result = if self.rewrite_due(&shared.options) {
-            self.write_new_log(shared, true)
-        } else {
-            self.append_pending(shared)
-        };
+        }
+        let result = shared.before_write().and_then(|()| {
+            if self.file.is_some() && self.rewrite_due(&shared.options) {
+                self.write_new_log(shared, true)
+            } else {
+                self.append_pending(shared)
+            }
+        });
         match result {
             Ok(written) => {
-                self.last_pending = None;
                 if self.pending.capacity() > KEEP_CAPACITY {
                     self.pending = Vec::new();
                 } else {
                     self.pending.clear();
                 }
                 self.next_flush = self.next_flush.wrapping_add(1);
+                shared.set_known_end(&self.id, self.end);
                 Ok(written)
             }
             Err(e) => {
@@ -178,7 +213,7 @@ impl Doc {
     /// Whether the dead bytes of the log, pending records included, have reached the
     /// configured share.
     fn rewrite_due(&self, options: &FsOptions) -> bool {
-        let total = self.log_len + self.pending.len() as u64;
+        let total = self.end.len + self.pending.len() as u64;
         if total < options.rewrite_min_len {
             return false;
         }
@@ -186,22 +221,41 @@ impl Doc {
         dead as f64 >= options.rewrite_dead_share * total as f64
     }
 
+    /// Appends the commit of the pending records to them, for a log ending at `end`;
+    /// returns where the log then ends.
+    fn commit_pending(&mut self, end: LogEnd) -> LogEnd {
+        let crc = crc32c::crc32c_append(end.crc, &self.pending);
+        let len = end.len + self.pending.len() as u64;
+        let commit_at = self.pending.len();
+        format::push_commit(&mut self.pending, self.next_flush, len, crc);
+        LogEnd {
+            len: end.len + self.pending.len() as u64,
+            crc: crc32c::crc32c_append(crc, &self.pending[commit_at..]),
+        }
+    }
+
     fn append_pending(&mut self, shared: &Shared) -> Result<usize> {
-        let path = self.path(shared);
-        let Some(file) = self.file.as_mut() else {
+        if self.file.is_none() {
             return self.write_new_log(shared, false);
-        };
+        }
+        let path = self.path(shared);
+        let end = self.commit_pending(self.end);
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| Error::io("write", &path, io::Error::other("the log is not open")))?;
         file.append(&self.pending)
             .map_err(io_error("write", &path))?;
         file.sync_data().map_err(io_error("sync", &path))?;
-        self.log_len += self.pending.len() as u64;
+        self.end = end;
         Ok(self.pending.len())
     }
 
     /// Writes a new log under a temporary name, syncs it, renames it into place and
     /// syncs the directory. Until the rename the old log (or none) stays whole; after
     /// it, the new one is. `compact` writes the live state (a rewrite); otherwise the
-    /// pending records follow the header (a new document).
+    /// pending records follow the header (a new document). Either way one commit ends
+    /// the new log.
     fn write_new_log(&mut self, shared: &Shared, compact: bool) -> Result<usize> {
         let name = self
             .name
@@ -212,12 +266,17 @@ impl Doc {
         let mut file = shared.fs.create(&tmp).map_err(io_error("create", &tmp))?;
         let header = format::encode_log_header(&self.id);
         file.append(&header).map_err(io_error("write", &tmp))?;
-        let body = if compact {
-            rewrite::write_state(file.as_mut(), self.live.state(), self.next_flush)
-        } else {
-            file.append(&self.pending).map(|()| self.pending.len())
+        let start = LogEnd {
+            len: header.len() as u64,
+            crc: crc32c::crc32c(&header),
         };
-        let written = header.len() + body.map_err(io_error("write", &tmp))?;
+        let end = if compact {
+            rewrite::write_state(file.as_mut(), self.live.state(), self.next_flush, start)
+        } else {
+            let end = self.commit_pending(start);
+            file.append(&self.pending).map(|()| end)
+        };
+        let end = end.map_err(io_error("write", &tmp))?;
         file.sync_data().map_err(io_error("sync", &tmp))?;
         // Closed first, for platforms that cannot replace an open file.
         drop(self.file.take());
@@ -228,12 +287,12 @@ impl Doc {
         shared.mark_on_disk(&self.id);
         self.file = Some(file);
         self.header_len = header.len() as u64;
-        self.log_len = written as u64;
+        self.end = end;
         shared
             .fs
             .sync_dir(&shared.dir)
             .map_err(io_error("sync", &shared.dir))?;
-        Ok(written)
+        Ok(end.len as usize)
     }
 
     fn path(&self, shared: &Shared) -> PathBuf {
@@ -241,10 +300,61 @@ impl Doc {
     }
 }
 
-/// Wraps an I/O error with what was being done and where.
+/// Checks a log against the end the store knows for it (from the clean-close record,
+/// or from this store's own writes): no tail, the same length, the same checksum.
+fn check_clean(
+    replayed: &replay::Replayed,
+    total: u64,
+    expected: LogEnd,
+    path: &Path,
+) -> Result<()> {
+    let corrupt = |what: String, at: u64| Err(Error::corrupt(what, path, Some(at)));
+    if let Some(at) = replayed.first_invalid {
+        return corrupt(
+            format!(
+                "the log does not end with a complete flush, but it was {} bytes long and whole when the store was closed cleanly: it was damaged or cut after the close",
+                expected.len
+            ),
+            at as u64,
+        );
+    }
+    if total != expected.len {
+        return corrupt(
+            format!(
+                "the log is {total} bytes long, but it was {} bytes long when the store was closed cleanly: it was cut short or extended after the close",
+                expected.len
+            ),
+            total.min(expected.len),
+        );
+    }
+    if replayed.valid.crc != expected.crc {
+        return corrupt(
+            "the log's running checksum differs from the one recorded when the store was closed cleanly".into(),
+            0,
+        );
+    }
+    Ok(())
+}
+
+/// Wraps an I/O error with what was being done and where; a full disk and a read-only
+/// file system say what to do about them.
 pub(crate) fn io_error<'a>(
     action: &'static str,
-    path: &'a std::path::Path,
+    path: &'a Path,
 ) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::io(action, path, source)
+    move |source| Error::io(action, path, explain(source))
+}
+
+/// Adds what to do to the errors of a full disk and a read-only file system.
+pub(crate) fn explain(source: io::Error) -> io::Error {
+    let advice = match source.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "the file system holding the store is full (or over quota): free space on it, then reopen the store; everything flushed before is kept"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            "the file system holding the store is read-only: remount it read-write (or open the store with FsStore::open_read_only to read it), then reopen the store; everything flushed before is kept"
+        }
+        _ => return source,
+    };
+    io::Error::new(source.kind(), format!("{source}: {advice}"))
 }

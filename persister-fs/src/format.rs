@@ -26,21 +26,49 @@
 //! the rest of the header and still be refused with
 //! [`Error::UnsupportedFormat`] naming both versions.
 //!
-//! # Record: one applied batch (13-byte header, then the payload)
+//! # Record (13-byte header, then the payload)
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 1 | type: 1 = batch, 2 = batch that ends a flush; 0 and others are invalid |
-//! | 1 | 4 | payload length, 1 to [`MAX_RECORD_LEN`] |
+//! | 0 | 1 | type: 1 = batch, 3 = commit; 0 and others (2 was version 1's "batch that ends a flush") are invalid |
+//! | 1 | 4 | payload length, 1 to [`MAX_RECORD_LEN`] (exactly 12 for a commit) |
 //! | 5 | 4 | flush number: the same for every record written by one flush, one more for the next flush |
 //! | 9 | 4 | masked CRC32C of the payload followed by bytes 0..9 of this header |
-//! | 13 | length | payload: one encoded batch (see [`crate::format::batch`]) |
+//! | 13 | length | payload |
+//!
+//! A **batch** record's payload is one encoded batch (see [`crate::format::batch`]).
+//! Every flush writes its batches and then one **commit** record, whose 12-byte
+//! payload is:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | the log's length before the commit record |
+//! | 8 | 4 | the CRC32C (unmasked) of all those bytes, header included: the running checksum |
+//!
+//! A flush's batches count only once its commit record is read: a flush is all or
+//! nothing. A commit record whose length or running checksum does not match the bytes
+//! before it is corruption (a record lost, added, moved or spliced from another log).
 //!
 //! A zero type and a zero length are invalid, so a zero-filled tail (what a crash can
 //! leave after a file was extended) never reads as records. The checksum covers the
 //! header fields too, so a damaged type, length or flush number is detected like a
-//! damaged payload. The payload is checksummed first so that a flush can mark its last
-//! record (type 2) without hashing the payload again.
+//! damaged payload.
+//!
+//! # Clean-close record: the file `CLOSED`
+//!
+//! Written (under a temporary name, synced, renamed, directory synced) when a store
+//! opened for writing is closed cleanly, and removed (and the removal synced) before
+//! the first write to any log after the store is opened again. While it exists it
+//! names every log of the store with its exact length and running checksum, so any
+//! change to a log, a cut exactly between records included, is an error.
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic [`CLOSED_MAGIC`] (`"PFSCLOSE"`) |
+//! | 8 | 4 | store format version, [`STORE_VERSION`] |
+//! | 12 | 4 | n, the number of logs |
+//! | 16 | ... | n entries: name length (u16, at most 255), the log's file name, its length (u64), its running CRC32C (u32) |
+//! | end - 4 | 4 | masked CRC32C of every byte before it |
 
 use std::path::Path;
 
@@ -49,20 +77,28 @@ use persister_core::{DocumentId, Error, MAX_DOCUMENT_ID_LEN, Result};
 pub mod batch;
 mod record;
 
-pub(crate) use record::{begin_record, finish_record, mark_ends_flush, parse_record};
+pub(crate) use record::{
+    RecordKind, begin_record, finish_record, parse_commit, parse_record, push_commit,
+};
 
 /// The first 8 bytes of the store marker file.
 pub const STORE_MAGIC: [u8; 8] = *b"PFSTORE\0";
-/// The store format version this build reads and writes.
-pub const STORE_VERSION: u32 = 1;
+/// The store format version this build reads and writes. Version 1 (no commit
+/// records, no clean-close record) is refused with [`Error::UnsupportedFormat`].
+pub const STORE_VERSION: u32 = 2;
 /// The length of the store marker file.
 pub const MARKER_LEN: usize = 16;
 /// The first 8 bytes of every document log.
 pub const LOG_MAGIC: [u8; 8] = *b"PFSLOG\0\0";
-/// The log format version this build reads and writes.
-pub const LOG_VERSION: u32 = 1;
+/// The log format version this build reads and writes. Version 1 logs are refused
+/// with [`Error::UnsupportedFormat`].
+pub const LOG_VERSION: u32 = 2;
 /// The longest log header: the fixed 18 bytes and the longest document id.
 pub const MAX_LOG_HEADER_LEN: usize = 18 + MAX_DOCUMENT_ID_LEN;
+/// The first 8 bytes of the clean-close record.
+pub const CLOSED_MAGIC: [u8; 8] = *b"PFSCLOSE";
+/// The length of a commit record's payload.
+pub const COMMIT_LEN: usize = 12;
 /// The length of a record header.
 pub const RECORD_HEADER_LEN: usize = 13;
 /// The largest record payload (2 GiB). A batch whose encoding is larger is refused with
@@ -199,6 +235,110 @@ pub(crate) fn decode_log_header(bytes: &[u8], path: &Path) -> Result<(DocumentId
     Ok((DocumentId::from(id), end + 4))
 }
 
+/// One log named by the clean-close record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClosedLog {
+    /// The log's file name.
+    pub name: String,
+    /// Its length and running CRC32C.
+    pub end: LogEnd,
+}
+
+/// The length of a log and the running CRC32C of all its bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LogEnd {
+    /// The length.
+    pub len: u64,
+    /// The CRC32C (unmasked) of all its bytes.
+    pub crc: u32,
+}
+
+/// The bytes of the clean-close record naming `logs`.
+pub(crate) fn encode_closed(logs: &[ClosedLog]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&CLOSED_MAGIC);
+    out.extend_from_slice(&STORE_VERSION.to_le_bytes());
+    out.extend_from_slice(&(logs.len() as u32).to_le_bytes());
+    for log in logs {
+        // Log names are at most 213 bytes (see `names`).
+        out.extend_from_slice(&(log.name.len() as u16).to_le_bytes());
+        out.extend_from_slice(log.name.as_bytes());
+        out.extend_from_slice(&log.end.len.to_le_bytes());
+        out.extend_from_slice(&log.end.crc.to_le_bytes());
+    }
+    let crc = mask_crc(crc32c::crc32c(&out));
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads the clean-close record read from `path`.
+pub(crate) fn decode_closed(bytes: &[u8], path: &Path) -> Result<Vec<ClosedLog>> {
+    let corrupt = |what: &str, at: usize| {
+        Error::corrupt(
+            format!(
+                "{what}; the store was closed cleanly, so its logs can no longer be checked \
+                 against it (if the logs are intact, removing this file opens the store as after a crash)"
+            ),
+            path,
+            Some(at as u64),
+        )
+    };
+    if !bytes.starts_with(&CLOSED_MAGIC) {
+        return Err(corrupt("the clean-close record has no valid magic", 0));
+    }
+    let version = bytes.get(8..12).and_then(|b| b.first_chunk::<4>());
+    let Some(version) = version.map(|v| le_u32(*v)) else {
+        return Err(corrupt("the clean-close record is cut short", bytes.len()));
+    };
+    if version != STORE_VERSION {
+        return Err(Error::UnsupportedFormat {
+            what: "fs clean-close record",
+            path: path.to_path_buf(),
+            found: version,
+            supported: STORE_VERSION,
+        });
+    }
+    let Some((body, stored)) = bytes.split_last_chunk::<4>().filter(|(b, _)| b.len() >= 16) else {
+        return Err(corrupt("the clean-close record is cut short", bytes.len()));
+    };
+    if le_u32(*stored) != mask_crc(crc32c::crc32c(body)) {
+        return Err(corrupt(
+            "the clean-close record's checksum does not match",
+            body.len(),
+        ));
+    }
+    let count = le_u32([body[12], body[13], body[14], body[15]]) as usize;
+    let mut logs = Vec::new();
+    let mut at = 16;
+    for _ in 0..count {
+        let cut = || corrupt("the clean-close record is cut short", at);
+        let name_len = body.get(at..at + 2).ok_or_else(cut)?;
+        let name_len = usize::from(u16::from_le_bytes([name_len[0], name_len[1]]));
+        let name = body.get(at + 2..at + 2 + name_len).ok_or_else(cut)?;
+        let fields = body
+            .get(at + 2 + name_len..at + 14 + name_len)
+            .ok_or_else(cut)?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| corrupt("the clean-close record names a log that is not UTF-8", at))?;
+        let (len, crc) = fields.split_at(8);
+        logs.push(ClosedLog {
+            name: name.to_owned(),
+            end: LogEnd {
+                len: u64::from_le_bytes(len.try_into().unwrap_or_default()),
+                crc: le_u32(crc.try_into().unwrap_or_default()),
+            },
+        });
+        at += 14 + name_len;
+    }
+    if at != body.len() {
+        return Err(corrupt(
+            "the clean-close record has bytes after its last entry",
+            at,
+        ));
+    }
+    Ok(logs)
+}
+
 fn not_a(what: &'static str, path: &Path) -> Error {
     Error::NotAStore {
         what,
@@ -233,7 +373,7 @@ mod tests {
             err,
             Err(Error::UnsupportedFormat {
                 found: 9,
-                supported: 1,
+                supported: STORE_VERSION,
                 ..
             })
         ));
@@ -263,6 +403,36 @@ mod tests {
             for cut in 0..len {
                 assert!(decode_log_header(&bytes[..cut], path).is_err());
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn clean_close_record_round_trips_and_every_damage_is_an_error() -> Result<()> {
+        let path = Path::new("CLOSED");
+        let logs = vec![
+            ClosedLog {
+                name: "d61.log".into(),
+                end: LogEnd { len: 100, crc: 7 },
+            },
+            ClosedLog {
+                name: "h0123456789abcdef-0.log".into(),
+                end: LogEnd {
+                    len: u64::MAX,
+                    crc: u32::MAX,
+                },
+            },
+        ];
+        let bytes = encode_closed(&logs);
+        assert_eq!(decode_closed(&bytes, path)?, logs);
+        assert_eq!(decode_closed(&encode_closed(&[]), path)?, vec![]);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x20;
+            assert!(decode_closed(&bad, path).is_err(), "flip at {i}");
+        }
+        for cut in 0..bytes.len() {
+            assert!(decode_closed(&bytes[..cut], path).is_err(), "cut at {cut}");
         }
         Ok(())
     }

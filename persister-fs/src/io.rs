@@ -18,8 +18,8 @@ pub(crate) trait Fs: Send + Sync + fmt::Debug {
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Up to `max` bytes from the start of the file at `path`.
     fn read_prefix(&self, path: &Path, max: usize) -> io::Result<Vec<u8>>;
-    /// Opens an existing file for reading and appending.
-    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// Opens an existing file for reading and, when `write`, appending.
+    fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn FsFile>>;
     /// Creates the file at `path` (mode 0600 on unix), emptying it if it exists.
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// Renames `from` to `to`, replacing `to`.
@@ -31,6 +31,9 @@ pub(crate) trait Fs: Send + Sync + fmt::Debug {
     /// Takes an exclusive lock on the file at `path`, creating it; `None` when another
     /// holder has it. The lock lasts as long as the returned guard.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>>;
+    /// Takes a shared lock on the existing file at `path`, opened read-only; `None`
+    /// when another holder has an exclusive lock on it.
+    fn try_lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>>;
 }
 
 /// An open file, read whole and then appended to.
@@ -45,8 +48,11 @@ pub(crate) trait FsFile: Send + fmt::Debug {
     fn sync_data(&mut self) -> io::Result<()>;
 }
 
-/// Holds a store's lock until dropped.
-pub(crate) trait FsLock: Send + Sync + fmt::Debug {}
+/// Holds a store's lock until released or dropped.
+pub(crate) trait FsLock: Send + Sync + fmt::Debug {
+    /// Releases the lock.
+    fn release(self: Box<Self>) -> io::Result<()>;
+}
 
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -90,8 +96,8 @@ impl Fs for OsFs {
         Ok(bytes)
     }
 
-    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+    fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn FsFile>> {
+        let file = OpenOptions::new().read(true).write(write).open(path)?;
         Ok(Box::new(OsFile(file)))
     }
 
@@ -131,7 +137,16 @@ impl Fs for OsFs {
             .truncate(false)
             .open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(OsLock { _file: file }))),
+            Ok(()) => Ok(Some(Box::new(OsLock { file }))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn try_lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        let file = File::open(path)?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(Box::new(OsLock { file }))),
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(e),
         }
@@ -175,9 +190,27 @@ impl FsFile for OsFile {
     }
 }
 
+/// An `flock` on the lock file.
+///
+/// The lock belongs to the open file description, which a child process forked by
+/// any thread shares until it calls `exec` (or exits): closing our descriptor alone
+/// would leave the lock held by such a child for that moment. So the lock is released
+/// explicitly (`LOCK_UN` acts on the shared description) before the file is closed,
+/// and the store's drop returns only once it is released.
 #[derive(Debug)]
 struct OsLock {
-    _file: File,
+    file: File,
 }
 
-impl FsLock for OsLock {}
+impl FsLock for OsLock {
+    fn release(self: Box<Self>) -> io::Result<()> {
+        self.file.unlock()
+    }
+}
+
+impl Drop for OsLock {
+    fn drop(&mut self) {
+        // Released already when `release` ran; unlocking twice is harmless.
+        let _ = self.file.unlock();
+    }
+}

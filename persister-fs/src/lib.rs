@@ -17,12 +17,13 @@
 //! let mut doc = store.open_document(&"notes".into())?;
 //! doc.insert_changes(vec![(ActorId::new([1; 16]), 1, b"change".to_vec())])?;
 //! assert!(doc.flush()? > 0); // durable from here on
-//! drop((doc, store));
+//! doc.close()?;
+//! store.close()?; // a checked clean close
 //!
 //! let store = FsStore::open(dir.path())?;
 //! let doc = store.open_document(&"notes".into())?;
 //! assert_eq!(doc.get_changes()?, vec![b"change".to_vec()]);
-//! assert_eq!(doc.recovered_bytes(), 0);
+//! assert!(store.recovered().is_empty()); // no torn tail was dropped
 //! # Ok(())
 //! # }
 //! ```
@@ -32,76 +33,150 @@
 //! | name | what |
 //! |---|---|
 //! | `STORE` | the marker: magic and store format version ([`is_fs_store`] looks for it) |
-//! | `LOCK` | empty; locked exclusively (`File::try_lock`) while a store is open, so a second opener gets [`Error::Locked`](persister_core::Error::Locked) |
+//! | `LOCK` | empty; locked exclusively (`flock`) while a store is open, so a second opener gets [`Error::Locked`](persister_core::Error::Locked); shared by read-only opens |
+//! | `CLOSED` | the clean-close record: every log's exact length and running checksum, present only while the store is closed cleanly and not written since |
 //! | `d<hex>.log` | the log of a document whose id has at most 100 bytes: `d`, then the id's bytes in lowercase hex (`d.log` for the empty id) |
 //! | `h<hash>-<n>.log` | the log of a longer id: its 64-bit FNV-1a hash in hex and a counter for colliding ids; the full id is in the log header |
-//! | `*.tmp` | a log (or marker) being written; removed when the store is opened |
+//! | `*.tmp` | a log (or marker, or clean-close record) being written; removed when the store is opened for writing |
 //!
 //! No document id reaches the file system as itself, so no id can name a path outside
 //! the store, and names are unique on case-insensitive file systems too. Every log
 //! header holds its full id, which is checked when the log is opened. A store creates
 //! its directories with mode 0700 and its files with mode 0600 on unix. A directory
 //! that holds other files and no marker is refused with
-//! [`Error::NotAStore`](persister_core::Error::NotAStore).
+//! [`Error::NotAStore`](persister_core::Error::NotAStore). The format version is
+//! [`FORMAT_VERSION`] (2); stores and logs of version 1 are refused with
+//! [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) naming both
+//! versions, never read.
 //!
 //! # Durability: what each operation writes
 //!
 //! - **apply** writes nothing: the batch is validated, encoded as one record into the
 //!   document's buffer and applied to the state in memory.
-//! - **flush** writes the buffer at the end of the log with one `write` and makes it
-//!   durable with one `fdatasync`, and returns the bytes written (0 when nothing was
-//!   pending). The first flush of a new document, and a flush that rewrites a log
-//!   (see [`FsOptions`]), instead write a whole new log under a `.tmp` name,
-//!   `fdatasync` it, rename it into place and sync the directory.
+//! - **flush** writes the buffer and a commit record (the log's length and running
+//!   CRC32C before it) at the end of the log with one `write`, makes it durable with
+//!   one `fdatasync`, and returns the bytes written (0 when nothing was pending). The
+//!   first flush of a new document, and a flush that rewrites a log (see
+//!   [`FsOptions`]), instead write a whole new log under a `.tmp` name, `fdatasync`
+//!   it, rename it into place and sync the directory. The first write to any log
+//!   after the store was opened first removes the clean-close record and syncs the
+//!   directory (once per opening, not per flush).
 //! - **remove_document** removes the log and syncs the directory.
-//! - **opening a document** replays its log; if it ends in a torn tail, it truncates the
-//!   tail and syncs the truncation.
+//! - **opening a document** replays its log; if it ends in a torn tail (only possible
+//!   after a crash), it truncates the tail and syncs the truncation.
+//! - **closing the store** ([`FsStore::close`], or dropping the store and its last
+//!   handle) writes the clean-close record (`.tmp`, `fdatasync`, rename, directory
+//!   sync) if anything was written since it was opened, then releases the lock. The
+//!   record is not written after a failed flush (that log may end in a torn write).
+//!   After a crash, the close first replays the logs no handle opened, so the record
+//!   vouches only for whole logs.
 //! - **opening a new store** creates its directory (syncing the parent of each new
 //!   directory) and writes the marker as a new log is written.
 //!
-//! Nothing else is written or synced: the application owns the fsync policy. Writes of
-//! a handle dropped without a flush stay in the store's memory for the next handle of
-//! the same document, and are lost (as in a crash) when the store is dropped.
+//! Nothing else is written or synced: the application owns the fsync policy.
+//!
+//! # Closing and dropping
+//!
+//! Dropping a handle without a flush **discards** its unflushed writes: the next
+//! handle of the document, in this store or after reopening, sees exactly the state
+//! of its last successful flush. Nothing flushed is lost. A handle poisoned by a
+//! failed flush passes its poison to every later handle of the document until the
+//! store is reopened. [`FsPersister::close`] flushes, releases the handle and returns
+//! the error; [`FsStore::close`] closes cleanly and returns the error, which dropping
+//! cannot. Dropping a store returns only once its lock is released: the lock is
+//! unlocked explicitly (`LOCK_UN`) before its file is closed, because a child process
+//! forked by any thread holds a copy of the lock's open file description until it
+//! calls `exec`, so closing the descriptor alone would leave the store locked for that
+//! moment. A second process's open is never retried: it fails with `Locked` at once
+//! while the store is open, and succeeds as soon as the drop returned.
+//!
+//! # Reading only
+//!
+//! [`FsStore::open_read_only`] creates, writes, truncates, repairs and removes
+//! nothing, so it works on a read-only mount or directory. It takes a shared lock on
+//! `LOCK` when the file exists (so a writer makes it fail with `Locked`, and read-only
+//! opens do not block each other), reports a torn tail through
+//! [`Store::recovered`](persister_core::Store::recovered) with `truncated: false`
+//! instead of cutting it, and refuses every write with
+//! [`Error::InvalidInput`](persister_core::Error::InvalidInput).
+//!
+//! # After a clean close
+//!
+//! While the clean-close record exists, no log has been written since it was written,
+//! and it holds each log's exact length and running checksum. Opening a document then
+//! accepts only exactly that log: a torn tail, a cut anywhere (exactly between
+//! records included), a flipped byte or a zeroed block anywhere, in any log, is
+//! [`Error::Corrupt`](persister_core::Error::Corrupt) naming the file and the offset,
+//! and nothing is changed. So is a log missing from the directory or one the record
+//! does not name. Damage to the record itself, or to the marker, is an error when the
+//! store is opened. Any single damage to a cleanly closed store reads as an error or
+//! as exactly the stored data (the test `damage` in `tests/fs/` checks 1,000 random
+//! ones in CI).
 //!
 //! # After a crash
 //!
 //! Every flush returns only after `fdatasync`, and the first flush of each log file
-//! (its header and first records) is synced before the file gets its name. So a crash
-//! can damage only what the last, unfinished flush was writing, and each record carries
-//! the number of the flush that wrote it, the last record of a flush being marked. When
-//! a document is opened:
+//! is synced before the file gets its name. So a crash can damage only what the last,
+//! unfinished flush was writing. A flush is its batch records and one commit record,
+//! each record carrying the flush's number; a flush's batches count only once its
+//! commit is read, so a flush is all or nothing. When a document is opened:
 //!
 //! - Records are read until the first invalid one (type 0 or unknown, length 0 or over
 //!   [`format::MAX_RECORD_LEN`] or past the end of the file, bad checksum). A
 //!   zero-filled tail never reads as records.
-//! - If the bytes from there on can all belong to the one unfinished flush (no valid
-//!   record of another flush, and no record ending that flush with bytes after it),
-//!   they are a **torn tail**: truncated, and reported by
-//!   [`FsPersister::recovered_bytes`] and [`FsPersister::recovery`].
+//! - If the bytes after the last valid commit can all belong to the one unfinished
+//!   flush (no valid record of another flush after the first invalid one, and a valid
+//!   commit of that flush only as the very end of the file), they are a **torn
+//!   tail**: truncated, and reported by [`Store::recovered`](persister_core::Store::recovered)
+//!   (and [`FsPersister::recovery`]).
 //! - Otherwise something already synced was damaged: opening fails with
 //!   [`Error::Corrupt`](persister_core::Error::Corrupt) naming the file and the offset
-//!   of the first invalid record, and nothing is changed. Damage inside the first flush
-//!   of a file, a record of an unexpected flush number, or a payload that fails to
-//!   decode behind a valid checksum are corruption too.
+//!   of the first invalid record, and nothing is changed. A log without a valid first
+//!   flush, a record of an unexpected flush number, a commit whose length or running
+//!   checksum does not match the bytes before it (a record lost, added, moved or
+//!   spliced from another log), or a payload that fails to decode behind a valid
+//!   checksum are corruption too.
 //!
-//! The recovered document is the state after a prefix of its batches that includes
-//! every batch flushed before the crash; a batch is one record, so it is never half
-//! there. Two cases cannot be told apart from a crash without a second sync per flush,
-//! and are handled as one: damage to the bytes of the last flush itself is dropped as
-//! a torn tail and reported; and damage that leaves no valid record after it (a log
-//! cut short or zeroed up to its end by something other than a crash) is dropped from
-//! where it starts, reported when the cut falls inside a record, and unseen when it
-//! falls exactly between records.
+//! ## Damage after a crash that cannot be told from a torn tail
+//!
+//! As in SQLite's and RocksDB's write-ahead logs, a log that was not closed cleanly
+//! does not know how long it should be: only a second sync per flush (a durable
+//! pointer to the last commit) could tell, and this format does not pay for it. So,
+//! when the store was not closed cleanly (no clean-close record), these damages look
+//! exactly like a crash and are handled as one:
+//!
+//! 1. **Damage confined to the last flush**, from the end of the last complete commit
+//!    to the end of the file (a flipped byte, a zeroed block, a cut inside it, its
+//!    commit record damaged): a crash during that flush leaves the same bytes (the
+//!    disk may keep any subset of a flush's unsynced sectors). The whole last flush is
+//!    dropped as a torn tail, and reported with its offset and length.
+//! 2. **A cut inside an earlier flush, or zeroes from inside an earlier flush to the
+//!    end of the file**: what remains ends inside a flush with nothing valid after it,
+//!    as a crash during that flush would leave it. Everything from that flush's start
+//!    is dropped as a torn tail, and reported.
+//! 3. **A cut exactly at the end of a commit record**: the log is then whole and
+//!    shorter, as if the later flushes had never happened. Nothing is dropped on open,
+//!    so nothing is reported: this loss is silent.
+//!
+//! Damage with a valid record after it (a flipped byte, a zeroed block or a hostile
+//! length anywhere before the last flush, or a later commit) is always detected, and
+//! after a clean close every damage above is detected too. Applications that need to
+//! know that nothing was lost close the store ([`FsStore::close`], or drop it) before
+//! exiting.
 //!
 //! # How this is tested
 //!
 //! All file I/O goes through a small internal trait. The crate's unit tests run the
 //! store on a simulated file system that loses what was not synced, crash a workload
-//! of 10 flushes at every I/O call (dropping all unsynced data, keeping a random subset
-//! of unsynced 512-byte sectors, or tearing the last write), crash again at every I/O
-//! call of each recovery that truncated a torn tail, and check that every flushed batch
-//! survives and no batch is half there. A control run on a disk whose directory syncs do nothing fails, so the
-//! loop can fail. `PERSISTER_SIM_SEEDS=n` runs more seeds than the default 10.
+//! of 10 flushes and a clean close at every I/O call (dropping all unsynced data,
+//! keeping a random subset of unsynced 512-byte sectors, or tearing the last write),
+//! crash again at every I/O call of each recovery that truncated a torn tail, and
+//! check that every flushed batch survives and no batch is half there. A control run
+//! on a disk whose directory syncs do nothing fails, so the loop can fail.
+//! `PERSISTER_SIM_SEEDS=n` runs more seeds than the default 10. The same simulated
+//! disk fills up (ENOSPC) and turns read-only (EROFS) on request; a test on a real
+//! 1 MiB tmpfs does both where the tests run as root. The integration tests damage a
+//! cleanly closed store 1,000 times at random (`PERSISTER_FS_DAMAGE_CASES=n` for more).
 //!
 //! # Limits
 //!
@@ -129,5 +204,10 @@ mod sim;
 mod tests;
 
 pub use options::FsOptions;
+
+/// The format version of the stores this build reads and writes (the store marker's
+/// version; logs and the clean-close record have the same one). The same as
+/// [`format::STORE_VERSION`].
+pub const FORMAT_VERSION: u32 = format::STORE_VERSION;
 pub use persister::{FsPersister, Recovery};
 pub use store::{FsStore, is_fs_store};

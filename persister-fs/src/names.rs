@@ -14,6 +14,8 @@ use persister_core::DocumentId;
 pub(crate) const MARKER: &str = "STORE";
 /// The lock file.
 pub(crate) const LOCK: &str = "LOCK";
+/// The clean-close record.
+pub(crate) const CLOSED: &str = "CLOSED";
 /// The suffix of a file being written, renamed into place only once synced.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 /// The longest id named by its hex digits.
@@ -114,6 +116,7 @@ mod tests {
             "h0123456789abcdef.log",
             "STORE",
             "LOCK",
+            "CLOSED",
             "x.log",
             &format!("d{}.log", "ab".repeat(MAX_HEX_ID_LEN + 1)),
         ] {

@@ -14,10 +14,10 @@ use crate::store::Shared;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {
-    /// Bytes of a torn tail (an unfinished last flush) dropped from the log; 0 when the
-    /// log ended cleanly.
+    /// Bytes of a torn tail (an unfinished last flush) dropped from the log, or only
+    /// left out on a read-only store; 0 when the log ended cleanly.
     pub dropped_bytes: u64,
-    /// The length the log was truncated to, when a torn tail was dropped.
+    /// The length the log was truncated to, when a torn tail was cut off.
     pub truncated_at: Option<u64>,
 }
 
@@ -28,12 +28,13 @@ pub struct Recovery {
 /// opened. Writes are encoded into one record per batch and buffered;
 /// [`flush`](Persister::flush) writes the buffer with one write and one `fdatasync`.
 /// Nothing is written or synced at any other time (apart from truncating a torn tail
-/// when the document is opened).
+/// when the document is opened, and the store's clean-close record).
 ///
-/// Dropping a handle without flushing keeps its writes in the store's memory for the
-/// next handle of the same document; they are lost, as in a crash, when the store and
-/// all its handles are dropped. A handle poisoned by a failed flush stays poisoned for
-/// every handle of the document until the store is reopened.
+/// Dropping a handle without flushing discards its unflushed writes: the next handle
+/// of the document, in this store or after reopening, sees exactly the state of its
+/// last successful flush. Nothing flushed is lost. [`close`](FsPersister::close)
+/// flushes, releases the handle and returns the error. A handle poisoned by a failed
+/// flush stays poisoned for every handle of the document until the store is reopened.
 pub struct FsPersister {
     shared: Arc<Shared>,
     doc: Doc,
@@ -60,9 +61,25 @@ impl FsPersister {
     }
 
     /// The bytes of a torn tail dropped when the document was opened: 0 unless the
-    /// last flush before a crash was unfinished.
+    /// last flush before a crash was unfinished. The store reports the same through
+    /// [`Store::recovered`](persister_core::Store::recovered).
     pub fn recovered_bytes(&self) -> u64 {
         self.doc.recovery().dropped_bytes
+    }
+
+    /// Flushes, releases the handle, and returns the flush's error, for a checked
+    /// shutdown. If the store was dropped before, this was its last handle: the store
+    /// is closed too (see [`FsStore::close`](crate::FsStore::close)) and its error
+    /// returned.
+    pub fn close(mut self) -> Result<()> {
+        let flushed = self.flush();
+        let shared = Arc::clone(&self.shared);
+        drop(self);
+        flushed?;
+        match Arc::try_unwrap(shared) {
+            Ok(shared) => shared.close(),
+            Err(_) => Ok(()),
+        }
     }
 }
 
@@ -128,8 +145,6 @@ impl Persister for FsPersister {
 
 impl Drop for FsPersister {
     fn drop(&mut self) {
-        if self.doc.needs_parking() {
-            self.shared.park(std::mem::take(&mut self.doc));
-        }
+        self.shared.release(&self.doc);
     }
 }

@@ -1,125 +1,152 @@
 //! Replaying a log, and telling a torn tail from damage.
 //!
-//! A crash can damage only what the last flush was writing: every earlier flush
-//! returned after `fdatasync`, and the first flush of every log file is synced before
-//! the file gets its name. So the bytes after the last valid record are a torn tail
-//! exactly when they could all belong to one unfinished flush, the flush `T` that
-//! follows the valid prefix (the prefix's last flush if its last record does not end
-//! it, the next flush number otherwise):
+//! A flush is its batch records followed by one commit record; its batches count only
+//! once the commit is read. A crash can damage only what the last flush was writing:
+//! every earlier flush returned after `fdatasync`, and the first flush of every log
+//! file is synced before the file gets its name. So the bytes after the last valid
+//! commit are a torn tail exactly when they could all belong to the one unfinished
+//! flush `T` that follows it:
 //!
 //! - no valid record lies there except records of flush `T`, and
-//! - a record that ends flush `T` ends the file.
+//! - a commit record of flush `T` ends the file.
 //!
 //! Any other valid record after an invalid one (a record of an older or a later flush,
-//! or a record that ends a flush and is followed by more bytes) proves that something
-//! already synced was damaged: that is corruption, reported with the offset of the
-//! first invalid record, and nothing is truncated. Damage inside the first flush of a
-//! file is corruption too. Damage to the bytes of the last flush itself cannot be told
-//! from a torn write without another sync per flush: it is treated as a torn tail, and
-//! the dropped bytes are reported.
+//! or a commit followed by more bytes) proves that something already synced was
+//! damaged: that is corruption, reported with the offset of the first invalid record,
+//! and nothing is truncated. A log without a valid commit (damage inside the first
+//! flush of the file), a record of an unexpected flush number, a commit whose length
+//! or running checksum does not match the bytes before it, or a payload that fails to
+//! decode behind a valid checksum are corruption too.
+//!
+//! A store closed cleanly knows each log's exact length and running checksum (the
+//! clean-close record); its logs are checked against them by the caller, and no tail
+//! at all is accepted.
 
 use std::path::Path;
 
 use persister_core::{Error, Result};
 
-use crate::format::{batch, parse_record};
+use crate::format::{LogEnd, RecordKind, batch, parse_commit, parse_record};
 use crate::live::LiveState;
 
 /// What replaying a log found.
 #[derive(Debug)]
 pub(crate) struct Replayed {
-    /// The state after every valid record.
+    /// The state after every committed flush.
     pub live: LiveState,
-    /// Where the valid records end; the bytes after it are a torn tail.
-    pub valid_len: usize,
+    /// Where the last commit ends, and the running checksum of the bytes before it;
+    /// the bytes after it are a torn tail.
+    pub valid: LogEnd,
     /// The flush number the next appended record gets.
     pub next_flush: u32,
-}
-
-/// The last valid record's flush number and whether it ended its flush.
-#[derive(Clone, Copy, Debug)]
-struct Last {
-    flush: u32,
-    ends_flush: bool,
-}
-
-impl Last {
-    /// The flush number of the record that may follow.
-    fn next(self) -> u32 {
-        if self.ends_flush {
-            self.flush.wrapping_add(1)
-        } else {
-            self.flush
-        }
-    }
+    /// Where the first invalid record starts, when the log does not end with a commit
+    /// (its torn tail's first damaged byte is at or after it).
+    pub first_invalid: Option<usize>,
 }
 
 /// Replays the records of a log read whole into `bytes`, whose header is
 /// `header_len` bytes long.
 pub(crate) fn replay(bytes: &[u8], header_len: usize, path: &Path) -> Result<Replayed> {
+    let corrupt = |what: String, at: usize| Error::corrupt(what, path, Some(at as u64));
     let mut live = LiveState::default();
     let mut pos = header_len;
-    let mut first_flush = None;
-    let mut last: Option<Last> = None;
+    let mut crc = crc32c::crc32c(&bytes[..header_len]);
+    // The batches of the flush being read, not committed yet: where each starts.
+    let mut uncommitted: Vec<usize> = Vec::new();
+    // The flush number the next record must have, once one record was read.
+    let mut due: Option<u32> = None;
+    let mut valid: Option<LogEnd> = None;
+    let mut first_invalid = None;
     while pos < bytes.len() {
         let record = match parse_record(bytes, pos) {
             Ok(record) => record,
             Err(why) => {
-                check_torn_tail(bytes, pos, why, first_flush, last, path)?;
+                check_torn_tail(bytes, pos, why, valid.is_some(), due, path)?;
+                first_invalid = Some(pos);
                 break;
             }
         };
-        if let Some(last) = last
-            && record.flush != last.next()
+        if let Some(due) = due
+            && record.flush != due
         {
             let what = format!(
-                "a record of flush {} follows one of flush {}, where flush {} was due",
-                record.flush,
-                last.flush,
-                last.next()
+                "a record of flush {} follows where flush {due} was due",
+                record.flush
             );
-            return Err(Error::corrupt(what, path, Some(pos as u64)));
+            return Err(corrupt(what, pos));
         }
-        let payload = &bytes[record.payload_start..record.end];
-        batch::decode(payload, |write| live.apply_write(write)).map_err(|why| {
-            let what = format!("a record has a valid checksum but {why}");
-            Error::corrupt(what, path, Some(pos as u64))
-        })?;
-        first_flush.get_or_insert(record.flush);
-        last = Some(Last {
-            flush: record.flush,
-            ends_flush: record.ends_flush,
-        });
+        match record.kind {
+            RecordKind::Batch => {
+                uncommitted.push(pos);
+                due = Some(record.flush);
+            }
+            RecordKind::Commit => {
+                let payload = &bytes[record.payload_start..record.end];
+                let commit = parse_commit(payload);
+                if commit.map(|c| (c.log_len, c.log_crc)) != Some((pos as u64, crc)) {
+                    let what = format!(
+                        "a commit record does not match the {pos} bytes before it (a record was lost, added or moved)"
+                    );
+                    return Err(corrupt(what, pos));
+                }
+                for at in uncommitted.drain(..) {
+                    apply(bytes, at, &mut live).map_err(|why| corrupt(why, at))?;
+                }
+                due = Some(record.flush.wrapping_add(1));
+            }
+        }
+        crc = crc32c::crc32c_append(crc, &bytes[pos..record.end]);
         pos = record.end;
+        if record.kind == RecordKind::Commit {
+            valid = Some(LogEnd {
+                len: pos as u64,
+                crc,
+            });
+        }
+    }
+    let Some(valid) = valid else {
+        let at = first_invalid.unwrap_or(header_len);
+        return Err(corrupt(
+            "the log has no complete first flush, which was synced before the file was named"
+                .into(),
+            at,
+        ));
+    };
+    if first_invalid.is_none() && !uncommitted.is_empty() {
+        first_invalid = Some(pos);
     }
     Ok(Replayed {
         live,
-        valid_len: pos,
-        next_flush: last.map_or(0, Last::next),
+        valid,
+        next_flush: due.unwrap_or(0),
+        first_invalid,
     })
 }
 
-/// Checks that the bytes from `at` on, where no valid record starts, are a torn tail.
+/// Applies the batch record at `at`, which has a valid checksum.
+fn apply(bytes: &[u8], at: usize, live: &mut LiveState) -> std::result::Result<(), String> {
+    let record = parse_record(bytes, at).map_err(str::to_owned)?;
+    let payload = &bytes[record.payload_start..record.end];
+    batch::decode(payload, |write| live.apply_write(write))
+        .map_err(|why| format!("a record has a valid checksum but {why}"))
+}
+
+/// Checks that the bytes from `at` on, where no valid record starts, can be a torn
+/// tail: the rest of the unfinished flush `torn_flush`.
 fn check_torn_tail(
     bytes: &[u8],
     at: usize,
     why: &str,
-    first_flush: Option<u32>,
-    last: Option<Last>,
+    committed: bool,
+    torn_flush: Option<u32>,
     path: &Path,
 ) -> Result<()> {
     let corrupt = |what: String| Err(Error::corrupt(what, path, Some(at as u64)));
-    let Some(last) = last else {
+    let (true, Some(torn_flush)) = (committed, torn_flush) else {
         return corrupt(format!(
             "{why}, in the first flush of the log, which was synced before the file was named"
         ));
     };
-    if !last.ends_flush && Some(last.flush) == first_flush {
-        return corrupt(format!(
-            "{why}, inside the first flush of the log, which was synced before the file was named"
-        ));
-    }
-    let torn_flush = last.next();
     let mut scan = at + 1;
     while scan < bytes.len() {
         let Ok(record) = parse_record(bytes, scan) else {
@@ -132,9 +159,9 @@ fn check_torn_tail(
                 record.flush
             ));
         }
-        if record.ends_flush && record.end != bytes.len() {
+        if record.kind == RecordKind::Commit && record.end != bytes.len() {
             return corrupt(format!(
-                "{why}, yet a valid record ending flush {} follows at byte {scan} and more bytes follow it: the log was damaged before its end",
+                "{why}, yet a valid commit of flush {} follows at byte {scan} and more bytes follow it: the log was damaged before its end",
                 record.flush
             ));
         }
@@ -149,27 +176,28 @@ mod tests {
     use persister_core::{ActorId, Batch, DocumentId};
 
     use super::*;
-    use crate::format::{begin_record, encode_log_header, finish_record, mark_ends_flush};
+    use crate::format::{begin_record, encode_log_header, finish_record, push_commit};
 
-    /// A log with the given flushes, each a number of one-change batches. Returns the
-    /// bytes and the start of every record.
+    /// A log with the given flushes, each a number of one-change batches and a commit.
+    /// Returns the bytes and the start of every record, commits included.
     fn log(flushes: &[usize]) -> (Vec<u8>, Vec<usize>) {
         let mut out = encode_log_header(&DocumentId::from("doc"));
         let mut starts = Vec::new();
         let mut seq = 0;
         for (flush, &records) in flushes.iter().enumerate() {
-            for i in 0..records {
+            for _ in 0..records {
                 seq += 1;
                 let start = begin_record(&mut out);
                 let change =
                     Batch::new().insert_change(ActorId::new([1]), seq, vec![seq as u8; 30]);
                 batch::encode(&mut out, &change);
-                let crc = finish_record(&mut out, start, flush as u32);
-                if i + 1 == records {
-                    mark_ends_flush(&mut out, start, crc);
-                }
+                finish_record(&mut out, start, RecordKind::Batch, flush as u32);
                 starts.push(start);
             }
+            starts.push(out.len());
+            let crc = crc32c::crc32c(&out);
+            let len = out.len() as u64;
+            push_commit(&mut out, flush as u32, len, crc);
         }
         (out, starts)
     }
@@ -190,20 +218,25 @@ mod tests {
     fn clean_log_replays_whole() -> Result<()> {
         let (bytes, _) = log(&[1, 3, 2]);
         let replayed = replay_log(&bytes)?;
-        assert_eq!((changes(&replayed), replayed.valid_len), (6, bytes.len()));
-        assert_eq!(replayed.next_flush, 3);
+        assert_eq!(
+            (changes(&replayed), replayed.valid.len),
+            (6, bytes.len() as u64)
+        );
+        assert_eq!(replayed.valid.crc, crc32c::crc32c(&bytes));
+        assert_eq!((replayed.next_flush, replayed.first_invalid), (3, None));
         Ok(())
     }
 
     #[test]
-    fn any_cut_inside_the_last_flush_is_a_torn_tail() -> Result<()> {
+    fn any_cut_inside_the_last_flush_drops_the_whole_flush() -> Result<()> {
         let (bytes, starts) = log(&[2, 3]);
-        let ends: Vec<usize> = starts[1..].iter().copied().chain([bytes.len()]).collect();
-        for cut in starts[2] + 1..bytes.len() {
+        // The last flush starts after the first flush's commit (record 2).
+        let last_flush = starts[3];
+        for cut in last_flush + 1..bytes.len() {
             let replayed = replay_log(&bytes[..cut])?;
-            let kept = ends.iter().filter(|&&end| end <= cut).count();
-            assert_eq!(changes(&replayed) as usize, kept, "cut at {cut}");
-            assert_eq!(replayed.valid_len, ends[kept - 1]);
+            assert_eq!(changes(&replayed), 2, "cut at {cut}");
+            assert_eq!(replayed.valid.len, last_flush as u64);
+            assert!(replayed.first_invalid.is_some());
             // An unfinished flush keeps its number for the records that follow it.
             assert_eq!(replayed.next_flush, 1);
         }
@@ -213,29 +246,33 @@ mod tests {
     #[test]
     fn lost_sectors_inside_the_last_flush_are_a_torn_tail() -> Result<()> {
         let (mut bytes, starts) = log(&[2, 3]);
-        // The middle record of the last flush is lost, the records around it are not.
-        bytes[starts[3]..starts[4]].fill(0);
+        // The middle record of the last flush is lost, the records around it and the
+        // commit are not.
+        bytes[starts[4]..starts[5]].fill(0);
         let replayed = replay_log(&bytes)?;
-        assert_eq!((changes(&replayed), replayed.valid_len), (3, starts[3]));
+        assert_eq!(
+            (changes(&replayed), replayed.valid.len),
+            (2, starts[3] as u64)
+        );
         Ok(())
     }
 
     #[test]
     fn damage_before_a_later_flush_is_corruption() {
         let (mut bytes, starts) = log(&[2, 1, 1]);
-        bytes[starts[1] + 20] ^= 1;
+        bytes[starts[3] + 20] ^= 1;
         let err = replay_log(&bytes);
         assert!(
-            matches!(&err, Err(Error::Corrupt { offset: Some(o), .. }) if *o == starts[1] as u64),
+            matches!(&err, Err(Error::Corrupt { offset: Some(o), .. }) if *o == starts[3] as u64),
             "{err:?}"
         );
     }
 
     #[test]
-    fn damage_to_the_end_of_the_second_last_flush_is_corruption() {
-        // Only one flush follows; without the end marker this would look torn.
+    fn damage_to_the_commit_of_the_second_last_flush_is_corruption() {
         let (mut bytes, starts) = log(&[1, 2, 2]);
-        bytes[starts[2] + 20] ^= 1;
+        // The commit of flush 1 (records: b, c, b, b, c, b, b, c).
+        bytes[starts[4] + 15] ^= 1;
         assert!(replay_log(&bytes).is_err_and(|e| e.is_corrupt()));
     }
 
@@ -244,6 +281,8 @@ mod tests {
         let (mut bytes, starts) = log(&[3]);
         bytes[starts[2] + 20] ^= 1;
         assert!(replay_log(&bytes).is_err_and(|e| e.is_corrupt()));
+        let (bytes, starts) = log(&[3]);
+        assert!(replay_log(&bytes[..starts[3]]).is_err_and(|e| e.is_corrupt()));
         let (mut bytes, starts) = log(&[1, 1]);
         bytes[starts[0]] = 0;
         assert!(replay_log(&bytes).is_err_and(|e| e.is_corrupt()));
@@ -254,12 +293,12 @@ mod tests {
         let (mut bytes, _) = log(&[1, 1]);
         let len = bytes.len();
         bytes.resize(len + 4096, 0);
-        assert_eq!(replay_log(&bytes)?.valid_len, len);
+        assert_eq!(replay_log(&bytes)?.valid.len, len as u64);
         bytes.truncate(len);
         bytes.push(1);
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         bytes.extend_from_slice(&[0xee; 100]);
-        assert_eq!(replay_log(&bytes)?.valid_len, len);
+        assert_eq!(replay_log(&bytes)?.valid.len, len as u64);
         Ok(())
     }
 
@@ -268,7 +307,24 @@ mod tests {
         let (mut bytes, _) = log(&[1]);
         let start = begin_record(&mut bytes);
         batch::encode(&mut bytes, &Batch::new().set_document(b"d".to_vec()));
-        finish_record(&mut bytes, start, 5);
+        finish_record(&mut bytes, start, RecordKind::Batch, 5);
+        assert!(replay_log(&bytes).is_err_and(|e| e.is_corrupt()));
+    }
+
+    #[test]
+    fn a_commit_that_does_not_match_the_bytes_before_it_is_corruption() {
+        // A whole record removed between two commits: every record checksum is fine.
+        let (bytes, starts) = log(&[1, 2, 1]);
+        let mut spliced = bytes[..starts[2]].to_vec();
+        spliced.extend_from_slice(&bytes[starts[3]..]);
+        let err = replay_log(&spliced);
+        assert!(err.is_err_and(|e| e.is_corrupt()));
+        // A commit copied from elsewhere.
+        let (mut bytes, starts) = log(&[1, 1]);
+        let start = starts[3];
+        let crc = crc32c::crc32c(&bytes[..start]) ^ 1;
+        bytes.truncate(start);
+        push_commit(&mut bytes, 1, start as u64, crc);
         assert!(replay_log(&bytes).is_err_and(|e| e.is_corrupt()));
     }
 
@@ -277,7 +333,10 @@ mod tests {
         let (mut bytes, _) = log(&[1]);
         let start = begin_record(&mut bytes);
         bytes.extend_from_slice(&[1, 0, 0, 0, 99]);
-        finish_record(&mut bytes, start, 1);
+        finish_record(&mut bytes, start, RecordKind::Batch, 1);
+        let crc = crc32c::crc32c(&bytes);
+        let len = bytes.len() as u64;
+        push_commit(&mut bytes, 1, len, crc);
         assert!(replay_log(&bytes).is_err_and(|e| e.is_corrupt()));
     }
 }

@@ -4,7 +4,7 @@ use std::io;
 
 use persister_core::DocumentState;
 
-use crate::format::{self, RECORD_HEADER_LEN, batch};
+use crate::format::{self, LogEnd, RECORD_HEADER_LEN, RecordKind, batch};
 use crate::io::FsFile;
 
 /// A rewrite starts a new record once the current one holds this many bytes, so no
@@ -13,19 +13,21 @@ use crate::io::FsFile;
 const REWRITE_CHUNK: usize = 4 << 20;
 
 /// Writes `state` as batch records of one flush, at most about [`REWRITE_CHUNK`] bytes
-/// each, the last marked as ending the flush. Returns the bytes written.
+/// each, and the flush's commit, after the `start` bytes already in `file`. Returns
+/// where the log then ends.
 pub(crate) fn write_state(
     file: &mut dyn FsFile,
     state: &DocumentState,
     flush: u32,
-) -> io::Result<usize> {
+    start: LogEnd,
+) -> io::Result<LogEnd> {
     let mut w = StateWriter {
         file,
         flush,
         buf: Vec::new(),
         start: 0,
         count: 0,
-        written: 0,
+        end: start,
     };
     w.begin();
     if let Some(document) = state.document() {
@@ -37,8 +39,11 @@ pub(crate) fn write_state(
     for (peer, sync_state) in state.sync_states() {
         w.entry(|out| batch::put_set_sync_state(out, peer, sync_state))?;
     }
-    w.finish(true)?;
-    Ok(w.written)
+    w.finish()?;
+    w.write()?;
+    format::push_commit(&mut w.buf, flush, w.end.len, w.end.crc);
+    w.write()?;
+    Ok(w.end)
 }
 
 struct StateWriter<'f> {
@@ -47,7 +52,8 @@ struct StateWriter<'f> {
     buf: Vec<u8>,
     start: usize,
     count: u32,
-    written: usize,
+    /// Where the bytes written so far end.
+    end: LogEnd,
 }
 
 impl StateWriter<'_> {
@@ -59,7 +65,8 @@ impl StateWriter<'_> {
 
     fn entry(&mut self, put: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         if self.buf.len() - self.start >= REWRITE_CHUNK {
-            self.finish(false)?;
+            self.finish()?;
+            self.write()?;
             self.begin();
         }
         put(&mut self.buf);
@@ -67,15 +74,21 @@ impl StateWriter<'_> {
         Ok(())
     }
 
-    fn finish(&mut self, ends_flush: bool) -> io::Result<()> {
+    /// Fills in the current record's write count and header.
+    fn finish(&mut self) -> io::Result<()> {
         let count_at = self.start + RECORD_HEADER_LEN;
         self.buf[count_at..count_at + 4].copy_from_slice(&self.count.to_le_bytes());
-        let crc = format::finish_record(&mut self.buf, self.start, self.flush);
-        if ends_flush {
-            format::mark_ends_flush(&mut self.buf, self.start, crc);
-        }
+        format::finish_record(&mut self.buf, self.start, RecordKind::Batch, self.flush);
+        Ok(())
+    }
+
+    /// Writes the buffer to the file.
+    fn write(&mut self) -> io::Result<()> {
         self.file.append(&self.buf)?;
-        self.written += self.buf.len();
+        self.end = LogEnd {
+            len: self.end.len + self.buf.len() as u64,
+            crc: crc32c::crc32c_append(self.end.crc, &self.buf),
+        };
         self.buf.clear();
         Ok(())
     }

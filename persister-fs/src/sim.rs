@@ -33,6 +33,17 @@ pub(crate) enum CrashMode {
     TearLastWrite,
 }
 
+/// A fault the simulated disk injects until it is cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The disk is full: an append writes the first half of its bytes, then fails
+    /// with `StorageFull` (ENOSPC).
+    Full,
+    /// The file system is read-only: every call that would change it fails with
+    /// `ReadOnlyFilesystem` (EROFS).
+    ReadOnly,
+}
+
 /// The workspace's seeded generator, with the draws the simulation and its workloads
 /// make.
 #[derive(Debug, Clone)]
@@ -103,6 +114,8 @@ struct State {
     /// The last write not synced yet: inode, offset, length.
     last_write: Option<(u64, usize, usize)>,
     locks: BTreeSet<PathBuf>,
+    shared_locks: BTreeMap<PathBuf, usize>,
+    fault: Option<Fault>,
     boot: u64,
     ops: u64,
     renames: u64,
@@ -122,6 +135,17 @@ impl State {
             return Err(io::Error::other("simulated crash: the machine is down"));
         }
         self.ops += 1;
+        Ok(())
+    }
+
+    /// Fails a call that changes the file system when it is read-only.
+    fn check_writable(&self) -> io::Result<()> {
+        if self.fault == Some(Fault::ReadOnly) {
+            return Err(io::Error::new(
+                io::ErrorKind::ReadOnlyFilesystem,
+                "simulated: read-only file system",
+            ));
+        }
         Ok(())
     }
 
@@ -205,6 +229,11 @@ impl SimFs {
         self.lock().fail_next_sync = true;
     }
 
+    /// Injects `fault` (or clears it) until changed.
+    pub(crate) fn set_fault(&self, fault: Option<Fault>) {
+        self.lock().fault = fault;
+    }
+
     /// Makes every `sync_dir` do nothing until the next reboot: a store that forgot its
     /// directory syncs.
     pub(crate) fn ignore_dir_syncs(&self) {
@@ -257,6 +286,7 @@ impl SimFs {
         state.unsynced_ns.clear();
         state.last_write = None;
         state.locks.clear();
+        state.shared_locks.clear();
         state.boot += 1;
         state.ops = 0;
         state.crash_at = None;

@@ -5,12 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "fs/close.rs"]
+mod close;
 #[path = "fs/common.rs"]
 mod common;
+#[path = "fs/damage.rs"]
+mod damage;
 #[path = "fs/layout.rs"]
 mod layout;
 #[path = "fs/lock.rs"]
 mod lock;
+#[path = "fs/readonly.rs"]
+mod readonly;
 #[path = "fs/recovery.rs"]
 mod recovery;
 #[path = "fs/space.rs"]

@@ -108,6 +108,11 @@ fn scratch() -> Option<&'static Scratch> {
             let template = root.path().join("template");
             fs::create_dir_all(&template).ok()?;
             drop(Location::new(Backend::Fs, &template).open().ok()?);
+            // Without the clean-close record the empty store wrote when it closed: the
+            // inputs are then read as a crash left them, by the decoder's most lenient
+            // path, rather than refused for not matching the record.
+            let closed = Backend::Fs.store_path(&template).join("CLOSED");
+            fs::remove_file(closed).ok()?;
             let work = root.path().join("work");
             Some(Scratch {
                 template,

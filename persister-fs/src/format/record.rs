@@ -1,6 +1,16 @@
 //! Record framing: the 13-byte header of each record (see the [module docs](super)).
 
-use super::{MAX_RECORD_LEN, RECORD_HEADER_LEN, le_u32, mask_crc};
+use super::{COMMIT_LEN, MAX_RECORD_LEN, RECORD_HEADER_LEN, le_u32, mask_crc};
+
+/// The record types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum RecordKind {
+    /// A batch of writes.
+    Batch = 1,
+    /// The end of a flush: the log's length and running checksum before it.
+    Commit = 3,
+}
 
 /// Starts a record at the end of `out`: reserves its header, to be filled by
 /// [`finish_record`] once the payload has been appended. Returns the record's start.
@@ -10,47 +20,32 @@ pub(crate) fn begin_record(out: &mut Vec<u8>) -> usize {
     start
 }
 
-/// Fills the header of the record begun at `start` (a batch that does not end its
-/// flush) and returns the CRC32C of its payload, which [`mark_ends_flush`] needs.
+/// Fills the header of the record of `kind` begun at `start`.
 ///
 /// The payload must be 1 to [`MAX_RECORD_LEN`] bytes; callers check that first.
-pub(crate) fn finish_record(out: &mut [u8], start: usize, flush: u32) -> u32 {
+pub(crate) fn finish_record(out: &mut [u8], start: usize, kind: RecordKind, flush: u32) {
     let (header, payload) = out[start..].split_at_mut(RECORD_HEADER_LEN);
-    let payload_crc = crc32c::crc32c(payload);
-    header[0] = RecordKind::Batch as u8;
+    header[0] = kind as u8;
     header[1..5].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     header[5..9].copy_from_slice(&flush.to_le_bytes());
-    seal(header, payload_crc);
-    payload_crc
-}
-
-/// Turns the finished record at `start` into the last record of its flush.
-pub(crate) fn mark_ends_flush(out: &mut [u8], start: usize, payload_crc: u32) {
-    let header = &mut out[start..start + RECORD_HEADER_LEN];
-    header[0] = RecordKind::BatchEndsFlush as u8;
-    seal(header, payload_crc);
-}
-
-fn seal(header: &mut [u8], payload_crc: u32) {
-    let crc = mask_crc(crc32c::crc32c_append(payload_crc, &header[..9]));
+    let crc = mask_crc(crc32c::crc32c_append(crc32c::crc32c(payload), &header[..9]));
     header[9..13].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// The record types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum RecordKind {
-    /// A batch; more records of the same flush follow.
-    Batch = 1,
-    /// A batch, the last record its flush wrote.
-    BatchEndsFlush = 2,
+/// Appends the commit record that ends flush `flush` to `out`, for a log whose bytes
+/// before it are `log_len` long with running CRC32C `log_crc`.
+pub(crate) fn push_commit(out: &mut Vec<u8>, flush: u32, log_len: u64, log_crc: u32) {
+    let start = begin_record(out);
+    out.extend_from_slice(&log_len.to_le_bytes());
+    out.extend_from_slice(&log_crc.to_le_bytes());
+    finish_record(out, start, RecordKind::Commit, flush);
 }
 
 /// A valid record found in a log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Record {
-    /// Whether it is the last record of its flush.
-    pub ends_flush: bool,
+    /// Its type.
+    pub kind: RecordKind,
     /// Its flush number.
     pub flush: u32,
     /// Where its payload starts.
@@ -59,16 +54,35 @@ pub(crate) struct Record {
     pub end: usize,
 }
 
+/// What a commit record says about the log before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Commit {
+    /// The length of the log before the commit record.
+    pub log_len: u64,
+    /// The running CRC32C of those bytes.
+    pub log_crc: u32,
+}
+
+/// Reads the payload of a valid commit record.
+pub(crate) fn parse_commit(payload: &[u8]) -> Option<Commit> {
+    let (len, crc) = payload.split_first_chunk::<8>()?;
+    let crc: [u8; 4] = crc.try_into().ok()?;
+    Some(Commit {
+        log_len: u64::from_le_bytes(*len),
+        log_crc: le_u32(crc),
+    })
+}
+
 /// Reads the record at `at`, or says why there is no valid record there. Never reads
 /// or allocates beyond `buf`: the length is checked against the bytes present first.
 pub(crate) fn parse_record(buf: &[u8], at: usize) -> Result<Record, &'static str> {
     let Some((header, rest)) = buf.get(at..).and_then(|b| b.split_first_chunk::<13>()) else {
         return Err("a record header is cut short by the end of the file");
     };
-    let ends_flush = match header[0] {
+    let kind = match header[0] {
         0 => return Err("a record header has type 0"),
-        1 => false,
-        2 => true,
+        1 => RecordKind::Batch,
+        3 => RecordKind::Commit,
         _ => return Err("a record header has an unknown type"),
     };
     let len = le_u32([header[1], header[2], header[3], header[4]]) as usize;
@@ -77,6 +91,9 @@ pub(crate) fn parse_record(buf: &[u8], at: usize) -> Result<Record, &'static str
     }
     if len > MAX_RECORD_LEN {
         return Err("a record header's length is over the maximum");
+    }
+    if kind == RecordKind::Commit && len != COMMIT_LEN {
+        return Err("a commit record header has a length other than 12");
     }
     let Some(payload) = rest.get(..len) else {
         return Err("a record extends past the end of the file");
@@ -88,7 +105,7 @@ pub(crate) fn parse_record(buf: &[u8], at: usize) -> Result<Record, &'static str
     }
     let payload_start = at + RECORD_HEADER_LEN;
     Ok(Record {
-        ends_flush,
+        kind,
         flush: le_u32([header[5], header[6], header[7], header[8]]),
         payload_start,
         end: payload_start + len,
@@ -99,34 +116,44 @@ pub(crate) fn parse_record(buf: &[u8], at: usize) -> Result<Record, &'static str
 mod tests {
     use super::*;
 
-    fn record(payload: &[u8], flush: u32) -> (Vec<u8>, u32) {
+    fn record(payload: &[u8], flush: u32) -> Vec<u8> {
         let mut out = b"prefix".to_vec();
         let start = begin_record(&mut out);
         out.extend_from_slice(payload);
-        let crc = finish_record(&mut out, start, flush);
-        (out, crc)
+        finish_record(&mut out, start, RecordKind::Batch, flush);
+        out
     }
 
     #[test]
-    fn records_parse_back_and_can_be_marked_as_ending_a_flush() {
-        let (mut out, crc) = record(b"payload", 7);
+    fn records_and_commits_parse_back() {
+        let mut out = record(b"payload", 7);
         let rec = parse_record(&out, 6);
         assert_eq!(
             rec,
             Ok(Record {
-                ends_flush: false,
+                kind: RecordKind::Batch,
                 flush: 7,
                 payload_start: 19,
                 end: out.len()
             })
         );
-        mark_ends_flush(&mut out, 6, crc);
-        assert!(matches!(parse_record(&out, 6), Ok(r) if r.ends_flush && r.flush == 7));
+        let at = out.len();
+        push_commit(&mut out, 7, at as u64, 0xdead_beef);
+        let commit = parse_record(&out, at);
+        assert!(matches!(commit, Ok(r) if r.kind == RecordKind::Commit && r.flush == 7));
+        let payload = &out[at + RECORD_HEADER_LEN..];
+        assert_eq!(
+            parse_commit(payload),
+            Some(Commit {
+                log_len: at as u64,
+                log_crc: 0xdead_beef
+            })
+        );
     }
 
     #[test]
     fn every_damaged_byte_of_a_record_is_detected() {
-        let (out, _) = record(b"some payload", 3);
+        let out = record(b"some payload", 3);
         for i in 6..out.len() {
             for bit in 0..8 {
                 let mut bad = out.clone();
@@ -143,6 +170,12 @@ mod tests {
     fn zero_bytes_and_hostile_lengths_are_not_records() {
         assert_eq!(parse_record(&[0; 64], 0), Err("a record header has type 0"));
         let mut header = [0u8; 64];
+        header[0] = 2;
+        assert_eq!(
+            parse_record(&header, 0),
+            Err("a record header has an unknown type"),
+            "type 2 was format version 1's end of a flush"
+        );
         header[0] = 1;
         assert_eq!(
             parse_record(&header, 0),

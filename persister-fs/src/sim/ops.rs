@@ -4,7 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{NsOp, SimFs};
+use super::{Fault, NsOp, SimFs};
 use crate::io::{Fs, FsFile, FsLock};
 
 impl Fs for SimFs {
@@ -39,9 +39,12 @@ impl Fs for SimFs {
         Ok(data[..data.len().min(max)].to_vec())
     }
 
-    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+    fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn FsFile>> {
         let mut state = self.lock();
         state.tick()?;
+        if write {
+            state.check_writable()?;
+        }
         let ino = state.lookup(path)?;
         Ok(Box::new(SimFile {
             fs: self.clone(),
@@ -54,6 +57,7 @@ impl Fs for SimFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         let mut state = self.lock();
         state.tick()?;
+        state.check_writable()?;
         state.check_parent(path)?;
         let ino = match state.names.get(path) {
             Some(&ino) => {
@@ -74,6 +78,7 @@ impl Fs for SimFs {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.lock();
         state.tick()?;
+        state.check_writable()?;
         state.lookup(from)?;
         let op = NsOp::Rename(from.to_path_buf(), to.to_path_buf());
         op.apply(&mut state.names);
@@ -85,6 +90,7 @@ impl Fs for SimFs {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
         state.tick()?;
+        state.check_writable()?;
         state.lookup(path)?;
         let op = NsOp::Unlink(path.to_path_buf());
         op.apply(&mut state.names);
@@ -106,7 +112,9 @@ impl Fs for SimFs {
         let mut state = self.lock();
         state.tick()?;
         state.check_parent(path)?;
-        if state.locks.contains(path) {
+        // The lock file is opened for writing, which a read-only file system refuses.
+        state.check_writable()?;
+        if state.locks.contains(path) || state.shared_locks.contains_key(path) {
             return Ok(None);
         }
         if !state.names.contains_key(path) {
@@ -117,6 +125,23 @@ impl Fs for SimFs {
             fs: self.clone(),
             path: path.to_path_buf(),
             boot: state.boot,
+            shared: false,
+        })))
+    }
+
+    fn try_lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        let mut state = self.lock();
+        state.tick()?;
+        state.lookup(path)?;
+        if state.locks.contains(path) {
+            return Ok(None);
+        }
+        *state.shared_locks.entry(path.to_path_buf()).or_default() += 1;
+        Ok(Some(Box::new(SimLock {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            boot: state.boot,
+            shared: true,
         })))
     }
 }
@@ -141,6 +166,12 @@ impl FsFile for SimFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut state = self.fs.lock();
         state.tick()?;
+        state.check_writable()?;
+        let (buf, full) = match state.fault {
+            // A full disk takes the first half of the write, as a short write does.
+            Some(Fault::Full) => (&buf[..buf.len() / 2], true),
+            _ => (buf, false),
+        };
         let inode = state.inode(self.ino, self.boot)?;
         let end = self.pos + buf.len();
         if inode.data.len() < end {
@@ -150,12 +181,19 @@ impl FsFile for SimFile {
         inode.unsynced.push((self.pos, buf.len()));
         state.last_write = Some((self.ino, self.pos, buf.len()));
         self.pos = end;
+        if full {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "simulated: no space left on device",
+            ));
+        }
         Ok(())
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         let mut state = self.fs.lock();
         state.tick()?;
+        state.check_writable()?;
         let len = len as usize;
         state.inode(self.ino, self.boot)?.data.resize(len, 0);
         self.pos = len;
@@ -183,15 +221,28 @@ struct SimLock {
     fs: SimFs,
     path: PathBuf,
     boot: u64,
+    shared: bool,
 }
 
-impl FsLock for SimLock {}
+impl FsLock for SimLock {
+    fn release(self: Box<Self>) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 impl Drop for SimLock {
     fn drop(&mut self) {
         let mut state = self.fs.lock();
-        if state.boot == self.boot {
+        if state.boot != self.boot {
+            return;
+        }
+        if !self.shared {
             state.locks.remove(&self.path);
+        } else if let Some(n) = state.shared_locks.get_mut(&self.path) {
+            *n -= 1;
+            if *n == 0 {
+                state.shared_locks.remove(&self.path);
+            }
         }
     }
 }
@@ -229,7 +280,7 @@ mod tests {
         write_file(&fs, "a.tmp", b"synced data", true)?;
         fs.rename(&dir().join("a.tmp"), &dir().join("a"))?;
         fs.sync_dir(&dir())?;
-        let mut file = fs.open(&dir().join("a"))?;
+        let mut file = fs.open(&dir().join("a"), true)?;
         file.read_all()?;
         file.append(b" and more")?;
         fs.reboot(CrashMode::DropUnsynced, &mut Rng::new(1));
@@ -243,7 +294,7 @@ mod tests {
         fs.create_dir_all(&dir())?;
         write_file(&fs, "a", b"synced", true)?;
         fs.sync_dir(&dir())?;
-        let mut file = fs.open(&dir().join("a"))?;
+        let mut file = fs.open(&dir().join("a"), true)?;
         file.read_all()?;
         file.append(b"0123456789")?;
         fs.reboot(CrashMode::TearLastWrite, &mut Rng::new(7));
@@ -259,7 +310,7 @@ mod tests {
         fs.create_dir_all(&dir())?;
         write_file(&fs, "a", &[1; 4 * SECTOR], true)?;
         fs.sync_dir(&dir())?;
-        let mut file = fs.open(&dir().join("a"))?;
+        let mut file = fs.open(&dir().join("a"), true)?;
         file.read_all()?;
         file.append(&[2; 8 * SECTOR])?;
         fs.reboot(CrashMode::KeepSomeSectors, &mut Rng::new(seed));

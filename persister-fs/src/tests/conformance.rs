@@ -44,8 +44,8 @@ impl Fs for FaultyFs {
     fn read_prefix(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
         OsFs.read_prefix(path, max)
     }
-    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        OsFs.open(path).map(|file| self.wrap(file))
+    fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn FsFile>> {
+        OsFs.open(path, write).map(|file| self.wrap(file))
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         OsFs.create(path).map(|file| self.wrap(file))
@@ -61,6 +61,9 @@ impl Fs for FaultyFs {
     }
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
         OsFs.try_lock(path)
+    }
+    fn try_lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        OsFs.try_lock_shared(path)
     }
 }
 

@@ -3,4 +3,5 @@
 
 mod conformance;
 mod crash;
+mod faults;
 mod workload;

@@ -76,7 +76,8 @@ fn handle(handles: &mut [Option<FsPersister>; 2], d: usize) -> Result<&mut FsPer
 }
 
 /// Ten flushes over two documents, with overwrites and removals that get the logs
-/// rewritten, a document removed and written again, and a handle dropped and reopened.
+/// rewritten, a document removed and written again, a handle dropped and reopened, and
+/// a clean close.
 /// Runs until it ends or an I/O call fails, recording every event first.
 pub(super) fn workload(fs: &SimFs, seed: u64, history: &mut Histories) -> Result<()> {
     let mut rng = Rng::new(seed);
@@ -112,7 +113,10 @@ pub(super) fn workload(fs: &SimFs, seed: u64, history: &mut Histories) -> Result
             handles[0] = Some(store.open_document(&ids[0])?);
         }
     }
-    Ok(())
+    // Unflushed writes of the last round are discarded; closing writes the clean-close
+    // record, whose I/O calls are crash points too.
+    drop(handles);
+    store.close()
 }
 
 /// Why [`recover`] stopped.
@@ -181,7 +185,8 @@ fn matching_prefix(history: &History, state: &DocumentState, listed: bool) -> Op
 
 /// Reopens the store after a crash, checks each document against its history (and
 /// cuts the history to what survived), then writes and flushes one more batch to each,
-/// recording it. Returns whether opening dropped a torn tail.
+/// recording it, and closes the store. Returns whether opening dropped a torn tail,
+/// which the store's generic report must say too.
 pub(super) fn recover(fs: &SimFs, history: &mut Histories) -> Result<bool, Failure> {
     let store = open(fs)?;
     let listed = store.list_documents()?;
@@ -194,6 +199,12 @@ pub(super) fn recover(fs: &SimFs, history: &mut Histories) -> Result<bool, Failu
     let mut dropped = false;
     for (id, history) in ids.iter().zip(history) {
         let mut p = store.open_document(id)?;
+        let reported = store.recovered().iter().any(|r| r.document == *id);
+        if reported != (p.recovered_bytes() > 0) {
+            return Err(Failure::Broken(format!(
+                "{id}: the handle and the store report different torn tails"
+            )));
+        }
         dropped |= p.recovered_bytes() > 0;
         let state = read_state(&p)?;
         if p.sizes() != state.sizes() {
@@ -219,5 +230,6 @@ pub(super) fn recover(fs: &SimFs, history: &mut Histories) -> Result<bool, Failu
         p.flush()?;
         history.acked = history.events.len();
     }
+    store.close()?;
     Ok(dropped)
 }

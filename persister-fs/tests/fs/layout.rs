@@ -56,14 +56,17 @@ fn ids_become_lowercase_hex_or_hash_names_inside_the_store() -> TestResult {
     }
     let hashed: Vec<_> = found.iter().filter(|n| n.starts_with('h')).collect();
     assert_eq!(hashed.len(), 2, "{found:?}");
-    assert_eq!(found.len(), 9, "{found:?}");
+    // Seven logs, the marker, the lock and the clean-close record.
+    assert!(found.contains("CLOSED"), "{found:?}");
+    assert_eq!(found.len(), 10, "{found:?}");
     for name in &found {
         assert!(name.len() <= 255);
         assert!(
             name.bytes()
                 .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'.' || b == b'-')
                 || name == "STORE"
-                || name == "LOCK",
+                || name == "LOCK"
+                || name == "CLOSED",
             "{name}"
         );
     }
@@ -145,26 +148,31 @@ fn opening_removes_leftover_temporary_files_only() -> TestResult {
 }
 
 #[test]
-fn unflushed_writes_of_a_dropped_handle_stay_until_the_store_closes() -> TestResult {
+fn unflushed_writes_of_a_dropped_handle_are_discarded() -> TestResult {
     let dir = tempfile::tempdir()?;
     let id = DocumentId::from("doc");
     let store = FsStore::open(dir.path())?;
-    store
-        .open_document(&id)?
-        .set_document(b"pending".to_vec())?;
+    let mut p = store.open_document(&id)?;
+    p.set_document(b"pending".to_vec())?;
     assert!(store.log_path(&id).is_none(), "apply writes nothing");
     assert_eq!(store.list_documents()?, vec![id.clone()]);
+    drop(p);
+    // Never flushed: the document does not exist.
+    assert!(store.list_documents()?.is_empty());
     let mut p = store.open_document(&id)?;
-    assert_eq!(p.get_document()?, Some(b"pending".to_vec()));
-    assert!(
-        p.flush()? > 0,
-        "the next handle flushes what the dropped one left"
-    );
+    assert_eq!(p.get_document()?, None);
+    p.set_document(b"flushed".to_vec())?;
+    assert!(p.flush()? > 0);
     p.set_document(b"lost".to_vec())?;
+    drop(p);
+    // The next handle sees exactly the last flush, in this store and after reopening.
+    let p = store.open_document(&id)?;
+    assert_eq!(p.get_document()?, Some(b"flushed".to_vec()));
     drop((p, store));
     let store = FsStore::open(dir.path())?;
     let p = store.open_document(&id)?;
-    assert_eq!(p.get_document()?, Some(b"pending".to_vec()));
+    assert_eq!(p.get_document()?, Some(b"flushed".to_vec()));
+    assert!(store.recovered().is_empty());
     Ok(())
 }
 

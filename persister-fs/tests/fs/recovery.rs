@@ -1,12 +1,12 @@
-//! Torn tails are truncated and reported; damage before valid data is an error.
+//! After a crash, torn tails are truncated and reported and damage before valid data
+//! is an error; after a clean close, any damage is an error.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use persister_core::{DocumentId, Error, Persister, Store};
-use persister_fs::{FsPersister, FsStore};
-use persister_testkit::Rng;
+use persister_core::{DocumentId, Error, Persister, Recovered, Store};
+use persister_fs::{FORMAT_VERSION, FsPersister, FsStore};
 use tempfile::TempDir;
 
 use crate::common::{TestResult, actor, flushed_log, header_len, records};
@@ -26,6 +26,13 @@ impl Log {
         let id = DocumentId::from("doc");
         let path = flushed_log(dir.path(), &id, flushes)?;
         Ok(Self { dir, id, path })
+    }
+
+    /// Removes the clean-close record: the store is then as a crash right after its
+    /// last flush would have left it.
+    fn crash(&self) -> TestResult {
+        fs::remove_file(self.dir.path().join("CLOSED"))?;
+        Ok(())
     }
 
     fn len(&self) -> TestResult<u64> {
@@ -86,12 +93,13 @@ impl Log {
 fn torn_tail_is_truncated_and_reported() -> TestResult {
     let log = Log::flushed(3)?;
     let clean_len = log.len()?;
-    // A fourth flush, then cut in the middle of its record, as a crash can leave it.
+    // A fourth flush, then a crash that cut it in the middle of its record.
     {
         let mut p = log.open()?;
         p.insert_changes(vec![(actor(1), 4, vec![4; 100])])?;
         p.flush()?;
     }
+    log.crash()?;
     let full_len = log.len()?;
     let torn_len = clean_len + (full_len - clean_len) / 2;
     OpenOptions::new()
@@ -99,17 +107,28 @@ fn torn_tail_is_truncated_and_reported() -> TestResult {
         .open(&log.path)?
         .set_len(torn_len)?;
 
-    let mut p = log.open()?;
+    let store = log.store()?;
+    let mut p = store.open_document(&log.id)?;
     assert_eq!(p.get_changes()?.len(), 3);
     assert_eq!(p.recovered_bytes(), torn_len - clean_len);
     assert_eq!(p.recovery().truncated_at, Some(clean_len));
+    assert_eq!(
+        store.recovered(),
+        vec![Recovered::new(
+            log.id.clone(),
+            &log.path,
+            clean_len,
+            torn_len - clean_len,
+            true
+        )]
+    );
     assert_eq!(log.len()?, clean_len, "the torn tail is cut off");
     assert_eq!(p.sizes().change_count, 3);
 
     // The log takes appends after recovery, and reopens cleanly.
     p.insert_changes(vec![(actor(1), 5, b"after".to_vec())])?;
     p.flush()?;
-    drop(p);
+    drop((p, store));
     let p = log.open()?;
     assert_eq!(p.recovered_bytes(), 0);
     assert_eq!(p.get_changes()?.len(), 4);
@@ -120,6 +139,7 @@ fn torn_tail_is_truncated_and_reported() -> TestResult {
 fn zero_filled_tail_is_dropped() -> TestResult {
     let log = Log::flushed(3)?;
     let clean_len = log.len()?;
+    log.crash()?;
     log.append(&[0; 4096])?;
 
     let p = log.open()?;
@@ -168,23 +188,26 @@ fn damage_in_an_older_flush_followed_by_one_flush_is_an_error() -> TestResult {
 #[test]
 fn unknown_log_version_is_refused_naming_both_versions() -> TestResult {
     let log = Log::flushed(1)?;
-    let bytes = log.rewrite(|bytes| bytes[8..12].copy_from_slice(&2u32.to_le_bytes()))?;
-
-    let err = log.open_err()?;
-    assert!(
-        matches!(&err, Error::UnsupportedFormat { what: "fs log", found: 2, supported: 1, path } if *path == log.path),
-        "{err}"
-    );
-    let message = err.to_string();
-    assert!(
-        message.contains("version 2") && message.contains("version 1"),
-        "{message}"
-    );
-    assert_eq!(
-        fs::read(&log.path)?,
-        bytes,
-        "an unknown version is never rewritten"
-    );
+    // Version 1, the format before commit records, and a version from the future.
+    for version in [1u32, 9] {
+        let bytes = log.rewrite(|bytes| bytes[8..12].copy_from_slice(&version.to_le_bytes()))?;
+        let err = log.open_err()?;
+        assert!(
+            matches!(&err, Error::UnsupportedFormat { what: "fs log", found, supported: FORMAT_VERSION, path } if *path == log.path && *found == version),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("version {version}"))
+                && message.contains(&format!("version {FORMAT_VERSION}")),
+            "{message}"
+        );
+        assert_eq!(
+            fs::read(&log.path)?,
+            bytes,
+            "an unknown version is never rewritten"
+        );
+    }
     Ok(())
 }
 
@@ -193,22 +216,29 @@ fn unknown_store_version_is_refused_naming_both_versions() -> TestResult {
     let dir = tempfile::tempdir()?;
     drop(FsStore::open(dir.path())?);
     let marker = dir.path().join("STORE");
-    let mut bytes = fs::read(&marker)?;
-    bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
-    fs::write(&marker, &bytes)?;
-    let err = FsStore::open(dir.path()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::UnsupportedFormat {
-                what: "fs store",
-                found: 7,
-                supported: 1,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let pristine = fs::read(&marker)?;
+    for version in [1u32, 7] {
+        let mut bytes = pristine.clone();
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        fs::write(&marker, &bytes)?;
+        for err in [
+            FsStore::open(dir.path()).unwrap_err(),
+            FsStore::open_read_only(dir.path()).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    err,
+                    Error::UnsupportedFormat {
+                        what: "fs store",
+                        found,
+                        supported: FORMAT_VERSION,
+                        ..
+                    } if found == version
+                ),
+                "{err}"
+            );
+        }
+    }
     assert!(
         persister_fs::is_fs_store(dir.path()),
         "still recognised as an fs store"
@@ -219,6 +249,7 @@ fn unknown_store_version_is_refused_naming_both_versions() -> TestResult {
 #[test]
 fn length_of_2_pow_32_minus_1_at_the_tail_is_a_torn_tail() -> TestResult {
     let log = Log::flushed(2)?;
+    log.crash()?;
     let mut hostile = vec![1u8];
     hostile.extend_from_slice(&u32::MAX.to_le_bytes());
     hostile.extend_from_slice(&[0xab; 100]);
@@ -259,86 +290,49 @@ fn log_holding_another_documents_id_is_corruption() -> TestResult {
 }
 
 #[test]
-fn random_damage_is_an_error_or_a_reported_loss() -> TestResult {
+fn damage_after_a_clean_close_is_an_error_naming_file_and_offset() -> TestResult {
+    // Insert (a,1), flush, insert (a,2), flush, close.
     let dir = tempfile::tempdir()?;
     let id = DocumentId::from("doc");
-    // 20 flushes of one to three one-change batches.
-    let mut seq = 0;
-    let mut before_last_flush = 0;
-    let log = {
+    let (after_first, path) = {
         let store = FsStore::open(dir.path())?;
         let mut p = store.open_document(&id)?;
-        for flush in 0..20u64 {
-            before_last_flush = seq;
-            for _ in 0..=flush % 3 {
-                seq += 1;
-                p.insert_changes(vec![(actor(1), seq, vec![seq as u8; 50 + seq as usize])])?;
-            }
-            p.flush()?;
-        }
-        store.log_path(&id).unwrap()
+        p.insert_changes(vec![(actor(1), 1, b"one".to_vec())])?;
+        p.flush()?;
+        let path = store.log_path(&id).unwrap();
+        let after_first = fs::metadata(&path)?.len();
+        p.insert_changes(vec![(actor(1), 2, b"two".to_vec())])?;
+        p.flush()?;
+        p.close()?;
+        store.close()?;
+        (after_first, path)
     };
-    let pristine = fs::read(&log)?;
-    let records = records(&pristine, header_len(&id));
-    let boundaries: Vec<usize> = records.iter().map(|r| r.1).collect();
-    let last_record = records.last().map_or(0, |r| r.0);
-    let mut rng = Rng::new(7);
-    let (mut errors, mut losses) = (0, 0);
-    for case in 0..600 {
-        let mut bytes = pristine.clone();
-        let at = rng.index(bytes.len());
-        match case % 4 {
-            0 => bytes[at] ^= 1 << rng.below(8),
-            1 => bytes.truncate(at),
-            2 => bytes[at..(at + 512).min(pristine.len())].fill(0),
-            _ => {
-                let end = (at + 4).min(bytes.len());
-                bytes[at..end].copy_from_slice(&u32::MAX.to_le_bytes()[..end - at]);
-            }
-        }
-        // Damage that reaches the last record leaves no valid record after it, so it
-        // looks like a torn write wherever it starts: an append-only log cannot tell
-        // how long it was. Damage with a valid record after it is located exactly.
-        let damaged_end = match case % 4 {
-            0 => at + 1,
-            1 => pristine.len(),
-            2 => at + 512,
-            _ => at + 4,
-        };
-        let reaches_last_record = damaged_end > last_record;
-        fs::write(&log, &bytes)?;
-        let store = FsStore::open(dir.path())?;
-        match store.open_document(&id) {
-            Err(_) => errors += 1,
-            Ok(p) => {
-                let changes = p.get_change_entries()?;
-                let kept = changes.len() as u64;
-                // Whole batches, in order, with their exact bytes.
-                for (i, (_, s, value)) in changes.iter().enumerate() {
-                    assert_eq!(*s, i as u64 + 1, "case {case}");
-                    assert_eq!(value, &vec![*s as u8; 50 + *s as usize], "case {case}");
-                }
-                if !reaches_last_record {
-                    assert!(
-                        kept >= before_last_flush,
-                        "case {case}: an older flush was lost"
-                    );
-                }
-                // A cut between records leaves a shorter log that is whole.
-                let cut_between_records = case % 4 == 1 && boundaries.contains(&at);
-                if kept < seq && !cut_between_records {
-                    assert!(
-                        p.recovered_bytes() > 0,
-                        "case {case}: a loss was not reported"
-                    );
-                    losses += 1;
-                }
-            }
-        }
-    }
+    let pristine = fs::read(&path)?;
+    let reopen = || FsStore::open(dir.path())?.open_document(&id).map(drop);
+    // The last byte flipped.
+    let mut bytes = pristine.clone();
+    *bytes.last_mut().unwrap() ^= 1;
+    fs::write(&path, &bytes)?;
+    let err = reopen().unwrap_err();
     assert!(
-        errors > 100 && losses > 10,
-        "{errors} errors, {losses} losses"
+        matches!(&err, Error::Corrupt { path: p, offset: Some(_), .. } if *p == path),
+        "{err}"
+    );
+    assert_eq!(fs::read(&path)?, bytes, "nothing was cut");
+    // Cut exactly where the first flush ended.
+    fs::write(&path, &pristine[..after_first as usize])?;
+    let err = reopen().unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { path: p, offset: Some(o), .. } if *p == path && *o == after_first),
+        "{err}"
+    );
+    assert!(err.to_string().contains("closed cleanly"), "{err}");
+    // Whole again, it reads exactly.
+    fs::write(&path, &pristine)?;
+    let store = FsStore::open(dir.path())?;
+    assert_eq!(
+        store.open_document(&id)?.get_changes()?,
+        vec![b"one".to_vec(), b"two".to_vec()]
     );
     Ok(())
 }

@@ -1,8 +1,11 @@
-//! Space comes back: logs mostly dead are rewritten at a flush.
+//! Space comes back: logs mostly dead are rewritten at a flush; and a full or
+//! read-only file system loses nothing flushed.
 
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 
-use persister_core::{Batch, DocumentId, Persister, Store};
+use persister_core::{Batch, DocumentId, Error, Persister, Store};
 use persister_fs::{FsOptions, FsStore};
 
 use crate::common::{TestResult, actor};
@@ -91,5 +94,112 @@ fn small_logs_are_not_rewritten() -> TestResult {
     }
     // Under the default 1 MiB minimum, every flush appends.
     assert_eq!(fs::metadata(store.log_path(&id).unwrap())?.len(), total);
+    Ok(())
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` reads it), or says why it cannot.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err("the tests do not run as root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, mode: &str) -> TestResult {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(self.path())
+            .status()?;
+        assert!(status.success(), "remount,{mode} failed");
+        Ok(())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// On a real 1 MiB tmpfs: a flush that hits ENOSPC fails clearly and poisons, and
+/// once space is freed everything flushed before is there; on the same file system
+/// remounted read-only, a writable open fails clearly (EROFS) and a read-only open
+/// reads everything. Skipped, with the reason printed, where tmpfs cannot be mounted.
+#[test]
+fn full_and_read_only_tmpfs_lose_nothing_flushed() -> TestResult {
+    let tmpfs = match Tmpfs::mount("1m") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            println!("skipped: {why}");
+            return Ok(());
+        }
+    };
+    let dir = tmpfs.path().join("store");
+    let filler = tmpfs.path().join("filler");
+    fs::write(&filler, vec![0; 256 * 1024])?;
+    let id = DocumentId::from("doc");
+    let store = FsStore::open(&dir)?;
+    let mut p = store.open_document(&id)?;
+    let mut flushed = 0;
+    let err = loop {
+        p.insert_changes(vec![(actor(1), flushed + 1, vec![7; 16 * 1024])])?;
+        match p.flush() {
+            Ok(_) => flushed += 1,
+            Err(err) => break err,
+        }
+        assert!(flushed < 100, "1 MiB never filled up");
+    };
+    let message = err.to_string();
+    assert!(
+        matches!(&err, Error::Io { source, path, .. } if source.kind() == std::io::ErrorKind::StorageFull && path.starts_with(&dir)),
+        "{message}"
+    );
+    assert!(message.contains("free space"), "{message}");
+    assert!(matches!(p.flush(), Err(Error::Poisoned { .. })));
+    drop((p, store));
+    fs::remove_file(&filler)?;
+    let store = FsStore::open(&dir)?;
+    let p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?.len() as u64, flushed);
+    drop(p);
+    store.close()?;
+
+    tmpfs.remount("ro")?;
+    let err = FsStore::open(&dir).unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+    let store = FsStore::open_read_only(&dir)?;
+    assert_eq!(
+        store.open_document(&id)?.get_changes()?.len() as u64,
+        flushed
+    );
+    drop(store);
+    tmpfs.remount("rw")?;
+    println!("{flushed} flushes of 16 KiB fit, then ENOSPC; everything flushed survived");
     Ok(())
 }

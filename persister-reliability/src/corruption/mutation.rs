@@ -103,12 +103,13 @@ impl Mutation {
 }
 
 /// Where the part of a file that one torn write could have damaged begins: for an fs
-/// log, the 512-byte sector holding the start of its last record (every batch of the
-/// sweep's store is a flush of its own, and a torn write can garble the whole sector
-/// it began in); for other files, their last 4 KiB.
+/// log, the 512-byte sector holding the start of its last flush, the second last
+/// record (every batch of the sweep's store is a flush of its own, a batch record and
+/// a commit record, and a torn write can garble the whole sector it began in); for
+/// other files, their last 4 KiB.
 pub fn tail_start(bytes: &[u8]) -> u64 {
     const SECTOR: u64 = 512;
-    match fs_length_fields(bytes).last() {
+    match fs_length_fields(bytes).iter().rev().nth(1) {
         Some(&length_field) if length_field > 12 => (length_field - 1) / SECTOR * SECTOR,
         _ => (bytes.len() as u64).saturating_sub(BLOCK),
     }

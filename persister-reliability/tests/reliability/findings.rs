@@ -52,9 +52,11 @@ fn fs_hostile_length_in_a_middle_record_is_corruption_not_a_torn_tail() -> Resul
     let log = Backend::Fs.store_path(dir.path()).join("d61.log");
     let mut bytes = std::fs::read(&log).map_err(|e| Error::io("read", &log, e))?;
     let fields = fs_length_fields(&bytes);
-    // The id length, then one length field per record.
-    assert_eq!(fields.len(), 4, "expected three records: {fields:?}");
-    let second = fields[2] as usize;
+    // The id length, then one length field per record: each flush is a batch record
+    // and a commit record.
+    assert_eq!(fields.len(), 7, "expected six records: {fields:?}");
+    // The second flush's batch.
+    let second = fields[3] as usize;
     bytes[second..second + 4].copy_from_slice(&[0xff; 4]);
     std::fs::write(&log, &bytes).map_err(|e| Error::io("write", &log, e))?;
 

@@ -203,3 +203,8 @@ fn redb_is_locked_at_once_and_free_after_drop() -> Result<()> {
 fn sled_is_locked_at_once_and_free_after_drop() -> Result<()> {
     locked_at_once_and_free_after_drop(Kind::Sled, "sled")
 }
+
+#[test]
+fn fs_is_locked_at_once_and_free_after_drop() -> Result<()> {
+    locked_at_once_and_free_after_drop(Kind::Fs, "fs")
+}

@@ -1,0 +1,138 @@
+//! A full disk (ENOSPC) and a read-only file system (EROFS), through the simulated
+//! disk: a clear error naming the path and what to do, a poisoned handle, and every
+//! flushed batch there once the disk is usable again.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use persister_core::{ActorId, DocumentId, Error, Persister, Result, Store};
+
+use crate::sim::{Fault, SimFs};
+use crate::{FsOptions, FsStore};
+
+fn open(fs: &SimFs) -> Result<FsStore> {
+    FsStore::open_on(
+        Arc::new(fs.clone()),
+        Path::new("/disk/store"),
+        FsOptions::default(),
+    )
+}
+
+fn change(seq: u64) -> Vec<(ActorId, u64, Vec<u8>)> {
+    vec![(ActorId::new([1; 16]), seq, vec![seq as u8; 2000])]
+}
+
+/// Flushes change 2 after change 1 while `fault` is on (for a new document too when
+/// `new_doc`), checks the error and the poison, then clears the fault and reopens.
+fn fault_during_flush(fault: Fault, kind: io::ErrorKind, advice: &str) -> Result<()> {
+    let fs = SimFs::new();
+    let (id, new_id) = (DocumentId::from("doc"), DocumentId::from("new"));
+    let store = open(&fs)?;
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(change(1))?;
+    p.flush()?;
+    let mut fresh = store.open_document(&new_id)?;
+    fresh.insert_changes(change(1))?;
+
+    fs.set_fault(Some(fault));
+    p.insert_changes(change(2))?;
+    for (handle, doc) in [(&mut p, &id), (&mut fresh, &new_id)] {
+        let err = handle.flush().unwrap_err();
+        let message = err.to_string();
+        match &err {
+            Error::Io { source, path, .. } => {
+                assert_eq!(source.kind(), kind, "{message}");
+                assert!(path.starts_with("/disk/store"), "{message}");
+            }
+            other => panic!("{doc}: expected an I/O error, got {other}"),
+        }
+        assert!(message.contains(advice), "{message}");
+        assert!(matches!(handle.flush(), Err(Error::Poisoned { .. })));
+        assert!(matches!(
+            handle.insert_changes(change(3)),
+            Err(Error::Poisoned { .. })
+        ));
+    }
+    drop((p, fresh));
+    // The poison stays with the document until the store is reopened.
+    let mut again = store.open_document(&id)?;
+    assert!(matches!(
+        again.insert_changes(change(3)),
+        Err(Error::Poisoned { .. })
+    ));
+    drop(again);
+    drop(store);
+
+    // Space freed, or the file system remounted read-write.
+    fs.set_fault(None);
+    let store = open(&fs)?;
+    assert_eq!(store.list_documents()?, vec![id.clone()]);
+    let mut p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?, vec![vec![1; 2000]]);
+    p.insert_changes(change(4))?;
+    p.flush()?;
+    drop(p);
+    store.close()?;
+    let store = open(&fs)?;
+    assert_eq!(store.open_document(&id)?.get_changes()?.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn full_disk_fails_the_flush_clearly_and_loses_nothing_flushed() -> Result<()> {
+    fault_during_flush(Fault::Full, io::ErrorKind::StorageFull, "free space on it")
+}
+
+#[test]
+fn read_only_file_system_fails_the_flush_clearly_and_loses_nothing_flushed() -> Result<()> {
+    fault_during_flush(
+        Fault::ReadOnly,
+        io::ErrorKind::ReadOnlyFilesystem,
+        "remount it read-write",
+    )
+}
+
+#[test]
+fn full_disk_leaves_a_torn_tail_that_is_reported_and_cut() -> Result<()> {
+    let fs = SimFs::new();
+    let id = DocumentId::from("doc");
+    let store = open(&fs)?;
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(change(1))?;
+    p.flush()?;
+    fs.set_fault(Some(Fault::Full));
+    p.insert_changes(change(2))?;
+    assert!(p.flush().is_err());
+    drop((p, store));
+    fs.set_fault(None);
+    // No clean-close record after a failed flush: the half write is a torn tail.
+    let store = open(&fs)?;
+    let p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?.len(), 1);
+    let reported = store.recovered();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert!(reported[0].truncated && reported[0].bytes > 0);
+    Ok(())
+}
+
+#[test]
+fn read_only_file_system_refuses_a_writable_open_clearly_and_reads_read_only() -> Result<()> {
+    let fs = SimFs::new();
+    let id = DocumentId::from("doc");
+    let store = open(&fs)?;
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(change(1))?;
+    p.close()?;
+    store.close()?;
+    fs.set_fault(Some(Fault::ReadOnly));
+    let err = open(&fs).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::ReadOnlyFilesystem),
+        "{err}"
+    );
+    assert!(err.to_string().contains("open_read_only"), "{err}");
+    let store = FsStore::open_read_only_on(Arc::new(fs.clone()), Path::new("/disk/store"))?;
+    assert_eq!(store.open_document(&id)?.get_changes()?.len(), 1);
+    store.close()
+}
