@@ -247,7 +247,13 @@ fn open_engine(backend: Backend, path: &Path, access: Access) -> persister_core:
     Ok(match backend {
         Backend::Redb if read_only => Engine::Redb(RedbStore::open_read_only(path)?),
         Backend::Redb => Engine::Redb(RedbStore::open(path)?),
-        Backend::Sled if read_only => Engine::Sled(SledStore::open_read_only(path)?),
+        Backend::Sled if read_only => {
+            // It reads a copy of the store, which takes a while for a large one.
+            let copying = crate::output::spinner("copying the sled store");
+            let store = SledStore::open_read_only(path)?;
+            copying.finish_and_clear();
+            Engine::Sled(store)
+        }
         Backend::Sled => Engine::Sled(SledStore::open(path)?),
         Backend::Fs if read_only => Engine::Fs(FsStore::open_read_only(path)?),
         Backend::Fs => Engine::Fs(FsStore::open(path)?),

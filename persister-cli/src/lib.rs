@@ -84,7 +84,7 @@ pub fn clean_up_on_signals() {
     };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
-            persister_sled::remove_copies();
+            persister_core::scratch::remove_all();
             place::remove_partials();
             let _ = signal_hook::low_level::emulate_default_handler(signal);
             std::process::exit(128 + signal);

@@ -17,7 +17,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O operation failed.
-    #[error("I/O error while trying to {action} {path}: {source}; check that the path exists, is writable and the disk is not full", path = path.display())]
+    #[error("I/O error while trying to {action} {path}: {source}; {advice}", path = path.display(), advice = io_advice(source))]
     Io {
         /// What was being done, as a verb phrase ("read", "sync", "create").
         action: &'static str,
@@ -127,6 +127,23 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// What to do about an I/O error, by its kind.
+fn io_advice(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "the disk is full: free some space, then reopen the store (everything flushed before is kept)"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            "the file system is read-only: remount it read-write, or open the store read-only to read it"
+        }
+        io::ErrorKind::PermissionDenied => {
+            "check the permissions of the path, or open the store read-only to read it"
+        }
+        io::ErrorKind::NotFound => "check that the path exists",
+        _ => "check that the path exists, is writable and the disk is not full",
+    }
 }
 
 impl Error {

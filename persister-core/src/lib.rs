@@ -73,6 +73,7 @@ mod merge;
 mod persister;
 mod policy;
 mod recovery;
+pub mod scratch;
 mod sizes;
 mod state;
 mod store;

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use persister_core::scratch::ScratchDir;
 use persister_core::{DocumentId, Error, OpenDocuments, Result};
 use redb::{
     Durability, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableError,
@@ -19,6 +20,11 @@ use crate::layout::{self, DOCUMENTS, DocumentRecord, META, META_NEXT_DOCUMENT};
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub db: Db,
+    /// Refuses every write: a store opened read-only, or a repaired copy read as one.
+    pub read_only: bool,
+    /// The directory of the repaired copy a read-only store reads, removed after the
+    /// database is closed.
+    pub scratch: Option<ScratchDir>,
     pub path: PathBuf,
     pub options: RedbOptions,
     pub open: OpenDocuments,
@@ -33,6 +39,8 @@ impl Shared {
     pub fn new(db: Db, path: PathBuf, options: RedbOptions) -> Self {
         Self {
             db,
+            read_only: false,
+            scratch: None,
             path,
             options,
             open: OpenDocuments::new(),
@@ -64,8 +72,10 @@ impl Shared {
     pub fn begin_write(&self) -> Result<WriteTransaction> {
         self.check_poisoned()?;
         match &self.db {
-            Db::ReadWrite(db) => db.begin_write().or_store("write to", &self.path),
-            Db::ReadOnly(_) => Err(Error::InvalidInput {
+            Db::ReadWrite(db) if !self.read_only => {
+                db.begin_write().or_store("write to", &self.path)
+            }
+            _ => Err(Error::InvalidInput {
                 what: "write",
                 reason: format!(
                     "the store at {} was opened read-only; open it with RedbStore::open to write",

@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use persister_core::scratch::ScratchDir;
 use persister_core::{DocumentId, Error, Result, Store};
 use redb::{Durability, ReadableTable, StorageBackend};
 
-use crate::error::RedbResultExt;
+use crate::error::{RedbResultExt, from_redb};
 use crate::file::{self, Db};
 use crate::layout::{self, CHANGES, COMPACTED, DOCUMENTS, SYNC_STATES};
 use crate::shared::Shared;
@@ -70,8 +71,10 @@ impl RedbStore {
     /// [`RedbOptions`].
     ///
     /// Nothing is written: the file is opened read-only (so this works on a read-only
-    /// file or mount), nothing is created, and a file that was not closed cleanly is
-    /// refused with [`Error::InvalidInput`] rather than repaired. Other read-only opens
+    /// file or mount), nothing is created or repaired. A file that was not closed
+    /// cleanly, which redb must repair before reading it, is copied into a scratch
+    /// directory under `$TMPDIR` and the copy is repaired and read (see
+    /// [`persister_core::scratch`]). Other read-only opens
     /// may share the file; a process that has it open for writing makes this fail with
     /// [`Error::Locked`]. Every write through the store or its handles fails with
     /// [`Error::InvalidInput`]; flushing with nothing written returns 0.
@@ -83,10 +86,29 @@ impl RedbStore {
             Err(err) => return Err(Error::io("open", path, err)),
         }
         let options = RedbOptions::default();
-        let db = file::builder(&options)
-            .open_read_only(path)
-            .or_store("open", path)?;
-        Self::from_database(Db::ReadOnly(db), path.to_path_buf(), options)
+        match file::builder(&options).open_read_only(path) {
+            Ok(db) => Self::from_database(Db::ReadOnly(db), path.to_path_buf(), options),
+            // Not closed cleanly: redb must repair it before it can be read, which writes.
+            // The repair is made on a copy, so the file itself stays untouched.
+            Err(redb::DatabaseError::RepairAborted) => Self::open_repaired_copy(path, options),
+            Err(err) => Err(from_redb(err, "open", path)),
+        }
+    }
+
+    /// Opens a copy of `path`, in a scratch directory, for writing (which repairs it),
+    /// as a read-only store that names `path` in its messages.
+    fn open_repaired_copy(path: &Path, options: RedbOptions) -> Result<RedbStore> {
+        let scratch = ScratchDir::new("redb-copy")?;
+        let copy = scratch.path().join("store.redb");
+        std::fs::copy(path, &copy).map_err(|err| Error::io("copy", path, err))?;
+        let db = Db::ReadWrite(file::builder(&options).open(&copy).or_store("open", path)?);
+        file::check_layout(&db, path)?;
+        let mut shared = Shared::new(db, path.to_path_buf(), options);
+        shared.read_only = true;
+        shared.scratch = Some(scratch);
+        Ok(RedbStore {
+            shared: Arc::new(shared),
+        })
     }
 
     /// Opens the store held by `backend`, initializing it if it is empty: for tests that

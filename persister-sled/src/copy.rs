@@ -6,50 +6,25 @@
 //! read-only store is read through one. A copy lives in a new directory under the
 //! system's temporary directory (`$TMPDIR`), taken while holding sled's lock on the
 //! original so that no writer changes it meanwhile, and is removed when it is no
-//! longer used; [`remove_copies`] removes every copy left, for a program that is about
-//! to exit on a signal.
+//! longer used; [`persister_core::scratch::remove_all`] removes every copy left, for a
+//! program that is about to exit on a signal.
 
-use std::collections::BTreeSet;
 use std::fs::{self, File, TryLockError};
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 
+use persister_core::scratch::ScratchDir;
 use persister_core::{Error, Result};
 
-/// The copies of this process that exist now.
-static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
-
-/// Removes every copy of a store this process made and still uses, so that nothing is
-/// left behind by a program that exits without dropping its stores (as on SIGINT).
-/// Stores reading those copies fail from then on.
-pub fn remove_copies() {
-    let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(PoisonError::into_inner));
-    for dir in live {
-        let _ = fs::remove_dir_all(dir);
-    }
-}
-
-/// A copy of a store: a temporary directory, removed when dropped.
+/// A copy of a store: a scratch directory, removed when dropped.
 #[derive(Debug)]
 pub(crate) struct CopyDir {
-    dir: PathBuf,
+    scratch: ScratchDir,
 }
 
 impl CopyDir {
     /// The copy of the store's directory.
     pub(crate) fn store(&self) -> PathBuf {
-        self.dir.join("store")
-    }
-}
-
-impl Drop for CopyDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-        LIVE.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.dir);
+        self.scratch.path().join("store")
     }
 }
 
@@ -67,38 +42,12 @@ pub(crate) fn copy_store(src: &Path) -> Result<CopyDir> {
         }
         Err(TryLockError::Error(e)) => return Err(Error::io("lock", &db, e)),
     }
-    let copy = new_dir()?;
+    let copy = CopyDir {
+        scratch: ScratchDir::new("sled-copy")?,
+    };
     copy_dir(src, &copy.store())?;
     lock.unlock().map_err(|e| Error::io("unlock", &db, e))?;
     Ok(copy)
-}
-
-fn new_dir() -> Result<CopyDir> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let base = std::env::temp_dir();
-    loop {
-        let dir = base.join(format!(
-            "persister-sled-copy-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        match fs::create_dir(&dir) {
-            Ok(()) => {
-                LIVE.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(dir.clone());
-                return Ok(CopyDir { dir });
-            }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(Error::io(
-                    "create a directory for a copy of the store (set TMPDIR to put it elsewhere) in",
-                    base,
-                    e,
-                ));
-            }
-        }
-    }
 }
 
 /// Copies a directory tree of plain files and directories.

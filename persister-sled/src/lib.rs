@@ -221,7 +221,6 @@ mod store;
 
 use std::path::Path;
 
-pub use copy::remove_copies;
 pub use options::SledOptions;
 pub use persister::SledPersister;
 pub use store::{FORMAT_VERSION, SledStore};

@@ -70,7 +70,7 @@ impl SledStore {
     /// sled cannot open a database without writing to it, and its recovery can erase
     /// data of a damaged store, so this reads a copy of the directory, made under the
     /// system's temporary directory (`$TMPDIR`) and removed when the store and its
-    /// handles are dropped (or by [`remove_copies`](crate::remove_copies)). The store
+    /// handles are dropped (or by [`persister_core::scratch::remove_all`]). The store
     /// itself is never written: this works on a read-only directory or mount. Errors
     /// name `dir`, not the copy. Every write through the store or its handles fails
     /// with [`Error::InvalidInput`].

@@ -35,7 +35,7 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
         Some(id) => {
             if !store.contains(&id)? {
                 return Err(CliError::new(
-                    format!("{} has no document {id}", args.store.display()),
+                    format!("{} has no document \"{id}\"", args.store.display()),
                     "`persister ls STORE` lists its documents; a binary id is written 0x and its hex bytes",
                 ));
             }

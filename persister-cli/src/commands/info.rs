@@ -47,7 +47,7 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
     let store = OpenStore::existing(&args.store, args.backend, Access::Read)?;
     if !store.contains(&id)? {
         return Err(CliError::new(
-            format!("{} has no document {id}", args.store.display()),
+            format!("{} has no document \"{id}\"", args.store.display()),
             format!(
                 "`persister ls {}` lists its documents; a binary id is written 0x and its hex bytes",
                 args.store.display()

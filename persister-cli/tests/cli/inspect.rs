@@ -55,7 +55,11 @@ fn info_shows_sizes_actors_peers_version_and_what_automerge_loads() -> TestResul
         let text = persister(["info", store, "notes"])?.expect(0);
         for expected in [
             "document      notes".to_string(),
-            format!("{} store, format version 1", backend.name()),
+            format!(
+                "{} store, format version {}",
+                backend.name(),
+                backend.format_version()
+            ),
             "peer laptop".into(),
             "automerge     loads:".into(),
         ] {
@@ -69,7 +73,7 @@ fn info_shows_sizes_actors_peers_version_and_what_automerge_loads() -> TestResul
         let json = persister(["info", "--json", store, "notes"])?
             .expect(0)
             .json()?;
-        assert_eq!(json["format_version"], 1);
+        assert_eq!(json["format_version"], backend.format_version());
         assert_eq!(json["sizes"]["change_count"], notes.changes.len());
         assert_eq!(json["has_document"], true);
         assert_eq!(json["peers"][0]["id"], "laptop");
@@ -97,9 +101,16 @@ fn info_on_a_missing_document_or_a_bad_id_explains() -> TestResult {
     let missing = persister(["info", store, "nope"])?.expect(1);
     missing.expect_error_lines();
     assert!(
-        missing.stderr.contains("has no document nope"),
+        missing.stderr.contains("has no document \"nope\""),
         "{}",
         missing.stderr
+    );
+    // The empty id is named too.
+    let empty = persister(["info", store, ""])?.expect(1);
+    assert!(
+        empty.stderr.contains("has no document \"\""),
+        "{}",
+        empty.stderr
     );
     let bad = persister(["info", store, "0xf"])?.expect(2);
     bad.expect_error_lines();
@@ -127,9 +138,36 @@ fn paths_that_are_not_stores_are_explained() -> TestResult {
         "{}",
         run.stderr
     );
-    // Forcing a backend on a file of another kind fails cleanly too.
-    let run = persister(["ls", "--backend", "redb", file.to_str().unwrap()])?.expect(1);
-    run.expect_error_lines();
+    // Forcing a backend on a file of another kind fails cleanly too, names the path,
+    // and creates nothing.
+    for backend in ["redb", "sled", "fs"] {
+        let run = persister(["ls", "--backend", backend, file.to_str().unwrap()])?;
+        assert_ne!(run.code, 0, "{backend}: {}", run.stderr);
+        run.expect_error_lines();
+        assert!(
+            run.stderr.contains("notes.txt"),
+            "{backend}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("File exists"),
+            "{backend}: {}",
+            run.stderr
+        );
+        assert_eq!(std::fs::read(&file)?, b"hello");
+    }
+    // A read-only command never makes a store of an empty directory.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty)?;
+    for backend in ["sled", "fs"] {
+        let run = persister(["ls", "--backend", backend, empty.to_str().unwrap()])?;
+        assert_ne!(run.code, 0, "{backend}: {}", run.stdout);
+        assert_eq!(
+            std::fs::read_dir(&empty)?.count(),
+            0,
+            "{backend} wrote into it"
+        );
+    }
     Ok(())
 }
 

@@ -105,17 +105,3 @@ fn a_read_only_open_writes_nothing_and_leaves_no_copy() -> Result<()> {
     drop(writer);
     Ok(())
 }
-
-#[test]
-fn copies_can_be_removed_by_a_signal_handler() -> Result<()> {
-    let root = tempfile::tempdir().expect("a temporary directory");
-    let dir = root.path().join("store");
-    write_store(&dir, 1)?;
-    let store = SledStore::open_read_only(&dir)?;
-    let copy = store.copy_path().unwrap();
-    assert!(copy.exists());
-    persister_sled::remove_copies();
-    assert!(!copy.exists(), "a copy survived remove_copies");
-    drop(store);
-    Ok(())
-}
