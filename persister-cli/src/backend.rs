@@ -205,7 +205,7 @@ impl OpenStore {
         };
         let note = recovered
             .iter()
-            .filter(|r| &r.document == id)
+            .rfind(|r| &r.document == id)
             .map(|r| {
                 let fate = if r.truncated {
                     "were dropped"
@@ -216,8 +216,7 @@ impl OpenStore {
                     "its log ends in a write a crash cut short: {} bytes from byte {} were never flushed and {fate}, as the durability contract allows",
                     r.bytes, r.offset
                 )
-            })
-            .last();
+            });
         Ok(OpenedDocument { persister, note })
     }
 

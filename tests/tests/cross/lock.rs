@@ -159,7 +159,7 @@ fn locked_at_once_and_free_after_drop(kind: Kind, backend: &str) -> Result<()> {
             }
         }
         let _stop = Stop(&stop);
-        let result = (|| -> Result<()> {
+        (|| -> Result<()> {
             for cycle in 0..cycles {
                 let store = location.open()?;
                 let answer = child.try_open(backend, &path);
@@ -180,8 +180,7 @@ fn locked_at_once_and_free_after_drop(kind: Kind, backend: &str) -> Result<()> {
                 );
             }
             Ok(())
-        })();
-        result
+        })()
     })?;
     assert!(
         slowest < AT_ONCE,
