@@ -98,39 +98,71 @@ pub async fn remove_range(storage: &impl Storage, prefix: StorageKey) {
 
 /// automerge-repo: load, "should return undefined if there is no data".
 pub async fn load_of_a_missing_key_is_none(storage: &impl Storage) -> Outcome {
-    check("load", storage.load(key(&["AAAAA", "sync-state", "xxxxx"])).await, None)
+    check(
+        "load",
+        storage.load(key(&["AAAAA", "sync-state", "xxxxx"])).await,
+        None,
+    )
 }
 
 /// automerge-repo: save and load, "should return data that was saved".
 pub async fn saved_data_loads(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["storage-adapter-id"]), PAYLOAD_A.to_vec()).await;
-    check("load", storage.load(key(&["storage-adapter-id"])).await, Some(PAYLOAD_A.to_vec()))
+    storage
+        .put(key(&["storage-adapter-id"]), PAYLOAD_A.to_vec())
+        .await;
+    check(
+        "load",
+        storage.load(key(&["storage-adapter-id"])).await,
+        Some(PAYLOAD_A.to_vec()),
+    )
 }
 
 /// automerge-repo: save and load, "should work with composite keys".
 pub async fn composite_keys_load(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec()).await;
-    check("load", storage.load(key(&["AAAAA", "sync-state", "xxxxx"])).await, Some(PAYLOAD_A.to_vec()))
+    storage
+        .put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec())
+        .await;
+    check(
+        "load",
+        storage.load(key(&["AAAAA", "sync-state", "xxxxx"])).await,
+        Some(PAYLOAD_A.to_vec()),
+    )
 }
 
 /// automerge-repo: save and load, "should work with a large payload" (100,000 bytes).
 pub async fn a_large_payload_loads(storage: &impl Storage) -> Outcome {
     let large = large_payload();
-    storage.put(key(&["AAAAA", "sync-state", "xxxxx"]), large.clone()).await;
-    check("load", storage.load(key(&["AAAAA", "sync-state", "xxxxx"])).await, Some(large))
+    storage
+        .put(key(&["AAAAA", "sync-state", "xxxxx"]), large.clone())
+        .await;
+    check(
+        "load",
+        storage.load(key(&["AAAAA", "sync-state", "xxxxx"])).await,
+        Some(large),
+    )
 }
 
 /// automerge-repo: loadRange, "should return an empty array if there is no data".
 pub async fn load_range_of_nothing_is_empty(storage: &impl Storage) -> Outcome {
-    check("load_range", storage.load_range(key(&["AAAAA"])).await, HashMap::new())
+    check(
+        "load_range",
+        storage.load_range(key(&["AAAAA"])).await,
+        HashMap::new(),
+    )
 }
 
 /// automerge-repo: save and loadRange, "should return all the data that matches the
 /// key", at two depths of prefix.
 pub async fn load_range_returns_every_key_under_nested_prefixes(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec()).await;
-    storage.put(key(&["AAAAA", "snapshot", "yyyyy"]), PAYLOAD_B.to_vec()).await;
-    storage.put(key(&["AAAAA", "sync-state", "zzzzz"]), PAYLOAD_C.to_vec()).await;
+    storage
+        .put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec())
+        .await;
+    storage
+        .put(key(&["AAAAA", "snapshot", "yyyyy"]), PAYLOAD_B.to_vec())
+        .await;
+    storage
+        .put(key(&["AAAAA", "sync-state", "zzzzz"]), PAYLOAD_C.to_vec())
+        .await;
     check(
         "load_range [AAAAA]",
         storage.load_range(key(&["AAAAA"])).await,
@@ -143,15 +175,24 @@ pub async fn load_range_returns_every_key_under_nested_prefixes(storage: &impl S
     check(
         "load_range [AAAAA, sync-state]",
         storage.load_range(key(&["AAAAA", "sync-state"])).await,
-        range(&[(&["AAAAA", "sync-state", "xxxxx"], PAYLOAD_A), (&["AAAAA", "sync-state", "zzzzz"], PAYLOAD_C)]),
+        range(&[
+            (&["AAAAA", "sync-state", "xxxxx"], PAYLOAD_A),
+            (&["AAAAA", "sync-state", "zzzzz"], PAYLOAD_C),
+        ]),
     )
 }
 
 /// automerge-repo: "should enumerate every chunk for the empty prefix".
 pub async fn load_range_of_the_empty_prefix_returns_everything(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["storage-adapter-id"]), PAYLOAD_A.to_vec()).await;
-    storage.put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_B.to_vec()).await;
-    storage.put(key(&["BBBBB", "snapshot", "yyyyy"]), PAYLOAD_C.to_vec()).await;
+    storage
+        .put(key(&["storage-adapter-id"]), PAYLOAD_A.to_vec())
+        .await;
+    storage
+        .put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_B.to_vec())
+        .await;
+    storage
+        .put(key(&["BBBBB", "snapshot", "yyyyy"]), PAYLOAD_C.to_vec())
+        .await;
     check(
         "load_range []",
         storage.load_range(key(&[])).await,
@@ -165,18 +206,36 @@ pub async fn load_range_of_the_empty_prefix_returns_everything(storage: &impl St
 
 /// automerge-repo: "should remove every chunk for the empty prefix and stay usable".
 pub async fn removing_everything_leaves_a_usable_store(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["storage-adapter-id"]), PAYLOAD_A.to_vec()).await;
-    storage.put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_B.to_vec()).await;
+    storage
+        .put(key(&["storage-adapter-id"]), PAYLOAD_A.to_vec())
+        .await;
+    storage
+        .put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_B.to_vec())
+        .await;
     remove_range(storage, key(&[])).await;
-    check("load_range [] after removing it", storage.load_range(key(&[])).await, HashMap::new())?;
-    storage.put(key(&["CCCCC", "snapshot", "zzzzz"]), PAYLOAD_C.to_vec()).await;
-    check("load", storage.load(key(&["CCCCC", "snapshot", "zzzzz"])).await, Some(PAYLOAD_C.to_vec()))
+    check(
+        "load_range [] after removing it",
+        storage.load_range(key(&[])).await,
+        HashMap::new(),
+    )?;
+    storage
+        .put(key(&["CCCCC", "snapshot", "zzzzz"]), PAYLOAD_C.to_vec())
+        .await;
+    check(
+        "load",
+        storage.load(key(&["CCCCC", "snapshot", "zzzzz"])).await,
+        Some(PAYLOAD_C.to_vec()),
+    )
 }
 
 /// automerge-repo: "should only load values that match they key".
 pub async fn load_range_returns_only_matching_keys(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec()).await;
-    storage.put(key(&["BBBBB", "sync-state", "zzzzz"]), PAYLOAD_C.to_vec()).await;
+    storage
+        .put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec())
+        .await;
+    storage
+        .put(key(&["BBBBB", "sync-state", "zzzzz"]), PAYLOAD_C.to_vec())
+        .await;
     check(
         "load_range [AAAAA]",
         storage.load_range(key(&["AAAAA"])).await,
@@ -186,16 +245,30 @@ pub async fn load_range_returns_only_matching_keys(storage: &impl Storage) -> Ou
 
 /// automerge-repo: save and remove, "after removing, should be empty".
 pub async fn removed_keys_are_gone(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["AAAAA", "snapshot", "xxxxx"]), PAYLOAD_A.to_vec()).await;
+    storage
+        .put(key(&["AAAAA", "snapshot", "xxxxx"]), PAYLOAD_A.to_vec())
+        .await;
     storage.delete(key(&["AAAAA", "snapshot", "xxxxx"])).await;
-    check("load_range", storage.load_range(key(&["AAAAA"])).await, HashMap::new())?;
-    check("load", storage.load(key(&["AAAAA", "snapshot", "xxxxx"])).await, None)
+    check(
+        "load_range",
+        storage.load_range(key(&["AAAAA"])).await,
+        HashMap::new(),
+    )?;
+    check(
+        "load",
+        storage.load(key(&["AAAAA", "snapshot", "xxxxx"])).await,
+        None,
+    )
 }
 
 /// automerge-repo: save and save, "should overwrite data saved with the same key".
 pub async fn saving_twice_overwrites(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec()).await;
-    storage.put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_B.to_vec()).await;
+    storage
+        .put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec())
+        .await;
+    storage
+        .put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_B.to_vec())
+        .await;
     check(
         "load_range",
         storage.load_range(key(&["AAAAA", "sync-state"])).await,
@@ -205,9 +278,15 @@ pub async fn saving_twice_overwrites(storage: &impl Storage) -> Outcome {
 
 /// automerge-repo: removeRange, "should remove a range of records".
 pub async fn remove_range_removes_the_range(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec()).await;
-    storage.put(key(&["AAAAA", "snapshot", "yyyyy"]), PAYLOAD_B.to_vec()).await;
-    storage.put(key(&["AAAAA", "sync-state", "zzzzz"]), PAYLOAD_C.to_vec()).await;
+    storage
+        .put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec())
+        .await;
+    storage
+        .put(key(&["AAAAA", "snapshot", "yyyyy"]), PAYLOAD_B.to_vec())
+        .await;
+    storage
+        .put(key(&["AAAAA", "sync-state", "zzzzz"]), PAYLOAD_C.to_vec())
+        .await;
     remove_range(storage, key(&["AAAAA", "sync-state"])).await;
     check(
         "load_range",
@@ -218,8 +297,12 @@ pub async fn remove_range_removes_the_range(storage: &impl Storage) -> Outcome {
 
 /// automerge-repo: removeRange, "should not remove records that don't match".
 pub async fn remove_range_keeps_other_keys(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec()).await;
-    storage.put(key(&["BBBBB", "sync-state", "zzzzz"]), PAYLOAD_B.to_vec()).await;
+    storage
+        .put(key(&["AAAAA", "sync-state", "xxxxx"]), PAYLOAD_A.to_vec())
+        .await;
+    storage
+        .put(key(&["BBBBB", "sync-state", "zzzzz"]), PAYLOAD_B.to_vec())
+        .await;
     remove_range(storage, key(&["AAAAA"])).await;
     check(
         "load_range",
@@ -231,7 +314,15 @@ pub async fn remove_range_keeps_other_keys(storage: &impl Storage) -> Outcome {
 /// `["a"]` is not a prefix of `["ab"]`, at any depth, and a one-component key is not
 /// under another's range.
 pub async fn prefixes_compare_whole_components(storage: &impl Storage) -> Outcome {
-    let keys: &[&[&str]] = &[&["a"], &["ab"], &["a", "b"], &["a", "bc"], &["ab", "b"], &["a", "b", "c"], &["a", "bc", "c"]];
+    let keys: &[&[&str]] = &[
+        &["a"],
+        &["ab"],
+        &["a", "b"],
+        &["a", "bc"],
+        &["ab", "b"],
+        &["a", "b", "c"],
+        &["a", "bc", "c"],
+    ];
     for (i, k) in keys.iter().enumerate() {
         storage.put(key(k), vec![i as u8]).await;
     }
@@ -242,24 +333,47 @@ pub async fn prefixes_compare_whole_components(storage: &impl Storage) -> Outcom
             .map(|(i, k)| (key(k), vec![i as u8]))
             .collect::<HashMap<_, _>>()
     };
-    for prefix in [&["a"][..], &["ab"], &["a", "b"], &["a", "bc"], &["a", "b", "c"], &["b"]] {
-        check(&format!("load_range {prefix:?}"), storage.load_range(key(prefix)).await, under(prefix))?;
+    for prefix in [
+        &["a"][..],
+        &["ab"],
+        &["a", "b"],
+        &["a", "bc"],
+        &["a", "b", "c"],
+        &["b"],
+    ] {
+        check(
+            &format!("load_range {prefix:?}"),
+            storage.load_range(key(prefix)).await,
+            under(prefix),
+        )?;
     }
-    check("load_range []", storage.load_range(key(&[])).await, under(&[]))
+    check(
+        "load_range []",
+        storage.load_range(key(&[])).await,
+        under(&[]),
+    )
 }
 
 /// A prefix that is a whole key returns that key.
 pub async fn load_range_of_a_whole_key_returns_it(storage: &impl Storage) -> Outcome {
-    storage.put(key(&["AAAAA", "snapshot", "xxxxx"]), PAYLOAD_A.to_vec()).await;
-    storage.put(key(&["AAAAA", "incremental", "yyyyy"]), PAYLOAD_B.to_vec()).await;
+    storage
+        .put(key(&["AAAAA", "snapshot", "xxxxx"]), PAYLOAD_A.to_vec())
+        .await;
+    storage
+        .put(key(&["AAAAA", "incremental", "yyyyy"]), PAYLOAD_B.to_vec())
+        .await;
     check(
         "load_range of the snapshot key",
-        storage.load_range(key(&["AAAAA", "snapshot", "xxxxx"])).await,
+        storage
+            .load_range(key(&["AAAAA", "snapshot", "xxxxx"]))
+            .await,
         range(&[(&["AAAAA", "snapshot", "xxxxx"], PAYLOAD_A)]),
     )?;
     check(
         "load_range of the incremental key",
-        storage.load_range(key(&["AAAAA", "incremental", "yyyyy"])).await,
+        storage
+            .load_range(key(&["AAAAA", "incremental", "yyyyy"]))
+            .await,
         range(&[(&["AAAAA", "incremental", "yyyyy"], PAYLOAD_B)]),
     )
 }
@@ -270,8 +384,12 @@ fn edit(doc: &mut Automerge, field: &str, value: &str) -> Result<automerge::Chan
     tx.commit().0.ok_or_else(|| "empty transaction".to_string())
 }
 
-fn change_bytes(doc: &Automerge, hash: &automerge::ChangeHash) -> Result<automerge::Change, String> {
-    doc.get_change_by_hash(hash).ok_or_else(|| format!("no change {hash}"))
+fn change_bytes(
+    doc: &Automerge,
+    hash: &automerge::ChangeHash,
+) -> Result<automerge::Change, String> {
+    doc.get_change_by_hash(hash)
+        .ok_or_else(|| format!("no change {hash}"))
 }
 
 /// What samod stores, and what it may: plain and compressed change chunks under their
@@ -287,7 +405,11 @@ pub async fn changes_of_every_kind_round_trip(storage: &impl Storage) -> Outcome
     if compressed == big_change.raw_bytes() {
         return Err("the big change did not compress; the case needs a compressed chunk".into());
     }
-    let bundle = doc.bundle([small, third]).map_err(|e| e.to_string())?.bytes().to_vec();
+    let bundle = doc
+        .bundle([small, third])
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .to_vec();
     let small_bytes = change_bytes(&doc, &small)?.raw_bytes().to_vec();
     let third_bytes = change_bytes(&doc, &third)?.raw_bytes().to_vec();
     let (small, big, third) = (small.to_string(), big.to_string(), third.to_string());
@@ -305,17 +427,35 @@ pub async fn changes_of_every_kind_round_trip(storage: &impl Storage) -> Outcome
         storage.put(key(k), v.clone()).await;
     }
     let expected: HashMap<_, _> = entries.iter().map(|(k, v)| (key(k), v.clone())).collect();
-    check("load_range [doc]", storage.load_range(key(&["doc"])).await, expected.clone())?;
+    check(
+        "load_range [doc]",
+        storage.load_range(key(&["doc"])).await,
+        expected.clone(),
+    )?;
     for (k, v) in &entries {
-        check(&format!("load {k:?}"), storage.load(key(k)).await, Some(v.clone()))?;
+        check(
+            &format!("load {k:?}"),
+            storage.load(key(k)).await,
+            Some(v.clone()),
+        )?;
     }
     // Overwriting a key held elsewhere moves it.
-    storage.put(key(&["doc", "incremental", &third]), third_bytes.clone()).await;
-    check("load after overwrite", storage.load(key(&["doc", "incremental", &third])).await, Some(third_bytes))?;
+    storage
+        .put(key(&["doc", "incremental", &third]), third_bytes.clone())
+        .await;
+    check(
+        "load after overwrite",
+        storage.load(key(&["doc", "incremental", &third])).await,
+        Some(third_bytes),
+    )?;
     for (k, _) in &entries {
         storage.delete(key(k)).await;
     }
-    check("load_range after deleting", storage.load_range(key(&["doc"])).await, HashMap::new())
+    check(
+        "load_range after deleting",
+        storage.load_range(key(&["doc"])).await,
+        HashMap::new(),
+    )
 }
 
 /// Two snapshots under different hashes are two keys until one is deleted, whichever
@@ -328,20 +468,35 @@ pub async fn two_snapshots_are_two_keys(storage: &impl Storage) -> Outcome {
     check(
         "load_range",
         storage.load_range(key(&["doc", "snapshot"])).await,
-        range(&[(&["doc", "snapshot", "one"], PAYLOAD_A), (&["doc", "snapshot", "two"], PAYLOAD_B), (&["doc", "snapshot", "three"], PAYLOAD_C)]),
+        range(&[
+            (&["doc", "snapshot", "one"], PAYLOAD_A),
+            (&["doc", "snapshot", "two"], PAYLOAD_B),
+            (&["doc", "snapshot", "three"], PAYLOAD_C),
+        ]),
     )?;
     storage.delete(s("three")).await;
     check(
         "load_range after deleting the newest",
         storage.load_range(key(&["doc", "snapshot"])).await,
-        range(&[(&["doc", "snapshot", "one"], PAYLOAD_A), (&["doc", "snapshot", "two"], PAYLOAD_B)]),
+        range(&[
+            (&["doc", "snapshot", "one"], PAYLOAD_A),
+            (&["doc", "snapshot", "two"], PAYLOAD_B),
+        ]),
     )?;
     storage.delete(s("one")).await;
-    check("load two", storage.load(s("two")).await, Some(PAYLOAD_B.to_vec()))?;
+    check(
+        "load two",
+        storage.load(s("two")).await,
+        Some(PAYLOAD_B.to_vec()),
+    )?;
     check("load one", storage.load(s("one")).await, None)?;
     storage.put(s("two"), PAYLOAD_C.to_vec()).await;
     storage.delete(s("two")).await;
-    check("load_range after deleting all", storage.load_range(key(&["doc"])).await, HashMap::new())
+    check(
+        "load_range after deleting all",
+        storage.load_range(key(&["doc"])).await,
+        HashMap::new(),
+    )
 }
 
 /// Two different changes with the same actor and seq (an actor id reused by two
@@ -355,13 +510,33 @@ pub async fn forked_actors_keep_both_changes(storage: &impl Storage) -> Outcome 
     let lb = change_bytes(&left, &l)?.raw_bytes().to_vec();
     let rb = change_bytes(&right, &r)?.raw_bytes().to_vec();
     let (l, r) = (l.to_string(), r.to_string());
-    storage.put(key(&["doc", "incremental", &l]), lb.clone()).await;
-    storage.put(key(&["doc", "incremental", &r]), rb.clone()).await;
-    let expected: HashMap<_, _> = [(key(&["doc", "incremental", &l]), lb), (key(&["doc", "incremental", &r]), rb)].into();
-    check("load_range", storage.load_range(key(&["doc", "incremental"])).await, expected)?;
+    storage
+        .put(key(&["doc", "incremental", &l]), lb.clone())
+        .await;
+    storage
+        .put(key(&["doc", "incremental", &r]), rb.clone())
+        .await;
+    let expected: HashMap<_, _> = [
+        (key(&["doc", "incremental", &l]), lb),
+        (key(&["doc", "incremental", &r]), rb),
+    ]
+    .into();
+    check(
+        "load_range",
+        storage.load_range(key(&["doc", "incremental"])).await,
+        expected,
+    )?;
     storage.delete(key(&["doc", "incremental", &l])).await;
-    check("load of the deleted one", storage.load(key(&["doc", "incremental", &l])).await, None)?;
-    check("load_range after delete", storage.load_range(key(&["doc", "incremental"])).await.len(), 1)
+    check(
+        "load of the deleted one",
+        storage.load(key(&["doc", "incremental", &l])).await,
+        None,
+    )?;
+    check(
+        "load_range after delete",
+        storage.load_range(key(&["doc", "incremental"])).await.len(),
+        1,
+    )
 }
 
 /// Runs a future to completion on this thread, with no runtime: the suite needs
@@ -417,8 +592,11 @@ macro_rules! acceptance_tests {
         $(
             #[test]
             fn $case() {
-                let (storage, _guard) = $setup;
-                if let Err(what) = $crate::acceptance::block_on($crate::acceptance::$case(&storage)) {
+                let (storage, guard) = $setup;
+                let outcome = $crate::acceptance::block_on($crate::acceptance::$case(&storage));
+                drop(storage);
+                drop(guard);
+                if let Err(what) = outcome {
                     panic!("{}: {what}", stringify!($case));
                 }
             }

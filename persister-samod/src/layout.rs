@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use persister_core::{ActorId, Batch, DocumentId, Error, MAX_PEER_ID_LEN, Persister, Result, Write};
+use persister_core::{
+    ActorId, Batch, DocumentId, Error, MAX_PEER_ID_LEN, Persister, Result, Write,
+};
 
 /// The version of the layout this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -94,7 +96,9 @@ pub(crate) enum Entry {
 pub(crate) fn decode_entry(document: &DocumentId, id: &[u8]) -> Result<Entry> {
     let bad = |what: &str| {
         Error::corrupt(
-            format!("{what} in the sync-state entry {id:02x?} of document {document}, which persister-samod layout {FORMAT_VERSION} does not write"),
+            format!(
+                "{what} in the sync-state entry {id:02x?} of document {document}, which persister-samod layout {FORMAT_VERSION} does not write"
+            ),
             format!("document {document}"),
             None,
         )
@@ -171,7 +175,12 @@ pub(crate) fn change_key(hash: &str, data: &[u8]) -> Option<(ActorId, u64)> {
 }
 
 /// The hash of a stored change, which is its key's last component.
-pub(crate) fn change_hash(document: &DocumentId, actor: &ActorId, seq: u64, data: &[u8]) -> Result<String> {
+pub(crate) fn change_hash(
+    document: &DocumentId,
+    actor: &ActorId,
+    seq: u64,
+    data: &[u8],
+) -> Result<String> {
     automerge::Change::try_from(data)
         .map(|change| change.hash().to_string())
         .map_err(|e| {
@@ -221,9 +230,15 @@ impl DocIndex {
         for peer in p.get_peer_ids()? {
             match decode_entry(id, &peer)? {
                 Entry::SlotName => {
-                    let name = p.get_sync_state(&peer)?.ok_or_else(|| missing(id, "the slot name"))?;
+                    let name = p
+                        .get_sync_state(&peer)?
+                        .ok_or_else(|| missing(id, "the slot name"))?;
                     let name = String::from_utf8(name).map_err(|_| {
-                        Error::corrupt(format!("the snapshot name of document {id} is not UTF-8"), format!("document {id}"), None)
+                        Error::corrupt(
+                            format!("the snapshot name of document {id} is not UTF-8"),
+                            format!("document {id}"),
+                            None,
+                        )
                     })?;
                     named = Some(name);
                 }
@@ -281,11 +296,18 @@ impl DocIndex {
                         out.push(Write::RemoveSyncState { peer: entry });
                         self.changes.insert(hash.clone(), (actor.clone(), seq));
                         self.owners.insert((actor.clone(), seq), hash.clone());
-                        out.push(Write::InsertChange { actor, seq, value: data });
+                        out.push(Write::InsertChange {
+                            actor,
+                            seq,
+                            value: data,
+                        });
                     }
                     // Not a change with this hash, or another change holds its (actor,
                     // seq) (a forked actor): stored as itself, so nothing is replaced.
-                    _ => out.push(Write::SetSyncState { peer: entry, state: data }),
+                    _ => out.push(Write::SetSyncState {
+                        peer: entry,
+                        state: data,
+                    }),
                 }
             }
             [kind, name] if kind == SNAPSHOT => {
@@ -296,7 +318,9 @@ impl DocIndex {
                 // The newest snapshot takes the slot; the one there moves beside it until
                 // samod deletes it, so two snapshots are never one.
                 if let Some(old) = self.slot.take() {
-                    let bytes = out.document(p)?.ok_or_else(|| missing(id, "the document slot"))?;
+                    let bytes = out
+                        .document(p)?
+                        .ok_or_else(|| missing(id, "the document slot"))?;
                     out.push(Write::SetSyncState {
                         peer: entry_id(&[SNAPSHOT.to_string(), old.clone()])?,
                         state: bytes,
@@ -304,13 +328,21 @@ impl DocIndex {
                     self.spare_snapshots.insert(old);
                 }
                 if self.spare_snapshots.remove(name) {
-                    out.push(Write::RemoveSyncState { peer: entry_id(rest)? });
+                    out.push(Write::RemoveSyncState {
+                        peer: entry_id(rest)?,
+                    });
                 }
                 out.push(Write::SetDocument(data));
-                out.push(Write::SetSyncState { peer: vec![SLOT_TAG], state: name.as_bytes().to_vec() });
+                out.push(Write::SetSyncState {
+                    peer: vec![SLOT_TAG],
+                    state: name.as_bytes().to_vec(),
+                });
                 self.slot = Some(name.clone());
             }
-            _ => out.push(Write::SetSyncState { peer: entry_id(rest)?, state: data }),
+            _ => out.push(Write::SetSyncState {
+                peer: entry_id(rest)?,
+                state: data,
+            }),
         }
         Ok(())
     }
@@ -329,31 +361,45 @@ impl DocIndex {
                     self.owners.remove(&(actor.clone(), seq));
                     out.push(Write::RemoveChange { actor, seq });
                 }
-                out.push(Write::RemoveSyncState { peer: entry_id(rest)? });
+                out.push(Write::RemoveSyncState {
+                    peer: entry_id(rest)?,
+                });
             }
             [kind, name] if kind == SNAPSHOT && self.slot.as_deref() == Some(name) => {
                 // The slot never stays empty while a spare snapshot exists.
                 match self.spare_snapshots.pop_last() {
                     Some(next) => {
                         let peer = entry_id(&[SNAPSHOT.to_string(), next.clone()])?;
-                        let bytes = out.entry(p, &peer)?.ok_or_else(|| missing(id, "a spare snapshot"))?;
+                        let bytes = out
+                            .entry(p, &peer)?
+                            .ok_or_else(|| missing(id, "a spare snapshot"))?;
                         out.push(Write::SetDocument(bytes));
-                        out.push(Write::SetSyncState { peer: vec![SLOT_TAG], state: next.as_bytes().to_vec() });
+                        out.push(Write::SetSyncState {
+                            peer: vec![SLOT_TAG],
+                            state: next.as_bytes().to_vec(),
+                        });
                         out.push(Write::RemoveSyncState { peer });
                         self.slot = Some(next);
                     }
                     None => {
                         out.push(Write::SetDocument(Vec::new()));
-                        out.push(Write::SetSyncState { peer: vec![SLOT_TAG], state: Vec::new() });
+                        out.push(Write::SetSyncState {
+                            peer: vec![SLOT_TAG],
+                            state: Vec::new(),
+                        });
                         self.slot = None;
                     }
                 }
             }
             [kind, name] if kind == SNAPSHOT => {
                 self.spare_snapshots.remove(name);
-                out.push(Write::RemoveSyncState { peer: entry_id(rest)? });
+                out.push(Write::RemoveSyncState {
+                    peer: entry_id(rest)?,
+                });
             }
-            _ => out.push(Write::RemoveSyncState { peer: entry_id(rest)? }),
+            _ => out.push(Write::RemoveSyncState {
+                peer: entry_id(rest)?,
+            }),
         }
         Ok(())
     }
@@ -451,14 +497,18 @@ pub(crate) fn read_range(
     if let Some(name) = index.slot()
         && wants(SNAPSHOT, name)
     {
-        let bytes = p.get_document()?.ok_or_else(|| missing(id, "the document slot"))?;
+        let bytes = p
+            .get_document()?
+            .ok_or_else(|| missing(id, "the document slot"))?;
         out.push((vec![SNAPSHOT.to_string(), name.to_string()], bytes));
     }
     for peer in p.get_peer_ids()? {
         if let Entry::Key(parts) = decode_entry(id, &peer)?
             && under(&parts)
         {
-            let value = p.get_sync_state(&peer)?.ok_or_else(|| missing(id, "a key entry"))?;
+            let value = p
+                .get_sync_state(&peer)?
+                .ok_or_else(|| missing(id, "a key entry"))?;
             out.push((parts, value));
         }
     }
@@ -480,11 +530,16 @@ pub(crate) fn read_one(
                     .into_iter()
                     .find(|(a, s, _)| a == actor && s == seq)
                     .map(|(_, _, data)| data);
-                return found.map(Some).ok_or_else(|| missing(id, "an indexed change"));
+                return found
+                    .map(Some)
+                    .ok_or_else(|| missing(id, "an indexed change"));
             }
         }
         [kind, name] if kind == SNAPSHOT && index.slot() == Some(name) => {
-            return p.get_document()?.map(Some).ok_or_else(|| missing(id, "the document slot"));
+            return p
+                .get_document()?
+                .map(Some)
+                .ok_or_else(|| missing(id, "the document slot"));
         }
         _ => {}
     }
@@ -498,16 +553,28 @@ mod tests {
     #[test]
     fn keys_map_to_documents_and_back() {
         let key = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        assert_eq!(document_of(&key(&["storage-adapter-id"])), DocumentId::from("/"));
+        assert_eq!(
+            document_of(&key(&["storage-adapter-id"])),
+            DocumentId::from("/")
+        );
         assert_eq!(document_of(&key(&[])), DocumentId::from("/"));
-        assert_eq!(document_of(&key(&["abc", "snapshot", "h"])), DocumentId::from("abc"));
-        assert_eq!(rest_of(&key(&["abc", "snapshot", "h"])), key(&["snapshot", "h"]).as_slice());
+        assert_eq!(
+            document_of(&key(&["abc", "snapshot", "h"])),
+            DocumentId::from("abc")
+        );
+        assert_eq!(
+            rest_of(&key(&["abc", "snapshot", "h"])),
+            key(&["snapshot", "h"]).as_slice()
+        );
         assert_eq!(rest_of(&key(&["abc"])), key(&["abc"]).as_slice());
         assert_eq!(
             key_of(&DocumentId::from("abc"), key(&["snapshot", "h"])),
             Some(key(&["abc", "snapshot", "h"]))
         );
-        assert_eq!(key_of(&DocumentId::from("/"), key(&["x"])), Some(key(&["x"])));
+        assert_eq!(
+            key_of(&DocumentId::from("/"), key(&["x"])),
+            Some(key(&["x"]))
+        );
         assert_eq!(key_of(&DocumentId::from("a/b"), key(&["x"])), None);
     }
 
@@ -516,9 +583,14 @@ mod tests {
         let rest = vec!["sync-state".to_string(), "peer".to_string()];
         let id = entry_id(&rest)?;
         assert!(matches!(decode_entry(&"d".into(), &id)?, Entry::Key(parts) if parts == rest));
-        assert!(matches!(decode_entry(&"d".into(), &entry_id(&[])?)?, Entry::Key(parts) if parts.is_empty()));
+        assert!(
+            matches!(decode_entry(&"d".into(), &entry_id(&[])?)?, Entry::Key(parts) if parts.is_empty())
+        );
         assert!(decode_entry(&"d".into(), &[0x7f]).is_err());
-        assert!(matches!(entry_id(&["x".repeat(2000)]), Err(Error::TooLarge { .. })));
+        assert!(matches!(
+            entry_id(&["x".repeat(2000)]),
+            Err(Error::TooLarge { .. })
+        ));
         Ok(())
     }
 }

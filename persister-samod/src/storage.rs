@@ -67,7 +67,11 @@ impl SamodStorage {
         Self::start(store, None, options)
     }
 
-    fn start<S: Store + 'static>(store: S, opener: Option<Opener<S>>, options: Options) -> Result<Self> {
+    fn start<S: Store + 'static>(
+        store: S,
+        opener: Option<Opener<S>>,
+        options: Options,
+    ) -> Result<Self> {
         {
             let mut layout_doc = store.open_document(&DocumentId::from(layout::LAYOUT_DOCUMENT))?;
             layout::check_format(&mut layout_doc)?;
@@ -80,7 +84,11 @@ impl SamodStorage {
             .spawn(move || worker.run())
             .map_err(|e| Error::io("start the worker thread of", "persister-samod", e))?;
         Ok(Self {
-            inner: Arc::new(Inner { tx: Some(tx), health, worker: Mutex::new(Some(handle)) }),
+            inner: Arc::new(Inner {
+                tx: Some(tx),
+                health,
+                worker: Mutex::new(Some(handle)),
+            }),
         })
     }
 
@@ -108,7 +116,11 @@ impl SamodStorage {
     }
 
     fn submit(&self, op: Op) {
-        let sent = self.inner.tx.as_ref().is_some_and(|tx| tx.send(Msg::Op(op)).is_ok());
+        let sent = self
+            .inner
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Msg::Op(op)).is_ok());
         if !sent {
             // Closed: the operation's future never completes, as nothing answers it.
             lock(&self.inner.health).closed = true;
@@ -143,7 +155,10 @@ impl Storage for SamodStorage {
         settle(rx)
     }
 
-    fn load_range(&self, prefix: StorageKey) -> impl Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
+    fn load_range(
+        &self,
+        prefix: StorageKey,
+    ) -> impl Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Range { prefix, reply });
         settle(rx)

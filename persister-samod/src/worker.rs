@@ -26,10 +26,23 @@ type Range = HashMap<StorageKey, Vec<u8>>;
 
 /// One operation of the samod storage trait, with where its answer goes.
 pub(crate) enum Op {
-    Load { key: StorageKey, reply: oneshot::Sender<Option<Vec<u8>>> },
-    Range { prefix: StorageKey, reply: oneshot::Sender<Range> },
-    Put { key: StorageKey, data: Vec<u8>, reply: oneshot::Sender<()> },
-    Delete { key: StorageKey, reply: oneshot::Sender<()> },
+    Load {
+        key: StorageKey,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
+    Range {
+        prefix: StorageKey,
+        reply: oneshot::Sender<Range>,
+    },
+    Put {
+        key: StorageKey,
+        data: Vec<u8>,
+        reply: oneshot::Sender<()>,
+    },
+    Delete {
+        key: StorageKey,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 impl Op {
@@ -91,7 +104,14 @@ struct Doc<P> {
 
 impl<P> Default for Doc<P> {
     fn default() -> Self {
-        Self { handle: None, index: None, queue: VecDeque::new(), failures: 0, retry_at: None, used: 0 }
+        Self {
+            handle: None,
+            index: None,
+            queue: VecDeque::new(),
+            failures: 0,
+            retry_at: None,
+            used: 0,
+        }
     }
 }
 
@@ -153,7 +173,9 @@ impl<S: Store> Worker<S> {
                     }
                 } else {
                     let received = match self.next_retry() {
-                        Some(at) => self.rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+                        Some(at) => self
+                            .rx
+                            .recv_timeout(at.saturating_duration_since(Instant::now())),
                         None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     };
                     match received {
@@ -169,6 +191,9 @@ impl<S: Store> Worker<S> {
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => self.disconnected = true,
                 }
+            }
+            if self.disconnected || !self.closing.is_empty() {
+                self.drop_failing_reads();
             }
             self.round();
         }
@@ -190,16 +215,32 @@ impl<S: Store> Worker<S> {
             }
         };
         if let Err(error) = op.check() {
-            self.emit(&Event::Refused { key: op.key(), error: &error });
             lock(&self.health).refused += 1;
+            self.emit(&Event::Refused {
+                key: op.key(),
+                error: &error,
+            });
             if let WhenUnusable::Exit { .. } = self.options.when_unusable {
                 exit(&format!("the key {} cannot be stored: {error}", op.key()));
             }
             return;
         }
         match op.document() {
-            Some(id) if self.held.is_empty() => self.docs.entry(id).or_default().queue.push_back(op),
+            Some(id) if self.held.is_empty() => {
+                self.docs.entry(id).or_default().queue.push_back(op)
+            }
             _ => self.held.push_back(op),
+        }
+    }
+
+    /// When closing: a read that keeps failing is given up (its future never
+    /// completes), so that closing waits only for writes.
+    fn drop_failing_reads(&mut self) {
+        for doc in self.docs.values_mut().filter(|d| d.failures > 0) {
+            doc.queue.retain(Op::is_write);
+        }
+        if self.held_retry_at.is_some() {
+            self.held.retain(|op| op.document().is_some());
         }
     }
 
@@ -228,8 +269,14 @@ impl<S: Store> Worker<S> {
     }
 
     fn next_retry(&self) -> Option<Instant> {
-        let docs = self.docs.values().filter(|d| !d.queue.is_empty()).filter_map(|d| d.retry_at);
-        docs.chain(self.store_retry_at).chain(self.held_retry_at).min()
+        let docs = self
+            .docs
+            .values()
+            .filter(|d| !d.queue.is_empty())
+            .filter_map(|d| d.retry_at);
+        docs.chain(self.store_retry_at)
+            .chain(self.held_retry_at)
+            .min()
     }
 
     fn round(&mut self) {
@@ -294,7 +341,10 @@ impl<S: Store> Worker<S> {
                 self.store = Some(store);
                 self.store_retry_at = None;
                 if self.store_failures > 0 {
-                    self.emit(&Event::Recovered { document: &root, after: self.store_failures });
+                    self.emit(&Event::Recovered {
+                        document: &root,
+                        after: self.store_failures,
+                    });
                     self.store_failures = 0;
                     lock(&self.health).failing.retain(|d| *d != root);
                 }
@@ -334,7 +384,9 @@ impl<S: Store> Worker<S> {
             doc.handle = Some(store.open_document(id).map_err(|e| ("open", e))?);
         }
         while doc.queue.front().is_some_and(|op| !op.is_write()) {
-            let Some(op) = doc.queue.pop_front() else { break };
+            let Some(op) = doc.queue.pop_front() else {
+                break;
+            };
             match read(id, doc, &op) {
                 Ok(answer) => send(op, answer),
                 Err(error) => {
@@ -343,13 +395,18 @@ impl<S: Store> Worker<S> {
                 }
             }
         }
-        let (Some(handle), true) = (doc.handle.as_mut(), doc.queue.front().is_some_and(Op::is_write)) else {
+        let (Some(handle), true) = (
+            doc.handle.as_mut(),
+            doc.queue.front().is_some_and(Op::is_write),
+        ) else {
             return Ok(0);
         };
         if doc.index.is_none() {
             doc.index = Some(DocIndex::read(id, handle).map_err(|e| ("read", e))?.0);
         }
-        let Some(index) = doc.index.as_mut() else { return Ok(0) };
+        let Some(index) = doc.index.as_mut() else {
+            return Ok(0);
+        };
         let mut pending = Pending::default();
         let mut writes = 0;
         let mut payload = 0;
@@ -381,24 +438,37 @@ impl<S: Store> Worker<S> {
     }
 
     fn flush(&mut self, id: &DocumentId, writes: usize) -> Result<()> {
-        let Some(doc) = self.docs.get_mut(id) else { return Ok(()) };
-        let Some(handle) = doc.handle.as_mut() else { return Ok(()) };
+        let Some(doc) = self.docs.get_mut(id) else {
+            return Ok(());
+        };
+        let Some(handle) = doc.handle.as_mut() else {
+            return Ok(());
+        };
         handle.flush()?;
         let done: Vec<Op> = doc.queue.drain(..writes.min(doc.queue.len())).collect();
         let recovered = std::mem::take(&mut doc.failures);
         doc.retry_at = None;
         if recovered > 0 {
             lock(&self.health).failing.retain(|d| d != id);
-            self.emit(&Event::Recovered { document: id, after: recovered });
+            self.emit(&Event::Recovered {
+                document: id,
+                after: recovered,
+            });
         }
         for op in done {
             match op {
                 Op::Put { key, reply, .. } => {
-                    self.emit(&Event::Durable { key: &key, deleted: false });
+                    self.emit(&Event::Durable {
+                        key: &key,
+                        deleted: false,
+                    });
                     let _ = reply.send(());
                 }
                 Op::Delete { key, reply } => {
-                    self.emit(&Event::Durable { key: &key, deleted: true });
+                    self.emit(&Event::Durable {
+                        key: &key,
+                        deleted: true,
+                    });
                     let _ = reply.send(());
                 }
                 Op::Load { .. } | Op::Range { .. } => {}
@@ -423,7 +493,9 @@ impl<S: Store> Worker<S> {
             {
                 return;
             }
-            let Some(Op::Range { prefix, reply }) = self.held.pop_front() else { return };
+            let Some(Op::Range { prefix, reply }) = self.held.pop_front() else {
+                return;
+            };
             match self.range_many(&prefix) {
                 Ok(values) => {
                     self.held_retry_at = None;
@@ -444,7 +516,12 @@ impl<S: Store> Worker<S> {
         let root = DocumentId::from(layout::LAYOUT_DOCUMENT);
         let parts = parts(prefix);
         let Some(store) = self.store.as_ref() else {
-            return Err((root, Error::NotFound { what: "the store (it is being reopened)".into() }));
+            return Err((
+                root,
+                Error::NotFound {
+                    what: "the store (it is being reopened)".into(),
+                },
+            ));
         };
         let documents: Vec<DocumentId> = match parts.first() {
             Some(first) => vec![DocumentId::from(first.as_str())],
@@ -463,10 +540,17 @@ impl<S: Store> Worker<S> {
         Ok(values)
     }
 
-    fn range_one(&mut self, id: &DocumentId, rest: &[String], values: &mut Range) -> Result<(), (DocumentId, Error)> {
+    fn range_one(
+        &mut self,
+        id: &DocumentId,
+        rest: &[String],
+        values: &mut Range,
+    ) -> Result<(), (DocumentId, Error)> {
         self.clock += 1;
         let clock = self.clock;
-        let Some(store) = self.store.as_ref() else { return Ok(()) };
+        let Some(store) = self.store.as_ref() else {
+            return Ok(());
+        };
         let doc = self.docs.entry(id.clone()).or_default();
         doc.used = clock;
         if doc.handle.is_none() {
@@ -488,7 +572,14 @@ impl<S: Store> Worker<S> {
         self.report(id, action, error, attempt, retry_in);
     }
 
-    fn report(&self, id: &DocumentId, action: &'static str, error: &Error, attempt: u32, retry_in: Duration) {
+    fn report(
+        &self,
+        id: &DocumentId,
+        action: &'static str,
+        error: &Error,
+        attempt: u32,
+        retry_in: Duration,
+    ) {
         {
             let mut health = lock(&self.health);
             health.failures += 1;
@@ -497,17 +588,28 @@ impl<S: Store> Worker<S> {
                 health.failing.push(id.clone());
             }
         }
-        self.emit(&Event::Failed { document: id, action, error, attempt, retry_in });
+        self.emit(&Event::Failed {
+            document: id,
+            action,
+            error,
+            attempt,
+            retry_in,
+        });
         if let WhenUnusable::Exit { after_failures } = self.options.when_unusable
             && attempt >= after_failures
         {
-            exit(&format!("{action} of document {id} failed {attempt} times in a row, the last time with: {error}"));
+            exit(&format!(
+                "{action} of document {id} failed {attempt} times in a row, the last time with: {error}"
+            ));
         }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(20);
-        self.options.backoff.saturating_mul(factor).min(self.options.max_backoff)
+        self.options
+            .backoff
+            .saturating_mul(factor)
+            .min(self.options.max_backoff)
     }
 
     /// Closes the handles of the least recently used idle documents beyond the limit.
@@ -523,7 +625,10 @@ impl<S: Store> Worker<S> {
             .map(|(id, d)| (d.used, id.clone()))
             .collect();
         idle.sort();
-        for (_, id) in idle.into_iter().take(open - self.options.max_open_documents) {
+        for (_, id) in idle
+            .into_iter()
+            .take(open - self.options.max_open_documents)
+        {
             self.docs.remove(&id);
         }
     }
@@ -549,12 +654,21 @@ fn read<P: Persister<Error = Error>>(id: &DocumentId, doc: &mut Doc<P>, op: &Op)
         range(id, doc, &parts[1..], &mut values)?;
         return Ok(Answer::Many(values));
     }
-    let Some(handle) = doc.handle.as_ref() else { return Err(closed(id)) };
+    let Some(handle) = doc.handle.as_ref() else {
+        return Err(closed(id));
+    };
     if doc.index.is_none() {
         doc.index = Some(DocIndex::read(id, handle)?.0);
     }
-    let Some(index) = doc.index.as_ref() else { return Err(closed(id)) };
-    Ok(Answer::One(layout::read_one(id, handle, index, layout::rest_of(&parts))?))
+    let Some(index) = doc.index.as_ref() else {
+        return Err(closed(id));
+    };
+    Ok(Answer::One(layout::read_one(
+        id,
+        handle,
+        index,
+        layout::rest_of(&parts),
+    )?))
 }
 
 fn send(op: Op, answer: Answer) {
@@ -570,25 +684,42 @@ fn send(op: Op, answer: Answer) {
 }
 
 fn closed(id: &DocumentId) -> Error {
-    Error::NotFound { what: format!("an open handle of document {id}") }
+    Error::NotFound {
+        what: format!("an open handle of document {id}"),
+    }
 }
 
 /// Every key of document `id` under `rest`, into `values`.
-fn range<P: Persister<Error = Error>>(id: &DocumentId, doc: &mut Doc<P>, rest: &[String], values: &mut Range) -> Result<()> {
-    let Some(handle) = doc.handle.as_ref() else { return Err(closed(id)) };
+fn range<P: Persister<Error = Error>>(
+    id: &DocumentId,
+    doc: &mut Doc<P>,
+    rest: &[String],
+    values: &mut Range,
+) -> Result<()> {
+    let Some(handle) = doc.handle.as_ref() else {
+        return Err(closed(id));
+    };
     let mut read = None;
     if doc.index.is_none() {
         let (index, changes) = DocIndex::read(id, handle)?;
         doc.index = Some(index);
         read = Some(changes);
     }
-    let Some(index) = doc.index.as_ref() else { return Err(closed(id)) };
+    let Some(index) = doc.index.as_ref() else {
+        return Err(closed(id));
+    };
     let mut found = Vec::new();
     layout::read_range(id, handle, index, read, rest, &mut found)?;
     for (rest, value) in found {
         let key = layout::key_of(id, rest)
             .and_then(|parts| StorageKey::from_parts(parts).ok())
-            .ok_or_else(|| Error::corrupt(format!("document {id} holds a key samod cannot name"), format!("document {id}"), None))?;
+            .ok_or_else(|| {
+                Error::corrupt(
+                    format!("document {id} holds a key samod cannot name"),
+                    format!("document {id}"),
+                    None,
+                )
+            })?;
         values.insert(key, value);
     }
     Ok(())
