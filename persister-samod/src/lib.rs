@@ -13,27 +13,24 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("repo.redb");
-//! let runtime = tokio::runtime::Runtime::new()?;
-//! let id = runtime.block_on(async {
-//!     let open = { let path = path.clone(); move || RedbStore::open(&path) };
-//!     let repo = samod::Repo::build_tokio().with_storage(SamodStorage::open(open)?).load().await;
+//! let start = |path: std::path::PathBuf| async move {
+//!     let storage = SamodStorage::open(move || RedbStore::open(&path))?;
+//!     let repo = samod::Repo::build_tokio().with_storage(storage.clone()).load().await;
+//!     Ok::<_, persister_core::Error>((repo, storage))
+//! };
+//! let text = tokio::runtime::Runtime::new()?.block_on(async {
+//!     let (repo, storage) = start(path.clone()).await?;
 //!     let doc = repo.create(automerge::Automerge::new()).await?;
-//!     doc.with_document(|d| d.transact(|tx| tx.put(ROOT, "greeting", "hello")))
-//!         .map_err(|f| f.error)?;
-//!     repo.stop().await; // every put is durable once its future completes
-//!     Ok::<_, Box<dyn std::error::Error>>(doc.document_id().clone())
-//! })?;
-//! # drop(runtime); let runtime = tokio::runtime::Runtime::new()?;
+//!     doc.with_document(|d| d.transact(|tx| tx.put(ROOT, "greeting", "hello"))).map_err(|f| f.error)?;
+//!     repo.stop().await; // each put completed only once durable
+//!     storage.close(); // releases the file
 //!
-//! // After a restart:
-//! runtime.block_on(async {
-//!     let open = move || RedbStore::open(&path);
-//!     let repo = samod::Repo::build_tokio().with_storage(SamodStorage::open(open)?).load().await;
-//!     let doc = repo.find(id).await?.ok_or("document not found")?;
-//!     let greeting = doc.with_document(|d| d.get(ROOT, "greeting"))?;
-//!     assert_eq!(greeting.map(|(v, _)| v.to_string()).as_deref(), Some("\"hello\""));
-//!     Ok(())
-//! })
+//!     let (repo, _) = start(path).await?; // as after a restart
+//!     let doc = repo.find(doc.document_id().clone()).await?.ok_or("lost")?;
+//!     Ok::<_, Box<dyn std::error::Error>>(doc.with_document(|d| d.get(ROOT, "greeting").map(|v| v.map(|(v, _)| v.to_string())))?)
+//! })?;
+//! assert_eq!(text.as_deref(), Some("\"hello\""));
+//! # Ok(())
 //! # }
 //! ```
 //!
