@@ -2,7 +2,7 @@
 //! once the storage has made it durable; it is killed with SIGKILL at some point of its
 //! writing, restarted, killed again; every change it reported is there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -14,7 +14,7 @@ use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT};
 use persister_samod::{Event, Options};
 use samod::Repo;
-use samod::storage::StorageKey;
+use samod::storage::{Storage, StorageKey, TokioFilesystemStorage};
 use samod_core::CompactionHash;
 
 use crate::repos::contents;
@@ -25,42 +25,74 @@ const BACKEND: &str = "PERSISTER_SAMOD_KILL_BACKEND";
 const ROUND: &str = "PERSISTER_SAMOD_KILL_ROUND";
 const DOC: &str = "PERSISTER_SAMOD_KILL_DOC";
 
+/// The name of samod's own `TokioFilesystemStorage` as the child's storage.
+const PEER: &str = "tokio-fs";
+
 #[test]
 fn acknowledged_changes_survive_sigkill_on_redb() -> Result {
-    kill_rounds(Backend::Redb)
+    let lost = kill_rounds(Backend::Redb.name(), rounds(3))?;
+    assert!(lost.is_empty(), "{lost:?}");
+    Ok(())
 }
 
 #[test]
 fn acknowledged_changes_survive_sigkill_on_fs() -> Result {
-    kill_rounds(Backend::Fs)
+    let lost = kill_rounds(Backend::Fs.name(), rounds(3))?;
+    assert!(lost.is_empty(), "{lost:?}");
+    Ok(())
 }
 
-fn kill_rounds(backend: Backend) -> Result {
-    let rounds: u32 = std::env::var("PERSISTER_SAMOD_KILL_ROUNDS")
+/// The same kills on samod's `TokioFilesystemStorage`, whose put completes when
+/// `tokio::fs::write` returns: prints what it lost, for RELIABILITY.md.
+#[test]
+#[ignore = "a measurement of samod's own storage for RELIABILITY.md; run with --ignored --nocapture"]
+fn peer_under_sigkill() -> Result {
+    let rounds = rounds(20);
+    let lost = kill_rounds(PEER, rounds)?;
+    println!(
+        "{PEER}: {} of {rounds} kills lost acknowledged edits: {lost:?}",
+        lost.len()
+    );
+    Ok(())
+}
+
+/// `PERSISTER_SAMOD_KILL_ROUNDS`, or `default`.
+fn rounds(default: u32) -> u32 {
+    std::env::var("PERSISTER_SAMOD_KILL_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(default)
+}
+
+/// Kills a child `rounds` times on one store; returns what each round that lost
+/// something lost.
+fn kill_rounds(backend: &str, rounds: u32) -> Result<Vec<String>> {
     let dir = tempfile::tempdir()?;
     let mut doc: Option<String> = None;
     let mut acked = Vec::new();
+    let mut lost = Vec::new();
     for round in 0..rounds {
         // Kill after a different number of acknowledged edits each round, so the kill
         // lands at different points of samod's incremental/compaction cycle.
-        let target = 7 + 11 * round as usize;
+        let target = 7 + 11 * (round as usize % 5);
         let count = run_child(backend, dir.path(), round, &mut doc, target)?;
         acked.push(count);
         let doc = doc
             .as_deref()
             .ok_or("the child never reported its document")?;
-        verify(backend, dir.path(), doc, &acked)?;
+        if let Err(what) = verify(backend, dir.path(), doc, &acked) {
+            lost.push(format!("round {round}: {what}"));
+            // Go on from what is there: later rounds check only their own edits.
+            acked.iter_mut().for_each(|count| *count = 0);
+        }
     }
-    Ok(())
+    Ok(lost)
 }
 
 /// Runs one child until `target` acknowledgements, kills it, and returns how many it
 /// acknowledged in all (lines already in the pipe count).
 fn run_child(
-    backend: Backend,
+    backend: &str,
     dir: &Path,
     round: u32,
     doc: &mut Option<String>,
@@ -68,16 +100,10 @@ fn run_child(
 ) -> Result<usize> {
     let mut command = Command::new(std::env::current_exe()?);
     command
-        .args([
-            "kill::child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .args(["kill::child", "--exact", "--ignored", "--nocapture"])
+        .args(["--test-threads", "1"])
         .env(DIR, dir)
-        .env(BACKEND, backend.name())
+        .env(BACKEND, backend)
         .env(ROUND, round.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -111,40 +137,48 @@ fn run_child(
     let _ = done.send(());
     let _ = guard.join();
     if count < target || status.signal() != Some(9) {
-        return Err(format!(
-            "the child ended by itself ({status}) after {count} of {target} acknowledgements"
-        )
-        .into());
+        let what = format!("the child ended by itself ({status}) after {count} of {target} acks");
+        return Err(what.into());
     }
     Ok(count)
 }
 
-fn verify(backend: Backend, dir: &Path, doc: &str, acked: &[usize]) -> Result {
-    let storage = backend.storage(dir, Options::new())?;
+/// Reopens the store and checks that every acknowledged edit is there.
+fn verify(backend: &str, dir: &Path, doc: &str, acked: &[usize]) -> Result {
     let rt = runtime()?;
+    let storage = match Backend::from_name(backend) {
+        Some(backend) => Some(backend.storage(dir, Options::new())?),
+        None => None,
+    };
     let found = rt.block_on(async {
-        let repo = Repo::build_tokio()
-            .with_storage(storage.clone())
-            .load()
-            .await;
-        let handle = repo
-            .find(doc.parse()?)
-            .await?
+        let builder = Repo::build_tokio();
+        let repo = match &storage {
+            Some(storage) => builder.with_storage(storage.clone()).load().await,
+            None => {
+                let peer = TokioFilesystemStorage::new(dir.join(PEER));
+                builder.with_storage(peer).load().await
+            }
+        };
+        let handle = tokio::time::timeout(Duration::from_secs(60), repo.find(doc.parse()?))
+            .await
+            .map_err(|_| "the document did not load within a minute")??
             .ok_or("the document is gone")?;
         let found = handle.with_document(|d| contents(d));
         repo.stop().await;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(found)
     })?;
     drop(rt);
-    storage.close();
+    if let Some(storage) = storage {
+        storage.close();
+    }
     for (round, &count) in acked.iter().enumerate() {
         for i in 0..count {
             let key = format!("r{round}-{i}");
             if found.get(&key) != Some(&format!("\"{i}\"")) {
+                let there = found.len();
                 return Err(format!(
-                    "{}: edit {key} was acknowledged before the kill but is not in the reopened document ({} keys there)",
-                    backend.name(),
-                    found.len()
+                    "{backend}: edit {key} was acknowledged before the kill but is not in \
+                     the reopened document ({there} keys there)"
                 )
                 .into());
             }
@@ -153,28 +187,74 @@ fn verify(backend: Backend, dir: &Path, doc: &str, acked: &[usize]) -> Result {
     Ok(())
 }
 
+/// A storage that reports each completed put, as the hook does for ours.
+#[derive(Clone)]
+struct Reporting<S> {
+    inner: S,
+    completed: mpsc::Sender<StorageKey>,
+}
+
+impl<S: Storage> Storage for Reporting<S> {
+    fn load(&self, key: StorageKey) -> impl Future<Output = Option<Vec<u8>>> + Send {
+        self.inner.load(key)
+    }
+
+    fn load_range(
+        &self,
+        prefix: StorageKey,
+    ) -> impl Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
+        self.inner.load_range(prefix)
+    }
+
+    fn put(&self, key: StorageKey, data: Vec<u8>) -> impl Future<Output = ()> + Send {
+        let put = self.inner.put(key.clone(), data);
+        let completed = self.completed.clone();
+        async move {
+            put.await;
+            let _ = completed.send(key);
+        }
+    }
+
+    fn delete(&self, key: StorageKey) -> impl Future<Output = ()> + Send {
+        self.inner.delete(key)
+    }
+}
+
 /// The child: edits until killed, printing `ACK i` once edit `i` is durable.
 #[test]
 #[ignore = "the child process of the kill tests; run acknowledged_changes_survive_sigkill_* instead"]
 fn child() -> Result {
     let dir = std::env::var(DIR)
         .map_err(|_| "run the kill tests, which start this child with its environment")?;
-    let backend = Backend::from_name(&std::env::var(BACKEND)?).ok_or("unknown backend")?;
+    let backend = std::env::var(BACKEND)?;
     let round = std::env::var(ROUND)?;
     let (tx, durable) = mpsc::channel::<StorageKey>();
-    let options = Options::new().on_event(move |event| {
-        if let Event::Durable {
-            key,
-            deleted: false,
-        } = event
-        {
-            let _ = tx.send(StorageKey::clone(key));
-        }
-    });
-    let storage = backend.storage(Path::new(&dir), options)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let repo = Repo::build_tokio().with_storage(storage).load().await;
+        let builder = Repo::build_tokio();
+        let repo = match Backend::from_name(&backend) {
+            Some(backend) => {
+                let options = Options::new().on_event(move |event| {
+                    if let Event::Durable {
+                        key,
+                        deleted: false,
+                    } = event
+                    {
+                        let _ = tx.send(StorageKey::clone(key));
+                    }
+                });
+                let storage = backend.storage(Path::new(&dir), options)?;
+                builder.with_storage(storage).load().await
+            }
+            None => {
+                let inner = TokioFilesystemStorage::new(Path::new(&dir).join(PEER));
+                let storage = Reporting {
+                    inner,
+                    completed: tx,
+                };
+                builder.with_storage(storage).load().await
+            }
+        };
         let handle = match std::env::var(DOC) {
             Ok(id) => repo
                 .find(id.parse()?)

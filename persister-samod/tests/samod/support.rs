@@ -15,6 +15,11 @@ use persister_sled::SledStore;
 pub type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
 /// The backends a storage runs on.
+///
+/// PostgreSQL joins here once `persister-postgres` lands: a `Postgres` variant whose
+/// `storage` opens `PostgresStore` from `PERSISTER_POSTGRES_URL` (skipping with a printed
+/// reason when unset), a `mod postgres` in `acceptance.rs`, and a third repo in
+/// `repos.rs`. Nothing else in this crate changes: the storage takes any `Store`.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
     Memory,
