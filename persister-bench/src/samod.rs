@@ -59,8 +59,15 @@ pub struct SamodConfig {
 }
 
 impl SamodConfig {
-    /// The sizes of a quick or a full run.
+    /// The sizes of a quick or a full run. A full run does one round unless
+    /// `PERSISTER_SAMOD_BENCH_ROUNDS` says more: the full trace leaves hundreds of MB of
+    /// small files in TokioFilesystemStorage's directory, and deleting them takes minutes.
     pub fn new(quick: bool) -> Self {
+        let rounds = std::env::var("PERSISTER_SAMOD_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+            .max(1);
         if quick {
             Self {
                 trace_edits: Some(3_000),
@@ -73,7 +80,7 @@ impl SamodConfig {
                 trace_edits: None,
                 documents: 1_000,
                 edits_per_document: 5,
-                rounds: 3,
+                rounds,
             }
         }
     }

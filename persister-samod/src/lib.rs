@@ -44,8 +44,10 @@
 //!
 //! - **Acknowledged means durable.** A `put` or `delete` future completes only after
 //!   the store's [`flush`](persister_core::Persister::flush) of that write returned
-//!   `Ok`. Operations queued on one document while its worker was busy are written as
-//!   one batch and one flush. samod deletes the incrementals a snapshot covers only
+//!   `Ok`. Operations queued on one document while the worker was busy are written as
+//!   one batch and one flush; the documents with queued writes are flushed one after
+//!   another, so a round costs one sync per document on stores whose flush syncs
+//!   alone (a store-level group commit, where a store offers one, would share it). samod deletes the incrementals a snapshot covers only
 //!   after the snapshot's put completed, so a crash at any point loads to at least
 //!   one side.
 //! - **Errors are never answers.** The samod trait has no error type. A read that

@@ -383,18 +383,28 @@ impl<S: Store> Worker<S> {
         if doc.handle.is_none() {
             doc.handle = Some(store.open_document(id).map_err(|e| ("open", e))?);
         }
+        let mut read_ok = false;
         while doc.queue.front().is_some_and(|op| !op.is_write()) {
             let Some(op) = doc.queue.pop_front() else {
                 break;
             };
             match read(id, doc, &op) {
-                Ok(answer) => send(op, answer),
+                Ok(answer) => {
+                    send(op, answer);
+                    read_ok = true;
+                }
                 Err(error) => {
                     doc.queue.push_front(op);
                     return Err(("read", error));
                 }
             }
         }
+        if read_ok && doc.failures > 0 {
+            self.recover(id);
+        }
+        let Some(doc) = self.docs.get_mut(id) else {
+            return Ok(0);
+        };
         let (Some(handle), true) = (
             doc.handle.as_mut(),
             doc.queue.front().is_some_and(Op::is_write),
@@ -446,15 +456,7 @@ impl<S: Store> Worker<S> {
         };
         handle.flush()?;
         let done: Vec<Op> = doc.queue.drain(..writes.min(doc.queue.len())).collect();
-        let recovered = std::mem::take(&mut doc.failures);
-        doc.retry_at = None;
-        if recovered > 0 {
-            lock(&self.health).failing.retain(|d| d != id);
-            self.emit(&Event::Recovered {
-                document: id,
-                after: recovered,
-            });
-        }
+        self.recover(id);
         for op in done {
             match op {
                 Op::Put { key, reply, .. } => {
@@ -556,7 +558,25 @@ impl<S: Store> Worker<S> {
         if doc.handle.is_none() {
             doc.handle = Some(store.open_document(id).map_err(|e| (id.clone(), e))?);
         }
-        range(id, doc, rest, values).map_err(|e| (id.clone(), e))
+        range(id, doc, rest, values).map_err(|e| (id.clone(), e))?;
+        self.recover(id);
+        Ok(())
+    }
+
+    /// Marks a document working again after an operation on it succeeded.
+    fn recover(&mut self, id: &DocumentId) {
+        let Some(doc) = self.docs.get_mut(id) else {
+            return;
+        };
+        let recovered = std::mem::take(&mut doc.failures);
+        doc.retry_at = None;
+        if recovered > 0 {
+            lock(&self.health).failing.retain(|d| d != id);
+            self.emit(&Event::Recovered {
+                document: id,
+                after: recovered,
+            });
+        }
     }
 
     fn fail(&mut self, id: &DocumentId, action: &'static str, error: &Error) {
