@@ -135,7 +135,11 @@ pub fn run(config: SamodConfig, base: &Path, progress: &dyn Fn(&str)) -> SamodRe
             }
             progress(&format!("row 9: samod cold start, {}", kind.name()));
             cold_samples[i].push(cold_start(kind, &dir.join("cold"), &config));
-            let _ = std::fs::remove_dir_all(&dir);
+            // Between rounds only: the base directory goes when the run ends, after the
+            // table is printed (deleting TokioFilesystemStorage's files takes minutes).
+            if round + 1 < config.rounds {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
     }
     let columns = KINDS

@@ -35,10 +35,12 @@
 //! ```
 //!
 //! Moving to another store changes only the `open` closure: `FsStore::open(dir)` for
-//! the fs backend, and, once `persister-postgres` is released, its store opened from a
-//! connection URL. Each document's data is reachable through the plain
-//! [`Store`](persister_core::Store) API too (see "Layout"), so `persister copy` moves
-//! a samod store from one backend to another.
+//! the fs backend, `SledStore::open(dir)` for sled. PostgreSQL works the same way once
+//! `persister-postgres` lands: the closure opens its store from a connection URL; a
+//! flush is then the server's synchronous commit, and several sync servers can share
+//! one database because each document is held by one of them at a time. To move an
+//! existing samod store, copy it document by document with the plain
+//! [`Store`](persister_core::Store) API (every key lives in a document, see "Layout").
 //!
 //! # What it promises
 //!
@@ -47,9 +49,10 @@
 //!   `Ok`. Operations queued on one document while the worker was busy are written as
 //!   one batch and one flush; the documents with queued writes are flushed one after
 //!   another, so a round costs one sync per document on stores whose flush syncs
-//!   alone (a store-level group commit, where a store offers one, would share it). samod deletes the incrementals a snapshot covers only
-//!   after the snapshot's put completed, so a crash at any point loads to at least
-//!   one side.
+//!   alone (a store-level group commit, where a store offers one, would share it).
+//!   samod deletes the incrementals a snapshot covers only after the snapshot's put
+//!   completed, and operations on one document are applied in the order they were
+//!   called, each batch whole, so a crash at any point loads to at least one side.
 //! - **Errors are never answers.** The samod trait has no error type. A read that
 //!   fails (damaged data, an I/O error) is never reported as an absent key or a short
 //!   range: it is retried, and reported to the hook ([`Options::on_event`]) and by
