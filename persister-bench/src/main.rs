@@ -21,6 +21,7 @@ mod peer;
 mod report;
 mod results;
 mod rows;
+mod samod;
 mod targets;
 
 use std::collections::BTreeSet;
@@ -50,8 +51,8 @@ struct Cli {
     /// Only these columns (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Column>,
-    /// Only these rows, 1 to 7 (comma-separated).
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=7))]
+    /// Only these rows, 1 to 9 (comma-separated; 8 and 9, the samod rows, run together).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=9))]
     rows: Vec<u8>,
     /// Where to create the stores (default: the system's temporary directory). The
     /// disk's limits are measured there too.
@@ -232,8 +233,12 @@ fn run(cli: &Cli) -> Result<bool> {
         rows::trace::run_all(&config, &columns, &mut reports, base.path(), &progress);
     }
 
+    let samod = (wanted(8) || wanted(9))
+        .then(|| samod::run(samod::SamodConfig::new(cli.quick), base.path(), &progress));
+
     let targets = targets::check(&reports);
     let failed = reports.iter().any(ColumnReport::any_failed)
+        || samod.as_ref().is_some_and(samod::SamodReport::any_failed)
         || matches!(limit.sequential_write_mb_s, Some(Cell::Failed(_)));
     let report = Report {
         mode: if cli.quick { "quick" } else { "full" },
@@ -243,6 +248,7 @@ fn run(cli: &Cli) -> Result<bool> {
         limit,
         columns: reports,
         targets,
+        samod,
         wall_s: started.elapsed().as_secs_f64(),
     };
     let json = serde_json::to_string_pretty(&report)?;

@@ -209,6 +209,9 @@ pub fn markdown(report: &Report) -> String {
             );
         }
     }
+    if let Some(samod) = &report.samod {
+        out.push_str(&crate::samod::markdown(samod));
+    }
     out
 }
 

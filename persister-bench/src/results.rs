@@ -335,6 +335,8 @@ pub struct Report {
     pub columns: Vec<ColumnReport>,
     /// The targets, checked.
     pub targets: Vec<TargetCheck>,
+    /// Rows 8 and 9: samod repos, when run.
+    pub samod: Option<crate::samod::SamodReport>,
     /// Total wall time of the run, s.
     pub wall_s: f64,
 }

@@ -1,0 +1,178 @@
+//! The samod storage: a handle that sends each operation to the store's worker thread.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use futures_channel::oneshot;
+use persister_core::{DocumentId, Error, Result, Store};
+use samod::storage::{Storage, StorageKey};
+
+use crate::layout;
+use crate::options::{Health, Options};
+use crate::worker::{Msg, Op, Opener, Worker, lock};
+
+/// A samod [`Storage`] over any [`Store`] of this workspace.
+///
+/// One worker thread per storage owns the store. Each operation is queued there when
+/// its method is called (so operations on one document take effect in the order they
+/// were called); the returned future completes when the worker has answered, which
+/// for a put or a delete means the write is durable. The futures need no particular
+/// executor.
+///
+/// Clones share the worker. Dropping the last clone, or [`close`](Self::close), waits
+/// until every queued write is durable and releases the store.
+#[derive(Clone, Debug)]
+pub struct SamodStorage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: Option<Sender<Msg>>,
+    health: Arc<Mutex<Health>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SamodStorage {
+    /// Opens the store with `open`, and calls it again to reopen the store after a
+    /// write or flush failed (a failed flush poisons a store's handles until it is
+    /// reopened). The recommended constructor.
+    ///
+    /// Fails if the first open fails, or the store holds a layout of another version
+    /// ([`Error::UnsupportedFormat`]).
+    pub fn open<S, F>(open: F) -> Result<Self>
+    where
+        S: Store + 'static,
+        F: FnMut() -> Result<S> + Send + 'static,
+    {
+        Self::open_with(open, Options::default())
+    }
+
+    /// [`SamodStorage::open`] with options.
+    pub fn open_with<S, F>(mut open: F, options: Options) -> Result<Self>
+    where
+        S: Store + 'static,
+        F: FnMut() -> Result<S> + Send + 'static,
+    {
+        let store = open()?;
+        Self::start(store, Some(Box::new(open)), options)
+    }
+
+    /// A storage on a store that is never reopened: after a failure only the failed
+    /// document's handle is reopened. For [`MemoryStore`](persister_core::MemoryStore)
+    /// and stores shared with other code.
+    pub fn on_store<S: Store + 'static>(store: S, options: Options) -> Result<Self> {
+        Self::start(store, None, options)
+    }
+
+    fn start<S: Store + 'static>(
+        store: S,
+        opener: Option<Opener<S>>,
+        options: Options,
+    ) -> Result<Self> {
+        {
+            let mut layout_doc = store.open_document(&DocumentId::from(layout::LAYOUT_DOCUMENT))?;
+            layout::check_format(&mut layout_doc)?;
+        }
+        let (tx, rx) = mpsc::channel();
+        let health = Arc::new(Mutex::new(Health::default()));
+        let worker = Worker::new(store, opener, rx, options, Arc::clone(&health));
+        let handle = std::thread::Builder::new()
+            .name("persister-samod".into())
+            .spawn(move || worker.run())
+            .map_err(|e| Error::io("start the worker thread of", "persister-samod", e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tx: Some(tx),
+                health,
+                worker: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// What has failed so far, and what is failing now.
+    pub fn health(&self) -> Health {
+        lock(&self.inner.health).clone()
+    }
+
+    /// Waits until every operation queued so far is done (every write durable), then
+    /// releases the store, so that it can be opened again at once. Operations after
+    /// this never complete.
+    ///
+    /// With [`WhenUnusable::KeepRetrying`](crate::WhenUnusable::KeepRetrying) and a
+    /// store that stays unusable, this waits as long as the store does.
+    pub fn close(&self) {
+        let (done_tx, done_rx) = mpsc::channel();
+        if let Some(tx) = &self.inner.tx
+            && tx.send(Msg::Close(done_tx)).is_ok()
+        {
+            let _ = done_rx.recv();
+        }
+        if let Some(worker) = lock(&self.inner.worker).take() {
+            let _ = worker.join();
+        }
+    }
+
+    fn submit(&self, op: Op) {
+        let sent = self
+            .inner
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Msg::Op(op)).is_ok());
+        if !sent {
+            // Closed: the operation's future never completes, as nothing answers it.
+            lock(&self.inner.health).closed = true;
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The worker finishes every queued write once no sender is left.
+        drop(self.tx.take());
+        if let Some(worker) = lock(&self.worker).take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Waits for the worker's answer. An operation the worker dropped (refused, or after
+/// `close`) is never answered: its future stays pending rather than report a result
+/// that is not true.
+async fn settle<T>(rx: oneshot::Receiver<T>) -> T {
+    match rx.await {
+        Ok(value) => value,
+        Err(oneshot::Canceled) => std::future::pending().await,
+    }
+}
+
+impl Storage for SamodStorage {
+    fn load(&self, key: StorageKey) -> impl Future<Output = Option<Vec<u8>>> + Send {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Op::Load { key, reply });
+        settle(rx)
+    }
+
+    fn load_range(
+        &self,
+        prefix: StorageKey,
+    ) -> impl Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Op::Range { prefix, reply });
+        settle(rx)
+    }
+
+    fn put(&self, key: StorageKey, data: Vec<u8>) -> impl Future<Output = ()> + Send {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Op::Put { key, data, reply });
+        settle(rx)
+    }
+
+    fn delete(&self, key: StorageKey) -> impl Future<Output = ()> + Send {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Op::Delete { key, reply });
+        settle(rx)
+    }
+}

@@ -1,0 +1,235 @@
+//! Failing disks: nothing is acknowledged before it is durable, nothing failed is
+//! reported as absent, and queued writes share one batch and one flush.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use persister_core::{Batch, DocumentId, Error, MemoryStore, Persister, Store};
+use persister_samod::acceptance::{block_on, key};
+use persister_samod::{Event, Options, SamodStorage};
+use samod::storage::Storage;
+
+use crate::support::{FaultyStore, Result, poll_once};
+
+/// What the hook saw, as short lines.
+fn recorder() -> (Options, mpsc::Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    let options = Options::new()
+        .backoff(Duration::from_millis(1), Duration::from_millis(20))
+        .on_event(move |event| {
+            let line = match event {
+                Event::Failed { action, .. } => format!("failed {action}"),
+                Event::Recovered { .. } => "recovered".to_string(),
+                Event::Durable { key, deleted } => format!("durable {key} {deleted}"),
+                Event::Refused { key, .. } => format!("refused {key}"),
+                _ => "other".to_string(),
+            };
+            let _ = tx.send(line);
+        });
+    (options, rx)
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, wanted: &str) -> Result<Vec<String>> {
+    let mut seen = Vec::new();
+    loop {
+        let line = rx.recv()?;
+        let done = line.starts_with(wanted);
+        seen.push(line);
+        if done {
+            return Ok(seen);
+        }
+    }
+}
+
+#[test]
+fn a_failed_flush_is_retried_and_acknowledged_only_after() -> Result {
+    let store = MemoryStore::new();
+    let (options, events) = recorder();
+    let storage = SamodStorage::on_store(store.clone(), options)?;
+    store.fail_next_flush();
+    block_on(storage.put(key(&["doc", "sync-state", "p"]), b"value".to_vec()));
+    let seen = wait_for(&events, "durable")?;
+    assert_eq!(
+        seen,
+        vec![
+            "failed flush",
+            "recovered",
+            "durable doc/sync-state/p false"
+        ]
+    );
+    assert_eq!(
+        block_on(storage.load(key(&["doc", "sync-state", "p"]))),
+        Some(b"value".to_vec())
+    );
+    assert!(storage.health().is_healthy());
+    assert_eq!(storage.health().failures, 1);
+    Ok(())
+}
+
+#[test]
+fn a_broken_store_holds_writes_and_reads_until_it_works_again() -> Result {
+    let store = FaultyStore::default();
+    let (options, events) = recorder();
+    let storage = SamodStorage::open_with(
+        {
+            let s = store.clone();
+            move || Ok(s.clone())
+        },
+        options,
+    )?;
+    block_on(storage.put(key(&["doc", "sync-state", "old"]), b"old".to_vec()));
+    wait_for(&events, "durable")?;
+
+    store.faults.broken.store(true, Ordering::SeqCst);
+    let mut put = Box::pin(storage.put(key(&["doc", "sync-state", "new"]), b"new".to_vec()));
+    let mut load = Box::pin(storage.load(key(&["doc", "sync-state", "old"])));
+    // Three failed attempts: the put is not acknowledged, the load reports nothing.
+    for _ in 0..3 {
+        wait_for(&events, "failed")?;
+    }
+    assert!(
+        poll_once(&mut put).is_none(),
+        "a put was acknowledged while the store was broken"
+    );
+    assert!(
+        poll_once(&mut load).is_none(),
+        "a load answered while the store was broken"
+    );
+    let health = storage.health();
+    assert!(!health.is_healthy());
+    assert!(
+        health
+            .last_error
+            .is_some_and(|e| e.contains("the disk is broken"))
+    );
+
+    store.faults.broken.store(false, Ordering::SeqCst);
+    block_on(put);
+    assert_eq!(block_on(load), Some(b"old".to_vec()));
+    assert_eq!(
+        block_on(storage.load(key(&["doc", "sync-state", "new"]))),
+        Some(b"new".to_vec())
+    );
+    assert!(storage.health().is_healthy());
+    Ok(())
+}
+
+#[test]
+fn writes_queued_on_a_document_share_one_batch_and_one_flush() -> Result {
+    let store = FaultyStore::default();
+    let storage = SamodStorage::on_store(store.clone(), Options::new())?;
+    let before = store.faults.flushes.load(Ordering::SeqCst);
+    store.faults.close_gate();
+    let first = storage.put(key(&["doc", "incremental", "first"]), vec![0]);
+    store.faults.wait_for_flush_at_gate();
+    // The worker is inside the first flush: these 50 queue behind it.
+    let rest: Vec<_> = (1..=50u8)
+        .map(|i| storage.put(key(&["doc", "incremental", &format!("k{i}")]), vec![i]))
+        .collect();
+    store.faults.open_gate();
+    block_on(first);
+    for put in rest {
+        block_on(put);
+    }
+    assert_eq!(
+        store.faults.flushes.load(Ordering::SeqCst) - before,
+        2,
+        "one flush for the first put, one for the 50 queued"
+    );
+    assert_eq!(
+        block_on(storage.load_range(key(&["doc", "incremental"]))).len(),
+        51
+    );
+    Ok(())
+}
+
+#[test]
+fn a_key_too_long_for_the_store_is_refused_and_never_acknowledged() -> Result {
+    let (options, events) = recorder();
+    let storage = SamodStorage::on_store(MemoryStore::new(), options)?;
+    let long = "x".repeat(2000);
+    let mut put = Box::pin(storage.put(key(&["doc", &long]), vec![1]));
+    assert!(
+        wait_for(&events, "refused")?
+            .iter()
+            .any(|l| l.starts_with("refused doc/"))
+    );
+    assert!(poll_once(&mut put).is_none());
+    assert_eq!(storage.health().refused, 1);
+    // Later operations go on.
+    block_on(storage.put(key(&["doc", "short"]), vec![2]));
+    assert_eq!(
+        block_on(storage.load(key(&["doc", "short"]))),
+        Some(vec![2])
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unknown_layout_version_is_refused_by_name() -> Result {
+    let store = MemoryStore::new();
+    {
+        let mut layout = store.open_document(&DocumentId::from("/"))?;
+        let mut record = b"persister-samod\0".to_vec();
+        record.extend_from_slice(&2u32.to_be_bytes());
+        layout.apply(Batch::new().set_sync_state(vec![0], record))?;
+    }
+    let err = SamodStorage::on_store(store, Options::new()).err();
+    assert!(
+        matches!(
+            &err,
+            Some(Error::UnsupportedFormat {
+                what: "persister-samod layout",
+                found: 2,
+                supported: 1,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn closing_releases_the_store_for_the_next_open() -> Result {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("store.redb");
+    for round in 0..3u8 {
+        let p = path.clone();
+        let storage = SamodStorage::open(move || persister_redb::RedbStore::open(&p))?;
+        block_on(storage.put(key(&["doc", "round", &round.to_string()]), vec![round]));
+        assert_eq!(
+            block_on(storage.load_range(key(&["doc", "round"]))).len(),
+            usize::from(round) + 1
+        );
+        let clone = storage.clone();
+        storage.close();
+        drop(clone);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_worker_answers_any_executor() -> Result {
+    // Futures completed from another thread, awaited on a thread with no runtime.
+    let storage = Arc::new(SamodStorage::on_store(MemoryStore::new(), Options::new())?);
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let storage = Arc::clone(&storage);
+            std::thread::spawn(move || {
+                for i in 0..25u8 {
+                    block_on(
+                        storage.put(key(&[&format!("doc{t}"), "k", &i.to_string()]), vec![t, i]),
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().map_err(|_| "a writer panicked")?;
+    }
+    assert_eq!(block_on(storage.load_range(key(&[]))).len(), 100);
+    Ok(())
+}

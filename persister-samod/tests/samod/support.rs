@@ -1,0 +1,225 @@
+//! Stores of every backend, and a store that fails or waits on demand.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use persister_core::{
+    Batch, ChangeEntry, DocumentId, Error, MemoryStore, Persister, Store, StoredSizes,
+};
+use persister_fs::FsStore;
+use persister_redb::RedbStore;
+use persister_samod::{Options, SamodStorage};
+use persister_sled::SledStore;
+
+pub type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+
+/// The backends a storage runs on.
+///
+/// PostgreSQL joins here once `persister-postgres` lands: a `Postgres` variant whose
+/// `storage` opens `PostgresStore` from `PERSISTER_POSTGRES_URL` (skipping with a printed
+/// reason when unset), a `mod postgres` in `acceptance.rs`, and a third repo in
+/// `repos.rs`. Nothing else in this crate changes: the storage takes any `Store`.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Memory,
+    Redb,
+    Fs,
+    Sled,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Redb => "redb",
+            Backend::Fs => "fs",
+            Backend::Sled => "sled",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Backend> {
+        [Backend::Memory, Backend::Redb, Backend::Fs, Backend::Sled]
+            .into_iter()
+            .find(|b| b.name() == name)
+    }
+
+    /// A storage on this backend's store in `dir`, reopened from there after failures.
+    pub fn storage(self, dir: &Path, options: Options) -> persister_core::Result<SamodStorage> {
+        let path = dir.join(self.name());
+        match self {
+            Backend::Memory => SamodStorage::on_store(MemoryStore::new(), options),
+            Backend::Redb => SamodStorage::open_with(move || RedbStore::open(&path), options),
+            Backend::Fs => SamodStorage::open_with(move || FsStore::open(&path), options),
+            Backend::Sled => SamodStorage::open_with(move || SledStore::open(&path), options),
+        }
+    }
+}
+
+/// An empty storage on `backend`, and the directory it lives in.
+pub fn fresh(backend: Backend) -> (SamodStorage, tempfile::TempDir) {
+    let made = tempfile::tempdir()
+        .map_err(Error::from_io)
+        .and_then(|dir| Ok((backend.storage(dir.path(), Options::new())?, dir)));
+    match made {
+        Ok(made) => made,
+        Err(e) => panic!("cannot make a {} storage: {e}", backend.name()),
+    }
+}
+
+trait FromIo {
+    fn from_io(e: std::io::Error) -> Self;
+}
+
+impl FromIo for Error {
+    fn from_io(e: std::io::Error) -> Self {
+        Error::io("create", "a temporary directory", e)
+    }
+}
+
+/// What a [`FaultyStore`]'s test controls: broken or not, a gate that holds flushes,
+/// and a count of flushes.
+#[derive(Debug, Default)]
+pub struct Faults {
+    pub broken: AtomicBool,
+    pub flushes: AtomicUsize,
+    gate: Mutex<Gate>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    closed: bool,
+    waiting: usize,
+}
+
+impl Faults {
+    /// Makes the next flushes wait until [`Faults::open_gate`].
+    pub fn close_gate(&self) {
+        lock(&self.gate).closed = true;
+    }
+
+    pub fn open_gate(&self) {
+        lock(&self.gate).closed = false;
+        self.changed.notify_all();
+    }
+
+    /// Waits until a flush waits at the gate.
+    pub fn wait_for_flush_at_gate(&self) {
+        let mut gate = lock(&self.gate);
+        while gate.waiting == 0 {
+            gate = self.changed.wait(gate).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn pass_gate(&self) {
+        let mut gate = lock(&self.gate);
+        gate.waiting += 1;
+        self.changed.notify_all();
+        while gate.closed {
+            gate = self.changed.wait(gate).unwrap_or_else(|e| e.into_inner());
+        }
+        gate.waiting -= 1;
+    }
+
+    fn check(&self, action: &'static str) -> persister_core::Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                action,
+                "<faulty store>",
+                std::io::Error::other("the disk is broken"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A memory store whose every operation fails while broken.
+#[derive(Clone, Debug, Default)]
+pub struct FaultyStore {
+    pub inner: MemoryStore,
+    pub faults: Arc<Faults>,
+}
+
+impl Store for FaultyStore {
+    type Persister = FaultyPersister;
+
+    fn open_document(&self, id: &DocumentId) -> persister_core::Result<FaultyPersister> {
+        self.faults.check("open")?;
+        Ok(FaultyPersister {
+            inner: self.inner.open_document(id)?,
+            faults: Arc::clone(&self.faults),
+        })
+    }
+
+    fn list_documents(&self) -> persister_core::Result<Vec<DocumentId>> {
+        self.faults.check("list")?;
+        self.inner.list_documents()
+    }
+
+    fn remove_document(&self, id: &DocumentId) -> persister_core::Result<()> {
+        self.faults.check("remove")?;
+        self.inner.remove_document(id)
+    }
+}
+
+#[derive(Debug)]
+pub struct FaultyPersister {
+    inner: persister_core::MemoryPersister,
+    faults: Arc<Faults>,
+}
+
+impl Persister for FaultyPersister {
+    type Error = Error;
+
+    fn apply(&mut self, batch: Batch) -> persister_core::Result<()> {
+        self.faults.check("write")?;
+        self.inner.apply(batch)
+    }
+    fn get_change_entries(&self) -> persister_core::Result<Vec<ChangeEntry>> {
+        self.faults.check("read")?;
+        self.inner.get_change_entries()
+    }
+    fn get_document(&self) -> persister_core::Result<Option<Vec<u8>>> {
+        self.faults.check("read")?;
+        self.inner.get_document()
+    }
+    fn get_sync_state(&self, peer_id: &[u8]) -> persister_core::Result<Option<Vec<u8>>> {
+        self.faults.check("read")?;
+        self.inner.get_sync_state(peer_id)
+    }
+    fn get_peer_ids(&self) -> persister_core::Result<Vec<Vec<u8>>> {
+        self.faults.check("read")?;
+        self.inner.get_peer_ids()
+    }
+    fn sizes(&self) -> StoredSizes {
+        self.inner.sizes()
+    }
+    fn flush(&mut self) -> persister_core::Result<usize> {
+        self.faults.pass_gate();
+        self.faults.check("sync")?;
+        self.faults.flushes.fetch_add(1, Ordering::SeqCst);
+        self.inner.flush()
+    }
+}
+
+/// Polls a future once: `Some` if it is ready.
+pub fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(future).poll(&mut cx) {
+        std::task::Poll::Ready(value) => Some(value),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A tokio runtime for the samod repos.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
