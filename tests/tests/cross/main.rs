@@ -5,4 +5,5 @@
 mod copy;
 mod differential;
 mod lock;
+mod space;
 mod support;

@@ -1,0 +1,174 @@
+//! A full disk and a read-only file system, for real, on every disk backend: on a small
+//! tmpfs (the tests must be root to mount it; otherwise they say so and check nothing
+//! else), writes and flushes fail with an error that says what happened and what to
+//! do, the handle is poisoned, and once space is freed (or the file system is writable
+//! again) the store reopens with everything flushed before.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use persister_core::{ActorId, DynStore, Error, Persister, Result};
+
+use crate::support::{Kind, store_contents};
+
+/// A tmpfs mounted at a directory, unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| Mount(dir.to_path_buf()))
+    }
+
+    fn remount(&self, mode: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "remount {mode} failed");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn open(kind: Kind, path: &Path) -> Result<DynStore> {
+    use persister_core::BoxedStore;
+    Ok(match kind {
+        Kind::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open(path)?)),
+        Kind::Sled => {
+            // No copy of the store to check first: the tmpfs has no room for one.
+            let mut options = persister_sled::SledOptions::default();
+            options.check_copy_first = false;
+            Box::new(BoxedStore(persister_sled::SledStore::open_with(
+                path, options,
+            )?))
+        }
+        Kind::Fs => Box::new(BoxedStore(persister_fs::FsStore::open(path)?)),
+        Kind::Memory => unreachable!("the memory backend has no disk"),
+    })
+}
+
+fn open_read_only(kind: Kind, path: &Path) -> Result<DynStore> {
+    use persister_core::BoxedStore;
+    Ok(match kind {
+        Kind::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open_read_only(path)?)),
+        Kind::Sled => Box::new(BoxedStore(persister_sled::SledStore::open_read_only(path)?)),
+        Kind::Fs => Box::new(BoxedStore(persister_fs::FsStore::open_read_only(path)?)),
+        Kind::Memory => unreachable!("the memory backend has no disk"),
+    })
+}
+
+fn full_disk_and_read_only_file_system(kind: Kind) -> Result<()> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let Some(mount) = Mount::tmpfs(dir.path(), "8m") else {
+        println!("{kind:?}: skipped, mounting a tmpfs needs root");
+        return Ok(());
+    };
+    let path = dir.path().join("store");
+    let filler = dir.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 2 << 20]).expect("the filler");
+
+    // Fill the disk, flushing every write; keep what was flushed.
+    let store = open(kind, &path)?;
+    let mut doc = store.open_document(&"doc".into())?;
+    let actor = ActorId::new([7; 16]);
+    let mut flushed = 0u64;
+    let (error, in_flush) = loop {
+        let seq = flushed + 1;
+        if let Err(e) = doc.insert_changes(vec![(actor.clone(), seq, vec![seq as u8; 64 * 1024])]) {
+            break (e, false);
+        }
+        match doc.flush() {
+            Ok(_) => flushed = seq,
+            Err(e) => break (e, true),
+        }
+        assert!(flushed < 1000, "{kind:?}: the disk never filled");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("disk is full") || matches!(error, Error::Poisoned { .. }),
+        "{kind:?}: the error does not say the disk is full: {message}"
+    );
+    if in_flush {
+        let again = doc.flush();
+        assert!(
+            matches!(again, Err(Error::Poisoned { .. })),
+            "{kind:?}: after a failed flush, flush gave {again:?}"
+        );
+    }
+    drop(doc);
+    drop(store);
+
+    // Space freed: everything flushed is there.
+    std::fs::remove_file(&filler).expect("removing the filler");
+    let store = open(kind, &path)?;
+    let contents = store_contents(&store)?;
+    let changes = &contents[0].1.changes;
+    assert!(
+        changes.len() as u64 >= flushed,
+        "{kind:?}: {flushed} flushed, {} there",
+        changes.len()
+    );
+    for (i, (_, seq, value)) in changes.iter().take(flushed as usize).enumerate() {
+        assert_eq!(*seq, i as u64 + 1);
+        assert_eq!(
+            value,
+            &vec![*seq as u8; 64 * 1024],
+            "{kind:?}: change {seq}"
+        );
+    }
+
+    // A read-only file system (remounting needs no file open for writing): opening
+    // for writing fails and says so, opening read-only reads everything flushed, and
+    // writable again, the store reopens with it.
+    let mut doc = store.open_document(&"other".into())?;
+    doc.insert_changes(vec![(actor.clone(), 1, b"kept".to_vec())])?;
+    doc.close()?;
+    drop(store);
+    mount.remount("ro");
+    match open(kind, &path) {
+        Err(e) => assert!(
+            e.to_string().contains("read-only"),
+            "{kind:?}: the error does not say the file system is read-only: {e}"
+        ),
+        Ok(_) => panic!("{kind:?}: a store opened for writing on a read-only file system"),
+    }
+    let read_only = open_read_only(kind, &path)?;
+    assert_eq!(store_contents(&read_only)?.len(), 2);
+    drop(read_only);
+    mount.remount("rw");
+    let store = open(kind, &path)?;
+    let contents = store_contents(&store)?;
+    let other = contents
+        .iter()
+        .find(|(id, ..)| *id == "other".into())
+        .expect("the other document");
+    assert_eq!(other.1.changes[0].2, b"kept".to_vec());
+    println!("{kind:?}: {flushed} flushes of 64 KiB before the disk was full; all there after");
+    Ok(())
+}
+
+#[test]
+fn redb_full_disk_and_read_only_file_system() -> Result<()> {
+    full_disk_and_read_only_file_system(Kind::Redb)
+}
+
+#[test]
+fn sled_full_disk_and_read_only_file_system() -> Result<()> {
+    full_disk_and_read_only_file_system(Kind::Sled)
+}
+
+#[test]
+fn fs_full_disk_and_read_only_file_system() -> Result<()> {
+    full_disk_and_read_only_file_system(Kind::Fs)
+}
