@@ -148,7 +148,9 @@ pub fn list_documents_lists_exactly_written_documents<F: Fixture>(f: &F) -> Resu
         .map(DocumentId::from)
         .collect();
     for id in &ids {
-        store.open_document(id)?.set_document(b"x".to_vec())?;
+        let mut p = store.open_document(id)?;
+        p.set_document(b"x".to_vec())?;
+        p.flush()?;
     }
     let mut expected = ids.clone();
     expected.sort();
@@ -234,9 +236,10 @@ pub fn document_id_over_maximum_is_refused<F: Fixture>(f: &F) -> Result<()> {
         Err(Error::TooLarge { .. })
     ));
     let longest = DocumentId::from(vec![b'x'; MAX_DOCUMENT_ID_LEN]);
-    store
-        .open_document(&longest)?
-        .set_document(b"ok".to_vec())?;
+    let mut p = store.open_document(&longest)?;
+    p.set_document(b"ok".to_vec())?;
+    p.flush()?;
+    drop(p);
     assert_eq!(store.list_documents()?, vec![longest]);
     Ok(())
 }
@@ -248,6 +251,7 @@ pub fn second_handle_on_a_document_is_refused<F: Fixture>(f: &F) -> Result<()> {
     let id = DocumentId::from("busy");
     let mut p = store.open_document(&id)?;
     p.set_document(b"x".to_vec())?;
+    p.flush()?;
     assert!(matches!(
         store.open_document(&id),
         Err(Error::DocumentInUse { .. })
