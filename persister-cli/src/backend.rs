@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use persister_core::{DocumentId, DynPersister, Store};
 use persister_fs::FsStore;
+use persister_postgres::PostgresStore;
 use persister_redb::RedbStore;
 use persister_sled::SledStore;
 use serde::Serialize;
@@ -22,6 +23,9 @@ pub enum Backend {
     Sled,
     /// A persister-fs directory.
     Fs,
+    /// A schema of a PostgreSQL database, given as a `postgres://` URL (`?schema=NAME`,
+    /// default `persister`).
+    Postgres,
 }
 
 impl Backend {
@@ -31,6 +35,7 @@ impl Backend {
             Backend::Redb => "redb",
             Backend::Sled => "sled",
             Backend::Fs => "fs",
+            Backend::Postgres => "postgres",
         }
     }
 
@@ -41,17 +46,31 @@ impl Backend {
             Backend::Redb => persister_redb::FORMAT_VERSION,
             Backend::Sled => persister_sled::FORMAT_VERSION,
             Backend::Fs => persister_fs::format::STORE_VERSION,
+            Backend::Postgres => persister_postgres::FORMAT_VERSION,
+        }
+    }
+
+    /// The backend of a new store at `destination`: a PostgreSQL URL is always a
+    /// postgres store, whatever `--backend` says.
+    pub fn for_destination(destination: &Path, backend: Backend) -> Backend {
+        if is_url(destination) {
+            Backend::Postgres
+        } else {
+            backend
         }
     }
 
     /// Whether its stores are directories (otherwise a file).
     pub fn is_directory(self) -> bool {
-        !matches!(self, Backend::Redb)
+        !matches!(self, Backend::Redb | Backend::Postgres)
     }
 
     /// The backend of the store at `path`: a redb file, a sled directory or an fs
     /// directory.
     pub fn detect(path: &Path) -> Result<Backend, CliError> {
+        if is_url(path) {
+            return Ok(Backend::Postgres);
+        }
         if !path.exists() {
             return Err(CliError::new(
                 format!("there is no store at {}", path.display()),
@@ -122,6 +141,13 @@ enum Engine {
     Redb(RedbStore),
     Sled(SledStore),
     Fs(FsStore),
+    Postgres(PostgresStore),
+}
+
+/// Whether a store argument is a PostgreSQL URL rather than a path.
+pub fn is_url(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
 }
 
 /// A document's handle, and what opening it noticed.
@@ -139,7 +165,7 @@ impl OpenStore {
         forced: Option<Backend>,
         access: Access,
     ) -> Result<OpenStore, CliError> {
-        if !path.exists() {
+        if !path.exists() && !is_url(path) {
             // Every backend would create a store here: say there is none instead.
             Backend::detect(path)?;
         }
@@ -184,6 +210,14 @@ impl OpenStore {
             ));
         }
         let engine = open_engine(backend, path)?;
+        if let Engine::Postgres(store) = &engine
+            && !store.list_documents()?.is_empty()
+        {
+            return Err(CliError::new(
+                format!("{} already holds documents", store.description()),
+                "give an empty schema (add ?schema=NAME to the URL) or an empty database",
+            ));
+        }
         Ok(OpenStore {
             backend,
             path: path.to_path_buf(),
@@ -209,6 +243,7 @@ impl OpenStore {
             Engine::Redb(store) => store.list_documents(),
             Engine::Sled(store) => store.list_documents(),
             Engine::Fs(store) => store.list_documents(),
+            Engine::Postgres(store) => store.list_documents(),
         };
         ids.map_err(|e| self.error(e))
     }
@@ -218,6 +253,7 @@ impl OpenStore {
         let opened = match &self.engine {
             Engine::Redb(store) => store.open_document(id).map(|p| (Box::new(p) as _, None)),
             Engine::Sled(store) => store.open_document(id).map(|p| (Box::new(p) as _, None)),
+            Engine::Postgres(store) => store.open_document(id).map(|p| (Box::new(p) as _, None)),
             Engine::Fs(store) => store.open_document(id).map(|p| {
                 let dropped = p.recovered_bytes();
                 let note = (dropped > 0).then(|| {
@@ -261,6 +297,7 @@ fn open_engine(backend: Backend, path: &Path) -> persister_core::Result<Engine> 
         Backend::Redb => Engine::Redb(RedbStore::open(path)?),
         Backend::Sled => Engine::Sled(SledStore::open(path)?),
         Backend::Fs => Engine::Fs(FsStore::open(path)?),
+        Backend::Postgres => Engine::Postgres(PostgresStore::open(&path.to_string_lossy())?),
     })
 }
 

@@ -92,6 +92,46 @@ fn connect(config: &Config) -> std::result::Result<Client, postgres::Error> {
     }
 }
 
+/// Takes the `schema` option out of a URL (`?schema=NAME`) or connection string
+/// (`schema=NAME`), which the driver does not know: the URL without it, and the name.
+pub(crate) fn take_schema(url: &str) -> (String, Option<String>) {
+    if url.contains("://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_string(), None);
+        };
+        let mut schema = None;
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|kv| match kv.strip_prefix("schema=") {
+                Some(name) => {
+                    schema = Some(name.to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let url = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        (url, schema)
+    } else {
+        let mut schema = None;
+        let kept: Vec<&str> = url
+            .split_whitespace()
+            .filter(|kv| match kv.strip_prefix("schema=") {
+                Some(name) => {
+                    schema = Some(name.to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        (kept.join(" "), schema)
+    }
+}
+
 /// `postgres://user@host:port/database`, never with the password.
 fn describe(config: &Config) -> String {
     let user = config
@@ -138,6 +178,29 @@ fn password_in(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_option_is_taken_out_of_urls() {
+        assert_eq!(
+            take_schema("postgres://u@h/db?schema=notes&sslmode=disable"),
+            (
+                "postgres://u@h/db?sslmode=disable".to_string(),
+                Some("notes".to_string())
+            )
+        );
+        assert_eq!(
+            take_schema("postgres://u@h/db?schema=n"),
+            ("postgres://u@h/db".to_string(), Some("n".to_string()))
+        );
+        assert_eq!(
+            take_schema("host=/tmp schema=s user=u"),
+            ("host=/tmp user=u".to_string(), Some("s".to_string()))
+        );
+        assert_eq!(
+            take_schema("postgres://u@h/db"),
+            ("postgres://u@h/db".to_string(), None)
+        );
+    }
 
     #[test]
     fn description_and_errors_never_hold_the_password() -> Result<()> {

@@ -31,7 +31,7 @@ impl PostgresStore {
     /// `url` is a `postgres://user[:password]@host[:port]/database[?options]` URL or a
     /// `key=value` connection string, as the `postgres` crate (and libpq) accept them:
     /// `host=/var/run/postgresql` for a Unix socket, `sslmode=require` for TLS (with the
-    /// `tls` feature).
+    /// `tls` feature), and `schema=NAME` for the schema.
     ///
     /// # Errors
     ///
@@ -51,7 +51,15 @@ impl PostgresStore {
     /// # Errors
     ///
     /// As [`PostgresStore::open`].
-    pub fn open_with(url: &str, options: PostgresOptions) -> Result<PostgresStore> {
+    ///
+    /// A `schema` option in the URL (`?schema=notes`, or `schema=notes` in a
+    /// connection string) overrides [`PostgresOptions::schema`].
+    pub fn open_with(url: &str, mut options: PostgresOptions) -> Result<PostgresStore> {
+        let (url, schema) = crate::location::take_schema(url);
+        let url = url.as_str();
+        if let Some(schema) = schema {
+            options.schema = schema;
+        }
         check_schema_name(&options.schema)?;
         let location = Location::parse(url, options.connect_timeout)?;
         let shared = Shared::new(location, options);

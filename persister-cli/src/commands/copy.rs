@@ -32,6 +32,7 @@ pub(crate) fn run(
     json: bool,
 ) -> Result<(), CliError> {
     let started = Instant::now();
+    let dst_backend = Backend::for_destination(dst, dst_backend);
     let source = OpenStore::existing(src, src_backend, Access::Read)?;
     let ids = source.list()?;
     let mut target = NewStore::create(dst, dst_backend)?;

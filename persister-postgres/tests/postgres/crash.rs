@@ -10,7 +10,7 @@ use persister_postgres::{PostgresOptions, PostgresStore};
 use persister_reliability::{Contents, Rng, env_count};
 
 use crate::child::writer_batch;
-use crate::cluster::{Cluster, binaries, fresh_schema, skip};
+use crate::cluster::{Cluster, TEST_SETTINGS, binaries, fresh_schema, skip};
 use crate::processes::wait_leases_expired;
 
 const DOCS: usize = 3;
@@ -40,7 +40,7 @@ fn server_killed_at_random_moments_loses_no_flushed_batch() -> Result<(), String
     };
     let crashes = env_count("PERSISTER_PG_CRASHES", 5);
     let mut rng = Rng::new(env_count("PERSISTER_PG_SEED", 0xc4a5_4000));
-    let cluster = Cluster::start(&bin)?;
+    let cluster = Cluster::start(&bin, TEST_SETTINGS)?;
     let url = cluster.url();
     let schema = fresh_schema();
     let options = PostgresOptions::default()
