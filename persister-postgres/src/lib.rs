@@ -77,6 +77,32 @@
 //! A handle holds everything it was given until its next flush: flush on a policy
 //! ([`AutoFlush`](persister_core::AutoFlush)) that bounds the memory this takes.
 //!
+//! The statements are prepared once per connection and planned once
+//! (`plan_cache_mode = force_generic_plan` for the store's sessions, where the server
+//! knows the setting): their plans do not depend on the values. A store keeps up to
+//! [`PostgresOptions::max_connections`] connections; handles borrow one per operation,
+//! so many open documents share a few connections.
+//!
+//! # Opening
+//!
+//! [`PostgresStore::open`] takes a `postgres://` URL or a `key=value` connection
+//! string; a `schema` option in it (`?schema=notes`) picks the schema. The first open
+//! creates the schema and its tables in one transaction; later ones check the format
+//! record. Opening a document takes its lease and reads its sizes record: two round
+//! trips, and nothing written that [`list_documents`](persister_core::Store::list_documents)
+//! would see.
+//!
+//! # Speed
+//!
+//! One run of `persister-bench` (PostgreSQL 15 on the same machine, a Unix socket,
+//! fsync and synchronous commits on): 223 flushes of one change per second, 0.85x the
+//! server's own rate of single-row commits; a bulk insert of 100,000 changes at 58,000
+//! changes per second (automerge-persistent-sled: 158,000); reopening and reading
+//! 100,000 changes in 217 ms; the automerge-paper trace replayed with a flush every
+//! 1,000 edits in 2.0x the time of the memory backend. Each change is a row, so bulk
+//! writes cost the server a row insert (and a row delete at compaction) per change:
+//! that, not the network, bounds rows 1 and 7.
+//!
 //! # What survives what
 //!
 //! | event | what you get after reopening |
@@ -142,8 +168,15 @@
 //!
 //! # Tested, and distributed databases
 //!
-//! Tested on PostgreSQL 15 (the conformance suite, client and server crashes, connections
-//! terminated by the server, two processes, leases; see the crate's tests). The design
+//! Tested on PostgreSQL 15.x on Linux, by the crate's tests against a throwaway
+//! cluster: the conformance suite; the reliability harness's model test and its kill
+//! test (a client process killed with SIGKILL mid-workload); the server killed with
+//! `pg_ctl stop -m immediate` at random moments and restarted (on a server whose
+//! default is `synchronous_commit = off`, so the test fails if a flush does not turn
+//! it on); connections terminated by the server (`pg_terminate_backend`) before a read
+//! and during a flush; two processes writing different documents at once; a document
+//! held by another process; a holder stopped with SIGSTOP past its lease while another
+//! process takes the document over. The design
 //! keeps to what CockroachDB and YugabyteDB also offer: no advisory locks (leases are
 //! rows), serialization failures (40001, which CockroachDB reports often under
 //! contention) retried inside the backend, and a SQL subset of `INSERT .. ON CONFLICT ..

@@ -93,7 +93,7 @@ impl Pool {
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
-                return match location.connect() {
+                return match location.connect().map(prepare_session) {
                     Ok(client) => Ok(Pooled {
                         pool: self,
                         conn: Some(Conn {
@@ -133,6 +133,15 @@ impl Pool {
         }
         result
     }
+}
+
+/// Plans the backend's statements once per connection: they are few, prepared, and
+/// their plans do not depend on the values, so PostgreSQL's default of planning the
+/// first executions again with each value set only costs time. A server that does not
+/// know the setting (another database engine) keeps its default.
+fn prepare_session(mut client: Client) -> Client {
+    let _ = client.batch_execute("SET plan_cache_mode = force_generic_plan");
+    client
 }
 
 /// A connection taken from the pool; it goes back when dropped, unless it was lost.

@@ -38,9 +38,9 @@ fn measure(config: &Config, column: Column, dir: &Path) -> Result<(Flush, f64)> 
     let store = dir.join("store");
     std::fs::create_dir_all(&store)?;
     let mut raw = match column {
-        Column::Postgres => Raw::Server(crate::pg::Commits::create(&crate::pg::schema(
+        Column::Postgres => Raw::Server(Box::new(crate::pg::Commits::create(&crate::pg::schema(
             &dir.join("raw"),
-        ))?),
+        ))?)),
         _ => Raw::Disk(RawLog::create(dir, "raw", RAW_APPEND)?),
     };
     let (mut subject, _location) = column.create(&store)?;
@@ -93,7 +93,7 @@ enum Raw {
     /// Appends + `fdatasync` on the store's file system.
     Disk(RawLog),
     /// Single-row commits on the store's server.
-    Server(crate::pg::Commits),
+    Server(Box<crate::pg::Commits>),
 }
 
 impl Raw {
