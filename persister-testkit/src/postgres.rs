@@ -4,6 +4,7 @@
 //! this process exits, however it exits.
 
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
@@ -116,12 +117,16 @@ impl Cluster {
             self.bin.join("pg_ctl").display(),
             self.data().display()
         );
+        // It ignores the signals a terminal or `timeout` sends to a whole process group,
+        // and has a group of its own, so that it outlives whatever kills the process it
+        // supervises.
         let script = format!(
-            "read _; {stop} >/dev/null 2>&1; rm -rf '{}'",
+            "trap '' INT TERM HUP QUIT; read _; {stop} >/dev/null 2>&1; rm -rf '{}'",
             self.dir.display()
         );
         let mut child = Command::new("sh")
             .args(["-c", &script])
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
