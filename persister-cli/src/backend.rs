@@ -144,6 +144,24 @@ enum Engine {
     Postgres(PostgresStore),
 }
 
+/// A store argument as the CLI shows it: a path as given, a URL without its password.
+pub fn shown(path: &Path) -> String {
+    let text = path.display().to_string();
+    if !is_url(path) {
+        return text;
+    }
+    let (scheme, rest) = text.split_once("://").unwrap_or(("", &text));
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => text,
+    }
+}
+
 /// Whether a store argument is a PostgreSQL URL rather than a path.
 pub fn is_url(path: &Path) -> bool {
     let text = path.to_string_lossy();

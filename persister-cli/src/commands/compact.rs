@@ -34,7 +34,10 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
             let id = parse_document_id(doc)?;
             if !store.contains(&id)? {
                 return Err(CliError::new(
-                    format!("{} has no document {id}", args.store.display()),
+                    format!(
+                        "{} has no document {id}",
+                        crate::backend::shown(&args.store)
+                    ),
                     "`persister ls STORE` lists its documents; a binary id is written 0x and its hex bytes",
                 ));
             }
@@ -66,7 +69,7 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
         });
     }
     let report = Report {
-        store: args.store.display().to_string(),
+        store: crate::backend::shown(&args.store),
         backend: store.backend(),
         documents,
     };

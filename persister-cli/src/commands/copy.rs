@@ -42,9 +42,9 @@ pub(crate) fn run(
     let documents = target.documents();
     let sizes = target.finish()?;
     let report = Report {
-        source: src.display().to_string(),
+        source: crate::backend::shown(src),
         source_backend: source.backend(),
-        destination: dst.display().to_string(),
+        destination: crate::backend::shown(dst),
         destination_backend: dst_backend,
         documents,
         sizes,

@@ -69,7 +69,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
         Err(CliError::damaged(format!(
             "{} in {} cannot be opened: {}",
             plural(unreadable.len() as u64, "document", "documents"),
-            args.store.display(),
+            crate::backend::shown(&args.store),
             documents
                 .iter()
                 .filter(|d| d.problem.is_some())
@@ -80,7 +80,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     };
     if json {
         print_json(&Report {
-            store: args.store.display().to_string(),
+            store: crate::backend::shown(&args.store),
             backend: store.backend(),
             documents,
             total,
@@ -90,7 +90,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     say(&format!(
         "{} store {}: {}, {} bytes",
         store.backend(),
-        args.store.display(),
+        crate::backend::shown(&args.store),
         plural(documents.len() as u64, "document", "documents"),
         thousands(total.total_bytes())
     ));

@@ -293,6 +293,16 @@ fn redb_to_postgres_to_redb_keeps_every_byte() -> TestResult {
     let listed = persister(["ls", &url])?.expect(0);
     assert!(listed.stdout.contains("notes"), "{}", listed.stdout);
     persister(["verify", &url])?.expect(0);
+    // The password of a URL is shown nowhere (the test cluster trusts local logins, so
+    // any password opens it).
+    if let Some((user, rest)) = url.split_once('@') {
+        let with_password = format!("{user}:pw-Zq81-secret@{rest}");
+        for command in ["ls", "info", "verify"] {
+            let run = persister([command, &with_password])?;
+            let shown = format!("{}{}", run.stdout, run.stderr);
+            assert!(!shown.contains("pw-Zq81-secret"), "{command}: {shown}");
+        }
+    }
     // A schema that holds documents is not a new store.
     persister(["copy", &s("a.redb"), &url])?.expect(1);
     persister(["copy", &url, &s("b.redb")])?.expect(0);
