@@ -103,6 +103,20 @@
 //! writes cost the server a row insert (and a row delete at compaction) per change:
 //! that, not the network, bounds rows 1 and 7.
 //!
+//! Counted by the server (`pg_stat_statements`, in the tests): 200 changes applied in
+//! 200 batches and flushed 10 times take 13 statements: 10 flushes, and taking the
+//! lease, reading the sizes record and releasing the lease.
+//!
+//! # Several hosts, lost connections
+//!
+//! The URL goes to the `postgres` driver as it is, so several hosts
+//! (`host=h1,h2 target_session_attrs=read-write`) are tried in turn for each new
+//! connection. A connection found lost is dropped and the next operation opens a new
+//! one; a read or a lease renewal whose connection is lost is retried once on a new
+//! connection, a flush never (its outcome is unknown: the handle is poisoned, and
+//! reopening the document shows whether it committed). Failover to a standby is not
+//! tested here.
+//!
 //! # What survives what
 //!
 //! | event | what you get after reopening |

@@ -13,7 +13,14 @@ pub use persister_testkit::postgres::{Cluster, binaries};
 /// (`synchronous_commit = off`), so the tests prove that the backend turns it on for
 /// its flushes; `fsync = off` spares the disk, since the tests kill processes, which
 /// leaves the page cache intact.
-pub const TEST_SETTINGS: &[&str] = &["fsync=off", "synchronous_commit=off", "max_connections=300"];
+/// `pg_stat_statements` counts the statements a workload sends (the round-trip test).
+pub const TEST_SETTINGS: &[&str] = &[
+    "fsync=off",
+    "synchronous_commit=off",
+    "max_connections=300",
+    "shared_preload_libraries=pg_stat_statements",
+    "pg_stat_statements.track_utility=off",
+];
 
 /// Where the shared server is.
 pub enum Server {

@@ -14,3 +14,4 @@ mod errors;
 mod lease;
 mod model;
 mod processes;
+mod round_trips;
