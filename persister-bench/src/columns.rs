@@ -24,17 +24,21 @@ pub enum Column {
     Redb,
     /// `persister_sled::SledStore`.
     Sled,
+    /// `persister_postgres::PostgresStore`, on a server this run starts (or
+    /// `PERSISTER_POSTGRES_URL`).
+    Postgres,
     /// automerge-persistent-sled 0.4, the library applications use today.
     Peer,
 }
 
 impl Column {
     /// Every column, in table order.
-    pub const ALL: [Column; 5] = [
+    pub const ALL: [Column; 6] = [
         Column::Memory,
         Column::Fs,
         Column::Redb,
         Column::Sled,
+        Column::Postgres,
         Column::Peer,
     ];
 
@@ -45,6 +49,7 @@ impl Column {
             Column::Fs => "fs",
             Column::Redb => "redb",
             Column::Sled => "sled",
+            Column::Postgres => "postgres",
             Column::Peer => "peer",
         }
     }
@@ -57,9 +62,9 @@ impl Column {
         }
     }
 
-    /// Whether the column keeps its data on disk.
+    /// Whether the column keeps its data on a local disk the benchmark can measure.
     pub fn on_disk(self) -> bool {
-        self != Column::Memory
+        !matches!(self, Column::Memory | Column::Postgres)
     }
 
     /// Converts changes to the batch type this column takes, outside any timing.
@@ -111,6 +116,14 @@ impl Column {
             ))),
             (Column::Sled, Location::Dir(dir)) => {
                 Ok(Box::new(BoxedStore(persister_sled::SledStore::open(dir)?)))
+            }
+            // One schema per directory, on the run's server.
+            (Column::Postgres, Location::Dir(dir)) => {
+                let options =
+                    persister_postgres::PostgresOptions::default().schema(crate::pg::schema(dir));
+                Ok(Box::new(BoxedStore(
+                    persister_postgres::PostgresStore::open_with(&crate::pg::url()?, options)?,
+                )))
             }
             (column, location) => {
                 Err(format!("column {column} cannot open a store at {location:?}").into())

@@ -18,6 +18,7 @@ mod columns;
 mod data;
 mod limit;
 mod peer;
+mod pg;
 mod report;
 mod results;
 mod rows;
@@ -151,12 +152,18 @@ fn run(cli: &Cli) -> Result<bool> {
             trace_rounds: 3,
         }
     };
-    let columns: Vec<Column> = if cli.only.is_empty() {
+    let mut columns: Vec<Column> = if cli.only.is_empty() {
         Column::ALL.to_vec()
     } else {
         let only: BTreeSet<Column> = cli.only.iter().copied().collect();
         only.into_iter().collect()
     };
+    if columns.contains(&Column::Postgres)
+        && let Err(e) = pg::url()
+    {
+        eprintln!("postgres column skipped: {e}");
+        columns.retain(|c| *c != Column::Postgres);
+    }
     let wanted = |row: u8| cli.rows.is_empty() || cli.rows.contains(&row);
     let parent = cli.dir.clone().unwrap_or_else(std::env::temp_dir);
     let base = tempfile::Builder::new()
@@ -233,6 +240,7 @@ fn run(cli: &Cli) -> Result<bool> {
         rows::trace::run_all(&config, &columns, &mut reports, base.path(), &progress);
     }
 
+    pg::forget_url();
     let samod = (wanted(8) || wanted(9))
         .then(|| samod::run(samod::SamodConfig::new(cli.quick), base.path(), &progress));
 

@@ -5,9 +5,9 @@ use crate::results::{ColumnReport, TargetCheck};
 
 /// Every target: the column, the figure, its bound, and the target in words.
 #[rustfmt::skip]
-const TARGETS: [Target; 12] = {
+const TARGETS: [Target; 15] = {
     use Bound::{AtLeast, AtMost, True};
-    use Column::{Fs, Redb, Sled};
+    use Column::{Fs, Postgres, Redb, Sled};
     use Measure::{
         DiskOverPayload, FlushVsRaw, InsertVsPeer, ReloadSpeedupOverPeer, SizesFlatAndExact,
         TraceReloadVsAutomerge, TraceReplayVsMemory,
@@ -25,6 +25,9 @@ const TARGETS: [Target; 12] = {
         Target(Redb, TraceReplayVsMemory, AtMost(1.25), "trace replay at most 1.25x memory (wall minus run-queue wait)"),
         Target(Sled, InsertVsPeer, AtLeast(1.5), "insert at least 1.5x the peer"),
         Target(Sled, TraceReplayVsMemory, AtMost(1.25), "trace replay at most 1.25x memory (wall minus run-queue wait)"),
+        Target(Postgres, InsertVsPeer, AtLeast(10.0), "insert at least 10x the peer"),
+        Target(Postgres, FlushVsRaw, AtLeast(0.8), "flushes/s at least 0.8x the server's single-row commits/s"),
+        Target(Postgres, TraceReplayVsMemory, AtMost(1.25), "trace replay at most 1.25x memory (wall minus run-queue wait)"),
     ]
 };
 

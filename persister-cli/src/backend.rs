@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use persister_core::{DocumentId, DynPersister, Store};
 use persister_fs::FsStore;
+use persister_postgres::PostgresStore;
 use persister_redb::RedbStore;
 use persister_sled::SledStore;
 use serde::Serialize;
@@ -20,6 +21,9 @@ pub enum Backend {
     Sled,
     /// A persister-fs directory.
     Fs,
+    /// A schema of a PostgreSQL database, given as a `postgres://` URL (`?schema=NAME`,
+    /// default `persister`).
+    Postgres,
 }
 
 impl Backend {
@@ -29,6 +33,7 @@ impl Backend {
             Backend::Redb => "redb",
             Backend::Sled => "sled",
             Backend::Fs => "fs",
+            Backend::Postgres => "postgres",
         }
     }
 
@@ -39,17 +44,31 @@ impl Backend {
             Backend::Redb => persister_redb::FORMAT_VERSION,
             Backend::Sled => persister_sled::FORMAT_VERSION,
             Backend::Fs => persister_fs::format::STORE_VERSION,
+            Backend::Postgres => persister_postgres::FORMAT_VERSION,
+        }
+    }
+
+    /// The backend of a new store at `destination`: a PostgreSQL URL is always a
+    /// postgres store, whatever `--backend` says.
+    pub fn for_destination(destination: &Path, backend: Backend) -> Backend {
+        if is_url(destination) {
+            Backend::Postgres
+        } else {
+            backend
         }
     }
 
     /// Whether its stores are directories (otherwise a file).
     pub fn is_directory(self) -> bool {
-        !matches!(self, Backend::Redb)
+        !matches!(self, Backend::Redb | Backend::Postgres)
     }
 
     /// The backend of the store at `path`: a redb file, a sled directory or an fs
     /// directory.
     pub fn detect(path: &Path) -> Result<Backend, CliError> {
+        if is_url(path) {
+            return Ok(Backend::Postgres);
+        }
         if !path.exists() {
             return Err(CliError::new(
                 format!("there is no store at {}", path.display()),
@@ -121,6 +140,31 @@ enum Engine {
     Redb(RedbStore),
     Sled(SledStore),
     Fs(FsStore),
+    Postgres(PostgresStore),
+}
+
+/// A store argument as the CLI shows it: a path as given, a URL without its password.
+pub fn shown(path: &Path) -> String {
+    let text = path.display().to_string();
+    if !is_url(path) {
+        return text;
+    }
+    let (scheme, rest) = text.split_once("://").unwrap_or(("", &text));
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => text,
+    }
+}
+
+/// Whether a store argument is a PostgreSQL URL rather than a path.
+pub fn is_url(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
 }
 
 /// A document's handle, and what opening it noticed.
@@ -138,7 +182,7 @@ impl OpenStore {
         forced: Option<Backend>,
         access: Access,
     ) -> Result<OpenStore, CliError> {
-        if !path.exists() {
+        if !path.exists() && !is_url(path) {
             // Every backend would create a store here: say there is none instead.
             Backend::detect(path)?;
         }
@@ -163,6 +207,14 @@ impl OpenStore {
             ));
         }
         let engine = open_engine(backend, path, Access::New)?;
+        if let Engine::Postgres(store) = &engine
+            && !store.list_documents()?.is_empty()
+        {
+            return Err(CliError::new(
+                format!("{} already holds documents", store.description()),
+                "give an empty schema (add ?schema=NAME to the URL) or an empty database",
+            ));
+        }
         Ok(OpenStore {
             backend,
             path: path.to_path_buf(),
@@ -186,6 +238,7 @@ impl OpenStore {
             Engine::Redb(store) => store.list_documents(),
             Engine::Sled(store) => store.list_documents(),
             Engine::Fs(store) => store.list_documents(),
+            Engine::Postgres(store) => store.list_documents(),
         };
         ids.map_err(|e| self.error(e))
     }
@@ -196,12 +249,14 @@ impl OpenStore {
             Engine::Redb(store) => store.open_document(id).map(|p| Box::new(p) as _),
             Engine::Sled(store) => store.open_document(id).map(|p| Box::new(p) as _),
             Engine::Fs(store) => store.open_document(id).map(|p| Box::new(p) as _),
+            Engine::Postgres(store) => store.open_document(id).map(|p| Box::new(p) as _),
         };
         let persister = opened.map_err(|e| self.error(e).context(format!("document {id}")))?;
         let recovered = match &self.engine {
             Engine::Redb(store) => store.recovered(),
             Engine::Sled(store) => store.recovered(),
             Engine::Fs(store) => store.recovered(),
+            Engine::Postgres(store) => store.recovered(),
         };
         let note = recovered
             .iter()
@@ -256,6 +311,7 @@ fn open_engine(backend: Backend, path: &Path, access: Access) -> persister_core:
         Backend::Sled => Engine::Sled(SledStore::open(path)?),
         Backend::Fs if read_only => Engine::Fs(FsStore::open_read_only(path)?),
         Backend::Fs => Engine::Fs(FsStore::open(path)?),
+        Backend::Postgres => Engine::Postgres(PostgresStore::open(&path.to_string_lossy())?),
     })
 }
 

@@ -46,6 +46,15 @@ impl Staging {
     /// Checks that `destination` can be made: it does not exist (or, for a directory,
     /// is an empty directory) and its parent directory exists.
     pub fn new(destination: &Path, is_directory: bool) -> Result<Staging, CliError> {
+        // A database has no temporary name: the store is written in place, into a
+        // schema that must be empty (checked when it is opened).
+        if crate::backend::is_url(destination) {
+            return Ok(Staging {
+                destination: destination.to_path_buf(),
+                temporary: destination.to_path_buf(),
+                committed: true,
+            });
+        }
         if let Ok(meta) = fs::symlink_metadata(destination) {
             let empty_dir = meta.is_dir()
                 && fs::read_dir(destination)
@@ -105,6 +114,10 @@ impl Staging {
     /// Moves what was built into place and makes the move durable. Everything built
     /// must be closed and synced first.
     pub fn commit(mut self) -> Result<(), CliError> {
+        if self.committed {
+            // Written in place (a database).
+            return Ok(());
+        }
         if fs::symlink_metadata(&self.destination).is_ok_and(|m| !m.is_dir()) {
             return Err(CliError::new(
                 format!(

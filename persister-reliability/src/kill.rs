@@ -370,7 +370,7 @@ fn run_cycle(
 
 /// Replays `ops` on `model` as far as the child's `lines` say it got, plus the step
 /// that may have been in flight. Returns how many flushes were acknowledged.
-fn replay(model: &mut StoreModel, ops: &[Op], lines: &[String]) -> Result<u64, String> {
+pub fn replay(model: &mut StoreModel, ops: &[Op], lines: &[String]) -> Result<u64, String> {
     let mut last: Option<usize> = None;
     let mut acks = 0;
     for line in lines {

@@ -35,7 +35,10 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
         Some(id) => {
             if !store.contains(&id)? {
                 return Err(CliError::new(
-                    format!("{} has no document \"{id}\"", args.store.display()),
+                    format!(
+                        "{} has no document \"{id}\"",
+                        crate::backend::shown(&args.store)
+                    ),
                     "`persister ls STORE` lists its documents; a binary id is written 0x and its hex bytes",
                 ));
             }
@@ -70,7 +73,7 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
     }
     bar.finish_and_clear();
     let report = Report {
-        store: args.store.display().to_string(),
+        store: crate::backend::shown(&args.store),
         backend: store.backend(),
         documents,
     };

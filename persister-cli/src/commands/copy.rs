@@ -32,6 +32,7 @@ pub(crate) fn run(
     json: bool,
 ) -> Result<(), CliError> {
     let started = Instant::now();
+    let dst_backend = Backend::for_destination(dst, dst_backend);
     let source = OpenStore::existing(src, src_backend, Access::Read)?;
     let ids = source.list()?;
     let mut target = NewStore::create(dst, dst_backend)?;
@@ -41,9 +42,9 @@ pub(crate) fn run(
     let documents = target.documents();
     let sizes = target.finish()?;
     let report = Report {
-        source: src.display().to_string(),
+        source: crate::backend::shown(src),
         source_backend: source.backend(),
-        destination: dst.display().to_string(),
+        destination: crate::backend::shown(dst),
         destination_backend: dst_backend,
         documents,
         sizes,

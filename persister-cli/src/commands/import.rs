@@ -27,6 +27,7 @@ struct Report {
 }
 
 pub(crate) fn run(file: &Path, store: &Path, backend: Backend, json: bool) -> Result<(), CliError> {
+    let backend = Backend::for_destination(store, backend);
     let started = Instant::now();
     let input = File::open(file).map_err(|e| io_error("open", file, e))?;
     let len = input.metadata().map(|m| m.len()).unwrap_or(0);
@@ -45,7 +46,7 @@ pub(crate) fn run(file: &Path, store: &Path, backend: Backend, json: bool) -> Re
     let sizes = target.finish()?;
     let report = Report {
         file: file.display().to_string(),
-        store: store.display().to_string(),
+        store: crate::backend::shown(store),
         backend,
         documents,
         sizes,

@@ -47,10 +47,13 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
     let store = OpenStore::existing(&args.store, args.backend, Access::Read)?;
     if !store.contains(&id)? {
         return Err(CliError::new(
-            format!("{} has no document \"{id}\"", args.store.display()),
+            format!(
+                "{} has no document \"{id}\"",
+                crate::backend::shown(&args.store)
+            ),
             format!(
                 "`persister ls {}` lists its documents; a binary id is written 0x and its hex bytes",
-                args.store.display()
+                crate::backend::shown(&args.store)
             ),
         ));
     }
@@ -84,7 +87,7 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
     reading.finish_and_clear();
     let report = Report {
         id: (&id).into(),
-        store: args.store.display().to_string(),
+        store: crate::backend::shown(&args.store),
         backend: store.backend(),
         format_version: store.backend().format_version(),
         sizes,

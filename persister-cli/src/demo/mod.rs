@@ -310,6 +310,8 @@ fn store_path(dir: &Path, backend: Backend) -> PathBuf {
         Backend::Redb => "demo.redb",
         Backend::Sled => "sled",
         Backend::Fs => "fs",
+        // Not a URL: opening it says that a postgres store is given by its URL.
+        Backend::Postgres => "postgres",
     })
 }
 

@@ -130,6 +130,9 @@ pub fn open_store(backend: Backend, path: &Path) -> TestResult<DynStore> {
         Backend::Redb => Box::new(BoxedStore(RedbStore::open(path)?)),
         Backend::Sled => Box::new(BoxedStore(SledStore::open(path)?)),
         Backend::Fs => Box::new(BoxedStore(FsStore::open(path)?)),
+        Backend::Postgres => Box::new(BoxedStore(persister_postgres::PostgresStore::open(
+            &path.to_string_lossy(),
+        )?)),
     })
 }
 

@@ -307,3 +307,62 @@ fn a_damaged_or_foreign_export_file_imports_nothing() -> TestResult {
     assert_eq!(names_in(dir.path())?, names, "something was left behind");
     Ok(())
 }
+
+/// `copy` onto a PostgreSQL server and back: a redb store, copied to a schema of a
+/// throwaway cluster (or of `PERSISTER_POSTGRES_URL`), listed and verified there, and
+/// copied back into a new redb store, byte for byte.
+#[test]
+fn redb_to_postgres_to_redb_keeps_every_byte() -> TestResult {
+    use persister_testkit::postgres::{Cluster, binaries};
+    let schema = format!("cli_copy_{}", std::process::id());
+    let mut _cluster = None;
+    let url = match std::env::var("PERSISTER_POSTGRES_URL") {
+        Ok(url) if url.contains("://") => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}schema={schema}")
+        }
+        _ => match binaries() {
+            Some(bin) => {
+                let cluster = Cluster::start(&bin, &[])?;
+                let url = cluster.uri(&schema);
+                _cluster = Some(cluster);
+                url
+            }
+            None if std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+                return Err(
+                    "PERSISTER_REQUIRE_POSTGRES=1, but there is no PostgreSQL server".into(),
+                );
+            }
+            None => {
+                println!(
+                    "skipped: no PostgreSQL server (set PERSISTER_POSTGRES_URL or install initdb and pg_ctl)"
+                );
+                return Ok(());
+            }
+        },
+    };
+    let dir = tempfile::tempdir()?;
+    let p = |name: &str| dir.path().join(name);
+    let s = |name: &str| p(name).to_str().unwrap().to_string();
+    let original = make_store(Backend::Redb, &p("a.redb"))?;
+    let run = persister(["copy", &s("a.redb"), &url])?.expect(0);
+    assert!(run.stdout.contains("copied 3 documents"), "{}", run.stdout);
+    let listed = persister(["ls", &url])?.expect(0);
+    assert!(listed.stdout.contains("notes"), "{}", listed.stdout);
+    persister(["verify", &url])?.expect(0);
+    // The password of a URL is shown nowhere (the test cluster trusts local logins, so
+    // any password opens it).
+    if let Some((user, rest)) = url.split_once('@') {
+        let with_password = format!("{user}:pw-Zq81-secret@{rest}");
+        for command in ["ls", "info", "verify"] {
+            let run = persister([command, &with_password])?;
+            let shown = format!("{}{}", run.stdout, run.stderr);
+            assert!(!shown.contains("pw-Zq81-secret"), "{command}: {shown}");
+        }
+    }
+    // A schema that holds documents is not a new store.
+    persister(["copy", &s("a.redb"), &url])?.expect(1);
+    persister(["copy", &url, &s("b.redb")])?.expect(0);
+    assert_eq!(read_store(Backend::Redb, &p("b.redb"))?, original);
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Where a store is: a connection URL, the server it names, and how to connect.
+
+use std::time::Duration;
+
+use persister_core::{Error, Result};
+use postgres::config::Host;
+use postgres::{Client, Config};
+
+use crate::error::{Secret, from_pg};
+
+/// A parsed store URL: the connection settings, a description of it without the
+/// password, and the password to keep out of every message.
+#[derive(Clone)]
+pub(crate) struct Location {
+    pub config: Config,
+    pub description: String,
+    pub secret: Secret,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location")
+            .field("description", &self.description)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Location {
+    /// Parses a `postgres://` (or `postgresql://`) URL, or a `key=value` connection
+    /// string, as the `postgres` crate accepts them.
+    pub fn parse(url: &str, connect_timeout: Duration) -> Result<Self> {
+        let secret = Secret::new(password_in(url).as_deref().map(str::as_bytes));
+        let mut config: Config =
+            url.parse()
+                .map_err(|err: postgres::Error| Error::InvalidInput {
+                    what: "PostgreSQL URL",
+                    reason: secret.redact(&format!(
+                        "{err}; expected postgres://user[:password]@host[:port]/database[?options]"
+                    )),
+                })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("persister");
+        }
+        let mut secret = secret;
+        secret.add(config.get_password());
+        Ok(Self {
+            description: describe(&config),
+            config,
+            secret,
+        })
+    }
+
+    /// Opens a new connection.
+    pub fn connect(&self) -> Result<Client> {
+        connect(&self.config).map_err(|err| {
+            let mut err = from_pg(&err, "connecting", &self.description, &self.secret);
+            if cfg!(not(feature = "tls"))
+                && self.config.get_ssl_mode() == postgres::config::SslMode::Require
+            {
+                err = Error::InvalidInput {
+                    what: "PostgreSQL URL",
+                    reason: format!(
+                        "{}: sslmode=require needs persister-postgres built with its `tls` feature ({err})",
+                        self.description
+                    ),
+                };
+            }
+            err
+        })
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn connect(config: &Config) -> std::result::Result<Client, postgres::Error> {
+    config.connect(postgres::NoTls)
+}
+
+#[cfg(feature = "tls")]
+fn connect(config: &Config) -> std::result::Result<Client, postgres::Error> {
+    use openssl::ssl::{SslConnector, SslMethod};
+    if config.get_ssl_mode() == postgres::config::SslMode::Disable {
+        return config.connect(postgres::NoTls);
+    }
+    match SslConnector::builder(SslMethod::tls()) {
+        Ok(builder) => config.connect(postgres_openssl::MakeTlsConnector::new(builder.build())),
+        // Without a TLS context, `prefer` falls back to a plain connection and `require`
+        // fails with the driver's own message.
+        Err(_) => config.connect(postgres::NoTls),
+    }
+}
+
+/// Takes the `schema` option out of a URL (`?schema=NAME`) or connection string
+/// (`schema=NAME`), which the driver does not know: the URL without it, and the name.
+pub(crate) fn take_schema(url: &str) -> (String, Option<String>) {
+    if url.contains("://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_string(), None);
+        };
+        let mut schema = None;
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|kv| match kv.strip_prefix("schema=") {
+                Some(name) => {
+                    schema = Some(name.to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let url = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        (url, schema)
+    } else {
+        let mut schema = None;
+        let kept: Vec<&str> = url
+            .split_whitespace()
+            .filter(|kv| match kv.strip_prefix("schema=") {
+                Some(name) => {
+                    schema = Some(name.to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        (kept.join(" "), schema)
+    }
+}
+
+/// `postgres://user@host:port/database`, never with the password.
+fn describe(config: &Config) -> String {
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = config
+                .get_ports()
+                .get(i)
+                .or_else(|| config.get_ports().first())
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            match host {
+                Host::Tcp(name) => format!("{name}{port}"),
+                Host::Unix(path) => format!("[{}]{port}", path.display()),
+            }
+        })
+        .collect();
+    let db = config.get_dbname().unwrap_or("");
+    format!("postgres://{user}{}/{db}", hosts.join(","))
+}
+
+/// The password written in a URL or connection string, found without parsing it fully,
+/// so that even a URL the driver refuses is reported without it.
+fn password_in(url: &str) -> Option<String> {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let userinfo = authority.rsplit_once('@')?.0;
+        return userinfo.split_once(':').map(|(_, p)| p.to_string());
+    }
+    url.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("password="))
+        .map(|p| p.trim_matches('\'').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_option_is_taken_out_of_urls() {
+        assert_eq!(
+            take_schema("postgres://u@h/db?schema=notes&sslmode=disable"),
+            (
+                "postgres://u@h/db?sslmode=disable".to_string(),
+                Some("notes".to_string())
+            )
+        );
+        assert_eq!(
+            take_schema("postgres://u@h/db?schema=n"),
+            ("postgres://u@h/db".to_string(), Some("n".to_string()))
+        );
+        assert_eq!(
+            take_schema("host=/tmp schema=s user=u"),
+            ("host=/tmp user=u".to_string(), Some("s".to_string()))
+        );
+        assert_eq!(
+            take_schema("postgres://u@h/db"),
+            ("postgres://u@h/db".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn description_and_errors_never_hold_the_password() -> Result<()> {
+        let loc = Location::parse(
+            "postgres://alice:s3cr%20t@db.example:5433/notes?sslmode=disable",
+            Duration::from_secs(1),
+        )?;
+        assert_eq!(loc.description, "postgres://alice@db.example:5433/notes");
+        assert_eq!(loc.secret.redact("x s3cr t y"), "x ******** y");
+        let bad = Location::parse(
+            "postgres://bob:hunter2@host:notaport/db",
+            Duration::from_secs(1),
+        );
+        let message = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(!message.is_empty());
+        assert!(!message.contains("hunter2"), "{message}");
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+//! How a store is opened.
+
+use std::time::Duration;
+
+/// Options for [`PostgresStore::open_with`](crate::PostgresStore::open_with).
+///
+/// ```
+/// use std::time::Duration;
+/// use persister_postgres::PostgresOptions;
+///
+/// let options = PostgresOptions::default()
+///     .schema("notes")
+///     .lease_duration(Duration::from_secs(60))
+///     .max_connections(4);
+/// assert_eq!(options.schema, "notes");
+/// assert_eq!(options.lease_renewal, Duration::from_secs(20));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    /// The schema holding the store's tables; created when missing. Default
+    /// `"persister"`. Several stores can share a database under different schemas.
+    ///
+    /// A name is 1 to 63 characters, each a lowercase ASCII letter, a digit or `_`, not
+    /// starting with a digit: it is the one identifier written into SQL text, so it is
+    /// checked rather than quoted.
+    pub schema: String,
+
+    /// How long a document's lease lasts after it is taken or renewed. Default 30 s.
+    ///
+    /// A handle holds its document through a lease row; another process can take the
+    /// document only once the lease has expired (by the server's clock). A handle whose
+    /// lease expired can never write again, even if no one took the document: reopen the
+    /// document to continue. Shorter leases let another process take over sooner after a
+    /// holder dies; longer ones tolerate longer pauses (garbage collection, a stopped
+    /// process, a slow network) of a live holder.
+    pub lease_duration: Duration,
+
+    /// How old a lease may be before a write renews it. Default a third of the lease
+    /// duration (set again by [`lease_duration`](PostgresOptions::lease_duration)).
+    ///
+    /// Every flush renews the lease in its own transaction. An
+    /// [`apply`](persister_core::Persister::apply) renews it (one round trip) when it
+    /// was last renewed longer ago than this, so a handle that keeps writing keeps its
+    /// document however rarely it flushes. A handle that neither writes nor flushes for
+    /// a whole lease duration loses it: call
+    /// [`PostgresPersister::renew_lease`](crate::PostgresPersister::renew_lease) from
+    /// a timer to keep an idle document.
+    pub lease_renewal: Duration,
+
+    /// The most connections the store opens to the server; an operation that finds
+    /// them all busy waits for one. Default 8.
+    pub max_connections: usize,
+
+    /// How long connecting to the server may take. Default 10 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        let lease = Duration::from_secs(30);
+        Self {
+            schema: "persister".to_string(),
+            lease_duration: lease,
+            lease_renewal: lease / 3,
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// Sets [`PostgresOptions::schema`].
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Sets [`PostgresOptions::lease_duration`], and the renewal age to a third of it.
+    pub fn lease_duration(mut self, duration: Duration) -> Self {
+        self.lease_duration = duration;
+        self.lease_renewal = duration / 3;
+        self
+    }
+
+    /// Sets [`PostgresOptions::lease_renewal`].
+    pub fn lease_renewal(mut self, age: Duration) -> Self {
+        self.lease_renewal = age;
+        self
+    }
+
+    /// Sets [`PostgresOptions::max_connections`] (at least 1).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// Sets [`PostgresOptions::connect_timeout`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+}

@@ -1,0 +1,157 @@
+//! Reads: what the server holds merged with the held writes, checked against the sizes.
+
+use std::sync::Arc;
+
+use persister_core::{ActorId, ChangeEntry, Error, Result, StoredSizes, merge_held};
+
+use super::PostgresPersister;
+use crate::sql::{Q, seq_from_sql};
+
+impl PostgresPersister {
+    /// The document's sizes record, if it is stored.
+    pub(super) fn read_record(&self) -> Result<Option<StoredSizes>> {
+        let shared = Arc::clone(&self.shared);
+        let id = self.id().as_bytes();
+        let row = shared.read("read", &self.place, |conn| {
+            let rows = conn.query(&shared.sql, Q::Record, &[&id])?;
+            rows.first()
+                .map(|row| {
+                    let n = |i| row.try_get::<_, i64>(i).map(i64::unsigned_abs);
+                    Ok(StoredSizes {
+                        changes: n(1)?,
+                        document: n(2)?,
+                        sync_states: n(3)?,
+                        change_count: n(4)?,
+                        sync_state_count: n(5)?,
+                    })
+                })
+                .transpose()
+        })?;
+        Ok(row)
+    }
+
+    pub(super) fn read_change_entries(&self) -> Result<Vec<ChangeEntry>> {
+        let held = self
+            .held
+            .changes
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()));
+        let mut entries: Vec<ChangeEntry> = Vec::new();
+        let keep = |(actor, seq), value| entries.push((actor, seq, value));
+        if self.stored {
+            let shared = Arc::clone(&self.shared);
+            let id = self.id().as_bytes();
+            let rows = shared.read("read", &self.place, |conn| {
+                conn.query(&shared.sql, Q::Changes, &[&id])
+            })?;
+            let stored = rows.into_iter().map(|row| {
+                let actor: Vec<u8> = row.try_get(0)?;
+                let seq: i64 = row.try_get(1)?;
+                let value: Vec<u8> = row.try_get(2)?;
+                Ok(((ActorId::new(actor), seq_from_sql(seq)), value))
+            });
+            merge_held(stored, held, keep)
+                .map_err(|err: postgres::Error| self.shared.error(&err, "read", &self.place))?;
+        } else {
+            merge_held(std::iter::empty::<Result<_>>(), held, keep)?;
+        }
+        let bytes: u64 = entries.iter().map(|e| e.2.len() as u64).sum();
+        let sizes = self.sizes;
+        if (entries.len() as u64, bytes) != (sizes.change_count, sizes.changes) {
+            return Err(self.mismatch(format!(
+                "{} changes of {} bytes were read, but the document's sizes record says {} of {}",
+                entries.len(),
+                bytes,
+                sizes.change_count,
+                sizes.changes
+            )));
+        }
+        Ok(entries)
+    }
+
+    pub(super) fn read_document(&self) -> Result<Option<Vec<u8>>> {
+        if let Some(document) = &self.held.document {
+            return Ok(Some(document.clone()));
+        }
+        if !self.stored {
+            return Ok(None);
+        }
+        let shared = Arc::clone(&self.shared);
+        let id = self.id().as_bytes();
+        let document = shared.read("read", &self.place, |conn| {
+            let rows = conn.query(&shared.sql, Q::Document, &[&id])?;
+            match rows.first() {
+                Some(row) => row.try_get::<_, Option<Vec<u8>>>(0),
+                None => Ok(None),
+            }
+        })?;
+        let len = document.as_ref().map_or(0, |d| d.len() as u64);
+        if len != self.sizes.document {
+            return Err(self.mismatch(format!(
+                "the compacted document is {len} bytes, but the document's sizes record says {}",
+                self.sizes.document
+            )));
+        }
+        Ok(document)
+    }
+
+    pub(super) fn read_sync_state(&self, peer: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(held) = self.held.sync_states.get(peer) {
+            return Ok(held.clone());
+        }
+        if !self.stored {
+            return Ok(None);
+        }
+        let shared = Arc::clone(&self.shared);
+        let id = self.id().as_bytes();
+        shared.read("read", &self.place, |conn| {
+            let rows = conn.query(&shared.sql, Q::SyncState, &[&id, &peer])?;
+            match rows.first() {
+                Some(row) => row.try_get::<_, Option<Vec<u8>>>(0),
+                None => Ok(None),
+            }
+        })
+    }
+
+    pub(super) fn read_peer_ids(&self) -> Result<Vec<Vec<u8>>> {
+        let held = self
+            .held
+            .sync_states
+            .iter()
+            .map(|(peer, state)| (peer.clone(), state.as_ref().map(|_| ())));
+        let mut peers = Vec::new();
+        let keep = |peer, ()| peers.push(peer);
+        if self.stored {
+            let shared = Arc::clone(&self.shared);
+            let id = self.id().as_bytes();
+            let rows = shared.read("read", &self.place, |conn| {
+                conn.query(&shared.sql, Q::Peers, &[&id])
+            })?;
+            let stored = rows
+                .into_iter()
+                .map(|row| Ok((row.try_get::<_, Vec<u8>>(0)?, ())));
+            merge_held(stored, held, keep)
+                .map_err(|err: postgres::Error| self.shared.error(&err, "read", &self.place))?;
+        } else {
+            merge_held(std::iter::empty::<Result<_>>(), held, keep)?;
+        }
+        if peers.len() as u64 != self.sizes.sync_state_count {
+            return Err(self.mismatch(format!(
+                "{} sync states were found, but the document's sizes record says {}",
+                peers.len(),
+                self.sizes.sync_state_count
+            )));
+        }
+        Ok(peers)
+    }
+
+    /// Stored data that disagrees with its sizes record: written by something other
+    /// than this backend, or damaged.
+    fn mismatch(&self, what: String) -> Error {
+        Error::corrupt(
+            format!("{what}; the tables were changed by something other than persister-postgres"),
+            &self.place,
+            None,
+        )
+    }
+}

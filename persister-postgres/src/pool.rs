@@ -1,0 +1,191 @@
+//! The store's connections: opened on demand up to a bound, reused, and dropped when
+//! the connection is lost, so the next operation reconnects.
+
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use persister_core::Result;
+use postgres::types::ToSql;
+use postgres::{Client, Row, Statement};
+
+use crate::location::Location;
+use crate::sql::{Q, STATEMENTS, Sql};
+
+/// One connection and the statements prepared on it.
+pub(crate) struct Conn {
+    client: Client,
+    prepared: Vec<Option<Statement>>,
+}
+
+impl Conn {
+    /// Runs statement `q`, preparing it on this connection the first time.
+    pub fn query(
+        &mut self,
+        sql: &Sql,
+        q: Q,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let statement = match &self.prepared[q as usize] {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = self.client.prepare(sql.text(q))?;
+                self.prepared[q as usize] = Some(statement.clone());
+                statement
+            }
+        };
+        self.client.query(&statement, params)
+    }
+
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Conn>,
+    open: usize,
+}
+
+/// At most `max` connections to one server.
+pub(crate) struct Pool {
+    state: Mutex<State>,
+    freed: Condvar,
+    max: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Pool")
+            .field("open", &state.open)
+            .field("idle", &state.idle.len())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+impl Pool {
+    pub fn new(max: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            freed: Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An idle connection, a new one, or the next one freed.
+    pub fn get<'a>(&'a self, location: &Location) -> Result<Pooled<'a>> {
+        let mut state = self.lock();
+        loop {
+            while let Some(conn) = state.idle.pop() {
+                if !conn.client.is_closed() {
+                    return Ok(Pooled {
+                        pool: self,
+                        conn: Some(conn),
+                    });
+                }
+                state.open -= 1;
+            }
+            if state.open < self.max {
+                state.open += 1;
+                drop(state);
+                return match location.connect().map(prepare_session) {
+                    Ok(client) => Ok(Pooled {
+                        pool: self,
+                        conn: Some(Conn {
+                            client,
+                            prepared: vec![None; STATEMENTS],
+                        }),
+                    }),
+                    Err(err) => {
+                        self.lock().open -= 1;
+                        self.freed.notify_one();
+                        Err(err)
+                    }
+                };
+            }
+            state = self
+                .freed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Closes every idle connection, returning the first error.
+    pub fn close_idle(&self) -> std::result::Result<(), postgres::Error> {
+        let idle = {
+            let mut state = self.lock();
+            let idle = std::mem::take(&mut state.idle);
+            state.open -= idle.len();
+            idle
+        };
+        self.freed.notify_all();
+        let mut result = Ok(());
+        for conn in idle {
+            let closed = conn.client.close();
+            if result.is_ok() {
+                result = closed;
+            }
+        }
+        result
+    }
+}
+
+/// Plans the backend's statements once per connection: they are few, prepared, and
+/// their plans do not depend on the values, so PostgreSQL's default of planning the
+/// first executions again with each value set only costs time. A server that does not
+/// know the setting (another database engine) keeps its default.
+fn prepare_session(mut client: Client) -> Client {
+    let _ = client.batch_execute("SET plan_cache_mode = force_generic_plan");
+    client
+}
+
+/// A connection taken from the pool; it goes back when dropped, unless it was lost.
+pub(crate) struct Pooled<'a> {
+    pool: &'a Pool,
+    conn: Option<Conn>,
+}
+
+impl Pooled<'_> {
+    /// Drops the connection instead of returning it to the pool.
+    pub fn discard(mut self) {
+        self.conn = None;
+    }
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        // Present until drop or discard, which consume the guard.
+        match &self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a pooled connection is used after it was given back"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        match &mut self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a pooled connection is used after it was given back"),
+        }
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        match self.conn.take() {
+            Some(conn) if !conn.client.is_closed() => state.idle.push(conn),
+            _ => state.open -= 1,
+        }
+        drop(state);
+        self.pool.freed.notify_one();
+    }
+}

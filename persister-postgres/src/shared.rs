@@ -1,0 +1,211 @@
+//! What a store and all its handles share: where the server is, the statements, the
+//! connections, and the documents open in this store.
+
+use std::path::PathBuf;
+#[cfg(feature = "fault-injection")]
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use persister_core::{DocumentId, Error, OpenDocuments, Result};
+
+use crate::PostgresOptions;
+use crate::error::{from_pg, is_connection_lost, is_retryable};
+use crate::location::Location;
+use crate::pool::{Conn, Pool};
+use crate::sql::{FORMAT_NAME, FORMAT_VERSION, Q, Sql};
+
+/// How many times a statement the server rolled back for a conflict (40001, 40P01) is
+/// run again before the error is returned.
+const CONFLICT_RETRIES: u32 = 8;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub location: Location,
+    pub sql: Sql,
+    pub options: PostgresOptions,
+    pub pool: Pool,
+    pub open: OpenDocuments,
+    /// Written into the lease rows this store takes, and shown to whoever finds a
+    /// document locked: `pid N on HOST`.
+    pub holder: String,
+    /// The place of the store in messages: the URL without password, and the schema.
+    pub place: String,
+    #[cfg(feature = "fault-injection")]
+    pub fail_next_flush: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(location: Location, options: PostgresOptions) -> Self {
+        let sql = Sql::new(&options.schema);
+        let place = format!("{} schema {}", location.description, options.schema);
+        Self {
+            pool: Pool::new(options.max_connections),
+            holder: format!("pid {} on {}", std::process::id(), hostname()),
+            location,
+            sql,
+            options,
+            open: OpenDocuments::new(),
+            place,
+            #[cfg(feature = "fault-injection")]
+            fail_next_flush: AtomicBool::new(false),
+        }
+    }
+
+    /// The place of document `id` in messages.
+    pub fn document_place(&self, id: &DocumentId) -> String {
+        format!("{}, document {id}", self.place)
+    }
+
+    /// The lease duration in milliseconds, as the statements take it.
+    pub fn lease_ms(&self) -> i64 {
+        i64::try_from(self.options.lease_duration.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Runs `f` on a connection of the pool. A statement the server rolled back for a
+    /// conflict is run again; with `reconnect`, so is one whose connection was lost,
+    /// once, on a new connection (only for statements whose repetition is harmless).
+    pub fn run<T>(
+        &self,
+        reconnect: bool,
+        mut f: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<std::result::Result<T, postgres::Error>> {
+        let mut conflicts = 0;
+        let mut reconnected = false;
+        loop {
+            let mut conn = self.pool.get(&self.location)?;
+            match f(&mut conn) {
+                Ok(value) => return Ok(Ok(value)),
+                Err(err) if is_retryable(&err) && conflicts < CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    // Let the other transaction finish before trying again.
+                    std::thread::sleep(Duration::from_millis(1 << conflicts.min(6)));
+                }
+                Err(err) if is_connection_lost(&err) => {
+                    conn.discard();
+                    if !reconnect || reconnected {
+                        return Ok(Err(err));
+                    }
+                    reconnected = true;
+                }
+                Err(err) => return Ok(Err(err)),
+            }
+        }
+    }
+
+    /// [`Shared::run`] for reads, with the error named after `action` at `place`.
+    pub fn read<T>(
+        &self,
+        action: &str,
+        place: &str,
+        f: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        self.run(true, f)?
+            .map_err(|err| from_pg(&err, action, place, &self.location.secret))
+    }
+
+    /// The error of a failed statement doing `action` at `place`.
+    pub fn error(&self, err: &postgres::Error, action: &str, place: &str) -> Error {
+        from_pg(err, action, place, &self.location.secret)
+    }
+
+    /// `Locked` for document `id`, saying who holds it and for how long, when known.
+    pub fn locked(&self, conn: &mut Conn, id: &DocumentId) -> Error {
+        let place = self.document_place(id);
+        let held = conn
+            .query(&self.sql, Q::LeaseHolder, &[&id.as_bytes()])
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|row| {
+                Some((
+                    row.try_get::<_, String>(0).ok()?,
+                    row.try_get::<_, f64>(1).ok()?,
+                ))
+            });
+        let by = match held {
+            Some((holder, left)) => format!(" (leased by {holder}, {left:.1} s left)"),
+            None => String::new(),
+        };
+        Error::Locked {
+            path: PathBuf::from(format!("{place}{by}")),
+        }
+    }
+
+    /// Creates the schema's tables when they are missing, and checks the format
+    /// version of an existing one.
+    pub fn prepare_schema(&self) -> Result<()> {
+        let place = &self.place;
+        let schema = self.sql.schema();
+        let mut tables = self.read("read the tables of", place, |conn| {
+            let rows = conn.client().query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+                &[&schema],
+            )?;
+            rows.iter()
+                .map(|row| row.try_get::<_, String>(0))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })?;
+        if !tables.iter().any(|t| t == "meta") {
+            let ours = ["documents", "changes", "sync_states", "leases"];
+            if tables.iter().any(|t| ours.contains(&t.as_str())) {
+                return Err(self.not_a_store());
+            }
+            // Two processes may create the schema at once: the loser of the race sees a
+            // duplicate-object error and finds the tables made by the winner.
+            let created = self.run(false, |conn| {
+                let created = conn.client().batch_execute(self.sql.create());
+                if created.is_err() {
+                    // Leaves no failed transaction open on a connection going back to the pool.
+                    let _ = conn.client().batch_execute("ROLLBACK");
+                }
+                created
+            })?;
+            if let Err(err) = created {
+                let duplicate = matches!(
+                    err.code().map(|c| c.code()),
+                    Some("23505" | "42P06" | "42P07" | "42710")
+                );
+                if !duplicate {
+                    return Err(self.error(&err, "create the tables of", place));
+                }
+            }
+            tables.push("meta".into());
+        }
+        let meta = self.read("read the format of", place, |conn| {
+            let rows = conn.query(&self.sql, Q::Meta, &[])?;
+            rows.iter()
+                .map(|row| Ok((row.try_get::<_, String>(0)?, row.try_get::<_, String>(1)?)))
+                .collect::<std::result::Result<Vec<_>, postgres::Error>>()
+        })?;
+        let value = |key: &str| meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        if value("format") != Some(FORMAT_NAME) {
+            return Err(self.not_a_store());
+        }
+        let found = value("format_version").and_then(|v| v.parse::<u32>().ok());
+        match found {
+            Some(FORMAT_VERSION) => Ok(()),
+            Some(found) => Err(Error::UnsupportedFormat {
+                what: "persister-postgres schema",
+                path: PathBuf::from(place),
+                found,
+                supported: FORMAT_VERSION,
+            }),
+            None => Err(self.not_a_store()),
+        }
+    }
+
+    fn not_a_store(&self) -> Error {
+        Error::NotAStore {
+            what: "a persister-postgres store (its tables exist, but not its format record)",
+            path: PathBuf::from(&self.place),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "an unknown host".to_string())
+}

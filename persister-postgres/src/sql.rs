@@ -1,0 +1,344 @@
+//! Every SQL statement of the backend, and the table layout they work on.
+//!
+//! The schema name is the only identifier written into SQL text (checked by
+//! [`check_schema_name`]); every value, document id, actor and peer id is a parameter.
+
+use persister_core::{Error, Result};
+
+/// The version of the table layout this build reads and writes (`format_version` in
+/// `meta`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The value of `format` in `meta`, which tells a store from other tables.
+pub(crate) const FORMAT_NAME: &str = "persister-postgres";
+
+/// The statements, by name; [`Sql::text`] gives each one's text for a schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Q {
+    /// `$1` document, `$2` holder, `$3` lease in ms: the new token, or no row when the
+    /// lease is held.
+    TakeLease,
+    /// `$1` document, `$2` token, `$3` lease in ms: one row when renewed.
+    RenewLease,
+    /// `$1` document, `$2` token.
+    ReleaseLease,
+    /// `$1` document: holder and seconds left of the lease.
+    LeaseHolder,
+    /// `$1` document: whether a document is stored, and the five sizes.
+    Record,
+    /// `$1` document: `(actor, seq, value)` in key order.
+    Changes,
+    /// `$1` document: the compacted document.
+    Document,
+    /// `$1` document, `$2` peer: its state.
+    SyncState,
+    /// `$1` document: peer ids in order.
+    Peers,
+    /// `$1` document, `$2` actors: each actor with its highest stored seq.
+    MaxSeqs,
+    /// `$1` document, `$2` actors, `$3` seqs: the length of each stored one.
+    ChangeLengths,
+    /// `$1` document, `$2` peers: the length of each stored state.
+    SyncStateLengths,
+    /// The flush: see [`FLUSH`].
+    Flush,
+    /// Every document id, in order.
+    List,
+    /// `$1` document, `$2` holder: removes the document when its lease is free.
+    Remove,
+    /// `key, value` of `meta`.
+    Meta,
+}
+
+const COUNT: usize = Q::Meta as usize + 1;
+
+const TAKE_LEASE: &str = "
+WITH sc AS (SELECT set_config('synchronous_commit', 'on', true) AS v)
+INSERT INTO S.leases AS l (document, token, holder, expires_at)
+SELECT $1, 1, $2, now() + $3::int8 * interval '1 millisecond' FROM sc
+ON CONFLICT (document) DO UPDATE
+    SET token = l.token + 1, holder = excluded.holder, expires_at = excluded.expires_at
+    WHERE l.expires_at <= now()
+RETURNING token";
+
+const RENEW_LEASE: &str = "
+UPDATE S.leases SET expires_at = now() + $3::int8 * interval '1 millisecond'
+WHERE document = $1 AND token = $2 AND expires_at > now()
+RETURNING token";
+
+const RELEASE_LEASE: &str = "
+UPDATE S.leases SET expires_at = now()
+WHERE document = $1 AND token = $2 AND expires_at > now()";
+
+const LEASE_HOLDER: &str = "
+SELECT holder, greatest(extract(epoch FROM expires_at - now()), 0)::float8
+FROM S.leases WHERE document = $1";
+
+const RECORD: &str = "
+SELECT data IS NOT NULL, changes_bytes, document_bytes, sync_state_bytes, change_count,
+    sync_state_count
+FROM S.documents WHERE document = $1";
+
+const CHANGES: &str =
+    "SELECT actor, seq, value FROM S.changes WHERE document = $1 ORDER BY actor, seq";
+
+const DOCUMENT: &str = "SELECT data FROM S.documents WHERE document = $1";
+
+const SYNC_STATE: &str = "SELECT state FROM S.sync_states WHERE document = $1 AND peer = $2";
+
+const PEERS: &str = "SELECT peer FROM S.sync_states WHERE document = $1 ORDER BY peer";
+
+const MAX_SEQS: &str = "
+SELECT a.actor, (SELECT max(c.seq) FROM S.changes c WHERE c.document = $1 AND c.actor = a.actor)
+FROM unnest($2::bytea[]) AS a(actor)";
+
+const CHANGE_LENGTHS: &str = "
+SELECT c.actor, c.seq, octet_length(c.value)::int8
+FROM S.changes c JOIN unnest($2::bytea[], $3::int8[]) AS k(actor, seq)
+    ON c.actor = k.actor AND c.seq = k.seq
+WHERE c.document = $1";
+
+const SYNC_STATE_LENGTHS: &str = "
+SELECT peer, octet_length(state)::int8 FROM S.sync_states
+WHERE document = $1 AND peer = ANY($2::bytea[])";
+
+/// One statement, so one round trip and one implicit transaction, writes a whole flush:
+/// it turns `synchronous_commit` on for its own commit, renews the lease only if the
+/// fencing token still holds it, and does every write only if it did. Parameters:
+/// `$1` document, `$2` token, `$3` lease in ms; `$4, $5` changes to remove (actors,
+/// seqs); `$6, $7, $8` changes to store (actors, seqs, values); `$9` sync states to
+/// remove; `$10, $11` sync states to store (peers, states); `$12` whether to store the
+/// document `$13`; `$14..$18` the document's sizes after the flush. Returns one row:
+/// whether the lease held, and the rows written.
+const FLUSH: &str = "
+WITH sc AS (SELECT set_config('synchronous_commit', 'on', true) AS v),
+lease AS (
+    UPDATE S.leases SET expires_at = now() + $3::int8 * interval '1 millisecond'
+    WHERE document = $1 AND token = $2 AND expires_at > now() AND EXISTS (SELECT 1 FROM sc)
+    RETURNING token),
+dc AS (
+    DELETE FROM S.changes c USING unnest($4::bytea[], $5::int8[]) AS k(actor, seq)
+    WHERE c.document = $1 AND c.actor = k.actor AND c.seq = k.seq
+        AND EXISTS (SELECT 1 FROM lease)
+    RETURNING 1),
+pc AS (
+    INSERT INTO S.changes (document, actor, seq, value)
+    SELECT $1, k.actor, k.seq, k.value
+    FROM unnest($6::bytea[], $7::int8[], $8::bytea[]) AS k(actor, seq, value)
+    WHERE EXISTS (SELECT 1 FROM lease)
+    ON CONFLICT (document, actor, seq) DO UPDATE SET value = excluded.value
+    RETURNING 1),
+ds AS (
+    DELETE FROM S.sync_states s
+    WHERE s.document = $1 AND s.peer = ANY($9::bytea[]) AND EXISTS (SELECT 1 FROM lease)
+    RETURNING 1),
+ps AS (
+    INSERT INTO S.sync_states (document, peer, state)
+    SELECT $1, k.peer, k.state FROM unnest($10::bytea[], $11::bytea[]) AS k(peer, state)
+    WHERE EXISTS (SELECT 1 FROM lease)
+    ON CONFLICT (document, peer) DO UPDATE SET state = excluded.state
+    RETURNING 1),
+d AS (
+    INSERT INTO S.documents AS d (document, data, changes_bytes, document_bytes,
+        sync_state_bytes, change_count, sync_state_count)
+    SELECT $1, $13::bytea, $14::int8, $15::int8, $16::int8, $17::int8, $18::int8
+    WHERE EXISTS (SELECT 1 FROM lease)
+    ON CONFLICT (document) DO UPDATE SET
+        data = CASE WHEN $12::bool THEN excluded.data ELSE d.data END,
+        changes_bytes = excluded.changes_bytes, document_bytes = excluded.document_bytes,
+        sync_state_bytes = excluded.sync_state_bytes, change_count = excluded.change_count,
+        sync_state_count = excluded.sync_state_count
+    RETURNING 1)
+SELECT EXISTS (SELECT 1 FROM lease),
+    (SELECT count(*) FROM dc) + (SELECT count(*) FROM pc) + (SELECT count(*) FROM ds)
+        + (SELECT count(*) FROM ps) + (SELECT count(*) FROM d)";
+
+const LIST: &str = "SELECT document FROM S.documents ORDER BY document";
+
+/// Takes the lease only when it is free, moving the token on (which fences out any
+/// old holder) and leaving it expired; deletes the document only if it took it.
+const REMOVE: &str = "
+WITH sc AS (SELECT set_config('synchronous_commit', 'on', true) AS v),
+lease AS (
+    INSERT INTO S.leases AS l (document, token, holder, expires_at)
+    SELECT $1, 1, $2, now() FROM sc
+    ON CONFLICT (document) DO UPDATE
+        SET token = l.token + 1, holder = excluded.holder, expires_at = now()
+        WHERE l.expires_at <= now()
+    RETURNING token),
+dc AS (DELETE FROM S.changes WHERE document = $1 AND EXISTS (SELECT 1 FROM lease) RETURNING 1),
+ds AS (DELETE FROM S.sync_states WHERE document = $1 AND EXISTS (SELECT 1 FROM lease) RETURNING 1),
+dd AS (DELETE FROM S.documents WHERE document = $1 AND EXISTS (SELECT 1 FROM lease) RETURNING 1)
+SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM dd)";
+
+const META: &str = "SELECT key, value FROM S.meta";
+
+/// Creates the schema and its tables where missing, in one transaction.
+const CREATE: &str = "
+BEGIN;
+CREATE SCHEMA IF NOT EXISTS S;
+CREATE TABLE IF NOT EXISTS S.meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS S.documents (
+    document bytea PRIMARY KEY,
+    data bytea,
+    changes_bytes int8 NOT NULL,
+    document_bytes int8 NOT NULL,
+    sync_state_bytes int8 NOT NULL,
+    change_count int8 NOT NULL,
+    sync_state_count int8 NOT NULL);
+CREATE TABLE IF NOT EXISTS S.changes (
+    document bytea NOT NULL,
+    actor bytea NOT NULL,
+    seq int8 NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (document, actor, seq));
+CREATE TABLE IF NOT EXISTS S.sync_states (
+    document bytea NOT NULL,
+    peer bytea NOT NULL,
+    state bytea NOT NULL,
+    PRIMARY KEY (document, peer));
+CREATE TABLE IF NOT EXISTS S.leases (
+    document bytea PRIMARY KEY,
+    token int8 NOT NULL,
+    holder text NOT NULL,
+    expires_at timestamptz NOT NULL);
+INSERT INTO S.meta (key, value) VALUES ('format', 'persister-postgres'), ('format_version', '1')
+    ON CONFLICT (key) DO NOTHING;
+COMMIT;";
+
+/// The statement texts for one schema.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    texts: Vec<String>,
+    create: String,
+    schema: String,
+}
+
+impl Sql {
+    /// The statements for `schema`, which must pass [`check_schema_name`].
+    pub fn new(schema: &str) -> Self {
+        let quoted = format!("\"{schema}\"");
+        let subst = |text: &str| {
+            text.replace("S.", &format!("{quoted}."))
+                .replace(" S;", &format!(" {quoted};"))
+        };
+        let texts = [
+            TAKE_LEASE,
+            RENEW_LEASE,
+            RELEASE_LEASE,
+            LEASE_HOLDER,
+            RECORD,
+            CHANGES,
+            DOCUMENT,
+            SYNC_STATE,
+            PEERS,
+            MAX_SEQS,
+            CHANGE_LENGTHS,
+            SYNC_STATE_LENGTHS,
+            FLUSH,
+            LIST,
+            REMOVE,
+            META,
+        ]
+        .map(subst)
+        .to_vec();
+        debug_assert_eq!(texts.len(), COUNT);
+        Self {
+            texts,
+            create: subst(CREATE),
+            schema: schema.to_string(),
+        }
+    }
+
+    pub fn text(&self, q: Q) -> &str {
+        &self.texts[q as usize]
+    }
+
+    pub fn create(&self) -> &str {
+        &self.create
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+/// The number of statements, for per-connection caches.
+pub(crate) const STATEMENTS: usize = COUNT;
+
+/// Refuses a schema name that is not a plain lowercase identifier.
+pub(crate) fn check_schema_name(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let ok = schema.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput {
+            what: "schema name",
+            reason: format!(
+                "{schema:?} is not 1 to 63 lowercase ASCII letters, digits and `_`, starting with a letter or `_`"
+            ),
+        })
+    }
+}
+
+/// A seq as stored: `u64` with its top bit flipped, as `int8`, so that the column orders
+/// seqs as unsigned numbers.
+pub(crate) fn seq_to_sql(seq: u64) -> i64 {
+    i64::from_be_bytes((seq ^ (1 << 63)).to_be_bytes())
+}
+
+/// The inverse of [`seq_to_sql`].
+pub(crate) fn seq_from_sql(stored: i64) -> u64 {
+    u64::from_be_bytes(stored.to_be_bytes()) ^ (1 << 63)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_seqs_order_as_unsigned() {
+        let seqs = [
+            0,
+            1,
+            255,
+            1 << 62,
+            (1 << 63) - 1,
+            1 << 63,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for pair in seqs.windows(2) {
+            assert!(seq_to_sql(pair[0]) < seq_to_sql(pair[1]));
+        }
+        for seq in seqs {
+            assert_eq!(seq_from_sql(seq_to_sql(seq)), seq);
+        }
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["persister", "_x", "a1_b"] {
+            assert!(check_schema_name(good).is_ok());
+        }
+        for bad in ["", "1a", "A", "a-b", "a\"b", "a.b", &"x".repeat(64)] {
+            assert!(check_schema_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_statement_names_the_schema_and_no_placeholder_remains() {
+        let sql = Sql::new("s1");
+        for i in 0..STATEMENTS {
+            let text = &sql.texts[i];
+            assert!(text.contains("\"s1\"."), "{text}");
+            assert!(!text.contains(" S."), "{text}");
+        }
+        assert!(sql.create().contains("CREATE SCHEMA IF NOT EXISTS \"s1\";"));
+    }
+}

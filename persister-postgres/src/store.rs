@@ -1,0 +1,162 @@
+//! The store: one schema of one database.
+
+use std::sync::Arc;
+
+use persister_core::{DocumentId, Result, Store};
+
+use crate::location::Location;
+use crate::shared::Shared;
+use crate::sql::{Q, check_schema_name};
+use crate::{PostgresOptions, PostgresPersister};
+
+/// Every document of one schema of a PostgreSQL database.
+///
+/// Many stores, in many processes on many machines, may open the same schema at once
+/// and serve different documents: each document is held by one handle at a time through
+/// a lease (see the [crate docs](crate#one-writer-per-document-leases-and-fencing)).
+/// A store is `Send + Sync`; share it (by reference or in an `Arc`) to serve documents
+/// from several threads. Clones share the connections, like an `Arc`.
+///
+/// Dropping a store closes its idle connections; [`PostgresStore::close`] does the same
+/// and reports an error.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    shared: Arc<Shared>,
+}
+
+impl PostgresStore {
+    /// Opens the store at `url` with the default [`PostgresOptions`] (schema
+    /// `persister`), creating its tables when they are missing.
+    ///
+    /// `url` is a `postgres://user[:password]@host[:port]/database[?options]` URL or a
+    /// `key=value` connection string, as the `postgres` crate (and libpq) accept them:
+    /// `host=/var/run/postgresql` for a Unix socket, `sslmode=require` for TLS (with the
+    /// `tls` feature), and `schema=NAME` for the schema.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](persister_core::Error::InvalidInput) for a malformed URL
+    /// or schema name, [`Error::Backend`](persister_core::Error::Backend) when the
+    /// server cannot be reached or refuses the login,
+    /// [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) for a
+    /// schema of another layout version, and
+    /// [`Error::NotAStore`](persister_core::Error::NotAStore) for a schema holding
+    /// other tables of the same names. No message holds the password.
+    pub fn open(url: &str) -> Result<PostgresStore> {
+        Self::open_with(url, PostgresOptions::default())
+    }
+
+    /// Opens the store at `url` with `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStore::open`].
+    ///
+    /// A `schema` option in the URL (`?schema=notes`, or `schema=notes` in a
+    /// connection string) overrides [`PostgresOptions::schema`].
+    pub fn open_with(url: &str, mut options: PostgresOptions) -> Result<PostgresStore> {
+        let (url, schema) = crate::location::take_schema(url);
+        let url = url.as_str();
+        if let Some(schema) = schema {
+            options.schema = schema;
+        }
+        check_schema_name(&options.schema)?;
+        let location = Location::parse(url, options.connect_timeout)?;
+        let shared = Shared::new(location, options);
+        shared.prepare_schema()?;
+        Ok(PostgresStore {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The store's URL without its password, and its schema, as messages name it.
+    pub fn description(&self) -> &str {
+        &self.shared.place
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &PostgresOptions {
+        &self.shared.options
+    }
+
+    /// Closes the store's idle connections and returns the first error. Handles still
+    /// open keep working (on new connections); close them first for a checked
+    /// shutdown.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](persister_core::Error::Backend) when closing a connection
+    /// fails.
+    pub fn close(self) -> Result<()> {
+        self.shared.pool.close_idle().map_err(|err| {
+            self.shared
+                .error(&err, "close the connections of", &self.shared.place)
+        })
+    }
+
+    /// Makes the next flush of any handle of this store fail as a connection lost
+    /// while committing would: the flush's statement runs in a transaction whose
+    /// connection is then closed, so the server rolls it back, and the handle is
+    /// poisoned. For tests.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_flush(&self) {
+        self.shared
+            .fail_next_flush
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // The last store or handle closes the connections when it drops `Shared`; a
+        // store dropped while handles live leaves them their connections.
+        if Arc::strong_count(&self.shared) == 1 {
+            let _ = self.shared.pool.close_idle();
+        }
+    }
+}
+
+impl Store for PostgresStore {
+    type Persister = PostgresPersister;
+
+    fn open_document(&self, id: &DocumentId) -> Result<PostgresPersister> {
+        let claim = self.shared.open.claim(id)?;
+        PostgresPersister::open(Arc::clone(&self.shared), claim)
+    }
+
+    fn list_documents(&self) -> Result<Vec<DocumentId>> {
+        let shared = &self.shared;
+        shared.read("list the documents of", &shared.place, |conn| {
+            let rows = conn.query(&shared.sql, Q::List, &[])?;
+            rows.iter()
+                .map(|row| Ok(DocumentId::from(row.try_get::<_, Vec<u8>>(0)?)))
+                .collect()
+        })
+    }
+
+    fn remove_document(&self, id: &DocumentId) -> Result<()> {
+        let _claim = self.shared.open.claim(id)?;
+        let shared = &self.shared;
+        let place = shared.document_place(id);
+        let id_bytes = id.as_bytes();
+        // A lost connection leaves the outcome unknown, but removing again is harmless.
+        let removed = shared
+            .run(true, |conn| {
+                let rows = conn.query(&shared.sql, Q::Remove, &[&id_bytes, &shared.holder])?;
+                let took = match rows.first() {
+                    Some(row) => row.try_get::<_, bool>(0)?,
+                    None => false,
+                };
+                Ok(if took {
+                    None
+                } else {
+                    Some(shared.locked(conn, id))
+                })
+            })?
+            .map_err(|err| shared.error(&err, "remove", &place))?;
+        match removed {
+            None => Ok(()),
+            Some(locked) => Err(locked),
+        }
+    }
+}

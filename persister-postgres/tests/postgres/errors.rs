@@ -1,0 +1,195 @@
+//! Connections cut by the server, and passwords kept out of every message.
+
+use persister_core::{Batch, DocumentState, Error, Persister, Store};
+use persister_postgres::{PostgresOptions, PostgresStore};
+use persister_reliability::Contents;
+
+use crate::child::writer_batch;
+use crate::cluster::{admin, fresh_schema, server, wait_for};
+
+/// `url` with an `application_name`, so the test can find its connections.
+fn named(url: &str, name: &str) -> String {
+    if url.contains("://") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}application_name={name}")
+    } else {
+        format!("{url} application_name={name}")
+    }
+}
+
+fn test_error(e: impl std::fmt::Display) -> Error {
+    Error::InvalidInput {
+        what: "test",
+        reason: e.to_string(),
+    }
+}
+
+/// Terminates every backend of `name`, and waits until they are gone.
+fn terminate(client: &mut postgres::Client, name: &str) -> Result<(), Error> {
+    client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .map_err(test_error)?;
+    wait_for("the terminated backends to go", || {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&name],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(row.get::<_, i64>(0) == 0)
+    })
+    .map_err(test_error)
+}
+
+/// A connection terminated before an apply that must read: the apply reconnects and
+/// works, and so does the flush.
+#[test]
+fn connection_terminated_before_apply_is_replaced() -> Result<(), Error> {
+    let schema = fresh_schema();
+    let name = format!("apply_{schema}");
+    let url = named(&server().url(), &name);
+    let store = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema))?;
+    let mut p = store.open_document(&"doc".into())?;
+    p.apply(writer_batch(1))?;
+    p.apply(writer_batch(2))?;
+    p.flush()?;
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    terminate(&mut client, &name)?;
+    // An overwrite of a stored change must look up its length: a read on a new
+    // connection.
+    p.apply(Batch::new().insert_change(
+        persister_core::ActorId::new([7; 16]),
+        1,
+        b"again".to_vec(),
+    ))?;
+    assert!(p.flush()? > 0);
+    drop(p);
+    let p = store.open_document(&"doc".into())?;
+    let changes = p.get_changes()?;
+    assert_eq!(changes, vec![b"again".to_vec(), b"change 2".to_vec()]);
+    assert_eq!(p.sizes().changes, 5 + 8);
+    Ok(())
+}
+
+/// A connection terminated while a flush is in flight: the flush fails, the handle is
+/// poisoned, and reopening shows all of that flush or none of it.
+#[test]
+fn connection_terminated_during_flush_poisons_and_leaves_all_or_nothing() -> Result<(), Error> {
+    let schema = fresh_schema();
+    let name = format!("flush_{schema}");
+    let url = named(&server().url(), &name);
+    let store = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema.clone()))?;
+    let mut p = store.open_document(&"doc".into())?;
+    p.apply(writer_batch(1))?;
+    p.flush()?;
+    p.apply(writer_batch(2))?;
+    // Hold the lease row, so that the flush waits inside its statement.
+    let mut blocker = admin(&server().url()).map_err(test_error)?;
+    let mut txn = blocker.transaction().map_err(test_error)?;
+    txn.query(
+        &format!("SELECT 1 FROM \"{schema}\".leases WHERE document = $1 FOR UPDATE"),
+        &[&b"doc".as_slice()],
+    )
+    .map_err(test_error)?;
+    let result = std::thread::scope(|scope| -> Result<Result<usize, Error>, Error> {
+        let flushing = scope.spawn(|| p.flush());
+        let mut client = admin(&server().url()).map_err(test_error)?;
+        wait_for("the flush to wait for the lease row", || {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                    &[&name],
+                )
+                .map_err(|e| e.to_string())?;
+            Ok(row.get::<_, i64>(0) == 1)
+        })
+        .map_err(test_error)?;
+        terminate(&mut client, &name)?;
+        flushing
+            .join()
+            .map_err(|_| test_error("the flush panicked"))
+    })?;
+    txn.rollback().map_err(test_error)?;
+    assert!(
+        result.is_err(),
+        "a flush whose connection was terminated returned {result:?}"
+    );
+    assert!(matches!(
+        p.apply(writer_batch(3)),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(p.flush(), Err(Error::Poisoned { .. })));
+    drop(p);
+    let p = store.open_document(&"doc".into())?;
+    let found = Contents::read(&p)?;
+    let mut one = DocumentState::new();
+    one.apply(writer_batch(1));
+    let mut two = one.clone();
+    two.apply(writer_batch(2));
+    assert!(
+        found == Contents::of(Some(&one)) || found == Contents::of(Some(&two)),
+        "{found:?}"
+    );
+    Ok(())
+}
+
+/// No error or description holds the password, whether the URL is refused, the server
+/// refuses the login or the database, or a document is locked.
+#[test]
+fn passwords_never_appear_in_errors() -> Result<(), Error> {
+    const PASSWORD: &str = "pw-Zq81-never-shown";
+    let base = server().url();
+    let with_password = |url: &str| {
+        if url.contains("://") {
+            url.replacen("://", &format!("://:{PASSWORD}@"), 1).replace(
+                &format!(":{PASSWORD}@postgres@"),
+                &format!("postgres:{PASSWORD}@"),
+            )
+        } else {
+            format!("{url} password={PASSWORD}")
+        }
+    };
+    let url = with_password(&base);
+    let mut messages = Vec::new();
+    // A database that does not exist.
+    let missing = if url.contains("://") {
+        format!("{url}_missing")
+    } else {
+        format!("{url} dbname=no_such_database")
+    };
+    let err = PostgresStore::open(&missing)
+        .err()
+        .ok_or_else(|| test_error("opened a missing database"))?;
+    messages.push(format!("{err} {err:?}"));
+    // A malformed URL holding the password.
+    for bad in [
+        format!("postgres://u:{PASSWORD}@host:notaport/db"),
+        format!("host=/x port=nope password={PASSWORD}"),
+    ] {
+        let err = PostgresStore::open(&bad)
+            .err()
+            .ok_or_else(|| test_error("opened a malformed URL"))?;
+        messages.push(format!("{err} {err:?}"));
+    }
+    // A locked document, and the store's description.
+    let schema = fresh_schema();
+    let one = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema.clone()))?;
+    let two = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema))?;
+    let _held = one.open_document(&"doc".into())?;
+    let err = two
+        .open_document(&"doc".into())
+        .err()
+        .ok_or_else(|| test_error("a held document opened"))?;
+    assert!(matches!(err, Error::Locked { .. }));
+    messages.push(format!("{err} {err:?} {two:?} {}", two.description()));
+    for message in &messages {
+        assert!(
+            !message.contains(PASSWORD),
+            "the password appears in: {message}"
+        );
+    }
+    Ok(())
+}
