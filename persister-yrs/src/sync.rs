@@ -55,7 +55,11 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
             let applied = txn.apply_update(decoded);
             (applied, txn.has_missing_updates())
         };
-        let extra = if pending { vec![update.to_vec()] } else { Vec::new() };
+        let extra = if pending {
+            vec![update.to_vec()]
+        } else {
+            Vec::new()
+        };
         let written = self.write_captured(extra);
         applied.map_err(|e| invalid(e.to_string()))?;
         written

@@ -73,14 +73,10 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
         batch.push(Write::SetDocument(document));
         self.stored.sort_unstable();
         self.stored.dedup();
-        batch.extend(
-            self.stored
-                .iter()
-                .map(|(actor, seq)| Write::RemoveChange {
-                    actor: actor.clone(),
-                    seq: *seq,
-                }),
-        );
+        batch.extend(self.stored.iter().map(|(actor, seq)| Write::RemoveChange {
+            actor: actor.clone(),
+            seq: *seq,
+        }));
         self.persister.apply(batch)?;
         self.pending.clear();
         self.stored.clear();
