@@ -228,13 +228,22 @@ fn run(cli: &Cli) -> Result<bool> {
         limit.fdatasync_per_s = Some(rows::median(limit.fdatasync_samples.clone()));
     }
 
+    let mut yjs = None;
     if wanted(7) {
         rows::trace::run_all(&config, &columns, &mut reports, base.path(), &progress);
+        yjs = Some(match rows::yjs::run(&config, base.path(), &progress) {
+            Ok(row) => Cell::Value(row),
+            Err(reason) => Cell::Skipped(reason),
+        });
     }
 
-    let targets = targets::check(&reports);
+    let mut targets = targets::check(&reports);
+    if let Some(Cell::Value(row)) = &yjs {
+        targets.extend(rows::yjs::targets(row));
+    }
     let failed = reports.iter().any(ColumnReport::any_failed)
-        || matches!(limit.sequential_write_mb_s, Some(Cell::Failed(_)));
+        || matches!(limit.sequential_write_mb_s, Some(Cell::Failed(_)))
+        || matches!(&yjs, Some(Cell::Value(row)) if row.columns.iter().any(|(_, c)| c.failed()));
     let report = Report {
         mode: if cli.quick { "quick" } else { "full" },
         config,
@@ -242,6 +251,7 @@ fn run(cli: &Cli) -> Result<bool> {
         peer: peer::NAME,
         limit,
         columns: reports,
+        yjs,
         targets,
         wall_s: started.elapsed().as_secs_f64(),
     };
