@@ -108,10 +108,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
             .map(|(_, seq, _)| seq + 1)
             .max()
             .unwrap_or(1);
-        let stored = entries
-            .into_iter()
-            .map(|(actor, seq, _)| (actor, seq))
-            .collect();
+        let stored = entries.into_iter().map(|(actor, seq, _)| (actor, seq));
 
         let captured = Captured::default();
         let sink = Arc::clone(&captured);
@@ -246,11 +243,11 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// Moves the captured updates and `extra` into the writer's queue, each under the
     /// next key; returns how many.
     fn queue_captured(&mut self, extra: Vec<Vec<u8>>) -> usize {
-        let mut updates = std::mem::take(&mut *lock(&self.captured));
-        updates.extend(extra);
-        let count = updates.len();
-        let writes: Vec<Write> = updates
-            .into_iter()
+        let mut captured = lock(&self.captured);
+        let count = captured.len() + extra.len();
+        let writes: Vec<Write> = captured
+            .drain(..)
+            .chain(extra)
             .map(|value| {
                 let seq = self.next_seq;
                 self.next_seq += 1;

@@ -1,5 +1,7 @@
 //! The write side: the pending queue, the flush policy, and the keys of stored updates.
 
+use std::collections::HashMap;
+
 use persister_core::{ActorId, AutoFlush, Batch, FlushPolicy, Persister, StoredSizes, Write};
 
 /// Writes batches to the persister, keeping every write that failed queued until one
@@ -10,16 +12,35 @@ pub(crate) struct Writer<P> {
     persister: AutoFlush<P>,
     /// Writes not yet applied, in order. They go first in the next batch.
     pending: Vec<Write>,
-    /// The keys of the stored updates the in-memory document holds.
-    stored: Vec<(ActorId, u64)>,
+    /// The keys of the stored updates the in-memory document holds, by writer: one
+    /// growing list per writer rather than a key per update, so that a write allocates
+    /// nothing that outlives it.
+    stored: HashMap<ActorId, Vec<u64>>,
 }
 
 impl<P: Persister<Error = persister_core::Error>> Writer<P> {
-    pub(crate) fn new(persister: P, policy: FlushPolicy, stored: Vec<(ActorId, u64)>) -> Self {
-        Self {
+    pub(crate) fn new(
+        persister: P,
+        policy: FlushPolicy,
+        stored: impl IntoIterator<Item = (ActorId, u64)>,
+    ) -> Self {
+        let mut writer = Self {
             persister: AutoFlush::new(persister, policy),
             pending: Vec::new(),
-            stored,
+            stored: HashMap::new(),
+        };
+        for (actor, seq) in stored {
+            writer.mark_stored(actor, seq);
+        }
+        writer
+    }
+
+    fn mark_stored(&mut self, actor: ActorId, seq: u64) {
+        match self.stored.get_mut(&actor) {
+            Some(seqs) => seqs.push(seq),
+            None => {
+                self.stored.insert(actor, vec![seq]);
+            }
         }
     }
 
@@ -53,9 +74,9 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
         // The persister consumes the batch, so it gets a copy: on error the queue must
         // still hold every write.
         self.persister.apply(Batch::from(self.pending.clone()))?;
-        for write in self.pending.drain(..) {
+        for write in std::mem::take(&mut self.pending) {
             if let Write::InsertChange { actor, seq, .. } = write {
-                self.stored.push((actor, seq));
+                self.mark_stored(actor, seq);
             }
         }
         Ok(())
@@ -71,12 +92,14 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
             .cloned()
             .collect();
         batch.push(Write::SetDocument(document));
-        self.stored.sort_unstable();
-        self.stored.dedup();
-        batch.extend(self.stored.iter().map(|(actor, seq)| Write::RemoveChange {
-            actor: actor.clone(),
-            seq: *seq,
-        }));
+        for (actor, seqs) in &mut self.stored {
+            seqs.sort_unstable();
+            seqs.dedup();
+            batch.extend(seqs.iter().map(|&seq| Write::RemoveChange {
+                actor: actor.clone(),
+                seq,
+            }));
+        }
         self.persister.apply(batch)?;
         self.pending.clear();
         self.stored.clear();
