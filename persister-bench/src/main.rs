@@ -236,18 +236,27 @@ fn run(cli: &Cli) -> Result<bool> {
         limit.fdatasync_per_s = Some(rows::median(limit.fdatasync_samples.clone()));
     }
 
+    let mut yjs = None;
     if wanted(7) {
         rows::trace::run_all(&config, &columns, &mut reports, base.path(), &progress);
+        yjs = Some(match rows::yjs::run(&config, base.path(), &progress) {
+            Ok(row) => Cell::Value(row),
+            Err(reason) => Cell::Skipped(reason),
+        });
     }
 
     pg::forget_url();
     let samod = (wanted(8) || wanted(9))
         .then(|| samod::run(samod::SamodConfig::new(cli.quick), base.path(), &progress));
 
-    let targets = targets::check(&reports);
+    let mut targets = targets::check(&reports);
+    if let Some(Cell::Value(row)) = &yjs {
+        targets.extend(rows::yjs::targets(row));
+    }
     let failed = reports.iter().any(ColumnReport::any_failed)
         || samod.as_ref().is_some_and(samod::SamodReport::any_failed)
-        || matches!(limit.sequential_write_mb_s, Some(Cell::Failed(_)));
+        || matches!(limit.sequential_write_mb_s, Some(Cell::Failed(_)))
+        || matches!(&yjs, Some(Cell::Value(row)) if row.columns.iter().any(|(_, c)| c.failed()));
     let report = Report {
         mode: if cli.quick { "quick" } else { "full" },
         config,
@@ -255,6 +264,7 @@ fn run(cli: &Cli) -> Result<bool> {
         peer: peer::NAME,
         limit,
         columns: reports,
+        yjs,
         targets,
         samod,
         wall_s: started.elapsed().as_secs_f64(),

@@ -184,6 +184,10 @@ pub fn markdown(report: &Report) -> String {
         "",
     );
 
+    if let Some(yjs) = &report.yjs {
+        crate::rows::yjs::markdown(&mut out, yjs);
+    }
+
     if !report.targets.is_empty() {
         if report.mode == "quick" {
             let _ = writeln!(

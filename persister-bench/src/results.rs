@@ -333,6 +333,9 @@ pub struct Report {
     pub limit: Limit,
     /// One entry per column, in table order.
     pub columns: Vec<ColumnReport>,
+    /// Row 7 for Yjs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub yjs: Option<Cell<crate::rows::yjs::YjsRow>>,
     /// The targets, checked.
     pub targets: Vec<TargetCheck>,
     /// Rows 8 and 9: samod repos, when run.

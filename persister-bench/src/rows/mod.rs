@@ -5,6 +5,7 @@ pub mod ingest;
 pub mod load;
 pub mod replay;
 pub mod trace;
+pub mod yjs;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

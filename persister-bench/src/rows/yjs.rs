@@ -1,0 +1,327 @@
+//! Row 7 for Yjs: the trace of row 7 through `persister-yrs` (one yrs transaction per
+//! edit, flush every `trace_flush_every` edits, automatic compaction) on redb and fs,
+//! against the same replay on a plain `yrs::Doc` in memory; then reloading the store
+//! against yrs' own decode of the same bytes (the document and the updates, applied in
+//! one transaction).
+//!
+//! Each round replays memory, redb and fs in turn, in this process; a column's ratio
+//! is the median over rounds of its own time (wall minus run-queue wait) over
+//! memory's in the same round.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use persister_core::{DynPersister, Persister};
+use persister_yrs::{CompactionTrigger, FlushPolicy, Options, PersistentYDoc};
+use serde::Serialize;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, Text, TextRef, Transact, TransactionMut, Update};
+
+use crate::Result;
+use crate::clock::Stopwatch;
+use crate::columns::{Column, Location, document_id};
+use crate::report::thousands;
+use crate::results::{Cell, Config, TargetCheck};
+use crate::rows::median;
+use crate::rows::trace::{Edits, TRACE, load};
+
+/// The columns replayed through `persister-yrs`.
+const COLUMNS: [Column; 2] = [Column::Redb, Column::Fs];
+/// Times each reload is measured; the fastest counts, as for yrs' own decode.
+const RELOADS: usize = 3;
+/// The name of the text every replay types into.
+const TEXT: &str = "text";
+/// The targets: (column, replay over memory at most, reload over yrs' decode at most).
+const TARGETS: [(Column, f64, f64); 2] = [(Column::Redb, 1.25, 1.1), (Column::Fs, 1.25, 1.1)];
+
+/// A column's rounds so far: (own time s, compactions) each, or why it failed.
+type Samples = (Column, Vec<(f64, u64)>, Option<String>);
+
+/// Row 7 for Yjs.
+#[derive(Clone, Debug, Serialize)]
+pub struct YjsRow {
+    /// Edits replayed, one transaction each.
+    pub edits: usize,
+    /// The plain `yrs::Doc` replay, own time of the median round, s.
+    pub memory_replay_s: f64,
+    /// Every round's plain replay, own time, s.
+    pub memory_samples_s: Vec<f64>,
+    /// Each persisted column.
+    pub columns: Vec<(String, Cell<YjsRun>)>,
+}
+
+/// One column of row 7 for Yjs.
+#[derive(Clone, Debug, Serialize)]
+pub struct YjsRun {
+    /// Own time of the median round's replay, s.
+    pub replay_s: f64,
+    /// Median over rounds of the replay's own time over memory's in the same round.
+    pub ratio_to_memory: f64,
+    /// Every round's ratio.
+    pub ratio_samples: Vec<f64>,
+    /// Compactions the default trigger caused in the last round.
+    pub compactions: u64,
+    /// Open the store and load the document, own time, ms, the fastest of three.
+    pub reload_ms: f64,
+    /// yrs' decode and apply of the same bytes into a new `Doc`, ms, the fastest of three.
+    pub yrs_decode_ms: f64,
+    /// `reload_ms / yrs_decode_ms`.
+    pub reload_ratio: f64,
+}
+
+/// Runs the row; `Err` holds the reason it was skipped (no trace, not ASCII).
+pub fn run(
+    config: &Config,
+    base: &Path,
+    progress: &dyn Fn(&str),
+) -> std::result::Result<YjsRow, String> {
+    let edits = load(config.trace_edits)?;
+    // yrs counts bytes here and the trace counts Unicode scalar values: the same in ASCII.
+    if !edits.end_text.is_ascii() || edits.edits.iter().any(|(_, _, s)| !s.is_ascii()) {
+        return Err(format!(
+            "trace {TRACE} is not ASCII; positions would need converting"
+        ));
+    }
+    let mut memory = Vec::new();
+    let mut samples: Vec<Samples> = COLUMNS.iter().map(|&c| (c, Vec::new(), None)).collect();
+    for round in 0..config.trace_rounds.max(1) {
+        progress(&format!(
+            "row 7 (Yjs): {TRACE} trace, yrs in memory, round {}",
+            round + 1
+        ));
+        memory.push(replay_plain(&edits).map_err(|e| e.to_string())?);
+        for (column, runs, failed) in samples.iter_mut() {
+            if failed.is_some() {
+                continue;
+            }
+            progress(&format!(
+                "row 7 (Yjs): {TRACE} trace, {column}, round {}",
+                round + 1
+            ));
+            let dir = base.join(format!("yjs-{column}-{round}"));
+            match replay_persisted(config, *column, &dir, &edits) {
+                Ok(run) => runs.push(run),
+                Err(e) => *failed = Some(e.to_string()),
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let mut columns = Vec::new();
+    for (column, runs, failed) in samples {
+        let cell = match failed {
+            Some(e) => Cell::Failed(e),
+            None => Cell::from_result(finish(config, column, base, &edits, &runs, &memory)),
+        };
+        columns.push((column.name().to_owned(), cell));
+    }
+    Ok(YjsRow {
+        edits: edits.edits.len(),
+        memory_replay_s: median(memory.clone()),
+        memory_samples_s: memory,
+        columns,
+    })
+}
+
+/// The ratios of `runs` to `memory`, round by round, and the reload of one more replay
+/// (kept on disk for it).
+fn finish(
+    config: &Config,
+    column: Column,
+    base: &Path,
+    edits: &Edits,
+    runs: &[(f64, u64)],
+    memory: &[f64],
+) -> Result<YjsRun> {
+    let ratios: Vec<f64> = runs.iter().zip(memory).map(|((s, _), m)| s / m).collect();
+    let times: Vec<f64> = runs.iter().map(|(s, _)| *s).collect();
+    let dir = base.join(format!("yjs-{column}-reload"));
+    let (_, compactions) = replay_persisted(config, column, &dir, edits)?;
+    let reload = reload(column, &dir, &edits.end_text);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (reload_ms, yrs_decode_ms) = reload?;
+    Ok(YjsRun {
+        replay_s: median(times),
+        ratio_to_memory: median(ratios.clone()),
+        ratio_samples: ratios,
+        compactions,
+        reload_ms,
+        yrs_decode_ms,
+        reload_ratio: reload_ms / yrs_decode_ms,
+    })
+}
+
+/// Applies one edit in `txn`.
+fn apply(
+    txn: &mut TransactionMut<'_>,
+    text: &TextRef,
+    (pos, delete, insert): &(usize, usize, String),
+) {
+    if *delete > 0 {
+        text.remove_range(txn, *pos as u32, *delete as u32);
+    }
+    if !insert.is_empty() {
+        text.insert(txn, *pos as u32, insert);
+    }
+}
+
+/// The baseline: every edit as one transaction on a plain `yrs::Doc`; own time, s.
+fn replay_plain(edits: &Edits) -> Result<f64> {
+    let watch = Stopwatch::start();
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text(TEXT);
+    for edit in &edits.edits {
+        apply(&mut doc.transact_mut(), &text, edit);
+    }
+    let own = watch.lap().own.as_secs_f64();
+    check(&text.get_string(&doc.transact()), &edits.end_text)?;
+    Ok(own)
+}
+
+/// Every edit as one transaction through `persister-yrs`; own time (s) and
+/// compactions.
+fn replay_persisted(
+    config: &Config,
+    column: Column,
+    dir: &Path,
+    edits: &Edits,
+) -> Result<(f64, u64)> {
+    std::fs::create_dir_all(dir)?;
+    let store = column.open_store(&Location::Dir(dir.to_owned()))?;
+    let options = Options::default()
+        .with_flush(FlushPolicy::EveryBatches(config.trace_flush_every as u64))
+        .with_compaction(CompactionTrigger::default());
+    let persister: DynPersister = store.open_document(&document_id())?;
+    let watch = Stopwatch::start();
+    let mut doc = PersistentYDoc::load_with(persister, options)?;
+    let text = doc.doc().get_or_insert_text(TEXT);
+    let (mut compactions, mut stored) = (0, 0);
+    for edit in &edits.edits {
+        doc.edit(|txn| apply(txn, &text, edit))?;
+        let now = doc.sizes().change_count;
+        compactions += u64::from(now < stored);
+        stored = now;
+    }
+    doc.flush()?;
+    let own = watch.lap().own.as_secs_f64();
+    check(&text.get_string(&doc.doc().transact()), &edits.end_text)?;
+    Ok((own, compactions))
+}
+
+/// Reopens the store and loads the document, then decodes the same bytes with yrs
+/// alone; the fastest of [`RELOADS`] of each, ms of own time.
+fn reload(column: Column, dir: &Path, expected: &str) -> Result<(f64, f64)> {
+    let (mut reload_ms, mut decode_ms) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..RELOADS {
+        let watch = Stopwatch::start();
+        let store = column.open_store(&Location::Dir(dir.to_owned()))?;
+        let doc = PersistentYDoc::load(store.open_document(&document_id())?)?;
+        reload_ms = reload_ms.min(watch.lap().own.as_secs_f64() * 1e3);
+        let text = doc.doc().get_or_insert_text(TEXT);
+        check(&text.get_string(&doc.doc().transact()), expected)?;
+        let mut updates: Vec<Vec<u8>> = doc.persister().get_document()?.into_iter().collect();
+        updates.extend(doc.persister().get_changes()?);
+        drop(doc);
+        drop(store);
+
+        let watch = Stopwatch::start();
+        let plain = Doc::new();
+        {
+            let mut txn = plain.transact_mut();
+            for update in &updates {
+                txn.apply_update(Update::decode_v1(update)?)?;
+            }
+        }
+        decode_ms = decode_ms.min(watch.lap().own.as_secs_f64() * 1e3);
+        let text = plain.get_or_insert_text(TEXT);
+        check(&text.get_string(&plain.transact()), expected)?;
+    }
+    Ok((reload_ms, decode_ms))
+}
+
+fn check(text: &str, expected: &str) -> Result<()> {
+    if text != expected {
+        return Err("the replayed Yjs text differs from the trace's".into());
+    }
+    Ok(())
+}
+
+/// The row's targets, checked.
+pub fn targets(row: &YjsRow) -> Vec<TargetCheck> {
+    let mut checks = Vec::new();
+    for (column, replay_max, reload_max) in TARGETS {
+        let run = row
+            .columns
+            .iter()
+            .find(|(c, _)| c == column.name())
+            .map(|(_, cell)| cell);
+        let value = run.and_then(Cell::value);
+        let failed = run.is_some_and(Cell::failed);
+        for (target, measured, max) in [
+            (
+                format!("Yjs trace replay at most {replay_max:.2}x yrs in memory (own time)"),
+                value.map(|r| r.ratio_to_memory),
+                replay_max,
+            ),
+            (
+                format!("Yjs reload at most {reload_max:.1}x yrs' own decode"),
+                value.map(|r| r.reload_ratio),
+                reload_max,
+            ),
+        ] {
+            checks.push(TargetCheck {
+                column: column.name().to_owned(),
+                row: 7,
+                target,
+                measured,
+                met: measured.map(|m| m <= max).or(failed.then_some(false)),
+            });
+        }
+    }
+    checks
+}
+
+/// The row as a markdown table of its own.
+pub fn markdown(out: &mut String, row: &Cell<YjsRow>) {
+    let row = match row {
+        Cell::Value(row) => row,
+        Cell::Skipped(why) | Cell::NotApplicable(why) => {
+            let _ = writeln!(out, "\n7 (Yjs). skipped: {why}");
+            return;
+        }
+        Cell::Failed(why) => {
+            let _ = writeln!(out, "\n7 (Yjs). failed: {why}");
+            return;
+        }
+    };
+    let _ = writeln!(
+        out,
+        "\n7 (Yjs). {TRACE} trace through persister-yrs, {} edits, 1 transaction each: own time\n",
+        thousands(row.edits)
+    );
+    let names: Vec<&str> = row.columns.iter().map(|(c, _)| c.as_str()).collect();
+    let _ = writeln!(out, "| row | yrs in memory | {} |", names.join(" | "));
+    let _ = writeln!(out, "|---|---:|{}", "---:|".repeat(names.len()));
+    let show = |f: &dyn Fn(&YjsRun) -> String| -> Vec<String> {
+        row.columns
+            .iter()
+            .map(|(_, cell)| match cell {
+                Cell::Value(run) => f(run),
+                Cell::Failed(e) => format!("error: {e}"),
+                Cell::Skipped(why) | Cell::NotApplicable(why) => why.clone(),
+            })
+            .collect()
+    };
+    let replay = show(&|r| format!("{:.2} ({:.2}x)", r.replay_s, r.ratio_to_memory));
+    let _ = writeln!(
+        out,
+        "| replay: s (x yrs in memory) | {:.2} | {} |",
+        row.memory_replay_s,
+        replay.join(" | ")
+    );
+    let reload = show(&|r| format!("{:.1} ({:.2}x)", r.reload_ms, r.reload_ratio));
+    let _ = writeln!(
+        out,
+        "| reload: ms (x yrs' decode of the same bytes) | | {} |",
+        reload.join(" | ")
+    );
+}

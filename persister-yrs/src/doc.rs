@@ -1,0 +1,268 @@
+//! The persistent document: load, edit, compact, flush.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use persister_core::{ActorId, CompactionTrigger, Persister, StoredSizes, Write};
+use yrs::updates::decoder::Decode;
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
+
+use crate::writer::Writer;
+use crate::{Error, Options, Result};
+
+/// The observer key under which a document captures the update of every transaction.
+const OBSERVER: &str = "persister-yrs";
+
+/// Updates of committed transactions, captured by the document's observer, not yet
+/// handed to the writer.
+type Captured = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A Yjs document (`yrs::Doc`) that writes every update to a [`Persister`] as it
+/// happens.
+///
+/// What the persister holds, and when:
+///
+/// - **Updates.** The update of every transaction the document commits, by
+///   [`edit`](Self::edit) or by applying a peer's update
+///   ([`apply_update`](Self::apply_update),
+///   [`receive_sync_message`](Self::receive_sync_message)), is written under
+///   ([`actor`](Self::actor), next sequence number) before the call returns `Ok`. If
+///   the persister fails, the update stays queued and goes first in the next write (or
+///   [`flush`](Self::flush)); the call returns the error, and nothing of the in-memory
+///   document is lost. A transaction opened directly on [`doc`](Self::doc) (an
+///   `UndoManager`'s, say) is captured too, and written by the next write or flush.
+/// - **Durability** follows [`Options::flush`]; [`flush`](Self::flush) and
+///   [`close`](Self::close) make everything written so far durable.
+/// - **Compaction** stores the whole state as one v1 update and removes the updates it
+///   covers, in one atomic batch; it runs when [`Options::compaction`] says so, or on
+///   [`compact`](Self::compact).
+/// - **Sync states**: none. The Yjs sync protocol keeps nothing per peer between
+///   connections (each side sends its state vector, which is derived from the
+///   document), so nothing is written to the persister's sync-state part.
+///
+/// Dropping the document does not flush (a flush can fail and a drop cannot say so):
+/// its unflushed writes are discarded by the persister. Call [`close`](Self::close) or
+/// [`flush`](Self::flush) before exiting.
+#[derive(Debug)]
+pub struct PersistentYDoc<P> {
+    pub(crate) doc: Doc,
+    writer: Writer<P>,
+    captured: Captured,
+    actor: ActorId,
+    next_seq: u64,
+    compaction: CompactionTrigger,
+}
+
+/// The store key of the updates written by the document whose client id is `client_id`:
+/// its eight bytes, big-endian.
+pub fn actor_of(client_id: ClientID) -> ActorId {
+    ActorId::new(client_id.get().to_be_bytes())
+}
+
+impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
+    /// Loads the document held by `persister` with the default [`Options`].
+    pub fn load(persister: P) -> Result<Self> {
+        Self::load_with(persister, Options::default())
+    }
+
+    /// Loads the document held by `persister`: the stored document, then every stored
+    /// update, applied in one transaction. An empty persister gives an empty document.
+    ///
+    /// A stored document or update that yrs cannot decode or apply is an error
+    /// ([`Error::CorruptDocument`], [`Error::CorruptUpdate`]); nothing is silently
+    /// dropped. Stored updates whose dependencies are missing wait in yrs' pending set
+    /// (see `ReadTxn::has_missing_updates`) and are kept by compaction.
+    pub fn load_with(persister: P, options: Options) -> Result<Self> {
+        let document = persister.get_document()?;
+        let entries = persister.get_change_entries()?;
+        let mut doc_options = yrs::Options::default();
+        if let Some(client_id) = options.client_id {
+            doc_options.client_id = client_id;
+        }
+        doc_options.offset_kind = options.offset_kind;
+        let doc = Doc::with_options(doc_options);
+        let actor = actor_of(doc.client_id());
+        {
+            let mut txn = doc.transact_mut();
+            if let Some(bytes) = document {
+                let corrupt = |reason: String| Error::CorruptDocument { reason };
+                let update = Update::decode_v1(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                txn.apply_update(update)
+                    .map_err(|e| corrupt(e.to_string()))?;
+            }
+            for (key_actor, seq, bytes) in &entries {
+                let corrupt = |reason: String| Error::CorruptUpdate {
+                    actor: key_actor.clone(),
+                    seq: *seq,
+                    reason,
+                };
+                let update = Update::decode_v1(bytes).map_err(|e| corrupt(e.to_string()))?;
+                txn.apply_update(update)
+                    .map_err(|e| corrupt(e.to_string()))?;
+            }
+        }
+        // A writer's counter continues after the largest sequence number it stored, so
+        // a session that reuses a client id never overwrites an update.
+        let next_seq = entries
+            .iter()
+            .filter(|(a, _, _)| *a == actor)
+            .map(|(_, seq, _)| seq + 1)
+            .max()
+            .unwrap_or(1);
+        let stored = entries.into_iter().map(|(actor, seq, _)| (actor, seq));
+
+        let captured = Captured::default();
+        let sink = Arc::clone(&captured);
+        doc.observe_update_v1(OBSERVER, move |_, event| {
+            lock(&sink).push(event.update.clone());
+        })
+        .map_err(|e| Error::InvalidUpdate {
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            doc,
+            writer: Writer::new(persister, options.flush, stored),
+            captured,
+            actor,
+            next_seq,
+            compaction: options.compaction,
+        })
+    }
+
+    /// The document, to read. Edits go through [`edit`](Self::edit); a transaction
+    /// opened directly on it is captured and written by the next write or flush.
+    pub fn doc(&self) -> &Doc {
+        &self.doc
+    }
+
+    /// The key under which this document stores its updates: [`actor_of`] its client id.
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// The sequence number the next stored update gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The document's state vector.
+    pub fn state_vector(&self) -> StateVector {
+        self.doc.transact().state_vector()
+    }
+
+    /// The whole state as one Yjs v1 update (what compaction stores), without writing
+    /// anything: to export it, or to apply it to another `yrs::Doc`.
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    /// Runs `f` in one read-write transaction, commits it, and writes its update to the
+    /// persister before returning.
+    ///
+    /// If the write fails the update stays queued (see [`PersistentYDoc`]) and the
+    /// error is returned; the edit itself is in the document. Afterwards the automatic
+    /// flush and compaction run as [`Options`] say.
+    pub fn edit<R>(&mut self, f: impl FnOnce(&mut TransactionMut<'_>) -> R) -> Result<R> {
+        let value = {
+            let mut txn = self.doc.transact_mut();
+            f(&mut txn)
+        };
+        self.write_captured(Vec::new())?;
+        Ok(value)
+    }
+
+    /// Compacts now: encodes the state as one update and, in one batch, stores it as
+    /// the document and removes every stored update. The state includes updates yrs
+    /// holds pending, so it covers every stored update. Queued writes are part of the
+    /// batch.
+    ///
+    /// On error nothing is written and the store is as before.
+    pub fn compact(&mut self) -> Result<()> {
+        // Taken before encoding: every captured update is then in the encoded state.
+        let captured = std::mem::take(&mut *lock(&self.captured));
+        let state = self.encode_state();
+        if let Err(e) = self.writer.compact(state) {
+            // Nothing was written: the captured updates must still be.
+            let mut queue = lock(&self.captured);
+            let newer = std::mem::replace(&mut *queue, captured);
+            queue.extend(newer);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued, then makes every write so far durable. Returns how many
+    /// bytes the persister's flush wrote. After `Ok` it is safe to exit.
+    pub fn flush(&mut self) -> Result<usize> {
+        self.queue_captured(Vec::new());
+        Ok(self.writer.flush()?)
+    }
+
+    /// Writes what is queued, makes everything durable, and returns the persister.
+    ///
+    /// On error the document is gone but the error says why; to retry instead, call
+    /// [`flush`](Self::flush) until it succeeds, then `close`.
+    pub fn close(mut self) -> Result<P> {
+        self.queue_captured(Vec::new());
+        Ok(self.writer.close()?)
+    }
+
+    /// The persister, to read (for example its [`sizes`](Persister::sizes)).
+    pub fn persister(&self) -> &P {
+        self.writer.persister()
+    }
+
+    /// What the persister holds, in bytes and counts.
+    pub fn sizes(&self) -> StoredSizes {
+        self.writer.sizes()
+    }
+
+    /// How many writes failed and wait for the next successful write or flush.
+    pub fn queued_writes(&self) -> usize {
+        self.writer.pending_writes()
+    }
+
+    /// Writes the captured updates and `extra` updates in one batch after whatever is
+    /// queued; then compacts if the trigger says so.
+    pub(crate) fn write_captured(&mut self, extra: Vec<Vec<u8>>) -> Result<()> {
+        let writes = self.queue_captured(extra);
+        if writes == 0 {
+            return Ok(());
+        }
+        self.writer.write([])?;
+        if self.compaction.should_compact(&self.writer.sizes()) {
+            self.compact().map_err(|e| match e {
+                Error::Persister(e) => Error::Compaction(e),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Moves the captured updates and `extra` into the writer's queue, each under the
+    /// next key; returns how many.
+    fn queue_captured(&mut self, extra: Vec<Vec<u8>>) -> usize {
+        let mut captured = lock(&self.captured);
+        let count = captured.len() + extra.len();
+        let writes: Vec<Write> = captured
+            .drain(..)
+            .chain(extra)
+            .map(|value| {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                Write::InsertChange {
+                    actor: self.actor.clone(),
+                    seq,
+                    value,
+                }
+            })
+            .collect();
+        self.writer.queue(writes);
+        count
+    }
+}
+
+fn lock(captured: &Captured) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+    captured.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,91 @@
+//! The one error type of the crate.
+
+use std::fmt;
+
+use persister_core::ActorId;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a [`PersistentYDoc`](crate::PersistentYDoc).
+///
+/// Each message says what happened and ends with what to do about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The persister refused a read or a write. Writes that failed stay queued in the
+    /// document and are retried by the next write or
+    /// [`flush`](crate::PersistentYDoc::flush); nothing of the in-memory document is
+    /// lost.
+    Persister(persister_core::Error),
+
+    /// The edit was stored, but the automatic compaction that followed it failed. The
+    /// store still holds every update, so nothing is lost; compaction is tried again
+    /// after the next write.
+    Compaction(persister_core::Error),
+
+    /// The stored document (a Yjs v1 update) cannot be decoded or applied.
+    CorruptDocument {
+        /// What yrs reported.
+        reason: String,
+    },
+
+    /// A stored update cannot be decoded or applied.
+    CorruptUpdate {
+        /// The writer it is stored under.
+        actor: ActorId,
+        /// The sequence number it is stored under.
+        seq: u64,
+        /// What yrs reported.
+        reason: String,
+    },
+
+    /// A received update or sync message cannot be decoded or applied. Whatever part of
+    /// it yrs applied before failing is stored.
+    InvalidUpdate {
+        /// What yrs reported.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Persister(e) => write!(
+                f,
+                "{e} (the document keeps unwritten updates queued and retries them on the next write or flush)"
+            ),
+            Error::Compaction(e) => write!(
+                f,
+                "automatic compaction failed: {e}; every update is still stored, so nothing is lost, and compaction is retried after the next write"
+            ),
+            Error::CorruptDocument { reason } => write!(
+                f,
+                "the stored Yjs document cannot be loaded: {reason}; the store must not be written to: copy out what `persister verify` can read or restore a backup"
+            ),
+            Error::CorruptUpdate { actor, seq, reason } => write!(
+                f,
+                "the stored Yjs update ({actor}, {seq}) is damaged: {reason}; the store must not be written to: copy out what `persister verify` can read or restore a backup"
+            ),
+            Error::InvalidUpdate { reason } => write!(
+                f,
+                "the received Yjs update cannot be applied: {reason}; whatever part of it applied is stored; ask the peer for its state again (sync step 1)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Persister(e) | Error::Compaction(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<persister_core::Error> for Error {
+    fn from(e: persister_core::Error) -> Self {
+        Error::Persister(e)
+    }
+}

@@ -1,0 +1,120 @@
+//! The write side: the pending queue, the flush policy, and the keys of stored updates.
+
+use std::collections::HashMap;
+
+use persister_core::{ActorId, AutoFlush, Batch, FlushPolicy, Persister, StoredSizes, Write};
+
+/// Writes batches to the persister, keeping every write that failed queued until one
+/// succeeds, and remembers the key of every stored update so that compaction never has
+/// to read the persister.
+#[derive(Debug)]
+pub(crate) struct Writer<P> {
+    persister: AutoFlush<P>,
+    /// Writes not yet applied, in order. They go first in the next batch.
+    pending: Vec<Write>,
+    /// The keys of the stored updates the in-memory document holds, by writer: one
+    /// growing list per writer rather than a key per update, so that a write allocates
+    /// nothing that outlives it.
+    stored: HashMap<ActorId, Vec<u64>>,
+}
+
+impl<P: Persister<Error = persister_core::Error>> Writer<P> {
+    pub(crate) fn new(
+        persister: P,
+        policy: FlushPolicy,
+        stored: impl IntoIterator<Item = (ActorId, u64)>,
+    ) -> Self {
+        let mut writer = Self {
+            persister: AutoFlush::new(persister, policy),
+            pending: Vec::new(),
+            stored: HashMap::new(),
+        };
+        for (actor, seq) in stored {
+            writer.mark_stored(actor, seq);
+        }
+        writer
+    }
+
+    fn mark_stored(&mut self, actor: ActorId, seq: u64) {
+        match self.stored.get_mut(&actor) {
+            Some(seqs) => seqs.push(seq),
+            None => {
+                self.stored.insert(actor, vec![seq]);
+            }
+        }
+    }
+
+    pub(crate) fn persister(&self) -> &P {
+        self.persister.get_ref()
+    }
+
+    pub(crate) fn sizes(&self) -> StoredSizes {
+        self.persister.sizes()
+    }
+
+    pub(crate) fn pending_writes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Queues `writes` behind the pending ones, to go in the next batch.
+    pub(crate) fn queue(&mut self, writes: impl IntoIterator<Item = Write>) {
+        self.pending.extend(writes);
+    }
+
+    /// Applies the pending writes followed by `writes` as one batch. On error every one
+    /// of them stays pending, to go first in the next batch.
+    pub(crate) fn write(
+        &mut self,
+        writes: impl IntoIterator<Item = Write>,
+    ) -> Result<(), persister_core::Error> {
+        self.pending.extend(writes);
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // The persister consumes the batch, so it gets a copy: on error the queue must
+        // still hold every write.
+        self.persister.apply(Batch::from(self.pending.clone()))?;
+        for write in std::mem::take(&mut self.pending) {
+            if let Write::InsertChange { actor, seq, .. } = write {
+                self.mark_stored(actor, seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `document` and removes every stored update, in one batch. Pending update
+    /// writes are dropped: the caller's document covers them. On error nothing changes.
+    pub(crate) fn compact(&mut self, document: Vec<u8>) -> Result<(), persister_core::Error> {
+        let mut batch: Batch = self
+            .pending
+            .iter()
+            .filter(|write| !matches!(write, Write::InsertChange { .. }))
+            .cloned()
+            .collect();
+        batch.push(Write::SetDocument(document));
+        for (actor, seqs) in &mut self.stored {
+            seqs.sort_unstable();
+            seqs.dedup();
+            batch.extend(seqs.iter().map(|&seq| Write::RemoveChange {
+                actor: actor.clone(),
+                seq,
+            }));
+        }
+        self.persister.apply(batch)?;
+        self.pending.clear();
+        self.stored.clear();
+        Ok(())
+    }
+
+    /// Writes what is pending, then makes everything durable.
+    pub(crate) fn flush(&mut self) -> Result<usize, persister_core::Error> {
+        self.write([])?;
+        self.persister.flush()
+    }
+
+    /// Writes what is pending, makes everything durable and returns the persister.
+    pub(crate) fn close(mut self) -> Result<P, persister_core::Error> {
+        self.write([])?;
+        self.persister.close()
+    }
+}

@@ -1,0 +1,162 @@
+//! A child process replaying a trace is killed (SIGKILL) at random points; the store
+//! reloads to the text after a prefix of the trace that holds everything acknowledged.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use persister_core::{CompactionTrigger, FlushPolicy};
+use persister_yrs::Options;
+use yrs::{Any, Map, Out, Transact};
+
+use crate::support::{
+    Backend, Doc, Location, TEXT, TestResult, apply_txn, backend_tests, load_trace, open_doc,
+    read_text, rng_from_env_or_clock,
+};
+
+/// Tells the test binary, re-executed, to act as the child: `backend,txns,path`.
+const CHILD_ENV: &str = "PERSISTER_YRS_CRASH_CHILD";
+/// The child flushes, then acknowledges, every this many transactions.
+const FLUSH_EVERY: usize = 50;
+/// Transactions of automerge-paper the children replay in all.
+const TXNS: usize = 2_000;
+/// Kills per backend.
+const ROUNDS: usize = 4;
+/// The signal `Child::kill` sends on Unix.
+const SIGKILL: i32 = 9;
+/// The map holding, in the same transaction as each trace transaction, how many trace
+/// transactions the document holds.
+const PROGRESS: &str = "progress";
+
+/// Compacts often, so that kills also land inside compactions.
+fn child_options() -> Options {
+    Options::default()
+        .with_flush(FlushPolicy::Manual)
+        .with_compaction(CompactionTrigger {
+            min_changes: 200,
+            change_to_document_ratio: 0.5,
+        })
+}
+
+/// How many trace transactions the document holds.
+fn txns_held(doc: &Doc) -> TestResult<usize> {
+    let progress = doc.doc().get_or_insert_map(PROGRESS);
+    match progress.get(&doc.doc().transact(), "txns") {
+        None => Ok(0),
+        Some(Out::Any(Any::Number(n))) => {
+            Ok(n.as_f64().ok_or("progress is not a number")? as usize)
+        }
+        Some(other) => Err(format!("progress is {other:?}").into()),
+    }
+}
+
+/// The child: resumes the replay where the store stands, flushes every
+/// `FLUSH_EVERY` transactions and prints `ack <txns>` after each successful flush.
+/// Ignored so that it runs only when a kill test starts it.
+#[test]
+#[ignore = "the child process of the kill tests, started by them"]
+fn replay_child() -> TestResult {
+    let spec = std::env::var(CHILD_ENV)?;
+    let mut parts = spec.splitn(3, ',');
+    let (Some(backend), Some(txns), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("bad {CHILD_ENV}: {spec}").into());
+    };
+    let backend = Backend::parse(backend).ok_or("unknown backend")?;
+    let txns: usize = txns.parse()?;
+    let Some(trace) = load_trace("automerge-paper")? else {
+        return Err("the parent found the trace, the child must too".into());
+    };
+
+    let store = backend.open_at(std::path::Path::new(path))?;
+    let mut doc = open_doc(&store, child_options())?;
+    let text = doc.doc().get_or_insert_text(TEXT);
+    let progress = doc.doc().get_or_insert_map(PROGRESS);
+    let start = txns_held(&doc)?;
+    let mut out = std::io::stdout().lock();
+    // A line of its own: the harness has printed "test ... " without a newline.
+    writeln!(out, "\nstart {start}")?;
+    out.flush()?;
+    for (i, txn) in trace.txns[start..txns].iter().enumerate() {
+        let done = start + i + 1;
+        doc.edit(|t| {
+            apply_txn(t, &text, txn);
+            progress.insert(t, "txns", done as f64);
+        })?;
+        if done.is_multiple_of(FLUSH_EVERY) {
+            doc.flush()?;
+            writeln!(out, "ack {done}")?;
+            out.flush()?;
+        }
+    }
+    doc.flush()?;
+    writeln!(out, "ack {txns}")?;
+    out.flush()?;
+    Ok(())
+}
+
+backend_tests! {
+    [redb => Redb, sled => Sled, fs => Fs]
+
+    /// The memory backend keeps nothing across processes, so it has no case here.
+    fn killed_replay_reloads_a_prefix_with_every_ack(backend: Backend) -> TestResult {
+        let Some(trace) = load_trace("automerge-paper")? else {
+            return Ok(());
+        };
+        let location = Location::new(backend)?;
+        let mut rng = rng_from_env_or_clock();
+        let mut kills = 0;
+        for round in 0..ROUNDS {
+            let mut child = Command::new(std::env::current_exe()?)
+                .args(["--exact", "crash::replay_child", "--ignored", "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, format!("{},{TXNS},{}", backend.name(), location.path().display()))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            let stdout = child.stdout.take().ok_or("no stdout")?;
+            // Kill after a random number of acknowledgements, then a random extra delay,
+            // so that the kill lands anywhere: in an edit, a flush or a compaction.
+            let kill_after = rng.below((TXNS / FLUSH_EVERY / ROUNDS) as u64 + 1);
+            let delay = Duration::from_micros(rng.below(20_000));
+            let (mut acks, mut last_ack, mut start) = (0, 0, None);
+            let mut killed = false;
+            for line in BufReader::new(stdout).lines() {
+                let line = line?;
+                if let Some(n) = line.strip_prefix("start ") {
+                    start = Some(n.parse::<usize>()?);
+                } else if let Some(n) = line.strip_prefix("ack ") {
+                    last_ack = n.parse()?;
+                    acks += 1;
+                } else {
+                    continue;
+                }
+                if acks >= kill_after {
+                    std::thread::sleep(delay);
+                    child.kill()?;
+                    killed = true;
+                    break;
+                }
+            }
+            let status = child.wait()?;
+            if !(status.success() || killed && status.signal() == Some(SIGKILL)) {
+                let mut stderr = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut stderr)?;
+                }
+                return Err(format!("child failed ({status}): {stderr}").into());
+            }
+            kills += usize::from(killed && !status.success());
+            let start = start.ok_or("the child never started")?;
+
+            let store = location.open()?;
+            let doc = open_doc(&store, Options::default())?;
+            let held = txns_held(&doc)?;
+            assert!(held >= last_ack.max(start), "round {round}: {held} transactions held, but {last_ack} acknowledged and {start} at the start");
+            assert!(held <= TXNS);
+            assert_eq!(read_text(&doc), trace.text_after(held)?, "round {round}: the text is not the trace's after {held} transactions");
+            println!("round {round}: killed={killed} after ack {last_ack}, reloaded {held} transactions");
+        }
+        assert!(kills > 0, "no child was killed");
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! What every test shares: backends, replicas that can be reopened, trace helpers.
+
+use std::path::{Path, PathBuf};
+
+use persister_core::{BoxedStore, DocumentId, DynPersister, DynStore, MemoryStore};
+use persister_testkit::Rng;
+use persister_traces::{Trace, Txn};
+use persister_yrs::{Options, PersistentYDoc};
+use yrs::sync::SyncMessage;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{GetString, Text, TextRef, Transact, TransactionMut};
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+pub type Doc = PersistentYDoc<DynPersister>;
+
+/// Set to `1` to replay whole traces instead of the default prefixes.
+pub const FULL_TRACE_ENV: &str = "PERSISTER_FULL_TRACE";
+
+pub fn full_trace() -> bool {
+    std::env::var(FULL_TRACE_ENV).is_ok_and(|v| v == "1")
+}
+
+/// The name of the shared text in every test document.
+pub const TEXT: &str = "text";
+
+/// A backend under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redb,
+    Sled,
+    Fs,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Redb => "redb",
+            Backend::Sled => "sled",
+            Backend::Fs => "fs",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [Backend::Memory, Backend::Redb, Backend::Sled, Backend::Fs]
+            .into_iter()
+            .find(|b| b.name() == name)
+    }
+
+    /// Opens the disk store at `path`. The memory backend has no path: use a
+    /// [`Location`].
+    pub fn open_at(self, path: &Path) -> persister_core::Result<DynStore> {
+        Ok(match self {
+            Backend::Memory => Box::new(BoxedStore(MemoryStore::new())),
+            Backend::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open(path)?)),
+            Backend::Sled => Box::new(BoxedStore(persister_sled::SledStore::open(path)?)),
+            Backend::Fs => Box::new(BoxedStore(persister_fs::FsStore::open(path)?)),
+        })
+    }
+}
+
+/// One store of one backend that can be opened again and again: a temporary
+/// directory, or a memory store whose clones share their documents.
+pub struct Location {
+    backend: Backend,
+    dir: tempfile::TempDir,
+    memory: MemoryStore,
+}
+
+impl Location {
+    pub fn new(backend: Backend) -> TestResult<Self> {
+        Ok(Self {
+            backend,
+            dir: tempfile::tempdir()?,
+            memory: MemoryStore::new(),
+        })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn open(&self) -> persister_core::Result<DynStore> {
+        match self.backend {
+            Backend::Memory => Ok(Box::new(BoxedStore(self.memory.clone()))),
+            other => other.open_at(&self.path()),
+        }
+    }
+}
+
+pub fn doc_id() -> DocumentId {
+    "doc".into()
+}
+
+pub fn open_doc(store: &DynStore, options: Options) -> TestResult<Doc> {
+    Ok(PersistentYDoc::load_with(
+        store.open_document(&doc_id())?,
+        options,
+    )?)
+}
+
+/// A document in its own store that can be dropped and reloaded.
+pub struct Replica {
+    pub location: Location,
+    options: Options,
+    // Field order: the document (and its persister) drops before the store.
+    doc: Option<Doc>,
+    store: Option<DynStore>,
+}
+
+impl Replica {
+    pub fn new(backend: Backend, options: Options) -> TestResult<Self> {
+        let mut replica = Self {
+            location: Location::new(backend)?,
+            options,
+            doc: None,
+            store: None,
+        };
+        replica.reload()?;
+        Ok(replica)
+    }
+
+    pub fn doc(&mut self) -> TestResult<&mut Doc> {
+        self.doc
+            .as_mut()
+            .ok_or_else(|| "replica is not open".into())
+    }
+
+    /// Drops the document and the store without closing them, then opens both again.
+    pub fn reload(&mut self) -> TestResult {
+        self.doc = None;
+        self.store = None;
+        let store = self.location.open()?;
+        self.doc = Some(open_doc(&store, self.options.clone())?);
+        self.store = Some(store);
+        Ok(())
+    }
+
+    pub fn text(&mut self) -> TestResult<String> {
+        Ok(read_text(self.doc()?))
+    }
+}
+
+/// The text of `doc`.
+pub fn read_text<P: persister_core::Persister<Error = persister_core::Error>>(
+    doc: &PersistentYDoc<P>,
+) -> String {
+    let text = doc.doc().get_or_insert_text(TEXT);
+    text.get_string(&doc.doc().transact())
+}
+
+/// Carries one sync message over the wire: encoded, then decoded.
+pub fn transmit(message: SyncMessage) -> TestResult<SyncMessage> {
+    Ok(SyncMessage::decode_v1(&message.encode_v1())?)
+}
+
+/// One full Yjs sync between `a` and `b`: each sends its state vector (step 1), the
+/// other answers with what it lacks (step 2). Returns the bytes of both step-2 updates.
+pub fn sync_pair(a: &mut Doc, b: &mut Doc) -> TestResult<usize> {
+    Ok(sync_step(a, b)? + sync_step(b, a)?)
+}
+
+/// `from` sends its state vector, `to` answers with what `from` lacks, `from` applies
+/// it. Returns the bytes of the answer.
+fn sync_step(from: &mut Doc, to: &mut Doc) -> TestResult<usize> {
+    let step1 = transmit(from.sync_step1())?;
+    let step2 = to
+        .receive_sync_message(step1)?
+        .ok_or("no answer to step 1")?;
+    let SyncMessage::SyncStep2(update) = &step2 else {
+        return Err(format!("step 1 answered with {step2:?}").into());
+    };
+    let carried = update.len();
+    if from.receive_sync_message(transmit(step2)?)?.is_some() {
+        return Err("step 2 must not be answered".into());
+    }
+    Ok(carried)
+}
+
+/// Applies the patches of one trace transaction; positions count bytes, which are
+/// Unicode scalar values in an ASCII trace (see [`require_ascii`]).
+pub fn apply_txn(txn: &mut TransactionMut<'_>, text: &TextRef, patches: &Txn) {
+    for patch in &patches.patches {
+        let (pos, delete) = (patch.pos() as u32, patch.delete() as u32);
+        if delete > 0 {
+            text.remove_range(txn, pos, delete);
+        }
+        if !patch.insert().is_empty() {
+            text.insert(txn, pos, patch.insert());
+        }
+    }
+}
+
+/// The trace positions count Unicode scalar values and yrs counts bytes here: the
+/// same in an ASCII trace, which every shared trace replayed here is.
+pub fn require_ascii(trace: &Trace) -> TestResult {
+    let ascii = trace.end_content.is_ascii()
+        && trace
+            .txns
+            .iter()
+            .all(|t| t.patches.iter().all(|p| p.insert().is_ascii()));
+    if ascii {
+        Ok(())
+    } else {
+        Err("the trace is not ASCII: positions would need converting to bytes".into())
+    }
+}
+
+/// The shared trace `name`, or `None` (with a printed reason) when it is absent.
+pub fn load_trace(name: &str) -> TestResult<Option<Trace>> {
+    match persister_traces::find(name) {
+        Some(path) => {
+            let trace = Trace::load(&path)?;
+            require_ascii(&trace)?;
+            Ok(Some(trace))
+        }
+        None => {
+            println!(
+                "skipped: trace {name} not found (put ../shared/traces beside the workspace or set PERSISTER_TRACES)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// A generator seeded from `PERSISTER_TEST_SEED` or the clock; the seed is printed so
+/// a failure can be replayed.
+pub fn rng_from_env_or_clock() -> Rng {
+    let seed = std::env::var("PERSISTER_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("seed: PERSISTER_TEST_SEED={seed}");
+    Rng::new(seed)
+}
+
+/// Expands, for each `fn name(backend: Backend) -> TestResult { .. }`, the function
+/// and a module `name` with one `#[test]` per listed backend, so that no backend
+/// silently skips a case.
+macro_rules! backend_tests {
+    ($backends:tt $($(#[$meta:meta])* fn $name:ident($arg:ident: Backend) -> TestResult $body:block)+) => {
+        $(
+            $(#[$meta])*
+            fn $name($arg: $crate::support::Backend) -> $crate::support::TestResult $body
+
+            mod $name {
+                $crate::support::backend_tests!(@each $name $backends);
+            }
+        )+
+    };
+    (@each $name:ident [$($test:ident => $backend:ident),+]) => {
+        $(
+            #[test]
+            fn $test() -> $crate::support::TestResult {
+                super::$name($crate::support::Backend::$backend)
+            }
+        )+
+    };
+}
+pub(crate) use backend_tests;
