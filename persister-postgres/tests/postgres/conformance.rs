@@ -21,9 +21,8 @@ impl Fixture for PgFixture {
         )
     }
 
-    fn fail_next_flush(&self, store: &PostgresStore) -> bool {
+    fn fail_next_flush(&self, store: &PostgresStore) {
         store.fail_next_flush();
-        true
     }
 }
 
