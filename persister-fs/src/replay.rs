@@ -70,7 +70,7 @@ pub(crate) fn replay(bytes: &[u8], header_len: usize, path: &Path) -> Result<Rep
             && record.flush != due
         {
             let what = format!(
-                "a record of flush {} follows where flush {due} was due",
+                "the log's writes are out of order (write {} where write {due} belongs): part of the file was lost or moved, so it is damaged",
                 record.flush
             );
             return Err(corrupt(what, pos));
@@ -107,7 +107,7 @@ pub(crate) fn replay(bytes: &[u8], header_len: usize, path: &Path) -> Result<Rep
     let Some(valid) = valid else {
         let at = first_invalid.unwrap_or(header_len);
         return Err(corrupt(
-            "the log has no complete first flush, which was synced before the file was named"
+            "the log has lost the data it was created with, which was safely on disk before the document appeared: the file is damaged"
                 .into(),
             at,
         ));
@@ -144,7 +144,7 @@ fn check_torn_tail(
     let corrupt = |what: String| Err(Error::corrupt(what, path, Some(at as u64)));
     let (true, Some(torn_flush)) = (committed, torn_flush) else {
         return corrupt(format!(
-            "{why}, in the first flush of the log, which was synced before the file was named"
+            "{why}, in the data the log was created with, which was safely on disk before the document appeared: the file is damaged, not cut short by a crash"
         ));
     };
     let mut scan = at + 1;
@@ -155,13 +155,13 @@ fn check_torn_tail(
         };
         if record.flush != torn_flush {
             return corrupt(format!(
-                "{why}, yet a valid record of flush {} follows at byte {scan}: the log was damaged before its end",
+                "{why}, yet intact data (of write {}) follows at byte {scan}: the file is damaged, not cut short by a crash",
                 record.flush
             ));
         }
         if record.kind == RecordKind::Commit && record.end != bytes.len() {
             return corrupt(format!(
-                "{why}, yet a valid commit of flush {} follows at byte {scan} and more bytes follow it: the log was damaged before its end",
+                "{why}, yet an intact end of write {} follows at byte {scan}, and more after it: the file is damaged, not cut short by a crash",
                 record.flush
             ));
         }
