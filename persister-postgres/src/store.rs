@@ -134,6 +134,11 @@ impl Store for PostgresStore {
         })
     }
 
+    fn close(self) -> Result<()> {
+        self.shared.open.check_none_open()?;
+        PostgresStore::close(self)
+    }
+
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         let _claim = self.shared.open.claim(id)?;
         let shared = &self.shared;
