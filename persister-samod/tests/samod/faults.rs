@@ -175,6 +175,7 @@ fn an_unknown_layout_version_is_refused_by_name() -> Result {
         let mut record = b"persister-samod\0".to_vec();
         record.extend_from_slice(&2u32.to_be_bytes());
         layout.apply(Batch::new().set_sync_state(vec![0], record))?;
+        layout.close()?;
     }
     let err = SamodStorage::on_store(store, Options::new()).err();
     assert!(
