@@ -232,3 +232,19 @@ pub fn is_sled_store(path: impl AsRef<Path>) -> bool {
     let path = path.as_ref();
     path.join("conf").is_file() && path.join("db").is_file()
 }
+
+/// Closes a database opened with sled itself (as a program does before it moves to
+/// [`SledStore`]), and returns once sled has let go of its lock on the `db` file in
+/// `dir`, so that a [`SledStore`], or another process, can open the directory at once.
+///
+/// sled 0.34 lets go of that lock a moment after its `Db` is dropped (its background
+/// threads keep the file open), so opening the directory right after a plain `drop`
+/// can fail with [`Error::Locked`](persister_core::Error::Locked).
+///
+/// # Errors
+///
+/// [`Error::Locked`](persister_core::Error::Locked) if the lock is still held two
+/// seconds later (another process opened the directory meanwhile).
+pub fn close_database(db: sled::Db, dir: impl AsRef<Path>) -> persister_core::Result<()> {
+    engine::close(db, dir.as_ref())
+}

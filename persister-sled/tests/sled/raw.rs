@@ -56,12 +56,33 @@ pub fn frame(key: &[u8], payload: &[u8]) -> Vec<u8> {
 }
 
 /// Opens a closed store's database with sled directly.
-pub fn open_raw(path: &Path) -> sled::Db {
-    sled::Config::new()
+pub fn open_raw(path: &Path) -> RawDb {
+    let db = sled::Config::new()
         .path(path)
         .flush_every_ms(None)
         .open()
-        .expect("open the database with sled")
+        .expect("open the database with sled");
+    RawDb(Some(db), path.to_path_buf())
+}
+
+/// A database opened with sled itself, closed with
+/// [`persister_sled::close_database`] when dropped, so the store can be opened at once.
+pub struct RawDb(Option<sled::Db>, std::path::PathBuf);
+
+impl std::ops::Deref for RawDb {
+    type Target = sled::Db;
+
+    fn deref(&self) -> &sled::Db {
+        self.0.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for RawDb {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            persister_sled::close_database(db, &self.1).expect("sled let go of its lock");
+        }
+    }
 }
 
 /// A document with a bit of everything, for the tests that damage stores: actors that
