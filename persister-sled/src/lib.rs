@@ -141,6 +141,13 @@
 //! opened without damage: a damaged store is refused untouched.
 //! [`SledStore::open_read_only`] reads such a copy and never writes the store.
 //!
+//! # A full disk
+//!
+//! On a file system that fills up, sled 0.34 can hang inside its own I/O threads
+//! instead of returning an error (seen once in this workspace's tests on a full tmpfs,
+//! and passing in other runs). Keep sled stores on disks with room to spare, or move
+//! them to `persister-redb` (`persister copy`).
+//!
 //! # Closing
 //!
 //! Dropping the store (once its handles are dropped), or
