@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use persister_core::{BoxedStore, DynStore, Error, MemoryStore, Result};
 
@@ -73,9 +72,6 @@ impl fmt::Display for Backend {
     }
 }
 
-/// How long [`Location::open`] retries a disk store that reports itself locked.
-pub const LOCK_PATIENCE: Duration = Duration::from_secs(2);
-
 /// Where one store lives, so that it can be opened, dropped and opened again.
 #[derive(Debug, Clone)]
 pub struct Location {
@@ -107,27 +103,15 @@ impl Location {
     /// Opens the store; after every handle of the previous one was dropped, this is
     /// reopening it.
     ///
-    /// A disk store that reports [`Error::Locked`] is tried again for up to
-    /// [`LOCK_PATIENCE`]: the tests start child processes from several threads, and a
-    /// child holds copies of its parent's descriptors, with their `flock` locks, from
-    /// `fork` until `exec`; and sled releases its lock a moment after its last handle
-    /// is dropped (`sled_reopen_right_after_drop_is_not_locked` in the tests). A lock
-    /// that is really held stays held past the patience and still fails.
+    /// No retry on [`Error::Locked`]: every disk backend releases its lock before the
+    /// drop of its store returns, also while other threads fork children
+    /// (`sled_reopen_right_after_drop_is_not_locked` in the tests), so a lock seen here
+    /// is really held.
     pub fn open(&self) -> Result<DynStore> {
         match self.backend {
             // Clones share the documents: opening a clone is reopening.
             Backend::Memory => Ok(Box::new(BoxedStore(self.memory.clone()))),
-            disk => {
-                let started = Instant::now();
-                loop {
-                    match disk.open_dir(&self.dir) {
-                        Err(Error::Locked { .. }) if started.elapsed() < LOCK_PATIENCE => {
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                        other => return other,
-                    }
-                }
-            }
+            disk => disk.open_dir(&self.dir),
         }
     }
 }

@@ -21,7 +21,7 @@ mod model;
 pub mod ops;
 mod runner;
 
-pub use backend::{Backend, LOCK_PATIENCE, Location};
+pub use backend::{Backend, Location};
 pub use model::{Contents, DocModel, Snapshot, StoreModel, list};
 pub use ops::{Op, workload, workload_of};
 pub use persister_testkit::Rng;
