@@ -73,6 +73,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a signal is ending the process: the command then must not exit on its own
+/// (an error it meets is the signal's doing), so that the signal handler's clean-up
+/// finishes and the process ends by the signal.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Makes SIGINT and SIGTERM remove what the command made outside its destination (the
 /// copy a read-only sled store is read through, a destination's `.NAME.partial-*`)
 /// before the process ends by the signal as it would have without this (a shell
@@ -84,6 +93,7 @@ pub fn clean_up_on_signals() {
     };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
             persister_core::scratch::remove_all();
             place::remove_partials();
             let _ = signal_hook::low_level::emulate_default_handler(signal);

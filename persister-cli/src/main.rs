@@ -7,7 +7,12 @@ use persister_cli::{Cli, run};
 
 fn main() -> ExitCode {
     persister_cli::clean_up_on_signals();
-    match run(Cli::parse()) {
+    let result = run(Cli::parse());
+    while persister_cli::interrupted() {
+        // The signal handler ends the process once it has cleaned up.
+        std::thread::park();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{error}");
