@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::Backend;
 
-/// Keeps Automerge documents on disk: a demo, and the tools to inspect, check, compact
+/// Keeps Automerge and Yjs documents on disk: a demo, and the tools to inspect, check, compact
 /// and move stores.
 #[derive(Debug, Parser)]
 #[command(
@@ -38,7 +38,8 @@ pub enum Command {
     /// List the documents of a store with their sizes.
     Ls(StoreArgs),
 
-    /// Show one document: sizes, actors, peers, format version, what automerge loads.
+    /// Show one document: sizes, actors, peers, format version, and what its CRDT loads
+    /// (automerge for an Automerge document, yrs for a Yjs one).
     Info {
         /// The store.
         #[command(flatten)]
@@ -47,8 +48,8 @@ pub enum Command {
         doc: String,
     },
 
-    /// Read every document in full and load it with automerge; exit 3 naming each
-    /// damaged document.
+    /// Read every document in full and load it with its CRDT (automerge, or yrs for a
+    /// Yjs document); exit 3 naming each damaged document.
     ///
     /// A sled store is read through a copy in a temporary directory (set TMPDIR to
     /// choose where), because opening a damaged sled store can erase data. redb and fs
@@ -157,4 +158,27 @@ pub struct DemoArgs {
     /// stopped.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// The CRDT of the demo's document: an Automerge text, or a Yjs text (yrs). Each
+    /// has documents of its own, so both can run in the same directory.
+    #[arg(long, value_enum, default_value_t = Crdt::Automerge)]
+    pub crdt: Crdt,
+}
+
+/// The CRDT a demo document is made with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Crdt {
+    /// Automerge, through `persister-automerge`.
+    Automerge,
+    /// Yjs, through `persister-yrs` (yrs).
+    Yjs,
+}
+
+impl std::fmt::Display for Crdt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Automerge => "Automerge",
+            Self::Yjs => "Yjs",
+        })
+    }
 }

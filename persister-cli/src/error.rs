@@ -180,6 +180,25 @@ impl From<persister_automerge::Error> for CliError {
     }
 }
 
+impl From<persister_yrs::Error> for CliError {
+    fn from(e: persister_yrs::Error) -> Self {
+        use persister_yrs::Error as E;
+        match e {
+            E::Persister(e) | E::Compaction(e) => e.into(),
+            E::CorruptDocument { reason } => {
+                Self::damaged(format!("yrs cannot load the stored document: {reason}"))
+            }
+            E::CorruptUpdate { actor, seq, reason } => Self::damaged(format!(
+                "the stored update of writer {actor}, seq {seq}, is damaged: {reason}"
+            )),
+            other => Self::new(
+                format!("yrs refused an update: {other}"),
+                "this is a bug in persister: please report it with the command that failed",
+            ),
+        }
+    }
+}
+
 impl From<crate::export::Error> for CliError {
     fn from(e: crate::export::Error) -> Self {
         use crate::export::Error as E;

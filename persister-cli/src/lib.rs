@@ -7,13 +7,17 @@
 //!
 //! | command | what |
 //! |---|---|
-//! | `persister demo` | edits an Automerge text on a store, flushes, compacts, reopens and checks; continues the same document when run again |
+//! | `persister demo` | edits an Automerge text (`--crdt yjs`: a Yjs text) on a store, flushes, compacts, reopens and checks; continues the same document when run again |
 //! | `persister ls STORE` | the documents with their sizes |
-//! | `persister info STORE DOC` | one document: sizes, actors, peers, format version, what automerge loads |
-//! | `persister verify STORE` | reads every document in full and loads it with automerge; exit code 3 and a report naming each damaged document |
+//! | `persister info STORE DOC` | one document: sizes, actors, peers, format version, what its CRDT loads |
+//! | `persister verify STORE` | reads every document in full and loads it with its CRDT; exit code 3 and a report naming each damaged document |
 //! | `persister compact STORE [DOC]` | compacts every document, or one |
 //! | `persister copy SRC DST` | every document into a new store of any backend |
 //! | `persister export STORE FILE`, `persister import FILE STORE` | a portable dump ([`export`]) |
+//!
+//! A document is Automerge's when its compacted document or any change starts with
+//! Automerge's chunk header, and is then loaded with automerge; otherwise it is loaded
+//! as Yjs with yrs (`persister-yrs`), and one that neither loads is reported damaged.
 //!
 //! The backend of an existing store is detected from its path ([`Backend::detect`]);
 //! a new store (`copy`, `import`) is redb unless `--backend` says otherwise. New
@@ -36,7 +40,7 @@ mod output;
 mod place;
 
 pub use backend::{Access, Backend, OpenStore, OpenedDocument, disk_usage};
-pub use cli::Cli;
+pub use cli::{Cli, Crdt};
 pub use dump::{ActorSummary, DocumentDump};
 pub use error::{CliError, EXIT_DAMAGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USAGE};
 pub use ids::parse_document_id;

@@ -1,11 +1,12 @@
 //! `persister compact STORE [DOC]`: store each document whole and drop the changes it
-//! covers.
+//! covers, with the CRDT that wrote it (automerge, or yrs for a Yjs document).
 
 use persister_automerge::PersistentDoc;
 use persister_core::{Persister, StoredSizes};
+use persister_yrs::PersistentYDoc;
 use serde::Serialize;
 
-use super::{IdJson, plural, read_only_options};
+use super::{IdJson, carry_automerge_header, plural, read_only_options, yrs_read_only_options};
 use crate::cli::StoreArgs;
 use crate::output::{print_json, say, table, thousands};
 use crate::{Access, Backend, CliError, OpenStore, parse_document_id};
@@ -56,12 +57,27 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
             before
         } else {
             let in_doc = |e: CliError| e.context(format!("document {id}"));
+            let automerge = {
+                let document = persister.get_document().map_err(|e| in_doc(e.into()))?;
+                let changes = persister
+                    .get_change_entries()
+                    .map_err(|e| in_doc(e.into()))?;
+                carry_automerge_header(document.iter().chain(changes.iter().map(|(_, _, v)| v)))
+            };
             // Loading first refuses a damaged document before anything is written.
-            let mut loaded = PersistentDoc::load_with(persister, read_only_options())
-                .map_err(|e| in_doc(e.into()))?;
-            loaded.compact().map_err(|e| in_doc(e.into()))?;
+            let persister = if automerge {
+                let mut loaded = PersistentDoc::load_with(persister, read_only_options())
+                    .map_err(|e| in_doc(e.into()))?;
+                loaded.compact().map_err(|e| in_doc(e.into()))?;
+                loaded.close().map_err(|e| in_doc(e.into()))?
+            } else {
+                let mut loaded = PersistentYDoc::load_with(persister, yrs_read_only_options())
+                    .map_err(|e| in_doc(e.into()))?;
+                loaded.compact().map_err(|e| in_doc(e.into()))?;
+                loaded.close().map_err(|e| in_doc(e.into()))?
+            };
             compacted = true;
-            loaded.close().map_err(|e| in_doc(e.into()))?.sizes()
+            persister.sizes()
         };
         documents.push(Compacted {
             id: (&id).into(),

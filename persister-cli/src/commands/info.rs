@@ -1,9 +1,10 @@
-//! `persister info STORE DOC`: one document in detail.
+//! `persister info STORE DOC`: one document in detail, and what its CRDT (automerge or
+//! yrs) loads.
 
 use persister_core::{DocumentId, StoredSizes};
 use serde::Serialize;
 
-use super::{IdJson, Loaded, load_with_automerge, plural, read_document};
+use super::{IdJson, Loaded, load_document, plural, read_document};
 use crate::cli::StoreArgs;
 use crate::output::{print_json, say, thousands};
 use crate::{Access, Backend, CliError, OpenStore, parse_document_id};
@@ -20,9 +21,9 @@ struct Report {
     has_document: bool,
     actors: Vec<Actor>,
     peers: Vec<Peer>,
-    /// What automerge loads, or `None` and why it cannot.
-    automerge: Option<Loaded>,
-    automerge_error: Option<String>,
+    /// What the document's CRDT (automerge or yrs) loads, or `None` and why neither can.
+    loads: Option<Loaded>,
+    load_error: Option<String>,
     note: Option<String>,
 }
 
@@ -80,7 +81,7 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
         })
         .collect();
     let has_document = dump.document.is_some();
-    let (automerge, automerge_error) = match load_with_automerge(dump) {
+    let (loads, load_error) = match load_document(dump) {
         Ok(loaded) => (Some(loaded), None),
         Err(e) => (None, Some(e.cause)),
     };
@@ -95,8 +96,8 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
         has_document,
         actors,
         peers,
-        automerge,
-        automerge_error,
+        loads,
+        load_error,
         note,
     };
     if json {
@@ -144,24 +145,16 @@ fn print_text(r: &Report) {
         say(&format!("  peer {}  {} bytes", p.id.id, thousands(p.bytes)));
     }
     say(&format!("total         {} bytes", thousands(r.total_bytes)));
-    match (&r.automerge, &r.automerge_error) {
+    match (&r.loads, &r.load_error) {
         (Some(l), _) => {
-            let mut line = format!(
-                "automerge     loads: {} in its history, {}, {}",
-                plural(l.changes, "change", "changes"),
-                plural(l.operations, "operation", "operations"),
-                plural(l.actors, "actor", "actors")
-            );
-            if l.orphaned_changes > 0 {
-                line.push_str(&format!(
-                    "; {} stored changes wait for missing dependencies",
-                    l.orphaned_changes
-                ));
+            let mut line = format!("{:<13} loads: {}", l.crdt(), l.details());
+            if let Some(incomplete) = l.incomplete() {
+                line.push_str(&format!("; {incomplete}"));
             }
             say(&line);
         }
         (None, e) => say(&format!(
-            "automerge     CANNOT LOAD: {}",
+            "crdt          CANNOT LOAD: {}",
             e.as_deref().unwrap_or("unknown")
         )),
     }

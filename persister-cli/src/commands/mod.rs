@@ -14,6 +14,7 @@ use automerge::sync;
 use persister_automerge::{CompactionTrigger, FlushPolicy, Options, PersistentDoc};
 use persister_core::{DocumentId, MemoryPersister};
 use serde::Serialize;
+use yrs::{ReadTxn, Transact};
 
 use crate::{CliError, DocumentDump, OpenStore};
 
@@ -33,9 +34,22 @@ impl From<&DocumentId> for IdJson {
     }
 }
 
+/// What a CRDT makes of a document: Automerge's or Yjs's statistics, whichever
+/// recognised it.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(tag = "crdt", rename_all = "lowercase")]
+pub(crate) enum Loaded {
+    /// Nothing is stored: no change, no compacted document, no sync state.
+    Empty,
+    /// An Automerge document, loaded with automerge.
+    Automerge(AutomergeLoaded),
+    /// A Yjs document, loaded with yrs.
+    Yjs(YjsLoaded),
+}
+
 /// What automerge makes of a document.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub(crate) struct Loaded {
+pub(crate) struct AutomergeLoaded {
     /// Changes in the document's history.
     pub changes: u64,
     /// Operations in the document.
@@ -46,6 +60,93 @@ pub(crate) struct Loaded {
     pub orphaned_changes: usize,
 }
 
+/// What yrs makes of a document.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct YjsLoaded {
+    /// Stored updates (the document's changes).
+    pub updates: u64,
+    /// Clients in the document's state vector.
+    pub clients: u64,
+    /// The sum of the state vector's clocks: every element ever inserted.
+    pub clock: u64,
+    /// Whether some stored updates wait for updates that are not stored (yrs holds
+    /// them pending).
+    pub missing_updates: bool,
+}
+
+impl Loaded {
+    /// The CRDT's name, as `info` and `verify` print it.
+    pub(crate) fn crdt(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Automerge(_) => "automerge",
+            Self::Yjs(_) => "yjs",
+        }
+    }
+
+    /// Why the loaded document is incomplete, if it is: stored changes or updates that
+    /// wait for others that are missing.
+    pub(crate) fn incomplete(&self) -> Option<String> {
+        match self {
+            Self::Automerge(l) if l.orphaned_changes > 0 => Some(format!(
+                "{} stored changes cannot be applied: changes they depend on are missing",
+                l.orphaned_changes
+            )),
+            Self::Yjs(l) if l.missing_updates => Some(
+                "some stored updates cannot be applied: updates they depend on are missing".into(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// What it loads, without the CRDT's name: "12 changes in its history, ...".
+    pub(crate) fn details(&self) -> String {
+        match self {
+            Self::Empty => "nothing is stored".into(),
+            Self::Automerge(l) => format!(
+                "{} in its history, {}, {}",
+                plural(l.changes, "change", "changes"),
+                plural(l.operations, "operation", "operations"),
+                plural(l.actors, "actor", "actors")
+            ),
+            Self::Yjs(l) => format!(
+                "{} inserted by {}, from {}",
+                plural(l.clock, "element", "elements"),
+                plural(l.clients, "client", "clients"),
+                plural(l.updates, "stored update", "stored updates")
+            ),
+        }
+    }
+
+    /// "automerge loads 12 changes in its history, ...", "yrs loads ...", "empty".
+    pub(crate) fn summary(&self) -> String {
+        match self {
+            Self::Empty => "empty".into(),
+            Self::Automerge(_) => format!("automerge loads {}", self.details()),
+            Self::Yjs(_) => format!("yrs loads {}", self.details()),
+        }
+    }
+}
+
+/// The first bytes of every Automerge chunk (a change, a compressed change, a
+/// document): Yjs updates have no such header, so these bytes tell the two apart.
+const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// Whether any of `values` starts with Automerge's chunk header: then the document is
+/// Automerge's; otherwise, Yjs's.
+pub(crate) fn carry_automerge_header<'a>(values: impl IntoIterator<Item = &'a Vec<u8>>) -> bool {
+    values
+        .into_iter()
+        .any(|value| value.starts_with(&AUTOMERGE_MAGIC))
+}
+
+/// Options that load a Yjs document without writing to its persister.
+pub(crate) fn yrs_read_only_options() -> persister_yrs::Options {
+    persister_yrs::Options::default()
+        .with_compaction(CompactionTrigger::never())
+        .with_flush(FlushPolicy::Manual)
+}
+
 /// Options that load a document without writing to its persister.
 pub(crate) fn read_only_options() -> Options {
     Options::default()
@@ -53,9 +154,31 @@ pub(crate) fn read_only_options() -> Options {
         .with_flush(FlushPolicy::Manual)
 }
 
-/// Loads `dump` with automerge as an application would (`PersistentDoc::load`), and
-/// decodes each sync state.
-pub(crate) fn load_with_automerge(dump: DocumentDump) -> Result<Loaded, CliError> {
+/// Loads `dump` as an application would, with the CRDT that wrote it: automerge
+/// (`PersistentDoc::load`, and each sync state decoded) when its compacted document or
+/// any change carries Automerge's header, otherwise yrs (`PersistentYDoc::load`). A
+/// document neither loads is an error saying what each made of it.
+pub(crate) fn load_document(dump: DocumentDump) -> Result<Loaded, CliError> {
+    if dump.document.is_none() && dump.changes.is_empty() && dump.sync_states.is_empty() {
+        return Ok(Loaded::Empty);
+    }
+    let values = dump
+        .document
+        .iter()
+        .chain(dump.changes.iter().map(|(_, _, v)| v));
+    if carry_automerge_header(values) || (dump.document.is_none() && dump.changes.is_empty()) {
+        return load_with_automerge(dump).map(Loaded::Automerge);
+    }
+    load_with_yrs(dump).map(Loaded::Yjs).map_err(|e| {
+        CliError::damaged(format!(
+            "neither automerge nor yrs can load it: no stored value carries Automerge's header, and {}",
+            e.cause
+        ))
+    })
+}
+
+/// Loads `dump` with automerge (`PersistentDoc::load`), and decodes each sync state.
+fn load_with_automerge(dump: DocumentDump) -> Result<AutomergeLoaded, CliError> {
     for (peer, state) in &dump.sync_states {
         sync::State::decode(state).map_err(|e| {
             CliError::damaged(format!(
@@ -68,11 +191,34 @@ pub(crate) fn load_with_automerge(dump: DocumentDump) -> Result<Loaded, CliError
     dump.write_into(&mut memory)?;
     let doc = PersistentDoc::load_with(memory, read_only_options())?;
     let stats = doc.doc().stats();
-    Ok(Loaded {
+    Ok(AutomergeLoaded {
         changes: stats.num_changes,
         operations: stats.num_ops,
         actors: stats.num_actors,
         orphaned_changes: doc.orphaned_changes(),
+    })
+}
+
+/// Loads `dump` with yrs (`PersistentYDoc::load`). Yjs keeps no sync state per peer, so
+/// a stored one is reported.
+fn load_with_yrs(dump: DocumentDump) -> Result<YjsLoaded, CliError> {
+    if let Some((peer, _)) = dump.sync_states.first() {
+        return Err(CliError::damaged(format!(
+            "yrs stores no sync state, yet one is stored for peer {}",
+            DocumentId::from(peer.clone())
+        )));
+    }
+    let updates = dump.changes.len() as u64;
+    let mut memory = MemoryPersister::new();
+    dump.write_into(&mut memory)?;
+    let doc = persister_yrs::PersistentYDoc::load_with(memory, yrs_read_only_options())?;
+    let txn = doc.doc().transact();
+    let state = txn.state_vector();
+    Ok(YjsLoaded {
+        updates,
+        clients: state.len() as u64,
+        clock: state.iter().map(|(_, clock)| u64::from(*clock)).sum(),
+        missing_updates: txn.has_missing_updates(),
     })
 }
 

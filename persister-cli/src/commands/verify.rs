@@ -1,10 +1,10 @@
-//! `persister verify STORE`: read every document in full, load it with automerge,
-//! and name every one that fails.
+//! `persister verify STORE`: read every document in full, load it with its CRDT
+//! (automerge, or yrs for a Yjs document), and name every one that fails.
 
 use persister_core::{DocumentId, StoredSizes};
 use serde::Serialize;
 
-use super::{IdJson, Loaded, load_with_automerge, plural, problem_of, read_document};
+use super::{IdJson, Loaded, load_document, plural, problem_of, read_document};
 use crate::cli::StoreArgs;
 use crate::error::EXIT_DAMAGED;
 use crate::output::{print_json, progress, say, thousands};
@@ -29,7 +29,7 @@ struct Verdict {
     problem: Option<String>,
     note: Option<String>,
     sizes: Option<StoredSizes>,
-    automerge: Option<Loaded>,
+    loads: Option<Loaded>,
 }
 
 pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
@@ -100,24 +100,18 @@ fn verify_document(store: &OpenStore, id: &DocumentId) -> Verdict {
         problem: None,
         note: None,
         sizes: None,
-        automerge: None,
+        loads: None,
     };
     let checked = read_document(store, id).and_then(|(dump, note)| {
         verdict.note = note;
         verdict.sizes = Some(dump.sizes());
-        load_with_automerge(dump)
+        load_document(dump)
     });
     match checked {
-        Ok(loaded) if loaded.orphaned_changes > 0 => {
-            verdict.automerge = Some(loaded);
-            verdict.problem = Some(format!(
-                "{} stored changes cannot be applied: changes they depend on are missing",
-                loaded.orphaned_changes
-            ));
-        }
         Ok(loaded) => {
-            verdict.automerge = Some(loaded);
-            verdict.ok = true;
+            verdict.problem = loaded.incomplete();
+            verdict.ok = verdict.problem.is_none();
+            verdict.loads = Some(loaded);
         }
         Err(e) => verdict.problem = Some(problem_of(&e, id)),
     }
@@ -131,14 +125,14 @@ fn print_text(report: &Report, backend: Backend) {
         plural(report.documents.len() as u64, "document", "documents")
     ));
     for v in &report.documents {
-        let detail = match (&v.problem, &v.sizes, &v.automerge) {
+        let detail = match (&v.problem, &v.sizes, &v.loads) {
             (Some(problem), _, _) => problem.clone(),
             (None, Some(s), Some(l)) => format!(
-                "{}, {}-byte document, {}; automerge loads {}",
+                "{}, {}-byte document, {}; {}",
                 plural(s.change_count, "change", "changes"),
                 thousands(s.document),
                 plural(s.sync_state_count, "sync state", "sync states"),
-                plural(l.changes, "change", "changes"),
+                l.summary(),
             ),
             _ => String::new(),
         };

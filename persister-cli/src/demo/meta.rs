@@ -1,11 +1,12 @@
 //! What the demo document records about itself, beside its text: how many sessions
-//! and edits it has seen, where its edits come from, and how far a trace got.
+//! and edits it has seen, where its edits come from, and how far a trace got. An
+//! Automerge document keeps it at its root; a Yjs document in its root map "meta".
 
 use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 use crate::CliError;
 
-/// The demo's keys at the root of the document.
+/// The demo's keys at the root of the document (of the "meta" map, on Yjs).
 pub(crate) const TEXT: &str = "text";
 pub(crate) const SESSIONS: &str = "sessions";
 pub(crate) const EDITS: &str = "edits";
@@ -15,7 +16,6 @@ pub(crate) const TRACE_POSITION: &str = "trace_position";
 /// The demo's record of a document.
 #[derive(Debug, Default)]
 pub(crate) struct Meta {
-    pub(crate) text: Option<ObjId>,
     pub(crate) sessions: u64,
     pub(crate) edits: u64,
     pub(crate) source: Option<String>,
@@ -23,14 +23,9 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    /// Reads the record; a document that holds other things is refused.
-    pub(crate) fn read(doc: &AutoCommit) -> Result<Meta, CliError> {
-        let not_ours = |what: &str| {
-            CliError::new(
-                format!("the document \"demo\" was not made by `persister demo` ({what})"),
-                "give the demo a directory of its own with --dir",
-            )
-        };
+    /// Reads the record of an Automerge document, and the id of its text; a document
+    /// that holds other things is refused.
+    pub(crate) fn from_automerge(doc: &AutoCommit) -> Result<(Meta, Option<ObjId>), CliError> {
         let text = match doc.get(ROOT, TEXT).map_err(|e| not_ours(&e.to_string()))? {
             Some((Value::Object(ObjType::Text), id)) => Some(id),
             Some(_) => return Err(not_ours("its \"text\" is not a text")),
@@ -50,14 +45,21 @@ impl Meta {
             sessions: count(doc, SESSIONS).map_err(not_ours)?,
             edits: count(doc, EDITS).map_err(not_ours)?,
             trace_position: count(doc, TRACE_POSITION).map_err(not_ours)?,
-            text,
             source,
         };
-        if meta.text.is_none() && (meta.sessions > 0 || doc.length(ROOT) > 0) {
+        if text.is_none() && (meta.sessions > 0 || doc.length(ROOT) > 0) {
             return Err(not_ours("it has no \"text\""));
         }
-        Ok(meta)
+        Ok((meta, text))
     }
+}
+
+/// The refusal of a document the demo did not make, saying `what` is wrong with it.
+pub(crate) fn not_ours(what: &str) -> CliError {
+    CliError::new(
+        format!("the document \"demo\" was not made by `persister demo` ({what})"),
+        "give the demo a directory of its own with --dir",
+    )
 }
 
 /// A non-negative integer at the root, 0 when absent.

@@ -1,8 +1,10 @@
-//! `persister demo`: an editing session on an Automerge text, persisted on a real
-//! store as an application would: every edit written as it happens, a flush every N
-//! edits, compaction when `sizes()` says so, then the store reopened and the text
-//! checked. Run again, it continues the same document.
+//! `persister demo`: an editing session on an Automerge text (or a Yjs text, with
+//! `--crdt yjs`), persisted on a real store as an application would: every edit
+//! written as it happens, a flush every N edits, compaction when `sizes()` says so,
+//! then the store reopened and the text checked. Run again, it continues the same
+//! document.
 
+mod crdt;
 mod meta;
 mod report;
 mod session;
@@ -13,12 +15,8 @@ mod typing;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use automerge::transaction::Transactable;
-use automerge::{ObjType, ROOT, ReadDoc, TextEncoding};
-use persister_automerge::{CompactionTrigger, FlushPolicy, Options, PersistentDoc};
 use persister_core::{DocumentId, DynPersister};
 
-use self::meta::Meta;
 use self::report::{Report, Timings, TraceProgress};
 use self::session::{check, edit};
 use self::source::{Source, TraceReplay};
@@ -26,16 +24,16 @@ use self::timed::Timed;
 use self::typing::Typist;
 use crate::cli::DemoArgs;
 use crate::commands::plural;
-use crate::commands::read_only_options;
 use crate::error::io_error;
 use crate::output::{print_json, say, spinner};
-use crate::{Access, Backend, CliError, OpenStore};
+use crate::{Access, Backend, CliError, Crdt, OpenStore};
 
 /// The demo's document for generated typing; a trace has one of its own
-/// ([`document_name`]).
+/// ([`document_name`]), and Yjs documents have `-yjs` after the name.
 const DOCUMENT: &str = "demo";
 
-type Doc = PersistentDoc<Timed<DynPersister>>;
+/// The document a session edits: timed flushes over any backend.
+type Doc = dyn self::crdt::DemoDoc<Timed<DynPersister>>;
 
 pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     let mut source = match &args.trace {
@@ -49,7 +47,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     };
     std::fs::create_dir_all(&args.dir).map_err(|e| io_error("create", &args.dir, e))?;
     let path = store_path(&args.dir, args.backend);
-    let name = document_name(&source);
+    let name = document_name(&source, args.crdt);
     let id = DocumentId::from(name.as_str());
     let mut timings = Timings::default();
 
@@ -65,11 +63,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     let started = Instant::now();
     let loading = spinner("loading the document");
     let persister = Timed::new(store.open_document(&id)?.persister);
-    let options = Options::default()
-        .with_flush(FlushPolicy::EveryBatches(args.flush_every))
-        .with_compaction(CompactionTrigger::never())
-        .with_text_encoding(TextEncoding::UnicodeCodePoint);
-    let mut doc = PersistentDoc::load_with(persister, options)?;
+    let mut doc = crdt::load(args.crdt, persister, Some(args.flush_every))?;
     timings.load = started.elapsed();
     loading.finish_and_clear();
     let loaded_sizes = doc.sizes();
@@ -80,7 +74,9 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
             fresh_dir(&args.dir).display()
         )
     };
-    let meta = Meta::read(doc.doc()).map_err(|e| CliError::new(e.cause, elsewhere()))?;
+    let meta = doc
+        .meta()
+        .map_err(|e| CliError::new(e.cause, elsewhere()))?;
     let label = source.label();
     if let Some(made_by) = meta.source.as_deref().filter(|s| *s != label) {
         return Err(CliError::new(
@@ -91,10 +87,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
             format!("run the demo as it was first run, or {}", elsewhere()),
         ));
     }
-    let mut model: Vec<char> = match &meta.text {
-        Some(text) => doc.doc().text(text).map_err(bug)?.chars().collect(),
-        None => Vec::new(),
-    };
+    let mut model: Vec<char> = doc.text()?.chars().collect();
     let loaded_chars = model.len();
     let session = meta.sessions + 1;
     match &mut source {
@@ -131,6 +124,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
         let idle = Idle {
             store: path.display().to_string(),
             backend: args.backend,
+            crdt: args.crdt,
             document: name,
             source: label,
             sessions: meta.sessions,
@@ -145,29 +139,15 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
             Ok(())
         };
     }
-    let text = match &meta.text {
-        Some(text) => text.clone(),
-        None => doc.edit(|d| {
-            let text = d.put_object(ROOT, meta::TEXT, ObjType::Text)?;
-            d.put(ROOT, meta::SOURCE, label.as_str())?;
-            Ok(text)
-        })?,
-    };
+    doc.start(&label)?;
 
-    let stats = edit(&mut doc, &text, &mut model, &mut source, planned)?;
+    let stats = edit(&mut *doc, &mut model, &mut source, planned)?;
     timings.compact = stats.compact_time;
     let trace_position = match &source {
-        Source::Trace(replay) => replay.position as i64,
+        Source::Trace(replay) => replay.position as u64,
         Source::Typing(_) => 0,
     };
-    doc.edit(|d| {
-        d.put(ROOT, meta::SESSIONS, session as i64)?;
-        d.put(ROOT, meta::EDITS, (meta.edits + stats.edits) as i64)?;
-        if trace_position > 0 {
-            d.put(ROOT, meta::TRACE_POSITION, trace_position)?;
-        }
-        Ok(())
-    })?;
+    doc.record(session, meta.edits + stats.edits, trace_position)?;
     let closing = spinner("flushing");
     let timed = doc.close()?;
     closing.finish_and_clear();
@@ -184,9 +164,8 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     let started = Instant::now();
     let checking = spinner("reopen + check");
     let store = OpenStore::existing(&path, Some(args.backend), Access::New)?;
-    let reread =
-        PersistentDoc::load_with(store.open_document(&id)?.persister, read_only_options())?;
-    check(&reread, &model, meta.edits + stats.edits, &path)?;
+    let reread = crdt::load(args.crdt, store.open_document(&id)?.persister, None)?;
+    check(&*reread, &model, meta.edits + stats.edits, &path)?;
     timings.reopen = started.elapsed();
     checking.finish_and_clear();
     let sizes = reread.sizes();
@@ -219,6 +198,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     let report = Report {
         store: path.display().to_string(),
         backend: args.backend,
+        crdt: args.crdt,
         document: name,
         source: label,
         session,
@@ -247,12 +227,17 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     }
 }
 
-/// The document of `source`: each trace has its own, so that the generated typing and
-/// every trace can be run in turn in the same directory.
-fn document_name(source: &Source) -> String {
-    match source {
+/// The document of `source` on `crdt`: each trace has its own, and so has each CRDT,
+/// so that the generated typing and every trace can be run in turn in the same
+/// directory, on both.
+fn document_name(source: &Source, crdt: Crdt) -> String {
+    let name = match source {
         Source::Typing(_) => DOCUMENT.into(),
         Source::Trace(replay) => format!("trace-{}", replay.name),
+    };
+    match crdt {
+        Crdt::Automerge => name,
+        Crdt::Yjs => format!("{name}-yjs"),
     }
 }
 
@@ -275,6 +260,7 @@ fn fresh_dir(dir: &Path) -> PathBuf {
 struct Idle {
     store: String,
     backend: Backend,
+    crdt: Crdt,
     document: String,
     source: String,
     sessions: u64,
@@ -286,8 +272,8 @@ struct Idle {
 impl Idle {
     fn print(&self, fresh: &Path) {
         say(&format!(
-            "persister demo: {} store {}, document \"{}\" ({})",
-            self.backend, self.store, self.document, self.source
+            "persister demo: {} store {}, {} document \"{}\" ({})",
+            self.backend, self.store, self.crdt, self.document, self.source
         ));
         say(&format!(
             "nothing to do: the trace is replayed to its end ({} in {}, text of {}); nothing was written",
@@ -313,8 +299,4 @@ fn store_path(dir: &Path, backend: Backend) -> PathBuf {
         // Not a URL: opening it says that a postgres store is given by its URL.
         Backend::Postgres => "postgres",
     })
-}
-
-fn bug(e: automerge::AutomergeError) -> CliError {
-    CliError::from(persister_automerge::Error::from(e))
 }

@@ -5,15 +5,16 @@ use std::time::Duration;
 use persister_core::StoredSizes;
 use serde::Serialize;
 
-use crate::Backend;
 use crate::commands::plural;
 use crate::output::{duration, millis, say, table, thousands};
+use crate::{Backend, Crdt};
 
 /// Everything one session did and measured.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
     pub(crate) store: String,
     pub(crate) backend: Backend,
+    pub(crate) crdt: Crdt,
     pub(crate) document: String,
     pub(crate) source: String,
     pub(crate) session: u64,
@@ -68,8 +69,8 @@ fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 impl Report {
     pub(crate) fn print(&self) {
         say(&format!(
-            "persister demo: {} store {}, document \"{}\" ({})",
-            self.backend, self.store, self.document, self.source
+            "persister demo: {} store {}, {} document \"{}\" ({})",
+            self.backend, self.store, self.crdt, self.document, self.source
         ));
         say(&self.session_line());
         say("");

@@ -4,15 +4,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use automerge::ObjId;
-use automerge::ReadDoc;
-use automerge::transaction::Transactable;
-use persister_automerge::{CompactionTrigger, PersistentDoc};
-use persister_core::Persister;
+use persister_core::CompactionTrigger;
 
-use super::meta::Meta;
+use super::Doc;
+use super::crdt::DemoDoc;
 use super::source::Source;
-use super::{Doc, bug};
 use crate::CliError;
 use crate::output::progress;
 
@@ -32,7 +28,6 @@ pub(super) struct Stats {
 /// the stored sizes say so.
 pub(super) fn edit(
     doc: &mut Doc,
-    text: &ObjId,
     model: &mut Vec<char>,
     source: &mut Source,
     edits: u64,
@@ -59,12 +54,7 @@ pub(super) fn edit(
             }
             len = len - splice.delete + splice.insert.chars().count();
         }
-        doc.edit(|d| {
-            for s in &splices {
-                d.splice_text(text, s.pos, s.delete as isize, &s.insert)?;
-            }
-            Ok(())
-        })?;
+        doc.splice(&splices)?;
         for splice in &splices {
             splice.apply(model);
             stats.insertions += splice.insert.chars().count() as u64;
@@ -88,17 +78,14 @@ pub(super) fn edit(
 }
 
 /// Checks the reopened document against what the session typed.
-pub(super) fn check<P: Persister<Error = persister_core::Error>>(
-    doc: &PersistentDoc<P>,
+pub(super) fn check<P>(
+    doc: &dyn DemoDoc<P>,
     model: &[char],
     edits: u64,
     path: &Path,
 ) -> Result<(), CliError> {
-    let meta = Meta::read(doc.doc())?;
-    let text = match &meta.text {
-        Some(text) => doc.doc().text(text).map_err(bug)?,
-        None => String::new(),
-    };
+    let meta = doc.meta()?;
+    let text = doc.text()?;
     if text.chars().ne(model.iter().copied()) || meta.edits != edits {
         return Err(CliError::damaged(format!(
             "after reopening {}, the document holds {} chars and {} edits, not the {} chars and {edits} edits written",

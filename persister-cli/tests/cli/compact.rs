@@ -68,3 +68,30 @@ fn compact_one_document_by_its_binary_id() -> TestResult {
         .expect_error_lines();
     Ok(())
 }
+
+#[test]
+fn a_yjs_document_is_compacted_with_yrs() -> TestResult {
+    use yrs::{GetString, Transact};
+    let dir = tempfile::tempdir()?;
+    for backend in BACKENDS {
+        let path = store_path(dir.path(), backend);
+        crate::support::write_yjs(backend, &path, "ynotes", &["one", " two", " three"])?;
+        let json = persister(["compact", "--json", path.to_str().unwrap(), "ynotes"])?
+            .expect(0)
+            .json()?;
+        let compacted = &json["documents"][0];
+        assert_eq!(compacted["compacted"], true, "{json}");
+        assert_eq!(compacted["before"]["change_count"], 3, "{json}");
+        assert_eq!(compacted["after"]["change_count"], 0, "{json}");
+        assert!(
+            compacted["after"]["document"].as_u64().unwrap() > 0,
+            "{json}"
+        );
+
+        let store = crate::support::open_store(backend, &path)?;
+        let doc = persister_yrs::PersistentYDoc::load(store.open_document(&"ynotes".into())?)?;
+        let text = doc.doc().get_or_insert_text("text");
+        assert_eq!(text.get_string(&doc.doc().transact()), "one two three");
+    }
+    Ok(())
+}

@@ -308,3 +308,102 @@ fn a_document_the_demo_did_not_make_gets_a_hint_naming_a_new_directory() -> Test
     );
     Ok(())
 }
+
+#[test]
+fn the_demo_runs_on_yjs_on_every_backend_and_continues() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for backend in ["redb", "sled", "fs"] {
+        let run = |session_args: &[&str]| {
+            let mut args = vec![
+                "demo",
+                "--json",
+                "--crdt",
+                "yjs",
+                "--dir",
+                dir.path().to_str().unwrap(),
+                "--backend",
+                backend,
+                "--flush-every",
+                "50",
+            ];
+            args.extend_from_slice(session_args);
+            persister(args)
+        };
+        let first = run(&["--edits", "1200"])?.expect(0).json()?;
+        assert_eq!(first["crdt"], "yjs", "{first}");
+        assert_eq!(first["document"], "demo-yjs", "{first}");
+        assert!(first["compactions"].as_u64().unwrap() >= 1, "{first}");
+        assert!(first["sizes"]["document"].as_u64().unwrap() > 0, "{first}");
+        let chars = first["text_chars"].as_u64().unwrap();
+        assert!(chars > 100, "{first}");
+
+        let second = run(&["--edits", "300"])?.expect(0).json()?;
+        assert_eq!(second["session"], 2, "{second}");
+        assert_eq!(second["previous_edits"], 1200, "{second}");
+        assert_eq!(second["loaded_chars"], chars, "{second}");
+    }
+    // The Yjs documents load with yrs in `info` and `verify`.
+    let store = dir.path().join("demo.redb");
+    let info = persister(["info", "--json", store.to_str().unwrap(), "demo-yjs"])?
+        .expect(0)
+        .json()?;
+    assert_eq!(info["loads"]["crdt"], "yjs", "{info}");
+    persister(["verify", store.to_str().unwrap()])?.expect(0);
+    Ok(())
+}
+
+#[test]
+fn a_trace_with_non_ascii_text_replays_on_yjs() -> TestResult {
+    // yrs counts bytes, the trace counts characters: the demo converts.
+    let dir = tempfile::tempdir()?;
+    let trace = dir.path().join("accents.json");
+    let mut text: Vec<char> = Vec::new();
+    let mut txns = Vec::new();
+    for i in 0..60usize {
+        let (pos, delete, insert) = match i % 4 {
+            0 => (text.len(), 0, "é"),
+            1 => (0, 0, "ü€"),
+            2 => (text.len() / 2, 0, "a"),
+            _ => (text.len() / 3, 1, ""),
+        };
+        txns.push(format!(r#"{{"patches":[[{pos},{delete},"{insert}"]]}}"#));
+        text.splice(pos..pos + delete, insert.chars());
+    }
+    let end: String = text.iter().collect();
+    std::fs::write(
+        &trace,
+        format!(
+            r#"{{"startContent":"","endContent":"{end}","txns":[{}]}}"#,
+            txns.join(",")
+        ),
+    )?;
+    let d = dir.path().join("d");
+    let run = |edits: &str| {
+        persister([
+            "demo",
+            "--crdt",
+            "yjs",
+            "--dir",
+            d.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--edits",
+            edits,
+        ])
+    };
+    run("35")?.expect(0);
+    let second = run("35")?.expect(0);
+    assert!(
+        second.stdout.contains("equals its final text"),
+        "{}",
+        second.stdout
+    );
+    assert!(
+        second
+            .stdout
+            .contains(&format!("text of {} chars", end.chars().count())),
+        "{}",
+        second.stdout
+    );
+    Ok(())
+}

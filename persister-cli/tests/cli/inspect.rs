@@ -79,7 +79,8 @@ fn info_shows_sizes_actors_peers_version_and_what_automerge_loads() -> TestResul
         assert_eq!(json["peers"][0]["id"], "laptop");
         assert_eq!(json["actors"].as_array().unwrap().len(), 1);
         // 1 object + 9 words, all in the history whether compacted or not.
-        assert_eq!(json["automerge"]["changes"], 10);
+        assert_eq!(json["loads"]["crdt"], "automerge");
+        assert_eq!(json["loads"]["changes"], 10);
 
         // A binary id, given as 0x and hex.
         let json = persister(["info", "--json", store, "0xff0001"])?
@@ -87,7 +88,7 @@ fn info_shows_sizes_actors_peers_version_and_what_automerge_loads() -> TestResul
             .json()?;
         assert_eq!(json["id"], "0xff0001");
         assert_eq!(json["has_document"], false);
-        assert_eq!(json["automerge"]["changes"], 6);
+        assert_eq!(json["loads"]["changes"], 6);
     }
     Ok(())
 }
@@ -265,5 +266,35 @@ fn ls_info_and_compact_show_progress_counting_every_document() -> TestResult {
         "{}",
         compact.stderr
     );
+    Ok(())
+}
+
+#[test]
+fn info_loads_a_yjs_document_with_yrs() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for backend in BACKENDS {
+        let path = store_path(dir.path(), backend);
+        make_store(backend, &path)?;
+        crate::support::write_yjs(backend, &path, "ynotes", &["hello", " world"])?;
+        let store = path.to_str().unwrap();
+
+        let text = persister(["info", store, "ynotes"])?.expect(0);
+        assert!(
+            text.stdout.contains(
+                "yjs           loads: 11 elements inserted by 1 client, from 2 stored updates"
+            ),
+            "{}",
+            text.stdout
+        );
+        let json = persister(["info", "--json", store, "ynotes"])?
+            .expect(0)
+            .json()?;
+        assert_eq!(json["loads"]["crdt"], "yjs", "{json}");
+        assert_eq!(json["loads"]["updates"], 2);
+        assert_eq!(json["loads"]["clients"], 1);
+        assert_eq!(json["loads"]["clock"], 11);
+        assert_eq!(json["loads"]["missing_updates"], false);
+        assert_eq!(json["load_error"], serde_json::Value::Null);
+    }
     Ok(())
 }

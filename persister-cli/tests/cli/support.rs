@@ -281,3 +281,25 @@ pub fn damage_log(path: &std::path::Path, id: &persister_core::DocumentId) -> Te
     std::fs::write(&log, bytes)?;
     Ok(())
 }
+
+/// Writes a Yjs document `id` to the store at `path` with `persister-yrs`, as an
+/// application would: one transaction per piece of `text`, appended to the text
+/// "text", then closed. Its client id is 7.
+pub fn write_yjs(backend: Backend, path: &Path, id: &str, text: &[&str]) -> TestResult {
+    use yrs::{GetString, Text, Transact};
+    let store = open_store(backend, path)?;
+    let options = persister_yrs::Options::default().with_client_id(yrs::ClientID::new(7));
+    let mut doc =
+        persister_yrs::PersistentYDoc::load_with(store.open_document(&id.into())?, options)?;
+    let ytext = doc.doc().get_or_insert_text("text");
+    for piece in text {
+        doc.edit(|txn| {
+            let end = ytext.len(txn);
+            ytext.insert(txn, end, piece)
+        })?;
+    }
+    assert_eq!(ytext.get_string(&doc.doc().transact()), text.concat());
+    doc.close()?;
+    store.close()?;
+    Ok(())
+}

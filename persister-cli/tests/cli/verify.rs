@@ -171,3 +171,68 @@ fn a_damaged_redb_file_fails_verification_without_a_panic() -> TestResult {
     assert!(run.stdout.contains("DAMAGED"), "{}", run.stdout);
     Ok(())
 }
+
+#[test]
+fn yjs_documents_are_verified_with_yrs() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for backend in BACKENDS {
+        let path = store_path(dir.path(), backend);
+        make_store(backend, &path)?;
+        crate::support::write_yjs(backend, &path, "ynotes", &["hello", " world"])?;
+        let store = path.to_str().unwrap();
+        let run = persister(["verify", store])?.expect(0);
+        assert!(
+            run.stdout
+                .contains("yrs loads 11 elements inserted by 1 client"),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("4 of 4 documents sound, 0 damaged"),
+            "{}",
+            run.stdout
+        );
+
+        // An update whose dependencies are not stored: the second edit of a document
+        // whose first edit was never stored.
+        let orphan = {
+            use yrs::{ReadTxn, Text, Transact};
+            let doc = yrs::Doc::with_client_id(9);
+            let text = doc.get_or_insert_text("text");
+            text.insert(&mut doc.transact_mut(), 0, "lost");
+            let before = doc.transact().state_vector();
+            text.insert(&mut doc.transact_mut(), 4, " and found");
+            doc.transact().encode_state_as_update_v1(&before)
+        };
+        {
+            let store = open_store(backend, &path)?;
+            let mut doc = store.open_document(&"ynotes".into())?;
+            doc.insert_changes(vec![(
+                persister_yrs::actor_of(yrs::ClientID::new(9)),
+                1,
+                orphan,
+            )])?;
+            doc.close()?;
+            store.close()?;
+        }
+        let run = persister(["verify", store])?.expect(3);
+        let damaged = damaged_lines(&run.stdout);
+        assert_eq!(damaged.len(), 1, "{}", run.stdout);
+        assert!(damaged[0].contains("ynotes"), "{}", run.stdout);
+        assert!(
+            damaged[0].contains("updates they depend on are missing"),
+            "{}",
+            run.stdout
+        );
+        let json = persister(["verify", "--json", store])?.expect(3).json()?;
+        let ynotes = json["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == "ynotes")
+            .unwrap();
+        assert_eq!(ynotes["loads"]["crdt"], "yjs", "{ynotes}");
+        assert_eq!(ynotes["loads"]["missing_updates"], true, "{ynotes}");
+    }
+    Ok(())
+}
