@@ -37,7 +37,7 @@ pub(crate) struct Shared {
     /// `list_documents` lists them.
     unwritten: Mutex<BTreeSet<DocumentId>>,
     #[cfg(any(test, feature = "fault-injection"))]
-    pub fail_next_flush: std::sync::atomic::AtomicBool,
+    pub fail_next_flush: Mutex<Option<std::io::Error>>,
 }
 
 impl Drop for Shared {
@@ -205,11 +205,7 @@ impl Shared {
 
     fn flush_locked(&self, durable: &mut Durable, seq: u64) -> Result<usize> {
         #[cfg(any(test, feature = "fault-injection"))]
-        if self
-            .fail_next_flush
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            let e = std::io::Error::other("injected fsync failure");
+        if let Some(e) = lock(&self.fail_next_flush).take() {
             return Err(Error::io("sync", self.path.join("db"), e));
         }
         let db = self.db()?;

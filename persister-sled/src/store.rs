@@ -115,9 +115,20 @@ impl SledStore {
     /// store is poisoned until it is reopened.
     #[cfg(feature = "fault-injection")]
     pub fn fail_next_flush(&self) {
-        self.shared
+        self.fail_next_flush_with(std::io::Error::other("injected fsync failure"));
+    }
+
+    /// Makes the next flush of any handle of this store (or its next removal) fail with
+    /// `error`, as the disk would report it: `ENOSPC`
+    /// (`std::io::Error::from_raw_os_error(28)`) for a full disk, `EROFS` (30) for a
+    /// file system remounted read-only. The store is poisoned until it is reopened.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_flush_with(&self, error: std::io::Error) {
+        *self
+            .shared
             .fail_next_flush
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
     }
 }
 
@@ -370,7 +381,6 @@ fn open_existing(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)>
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
 
     use persister_core::{ActorId, Persister};
 
@@ -393,7 +403,8 @@ mod tests {
         assert!(a.flush()? > 0);
 
         a.insert_changes(vec![(actor.clone(), 2, b"maybe".to_vec())])?;
-        store.shared.fail_next_flush.store(true, Ordering::SeqCst);
+        *store.shared.fail_next_flush.lock().unwrap() =
+            Some(std::io::Error::other("injected fsync failure"));
         let err = a.flush().err();
         assert!(
             matches!(err, Some(Error::Io { action: "sync", .. })),

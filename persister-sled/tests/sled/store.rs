@@ -250,3 +250,47 @@ fn large_values_round_trip_through_blob_files() -> Result<()> {
     assert_eq!(contents.changes[0].2, big[..300_000]);
     Ok(())
 }
+
+#[test]
+fn a_full_disk_or_read_only_file_system_at_flush_is_a_clear_error_and_loses_nothing_flushed()
+-> Result<()> {
+    // The sled engine itself may hang on a really full disk (see the crate docs), so
+    // the errors come from the fault double, as the disk reports them.
+    for (errno, words) in [
+        (28, "the disk is full"),
+        (30, "the file system is read-only"),
+    ] {
+        let dir = tempdir();
+        let actor = ActorId::new([1]);
+        {
+            let store = SledStore::open(dir.path())?;
+            let mut doc = store.open_document(&"doc".into())?;
+            doc.insert_changes(vec![(actor.clone(), 1, b"flushed".to_vec())])?;
+            doc.flush()?;
+            doc.insert_changes(vec![(actor.clone(), 2, b"not flushed".to_vec())])?;
+            store.fail_next_flush_with(std::io::Error::from_raw_os_error(errno));
+            let err = doc.flush().expect_err("the flush must fail");
+            let message = err.to_string();
+            assert!(matches!(err, Error::Io { .. }), "{err:?}");
+            assert!(message.contains(words), "{message}");
+            assert!(message.contains("db"), "names the file: {message}");
+            // Poisoned: nothing more is accepted until the store is reopened.
+            let again = doc.insert_changes(vec![(actor.clone(), 3, b"later".to_vec())]);
+            assert!(matches!(again, Err(Error::Poisoned { .. })), "{again:?}");
+            assert!(matches!(doc.flush(), Err(Error::Poisoned { .. })));
+        }
+        // Space freed (or remounted): everything flushed before the error is there, and
+        // the store takes writes again.
+        let store = SledStore::open(dir.path())?;
+        let mut doc = store.open_document(&"doc".into())?;
+        let changes = doc.get_change_entries()?;
+        assert_eq!(
+            changes.first(),
+            Some(&(actor.clone(), 1, b"flushed".to_vec()))
+        );
+        assert!(changes.len() <= 2, "a prefix of the batches: {changes:?}");
+        doc.insert_changes(vec![(actor.clone(), 4, b"after".to_vec())])?;
+        doc.close()?;
+    }
+    Ok(())
+}
