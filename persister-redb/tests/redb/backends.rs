@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::backends::FileBackend;
@@ -27,6 +27,8 @@ pub struct FaultControl {
     fail_next_sync: AtomicBool,
     /// Whether a fault was injected.
     fired: AtomicBool,
+    /// The OS error a fault reports (`ENOSPC`, `EROFS`, ...); 0 for a generic one.
+    errno: AtomicI32,
 }
 
 impl Default for FaultControl {
@@ -39,6 +41,7 @@ impl Default for FaultControl {
             forever: AtomicBool::new(false),
             fail_next_sync: AtomicBool::new(false),
             fired: AtomicBool::new(false),
+            errno: AtomicI32::new(0),
         }
     }
 }
@@ -50,6 +53,13 @@ impl FaultControl {
         control.fail_at.store(index, Ordering::SeqCst);
         control.forever.store(forever, Ordering::SeqCst);
         control
+    }
+
+    /// Makes every fault report OS error `errno`, as the disk would (28, `ENOSPC`: the
+    /// disk is full; 30, `EROFS`: the file system went read-only).
+    pub fn with_errno(self, errno: i32) -> Self {
+        self.errno.store(errno, Ordering::SeqCst);
+        self
     }
 
     pub fn fail_next_sync(&self) {
@@ -85,9 +95,10 @@ impl FaultControl {
             || (is_sync && self.fail_next_sync.swap(false, Ordering::SeqCst));
         if fail {
             self.fired.store(true, Ordering::SeqCst);
-            return Err(io::Error::other(format!(
-                "injected fault in {call} #{index}"
-            )));
+            return Err(match self.errno.load(Ordering::SeqCst) {
+                0 => io::Error::other(format!("injected fault in {call} #{index}")),
+                errno => io::Error::from_raw_os_error(errno),
+            });
         }
         Ok(())
     }

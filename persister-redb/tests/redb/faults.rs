@@ -82,3 +82,56 @@ fn io_faults_are_errors_and_lose_nothing_flushed() -> std::result::Result<(), St
     );
     Ok(())
 }
+
+#[test]
+fn a_full_disk_or_read_only_file_system_is_a_clear_error_and_loses_nothing_flushed()
+-> persister_core::Result<()> {
+    use persister_core::{ActorId, Error, Persister, Store};
+    for (errno, words) in [
+        (28, "the disk is full"),
+        (30, "the file system is read-only"),
+    ] {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("create", "tmp", e))?;
+        let path = dir.path().join("store.redb");
+        drop(RedbStore::open(&path)?);
+        let actor = ActorId::new([1]);
+        {
+            let control = Arc::new(FaultControl::default());
+            let store = open_faulty(&path, &control, RedbOptions::default())?;
+            let mut doc = store.open_document(&"doc".into())?;
+            doc.insert_changes(vec![(actor.clone(), 1, b"flushed".to_vec())])?;
+            doc.flush()?;
+            doc.close()?;
+            drop(store);
+            // The writes opening the store makes, counted on a copy.
+            let copy = dir.path().join("copy.redb");
+            std::fs::copy(&path, &copy).map_err(|e| Error::io("copy", &copy, e))?;
+            let probe = Arc::new(FaultControl::default());
+            let opened = open_faulty(&copy, &probe, RedbOptions::default())?;
+            drop(opened.open_document(&"doc".into())?);
+            let opening = probe.calls();
+            drop(opened);
+            let control = Arc::new(FaultControl::failing_at(opening, true).with_errno(errno));
+            // Every write and sync from then on fails, as on a disk that filled up (or
+            // went read-only) and stays so.
+            let store = open_faulty(&path, &control, RedbOptions::default())?;
+            let mut doc = store.open_document(&"doc".into())?;
+            doc.insert_changes(vec![(actor.clone(), 2, b"not flushed".to_vec())])?;
+            let err = doc.flush().expect_err("the flush must fail");
+            let message = err.to_string();
+            assert!(matches!(err, Error::Io { .. }), "{err:?}");
+            assert!(message.contains(words), "{message}");
+            assert!(message.contains("store.redb"), "names the file: {message}");
+            let again = doc.insert_changes(vec![(actor.clone(), 3, b"later".to_vec())]);
+            assert!(matches!(again, Err(Error::Poisoned { .. })), "{again:?}");
+        }
+        // Space freed (or remounted): everything flushed before is there.
+        let store = RedbStore::open(&path)?;
+        let mut doc = store.open_document(&"doc".into())?;
+        let changes = doc.get_change_entries()?;
+        assert_eq!(changes, vec![(actor.clone(), 1, b"flushed".to_vec())]);
+        doc.insert_changes(vec![(actor.clone(), 4, b"after".to_vec())])?;
+        doc.close()?;
+    }
+    Ok(())
+}
