@@ -8,7 +8,7 @@ use persister_cli::Backend;
 use persister_core::{ActorId, Persister, Store};
 
 use crate::support::{
-    BACKENDS, TestResult, make_store, open_store, persister, snapshot_files, spawn_turn, store_path,
+    BACKENDS, TestResult, make_store, open_store, persister, snapshot_files, store_path,
 };
 
 /// A tmpfs mounted at a directory, unmounted when dropped.
@@ -104,18 +104,15 @@ fn an_interrupted_copy_from_sled_leaves_nothing_behind() -> TestResult {
     std::fs::create_dir(&tmp)?;
     std::fs::create_dir(&out)?;
     let dst = out.join("copy.redb");
-    let mut child = {
-        let _turn = spawn_turn();
-        Command::new(env!("CARGO_BIN_EXE_persister"))
-            .arg("copy")
-            .arg(&src)
-            .arg(&dst)
-            .env("TMPDIR", &tmp)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?
-    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_persister"))
+        .arg("copy")
+        .arg(&src)
+        .arg(&dst)
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     // Wait until it has made its copy of the sled store, then press Ctrl-C.
     let mut seen = false;
     while child.try_wait()?.is_none() {

@@ -3,7 +3,6 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use automerge::sync::SyncDoc;
 use automerge::transaction::Transactable;
@@ -97,10 +96,7 @@ where
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let child = {
-        let _turn = spawn_turn();
-        command.spawn()?
-    };
+    let child = command.spawn()?;
     let Output {
         status,
         stdout,
@@ -113,19 +109,8 @@ where
     })
 }
 
-/// Tests run on parallel threads, and a child process being spawned holds a copy of
-/// every file descriptor of this process until it `exec`s. The stores lock with
-/// `flock`, whose lock belongs to the open file, so a store dropped here stays locked
-/// until such a child execs. Spawning, and taking a lock here, take turns: no lock is
-/// tried while a child is half spawned.
-pub fn spawn_turn() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Opens (or creates) a store of `backend` at `path` in this process.
 pub fn open_store(backend: Backend, path: &Path) -> TestResult<DynStore> {
-    let _turn = spawn_turn();
     Ok(match backend {
         Backend::Redb => Box::new(BoxedStore(RedbStore::open(path)?)),
         Backend::Sled => Box::new(BoxedStore(SledStore::open(path)?)),
@@ -268,7 +253,6 @@ pub fn flip_every(file: &Path, needle: &[u8]) -> TestResult<usize> {
 
 /// The path of document `id`'s log in the fs store at `path`.
 pub fn fs_log_path(path: &Path, id: &DocumentId) -> TestResult<std::path::PathBuf> {
-    let _turn = spawn_turn();
     Ok(FsStore::open(path)?.log_path(id).ok_or("no log")?)
 }
 

@@ -176,16 +176,13 @@ fn ctrl_c_ends_a_command_with_sigint_and_leaves_the_store_sound() -> TestResult 
 
     let dir = tempfile::tempdir()?;
     let d = dir.path().join("d");
-    let mut child = {
-        let _turn = crate::support::spawn_turn();
-        Command::new(env!("CARGO_BIN_EXE_persister"))
-            .args(["demo", "--dir", d.to_str().unwrap(), "--edits", "100000000"])
-            .env("PERSISTER_PROGRESS", "lines")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?
-    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_persister"))
+        .args(["demo", "--dir", d.to_str().unwrap(), "--edits", "100000000"])
+        .env("PERSISTER_PROGRESS", "lines")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
     // Wait until it is editing, then press Ctrl-C.
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let mut lines = BufReader::new(stderr).lines();
