@@ -73,11 +73,11 @@ impl fmt::Display for Error {
             ),
             Error::CorruptDocument(e) => write!(
                 f,
-                "the stored document cannot be loaded: {e}; the store must not be written to: copy out what `persister verify` can read or restore a backup"
+                "the stored document cannot be loaded: {e}; do not write to the store: read out what still reads (open it read-only) or restore a backup"
             ),
             Error::CorruptChange { actor, seq, reason } => write!(
                 f,
-                "the stored change ({actor}, {seq}) is damaged: {reason}; the store must not be written to: copy out what `persister verify` can read or restore a backup"
+                "the stored change ({actor}, {seq}) is damaged: {reason}; do not write to the store: read out what still reads (open it read-only) or restore a backup"
             ),
             Error::InconsistentChanges(e) => write!(
                 f,

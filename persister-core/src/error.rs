@@ -30,7 +30,7 @@ pub enum Error {
 
     /// Stored data failed a check: a bad checksum, an impossible length, a missing or
     /// extra entry. Nothing of the damaged part was returned.
-    #[error("corrupt data in {path}{at}: {what}; the store must not be written to: copy out what `persister verify` can read or restore a backup", path = path.display(), at = offset.map(|o| format!(" at byte {o}")).unwrap_or_default())]
+    #[error("corrupt data in {path}{at}: {what}; do not write to the store: read out what still reads (open it read-only) or restore a backup", path = path.display(), at = offset.map(|o| format!(" at byte {o}")).unwrap_or_default())]
     Corrupt {
         /// What is wrong.
         what: String,
@@ -41,7 +41,7 @@ pub enum Error {
     },
 
     /// A file's format version is not one this build reads.
-    #[error("{path} is {what} format version {found}, but this build reads only version {supported}; use a build of persister that supports version {found}", path = path.display())]
+    #[error("{path} is {what} format version {found}, but this build reads only version {supported}; use a version of this library that reads format version {found}", path = path.display())]
     UnsupportedFormat {
         /// Which format ("fs log", "export file", ...).
         what: &'static str,
@@ -54,7 +54,7 @@ pub enum Error {
     },
 
     /// A file is not of the expected kind at all (its magic bytes do not match).
-    #[error("{path} is not {what}; check the path, or pass the right --backend", path = path.display())]
+    #[error("{path} is not {what}; check the path, or open it with the backend that made it", path = path.display())]
     NotAStore {
         /// The kind of file expected.
         what: &'static str,

@@ -61,11 +61,11 @@ impl fmt::Display for Error {
             ),
             Error::CorruptDocument { reason } => write!(
                 f,
-                "the stored Yjs document cannot be loaded: {reason}; the store must not be written to: copy out what `persister verify` can read or restore a backup"
+                "the stored Yjs document cannot be loaded: {reason}; do not write to the store: read out what still reads (open it read-only) or restore a backup"
             ),
             Error::CorruptUpdate { actor, seq, reason } => write!(
                 f,
-                "the stored Yjs update ({actor}, {seq}) is damaged: {reason}; the store must not be written to: copy out what `persister verify` can read or restore a backup"
+                "the stored Yjs update ({actor}, {seq}) is damaged: {reason}; do not write to the store: read out what still reads (open it read-only) or restore a backup"
             ),
             Error::InvalidUpdate { reason } => write!(
                 f,
