@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use persister_core::{ActorId, AutoFlush, Batch, FlushPolicy, Persister, StoredSizes, Write};
+use persister_core::{
+    ActorId, AutoFlush, Batch, FlushPolicy, Persister, StoredSizes, Write, WriteError,
+};
 
 /// Writes batches to the persister, keeping every write that failed queued until one
 /// succeeds, and remembers the key of every change it stored so that compaction never
@@ -43,8 +45,10 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
         self.stored.entry(actor).or_default().push(seq);
     }
 
-    /// Applies the pending writes followed by `writes` as one batch. On error every one
-    /// of them stays pending, to go first in the next batch.
+    /// Applies the pending writes followed by `writes` as one batch. If the batch
+    /// cannot be applied, every one of them stays pending, to go first in the next
+    /// batch; if it was applied and only the policy's flush failed, none does (the
+    /// handle is poisoned) and the error is returned.
     pub(crate) fn write(
         &mut self,
         writes: impl IntoIterator<Item = Write>,
@@ -55,13 +59,17 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
         }
         // The persister consumes the batch, so it gets a copy: on error the queue must
         // still hold every write. A change is a few hundred bytes, so this is cheap.
-        self.persister.apply(Batch::from(self.pending.clone()))?;
+        let written = self.persister.write(Batch::from(self.pending.clone()));
+        if let Err(WriteError::NotApplied(e)) = written {
+            return Err(e);
+        }
+        // Applied (even if the policy's flush then failed): no longer pending.
         for write in self.pending.drain(..) {
             if let Write::InsertChange { actor, seq, .. } = write {
                 self.stored.entry(actor).or_default().push(seq);
             }
         }
-        Ok(())
+        written.map_err(WriteError::into_inner)
     }
 
     /// Stores `document` and removes every change it covers, in one batch: the
@@ -93,10 +101,13 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
                 .into_iter()
                 .map(|(actor, seq)| Write::RemoveChange { actor, seq }),
         );
-        self.persister.apply(batch)?;
+        let written = self.persister.write(batch);
+        if let Err(WriteError::NotApplied(e)) = written {
+            return Err(e);
+        }
         self.pending.clear();
         self.stored.clear();
-        Ok(())
+        written.map_err(WriteError::into_inner)
     }
 
     /// Writes what is pending, then makes everything durable.

@@ -91,7 +91,7 @@ pub use ids::{
 pub use memory::{MemoryPersister, MemoryStore};
 pub use merge::merge_held;
 pub use persister::{ChangeEntry, Persister};
-pub use policy::{AutoFlush, CompactionTrigger, FlushPolicy};
+pub use policy::{AutoFlush, CompactionTrigger, FlushPolicy, WriteError};
 pub use recovery::Recovered;
 pub use sizes::StoredSizes;
 pub use state::DocumentState;

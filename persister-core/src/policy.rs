@@ -105,6 +105,24 @@ impl<P: Persister> AutoFlush<P> {
         Ok(self.inner)
     }
 
+    /// Applies `batch`, then flushes if the policy says so, and tells the two failures
+    /// apart: [`WriteError::NotApplied`] (nothing changed) from
+    /// [`WriteError::FlushFailed`] (the batch was applied, but the flush the policy
+    /// asked for failed, so the handle is poisoned and the batch is not durable). A
+    /// caller that keeps failed writes to retry them keeps only the first kind.
+    /// [`apply`](Persister::apply) is this with the two errors merged.
+    pub fn write(&mut self, batch: Batch) -> Result<(), WriteError<P::Error>> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.inner.apply(batch).map_err(WriteError::NotApplied)?;
+        self.unflushed_batches += 1;
+        if self.due() {
+            self.flush().map_err(WriteError::FlushFailed)?;
+        }
+        Ok(())
+    }
+
     fn due(&self) -> bool {
         match self.policy {
             FlushPolicy::EveryBatch => true,
@@ -120,16 +138,9 @@ impl<P: Persister> Persister for AutoFlush<P> {
 
     /// Applies the batch, then flushes if the policy says so. If that flush fails the
     /// error is returned although the batch was applied: the handle is then poisoned.
+    /// [`AutoFlush::write`] tells the two apart.
     fn apply(&mut self, batch: Batch) -> Result<(), Self::Error> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.inner.apply(batch)?;
-        self.unflushed_batches += 1;
-        if self.due() {
-            self.flush()?;
-        }
-        Ok(())
+        self.write(batch).map_err(WriteError::into_inner)
     }
 
     fn get_change_entries(&self) -> Result<Vec<ChangeEntry>, Self::Error> {
@@ -161,6 +172,25 @@ impl<P: Persister> Persister for AutoFlush<P> {
         self.unflushed_batches = 0;
         self.last_flush = Instant::now();
         Ok(written)
+    }
+}
+
+/// Why [`AutoFlush::write`] failed: before or after the batch was applied.
+#[derive(Debug)]
+pub enum WriteError<E> {
+    /// The batch was not applied: the persister is as it was.
+    NotApplied(E),
+    /// The batch was applied, then the flush the policy asked for failed: the batch
+    /// is not durable and the handle is poisoned (until the store is reopened).
+    FlushFailed(E),
+}
+
+impl<E> WriteError<E> {
+    /// The persister's error, whichever step failed.
+    pub fn into_inner(self) -> E {
+        match self {
+            Self::NotApplied(e) | Self::FlushFailed(e) => e,
+        }
     }
 }
 
@@ -219,6 +249,31 @@ mod tests {
 
     fn one_change(p: &mut impl Persister<Error = Error>, seq: u64) -> Result<(), Error> {
         p.insert_changes(vec![(ActorId::new([1]), seq, vec![0; 10])])
+    }
+
+    #[test]
+    fn write_tells_a_batch_not_applied_from_a_failed_policy_flush() -> Result<(), Error> {
+        let store = MemoryStore::new();
+        let handle = store.open_document(&"doc".into())?;
+        let mut p = AutoFlush::new(handle, FlushPolicy::EveryBatch);
+        store.fail_next_flush();
+        let change = |seq| {
+            Batch::from(vec![crate::Write::InsertChange {
+                actor: ActorId::new([1]),
+                seq,
+                value: vec![0; 10],
+            }])
+        };
+        // Applied, then the flush failed: the change is there, not durable.
+        assert!(matches!(
+            p.write(change(1)),
+            Err(WriteError::FlushFailed(_))
+        ));
+        assert_eq!(p.get_ref().sizes().change_count, 1);
+        // The handle is poisoned: the next batch is not applied.
+        assert!(matches!(p.write(change(2)), Err(WriteError::NotApplied(_))));
+        assert_eq!(p.get_ref().sizes().change_count, 1);
+        Ok(())
     }
 
     #[test]

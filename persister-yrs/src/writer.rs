@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use persister_core::{ActorId, AutoFlush, Batch, FlushPolicy, Persister, StoredSizes, Write};
+use persister_core::{
+    ActorId, AutoFlush, Batch, FlushPolicy, Persister, StoredSizes, Write, WriteError,
+};
 
 /// Writes batches to the persister, keeping every write that failed queued until one
 /// succeeds, and remembers the key of every stored update so that compaction never has
@@ -61,8 +63,10 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
         self.pending.extend(writes);
     }
 
-    /// Applies the pending writes followed by `writes` as one batch. On error every one
-    /// of them stays pending, to go first in the next batch.
+    /// Applies the pending writes followed by `writes` as one batch. If the batch
+    /// cannot be applied, every one of them stays pending, to go first in the next
+    /// batch; if it was applied and only the policy's flush failed, none does (the
+    /// handle is poisoned) and the error is returned.
     pub(crate) fn write(
         &mut self,
         writes: impl IntoIterator<Item = Write>,
@@ -73,13 +77,17 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
         }
         // The persister consumes the batch, so it gets a copy: on error the queue must
         // still hold every write.
-        self.persister.apply(Batch::from(self.pending.clone()))?;
+        let written = self.persister.write(Batch::from(self.pending.clone()));
+        if let Err(WriteError::NotApplied(e)) = written {
+            return Err(e);
+        }
+        // Applied (even if the policy's flush then failed): no longer pending.
         for write in std::mem::take(&mut self.pending) {
             if let Write::InsertChange { actor, seq, .. } = write {
                 self.mark_stored(actor, seq);
             }
         }
-        Ok(())
+        written.map_err(WriteError::into_inner)
     }
 
     /// Stores `document` and removes every stored update, in one batch. Pending update
@@ -100,10 +108,13 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
                 seq,
             }));
         }
-        self.persister.apply(batch)?;
+        let written = self.persister.write(batch);
+        if let Err(WriteError::NotApplied(e)) = written {
+            return Err(e);
+        }
         self.pending.clear();
         self.stored.clear();
-        Ok(())
+        written.map_err(WriteError::into_inner)
     }
 
     /// Writes what is pending, then makes everything durable.
