@@ -9,8 +9,10 @@
 //!
 //! This crate has the trait and its contract, [`Batch`]es, the one [`Error`] type, the
 //! in-memory backend ([`MemoryStore`], [`MemoryPersister`]), and, with the
-//! `conformance` feature, the suite every backend runs. The disk backends live in
-//! `persister-redb` (the recommended default), `persister-fs` and `persister-sled`.
+//! `conformance` feature, the suite every backend runs; the `serde` feature derives
+//! `Serialize` and `Deserialize` for [`StoredSizes`]. The disk backends live in
+//! `persister-redb` (the recommended default), `persister-fs` and `persister-sled`, a
+//! networked one in `persister-postgres`.
 //!
 //! # Example
 //!

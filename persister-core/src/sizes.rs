@@ -1,14 +1,15 @@
 //! What a persister holds, in bytes and counts.
 
-use serde::{Deserialize, Serialize};
-
 /// The bytes and counts a persister holds, as [`Persister::sizes`](crate::Persister::sizes)
 /// reports them: exact, and read in O(1) without I/O.
 ///
 /// Byte counts are of stored values only (keys are not counted), so they are the same on
 /// every backend and say how much an application has asked to keep, not the space the
 /// backend uses on disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// With the feature `serde`, it serializes as a map of its five named fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StoredSizes {
     /// Total bytes of stored change values.
     pub changes: u64,
@@ -82,6 +83,7 @@ mod tests {
         assert_eq!(s.total_bytes(), 10);
     }
 
+    #[cfg(feature = "serde")]
     #[test]
     fn serializes_with_named_fields() -> Result<(), serde_json::Error> {
         let s = StoredSizes {

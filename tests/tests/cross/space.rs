@@ -28,6 +28,9 @@ impl Mount {
     }
 
     fn remount(&self, mode: &str) {
+        // A child another test is spawning may hold a copy of a descriptor open for
+        // writing on this file system until it execs: the remount waits for it.
+        let _quiet = crate::support::no_child_half_spawned();
         let status = Command::new("mount")
             .args(["-o", &format!("remount,{mode}")])
             .arg(&self.0)
@@ -39,6 +42,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        let _quiet = crate::support::no_child_half_spawned();
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
