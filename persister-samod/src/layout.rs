@@ -24,6 +24,9 @@ pub const UNNAMED_SNAPSHOT: &str = "persister-compacted";
 
 /// Sync-state entry tags: the first byte of every entry id this layout writes.
 const FORMAT_TAG: u8 = 0x00;
+
+/// The sync-state entry of [`LAYOUT_DOCUMENT`] that holds the layout record.
+pub const LAYOUT_RECORD: &[u8] = &[FORMAT_TAG];
 const KEY_TAG: u8 = 0x01;
 const SLOT_TAG: u8 = 0x02;
 
@@ -121,6 +124,17 @@ pub(crate) fn decode_entry(document: &DocumentId, id: &[u8]) -> Result<Entry> {
     }
 }
 
+/// The layout version a layout record names (the value of the sync-state entry
+/// [`LAYOUT_RECORD`] of [`LAYOUT_DOCUMENT`]), or `None` when `value` is no
+/// persister-samod layout record. A store with such a record in that place is a
+/// persister-samod store, whose documents' sync-state entries belong to the layout.
+pub fn layout_version(value: &[u8]) -> Option<u32> {
+    value
+        .strip_prefix(FORMAT_MAGIC)
+        .and_then(|rest| <[u8; 4]>::try_from(rest).ok())
+        .map(u32::from_be_bytes)
+}
+
 /// The layout record's entry id and value.
 pub(crate) fn format_entry() -> (Vec<u8>, Vec<u8>) {
     let mut value = FORMAT_MAGIC.to_vec();
@@ -138,17 +152,13 @@ pub(crate) fn check_format(layout: &mut impl Persister<Error = Error>) -> Result
             Ok(())
         }
         Some(value) => {
-            let version = value
-                .strip_prefix(FORMAT_MAGIC)
-                .and_then(|rest| <[u8; 4]>::try_from(rest).ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(|| {
-                    Error::corrupt(
-                        "the layout record of document \"/\" is not a persister-samod record",
-                        "document \"/\"",
-                        None,
-                    )
-                })?;
+            let version = layout_version(&value).ok_or_else(|| {
+                Error::corrupt(
+                    "the layout record of document \"/\" is not a persister-samod record",
+                    "document \"/\"",
+                    None,
+                )
+            })?;
             if version != FORMAT_VERSION {
                 return Err(Error::UnsupportedFormat {
                     what: FORMAT_NAME,

@@ -98,7 +98,9 @@ mod worker;
 
 pub mod acceptance;
 
-pub use layout::{FORMAT_VERSION, LAYOUT_DOCUMENT, UNNAMED_SNAPSHOT};
+pub use layout::{
+    FORMAT_VERSION, LAYOUT_DOCUMENT, LAYOUT_RECORD, UNNAMED_SNAPSHOT, layout_version,
+};
 pub use options::{Event, Health, Hook, Options, WhenUnusable};
 pub use storage::SamodStorage;
 pub use worker::EXIT_CODE;

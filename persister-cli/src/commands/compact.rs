@@ -32,6 +32,15 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
     // A malformed id is bad usage, found before the store is opened.
     let id = doc.map(parse_document_id).transpose()?;
     let store = OpenStore::existing(&args.store, args.backend, Access::Write)?;
+    if let Some(version) = super::samod_layout(&store)? {
+        return Err(CliError::new(
+            format!(
+                "{} is a persister-samod store (layout version {version}): samod compacts its documents itself",
+                crate::backend::shown(&args.store)
+            ),
+            "let the application's samod repo compact them; `persister verify` checks them",
+        ));
+    }
     let ids = match id {
         Some(id) => {
             if !store.contains(&id)? {

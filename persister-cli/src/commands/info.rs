@@ -59,6 +59,7 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
         ));
     }
     let reading = crate::output::spinner("reading the document");
+    let samod = super::samod_layout(&store)?;
     let (dump, note) = read_document(&store, &id)?;
     let sizes = dump.sizes();
     let actors = dump
@@ -81,7 +82,7 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
         })
         .collect();
     let has_document = dump.document.is_some();
-    let (loads, load_error) = match load_document(dump) {
+    let (loads, load_error) = match load_document(dump, samod) {
         Ok(loaded) => (Some(loaded), None),
         Err(e) => (None, Some(e.cause)),
     };

@@ -45,6 +45,19 @@ pub(crate) enum Loaded {
     Automerge(AutomergeLoaded),
     /// A Yjs document, loaded with yrs.
     Yjs(YjsLoaded),
+    /// The reserved document of a persister-samod store: its layout record and the
+    /// samod keys that belong to no document.
+    #[serde(rename = "samod-layout")]
+    SamodLayout(SamodLayout),
+}
+
+/// The reserved document of a persister-samod store.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct SamodLayout {
+    /// The layout version its record names.
+    pub version: u32,
+    /// Samod keys of fewer than two components (`["storage-adapter-id"]`) kept there.
+    pub keys: u64,
 }
 
 /// What automerge makes of a document.
@@ -81,6 +94,7 @@ impl Loaded {
             Self::Empty => "empty",
             Self::Automerge(_) => "automerge",
             Self::Yjs(_) => "yjs",
+            Self::SamodLayout(_) => "samod-layout",
         }
     }
 
@@ -115,6 +129,11 @@ impl Loaded {
                 plural(l.clients, "client", "clients"),
                 plural(l.updates, "stored update", "stored updates")
             ),
+            Self::SamodLayout(l) => format!(
+                "persister-samod's layout record, version {}, and {}",
+                l.version,
+                plural(l.keys, "store-wide samod key", "store-wide samod keys")
+            ),
         }
     }
 
@@ -124,6 +143,7 @@ impl Loaded {
             Self::Empty => "empty".into(),
             Self::Automerge(_) => format!("automerge loads {}", self.details()),
             Self::Yjs(_) => format!("yrs loads {}", self.details()),
+            Self::SamodLayout(_) => self.details(),
         }
     }
 }
@@ -154,11 +174,47 @@ pub(crate) fn read_only_options() -> Options {
         .with_flush(FlushPolicy::Manual)
 }
 
+/// The layout version of a persister-samod store (its reserved document holds a
+/// layout record), or `None` for any other store.
+pub(crate) fn samod_layout(store: &OpenStore) -> Result<Option<u32>, CliError> {
+    let layout = DocumentId::from(persister_samod::LAYOUT_DOCUMENT);
+    if !store.contains(&layout)? {
+        return Ok(None);
+    }
+    let opened = store.open_document(&layout)?;
+    let record = opened
+        .persister
+        .get_sync_state(persister_samod::LAYOUT_RECORD)
+        .map_err(|e| store.error(e).context(format!("document {layout}")))?;
+    Ok(record.as_deref().and_then(persister_samod::layout_version))
+}
+
 /// Loads `dump` as an application would, with the CRDT that wrote it: automerge
 /// (`PersistentDoc::load`, and each sync state decoded) when its compacted document or
 /// any change carries Automerge's header, otherwise yrs (`PersistentYDoc::load`). A
 /// document neither loads is an error saying what each made of it.
-pub(crate) fn load_document(dump: DocumentDump) -> Result<Loaded, CliError> {
+///
+/// In a persister-samod store (`samod` is its layout version) every document is
+/// Automerge's, its sync-state entries are the layout's (not sync states), an empty
+/// document slot is no document, and the reserved document is the layout's own.
+pub(crate) fn load_document(dump: DocumentDump, samod: Option<u32>) -> Result<Loaded, CliError> {
+    if let Some(version) = samod {
+        if dump.id == DocumentId::from(persister_samod::LAYOUT_DOCUMENT) {
+            return Ok(Loaded::SamodLayout(SamodLayout {
+                version,
+                keys: dump.sync_states.len().saturating_sub(1) as u64,
+            }));
+        }
+        let mut dump = dump;
+        dump.sync_states.clear();
+        if dump.document.as_ref().is_some_and(Vec::is_empty) {
+            dump.document = None;
+        }
+        if dump.document.is_none() && dump.changes.is_empty() {
+            return Ok(Loaded::Empty);
+        }
+        return load_with_automerge(dump).map(Loaded::Automerge);
+    }
     if dump.document.is_none() && dump.changes.is_empty() && dump.sync_states.is_empty() {
         return Ok(Loaded::Empty);
     }

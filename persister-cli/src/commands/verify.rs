@@ -60,10 +60,11 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
         }
         Err(e) => return Err(e),
     };
+    let samod = super::samod_layout(&store)?;
     let bar = progress(ids.len() as u64, "verifying");
     let mut documents = Vec::new();
     for id in &ids {
-        documents.push(verify_document(&store, id));
+        documents.push(verify_document(&store, id, samod));
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -93,7 +94,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     )))
 }
 
-fn verify_document(store: &OpenStore, id: &DocumentId) -> Verdict {
+fn verify_document(store: &OpenStore, id: &DocumentId, samod: Option<u32>) -> Verdict {
     let mut verdict = Verdict {
         id: id.into(),
         ok: false,
@@ -105,7 +106,7 @@ fn verify_document(store: &OpenStore, id: &DocumentId) -> Verdict {
     let checked = read_document(store, id).and_then(|(dump, note)| {
         verdict.note = note;
         verdict.sizes = Some(dump.sizes());
-        load_document(dump)
+        load_document(dump, samod)
     });
     match checked {
         Ok(loaded) => {

@@ -236,3 +236,69 @@ fn yjs_documents_are_verified_with_yrs() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_samod_store_verifies_and_is_not_compacted_behind_samod() -> TestResult {
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ROOT};
+    use persister_samod::acceptance::{block_on, key};
+    use persister_samod::{Options, SamodStorage};
+    use samod::storage::Storage;
+
+    let dir = tempfile::tempdir()?;
+    for backend in BACKENDS {
+        let path = store_path(dir.path(), backend);
+        {
+            // What a samod repo writes: incrementals under their hashes, a snapshot,
+            // and a store-wide key.
+            let storage = SamodStorage::on_store(open_store(backend, &path)?, Options::default())?;
+            let mut doc = AutoCommit::new();
+            for word in ["one", "two", "three"] {
+                doc.put(ROOT, word, word)?;
+                doc.commit();
+                let change = doc.get_last_local_change().ok_or("no change")?;
+                let hash = change.hash().to_string();
+                block_on(storage.put(
+                    key(&["notes", "incremental", &hash]),
+                    change.raw_bytes().to_vec(),
+                ));
+            }
+            block_on(storage.put(key(&["snapshotted", "snapshot", "h1"]), doc.save()));
+            block_on(storage.put(key(&["storage-adapter-id"]), b"adapter".to_vec()));
+            storage.close();
+        }
+        let store = path.to_str().unwrap();
+        let run = persister(["verify", store])?.expect(0);
+        assert!(
+            run.stdout.contains("3 of 3 documents sound, 0 damaged"),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .contains("persister-samod's layout record, version 1"),
+            "{}",
+            run.stdout
+        );
+        let json = persister(["info", "--json", store, "notes"])?
+            .expect(0)
+            .json()?;
+        assert_eq!(json["loads"]["crdt"], "automerge", "{json}");
+        assert_eq!(json["loads"]["changes"], 3, "{json}");
+        let json = persister(["info", "--json", store, "snapshotted"])?
+            .expect(0)
+            .json()?;
+        assert_eq!(json["loads"]["changes"], 3, "{json}");
+
+        let before = crate::support::read_store(backend, &path)?;
+        let run = persister(["compact", store])?.expect(1);
+        assert!(
+            run.stderr.contains("samod compacts its documents itself"),
+            "{}",
+            run.stderr
+        );
+        let after = crate::support::read_store(backend, &path)?;
+        assert!(before == after, "compact changed a samod store");
+    }
+    Ok(())
+}
