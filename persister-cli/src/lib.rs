@@ -18,6 +18,9 @@
 //! A document is Automerge's when its compacted document or any change starts with
 //! Automerge's chunk header, and is then loaded with automerge; otherwise it is loaded
 //! as Yjs with yrs (`persister-yrs`), and one that neither loads is reported damaged.
+//! A store written through `persister-samod` (its reserved document `/` holds the
+//! layout record) is read with that layout: its documents are Automerge's, and
+//! `compact` leaves them to samod.
 //!
 //! The backend of an existing store is detected from its path ([`Backend::detect`]);
 //! a new store (`copy`, `import`) is redb unless `--backend` says otherwise. New
