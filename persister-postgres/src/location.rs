@@ -53,6 +53,14 @@ impl Location {
         })
     }
 
+    /// How long checking an idle connection may take: the connect timeout.
+    pub fn check_timeout(&self) -> Duration {
+        self.config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10))
+    }
+
     /// Opens a new connection.
     pub fn connect(&self) -> Result<Client> {
         connect(&self.config).map_err(|err| {
