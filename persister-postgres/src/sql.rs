@@ -52,6 +52,12 @@ pub(crate) enum Q {
 
 const COUNT: usize = Q::Meta as usize + 1;
 
+/// Turns `synchronous_commit` on for the statement's own transaction, unless it is
+/// already `on` or `remote_apply`: a commit that writes the store waits until the WAL is
+/// on disk, and on every synchronous standby when the server has them; the setting is
+/// only ever raised, never lowered.
+const SYNC_ON: &str = "set_config('synchronous_commit', CASE current_setting('synchronous_commit') WHEN 'remote_apply' THEN 'remote_apply' ELSE 'on' END, true)";
+
 /// The server's clock in milliseconds since 1970, the floor of a new fencing token.
 const TOKEN_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::int8";
 
@@ -61,7 +67,7 @@ const TOKEN_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::int8";
 /// (whose clock has moved on), unless the two clocks differ by more than the failover
 /// took.
 const TAKE_LEASE: &str = "
-WITH sc AS (SELECT set_config('synchronous_commit', 'on', true) AS v)
+WITH sc AS (SELECT SYNC_ON AS v)
 INSERT INTO S.leases AS l (document, token, holder, expires_at)
 SELECT $1, TOKEN_NOW, $2, now() + $3::int8 * interval '1 millisecond' FROM sc
 ON CONFLICT (document) DO UPDATE
@@ -125,7 +131,7 @@ WHERE document = $1 AND peer = ANY($2::bytea[])";
 /// `expires_at` as this handle last wrote it (see [`RENEW_LEASE`]). Returns one row:
 /// whether the lease held, the rows written, and the new `expires_at`.
 const FLUSH: &str = "
-WITH sc AS (SELECT set_config('synchronous_commit', 'on', true) AS v),
+WITH sc AS (SELECT SYNC_ON AS v),
 lease AS (
     UPDATE S.leases SET expires_at = now() + $3::int8 * interval '1 millisecond'
     WHERE document = $1 AND token = $2 AND expires_at > now() AND expires_at >= $19
@@ -174,7 +180,7 @@ const LIST: &str = "SELECT document FROM S.documents ORDER BY document";
 /// Takes the lease only when it is free, moving the token on (which fences out any
 /// old holder) and leaving it expired; deletes the document only if it took it.
 const REMOVE: &str = "
-WITH sc AS (SELECT set_config('synchronous_commit', 'on', true) AS v),
+WITH sc AS (SELECT SYNC_ON AS v),
 lease AS (
     INSERT INTO S.leases AS l (document, token, holder, expires_at)
     SELECT $1, TOKEN_NOW, $2, now() FROM sc
@@ -239,6 +245,7 @@ impl Sql {
             text.replace("S.", &format!("{quoted}."))
                 .replace(" S;", &format!(" {quoted};"))
                 .replace("TOKEN_NOW", TOKEN_NOW)
+                .replace("SYNC_ON", SYNC_ON)
         };
         let texts = [
             TAKE_LEASE,
@@ -357,6 +364,7 @@ mod tests {
             assert!(text.contains("\"s1\"."), "{text}");
             assert!(!text.contains(" S."), "{text}");
             assert!(!text.contains("TOKEN_NOW"), "{text}");
+            assert!(!text.contains("SYNC_ON"), "{text}");
         }
         assert!(sql.create().contains("CREATE SCHEMA IF NOT EXISTS \"s1\";"));
     }

@@ -403,7 +403,7 @@ pub fn wait_until(
         if Instant::now() > deadline {
             return Err(format!("timed out waiting for {what}"));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
 }

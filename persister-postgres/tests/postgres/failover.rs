@@ -62,7 +62,7 @@ fn model(n: u64) -> DocumentState {
 #[derive(Default, Debug)]
 struct Counts {
     flushes: u64,
-    /// Flushes that failed with the connection lost (unknown outcome, handle poisoned).
+    /// Flushes that failed at a kill (the handle poisoned; mostly an unknown outcome).
     unknown: u64,
     /// Of those, the ones the reopened document showed committed.
     unknown_committed: u64,
@@ -221,65 +221,94 @@ impl Workload {
     }
 }
 
-/// Runs `failovers` rounds: the workload writes; after a random number of flushes the
-/// primary is killed while it goes on, the standby promoted, and the old primary
-/// rebuilt as the new standby; every document goes on a while on the new primary, and
-/// then every document is checked.
+/// Time spent killing the primary and promoting the standby, and rebuilding the new
+/// standby, over all rounds.
+#[derive(Default, Debug)]
+struct Timings {
+    failing_over: Duration,
+    rebuilding: Duration,
+}
+
+impl Timings {
+    fn describe(&self, failovers: u64) -> String {
+        let avg = |d: Duration| d.as_secs_f64() * 1000.0 / failovers.max(1) as f64;
+        format!(
+            "on average {:.0} ms to kill and promote, {:.0} ms to rebuild the standby",
+            avg(self.failing_over),
+            avg(self.rebuilding)
+        )
+    }
+}
+
+/// One round: the workload writes; after `target` acknowledged flushes the primary is
+/// killed while it goes on, the standby promoted and the old primary rebuilt as the new
+/// standby; every document then goes on for two more passes on the new primary.
+fn round(
+    w: &mut Workload,
+    pair: &mut Pair,
+    target: u64,
+    timings: &mut Timings,
+) -> Result<(), String> {
+    let (failing_over, rebuilding) = std::thread::scope(|scope| {
+        let (kill, killed) = mpsc::channel::<()>();
+        let (done, finished) = mpsc::channel::<()>();
+        let killer = scope.spawn(move || -> Result<(Duration, Duration), String> {
+            if killed.recv().is_err() {
+                return Ok((Duration::ZERO, Duration::ZERO));
+            }
+            let started = Instant::now();
+            pair.fail_over()?;
+            let failed_over = started.elapsed();
+            pair.rebuild_standby()?;
+            let _ = done.send(());
+            Ok((failed_over, started.elapsed() - failed_over))
+        });
+        let mut acked = 0;
+        let mut passes_after = None;
+        while passes_after.is_none_or(|n| n < 2) {
+            for d in 0..DOCS {
+                if w.step(d)? {
+                    acked += 1;
+                    if acked == target {
+                        let _ = kill.send(());
+                    }
+                }
+            }
+            if finished.try_recv().is_ok() {
+                passes_after = Some(0);
+            } else if let Some(n) = passes_after.as_mut() {
+                *n += 1;
+            }
+        }
+        drop(kill);
+        killer
+            .join()
+            .map_err(|_| "the killer panicked".to_string())?
+    })?;
+    timings.failing_over += failing_over;
+    timings.rebuilding += rebuilding;
+    Ok(())
+}
+
+/// Runs `failovers` rounds, checking every document after each.
 fn run_failovers(
     sync: bool,
     failovers: u64,
     seed: u64,
-) -> Result<Option<(Counts, Duration)>, String> {
+) -> Result<Option<(Counts, Timings)>, String> {
     let Some(mut pair) = start_pair(sync)? else {
         return Ok(None);
     };
     let mut rng = Rng::new(seed);
     let mut w = Workload::new(&pair.url(), sync)?;
-    let mut failing_over = Duration::ZERO;
-    for round in 0..failovers {
+    let mut timings = Timings::default();
+    for n in 0..failovers {
         let target = 1 + rng.below(3 * DOCS as u64);
-        let pair = &mut pair;
-        failing_over += std::thread::scope(|scope| -> Result<Duration, String> {
-            let (kill, killed) = mpsc::channel::<()>();
-            let (done, finished) = mpsc::channel::<()>();
-            let killer = scope.spawn(move || -> Result<Duration, String> {
-                if killed.recv().is_err() {
-                    return Ok(Duration::ZERO);
-                }
-                let started = Instant::now();
-                pair.fail_over()?;
-                let took = started.elapsed();
-                pair.rebuild_standby()?;
-                let _ = done.send(());
-                Ok(took)
-            });
-            let mut acked = 0;
-            let mut passes_after = None;
-            while passes_after.is_none_or(|n| n < 2) {
-                for d in 0..DOCS {
-                    if w.step(d)? {
-                        acked += 1;
-                        if acked == target {
-                            let _ = kill.send(());
-                        }
-                    }
-                }
-                if finished.try_recv().is_ok() {
-                    passes_after = Some(0);
-                } else if let Some(n) = passes_after.as_mut() {
-                    *n += 1;
-                }
-            }
-            drop(kill);
-            killer
-                .join()
-                .map_err(|_| "the killer panicked".to_string())?
-        })
-        .map_err(|e| format!("failover {round}: {e}"))?;
+        round(&mut w, &mut pair, target, &mut timings).map_err(|e| format!("failover {n}: {e}"))?;
         w.check_all()
-            .map_err(|e| format!("after failover {round}: {e}"))?;
+            .map_err(|e| format!("after failover {n}: {e}"))?;
     }
-    Ok(Some((w.counts, failing_over)))
+    Ok(Some((w.counts, timings)))
 }
 
 #[test]
@@ -287,14 +316,14 @@ fn synchronous_standby_failovers_lose_no_acknowledged_flush() -> Result<(), Stri
     let failovers = env_count("PERSISTER_PG_FAILOVERS", 20);
     let started = Instant::now();
     let seed = env_count("PERSISTER_PG_SEED", 0xfa11_0001);
-    let Some((counts, failing_over)) = run_failovers(true, failovers, seed)? else {
+    let Some((counts, timings)) = run_failovers(true, failovers, seed)? else {
         return Ok(());
     };
     assert_eq!(counts.lost, 0);
     println!(
-        "failover test, synchronous standby: {failovers} failovers in {:.1} s (kill and promote: {:.0} ms on average), {} flushes acknowledged, 0 lost; {} flushes in flight at a kill ({} of them found committed), {} handles refused by their lease, {} documents checked",
+        "failover test, synchronous standby: {failovers} failovers in {:.1} s ({}), {} flushes acknowledged, 0 lost; {} flushes failed at a kill ({} of them found committed), {} handles refused by their lease, {} documents checked",
         started.elapsed().as_secs_f64(),
-        failing_over.as_secs_f64() * 1000.0 / failovers.max(1) as f64,
+        timings.describe(failovers),
         counts.flushes,
         counts.unknown,
         counts.unknown_committed,
@@ -312,12 +341,13 @@ fn asynchronous_standby_failovers_show_what_they_lose() -> Result<(), String> {
     let failovers = env_count("PERSISTER_PG_ASYNC_FAILOVERS", 5);
     let started = Instant::now();
     let seed = env_count("PERSISTER_PG_SEED", 0xfa11_0002);
-    let Some((counts, _)) = run_failovers(false, failovers, seed)? else {
+    let Some((counts, timings)) = run_failovers(false, failovers, seed)? else {
         return Ok(());
     };
     println!(
-        "failover test, asynchronous standby: {failovers} failovers in {:.1} s, {} flushes acknowledged, {} acknowledged batches lost by the failovers, {} flushes in flight at a kill, {} handles refused by their lease, {} documents checked",
+        "failover test, asynchronous standby: {failovers} failovers in {:.1} s ({}), {} flushes acknowledged, {} acknowledged batches lost by the failovers, {} flushes failed at a kill, {} handles refused by their lease, {} documents checked",
         started.elapsed().as_secs_f64(),
+        timings.describe(failovers),
         counts.flushes,
         counts.lost,
         counts.unknown,
@@ -394,5 +424,33 @@ fn leases_and_fencing_survive_a_failover() -> Result<(), String> {
         Contents::read(&kept).map_err(e)?,
         Contents::of(Some(&model(2)))
     );
+    Ok(())
+}
+
+/// A session whose `synchronous_commit` is `remote_apply` keeps it for its flushes (the
+/// backend only ever raises the setting): every acknowledged flush is at once visible
+/// on the standby.
+#[test]
+fn remote_apply_is_kept_so_flushes_are_visible_on_the_standby() -> Result<(), String> {
+    let Some(pair) = start_pair(true)? else {
+        return Ok(());
+    };
+    let url = format!(
+        "{} options='-c synchronous_commit=remote_apply'",
+        pair.url()
+    );
+    let schema = fresh_schema();
+    let e = |e: Error| e.to_string();
+    let store = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema.clone()))
+        .map_err(e)?;
+    let mut p = store.open_document(&"applied".into()).map_err(e)?;
+    let on_standby = format!(
+        "SELECT convert_from(state, 'UTF8') FROM \"{schema}\".sync_states WHERE document = 'applied'::bytea AND peer = 'last'::bytea"
+    );
+    for k in 1..=env_count("PERSISTER_PG_APPLY_FLUSHES", 20) {
+        p.apply(writer_batch(k)).map_err(e)?;
+        p.flush().map_err(e)?;
+        assert_eq!(pair.standby().query(&on_standby)?, k.to_string());
+    }
     Ok(())
 }
