@@ -170,7 +170,7 @@
 //! Several stores, in several processes on several machines, may open one schema at
 //! once; each document is held by one handle at a time. Opening a document takes its
 //! lease in one statement: a row of `leases` is inserted, or taken over only if its
-//! `expires_at` is past by the server's clock, and its `token` grows by one. A second
+//! `expires_at` is past by the server's clock, and its `token` grows. A second
 //! opener, in any process, gets [`Error::Locked`](persister_core::Error::Locked) at
 //! once, naming the document, the holder (`pid N on HOST`) and how long the lease still
 //! runs; in the same store it gets

@@ -211,6 +211,26 @@ mod tests {
     }
 
     #[test]
+    fn several_hosts_are_kept_and_described() -> Result<()> {
+        let loc = Location::parse(
+            "postgres://alice:pw@db1:5433,db2:5434/notes?target_session_attrs=read-write",
+            Duration::from_secs(1),
+        )?;
+        assert_eq!(loc.description, "postgres://alice@db1:5433,db2:5434/notes");
+        assert_eq!(loc.config.get_hosts().len(), 2);
+        assert_eq!(
+            loc.config.get_target_session_attrs(),
+            postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        let loc = Location::parse(
+            "host=/run/a,/run/b port=5433,5434 user=u target_session_attrs=read-write",
+            Duration::from_secs(1),
+        )?;
+        assert_eq!(loc.description, "postgres://u@[/run/a]:5433,[/run/b]:5434/");
+        Ok(())
+    }
+
+    #[test]
     fn description_and_errors_never_hold_the_password() -> Result<()> {
         let loc = Location::parse(
             "postgres://alice:s3cr%20t@db.example:5433/notes?sslmode=disable",

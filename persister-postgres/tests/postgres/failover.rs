@@ -428,10 +428,10 @@ fn leases_and_fencing_survive_a_failover() -> Result<(), String> {
 }
 
 /// A session whose `synchronous_commit` is `remote_apply` keeps it for its flushes (the
-/// backend only ever raises the setting): every acknowledged flush is at once visible
-/// on the standby.
+/// backend only ever raises the setting): with replay paused on the standby a flush
+/// waits, and returns once the standby has applied it.
 #[test]
-fn remote_apply_is_kept_so_flushes_are_visible_on_the_standby() -> Result<(), String> {
+fn remote_apply_is_kept_so_flushes_wait_for_the_standby_to_apply() -> Result<(), String> {
     let Some(pair) = start_pair(true)? else {
         return Ok(());
     };
@@ -447,9 +447,27 @@ fn remote_apply_is_kept_so_flushes_are_visible_on_the_standby() -> Result<(), St
     let on_standby = format!(
         "SELECT convert_from(state, 'UTF8') FROM \"{schema}\".sync_states WHERE document = 'applied'::bytea AND peer = 'last'::bytea"
     );
-    for k in 1..=env_count("PERSISTER_PG_APPLY_FLUSHES", 20) {
-        p.apply(writer_batch(k)).map_err(e)?;
-        p.flush().map_err(e)?;
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'";
+    for k in 1..=env_count("PERSISTER_PG_APPLY_FLUSHES", 3) {
+        pair.standby().query("SELECT pg_wal_replay_pause()")?;
+        std::thread::scope(|scope| -> Result<(), String> {
+            let (tx, rx) = mpsc::channel();
+            let p = &mut p;
+            scope.spawn(move || {
+                let _ = tx.send(p.apply(writer_batch(k)).and_then(|()| p.flush()));
+            });
+            wait_for("the flush to wait for the standby", || {
+                Ok(pair.primary().query(waiting)? != "0")
+            })?;
+            assert!(
+                rx.try_recv().is_err(),
+                "flush {k} returned before the standby applied it"
+            );
+            pair.standby().query("SELECT pg_wal_replay_resume()")?;
+            let flushed = rx.recv().map_err(|e| e.to_string())?;
+            assert!(flushed.map_err(e)? > 0);
+            Ok(())
+        })?;
         assert_eq!(pair.standby().query(&on_standby)?, k.to_string());
     }
     Ok(())
