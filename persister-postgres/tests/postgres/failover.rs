@@ -171,41 +171,52 @@ impl Workload {
         let Some(p) = self.handles[d].as_mut() else {
             return Err("no handle".into());
         };
-        let result = p.apply(writer_batch(k)).and_then(|()| p.flush());
-        let error = match result {
+        // An apply reads (a lease renewal, a lookup) only before it holds anything: a
+        // server error leaves the handle usable, and the batch is applied again.
+        match p.apply(writer_batch(k)) {
+            Ok(()) => {}
+            Err(Error::Poisoned { reason }) if reason.contains("lease") => {
+                self.counts.lease_refused += 1;
+                self.reopen(d)?;
+                return Ok(false);
+            }
+            Err(Error::Backend { .. }) => {
+                self.wait_for_primary()?;
+                return Ok(false);
+            }
+            Err(other) => return Err(format!("{}: apply: {other}", self.ids[d])),
+        }
+        match p.flush() {
             Ok(_) => {
                 self.acked[d] = k;
                 self.next[d] = k + 1;
                 self.counts.flushes += 1;
-                return Ok(true);
+                Ok(true)
             }
-            Err(e) => e,
-        };
-        match &error {
-            Error::Poisoned { reason } if reason.contains("lease") => {
+            Err(Error::Poisoned { reason }) if reason.contains("lease") => {
                 self.counts.lease_refused += 1;
+                self.reopen(d)?;
+                Ok(false)
             }
-            Error::Backend { .. } => {
-                // A flush that failed poisons its handle; a read before it (a lease
-                // renewal, a lookup) leaves it usable.
-                if matches!(p.flush(), Err(Error::Poisoned { .. })) {
-                    self.counts.unknown += 1;
-                    self.next[d] = k + 1;
-                    self.wait_for_primary()?;
-                    let before = self.acked[d];
-                    self.reopen(d)?;
-                    if self.acked[d] > before {
-                        self.counts.unknown_committed += 1;
-                    }
-                    return Ok(false);
-                }
+            Err(Error::Backend { .. }) => {
+                let again = p.flush();
+                assert!(
+                    matches!(again, Err(Error::Poisoned { .. })),
+                    "a failed flush must poison its handle, but the next flush gave {again:?}"
+                );
+                self.counts.unknown += 1;
+                // Batch k may be there or not, whole.
+                self.next[d] = k + 1;
                 self.wait_for_primary()?;
-                return Ok(false);
+                let before = self.acked[d];
+                self.reopen(d)?;
+                if self.acked[d] > before {
+                    self.counts.unknown_committed += 1;
+                }
+                Ok(false)
             }
-            other => return Err(format!("{}: unexpected error: {other}", self.ids[d])),
+            Err(other) => Err(format!("{}: flush: {other}", self.ids[d])),
         }
-        self.reopen(d)?;
-        Ok(false)
     }
 
     /// Closes every handle, then opens and checks every document.
