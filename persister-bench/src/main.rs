@@ -232,6 +232,10 @@ fn run(cli: &Cli) -> Result<bool> {
             Err(e) => eprintln!("limit: fdatasync failed: {e}"),
         }
     }
+    let replication = (wanted(2) && columns.contains(&Column::Postgres)).then(|| {
+        progress("row 2: postgres, one node and with a synchronous standby");
+        rows::replication::run(&config)
+    });
     if !limit.fdatasync_samples.is_empty() {
         limit.fdatasync_per_s = Some(rows::median(limit.fdatasync_samples.clone()));
     }
@@ -256,6 +260,7 @@ fn run(cli: &Cli) -> Result<bool> {
     let failed = reports.iter().any(ColumnReport::any_failed)
         || samod.as_ref().is_some_and(samod::SamodReport::any_failed)
         || matches!(limit.sequential_write_mb_s, Some(Cell::Failed(_)))
+        || matches!(replication, Some(Cell::Failed(_)))
         || matches!(&yjs, Some(Cell::Value(row)) if row.columns.iter().any(|(_, c)| c.failed()));
     let report = Report {
         mode: if cli.quick { "quick" } else { "full" },
@@ -264,6 +269,7 @@ fn run(cli: &Cli) -> Result<bool> {
         peer: peer::NAME,
         limit,
         columns: reports,
+        replication,
         yjs,
         targets,
         samod,

@@ -184,6 +184,9 @@ pub fn markdown(report: &Report) -> String {
         "",
     );
 
+    if let Some(replication) = &report.replication {
+        crate::rows::replication::markdown(&mut out, replication);
+    }
     if let Some(yjs) = &report.yjs {
         crate::rows::yjs::markdown(&mut out, yjs);
     }

@@ -336,6 +336,9 @@ pub struct Report {
     /// Row 7 for Yjs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub yjs: Option<Cell<crate::rows::yjs::YjsRow>>,
+    /// Row 2 for PostgreSQL on one node and with a synchronous standby.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Cell<crate::rows::replication::ReplicationRow>>,
     /// The targets, checked.
     pub targets: Vec<TargetCheck>,
     /// Rows 8 and 9: samod repos, when run.

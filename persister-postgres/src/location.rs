@@ -53,6 +53,14 @@ impl Location {
         })
     }
 
+    /// How long checking an idle connection may take: the connect timeout.
+    pub fn check_timeout(&self) -> Duration {
+        self.config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10))
+    }
+
     /// Opens a new connection.
     pub fn connect(&self) -> Result<Client> {
         connect(&self.config).map_err(|err| {
@@ -200,6 +208,26 @@ mod tests {
             take_schema("postgres://u@h/db"),
             ("postgres://u@h/db".to_string(), None)
         );
+    }
+
+    #[test]
+    fn several_hosts_are_kept_and_described() -> Result<()> {
+        let loc = Location::parse(
+            "postgres://alice:pw@db1:5433,db2:5434/notes?target_session_attrs=read-write",
+            Duration::from_secs(1),
+        )?;
+        assert_eq!(loc.description, "postgres://alice@db1:5433,db2:5434/notes");
+        assert_eq!(loc.config.get_hosts().len(), 2);
+        assert_eq!(
+            loc.config.get_target_session_attrs(),
+            postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        let loc = Location::parse(
+            "host=/run/a,/run/b port=5433,5434 user=u target_session_attrs=read-write",
+            Duration::from_secs(1),
+        )?;
+        assert_eq!(loc.description, "postgres://u@[/run/a]:5433,[/run/b]:5434/");
+        Ok(())
     }
 
     #[test]

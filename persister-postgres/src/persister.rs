@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use persister_core::{
     ActorId, Batch, ChangeEntry, DocumentClaim, DocumentId, Error, Persister, Result, StoredSizes,
@@ -52,6 +52,9 @@ pub struct PostgresPersister {
     place: String,
     /// The fencing token of this handle's lease.
     token: i64,
+    /// The lease's `expires_at` as this handle last wrote it: a server whose record is
+    /// older lost an acknowledged write of this handle (see `RENEW_LEASE`).
+    expires: SystemTime,
     /// When the lease was last taken or renewed (before the statement was sent).
     renewed: Instant,
     /// Whether the server holds a record of the document.
@@ -80,7 +83,7 @@ impl PostgresPersister {
         let id_bytes = id.as_bytes();
         // Not retried on a lost connection: a lease taken by a statement whose answer
         // was lost would make the retry find the document locked until it expires.
-        let token = shared
+        let (token, expires) = shared
             .run(false, |conn| {
                 let rows = conn.query(
                     &shared.sql,
@@ -88,7 +91,10 @@ impl PostgresPersister {
                     &[&id_bytes, &shared.holder, &lease_ms],
                 )?;
                 match rows.first() {
-                    Some(row) => Ok(Ok(row.try_get::<_, i64>(0)?)),
+                    Some(row) => Ok(Ok((
+                        row.try_get::<_, i64>(0)?,
+                        row.try_get::<_, SystemTime>(1)?,
+                    ))),
                     None => Ok(Err(shared.locked(conn, &id))),
                 }
             })?
@@ -98,6 +104,7 @@ impl PostgresPersister {
             claim,
             place,
             token,
+            expires,
             renewed,
             stored: false,
             sizes: StoredSizes::default(),
@@ -144,7 +151,7 @@ impl PostgresPersister {
 
     fn lease_lost(&mut self) -> Error {
         let reason = format!(
-            "the lease of {} expired or was taken over by another holder (this handle's fencing token {} is no longer current), so it can write nothing more; nothing of the writes since its last flush was written: reopen the document",
+            "the lease of {} expired, was taken over by another holder (this handle's fencing token {} is no longer current), or is older than this handle's last write (the server lost acknowledged writes: a standby promoted without them), so the handle can write nothing more; nothing of the writes since its last flush was written: reopen the document",
             self.place, self.token
         );
         self.poison(reason)
@@ -165,14 +172,19 @@ impl PostgresPersister {
         let started = Instant::now();
         let shared = Arc::clone(&self.shared);
         let (id, token, ms) = (self.id().as_bytes().to_vec(), self.token, shared.lease_ms());
-        // Renewing twice is harmless, so a lost connection is retried.
+        let expires = self.expires;
+        // Renewing twice is harmless, so a lost connection is retried: a renewal whose
+        // answer was lost leaves a newer `expires_at`, which the retry accepts.
         let renewed = shared.read("renew the lease of", &self.place, |conn| {
-            let rows = conn.query(&shared.sql, Q::RenewLease, &[&id, &token, &ms])?;
-            Ok(!rows.is_empty())
+            let rows = conn.query(&shared.sql, Q::RenewLease, &[&id, &token, &ms, &expires])?;
+            rows.first()
+                .map(|row| row.try_get::<_, SystemTime>(0))
+                .transpose()
         })?;
-        if !renewed {
+        let Some(expires) = renewed else {
             return Err(self.lease_lost());
-        }
+        };
+        self.expires = expires;
         self.renewed = started;
         Ok(())
     }
@@ -405,7 +417,8 @@ impl PostgresPersister {
             int(sizes.sync_state_count),
         );
         let (id, token, ms) = (self.id().as_bytes(), self.token, shared.lease_ms());
-        let params: [&(dyn postgres::types::ToSql + Sync); 18] = [
+        let expires = self.expires;
+        let params: [&(dyn postgres::types::ToSql + Sync); 19] = [
             &id,
             &token,
             &ms,
@@ -424,6 +437,7 @@ impl PostgresPersister {
             &sync_states,
             &change_count,
             &sync_state_count,
+            &expires,
         ];
         #[cfg(feature = "fault-injection")]
         if shared
@@ -437,13 +451,13 @@ impl PostgresPersister {
         let result = shared.run(false, |conn| {
             let rows = conn.query(&shared.sql, Q::Flush, &params)?;
             match rows.first() {
-                Some(row) => row.try_get::<_, bool>(0),
-                None => Ok(false),
+                Some(row) => row.try_get::<_, Option<SystemTime>>(2),
+                None => Ok(None),
             }
         });
         match result {
-            Ok(Ok(true)) => Outcome::Written,
-            Ok(Ok(false)) => Outcome::LeaseLost,
+            Ok(Ok(Some(expires))) => Outcome::Written { expires },
+            Ok(Ok(None)) => Outcome::LeaseLost,
             Ok(Err(err)) => Outcome::Failed {
                 lost: is_connection_lost(&err),
                 error: shared.error(&err, "flush", &self.place),
@@ -479,8 +493,8 @@ impl PostgresPersister {
 
 /// What a flush's statement did.
 enum Outcome {
-    /// Committed.
-    Written,
+    /// Committed; the lease now expires at `expires`.
+    Written { expires: SystemTime },
     /// The lease no longer held: nothing was written.
     LeaseLost,
     /// Failed; when `lost`, the connection was lost and the outcome is unknown.
@@ -560,7 +574,7 @@ impl Persister for PostgresPersister {
         }
         let started = Instant::now();
         match self.write_held() {
-            Outcome::Written => {}
+            Outcome::Written { expires } => self.expires = expires,
             Outcome::LeaseLost => return Err(self.lease_lost()),
             Outcome::Failed { lost, error } => {
                 let what = if lost {

@@ -2,6 +2,7 @@
 //! the connection is lost, so the next operation reconnects.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use persister_core::Result;
 use postgres::types::ToSql;
@@ -14,7 +15,14 @@ use crate::sql::{Q, STATEMENTS, Sql};
 pub(crate) struct Conn {
     client: Client,
     prepared: Vec<Option<Statement>>,
+    /// When it was last given back to the pool.
+    idle_since: Instant,
 }
+
+/// How long a connection may sit idle before it is checked with a round trip when
+/// taken again. A store that keeps its connections busy pays nothing; one that flushes
+/// rarely pays a round trip that is small beside its pauses.
+const CHECK_AFTER_IDLE: Duration = Duration::from_millis(200);
 
 impl Conn {
     /// Runs statement `q`, preparing it on this connection the first time.
@@ -37,6 +45,17 @@ impl Conn {
 
     pub fn client(&mut self) -> &mut Client {
         &mut self.client
+    }
+
+    /// Whether the connection can be used: not closed, and when it has been idle for
+    /// [`CHECK_AFTER_IDLE`] or longer, answering an empty query. The server may have
+    /// gone away meanwhile (a primary that failed over); a flush sent on such a
+    /// connection would end with an unknown outcome and poison its handle, where a
+    /// new connection reaches the new primary.
+    fn usable(&mut self, timeout: Duration) -> bool {
+        !self.client.is_closed()
+            && (self.idle_since.elapsed() < CHECK_AFTER_IDLE
+                || self.client.is_valid(timeout).is_ok())
     }
 }
 
@@ -77,42 +96,71 @@ impl Pool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An idle connection, a new one, or the next one freed.
+    /// An idle connection (checked first when it has been idle a while), a new one,
+    /// or the next one freed.
     pub fn get<'a>(&'a self, location: &Location) -> Result<Pooled<'a>> {
-        let mut state = self.lock();
         loop {
-            while let Some(conn) = state.idle.pop() {
-                if !conn.client.is_closed() {
-                    return Ok(Pooled {
-                        pool: self,
-                        conn: Some(conn),
-                    });
+            let mut state = self.lock();
+            let idle = loop {
+                if let Some(conn) = state.idle.pop() {
+                    break Some(conn);
                 }
-                state.open -= 1;
-            }
-            if state.open < self.max {
-                state.open += 1;
-                drop(state);
+                if state.open < self.max {
+                    state.open += 1;
+                    break None;
+                }
+                state = self
+                    .freed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            };
+            drop(state);
+            let Some(mut conn) = idle else {
                 return match location.connect().map(prepare_session) {
                     Ok(client) => Ok(Pooled {
                         pool: self,
                         conn: Some(Conn {
                             client,
                             prepared: vec![None; STATEMENTS],
+                            idle_since: Instant::now(),
                         }),
                     }),
                     Err(err) => {
-                        self.lock().open -= 1;
-                        self.freed.notify_one();
+                        self.forget_one();
                         Err(err)
                     }
                 };
+            };
+            if conn.usable(location.check_timeout()) {
+                return Ok(Pooled {
+                    pool: self,
+                    conn: Some(conn),
+                });
             }
-            state = self
-                .freed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            drop(conn);
+            self.forget_one();
         }
+    }
+
+    /// Counts out a connection that was dropped.
+    fn forget_one(&self) {
+        self.lock().open -= 1;
+        self.freed.notify_one();
+    }
+
+    /// Drops every idle connection without a goodbye to the server: one connection was
+    /// found lost, so the others most likely went to the same server (a primary that
+    /// failed over), and the next operations open new ones rather than each finding
+    /// its connection dead, which for a flush would mean an unknown outcome.
+    pub fn discard_idle(&self) {
+        let idle = {
+            let mut state = self.lock();
+            let idle = std::mem::take(&mut state.idle);
+            state.open -= idle.len();
+            idle
+        };
+        self.freed.notify_all();
+        drop(idle);
     }
 
     /// Closes every idle connection, returning the first error.
@@ -182,7 +230,10 @@ impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         let mut state = self.pool.lock();
         match self.conn.take() {
-            Some(conn) if !conn.client.is_closed() => state.idle.push(conn),
+            Some(mut conn) if !conn.client.is_closed() => {
+                conn.idle_since = Instant::now();
+                state.idle.push(conn);
+            }
             _ => state.open -= 1,
         }
         drop(state);

@@ -82,6 +82,7 @@ impl Shared {
                 }
                 Err(err) if is_connection_lost(&err) => {
                     conn.discard();
+                    self.pool.discard_idle();
                     if !reconnect || reconnected {
                         return Ok(Err(err));
                     }

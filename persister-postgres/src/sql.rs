@@ -52,19 +52,38 @@ pub(crate) enum Q {
 
 const COUNT: usize = Q::Meta as usize + 1;
 
-const TAKE_LEASE: &str = "
-WITH sc AS (SELECT set_config('synchronous_commit', 'on', true) AS v)
-INSERT INTO S.leases AS l (document, token, holder, expires_at)
-SELECT $1, 1, $2, now() + $3::int8 * interval '1 millisecond' FROM sc
-ON CONFLICT (document) DO UPDATE
-    SET token = l.token + 1, holder = excluded.holder, expires_at = excluded.expires_at
-    WHERE l.expires_at <= now()
-RETURNING token";
+/// Turns `synchronous_commit` on for the statement's own transaction, unless it is
+/// already `on` or `remote_apply`: a commit that writes the store waits until the WAL is
+/// on disk, and on every synchronous standby when the server has them; the setting is
+/// only ever raised, never lowered.
+const SYNC_ON: &str = "set_config('synchronous_commit', CASE current_setting('synchronous_commit') WHEN 'remote_apply' THEN 'remote_apply' ELSE 'on' END, true)";
 
+/// The server's clock in milliseconds since 1970, the floor of a new fencing token.
+const TOKEN_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::int8";
+
+/// A new token is the server's clock in milliseconds since 1970, or the previous token
+/// plus one when that is larger: it always grows, and a token taken on a primary that
+/// then failed over before its standby received it is not issued again by the standby
+/// (whose clock has moved on), unless the two clocks differ by more than the failover
+/// took.
+const TAKE_LEASE: &str = "
+WITH sc AS (SELECT SYNC_ON AS v)
+INSERT INTO S.leases AS l (document, token, holder, expires_at)
+SELECT $1, TOKEN_NOW, $2, now() + $3::int8 * interval '1 millisecond' FROM sc
+ON CONFLICT (document) DO UPDATE
+    SET token = greatest(l.token + 1, TOKEN_NOW), holder = excluded.holder,
+        expires_at = excluded.expires_at
+    WHERE l.expires_at <= now()
+RETURNING token, expires_at";
+
+/// Renews only a lease whose `expires_at` is not older than the one this handle last
+/// wrote: an older one means the server lost an acknowledged write of this handle (an
+/// asynchronous standby promoted without it), and the handle must not write on top.
+/// A newer one is this handle's own renewal whose answer was lost.
 const RENEW_LEASE: &str = "
 UPDATE S.leases SET expires_at = now() + $3::int8 * interval '1 millisecond'
-WHERE document = $1 AND token = $2 AND expires_at > now()
-RETURNING token";
+WHERE document = $1 AND token = $2 AND expires_at > now() AND expires_at >= $4
+RETURNING expires_at";
 
 const RELEASE_LEASE: &str = "
 UPDATE S.leases SET expires_at = now()
@@ -108,14 +127,16 @@ WHERE document = $1 AND peer = ANY($2::bytea[])";
 /// `$1` document, `$2` token, `$3` lease in ms; `$4, $5` changes to remove (actors,
 /// seqs); `$6, $7, $8` changes to store (actors, seqs, values); `$9` sync states to
 /// remove; `$10, $11` sync states to store (peers, states); `$12` whether to store the
-/// document `$13`; `$14..$18` the document's sizes after the flush. Returns one row:
-/// whether the lease held, and the rows written.
+/// document `$13`; `$14..$18` the document's sizes after the flush; `$19` the lease's
+/// `expires_at` as this handle last wrote it (see [`RENEW_LEASE`]). Returns one row:
+/// whether the lease held, the rows written, and the new `expires_at`.
 const FLUSH: &str = "
-WITH sc AS (SELECT set_config('synchronous_commit', 'on', true) AS v),
+WITH sc AS (SELECT SYNC_ON AS v),
 lease AS (
     UPDATE S.leases SET expires_at = now() + $3::int8 * interval '1 millisecond'
-    WHERE document = $1 AND token = $2 AND expires_at > now() AND EXISTS (SELECT 1 FROM sc)
-    RETURNING token),
+    WHERE document = $1 AND token = $2 AND expires_at > now() AND expires_at >= $19
+        AND EXISTS (SELECT 1 FROM sc)
+    RETURNING expires_at),
 dc AS (
     DELETE FROM S.changes c USING unnest($4::bytea[], $5::int8[]) AS k(actor, seq)
     WHERE c.document = $1 AND c.actor = k.actor AND c.seq = k.seq
@@ -151,19 +172,21 @@ d AS (
     RETURNING 1)
 SELECT EXISTS (SELECT 1 FROM lease),
     (SELECT count(*) FROM dc) + (SELECT count(*) FROM pc) + (SELECT count(*) FROM ds)
-        + (SELECT count(*) FROM ps) + (SELECT count(*) FROM d)";
+        + (SELECT count(*) FROM ps) + (SELECT count(*) FROM d),
+    (SELECT expires_at FROM lease)";
 
 const LIST: &str = "SELECT document FROM S.documents ORDER BY document";
 
 /// Takes the lease only when it is free, moving the token on (which fences out any
 /// old holder) and leaving it expired; deletes the document only if it took it.
 const REMOVE: &str = "
-WITH sc AS (SELECT set_config('synchronous_commit', 'on', true) AS v),
+WITH sc AS (SELECT SYNC_ON AS v),
 lease AS (
     INSERT INTO S.leases AS l (document, token, holder, expires_at)
-    SELECT $1, 1, $2, now() FROM sc
+    SELECT $1, TOKEN_NOW, $2, now() FROM sc
     ON CONFLICT (document) DO UPDATE
-        SET token = l.token + 1, holder = excluded.holder, expires_at = now()
+        SET token = greatest(l.token + 1, TOKEN_NOW), holder = excluded.holder,
+            expires_at = now()
         WHERE l.expires_at <= now()
     RETURNING token),
 dc AS (DELETE FROM S.changes WHERE document = $1 AND EXISTS (SELECT 1 FROM lease) RETURNING 1),
@@ -221,6 +244,8 @@ impl Sql {
         let subst = |text: &str| {
             text.replace("S.", &format!("{quoted}."))
                 .replace(" S;", &format!(" {quoted};"))
+                .replace("TOKEN_NOW", TOKEN_NOW)
+                .replace("SYNC_ON", SYNC_ON)
         };
         let texts = [
             TAKE_LEASE,
@@ -338,6 +363,8 @@ mod tests {
             let text = &sql.texts[i];
             assert!(text.contains("\"s1\"."), "{text}");
             assert!(!text.contains(" S."), "{text}");
+            assert!(!text.contains("TOKEN_NOW"), "{text}");
+            assert!(!text.contains("SYNC_ON"), "{text}");
         }
         assert!(sql.create().contains("CREATE SCHEMA IF NOT EXISTS \"s1\";"));
     }

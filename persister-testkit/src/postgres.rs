@@ -1,17 +1,23 @@
 //! A throwaway PostgreSQL cluster for tests and benchmarks: made with `initdb` in a
 //! temporary directory, listening only on a Unix socket there, run as the `postgres`
 //! user when this process runs as root, and stopped when its [`Cluster`] is dropped or
-//! this process exits, however it exits.
+//! this process exits, however it exits. A [`Pair`] is two of them, a primary and a
+//! streaming standby made with `pg_basebackup -R`, for failover tests.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The port of a [`Cluster::start`]ed server's socket (`.s.PGSQL.5432` in its directory).
+const DEFAULT_PORT: u16 = 5432;
 
 /// Where `initdb` and `pg_ctl` are: on `PATH`, else the newest
-/// `/usr/lib/postgresql/*/bin`.
+/// `/usr/lib/postgresql/*/bin`. An `initdb` on `PATH` that is a link leads to the
+/// directory it links into, where the server's other tools (`pg_basebackup`, `psql`)
+/// are too.
 pub fn binaries() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
@@ -21,14 +27,23 @@ pub fn binaries() -> Option<PathBuf> {
         found.sort();
         dirs.extend(found.into_iter().rev());
     }
-    dirs.into_iter()
-        .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+    let dir = dirs
+        .into_iter()
+        .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())?;
+    match std::fs::canonicalize(dir.join("initdb")) {
+        Ok(initdb) => match initdb.parent() {
+            Some(real) if real.join("pg_ctl").is_file() => Some(real.to_path_buf()),
+            _ => Some(dir),
+        },
+        Err(_) => Some(dir),
+    }
 }
 
 /// A cluster of its own.
 pub struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
+    port: u16,
     settings: Vec<String>,
     /// Run the server's tools as the `postgres` user (this process runs as root).
     as_postgres: bool,
@@ -42,25 +57,12 @@ impl Cluster {
     /// Makes a cluster with `initdb --no-sync` (trust authentication, superuser
     /// `postgres`) and starts it with the server settings `settings` (`name=value`).
     pub fn start(bin: &Path, settings: &[&str]) -> Result<Self, String> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("persister-pg-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let as_postgres = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        let cluster = Cluster {
-            bin: bin.to_path_buf(),
-            dir,
-            settings: settings.iter().map(|s| s.to_string()).collect(),
-            as_postgres,
-            supervisor: Mutex::new(None),
-        };
-        cluster.supervise()?;
-        if as_postgres {
-            run(Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(&cluster.dir))?;
-        }
+        Self::start_on(bin, settings, DEFAULT_PORT)
+    }
+
+    /// [`Cluster::start`] with its socket on `port`.
+    pub fn start_on(bin: &Path, settings: &[&str], port: u16) -> Result<Self, String> {
+        let cluster = Self::empty(bin, settings, port)?;
         run(cluster
             .tool("initdb")
             .args([
@@ -78,19 +80,146 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Makes a standby of `primary` with `pg_basebackup -R` (it streams the primary's
+    /// WAL; `initdb` allows local replication connections), and starts it with
+    /// `settings` on `port`.
+    pub fn start_standby(
+        bin: &Path,
+        primary: &Cluster,
+        settings: &[&str],
+        port: u16,
+    ) -> Result<Self, String> {
+        let cluster = Self::empty(bin, settings, port)?;
+        cluster.rebuild_as_standby_of(primary)?;
+        Ok(cluster)
+    }
+
+    /// A new directory with its supervisor, and no data directory yet.
+    fn empty(bin: &Path, settings: &[&str], port: u16) -> Result<Self, String> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "persister-pg-{}-{port}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let as_postgres = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        let cluster = Cluster {
+            bin: bin.to_path_buf(),
+            dir,
+            port,
+            settings: settings.iter().map(|s| s.to_string()).collect(),
+            as_postgres,
+            supervisor: Mutex::new(None),
+        };
+        cluster.supervise()?;
+        if as_postgres {
+            run(Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&cluster.dir))?;
+        }
+        Ok(cluster)
+    }
+
+    /// Replaces this (stopped) cluster's data with a fresh copy of `primary` made with
+    /// `pg_basebackup -R`, and starts it as `primary`'s standby. A primary that
+    /// failed over is rebuilt this way, since it may hold WAL its successor never got.
+    pub fn rebuild_as_standby_of(&self, primary: &Cluster) -> Result<(), String> {
+        let data = self.data();
+        match std::fs::remove_dir_all(&data) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", data.display())),
+        }
+        run(self
+            .tool("pg_basebackup")
+            .arg("-h")
+            .arg(&primary.dir)
+            .args(["-p", &primary.port.to_string(), "-U", "postgres"])
+            .args(["-X", "stream", "-c", "fast", "--no-sync", "-R", "-D"])
+            .arg(&data))?;
+        self.start_server()
+    }
+
+    /// Promotes this standby (`pg_ctl promote`) and waits until it accepts writes
+    /// (`pg_is_in_recovery()` is false).
+    pub fn promote(&self) -> Result<(), String> {
+        run(self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-w", "promote"]))?;
+        wait_until("the promoted standby to leave recovery", || {
+            Ok(self.query("SELECT pg_is_in_recovery()")? == "f")
+        })
+    }
+
+    /// Runs `sql` with `psql` and returns its output, unaligned, without headers.
+    pub fn query(&self, sql: &str) -> Result<String, String> {
+        let out = self
+            .tool("psql")
+            .arg("-h")
+            .arg(&self.dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .map_err(|e| format!("psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "psql {sql:?} on {}: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// The directory of its socket.
+    pub fn host(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The port of its socket.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
 
-    /// Its connection string: `host=DIR user=postgres dbname=postgres`.
+    /// Its connection string: `host=DIR user=postgres dbname=postgres` (and `port=N`
+    /// when not 5432).
     pub fn url(&self) -> String {
-        format!("host={} user=postgres dbname=postgres", self.dir.display())
+        let port = if self.port == DEFAULT_PORT {
+            String::new()
+        } else {
+            format!(" port={}", self.port)
+        };
+        format!(
+            "host={}{port} user=postgres dbname=postgres",
+            self.dir.display()
+        )
     }
 
     /// Its URL, `postgres://postgres@%2FDIR/postgres`, with `?schema=SCHEMA`.
     pub fn uri(&self, schema: &str) -> String {
         let host = self.dir.display().to_string().replace('/', "%2F");
-        format!("postgres://postgres@{host}/postgres?schema={schema}")
+        let port = if self.port == DEFAULT_PORT {
+            String::new()
+        } else {
+            format!(":{}", self.port)
+        };
+        format!("postgres://postgres@{host}{port}/postgres?schema={schema}")
     }
 
     fn tool(&self, name: &str) -> Command {
@@ -140,8 +269,9 @@ impl Cluster {
     /// Starts the server (again, after [`Cluster::crash`]).
     pub fn start_server(&self) -> Result<(), String> {
         let mut options = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}'",
-            self.dir.display()
+            "-c listen_addresses='' -c unix_socket_directories='{}' -c port={}",
+            self.dir.display(),
+            self.port
         );
         for setting in &self.settings {
             options.push_str(&format!(" -c {setting}"));
@@ -185,6 +315,97 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
+}
+
+/// A primary and its streaming standby, each a [`Cluster`] of its own (its own socket
+/// directory and port), for failover tests: [`Pair::fail_over`] kills the primary and
+/// promotes the standby, [`Pair::rebuild_standby`] makes the old primary the new
+/// standby.
+pub struct Pair {
+    nodes: [Cluster; 2],
+    primary: usize,
+}
+
+impl Pair {
+    /// Starts a primary with `settings` and a standby of it with the same settings
+    /// (ports 5433 and 5434, in directories of their own), and waits until the standby
+    /// streams. With `synchronous_standby_names` in `settings`, commits that ask for
+    /// it wait for the standby.
+    pub fn start(bin: &Path, settings: &[&str]) -> Result<Self, String> {
+        let primary = Cluster::start_on(bin, settings, 5433)?;
+        let standby = Cluster::start_standby(bin, &primary, settings, 5434)?;
+        let pair = Pair {
+            nodes: [primary, standby],
+            primary: 0,
+        };
+        pair.wait_streaming()?;
+        Ok(pair)
+    }
+
+    /// A connection string naming both nodes, `target_session_attrs=read-write`: a
+    /// client connects to whichever is the primary.
+    pub fn url(&self) -> String {
+        let [a, b] = &self.nodes;
+        format!(
+            "host={},{} port={},{} user=postgres dbname=postgres target_session_attrs=read-write",
+            a.dir.display(),
+            b.dir.display(),
+            a.port,
+            b.port
+        )
+    }
+
+    /// The node that is the primary now.
+    pub fn primary(&self) -> &Cluster {
+        &self.nodes[self.primary]
+    }
+
+    /// The other node: the standby, or the failed primary until it is rebuilt.
+    pub fn standby(&self) -> &Cluster {
+        &self.nodes[1 - self.primary]
+    }
+
+    /// Kills the primary (`pg_ctl stop -m immediate`), promotes the standby and waits
+    /// until it accepts writes. The old primary stays down until
+    /// [`Pair::rebuild_standby`].
+    pub fn fail_over(&mut self) -> Result<(), String> {
+        self.primary().crash()?;
+        self.standby().promote()?;
+        self.primary = 1 - self.primary;
+        Ok(())
+    }
+
+    /// Rebuilds the stopped node as the primary's standby, and waits until it streams.
+    pub fn rebuild_standby(&self) -> Result<(), String> {
+        self.standby().rebuild_as_standby_of(self.primary())?;
+        self.wait_streaming()
+    }
+
+    /// Waits until the primary sees its standby streaming.
+    fn wait_streaming(&self) -> Result<(), String> {
+        wait_until("the standby to stream from the primary", || {
+            Ok(self
+                .primary()
+                .query("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")?
+                != "0")
+        })
+    }
+}
+
+/// Waits until `condition` holds, checking it every few milliseconds, for at most two
+/// minutes (then an error: the condition is expected within seconds).
+pub fn wait_until(
+    what: &str,
+    mut condition: impl FnMut() -> Result<bool, String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !condition()? {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {

@@ -4,6 +4,7 @@ pub mod flush;
 pub mod ingest;
 pub mod load;
 pub mod replay;
+pub mod replication;
 pub mod trace;
 pub mod yjs;
 

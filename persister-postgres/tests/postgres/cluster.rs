@@ -98,7 +98,7 @@ pub fn admin(url: &str) -> Result<postgres::Client, postgres::Error> {
         .connect(postgres::NoTls)
 }
 
-/// Waits until `condition` holds, checking it every millisecond or so, for at most a
+/// Waits until `condition` holds, checking it every 5 ms or so, for at most a
 /// minute (a failure, not a guess: the condition is expected within milliseconds).
 pub fn wait_for(
     what: &str,
@@ -109,7 +109,7 @@ pub fn wait_for(
         if std::time::Instant::now() > deadline {
             return Err(format!("timed out waiting for {what}"));
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
 }
