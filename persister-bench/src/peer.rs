@@ -33,9 +33,11 @@ pub fn prepare(changes: &[RawChange]) -> Vec<PeerChange> {
 /// The peer's document, opened as its documentation shows: sled's default
 /// configuration, three trees, an empty prefix.
 pub struct PeerSubject {
-    persister: SledPersister,
-    // Kept so the database outlives the trees' users; dropped last.
-    _db: sled::Db,
+    /// `None` once dropped; the trees go before the database.
+    persister: Option<SledPersister>,
+    /// Closed last, waiting for sled to let go of its lock (see [`Drop`]).
+    db: Option<sled::Db>,
+    dir: std::path::PathBuf,
 }
 
 impl PeerSubject {
@@ -48,30 +50,54 @@ impl PeerSubject {
             db.open_tree("sync-states")?,
             "",
         )?;
-        Ok(Self { persister, _db: db })
+        Ok(Self {
+            persister: Some(persister),
+            db: Some(db),
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn persister(&self) -> Result<&SledPersister> {
+        Ok(self.persister.as_ref().ok_or("the peer is closed")?)
+    }
+
+    fn persister_mut(&mut self) -> Result<&mut SledPersister> {
+        Ok(self.persister.as_mut().ok_or("the peer is closed")?)
+    }
+}
+
+/// sled 0.34 lets go of its lock on the `db` file a moment after its `Db` is dropped,
+/// so a row that reopens the peer's directory at once could find it locked: the drop
+/// waits for the lock, as `persister_sled::close_database` does for any sled database.
+impl Drop for PeerSubject {
+    fn drop(&mut self) {
+        drop(self.persister.take());
+        if let Some(db) = self.db.take() {
+            let _ = persister_sled::close_database(db, &self.dir);
+        }
     }
 }
 
 impl Subject for PeerSubject {
     fn insert(&mut self, batch: Prepared) -> Result<()> {
         match batch {
-            Prepared::Peer(changes) => Ok(self.persister.insert_changes(changes)?),
+            Prepared::Peer(changes) => Ok(self.persister_mut()?.insert_changes(changes)?),
             Prepared::Core(_) => Err("a batch prepared for a backend was given to the peer".into()),
         }
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.persister.flush()?;
+        self.persister_mut()?.flush()?;
         Ok(())
     }
 
     fn get_changes(&self) -> Result<Vec<Vec<u8>>> {
-        Ok(self.persister.get_changes()?)
+        Ok(self.persister()?.get_changes()?)
     }
 
     fn sizes(&self) -> SeenSizes {
         SeenSizes {
-            change_bytes: self.persister.sizes().changes,
+            change_bytes: self.persister.as_ref().map_or(0, |p| p.sizes().changes),
             change_count: None,
         }
     }
