@@ -43,7 +43,7 @@ impl Backend {
         match self {
             Backend::Redb => persister_redb::FORMAT_VERSION,
             Backend::Sled => persister_sled::FORMAT_VERSION,
-            Backend::Fs => persister_fs::format::STORE_VERSION,
+            Backend::Fs => persister_fs::FORMAT_VERSION,
             Backend::Postgres => persister_postgres::FORMAT_VERSION,
         }
     }
