@@ -132,6 +132,10 @@ impl From<StoreError> for CliError {
                 ),
                 "check the disk (space, errors) and run the command again; the store reopens at its last successful flush",
             ),
+            StoreError::LeaseLost { reason } => Self::new(
+                reason,
+                "another program holds the document, or the server lost its writes: run the command again",
+            ),
             StoreError::TooLarge { what, len, max } => Self::new(
                 format!("{what} is {len} bytes, more than the maximum of {max}"),
                 "nothing of it was written; the data cannot be stored by this version of persister",

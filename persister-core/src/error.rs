@@ -69,6 +69,17 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A handle of a networked store lost its lease on the document: the lease expired
+    /// while the handle was idle, another holder took the document over, or the server
+    /// lost writes this handle had made (a standby promoted without them). The handle
+    /// can write nothing more, and nothing of its writes since its last flush was
+    /// written; reopen the document to go on from what the server holds.
+    #[error("{reason}")]
+    LeaseLost {
+        /// What happened to the lease, naming the document.
+        reason: String,
+    },
+
     /// A flush (or another write to disk) failed earlier, so the handle refuses all
     /// further writes and flushes until the store is reopened.
     #[error(

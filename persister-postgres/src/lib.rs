@@ -188,7 +188,8 @@
 //! transaction, and the row lock it takes makes a concurrent taker wait for the commit
 //! (after which the lease is no longer expired). A handle whose lease expired, or was
 //! taken over, can never write again: its flush writes nothing and returns
-//! [`Error::Poisoned`](persister_core::Error::Poisoned) saying so; reopen the document.
+//! [`Error::LeaseLost`](persister_core::Error::LeaseLost) (and so does every later
+//! call); reopen the document.
 //! Tokens are never reused (lease rows are kept, released leases are only marked
 //! expired), so a token once superseded never matches again.
 //!

@@ -71,6 +71,8 @@ pub struct PostgresPersister {
     /// A non-empty batch was applied since the last flush.
     dirty: bool,
     poisoned: Option<String>,
+    /// Whether the poisoning is a lost lease, reported as [`Error::LeaseLost`].
+    lease_lost: bool,
     released: bool,
 }
 
@@ -114,6 +116,7 @@ impl PostgresPersister {
             pending: 0,
             dirty: false,
             poisoned: None,
+            lease_lost: false,
             released: false,
         };
         // Read after taking the lease, so every write of the previous holder is seen.
@@ -136,6 +139,9 @@ impl PostgresPersister {
 
     fn check_writable(&self) -> Result<()> {
         match &self.poisoned {
+            Some(reason) if self.lease_lost => Err(Error::LeaseLost {
+                reason: reason.clone(),
+            }),
             Some(reason) => Err(Error::Poisoned {
                 reason: reason.clone(),
             }),
@@ -154,7 +160,9 @@ impl PostgresPersister {
             "the lease of {} expired, was taken over by another holder (this handle's fencing token {} is no longer current), or is older than this handle's last write (the server lost acknowledged writes: a standby promoted without them), so the handle can write nothing more; nothing of the writes since its last flush was written: reopen the document",
             self.place, self.token
         );
-        self.poison(reason)
+        self.lease_lost = true;
+        self.poisoned = Some(reason.clone());
+        Error::LeaseLost { reason }
     }
 
     /// Renews the document's lease now, so that it lasts another
@@ -165,7 +173,7 @@ impl PostgresPersister {
     ///
     /// # Errors
     ///
-    /// [`Error::Poisoned`] when the lease has already expired or been taken over (the
+    /// [`Error::LeaseLost`] when the lease has already expired or been taken over (the
     /// handle can then never write again), or the server's error.
     pub fn renew_lease(&mut self) -> Result<()> {
         self.check_writable()?;

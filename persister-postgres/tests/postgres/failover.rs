@@ -175,7 +175,7 @@ impl Workload {
         // server error leaves the handle usable, and the batch is applied again.
         match p.apply(writer_batch(k)) {
             Ok(()) => {}
-            Err(Error::Poisoned { reason }) if reason.contains("lease") => {
+            Err(Error::LeaseLost { reason }) if reason.contains("lease") => {
                 self.counts.lease_refused += 1;
                 self.reopen(d)?;
                 return Ok(false);
@@ -193,7 +193,7 @@ impl Workload {
                 self.counts.flushes += 1;
                 Ok(true)
             }
-            Err(Error::Poisoned { reason }) if reason.contains("lease") => {
+            Err(Error::LeaseLost { reason }) if reason.contains("lease") => {
                 self.counts.lease_refused += 1;
                 self.reopen(d)?;
                 Ok(false)
@@ -422,7 +422,7 @@ fn leases_and_fencing_survive_a_failover() -> Result<(), String> {
     assert!(newcomer.lease_token() > stale.lease_token());
     let refused = stale.flush();
     assert!(
-        matches!(&refused, Err(Error::Poisoned { reason }) if reason.contains("lease")),
+        matches!(&refused, Err(Error::LeaseLost { reason }) if reason.contains("lease")),
         "{refused:?}"
     );
     assert_eq!(

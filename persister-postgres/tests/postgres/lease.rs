@@ -37,10 +37,10 @@ fn expired_lease_refuses_every_later_write() -> Result<(), Error> {
     // Applying renews a lease older than its renewal age: refused, as is the flush.
     let refused = p.set_document(b"late".to_vec());
     assert!(
-        matches!(&refused, Err(Error::Poisoned { reason }) if reason.contains("lease")),
+        matches!(&refused, Err(Error::LeaseLost { reason }) if reason.contains("lease")),
         "{refused:?}"
     );
-    assert!(matches!(p.flush(), Err(Error::Poisoned { .. })));
+    assert!(matches!(p.flush(), Err(Error::LeaseLost { .. })));
     drop(p);
     let p = store.open_document(&"short".into())?;
     assert_eq!(p.get_document()?, Some(b"kept".to_vec()));
@@ -65,7 +65,7 @@ fn flush_after_the_lease_was_taken_over_writes_nothing() -> Result<(), Error> {
     assert!(q.lease_token() > p.lease_token());
     let refused = p.flush();
     assert!(
-        matches!(&refused, Err(Error::Poisoned { reason }) if reason.contains("lease")),
+        matches!(&refused, Err(Error::LeaseLost { reason }) if reason.contains("lease")),
         "{refused:?}"
     );
     assert_eq!(q.get_sync_state(b"peer")?, Some(b"one".to_vec()));
