@@ -311,7 +311,11 @@ fn open_engine(backend: Backend, path: &Path, access: Access) -> persister_core:
         Backend::Sled => Engine::Sled(SledStore::open(path)?),
         Backend::Fs if read_only => Engine::Fs(FsStore::open_read_only(path)?),
         Backend::Fs => Engine::Fs(FsStore::open(path)?),
-        Backend::Postgres => Engine::Postgres(PostgresStore::open(&path.to_string_lossy())?),
+        // Commands that only look create no schema.
+        Backend::Postgres => Engine::Postgres(PostgresStore::open_with(
+            &path.to_string_lossy(),
+            persister_postgres::PostgresOptions::default().create_if_missing(!read_only),
+        )?),
     })
 }
 

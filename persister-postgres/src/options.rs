@@ -54,6 +54,12 @@ pub struct PostgresOptions {
 
     /// How long connecting to the server may take. Default 10 s.
     pub connect_timeout: Duration,
+
+    /// Whether opening creates the schema and its tables when they are missing.
+    /// Default `true`; with `false`, opening a schema that holds no store fails with
+    /// [`Error::NotAStore`](persister_core::Error::NotAStore) and creates nothing (for
+    /// tools that only look).
+    pub create_if_missing: bool,
 }
 
 impl Default for PostgresOptions {
@@ -65,6 +71,7 @@ impl Default for PostgresOptions {
             lease_renewal: lease / 3,
             max_connections: 8,
             connect_timeout: Duration::from_secs(10),
+            create_if_missing: true,
         }
     }
 }
@@ -98,6 +105,12 @@ impl PostgresOptions {
     /// Sets [`PostgresOptions::connect_timeout`].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`PostgresOptions::create_if_missing`].
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
         self
     }
 }

@@ -150,6 +150,12 @@ impl Shared {
             if tables.iter().any(|t| ours.contains(&t.as_str())) {
                 return Err(self.not_a_store());
             }
+            if !self.options.create_if_missing {
+                return Err(Error::NotAStore {
+                    what: "a persister-postgres store (the schema has none of its tables)",
+                    path: PathBuf::from(&self.place),
+                });
+            }
             // Two processes may create the schema at once: the loser of the race sees a
             // duplicate-object error and finds the tables made by the winner.
             let created = self.run(false, |conn| {

@@ -341,6 +341,12 @@ fn redb_to_postgres_to_redb_keeps_every_byte() -> TestResult {
             }
         },
     };
+    // Looking at a schema that holds no store creates nothing there.
+    let empty = url.replace(&schema, &format!("{schema}_empty"));
+    for _ in 0..2 {
+        let run = persister(["ls", &empty])?.expect(1);
+        assert!(run.stderr.contains("none of its tables"), "{}", run.stderr);
+    }
     let dir = tempfile::tempdir()?;
     let p = |name: &str| dir.path().join(name);
     let s = |name: &str| p(name).to_str().unwrap().to_string();

@@ -193,3 +193,38 @@ fn passwords_never_appear_in_errors() -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// With `create_if_missing(false)` (what tools that only look use), a schema holding
+/// no store is refused and left as it was; a store that exists opens.
+#[test]
+fn opening_without_creating_refuses_an_empty_schema_and_creates_nothing() -> Result<(), Error> {
+    let schema = fresh_schema();
+    let looking = PostgresOptions::default()
+        .schema(schema.clone())
+        .create_if_missing(false);
+    let refused = PostgresStore::open_with(&server().url(), looking.clone());
+    assert!(
+        matches!(&refused, Err(Error::NotAStore { what, .. }) if what.contains("none of its tables")),
+        "{:?}",
+        refused.err()
+    );
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    let count = |client: &mut postgres::Client| -> Result<i64, Error> {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+                &[&schema],
+            )
+            .map_err(test_error)?;
+        Ok(row.get(0))
+    };
+    assert_eq!(count(&mut client)?, 0, "the schema was created");
+
+    drop(PostgresStore::open_with(
+        &server().url(),
+        PostgresOptions::default().schema(schema.clone()),
+    )?);
+    assert_eq!(count(&mut client)?, 1);
+    PostgresStore::open_with(&server().url(), looking)?;
+    Ok(())
+}
