@@ -34,9 +34,17 @@ pub type ChangeEntry = (ActorId, u64, Vec<u8>);
 ///    returns peer ids ordered by their bytes.
 /// 4. **Durability.** Once [`flush`](Persister::flush) returns `Ok`, every write made
 ///    before it survives a process kill and, on backends that say so (fs, redb), a power
-///    loss. `flush` returns how many bytes it made durable, 0 when nothing was pending.
-///    No backend syncs to disk behind the application's back by default: the
-///    application owns the fsync policy (see [`AutoFlush`](crate::AutoFlush)).
+///    loss. `flush` returns how many bytes it wrote to make the writes durable, 0
+///    exactly when nothing was pending; what is counted differs between backends
+///    (values, encoded log records, the engine's own count), so compare it only with
+///    itself. Writes become durable only when the application says so: by `flush`, by
+///    `close`, or by a handle outgrowing its backend's `max_pending_bytes` (which then
+///    flushes); [`Store::remove_document`](crate::Store::remove_document) is durable
+///    when it returns. Besides these, a backend syncs only its own bookkeeping (redb
+///    when its file grows; fs when it cuts a torn tail on open, and when the first
+///    write after opening clears its clean-close record), and each backend's crate
+///    docs list those syncs. The application owns the fsync policy (see
+///    [`AutoFlush`](crate::AutoFlush)).
 /// 5. **Crash state.** After any crash, reopening gives the state after some prefix of
 ///    the batches applied, and that prefix includes every batch before the last
 ///    successful flush. A batch is never half there.
