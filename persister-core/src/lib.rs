@@ -95,4 +95,6 @@ pub use policy::{AutoFlush, CompactionTrigger, FlushPolicy};
 pub use recovery::Recovered;
 pub use sizes::StoredSizes;
 pub use state::DocumentState;
-pub use store::{BoxedStore, DocumentClaim, DynPersister, DynStore, OpenDocuments, Store};
+pub use store::{
+    BoxedStore, DocumentClaim, DynPersister, DynStore, OpenDocuments, Store, flush_each,
+};
