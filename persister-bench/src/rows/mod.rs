@@ -3,7 +3,9 @@
 pub mod flush;
 pub mod ingest;
 pub mod load;
+pub mod many;
 pub mod replay;
+pub mod server;
 pub mod trace;
 pub mod yjs;
 
