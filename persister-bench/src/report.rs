@@ -250,7 +250,14 @@ pub fn markdown(report: &Report) -> String {
                 let each: Vec<String> = m
                     .samples
                     .iter()
-                    .map(|s| format!("{} / {} / {}", mib(s.open_kib), mib(s.list_kib), mib(s.doc_kib)))
+                    .map(|s| {
+                        format!(
+                            "{} / {} / {}",
+                            mib(s.open_kib),
+                            mib(s.list_kib),
+                            mib(s.doc_kib)
+                        )
+                    })
                     .collect();
                 each.join("; ")
             }))

@@ -3,14 +3,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use persister_core::{
-    ActorId, Batch, ChangeEntry, DocumentClaim, DocumentId, Error, Persister, Result, StoredSizes,
-    Write,
-};
 use crate::group::{Job, Outcome};
 use crate::lookup::Lookup;
 use crate::overlay::Overlay;
 use crate::shared::{Shared, poison_reason};
+use persister_core::{
+    ActorId, Batch, ChangeEntry, DocumentClaim, DocumentId, Error, Persister, Result, StoredSizes,
+    Write,
+};
 
 mod reads;
 

@@ -151,11 +151,7 @@ pub fn child(column: Column, dir: &Path, documents: usize) -> Result<()> {
     let listed = watch.lap();
     let list_kib = crate::rows::load::vm_hwm_kib()?;
     if listed_ids.len() != documents {
-        return Err(format!(
-            "listed {} documents, not {documents}",
-            listed_ids.len()
-        )
-        .into());
+        return Err(format!("listed {} documents, not {documents}", listed_ids.len()).into());
     }
     let doc = store.open_document(&id(documents / 2))?;
     let changes = doc.get_changes()?;

@@ -256,7 +256,10 @@ fn drive(
             .collect();
         threads
             .into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| Err("a writer thread panicked".into())))
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err("a writer thread panicked".into()))
+            })
             .collect()
     });
     // Until the last writer stopped, before the documents are closed.
