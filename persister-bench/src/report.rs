@@ -200,7 +200,8 @@ pub fn markdown(report: &Report) -> String {
             &columns,
             |r| {
                 Some(cell(r.server.as_ref()?, |s| {
-                    format!("{} ({:.2}x)", rate(s.writes_per_s), s.ratio_to_raw)
+                    let ratio = s.ratio_to_single_commits.unwrap_or(s.ratio_to_raw);
+                    format!("{} ({ratio:.2}x)", rate(s.writes_per_s))
                 }))
             },
             "",

@@ -61,6 +61,11 @@ pub struct Server {
     pub raw_fdatasync_per_s: f64,
     /// `writes_per_s / raw_fdatasync_per_s`.
     pub ratio_to_raw: f64,
+    /// PostgreSQL only: the server's single-row commits per second, one connection,
+    /// measured just before: the limit of a store that commits every flush alone.
+    pub single_commits_per_s: Option<f64>,
+    /// PostgreSQL only: `writes_per_s / single_commits_per_s`.
+    pub ratio_to_single_commits: Option<f64>,
     /// Median flush latency, ms.
     pub flush_p50_ms: f64,
     /// 99th percentile flush latency, ms.
@@ -84,6 +89,13 @@ pub fn run(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Ce
 fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Result<Server> {
     std::fs::create_dir_all(dir)?;
     let raw = limit::fdatasync_per_s(base, config.raw_syncs, CHANGE_LEN)?;
+    let single_commits_per_s = if column == Column::Postgres {
+        let mut commits = crate::pg::Commits::create(&format!("{}_limit", crate::pg::schema(dir)))?;
+        let lap = commits.append_synced(config.raw_syncs)?;
+        Some(config.raw_syncs as f64 / lap.wall.as_secs_f64())
+    } else {
+        None
+    };
     let (writes, elapsed, mut latencies) = match column {
         Column::Peer => drive(config, peer_writers(config, dir)?)?,
         _ => {
@@ -111,6 +123,8 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
         writes_per_s,
         raw_fdatasync_per_s: raw,
         ratio_to_raw: writes_per_s / raw,
+        single_commits_per_s,
+        ratio_to_single_commits: single_commits_per_s.map(|limit| writes_per_s / limit),
         flush_p50_ms: percentile(0.5),
         flush_p99_ms: percentile(0.99),
         writes,
