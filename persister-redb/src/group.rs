@@ -13,6 +13,7 @@
 //! so is the store (redb refuses further writes after a failed commit).
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Condvar, Mutex};
 
 use persister_core::{DocumentId, Error, Result, StoredSizes};
@@ -81,9 +82,23 @@ impl Shared {
                 continue;
             }
             queue.leading = true;
-            let group = std::mem::take(&mut queue.waiting);
+            let mut group = std::mem::take(&mut queue.waiting);
             drop(queue);
-            let (group, result) = self.commit_group(group);
+            // A panic inside redb (a damaged file can cause one) must not leave the
+            // followers waiting forever: they get an error, then the panic goes on.
+            let committed = catch_unwind(AssertUnwindSafe(|| self.commit_group(&mut group)));
+            let (result, panic) = match committed {
+                Ok(result) => (result, None),
+                Err(panic) => {
+                    let err = self.poison_with(Error::Poisoned {
+                        reason: format!(
+                            "redb panicked while committing to {}",
+                            self.path.display()
+                        ),
+                    });
+                    (Err(err), Some(panic))
+                }
+            };
             queue = lock(&committer.state);
             let failure = result.as_ref().err().map(poison_reason);
             let carried: Vec<u64> = group.iter().map(|(ticket, _)| *ticket).collect();
@@ -97,6 +112,10 @@ impl Shared {
             }
             queue.leading = false;
             committer.finished.notify_all();
+            if let Some(panic) = panic {
+                drop(queue);
+                resume_unwind(panic);
+            }
         }
         let mut outcomes = Vec::with_capacity(tickets.len());
         for ticket in tickets {
@@ -119,10 +138,10 @@ impl Shared {
     }
 
     /// Writes every job of `group` in one transaction and commits it durably.
-    fn commit_group(&self, mut group: Vec<(u64, Job)>) -> (Vec<(u64, Job)>, Result<()>) {
+    fn commit_group(&self, group: &mut [(u64, Job)]) -> Result<()> {
         let result = self.begin_write().and_then(|txn| {
             let mut numbers = Vec::with_capacity(group.len());
-            for (_, job) in &group {
+            for (_, job) in group.iter() {
                 numbers.push(self.write_job(&txn, job)?);
             }
             self.commit(txn, Durability::Immediate)?;
@@ -133,8 +152,7 @@ impl Shared {
         });
         // A failure before the commit drops the transaction, which aborts it; the store
         // is poisoned all the same, since a failed write may have been latched by redb.
-        let result = result.map_err(|err| self.poison_with(err));
-        (group, result)
+        result.map_err(|err| self.poison_with(err))
     }
 
     /// Writes one job into `txn` and returns the document's number.
