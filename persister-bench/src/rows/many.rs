@@ -162,12 +162,11 @@ pub fn child(column: Column, dir: &Path, documents: usize) -> Result<()> {
     // The first document opened pays for whatever the store loads lazily; the median
     // of the next ones is the steady cost of opening one document.
     let mut times = Vec::with_capacity(READS);
-    let mut read = listed;
     for i in 0..=READS {
         let before = watch.lap();
         let doc = store.open_document(&id((documents / 2 + i * 7919) % documents))?;
         let changes = doc.get_changes()?;
-        read = watch.lap();
+        let read = watch.lap();
         if changes.len() != CHANGES || changes.iter().any(|c| c.len() != CHANGE_LEN) {
             return Err(format!("a document read back {} changes", changes.len()).into());
         }
