@@ -87,7 +87,8 @@
 //! raw `fdatasync` rate of the same run (see `BENCHMARKS.md`), without a store-wide
 //! log. The format is therefore unchanged (version 2), and each flush still returns
 //! only once its own log is synced. [`Store::flush_documents`](persister_core::Store::flush_documents)
-//! flushes the handles one after another (one sync per document with writes).
+//! flushes the handles from up to 16 threads at once (one sync per document with
+//! writes, issued together so that the journal merges them).
 //!
 //! # Closing and dropping
 //!
