@@ -23,7 +23,8 @@ const CHANGES: usize = 10;
 const CHANGE_LEN: usize = 100;
 /// Documents opened and read after the first, for the median.
 pub const READS: usize = 20;
-/// Documents written and flushed together while the store is made.
+/// Documents written, then flushed with one `flush_documents` call (through the boxed
+/// store, one flush per handle), while the store is made.
 const CHUNK: usize = 1_000;
 
 /// The store sizes of row 9, smallest first.
