@@ -52,8 +52,9 @@ struct Cli {
     /// Only these columns (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Column>,
-    /// Only these rows, 1 to 9 (comma-separated; 8 and 9, the samod rows, run together).
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=9))]
+    /// Only these rows, 1 to 11 (comma-separated; 10 and 11, the samod rows, run
+    /// together).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=11))]
     rows: Vec<u8>,
     /// Where to create the stores (default: the system's temporary directory). The
     /// disk's limits are measured there too.
@@ -82,6 +83,20 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Row 9's child: open a store of many documents, list them, read one, print the
+    /// times and the peak memory.
+    #[command(name = rows::many::SUBCOMMAND, hide = true)]
+    ManyOpen {
+        /// The column whose store it is.
+        #[arg(long, value_enum)]
+        column: Column,
+        /// The store's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// How many documents the store holds.
+        #[arg(long)]
+        documents: usize,
+    },
     /// Row 7's child: replay the trace for one column, print the result.
     #[command(name = rows::trace::SUBCOMMAND, hide = true)]
     TraceRun {
@@ -104,6 +119,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Some(Command::Load { column, dir }) => rows::load::child(*column, dir).map(|()| true),
+        Some(Command::ManyOpen {
+            column,
+            dir,
+            documents,
+        }) => rows::many::child(*column, dir, *documents).map(|()| true),
         Some(Command::TraceRun {
             column,
             dir,
@@ -249,8 +269,26 @@ fn run(cli: &Cli) -> Result<bool> {
         });
     }
 
+    if wanted(8) {
+        let server = rows::server::ServerConfig::new(cli.quick);
+        for (report, column) in reports.iter_mut().zip(&columns) {
+            progress(&format!("row 8: sync server, {column}"));
+            let dir = base.path().join(format!("server-{column}"));
+            report.server = Some(rows::server::run(&server, *column, &dir, base.path()));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    if wanted(9) {
+        for (report, column) in reports.iter_mut().zip(&columns) {
+            progress(&format!("row 9: a store of many documents, {column}"));
+            let dir = base.path().join(format!("many-{column}"));
+            report.many = Some(rows::many::run(cli.quick, *column, &dir));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
     pg::forget_url();
-    let samod = (wanted(8) || wanted(9))
+    let samod = (wanted(10) || wanted(11))
         .then(|| samod::run(samod::SamodConfig::new(cli.quick), base.path(), &progress));
 
     let mut targets = targets::check(&reports);

@@ -184,6 +184,96 @@ pub fn markdown(report: &Report) -> String {
         "",
     );
 
+    let server = columns
+        .iter()
+        .find_map(|(_, r)| Some(r.server.as_ref()?.value()?.writes))
+        .map(|_| crate::rows::server::ServerConfig::new(report.mode == "quick"));
+    if let Some(server) = server {
+        row(
+            &mut out,
+            &format!(
+                "8. sync server: {} documents, {} threads, each inserts 1 change into one of its documents and flushes it, {} s: durable writes/s (x raw fdatasync of the row; postgres: x its single-row commits/s)",
+                thousands(server.documents),
+                server.threads,
+                server.seconds
+            ),
+            &columns,
+            |r| {
+                Some(cell(r.server.as_ref()?, |s| {
+                    let ratio = s.ratio_to_single_commits.unwrap_or(s.ratio_to_raw);
+                    format!("{} ({ratio:.2}x)", rate(s.writes_per_s))
+                }))
+            },
+            "",
+        );
+        row(
+            &mut out,
+            "8. flush latency p50 / p99: ms",
+            &columns,
+            |r| {
+                Some(cell(r.server.as_ref()?, |s| {
+                    format!("{} / {}", ms(s.flush_p50_ms), ms(s.flush_p99_ms))
+                }))
+            },
+            "",
+        );
+    }
+    let sizes = crate::rows::many::sizes(report.mode == "quick");
+    let sizes: Vec<String> = sizes.into_iter().map(thousands).collect();
+    let sizes = sizes.join("; ");
+    row(
+        &mut out,
+        &format!(
+            "9. store of {sizes} documents of 10 changes: open the store / list / open + read the first document / open + read one more (median of 20): ms (one more: x the smallest store)"
+        ),
+        &columns,
+        |r| {
+            Some(cell(r.many.as_ref()?, |m| {
+                let each: Vec<String> = m
+                    .samples
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} / {} / {} / {}",
+                            ms(s.open_ms),
+                            ms(s.list_ms),
+                            ms(s.first_doc_ms),
+                            ms(s.doc_ms)
+                        )
+                    })
+                    .collect();
+                format!("{} ({:.2}x)", each.join("; "), m.doc_ratio)
+            }))
+        },
+        "",
+    );
+    row(
+        &mut out,
+        &format!(
+            "9. peak resident memory over the process's start, after opening the store / listing / reading 21 documents: MiB ({sizes} documents)"
+        ),
+        &columns,
+        |r| {
+            Some(cell(r.many.as_ref()?, |m| {
+                let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
+                let each: Vec<String> = m
+                    .samples
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} / {} / {}",
+                            mib(s.open_kib),
+                            mib(s.list_kib),
+                            mib(s.doc_kib)
+                        )
+                    })
+                    .collect();
+                each.join("; ")
+            }))
+        },
+        "",
+    );
+
     if let Some(replication) = &report.replication {
         crate::rows::replication::markdown(&mut out, replication);
     }

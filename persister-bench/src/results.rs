@@ -246,6 +246,12 @@ pub struct ColumnReport {
     /// Row 7.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<Cell<TraceRun>>,
+    /// Row 8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<Cell<crate::rows::server::Server>>,
+    /// Row 9.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub many: Option<Cell<crate::rows::many::Many>>,
 }
 
 impl ColumnReport {
@@ -260,10 +266,12 @@ impl ColumnReport {
             sizes: None,
             peak: None,
             trace: None,
+            server: None,
+            many: None,
         }
     }
 
-    /// Whether row `row` (1 to 7) was run for this column.
+    /// Whether row `row` (1 to 9) was run for this column.
     pub fn ran(&self, row: u8) -> bool {
         match row {
             1 => self.insert.is_some(),
@@ -273,11 +281,13 @@ impl ColumnReport {
             5 => self.sizes.is_some(),
             6 => self.peak.is_some(),
             7 => self.trace.is_some(),
+            8 => self.server.is_some(),
+            9 => self.many.is_some(),
             _ => false,
         }
     }
 
-    /// Whether row `row` (1 to 7) failed for this column.
+    /// Whether row `row` (1 to 9) failed for this column.
     pub fn failed(&self, row: u8) -> bool {
         match row {
             1 => self.insert.as_ref().is_some_and(Cell::failed),
@@ -287,6 +297,8 @@ impl ColumnReport {
             5 => self.sizes.as_ref().is_some_and(Cell::failed),
             6 => self.peak.as_ref().is_some_and(Cell::failed),
             7 => self.trace.as_ref().is_some_and(Cell::failed),
+            8 => self.server.as_ref().is_some_and(Cell::failed),
+            9 => self.many.as_ref().is_some_and(Cell::failed),
             _ => false,
         }
     }
@@ -300,6 +312,8 @@ impl ColumnReport {
             || self.sizes.as_ref().is_some_and(Cell::failed)
             || self.peak.as_ref().is_some_and(Cell::failed)
             || self.trace.as_ref().is_some_and(Cell::failed)
+            || self.server.as_ref().is_some_and(Cell::failed)
+            || self.many.as_ref().is_some_and(Cell::failed)
     }
 }
 
@@ -341,7 +355,7 @@ pub struct Report {
     pub replication: Option<Cell<crate::rows::replication::ReplicationRow>>,
     /// The targets, checked.
     pub targets: Vec<TargetCheck>,
-    /// Rows 8 and 9: samod repos, when run.
+    /// Rows 10 and 11: samod repos, when run.
     pub samod: Option<crate::samod::SamodReport>,
     /// Total wall time of the run, s.
     pub wall_s: f64,

@@ -1,9 +1,9 @@
-//! Rows 8 and 9: samod repos on persister-samod (redb and fs stores) against samod's own
+//! Rows 10 and 11: samod repos on persister-samod (redb and fs stores) against samod's own
 //! `TokioFilesystemStorage`, in the same run and on the same disk.
 //!
-//! Row 8 edits the automerge-paper trace through a samod repo (one `with_document`
+//! Row 10 edits the automerge-paper trace through a samod repo (one `with_document`
 //! transaction per trace transaction, then `Repo::stop`, which returns once every put
-//! completed) and measures the time and the bytes on disk at the end. Row 9 is a cold
+//! completed) and measures the time and the bytes on disk at the end. Row 11 is a cold
 //! start: a store of many small documents (untimed to make), then, timed, open the
 //! storage, load a repo and `find` every document.
 //!
@@ -45,7 +45,7 @@ impl Kind {
     }
 }
 
-/// The sizes of rows 8 and 9.
+/// The sizes of rows 10 and 11.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct SamodConfig {
     /// Trace edits replayed (`None`: all of them).
@@ -86,20 +86,20 @@ impl SamodConfig {
     }
 }
 
-/// Rows 8 and 9 for one storage.
+/// Rows 10 and 11 for one storage.
 #[derive(Clone, Debug, Serialize)]
 pub struct SamodColumn {
     /// The storage.
     pub storage: &'static str,
-    /// Row 8: seconds to edit the trace and stop the repo (median over rounds).
+    /// Row 10: seconds to edit the trace and stop the repo (median over rounds).
     pub trace_s: Cell<f64>,
-    /// Row 8: bytes allocated on disk at the end.
+    /// Row 10: bytes allocated on disk at the end.
     pub trace_disk_bytes: Cell<u64>,
-    /// Row 9: seconds to open the storage, load the repo and find every document.
+    /// Row 11: seconds to open the storage, load the repo and find every document.
     pub cold_start_s: Cell<f64>,
 }
 
-/// Rows 8 and 9.
+/// Rows 10 and 11.
 #[derive(Clone, Debug, Serialize)]
 pub struct SamodReport {
     /// The sizes used.
@@ -119,7 +119,7 @@ impl SamodReport {
     }
 }
 
-/// Runs rows 8 and 9 in `base`.
+/// Runs rows 10 and 11 in `base`.
 pub fn run(config: SamodConfig, base: &Path, progress: &dyn Fn(&str)) -> SamodReport {
     let trace = load_trace(config.trace_edits);
     let trace_transactions = trace.as_ref().ok().map_or(0, |t| t.txns.len());
@@ -130,10 +130,10 @@ pub fn run(config: SamodConfig, base: &Path, progress: &dyn Fn(&str)) -> SamodRe
         for (i, kind) in KINDS.into_iter().enumerate() {
             let dir = base.join(format!("samod-{round}-{i}"));
             if let Ok(trace) = &trace {
-                progress(&format!("row 8: samod trace, {}", kind.name()));
+                progress(&format!("row 10: samod trace, {}", kind.name()));
                 trace_samples[i].push(trace_run(kind, &dir.join("trace"), trace));
             }
-            progress(&format!("row 9: samod cold start, {}", kind.name()));
+            progress(&format!("row 11: samod cold start, {}", kind.name()));
             cold_samples[i].push(cold_start(kind, &dir.join("cold"), &config));
             // Between rounds only: the base directory goes when the run ends, after the
             // table is printed (deleting TokioFilesystemStorage's files takes minutes).
@@ -252,7 +252,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Row 8 for one storage: seconds, and bytes on disk at the end.
+/// Row 10 for one storage: seconds, and bytes on disk at the end.
 fn trace_run(kind: Kind, dir: &Path, trace: &persister_traces::Trace) -> Result<(f64, u64)> {
     std::fs::create_dir_all(dir)?;
     let rt = runtime()?;
@@ -289,7 +289,7 @@ fn trace_run(kind: Kind, dir: &Path, trace: &persister_traces::Trace) -> Result<
     Ok((seconds, disk_usage(dir)?.0))
 }
 
-/// Row 9 for one storage: makes the store (untimed), then times opening it and finding
+/// Row 11 for one storage: makes the store (untimed), then times opening it and finding
 /// every document.
 fn cold_start(kind: Kind, dir: &Path, config: &SamodConfig) -> Result<f64> {
     std::fs::create_dir_all(dir)?;
@@ -339,14 +339,14 @@ fn cold_start(kind: Kind, dir: &Path, config: &SamodConfig) -> Result<f64> {
     })
 }
 
-/// Rows 8 and 9 as markdown: a table with a column per storage, ratios to
+/// Rows 10 and 11 as markdown: a table with a column per storage, ratios to
 /// `TokioFilesystemStorage`, and the targets.
 pub fn markdown(report: &SamodReport) -> String {
     let mut out = String::new();
     let c = &report.config;
     let _ = writeln!(
         out,
-        "\nsamod repos (rows 8, 9): persister-samod acknowledges a put once it is flushed (fsync); \
+        "\nsamod repos (rows 10, 11): persister-samod acknowledges a put once it is flushed (fsync); \
          TokioFilesystemStorage never syncs. Median of {} round(s), wall time.\n",
         c.rounds
     );
@@ -366,7 +366,7 @@ pub fn markdown(report: &SamodReport) -> String {
     };
     let _ = writeln!(
         out,
-        "| 8. automerge-paper trace, {} transactions through a samod repo, then stop: s (x Tokio) | {} |",
+        "| 10. automerge-paper trace, {} transactions through a samod repo, then stop: s (x Tokio) | {} |",
         report.trace_transactions,
         cells(&|col| show(&col.trace_s, |v| format!(
             "{v:.2}{}",
@@ -375,7 +375,7 @@ pub fn markdown(report: &SamodReport) -> String {
     );
     let _ = writeln!(
         out,
-        "| 8. bytes on disk at the end (x Tokio) | {} |",
+        "| 10. bytes on disk at the end (x Tokio) | {} |",
         cells(&|col| show(&col.trace_disk_bytes, |v| format!(
             "{}{}",
             v,
@@ -387,7 +387,7 @@ pub fn markdown(report: &SamodReport) -> String {
     );
     let _ = writeln!(
         out,
-        "| 9. cold start: open and find {} documents: s (x Tokio) | {} |",
+        "| 11. cold start: open and find {} documents: s (x Tokio) | {} |",
         c.documents,
         cells(&|col| show(&col.cold_start_s, |v| format!(
             "{v:.3}{}",
@@ -403,7 +403,7 @@ pub fn markdown(report: &SamodReport) -> String {
     out
 }
 
-/// The targets of rows 8 and 9: trace time at most 1.0x Tokio's, cold start faster,
+/// The targets of rows 10 and 11: trace time at most 1.0x Tokio's, cold start faster,
 /// on redb and on fs. Empty when a figure is missing.
 pub fn targets(report: &SamodReport) -> Vec<(String, bool)> {
     let tokio = report

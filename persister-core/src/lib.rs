@@ -97,4 +97,6 @@ pub use policy::{AutoFlush, CompactionTrigger, FlushPolicy, WriteError};
 pub use recovery::Recovered;
 pub use sizes::StoredSizes;
 pub use state::DocumentState;
-pub use store::{BoxedStore, DocumentClaim, DynPersister, DynStore, OpenDocuments, Store};
+pub use store::{
+    BoxedStore, DocumentClaim, DynPersister, DynStore, OpenDocuments, Store, flush_each,
+};

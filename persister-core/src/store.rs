@@ -33,6 +33,28 @@ pub trait Store: Send + Sync {
     /// exist is not an error.
     fn remove_document(&self, id: &DocumentId) -> Result<()>;
 
+    /// Makes the writes of every handle in `handles` durable, as [`flush`](Persister::flush)
+    /// on each would, with as few syncs as the backend allows: the store-wide flush, for
+    /// an application that flushes on a timer or at shutdown. Returns the bytes made
+    /// durable, summed over the handles.
+    ///
+    /// Every handle is flushed even when one fails; each handle whose flush fails is
+    /// poisoned, as after its own failed `flush`, and the first error is returned. The
+    /// default flushes the handles one after another; a backend that can commit many
+    /// documents at once (one transaction, one sync) overrides it. Handles of another
+    /// store are flushed on their own.
+    ///
+    /// Concurrent [`flush`](Persister::flush) calls on different handles of one store
+    /// may share their syncs too (group commit), where the backend says so; each still
+    /// returns only once its own writes are durable.
+    ///
+    /// # Errors
+    ///
+    /// The first error a handle's flush returned.
+    fn flush_documents(&self, handles: &mut [&mut Self::Persister]) -> Result<usize> {
+        flush_each(handles)
+    }
+
     /// Releases the store's files and locks, and reports what went wrong doing so: the
     /// checked counterpart of dropping it (contract point 12). Handles still open keep
     /// the store's files open until they are dropped; close or flush them first, since
@@ -59,6 +81,9 @@ pub trait Store: Send + Sync {
 }
 
 /// A store whose handles are boxed, so stores of different backends share one type.
+///
+/// Its [`flush_documents`](Store::flush_documents) flushes each handle on its own: the
+/// boxed handles cannot be handed back to the inner store.
 ///
 /// ```
 /// use persister_core::{BoxedStore, DynStore, MemoryStore, Store};
@@ -104,6 +129,10 @@ impl<S: Store> Store for BoxedStore<S> {
 impl<S: Store + ?Sized> Store for Box<S> {
     type Persister = S::Persister;
 
+    fn flush_documents(&self, handles: &mut [&mut Self::Persister]) -> Result<usize> {
+        (**self).flush_documents(handles)
+    }
+
     fn open_document(&self, id: &DocumentId) -> Result<Self::Persister> {
         (**self).open_document(id)
     }
@@ -124,6 +153,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
 impl<S: Store + ?Sized> Store for Arc<S> {
     type Persister = S::Persister;
 
+    fn flush_documents(&self, handles: &mut [&mut Self::Persister]) -> Result<usize> {
+        (**self).flush_documents(handles)
+    }
+
     fn open_document(&self, id: &DocumentId) -> Result<Self::Persister> {
         (**self).open_document(id)
     }
@@ -139,6 +172,23 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn recovered(&self) -> Vec<Recovered> {
         (**self).recovered()
     }
+}
+
+/// Flushes each of `handles` in turn, all of them even when one fails, and returns the
+/// bytes they made durable or the first error: the default of
+/// [`Store::flush_documents`], for backends that override it to fall back on.
+pub fn flush_each<P: Persister<Error = Error>>(handles: &mut [&mut P]) -> Result<usize> {
+    let mut written = 0usize;
+    let mut first_error = None;
+    for handle in handles.iter_mut() {
+        match handle.flush() {
+            Ok(bytes) => written = written.saturating_add(bytes),
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    first_error.map_or(Ok(written), Err)
 }
 
 /// The set of documents with an open handle, which backends use to keep one handle

@@ -86,12 +86,33 @@
 //! - `flush`, and the flush a handle makes past `max_pending_bytes`: one commit with
 //!   `Durability::Immediate`, which is one `fsync` of the file, and more when the commit
 //!   grows the file (redb syncs the new length too; a new file starts small and grows as
-//!   it is written to);
+//!   it is written to). Flushes of different handles that run at the same time share
+//!   one such commit (group commit, below), and so do the handles given to one
+//!   [`flush_documents`](persister_core::Store::flush_documents);
 //! - [`remove_document`](persister_core::Store::remove_document): one synced commit,
 //!   since the contract makes a removal durable when it returns;
 //! - creating a store: the new file and its directory (see [`RedbStore::open_with`]);
 //! - opening a file that was not closed cleanly: redb's repair rewrites and syncs its
 //!   allocator state.
+//!
+//! # Group commit
+//!
+//! redb has one writer at a time, and a sync costs far more than writing a few changes,
+//! so a server whose threads each flush their own document would be held to one sync
+//! per flush. Instead, a flushing handle hands its pending writes to the store's queue.
+//! If no commit is running it leads: it takes everything queued at that moment, writes
+//! it in one transaction and commits it with one sync. Flushes that arrive while a
+//! commit runs wait for it to end; one of them then leads the next group with all of
+//! them. Nothing waits for company (no timers): a lone flush commits at once, as it
+//! would alone. Each `flush` returns once the commit carrying its own writes is
+//! durable. Documents stay at a prefix of their batches, since one transaction either
+//! commits whole or not at all. When the shared commit fails, every handle it carried
+//! is poisoned and its `flush` returns an error (the leader's the error itself, the
+//! others [`Error::Poisoned`] naming it), and so is the store.
+//!
+//! [`Store::flush_documents`](persister_core::Store::flush_documents) commits the
+//! pending writes of many handles in one transaction: the store-wide flush for an
+//! application that flushes on a timer or at shutdown.
 //!
 //! # File layout
 //!
@@ -140,8 +161,8 @@
 //! anything is held or written, so a value over
 //! [`MAX_VALUE_LEN`](persister_core::MAX_VALUE_LEN) or a batch over
 //! [`MAX_BATCH_LEN`](persister_core::MAX_BATCH_LEN) is refused whole. A [`RedbStore`] is
-//! `Send + Sync` and serves different documents from different threads (flushes take
-//! turns on redb's single writer); each [`RedbPersister`] is `Send`.
+//! `Send + Sync` and serves different documents from different threads (concurrent
+//! flushes share commits, see above); each [`RedbPersister`] is `Send`.
 //!
 //! # Testing with faults
 //!
@@ -157,6 +178,7 @@
 
 mod error;
 mod file;
+mod group;
 mod layout;
 mod lookup;
 mod options;

@@ -3,17 +3,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::group::{Job, Outcome};
+use crate::lookup::Lookup;
+use crate::overlay::Overlay;
+use crate::shared::{Shared, poison_reason};
 use persister_core::{
     ActorId, Batch, ChangeEntry, DocumentClaim, DocumentId, Error, Persister, Result, StoredSizes,
     Write,
 };
-use redb::Durability;
-
-use crate::error::RedbResultExt;
-use crate::layout::{self, CHANGES, COMPACTED, DOCUMENTS, DocumentRecord, SYNC_STATES};
-use crate::lookup::Lookup;
-use crate::overlay::Overlay;
-use crate::shared::{Shared, poison_reason};
 
 mod reads;
 
@@ -22,7 +19,8 @@ mod reads;
 ///
 /// Writes are held in memory until [`flush`](Persister::flush), which commits all of
 /// them in one redb transaction and syncs it (`Durability::Immediate`); reads see them at
-/// once. A handle about to hold more than
+/// once. Flushes of other handles of the store that run at the same time share that
+/// transaction and its sync ([group commit](crate#group-commit)). A handle about to hold more than
 /// [`max_pending_bytes`](crate::RedbOptions::max_pending_bytes) flushes what it holds
 /// first, which bounds its memory. Dropping a handle discards what it holds
 /// ([contract point 12](persister_core::Persister#contract)); a crash loses the writes
@@ -70,7 +68,7 @@ impl RedbPersister {
         self.claim.id()
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if let Some(reason) = &self.poisoned {
             return Err(Error::Poisoned {
                 reason: reason.clone(),
@@ -173,81 +171,63 @@ impl RedbPersister {
         }
     }
 
-    /// Commits everything pending in one synced transaction, and returns the payload
-    /// bytes that made durable. Any failure poisons the handle and the store: redb
-    /// refuses further commits after a failed one.
-    fn commit(&mut self) -> Result<usize> {
-        self.write_pending()
-            .map(|()| std::mem::take(&mut self.unsynced))
-            .map_err(|err| {
-                self.poisoned = Some(poison_reason(&err));
-                self.shared.poison_with(err)
-            })
+    /// Hands the pending writes over for a commit, if there are any.
+    pub(crate) fn take_job(&mut self) -> Option<Job> {
+        self.dirty.then(|| Job {
+            id: self.id().clone(),
+            number: self.number,
+            sizes: self.sizes,
+            overlay: std::mem::take(&mut self.overlay),
+        })
     }
 
-    fn write_pending(&mut self) -> Result<()> {
-        let shared = Arc::clone(&self.shared);
-        let path = &shared.path;
-        let txn = shared.begin_write()?;
-        let mut number = self.number;
-        if self.dirty {
-            let n = match number {
-                Some(n) => n,
-                None => shared.allocate_number(&txn)?,
-            };
-            number = Some(n);
-            if self.overlay.has_changes() {
-                let mut table = txn.open_table(CHANGES).or_store("write to", path)?;
-                let mut key = Vec::new();
-                for (actor, seq, value) in self.overlay.changes() {
-                    layout::encode_change_key(&mut key, n, actor.as_bytes(), seq);
-                    match value {
-                        Some(value) => table.insert(key.as_slice(), value).map(drop),
-                        None => table.remove(key.as_slice()).map(drop),
-                    }
-                    .or_store("write to", path)?;
-                }
-            }
-            if let Some(document) = self.overlay.document() {
-                let mut table = txn.open_table(COMPACTED).or_store("write to", path)?;
-                table
-                    .insert(layout::document_key(n).as_slice(), document)
-                    .or_store("write to", path)?;
-            }
-            if self.overlay.has_sync_states() {
-                let mut table = txn.open_table(SYNC_STATES).or_store("write to", path)?;
-                for (peer, value) in self.overlay.sync_states() {
-                    let key = layout::sync_state_key(n, peer);
-                    match value {
-                        Some(value) => table.insert(key.as_slice(), value).map(drop),
-                        None => table.remove(key.as_slice()).map(drop),
-                    }
-                    .or_store("write to", path)?;
-                }
-            }
-            let record = DocumentRecord {
-                number: n,
-                sizes: self.sizes,
-            };
-            let mut table = txn.open_table(DOCUMENTS).or_store("write to", path)?;
-            table
-                .insert(self.id().as_bytes(), record.encode().as_slice())
-                .or_store("write to", path)?;
+    /// Takes back the job [`take_job`](Self::take_job) gave, once its commit has ended,
+    /// and returns the payload bytes it made durable. A failure poisons the handle; the
+    /// writes stay visible to reads.
+    pub(crate) fn finish_job(&mut self, outcome: Outcome) -> Result<usize> {
+        let Outcome { job, result } = outcome;
+        if let Err(err) = result {
+            self.overlay = job.overlay;
+            self.poisoned = Some(poison_reason(&err));
+            return Err(err);
         }
-        shared.commit(txn, Durability::Immediate)?;
-
-        self.number = number;
-        for (actor, seq, value) in self.overlay.changes() {
+        self.number = job.number;
+        for (actor, seq, value) in job.overlay.changes() {
             if let (Some(max), Some(_)) = (self.file_max_seq.get_mut(actor), value) {
                 *max = (*max).max(Some(seq));
             }
         }
-        self.overlay = Overlay::default();
-        if self.dirty {
-            self.dirty = false;
-            shared.mark_unwritten(self.id(), false);
+        self.dirty = false;
+        self.shared.mark_unwritten(self.id(), false);
+        Ok(std::mem::take(&mut self.unsynced))
+    }
+
+    /// Whether this handle belongs to the store that shares `shared`.
+    pub(crate) fn is_of(&self, shared: &Arc<Shared>) -> bool {
+        Arc::ptr_eq(&self.shared, shared)
+    }
+
+    /// Commits everything pending durably, sharing the commit with other handles that
+    /// flush at the same time, and returns the payload bytes that made durable. Any
+    /// failure poisons the handle and the store: redb refuses further commits after a
+    /// failed one.
+    fn commit(&mut self) -> Result<usize> {
+        let Some(job) = self.take_job() else {
+            return Ok(0);
+        };
+        let shared = Arc::clone(&self.shared);
+        let mut outcomes = shared.commit_jobs(vec![job]).into_iter();
+        match outcomes.next() {
+            Some(outcome) => self.finish_job(outcome),
+            // Every job comes back; should one not, the writes are not known durable.
+            None => {
+                let err = Error::Poisoned {
+                    reason: format!("a flush of document {} lost its writes", self.id()),
+                };
+                self.poisoned = Some(poison_reason(&err));
+                Err(err)
+            }
         }
-        Ok(())
     }
 }
 

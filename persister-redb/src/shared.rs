@@ -14,6 +14,7 @@ use redb::{
 use crate::RedbOptions;
 use crate::error::{RedbResultExt, corrupt, from_redb};
 use crate::file::Db;
+use crate::group::Committer;
 use crate::layout::{self, DOCUMENTS, DocumentRecord, META, META_NEXT_DOCUMENT};
 
 /// What the store and its handles share.
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     /// Documents an open handle has written to but not yet committed to the file: they
     /// exist, so `list_documents` lists them.
     unwritten: Mutex<BTreeSet<DocumentId>>,
+    /// Flushes waiting to share a commit (group commit).
+    pub committer: Committer,
 }
 
 impl Shared {
@@ -46,6 +49,7 @@ impl Shared {
             open: OpenDocuments::new(),
             poisoned: Mutex::new(None),
             unwritten: Mutex::default(),
+            committer: Committer::default(),
         }
     }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use persister_core::scratch::ScratchDir;
-use persister_core::{DocumentId, Error, Result, Store};
+use persister_core::{DocumentId, Error, Persister, Result, Store};
 use redb::{Durability, ReadableTable, StorageBackend};
 
 use crate::error::{RedbResultExt, from_redb};
@@ -192,6 +192,50 @@ impl Store for RedbStore {
             shared.commit(txn, Durability::Immediate)?;
         }
         Ok(())
+    }
+
+    /// Commits the pending writes of every handle of this store in `handles` in one
+    /// write transaction with one sync (and with whatever other flushes are running at
+    /// the time, see [`RedbPersister`]); handles of another store are flushed on their
+    /// own. A failed commit poisons every handle it carried.
+    fn flush_documents(&self, handles: &mut [&mut RedbPersister]) -> Result<usize> {
+        let mut first_error = None;
+        let mut written = 0usize;
+        let mut carried = Vec::new();
+        let mut jobs = Vec::new();
+        for (index, handle) in handles.iter_mut().enumerate() {
+            let own = handle.is_of(&self.shared);
+            let job = if own {
+                handle.check_writable().map(|()| handle.take_job())
+            } else {
+                handle.flush().map(|bytes| {
+                    written = written.saturating_add(bytes);
+                    None
+                })
+            };
+            match job {
+                Ok(Some(job)) => {
+                    carried.push(index);
+                    jobs.push(job);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        let outcomes = self.shared.commit_jobs(jobs);
+        for (index, outcome) in carried.into_iter().zip(outcomes) {
+            if let Some(handle) = handles.get_mut(index) {
+                match handle.finish_job(outcome) {
+                    Ok(bytes) => written = written.saturating_add(bytes),
+                    Err(err) => {
+                        first_error.get_or_insert(err);
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(written), Err)
     }
 
     fn close(self) -> Result<()> {

@@ -8,12 +8,17 @@
 //!   `reliability-workload` binary), kill it at random moments, and check that the
 //!   reopened store holds every acknowledged write and a prefix of the batches
 //!   ([`kill`]).
+//! - **The concurrent kill test** runs many writer threads on many documents of one
+//!   store in a child process, flushing at random (some flushes shared, some through
+//!   the store-wide flush), kills it, and checks every acknowledged flush survived and
+//!   every document is at a prefix of its batches ([`concurrent`]).
 //! - **The corruption sweep** damages a store's files in many ways and checks that
 //!   every read returns an error or exactly the stored data ([`corruption`]).
 //!
 //! `RELIABILITY.md` at the repository root says how to run each longer.
 
 mod backend;
+pub mod concurrent;
 pub mod corruption;
 pub mod fuzzing;
 pub mod kill;

@@ -149,6 +149,11 @@ impl Mark {
         })
     }
 
+    /// The sequence number of the last batch recorded durable.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Records that every batch up to `seq` is durable (nothing if the mark is already
     /// there), and syncs the file.
     pub(crate) fn advance(&mut self, seq: u64) -> Result<()> {

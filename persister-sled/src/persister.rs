@@ -234,6 +234,28 @@ impl SledPersister {
         Ok(())
     }
 
+    /// The first half of a flush: writes what the handle holds to sled, without
+    /// syncing. Returns whether it has bytes that a sync must make durable.
+    pub(crate) fn write_for_flush(&mut self) -> Result<bool> {
+        if self.pending == 0 && !self.dirty {
+            return self.shared.check_poisoned().map(|()| false);
+        }
+        self.shared.check_writable()?;
+        self.write_held()?;
+        Ok(self.pending > 0)
+    }
+
+    /// The second half of a flush, once a sync covered this handle's writes: the bytes
+    /// it made durable.
+    pub(crate) fn take_flushed(&mut self) -> usize {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Whether this handle belongs to the store that shares `shared`.
+    pub(crate) fn is_of(&self, shared: &Arc<Shared>) -> bool {
+        Arc::ptr_eq(&self.shared, shared)
+    }
+
     /// Writes the held writes and the manifest to sled in one batch, without syncing.
     /// A failure poisons the store (and keeps the writes held, for reads).
     fn write_held(&mut self) -> Result<()> {
@@ -424,18 +446,13 @@ impl Persister for SledPersister {
     /// this handle durable; see the [crate docs](crate#durability) for exactly what that
     /// covers.
     fn flush(&mut self) -> Result<usize> {
-        if self.pending == 0 && !self.dirty {
-            return self.shared.check_poisoned().map(|()| 0);
-        }
-        self.shared.check_writable()?;
-        self.write_held()?;
-        if self.pending == 0 {
+        if !self.write_for_flush()? {
             return Ok(0);
         }
         let written = self.shared.flush_durable()?;
         // Another handle's flush may have written this handle's bytes already; they
         // were made durable only now.
-        Ok(written.max(std::mem::take(&mut self.pending)))
+        Ok(written.max(self.take_flushed()))
     }
 }
 

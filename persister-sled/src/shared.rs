@@ -195,9 +195,19 @@ impl Shared {
 
     /// Makes every batch applied so far durable (see the crate docs), and returns the
     /// bytes sled wrote. A failure poisons the store.
+    ///
+    /// Concurrent flushes share the work (group commit): a flush waiting for another to
+    /// end returns at once if that one covered every batch applied before it began
+    /// waiting, since a flush records the last batch applied when it starts.
     pub(crate) fn flush_durable(&self) -> Result<usize> {
         self.check_writable()?;
+        let needed = lock(&self.writer).seq;
         let mut durable = lock(&self.durable);
+        // A flush that failed while this one waited poisoned the store.
+        self.check_writable()?;
+        if durable.mark.seq() >= needed {
+            return Ok(0);
+        }
         let seq = lock(&self.writer).seq;
         let result = self.flush_locked(&mut durable, seq);
         result.inspect_err(|e| self.poison(e))

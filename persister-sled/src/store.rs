@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use persister_core::{DocumentId, Error, OpenDocuments, Result, Store};
+use persister_core::{DocumentId, Error, OpenDocuments, Persister, Result, Store};
 
 use crate::copy;
 use crate::durable::{Durable, sync_dir, sync_file};
@@ -225,6 +225,47 @@ impl Store for SledStore {
         })?;
         self.shared.flush_durable()?;
         Ok(())
+    }
+
+    /// Writes what every handle of this store in `handles` holds to sled, then makes it
+    /// all durable with one flush (the syncs of one handle's flush); handles of another
+    /// store are flushed on their own. A failed sync poisons the store, and so every
+    /// handle.
+    fn flush_documents(&self, handles: &mut [&mut SledPersister]) -> Result<usize> {
+        let mut first_error = None;
+        let mut written = 0usize;
+        let mut carried = Vec::new();
+        for (index, handle) in handles.iter_mut().enumerate() {
+            let outcome = if handle.is_of(&self.shared) {
+                handle.write_for_flush().map(|pending| {
+                    if pending {
+                        carried.push(index);
+                    }
+                })
+            } else {
+                handle
+                    .flush()
+                    .map(|bytes| written = written.saturating_add(bytes))
+            };
+            if let Err(err) = outcome {
+                first_error.get_or_insert(err);
+            }
+        }
+        if !carried.is_empty() {
+            match self.shared.flush_durable() {
+                Ok(_) => {
+                    for index in carried {
+                        if let Some(handle) = handles.get_mut(index) {
+                            written = written.saturating_add(handle.take_flushed());
+                        }
+                    }
+                }
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(written), Err)
     }
 
     fn close(self) -> Result<()> {

@@ -15,6 +15,8 @@ mod copy_out;
 mod corruption;
 #[path = "sled/crash.rs"]
 mod crash;
+#[path = "sled/group.rs"]
+mod group;
 #[path = "sled/protect.rs"]
 mod protect;
 #[path = "sled/raw.rs"]

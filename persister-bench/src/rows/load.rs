@@ -179,7 +179,7 @@ fn measure(column: Column, location: &Location, baseline_kib: u64) -> Result<Loa
 }
 
 /// This process's peak resident set size so far, from `/proc/self/status`.
-fn vm_hwm_kib() -> Result<u64> {
+pub fn vm_hwm_kib() -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     status
         .lines()

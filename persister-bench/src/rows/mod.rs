@@ -3,8 +3,10 @@
 pub mod flush;
 pub mod ingest;
 pub mod load;
+pub mod many;
 pub mod replay;
 pub mod replication;
+pub mod server;
 pub mod trace;
 pub mod yjs;
 

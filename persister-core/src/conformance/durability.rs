@@ -1,7 +1,7 @@
 //! Durability (contract point 4), flush results, and poisoning (point 7).
 
 use super::{Fixture, actor, contents, open, reopen};
-use crate::{Batch, Error, Persister, Result};
+use crate::{Batch, Error, Persister, Result, Store};
 
 /// Everything written before a successful flush is there after reopening.
 pub fn flushed_writes_survive_reopen<F: Fixture>(f: &F) -> Result<()> {
@@ -125,5 +125,78 @@ pub fn poison_clears_after_reopen<F: Fixture>(f: &F) -> Result<()> {
     assert_eq!(changes.first(), Some(&b"flushed".to_vec()));
     p.insert_changes(vec![(actor(1), 3, b"after".to_vec())])?;
     assert!(p.flush()? > 0);
+    Ok(())
+}
+
+/// [`Store::flush_documents`](crate::Store::flush_documents) makes the writes of every
+/// handle given durable, and leaves nothing pending.
+pub fn flush_documents_makes_every_handle_durable<F: Fixture>(f: &F) -> Result<()> {
+    let store = f.open()?;
+    let mut handles = Vec::new();
+    for d in 0..5u8 {
+        let mut p = open(&store, &format!("doc-{d}"))?;
+        p.insert_changes(vec![(actor(d + 1), 1, vec![d; 100])])?;
+        handles.push(p);
+    }
+    let mut all: Vec<&mut <F::Store as Store>::Persister> = handles.iter_mut().collect();
+    let written = store.flush_documents(&mut all)?;
+    assert!(
+        written >= 500,
+        "flush_documents reported {written} bytes for 500"
+    );
+    for p in &mut handles {
+        assert_eq!(p.flush()?, 0, "a handle still had writes pending");
+    }
+    drop(handles);
+    let store = reopen(f, store)?;
+    for d in 0..5u8 {
+        let p = open(&store, &format!("doc-{d}"))?;
+        assert!(
+            p.get_change_entries()? == vec![(actor(d + 1), 1, vec![d; 100])],
+            "document {d} lost its flushed change"
+        );
+    }
+    Ok(())
+}
+
+/// When a sync of [`Store::flush_documents`](crate::Store::flush_documents) fails, it
+/// returns an error, and no handle reports `Ok` for writes that sync carried: each
+/// handle is poisoned, or its writes were made durable by a sync that succeeded.
+pub fn failed_flush_documents_reports_every_handle_it_carried<F: Fixture>(f: &F) -> Result<()> {
+    let store = f.open()?;
+    let mut handles = Vec::new();
+    for d in 0..4u8 {
+        let mut p = open(&store, &format!("doc-{d}"))?;
+        p.insert_changes(vec![(actor(d + 1), 1, vec![d; 10])])?;
+        handles.push(p);
+    }
+    f.fail_next_flush(&store);
+    let mut all: Vec<&mut <F::Store as Store>::Persister> = handles.iter_mut().collect();
+    assert!(
+        store.flush_documents(&mut all).is_err(),
+        "the simulated flush failure was not reported"
+    );
+    let mut durable = Vec::new();
+    for (d, p) in handles.iter_mut().enumerate() {
+        match p.flush() {
+            Err(Error::Poisoned { .. }) => {}
+            Ok(0) => durable.push(d),
+            other => panic!("document {d}: expected Poisoned or nothing pending, got {other:?}"),
+        }
+    }
+    assert!(
+        durable.len() < 4,
+        "no handle was poisoned by the failed sync"
+    );
+    drop(handles);
+    let store = reopen(f, store)?;
+    for d in durable {
+        let p = open(&store, &format!("doc-{d}"))?;
+        assert_eq!(
+            p.get_changes()?,
+            vec![vec![d as u8; 10]],
+            "document {d} reported its flush durable but lost it"
+        );
+    }
     Ok(())
 }

@@ -112,6 +112,8 @@ pub const CASES: &[&str] = &[
     "second_flush_returns_zero",
     "failed_flush_poisons_the_handle",
     "poison_clears_after_reopen",
+    "flush_documents_makes_every_handle_durable",
+    "failed_flush_documents_reports_every_handle_it_carried",
     // closing
     "dropped_handle_discards_unflushed_writes",
     "close_flushes_the_handle",
@@ -184,6 +186,8 @@ macro_rules! conformance_tests {
             second_flush_returns_zero,
             failed_flush_poisons_the_handle,
             poison_clears_after_reopen,
+            flush_documents_makes_every_handle_durable,
+            failed_flush_documents_reports_every_handle_it_carried,
             dropped_handle_discards_unflushed_writes,
             close_flushes_the_handle,
             closed_store_reopens_at_once,

@@ -11,6 +11,7 @@ mod conformance;
 mod corruption;
 mod crash;
 mod faults;
+mod group;
 mod pending;
 mod store;
 mod workload;

@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use crate::backends::{CrashBackend, FaultControl, open_faulty};
 
-fn new_store() -> Result<(TempDir, PathBuf)> {
+pub(crate) fn new_store() -> Result<(TempDir, PathBuf)> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("create", "a temporary directory", e))?;
     let path = dir.path().join("store.redb");
     drop(RedbStore::open(&path)?);
@@ -21,7 +21,7 @@ fn new_store() -> Result<(TempDir, PathBuf)> {
 }
 
 /// A new store opened on a file whose I/O the returned control counts and can fail.
-fn new_faulty_store(
+pub(crate) fn new_faulty_store(
     options: RedbOptions,
 ) -> Result<(TempDir, PathBuf, Arc<FaultControl>, RedbStore)> {
     let (dir, path) = new_store()?;
@@ -30,7 +30,7 @@ fn new_faulty_store(
     Ok((dir, path, control, store))
 }
 
-fn change(seq: u64, len: usize) -> Batch {
+pub(crate) fn change(seq: u64, len: usize) -> Batch {
     Batch::new().insert_change(ActorId::new([1; 16]), seq, vec![seq as u8; len])
 }
 

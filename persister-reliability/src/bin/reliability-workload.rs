@@ -5,6 +5,7 @@
 //!                               [--pause-at STEP] [--payload-only true]
 //! reliability-workload corrupt --backend B --pristine P --work W --seed S
 //!                              --random N --exhaustive BYTES --from I
+//! reliability-workload concurrent --backend B --dir D --seed S --threads T --docs K
 //! reliability-workload build --backend B --dir D
 //! reliability-workload show --seed S --len N --docs K
 //! reliability-workload dump --backend B --dir D
@@ -13,7 +14,8 @@
 //!
 //! `workload` runs the deterministic workload of a seed on a store and prints a line
 //! after every step (see `persister_reliability::kill`); `corrupt` runs corruption
-//! cases (see `persister_reliability::corruption`); `build` makes the corruption
+//! cases (see `persister_reliability::corruption`); `concurrent` runs writer threads
+//! on many documents until killed (see `persister_reliability::concurrent`); `build` makes the corruption
 //! sweep's store, to look at or to seed the fuzzers with; `show` prints the steps of a
 //! workload and `dump` the contents of a store, to read a kill test's failure;
 //! `overwrite` loops on one document until killed (see [`overwrite`]).
@@ -103,6 +105,15 @@ fn run() -> Result<(), String> {
             )
         }
         "dump" => dump(backend, &PathBuf::from(get("dir")?)),
+        "concurrent" => concurrent(
+            backend,
+            &PathBuf::from(get("dir")?),
+            persister_reliability::concurrent::Sizes {
+                threads: number("threads")? as usize,
+                docs: number("docs")? as usize,
+            },
+            number("seed")?,
+        ),
         "overwrite" => overwrite(
             backend,
             &PathBuf::from(get("dir")?),
@@ -115,6 +126,46 @@ fn run() -> Result<(), String> {
         "build" => persister_reliability::corruption::build(backend, &PathBuf::from(get("dir")?))
             .map_err(|e| format!("building the store: {e}")),
         other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+/// Runs the concurrent workload on the store in `dir`, opened as its own type so that
+/// its own `flush_documents` is the one used, until killed.
+fn concurrent(
+    backend: Backend,
+    dir: &std::path::Path,
+    sizes: persister_reliability::concurrent::Sizes,
+    seed: u64,
+) -> Result<(), String> {
+    use persister_reliability::concurrent::run_child;
+    let out = std::sync::Mutex::new(std::io::stdout());
+    let path = backend.store_path(dir);
+    let open = |e: persister_core::Error| format!("opening the store: {e}");
+    // Runs until the parent kills it; the bound only stops a child left behind.
+    let steps = 10_000_000;
+    match backend {
+        Backend::Redb => run_child(
+            &persister_redb::RedbStore::open(path).map_err(open)?,
+            sizes,
+            seed,
+            steps,
+            &out,
+        ),
+        Backend::Sled => run_child(
+            &persister_sled::SledStore::open(path).map_err(open)?,
+            sizes,
+            seed,
+            steps,
+            &out,
+        ),
+        Backend::Fs => run_child(
+            &persister_fs::FsStore::open(path).map_err(open)?,
+            sizes,
+            seed,
+            steps,
+            &out,
+        ),
+        Backend::Memory => Err("the memory backend cannot be killed and reopened".into()),
     }
 }
 

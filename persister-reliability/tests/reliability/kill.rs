@@ -43,3 +43,44 @@ fn kill_sled() {
 fn kill_fs() {
     kill_test(Backend::Fs, false);
 }
+
+/// Many threads flushing many documents of one store at once (group commit), killed at
+/// random. `PERSISTER_CONCURRENT_KILLS` sets the kills per backend (10 by default).
+fn concurrent_kill_test(backend: Backend) {
+    use persister_reliability::concurrent::{Sizes, kill_cycles};
+    let kills = env_count("PERSISTER_CONCURRENT_KILLS", 10);
+    let seed = env_count("PERSISTER_SEED", 1);
+    let root = persister_reliability::scratch_dir().unwrap();
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_reliability-workload"));
+    let sizes = Sizes {
+        threads: 8,
+        docs: 40,
+    };
+    match kill_cycles(exe, backend, root.path(), sizes, kills, seed) {
+        Ok(report) => {
+            println!("{backend} concurrent: {report:?}");
+            assert_eq!(report.kills, kills);
+            assert_eq!(report.documents_checked, kills * sizes.docs as u64);
+            assert!(report.acks_checked > 0, "no flush was acknowledged");
+        }
+        Err(e) => {
+            let kept = root.keep();
+            panic!("{e} (stores kept under {})", kept.display());
+        }
+    }
+}
+
+#[test]
+fn concurrent_kill_redb() {
+    concurrent_kill_test(Backend::Redb);
+}
+
+#[test]
+fn concurrent_kill_sled() {
+    concurrent_kill_test(Backend::Sled);
+}
+
+#[test]
+fn concurrent_kill_fs() {
+    concurrent_kill_test(Backend::Fs);
+}
