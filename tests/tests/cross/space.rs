@@ -27,22 +27,32 @@ impl Mount {
         mounted.then(|| Mount(dir.to_path_buf()))
     }
 
-    fn remount(&self, mode: &str) {
-        // A child another test is spawning may hold a copy of a descriptor open for
-        // writing on this file system until it execs: the remount waits for it.
-        let _quiet = crate::support::no_child_half_spawned();
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,{mode}")])
-            .arg(&self.0)
-            .status()
-            .expect("mount");
-        assert!(status.success(), "remount {mode} failed");
+    /// `source` mounted again at `target`, read-only: a read-only view of the same
+    /// files. Unlike remounting the whole file system read-only, this cannot be refused
+    /// because some file on it is open for writing (or deleted but still open) through
+    /// the other mount.
+    fn read_only_view(source: &Path, target: &Path) -> Mount {
+        let run = |args: &[&str]| {
+            let status = Command::new("mount")
+                .args(args)
+                .arg(target)
+                .status()
+                .expect("mount");
+            assert!(
+                status.success(),
+                "mount {args:?} {} failed",
+                target.display()
+            );
+        };
+        run(&["--bind", &source.to_string_lossy()]);
+        let view = Mount(target.to_path_buf());
+        run(&["-o", "remount,bind,ro"]);
+        view
     }
 }
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _quiet = crate::support::no_child_half_spawned();
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
@@ -76,7 +86,7 @@ fn open_read_only(kind: Kind, path: &Path) -> Result<DynStore> {
 
 fn full_disk_and_read_only_file_system(kind: Kind) -> Result<()> {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let Some(mount) = Mount::tmpfs(dir.path(), "8m") else {
+    let Some(_tmpfs) = Mount::tmpfs(dir.path(), "8m") else {
         println!("{kind:?}: skipped, mounting a tmpfs needs root");
         return Ok(());
     };
@@ -134,25 +144,27 @@ fn full_disk_and_read_only_file_system(kind: Kind) -> Result<()> {
         );
     }
 
-    // A read-only file system (remounting needs no file open for writing): opening
-    // for writing fails and says so, opening read-only reads everything flushed, and
-    // writable again, the store reopens with it.
+    // A read-only file system (a read-only view of the same files): opening for
+    // writing fails and says so, opening read-only reads everything flushed, and
+    // writable again (the original mount), the store reopens with it.
     let mut doc = store.open_document(&"other".into())?;
     doc.insert_changes(vec![(actor.clone(), 1, b"kept".to_vec())])?;
     doc.close()?;
     drop(store);
-    mount.remount("ro");
-    match open(kind, &path) {
+    let view_dir = tempfile::tempdir().expect("a temporary directory");
+    let view = Mount::read_only_view(dir.path(), view_dir.path());
+    let ro_path = view_dir.path().join("store");
+    match open(kind, &ro_path) {
         Err(e) => assert!(
             e.to_string().contains("read-only"),
             "{kind:?}: the error does not say the file system is read-only: {e}"
         ),
         Ok(_) => panic!("{kind:?}: a store opened for writing on a read-only file system"),
     }
-    let read_only = open_read_only(kind, &path)?;
+    let read_only = open_read_only(kind, &ro_path)?;
     assert_eq!(store_contents(&read_only)?.len(), 2);
     drop(read_only);
-    mount.remount("rw");
+    drop(view);
     let store = open(kind, &path)?;
     let contents = store_contents(&store)?;
     let other = contents

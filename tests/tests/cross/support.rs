@@ -76,24 +76,3 @@ pub fn some_bytes(rng: &mut Rng, max: usize) -> Vec<u8> {
     let len = rng.index(max + 1);
     rng.bytes(len)
 }
-
-static SPAWNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-/// Held while this test binary spawns a child process. A child between `fork` and
-/// `exec` holds a copy of every descriptor of this process, files open for writing
-/// included, and Linux refuses to remount a file system read-only while a file on it
-/// is open for writing ("mount point is busy"); [`no_child_half_spawned`] waits for
-/// every spawn in progress.
-pub fn spawning() -> std::sync::RwLockReadGuard<'static, ()> {
-    SPAWNS
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Waits until no child process of this test binary is half spawned, and keeps it so
-/// while held (see [`spawning`]).
-pub fn no_child_half_spawned() -> std::sync::RwLockWriteGuard<'static, ()> {
-    SPAWNS
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
