@@ -68,9 +68,13 @@
 
 mod batch;
 mod copy;
+mod engine;
 mod error;
+mod handle;
+mod held;
 mod ids;
 mod memory;
+mod memory_engine;
 mod merge;
 mod persister;
 mod policy;
@@ -85,12 +89,16 @@ pub mod conformance;
 
 pub use batch::{Batch, Write};
 pub use copy::copy_document;
+pub use engine::{Engine, PendingDocument, Record, StoredKey, push_actor_key, split_actor_key};
 pub use error::{Error, Result};
+pub use handle::{EnginePersister, EngineStore};
+pub use held::{HeldValue, HeldWrites};
 pub use ids::{
     ActorId, DocumentId, MAX_ACTOR_ID_LEN, MAX_BATCH_LEN, MAX_DOCUMENT_ID_LEN, MAX_PEER_ID_LEN,
     MAX_VALUE_LEN,
 };
 pub use memory::{MemoryPersister, MemoryStore};
+pub use memory_engine::MemoryEngine;
 pub use merge::merge_held;
 pub use persister::{ChangeEntry, Persister};
 pub use policy::{AutoFlush, CompactionTrigger, FlushPolicy, WriteError};

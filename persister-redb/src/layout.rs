@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 
-use persister_core::{ActorId, StoredSizes};
+use persister_core::{ActorId, StoredSizes, push_actor_key, split_actor_key};
 use redb::TableDefinition;
 
 /// The format of our tables. A file with another value is refused.
@@ -113,12 +113,10 @@ pub(crate) fn document_range(number: u64) -> Range<[u8; 8]> {
     document_key(number)..document_key(number.saturating_add(1))
 }
 
-/// The key of a change: the document number (u64 BE), the actor id with each `00` byte
-/// written as `00 FF`, the terminator `00 00`, then seq (u64 BE).
-///
-/// The escape keeps byte order: an actor id sorts before any longer id it is a prefix of
-/// (its terminator `00 00` is below any escaped byte), and ids order by their bytes.
-/// Within an actor, big-endian seq orders numerically.
+/// The key of a change: the document number (u64 BE), the actor id in core's
+/// order-preserving encoding ([`push_actor_key`]: each `00` byte written as `00 FF`,
+/// then the terminator `00 00`), then seq (u64 BE), so that keys sort by actor bytes,
+/// then numeric seq.
 pub(crate) fn change_key(number: u64, actor: &[u8], seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(8 + actor.len() + 4 + 8);
     encode_change_key(&mut key, number, actor, seq);
@@ -129,34 +127,15 @@ pub(crate) fn change_key(number: u64, actor: &[u8], seq: u64) -> Vec<u8> {
 pub(crate) fn encode_change_key(key: &mut Vec<u8>, number: u64, actor: &[u8], seq: u64) {
     key.clear();
     key.extend_from_slice(&document_key(number));
-    for &byte in actor {
-        key.push(byte);
-        if byte == 0 {
-            key.push(0xff);
-        }
-    }
-    key.extend_from_slice(&[0, 0]);
+    push_actor_key(key, actor);
     key.extend_from_slice(&seq.to_be_bytes());
 }
 
 /// Decodes a [`change_key`] of document `number`; `None` when it is malformed or of
 /// another document.
 pub(crate) fn decode_change_key(number: u64, key: &[u8]) -> Option<(ActorId, u64)> {
-    let rest = key.strip_prefix(&document_key(number))?;
-    let (escaped, seq) = rest.split_at_checked(rest.len().checked_sub(8)?)?;
-    let seq = u64_be(seq)?;
-    let escaped = escaped.strip_suffix(&[0, 0])?;
-    let mut actor = Vec::with_capacity(escaped.len());
-    let mut bytes = escaped.iter();
-    while let Some(&byte) = bytes.next() {
-        actor.push(byte);
-        if byte == 0 && bytes.next() != Some(&0xff) {
-            return None;
-        }
-    }
-    let actor = ActorId::new(actor);
-    actor.validate().ok()?;
-    Some((actor, seq))
+    let (actor, seq) = split_actor_key(key.strip_prefix(&document_key(number))?)?;
+    Some((actor, u64_be(seq)?))
 }
 
 /// The key of a sync state: the document number (u64 BE), then the peer id's bytes.
@@ -184,43 +163,6 @@ pub(crate) fn u32_be(bytes: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Encoded keys with the `(actor, seq)` each encodes.
-    type Keyed = (Vec<u8>, (Vec<u8>, u64));
-
-    fn keys(actors: &[&[u8]], seqs: &[u64]) -> Vec<Keyed> {
-        let mut out = Vec::new();
-        for actor in actors {
-            for &seq in seqs {
-                out.push((change_key(7, actor, seq), (actor.to_vec(), seq)));
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn change_keys_sort_by_actor_bytes_then_numeric_seq() {
-        let actors: &[&[u8]] = &[
-            b"a",
-            b"a\0",
-            b"a\0\0",
-            b"a\0\x01",
-            b"a\x01",
-            b"ab",
-            b"b",
-            b"\0",
-            b"\0\xff",
-            b"\xff",
-            b"\xff\xff",
-            &[0xff; 255],
-        ];
-        let seqs = [0, 1, 2, 255, 256, 1 << 32, u64::MAX - 1, u64::MAX];
-        let mut by_key = keys(actors, &seqs);
-        by_key.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut by_value = by_key.clone();
-        by_value.sort_by(|a, b| a.1.cmp(&b.1));
-        assert_eq!(by_key, by_value);
-    }
 
     #[test]
     fn change_keys_round_trip() {

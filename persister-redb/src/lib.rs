@@ -176,21 +176,31 @@
 //! [`Error::NotAStore`]: persister_core::Error::NotAStore
 //! [`Error::UnsupportedFormat`]: persister_core::Error::UnsupportedFormat
 
+mod engine;
 mod error;
 mod file;
-mod group;
 mod layout;
-mod lookup;
 mod options;
-mod overlay;
-mod persister;
-mod shared;
 mod store;
 
+pub use engine::RedbEngine;
 pub use file::is_redb_file;
 pub use options::RedbOptions;
-pub use persister::RedbPersister;
 pub use store::RedbStore;
+
+/// The handle of one document of a [`RedbStore`]: core's
+/// [`EnginePersister`](persister_core::EnginePersister) on the [`RedbEngine`], keeping
+/// the [`Persister` contract](persister_core::Persister#contract).
+///
+/// Writes are held in memory until [`flush`](persister_core::Persister::flush), which
+/// commits all of them in one redb transaction and syncs it (`Durability::Immediate`);
+/// reads see them at once. Flushes of other handles of the store that run at the same
+/// time share that transaction and its sync ([group commit](crate#group-commit)). A
+/// handle about to hold more than [`max_pending_bytes`](crate::RedbOptions::max_pending_bytes)
+/// flushes what it holds first, which bounds its memory. Dropping a handle discards what
+/// it holds ([contract point 12](persister_core::Persister#contract)); a crash loses the
+/// writes made since the last flush: the document is then as it was after its last flush.
+pub type RedbPersister = persister_core::EnginePersister<RedbEngine>;
 
 /// The version of the table layout this build reads and writes (`format_version` in
 /// `persister_meta`).

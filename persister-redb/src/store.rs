@@ -1,17 +1,14 @@
 //! The store: one redb file holding every document.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use persister_core::scratch::ScratchDir;
-use persister_core::{DocumentId, Error, Persister, Result, Store};
-use redb::{Durability, ReadableTable, StorageBackend};
+use persister_core::{DocumentId, EngineStore, Error, Recovered, Result, Store};
+use redb::StorageBackend;
 
 use crate::error::{RedbResultExt, from_redb};
 use crate::file::{self, Db};
-use crate::layout::{self, CHANGES, COMPACTED, DOCUMENTS, SYNC_STATES};
-use crate::shared::Shared;
-use crate::{RedbOptions, RedbPersister};
+use crate::{RedbEngine, RedbOptions, RedbPersister};
 
 /// Every document of one redb file.
 ///
@@ -29,7 +26,7 @@ use crate::{RedbOptions, RedbPersister};
 /// Clones share the open file, like an `Arc`.
 #[derive(Clone, Debug)]
 pub struct RedbStore {
-    shared: Arc<Shared>,
+    inner: EngineStore<RedbEngine>,
 }
 
 impl RedbStore {
@@ -103,11 +100,11 @@ impl RedbStore {
         std::fs::copy(path, &copy).map_err(|err| Error::io("copy", path, err))?;
         let db = Db::ReadWrite(file::builder(&options).open(&copy).or_store("open", path)?);
         file::check_layout(&db, path)?;
-        let mut shared = Shared::new(db, path.to_path_buf(), options);
-        shared.read_only = true;
-        shared.scratch = Some(scratch);
+        let mut engine = RedbEngine::new(db, path.to_path_buf(), options);
+        engine.read_only = true;
+        engine.scratch = Some(scratch);
         Ok(RedbStore {
-            shared: Arc::new(shared),
+            inner: EngineStore::new(engine),
         })
     }
 
@@ -130,129 +127,48 @@ impl RedbStore {
 
     fn from_database(db: Db, path: PathBuf, options: RedbOptions) -> Result<RedbStore> {
         file::check_layout(&db, &path)?;
+        let read_only = matches!(db, Db::ReadOnly(_));
+        let mut engine = RedbEngine::new(db, path, options);
+        engine.read_only = read_only;
         Ok(RedbStore {
-            shared: Arc::new(Shared::new(db, path, options)),
+            inner: EngineStore::new(engine),
         })
     }
 
     /// The path of the file (or, with [`RedbStore::open_on_backend`], the path given for
     /// messages).
     pub fn path(&self) -> &Path {
-        &self.shared.path
+        self.inner.path()
     }
 }
 
+/// Everything is done by [`EngineStore`], on the [`RedbEngine`]; see the [crate
+/// docs](crate#group-commit) for group commit and
+/// [`flush_documents`](Store::flush_documents).
 impl Store for RedbStore {
     type Persister = RedbPersister;
 
     fn open_document(&self, id: &DocumentId) -> Result<RedbPersister> {
-        let claim = self.shared.open.claim(id)?;
-        RedbPersister::open(Arc::clone(&self.shared), claim)
+        self.inner.open_document(id)
     }
 
     fn list_documents(&self) -> Result<Vec<DocumentId>> {
-        let shared = &self.shared;
-        // Before the snapshot: a document committed in between is then in one or both.
-        let mut ids = shared.unwritten();
-        let txn = shared.begin_read()?;
-        let table = shared.read_table(&txn, DOCUMENTS)?;
-        for entry in table.iter().or_store("read from", &shared.path)? {
-            let (id, _) = entry.or_store("read from", &shared.path)?;
-            ids.insert(DocumentId::from(id.value()));
-        }
-        Ok(ids.into_iter().collect())
+        self.inner.list_documents()
     }
 
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
-        let _claim = self.shared.open.claim(id)?;
-        let shared = &self.shared;
-        shared.check_poisoned()?;
-        let txn = shared.begin_write()?;
-        let removed = (|| {
-            let Some(number) = shared.remove_record(&txn, id)? else {
-                return Ok(false);
-            };
-            let path = &shared.path;
-            let range = layout::document_range(number);
-            for table in [CHANGES, SYNC_STATES] {
-                let mut table = txn.open_table(table).or_store("write to", path)?;
-                table
-                    .retain_in(range.start.as_slice()..range.end.as_slice(), |_, _| false)
-                    .or_store("write to", path)?;
-            }
-            let mut compacted = txn.open_table(COMPACTED).or_store("write to", path)?;
-            compacted
-                .remove(layout::document_key(number).as_slice())
-                .or_store("write to", path)?;
-            Ok(true)
-        })();
-        // On an error the transaction is dropped, which aborts it; a failed I/O is
-        // latched by redb and reported by the next commit.
-        if removed? {
-            shared.commit(txn, Durability::Immediate)?;
-        }
-        Ok(())
+        self.inner.remove_document(id)
     }
 
-    /// Commits the pending writes of every handle of this store in `handles` in one
-    /// write transaction with one sync (and with whatever other flushes are running at
-    /// the time, see [`RedbPersister`]); handles of another store are flushed on their
-    /// own. A failed commit poisons every handle it carried.
     fn flush_documents(&self, handles: &mut [&mut RedbPersister]) -> Result<usize> {
-        let mut first_error = None;
-        let mut written = 0usize;
-        let mut carried = Vec::new();
-        let mut jobs = Vec::new();
-        for (index, handle) in handles.iter_mut().enumerate() {
-            let own = handle.is_of(&self.shared);
-            let job = if own {
-                handle.check_writable().map(|()| handle.take_job())
-            } else {
-                handle.flush().map(|bytes| {
-                    written = written.saturating_add(bytes);
-                    None
-                })
-            };
-            match job {
-                Ok(Some(job)) => {
-                    carried.push(index);
-                    jobs.push(job);
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        let outcomes = self.shared.commit_jobs(jobs);
-        for (index, outcome) in carried.into_iter().zip(outcomes) {
-            if let Some(handle) = handles.get_mut(index) {
-                match handle.finish_job(outcome) {
-                    Ok(bytes) => written = written.saturating_add(bytes),
-                    Err(err) => {
-                        first_error.get_or_insert(err);
-                    }
-                }
-            }
-        }
-        first_error.map_or(Ok(written), Err)
+        self.inner.flush_documents(handles)
     }
 
     fn close(self) -> Result<()> {
-        self.shared.open.check_none_open()?;
-        match Arc::try_unwrap(self.shared) {
-            // Dropping the database closes the file and releases its lock.
-            Ok(shared) => {
-                drop(shared);
-                Ok(())
-            }
-            Err(shared) => Err(Error::InvalidInput {
-                what: "close",
-                reason: format!(
-                    "another clone of the store at {} is still open; the file is closed when the last clone is dropped",
-                    shared.path.display()
-                ),
-            }),
-        }
+        self.inner.close()
+    }
+
+    fn recovered(&self) -> Vec<Recovered> {
+        self.inner.recovered()
     }
 }

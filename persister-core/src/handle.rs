@@ -1,0 +1,734 @@
+//! The one store and handle of every backend built on an [`Engine`]: the contract
+//! implemented once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::engine::{Engine, PendingDocument, StoredKey};
+use crate::{
+    ActorId, Batch, ChangeEntry, DocumentClaim, DocumentId, Error, HeldWrites, OpenDocuments,
+    Persister, Recovered, Result, Store, StoredSizes, Write, merge_held,
+};
+
+/// The [`Store`] of a backend built on an [`Engine`].
+///
+/// It keeps one handle per document, lists the documents that exist only in a handle's
+/// held writes, poisons itself when a commit fails, and runs group commit: concurrent
+/// [`flush`](Persister::flush) calls on different handles hand their writes to one
+/// queue, and whichever finds no commit running leads: it commits everything queued at
+/// that moment in one [`Engine::commit`] (one sync), while flushes that arrive meanwhile
+/// wait and one of them leads the next group. Nothing waits for company (no timers): a
+/// lone flush commits at once. Each flush returns once the commit carrying its own
+/// writes is durable; a failed shared commit poisons every handle it carried (the
+/// leader gets the error, the others [`Error::Poisoned`] naming it), and the store.
+///
+/// Clones share the engine, like an `Arc`. Dropping the store and every handle drops the
+/// engine, which releases its files and locks; [`close`](Store::close) reports what went
+/// wrong doing so.
+///
+/// ```
+/// use persister_core::{EngineStore, MemoryEngine, Persister, Store};
+///
+/// let store = EngineStore::new(MemoryEngine::new());
+/// let mut doc = store.open_document(&"notes".into())?;
+/// doc.set_document(b"hello".to_vec())?;
+/// assert!(doc.flush()? > 0);
+/// assert_eq!(store.list_documents()?, vec!["notes".into()]);
+/// # Ok::<(), persister_core::Error>(())
+/// ```
+pub struct EngineStore<E: Engine> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E: Engine> Clone for EngineStore<E> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<E: Engine> fmt::Debug for EngineStore<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineStore")
+            .field("path", &self.shared.engine.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a store and its handles share.
+struct Shared<E: Engine> {
+    engine: E,
+    open: OpenDocuments,
+    /// Set when a commit or a removal fails: the engine's state is then unknown.
+    poisoned: Mutex<Option<String>>,
+    /// Documents an open handle has written to but that the engine does not hold yet:
+    /// they exist, so `list_documents` lists them.
+    unwritten: Mutex<BTreeSet<DocumentId>>,
+    queue: Mutex<Queue<E::Address>>,
+    finished: Condvar,
+}
+
+/// Flushes waiting to share a commit, and who is committing.
+struct Queue<A> {
+    waiting: Vec<(u64, PendingDocument<A>)>,
+    next_ticket: u64,
+    /// A leader is committing a group now.
+    leading: bool,
+    /// Documents whose group has committed or failed, by ticket, until their handle
+    /// takes them back.
+    done: HashMap<u64, Outcome<A>>,
+}
+
+/// What became of one document's writes: they come back to their handle either way.
+struct Outcome<A> {
+    pending: PendingDocument<A>,
+    result: std::result::Result<(), String>,
+}
+
+impl<E: Engine> EngineStore<E> {
+    /// A store on `engine`.
+    pub fn new(engine: E) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                engine,
+                open: OpenDocuments::new(),
+                poisoned: Mutex::new(None),
+                unwritten: Mutex::default(),
+                queue: Mutex::new(Queue {
+                    waiting: Vec::new(),
+                    next_ticket: 0,
+                    leading: false,
+                    done: HashMap::new(),
+                }),
+                finished: Condvar::new(),
+            }),
+        }
+    }
+
+    /// The engine under the store.
+    pub fn engine(&self) -> &E {
+        &self.shared.engine
+    }
+
+    /// The store's path, as the engine gives it.
+    pub fn path(&self) -> &Path {
+        self.shared.engine.path()
+    }
+
+    /// Closes the store as [`Store::close`] does, and hands back the engine instead of
+    /// closing it, for a backend whose own `close` does more.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DocumentInUse`] while a handle is open, [`Error::InvalidInput`] while
+    /// another clone of the store is.
+    pub fn into_engine(self) -> Result<E> {
+        self.shared.open.check_none_open()?;
+        match Arc::try_unwrap(self.shared) {
+            Ok(shared) => Ok(shared.engine),
+            Err(shared) => Err(Error::InvalidInput {
+                what: "close",
+                reason: format!(
+                    "another clone of the store at {} is still open; the store is closed when the last clone is dropped",
+                    shared.engine.path().display()
+                ),
+            }),
+        }
+    }
+}
+
+impl<E: Engine> Shared<E> {
+    fn check_poisoned(&self) -> Result<()> {
+        match &*lock(&self.poisoned) {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the store poisoned by `err` (the first reason stays), and returns it.
+    fn poison_with(&self, err: Error) -> Error {
+        lock(&self.poisoned).get_or_insert_with(|| poison_reason(&err));
+        err
+    }
+
+    fn mark_unwritten(&self, id: &DocumentId, unwritten: bool) {
+        let mut set = lock(&self.unwritten);
+        if unwritten {
+            set.insert(id.clone());
+        } else {
+            set.remove(id);
+        }
+    }
+
+    /// Commits `documents` durably, sharing the commit with whatever other handles are
+    /// flushing, and returns each document's outcome, in order.
+    fn commit_shared(
+        &self,
+        documents: Vec<PendingDocument<E::Address>>,
+    ) -> Vec<(PendingDocument<E::Address>, Result<()>)> {
+        let mut queue = lock(&self.queue);
+        let mut tickets = Vec::with_capacity(documents.len());
+        for pending in documents {
+            let ticket = queue.next_ticket;
+            queue.next_ticket += 1;
+            queue.waiting.push((ticket, pending));
+            tickets.push(ticket);
+        }
+        // The error of a group this thread led, which it returns as it is; the other
+        // handles of that group get it as the reason they are poisoned.
+        let mut led_error: Option<(Vec<u64>, Error)> = None;
+        while !tickets.iter().all(|t| queue.done.contains_key(t)) {
+            if queue.leading {
+                queue = self
+                    .finished
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            queue.leading = true;
+            let (carried, mut group): (Vec<u64>, Vec<_>) =
+                std::mem::take(&mut queue.waiting).into_iter().unzip();
+            drop(queue);
+            // A panic inside the engine (a damaged file can cause one) must not leave
+            // the followers waiting forever: they get an error, then the panic goes on.
+            let committed = catch_unwind(AssertUnwindSafe(|| {
+                self.check_poisoned()?;
+                self.engine.commit(&mut group, true)
+            }));
+            let (result, panic) = match committed {
+                Ok(result) => (result.map_err(|err| self.poison_with(err)), None),
+                Err(panic) => {
+                    let err = self.poison_with(Error::Poisoned {
+                        reason: format!(
+                            "the storage engine panicked while committing to {}",
+                            self.engine.path().display()
+                        ),
+                    });
+                    (Err(err), Some(panic))
+                }
+            };
+            queue = lock(&self.queue);
+            let failure = result.as_ref().err().map(poison_reason);
+            for (&ticket, pending) in carried.iter().zip(group) {
+                let result = failure.clone().map_or(Ok(()), Err);
+                queue.done.insert(ticket, Outcome { pending, result });
+            }
+            if let Err(err) = result {
+                led_error = Some((carried, err));
+            }
+            queue.leading = false;
+            self.finished.notify_all();
+            if let Some(panic) = panic {
+                drop(queue);
+                resume_unwind(panic);
+            }
+        }
+        let mut outcomes = Vec::with_capacity(tickets.len());
+        for ticket in tickets {
+            let Some(Outcome { pending, result }) = queue.done.remove(&ticket) else {
+                continue;
+            };
+            let result = result.map_err(|reason| match &mut led_error {
+                Some((carried, err)) if carried.contains(&ticket) => {
+                    // The first of this thread's documents gets the error itself.
+                    carried.clear();
+                    std::mem::replace(err, Error::Poisoned { reason })
+                }
+                _ => Error::Poisoned {
+                    reason: format!("the shared commit that carried this flush failed: {reason}"),
+                },
+            });
+            outcomes.push((pending, result));
+        }
+        outcomes
+    }
+}
+
+impl<E: Engine> Store for EngineStore<E> {
+    type Persister = EnginePersister<E>;
+
+    fn open_document(&self, id: &DocumentId) -> Result<EnginePersister<E>> {
+        let claim = self.shared.open.claim(id)?;
+        let record = self.shared.engine.read_record(claim.id())?;
+        Ok(EnginePersister {
+            address: record.as_ref().map(|r| r.address.clone()),
+            sizes: record.map(|r| r.sizes).unwrap_or_default(),
+            held: HeldWrites::default(),
+            max_seq: HashMap::new(),
+            dirty: false,
+            unflushed: 0,
+            poisoned: None,
+            shared: Arc::clone(&self.shared),
+            claim,
+        })
+    }
+
+    fn list_documents(&self) -> Result<Vec<DocumentId>> {
+        // Before the engine's list: a document committed in between is then in one or
+        // both.
+        let mut ids = lock(&self.shared.unwritten).clone();
+        ids.extend(self.shared.engine.list_documents()?);
+        Ok(ids.into_iter().collect())
+    }
+
+    fn remove_document(&self, id: &DocumentId) -> Result<()> {
+        let _claim = self.shared.open.claim(id)?;
+        self.shared.check_poisoned()?;
+        self.shared.engine.check_writable()?;
+        self.shared.engine.remove_document(id).map_err(|err| {
+            // Damage found before anything was written leaves the engine as it was.
+            if err.is_corrupt() {
+                err
+            } else {
+                self.shared.poison_with(err)
+            }
+        })
+    }
+
+    /// Commits the pending writes of every handle of this store in `handles` in one
+    /// engine commit (with whatever other flushes are running at the time); handles of
+    /// another store are flushed on their own. A failed commit poisons every handle it
+    /// carried.
+    fn flush_documents(&self, handles: &mut [&mut EnginePersister<E>]) -> Result<usize> {
+        let mut first_error = None;
+        let mut written = 0usize;
+        let mut carried = Vec::new();
+        let mut documents = Vec::new();
+        for (index, handle) in handles.iter_mut().enumerate() {
+            let pending = if Arc::ptr_eq(&handle.shared, &self.shared) {
+                handle.check_flushable().map(|()| handle.take_pending())
+            } else {
+                handle.flush().map(|bytes| {
+                    written = written.saturating_add(bytes);
+                    None
+                })
+            };
+            match pending {
+                Ok(Some(pending)) => {
+                    carried.push(index);
+                    documents.push(pending);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        let outcomes = self.shared.commit_shared(documents);
+        for (index, (pending, result)) in carried.into_iter().zip(outcomes) {
+            if let Some(handle) = handles.get_mut(index) {
+                match handle.finish(pending, result) {
+                    Ok(bytes) => written = written.saturating_add(bytes),
+                    Err(err) => {
+                        first_error.get_or_insert(err);
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(written), Err)
+    }
+
+    fn close(self) -> Result<()> {
+        self.into_engine()?.close()
+    }
+
+    fn recovered(&self) -> Vec<Recovered> {
+        self.shared.engine.recovered()
+    }
+}
+
+/// The handle of one document of an [`EngineStore`], keeping the
+/// [`Persister` contract](crate::Persister#contract).
+///
+/// Writes are held in memory until [`flush`](Persister::flush), which commits all of
+/// them in one [`Engine::commit`] and syncs it; reads see them at once, merged over what
+/// the engine holds. Flushes of other handles of the store that run at the same time
+/// share that commit ([group commit](EngineStore)). A handle about to hold more than the
+/// engine's [`max_pending_bytes`](Engine::max_pending_bytes) flushes what it holds
+/// first, which bounds its memory. Dropping a handle discards what it holds (contract
+/// point 12): nothing of it reaches the engine.
+///
+/// [`sizes`](Persister::sizes) is kept in memory and stored with the data in every
+/// commit, so it is exact and free, also right after reopening; reads check what the
+/// engine returns against it and fail with [`Error::Corrupt`] on a mismatch.
+///
+/// [`flush`](Persister::flush) returns the payload bytes it made durable: the
+/// [`payload_len`](Batch::payload_len) of every batch applied since the last flush.
+pub struct EnginePersister<E: Engine> {
+    shared: Arc<Shared<E>>,
+    claim: DocumentClaim,
+    /// Where the engine keeps the document, once it holds it.
+    address: Option<E::Address>,
+    /// The sizes of the document as reads see it (engine and held writes).
+    sizes: StoredSizes,
+    held: HeldWrites,
+    /// For actors read so far: a seq no change of theirs in the engine is above (`None`
+    /// when they have none there), so appending a change, the usual write, reads
+    /// nothing.
+    max_seq: HashMap<ActorId, Option<u64>>,
+    /// Something was applied since the last commit.
+    dirty: bool,
+    /// Payload bytes applied since the last flush.
+    unflushed: usize,
+    poisoned: Option<String>,
+}
+
+impl<E: Engine> fmt::Debug for EnginePersister<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnginePersister")
+            .field("document", self.claim.id())
+            .field("address", &self.address)
+            .field("sizes", &self.sizes)
+            .field("held", &self.held)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Engine> EnginePersister<E> {
+    /// The document this handle is for.
+    pub fn id(&self) -> &DocumentId {
+        self.claim.id()
+    }
+
+    fn engine(&self) -> &E {
+        &self.shared.engine
+    }
+
+    /// Fails when this handle, or its store, is poisoned.
+    fn check_flushable(&self) -> Result<()> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        self.shared.check_poisoned()
+    }
+
+    /// The stored length of each write's key, for keys the held writes do not hold.
+    ///
+    /// A change whose seq is above the highest stored for its actor needs no read, so
+    /// appending new changes, the usual case, reads the engine once per actor.
+    fn stored_lengths(&mut self, writes: &[Write]) -> Result<Vec<Option<u64>>> {
+        let Some(address) = &self.address else {
+            return Ok(vec![None; writes.len()]);
+        };
+        let engine = &self.shared.engine;
+        let mut unknown: Vec<&ActorId> = Vec::new();
+        for write in writes {
+            if let Write::InsertChange { actor, .. } | Write::RemoveChange { actor, .. } = write
+                && !self.max_seq.contains_key(actor)
+                && !unknown.contains(&actor)
+            {
+                unknown.push(actor);
+            }
+        }
+        if !unknown.is_empty() {
+            let maxima = engine.max_seqs(address, &unknown)?;
+            for (actor, max) in unknown.into_iter().zip(maxima) {
+                self.max_seq.insert(actor.clone(), max);
+            }
+        }
+        let mut keys = Vec::new();
+        let mut asked = Vec::with_capacity(writes.len());
+        for write in writes {
+            let key = match write {
+                Write::InsertChange { actor, seq, .. } | Write::RemoveChange { actor, seq }
+                    if self.held.change(actor, *seq).is_none()
+                        && self
+                            .max_seq
+                            .get(actor)
+                            .copied()
+                            .flatten()
+                            .is_some_and(|max| *seq <= max) =>
+                {
+                    Some(StoredKey::Change(actor, *seq))
+                }
+                Write::SetSyncState { peer, .. } | Write::RemoveSyncState { peer }
+                    if self.held.sync_state(peer).is_none() =>
+                {
+                    Some(StoredKey::SyncState(peer))
+                }
+                _ => None,
+            };
+            asked.push(key.is_some());
+            keys.extend(key);
+        }
+        let mut found = if keys.is_empty() {
+            Vec::new()
+        } else {
+            engine.stored_lengths(address, &keys)?
+        }
+        .into_iter();
+        Ok(asked
+            .into_iter()
+            .map(|asked| if asked { found.next().flatten() } else { None })
+            .collect())
+    }
+
+    /// Applies one write to the held writes and the sizes; `stored` is the length of
+    /// its key in the engine, when the held writes did not hold it before the batch.
+    fn hold(&mut self, write: Write, stored: Option<u64>) {
+        let len = |value: &[u8]| value.len() as u64;
+        let in_engine = self.address.is_some();
+        match write {
+            Write::InsertChange { actor, seq, value } => {
+                let old = self.held.change(&actor, seq).map_or(stored, |v| v.map(len));
+                self.sizes.replace_change(old, Some(len(&value)));
+                self.held.put_change(actor, seq, Some(value));
+            }
+            Write::RemoveChange { actor, seq } => {
+                let old = self.held.change(&actor, seq).map_or(stored, |v| v.map(len));
+                self.sizes.replace_change(old, None);
+                if in_engine {
+                    self.held.put_change(actor, seq, None);
+                } else {
+                    self.held.forget_change(&actor, seq);
+                }
+            }
+            Write::SetDocument(value) => {
+                self.sizes.replace_document(len(&value));
+                self.held.put_document(value);
+            }
+            Write::SetSyncState { peer, state } => {
+                let old = self.held.sync_state(&peer).map_or(stored, |v| v.map(len));
+                self.sizes.replace_sync_state(old, Some(len(&state)));
+                self.held.put_sync_state(peer, Some(state));
+            }
+            Write::RemoveSyncState { peer } => {
+                let old = self.held.sync_state(&peer).map_or(stored, |v| v.map(len));
+                self.sizes.replace_sync_state(old, None);
+                if in_engine {
+                    self.held.put_sync_state(peer, None);
+                } else {
+                    self.held.forget_sync_state(&peer);
+                }
+            }
+        }
+    }
+
+    /// Hands the held writes over for a commit, if there are any.
+    fn take_pending(&mut self) -> Option<PendingDocument<E::Address>> {
+        self.dirty.then(|| PendingDocument {
+            id: self.id().clone(),
+            address: self.address.clone(),
+            sizes: self.sizes,
+            writes: std::mem::take(&mut self.held),
+        })
+    }
+
+    /// Takes back what [`take_pending`](Self::take_pending) gave, once its commit has
+    /// ended, and returns the payload bytes it made durable. A failure poisons the
+    /// handle; the writes stay visible to reads.
+    fn finish(
+        &mut self,
+        pending: PendingDocument<E::Address>,
+        result: Result<()>,
+    ) -> Result<usize> {
+        if let Err(err) = result {
+            self.held = pending.writes;
+            self.poisoned = Some(poison_reason(&err));
+            return Err(err);
+        }
+        self.address = pending.address;
+        for (actor, seq, value) in pending.writes.changes() {
+            if let (Some(max), Some(_)) = (self.max_seq.get_mut(actor), value) {
+                *max = (*max).max(Some(seq));
+            }
+        }
+        self.dirty = false;
+        self.shared.mark_unwritten(self.claim.id(), false);
+        Ok(std::mem::take(&mut self.unflushed))
+    }
+
+    /// Commits everything held durably, sharing the commit with other handles that
+    /// flush at the same time.
+    fn commit(&mut self) -> Result<usize> {
+        let Some(pending) = self.take_pending() else {
+            return Ok(0);
+        };
+        let shared = Arc::clone(&self.shared);
+        match shared.commit_shared(vec![pending]).pop() {
+            Some((pending, result)) => self.finish(pending, result),
+            // Every document comes back; should one not, its writes are not known durable.
+            None => {
+                let err = Error::Poisoned {
+                    reason: format!("a flush of document {} lost its writes", self.id()),
+                };
+                self.poisoned = Some(poison_reason(&err));
+                Err(err)
+            }
+        }
+    }
+
+    fn corrupt(&self, what: String) -> Error {
+        Error::corrupt(what, self.engine().path(), None)
+    }
+
+    fn check_count(
+        &self,
+        what: &str,
+        count: usize,
+        bytes: u64,
+        expected: (u64, u64),
+    ) -> Result<()> {
+        if (count as u64, bytes) != expected {
+            return Err(self.corrupt(format!(
+                "document {} holds {count} {what} of {bytes} bytes, but its record says {} of {} bytes",
+                self.id(),
+                expected.0,
+                expected.1
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<E: Engine> Persister for EnginePersister<E> {
+    type Error = Error;
+
+    fn apply(&mut self, batch: Batch) -> Result<()> {
+        self.check_flushable()?;
+        self.engine().check_writable()?;
+        batch.validate()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let payload = batch.payload_len();
+        if self.dirty
+            && self.held.bytes().saturating_add(payload) > self.engine().max_pending_bytes()
+        {
+            self.commit()?;
+        }
+        // Every read happens before the first change, so a failure applies nothing.
+        let stored = self.stored_lengths(batch.writes())?;
+        for (write, stored) in batch.into_iter().zip(stored) {
+            self.hold(write, stored);
+        }
+        self.held.add_bytes(payload);
+        self.unflushed = self.unflushed.saturating_add(payload);
+        if !self.dirty {
+            self.dirty = true;
+            if self.address.is_none() {
+                self.shared.mark_unwritten(self.claim.id(), true);
+            }
+        }
+        Ok(())
+    }
+
+    fn get_change_entries(&self) -> Result<Vec<ChangeEntry>> {
+        let stored = match &self.address {
+            Some(address) => self.engine().read_changes(address)?,
+            None => Vec::new(),
+        };
+        let entries = if self.held.has_changes() {
+            let mut entries = Vec::with_capacity(stored.len());
+            let stored = stored
+                .into_iter()
+                .map(|(actor, seq, value)| Ok::<_, Error>(((actor, seq), value)));
+            let held = self
+                .held
+                .changes()
+                .map(|(actor, seq, value)| ((actor.clone(), seq), value.map(<[u8]>::to_vec)));
+            merge_held(stored, held, |(actor, seq), value| {
+                entries.push((actor, seq, value))
+            })?;
+            entries
+        } else {
+            stored
+        };
+        let bytes = entries.iter().map(|e| e.2.len() as u64).sum();
+        let expected = (self.sizes.change_count, self.sizes.changes);
+        self.check_count("changes", entries.len(), bytes, expected)?;
+        Ok(entries)
+    }
+
+    fn get_document(&self) -> Result<Option<Vec<u8>>> {
+        if let Some(document) = self.held.document() {
+            return Ok(Some(document.to_vec()));
+        }
+        let Some(address) = &self.address else {
+            return Ok(None);
+        };
+        let document = self.engine().read_document(address)?;
+        let len = document.as_ref().map_or(0, |d| d.len() as u64);
+        if len != self.sizes.document {
+            return Err(self.corrupt(format!(
+                "the compacted document of {} is {} bytes, but its record says {}",
+                self.id(),
+                len,
+                self.sizes.document
+            )));
+        }
+        Ok(document)
+    }
+
+    fn get_sync_state(&self, peer_id: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(held) = self.held.sync_state(peer_id) {
+            return Ok(held.map(<[u8]>::to_vec));
+        }
+        match &self.address {
+            Some(address) => self.engine().read_sync_state(address, peer_id),
+            None => Ok(None),
+        }
+    }
+
+    fn get_peer_ids(&self) -> Result<Vec<Vec<u8>>> {
+        let stored = match &self.address {
+            Some(address) => self.engine().read_peers(address)?,
+            None => Vec::new(),
+        };
+        let mut peers = Vec::with_capacity(stored.len());
+        let mut bytes = 0u64;
+        let held = self
+            .held
+            .sync_states()
+            .map(|(peer, value)| (peer.to_vec(), value.map(|v| v.len() as u64)));
+        merge_held(stored.into_iter().map(Ok::<_, Error>), held, |peer, len| {
+            peers.push(peer);
+            bytes += len;
+        })?;
+        let expected = (self.sizes.sync_state_count, self.sizes.sync_states);
+        self.check_count("sync states", peers.len(), bytes, expected)?;
+        Ok(peers)
+    }
+
+    fn sizes(&self) -> StoredSizes {
+        self.sizes
+    }
+
+    fn flush(&mut self) -> Result<usize> {
+        self.check_flushable()?;
+        if !self.dirty {
+            return Ok(0);
+        }
+        self.commit()
+    }
+}
+
+impl<E: Engine> Drop for EnginePersister<E> {
+    /// Discards the writes held since the last flush (contract point 12): they never
+    /// reached the engine.
+    fn drop(&mut self) {
+        self.shared.mark_unwritten(self.claim.id(), false);
+    }
+}
+
+/// What poisoned a handle or store, for [`Error::Poisoned`]: the error's message, or
+/// the reason it already carries.
+fn poison_reason(err: &Error) -> String {
+    match err {
+        Error::Poisoned { reason } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
