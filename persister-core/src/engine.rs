@@ -114,7 +114,9 @@ pub trait Engine: Send + Sync + 'static {
     /// document not stored yet.
     ///
     /// An `Err` means none of the writes may be relied on: the store poisons every
-    /// handle the commit carried, and itself, until it is reopened.
+    /// handle the commit carried, and itself, until it is reopened. An engine that
+    /// applied the writes but failed to make them durable sets the addresses all the
+    /// same, so that reads check what it now holds.
     fn commit(&self, documents: &mut [PendingDocument<Self::Address>], durable: bool)
     -> Result<()>;
 

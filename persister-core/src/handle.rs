@@ -473,24 +473,21 @@ impl<E: Engine> EnginePersister<E> {
     }
 
     /// Applies one write to the held writes and the sizes; `stored` is the length of
-    /// its key in the engine, when the held writes did not hold it before the batch.
+    /// its key in the engine, when the held writes did not hold it before the batch
+    /// (`None` when the engine does not hold it).
     fn hold(&mut self, write: Write, stored: Option<u64>) {
         let len = |value: &[u8]| value.len() as u64;
-        let in_engine = self.address.is_some();
+        let in_engine = stored.is_some();
         match write {
             Write::InsertChange { actor, seq, value } => {
                 let old = self.held.change(&actor, seq).map_or(stored, |v| v.map(len));
                 self.sizes.replace_change(old, Some(len(&value)));
-                self.held.put_change(actor, seq, Some(value));
+                self.held.put_change(actor, seq, Some(value), in_engine);
             }
             Write::RemoveChange { actor, seq } => {
                 let old = self.held.change(&actor, seq).map_or(stored, |v| v.map(len));
                 self.sizes.replace_change(old, None);
-                if in_engine {
-                    self.held.put_change(actor, seq, None);
-                } else {
-                    self.held.forget_change(&actor, seq);
-                }
+                self.held.put_change(actor, seq, None, in_engine);
             }
             Write::SetDocument(value) => {
                 self.sizes.replace_document(len(&value));
@@ -499,16 +496,12 @@ impl<E: Engine> EnginePersister<E> {
             Write::SetSyncState { peer, state } => {
                 let old = self.held.sync_state(&peer).map_or(stored, |v| v.map(len));
                 self.sizes.replace_sync_state(old, Some(len(&state)));
-                self.held.put_sync_state(peer, Some(state));
+                self.held.put_sync_state(peer, Some(state), in_engine);
             }
             Write::RemoveSyncState { peer } => {
                 let old = self.held.sync_state(&peer).map_or(stored, |v| v.map(len));
                 self.sizes.replace_sync_state(old, None);
-                if in_engine {
-                    self.held.put_sync_state(peer, None);
-                } else {
-                    self.held.forget_sync_state(&peer);
-                }
+                self.held.put_sync_state(peer, None, in_engine);
             }
         }
     }
@@ -532,6 +525,9 @@ impl<E: Engine> EnginePersister<E> {
         result: Result<()>,
     ) -> Result<usize> {
         if let Err(err) = result {
+            // The engine may hold the writes without their being durable: reads then
+            // find them where its address says.
+            self.address = pending.address;
             self.held = pending.writes;
             self.poisoned = Some(poison_reason(&err));
             return Err(err);
@@ -544,7 +540,8 @@ impl<E: Engine> EnginePersister<E> {
         }
         self.dirty = false;
         self.shared.mark_unwritten(self.claim.id(), false);
-        Ok(std::mem::take(&mut self.unflushed))
+        // At least 1 when something was made durable, even batches of empty values.
+        Ok(std::mem::take(&mut self.unflushed).max(1))
     }
 
     /// Commits everything held durably, sharing the commit with other handles that

@@ -8,17 +8,31 @@ use crate::ActorId;
 /// The newest value of each key a handle wrote since its last commit: `Some(bytes)`, or
 /// `None` where it removed the key. Reads look here first, then in the engine; an
 /// [`Engine`](crate::Engine)'s [`commit`](crate::Engine::commit) writes them.
+///
+/// Each held change and sync state also records whether the engine held its key when
+/// the handle first wrote it after the last commit ([`is_stored_change`]), so an
+/// engine that must account out the value it replaces reads only keys it holds. A
+/// removal of a key the engine does not hold is not held at all.
+///
+/// [`is_stored_change`]: HeldWrites::is_stored_change
 #[derive(Default)]
 pub struct HeldWrites {
-    changes: BTreeMap<ActorId, BTreeMap<u64, Option<Vec<u8>>>>,
+    changes: BTreeMap<ActorId, BTreeMap<u64, Entry>>,
     document: Option<Vec<u8>>,
-    sync_states: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    sync_states: BTreeMap<Vec<u8>, Entry>,
     /// Payload bytes of the batches held, which bounds the memory they take.
     bytes: usize,
 }
 
-/// A key's state in the overlay: `None` when the overlay does not hold it (read the
-/// file), `Some(None)` when it was removed, `Some(Some(value))` when it was written.
+#[derive(Debug)]
+struct Entry {
+    value: Option<Vec<u8>>,
+    /// The engine held the key when the handle first wrote it after the last commit.
+    stored: bool,
+}
+
+/// A key's state in the held writes: `None` when they do not hold it (read the engine),
+/// `Some(None)` when it was removed, `Some(Some(value))` when it was written.
 pub type HeldValue<'a> = Option<Option<&'a [u8]>>;
 
 impl HeldWrites {
@@ -32,17 +46,30 @@ impl HeldWrites {
         self.bytes = self.bytes.saturating_add(bytes);
     }
 
+    fn change_entry(&self, actor: &ActorId, seq: u64) -> Option<&Entry> {
+        self.changes.get(actor).and_then(|seqs| seqs.get(&seq))
+    }
+
     /// What is held for the change `(actor, seq)`.
     pub fn change(&self, actor: &ActorId, seq: u64) -> HeldValue<'_> {
-        self.changes
-            .get(actor)
-            .and_then(|seqs| seqs.get(&seq))
-            .map(Option::as_deref)
+        self.change_entry(actor, seq).map(|e| e.value.as_deref())
+    }
+
+    /// Whether the engine held the change `(actor, seq)` when it was first held (false
+    /// when it is not held).
+    pub fn is_stored_change(&self, actor: &ActorId, seq: u64) -> bool {
+        self.change_entry(actor, seq).is_some_and(|e| e.stored)
     }
 
     /// What is held for the sync state of `peer`.
     pub fn sync_state(&self, peer: &[u8]) -> HeldValue<'_> {
-        self.sync_states.get(peer).map(Option::as_deref)
+        self.sync_states.get(peer).map(|e| e.value.as_deref())
+    }
+
+    /// Whether the engine held the sync state of `peer` when it was first held (false
+    /// when it is not held).
+    pub fn is_stored_sync_state(&self, peer: &[u8]) -> bool {
+        self.sync_states.get(peer).is_some_and(|e| e.stored)
     }
 
     /// The document held, if one was set.
@@ -60,29 +87,39 @@ impl HeldWrites {
         !self.sync_states.is_empty()
     }
 
-    /// Holds `value` for `(actor, seq)`; `None` holds a removal.
-    pub(crate) fn put_change(&mut self, actor: ActorId, seq: u64, value: Option<Vec<u8>>) {
-        self.changes.entry(actor).or_default().insert(seq, value);
-    }
-
-    /// Drops what is held for `(actor, seq)`, for a key the engine cannot hold.
-    pub(crate) fn forget_change(&mut self, actor: &ActorId, seq: u64) {
-        if let Some(seqs) = self.changes.get_mut(actor) {
-            seqs.remove(&seq);
-            if seqs.is_empty() {
-                self.changes.remove(actor);
+    /// Holds `value` for `(actor, seq)`, or its removal (`None`); `stored` says whether
+    /// the engine holds the key, for a key not held yet. A removal of a key the engine
+    /// does not hold drops what is held instead.
+    pub(crate) fn put_change(
+        &mut self,
+        actor: ActorId,
+        seq: u64,
+        value: Option<Vec<u8>>,
+        stored: bool,
+    ) {
+        let stored = self.change_entry(&actor, seq).map_or(stored, |e| e.stored);
+        if value.is_none() && !stored {
+            if let Some(seqs) = self.changes.get_mut(&actor) {
+                seqs.remove(&seq);
+                if seqs.is_empty() {
+                    self.changes.remove(&actor);
+                }
             }
+            return;
         }
+        let entry = Entry { value, stored };
+        self.changes.entry(actor).or_default().insert(seq, entry);
     }
 
-    /// Holds `value` for the sync state of `peer`; `None` holds a removal.
-    pub(crate) fn put_sync_state(&mut self, peer: Vec<u8>, value: Option<Vec<u8>>) {
-        self.sync_states.insert(peer, value);
-    }
-
-    /// Drops what is held for `peer`, for a key the engine cannot hold.
-    pub(crate) fn forget_sync_state(&mut self, peer: &[u8]) {
-        self.sync_states.remove(peer);
+    /// Holds `value` for the sync state of `peer`, or its removal (`None`), as
+    /// [`put_change`](Self::put_change) does.
+    pub(crate) fn put_sync_state(&mut self, peer: Vec<u8>, value: Option<Vec<u8>>, stored: bool) {
+        let stored = self.sync_states.get(&peer).map_or(stored, |e| e.stored);
+        if value.is_none() && !stored {
+            self.sync_states.remove(&peer);
+            return;
+        }
+        self.sync_states.insert(peer, Entry { value, stored });
     }
 
     /// Holds the document.
@@ -94,7 +131,7 @@ impl HeldWrites {
     pub fn changes(&self) -> impl Iterator<Item = (&ActorId, u64, Option<&[u8]>)> {
         self.changes.iter().flat_map(|(actor, seqs)| {
             seqs.iter()
-                .map(move |(seq, value)| (actor, *seq, value.as_deref()))
+                .map(move |(seq, entry)| (actor, *seq, entry.value.as_deref()))
         })
     }
 
@@ -102,11 +139,11 @@ impl HeldWrites {
     pub fn sync_states(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         self.sync_states
             .iter()
-            .map(|(peer, value)| (peer.as_slice(), value.as_deref()))
+            .map(|(peer, entry)| (peer.as_slice(), entry.value.as_deref()))
     }
 }
 
-/// Counts, not contents: the overlay may hold megabytes.
+/// Counts, not contents: the held writes may take megabytes.
 impl fmt::Debug for HeldWrites {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeldWrites")
@@ -115,5 +152,28 @@ impl fmt::Debug for HeldWrites {
             .field("sync_states", &self.sync_states.len())
             .field("bytes", &self.bytes)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removals_of_keys_the_engine_does_not_hold_are_dropped() {
+        let actor = ActorId::new([1]);
+        let mut held = HeldWrites::default();
+        held.put_change(actor.clone(), 1, Some(b"new".to_vec()), false);
+        held.put_change(actor.clone(), 1, None, true);
+        assert_eq!(held.change(&actor, 1), None, "the first write decides");
+        held.put_change(actor.clone(), 2, Some(b"replaced".to_vec()), true);
+        held.put_change(actor.clone(), 2, None, false);
+        assert_eq!(held.change(&actor, 2), Some(None));
+        assert!(held.is_stored_change(&actor, 2));
+        held.put_sync_state(b"p".to_vec(), None, false);
+        assert_eq!(held.sync_state(b"p"), None);
+        held.put_sync_state(b"q".to_vec(), None, true);
+        assert_eq!(held.sync_state(b"q"), Some(None));
+        assert!(held.is_stored_sync_state(b"q") && !held.is_stored_sync_state(b"p"));
     }
 }

@@ -5,7 +5,7 @@
 //! length-prefixed, so no id's keys are a prefix of another id's. Actor ids are
 //! escape-encoded with a terminator, so keys sort by actor bytes and then numeric seq.
 
-use persister_core::{ActorId, DocumentId, Error, MAX_ACTOR_ID_LEN, Result};
+use persister_core::{ActorId, DocumentId, Error, Result, push_actor_key, split_actor_key};
 
 /// Store metadata: the format key and the store manifest.
 const TAG_META: u8 = 0x00;
@@ -75,13 +75,7 @@ impl DocKeys {
     /// `escape(actor) ++ 00 00`.
     pub(crate) fn actor_changes(&self, actor: &ActorId) -> Vec<u8> {
         let mut key = self.changes();
-        for &b in actor.as_bytes() {
-            key.push(b);
-            if b == 0 {
-                key.push(0xff);
-            }
-        }
-        key.extend_from_slice(&[0, 0]);
+        push_actor_key(&mut key, actor.as_bytes());
         key
     }
 
@@ -105,27 +99,8 @@ impl DocKeys {
 
 /// Decodes what follows the change prefix: the actor and seq, or `None` if malformed.
 pub(crate) fn decode_change(suffix: &[u8]) -> Option<(ActorId, u64)> {
-    let mut actor = Vec::new();
-    let mut i = 0;
-    loop {
-        match (*suffix.get(i)?, suffix.get(i + 1).copied()) {
-            (0, Some(0)) => break,
-            (0, Some(0xff)) => {
-                actor.push(0);
-                i += 2;
-            }
-            (0, _) => return None,
-            (b, _) => {
-                actor.push(b);
-                i += 1;
-            }
-        }
-    }
-    let seq: [u8; 8] = suffix.get(i + 2..)?.try_into().ok()?;
-    if actor.is_empty() || actor.len() > MAX_ACTOR_ID_LEN {
-        return None;
-    }
-    Some((ActorId::new(actor), u64::from_be_bytes(seq)))
+    let (actor, seq) = split_actor_key(suffix)?;
+    Some((actor, u64::from_be_bytes(seq.try_into().ok()?)))
 }
 
 /// Decodes a manifest key back into its document id, or `None` if malformed.

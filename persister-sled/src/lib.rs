@@ -214,23 +214,42 @@
 //! Data written by `automerge-persistent-sled` uses another layout; this crate refuses
 //! to open it ([`Error::NotAStore`](persister_core::Error::NotAStore)).
 
+mod calls;
 mod copy;
 mod durable;
 mod engine;
-mod held;
 mod layout;
 mod manifest;
 mod mark;
 mod options;
-mod persister;
 mod shared;
 mod store;
 
 use std::path::Path;
 
+pub use engine::SledAddress;
 pub use options::SledOptions;
-pub use persister::SledPersister;
+pub use shared::SledEngine;
 pub use store::{FORMAT_VERSION, SledStore};
+
+/// The handle of one document in a [`SledStore`]: core's
+/// [`EnginePersister`](persister_core::EnginePersister) on the [`SledEngine`], keeping
+/// the [`Persister` contract](persister_core::Persister#contract).
+///
+/// Writes are held in memory until [`flush`](persister_core::Persister::flush), which
+/// writes all of them to sled in one atomic batch and then makes them durable; reads see
+/// them at once. Flushes of other handles that run at the same time share that batch and
+/// its syncs. A handle about to hold more than
+/// [`max_pending_bytes`](crate::SledOptions::max_pending_bytes) flushes what it holds
+/// first. Dropping a handle discards what it holds
+/// ([contract point 12](persister_core::Persister#contract)).
+///
+/// Every read of sled is checked against the document's manifest and the values'
+/// checksums, and fails with [`Error::Corrupt`](persister_core::Error::Corrupt) rather
+/// than return a part of the data: reading the changes reads all changes, reading a
+/// sync state or the peer ids reads all sync states (so a sync state is O(number of
+/// peers)).
+pub type SledPersister = persister_core::EnginePersister<SledEngine>;
 
 /// Whether `path` looks like a sled database directory (it holds sled's `conf` and `db`
 /// files), so a tool can pick this backend from a path. It does not open the store nor
@@ -253,5 +272,5 @@ pub fn is_sled_store(path: impl AsRef<Path>) -> bool {
 /// [`Error::Locked`](persister_core::Error::Locked) if the lock is still held two
 /// seconds later (another process opened the directory meanwhile).
 pub fn close_database(db: sled::Db, dir: impl AsRef<Path>) -> persister_core::Result<()> {
-    engine::close(db, dir.as_ref())
+    calls::close(db, dir.as_ref())
 }

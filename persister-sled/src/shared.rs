@@ -1,53 +1,55 @@
-//! What a store and all its handles share: the database, the writer, the flusher and
-//! the poison flag.
+//! The engine's state: the database, the writer, the flusher and the poison flag.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use persister_core::{DocumentId, Error, Result};
+use persister_core::{Error, Result};
 
+use crate::calls;
 use crate::copy::CopyDir;
 use crate::durable::Durable;
-use crate::engine;
 use crate::layout::{self, STORE_KEY};
 use crate::manifest::{StoreManifest, Tally};
 
+/// The storage engine of a [`SledStore`](crate::SledStore): one sled database, its
+/// documents under length-prefixed keys with checksummed values and per-document
+/// manifests (see the [layout](crate#layout)).
+///
+/// A commit is one sled batch for every document it carries, with the store manifest;
+/// a durable one then flushes sled and syncs what sled's flush leaves unsynced (see
+/// [durability](crate#durability)).
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub struct SledEngine {
     /// `None` only once the store is closed.
     db: Option<sled::Db>,
     /// The store's directory as the application named it, for messages.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The directory sled has open: `path`, or a copy of it for a read-only store.
     dir: PathBuf,
     /// A read-only store refuses every write.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// The copy a read-only store reads, removed once sled has closed it.
-    pub copy: Option<CopyDir>,
+    pub(crate) copy: Option<CopyDir>,
     /// See [`SledOptions::max_pending_bytes`](crate::SledOptions::max_pending_bytes).
-    pub max_pending_bytes: usize,
+    pub(crate) max_pending_bytes: usize,
     /// The store manifest as last applied. Its lock orders batches, so the sequence
     /// numbers in the store increase in the order sled applies them.
     writer: Mutex<StoreManifest>,
     durable: Mutex<Durable>,
     /// Why the store is poisoned, once a flush or a write failed, or sled panicked.
     poisoned: Mutex<Option<String>>,
-    /// Documents whose handles hold writes but that are not in sled yet, so that
-    /// `list_documents` lists them.
-    unwritten: Mutex<BTreeSet<DocumentId>>,
     #[cfg(any(test, feature = "fault-injection"))]
-    pub fail_next_flush: Mutex<Option<std::io::Error>>,
+    pub(crate) fail_next_flush: Mutex<Option<std::io::Error>>,
 }
 
-impl Drop for Shared {
+impl Drop for SledEngine {
     fn drop(&mut self) {
         // Returns once sled's lock is released; `copy` is removed after this.
-        let _ = self.close();
+        let _ = self.release();
     }
 }
 
-impl Shared {
+impl SledEngine {
     pub(crate) fn new(
         db: sled::Db,
         dir: PathBuf,
@@ -65,16 +67,15 @@ impl Shared {
             writer: Mutex::new(manifest),
             durable: Mutex::new(durable),
             poisoned: Mutex::new(None),
-            unwritten: Mutex::default(),
             #[cfg(any(test, feature = "fault-injection"))]
             fail_next_flush: Default::default(),
         }
     }
 
-    /// Closes sled and waits for its lock to be released (see [`engine::close`]).
-    pub(crate) fn close(&mut self) -> Result<()> {
+    /// Closes sled and waits for its lock to be released (see [`calls::close`]).
+    pub(crate) fn release(&mut self) -> Result<()> {
         match self.db.take() {
-            Some(db) => engine::close(db, &self.dir),
+            Some(db) => calls::close(db, &self.dir),
             None => Ok(()),
         }
     }
@@ -120,8 +121,8 @@ impl Shared {
     /// Runs a sled call; a panic in it poisons the store, since sled's state is then
     /// unknown.
     fn call<T>(&self, action: &'static str, f: impl FnOnce() -> sled::Result<T>) -> Result<T> {
-        engine::call(&self.path, action, f).inspect_err(|e| {
-            if engine::is_caught_panic(e) {
+        calls::call(&self.path, action, f).inspect_err(|e| {
+            if calls::is_caught_panic(e) {
                 self.poison(e);
             }
         })
@@ -153,21 +154,6 @@ impl Shared {
         self.call("read", || iter.next_back().transpose())
     }
 
-    /// Records whether a handle of `id` holds writes of a document not yet in sled.
-    pub(crate) fn mark_unwritten(&self, id: &DocumentId, unwritten: bool) {
-        let mut set = lock(&self.unwritten);
-        if unwritten {
-            set.insert(id.clone());
-        } else {
-            set.remove(id);
-        }
-    }
-
-    /// The documents that exist only in their handles' held writes.
-    pub(crate) fn unwritten(&self) -> BTreeSet<DocumentId> {
-        lock(&self.unwritten).clone()
-    }
-
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, StoreManifest> {
         lock(&self.writer)
     }
@@ -175,7 +161,7 @@ impl Shared {
     /// Applies `batch` atomically with the next store manifest: the sequence number
     /// advanced, and the document tally changed by `documents`. A failure poisons the
     /// store: sled's errors are fail-stop.
-    pub(crate) fn commit(
+    pub(crate) fn apply_batch(
         &self,
         mut batch: sled::Batch,
         documents: impl FnOnce(&mut Tally) -> Result<()>,

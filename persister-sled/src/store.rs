@@ -1,17 +1,15 @@
 //! The store: one sled database holding any number of documents.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use persister_core::{DocumentId, Error, OpenDocuments, Persister, Result, Store};
+use persister_core::{DocumentId, EngineStore, Error, Recovered, Result, Store};
 
 use crate::copy;
 use crate::durable::{Durable, sync_dir, sync_file};
-use crate::layout::{self, DocKeys, FORMAT_KEY, MANIFESTS, STORE_KEY};
-use crate::manifest::{Manifest, StoreManifest, Tally};
+use crate::layout::{self, FORMAT_KEY, STORE_KEY};
+use crate::manifest::StoreManifest;
 use crate::mark::{self, Found, MARK_FILE, Mark};
-use crate::shared::Shared;
-use crate::{SledOptions, SledPersister};
+use crate::{SledEngine, SledOptions, SledPersister};
 
 /// The magic at the start of the format value.
 const MAGIC: &[u8; 8] = b"PSLEDFMT";
@@ -27,8 +25,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// and for what [`flush`](persister_core::Persister::flush) guarantees.
 #[derive(Debug)]
 pub struct SledStore {
-    shared: Arc<Shared>,
-    open: OpenDocuments,
+    inner: EngineStore<SledEngine>,
 }
 
 impl SledStore {
@@ -54,14 +51,13 @@ impl SledStore {
             // the checks below can refuse it: let it run on a copy first.
             let copy = copy::copy_store(path)?;
             let checked = open_at(&copy.store(), &options)
-                .and_then(|mut shared| shared.close())
+                .and_then(|mut engine| engine.release())
                 .map_err(|e| copy::at_original(e, &copy.store(), path));
             drop(copy);
             checked?;
         }
         Ok(SledStore {
-            shared: Arc::new(open_at(path, &options)?),
-            open: OpenDocuments::new(),
+            inner: EngineStore::new(open_at(path, &options)?),
         })
     }
 
@@ -88,26 +84,25 @@ impl SledStore {
         }
         let copy = copy::copy_store(path)?;
         let options = SledOptions::default();
-        let mut shared = open_at(&copy.store(), &options)
+        let mut engine = open_at(&copy.store(), &options)
             .map_err(|e| copy::at_original(e, &copy.store(), path))?;
-        shared.path = path.to_path_buf();
-        shared.read_only = true;
-        shared.copy = Some(copy);
+        engine.path = path.to_path_buf();
+        engine.read_only = true;
+        engine.copy = Some(copy);
         Ok(SledStore {
-            shared: Arc::new(shared),
-            open: OpenDocuments::new(),
+            inner: EngineStore::new(engine),
         })
     }
 
     /// The store's directory.
     pub fn path(&self) -> &Path {
-        &self.shared.path
+        self.inner.path()
     }
 
     /// The directory of the copy a read-only store reads (see
     /// [`SledStore::open_read_only`]); `None` for a store opened for writing.
     pub fn copy_path(&self) -> Option<PathBuf> {
-        self.shared.copy.as_ref().map(|copy| copy.store())
+        self.inner.engine().copy.as_ref().map(|copy| copy.store())
     }
 
     /// Makes the next flush of any handle of this store (or its next removal) fail, as
@@ -125,7 +120,8 @@ impl SledStore {
     #[cfg(feature = "fault-injection")]
     pub fn fail_next_flush_with(&self, error: std::io::Error) {
         *self
-            .shared
+            .inner
+            .engine()
             .fail_next_flush
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
@@ -134,16 +130,16 @@ impl SledStore {
 
 /// Opens sled in `path` and checks the store it holds, creating it if `path` does not
 /// exist or is empty.
-fn open_at(path: &Path, options: &SledOptions) -> Result<Shared> {
+fn open_at(path: &Path, options: &SledOptions) -> Result<SledEngine> {
     let config = options.config(path)?;
     check_dir(path)?;
-    let db = crate::engine::open(path, &config)?;
+    let db = crate::calls::open(path, &config)?;
     let opened = read_format(&db, path).and_then(|existing| match existing {
         true => open_existing(&db, path),
         false => create(&db, path),
     });
     match opened {
-        Ok((manifest, durable)) => Ok(Shared::new(
+        Ok((manifest, durable)) => Ok(SledEngine::new(
             db,
             path.to_path_buf(),
             manifest,
@@ -152,134 +148,41 @@ fn open_at(path: &Path, options: &SledOptions) -> Result<Shared> {
         )),
         Err(e) => {
             // Released before the error returns, so that the next open need not wait.
-            let _ = crate::engine::close(db, path);
+            let _ = crate::calls::close(db, path);
             Err(e)
         }
     }
 }
 
+/// Everything is done by [`EngineStore`], on the [`SledEngine`].
 impl Store for SledStore {
     type Persister = SledPersister;
 
     fn open_document(&self, id: &DocumentId) -> Result<SledPersister> {
-        let claim = self.open.claim(id)?;
-        SledPersister::open(Arc::clone(&self.shared), claim)
+        self.inner.open_document(id)
     }
 
     fn list_documents(&self) -> Result<Vec<DocumentId>> {
-        // Holding the writer keeps documents from being created or removed meanwhile:
-        // one whose handle holds its first writes is in `unwritten` until it is in sled.
-        let expected = self.shared.lock_writer();
-        let unwritten = self.shared.unwritten();
-        let mut found = Tally::default();
-        let mut ids = Vec::new();
-        self.shared.scan(MANIFESTS, |key, value| {
-            let id = layout::decode_manifest_key(key)
-                .ok_or_else(|| self.shared.corrupt("a manifest key that does not decode"))?;
-            let decoded = layout::unframe(key, value).and_then(|(_, m)| Manifest::decode(m));
-            if decoded.is_none() {
-                return Err(self
-                    .shared
-                    .corrupt(format!("the manifest of document {id} fails its checksum")));
-            }
-            found.add(StoreManifest::document_hash(key), 0);
-            ids.push(id);
-            Ok(())
-        })?;
-        if found != expected.documents {
-            return Err(self.shared.corrupt(format!(
-                "{} documents found, but the store manifest records {} (or other ids)",
-                found.count, expected.documents.count
-            )));
-        }
-        drop(expected);
-        ids.extend(unwritten);
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+        self.inner.list_documents()
     }
 
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
-        let _claim = self.open.claim(id)?;
-        self.shared.check_writable()?;
-        let keys = DocKeys::new(id)?;
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        self.shared.scan(&keys.data, |key, _| {
-            batch.remove(key);
-            any = true;
-            Ok(())
-        })?;
-        let existed = self.shared.get(&keys.manifest)?.is_some();
-        if !existed && !any {
-            return Ok(());
-        }
-        batch.remove(keys.manifest.as_slice());
-        let removed = existed.then(|| StoreManifest::document_hash(&keys.manifest));
-        self.shared.commit(batch, |documents| match removed {
-            Some(hash) => documents.remove(hash, 0).ok_or_else(|| {
-                self.shared
-                    .corrupt("the store manifest counts fewer documents than exist")
-            }),
-            None => Ok(()),
-        })?;
-        self.shared.flush_durable()?;
-        Ok(())
+        self.inner.remove_document(id)
     }
 
-    /// Writes what every handle of this store in `handles` holds to sled, then makes it
-    /// all durable with one flush (the syncs of one handle's flush); handles of another
-    /// store are flushed on their own. A failed sync poisons the store, and so every
-    /// handle.
+    /// Writes what every handle of this store in `handles` holds to sled in one batch,
+    /// then makes it all durable with one flush; handles of another store are flushed
+    /// on their own. A failed sync poisons the store, and so every handle.
     fn flush_documents(&self, handles: &mut [&mut SledPersister]) -> Result<usize> {
-        let mut first_error = None;
-        let mut written = 0usize;
-        let mut carried = Vec::new();
-        for (index, handle) in handles.iter_mut().enumerate() {
-            let outcome = if handle.is_of(&self.shared) {
-                handle.write_for_flush().map(|pending| {
-                    if pending {
-                        carried.push(index);
-                    }
-                })
-            } else {
-                handle
-                    .flush()
-                    .map(|bytes| written = written.saturating_add(bytes))
-            };
-            if let Err(err) = outcome {
-                first_error.get_or_insert(err);
-            }
-        }
-        if !carried.is_empty() {
-            match self.shared.flush_durable() {
-                Ok(_) => {
-                    for index in carried {
-                        if let Some(handle) = handles.get_mut(index) {
-                            written = written.saturating_add(handle.take_flushed());
-                        }
-                    }
-                }
-                Err(err) => {
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        first_error.map_or(Ok(written), Err)
+        self.inner.flush_documents(handles)
     }
 
     fn close(self) -> Result<()> {
-        self.open.check_none_open()?;
-        match Arc::try_unwrap(self.shared) {
-            Ok(mut shared) => shared.close(),
-            // A handle that was just dropped on another thread may still hold it.
-            Err(shared) => Err(Error::DocumentInUse {
-                document: DocumentId::from(format!(
-                    "(a handle of the store at {})",
-                    shared.path.display()
-                )),
-            }),
-        }
+        self.inner.close()
+    }
+
+    fn recovered(&self) -> Vec<Recovered> {
+        self.inner.recovered()
     }
 }
 
@@ -309,9 +212,9 @@ fn check_dir(path: &Path) -> Result<()> {
 
 /// Whether the database holds a store of this crate (`true`), or is empty (`false`).
 fn read_format(db: &sled::Db, path: &Path) -> Result<bool> {
-    let value = crate::engine::call(path, "read", || db.get(FORMAT_KEY))?;
+    let value = crate::calls::call(path, "read", || db.get(FORMAT_KEY))?;
     let Some(value) = value else {
-        let empty = crate::engine::call(path, "read", || Ok(db.first()?.is_none()))?;
+        let empty = crate::calls::call(path, "read", || Ok(db.first()?.is_none()))?;
         if empty && db.tree_names().len() <= 1 {
             return Ok(false);
         }
@@ -371,8 +274,8 @@ fn create(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)> {
     let mut batch = sled::Batch::default();
     batch.insert(FORMAT_KEY, format_value());
     batch.insert(STORE_KEY, layout::frame(STORE_KEY, &manifest.encode()));
-    crate::engine::call(path, "write", || db.apply_batch(batch))?;
-    crate::engine::call(path, "flush", || db.flush())?;
+    crate::calls::call(path, "write", || db.apply_batch(batch))?;
+    crate::calls::call(path, "flush", || db.flush())?;
     sync_file(&path.join("conf"))?;
     let mark = Mark::create(path, 0)?;
     let mut durable = Durable::new(path, mark)?;
@@ -382,7 +285,7 @@ fn create(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)> {
 
 /// Reads the store manifest and checks it against the mark file.
 fn open_existing(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)> {
-    let value = crate::engine::call(path, "read", || db.get(STORE_KEY))?;
+    let value = crate::calls::call(path, "read", || db.get(STORE_KEY))?;
     let manifest = value
         .as_deref()
         .and_then(|v| layout::unframe(STORE_KEY, v))
@@ -444,7 +347,7 @@ mod tests {
         assert!(a.flush()? > 0);
 
         a.insert_changes(vec![(actor.clone(), 2, b"maybe".to_vec())])?;
-        *store.shared.fail_next_flush.lock().unwrap() =
+        *store.inner.engine().fail_next_flush.lock().unwrap() =
             Some(std::io::Error::other("injected fsync failure"));
         let err = a.flush().err();
         assert!(
@@ -481,7 +384,7 @@ mod tests {
         assert_eq!(store.list_documents()?, vec![id.clone()]);
         drop(p);
         assert_eq!(
-            store.shared.lock_writer().seq,
+            store.inner.engine().lock_writer().seq,
             0,
             "held writes reached sled"
         );
@@ -528,7 +431,7 @@ mod tests {
         }
         assert_eq!(mark::read(dir.path())?, Found::Seq { seq: 0, slot: 0 });
         assert_eq!(
-            store.shared.lock_writer().seq,
+            store.inner.engine().lock_writer().seq,
             0,
             "held writes reached sled"
         );
@@ -553,10 +456,10 @@ mod tests {
         let mut p = store.open_document(&"doc".into())?;
         p.insert_changes(vec![(ActorId::new([1]), 1, vec![1; 600])])?;
         assert_eq!(store.list_documents()?, vec![DocumentId::from("doc")]);
-        assert_eq!(store.shared.lock_writer().seq, 0);
+        assert_eq!(store.inner.engine().lock_writer().seq, 0);
         p.insert_changes(vec![(ActorId::new([1]), 2, vec![2; 600])])?;
         assert_eq!(
-            store.shared.lock_writer().seq,
+            store.inner.engine().lock_writer().seq,
             1,
             "the first batch stayed held"
         );
