@@ -135,7 +135,10 @@ WHERE document = $1 AND peer = ANY($2::bytea[])";
 /// peer, state). Per document again: `$17` the compacted document to store, `NULL` to
 /// keep the stored one (a flush never removes it), and `$18..$22` its sizes after the
 /// flush. Returns one row per document whose lease held: its position and the lease's
-/// new `expires_at`; the writes of the others are not done.
+/// new `expires_at`; the writes of the others are not done. `leases` and
+/// `sync_states` are also reached through `document = ANY($1)`, so that the generic
+/// plan (planned once) looks their rows up by primary key rather than scan the table,
+/// and a flush costs no more as the store grows.
 const FLUSH: &str = "
 WITH sc AS (SELECT SYNC_ON AS v),
 docs AS (
@@ -144,8 +147,8 @@ docs AS (
 lease AS (
     UPDATE S.leases l SET expires_at = now() + $3::int8 * interval '1 millisecond'
     FROM docs k
-    WHERE l.document = k.document AND l.token = k.token AND l.expires_at > now()
-        AND l.expires_at >= k.seen AND EXISTS (SELECT 1 FROM sc)
+    WHERE l.document = ANY($1::bytea[]) AND l.document = k.document AND l.token = k.token
+        AND l.expires_at > now() AND l.expires_at >= k.seen AND EXISTS (SELECT 1 FROM sc)
     RETURNING k.i, l.document, l.expires_at),
 dc AS (
     DELETE FROM S.changes c
@@ -162,7 +165,8 @@ pc AS (
     RETURNING 1),
 ds AS (
     DELETE FROM S.sync_states s USING unnest($12::int8[], $13::bytea[]) AS k(i, peer), lease
-    WHERE lease.i = k.i AND s.document = lease.document AND s.peer = k.peer
+    WHERE s.document = ANY($1::bytea[]) AND s.peer = ANY($13::bytea[]) AND lease.i = k.i
+        AND s.document = lease.document AND s.peer = k.peer
     RETURNING 1),
 ps AS (
     INSERT INTO S.sync_states (document, peer, state)
