@@ -1,6 +1,6 @@
 //! One document's handle: its lease, and its writes held in memory until `flush`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -9,31 +9,11 @@ use persister_core::{
     Write,
 };
 
-use crate::error::is_connection_lost;
+use crate::group::{Held, Job, Outcome};
 use crate::shared::Shared;
 use crate::sql::{Q, seq_from_sql, seq_to_sql};
 
 mod reads;
-
-/// The writes a handle holds until its next flush: the newest value of each key it
-/// wrote, `None` where it removed the key.
-#[derive(Default)]
-struct Held {
-    changes: BTreeMap<(ActorId, u64), Option<Vec<u8>>>,
-    document: Option<Vec<u8>>,
-    sync_states: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-}
-
-/// Counts, not contents: a handle may hold megabytes.
-impl std::fmt::Debug for Held {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Held")
-            .field("changes", &self.changes.len())
-            .field("document", &self.document.as_ref().map(Vec::len))
-            .field("sync_states", &self.sync_states.len())
-            .finish()
-    }
-}
 
 /// The handle of one document of a [`PostgresStore`](crate::PostgresStore), keeping
 /// the [`Persister` contract](persister_core::Persister#contract) as the crate docs
@@ -137,7 +117,7 @@ impl PostgresPersister {
         self.token
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         match &self.poisoned {
             Some(reason) if self.lease_lost => Err(Error::LeaseLost {
                 reason: reason.clone(),
@@ -380,99 +360,52 @@ impl PostgresPersister {
         }
     }
 
-    /// Writes everything held in one statement.
-    fn write_held(&mut self) -> Outcome {
-        let shared = Arc::clone(&self.shared);
-        let mut remove_actors = Vec::new();
-        let mut remove_seqs = Vec::new();
-        let mut put_actors = Vec::new();
-        let mut put_seqs = Vec::new();
-        let mut put_values: Vec<&[u8]> = Vec::new();
-        for ((actor, seq), value) in &self.held.changes {
-            match value {
-                Some(value) => {
-                    put_actors.push(actor.as_bytes());
-                    put_seqs.push(seq_to_sql(*seq));
-                    put_values.push(value);
-                }
-                None => {
-                    remove_actors.push(actor.as_bytes());
-                    remove_seqs.push(seq_to_sql(*seq));
-                }
+    /// Hands the writes held since the last flush to a commit, or `None` when there
+    /// are none.
+    pub(crate) fn take_job(&mut self) -> Option<Job> {
+        self.dirty.then(|| Job {
+            id: self.id().clone(),
+            token: self.token,
+            expires: self.expires,
+            sizes: self.sizes,
+            held: std::mem::take(&mut self.held),
+        })
+    }
+
+    /// Takes back the job [`take_job`](Self::take_job) gave, once its commit has ended,
+    /// and returns the payload bytes it made durable. Any failure poisons the handle
+    /// (a lost lease as [`Error::LeaseLost`]); the writes stay visible to reads.
+    /// `started` is when the flush began, before the lease was renewed.
+    pub(crate) fn finish_job(
+        &mut self,
+        job: Job,
+        outcome: Outcome,
+        started: Instant,
+    ) -> Result<usize> {
+        self.held = job.held;
+        match outcome {
+            Outcome::Written { expires } => self.expires = expires,
+            Outcome::LeaseLost => return Err(self.lease_lost()),
+            Outcome::Failed { lost, error } => {
+                let what = if lost {
+                    "the connection was lost while committing a flush, so whether the server committed it is unknown; reopening the document shows all of that flush or none of it"
+                } else {
+                    "a flush failed and nothing of it was written"
+                };
+                self.poison(format!("{what} ({error})"));
+                return Err(error);
             }
         }
-        let mut remove_peers = Vec::new();
-        let mut put_peers = Vec::new();
-        let mut put_states: Vec<&[u8]> = Vec::new();
-        for (peer, state) in &self.held.sync_states {
-            match state {
-                Some(state) => {
-                    put_peers.push(peer.as_slice());
-                    put_states.push(state);
-                }
-                None => remove_peers.push(peer.as_slice()),
-            }
-        }
-        let set_document = self.held.document.is_some();
-        let document = self.held.document.as_deref();
-        let sizes = self.sizes;
-        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        let (changes, document_bytes, sync_states, change_count, sync_state_count) = (
-            int(sizes.changes),
-            int(sizes.document),
-            int(sizes.sync_states),
-            int(sizes.change_count),
-            int(sizes.sync_state_count),
-        );
-        let (id, token, ms) = (self.id().as_bytes(), self.token, shared.lease_ms());
-        let expires = self.expires;
-        let params: [&(dyn postgres::types::ToSql + Sync); 19] = [
-            &id,
-            &token,
-            &ms,
-            &remove_actors,
-            &remove_seqs,
-            &put_actors,
-            &put_seqs,
-            &put_values,
-            &remove_peers,
-            &put_peers,
-            &put_states,
-            &set_document,
-            &document,
-            &changes,
-            &document_bytes,
-            &sync_states,
-            &change_count,
-            &sync_state_count,
-            &expires,
-        ];
-        #[cfg(feature = "fault-injection")]
-        if shared
-            .fail_next_flush
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            return fail_in_flight(&shared, &params, &self.place);
-        }
-        // A statement the server rolled back for a conflict is run again; a lost
-        // connection is not: its outcome is unknown.
-        let result = shared.run(false, |conn| {
-            let rows = conn.query(&shared.sql, Q::Flush, &params)?;
-            match rows.first() {
-                Some(row) => row.try_get::<_, Option<SystemTime>>(2),
-                None => Ok(None),
-            }
-        });
-        match result {
-            Ok(Ok(Some(expires))) => Outcome::Written { expires },
-            Ok(Ok(None)) => Outcome::LeaseLost,
-            Ok(Err(err)) => Outcome::Failed {
-                lost: is_connection_lost(&err),
-                error: shared.error(&err, "flush", &self.place),
-            },
-            // No connection: nothing was sent.
-            Err(error) => Outcome::Failed { lost: false, error },
-        }
+        self.renewed = started;
+        let was_stored = std::mem::replace(&mut self.stored, true);
+        self.forget_held(was_stored);
+        self.dirty = false;
+        Ok(std::mem::take(&mut self.pending))
+    }
+
+    /// Whether this handle belongs to the store that shares `shared`.
+    pub(crate) fn is_of(&self, shared: &Arc<Shared>) -> bool {
+        Arc::ptr_eq(&self.shared, shared)
     }
 
     /// After a successful flush: what the server now holds is known for every key the
@@ -496,39 +429,6 @@ impl PostgresPersister {
             let len = state.map(|s| s.len() as u64);
             self.sync_lens.insert(peer, len);
         }
-    }
-}
-
-/// What a flush's statement did.
-enum Outcome {
-    /// Committed; the lease now expires at `expires`.
-    Written { expires: SystemTime },
-    /// The lease no longer held: nothing was written.
-    LeaseLost,
-    /// Failed; when `lost`, the connection was lost and the outcome is unknown.
-    Failed { lost: bool, error: Error },
-}
-
-#[cfg(feature = "fault-injection")]
-fn fail_in_flight(
-    shared: &Shared,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-    place: &str,
-) -> Outcome {
-    // The statement runs inside a transaction whose connection is then closed before
-    // COMMIT, so the server rolls it back: the client sees what it sees when the
-    // connection is lost while committing.
-    if let Ok(mut conn) = shared.pool.get(&shared.location) {
-        let _ = conn.client().batch_execute("BEGIN");
-        let _ = conn.query(&shared.sql, Q::Flush, params);
-        conn.discard();
-    }
-    Outcome::Failed {
-        lost: true,
-        error: crate::error::connection_lost(
-            place,
-            "the connection was closed before COMMIT (injected fault)",
-        ),
     }
 }
 
@@ -577,28 +477,19 @@ impl Persister for PostgresPersister {
 
     fn flush(&mut self) -> Result<usize> {
         self.check_writable()?;
-        if !self.dirty {
-            return Ok(0);
-        }
         let started = Instant::now();
-        match self.write_held() {
-            Outcome::Written { expires } => self.expires = expires,
-            Outcome::LeaseLost => return Err(self.lease_lost()),
-            Outcome::Failed { lost, error } => {
-                let what = if lost {
-                    "the connection was lost while committing a flush, so whether the server committed it is unknown; reopening the document shows all of that flush or none of it"
-                } else {
-                    "a flush failed and nothing of it was written"
-                };
-                self.poison(format!("{what} ({error})"));
-                return Err(error);
-            }
+        let Some(job) = self.take_job() else {
+            return Ok(0);
+        };
+        let shared = Arc::clone(&self.shared);
+        match shared.commit_jobs(vec![job]).pop() {
+            Some((job, outcome)) => self.finish_job(job, outcome, started),
+            // Every job comes back; should one not, its writes are not known durable.
+            None => Err(self.poison(format!(
+                "a flush of {} lost its writes before they were committed",
+                self.place
+            ))),
         }
-        self.renewed = started;
-        let was_stored = std::mem::replace(&mut self.stored, true);
-        self.forget_held(was_stored);
-        self.dirty = false;
-        Ok(std::mem::take(&mut self.pending))
     }
 }
 

@@ -10,6 +10,7 @@ use persister_core::{DocumentId, Error, OpenDocuments, Result};
 
 use crate::PostgresOptions;
 use crate::error::{from_pg, is_connection_lost, is_retryable};
+use crate::group::Committer;
 use crate::location::Location;
 use crate::pool::{Conn, Pool};
 use crate::sql::{FORMAT_NAME, FORMAT_VERSION, Q, Sql};
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub options: PostgresOptions,
     pub pool: Pool,
     pub open: OpenDocuments,
+    /// The queue of flushes waiting to share a commit (see `group.rs`).
+    pub committer: Committer,
     /// Written into the lease rows this store takes, and shown to whoever finds a
     /// document locked: `pid N on HOST`.
     pub holder: String,
@@ -45,6 +48,7 @@ impl Shared {
             sql,
             options,
             open: OpenDocuments::new(),
+            committer: Committer::default(),
             place,
             #[cfg(feature = "fault-injection")]
             fail_next_flush: AtomicBool::new(false),

@@ -40,7 +40,7 @@ pub(crate) enum Q {
     ChangeLengths,
     /// `$1` document, `$2` peers: the length of each stored state.
     SyncStateLengths,
-    /// The flush: see [`FLUSH`].
+    /// The flush of a group of documents: see [`FLUSH`].
     Flush,
     /// Every document id, in order.
     List,
@@ -121,59 +121,76 @@ const SYNC_STATE_LENGTHS: &str = "
 SELECT peer, octet_length(state)::int8 FROM S.sync_states
 WHERE document = $1 AND peer = ANY($2::bytea[])";
 
-/// One statement, so one round trip and one implicit transaction, writes a whole flush:
-/// it turns `synchronous_commit` on for its own commit, renews the lease only if the
-/// fencing token still holds it, and does every write only if it did. Parameters:
-/// `$1` document, `$2` token, `$3` lease in ms; `$4, $5` changes to remove (actors,
-/// seqs); `$6, $7, $8` changes to store (actors, seqs, values); `$9` sync states to
-/// remove; `$10, $11` sync states to store (peers, states); `$12` whether to store the
-/// document `$13`; `$14..$18` the document's sizes after the flush; `$19` the lease's
-/// `expires_at` as this handle last wrote it (see [`RENEW_LEASE`]). Returns one row:
-/// whether the lease held, the rows written, and the new `expires_at`.
+/// One statement, so one round trip and one implicit transaction, writes the flushes
+/// of a group of documents (one document when a handle flushes alone; see
+/// `group.rs`): it turns `synchronous_commit` on for its own commit, renews each
+/// document's lease only if that document's fencing token still holds it, and does
+/// each document's writes only if its lease was renewed, exactly as a flush of that
+/// document alone would. Parameters, one array element per document: `$1` documents,
+/// `$2` tokens, `$4` each lease's `expires_at` as its handle last wrote it (see
+/// [`RENEW_LEASE`]); `$3` the lease in ms. Then the writes, each row tagged with its
+/// document's 1-based position in `$1`: `$5, $6, $7` changes to remove (position,
+/// actor, seq); `$8..$11` changes to store (position, actor, seq, value); `$12, $13`
+/// sync states to remove (position, peer); `$14..$16` sync states to store (position,
+/// peer, state). Per document again: `$17` the compacted document to store, `NULL` to
+/// keep the stored one (a flush never removes it), and `$18..$22` its sizes after the
+/// flush. Returns one row per document whose lease held: its position and the lease's
+/// new `expires_at`; the writes of the others are not done. `leases` and
+/// `sync_states` are also reached through `document = ANY($1)`, so that the generic
+/// plan (planned once) looks their rows up by primary key rather than scan the table,
+/// and a flush costs no more as the store grows.
 const FLUSH: &str = "
 WITH sc AS (SELECT SYNC_ON AS v),
+docs AS (
+    SELECT * FROM unnest($1::bytea[], $2::int8[], $4::timestamptz[])
+        WITH ORDINALITY AS k(document, token, seen, i)),
 lease AS (
-    UPDATE S.leases SET expires_at = now() + $3::int8 * interval '1 millisecond'
-    WHERE document = $1 AND token = $2 AND expires_at > now() AND expires_at >= $19
-        AND EXISTS (SELECT 1 FROM sc)
-    RETURNING expires_at),
+    UPDATE S.leases l SET expires_at = now() + $3::int8 * interval '1 millisecond'
+    FROM docs k
+    WHERE l.document = ANY($1::bytea[]) AND l.document = k.document AND l.token = k.token
+        AND l.expires_at > now() AND l.expires_at >= k.seen AND EXISTS (SELECT 1 FROM sc)
+    RETURNING k.i, l.document, l.expires_at),
 dc AS (
-    DELETE FROM S.changes c USING unnest($4::bytea[], $5::int8[]) AS k(actor, seq)
-    WHERE c.document = $1 AND c.actor = k.actor AND c.seq = k.seq
-        AND EXISTS (SELECT 1 FROM lease)
+    DELETE FROM S.changes c
+    USING unnest($5::int8[], $6::bytea[], $7::int8[]) AS k(i, actor, seq), lease
+    WHERE lease.i = k.i AND c.document = lease.document AND c.actor = k.actor
+        AND c.seq = k.seq
     RETURNING 1),
 pc AS (
     INSERT INTO S.changes (document, actor, seq, value)
-    SELECT $1, k.actor, k.seq, k.value
-    FROM unnest($6::bytea[], $7::int8[], $8::bytea[]) AS k(actor, seq, value)
-    WHERE EXISTS (SELECT 1 FROM lease)
+    SELECT lease.document, k.actor, k.seq, k.value
+    FROM unnest($8::int8[], $9::bytea[], $10::int8[], $11::bytea[]) AS k(i, actor, seq, value)
+    JOIN lease ON lease.i = k.i
     ON CONFLICT (document, actor, seq) DO UPDATE SET value = excluded.value
     RETURNING 1),
 ds AS (
-    DELETE FROM S.sync_states s
-    WHERE s.document = $1 AND s.peer = ANY($9::bytea[]) AND EXISTS (SELECT 1 FROM lease)
+    DELETE FROM S.sync_states s USING unnest($12::int8[], $13::bytea[]) AS k(i, peer), lease
+    WHERE s.document = ANY($1::bytea[]) AND s.peer = ANY($13::bytea[]) AND lease.i = k.i
+        AND s.document = lease.document AND s.peer = k.peer
     RETURNING 1),
 ps AS (
     INSERT INTO S.sync_states (document, peer, state)
-    SELECT $1, k.peer, k.state FROM unnest($10::bytea[], $11::bytea[]) AS k(peer, state)
-    WHERE EXISTS (SELECT 1 FROM lease)
+    SELECT lease.document, k.peer, k.state
+    FROM unnest($14::int8[], $15::bytea[], $16::bytea[]) AS k(i, peer, state)
+    JOIN lease ON lease.i = k.i
     ON CONFLICT (document, peer) DO UPDATE SET state = excluded.state
     RETURNING 1),
 d AS (
     INSERT INTO S.documents AS d (document, data, changes_bytes, document_bytes,
         sync_state_bytes, change_count, sync_state_count)
-    SELECT $1, $13::bytea, $14::int8, $15::int8, $16::int8, $17::int8, $18::int8
-    WHERE EXISTS (SELECT 1 FROM lease)
+    SELECT lease.document, k.data, k.changes, k.document_bytes, k.sync_states,
+        k.change_count, k.sync_state_count
+    FROM unnest($17::bytea[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[])
+        WITH ORDINALITY AS k(data, changes, document_bytes, sync_states, change_count,
+            sync_state_count, i)
+    JOIN lease ON lease.i = k.i
     ON CONFLICT (document) DO UPDATE SET
-        data = CASE WHEN $12::bool THEN excluded.data ELSE d.data END,
+        data = coalesce(excluded.data, d.data),
         changes_bytes = excluded.changes_bytes, document_bytes = excluded.document_bytes,
         sync_state_bytes = excluded.sync_state_bytes, change_count = excluded.change_count,
         sync_state_count = excluded.sync_state_count
     RETURNING 1)
-SELECT EXISTS (SELECT 1 FROM lease),
-    (SELECT count(*) FROM dc) + (SELECT count(*) FROM pc) + (SELECT count(*) FROM ds)
-        + (SELECT count(*) FROM ps) + (SELECT count(*) FROM d),
-    (SELECT expires_at FROM lease)";
+SELECT i, expires_at FROM lease";
 
 const LIST: &str = "SELECT document FROM S.documents ORDER BY document";
 

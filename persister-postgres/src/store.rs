@@ -1,8 +1,9 @@
 //! The store: one schema of one database.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use persister_core::{DocumentId, Result, Store};
+use persister_core::{DocumentId, Persister, Result, Store};
 
 use crate::location::Location;
 use crate::shared::Shared;
@@ -104,6 +105,14 @@ impl PostgresStore {
             .fail_next_flush
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// How many handles' flushes wait for the commit running now to end, to share the
+    /// next one (see the [crate docs](crate#group-commit)). For tests, which wait on it
+    /// to make a group form.
+    #[cfg(feature = "fault-injection")]
+    pub fn waiting_flushes(&self) -> usize {
+        self.shared.committer.waiting()
+    }
 }
 
 impl Drop for PostgresStore {
@@ -132,6 +141,55 @@ impl Store for PostgresStore {
                 .map(|row| Ok(DocumentId::from(row.try_get::<_, Vec<u8>>(0)?)))
                 .collect()
         })
+    }
+
+    /// Commits the held writes of every handle of this store in `handles` in one
+    /// transaction with one commit (and with whatever other flushes are running at the
+    /// time, see the [crate docs](crate#group-commit)); handles of another store are
+    /// flushed on their own. Each document's lease is checked as its own flush would
+    /// check it: a handle whose lease was lost gets
+    /// [`Error::LeaseLost`](persister_core::Error::LeaseLost) and the others commit. A
+    /// failed commit poisons every handle it carried.
+    fn flush_documents(&self, handles: &mut [&mut PostgresPersister]) -> Result<usize> {
+        let started = Instant::now();
+        let mut first_error = None;
+        let mut written = 0usize;
+        let mut carried = Vec::new();
+        let mut jobs = Vec::new();
+        for (index, handle) in handles.iter_mut().enumerate() {
+            let job = if handle.is_of(&self.shared) {
+                handle.check_writable().map(|()| handle.take_job())
+            } else {
+                handle.flush().map(|bytes| {
+                    written = written.saturating_add(bytes);
+                    None
+                })
+            };
+            match job {
+                Ok(Some(job)) => {
+                    carried.push(index);
+                    jobs.push(job);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        if !jobs.is_empty() {
+            let outcomes = self.shared.commit_jobs(jobs);
+            for (index, (job, outcome)) in carried.into_iter().zip(outcomes) {
+                if let Some(handle) = handles.get_mut(index) {
+                    match handle.finish_job(job, outcome, started) {
+                        Ok(bytes) => written = written.saturating_add(bytes),
+                        Err(err) => {
+                            first_error.get_or_insert(err);
+                        }
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(written), Err)
     }
 
     fn close(self) -> Result<()> {

@@ -8,7 +8,7 @@ use crate::child::writer_batch;
 use crate::cluster::{admin, fresh_schema, server, wait_for};
 
 /// `url` with an `application_name`, so the test can find its connections.
-fn named(url: &str, name: &str) -> String {
+pub fn named(url: &str, name: &str) -> String {
     if url.contains("://") {
         let sep = if url.contains('?') { '&' } else { '?' };
         format!("{url}{sep}application_name={name}")
@@ -17,7 +17,7 @@ fn named(url: &str, name: &str) -> String {
     }
 }
 
-fn test_error(e: impl std::fmt::Display) -> Error {
+pub fn test_error(e: impl std::fmt::Display) -> Error {
     Error::InvalidInput {
         what: "test",
         reason: e.to_string(),
@@ -25,7 +25,7 @@ fn test_error(e: impl std::fmt::Display) -> Error {
 }
 
 /// Terminates every backend of `name`, and waits until they are gone.
-fn terminate(client: &mut postgres::Client, name: &str) -> Result<(), Error> {
+pub fn terminate(client: &mut postgres::Client, name: &str) -> Result<(), Error> {
     client
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",

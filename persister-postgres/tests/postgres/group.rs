@@ -1,0 +1,271 @@
+//! Group commit: concurrent flushes of different handles share one transaction; a
+//! failed shared commit poisons every handle it carried; a document whose lease was
+//! lost fails alone.
+
+use persister_core::{DocumentState, Error, Persister, Store};
+use persister_postgres::{PostgresOptions, PostgresPersister, PostgresStore};
+use persister_reliability::Contents;
+
+use crate::child::writer_batch;
+use crate::cluster::{Server, admin, fresh_schema, server, wait_for};
+use crate::errors::{named, terminate, test_error};
+
+/// The contents of a document that holds `writer_batch(1..=n)`.
+fn model(n: u64) -> Contents {
+    let mut state = DocumentState::new();
+    for k in 1..=n {
+        state.apply(writer_batch(k));
+    }
+    Contents::of(Some(&state))
+}
+
+/// Takes the row lock of `document`'s lease in an open transaction of `client`, so that
+/// a flush carrying the document waits inside its statement until the transaction ends.
+fn hold_lease_row(
+    client: &mut postgres::Client,
+    schema: &str,
+    document: &str,
+) -> Result<(), Error> {
+    client.batch_execute("BEGIN").map_err(test_error)?;
+    client
+        .query(
+            &format!("SELECT 1 FROM \"{schema}\".leases WHERE document = $1 FOR UPDATE"),
+            &[&document.as_bytes()],
+        )
+        .map_err(test_error)?;
+    Ok(())
+}
+
+/// How many statements of the store in `schema` wait for a lock.
+fn waiting_on_locks(client: &mut postgres::Client, schema: &str) -> Result<i64, String> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+            &[&format!("%\"{schema}\".leases%")],
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+/// Many threads flush different documents at once; while one commit is held up, the
+/// others queue and then share commits: the server runs fewer flush statements than
+/// there were flushes, and every document holds every flushed batch.
+#[test]
+fn concurrent_flushes_of_many_documents_share_commits() -> Result<(), Error> {
+    let url = server().url();
+    let mut client = admin(&url).map_err(test_error)?;
+    let counted = client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .is_ok();
+    if !counted && !matches!(server(), Server::Url(_)) {
+        return Err(test_error(
+            "pg_stat_statements is missing on the test cluster",
+        ));
+    }
+    let schema = fresh_schema();
+    let store = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema.clone()))?;
+    let (threads, docs_per_thread, rounds) = (12usize, 4usize, 15u64);
+    let mut handles: Vec<Vec<PostgresPersister>> = Vec::new();
+    for t in 0..threads {
+        let mut mine = Vec::new();
+        for d in 0..docs_per_thread {
+            mine.push(store.open_document(&format!("doc-{t}-{d}").as_str().into())?);
+        }
+        handles.push(mine);
+    }
+    let mut blocker = admin(&url).map_err(test_error)?;
+    hold_lease_row(&mut blocker, &schema, "doc-0-0")?;
+    let flush_all = |docs: &mut Vec<PostgresPersister>| -> Result<u64, Error> {
+        let mut flushes = 0;
+        for k in 1..=rounds {
+            for doc in docs.iter_mut() {
+                doc.apply(writer_batch(k))?;
+                if doc.flush()? == 0 {
+                    return Err(test_error("a flush reported nothing written"));
+                }
+                flushes += 1;
+            }
+        }
+        Ok(flushes)
+    };
+    let flushes = std::thread::scope(|scope| -> Result<u64, Error> {
+        let mut rest = handles.iter_mut();
+        let first = rest.next().ok_or_else(|| test_error("no threads"))?;
+        let mut running = vec![scope.spawn(|| flush_all(first))];
+        // The first thread's first flush is held up inside its commit; the others
+        // start only then, so their flushes queue behind it.
+        wait_for("the first commit to wait for the lease row", || {
+            Ok(waiting_on_locks(&mut client, &schema)? == 1)
+        })
+        .map_err(test_error)?;
+        running.extend(rest.map(|docs| scope.spawn(|| flush_all(docs))));
+        wait_for("every other thread's flush to queue", || {
+            Ok(store.waiting_flushes() == threads - 1)
+        })
+        .map_err(test_error)?;
+        blocker.batch_execute("ROLLBACK").map_err(test_error)?;
+        let mut flushes = 0;
+        for thread in running {
+            flushes += thread
+                .join()
+                .map_err(|_| test_error("a flushing thread panicked"))??;
+        }
+        Ok(flushes)
+    })?;
+    assert_eq!(flushes, (threads * docs_per_thread) as u64 * rounds);
+    drop(handles);
+    for t in 0..threads {
+        for d in 0..docs_per_thread {
+            let doc = store.open_document(&format!("doc-{t}-{d}").as_str().into())?;
+            assert_eq!(Contents::read(&doc)?, model(rounds), "doc-{t}-{d}");
+        }
+    }
+    if counted {
+        let row = client
+            .query_one(
+                "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements WHERE query LIKE $1 AND query LIKE '%dc AS (%'",
+                &[&format!("%\"{schema}\".%")],
+            )
+            .map_err(test_error)?;
+        let commits: i64 = row.get(0);
+        println!("group commit: {flushes} flushes in {commits} commits");
+        assert!(
+            commits > 0 && (commits as u64) < flushes,
+            "{flushes} flushes took {commits} commits: no group formed"
+        );
+    } else {
+        println!(
+            "not counted: pg_stat_statements is not installed on PERSISTER_POSTGRES_URL's server"
+        );
+    }
+    Ok(())
+}
+
+/// A shared commit whose connection is terminated by the server fails every flush it
+/// carried: the leader gets the error, the others `Poisoned` naming it, every one of
+/// those handles stays poisoned, and none of their writes is found; a flush committed
+/// before in its own group is kept.
+#[test]
+fn failed_shared_commit_poisons_every_handle_it_carried() -> Result<(), Error> {
+    let schema = fresh_schema();
+    let name = format!("group_{schema}");
+    let url = named(&server().url(), &name);
+    let store = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema.clone()))?;
+    let names = ["a", "b", "c", "d"];
+    let mut docs = Vec::new();
+    for n in names {
+        let mut doc = store.open_document(&n.into())?;
+        doc.apply(writer_batch(1))?;
+        docs.push(doc);
+    }
+    {
+        let mut all: Vec<&mut PostgresPersister> = docs.iter_mut().collect();
+        store.flush_documents(&mut all)?;
+    }
+    for doc in &mut docs {
+        doc.apply(writer_batch(2))?;
+    }
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    let mut hold_a = admin(&server().url()).map_err(test_error)?;
+    let mut hold_b = admin(&server().url()).map_err(test_error)?;
+    hold_lease_row(&mut hold_a, &schema, "a")?;
+    hold_lease_row(&mut hold_b, &schema, "b")?;
+    let results = std::thread::scope(|scope| -> Result<Vec<Result<usize, Error>>, Error> {
+        let mut rest = docs.iter_mut();
+        let a = rest.next().ok_or_else(|| test_error("no document a"))?;
+        let mut running = vec![scope.spawn(|| a.flush())];
+        wait_for("a's commit to wait for its lease row", || {
+            Ok(waiting_on_locks(&mut client, &schema)? == 1)
+        })
+        .map_err(test_error)?;
+        running.extend(rest.map(|doc| scope.spawn(|| doc.flush())));
+        wait_for("b, c and d to queue", || Ok(store.waiting_flushes() == 3)).map_err(test_error)?;
+        hold_a.batch_execute("ROLLBACK").map_err(test_error)?;
+        // a commits alone; b, c and d then share one commit, held up by b's lease row.
+        wait_for("the shared commit of b, c and d to start and wait", || {
+            Ok(store.waiting_flushes() == 0 && waiting_on_locks(&mut client, &schema)? == 1)
+        })
+        .map_err(test_error)?;
+        terminate(&mut client, &name)?;
+        running
+            .into_iter()
+            .map(|t| t.join().map_err(|_| test_error("a flush panicked")))
+            .collect()
+    })?;
+    hold_b.batch_execute("ROLLBACK").map_err(test_error)?;
+    assert!(matches!(results[0], Ok(n) if n > 0), "a: {:?}", results[0]);
+    let mut poisoned = 0;
+    let mut leader = 0;
+    for (n, result) in names.iter().zip(&results).skip(1) {
+        match result {
+            Err(Error::Poisoned { reason }) if reason.contains("shared commit") => poisoned += 1,
+            Err(Error::Backend { .. }) => leader += 1,
+            other => panic!("{n}: expected the shared commit's error, got {other:?}"),
+        }
+    }
+    assert_eq!((leader, poisoned), (1, 2));
+    for (n, doc) in names.iter().zip(&mut docs).skip(1) {
+        assert!(matches!(doc.flush(), Err(Error::Poisoned { .. })), "{n}");
+        assert!(
+            matches!(doc.apply(writer_batch(3)), Err(Error::Poisoned { .. })),
+            "{n}"
+        );
+    }
+    drop(docs);
+    for (n, expected) in names.iter().zip([2, 1, 1, 1]) {
+        let doc = store.open_document(&(*n).into())?;
+        assert_eq!(Contents::read(&doc)?, model(expected), "{n}");
+    }
+    Ok(())
+}
+
+/// In one shared commit, a document whose lease was taken over writes nothing and its
+/// handle gets `LeaseLost`; the other documents of the commit are written, and their
+/// handles go on.
+#[test]
+fn lost_lease_fails_only_its_own_document_of_a_shared_commit() -> Result<(), Error> {
+    let schema = fresh_schema();
+    let url = server().url();
+    let store = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema.clone()))?;
+    let names = ["a", "b", "c"];
+    let mut docs = Vec::new();
+    for n in names {
+        let mut doc = store.open_document(&n.into())?;
+        doc.apply(writer_batch(1))?;
+        docs.push(doc);
+    }
+    {
+        let mut all: Vec<&mut PostgresPersister> = docs.iter_mut().collect();
+        store.flush_documents(&mut all)?;
+    }
+    for doc in &mut docs {
+        doc.apply(writer_batch(2))?;
+    }
+    // Another holder takes b over: its token moves on (and the lease is left free, so
+    // that the test can reopen b).
+    let mut client = admin(&url).map_err(test_error)?;
+    client
+        .execute(
+            &format!(
+                "UPDATE \"{schema}\".leases SET token = token + 1, expires_at = now() WHERE document = $1"
+            ),
+            &[&b"b".as_slice()],
+        )
+        .map_err(test_error)?;
+    let result = {
+        let mut all: Vec<&mut PostgresPersister> = docs.iter_mut().collect();
+        store.flush_documents(&mut all)
+    };
+    assert!(matches!(result, Err(Error::LeaseLost { .. })), "{result:?}");
+    assert_eq!(docs[0].flush()?, 0);
+    assert_eq!(docs[2].flush()?, 0);
+    assert!(matches!(docs[1].flush(), Err(Error::LeaseLost { .. })));
+    docs[0].apply(writer_batch(3))?;
+    assert!(docs[0].flush()? > 0);
+    drop(docs);
+    for (n, expected) in names.iter().zip([3, 1, 2]) {
+        let doc = store.open_document(&(*n).into())?;
+        assert_eq!(Contents::read(&doc)?, model(expected), "{n}");
+    }
+    Ok(())
+}
