@@ -14,7 +14,9 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::Instant;
 
 use persister_core::{DocumentId, Error, Result, StoredSizes};
 use redb::{Durability, WriteTransaction};
@@ -45,6 +47,66 @@ pub(crate) struct Outcome {
 pub(crate) struct Committer {
     state: Mutex<Queue>,
     finished: Condvar,
+    /// Counters of the commits led so far, for [`GroupCommits`].
+    commits: AtomicU64,
+    jobs: AtomicU64,
+    largest: AtomicU64,
+    commit_nanos: AtomicU64,
+    write_nanos: AtomicU64,
+}
+
+/// How the store's group commits have gone since it was opened: how many handles'
+/// flushes each commit carried, and the time the commits took. Returned by
+/// [`RedbStore::group_commits`](crate::RedbStore::group_commits), for tests and
+/// benchmarks that check that concurrent flushes share their syncs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupCommits {
+    /// Commits led (each one write transaction and one sync), failed ones included.
+    pub commits: u64,
+    /// Handles' flushes (jobs) those commits carried, in all.
+    pub handles: u64,
+    /// The most handles one commit carried.
+    pub largest: u64,
+    /// The time the commits took, from beginning the write transaction to the end of
+    /// its sync, in all, ns.
+    pub commit_nanos: u64,
+    /// The part of `commit_nanos` spent writing the jobs into the transaction, before
+    /// redb's commit (which writes its own pages and syncs).
+    pub write_nanos: u64,
+}
+
+impl GroupCommits {
+    /// Handles per commit, on average (0 before the first commit).
+    pub fn mean_handles(&self) -> f64 {
+        if self.commits == 0 {
+            0.0
+        } else {
+            self.handles as f64 / self.commits as f64
+        }
+    }
+}
+
+impl Committer {
+    /// The counters so far.
+    pub fn stats(&self) -> GroupCommits {
+        GroupCommits {
+            commits: self.commits.load(Ordering::Relaxed),
+            handles: self.jobs.load(Ordering::Relaxed),
+            largest: self.largest.load(Ordering::Relaxed),
+            commit_nanos: self.commit_nanos.load(Ordering::Relaxed),
+            write_nanos: self.write_nanos.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(&self, jobs: usize, started: Instant) {
+        let jobs = jobs as u64;
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.jobs.fetch_add(jobs, Ordering::Relaxed);
+        self.largest.fetch_max(jobs, Ordering::Relaxed);
+        self.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -86,7 +148,9 @@ impl Shared {
             drop(queue);
             // A panic inside redb (a damaged file can cause one) must not leave the
             // followers waiting forever: they get an error, then the panic goes on.
+            let started = Instant::now();
             let committed = catch_unwind(AssertUnwindSafe(|| self.commit_group(&mut group)));
+            committer.count(group.len(), started);
             let (result, panic) = match committed {
                 Ok(result) => (result, None),
                 Err(panic) => {
@@ -139,11 +203,16 @@ impl Shared {
 
     /// Writes every job of `group` in one transaction and commits it durably.
     fn commit_group(&self, group: &mut [(u64, Job)]) -> Result<()> {
+        let started = Instant::now();
         let result = self.begin_write().and_then(|txn| {
             let mut numbers = Vec::with_capacity(group.len());
             for (_, job) in group.iter() {
                 numbers.push(self.write_job(&txn, job)?);
             }
+            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.committer
+                .write_nanos
+                .fetch_add(nanos, Ordering::Relaxed);
             self.commit(txn, Durability::Immediate)?;
             for ((_, job), number) in group.iter_mut().zip(numbers) {
                 job.number = Some(number);

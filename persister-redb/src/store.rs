@@ -9,6 +9,7 @@ use redb::{Durability, ReadableTable, StorageBackend};
 
 use crate::error::{RedbResultExt, from_redb};
 use crate::file::{self, Db};
+use crate::group::GroupCommits;
 use crate::layout::{self, CHANGES, COMPACTED, DOCUMENTS, SYNC_STATES};
 use crate::shared::Shared;
 use crate::{RedbOptions, RedbPersister};
@@ -63,7 +64,8 @@ impl RedbStore {
         // redb releases its lock explicitly when the database is dropped, so a store this
         // process closed can be opened again at once, even while a child process forked
         // by another thread still holds a copy of the file's descriptor.
-        let db = file::builder(&options).open(path).or_store("open", path)?;
+        let db =
+            file::open_verified(&options, |builder| builder.open(path)).or_store("open", path)?;
         Self::from_database(Db::ReadWrite(db), path.to_path_buf(), options)
     }
 
@@ -86,7 +88,7 @@ impl RedbStore {
             Err(err) => return Err(Error::io("open", path, err)),
         }
         let options = RedbOptions::default();
-        match file::builder(&options).open_read_only(path) {
+        match file::open_verified(&options, |builder| builder.open_read_only(path)) {
             Ok(db) => Self::from_database(Db::ReadOnly(db), path.to_path_buf(), options),
             // Not closed cleanly: redb must repair it before it can be read, which writes.
             // The repair is made on a copy, so the file itself stays untouched.
@@ -101,7 +103,8 @@ impl RedbStore {
         let scratch = ScratchDir::new("redb-copy")?;
         let copy = scratch.path().join("store.redb");
         std::fs::copy(path, &copy).map_err(|err| Error::io("copy", path, err))?;
-        let db = Db::ReadWrite(file::builder(&options).open(&copy).or_store("open", path)?);
+        let db = file::open_verified(&options, |builder| builder.open(&copy));
+        let db = Db::ReadWrite(db.or_store("open", path)?);
         file::check_layout(&db, path)?;
         let mut shared = Shared::new(db, path.to_path_buf(), options);
         shared.read_only = true;
@@ -139,6 +142,12 @@ impl RedbStore {
     /// messages).
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// How many handles' flushes the store's commits have carried since it was opened
+    /// (see [Group commit](crate#group-commit)).
+    pub fn group_commits(&self) -> GroupCommits {
+        self.shared.committer.stats()
     }
 }
 
