@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use persister_testkit::Rng;
 
@@ -39,6 +39,22 @@ impl RawLog {
             self.file.sync_data()?;
         }
         Ok(watch.lap())
+    }
+
+    /// Appends records, each followed by `fdatasync`, until `time` has passed (at least
+    /// one); returns how many and the wall time they took.
+    pub fn append_synced_for(&mut self, time: Duration) -> Result<(usize, Duration)> {
+        let started = Instant::now();
+        let mut count = 0;
+        loop {
+            self.file.write_all(&self.record)?;
+            self.file.sync_data()?;
+            count += 1;
+            let took = started.elapsed();
+            if took >= time {
+                return Ok((count, took));
+            }
+        }
     }
 
     /// Removes the file.

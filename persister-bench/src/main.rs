@@ -63,7 +63,7 @@ struct Cli {
     /// Also write the JSON results to this file, whatever is printed.
     #[arg(long, value_name = "PATH")]
     save_json: Option<PathBuf>,
-    /// Keep the stores of rows 1, 4 and 5 after the run, to inspect or profile them.
+    /// Keep the stores of rows 1, 4, 5 and 9 after the run, to inspect or profile them.
     #[arg(long)]
     keep: bool,
     #[command(subcommand)]
@@ -282,8 +282,10 @@ fn run(cli: &Cli) -> Result<bool> {
         for (report, column) in reports.iter_mut().zip(&columns) {
             progress(&format!("row 9: a store of many documents, {column}"));
             let dir = base.path().join(format!("many-{column}"));
-            report.many = Some(rows::many::run(cli.quick, *column, &dir));
-            let _ = std::fs::remove_dir_all(&dir);
+            report.many = Some(rows::many::run(cli.quick, *column, &dir, cli.keep));
+            if !cli.keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
     }
 

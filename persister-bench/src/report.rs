@@ -192,16 +192,36 @@ pub fn markdown(report: &Report) -> String {
         row(
             &mut out,
             &format!(
-                "8. sync server: {} documents, {} threads, each inserts 1 change into one of its documents and flushes it, {} s: durable writes/s (x raw fdatasync of the row; postgres: x its single-row commits/s)",
+                "8. sync server: {} documents, {} threads, each inserts 1 change into one of its documents and flushes it, {} s in {} slices: durable writes/s (x raw fdatasync in the slices between; postgres: x its single-row commits/s)",
                 thousands(server.documents),
                 server.threads,
-                server.seconds
+                server.seconds,
+                server.rounds
             ),
             &columns,
             |r| {
                 Some(cell(r.server.as_ref()?, |s| {
                     let ratio = s.ratio_to_single_commits.unwrap_or(s.ratio_to_raw);
                     format!("{} ({ratio:.2}x)", rate(s.writes_per_s))
+                }))
+            },
+            "",
+        );
+        row(
+            &mut out,
+            &format!(
+                "8. raw fdatasync/s in the {} raw slices alternating with the writers' (slowest / fastest slice)",
+                server.rounds
+            ),
+            &columns,
+            |r| {
+                Some(cell(r.server.as_ref()?, |s| {
+                    format!(
+                        "{} ({} / {})",
+                        rate(s.raw_fdatasync_per_s),
+                        rate(s.raw_range[0]),
+                        rate(s.raw_range[1])
+                    )
                 }))
             },
             "",
@@ -250,7 +270,7 @@ pub fn markdown(report: &Report) -> String {
     row(
         &mut out,
         &format!(
-            "9. peak resident memory over the process's start, after opening the store / listing / reading 21 documents: MiB ({sizes} documents)"
+            "9. peak resident memory over the process's start, after opening the store / listing / reading 21 documents, and the heap of the list itself: MiB ({sizes} documents)"
         ),
         &columns,
         |r| {
@@ -261,10 +281,11 @@ pub fn markdown(report: &Report) -> String {
                     .iter()
                     .map(|s| {
                         format!(
-                            "{} / {} / {}",
+                            "{} / {} / {} (list {})",
                             mib(s.open_kib),
                             mib(s.list_kib),
-                            mib(s.doc_kib)
+                            mib(s.doc_kib),
+                            mib(s.list_own_kib)
                         )
                     })
                     .collect();

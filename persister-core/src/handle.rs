@@ -5,7 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use crate::engine::{Engine, PendingDocument, StoredKey};
 use crate::{
@@ -70,6 +72,39 @@ struct Shared<E: Engine> {
     unwritten: Mutex<BTreeSet<DocumentId>>,
     queue: Mutex<Queue<E::Address>>,
     finished: Condvar,
+    /// Counters of the commits led so far, for [`GroupCommits`].
+    commits: AtomicU64,
+    carried: AtomicU64,
+    largest: AtomicU64,
+    commit_nanos: AtomicU64,
+}
+
+/// How a store's group commits have gone since it was opened: how many handles'
+/// flushes each commit carried, and the time the commits took. Returned by
+/// [`EngineStore::group_commits`], for tests and benchmarks that check that concurrent
+/// flushes share their syncs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupCommits {
+    /// Commits led (each one [`Engine::commit`]), failed ones included.
+    pub commits: u64,
+    /// Handles' flushes those commits carried, in all.
+    pub handles: u64,
+    /// The most handles one commit carried.
+    pub largest: u64,
+    /// The time the engine's commits took, in all, ns.
+    pub commit_nanos: u64,
+}
+
+impl GroupCommits {
+    /// Handles per commit, on average (0 before the first commit).
+    pub fn mean_handles(&self) -> f64 {
+        if self.commits == 0 {
+            0.0
+        } else {
+            self.handles as f64 / self.commits as f64
+        }
+    }
 }
 
 /// Flushes waiting to share a commit, and who is committing.
@@ -105,6 +140,10 @@ impl<E: Engine> EngineStore<E> {
                     done: HashMap::new(),
                 }),
                 finished: Condvar::new(),
+                commits: AtomicU64::new(0),
+                carried: AtomicU64::new(0),
+                largest: AtomicU64::new(0),
+                commit_nanos: AtomicU64::new(0),
             }),
         }
     }
@@ -112,6 +151,17 @@ impl<E: Engine> EngineStore<E> {
     /// The engine under the store.
     pub fn engine(&self) -> &E {
         &self.shared.engine
+    }
+
+    /// How many handles' flushes the store's commits have carried since it was opened.
+    pub fn group_commits(&self) -> GroupCommits {
+        let shared = &self.shared;
+        GroupCommits {
+            commits: shared.commits.load(Ordering::Relaxed),
+            handles: shared.carried.load(Ordering::Relaxed),
+            largest: shared.largest.load(Ordering::Relaxed),
+            commit_nanos: shared.commit_nanos.load(Ordering::Relaxed),
+        }
     }
 
     /// The store's path, as the engine gives it.
@@ -166,6 +216,15 @@ impl<E: Engine> Shared<E> {
         }
     }
 
+    fn count(&self, handles: usize, started: Instant) {
+        let handles = handles as u64;
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.carried.fetch_add(handles, Ordering::Relaxed);
+        self.largest.fetch_max(handles, Ordering::Relaxed);
+        self.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
     /// Commits `documents` durably, sharing the commit with whatever other handles are
     /// flushing, and returns each document's outcome, in order.
     fn commit_shared(
@@ -197,10 +256,12 @@ impl<E: Engine> Shared<E> {
             drop(queue);
             // A panic inside the engine (a damaged file can cause one) must not leave
             // the followers waiting forever: they get an error, then the panic goes on.
+            let started = Instant::now();
             let committed = catch_unwind(AssertUnwindSafe(|| {
                 self.check_poisoned()?;
                 self.engine.commit(&mut group, true)
             }));
+            self.count(group.len(), started);
             let (result, panic) = match committed {
                 Ok(result) => (result.map_err(|err| self.poison_with(err)), None),
                 Err(panic) => {

@@ -91,7 +91,7 @@ pub use batch::{Batch, Write};
 pub use copy::copy_document;
 pub use engine::{Engine, PendingDocument, Record, StoredKey, push_actor_key, split_actor_key};
 pub use error::{Error, Result};
-pub use handle::{EnginePersister, EngineStore};
+pub use handle::{EnginePersister, EngineStore, GroupCommits};
 pub use held::{HeldValue, HeldWrites};
 pub use ids::{
     ActorId, DocumentId, MAX_ACTOR_ID_LEN, MAX_BATCH_LEN, MAX_DOCUMENT_ID_LEN, MAX_PEER_ID_LEN,

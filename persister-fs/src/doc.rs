@@ -69,10 +69,24 @@ impl Doc {
     ) -> Result<Self> {
         let path = shared.dir.join(&name);
         let writable = !shared.read_only && known.poison.is_none();
-        let mut file = shared
+        let file = shared
             .fs
             .open(&path, writable)
             .map_err(io_error("open", &path))?;
+        Self::load_file(shared, id, name, file, known)
+    }
+
+    /// [`Doc::load`] of the log `file`, opened for writing unless the store is
+    /// read-only or `known` has a poison.
+    pub(crate) fn load_file(
+        shared: &Shared,
+        id: &DocumentId,
+        name: String,
+        mut file: Box<dyn FsFile>,
+        known: Known,
+    ) -> Result<Self> {
+        let path = shared.dir.join(&name);
+        let writable = !shared.read_only && known.poison.is_none();
         let bytes = file.read_all().map_err(io_error("read", &path))?;
         let (stored_id, header_len) = format::decode_log_header(&bytes, &path)?;
         if stored_id != *id {

@@ -69,6 +69,11 @@
 //! | 12 | 4 | n, the number of logs |
 //! | 16 | ... | n entries: name length (u16, at most 255), the log's file name, its length (u64), its running CRC32C (u32) |
 //! | end - 4 | 4 | masked CRC32C of every byte before it |
+//!
+//! Entries are written in the byte order of their names, so that a store of many
+//! documents can look one up on disk instead of holding the record in memory; a record
+//! whose entries are in another order (as earlier builds of this version could write
+//! them when long ids were present) is read all the same, held in memory whole.
 
 use std::path::Path;
 
@@ -271,24 +276,35 @@ pub(crate) fn encode_closed(logs: &[ClosedLog]) -> Vec<u8> {
     out
 }
 
-/// Reads the clean-close record read from `path`.
-pub(crate) fn decode_closed(bytes: &[u8], path: &Path) -> Result<Vec<ClosedLog>> {
-    let corrupt = |what: &str, at: usize| {
-        Error::corrupt(
-            format!(
-                "{what}; the store was closed cleanly, so its logs can no longer be checked \
-                 against it (if the logs are intact, removing this file opens the store as after a crash)"
-            ),
-            path,
-            Some(at as u64),
-        )
-    };
+/// The error for a damaged clean-close record at `path`, at offset `at`.
+pub(crate) fn closed_corrupt(what: &str, path: &Path, at: u64) -> Error {
+    Error::corrupt(
+        format!(
+            "{what}; the store was closed cleanly, so its logs can no longer be checked \
+             against it (if the logs are intact, removing this file opens the store as after a crash)"
+        ),
+        path,
+        Some(at),
+    )
+}
+
+/// Checks the clean-close record's magic and version, given its first bytes (16, or
+/// all of a shorter record).
+pub(crate) fn check_closed_header(bytes: &[u8], path: &Path) -> Result<()> {
     if !bytes.starts_with(&CLOSED_MAGIC) {
-        return Err(corrupt("the clean-close record has no valid magic", 0));
+        return Err(closed_corrupt(
+            "the clean-close record has no valid magic",
+            path,
+            0,
+        ));
     }
     let version = bytes.get(8..12).and_then(|b| b.first_chunk::<4>());
     let Some(version) = version.map(|v| le_u32(*v)) else {
-        return Err(corrupt("the clean-close record is cut short", bytes.len()));
+        return Err(closed_corrupt(
+            "the clean-close record is cut short",
+            path,
+            bytes.len() as u64,
+        ));
     };
     if version != STORE_VERSION {
         return Err(Error::UnsupportedFormat {
@@ -298,6 +314,15 @@ pub(crate) fn decode_closed(bytes: &[u8], path: &Path) -> Result<Vec<ClosedLog>>
             supported: STORE_VERSION,
         });
     }
+    Ok(())
+}
+
+/// Reads the clean-close record read from `path`, whole: the reference the store's
+/// streaming reader (`clean`) is tested against.
+#[cfg(test)]
+pub(crate) fn decode_closed(bytes: &[u8], path: &Path) -> Result<Vec<ClosedLog>> {
+    let corrupt = |what: &str, at: usize| closed_corrupt(what, path, at as u64);
+    check_closed_header(bytes, path)?;
     let Some((body, stored)) = bytes.split_last_chunk::<4>().filter(|(b, _)| b.len() >= 16) else {
         return Err(corrupt("the clean-close record is cut short", bytes.len()));
     };

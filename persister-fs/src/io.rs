@@ -16,6 +16,18 @@ pub(crate) trait Fs: Send + Sync + fmt::Debug {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// The names in `dir`; names that are not UTF-8 are left out, none is ours.
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Calls `f` with every name in `dir` (as [`Fs::read_dir`] lists them) without
+    /// holding them all: a directory of many documents is read as it is walked.
+    fn for_each_name(
+        &self,
+        dir: &Path,
+        f: &mut dyn FnMut(String) -> io::Result<()>,
+    ) -> io::Result<()> {
+        for name in self.read_dir(dir)? {
+            f(name)?;
+        }
+        Ok(())
+    }
     /// Up to `max` bytes from the start of the file at `path`.
     fn read_prefix(&self, path: &Path, max: usize) -> io::Result<Vec<u8>>;
     /// Opens an existing file for reading and, when `write`, appending.
@@ -40,6 +52,9 @@ pub(crate) trait Fs: Send + Sync + fmt::Debug {
 pub(crate) trait FsFile: Send + fmt::Debug {
     /// The whole file; afterwards appends go to its end.
     fn read_all(&mut self) -> io::Result<Vec<u8>>;
+    /// Reads into `buf` from `offset`, without moving where appends go; returns the
+    /// bytes read, 0 at the end of the file.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes all of `data` at the end of the file.
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
     /// Cuts the file to `len` bytes; appends then go there.
@@ -88,6 +103,19 @@ impl Fs for OsFs {
             }
         }
         Ok(names)
+    }
+
+    fn for_each_name(
+        &self,
+        dir: &Path,
+        f: &mut dyn FnMut(String) -> io::Result<()>,
+    ) -> io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                f(name)?;
+            }
+        }
+        Ok(())
     }
 
     fn read_prefix(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
@@ -173,6 +201,21 @@ impl FsFile for OsFile {
         let mut bytes = Vec::with_capacity(len);
         self.0.read_to_end(&mut bytes)?;
         Ok(bytes)
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::read_at(&self.0, buf, offset)
+        }
+        #[cfg(not(unix))]
+        {
+            let pos = self.0.stream_position()?;
+            self.0.seek(SeekFrom::Start(offset))?;
+            let read = self.0.read(buf);
+            self.0.seek(SeekFrom::Start(pos))?;
+            read
+        }
     }
 
     fn append(&mut self, data: &[u8]) -> io::Result<()> {

@@ -90,6 +90,20 @@
 //! flushes the handles from up to 16 threads at once (one sync per document with
 //! writes, issued together so that the journal merges them).
 //!
+//! # Stores of many documents
+//!
+//! Opening a store keeps nothing in memory per document: it walks the directory
+//! without holding its listing (counting the logs, removing `.tmp` files, reading the
+//! headers of logs named by hash), and checks the clean-close record by reading it in
+//! chunks, keeping one entry name in 64 to find the others on disk later (records
+//! are written in name order for this; see [`format`](mod@format)). A document is
+//! looked up on disk when it is opened (its log's name is its id in hex), and only
+//! the documents a store has opened, created or written are held in its index. In the
+//! benchmark's row 9 (documents of 10 changes), opening a store of 100,000 documents
+//! took 0.8 MiB of memory and one of 10,000 0.6 MiB; the list of 100,000 ids itself
+//! (6 MiB) is the only cost that grows, when it is asked for. The clean-close record
+//! written at close holds every log, as before.
+//!
 //! # Closing and dropping
 //!
 //! Dropping a handle without a flush **discards** its unflushed writes: the next
@@ -123,8 +137,11 @@
 //! records included), a flipped byte or a zeroed block anywhere, in any log, is
 //! [`Error::Corrupt`](persister_core::Error::Corrupt) naming the file and the offset,
 //! and nothing is changed. So is a log missing from the directory or one the record
-//! does not name. Damage to the record itself, or to the marker, is an error when the
-//! store is opened. Any single damage to a cleanly closed store reads as an error or
+//! does not name: opening the store fails when the directory holds another number of
+//! logs than the record names (or a log named by hash that it does not name), and
+//! otherwise listing the documents fails, and so does opening the document concerned.
+//! Damage to the record itself, or to the marker, is an error when the store is opened
+//! (the record is checked whole then). Any single damage to a cleanly closed store reads as an error or
 //! as exactly the stored data (the test `damage` in `tests/fs/` checks 1,000 random
 //! ones in CI).
 //!
@@ -202,6 +219,7 @@
 //! [`Error::TooLarge`](persister_core::Error::TooLarge) before anything is applied. A
 //! log is read whole into memory when its document is opened.
 
+mod clean;
 mod doc;
 pub mod format;
 mod io;

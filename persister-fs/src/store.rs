@@ -2,13 +2,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use persister_core::{DocumentId, Error, OpenDocuments, Recovered, Result, Store, flush_each};
 
+use crate::clean::CleanRecord;
 use crate::doc::{Doc, Known, io_error};
 use crate::format::{self, ClosedLog, LogEnd, MARKER_LEN, MAX_LOG_HEADER_LEN};
 use crate::io::{Fs, FsLock, OsFs};
@@ -33,7 +34,19 @@ pub(crate) struct Shared {
     /// Opened with [`FsStore::open_read_only`]: nothing is ever written.
     pub(crate) read_only: bool,
     open: OpenDocuments,
+    /// The documents opened, created, written or checked since the store was opened.
+    /// Others are found on disk when they are asked for, so that opening a store does
+    /// not cost memory for each of its documents.
     index: Mutex<BTreeMap<DocumentId, Entry>>,
+    /// The logs named by hash (long ids) in the directory when the store was opened,
+    /// less those removed since: their ids are in their headers, read when opening.
+    long: Mutex<BTreeMap<DocumentId, String>>,
+    /// The clean-close record the store was opened with, checked whole then and read
+    /// on disk since (see [`CleanRecord`]); it still gives the exact end of every log
+    /// not written since, after the first write removed the file.
+    record: Option<CleanRecord>,
+    /// The logs removed since the store was opened.
+    removed: Mutex<BTreeSet<String>>,
     /// Whether the clean-close record is on disk and still true: no log was written
     /// since the store was opened.
     closed_record: Mutex<bool>,
@@ -67,9 +80,12 @@ impl FsStore {
     /// Opens the store in `dir` with default options, creating the directory (and its
     /// missing parents) and the store if needed.
     ///
-    /// Opening reads the directory, the clean-close record and the headers of logs
-    /// named by hash, and removes leftover `.tmp` files; documents are replayed only
-    /// when opened. It fails with [`Error::Locked`] if another process (or another open
+    /// Opening reads the directory, checks the clean-close record and reads the
+    /// headers of logs named by hash, and removes leftover `.tmp` files; documents are
+    /// replayed only when opened. What it keeps in memory does not grow with the number
+    /// of documents: the directory is read as it is walked, and the clean-close record
+    /// is looked up on disk (see [`Store::list_documents`] for the other checks). It
+    /// fails with [`Error::Locked`] if another process (or another open
     /// store in this one) holds the store, [`Error::NotAStore`] if `dir` holds other
     /// files but no store marker, [`Error::UnsupportedFormat`] if the marker has
     /// another version, and [`Error::Corrupt`] if the marker, the clean-close record or
@@ -106,13 +122,14 @@ impl FsStore {
         options.validate()?;
         let dir = dir.to_path_buf();
         fs.create_dir_all(&dir).map_err(io_error("create", &dir))?;
-        let entries = fs.read_dir(&dir).map_err(io_error("list", &dir))?;
-        let has_marker = check_marker(fs.as_ref(), &dir, &entries)?;
-        if !has_marker
-            && entries
-                .iter()
-                .any(|name| name != LOCK && *name != names::tmp_name(MARKER))
-        {
+        let (mut marker, mut others) = (false, false);
+        each_name(fs.as_ref(), &dir, |name| {
+            marker |= name == MARKER;
+            others |= name != MARKER && name != LOCK && name != names::tmp_name(MARKER);
+            Ok(())
+        })?;
+        let has_marker = check_marker(fs.as_ref(), &dir, marker)?;
+        if !has_marker && others {
             // Never turn a directory of other files into a store.
             return Err(Error::NotAStore {
                 what: "an fs store (it holds other files and no STORE marker)",
@@ -133,15 +150,20 @@ impl FsStore {
     /// Opens the store on any [`Fs`] for reading only.
     pub(crate) fn open_read_only_on(fs: Arc<dyn Fs>, dir: &Path) -> Result<FsStore> {
         let dir = dir.to_path_buf();
-        let entries = fs.read_dir(&dir).map_err(io_error("list", &dir))?;
-        if !check_marker(fs.as_ref(), &dir, &entries)? {
+        let (mut marker, mut lock_file) = (false, false);
+        each_name(fs.as_ref(), &dir, |name| {
+            marker |= name == MARKER;
+            lock_file |= name == LOCK;
+            Ok(())
+        })?;
+        if !check_marker(fs.as_ref(), &dir, marker)? {
             return Err(Error::NotAStore {
                 what: "an fs store (it has no STORE marker)",
                 path: dir,
             });
         }
         let mut lock = None;
-        if entries.iter().any(|name| name == LOCK) {
+        if lock_file {
             let lock_path = dir.join(LOCK);
             match fs.try_lock_shared(&lock_path) {
                 Ok(Some(shared)) => lock = Some(shared),
@@ -160,8 +182,8 @@ impl FsStore {
         read_only: bool,
         lock: Option<Box<dyn FsLock>>,
     ) -> Result<FsStore> {
-        let mut index = scan(fs.as_ref(), &dir, !read_only)?;
-        let closed_record = read_closed_record(fs.as_ref(), &dir, &mut index)?;
+        let found = scan(fs.as_ref(), &dir, !read_only)?;
+        let record = check_closed_record(fs.as_ref(), &dir, &found)?;
         Ok(FsStore {
             shared: Arc::new(Shared {
                 fs,
@@ -169,8 +191,11 @@ impl FsStore {
                 options,
                 read_only,
                 open: OpenDocuments::new(),
-                index: Mutex::new(index),
-                closed_record: Mutex::new(closed_record),
+                index: Mutex::default(),
+                long: Mutex::new(found.long),
+                closed_record: Mutex::new(record.is_some()),
+                record,
+                removed: Mutex::default(),
                 poisons: Mutex::default(),
                 recovered: Mutex::default(),
                 lock: Mutex::new(lock),
@@ -196,9 +221,12 @@ impl FsStore {
 
     /// The path of the log of document `id`, if a flush has created it.
     pub fn log_path(&self, id: &DocumentId) -> Option<PathBuf> {
-        let index = self.shared.lock_index();
-        let entry = index.get(id).filter(|entry| entry.on_disk)?;
-        Some(self.shared.dir.join(&entry.name))
+        let shared = &self.shared;
+        if let Some(entry) = shared.lock_index().get(id) {
+            return entry.on_disk.then(|| shared.dir.join(&entry.name));
+        }
+        let path = shared.dir.join(shared.name_on_disk(id)?);
+        shared.fs.read_prefix(&path, 0).ok().map(|_| path)
     }
 
     /// Closes the store and reports what dropping it cannot: writes the clean-close
@@ -248,8 +276,12 @@ impl Store for FsStore {
         Ok(FsPersister::new(Arc::clone(&self.shared), doc, claim))
     }
 
+    /// Reads the directory, and the header of every log named by hash. When the store
+    /// was opened with a clean-close record, every log not written since must be one
+    /// it names, and every log it names must be there (or removed since): otherwise
+    /// this fails with [`Error::Corrupt`] naming the log.
     fn list_documents(&self) -> Result<Vec<DocumentId>> {
-        Ok(self.shared.lock_index().keys().cloned().collect())
+        self.shared.list()
     }
 
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
@@ -331,18 +363,148 @@ impl Shared {
         lock(&self.index)
     }
 
+    /// The name of `id`'s log if it is on disk and not in the index: spelled out, or
+    /// the hash name it had when the store was opened.
+    fn name_on_disk(&self, id: &DocumentId) -> Option<String> {
+        names::hex_name(id).or_else(|| lock(&self.long).get(id).cloned())
+    }
+
+    /// The end the clean-close record the store was opened with gives the log `name`:
+    /// `None` without a record (or for a log removed since), `Some(None)` when the
+    /// record does not name it.
+    fn recorded_end(&self, name: &str) -> Result<Option<Option<LogEnd>>> {
+        let Some(record) = &self.record else {
+            return Ok(None);
+        };
+        if lock(&self.removed).contains(name) {
+            // Removed since: the record no longer applies to this name.
+            return Ok(None);
+        }
+        record.lookup(name).map(Some)
+    }
+
     /// Document `id`: its log replayed, or a new document.
     fn load(&self, id: &DocumentId) -> Result<Doc> {
         let poison = lock(&self.poisons).get(id).cloned();
-        let (name, known_end) = match self.lock_index().get(id) {
-            Some(entry) if entry.on_disk => (entry.name.clone(), entry.known_end),
-            _ => return Ok(Doc::new(id, poison)),
+        let known = self
+            .lock_index()
+            .get(id)
+            .map(|entry| (entry.name.clone(), entry.on_disk, entry.known_end));
+        let (name, known_end) = match known {
+            Some((name, true, known_end)) => (name, known_end),
+            Some((_, false, _)) => return Ok(Doc::new(id, poison)),
+            None => {
+                // Not touched since the store was opened: looked for on disk.
+                let Some(name) = self.name_on_disk(id) else {
+                    return Ok(Doc::new(id, poison));
+                };
+                let recorded = self.recorded_end(&name)?;
+                let path = self.dir.join(&name);
+                let writable = !self.read_only && poison.is_none();
+                let file = match self.fs.open(&path, writable) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        if let Some(Some(_)) = recorded {
+                            return Err(missing_log(&self.dir, &name));
+                        }
+                        return Ok(Doc::new(id, poison));
+                    }
+                    Err(e) => return Err(io_error("open", &path)(e)),
+                };
+                if let Some(None) = recorded {
+                    return Err(unrecorded_log(&self.dir, &name));
+                }
+                let known_end = recorded.flatten();
+                self.lock_index().entry(id.clone()).or_insert(Entry {
+                    name: name.clone(),
+                    on_disk: true,
+                    known_end,
+                });
+                let known = Known {
+                    end: known_end.filter(|_| poison.is_none()),
+                    poison,
+                };
+                return Doc::load_file(self, id, name, file, known);
+            }
         };
         let known = Known {
             end: known_end.filter(|_| poison.is_none()),
             poison,
         };
         Doc::load(self, id, name, known)
+    }
+
+    /// Every document: the logs in the directory, and the documents whose first flush
+    /// is still to come; checked against the clean-close record the store was opened
+    /// with, if any.
+    fn list(&self) -> Result<Vec<DocumentId>> {
+        let mut ids = Vec::new();
+        let mut hashed = Vec::new();
+        each_name(self.fs.as_ref(), &self.dir, |name| {
+            match names::parse(&name) {
+                None => {}
+                Some(names::LogName::Hex(id)) => ids.push(id),
+                Some(names::LogName::Hashed(hash)) => {
+                    let id = hashed_log_id(self.fs.as_ref(), &self.dir.join(&name), hash)?;
+                    ids.push(id.clone());
+                    hashed.push((name, id));
+                }
+            }
+            Ok(())
+        })?;
+        hashed.sort_by(|a, b| a.1.cmp(&b.1));
+        if let Some(pair) = hashed.windows(2).find(|pair| pair[0].1 == pair[1].1) {
+            return Err(Error::corrupt(
+                format!("two logs hold document {}", pair[1].1),
+                self.dir.join(&pair[1].0),
+                None,
+            ));
+        }
+        ids.sort_unstable();
+        if let Some(record) = &self.record {
+            // Taken after the walk: a log written or removed meanwhile is in them.
+            let touched: BTreeSet<String> =
+                self.lock_index().values().map(|e| e.name.clone()).collect();
+            let removed = lock(&self.removed).clone();
+            let untouched = |name: &String| !touched.contains(name) && !removed.contains(name);
+            // Names sort as their ids for spelled-out names, and after all of them
+            // for hash names.
+            let mut hashed_names: Vec<String> = hashed.into_iter().map(|(name, _)| name).collect();
+            hashed_names.sort_unstable();
+            let mut on_disk = ids
+                .iter()
+                .filter_map(names::hex_name)
+                .chain(hashed_names)
+                .filter(untouched)
+                .peekable();
+            record.for_each(|name, _| {
+                let name = name.to_owned();
+                if !untouched(&name) {
+                    return Ok(());
+                }
+                if let Some(found) = on_disk.next_if(|found| *found < name) {
+                    return Err(unrecorded_log(&self.dir, &found));
+                }
+                match on_disk.next_if(|found| *found == name) {
+                    Some(_) => Ok(()),
+                    None => Err(missing_log(&self.dir, &name)),
+                }
+            })?;
+            if let Some(found) = on_disk.next() {
+                return Err(unrecorded_log(&self.dir, &found));
+            }
+        }
+        let index = self.lock_index();
+        ids.extend(
+            index
+                .iter()
+                .filter(|(_, entry)| !entry.on_disk)
+                .map(|(id, _)| id.clone()),
+        );
+        drop(index);
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Fails if the store was opened read-only.
@@ -401,13 +563,20 @@ impl Shared {
         if let Some(entry) = index.get(id) {
             return entry.name.clone();
         }
-        let name = names::hex_name(id).unwrap_or_else(|| {
-            // Long ids: the first hash name no other document uses.
-            (0..)
-                .map(|n| names::hashed_name(id, n))
-                .find(|name| index.values().all(|entry| entry.name != *name))
-                .unwrap_or_default()
-        });
+        let long = lock(&self.long);
+        let name = names::hex_name(id)
+            .or_else(|| long.get(id).cloned())
+            .unwrap_or_else(|| {
+                // Long ids: the first hash name no other document uses.
+                (0..)
+                    .map(|n| names::hashed_name(id, n))
+                    .find(|name| {
+                        index.values().all(|entry| entry.name != *name)
+                            && long.values().all(|other| other != name)
+                    })
+                    .unwrap_or_default()
+            });
+        drop(long);
         let entry = Entry {
             name: name.clone(),
             on_disk: false,
@@ -443,12 +612,27 @@ impl Shared {
 
     /// Removes `id`'s log, and syncs the directory so the removal is durable.
     fn remove(&self, id: &DocumentId) -> Result<()> {
-        let (name, on_disk) = match self.lock_index().get(id) {
-            None => return Ok(()),
-            Some(entry) => (entry.name.clone(), entry.on_disk),
+        let known = self
+            .lock_index()
+            .get(id)
+            .map(|entry| (entry.name.clone(), entry.on_disk));
+        let (name, on_disk) = match known {
+            Some(known) => known,
+            None => {
+                let Some(name) = self.name_on_disk(id) else {
+                    return Ok(());
+                };
+                match self.fs.read_prefix(&self.dir.join(&name), 0) {
+                    Ok(_) => (name, true),
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(io_error("read", &self.dir.join(&name))(e)),
+                }
+            }
         };
         if on_disk {
             self.before_write()?;
+            // Noted before the log goes, so that a listing never misses it unexplained.
+            lock(&self.removed).insert(name.clone());
             let path = self.dir.join(&name);
             match self.fs.remove_file(&path) {
                 Ok(()) => {}
@@ -457,6 +641,7 @@ impl Shared {
             }
         }
         self.lock_index().remove(id);
+        lock(&self.long).remove(id);
         if on_disk {
             self.fs
                 .sync_dir(&self.dir)
@@ -492,30 +677,84 @@ impl Shared {
         if *lock(&self.closed_record) || !lock(&self.poisons).is_empty() {
             return Ok(());
         }
-        // Logs this store has not checked (after a crash) are checked now, their torn
-        // tails cut, so that the record vouches only for whole logs.
-        let unchecked: Vec<(DocumentId, String)> = self
+        // Every log in the directory, with the end this store knows of it: from its
+        // index, or from the record it was opened with for the logs not touched since.
+        let mut on_disk: Vec<(String, Option<DocumentId>)> = Vec::new();
+        each_name(self.fs.as_ref(), &self.dir, |name| {
+            match names::parse(&name) {
+                None => {}
+                Some(names::LogName::Hex(id)) => on_disk.push((name, Some(id))),
+                Some(names::LogName::Hashed(_)) => on_disk.push((name, None)),
+            }
+            Ok(())
+        })?;
+        on_disk.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let touched: BTreeMap<String, Option<LogEnd>> = self
             .lock_index()
-            .iter()
-            .filter(|(_, entry)| entry.on_disk && entry.known_end.is_none())
-            .map(|(id, entry)| (id.clone(), entry.name.clone()))
+            .values()
+            .filter(|entry| entry.on_disk)
+            .map(|entry| (entry.name.clone(), entry.known_end))
             .collect();
-        for (id, name) in unchecked {
-            Doc::load(self, &id, name, Known::default())?;
+        let removed = lock(&self.removed).clone();
+        let mut recorded: BTreeMap<String, LogEnd> = BTreeMap::new();
+        if let Some(record) = &self.record {
+            let on_disk_names: BTreeSet<&str> = on_disk.iter().map(|(n, _)| n.as_str()).collect();
+            record.for_each(|name, end| {
+                if touched.contains_key(name) || removed.contains(name) {
+                    return Ok(());
+                }
+                if !on_disk_names.contains(name) {
+                    return Err(missing_log(&self.dir, name));
+                }
+                recorded.insert(name.to_owned(), end);
+                Ok(())
+            })?;
         }
-        let mut logs = Vec::new();
-        for entry in self.lock_index().values().filter(|entry| entry.on_disk) {
-            let Some(end) = entry.known_end else {
-                return Err(Error::corrupt(
-                    "a log was not checked before the store was closed",
-                    self.dir.join(&entry.name),
-                    None,
-                ));
+        let mut logs = Vec::with_capacity(on_disk.len());
+        for (name, id) in on_disk {
+            let end = match touched.get(&name) {
+                Some(end) => *end,
+                None if self.record.is_some() => match recorded.get(&name) {
+                    Some(end) => Some(*end),
+                    None => return Err(unrecorded_log(&self.dir, &name)),
+                },
+                None => None,
             };
-            logs.push(ClosedLog {
-                name: entry.name.clone(),
-                end,
-            });
+            let end = match end {
+                Some(end) => end,
+                None => {
+                    // Not checked by this store (after a crash): checked now, its torn
+                    // tail cut, so that the record vouches only for whole logs.
+                    let path = self.dir.join(&name);
+                    let id = match id {
+                        Some(id) => id,
+                        None => {
+                            let hash = match names::parse(&name) {
+                                Some(names::LogName::Hashed(hash)) => hash,
+                                _ => 0,
+                            };
+                            hashed_log_id(self.fs.as_ref(), &path, hash)?
+                        }
+                    };
+                    self.lock_index().entry(id.clone()).or_insert(Entry {
+                        name: name.clone(),
+                        on_disk: true,
+                        known_end: None,
+                    });
+                    Doc::load(self, &id, name.clone(), Known::default())?;
+                    self.lock_index()
+                        .get(&id)
+                        .and_then(|entry| entry.known_end)
+                        .ok_or_else(|| {
+                            Error::corrupt(
+                                "a log was not checked before the store was closed",
+                                &path,
+                                None,
+                            )
+                        })?
+                }
+            };
+            logs.push(ClosedLog { name, end });
         }
         write_atomically(
             self.fs.as_ref(),
@@ -528,9 +767,9 @@ impl Shared {
     }
 }
 
-/// Checks the store marker if `entries` has one; returns whether it does.
-fn check_marker(fs: &dyn Fs, dir: &Path, entries: &[String]) -> Result<bool> {
-    if !entries.iter().any(|name| name == MARKER) {
+/// Checks the store marker if the directory has one; returns whether it does.
+fn check_marker(fs: &dyn Fs, dir: &Path, has_marker: bool) -> Result<bool> {
+    if !has_marker {
         return Ok(false);
     }
     let marker = dir.join(MARKER);
@@ -567,94 +806,129 @@ fn write_atomically(fs: &dyn Fs, dir: &Path, name: &str, bytes: &[u8]) -> Result
     fs.sync_dir(dir).map_err(io_error("sync", dir))
 }
 
-/// Reads the clean-close record, if there is one, and sets the end of every log from
-/// it; fails if the logs are not exactly the ones it names. Returns whether there is
-/// one.
-fn read_closed_record(
-    fs: &dyn Fs,
-    dir: &Path,
-    index: &mut BTreeMap<DocumentId, Entry>,
-) -> Result<bool> {
-    let path = dir.join(CLOSED);
-    let bytes = match fs.read_prefix(&path, usize::MAX) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(io_error("read", &path)(e)),
-    };
-    let logs = format::decode_closed(&bytes, &path)?;
-    let mut by_name: BTreeMap<&str, LogEnd> = BTreeMap::new();
-    for log in &logs {
-        by_name.insert(&log.name, log.end);
+/// Calls `f` with every name in `dir`, walking the directory without holding it.
+fn each_name(fs: &dyn Fs, dir: &Path, mut f: impl FnMut(String) -> Result<()>) -> Result<()> {
+    let mut failed = None;
+    let walked = fs.for_each_name(dir, &mut |name| {
+        f(name).map_err(|e| {
+            failed = Some(e);
+            io::Error::other("stopped")
+        })
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => walked.map_err(io_error("list", dir)),
     }
-    let mut seen = BTreeSet::new();
-    for entry in index.values_mut() {
-        let Some(end) = by_name.get(entry.name.as_str()) else {
-            return Err(Error::corrupt(
-                format!(
-                    "the log {} is not among the logs the store was closed cleanly with",
-                    entry.name
-                ),
-                &path,
-                None,
-            ));
-        };
-        entry.known_end = Some(*end);
-        seen.insert(entry.name.as_str());
-    }
-    if let Some(missing) = by_name.keys().find(|name| !seen.contains(*name)) {
-        return Err(Error::corrupt(
-            format!("the store was closed cleanly with the log {missing}, which is missing"),
-            &path,
-            None,
-        ));
-    }
-    Ok(true)
 }
 
-/// Finds every document log in `dir`, and, when `clean_up`, removes temporary files: a
-/// file still under its temporary name was never renamed into place, so no flush
-/// returned with it.
-fn scan(fs: &dyn Fs, dir: &Path, clean_up: bool) -> Result<BTreeMap<DocumentId, Entry>> {
-    let mut index = BTreeMap::new();
-    for name in fs.read_dir(dir).map_err(io_error("list", dir))? {
-        let path = dir.join(&name);
+/// The error for a log the clean-close record does not name.
+fn unrecorded_log(dir: &Path, name: &str) -> Error {
+    format::closed_corrupt(
+        &format!("the log {name} is not among the logs the store was closed cleanly with"),
+        &dir.join(CLOSED),
+        0,
+    )
+}
+
+/// The error for a log the clean-close record names that is not there.
+fn missing_log(dir: &Path, name: &str) -> Error {
+    format::closed_corrupt(
+        &format!("the store was closed cleanly with the log {name}, which is missing"),
+        &dir.join(CLOSED),
+        0,
+    )
+}
+
+/// The id in the header of the log at `path`, named by `hash`, checked against it.
+fn hashed_log_id(fs: &dyn Fs, path: &Path, hash: u64) -> Result<DocumentId> {
+    let header = fs
+        .read_prefix(path, MAX_LOG_HEADER_LEN)
+        .map_err(io_error("read", path))?;
+    let (id, _) = format::decode_log_header(&header, path)?;
+    if id.as_bytes().len() <= MAX_HEX_ID_LEN || names::id_hash(&id) != hash {
+        let what = format!("the log header names document {id}, whose log has another name");
+        return Err(Error::corrupt(what, path, Some(0)));
+    }
+    Ok(id)
+}
+
+/// What opening finds in the directory.
+struct Found {
+    /// Document logs.
+    logs: usize,
+    /// The logs named by hash, by the id in their header.
+    long: BTreeMap<DocumentId, String>,
+}
+
+/// Walks the directory: counts the document logs, reads the header of each log named
+/// by hash, and, when `clean_up`, removes temporary files: a file still under its
+/// temporary name was never renamed into place, so no flush returned with it.
+fn scan(fs: &dyn Fs, dir: &Path, clean_up: bool) -> Result<Found> {
+    let mut found = Found {
+        logs: 0,
+        long: BTreeMap::new(),
+    };
+    let mut temporary = Vec::new();
+    each_name(fs, dir, |name| {
         if name.ends_with(TMP_SUFFIX) {
-            if clean_up {
-                fs.remove_file(&path).map_err(io_error("remove", &path))?;
-            }
-            continue;
+            temporary.push(name);
+            return Ok(());
         }
-        let id = match names::parse(&name) {
-            None => continue,
-            Some(LogName::Hex(id)) => id,
-            Some(LogName::Hashed(hash)) => {
-                let header = fs
-                    .read_prefix(&path, MAX_LOG_HEADER_LEN)
-                    .map_err(io_error("read", &path))?;
-                let (id, _) = format::decode_log_header(&header, &path)?;
-                if id.as_bytes().len() <= MAX_HEX_ID_LEN || names::id_hash(&id) != hash {
-                    let what =
-                        format!("the log header names document {id}, whose log has another name");
-                    return Err(Error::corrupt(what, &path, Some(0)));
-                }
-                id
+        let hash = match names::parse(&name) {
+            None => return Ok(()),
+            Some(LogName::Hex(_)) => {
+                found.logs += 1;
+                return Ok(());
             }
+            Some(LogName::Hashed(hash)) => hash,
         };
-        if index.contains_key(&id) {
+        let path = dir.join(&name);
+        let id = hashed_log_id(fs, &path, hash)?;
+        if found.long.contains_key(&id) {
             return Err(Error::corrupt(
                 format!("two logs hold document {id}"),
                 &path,
                 None,
             ));
         }
-        let entry = Entry {
-            name,
-            on_disk: true,
-            known_end: None,
-        };
-        index.insert(id, entry);
+        found.long.insert(id, name);
+        found.logs += 1;
+        Ok(())
+    })?;
+    if clean_up {
+        for name in temporary {
+            let path = dir.join(&name);
+            fs.remove_file(&path).map_err(io_error("remove", &path))?;
+        }
     }
-    Ok(index)
+    Ok(found)
+}
+
+/// Opens and checks the clean-close record, if there is one: it must name as many
+/// logs as the directory holds, the logs named by hash among them. Which log is
+/// missing or extra otherwise is found when listing or opening documents.
+fn check_closed_record(fs: &dyn Fs, dir: &Path, found: &Found) -> Result<Option<CleanRecord>> {
+    let path = dir.join(CLOSED);
+    let Some(record) = CleanRecord::open(fs, &path)? else {
+        return Ok(None);
+    };
+    for name in found.long.values() {
+        if record.lookup(name)?.is_none() {
+            return Err(unrecorded_log(dir, name));
+        }
+    }
+    if record.count() != found.logs {
+        return Err(format::closed_corrupt(
+            &format!(
+                "the store was closed cleanly with {} logs, and the directory holds {}",
+                record.count(),
+                found.logs
+            ),
+            &path,
+            0,
+        ));
+    }
+    Ok(Some(record))
 }
 
 /// Whether `path` is the directory of an fs store (of any format version): whether it

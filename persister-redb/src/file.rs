@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use persister_core::{Error, Result};
 use redb::{
-    Builder, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, TableError,
-    TransactionError,
+    Builder, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    TableError, TransactionError,
 };
 
 use crate::RedbOptions;
@@ -44,6 +44,34 @@ pub(crate) fn builder(options: &RedbOptions) -> Builder {
         .set_cache_size(options.cache_size)
         .set_check_integrity_on_open(options.verify_on_open);
     builder
+}
+
+/// The page cache a file is verified through when it is opened with
+/// [`RedbOptions::verify_on_open`].
+///
+/// Verifying reads every page of the file through redb's page cache; through a cache as
+/// large as the store's (1 GiB by default) it would keep every page it read, so that the
+/// memory of opening a store would grow with the file (170 MiB for a store of 100,000
+/// small documents). So the file is verified through a cache of this size, closed, and
+/// opened again with the store's cache and without verifying (the file was closed
+/// cleanly a moment before, so the second open reads only redb's allocator state).
+pub(crate) const VERIFY_CACHE_SIZE: usize = 4 * 1024 * 1024;
+
+/// Opens a database with `open`, verifying it first through a cache of at most
+/// [`VERIFY_CACHE_SIZE`] when `options` ask for verification.
+pub(crate) fn open_verified<T>(
+    options: &RedbOptions,
+    open: impl Fn(&Builder) -> std::result::Result<T, DatabaseError>,
+) -> std::result::Result<T, DatabaseError> {
+    if !options.verify_on_open || options.cache_size <= VERIFY_CACHE_SIZE {
+        return open(&builder(options));
+    }
+    let mut verify = builder(options);
+    verify.set_cache_size(VERIFY_CACHE_SIZE);
+    drop(open(&verify)?);
+    let mut builder = builder(options);
+    builder.set_check_integrity_on_open(false);
+    open(&builder)
 }
 
 pub(crate) fn not_a_store(path: &Path) -> Error {

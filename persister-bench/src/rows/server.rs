@@ -1,21 +1,27 @@
 //! Row 8, the sync-server workload: many documents in one store, many threads, each
 //! inserting one small change into one of its documents and flushing it, for a fixed
 //! time. A flush is an acknowledged durable write; the row counts them per second, as a
-//! ratio to the raw `fdatasync` rate measured around it in the same run, and gives the
-//! flush latency. A backend whose flushes each pay their own sync cannot pass 1x;
-//! group commit (flushes of different documents sharing a sync) can.
+//! ratio to the raw `fdatasync` rate of the same disk, and gives the flush latency. A
+//! backend whose flushes each pay their own sync cannot pass 1x; group commit (flushes
+//! of different documents sharing a sync) can.
+//!
+//! The disk's raw rate swings by more than 10x within a minute on a shared machine, so
+//! the writers run in slices that alternate with slices of raw appends + `fdatasync` in
+//! the same directory (as row 2 does): both see the disk at the same moments, and the
+//! ratio is the writers' rate over all their slices against the raw rate over all the
+//! raw slices.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use automerge_persistent::Persister as _;
-use persister_core::{ActorId, DynPersister, Persister};
+use persister_core::{ActorId, BoxedStore, DynPersister, DynStore, Persister, Store};
 use serde::Serialize;
 
 use crate::Result;
-use crate::columns::{Column, Location};
-use crate::limit;
+use crate::columns::{Column, Location, REDB_FILE};
+use crate::limit::RawLog;
 use crate::results::Cell;
 
 /// The sizes of row 8.
@@ -25,10 +31,12 @@ pub struct ServerConfig {
     pub documents: usize,
     /// Writer threads; thread `t` writes the documents `d` with `d % threads == t`.
     pub threads: usize,
-    /// How long the writers run, s.
+    /// How long the writers run in all, s.
     pub seconds: f64,
-    /// Raw 100-byte appends + `fdatasync` timed for the ratio.
-    pub raw_syncs: usize,
+    /// The slices the writers' time is cut into, each followed by a raw slice.
+    pub rounds: usize,
+    /// How long the raw appends + `fdatasync` run in all, s (in as many slices).
+    pub raw_seconds: f64,
 }
 
 impl ServerConfig {
@@ -39,14 +47,16 @@ impl ServerConfig {
                 documents: 100,
                 threads: 16,
                 seconds: 0.3,
-                raw_syncs: 50,
+                rounds: 3,
+                raw_seconds: 0.15,
             }
         } else {
             Self {
                 documents: 1_000,
                 threads: 16,
                 seconds: 5.0,
-                raw_syncs: 1_000,
+                rounds: 20,
+                raw_seconds: 2.5,
             }
         }
     }
@@ -55,13 +65,17 @@ impl ServerConfig {
 /// Row 8 for one column.
 #[derive(Clone, Debug, Serialize)]
 pub struct Server {
-    /// Acknowledged flushes (each of one 100-byte change) per second, wall time.
+    /// Acknowledged flushes (each of one 100-byte change) per second, over the wall
+    /// time of the writers' slices.
     pub writes_per_s: f64,
-    /// The raw 100-byte append + `fdatasync` rate: the mean of a measurement just
-    /// before the column and one just after.
+    /// The raw 100-byte append + `fdatasync` rate over the raw slices, which alternate
+    /// with the writers' slices.
     pub raw_fdatasync_per_s: f64,
-    /// The measurements before and after.
-    pub raw_samples: [f64; 2],
+    /// The slowest and fastest raw slice, per second: how much the disk moved.
+    pub raw_range: [f64; 2],
+    /// Each round: the writers' rate in their slice and the raw rate in the raw slice
+    /// after it.
+    pub slices: Vec<[f64; 2]>,
     /// `writes_per_s / raw_fdatasync_per_s`.
     pub ratio_to_raw: f64,
     /// PostgreSQL only: the server's single-row commits per second, one connection,
@@ -75,6 +89,23 @@ pub struct Server {
     pub flush_p99_ms: f64,
     /// Acknowledged flushes in all.
     pub writes: usize,
+    /// redb only: how many handles' flushes its commits carried.
+    pub groups: Option<Groups>,
+}
+
+/// redb's group commits during the writers' slices.
+#[derive(Clone, Debug, Serialize)]
+pub struct Groups {
+    /// Commits (one transaction and one sync each).
+    pub commits: u64,
+    /// Handles per commit, on average.
+    pub mean_handles: f64,
+    /// The most handles one commit carried.
+    pub largest: u64,
+    /// The mean time of one commit, transaction and sync, ms.
+    pub mean_commit_ms: f64,
+    /// The share of the writers' wall time during which a commit was running.
+    pub busy: f64,
 }
 
 /// The bytes of every change: 100, as in row 2.
@@ -91,33 +122,29 @@ pub fn run(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Ce
 
 fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Result<Server> {
     std::fs::create_dir_all(dir)?;
-    let raw_before = limit::fdatasync_per_s(base, config.raw_syncs, CHANGE_LEN)?;
     let single_commits_per_s = if column == Column::Postgres {
         let mut commits = crate::pg::Commits::create(&format!("{}_limit", crate::pg::schema(dir)))?;
-        let lap = commits.append_synced(config.raw_syncs)?;
-        Some(config.raw_syncs as f64 / lap.wall.as_secs_f64())
+        let count = 1_000.min((config.raw_seconds * 400.0) as usize).max(10);
+        let lap = commits.append_synced(count)?;
+        Some(count as f64 / lap.wall.as_secs_f64())
     } else {
         None
     };
-    let (writes, elapsed, mut latencies) = match column {
-        Column::Peer => drive(config, peer_writers(config, dir)?)?,
-        _ => {
-            let store = column.open_store(&Location::Dir(dir.to_owned()))?;
-            let mut writers: Vec<Vec<Box<dyn Writer>>> =
-                (0..config.threads).map(|_| Vec::new()).collect();
-            for d in 0..config.documents {
-                let doc = store.open_document(&format!("doc-{d:05}").as_str().into())?;
-                writers[d % config.threads].push(Box::new(CoreWriter::new(doc, d)));
-            }
-            let result = drive(config, writers)?;
-            drop(store);
-            result
-        }
+    let mut raw = RawLog::create(base, "server-raw", CHANGE_LEN)?;
+    let outcome = match column {
+        Column::Peer => drive(config, peer_writers(config, dir)?, &mut raw).map(|d| (d, None)),
+        _ => drive_store(config, column, dir, &mut raw),
     };
-    // The disk's rate drifts on a shared machine: the mean of a measurement just
-    // before the column and one just after.
-    let raw_after = limit::fdatasync_per_s(base, config.raw_syncs, CHANGE_LEN)?;
-    let raw = (raw_before + raw_after) / 2.0;
+    raw.remove()?;
+    let (driven, groups) = outcome?;
+    let Driven {
+        writes,
+        time,
+        raw_syncs,
+        raw_time,
+        mut latencies,
+        slices,
+    } = driven;
     latencies.sort_unstable();
     let percentile = |p: f64| {
         let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
@@ -125,17 +152,25 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
             .get(index)
             .map_or(0.0, |d: &Duration| d.as_secs_f64() * 1e3)
     };
-    let writes_per_s = writes as f64 / elapsed.as_secs_f64();
+    let writes_per_s = writes as f64 / time.as_secs_f64();
+    let raw_per_s = raw_syncs as f64 / raw_time.as_secs_f64();
+    let raw_rates = slices.iter().map(|s| s[1]);
+    let raw_range = [
+        raw_rates.clone().fold(f64::INFINITY, f64::min),
+        raw_rates.fold(0.0, f64::max),
+    ];
     Ok(Server {
         writes_per_s,
-        raw_fdatasync_per_s: raw,
-        raw_samples: [raw_before, raw_after],
-        ratio_to_raw: writes_per_s / raw,
+        raw_fdatasync_per_s: raw_per_s,
+        raw_range,
+        slices,
+        ratio_to_raw: writes_per_s / raw_per_s,
         single_commits_per_s,
         ratio_to_single_commits: single_commits_per_s.map(|limit| writes_per_s / limit),
         flush_p50_ms: percentile(0.5),
         flush_p99_ms: percentile(0.99),
         writes,
+        groups,
     })
 }
 
@@ -237,34 +272,124 @@ fn peer_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Wri
     Ok(writers)
 }
 
-/// Runs every thread's writers until the time is up: returns the acknowledged flushes,
-/// the time they took, and each flush's latency.
+/// Runs the writers on a store of `column`; for redb, with the counts of its group
+/// commits meanwhile.
+fn drive_store(
+    config: &ServerConfig,
+    column: Column,
+    dir: &Path,
+    raw: &mut RawLog,
+) -> Result<(Driven, Option<Groups>)> {
+    let mut redb = None;
+    let store: DynStore = if column == Column::Redb {
+        let store = persister_redb::RedbStore::open(dir.join(REDB_FILE))?;
+        redb = Some(store.clone());
+        Box::new(BoxedStore(store))
+    } else {
+        column.open_store(&Location::Dir(dir.to_owned()))?
+    };
+    let mut writers: Vec<Vec<Box<dyn Writer>>> = (0..config.threads).map(|_| Vec::new()).collect();
+    for d in 0..config.documents {
+        let doc = store.open_document(&format!("doc-{d:05}").as_str().into())?;
+        writers[d % config.threads].push(Box::new(CoreWriter::new(doc, d)));
+    }
+    let before = redb.as_ref().map(persister_redb::RedbStore::group_commits);
+    let driven = drive(config, writers, raw)?;
+    let groups = redb.zip(before).map(|(store, before)| {
+        let after = store.group_commits();
+        let commits = after.commits - before.commits;
+        let nanos = (after.commit_nanos - before.commit_nanos) as f64;
+        Groups {
+            commits,
+            mean_handles: (after.handles - before.handles) as f64 / commits.max(1) as f64,
+            largest: after.largest,
+            mean_commit_ms: nanos / 1e6 / commits.max(1) as f64,
+            busy: nanos / 1e9 / driven.time.as_secs_f64(),
+        }
+    });
+    Ok((driven, groups))
+}
+
+/// What the writers and the raw slices did.
+struct Driven {
+    /// Acknowledged flushes.
+    writes: usize,
+    /// The wall time of the writers' slices, in all.
+    time: Duration,
+    /// Raw appends + `fdatasync`.
+    raw_syncs: usize,
+    /// The wall time of the raw slices, in all.
+    raw_time: Duration,
+    /// Every flush's latency.
+    latencies: Vec<Duration>,
+    /// Each round's writers' rate and raw rate, per second.
+    slices: Vec<[f64; 2]>,
+}
+
+/// Runs every thread's writers in `config.rounds` slices, each followed by a slice of
+/// raw appends + `fdatasync` on `raw` while the writers wait: returns the acknowledged
+/// flushes, the time they took, and each flush's latency, with the raw syncs and their
+/// time. A writer's slice ends with the flush running when its time is up; the slice's
+/// time runs until the last writer stopped.
 fn drive(
     config: &ServerConfig,
     writers: Vec<Vec<Box<dyn Writer>>>,
-) -> Result<(usize, Duration, Vec<Duration>)> {
+    raw: &mut RawLog,
+) -> Result<Driven> {
     let value = vec![0x5a; CHANGE_LEN];
+    let rounds = config.rounds.max(1);
+    let slice = Duration::from_secs_f64(config.seconds / rounds as f64);
+    let raw_slice = Duration::from_secs_f64(config.raw_seconds / rounds as f64);
+    // Every writer and this thread meet before and after each slice.
+    let barrier = Barrier::new(writers.len() + 1);
     let latencies = Mutex::new(Vec::new());
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(config.seconds);
-    let outcomes: Vec<Result<(usize, Instant)>> = std::thread::scope(|scope| {
+    let counts = Mutex::new(vec![0usize; rounds]);
+    let mut driven = Driven {
+        writes: 0,
+        time: Duration::ZERO,
+        raw_syncs: 0,
+        raw_time: Duration::ZERO,
+        latencies: Vec::new(),
+        slices: Vec::with_capacity(rounds),
+    };
+    let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
         let threads: Vec<_> = writers
             .into_iter()
             .map(|mut docs| {
-                let (value, latencies) = (&value, &latencies);
-                scope.spawn(move || -> Result<(usize, Instant)> {
+                let (value, latencies, counts, barrier) = (&value, &latencies, &counts, &barrier);
+                scope.spawn(move || -> Result<()> {
                     let mut mine = Vec::new();
+                    let mut failed = None;
                     let mut next = 0;
-                    while !docs.is_empty() && Instant::now() < deadline {
-                        let count = docs.len();
-                        let doc = &mut docs[next % count];
-                        next += 1;
-                        doc.insert(value)?;
-                        let flushed = Instant::now();
-                        doc.flush()?;
-                        mine.push(flushed.elapsed());
+                    for round in 0..rounds {
+                        barrier.wait();
+                        let deadline = Instant::now() + slice;
+                        let mut written = 0;
+                        while failed.is_none() && !docs.is_empty() && Instant::now() < deadline {
+                            let count = docs.len();
+                            let doc = &mut docs[next % count];
+                            next += 1;
+                            let flushed = doc.insert(value).and_then(|()| {
+                                let flushed = Instant::now();
+                                doc.flush().map(|()| flushed.elapsed())
+                            });
+                            match flushed {
+                                Ok(latency) => {
+                                    mine.push(latency);
+                                    written += 1;
+                                }
+                                // Keeps meeting the others, so that nobody waits forever.
+                                Err(e) => failed = Some(e),
+                            }
+                        }
+                        if let Ok(mut counts) = counts.lock() {
+                            counts[round] += written;
+                        }
+                        barrier.wait();
                     }
-                    let (writes, ended) = (mine.len(), Instant::now());
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
                     latencies
                         .lock()
                         .map_err(|_| "a writer thread panicked")?
@@ -272,29 +397,51 @@ fn drive(
                     for doc in docs {
                         doc.close()?;
                     }
-                    Ok((writes, ended))
+                    Ok(())
                 })
             })
             .collect();
-        threads
+        let mut raw_failed = None;
+        for round in 0..rounds {
+            barrier.wait();
+            let started = Instant::now();
+            barrier.wait();
+            let took = started.elapsed();
+            driven.time += took;
+            let written = counts.lock().map_or(0, |counts| counts[round]);
+            // The raw slice, while the writers wait at the next barrier.
+            let (syncs, raw_took) = match raw.append_synced_for(raw_slice) {
+                Ok(done) => done,
+                Err(e) => {
+                    raw_failed.get_or_insert(e);
+                    (0, Duration::ZERO)
+                }
+            };
+            driven.raw_syncs += syncs;
+            driven.raw_time += raw_took;
+            driven.slices.push([
+                written as f64 / took.as_secs_f64(),
+                syncs as f64 / raw_took.as_secs_f64().max(1e-9),
+            ]);
+        }
+        let mut outcomes: Vec<Result<()>> = threads
             .into_iter()
             .map(|t| {
                 t.join()
                     .unwrap_or_else(|_| Err("a writer thread panicked".into()))
             })
-            .collect()
+            .collect();
+        if let Some(e) = raw_failed {
+            outcomes.push(Err(e));
+        }
+        outcomes
     });
-    // Until the last writer stopped, before the documents are closed.
-    let mut writes = 0;
-    let mut ended = started;
     for outcome in outcomes {
-        let (count, end) = outcome?;
-        writes += count;
-        ended = ended.max(end);
+        outcome?;
     }
-    let elapsed = ended - started;
-    let latencies = latencies
+    driven.latencies = latencies
         .into_inner()
         .map_err(|_| "a writer thread panicked")?;
-    Ok((writes, elapsed, latencies))
+    driven.writes = driven.latencies.len();
+    Ok(driven)
 }

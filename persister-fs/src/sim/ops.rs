@@ -163,6 +163,18 @@ impl FsFile for SimFile {
         Ok(data)
     }
 
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut state = self.fs.lock();
+        state.tick()?;
+        let data = &state.inode(self.ino, self.boot)?.data;
+        let from = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let n = buf.len().min(data.len() - from);
+        buf[..n].copy_from_slice(&data[from..from + n]);
+        Ok(n)
+    }
+
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut state = self.fs.lock();
         state.tick()?;

@@ -41,6 +41,13 @@ impl Fs for FaultyFs {
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         OsFs.read_dir(dir)
     }
+    fn for_each_name(
+        &self,
+        dir: &Path,
+        f: &mut dyn FnMut(String) -> io::Result<()>,
+    ) -> io::Result<()> {
+        OsFs.for_each_name(dir, f)
+    }
     fn read_prefix(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
         OsFs.read_prefix(path, max)
     }
@@ -70,6 +77,9 @@ impl Fs for FaultyFs {
 impl FsFile for FaultyFile {
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
         self.inner.read_all()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_at(offset, buf)
     }
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         self.inner.append(data)

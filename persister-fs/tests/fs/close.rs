@@ -103,3 +103,98 @@ fn a_clean_close_after_a_crash_checks_the_logs_no_handle_opened() -> TestResult 
     assert!(store.recovered().is_empty());
     Ok(())
 }
+
+/// A cleanly closed store of documents "a" and "b", one change each.
+fn closed_store(dir: &std::path::Path) -> TestResult {
+    let store = FsStore::open(dir)?;
+    for id in ["a", "b"] {
+        let mut p = store.open_document(&DocumentId::from(id))?;
+        p.insert_changes(vec![(actor(1), 1, id.as_bytes().to_vec())])?;
+        p.close()?;
+    }
+    store.close()?;
+    Ok(())
+}
+
+#[test]
+fn a_log_renamed_after_a_clean_close_is_an_error_when_listed_or_opened() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    closed_store(dir.path())?;
+    // "a" becomes "c": as many logs as the record names, so the store opens.
+    fs::rename(dir.path().join("d61.log"), dir.path().join("d63.log"))?;
+    let store = FsStore::open(dir.path())?;
+    assert!(matches!(store.list_documents(), Err(Error::Corrupt { .. })));
+    for id in ["a", "c"] {
+        assert!(
+            matches!(
+                store.open_document(&DocumentId::from(id)),
+                Err(Error::Corrupt { .. })
+            ),
+            "{id}"
+        );
+    }
+    // "b" is exactly as closed.
+    let b = store.open_document(&DocumentId::from("b"))?;
+    assert_eq!(b.get_changes()?, vec![b"b".to_vec()]);
+    Ok(())
+}
+
+#[test]
+fn a_log_missing_after_a_clean_close_fails_the_open() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    closed_store(dir.path())?;
+    fs::remove_file(dir.path().join("d61.log"))?;
+    assert!(matches!(
+        FsStore::open(dir.path()),
+        Err(Error::Corrupt { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn documents_not_opened_keep_their_recorded_ends_through_writes_and_removals() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    closed_store(dir.path())?;
+    let store = FsStore::open(dir.path())?;
+    // Neither document was opened: one is removed, a new one written (which removes
+    // the record from disk), and the close writes a record from what it had.
+    store.remove_document(&DocumentId::from("a"))?;
+    // Removed, it opens as a new, empty document.
+    let a = store.open_document(&DocumentId::from("a"))?;
+    assert!(a.get_changes()?.is_empty());
+    drop(a);
+    let mut c = store.open_document(&DocumentId::from("c"))?;
+    c.insert_changes(vec![(actor(1), 1, b"c".to_vec())])?;
+    c.close()?;
+    assert!(!dir.path().join("CLOSED").exists());
+    assert_eq!(
+        store.list_documents()?,
+        vec![DocumentId::from("b"), DocumentId::from("c")]
+    );
+    store.close()?;
+    assert!(dir.path().join("CLOSED").exists());
+    // The new record vouches for "b" exactly: a byte cut off its end (which after a
+    // crash would be a torn tail, dropped) is an error.
+    let b_log = dir.path().join("d62.log");
+    let len = fs::metadata(&b_log)?.len();
+    let store = FsStore::open(dir.path())?;
+    assert_eq!(
+        store.list_documents()?,
+        vec![DocumentId::from("b"), DocumentId::from("c")]
+    );
+    assert_eq!(
+        store.open_document(&DocumentId::from("b"))?.get_changes()?,
+        vec![b"b".to_vec()]
+    );
+    drop(store);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&b_log)?
+        .set_len(len - 1)?;
+    let store = FsStore::open(dir.path())?;
+    assert!(matches!(
+        store.open_document(&DocumentId::from("b")),
+        Err(Error::Corrupt { .. })
+    ));
+    Ok(())
+}

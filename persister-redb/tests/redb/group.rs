@@ -35,9 +35,16 @@ fn flush_documents_commits_many_handles_with_the_syncs_of_one() -> Result<()> {
         doc.apply(change(3, 10))?;
     }
     let before = control.syncs();
+    let commits = store.group_commits();
     let mut handles: Vec<&mut RedbPersister> = docs.iter_mut().collect();
     let written = store.flush_documents(&mut handles)?;
     let many = control.syncs() - before;
+    // One commit carried all 20 handles.
+    let after = store.group_commits();
+    assert_eq!(after.commits - commits.commits, 1);
+    assert_eq!(after.handles - commits.handles, 20);
+    assert_eq!(after.largest, 20);
+    assert!(after.commit_nanos > commits.commit_nanos);
     assert_eq!(written, 20 * 10 + 20 * (16 + 8));
     // One commit: the syncs of one flush, and one more if the commit grew the file
     // (redb then syncs its new length too); 20 flushes would take 20 or more.
