@@ -130,7 +130,7 @@ impl RedbPersister {
                     .change(&actor, seq)
                     .map_or(stored, |v| v.map(len));
                 self.sizes.replace_change(old, Some(len(&value)));
-                self.overlay.put_change(actor, seq, Some(value));
+                self.overlay.put_change(actor, seq, Some(&value));
             }
             Write::RemoveChange { actor, seq } => {
                 let old = self
@@ -197,6 +197,7 @@ impl RedbPersister {
                 *max = (*max).max(Some(seq));
             }
         }
+        self.overlay.reuse(job.overlay);
         self.dirty = false;
         self.shared.mark_unwritten(self.id(), false);
         Ok(std::mem::take(&mut self.unsynced))
