@@ -86,7 +86,7 @@ impl Shared {
             drop(queue);
             // A panic inside redb (a damaged file can cause one) must not leave the
             // followers waiting forever: they get an error, then the panic goes on.
-            let committed = catch_unwind(AssertUnwindSafe(|| self.commit_group(&mut group)));
+            let committed = self.commit_group_apart(&mut group);
             let (result, panic) = match committed {
                 Ok(result) => (result, None),
                 Err(panic) => {
@@ -135,6 +135,39 @@ impl Shared {
             outcomes.push(Outcome { job, result });
         }
         outcomes
+    }
+
+    /// [`commit_group`](Self::commit_group) on a thread of its own, which the leader
+    /// waits for; a panic comes back as the `Err` of `catch_unwind`.
+    ///
+    /// The thread is for the heap, not for concurrency: redb allocates the pages a
+    /// commit writes and keeps them in its cache, and made on the application's thread
+    /// those allocations land between the application's own. With glibc's malloc, a
+    /// thread other than the main one allocates from an arena of its own, so the pages
+    /// stay apart and the application's data (a Yjs document's items, say) stays
+    /// packed. Should no thread start, the commit runs on the leader's.
+    fn commit_group_apart(&self, group: &mut [(u64, Job)]) -> std::thread::Result<Result<()>> {
+        let mut group = Some(group);
+        let outcome = std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name("persister-redb commit".into())
+                .spawn_scoped(scope, || {
+                    let group = group.take();
+                    group.map(|group| self.commit_group(group))
+                });
+            spawned.ok().map(|handle| handle.join())
+        });
+        match outcome {
+            Some(Ok(Some(result))) => Ok(result),
+            Some(Err(panic)) => Err(panic),
+            // The thread did not start: commit here.
+            Some(Ok(None)) | None => match group {
+                Some(group) => catch_unwind(AssertUnwindSafe(|| self.commit_group(group))),
+                None => Ok(Err(Error::Poisoned {
+                    reason: "a commit thread ended without committing".into(),
+                })),
+            },
+        }
     }
 
     /// Writes every job of `group` in one transaction and commits it durably.
