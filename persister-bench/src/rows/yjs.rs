@@ -35,7 +35,10 @@ pub const SUBCOMMAND: &str = "yjs-run";
 /// The columns replayed through `persister-yrs`.
 const COLUMNS: [Column; 2] = [Column::Redb, Column::Fs];
 /// Times each reload is measured; the fastest counts, as for yrs' own decode.
-const RELOADS: usize = 3;
+const RELOADS: usize = 5;
+/// Rounds of a full run (a quick run's single round stays one): more than row 7's
+/// three, because one round's ratio on a shared machine swings by 0.2 either way.
+const ROUNDS: usize = 5;
 /// The name of the text every replay types into.
 const TEXT: &str = "text";
 /// The targets: (column, replay over memory at most, reload over yrs' decode at most).
@@ -68,9 +71,9 @@ pub struct YjsRun {
     pub ratio_samples: Vec<f64>,
     /// Compactions the default trigger caused in the last round.
     pub compactions: u64,
-    /// Open the store and load the document, own time, ms, the fastest of three.
+    /// Open the store and load the document, own time, ms, the fastest of five.
     pub reload_ms: f64,
-    /// yrs' decode and apply of the same bytes into a new `Doc`, ms, the fastest of three.
+    /// yrs' decode and apply of the same bytes into a new `Doc`, ms, the fastest of five.
     pub yrs_decode_ms: f64,
     /// `reload_ms / yrs_decode_ms`.
     pub reload_ratio: f64,
@@ -91,7 +94,11 @@ pub fn run(
     }
     let mut memory = Vec::new();
     let mut samples: Vec<Samples> = COLUMNS.iter().map(|&c| (c, Vec::new(), None)).collect();
-    for round in 0..config.trace_rounds.max(1) {
+    let rounds = match config.trace_rounds {
+        0 | 1 => 1,
+        n => n.max(ROUNDS),
+    };
+    for round in 0..rounds {
         progress(&format!(
             "row 7 (Yjs): {TRACE} trace, yrs in memory, round {}",
             round + 1
@@ -266,7 +273,7 @@ fn replay_persisted(
 }
 
 /// Reopens the store and loads the document, then decodes the same bytes with yrs
-/// alone; the fastest of [`RELOADS`] of each, ms of own time.
+/// alone, alternating; the fastest of [`RELOADS`] of each, ms of own time.
 fn reload(column: Column, dir: &Path, expected: &str) -> Result<(f64, f64)> {
     let (mut reload_ms, mut decode_ms) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..RELOADS {
