@@ -113,6 +113,23 @@ enum Command {
         #[arg(long)]
         flush_every: usize,
     },
+    /// Row 7 for Yjs's child: replay the trace once, on yrs in memory (no column) or
+    /// through persister-yrs on a column, print the result.
+    #[command(name = rows::yjs::SUBCOMMAND, hide = true)]
+    YjsRun {
+        /// The column to replay on; none for a plain `yrs::Doc` in memory.
+        #[arg(long, value_enum)]
+        column: Option<Column>,
+        /// A new directory for its store.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replay only the first this many edits.
+        #[arg(long)]
+        edits: Option<usize>,
+        /// Flush every this many edits.
+        #[arg(long)]
+        flush_every: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -130,6 +147,12 @@ fn main() -> ExitCode {
             edits,
             flush_every,
         }) => rows::replay::child(*column, dir, *edits, *flush_every).map(|()| true),
+        Some(Command::YjsRun {
+            column,
+            dir,
+            edits,
+            flush_every,
+        }) => rows::yjs::child(*column, dir, *edits, *flush_every).map(|()| true),
         None => run(&cli),
     };
     match outcome {

@@ -10,15 +10,115 @@ use crate::{ActorId, Batch, StoredSizes, Write};
 /// It is the memory backend's storage, the fs backend's index, and the model the
 /// reliability tests compare every backend against. [`apply`](DocumentState::apply)
 /// does not check limits: callers validate the batch first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The changes take a few large allocations, not one or more each: a document takes
+/// one small write per edit, and thousands of small allocations kept until compaction
+/// would be strewn between the application's own (a CRDT's items), which then spread
+/// over more cache lines and pages and make the application's own walks slower. Their
+/// bytes live in one buffer, which drops the bytes of removed and replaced changes when
+/// they outweigh the live ones and empties when the last change goes, as after a
+/// compaction; their keys, in one sorted list per actor, where a change above the
+/// actor's highest seq (the usual case) is appended and one below it is inserted.
+#[derive(Clone, Debug, Default)]
 pub struct DocumentState {
     /// By actor, then seq: one `ActorId` per actor, and a seq compares as an integer.
-    /// No actor's map is empty.
-    changes: BTreeMap<ActorId, BTreeMap<u64, Vec<u8>>>,
+    /// No actor's map is empty. Each value is where its bytes are in `bytes`.
+    changes: BTreeMap<ActorId, Seqs>,
+    /// The bytes of every change, and of removed ones until they are dropped.
+    bytes: Vec<u8>,
+    /// How many bytes of `bytes` belong to no change.
+    dead: usize,
     document: Option<Vec<u8>>,
     sync_states: BTreeMap<Vec<u8>, Vec<u8>>,
     sizes: StoredSizes,
 }
+
+/// Where a change's bytes are in [`DocumentState`]'s buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+/// One actor's changes: `(seq, where its bytes are)`, sorted by seq, `None` for a
+/// removed one until removed ones outnumber the rest.
+#[derive(Clone, Debug, Default)]
+struct Seqs {
+    entries: Vec<(u64, Option<Span>)>,
+    live: usize,
+}
+
+impl Seqs {
+    fn find(&self, seq: u64) -> Result<usize, usize> {
+        match self.entries.last() {
+            Some((last, _)) if *last < seq => Err(self.entries.len()),
+            _ => self.entries.binary_search_by_key(&seq, |(s, _)| *s),
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<Span> {
+        self.entries[self.find(seq).ok()?].1
+    }
+
+    /// Holds `span` for `seq`; returns the span it replaces.
+    fn insert(&mut self, seq: u64, span: Span) -> Option<Span> {
+        match self.find(seq) {
+            Ok(i) => {
+                let old = self.entries[i].1.replace(span);
+                self.live += usize::from(old.is_none());
+                old
+            }
+            Err(i) => {
+                self.entries.insert(i, (seq, Some(span)));
+                self.live += 1;
+                None
+            }
+        }
+    }
+
+    /// Removes `seq`; returns its span.
+    fn remove(&mut self, seq: u64) -> Option<Span> {
+        let i = self.find(seq).ok()?;
+        let old = self.entries[i].1.take()?;
+        self.live -= 1;
+        if self.entries.len() >= 64 && self.entries.len() > 2 * self.live {
+            self.entries.retain(|(_, span)| span.is_some());
+        }
+        Some(old)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, Span)> + '_ {
+        self.entries
+            .iter()
+            .filter_map(|(seq, span)| span.map(|span| (*seq, span)))
+    }
+
+    fn spans_mut(&mut self) -> impl Iterator<Item = &mut Span> {
+        self.entries
+            .iter_mut()
+            .filter_map(|(_, span)| span.as_mut())
+    }
+}
+
+/// Dead bytes below this are never worth a copy of the live ones.
+const MIN_DEAD: usize = 64 * 1024;
+
+/// Equal when they hold the same changes, document and sync states, however their
+/// buffers are laid out.
+impl PartialEq for DocumentState {
+    fn eq(&self, other: &Self) -> bool {
+        self.sizes == other.sizes
+            && self.document == other.document
+            && self.sync_states == other.sync_states
+            && self.changes().eq(other.changes())
+    }
+}
+
+impl Eq for DocumentState {}
 
 impl DocumentState {
     /// An empty document.
@@ -38,23 +138,32 @@ impl DocumentState {
         let len = |v: &Vec<u8>| v.len() as u64;
         match write {
             Write::InsertChange { actor, seq, value } => {
-                let new = len(&value);
+                let span = Span {
+                    start: self.bytes.len(),
+                    len: value.len(),
+                };
+                self.bytes.extend_from_slice(&value);
                 let seqs = match self.changes.get_mut(&actor) {
                     Some(seqs) => seqs,
                     None => self.changes.entry(actor).or_default(),
                 };
-                let old = seqs.insert(seq, value);
-                self.sizes.replace_change(old.as_ref().map(len), Some(new));
+                let old = seqs.insert(seq, span);
+                self.sizes
+                    .replace_change(old.map(|o| o.len as u64), Some(span.len as u64));
+                if let Some(old) = old {
+                    self.drop_bytes(old);
+                }
             }
             Write::RemoveChange { actor, seq } => {
                 let Some(seqs) = self.changes.get_mut(&actor) else {
                     return;
                 };
-                if let Some(old) = seqs.remove(&seq) {
-                    self.sizes.replace_change(Some(len(&old)), None);
+                if let Some(old) = seqs.remove(seq) {
+                    self.sizes.replace_change(Some(old.len as u64), None);
                     if seqs.is_empty() {
                         self.changes.remove(&actor);
                     }
+                    self.drop_bytes(old);
                 }
             }
             Write::SetDocument(value) => {
@@ -77,9 +186,10 @@ impl DocumentState {
 
     /// Every change with its key, ordered by `(actor bytes, seq)`.
     pub fn changes(&self) -> impl ExactSizeIterator<Item = (&ActorId, u64, &[u8])> {
-        let all = self.changes.iter().flat_map(|(actor, seqs)| {
+        let bytes = &self.bytes;
+        let all = self.changes.iter().flat_map(move |(actor, seqs)| {
             seqs.iter()
-                .map(move |(seq, value)| (actor, *seq, value.as_slice()))
+                .map(move |(seq, span)| (actor, seq, span.of(bytes)))
         });
         Counted {
             inner: all,
@@ -89,7 +199,26 @@ impl DocumentState {
 
     /// The change stored under `(actor, seq)`.
     pub fn change(&self, actor: &ActorId, seq: u64) -> Option<&[u8]> {
-        self.changes.get(actor)?.get(&seq).map(Vec::as_slice)
+        Some(self.changes.get(actor)?.get(seq)?.of(&self.bytes))
+    }
+
+    /// Accounts the bytes of a change no longer held, and drops every such byte once
+    /// they outweigh the live ones (at once when no change is left).
+    fn drop_bytes(&mut self, old: Span) {
+        self.dead += old.len;
+        if self.changes.is_empty() {
+            self.bytes.clear();
+            self.dead = 0;
+        } else if self.dead >= MIN_DEAD && self.dead > self.bytes.len() / 2 {
+            let mut bytes = Vec::with_capacity(self.bytes.len() - self.dead);
+            for span in self.changes.values_mut().flat_map(Seqs::spans_mut) {
+                let start = bytes.len();
+                bytes.extend_from_slice(span.of(&self.bytes));
+                span.start = start;
+            }
+            self.bytes = bytes;
+            self.dead = 0;
+        }
     }
 
     /// The compacted document, if set.
@@ -139,6 +268,12 @@ impl DocumentState {
             });
         }
         batch
+    }
+}
+
+impl Span {
+    fn of(self, bytes: &[u8]) -> &[u8] {
+        &bytes[self.start..self.start + self.len]
     }
 }
 
@@ -197,5 +332,53 @@ mod tests {
                 .insert_change(short, 10, vec![10]),
         );
         assert_eq!(state, expected);
+    }
+
+    #[test]
+    fn removed_and_replaced_bytes_are_dropped_and_the_rest_kept() {
+        let actor = ActorId::new([7]);
+        let value = |seq: u64| vec![seq as u8; 1_000];
+        let mut state = DocumentState::new();
+        for seq in 0..300 {
+            state.apply_write(Write::InsertChange {
+                actor: actor.clone(),
+                seq,
+                value: value(seq),
+            });
+        }
+        // Replacing and removing most changes leaves far more dead bytes than live.
+        for seq in 0..100 {
+            state.apply_write(Write::InsertChange {
+                actor: actor.clone(),
+                seq,
+                value: vec![1, 2, 3],
+            });
+        }
+        for seq in 100..290 {
+            state.apply_write(Write::RemoveChange {
+                actor: actor.clone(),
+                seq,
+            });
+        }
+        assert!(state.bytes.len() - state.dead < 2 * MIN_DEAD);
+        assert!(state.dead < MIN_DEAD || state.dead <= state.bytes.len() / 2);
+        assert_eq!(state.changes().len(), 110);
+        for seq in 0..100 {
+            assert_eq!(state.change(&actor, seq), Some(&[1u8, 2, 3][..]));
+        }
+        for seq in 290..300 {
+            assert_eq!(state.change(&actor, seq), Some(&value(seq)[..]));
+        }
+        assert_eq!(state.sizes().changes, 100 * 3 + 10 * 1_000);
+
+        // The last change gone, nothing is kept.
+        for seq in (0..100).chain(290..300) {
+            state.apply_write(Write::RemoveChange {
+                actor: actor.clone(),
+                seq,
+            });
+        }
+        assert!(state.bytes.is_empty());
+        assert_eq!(state, DocumentState::new());
     }
 }

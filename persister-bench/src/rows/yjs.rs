@@ -4,12 +4,16 @@
 //! against yrs' own decode of the same bytes (the document and the updates, applied in
 //! one transaction).
 //!
-//! Each round replays memory, redb and fs in turn, in this process; a column's ratio
-//! is the median over rounds of its own time (wall minus run-queue wait) over
-//! memory's in the same round.
+//! Each round replays memory, redb and fs in turn, each in a child process of its own
+//! (as row 7 does), so that no replay inherits the heap an earlier one left: how
+//! yrs' items lie in memory decides how fast its position search walks them, and a
+//! heap fragmented by an earlier replay slows the next one. A column's ratio is the
+//! median over rounds of its own time (wall minus run-queue wait) over memory's in the
+//! same round.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::process::Command;
 
 use persister_core::{DynPersister, Persister};
 use persister_yrs::{CompactionTrigger, FlushPolicy, Options, PersistentYDoc};
@@ -25,10 +29,16 @@ use crate::results::{Cell, Config, TargetCheck};
 use crate::rows::median;
 use crate::rows::trace::{Edits, TRACE, load};
 
+/// The hidden subcommand that replays the trace once in a child process.
+pub const SUBCOMMAND: &str = "yjs-run";
+
 /// The columns replayed through `persister-yrs`.
 const COLUMNS: [Column; 2] = [Column::Redb, Column::Fs];
 /// Times each reload is measured; the fastest counts, as for yrs' own decode.
-const RELOADS: usize = 3;
+const RELOADS: usize = 5;
+/// Rounds of a full run (a quick run's single round stays one): more than row 7's
+/// three, because one round's ratio on a shared machine swings by 0.2 either way.
+const ROUNDS: usize = 5;
 /// The name of the text every replay types into.
 const TEXT: &str = "text";
 /// The targets: (column, replay over memory at most, reload over yrs' decode at most).
@@ -61,9 +71,9 @@ pub struct YjsRun {
     pub ratio_samples: Vec<f64>,
     /// Compactions the default trigger caused in the last round.
     pub compactions: u64,
-    /// Open the store and load the document, own time, ms, the fastest of three.
+    /// Open the store and load the document, own time, ms, the fastest of five.
     pub reload_ms: f64,
-    /// yrs' decode and apply of the same bytes into a new `Doc`, ms, the fastest of three.
+    /// yrs' decode and apply of the same bytes into a new `Doc`, ms, the fastest of five.
     pub yrs_decode_ms: f64,
     /// `reload_ms / yrs_decode_ms`.
     pub reload_ratio: f64,
@@ -84,12 +94,19 @@ pub fn run(
     }
     let mut memory = Vec::new();
     let mut samples: Vec<Samples> = COLUMNS.iter().map(|&c| (c, Vec::new(), None)).collect();
-    for round in 0..config.trace_rounds.max(1) {
+    let rounds = match config.trace_rounds {
+        0 | 1 => 1,
+        n => n.max(ROUNDS),
+    };
+    for round in 0..rounds {
         progress(&format!(
             "row 7 (Yjs): {TRACE} trace, yrs in memory, round {}",
             round + 1
         ));
-        memory.push(replay_plain(&edits).map_err(|e| e.to_string())?);
+        let dir = base.join(format!("yjs-memory-{round}"));
+        let plain = run_child(config, None, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        memory.push(plain.map_err(|e| e.to_string())?.0);
         for (column, runs, failed) in samples.iter_mut() {
             if failed.is_some() {
                 continue;
@@ -99,7 +116,7 @@ pub fn run(
                 round + 1
             ));
             let dir = base.join(format!("yjs-{column}-{round}"));
-            match replay_persisted(config, *column, &dir, &edits) {
+            match run_child(config, Some(*column), &dir) {
                 Ok(run) => runs.push(run),
                 Err(e) => *failed = Some(e.to_string()),
             }
@@ -135,7 +152,7 @@ fn finish(
     let ratios: Vec<f64> = runs.iter().zip(memory).map(|((s, _), m)| s / m).collect();
     let times: Vec<f64> = runs.iter().map(|(s, _)| *s).collect();
     let dir = base.join(format!("yjs-{column}-reload"));
-    let (_, compactions) = replay_persisted(config, column, &dir, edits)?;
+    let (_, compactions) = replay_persisted(config.trace_flush_every, column, &dir, edits)?;
     let reload = reload(column, &dir, &edits.end_text);
     let _ = std::fs::remove_dir_all(&dir);
     let (reload_ms, yrs_decode_ms) = reload?;
@@ -148,6 +165,54 @@ fn finish(
         yrs_decode_ms,
         reload_ratio: reload_ms / yrs_decode_ms,
     })
+}
+
+/// Replays the trace once in a child process: on yrs in memory (`column` `None`) or
+/// through `persister-yrs` on `column`, with its store in `dir`; own time (s) and
+/// compactions.
+fn run_child(config: &Config, column: Option<Column>, dir: &Path) -> Result<(f64, u64)> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg(SUBCOMMAND)
+        .arg("--dir")
+        .arg(dir)
+        .args(["--flush-every", &config.trace_flush_every.to_string()]);
+    if let Some(column) = column {
+        command.args(["--column", column.name()]);
+    }
+    if let Some(edits) = config.trace_edits {
+        command.args(["--edits", &edits.to_string()]);
+    }
+    let output = command.output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "the child process failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+        .into());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    Ok(serde_json::from_str(line)
+        .map_err(|e| format!("the child process printed {line:?}: {e}"))?)
+}
+
+/// The child's side of [`run_child`]: one replay, its `(own s, compactions)` printed
+/// as JSON.
+pub fn child(
+    column: Option<Column>,
+    dir: &Path,
+    edits: Option<usize>,
+    flush_every: usize,
+) -> Result<()> {
+    let edits = load(edits)?;
+    let run = match column {
+        None => (replay_plain(&edits)?, 0),
+        Some(column) => replay_persisted(flush_every, column, dir, &edits)?,
+    };
+    println!("{}", serde_json::to_string(&run)?);
+    Ok(())
 }
 
 /// Applies one edit in `txn`.
@@ -180,7 +245,7 @@ fn replay_plain(edits: &Edits) -> Result<f64> {
 /// Every edit as one transaction through `persister-yrs`; own time (s) and
 /// compactions.
 fn replay_persisted(
-    config: &Config,
+    flush_every: usize,
     column: Column,
     dir: &Path,
     edits: &Edits,
@@ -188,7 +253,7 @@ fn replay_persisted(
     std::fs::create_dir_all(dir)?;
     let store = column.open_store(&Location::Dir(dir.to_owned()))?;
     let options = Options::default()
-        .with_flush(FlushPolicy::EveryBatches(config.trace_flush_every as u64))
+        .with_flush(FlushPolicy::EveryBatches(flush_every as u64))
         .with_compaction(CompactionTrigger::default());
     let persister: DynPersister = store.open_document(&document_id())?;
     let watch = Stopwatch::start();
@@ -208,7 +273,7 @@ fn replay_persisted(
 }
 
 /// Reopens the store and loads the document, then decodes the same bytes with yrs
-/// alone; the fastest of [`RELOADS`] of each, ms of own time.
+/// alone, alternating; the fastest of [`RELOADS`] of each, ms of own time.
 fn reload(column: Column, dir: &Path, expected: &str) -> Result<(f64, f64)> {
     let (mut reload_ms, mut decode_ms) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..RELOADS {
