@@ -34,10 +34,11 @@ pub type ChangeEntry = (ActorId, u64, Vec<u8>);
 ///    returns peer ids ordered by their bytes.
 /// 4. **Durability.** Once [`flush`](Persister::flush) returns `Ok`, every write made
 ///    before it survives a process kill and, on backends that say so (fs, redb), a power
-///    loss. `flush` returns how many bytes it wrote to make the writes durable, 0
-///    exactly when nothing was pending; what is counted differs between backends
-///    (values, encoded log records, the engine's own count), so compare it only with
-///    itself. Writes become durable only when the application says so: by `flush`, by
+///    loss. `flush` returns a count of bytes, 0 exactly when nothing was pending; on
+///    every backend built on an [`Engine`](crate::Engine) (the memory engine, redb,
+///    sled) and on PostgreSQL it is the [`payload_len`](crate::Batch::payload_len) of
+///    the batches it made durable, while fs counts its encoded log records, so compare
+///    it only with itself. Writes become durable only when the application says so: by `flush`, by
 ///    `close`, or by a handle outgrowing its backend's `max_pending_bytes` (which then
 ///    flushes); [`Store::remove_document`](crate::Store::remove_document) is durable
 ///    when it returns. Besides these, a backend syncs only its own bookkeeping (redb
