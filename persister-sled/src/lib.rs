@@ -95,9 +95,11 @@
 //! `sync_file_range`; that alone syncs neither the file's metadata nor the drive's
 //! cache), then `fsync`s every new blob file (sled keeps values and nodes over about
 //! 128 KiB in separate files it never syncs), the blob directory, the `db` file and the
-//! store directory, and last advances the mark file and `fsync`s it. The flush returns
-//! the bytes sled wrote, at least the bytes of keys and values applied through the
-//! handle since its last flush, and 0 (doing nothing) when nothing was applied since.
+//! store directory, and last advances the mark file and `fsync`s it. Flushes of
+//! different handles that run at the same time share one batch and one such flush
+//! (core's group commit, see [`EngineStore`](persister_core::EngineStore)). The flush
+//! returns the payload bytes of the batches it made durable (at least 1), and 0 (doing
+//! nothing) when nothing was applied since the last flush.
 //! A handle about to hold more than [`SledOptions::max_pending_bytes`] flushes what it
 //! holds first; a handle dropped without a flush discards what it holds
 //! ([contract point 12](persister_core::Persister#contract)), so unflushed writes never
