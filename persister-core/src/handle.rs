@@ -543,7 +543,7 @@ impl<E: Engine> EnginePersister<E> {
             Write::InsertChange { actor, seq, value } => {
                 let old = self.held.change(&actor, seq).map_or(stored, |v| v.map(len));
                 self.sizes.replace_change(old, Some(len(&value)));
-                self.held.put_change(actor, seq, Some(value), in_engine);
+                self.held.put_change(actor, seq, Some(&value), in_engine);
             }
             Write::RemoveChange { actor, seq } => {
                 let old = self.held.change(&actor, seq).map_or(stored, |v| v.map(len));
@@ -599,6 +599,7 @@ impl<E: Engine> EnginePersister<E> {
                 *max = (*max).max(Some(seq));
             }
         }
+        self.held.reuse(pending.writes);
         self.dirty = false;
         self.shared.mark_unwritten(self.claim.id(), false);
         // At least 1 when something was made durable, even batches of empty values.
