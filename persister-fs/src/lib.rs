@@ -90,6 +90,22 @@
 //! flushes the handles from up to 16 threads at once (one sync per document with
 //! writes, issued together so that the journal merges them).
 //!
+//! # Why this backend is not a core engine
+//!
+//! redb and sled are [`Engine`](persister_core::Engine)s under core's
+//! [`EngineStore`](persister_core::EngineStore): a key-value engine stores what the
+//! handle holds, at flush. This backend stays a direct implementation of
+//! [`Persister`](persister_core::Persister) because its format is the handle's own
+//! state: every batch is encoded once, as it is applied, into the record that the log
+//! will hold, and the document in memory (read by every read, without I/O) is the log
+//! replayed. Under the engine interface the same batch would be held as writes and
+//! encoded again at commit, and reads would go through the engine for data the handle
+//! already holds decoded; the log's crash rules (a torn tail after the last commit
+//! record, the clean-close record) also have no counterpart in an engine's atomic
+//! commit. Its sizes, poisoning and drop behaviour keep the same contract, checked by
+//! the same conformance suite; `flush` returns the bytes of log records written,
+//! where engine backends return the batches' payload.
+//!
 //! # Stores of many documents
 //!
 //! Opening a store keeps nothing in memory per document: it walks the directory
