@@ -76,7 +76,19 @@ struct Entries<'a> {
     end: u64,
 }
 
-impl Entries<'_> {
+impl<'a> Entries<'a> {
+    /// The entries of `file` (the record at `path`) from byte `at` up to `end`.
+    fn new(file: &'a mut dyn FsFile, path: &'a Path, at: u64, end: u64) -> Self {
+        Self {
+            file,
+            path,
+            buf: Vec::new(),
+            start: 0,
+            at,
+            end,
+        }
+    }
+
     /// The next `n` bytes, all of them before `end`, or `None` when fewer are left.
     fn take(&mut self, n: usize) -> Result<Option<&[u8]>> {
         if self.at + n as u64 > self.end {
@@ -175,14 +187,7 @@ impl CleanRecord {
             ));
         }
         let count = u32::from_le_bytes([header[12], header[13], header[14], header[15]]) as usize;
-        let mut entries = Entries {
-            file: file.as_mut(),
-            path,
-            buf: Vec::new(),
-            start: 0,
-            at: ENTRIES_START,
-            end: entries_end,
-        };
+        let mut entries = Entries::new(file.as_mut(), path, ENTRIES_START, entries_end);
         let mut sparse = Vec::new();
         let mut held: Option<BTreeMap<String, LogEnd>> = None;
         let mut last: Option<String> = None;
@@ -215,14 +220,7 @@ impl CleanRecord {
         let lookup = match held {
             None => Lookup::Sparse(sparse),
             Some(mut all) => {
-                let mut entries = Entries {
-                    file: file.as_mut(),
-                    path,
-                    buf: Vec::new(),
-                    start: 0,
-                    at: ENTRIES_START,
-                    end: entries_end,
-                };
+                let mut entries = Entries::new(file.as_mut(), path, ENTRIES_START, entries_end);
                 while let Some((_, name, end)) = entries.next()? {
                     all.insert(name, end);
                 }
@@ -256,14 +254,7 @@ impl CleanRecord {
         let from = sparse[block].1;
         let to = sparse.get(after).map_or(self.entries_end, |next| next.1);
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let mut entries = Entries {
-            file: file.as_mut(),
-            path: &self.path,
-            buf: Vec::new(),
-            start: 0,
-            at: from,
-            end: to,
-        };
+        let mut entries = Entries::new(file.as_mut(), &self.path, from, to);
         while let Some((_, found, end)) = entries.next()? {
             if found == name {
                 return Ok(Some(end));
@@ -281,14 +272,7 @@ impl CleanRecord {
             return Ok(());
         }
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let mut entries = Entries {
-            file: file.as_mut(),
-            path: &self.path,
-            buf: Vec::new(),
-            start: 0,
-            at: ENTRIES_START,
-            end: self.entries_end,
-        };
+        let mut entries = Entries::new(file.as_mut(), &self.path, ENTRIES_START, self.entries_end);
         while let Some((_, name, end)) = entries.next()? {
             f(&name, end)?;
         }
