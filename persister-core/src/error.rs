@@ -1,7 +1,7 @@
 //! The one error type of the workspace.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::DocumentId;
 
@@ -190,5 +190,59 @@ impl Error {
     /// Whether this error reports damaged data.
     pub fn is_corrupt(&self) -> bool {
         matches!(self, Self::Corrupt { .. })
+    }
+
+    /// This error with every path under `from` moved under `to`: for a backend that
+    /// works on a copy of a store (a read-only open, a check before opening), so that
+    /// errors met in the copy name the store the application gave.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use persister_core::Error;
+    ///
+    /// let copy = Path::new("/tmp/copy/store");
+    /// let err = Error::corrupt("bad page", copy.join("db"), None);
+    /// let err = err.relocated(copy, Path::new("/data/docs"));
+    /// assert!(matches!(&err, Error::Corrupt { path, .. } if path == Path::new("/data/docs/db")));
+    /// ```
+    pub fn relocated(self, from: &Path, to: &Path) -> Self {
+        let moved = |path: PathBuf| match path.strip_prefix(from) {
+            Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
+            Ok(rest) => to.join(rest),
+            Err(_) => path,
+        };
+        match self {
+            Self::Io {
+                action,
+                path,
+                source,
+            } => Self::Io {
+                action,
+                path: moved(path),
+                source,
+            },
+            Self::Corrupt { what, path, offset } => Self::Corrupt {
+                what,
+                path: moved(path),
+                offset,
+            },
+            Self::UnsupportedFormat {
+                what,
+                path,
+                found,
+                supported,
+            } => Self::UnsupportedFormat {
+                what,
+                path: moved(path),
+                found,
+                supported,
+            },
+            Self::NotAStore { what, path } => Self::NotAStore {
+                what,
+                path: moved(path),
+            },
+            Self::Locked { path } => Self::Locked { path: moved(path) },
+            other => other,
+        }
     }
 }

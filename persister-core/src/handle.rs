@@ -3,13 +3,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::engine::{Engine, PendingDocument, StoredKey};
+use crate::group::{GroupCommit, GroupCommits, poison_reason};
 use crate::{
     ActorId, Batch, ChangeEntry, DocumentClaim, DocumentId, Error, HeldWrites, OpenDocuments,
     Persister, Recovered, Result, Store, StoredSizes, Write, merge_held,
@@ -70,58 +68,11 @@ struct Shared<E: Engine> {
     /// Documents an open handle has written to but that the engine does not hold yet:
     /// they exist, so `list_documents` lists them.
     unwritten: Mutex<BTreeSet<DocumentId>>,
-    queue: Mutex<Queue<E::Address>>,
-    finished: Condvar,
-    /// Counters of the commits led so far, for [`GroupCommits`].
-    commits: AtomicU64,
-    carried: AtomicU64,
-    largest: AtomicU64,
-    commit_nanos: AtomicU64,
-}
-
-/// How a store's group commits have gone since it was opened: how many handles'
-/// flushes each commit carried, and the time the commits took. Returned by
-/// [`EngineStore::group_commits`], for tests and benchmarks that check that concurrent
-/// flushes share their syncs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct GroupCommits {
-    /// Commits led (each one [`Engine::commit`]), failed ones included.
-    pub commits: u64,
-    /// Handles' flushes those commits carried, in all.
-    pub handles: u64,
-    /// The most handles one commit carried.
-    pub largest: u64,
-    /// The time the engine's commits took, in all, ns.
-    pub commit_nanos: u64,
-}
-
-impl GroupCommits {
-    /// Handles per commit, on average (0 before the first commit).
-    pub fn mean_handles(&self) -> f64 {
-        if self.commits == 0 {
-            0.0
-        } else {
-            self.handles as f64 / self.commits as f64
-        }
-    }
-}
-
-/// Flushes waiting to share a commit, and who is committing.
-struct Queue<A> {
-    waiting: Vec<(u64, PendingDocument<A>)>,
-    next_ticket: u64,
-    /// A leader is committing a group now.
-    leading: bool,
-    /// Documents whose group has committed or failed, by ticket, until their handle
-    /// takes them back.
-    done: HashMap<u64, Outcome<A>>,
-}
-
-/// What became of one document's writes: they come back to their handle either way.
-struct Outcome<A> {
-    pending: PendingDocument<A>,
-    result: std::result::Result<(), String>,
+    group: GroupCommit<PendingDocument<E::Address>>,
+    /// The error the next durable commit or removal fails with (see
+    /// [`EngineStore::fail_next_flush`]).
+    #[cfg(any(test, feature = "fault-injection"))]
+    fail_next_sync: Mutex<Option<std::io::Error>>,
 }
 
 impl<E: Engine> EngineStore<E> {
@@ -133,17 +84,9 @@ impl<E: Engine> EngineStore<E> {
                 open: OpenDocuments::new(),
                 poisoned: Mutex::new(None),
                 unwritten: Mutex::default(),
-                queue: Mutex::new(Queue {
-                    waiting: Vec::new(),
-                    next_ticket: 0,
-                    leading: false,
-                    done: HashMap::new(),
-                }),
-                finished: Condvar::new(),
-                commits: AtomicU64::new(0),
-                carried: AtomicU64::new(0),
-                largest: AtomicU64::new(0),
-                commit_nanos: AtomicU64::new(0),
+                group: GroupCommit::new(),
+                #[cfg(any(test, feature = "fault-injection"))]
+                fail_next_sync: Mutex::default(),
             }),
         }
     }
@@ -155,13 +98,25 @@ impl<E: Engine> EngineStore<E> {
 
     /// How many handles' flushes the store's commits have carried since it was opened.
     pub fn group_commits(&self) -> GroupCommits {
-        let shared = &self.shared;
-        GroupCommits {
-            commits: shared.commits.load(Ordering::Relaxed),
-            handles: shared.carried.load(Ordering::Relaxed),
-            largest: shared.largest.load(Ordering::Relaxed),
-            commit_nanos: shared.commit_nanos.load(Ordering::Relaxed),
-        }
+        self.shared.group.counters()
+    }
+
+    /// Makes the next flush of any handle of this store (or its next removal) fail, as a
+    /// failed `fsync` would, so that tests can check what a program does then: the
+    /// flush's writes are committed without being made durable, then the flush fails,
+    /// which poisons the store until it is reopened. Backends built on an engine offer
+    /// it as `fail_next_flush` with their `fault-injection` feature.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn fail_next_flush(&self) {
+        self.fail_next_flush_with(std::io::Error::other("injected fsync failure"));
+    }
+
+    /// As [`fail_next_flush`](Self::fail_next_flush), failing with `error` as the disk
+    /// would report it: `ENOSPC` (`std::io::Error::from_raw_os_error(28)`) for a full
+    /// disk, `EROFS` (30) for a file system remounted read-only.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn fail_next_flush_with(&self, error: std::io::Error) {
+        *lock(&self.shared.fail_next_sync) = Some(error);
     }
 
     /// The store's path, as the engine gives it.
@@ -207,6 +162,25 @@ impl<E: Engine> Shared<E> {
         err
     }
 
+    /// The fault a test asked for, as the error a failed sync of the engine gives.
+    fn injected_fault(&self) -> Option<Error> {
+        #[cfg(any(test, feature = "fault-injection"))]
+        if let Some(err) = lock(&self.fail_next_sync).take() {
+            return Some(Error::io("sync", self.engine.path(), err));
+        }
+        None
+    }
+
+    /// Commits `group` durably, or, when a fault was injected, as a failed sync leaves
+    /// it: written, not durable, and an error.
+    fn commit_durably(&self, group: &mut [PendingDocument<E::Address>]) -> Result<()> {
+        if let Some(err) = self.injected_fault() {
+            self.engine.commit(group, false)?;
+            return Err(err);
+        }
+        self.engine.commit(group, true)
+    }
+
     fn mark_unwritten(&self, id: &DocumentId, unwritten: bool) {
         let mut set = lock(&self.unwritten);
         if unwritten {
@@ -216,98 +190,27 @@ impl<E: Engine> Shared<E> {
         }
     }
 
-    fn count(&self, handles: usize, started: Instant) {
-        let handles = handles as u64;
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.carried.fetch_add(handles, Ordering::Relaxed);
-        self.largest.fetch_max(handles, Ordering::Relaxed);
-        self.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
     /// Commits `documents` durably, sharing the commit with whatever other handles are
     /// flushing, and returns each document's outcome, in order.
     fn commit_shared(
         &self,
         documents: Vec<PendingDocument<E::Address>>,
     ) -> Vec<(PendingDocument<E::Address>, Result<()>)> {
-        let mut queue = lock(&self.queue);
-        let mut tickets = Vec::with_capacity(documents.len());
-        for pending in documents {
-            let ticket = queue.next_ticket;
-            queue.next_ticket += 1;
-            queue.waiting.push((ticket, pending));
-            tickets.push(ticket);
-        }
-        // The error of a group this thread led, which it returns as it is; the other
-        // handles of that group get it as the reason they are poisoned.
-        let mut led_error: Option<(Vec<u64>, Error)> = None;
-        while !tickets.iter().all(|t| queue.done.contains_key(t)) {
-            if queue.leading {
-                queue = self
-                    .finished
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            queue.leading = true;
-            let (carried, mut group): (Vec<u64>, Vec<_>) =
-                std::mem::take(&mut queue.waiting).into_iter().unzip();
-            drop(queue);
-            // A panic inside the engine (a damaged file can cause one) must not leave
-            // the followers waiting forever: they get an error, then the panic goes on.
-            let started = Instant::now();
-            let committed = catch_unwind(AssertUnwindSafe(|| {
-                self.check_poisoned()?;
-                self.engine.commit(&mut group, true)
-            }));
-            self.count(group.len(), started);
-            let (result, panic) = match committed {
-                Ok(result) => (result.map_err(|err| self.poison_with(err)), None),
-                Err(panic) => {
-                    let err = self.poison_with(Error::Poisoned {
-                        reason: format!(
-                            "the storage engine panicked while committing to {}",
-                            self.engine.path().display()
-                        ),
-                    });
-                    (Err(err), Some(panic))
-                }
-            };
-            queue = lock(&self.queue);
-            let failure = result.as_ref().err().map(poison_reason);
-            for (&ticket, pending) in carried.iter().zip(group) {
-                let result = failure.clone().map_or(Ok(()), Err);
-                queue.done.insert(ticket, Outcome { pending, result });
-            }
-            if let Err(err) = result {
-                led_error = Some((carried, err));
-            }
-            queue.leading = false;
-            self.finished.notify_all();
-            if let Some(panic) = panic {
-                drop(queue);
-                resume_unwind(panic);
-            }
-        }
-        let mut outcomes = Vec::with_capacity(tickets.len());
-        for ticket in tickets {
-            let Some(Outcome { pending, result }) = queue.done.remove(&ticket) else {
-                continue;
-            };
-            let result = result.map_err(|reason| match &mut led_error {
-                Some((carried, err)) if carried.contains(&ticket) => {
-                    // The first of this thread's documents gets the error itself.
-                    carried.clear();
-                    std::mem::replace(err, Error::Poisoned { reason })
-                }
-                _ => Error::Poisoned {
-                    reason: format!("the shared commit that carried this flush failed: {reason}"),
-                },
-            });
-            outcomes.push((pending, result));
-        }
+        let commit = |group: &mut [PendingDocument<E::Address>]| {
+            self.check_poisoned()
+                .and_then(|()| self.commit_durably(group))
+                .map(|()| vec![(); group.len()])
+                .map_err(|err| (self.poison_with(err), ()))
+        };
+        let failed = |err: Error| {
+            let reason = format!("{}: {}", poison_reason(&err), self.engine.path().display());
+            (self.poison_with(Error::Poisoned { reason }), ())
+        };
+        let outcomes = self.group.commit(documents, commit, failed);
         outcomes
+            .into_iter()
+            .map(|(pending, result)| (pending, result.map_err(|(err, ())| err)))
+            .collect()
     }
 }
 
@@ -342,6 +245,9 @@ impl<E: Engine> Store for EngineStore<E> {
         let _claim = self.shared.open.claim(id)?;
         self.shared.check_poisoned()?;
         self.shared.engine.check_writable()?;
+        if let Some(err) = self.shared.injected_fault() {
+            return Err(self.shared.poison_with(err));
+        }
         self.shared.engine.remove_document(id).map_err(|err| {
             // Damage found before anything was written leaves the engine as it was.
             if err.is_corrupt() {
@@ -779,15 +685,109 @@ impl<E: Engine> Drop for EnginePersister<E> {
     }
 }
 
-/// What poisoned a handle or store, for [`Error::Poisoned`]: the error's message, or
-/// the reason it already carries.
-fn poison_reason(err: &Error) -> String {
-    match err {
-        Error::Poisoned { reason } => reason.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Engine, MemoryEngine};
+
+    /// What the engine itself holds of `id`'s changes, bypassing every handle.
+    fn engine_changes(store: &EngineStore<MemoryEngine>, id: &DocumentId) -> Vec<ChangeEntry> {
+        let engine = store.engine();
+        match engine.read_record(id).expect("record") {
+            Some(record) => engine.read_changes(&record.address).expect("changes"),
+            None => Vec::new(),
+        }
+    }
+
+    /// A failed flush poisons every handle of the store, and `remove_document`, until
+    /// the store is reopened; reads still work, and the flushed data is there after.
+    #[test]
+    fn failed_flush_poisons_the_whole_store_until_reopened() -> Result<()> {
+        let engine = MemoryEngine::new();
+        let store = EngineStore::new(engine.clone());
+        let mut a = store.open_document(&"a".into())?;
+        let mut b = store.open_document(&"b".into())?;
+        let actor = ActorId::new([1]);
+        a.insert_changes(vec![(actor.clone(), 1, b"flushed".to_vec())])?;
+        assert!(a.flush()? > 0);
+
+        a.insert_changes(vec![(actor.clone(), 2, b"maybe".to_vec())])?;
+        store.fail_next_flush_with(std::io::Error::other("injected fsync failure"));
+        let err = a.flush().err();
+        assert!(
+            matches!(err, Some(Error::Io { action: "sync", .. })),
+            "{err:?}"
+        );
+
+        let poisoned = |r: Result<()>| matches!(r, Err(Error::Poisoned { .. }));
+        assert!(poisoned(a.set_document(b"x".to_vec())));
+        assert!(poisoned(b.set_document(b"x".to_vec())));
+        assert!(poisoned(a.flush().map(drop)));
+        assert!(poisoned(store.remove_document(&"c".into())));
+        assert_eq!(a.get_changes()?.len(), 2);
+        assert_eq!(b.get_document()?, None);
+        drop((a, b, store));
+
+        let store = EngineStore::new(engine);
+        let mut a = store.open_document(&"a".into())?;
+        assert_eq!(a.get_changes()?.first(), Some(&b"flushed".to_vec()));
+        a.insert_changes(vec![(actor, 3, b"after".to_vec())])?;
+        assert!(a.flush()? > 0);
+        Ok(())
+    }
+
+    /// The writes of a handle dropped without a flush are discarded: they never reach
+    /// the engine, and the next handle has nothing to flush.
+    #[test]
+    fn a_dropped_handle_discards_what_it_did_not_flush() -> Result<()> {
+        let store = EngineStore::new(MemoryEngine::new());
+        let id = DocumentId::from("doc");
+        let mut p = store.open_document(&id)?;
+        p.insert_changes(vec![(ActorId::new([1]), 1, vec![7; 500])])?;
+        assert_eq!(store.list_documents()?, vec![id.clone()]);
+        drop(p);
+        assert!(
+            store.engine().list_documents()?.is_empty(),
+            "held writes reached the engine"
+        );
+        assert!(store.list_documents()?.is_empty());
+
+        let mut p = store.open_document(&id)?;
+        assert!(p.get_changes()?.is_empty());
+        assert_eq!(p.flush()?, 0);
+        Ok(())
+    }
+
+    /// Past `max_pending_bytes` a handle flushes what it holds; a document that exists
+    /// only in a handle's held writes is listed.
+    #[test]
+    fn held_writes_past_the_bound_are_flushed() -> Result<()> {
+        let store = EngineStore::new(MemoryEngine::new().with_max_pending_bytes(1000));
+        let id = DocumentId::from("doc");
+        let mut p = store.open_document(&id)?;
+        p.insert_changes(vec![(ActorId::new([1]), 1, vec![1; 600])])?;
+        assert_eq!(store.list_documents()?, vec![id.clone()]);
+        assert!(engine_changes(&store, &id).is_empty());
+        p.insert_changes(vec![(ActorId::new([1]), 2, vec![2; 600])])?;
+        assert_eq!(
+            engine_changes(&store, &id).len(),
+            1,
+            "the first batch stayed held"
+        );
+        assert_eq!(store.list_documents()?, vec![id.clone()]);
+        assert_eq!(p.get_changes()?, vec![vec![1; 600], vec![2; 600]]);
+        assert_eq!(p.sizes().changes, 1200);
+        assert!(p.flush()? >= 600);
+        assert_eq!(engine_changes(&store, &id).len(), 2);
+        // What was flushed past the bound stays when the handle is dropped unflushed.
+        p.insert_changes(vec![(ActorId::new([1]), 3, vec![3; 10])])?;
+        drop(p);
+        let p = store.open_document(&id)?;
+        assert_eq!(p.get_changes()?, vec![vec![1; 600], vec![2; 600]]);
+        Ok(())
+    }
 }

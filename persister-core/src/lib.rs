@@ -70,6 +70,8 @@ mod batch;
 mod copy;
 mod engine;
 mod error;
+pub mod files;
+mod group;
 mod handle;
 mod held;
 mod ids;
@@ -91,7 +93,8 @@ pub use batch::{Batch, Write};
 pub use copy::copy_document;
 pub use engine::{Engine, PendingDocument, Record, StoredKey, push_actor_key, split_actor_key};
 pub use error::{Error, Result};
-pub use handle::{EnginePersister, EngineStore, GroupCommits};
+pub use group::{GroupCommit, GroupCommits, GroupFailure};
+pub use handle::{EnginePersister, EngineStore};
 pub use held::{HeldValue, HeldWrites};
 pub use ids::{
     ActorId, DocumentId, MAX_ACTOR_ID_LEN, MAX_BATCH_LEN, MAX_DOCUMENT_ID_LEN, MAX_PEER_ID_LEN,

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::engine::{Engine, PendingDocument, Record, StoredKey};
@@ -34,7 +33,6 @@ use crate::{ActorId, ChangeEntry, DocumentId, Error, Result};
 #[derive(Debug, Clone)]
 pub struct MemoryEngine {
     state: Arc<Mutex<State>>,
-    fail_next_commit: Arc<AtomicBool>,
     max_pending_bytes: usize,
     path: PathBuf,
 }
@@ -64,7 +62,6 @@ impl MemoryEngine {
     pub fn new() -> Self {
         Self {
             state: Arc::default(),
-            fail_next_commit: Arc::default(),
             max_pending_bytes: 64 << 20,
             path: PathBuf::from("(memory)"),
         }
@@ -74,12 +71,6 @@ impl MemoryEngine {
     pub fn with_max_pending_bytes(mut self, bytes: usize) -> Self {
         self.max_pending_bytes = bytes;
         self
-    }
-
-    /// Makes the next commit fail, as a failed `fsync` would, so tests can check what a
-    /// store and a program do then.
-    pub fn fail_next_commit(&self) {
-        self.fail_next_commit.store(true, Ordering::SeqCst);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -174,13 +165,6 @@ impl Engine for MemoryEngine {
     }
 
     fn commit(&self, documents: &mut [PendingDocument<u64>], _durable: bool) -> Result<()> {
-        if self.fail_next_commit.swap(false, Ordering::SeqCst) {
-            return Err(Error::io(
-                "sync",
-                &self.path,
-                std::io::Error::other("injected sync failure"),
-            ));
-        }
         // Under one lock: every document's writes apply together or not at all.
         let mut state = self.state();
         for pending in documents.iter_mut() {
@@ -253,7 +237,7 @@ mod conformance {
         }
 
         fn fail_next_flush(&self, store: &Self::Store) {
-            store.engine().fail_next_commit();
+            store.fail_next_flush();
         }
     }
 

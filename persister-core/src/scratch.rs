@@ -43,6 +43,36 @@ pub fn remove_all() {
     }
 }
 
+/// Copies the directory tree `src` (plain files and directories) to `dst`, which must
+/// not exist: a copy for an engine to open instead of the store.
+///
+/// # Errors
+///
+/// [`Error::NotAStore`] with `what` if `src` holds something that is neither a file
+/// nor a directory; [`Error::Io`] if a file cannot be read or written.
+pub fn copy_dir(src: &Path, dst: &Path, what: &'static str) -> Result<()> {
+    fs::create_dir(dst).map_err(|e| Error::io("create", dst, e))?;
+    for entry in fs::read_dir(src).map_err(|e| Error::io("list", src, e))? {
+        let entry = entry.map_err(|e| Error::io("list", src, e))?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let kind = entry
+            .file_type()
+            .map_err(|e| Error::io("inspect", &from, e))?;
+        if kind.is_dir() {
+            copy_dir(&from, &to, what)?;
+        } else if kind.is_file() {
+            fs::copy(&from, &to).map_err(|e| Error::io("copy", &from, e))?;
+        } else {
+            return Err(Error::NotAStore {
+                what,
+                path: src.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A new directory under `$TMPDIR`, removed with everything in it when dropped.
 #[derive(Debug)]
 pub struct ScratchDir {

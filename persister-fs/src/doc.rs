@@ -260,7 +260,7 @@ impl Doc {
             .ok_or_else(|| Error::io("write", &path, io::Error::other("the log is not open")))?;
         file.append(&self.pending)
             .map_err(io_error("write", &path))?;
-        file.sync_data().map_err(io_error("sync", &path))?;
+        shared.sync_log(file.as_mut(), &path)?;
         self.end = end;
         Ok(self.pending.len())
     }
@@ -291,7 +291,7 @@ impl Doc {
             file.append(&self.pending).map(|()| end)
         };
         let end = end.map_err(io_error("write", &tmp))?;
-        file.sync_data().map_err(io_error("sync", &tmp))?;
+        shared.sync_log(file.as_mut(), &tmp)?;
         // Closed first, for platforms that cannot replace an open file.
         drop(self.file.take());
         shared

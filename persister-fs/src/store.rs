@@ -12,7 +12,7 @@ use persister_core::{DocumentId, Error, OpenDocuments, Recovered, Result, Store,
 use crate::clean::CleanRecord;
 use crate::doc::{Doc, Known, io_error};
 use crate::format::{self, ClosedLog, LogEnd, MARKER_LEN, MAX_LOG_HEADER_LEN};
-use crate::io::{Fs, FsLock, OsFs};
+use crate::io::{Fs, FsFile, FsLock, OsFs};
 use crate::names::{self, CLOSED, LOCK, LogName, MARKER, MAX_HEX_ID_LEN, TMP_SUFFIX};
 use crate::{FsOptions, FsPersister};
 
@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     recovered: Mutex<Vec<Recovered>>,
     lock: Mutex<Option<Box<dyn FsLock>>>,
     closed: AtomicBool,
+    /// The error the next sync of a log fails with (see [`FsStore::fail_next_flush`]).
+    #[cfg(feature = "fault-injection")]
+    fail_next_sync: Mutex<Option<std::io::Error>>,
 }
 
 impl Drop for Shared {
@@ -200,6 +203,8 @@ impl FsStore {
                 recovered: Mutex::default(),
                 lock: Mutex::new(lock),
                 closed: AtomicBool::new(false),
+                #[cfg(feature = "fault-injection")]
+                fail_next_sync: Mutex::default(),
             }),
         })
     }
@@ -212,6 +217,22 @@ impl FsStore {
     /// The options the store was opened with.
     pub fn options(&self) -> &FsOptions {
         &self.shared.options
+    }
+
+    /// Makes the next flush of any handle of this store fail, as a failed `fsync`
+    /// would, so that tests can check what a program does then: the log's new records
+    /// are written but not synced, and the handle is poisoned.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_flush(&self) {
+        self.fail_next_flush_with(std::io::Error::other("injected fsync failure"));
+    }
+
+    /// Makes the next flush of any handle of this store fail with `error`, as the disk
+    /// would report it: `ENOSPC` (`std::io::Error::from_raw_os_error(28)`) for a full
+    /// disk, `EROFS` (30) for a file system remounted read-only.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_flush_with(&self, error: std::io::Error) {
+        *lock(&self.shared.fail_next_sync) = Some(error);
     }
 
     /// Whether the store was opened with [`FsStore::open_read_only`].
@@ -539,6 +560,15 @@ impl Shared {
             *on_disk = false;
         }
         Ok(())
+    }
+
+    /// Makes what was written to the log `file` at `path` durable (`fdatasync`).
+    pub(crate) fn sync_log(&self, file: &mut dyn FsFile, path: &Path) -> Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(err) = lock(&self.fail_next_sync).take() {
+            return Err(Error::io("sync", path, err));
+        }
+        file.sync_data().map_err(io_error("sync", path))
     }
 
     /// Records where `id`'s log now ends, durably.

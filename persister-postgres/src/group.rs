@@ -1,25 +1,23 @@
 //! Group commit: flushes of different handles of one store that arrive together share
 //! one transaction and one commit.
 //!
-//! A flushing handle hands its held writes (a [`Job`]) to the store's queue. If no
-//! commit is running, it becomes the leader: it takes every job queued at that moment,
-//! its own included, writes them all with one statement (see `FLUSH` in `sql.rs`),
-//! whose implicit transaction commits with `synchronous_commit` on, and hands each job
-//! back with its outcome. Jobs queued while a commit runs wait for it to end, then one
-//! of their handles leads the next group. Nobody waits for company: a lone flusher
-//! leads at once, so a single handle's flush costs what it did before.
+//! A flushing handle hands its held writes (a [`Job`]) to the store's queue, core's
+//! [`GroupCommit`]. If no commit is running, it becomes the leader: it takes every job
+//! queued at that moment, its own included, writes them all with one statement (see
+//! `FLUSH` in `sql.rs`), whose implicit transaction commits with `synchronous_commit`
+//! on, and hands each job back with its outcome. Jobs queued while a commit runs wait
+//! for it to end, then one of their handles leads the next group. Nobody waits for
+//! company: a lone flusher leads at once, so a single handle's flush costs what it did
+//! before.
 //!
 //! Each document's lease is checked inside the shared statement exactly as a flush of
 //! one document checks it: a document whose lease no longer holds writes nothing and
 //! its handle gets `LeaseLost`, while the others of the group commit. A failed commit
 //! fails every job it carried.
 
-use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use persister_core::{ActorId, DocumentId, Error, StoredSizes};
+use persister_core::{ActorId, DocumentId, Error, GroupCommit, StoredSizes};
 use postgres::types::ToSql;
 
 use crate::error::is_connection_lost;
@@ -93,51 +91,10 @@ pub(crate) enum Outcome {
     Failed { lost: bool, error: Error },
 }
 
-/// A job's outcome as the queue keeps it until its handle takes it.
-enum Done {
-    Written(SystemTime),
-    LeaseLost,
-    Failed { lost: bool, reason: String },
-}
-
-/// The queue of jobs and who is committing.
-#[derive(Debug, Default)]
-pub(crate) struct Committer {
-    state: Mutex<Queue>,
-    finished: Condvar,
-}
-
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<(u64, Job)>,
-    next_ticket: u64,
-    /// A leader is committing a group now.
-    leading: bool,
-    /// Jobs whose group has committed or failed, by ticket, until their handle takes them.
-    done: HashMap<u64, (Job, Done)>,
-}
-
-impl std::fmt::Debug for Queue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue")
-            .field("waiting", &self.waiting.len())
-            .field("leading", &self.leading)
-            .field("done", &self.done.len())
-            .finish()
-    }
-}
-
-impl Committer {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// How many jobs wait for the commit running now to end.
-    #[cfg(feature = "fault-injection")]
-    pub fn waiting(&self) -> usize {
-        self.lock().waiting.len()
-    }
-}
+/// The store's queue of jobs: core's group commit, each job's result the lease's new
+/// `expires_at` (`None`: the lease no longer held), a failure saying whether the
+/// connection was lost while committing.
+pub(crate) type Committer = GroupCommit<Job, Option<SystemTime>, bool>;
 
 /// A group's commit failed: every job it carried failed with it.
 struct Failure {
@@ -150,113 +107,40 @@ impl Shared {
     /// other handles of the store are flushing, and returns each job with its outcome,
     /// in order. The jobs of one call always share one transaction.
     pub fn commit_jobs(&self, jobs: Vec<Job>) -> Vec<(Job, Outcome)> {
-        let committer = &self.committer;
-        let mut queue = committer.lock();
-        let mut tickets = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let ticket = queue.next_ticket;
-            queue.next_ticket += 1;
-            queue.waiting.push((ticket, job));
-            tickets.push(ticket);
-        }
-        // The error of a group this thread led, which it returns as it is; the other
-        // handles of that group get it as the reason they are poisoned.
-        let mut led_error: Option<(Vec<u64>, Error)> = None;
-        while !tickets.iter().all(|t| queue.done.contains_key(t)) {
-            if queue.leading {
-                queue = committer
-                    .finished
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            queue.leading = true;
-            let group = std::mem::take(&mut queue.waiting);
-            drop(queue);
-            // A panic must not leave the followers waiting forever: they get an error
-            // (the outcome is unknown), then the panic goes on.
-            let committed = catch_unwind(AssertUnwindSafe(|| self.commit_group(&group)));
-            let (result, panic) = match committed {
-                Ok(result) => (result, None),
-                Err(panic) => {
-                    let error = Error::Poisoned {
-                        reason: format!("a flush panicked while committing to {}", self.place),
-                    };
-                    (Err(Failure { lost: true, error }), Some(panic))
-                }
-            };
-            queue = committer.lock();
-            let carried: Vec<u64> = group.iter().map(|(ticket, _)| *ticket).collect();
-            match result {
-                Ok(written) => {
-                    for ((ticket, job), expires) in group.into_iter().zip(written) {
-                        let done = expires.map_or(Done::LeaseLost, Done::Written);
-                        queue.done.insert(ticket, (job, done));
-                    }
-                }
-                Err(Failure { lost, error }) => {
-                    let reason = error.to_string();
-                    for (ticket, job) in group {
-                        let reason = reason.clone();
-                        queue
-                            .done
-                            .insert(ticket, (job, Done::Failed { lost, reason }));
-                    }
-                    led_error = Some((carried, error));
-                }
-            }
-            queue.leading = false;
-            committer.finished.notify_all();
-            if let Some(panic) = panic {
-                drop(queue);
-                resume_unwind(panic);
-            }
-        }
-        let mut outcomes = Vec::with_capacity(tickets.len());
-        for ticket in tickets {
-            let Some((job, done)) = queue.done.remove(&ticket) else {
-                continue;
-            };
-            let outcome = match done {
-                Done::Written(expires) => Outcome::Written { expires },
-                Done::LeaseLost => Outcome::LeaseLost,
-                Done::Failed { lost, reason } => {
-                    let error = match &mut led_error {
-                        // The first of this thread's jobs in the group it led gets the
-                        // error itself.
-                        Some((carried, error)) if carried.contains(&ticket) => {
-                            carried.clear();
-                            std::mem::replace(
-                                error,
-                                Error::Poisoned {
-                                    reason: reason.clone(),
-                                },
-                            )
-                        }
-                        _ => Error::Poisoned {
-                            reason: format!(
-                                "the shared commit that carried this flush failed: {reason}"
-                            ),
-                        },
-                    };
-                    Outcome::Failed { lost, error }
-                }
-            };
-            outcomes.push((job, outcome));
-        }
+        let run = |group: &mut [Job]| {
+            self.commit_group(group)
+                .map_err(|Failure { lost, error }| (error, lost))
+        };
+        // A panic must not leave the followers waiting forever: they get an error (the
+        // outcome is unknown), then the panic goes on.
+        let failed = |error: Error| {
+            let reason = format!("{error} while flushing to {}", self.place);
+            (Error::Poisoned { reason }, true)
+        };
+        let outcomes = self.committer.commit(jobs, run, failed);
         outcomes
+            .into_iter()
+            .map(|(job, result)| {
+                let outcome = match result {
+                    Ok(Some(expires)) => Outcome::Written { expires },
+                    Ok(None) => Outcome::LeaseLost,
+                    Err((error, lost)) => Outcome::Failed { lost, error },
+                };
+                (job, outcome)
+            })
+            .collect()
     }
 
     /// Writes every job of `group` in one transaction and commits it durably. Returns,
     /// for each job in order, the lease's new `expires_at`, or `None` where the lease no
     /// longer held (nothing of that job was written).
-    fn commit_group(&self, group: &[(u64, Job)]) -> Result<Vec<Option<SystemTime>>, Failure> {
+    fn commit_group(&self, group: &[Job]) -> Result<Vec<Option<SystemTime>>, Failure> {
         let place = self.group_place(group);
         let ms = self.lease_ms();
         let mut chunks = Vec::new();
         let mut start = 0;
         let mut bytes = 0;
-        for (i, (_, job)) in group.iter().enumerate() {
+        for (i, job) in group.iter().enumerate() {
             let size = job.held.bytes();
             if i > start && bytes + size > STATEMENT_BYTES {
                 chunks.push(Params::new(&group[start..i]));
@@ -312,10 +196,10 @@ impl Shared {
     }
 
     /// The place of a group in messages: its document, or its first and how many more.
-    fn group_place(&self, group: &[(u64, Job)]) -> String {
+    fn group_place(&self, group: &[Job]) -> String {
         match group {
-            [(_, job)] => self.document_place(&job.id),
-            [(_, first), rest @ ..] => format!(
+            [job] => self.document_place(&job.id),
+            [first, rest @ ..] => format!(
                 "{} and {} other documents flushed with it",
                 self.document_place(&first.id),
                 rest.len()
@@ -363,7 +247,7 @@ struct Params<'a> {
 }
 
 impl<'a> Params<'a> {
-    fn new(jobs: &'a [(u64, Job)]) -> Self {
+    fn new(jobs: &'a [Job]) -> Self {
         let mut p = Params {
             documents: Vec::with_capacity(jobs.len()),
             tokens: Vec::with_capacity(jobs.len()),
@@ -376,7 +260,7 @@ impl<'a> Params<'a> {
             sizes: Default::default(),
         };
         let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        for (i, (_, job)) in jobs.iter().enumerate() {
+        for (i, job) in jobs.iter().enumerate() {
             let i = i as i64 + 1;
             p.documents.push(job.id.as_bytes());
             p.tokens.push(job.token);

@@ -113,6 +113,12 @@ impl PostgresStore {
     pub fn waiting_flushes(&self) -> usize {
         self.shared.committer.waiting()
     }
+
+    /// How many handles' flushes the store's commits have carried since it was opened
+    /// (see the [crate docs](crate#group-commit)).
+    pub fn group_commits(&self) -> persister_core::GroupCommits {
+        self.shared.committer.counters()
+    }
 }
 
 impl Drop for PostgresStore {

@@ -223,9 +223,7 @@ fn create_at(temp: &Path, options: &RedbOptions) -> Result<()> {
     let db = builder(options).create(temp).or_store("create", temp)?;
     initialize(&db, temp)?;
     db.close().or_store("close", temp)?;
-    File::open(temp)
-        .and_then(|file| file.sync_all())
-        .map_err(|err| Error::io("sync", temp, err))
+    persister_core::files::sync_file(temp)
 }
 
 fn move_into_place(temp: &Path, path: &Path, dir: &Path) -> Result<()> {
@@ -238,19 +236,5 @@ fn move_into_place(temp: &Path, path: &Path, dir: &Path) -> Result<()> {
         }
         Err(_) => fs::rename(temp, path).map_err(|err| Error::io("rename", temp, err))?,
     }
-    sync_dir(dir)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|err| Error::io("sync directory", dir, err))
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<()> {
-    // Directories cannot be opened for syncing here; the rename is as durable as the
-    // platform makes it.
-    Ok(())
+    persister_core::files::sync_dir(dir)
 }

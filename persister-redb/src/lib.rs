@@ -67,17 +67,19 @@
 //!   restore a backup;
 //! - on [`Error::Locked`], close the other process (or store) holding the file.
 //!
-//! # Writes, flushes and memory
+//! # Writes, flushes and group commit
 //!
-//! A handle keeps its writes in memory until `flush`, which commits all of them in one
-//! redb write transaction with `Durability::Immediate`. Grouping writes this way
-//! matters: a redb transaction costs about half as much as Automerge takes to make one
-//! change, so a transaction per change would double the cost of persisting an edit.
-//! Reads merge the pending writes with the file. A handle about to hold more than
-//! [`RedbOptions::max_pending_bytes`] flushes what it holds first (a durable commit):
-//! that bounds its memory. Dropping a handle discards what it holds
-//! ([contract point 12](persister_core::Persister#contract)): nothing of it reaches the
-//! file.
+//! The handle is core's [`EnginePersister`](persister_core::EnginePersister): it holds
+//! writes in memory, where reads see them, until `flush`; flushes what it holds before
+//! it would pass [`RedbOptions::max_pending_bytes`]; discards what it holds when dropped
+//! ([contract point 12](persister_core::Persister#contract)); and shares one commit
+//! among handles that flush at the same time, without waiting for company
+//! ([group commit](persister_core::EngineStore)): a failed shared commit poisons every
+//! handle it carried, and the store. Here a commit is one redb write transaction with
+//! `Durability::Immediate`. Grouping writes matters: a redb transaction costs about half
+//! as much as Automerge takes to make one change.
+//! [`flush_documents`](persister_core::Store::flush_documents) commits many handles'
+//! writes in one transaction: the store-wide flush, for a timer or a shutdown.
 //!
 //! # Every sync
 //!
@@ -86,33 +88,12 @@
 //! - `flush`, and the flush a handle makes past `max_pending_bytes`: one commit with
 //!   `Durability::Immediate`, which is one `fsync` of the file, and more when the commit
 //!   grows the file (redb syncs the new length too; a new file starts small and grows as
-//!   it is written to). Flushes of different handles that run at the same time share
-//!   one such commit (group commit, below), and so do the handles given to one
-//!   [`flush_documents`](persister_core::Store::flush_documents);
+//!   it is written to), shared by the flushes of a group commit;
 //! - [`remove_document`](persister_core::Store::remove_document): one synced commit,
 //!   since the contract makes a removal durable when it returns;
 //! - creating a store: the new file and its directory (see [`RedbStore::open_with`]);
 //! - opening a file that was not closed cleanly: redb's repair rewrites and syncs its
 //!   allocator state.
-//!
-//! # Group commit
-//!
-//! redb has one writer at a time, and a sync costs far more than writing a few changes,
-//! so a server whose threads each flush their own document would be held to one sync
-//! per flush. Instead, a flushing handle hands its pending writes to the store's queue.
-//! If no commit is running it leads: it takes everything queued at that moment, writes
-//! it in one transaction and commits it with one sync. Flushes that arrive while a
-//! commit runs wait for it to end; one of them then leads the next group with all of
-//! them. Nothing waits for company (no timers): a lone flush commits at once, as it
-//! would alone. Each `flush` returns once the commit carrying its own writes is
-//! durable. Documents stay at a prefix of their batches, since one transaction either
-//! commits whole or not at all. When the shared commit fails, every handle it carried
-//! is poisoned and its `flush` returns an error (the leader's the error itself, the
-//! others [`Error::Poisoned`] naming it), and so is the store.
-//!
-//! [`Store::flush_documents`](persister_core::Store::flush_documents) commits the
-//! pending writes of many handles in one transaction: the store-wide flush for an
-//! application that flushes on a timer or at shutdown.
 //!
 //! # File layout
 //!
@@ -170,9 +151,13 @@
 //!
 //! # Testing with faults
 //!
-//! [`RedbStore::open_on_backend`] opens a store on any redb
-//! [`StorageBackend`](redb::StorageBackend): the crate's tests use it to fail chosen I/O
-//! calls and to simulate power loss at every I/O call of a workload.
+//! With the `fault-injection` feature, `RedbStore::fail_next_flush` makes the next
+//! flush fail as a failed `fsync` would, as on every disk backend of the workspace
+//! (`fail_next_flush` on `SledStore` and `FsStore` too), so that an application's tests
+//! can check what it does then. [`RedbStore::open_on_backend`] opens a store on any
+//! redb [`StorageBackend`](redb::StorageBackend): the crate's own tests use it to fail
+//! chosen I/O calls inside redb and to simulate power loss at every I/O call of a
+//! workload.
 //!
 //! [`Error::Poisoned`]: persister_core::Error::Poisoned
 //! [`Error::Corrupt`]: persister_core::Error::Corrupt
@@ -193,17 +178,8 @@ pub use options::RedbOptions;
 pub use store::RedbStore;
 
 /// The handle of one document of a [`RedbStore`]: core's
-/// [`EnginePersister`](persister_core::EnginePersister) on the [`RedbEngine`], keeping
-/// the [`Persister` contract](persister_core::Persister#contract).
-///
-/// Writes are held in memory until [`flush`](persister_core::Persister::flush), which
-/// commits all of them in one redb transaction and syncs it (`Durability::Immediate`);
-/// reads see them at once. Flushes of other handles of the store that run at the same
-/// time share that transaction and its sync ([group commit](crate#group-commit)). A
-/// handle about to hold more than [`max_pending_bytes`](crate::RedbOptions::max_pending_bytes)
-/// flushes what it holds first, which bounds its memory. Dropping a handle discards what
-/// it holds ([contract point 12](persister_core::Persister#contract)); a crash loses the
-/// writes made since the last flush: the document is then as it was after its last flush.
+/// [`EnginePersister`](persister_core::EnginePersister) on the [`RedbEngine`] (see
+/// [Writes, flushes and group commit](crate#writes-flushes-and-group-commit)).
 pub type RedbPersister = persister_core::EnginePersister<RedbEngine>;
 
 /// The version of the table layout this build reads and writes (`format_version` in

@@ -143,15 +143,32 @@ impl RedbStore {
         self.inner.path()
     }
 
+    /// Makes the next flush of any handle of this store (or its next removal) fail, as
+    /// a failed `fsync` would, so that tests can check what a program does then: the
+    /// flush's writes are committed without `Durability::Immediate`, the flush fails,
+    /// and the store is poisoned until it is reopened.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_flush(&self) {
+        self.inner.fail_next_flush();
+    }
+
+    /// As [`RedbStore::fail_next_flush`], failing with `error` as the disk would report
+    /// it: `ENOSPC` (`std::io::Error::from_raw_os_error(28)`) for a full disk, `EROFS`
+    /// (30) for a file system remounted read-only.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_flush_with(&self, error: std::io::Error) {
+        self.inner.fail_next_flush_with(error);
+    }
+
     /// How many handles' flushes the store's commits have carried since it was opened
-    /// (see [Group commit](crate#group-commit)).
+    /// (see [Group commit](crate#writes-flushes-and-group-commit)).
     pub fn group_commits(&self) -> GroupCommits {
         self.inner.group_commits()
     }
 }
 
 /// Everything is done by [`EngineStore`], on the [`RedbEngine`]; see the [crate
-/// docs](crate#group-commit) for group commit and
+/// docs](crate#writes-flushes-and-group-commit) for group commit and
 /// [`flush_documents`](Store::flush_documents).
 impl Store for RedbStore {
     type Persister = RedbPersister;

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::path::Path;
 
+use persister_core::files::sync_dir;
 use persister_core::{Error, Result};
 
 use crate::mark::Mark;
@@ -69,26 +70,4 @@ impl Durable {
         }
         Ok(())
     }
-}
-
-/// Syncs a file that sled never syncs itself (its `conf`, written once on creation).
-pub(crate) fn sync_file(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("sync", path, e))
-}
-
-/// Syncs a directory, so the files created or renamed in it stay there.
-#[cfg(unix)]
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("sync", dir, e))
-}
-
-/// Directories cannot be opened as files on this platform; their entries are made
-/// durable by the file system's own metadata journal.
-#[cfg(not(unix))]
-pub(crate) fn sync_dir(_dir: &Path) -> Result<()> {
-    Ok(())
 }

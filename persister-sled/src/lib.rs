@@ -86,24 +86,20 @@
 //!
 //! # Durability
 //!
-//! A handle holds its writes in memory, where its reads see them, until
-//! [`flush`](persister_core::Persister::flush) writes all of them to sled in one
-//! atomic batch (sled's cost is per batch: each batch costs it a write and a
-//! `sync_file_range` of its log buffer, whatever its size). Once the flush returns
-//! `Ok`, every write applied through that handle before the call is in files that have
-//! been `fsync`ed: the flush calls sled's own `flush` (which writes sled's buffers with
-//! `sync_file_range`; that alone syncs neither the file's metadata nor the drive's
-//! cache), then `fsync`s every new blob file (sled keeps values and nodes over about
-//! 128 KiB in separate files it never syncs), the blob directory, the `db` file and the
-//! store directory, and last advances the mark file and `fsync`s it. Flushes of
-//! different handles that run at the same time share one batch and one such flush
-//! (core's group commit, see [`EngineStore`](persister_core::EngineStore)). The flush
-//! returns the payload bytes of the batches it made durable (at least 1), and 0 (doing
-//! nothing) when nothing was applied since the last flush.
-//! A handle about to hold more than [`SledOptions::max_pending_bytes`] flushes what it
-//! holds first; a handle dropped without a flush discards what it holds
-//! ([contract point 12](persister_core::Persister#contract)), so unflushed writes never
-//! reach sled.
+//! The handle is core's [`EnginePersister`](persister_core::EnginePersister): it holds
+//! writes in memory, where reads see them, until
+//! [`flush`](persister_core::Persister::flush) writes all of them to sled in one atomic
+//! batch (sled's cost is per batch: each costs it a write and a `sync_file_range` of its
+//! log buffer, whatever its size); it flushes what it holds before it would pass
+//! [`SledOptions::max_pending_bytes`], discards it when dropped unflushed ([contract
+//! point 12](persister_core::Persister#contract)), and handles that flush at the same
+//! time share one batch and one flush ([group commit](persister_core::EngineStore)).
+//! Once a flush returns `Ok`, its writes are in files that have been `fsync`ed: it calls
+//! sled's own `flush` (which writes sled's buffers with `sync_file_range`; that alone
+//! syncs neither the file's metadata nor the drive's cache), then `fsync`s every new
+//! blob file (sled keeps values and nodes over about 128 KiB in separate files it never
+//! syncs), the blob directory, the `db` file and the store directory, and last advances
+//! the mark file and `fsync`s it.
 //!
 //! So flushed writes survive a process crash. What is not guaranteed:
 //!
@@ -252,22 +248,11 @@ pub use shared::SledEngine;
 pub use store::{FORMAT_VERSION, SledStore};
 
 /// The handle of one document in a [`SledStore`]: core's
-/// [`EnginePersister`](persister_core::EnginePersister) on the [`SledEngine`], keeping
-/// the [`Persister` contract](persister_core::Persister#contract).
-///
-/// Writes are held in memory until [`flush`](persister_core::Persister::flush), which
-/// writes all of them to sled in one atomic batch and then makes them durable; reads see
-/// them at once. Flushes of other handles that run at the same time share that batch and
-/// its syncs. A handle about to hold more than
-/// [`max_pending_bytes`](crate::SledOptions::max_pending_bytes) flushes what it holds
-/// first. Dropping a handle discards what it holds
-/// ([contract point 12](persister_core::Persister#contract)).
-///
-/// Every read of sled is checked against the document's manifest and the values'
-/// checksums, and fails with [`Error::Corrupt`](persister_core::Error::Corrupt) rather
-/// than return a part of the data: reading the changes reads all changes, reading a
-/// sync state or the peer ids reads all sync states (so a sync state is O(number of
-/// peers)).
+/// [`EnginePersister`](persister_core::EnginePersister) on the [`SledEngine`] (see
+/// [Durability](crate#durability)). Every read of sled is checked against the
+/// document's manifest and the values' checksums, and fails with
+/// [`Error::Corrupt`](persister_core::Error::Corrupt) rather than return a part of the
+/// data, so a sync state or the peer ids read all sync states: O(number of peers).
 pub type SledPersister = persister_core::EnginePersister<SledEngine>;
 
 /// Whether `path` looks like a sled database directory (it holds sled's `conf` and `db`

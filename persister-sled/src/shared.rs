@@ -38,8 +38,6 @@ pub struct SledEngine {
     durable: Mutex<Durable>,
     /// Why the store is poisoned, once a flush or a write failed, or sled panicked.
     poisoned: Mutex<Option<String>>,
-    #[cfg(any(test, feature = "fault-injection"))]
-    pub(crate) fail_next_flush: Mutex<Option<std::io::Error>>,
 }
 
 impl Drop for SledEngine {
@@ -67,8 +65,6 @@ impl SledEngine {
             writer: Mutex::new(manifest),
             durable: Mutex::new(durable),
             poisoned: Mutex::new(None),
-            #[cfg(any(test, feature = "fault-injection"))]
-            fail_next_flush: Default::default(),
         }
     }
 
@@ -200,10 +196,6 @@ impl SledEngine {
     }
 
     fn flush_locked(&self, durable: &mut Durable, seq: u64) -> Result<usize> {
-        #[cfg(any(test, feature = "fault-injection"))]
-        if let Some(e) = lock(&self.fail_next_flush).take() {
-            return Err(Error::io("sync", self.path.join("db"), e));
-        }
         let db = self.db()?;
         let written = self.call("flush", || db.flush())?;
         durable.sync(&self.dir)?;

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use persister_core::{DocumentId, EngineStore, Error, Recovered, Result, Store};
 
 use crate::copy;
-use crate::durable::{Durable, sync_dir, sync_file};
+use crate::durable::Durable;
 use crate::layout::{self, FORMAT_KEY, STORE_KEY};
 use crate::manifest::StoreManifest;
 use crate::mark::{self, Found, MARK_FILE, Mark};
 use crate::{SledEngine, SledOptions, SledPersister};
+use persister_core::files::{sync_dir, sync_file};
 
 /// The magic at the start of the format value.
 const MAGIC: &[u8; 8] = b"PSLEDFMT";
@@ -52,7 +53,7 @@ impl SledStore {
             let copy = copy::copy_store(path)?;
             let checked = open_at(&copy.store(), &options)
                 .and_then(|mut engine| engine.release())
-                .map_err(|e| copy::at_original(e, &copy.store(), path));
+                .map_err(|e| e.relocated(&copy.store(), path));
             drop(copy);
             checked?;
         }
@@ -84,8 +85,8 @@ impl SledStore {
         }
         let copy = copy::copy_store(path)?;
         let options = SledOptions::default();
-        let mut engine = open_at(&copy.store(), &options)
-            .map_err(|e| copy::at_original(e, &copy.store(), path))?;
+        let mut engine =
+            open_at(&copy.store(), &options).map_err(|e| e.relocated(&copy.store(), path))?;
         engine.path = path.to_path_buf();
         engine.read_only = true;
         engine.copy = Some(copy);
@@ -119,12 +120,7 @@ impl SledStore {
     /// file system remounted read-only. The store is poisoned until it is reopened.
     #[cfg(feature = "fault-injection")]
     pub fn fail_next_flush_with(&self, error: std::io::Error) {
-        *self
-            .inner
-            .engine()
-            .fail_next_flush
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+        self.inner.fail_next_flush_with(error);
     }
 }
 
@@ -334,69 +330,6 @@ mod tests {
         tempfile::tempdir().map_err(|e| Error::io("create", "a temporary directory", e))
     }
 
-    /// A failed flush poisons every handle of the store, and `remove_document`, until
-    /// the store is reopened; reads still work, and the flushed data is there after.
-    #[test]
-    fn failed_flush_poisons_the_whole_store_until_reopened() -> Result<()> {
-        let dir = tempdir()?;
-        let store = SledStore::open(dir.path())?;
-        let mut a = store.open_document(&"a".into())?;
-        let mut b = store.open_document(&"b".into())?;
-        let actor = ActorId::new([1]);
-        a.insert_changes(vec![(actor.clone(), 1, b"flushed".to_vec())])?;
-        assert!(a.flush()? > 0);
-
-        a.insert_changes(vec![(actor.clone(), 2, b"maybe".to_vec())])?;
-        *store.inner.engine().fail_next_flush.lock().unwrap() =
-            Some(std::io::Error::other("injected fsync failure"));
-        let err = a.flush().err();
-        assert!(
-            matches!(err, Some(Error::Io { action: "sync", .. })),
-            "{err:?}"
-        );
-
-        let poisoned = |r: Result<()>| matches!(r, Err(Error::Poisoned { .. }));
-        assert!(poisoned(a.set_document(b"x".to_vec())));
-        assert!(poisoned(b.set_document(b"x".to_vec())));
-        assert!(poisoned(a.flush().map(drop)));
-        assert!(poisoned(store.remove_document(&"c".into())));
-        assert_eq!(a.get_changes()?.len(), 2);
-        assert_eq!(b.get_document()?, None);
-        drop((a, b, store));
-
-        let store = SledStore::open(dir.path())?;
-        let mut a = store.open_document(&"a".into())?;
-        assert_eq!(a.get_changes()?.first(), Some(&b"flushed".to_vec()));
-        a.insert_changes(vec![(actor, 3, b"after".to_vec())])?;
-        assert!(a.flush()? > 0);
-        Ok(())
-    }
-
-    /// The writes of a handle dropped without a flush are discarded: they never reach
-    /// sled, and the next handle has nothing to flush.
-    #[test]
-    fn a_dropped_handle_discards_what_it_did_not_flush() -> Result<()> {
-        let dir = tempdir()?;
-        let store = SledStore::open(dir.path())?;
-        let id = DocumentId::from("doc");
-        let mut p = store.open_document(&id)?;
-        p.insert_changes(vec![(ActorId::new([1]), 1, vec![7; 500])])?;
-        assert_eq!(store.list_documents()?, vec![id.clone()]);
-        drop(p);
-        assert_eq!(
-            store.inner.engine().lock_writer().seq,
-            0,
-            "held writes reached sled"
-        );
-        assert!(store.list_documents()?.is_empty());
-
-        let mut p = store.open_document(&id)?;
-        assert!(p.get_changes()?.is_empty());
-        assert_eq!(p.flush()?, 0);
-        assert_eq!(mark::read(dir.path())?, Found::Seq { seq: 0, slot: 0 });
-        Ok(())
-    }
-
     /// A batch that carries no payload byte (an empty document, the empty peer's state
     /// removed) still changes the document, so the flush after it must sync.
     #[test]
@@ -440,40 +373,6 @@ mod tests {
         p.set_document(vec![2])?;
         p.flush()?;
         assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 2, .. }));
-        Ok(())
-    }
-
-    /// Past `max_pending_bytes` a handle flushes what it holds; a document that exists
-    /// only in a handle's held writes is listed.
-    #[test]
-    fn held_writes_past_the_bound_are_flushed() -> Result<()> {
-        let dir = tempdir()?;
-        let options = SledOptions {
-            max_pending_bytes: 1000,
-            ..SledOptions::default()
-        };
-        let store = SledStore::open_with(dir.path(), options)?;
-        let mut p = store.open_document(&"doc".into())?;
-        p.insert_changes(vec![(ActorId::new([1]), 1, vec![1; 600])])?;
-        assert_eq!(store.list_documents()?, vec![DocumentId::from("doc")]);
-        assert_eq!(store.inner.engine().lock_writer().seq, 0);
-        p.insert_changes(vec![(ActorId::new([1]), 2, vec![2; 600])])?;
-        assert_eq!(
-            store.inner.engine().lock_writer().seq,
-            1,
-            "the first batch stayed held"
-        );
-        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 1, .. }));
-        assert_eq!(store.list_documents()?, vec![DocumentId::from("doc")]);
-        assert_eq!(p.get_changes()?, vec![vec![1; 600], vec![2; 600]]);
-        assert_eq!(p.sizes().changes, 1200);
-        assert!(p.flush()? >= 600);
-        assert!(matches!(mark::read(dir.path())?, Found::Seq { seq: 2, .. }));
-        // What was flushed past the bound stays when the handle is dropped unflushed.
-        p.insert_changes(vec![(ActorId::new([1]), 3, vec![3; 10])])?;
-        drop(p);
-        let p = store.open_document(&"doc".into())?;
-        assert_eq!(p.get_changes()?, vec![vec![1; 600], vec![2; 600]]);
         Ok(())
     }
 }

@@ -273,7 +273,8 @@ fn a_full_disk_or_read_only_file_system_at_flush_is_a_clear_error_and_loses_noth
             let message = err.to_string();
             assert!(matches!(err, Error::Io { .. }), "{err:?}");
             assert!(message.contains(words), "{message}");
-            assert!(message.contains("db"), "names the file: {message}");
+            let dir_name = dir.path().display().to_string();
+            assert!(message.contains(&dir_name), "names the store: {message}");
             // Poisoned: nothing more is accepted until the store is reopened.
             let again = doc.insert_changes(vec![(actor.clone(), 3, b"later".to_vec())]);
             assert!(matches!(again, Err(Error::Poisoned { .. })), "{again:?}");
