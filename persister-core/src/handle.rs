@@ -310,6 +310,62 @@ impl<E: Engine> Store for EngineStore<E> {
     }
 }
 
+/// Implements [`Store`] for a backend's store type that wraps an [`EngineStore`] in a
+/// field, every method forwarded to it: a backend built on an engine adds only its own
+/// ways of opening.
+///
+/// ```
+/// use persister_core::{EnginePersister, EngineStore, MemoryEngine, Persister, Store};
+///
+/// /// A store of this backend.
+/// pub struct NotesStore {
+///     inner: EngineStore<MemoryEngine>,
+/// }
+///
+/// persister_core::forward_store!(NotesStore, inner, EnginePersister<MemoryEngine>);
+///
+/// let store = NotesStore { inner: EngineStore::new(MemoryEngine::new()) };
+/// store.open_document(&"notes".into())?.set_document(b"hi".to_vec())?;
+/// # Ok::<(), persister_core::Error>(())
+/// ```
+#[macro_export]
+macro_rules! forward_store {
+    ($store:ty, $field:ident, $persister:ty) => {
+        /// Everything is done by the [`EngineStore`]($crate::EngineStore) it wraps.
+        impl $crate::Store for $store {
+            type Persister = $persister;
+
+            fn open_document(&self, id: &$crate::DocumentId) -> $crate::Result<$persister> {
+                self.$field.open_document(id)
+            }
+
+            fn list_documents(&self) -> $crate::Result<Vec<$crate::DocumentId>> {
+                self.$field.list_documents()
+            }
+
+            fn remove_document(&self, id: &$crate::DocumentId) -> $crate::Result<()> {
+                self.$field.remove_document(id)
+            }
+
+            /// Commits the pending writes of every handle of this store in `handles` in
+            /// one engine commit (with whatever other flushes are running); handles of
+            /// another store are flushed on their own. A failed commit poisons every
+            /// handle it carried, and the store.
+            fn flush_documents(&self, handles: &mut [&mut $persister]) -> $crate::Result<usize> {
+                self.$field.flush_documents(handles)
+            }
+
+            fn close(self) -> $crate::Result<()> {
+                self.$field.close()
+            }
+
+            fn recovered(&self) -> Vec<$crate::Recovered> {
+                self.$field.recovered()
+            }
+        }
+    };
+}
+
 /// The handle of one document of an [`EngineStore`], keeping the
 /// [`Persister` contract](crate::Persister#contract).
 ///

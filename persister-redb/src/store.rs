@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use persister_core::scratch::ScratchDir;
-use persister_core::{DocumentId, EngineStore, Error, GroupCommits, Recovered, Result, Store};
+use persister_core::{EngineStore, Error, GroupCommits, Result};
 use redb::StorageBackend;
 
 use crate::error::{RedbResultExt, from_redb};
@@ -167,33 +167,4 @@ impl RedbStore {
     }
 }
 
-/// Everything is done by [`EngineStore`], on the [`RedbEngine`]; see the [crate
-/// docs](crate#writes-flushes-and-group-commit) for group commit and
-/// [`flush_documents`](Store::flush_documents).
-impl Store for RedbStore {
-    type Persister = RedbPersister;
-
-    fn open_document(&self, id: &DocumentId) -> Result<RedbPersister> {
-        self.inner.open_document(id)
-    }
-
-    fn list_documents(&self) -> Result<Vec<DocumentId>> {
-        self.inner.list_documents()
-    }
-
-    fn remove_document(&self, id: &DocumentId) -> Result<()> {
-        self.inner.remove_document(id)
-    }
-
-    fn flush_documents(&self, handles: &mut [&mut RedbPersister]) -> Result<usize> {
-        self.inner.flush_documents(handles)
-    }
-
-    fn close(self) -> Result<()> {
-        self.inner.close()
-    }
-
-    fn recovered(&self) -> Vec<Recovered> {
-        self.inner.recovered()
-    }
-}
+persister_core::forward_store!(RedbStore, inner, RedbPersister);

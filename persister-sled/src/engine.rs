@@ -381,7 +381,7 @@ impl Engine for SledEngine {
             }),
             None => Ok(()),
         })?;
-        self.flush_durable().map(drop)
+        self.flush_durable()
     }
 
     fn close(mut self) -> Result<()> {

@@ -36,7 +36,9 @@ pub struct SledEngine {
     /// numbers in the store increase in the order sled applies them.
     writer: Mutex<StoreManifest>,
     durable: Mutex<Durable>,
-    /// Why the store is poisoned, once a flush or a write failed, or sled panicked.
+    /// Why the store is poisoned, once sled panicked (core's store poisons itself when
+    /// a commit fails), so that nothing more is written to a database in an unknown
+    /// state.
     poisoned: Mutex<Option<String>>,
 }
 
@@ -156,7 +158,7 @@ impl SledEngine {
 
     /// Applies `batch` atomically with the next store manifest: the sequence number
     /// advanced, and the document tally changed by `documents`. A failure poisons the
-    /// store: sled's errors are fail-stop.
+    /// store (core's store does it): sled's errors are fail-stop.
     pub(crate) fn apply_batch(
         &self,
         mut batch: sled::Batch,
@@ -169,38 +171,25 @@ impl SledEngine {
         next.seq += 1;
         documents(&mut next.documents)?;
         batch.insert(STORE_KEY, layout::frame(STORE_KEY, &next.encode()));
-        self.call("write", || db.apply_batch(batch))
-            .inspect_err(|e| self.poison(e))?;
+        self.call("write", || db.apply_batch(batch))?;
         *writer = next;
         Ok(())
     }
 
-    /// Makes every batch applied so far durable (see the crate docs), and returns the
-    /// bytes sled wrote. A failure poisons the store.
-    ///
-    /// Concurrent flushes share the work (group commit): a flush waiting for another to
-    /// end returns at once if that one covered every batch applied before it began
-    /// waiting, since a flush records the last batch applied when it starts.
-    pub(crate) fn flush_durable(&self) -> Result<usize> {
+    /// Makes every batch applied so far durable (see the crate docs). Core's group
+    /// commit runs one commit at a time; the lock orders it with a removal's flush, and
+    /// a flush finding every batch already durable does nothing.
+    pub(crate) fn flush_durable(&self) -> Result<()> {
         self.check_writable()?;
-        let needed = lock(&self.writer).seq;
         let mut durable = lock(&self.durable);
-        // A flush that failed while this one waited poisoned the store.
-        self.check_writable()?;
-        if durable.mark.seq() >= needed {
-            return Ok(0);
-        }
         let seq = lock(&self.writer).seq;
-        let result = self.flush_locked(&mut durable, seq);
-        result.inspect_err(|e| self.poison(e))
-    }
-
-    fn flush_locked(&self, durable: &mut Durable, seq: u64) -> Result<usize> {
+        if durable.mark.seq() >= seq {
+            return Ok(());
+        }
         let db = self.db()?;
-        let written = self.call("flush", || db.flush())?;
+        self.call("flush", || db.flush())?;
         durable.sync(&self.dir)?;
-        durable.mark.advance(seq)?;
-        Ok(written)
+        durable.mark.advance(seq)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use persister_core::{DocumentId, EngineStore, Error, Recovered, Result, Store};
+use persister_core::{EngineStore, Error, Result};
 
 use crate::copy;
 use crate::durable::Durable;
@@ -150,37 +150,7 @@ fn open_at(path: &Path, options: &SledOptions) -> Result<SledEngine> {
     }
 }
 
-/// Everything is done by [`EngineStore`], on the [`SledEngine`].
-impl Store for SledStore {
-    type Persister = SledPersister;
-
-    fn open_document(&self, id: &DocumentId) -> Result<SledPersister> {
-        self.inner.open_document(id)
-    }
-
-    fn list_documents(&self) -> Result<Vec<DocumentId>> {
-        self.inner.list_documents()
-    }
-
-    fn remove_document(&self, id: &DocumentId) -> Result<()> {
-        self.inner.remove_document(id)
-    }
-
-    /// Writes what every handle of this store in `handles` holds to sled in one batch,
-    /// then makes it all durable with one flush; handles of another store are flushed
-    /// on their own. A failed sync poisons the store, and so every handle.
-    fn flush_documents(&self, handles: &mut [&mut SledPersister]) -> Result<usize> {
-        self.inner.flush_documents(handles)
-    }
-
-    fn close(self) -> Result<()> {
-        self.inner.close()
-    }
-
-    fn recovered(&self) -> Vec<Recovered> {
-        self.inner.recovered()
-    }
-}
+persister_core::forward_store!(SledStore, inner, SledPersister);
 
 /// Refuses paths that hold something other than a sled store (a file, or a directory
 /// with files sled and this crate do not make), before sled would write into them.
@@ -322,7 +292,7 @@ fn open_existing(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)>
 #[cfg(test)]
 mod tests {
 
-    use persister_core::{ActorId, Persister};
+    use persister_core::{ActorId, Persister, Store};
 
     use super::*;
 
