@@ -19,7 +19,7 @@ use crate::{RedbEngine, RedbOptions, RedbPersister};
 /// dropped.
 ///
 /// Dropping the store and its handles closes the file and releases its lock before the
-/// last drop returns; [`close`](Store::close) does the same and reports a store that is
+/// last drop returns; [`close`](persister_core::Store::close) does the same and reports a store that is
 /// still in use. A handle's unflushed writes never reach the file (see
 /// [`RedbPersister`]).
 ///

@@ -20,7 +20,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// A sled database holding any number of documents: the [`Store`] of this backend.
 ///
 /// Open it with [`SledStore::open`]; open documents with
-/// [`open_document`](Store::open_document). The store is `Send + Sync`, and cheap to
+/// [`open_document`](persister_core::Store::open_document). The store is `Send + Sync`, and cheap to
 /// share by reference across threads. Handles keep the database open: it closes when
 /// the store and every handle are dropped. See the [crate docs](crate) for the format
 /// and for what [`flush`](persister_core::Persister::flush) guarantees.
