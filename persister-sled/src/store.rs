@@ -17,7 +17,7 @@ const MAGIC: &[u8; 8] = b"PSLEDFMT";
 /// The format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// A sled database holding any number of documents: the [`Store`] of this backend.
+/// A sled database holding any number of documents: the [`Store`](persister_core::Store) of this backend.
 ///
 /// Open it with [`SledStore::open`]; open documents with
 /// [`open_document`](persister_core::Store::open_document). The store is `Send + Sync`, and cheap to
