@@ -4,6 +4,7 @@
 
 mod copy;
 mod differential;
+mod faults;
 mod lock;
 mod space;
 mod support;
