@@ -187,6 +187,18 @@ impl Error {
         }
     }
 
+    /// The refusal of a write (or removal) through a store opened read-only at `path`;
+    /// `open_to_write` names how to open it for writing (`"RedbStore::open"`).
+    pub fn read_only(path: &Path, open_to_write: &str) -> Self {
+        Self::InvalidInput {
+            what: "write",
+            reason: format!(
+                "the store at {} was opened read-only, so nothing can be written or removed through it; open it with {open_to_write} to write",
+                path.display()
+            ),
+        }
+    }
+
     /// Whether this error reports damaged data.
     pub fn is_corrupt(&self) -> bool {
         matches!(self, Self::Corrupt { .. })

@@ -530,16 +530,10 @@ impl Shared {
 
     /// Fails if the store was opened read-only.
     pub(crate) fn check_writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(Error::InvalidInput {
-                what: "write",
-                reason: format!(
-                    "the store at {} was opened read-only (FsStore::open_read_only), so nothing can be written or removed through it; open it with FsStore::open to write",
-                    self.dir.display()
-                ),
-            });
+        match self.read_only {
+            true => Err(Error::read_only(&self.dir, "FsStore::open")),
+            false => Ok(()),
         }
-        Ok(())
     }
 
     /// Called before anything is written to a log: removes the clean-close record (and

@@ -63,13 +63,7 @@ impl RedbEngine {
     }
 
     fn read_only_error(&self) -> Error {
-        Error::InvalidInput {
-            what: "write",
-            reason: format!(
-                "the store at {} was opened read-only; open it with RedbStore::open to write",
-                self.path.display()
-            ),
-        }
+        Error::read_only(&self.path, "RedbStore::open")
     }
 
     /// Commits `txn` with `durability`.

@@ -130,11 +130,9 @@
 //!   store whose `format_version` this build does not know with
 //!   [`Error::UnsupportedFormat`] naming both versions.
 //! - With [`RedbOptions::verify_on_open`] (the default) redb checks every page's checksum
-//!   before the store is used. It does so through a page cache of 4 MiB, then closes
-//!   the file and opens it again with the store's cache and without verifying, so that
-//!   the memory of opening does not grow with the file (through the store's own 1 GiB
-//!   cache, verification kept every page it read: 172 MiB for a store of 100,000 small
-//!   documents, against 5.5 MiB now at 10,000 and at 100,000).
+//!   before the store is used, through a page cache of 4 MiB; it then closes the file
+//!   and opens it again with the store's cache, so that the memory of opening does not
+//!   grow with the file (5.4 MiB at 10,000 and at 100,000 documents).
 //! - redb locks the file: a second open, from any process, fails at once with
 //!   [`Error::Locked`].
 //! - After a crash, opening repairs the file (redb walks it to rebuild its allocator

@@ -29,14 +29,10 @@ pub struct RedbOptions {
     /// default); memory is taken only as pages are read.
     pub cache_size: usize,
 
-    /// The most payload bytes (keys and values) a handle keeps pending in memory before
-    /// it flushes them itself. Default 16 MiB.
-    ///
-    /// Writes between two flushes are held by their handle and committed together by
-    /// [`flush`](persister_core::Persister::flush). A handle about to hold more than this
-    /// flushes what it holds first (one synced commit), which bounds its memory; those
-    /// writes are then durable, and dropping the handle no longer discards them. A single
-    /// batch larger than the bound is held whole.
+    /// The most payload bytes (keys and values) a handle holds before it flushes them
+    /// itself, which bounds its memory: those writes are then durable, and dropping the
+    /// handle no longer discards them; a larger single batch is held whole. Default
+    /// 16 MiB.
     pub max_pending_bytes: usize,
 }
 

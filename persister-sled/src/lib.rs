@@ -163,38 +163,29 @@
 //!
 //! # A known engine deadlock
 //!
-//! sled 0.34.7 can deadlock under heavy rewriting. When removals free the segment at the
-//! end of its log, sled truncates the file on one of its (at most seven) I/O threads,
-//! while the writing thread waits for that truncation holding sled's segment lock; if
-//! every I/O thread is already waiting for that lock, nothing proceeds. The more often
-//! an application writes to sled, the likelier it is: when every batch went to sled as
-//! it was applied (two log writes and two `sync_file_range` calls per batch), replaying
-//! the 259,778-edit automerge-paper trace (one batch per edit, automatic compaction
-//! removing thousands of changes per batch) hung this way after 15,000 to 47,000
-//! commits in every run. Since a handle holds its batches and writes them to sled once
-//! per flush, the same replay, flushed every 1,000 edits, completes (about 10 s in a
-//! release build, in every run so far). The bug is still in sled, not reachable from
-//! this crate, and an application that flushes after every small write gives it more
-//! chances; sled 1.0 is still alpha. For large, long-lived documents prefer
-//! `persister-redb` or `persister-fs`, and move existing stores with
-//! [`copy_document`](persister_core::copy_document) (see below).
+//! sled 0.34.7 can deadlock under heavy rewriting: when removals free the segment at
+//! the end of its log, one of its (at most seven) I/O threads truncates the file while
+//! the writing thread waits for it holding the segment lock; if every I/O thread is
+//! already waiting for that lock, nothing proceeds. The more batches an application
+//! writes to sled, the likelier it is: replaying the 259,778-edit automerge-paper trace
+//! with one sled batch per edit (automatic compaction removing thousands of changes per
+//! batch) hung after 15,000 to 47,000 commits in every run, while the same replay
+//! flushed every 1,000 edits, as handles now write to sled once per flush, completes in
+//! every run so far. The bug is still in sled, and an application that flushes after
+//! every small write gives it more chances; sled 1.0 is still alpha. For large,
+//! long-lived documents prefer `persister-redb` or `persister-fs`, and move existing
+//! stores with [`copy_document`](persister_core::copy_document) (see below).
 //!
 //! # Memory of opening a large store
 //!
 //! Opening a store costs memory that grows with the number of documents, and this
-//! crate cannot change it: sled 0.34 rebuilds its page table when it opens a database
-//! (every page's location, from its last snapshot and the log written since), and keeps
-//! it for as long as the database is open, whatever `cache_capacity` says. Measured
-//! with the benchmark's row 9 (documents of 10 changes of 100 bytes, release build,
-//! peak resident memory of the process over its start): opening a store of 10,000
-//! documents took 6.7 MiB, one of 100,000 documents 50 MiB; 44 MiB with
-//! [`SledOptions::check_copy_first`] off and the same with a 4 MB `cache_capacity`, so
-//! neither the check on a copy (which costs time: 585 ms against 49 ms at 100,000
-//! documents) nor sled's cache is the cause. Listing the documents then adds about
-//! 20 MiB at 100,000 (sled loads the manifest pages it scans, 6 MiB of which is the
-//! list itself). Opening one document costs the same in both stores. For stores of
-//! many documents where the memory of opening matters, prefer `persister-redb` or
-//! `persister-fs`, whose opening memory does not grow with the number of documents.
+//! crate cannot change it: sled 0.34 rebuilds its page table (every page's location)
+//! when it opens a database and keeps it while the database is open, whatever
+//! `cache_capacity` says: 6.9 MiB for 10,000 documents of 10 changes, 53 MiB for
+//! 100,000 (the workspace's benchmark, row 9, which also shows that neither
+//! [`SledOptions::check_copy_first`] nor sled's cache is the cause). Where that
+//! matters, prefer `persister-redb` or `persister-fs`, whose opening memory does not
+//! grow with the number of documents.
 //!
 //! # Locking
 //!

@@ -28,14 +28,10 @@ pub struct SledOptions {
     /// sled's "fast" mode (`sled::Mode::HighThroughput`): more write throughput, more
     /// space used. `false` (the default) is sled's `LowSpace` mode.
     pub high_throughput: bool,
-    /// The most payload bytes (keys and values) a handle holds in memory before it
-    /// flushes them itself. Default 16 MiB.
-    ///
-    /// A handle holds its writes until [`flush`](persister_core::Persister::flush),
-    /// which writes them to sled in one batch (sled's cost is per batch, not per byte)
-    /// and syncs. A handle about to hold more than this flushes what it holds first,
-    /// which bounds its memory; those writes are then durable, and dropping the handle
-    /// no longer discards them. A single batch larger than the bound is held whole.
+    /// The most payload bytes (keys and values) a handle holds before it flushes them
+    /// itself, which bounds its memory: those writes are then durable, and dropping the
+    /// handle no longer discards them; a larger single batch is held whole. Default
+    /// 16 MiB. sled's cost is per batch, not per byte.
     pub max_pending_bytes: usize,
     /// Whether [`SledStore::open`](crate::SledStore::open) first opens a copy of an
     /// existing store and opens the store itself only when the copy opened without

@@ -88,13 +88,7 @@ impl SledEngine {
     /// Fails with a clear error when the store was opened read-only.
     pub(crate) fn check_writable(&self) -> Result<()> {
         if self.read_only {
-            return Err(Error::InvalidInput {
-                what: "write",
-                reason: format!(
-                    "the store at {} was opened read-only; open it with SledStore::open to write",
-                    self.path.display()
-                ),
-            });
+            return Err(Error::read_only(&self.path, "SledStore::open"));
         }
         self.check_poisoned()
     }
