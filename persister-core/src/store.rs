@@ -78,6 +78,19 @@ pub trait Store: Send + Sync {
     fn recovered(&self) -> Vec<Recovered> {
         Vec::new()
     }
+
+    /// [`close`](Store::close) for a store behind a `Box`, which `close` (taking the
+    /// store by value) cannot reach: a boxed store's `close` calls this, so that
+    /// closing a [`DynStore`] closes the store inside. The default drops the store;
+    /// [`BoxedStore`] calls its store's `close`.
+    ///
+    /// # Errors
+    ///
+    /// As [`close`](Store::close).
+    fn close_boxed(self: Box<Self>) -> Result<()> {
+        drop(self);
+        Ok(())
+    }
 }
 
 /// A store whose handles are boxed, so stores of different backends share one type.
@@ -121,6 +134,10 @@ impl<S: Store> Store for BoxedStore<S> {
         self.0.close()
     }
 
+    fn close_boxed(self: Box<Self>) -> Result<()> {
+        self.0.close()
+    }
+
     fn recovered(&self) -> Vec<Recovered> {
         self.0.recovered()
     }
@@ -143,6 +160,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         (**self).remove_document(id)
+    }
+
+    fn close(self) -> Result<()> {
+        self.close_boxed()
     }
 
     fn recovered(&self) -> Vec<Recovered> {

@@ -1,0 +1,253 @@
+//! One entry of the registry: a backend, and how to open its stores.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use persister_core::{DynStore, Error, Result};
+
+/// Where a backend keeps a store, which says what names one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// One file, named by its path (redb).
+    File,
+    /// One directory, named by its path (sled, fs).
+    Directory,
+    /// A place on a server, named by a URL or a connection string (PostgreSQL).
+    Url,
+    /// The memory of this process: the path only names the store, nothing is on disk.
+    Memory,
+}
+
+/// How a store is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Only reading: nothing of the store is written, locked or repaired, and a store
+    /// that is not there is an error.
+    ReadOnly,
+    /// Reading and writing; an empty store is made when there is none (as each
+    /// backend's own `open` does).
+    ReadWrite,
+    /// Reading and writing a new, empty store: fails with
+    /// [`Error::InvalidInput`] when something is there already (a file, a directory
+    /// that is not empty, a schema that holds documents).
+    Create,
+}
+
+/// Opens the store at a path, as an [`Access`] says.
+type Opener = dyn Fn(&Path, Access) -> Result<DynStore> + Send + Sync;
+/// Whether a path or URL is a store of the backend.
+type Recogniser = dyn Fn(&Path) -> bool + Send + Sync;
+
+/// One backend: its name, its format version, what its stores are, how to recognise
+/// one and how to open one. Cloning it is cheap, and clones share any state its
+/// opener keeps (the stores of [`Backend::memory`]).
+///
+/// Make an entry for a backend of your own with [`Backend::new`]:
+///
+/// ```
+/// use persister_backends::{Access, Backend, Registry, StoreKind};
+/// use persister_core::{BoxedStore, MemoryStore};
+///
+/// let scratch = Backend::new("scratch", StoreKind::Memory, 1, |_path, _access| {
+///     Ok(Box::new(BoxedStore(MemoryStore::new())))
+/// })
+/// .with_description("A store that forgets everything when dropped");
+/// let registry = Registry::standard().with(scratch);
+/// let store = registry.backend("scratch")?.open("anything", Access::ReadWrite)?;
+/// assert!(store.list_documents()?.is_empty());
+/// # Ok::<(), persister_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Backend {
+    name: &'static str,
+    kind: StoreKind,
+    format_version: u32,
+    description: &'static str,
+    what: String,
+    reads_through_copy: bool,
+    recognise: Arc<Recogniser>,
+    open: Arc<Opener>,
+}
+
+impl Backend {
+    /// An entry for the backend `name`, whose stores are of `kind` and of format
+    /// `format_version`, opened by `open`. It recognises no store until
+    /// [`with_recogniser`](Backend::with_recogniser) gives it a way to.
+    ///
+    /// `open` gets the path (or URL) as given and the [`Access`]; for
+    /// [`Access::Create`] on a file or directory backend, [`Backend::open`] has
+    /// already checked that nothing is there.
+    pub fn new(
+        name: &'static str,
+        kind: StoreKind,
+        format_version: u32,
+        open: impl Fn(&Path, Access) -> Result<DynStore> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            format_version,
+            description: "",
+            what: format!("a {name} store"),
+            reads_through_copy: false,
+            recognise: Arc::new(|_| false),
+            open: Arc::new(open),
+        }
+    }
+
+    /// The same entry, recognising its stores with `recognise`. The registry asks it
+    /// only about paths of the entry's kind: existing files for [`StoreKind::File`],
+    /// existing directories for [`StoreKind::Directory`], any text for
+    /// [`StoreKind::Url`]; it should read as little as it can (a magic number, a
+    /// marker file, a URL's scheme).
+    pub fn with_recogniser(
+        mut self,
+        recognise: impl Fn(&Path) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.recognise = Arc::new(recognise);
+        self
+    }
+
+    /// The same entry with a one-line description of its stores, for help texts.
+    pub fn with_description(mut self, description: &'static str) -> Self {
+        self.description = description;
+        self
+    }
+
+    /// The same entry, with messages naming one of its stores `what` (the default
+    /// is "a NAME store").
+    pub fn with_what(mut self, what: impl Into<String>) -> Self {
+        self.what = what.into();
+        self
+    }
+
+    /// The same entry, saying that a read-only open reads through a copy of the store
+    /// that it makes first (which takes a while for a large store).
+    pub fn with_reads_through_copy(mut self) -> Self {
+        self.reads_through_copy = true;
+        self
+    }
+
+    /// Its name ("redb").
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// What its stores are.
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    /// Whether its stores are directories (rather than files, URLs or memory).
+    pub fn is_directory(&self) -> bool {
+        self.kind == StoreKind::Directory
+    }
+
+    /// The store format version this build reads and writes: every store it opens is
+    /// of this version, others are refused.
+    pub fn format_version(&self) -> u32 {
+        self.format_version
+    }
+
+    /// A one-line description of its stores ("One redb file"); empty if none was given.
+    pub fn description(&self) -> &'static str {
+        self.description
+    }
+
+    /// How messages name one of its stores ("a redb store").
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Whether a read-only open reads through a copy of the store it makes first.
+    pub fn reads_through_copy(&self) -> bool {
+        self.reads_through_copy
+    }
+
+    /// Whether `location` holds (or, for a URL backend, names) one of its stores. It
+    /// does not open the store nor check its health.
+    pub fn recognises(&self, location: impl AsRef<Path>) -> bool {
+        let location = location.as_ref();
+        let of_kind = match self.kind {
+            StoreKind::File => location.is_file(),
+            StoreKind::Directory => location.is_dir(),
+            StoreKind::Url | StoreKind::Memory => true,
+        };
+        of_kind && (self.recognise)(location)
+    }
+
+    /// The path of a store of this backend inside `dir`, a directory that holds
+    /// nothing else: `dir/store.NAME` for a file, `dir/NAME` otherwise; `None` for a
+    /// URL backend, whose stores live on a server.
+    pub fn store_in(&self, dir: impl AsRef<Path>) -> Option<PathBuf> {
+        let dir = dir.as_ref();
+        match self.kind {
+            StoreKind::File => Some(dir.join(format!("store.{}", self.name))),
+            StoreKind::Url => None,
+            StoreKind::Directory | StoreKind::Memory => Some(dir.join(self.name)),
+        }
+    }
+
+    /// Opens the store at `location` (a path, or a URL for a URL backend) as `access`
+    /// says, with its handles boxed so that stores of every backend have one type.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for [`Access::Create`] when something is at `location`
+    /// already; otherwise whatever the backend's open returns ([`Error::Locked`],
+    /// [`Error::NotAStore`], [`Error::UnsupportedFormat`], [`Error::Io`], ...).
+    pub fn open(&self, location: impl AsRef<Path>, access: Access) -> Result<DynStore> {
+        let location = location.as_ref();
+        if access == Access::Create && matches!(self.kind, StoreKind::File | StoreKind::Directory) {
+            check_free(location, self.kind == StoreKind::Directory)?;
+        }
+        (self.open)(location, access)
+    }
+}
+
+/// Fails unless nothing is at `path` (or, when `directory`, an empty directory).
+fn check_free(path: &Path, directory: bool) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let empty_dir = directory
+        && meta.is_dir()
+        && std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none());
+    if empty_dir {
+        return Ok(());
+    }
+    Err(Error::InvalidInput {
+        what: "new store",
+        reason: format!(
+            "{} already exists; give a path where there is nothing yet",
+            path.display()
+        ),
+    })
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("format_version", &self.format_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Entries are equal when their names are: a registry holds one entry per name.
+impl PartialEq for Backend {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Backend {}

@@ -1,0 +1,144 @@
+//! The entries of the workspace's backends, and a memory backend for tests.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use persister_core::{BoxedStore, DynStore, Error, MemoryStore, Store};
+use persister_fs::FsStore;
+use persister_postgres::{PostgresOptions, PostgresStore};
+use persister_redb::RedbStore;
+use persister_sled::SledStore;
+
+use crate::{Access, Backend, StoreKind};
+
+/// `store` with its handles boxed.
+fn boxed<S: Store + 'static>(store: S) -> DynStore {
+    Box::new(BoxedStore(store))
+}
+
+impl Backend {
+    /// `persister-redb`: one redb file, recognised by redb's magic number.
+    pub fn redb() -> Self {
+        Backend::new(
+            "redb",
+            StoreKind::File,
+            persister_redb::FORMAT_VERSION,
+            |path, access| {
+                Ok(match access {
+                    Access::ReadOnly => boxed(RedbStore::open_read_only(path)?),
+                    Access::ReadWrite | Access::Create => boxed(RedbStore::open(path)?),
+                })
+            },
+        )
+        .with_recogniser(|path| persister_redb::is_redb_file(path))
+        .with_description("One redb file")
+    }
+
+    /// `persister-sled`: a sled directory, recognised by sled's `conf` and `db` files.
+    /// A read-only open reads a copy of the store that it makes and removes.
+    pub fn sled() -> Self {
+        Backend::new(
+            "sled",
+            StoreKind::Directory,
+            persister_sled::FORMAT_VERSION,
+            |path, access| {
+                Ok(match access {
+                    Access::ReadOnly => boxed(SledStore::open_read_only(path)?),
+                    Access::ReadWrite | Access::Create => boxed(SledStore::open(path)?),
+                })
+            },
+        )
+        .with_recogniser(|path| persister_sled::is_sled_store(path))
+        .with_description("A sled directory")
+        .with_reads_through_copy()
+    }
+
+    /// `persister-fs`: a directory of logs, recognised by its `STORE` marker.
+    pub fn fs() -> Self {
+        Backend::new(
+            "fs",
+            StoreKind::Directory,
+            persister_fs::FORMAT_VERSION,
+            |path, access| {
+                Ok(match access {
+                    Access::ReadOnly => boxed(FsStore::open_read_only(path)?),
+                    Access::ReadWrite | Access::Create => boxed(FsStore::open(path)?),
+                })
+            },
+        )
+        .with_recogniser(|path| persister_fs::is_fs_store(path))
+        .with_description("A persister-fs directory")
+        .with_what("an fs store")
+    }
+
+    /// `persister-postgres`: a schema of a PostgreSQL database, named by a
+    /// `postgres://` or `postgresql://` URL (`?schema=NAME`, default `persister`) or
+    /// a connection string (`schema=NAME`). Only URLs are recognised: a connection
+    /// string opens through this entry but is not told from a path.
+    ///
+    /// A read-only open creates no schema; [`Access::Create`] refuses a schema that
+    /// holds documents.
+    pub fn postgres() -> Self {
+        Backend::new(
+            "postgres",
+            StoreKind::Url,
+            persister_postgres::FORMAT_VERSION,
+            |location, access| {
+                let url = location.to_string_lossy();
+                let options =
+                    PostgresOptions::default().create_if_missing(access != Access::ReadOnly);
+                let store = PostgresStore::open_with(&url, options)?;
+                if access == Access::Create && !store.list_documents()?.is_empty() {
+                    return Err(Error::InvalidInput {
+                        what: "new store",
+                        reason: format!(
+                            "{} already holds documents; give an empty schema (add ?schema=NAME to the URL) or an empty database",
+                            store.description()
+                        ),
+                    });
+                }
+                Ok(boxed(store))
+            },
+        )
+        .with_recogniser(|location| {
+            let text = location.to_string_lossy();
+            text.starts_with("postgres://") || text.starts_with("postgresql://")
+        })
+        .with_description(
+            "A schema of a PostgreSQL database, given as a `postgres://` URL (`?schema=NAME`, default `persister`)",
+        )
+        .with_what("a PostgreSQL store")
+    }
+
+    /// `persister_core::MemoryStore`s kept by this entry, one per path: opening a
+    /// path again (after the previous store was dropped, or not) is reopening the same
+    /// store, and clones of the entry share them. Nothing is on disk and nothing
+    /// survives the process; the stores live as long as the entry. For tests that
+    /// compare a disk backend with the reference. It has no read-only mode, and its
+    /// format version is 0 (it writes no format).
+    pub fn memory() -> Self {
+        let stores: Arc<Mutex<HashMap<PathBuf, MemoryStore>>> = Arc::default();
+        Backend::new("memory", StoreKind::Memory, 0, move |path, access| {
+            let mut stores = stores.lock().unwrap_or_else(PoisonError::into_inner);
+            match access {
+                Access::ReadOnly => Err(Error::InvalidInput {
+                    what: "access",
+                    reason: "a memory store has no read-only mode".into(),
+                }),
+                Access::Create if stores.contains_key(path) => Err(Error::InvalidInput {
+                    what: "new store",
+                    reason: format!(
+                        "a memory store named {} exists already; give another name",
+                        path.display()
+                    ),
+                }),
+                Access::ReadWrite | Access::Create => {
+                    let store = stores.entry(path.to_path_buf()).or_default();
+                    Ok(boxed(store.clone()))
+                }
+            }
+        })
+        .with_description("Memory of this process: nothing is kept on disk")
+    }
+}

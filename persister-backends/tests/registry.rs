@@ -1,0 +1,275 @@
+//! The registry finds, opens and refuses stores the same way for every backend, and a
+//! new backend is one entry: an engine under core's `EngineStore` passes the
+//! conformance suite opened through the registry alone.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use persister_backends::{Access, Backend, Location, Registry, StoreKind};
+use persister_core::{BoxedStore, DynStore, EngineStore, Error, MemoryEngine, Persister, Result};
+
+type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+const DISK: [&str; 3] = ["redb", "sled", "fs"];
+
+#[test]
+fn the_standard_registry_knows_the_workspace_backends() -> TestResult {
+    let registry = Registry::standard();
+    assert_eq!(registry.names(), ["redb", "sled", "fs", "postgres"]);
+    let versions: Vec<u32> = registry.iter().map(Backend::format_version).collect();
+    assert_eq!(
+        versions,
+        [
+            persister_redb::FORMAT_VERSION,
+            persister_sled::FORMAT_VERSION,
+            persister_fs::FORMAT_VERSION,
+            persister_postgres::FORMAT_VERSION
+        ]
+    );
+    let kinds: Vec<StoreKind> = registry.iter().map(Backend::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            StoreKind::File,
+            StoreKind::Directory,
+            StoreKind::Directory,
+            StoreKind::Url
+        ]
+    );
+    let unknown = registry
+        .backend("lmdb")
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert_eq!(
+        unknown,
+        Err("invalid backend: there is no backend called \"lmdb\"; the known backends are redb, sled, fs, postgres".into())
+    );
+    Ok(())
+}
+
+#[test]
+fn a_store_of_every_disk_backend_is_recognised_and_reopened() -> TestResult {
+    let registry = Registry::standard();
+    for name in DISK {
+        let dir = tempfile::tempdir()?;
+        let backend = registry.backend(name)?;
+        let location = Location::in_dir(backend.clone(), dir.path());
+        assert!(registry.recognise(location.path()).is_none(), "{name}");
+        assert!(
+            matches!(
+                registry.detect(location.path()),
+                Err(Error::NotFound { .. })
+            ),
+            "{name}"
+        );
+        let store = backend.open(location.path(), Access::Create)?;
+        let mut doc = store.open_document(&"notes".into())?;
+        doc.set_document(b"kept".to_vec())?;
+        doc.close()?;
+        drop(store);
+        assert_eq!(registry.detect(location.path())?.name(), name);
+        let read_only = registry.open(location.path(), Access::ReadOnly)?;
+        let doc = read_only.open_document(&"notes".into())?;
+        assert_eq!(doc.get_document()?, Some(b"kept".to_vec()), "{name}");
+        drop((doc, read_only));
+        assert_eq!(
+            location.open()?.list_documents()?,
+            vec!["notes".into()],
+            "{name}"
+        );
+        // A new store is never made over an existing one.
+        let again = backend.open(location.path(), Access::Create).map(|_| ());
+        assert!(
+            matches!(
+                &again,
+                Err(Error::InvalidInput {
+                    what: "new store",
+                    ..
+                })
+            ),
+            "{name}: {again:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn what_is_no_store_is_refused_by_detection() -> TestResult {
+    let registry = Registry::standard();
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"not a store")?;
+    for path in [file.as_path(), dir.path()] {
+        let found = registry.detect(path).map(Backend::name);
+        assert!(matches!(found, Err(Error::NotAStore { .. })), "{found:?}");
+    }
+    // An empty directory is a fine place for a new directory store, not for a file.
+    assert!(
+        registry
+            .backend("fs")?
+            .open(dir.path().join("empty"), Access::Create)
+            .is_ok()
+    );
+    std::fs::create_dir(dir.path().join("empty-dir"))?;
+    let redb = registry
+        .backend("redb")?
+        .open(dir.path().join("empty-dir"), Access::Create)
+        .map(|_| ());
+    assert!(matches!(redb, Err(Error::InvalidInput { .. })), "{redb:?}");
+    Ok(())
+}
+
+#[test]
+fn a_postgres_url_names_its_backend_before_the_store_exists() {
+    let registry = Registry::standard();
+    for url in [
+        "postgres://u@host/db",
+        "postgresql://u:secret@host:5433/db?schema=notes",
+    ] {
+        assert_eq!(
+            registry.url_backend(url).map(Backend::name),
+            Some("postgres")
+        );
+        assert_eq!(registry.recognise(url).map(Backend::name), Some("postgres"));
+    }
+    assert!(registry.url_backend("/tmp/postgres").is_none());
+}
+
+#[test]
+fn memory_stores_are_reopened_by_path() -> TestResult {
+    let memory = Backend::memory();
+    let store = memory.open("a", Access::ReadWrite)?;
+    let mut doc = store.open_document(&"doc".into())?;
+    doc.set_document(vec![1])?;
+    doc.close()?;
+    drop(store);
+    let reopened = memory.clone().open("a", Access::ReadWrite)?;
+    assert_eq!(reopened.list_documents()?, vec!["doc".into()]);
+    assert!(
+        memory
+            .open("b", Access::ReadWrite)?
+            .list_documents()?
+            .is_empty()
+    );
+    assert!(memory.open("a", Access::Create).is_err());
+    assert!(memory.open("a", Access::ReadOnly).is_err());
+    Ok(())
+}
+
+/// A PostgreSQL store through the registry, on a throwaway cluster (or
+/// `PERSISTER_POSTGRES_URL`): recognised by its URL, created, refused as a new store
+/// once it holds documents, and read read-only.
+#[test]
+fn a_postgres_store_opens_through_the_registry() -> TestResult {
+    use persister_testkit::postgres::{Cluster, binaries};
+    let schema = format!("registry_{}", std::process::id());
+    let mut _cluster = None;
+    let url = match std::env::var("PERSISTER_POSTGRES_URL") {
+        Ok(url) if url.contains("://") => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}schema={schema}")
+        }
+        _ => match binaries() {
+            Some(bin) => {
+                let cluster = Cluster::start(&bin, &[])?;
+                let url = cluster.uri(&schema);
+                _cluster = Some(cluster);
+                url
+            }
+            None if std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+                return Err(
+                    "PERSISTER_REQUIRE_POSTGRES=1, but there is no PostgreSQL server".into(),
+                );
+            }
+            None => {
+                println!(
+                    "skipped: no PostgreSQL server (set PERSISTER_POSTGRES_URL or install initdb and pg_ctl)"
+                );
+                return Ok(());
+            }
+        },
+    };
+    let registry = Registry::standard();
+    // Looking creates nothing.
+    assert!(registry.open(&url, Access::ReadOnly).is_err());
+    let store = registry.open(&url, Access::Create)?;
+    let mut doc = store.open_document(&"notes".into())?;
+    doc.set_document(b"on the server".to_vec())?;
+    doc.close()?;
+    drop(store);
+    let again = registry.open(&url, Access::Create).map(|_| ());
+    match again {
+        Err(Error::InvalidInput {
+            what: "new store",
+            reason,
+        }) => {
+            assert!(reason.contains("already holds documents"), "{reason}");
+            assert!(reason.contains(&schema), "the schema is named: {reason}");
+        }
+        other => panic!("a schema holding documents was taken as a new store: {other:?}"),
+    }
+    let read_only = registry.open(&url, Access::ReadOnly)?;
+    let doc = read_only.open_document(&"notes".into())?;
+    assert_eq!(doc.get_document()?, Some(b"on the server".to_vec()));
+    Ok(())
+}
+
+/// Engines of the memory-engine entry, by path: shared with the conformance fixture
+/// so that it can make a flush fail.
+type Engines = Arc<Mutex<HashMap<PathBuf, MemoryEngine>>>;
+
+/// The whole of adding a backend: an engine (core's `MemoryEngine` here) under core's
+/// `EngineStore`, and this one entry.
+fn memory_engine_entry(engines: Engines) -> Backend {
+    Backend::new(
+        "memory-engine",
+        StoreKind::Memory,
+        1,
+        move |path, _access| {
+            let mut engines = engines.lock().unwrap_or_else(|e| e.into_inner());
+            let engine = engines.entry(path.to_path_buf()).or_default().clone();
+            Ok(Box::new(BoxedStore(EngineStore::new(engine))) as DynStore)
+        },
+    )
+    .with_description("Core's memory engine under its generic store")
+}
+
+/// One store of the memory-engine entry, opened only through the registry.
+struct RegistryFixture {
+    registry: Registry,
+    engines: Engines,
+    path: PathBuf,
+}
+
+fn fixture() -> RegistryFixture {
+    let engines = Engines::default();
+    RegistryFixture {
+        registry: Registry::standard().with(memory_engine_entry(Arc::clone(&engines))),
+        engines,
+        path: Path::new("conformance").to_path_buf(),
+    }
+}
+
+impl persister_core::conformance::Fixture for RegistryFixture {
+    type Store = DynStore;
+
+    fn open(&self) -> Result<DynStore> {
+        self.registry
+            .backend("memory-engine")?
+            .open(&self.path, Access::ReadWrite)
+    }
+
+    fn fail_next_flush(&self, _store: &DynStore) {
+        let engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(engine) = engines.get(&self.path) {
+            engine.fail_next_commit();
+        }
+    }
+}
+
+mod memory_engine_through_the_registry {
+    use super::fixture;
+
+    persister_core::conformance_tests!(fixture());
+}
