@@ -1,73 +1,66 @@
-//! Which backend a path holds, and opening it.
+//! Which backend a path holds, and opening it: the standard registry of
+//! `persister-backends`, with the command line's own messages and advice.
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
-use persister_core::{DocumentId, DynPersister, Store};
-use persister_fs::FsStore;
-use persister_postgres::PostgresStore;
-use persister_redb::RedbStore;
-use persister_sled::SledStore;
-use serde::Serialize;
+use persister_backends::{Registry, StoreKind};
+use persister_core::{DocumentId, DynPersister, DynStore, Store};
 
 use crate::CliError;
 
-/// A storage backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// One redb file (the default for new stores).
-    Redb,
-    /// A sled directory.
-    Sled,
-    /// A persister-fs directory.
-    Fs,
-    /// A schema of a PostgreSQL database, given as a `postgres://` URL (`?schema=NAME`,
-    /// default `persister`).
-    Postgres,
-}
+/// Every backend the commands know.
+static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::standard);
+
+/// The registry's backends, as `--backend` offers them.
+static BACKENDS: LazyLock<Vec<Backend>> = LazyLock::new(|| REGISTRY.iter().map(Backend).collect());
+
+/// A storage backend: an entry of the standard registry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Backend(&'static persister_backends::Backend);
 
 impl Backend {
+    /// The backend called `name` (as `--backend` takes it).
+    pub fn named(name: &str) -> Option<Backend> {
+        REGISTRY.get(name).map(Backend)
+    }
+
+    /// The backend of new stores when `--backend` does not say: the registry's first.
+    pub fn default_for_new() -> Backend {
+        BACKENDS[0]
+    }
+
     /// Its name, as `--backend` takes it.
     pub fn name(self) -> &'static str {
-        match self {
-            Backend::Redb => "redb",
-            Backend::Sled => "sled",
-            Backend::Fs => "fs",
-            Backend::Postgres => "postgres",
-        }
+        self.0.name()
     }
 
     /// The store format version this build reads and writes: every store it opens is
     /// of this version, others are refused.
     pub fn format_version(self) -> u32 {
-        match self {
-            Backend::Redb => persister_redb::FORMAT_VERSION,
-            Backend::Sled => persister_sled::FORMAT_VERSION,
-            Backend::Fs => persister_fs::FORMAT_VERSION,
-            Backend::Postgres => persister_postgres::FORMAT_VERSION,
-        }
+        self.0.format_version()
     }
 
-    /// The backend of a new store at `destination`: a PostgreSQL URL is always a
-    /// postgres store, whatever `--backend` says.
+    /// The backend of a new store at `destination`: a URL names its own backend,
+    /// whatever `--backend` says.
     pub fn for_destination(destination: &Path, backend: Backend) -> Backend {
-        if is_url(destination) {
-            Backend::Postgres
-        } else {
-            backend
-        }
+        REGISTRY.url_backend(destination).map_or(backend, Backend)
     }
 
-    /// Whether its stores are directories (otherwise a file).
+    /// Whether its stores are directories (otherwise a file or a URL).
     pub fn is_directory(self) -> bool {
-        !matches!(self, Backend::Redb | Backend::Postgres)
+        self.0.is_directory()
     }
 
-    /// The backend of the store at `path`: a redb file, a sled directory or an fs
-    /// directory.
+    /// Whether its stores are files.
+    pub fn is_file(self) -> bool {
+        self.0.kind() == StoreKind::File
+    }
+
+    /// The backend of the store at `path`, as the registry recognises it.
     pub fn detect(path: &Path) -> Result<Backend, CliError> {
-        if is_url(path) {
-            return Ok(Backend::Postgres);
+        if let Some(backend) = REGISTRY.recognise(path) {
+            return Ok(Backend(backend));
         }
         if !path.exists() {
             return Err(CliError::new(
@@ -75,10 +68,8 @@ impl Backend {
                 "check the path; `persister copy` and `persister import` create new stores",
             ));
         }
+        let of_kind = |kind| REGISTRY.iter().filter(move |b| b.kind() == kind);
         if path.is_file() {
-            if persister_redb::is_redb_file(path) {
-                return Ok(Backend::Redb);
-            }
             if crate::export::is_export_file(path) {
                 return Err(CliError::new(
                     format!("{} is a persister export file, not a store", path.display()),
@@ -88,30 +79,72 @@ impl Backend {
                     ),
                 ));
             }
+            let files: Vec<&str> = of_kind(StoreKind::File).map(|b| b.what()).collect();
+            let directories: Vec<&str> = of_kind(StoreKind::Directory).map(|b| b.name()).collect();
             return Err(CliError::new(
-                format!("{} is a file, but not a redb store", path.display()),
-                "check the path (sled and fs stores are directories), or pass --backend to force a backend",
+                format!(
+                    "{} is a file, but not {}",
+                    path.display(),
+                    files.join(" or ")
+                ),
+                format!(
+                    "check the path ({} stores are directories), or pass --backend to force a backend",
+                    directories.join(" and ")
+                ),
             ));
         }
-        if persister_sled::is_sled_store(path) {
-            return Ok(Backend::Sled);
-        }
-        if persister_fs::is_fs_store(path) {
-            return Ok(Backend::Fs);
-        }
+        let directories: Vec<&str> = of_kind(StoreKind::Directory).map(|b| b.what()).collect();
         Err(CliError::new(
             format!(
-                "{} is a directory, but neither a sled store nor an fs store",
-                path.display()
+                "{} is a directory, but {}",
+                path.display(),
+                neither(&directories)
             ),
             "check the path, or pass --backend to force a backend",
         ))
     }
 }
 
+/// "neither A nor B", "none of A, B or C".
+fn neither(what: &[&str]) -> String {
+    match what {
+        [] => "no store".into(),
+        [one] => format!("not {one}"),
+        [a, b] => format!("neither {a} nor {b}"),
+        [rest @ .., last] => format!("none of {} or {last}", rest.join(", ")),
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for Backend {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl clap::ValueEnum for Backend {
+    fn value_variants<'a>() -> &'a [Self] {
+        &BACKENDS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = if *self == Backend::default_for_new() {
+            format!("{} (the default for new stores)", self.0.description())
+        } else {
+            self.0.description().to_string()
+        };
+        Some(clap::builder::PossibleValue::new(self.name()).help(help))
     }
 }
 
@@ -133,14 +166,7 @@ pub struct OpenStore {
     backend: Backend,
     /// The path the user gave.
     path: PathBuf,
-    engine: Engine,
-}
-
-enum Engine {
-    Redb(RedbStore),
-    Sled(SledStore),
-    Fs(FsStore),
-    Postgres(PostgresStore),
+    store: DynStore,
 }
 
 /// A store argument as the CLI shows it: a path as given, a URL without its password.
@@ -161,10 +187,9 @@ pub fn shown(path: &Path) -> String {
     }
 }
 
-/// Whether a store argument is a PostgreSQL URL rather than a path.
+/// Whether a store argument is a URL rather than a path.
 pub fn is_url(path: &Path) -> bool {
-    let text = path.to_string_lossy();
-    text.starts_with("postgres://") || text.starts_with("postgresql://")
+    REGISTRY.url_backend(path).is_some()
 }
 
 /// A document's handle, and what opening it noticed.
@@ -190,11 +215,24 @@ impl OpenStore {
             Some(backend) => backend,
             None => Backend::detect(path)?,
         };
-        let engine = open_engine(backend, path, access)?;
+        let access = match access {
+            Access::Read => persister_backends::Access::ReadOnly,
+            Access::Write | Access::New => persister_backends::Access::ReadWrite,
+        };
+        let store =
+            if access == persister_backends::Access::ReadOnly && backend.0.reads_through_copy() {
+                // It reads a copy of the store, which takes a while for a large one.
+                let copying = crate::output::spinner(format!("copying the {backend} store"));
+                let store = backend.0.open(path, access);
+                copying.finish_and_clear();
+                store?
+            } else {
+                backend.0.open(path, access)?
+            };
         Ok(OpenStore {
             backend,
             path: path.to_path_buf(),
-            engine,
+            store,
         })
     }
 
@@ -206,19 +244,21 @@ impl OpenStore {
                 "choose a new path for the new store",
             ));
         }
-        let engine = open_engine(backend, path, Access::New)?;
-        if let Engine::Postgres(store) = &engine
-            && !store.list_documents()?.is_empty()
-        {
-            return Err(CliError::new(
-                format!("{} already holds documents", store.description()),
-                "give an empty schema (add ?schema=NAME to the URL) or an empty database",
-            ));
-        }
+        let store = match backend.0.open(path, persister_backends::Access::Create) {
+            // The registry's reason says what is there, then what to do.
+            Err(persister_core::Error::InvalidInput {
+                what: "new store",
+                reason,
+            }) => {
+                let (cause, advice) = reason.split_once("; ").unwrap_or((&reason, ""));
+                return Err(CliError::new(cause.to_string(), advice.to_string()));
+            }
+            opened => opened?,
+        };
         Ok(OpenStore {
             backend,
             path: path.to_path_buf(),
-            engine,
+            store,
         })
     }
 
@@ -234,31 +274,18 @@ impl OpenStore {
 
     /// Every document's id, ordered by their bytes.
     pub fn list(&self) -> Result<Vec<DocumentId>, CliError> {
-        let ids = match &self.engine {
-            Engine::Redb(store) => store.list_documents(),
-            Engine::Sled(store) => store.list_documents(),
-            Engine::Fs(store) => store.list_documents(),
-            Engine::Postgres(store) => store.list_documents(),
-        };
-        ids.map_err(|e| self.error(e))
+        self.store.list_documents().map_err(|e| self.error(e))
     }
 
     /// Opens document `id`.
     pub fn open_document(&self, id: &DocumentId) -> Result<OpenedDocument, CliError> {
-        let opened: persister_core::Result<DynPersister> = match &self.engine {
-            Engine::Redb(store) => store.open_document(id).map(|p| Box::new(p) as _),
-            Engine::Sled(store) => store.open_document(id).map(|p| Box::new(p) as _),
-            Engine::Fs(store) => store.open_document(id).map(|p| Box::new(p) as _),
-            Engine::Postgres(store) => store.open_document(id).map(|p| Box::new(p) as _),
-        };
-        let persister = opened.map_err(|e| self.error(e).context(format!("document {id}")))?;
-        let recovered = match &self.engine {
-            Engine::Redb(store) => store.recovered(),
-            Engine::Sled(store) => store.recovered(),
-            Engine::Fs(store) => store.recovered(),
-            Engine::Postgres(store) => store.recovered(),
-        };
-        let note = recovered
+        let persister = self
+            .store
+            .open_document(id)
+            .map_err(|e| self.error(e).context(format!("document {id}")))?;
+        let note = self
+            .store
+            .recovered()
             .iter()
             .rfind(|r| &r.document == id)
             .map(|r| {
@@ -294,29 +321,6 @@ impl OpenStore {
     pub fn error(&self, e: persister_core::Error) -> CliError {
         CliError::from(e)
     }
-}
-
-fn open_engine(backend: Backend, path: &Path, access: Access) -> persister_core::Result<Engine> {
-    let read_only = access == Access::Read;
-    Ok(match backend {
-        Backend::Redb if read_only => Engine::Redb(RedbStore::open_read_only(path)?),
-        Backend::Redb => Engine::Redb(RedbStore::open(path)?),
-        Backend::Sled if read_only => {
-            // It reads a copy of the store, which takes a while for a large one.
-            let copying = crate::output::spinner("copying the sled store");
-            let store = SledStore::open_read_only(path)?;
-            copying.finish_and_clear();
-            Engine::Sled(store)
-        }
-        Backend::Sled => Engine::Sled(SledStore::open(path)?),
-        Backend::Fs if read_only => Engine::Fs(FsStore::open_read_only(path)?),
-        Backend::Fs => Engine::Fs(FsStore::open(path)?),
-        // Commands that only look create no schema.
-        Backend::Postgres => Engine::Postgres(PostgresStore::open_with(
-            &path.to_string_lossy(),
-            persister_postgres::PostgresOptions::default().create_if_missing(!read_only),
-        )?),
-    })
 }
 
 /// The bytes of a file, or of every file under a directory.

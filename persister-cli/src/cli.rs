@@ -79,7 +79,7 @@ pub enum Command {
         /// The new store.
         dst: PathBuf,
         /// The backend of the new store.
-        #[arg(long, value_enum, default_value_t = Backend::Redb)]
+        #[arg(long, value_enum, default_value_t = Backend::default_for_new())]
         backend: Backend,
         /// The backend of SRC, if detection gets it wrong.
         #[arg(long, value_enum)]
@@ -120,7 +120,7 @@ pub enum Command {
         /// The new store.
         store: PathBuf,
         /// The backend of the new store.
-        #[arg(long, value_enum, default_value_t = Backend::Redb)]
+        #[arg(long, value_enum, default_value_t = Backend::default_for_new())]
         backend: Backend,
     },
 }
@@ -142,7 +142,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "persister-demo")]
     pub dir: PathBuf,
     /// The backend to run on.
-    #[arg(long, value_enum, default_value_t = Backend::Redb)]
+    #[arg(long, value_enum, default_value_t = Backend::default_for_new())]
     pub backend: Backend,
     /// Edits in this session (keystrokes that change the text; with --trace, trace
     /// transactions).

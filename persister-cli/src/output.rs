@@ -103,14 +103,14 @@ pub const PROGRESS_ENV: &str = "PERSISTER_PROGRESS";
 #[derive(Debug)]
 pub struct Progress {
     bar: ProgressBar,
-    what: &'static str,
+    what: std::borrow::Cow<'static, str>,
     lines: bool,
     /// The last tenth printed, in lines mode.
     tenth: std::cell::Cell<u64>,
 }
 
 impl Progress {
-    fn new(len: Option<u64>, what: &'static str) -> Progress {
+    fn new(len: Option<u64>, what: std::borrow::Cow<'static, str>) -> Progress {
         let lines = std::env::var(PROGRESS_ENV).is_ok_and(|v| v == "lines");
         let bar = if lines || !std::io::stderr().is_terminal() {
             ProgressBar::with_draw_target(len, ProgressDrawTarget::hidden())
@@ -128,17 +128,18 @@ impl Progress {
             }
             bar
         };
-        bar.set_message(what);
+        bar.set_message(what.clone());
+        let first = match len {
+            Some(len) => format!("{what}: 0 of {}", thousands(len)),
+            None => format!("{what}..."),
+        };
         let progress = Progress {
             bar,
             what,
             lines,
             tenth: std::cell::Cell::new(0),
         };
-        progress.line(match len {
-            Some(len) => format!("{what}: 0 of {}", thousands(len)),
-            None => format!("{what}..."),
-        });
+        progress.line(first);
         progress
     }
 
@@ -187,12 +188,12 @@ impl Progress {
 
 /// A progress bar over `len` units (see [`Progress`]).
 pub fn progress(len: u64, what: &'static str) -> Progress {
-    Progress::new(Some(len), what)
+    Progress::new(Some(len), what.into())
 }
 
 /// A spinner, for a step whose length is unknown (see [`Progress`]).
-pub fn spinner(what: &'static str) -> Progress {
-    Progress::new(None, what)
+pub fn spinner(what: impl Into<std::borrow::Cow<'static, str>>) -> Progress {
+    Progress::new(None, what.into())
 }
 
 #[cfg(test)]

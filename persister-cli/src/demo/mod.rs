@@ -290,13 +290,13 @@ impl Idle {
     }
 }
 
-/// The store of `backend` in the demo's directory.
+/// The store of `backend` in the demo's directory: `demo.NAME` for a file, `NAME`
+/// otherwise (for a URL backend, not a URL: opening it says that such a store is
+/// given by its URL).
 fn store_path(dir: &Path, backend: Backend) -> PathBuf {
-    dir.join(match backend {
-        Backend::Redb => "demo.redb",
-        Backend::Sled => "sled",
-        Backend::Fs => "fs",
-        // Not a URL: opening it says that a postgres store is given by its URL.
-        Backend::Postgres => "postgres",
-    })
+    if backend.is_file() {
+        dir.join(format!("demo.{backend}"))
+    } else {
+        dir.join(backend.name())
+    }
 }

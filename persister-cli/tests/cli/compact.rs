@@ -1,13 +1,13 @@
 //! `persister compact`.
 
 use crate::support::{
-    BACKENDS, TestResult, make_store, notes_text, persister, read_store, store_path,
+    TestResult, backends, make_store, named, notes_text, persister, read_store, store_path,
 };
 
 #[test]
 fn compact_drops_every_change_and_keeps_the_text() -> TestResult {
     let dir = tempfile::tempdir()?;
-    for backend in BACKENDS {
+    for backend in backends() {
         let path = store_path(dir.path(), backend);
         let before = make_store(backend, &path)?;
         let text = notes_text(backend, &path)?;
@@ -46,7 +46,7 @@ fn compact_drops_every_change_and_keeps_the_text() -> TestResult {
 #[test]
 fn compact_one_document_by_its_binary_id() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let backend = persister_cli::Backend::Redb;
+    let backend = named("redb");
     let path = store_path(dir.path(), backend);
     let before = make_store(backend, &path)?;
     let run = persister(["compact", path.to_str().unwrap(), "0xff0001"])?.expect(0);
@@ -73,7 +73,7 @@ fn compact_one_document_by_its_binary_id() -> TestResult {
 fn a_yjs_document_is_compacted_with_yrs() -> TestResult {
     use yrs::{GetString, Transact};
     let dir = tempfile::tempdir()?;
-    for backend in BACKENDS {
+    for backend in backends() {
         let path = store_path(dir.path(), backend);
         crate::support::write_yjs(backend, &path, "ynotes", &["one", " two", " three"])?;
         let json = persister(["compact", "--json", path.to_str().unwrap(), "ynotes"])?

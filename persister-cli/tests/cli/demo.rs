@@ -1,6 +1,6 @@
 //! `persister demo`.
 
-use persister_cli::Backend;
+use crate::support::named;
 
 use crate::support::{TestResult, persister, read_store, run_in, run_with, snapshot_files};
 
@@ -223,7 +223,7 @@ fn a_run_with_nothing_to_do_says_so_and_writes_nothing() -> TestResult {
     let dir = tempfile::tempdir()?;
     let trace = dir.path().join("tiny.json");
     write_trace(&trace, 41)?;
-    for (backend, store) in [(Backend::Redb, "demo.redb"), (Backend::Fs, "fs")] {
+    for (backend, store) in [(named("redb"), "demo.redb"), (named("fs"), "fs")] {
         let d = dir.path().join(format!("d-{backend}"));
         let args = |json: bool| {
             let mut args = vec![
@@ -250,7 +250,7 @@ fn a_run_with_nothing_to_do_says_so_and_writes_nothing() -> TestResult {
         let files = snapshot_files(&d)?;
         let unchanged = || -> TestResult<bool> {
             Ok(read_store(backend, &d.join(store))? == contents
-                && (backend == Backend::Redb || snapshot_files(&d)? == files))
+                && (backend == named("redb") || snapshot_files(&d)? == files))
         };
 
         let idle = persister(args(false))?.expect(0);
@@ -288,7 +288,8 @@ fn a_document_the_demo_did_not_make_gets_a_hint_naming_a_new_directory() -> Test
     let d = dir.path().join("mine");
     std::fs::create_dir(&d)?;
     {
-        let store = crate::support::open_store(persister_cli::Backend::Redb, &d.join("demo.redb"))?;
+        let store =
+            crate::support::open_store(crate::support::named("redb"), &d.join("demo.redb"))?;
         let mut doc = PersistentDoc::load(store.open_document(&"demo".into())?)?;
         doc.edit(|d| d.put(ROOT, "title", "not the demo's"))?;
         doc.close()?;

@@ -1,16 +1,15 @@
 //! `persister ls` and `persister info`.
 
-use persister_cli::Backend;
 use persister_core::{Persister, Store};
 
 use crate::support::{
-    BACKENDS, TestResult, damage_log, make_store, open_store, persister, store_path,
+    TestResult, backends, damage_log, make_store, named, open_store, persister, store_path,
 };
 
 #[test]
 fn ls_lists_every_document_with_its_sizes_on_every_backend() -> TestResult {
     let dir = tempfile::tempdir()?;
-    for backend in BACKENDS {
+    for backend in backends() {
         let path = store_path(dir.path(), backend);
         let dumps = make_store(backend, &path)?;
         let store = path.to_str().unwrap();
@@ -46,7 +45,7 @@ fn ls_lists_every_document_with_its_sizes_on_every_backend() -> TestResult {
 #[test]
 fn info_shows_sizes_actors_peers_version_and_what_automerge_loads() -> TestResult {
     let dir = tempfile::tempdir()?;
-    for backend in BACKENDS {
+    for backend in backends() {
         let path = store_path(dir.path(), backend);
         let dumps = make_store(backend, &path)?;
         let store = path.to_str().unwrap();
@@ -96,8 +95,8 @@ fn info_shows_sizes_actors_peers_version_and_what_automerge_loads() -> TestResul
 #[test]
 fn info_on_a_missing_document_or_a_bad_id_explains() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let path = store_path(dir.path(), persister_cli::Backend::Redb);
-    make_store(persister_cli::Backend::Redb, &path)?;
+    let path = store_path(dir.path(), crate::support::named("redb"));
+    make_store(crate::support::named("redb"), &path)?;
     let store = path.to_str().unwrap();
     let missing = persister(["info", store, "nope"])?.expect(1);
     missing.expect_error_lines();
@@ -175,8 +174,8 @@ fn paths_that_are_not_stores_are_explained() -> TestResult {
 #[test]
 fn ls_on_an_export_file_says_to_import_it() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = store_path(dir.path(), Backend::Redb);
-    make_store(Backend::Redb, &store)?;
+    let store = store_path(dir.path(), named("redb"));
+    make_store(named("redb"), &store)?;
     let file = dir.path().join("backup.pst");
     persister(["export", store.to_str().unwrap(), file.to_str().unwrap()])?.expect(0);
     for command in ["ls", "verify"] {
@@ -205,7 +204,7 @@ fn ls_on_a_store_whose_only_document_is_damaged_says_so() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("one");
     {
-        let store = open_store(Backend::Fs, &path)?;
+        let store = open_store(named("fs"), &path)?;
         let mut doc = store.open_document(&"only".into())?;
         doc.set_document(b"a document".to_vec())?;
         doc.flush()?;
@@ -233,8 +232,8 @@ fn ls_on_a_store_whose_only_document_is_damaged_says_so() -> TestResult {
 #[test]
 fn ls_info_and_compact_show_progress_counting_every_document() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let path = store_path(dir.path(), Backend::Sled);
-    make_store(Backend::Sled, &path)?;
+    let path = store_path(dir.path(), named("sled"));
+    make_store(named("sled"), &path)?;
     let store = path.to_str().unwrap();
     let lines = [("PERSISTER_PROGRESS", "lines")];
     let ls = crate::support::run_with(None, &lines, ["ls", store])?.expect(0);
@@ -272,7 +271,7 @@ fn ls_info_and_compact_show_progress_counting_every_document() -> TestResult {
 #[test]
 fn info_loads_a_yjs_document_with_yrs() -> TestResult {
     let dir = tempfile::tempdir()?;
-    for backend in BACKENDS {
+    for backend in backends() {
         let path = store_path(dir.path(), backend);
         make_store(backend, &path)?;
         crate::support::write_yjs(backend, &path, "ynotes", &["hello", " world"])?;

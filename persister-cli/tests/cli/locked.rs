@@ -1,11 +1,11 @@
 //! A store held open by another process (this test process) is refused clearly.
 
-use crate::support::{BACKENDS, TestResult, make_store, open_store, persister, store_path};
+use crate::support::{TestResult, backends, make_store, open_store, persister, store_path};
 
 #[test]
 fn every_command_refuses_a_store_held_open_elsewhere() -> TestResult {
     let dir = tempfile::tempdir()?;
-    for backend in BACKENDS {
+    for backend in backends() {
         let path = store_path(dir.path(), backend);
         make_store(backend, &path)?;
         let store = path.to_str().unwrap();

@@ -4,11 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use persister_cli::Backend;
 use persister_core::{ActorId, Persister, Store};
 
 use crate::support::{
-    BACKENDS, TestResult, make_store, open_store, persister, snapshot_files, store_path,
+    TestResult, backends, make_store, named, open_store, persister, snapshot_files, store_path,
 };
 
 /// A tmpfs mounted at a directory, unmounted when dropped.
@@ -47,7 +46,7 @@ impl Drop for Mount {
 
 #[test]
 fn read_only_commands_work_on_a_read_only_file_system_and_change_no_byte() -> TestResult {
-    for backend in BACKENDS {
+    for backend in backends() {
         let dir = tempfile::tempdir()?;
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt)?;
@@ -87,10 +86,10 @@ fn an_interrupted_copy_from_sled_leaves_nothing_behind() -> TestResult {
     use std::os::unix::process::ExitStatusExt;
 
     let dir = tempfile::tempdir()?;
-    let src = store_path(dir.path(), Backend::Sled);
+    let src = store_path(dir.path(), named("sled"));
     {
         // Large enough that copying it takes a while.
-        let store = open_store(Backend::Sled, &src)?;
+        let store = open_store(named("sled"), &src)?;
         for doc in 0..40u8 {
             let mut p = store.open_document(&format!("doc {doc}").into())?;
             for seq in 1..=4 {

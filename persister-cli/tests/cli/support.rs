@@ -9,14 +9,21 @@ use automerge::transaction::Transactable;
 use automerge::{ObjType, ROOT, ReadDoc};
 use persister_automerge::{FlushPolicy, Options, PersistentDoc};
 use persister_cli::{Backend, DocumentDump};
-use persister_core::{BoxedStore, DocumentId, DynStore, Store};
+use persister_core::{DocumentId, DynStore, Store};
 use persister_fs::FsStore;
-use persister_redb::RedbStore;
-use persister_sled::SledStore;
 
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
-pub const BACKENDS: [Backend; 3] = [Backend::Redb, Backend::Sled, Backend::Fs];
+/// The backend called `name`.
+#[track_caller]
+pub fn named(name: &str) -> Backend {
+    Backend::named(name).unwrap_or_else(|| panic!("no backend called {name}"))
+}
+
+/// The backends whose stores are on disk: redb, sled, fs.
+pub fn backends() -> [Backend; 3] {
+    ["redb", "sled", "fs"].map(named)
+}
 
 /// What a run of the binary printed and how it exited.
 #[derive(Debug)]
@@ -111,14 +118,11 @@ where
 
 /// Opens (or creates) a store of `backend` at `path` in this process.
 pub fn open_store(backend: Backend, path: &Path) -> TestResult<DynStore> {
-    Ok(match backend {
-        Backend::Redb => Box::new(BoxedStore(RedbStore::open(path)?)),
-        Backend::Sled => Box::new(BoxedStore(SledStore::open(path)?)),
-        Backend::Fs => Box::new(BoxedStore(FsStore::open(path)?)),
-        Backend::Postgres => Box::new(BoxedStore(persister_postgres::PostgresStore::open(
-            &path.to_string_lossy(),
-        )?)),
-    })
+    let registry = persister_backends::Registry::standard();
+    let store = registry
+        .backend(backend.name())?
+        .open(path, persister_backends::Access::ReadWrite)?;
+    Ok(store)
 }
 
 /// The path of a test store of `backend` in `dir`.

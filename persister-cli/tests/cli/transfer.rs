@@ -1,6 +1,6 @@
 //! `persister copy`, `export` and `import`.
 
-use persister_cli::Backend;
+use crate::support::named;
 use persister_core::{Persister, Store};
 
 use crate::support::{
@@ -13,12 +13,12 @@ fn sled_to_redb_to_fs_to_an_export_file_and_back_keeps_every_byte() -> TestResul
     let dir = tempfile::tempdir()?;
     let p = |name: &str| dir.path().join(name);
     let s = |name: &str| p(name).to_str().unwrap().to_string();
-    let original = make_store(Backend::Sled, &p("sled"))?;
+    let original = make_store(named("sled"), &p("sled"))?;
     assert_eq!(original.len(), 3);
 
     let run = persister(["copy", &s("sled"), &s("a.redb")])?.expect(0);
     assert!(run.stdout.contains("copied 3 documents"), "{}", run.stdout);
-    assert_eq!(read_store(Backend::Redb, &p("a.redb"))?, original);
+    assert_eq!(read_store(named("redb"), &p("a.redb"))?, original);
 
     let json = persister([
         "copy",
@@ -32,7 +32,7 @@ fn sled_to_redb_to_fs_to_an_export_file_and_back_keeps_every_byte() -> TestResul
     .json()?;
     assert_eq!(json["source_backend"], "redb");
     assert_eq!(json["documents"], 3);
-    assert_eq!(read_store(Backend::Fs, &p("b-fs"))?, original);
+    assert_eq!(read_store(named("fs"), &p("b-fs"))?, original);
 
     let run = persister(["export", &s("b-fs"), &s("dump.pst")])?.expect(0);
     assert!(
@@ -42,7 +42,7 @@ fn sled_to_redb_to_fs_to_an_export_file_and_back_keeps_every_byte() -> TestResul
     );
     assert_eq!(&std::fs::read(p("dump.pst"))?[..8], b"PSTEXPRT");
 
-    for backend in [Backend::Sled, Backend::Redb, Backend::Fs] {
+    for backend in [named("sled"), named("redb"), named("fs")] {
         let dst = format!("imported-{}", backend.name());
         persister([
             "import",
@@ -80,10 +80,10 @@ fn sled_to_redb_to_fs_to_an_export_file_and_back_keeps_every_byte() -> TestResul
 #[test]
 fn an_existing_destination_is_refused_and_left_as_it_was() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let src = store_path(dir.path(), Backend::Redb);
-    make_store(Backend::Redb, &src)?;
-    let other = store_path(dir.path(), Backend::Fs);
-    make_store(Backend::Fs, &other)?;
+    let src = store_path(dir.path(), named("redb"));
+    make_store(named("redb"), &src)?;
+    let other = store_path(dir.path(), named("fs"));
+    make_store(named("fs"), &other)?;
     let file = dir.path().join("taken.pst");
     std::fs::write(&file, "precious")?;
     let dump = dir.path().join("dump.pst");
@@ -110,15 +110,15 @@ fn an_existing_destination_is_refused_and_left_as_it_was() -> TestResult {
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty)?;
     persister(["copy", src, empty.to_str().unwrap(), "--backend", "sled"])?.expect(0);
-    assert_eq!(read_store(Backend::Sled, &empty)?.len(), 3);
+    assert_eq!(read_store(named("sled"), &empty)?.len(), 3);
     Ok(())
 }
 
 #[test]
 fn a_failed_copy_leaves_no_destination() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let src = store_path(dir.path(), Backend::Fs);
-    let original = make_store(Backend::Fs, &src)?;
+    let src = store_path(dir.path(), named("fs"));
+    let original = make_store(named("fs"), &src)?;
     // Damage the log of the binary-id document (it comes last, after two documents
     // were written to the new store): flushed records, not a torn tail.
     let log = fs_log_path(&src, &vec![0xff, 0x00, 0x01].into())?;
@@ -178,7 +178,7 @@ fn a_failed_copy_leaves_no_destination() -> TestResult {
         "{}",
         run.stdout
     );
-    assert_eq!(read_store(Backend::Redb, &saved)?, sound);
+    assert_eq!(read_store(named("redb"), &saved)?, sound);
 
     let dump = dir.path().join("saved.pst");
     let json = persister([
@@ -201,7 +201,7 @@ fn a_failed_copy_leaves_no_destination() -> TestResult {
         imported.to_str().unwrap(),
     ])?
     .expect(0);
-    assert_eq!(read_store(Backend::Fs, &imported)?, sound);
+    assert_eq!(read_store(named("fs"), &imported)?, sound);
 
     // ls lists what it can and names the damaged document.
     let run = persister(["ls", src.to_str().unwrap()])?.expect(3);
@@ -216,7 +216,7 @@ fn skip_damaged_that_saved_nothing_exits_4_and_counts_what_it_skipped() -> TestR
     let dir = tempfile::tempdir()?;
     let src = dir.path().join("one");
     {
-        let store = open_store(Backend::Fs, &src)?;
+        let store = open_store(named("fs"), &src)?;
         let mut doc = store.open_document(&"only".into())?;
         doc.set_document(b"a document".to_vec())?;
         doc.flush()?;
@@ -241,10 +241,10 @@ fn skip_damaged_that_saved_nothing_exits_4_and_counts_what_it_skipped() -> TestR
         run.stdout
     );
     run.expect_error_lines();
-    assert!(read_store(Backend::Redb, &saved)?.is_empty());
+    assert!(read_store(named("redb"), &saved)?.is_empty());
     // Nothing left out: exit 0, as before.
-    let sound = store_path(dir.path(), Backend::Redb);
-    make_store(Backend::Redb, &sound)?;
+    let sound = store_path(dir.path(), named("redb"));
+    make_store(named("redb"), &sound)?;
     let run = persister([
         "copy",
         "--skip-damaged",
@@ -259,8 +259,8 @@ fn skip_damaged_that_saved_nothing_exits_4_and_counts_what_it_skipped() -> TestR
 #[test]
 fn a_damaged_or_foreign_export_file_imports_nothing() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let src = store_path(dir.path(), Backend::Redb);
-    make_store(Backend::Redb, &src)?;
+    let src = store_path(dir.path(), named("redb"));
+    make_store(named("redb"), &src)?;
     let dump = dir.path().join("dump.pst");
     persister(["export", src.to_str().unwrap(), dump.to_str().unwrap()])?.expect(0);
     let good = std::fs::read(&dump)?;
@@ -350,7 +350,7 @@ fn redb_to_postgres_to_redb_keeps_every_byte() -> TestResult {
     let dir = tempfile::tempdir()?;
     let p = |name: &str| dir.path().join(name);
     let s = |name: &str| p(name).to_str().unwrap().to_string();
-    let original = make_store(Backend::Redb, &p("a.redb"))?;
+    let original = make_store(named("redb"), &p("a.redb"))?;
     let run = persister(["copy", &s("a.redb"), &url])?.expect(0);
     assert!(run.stdout.contains("copied 3 documents"), "{}", run.stdout);
     let listed = persister(["ls", &url])?.expect(0);
@@ -369,6 +369,6 @@ fn redb_to_postgres_to_redb_keeps_every_byte() -> TestResult {
     // A schema that holds documents is not a new store.
     persister(["copy", &s("a.redb"), &url])?.expect(1);
     persister(["copy", &url, &s("b.redb")])?.expect(0);
-    assert_eq!(read_store(Backend::Redb, &p("b.redb"))?, original);
+    assert_eq!(read_store(named("redb"), &p("b.redb"))?, original);
     Ok(())
 }

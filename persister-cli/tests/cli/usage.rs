@@ -157,7 +157,7 @@ fn the_readmes_commands_run_in_the_readmes_order_in_a_fresh_directory() -> TestR
 fn a_malformed_hex_id_is_bad_usage() -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("s.redb");
-    crate::support::make_store(persister_cli::Backend::Redb, &store)?;
+    crate::support::make_store(crate::support::named("redb"), &store)?;
     for bad in ["0xabc", "0xzz"] {
         let run = persister(["info", store.to_str().unwrap(), bad])?.expect(2);
         run.expect_error_lines();

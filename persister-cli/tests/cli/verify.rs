@@ -3,17 +3,18 @@
 use std::path::{Path, PathBuf};
 
 use persister_cli::Backend;
+
 use persister_core::{ActorId, Persister, Store};
 
 use crate::support::{
-    BACKENDS, TestResult, binary, flip_every, fs_log_path, make_store, open_store, persister,
-    snapshot_files, store_path,
+    TestResult, backends, binary, flip_every, fs_log_path, make_store, named, open_store,
+    persister, snapshot_files, store_path,
 };
 
 #[test]
 fn a_sound_store_verifies_on_every_backend() -> TestResult {
     let dir = tempfile::tempdir()?;
-    for backend in BACKENDS {
+    for backend in backends() {
         let path = store_path(dir.path(), backend);
         make_store(backend, &path)?;
         let store = path.to_str().unwrap();
@@ -33,7 +34,7 @@ fn a_sound_store_verifies_on_every_backend() -> TestResult {
 #[test]
 fn a_damaged_change_is_reported_naming_its_document() -> TestResult {
     let dir = tempfile::tempdir()?;
-    for backend in BACKENDS {
+    for backend in backends() {
         let path = store_path(dir.path(), backend);
         make_store(backend, &path)?;
         {
@@ -82,8 +83,8 @@ fn a_damaged_change_is_reported_naming_its_document() -> TestResult {
 #[test]
 fn a_damaged_fs_log_is_reported_naming_its_document() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let path = store_path(dir.path(), Backend::Fs);
-    make_store(Backend::Fs, &path)?;
+    let path = store_path(dir.path(), named("fs"));
+    make_store(named("fs"), &path)?;
     let log = fs_log_path(&path, &"notes".into())?;
     // Damage a record in the middle: flushed data, not a torn tail.
     let mut bytes = std::fs::read(&log)?;
@@ -131,7 +132,7 @@ fn store_with_a_flipped_change(dir: &Path, backend: Backend) -> TestResult<PathB
         .ok_or("no doc")?
         .changes[3]
         .2;
-    let file = if backend == Backend::Sled {
+    let file = if backend == named("sled") {
         path.join("db")
     } else {
         path.clone()
@@ -147,7 +148,7 @@ fn store_with_a_flipped_change(dir: &Path, backend: Backend) -> TestResult<PathB
 #[test]
 fn a_damaged_sled_store_is_reported_and_left_untouched() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let path = store_with_a_flipped_change(dir.path(), Backend::Sled)?;
+    let path = store_with_a_flipped_change(dir.path(), named("sled"))?;
     let before = snapshot_files(&path)?;
     let run = persister(["verify", path.to_str().unwrap()])?.expect(3);
     run.expect_error_lines();
@@ -165,7 +166,7 @@ fn a_damaged_sled_store_is_reported_and_left_untouched() -> TestResult {
 #[test]
 fn a_damaged_redb_file_fails_verification_without_a_panic() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let path = store_with_a_flipped_change(dir.path(), Backend::Redb)?;
+    let path = store_with_a_flipped_change(dir.path(), named("redb"))?;
     let run = persister(["verify", path.to_str().unwrap()])?.expect(3);
     run.expect_error_lines();
     assert!(run.stdout.contains("DAMAGED"), "{}", run.stdout);
@@ -175,7 +176,7 @@ fn a_damaged_redb_file_fails_verification_without_a_panic() -> TestResult {
 #[test]
 fn yjs_documents_are_verified_with_yrs() -> TestResult {
     let dir = tempfile::tempdir()?;
-    for backend in BACKENDS {
+    for backend in backends() {
         let path = store_path(dir.path(), backend);
         make_store(backend, &path)?;
         crate::support::write_yjs(backend, &path, "ynotes", &["hello", " world"])?;
@@ -246,7 +247,7 @@ fn a_samod_store_verifies_and_is_not_compacted_behind_samod() -> TestResult {
     use samod::storage::Storage;
 
     let dir = tempfile::tempdir()?;
-    for backend in BACKENDS {
+    for backend in backends() {
         let path = store_path(dir.path(), backend);
         {
             // What a samod repo writes: incrementals under their hashes, a snapshot,
