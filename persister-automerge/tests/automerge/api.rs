@@ -6,11 +6,12 @@ use automerge::{AutoCommit, ObjType, ROOT, ReadDoc, TextEncoding};
 use persister_automerge::{Options, PersistentDoc};
 use persister_core::{ActorId, Persister};
 
-use crate::support::{Backend, Location, TestResult, doc_id, open_doc};
+use crate::support::named;
+use crate::support::{Location, TestResult, doc_id, open_doc};
 
 #[test]
 fn last_change_names_the_change_an_edit_stored() -> TestResult {
-    let location = Location::new(Backend::Redb)?;
+    let location = Location::new(&named("redb"))?;
     let store = location.open()?;
     let mut doc = open_doc(&store, Options::default())?;
     assert_eq!(doc.last_change(), None);
@@ -68,7 +69,7 @@ fn text_positions_count_code_points_by_default() -> TestResult {
         Options::default().text_encoding,
         TextEncoding::UnicodeCodePoint
     );
-    let location = Location::new(Backend::Memory)?;
+    let location = Location::new(&named("memory"))?;
     let store = location.open()?;
     let mut doc = PersistentDoc::load(store.open_document(&doc_id())?)?;
     let text = doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text))?;

@@ -12,8 +12,9 @@ use persister_core::{
     Persister, Store, StoredSizes, Write,
 };
 
+use crate::support::named;
 use crate::support::{
-    Backend, Location, Replica, TestResult, backend_tests, doc_id, open_doc, read_text, text_object,
+    Location, Replica, TestResult, backend_tests, doc_id, open_doc, read_text, text_object,
 };
 
 /// A persister that records the batches it applies and refuses them while `fail` is
@@ -124,12 +125,12 @@ fn is_sync_state(w: &Write) -> bool {
 }
 
 backend_tests! {
-    [memory => Memory, redb => Redb, sled => Sled, fs => Fs]
+    [memory, redb, sled, fs]
 
     /// A refused write keeps its change queued; the next write applies the queue and
     /// the new change in one batch; after a restart every edit is there.
     fn failed_writes_stay_queued_until_the_next_write(backend: Backend) -> TestResult {
-        let location = Location::new(backend)?;
+        let location = Location::new(&backend)?;
         let watch = Watch::default();
         {
             let store = location.open()?;
@@ -188,7 +189,7 @@ backend_tests! {
         let orphan = &changes[2];
         let orphan_key = (ActorId::new(orphan.actor_id().to_bytes()), orphan.seq());
 
-        let location = Location::new(backend)?;
+        let location = Location::new(&backend)?;
         let watch = Watch::default();
         let store = location.open()?;
         {
@@ -246,7 +247,7 @@ backend_tests! {
     /// The automatic trigger compacts after the write that crosses it, and compacted
     /// documents with changes after them reload.
     fn automatic_compaction_follows_the_trigger(backend: Backend) -> TestResult {
-        let location = Location::new(backend)?;
+        let location = Location::new(&backend)?;
         let watch = Watch::default();
         let trigger = CompactionTrigger { min_changes: 10, change_to_document_ratio: 0.0 };
         let store = location.open()?;
@@ -273,11 +274,11 @@ backend_tests! {
     /// A sync state is written when its encoding changes and never otherwise; the
     /// changes a message brings and the new state go in one batch.
     fn sync_state_is_written_only_when_it_changes(backend: Backend) -> TestResult {
-        let location = Location::new(backend)?;
+        let location = Location::new(&backend)?;
         let watch = Watch::default();
         let store = location.open()?;
         let mut a = open_watched(&store, &watch, manual())?;
-        let mut b = Replica::new(Backend::Memory, manual())?;
+        let mut b = Replica::new(&named("memory"), manual())?;
         let text = text_object(b.doc()?)?;
         b.doc()?.edit(|d| d.splice_text(&text, 0, 0, "from b"))?;
         watch.take();

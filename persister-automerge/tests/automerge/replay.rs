@@ -11,7 +11,7 @@ use crate::support::{
 const DEFAULT_TXNS: usize = 3_000;
 
 backend_tests! {
-    [memory => Memory, redb => Redb, sled => Sled, fs => Fs]
+    [memory, redb, sled, fs]
 
     /// Every edit of the trace as its own commit, flushed every 1,000 commits, with
     /// automatic compaction; after closing and dropping everything, the reloaded text is
@@ -21,7 +21,7 @@ backend_tests! {
             return Ok(());
         };
         let txns = if full_trace() { trace.txns.len() } else { DEFAULT_TXNS };
-        let location = Location::new(backend)?;
+        let location = Location::new(&backend)?;
         let started = std::time::Instant::now();
         {
             let store = location.open()?;

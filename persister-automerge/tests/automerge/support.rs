@@ -1,12 +1,14 @@
 //! What every test shares: backends, replicas that can be reopened, trace helpers.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use automerge::sync::Message;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, TextEncoding};
 use persister_automerge::{Options, PersistentDoc};
-use persister_core::{BoxedStore, DocumentId, DynPersister, DynStore, MemoryStore};
+pub use persister_backends::Backend;
+use persister_backends::{Access, Registry};
+use persister_core::{DocumentId, DynPersister, DynStore};
 use persister_testkit::Rng;
 use persister_traces::{Trace, Txn};
 
@@ -21,69 +23,47 @@ pub fn full_trace() -> bool {
     std::env::var(FULL_TRACE_ENV).is_ok_and(|v| v == "1")
 }
 
-/// A backend under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Memory,
-    Redb,
-    Sled,
-    Fs,
+/// The backend called `name`: `memory` (stores kept by the entry, reopened by path),
+/// or one of the standard registry's.
+pub fn named(name: &str) -> Backend {
+    parse_backend(name).unwrap_or_else(|| panic!("no backend called {name}"))
 }
 
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Memory => "memory",
-            Backend::Redb => "redb",
-            Backend::Sled => "sled",
-            Backend::Fs => "fs",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        [Backend::Memory, Backend::Redb, Backend::Sled, Backend::Fs]
-            .into_iter()
-            .find(|b| b.name() == name)
-    }
-
-    /// Opens the disk store at `path`. The memory backend has no path: use a
-    /// [`Location`].
-    pub fn open_at(self, path: &Path) -> persister_core::Result<DynStore> {
-        Ok(match self {
-            Backend::Memory => Box::new(BoxedStore(MemoryStore::new())),
-            Backend::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open(path)?)),
-            Backend::Sled => Box::new(BoxedStore(persister_sled::SledStore::open(path)?)),
-            Backend::Fs => Box::new(BoxedStore(persister_fs::FsStore::open(path)?)),
-        })
+/// The backend called `name`, if there is one.
+pub fn parse_backend(name: &str) -> Option<Backend> {
+    match name {
+        "memory" => Some(Backend::memory()),
+        name => Registry::standard().get(name).cloned(),
     }
 }
 
-/// One store of one backend that can be opened again and again: a temporary
-/// directory, or a memory store whose clones share their documents.
+/// Opens (creating if needed) the store of `backend` at `path`.
+pub fn open_at(backend: &Backend, path: &std::path::Path) -> persister_core::Result<DynStore> {
+    backend.open(path, Access::ReadWrite)
+}
+
+/// One store of one backend that can be opened again and again, in a temporary
+/// directory (a memory store is kept by its backend entry, by path).
 pub struct Location {
-    backend: Backend,
-    dir: tempfile::TempDir,
-    memory: MemoryStore,
+    store: persister_backends::Location,
+    _dir: tempfile::TempDir,
 }
 
 impl Location {
-    pub fn new(backend: Backend) -> TestResult<Self> {
+    pub fn new(backend: &Backend) -> TestResult<Self> {
+        let dir = tempfile::tempdir()?;
         Ok(Self {
-            backend,
-            dir: tempfile::tempdir()?,
-            memory: MemoryStore::new(),
+            store: persister_backends::Location::new(backend.clone(), dir.path().join("store")),
+            _dir: dir,
         })
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join("store")
+        self.store.path().to_path_buf()
     }
 
     pub fn open(&self) -> persister_core::Result<DynStore> {
-        match self.backend {
-            Backend::Memory => Ok(Box::new(BoxedStore(self.memory.clone()))),
-            other => other.open_at(&self.path()),
-        }
+        self.store.open()
     }
 }
 
@@ -113,7 +93,7 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(backend: Backend, options: Options) -> TestResult<Self> {
+    pub fn new(backend: &Backend, options: Options) -> TestResult<Self> {
         let mut replica = Self {
             location: Location::new(backend)?,
             options,
@@ -237,7 +217,7 @@ pub fn rng_from_env_or_clock() -> Rng {
 }
 
 /// Expands, for each `fn name(backend: Backend) -> TestResult { .. }`, the function
-/// and a module `name` with one `#[test]` per listed backend, so that no backend
+/// and a module `name` with one `#[test]` per listed backend (named as in the registry), so that no backend
 /// silently skips a case.
 macro_rules! backend_tests {
     ($backends:tt $($(#[$meta:meta])* fn $name:ident($arg:ident: Backend) -> TestResult $body:block)+) => {
@@ -250,11 +230,11 @@ macro_rules! backend_tests {
             }
         )+
     };
-    (@each $name:ident [$($test:ident => $backend:ident),+]) => {
+    (@each $name:ident [$($backend:ident),+]) => {
         $(
             #[test]
-            fn $test() -> $crate::support::TestResult {
-                super::$name($crate::support::Backend::$backend)
+            fn $backend() -> $crate::support::TestResult {
+                super::$name($crate::support::named(stringify!($backend)))
             }
         )+
     };

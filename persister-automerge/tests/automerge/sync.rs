@@ -16,14 +16,14 @@ const SECOND: usize = 400;
 const B_EDITS: usize = 30;
 
 backend_tests! {
-    [memory => Memory, redb => Redb, sled => Sled, fs => Fs]
+    [memory, redb, sled, fs]
 
     fn peers_converge_across_reloads_mid_sync(backend: Backend) -> TestResult {
         let Some(trace) = load_trace("automerge-paper")? else {
             return Ok(());
         };
-        let mut a = Replica::new(backend, text_options())?;
-        let mut b = Replica::new(backend, text_options())?;
+        let mut a = Replica::new(&backend, text_options())?;
+        let mut b = Replica::new(&backend, text_options())?;
 
         // A writes a history; B starts empty. Both are reloaded after the first
         // message, so the rest of the sync runs on reloaded documents and states.

@@ -2,19 +2,19 @@
 //! samod's own in-memory storage, which shows the suite expects only what samod does.
 
 mod memory {
-    persister_samod::acceptance_tests!(crate::support::fresh(crate::support::Backend::Memory));
+    persister_samod::acceptance_tests!(crate::support::fresh(crate::support::named("memory")));
 }
 
 mod redb {
-    persister_samod::acceptance_tests!(crate::support::fresh(crate::support::Backend::Redb));
+    persister_samod::acceptance_tests!(crate::support::fresh(crate::support::named("redb")));
 }
 
 mod fs {
-    persister_samod::acceptance_tests!(crate::support::fresh(crate::support::Backend::Fs));
+    persister_samod::acceptance_tests!(crate::support::fresh(crate::support::named("fs")));
 }
 
 mod sled {
-    persister_samod::acceptance_tests!(crate::support::fresh(crate::support::Backend::Sled));
+    persister_samod::acceptance_tests!(crate::support::fresh(crate::support::named("sled")));
 }
 
 mod samod_in_memory {

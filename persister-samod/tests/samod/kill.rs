@@ -18,7 +18,7 @@ use samod::storage::{Storage, StorageKey, TokioFilesystemStorage};
 use samod_core::CompactionHash;
 
 use crate::repos::contents;
-use crate::support::{Backend, Result, runtime};
+use crate::support::{Result, named, parse_backend, runtime, storage};
 
 const DIR: &str = "PERSISTER_SAMOD_KILL_DIR";
 const BACKEND: &str = "PERSISTER_SAMOD_KILL_BACKEND";
@@ -30,14 +30,14 @@ const PEER: &str = "tokio-fs";
 
 #[test]
 fn acknowledged_changes_survive_sigkill_on_redb() -> Result {
-    let lost = kill_rounds(Backend::Redb.name(), rounds(3))?;
+    let lost = kill_rounds(named("redb").name(), rounds(3))?;
     assert!(lost.is_empty(), "{lost:?}");
     Ok(())
 }
 
 #[test]
 fn acknowledged_changes_survive_sigkill_on_fs() -> Result {
-    let lost = kill_rounds(Backend::Fs.name(), rounds(3))?;
+    let lost = kill_rounds(named("fs").name(), rounds(3))?;
     assert!(lost.is_empty(), "{lost:?}");
     Ok(())
 }
@@ -146,8 +146,8 @@ fn run_child(
 /// Reopens the store and checks that every acknowledged edit is there.
 fn verify(backend: &str, dir: &Path, doc: &str, acked: &[usize]) -> Result {
     let rt = runtime()?;
-    let storage = match Backend::from_name(backend) {
-        Some(backend) => Some(backend.storage(dir, Options::new())?),
+    let storage = match parse_backend(backend) {
+        Some(backend) => Some(storage(&backend, dir, Options::new())?),
         None => None,
     };
     let found = rt.block_on(async {
@@ -232,7 +232,7 @@ fn child() -> Result {
     let rt = runtime()?;
     rt.block_on(async {
         let builder = Repo::build_tokio();
-        let repo = match Backend::from_name(&backend) {
+        let repo = match parse_backend(&backend) {
             Some(backend) => {
                 let options = Options::new().on_event(move |event| {
                     if let Event::Durable {
@@ -243,7 +243,7 @@ fn child() -> Result {
                         let _ = tx.send(StorageKey::clone(key));
                     }
                 });
-                let storage = backend.storage(Path::new(&dir), options)?;
+                let storage = storage(&backend, Path::new(&dir), options)?;
                 builder.with_storage(storage).load().await
             }
             None => {

@@ -13,7 +13,7 @@ use persister_samod::{Options, SamodStorage};
 use samod::transport::channel::ChannelDialer;
 use samod::{BackoffConfig, DocHandle, PeerId, Repo};
 
-use crate::support::{Backend, Result, runtime};
+use crate::support::{Result, named, runtime, storage};
 
 /// A document's root map, as text.
 pub fn contents(doc: &Automerge) -> BTreeMap<String, String> {
@@ -75,8 +75,8 @@ fn a_client_on_redb_and_a_server_on_fs_sync_and_reopen_identical() -> Result {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
     let (client_storage, server_storage) = (
-        Backend::Redb.storage(dir.path(), Options::new())?,
-        Backend::Fs.storage(dir.path(), Options::new())?,
+        storage(&named("redb"), dir.path(), Options::new())?,
+        storage(&named("fs"), dir.path(), Options::new())?,
     );
     let (ids, before) = rt.block_on(async {
         let client = repo(client_storage.clone(), "client").await;
@@ -127,8 +127,8 @@ fn a_client_on_redb_and_a_server_on_fs_sync_and_reopen_identical() -> Result {
 
     // Everything dropped: reopen each side alone and compare.
     let rt = runtime()?;
-    for backend in [Backend::Redb, Backend::Fs] {
-        let storage = backend.storage(dir.path(), Options::new())?;
+    for backend in [named("redb"), named("fs")] {
+        let storage = storage(&backend, dir.path(), Options::new())?;
         rt.block_on(async {
             let repo = repo(storage.clone(), backend.name()).await;
             for (id, expected) in ids.iter().zip(&before) {

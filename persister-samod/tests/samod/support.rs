@@ -4,63 +4,49 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+pub use persister_backends::Backend;
+use persister_backends::{Access, Registry, StoreKind};
 use persister_core::{
     Batch, ChangeEntry, DocumentId, Error, MemoryStore, Persister, Store, StoredSizes,
 };
-use persister_fs::FsStore;
-use persister_redb::RedbStore;
 use persister_samod::{Options, SamodStorage};
-use persister_sled::SledStore;
 
 pub type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
-/// The backends a storage runs on.
-///
-/// PostgreSQL joins here once `persister-postgres` lands: a `Postgres` variant whose
-/// `storage` opens `PostgresStore` from `PERSISTER_POSTGRES_URL` (skipping with a printed
-/// reason when unset), a `mod postgres` in `acceptance.rs`, and a third repo in
-/// `repos.rs`. Nothing else in this crate changes: the storage takes any `Store`.
-#[derive(Clone, Copy, Debug)]
-pub enum Backend {
-    Memory,
-    Redb,
-    Fs,
-    Sled,
+/// The backend called `name`: `memory`, or one of the standard registry's (the
+/// storage takes any store, so a backend added there runs here by its name).
+pub fn named(name: &str) -> Backend {
+    parse_backend(name).unwrap_or_else(|| panic!("no backend called {name}"))
 }
 
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Memory => "memory",
-            Backend::Redb => "redb",
-            Backend::Fs => "fs",
-            Backend::Sled => "sled",
-        }
+/// The backend called `name`, if there is one.
+pub fn parse_backend(name: &str) -> Option<Backend> {
+    match name {
+        "memory" => Some(Backend::memory()),
+        name => Registry::standard().get(name).cloned(),
     }
+}
 
-    pub fn from_name(name: &str) -> Option<Backend> {
-        [Backend::Memory, Backend::Redb, Backend::Fs, Backend::Sled]
-            .into_iter()
-            .find(|b| b.name() == name)
+/// A storage on `backend`'s store in `dir`, reopened from there after failures (a
+/// memory store is one store for the storage's life).
+pub fn storage(
+    backend: &Backend,
+    dir: &Path,
+    options: Options,
+) -> persister_core::Result<SamodStorage> {
+    if backend.kind() == StoreKind::Memory {
+        return SamodStorage::on_store(MemoryStore::new(), options);
     }
-
-    /// A storage on this backend's store in `dir`, reopened from there after failures.
-    pub fn storage(self, dir: &Path, options: Options) -> persister_core::Result<SamodStorage> {
-        let path = dir.join(self.name());
-        match self {
-            Backend::Memory => SamodStorage::on_store(MemoryStore::new(), options),
-            Backend::Redb => SamodStorage::open_with(move || RedbStore::open(&path), options),
-            Backend::Fs => SamodStorage::open_with(move || FsStore::open(&path), options),
-            Backend::Sled => SamodStorage::open_with(move || SledStore::open(&path), options),
-        }
-    }
+    let path = dir.join(backend.name());
+    let backend = backend.clone();
+    SamodStorage::open_with(move || backend.open(&path, Access::ReadWrite), options)
 }
 
 /// An empty storage on `backend`, and the directory it lives in.
 pub fn fresh(backend: Backend) -> (SamodStorage, tempfile::TempDir) {
     let made = tempfile::tempdir()
         .map_err(Error::from_io)
-        .and_then(|dir| Ok((backend.storage(dir.path(), Options::new())?, dir)));
+        .and_then(|dir| Ok((storage(&backend, dir.path(), Options::new())?, dir)));
     match made {
         Ok(made) => made,
         Err(e) => panic!("cannot make a {} storage: {e}", backend.name()),

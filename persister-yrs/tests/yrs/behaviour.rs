@@ -5,7 +5,8 @@ use persister_yrs::{Error, Options, PersistentYDoc, actor_of};
 use yrs::sync::SyncMessage;
 use yrs::{ClientID, GetString, Text, Transact};
 
-use crate::support::{Backend, Replica, TEXT, TestResult, doc_id, read_text, sync_pair};
+use crate::support::named;
+use crate::support::{Replica, TEXT, TestResult, doc_id, read_text, sync_pair};
 
 fn manual() -> Options {
     Options::default()
@@ -54,7 +55,7 @@ fn every_edit_is_stored_under_the_client_id_and_the_next_seq() -> TestResult {
 
 #[test]
 fn dropping_without_flush_keeps_every_flushed_write() -> TestResult {
-    let mut replica = Replica::new(Backend::Redb, manual())?;
+    let mut replica = Replica::new(&named("redb"), manual())?;
     let doc = replica.doc()?;
     let text = doc.doc().get_or_insert_text(TEXT);
     doc.edit(|t| text.insert(t, 0, "kept"))?;
@@ -122,9 +123,9 @@ fn automatic_compaction_follows_the_trigger() -> TestResult {
 
 #[test]
 fn synced_updates_are_stored_and_no_sync_state_is() -> TestResult {
-    for backend in [Backend::Memory, Backend::Fs] {
-        let mut a = Replica::new(backend, manual())?;
-        let mut b = Replica::new(backend, manual())?;
+    for backend in [named("memory"), named("fs")] {
+        let mut a = Replica::new(&backend, manual())?;
+        let mut b = Replica::new(&backend, manual())?;
         let text = a.doc()?.doc().get_or_insert_text(TEXT);
         a.doc()?.edit(|t| text.insert(t, 0, "from a"))?;
         let text = b.doc()?.doc().get_or_insert_text(TEXT);
@@ -167,7 +168,7 @@ fn an_update_waiting_for_its_dependencies_survives_a_restart() -> TestResult {
         text.insert(&mut txn, at, s);
         updates.push(txn.encode_update_v1());
     }
-    let mut replica = Replica::new(Backend::Sled, manual())?;
+    let mut replica = Replica::new(&named("sled"), manual())?;
     replica.doc()?.apply_update(&updates[1])?;
     assert_eq!(replica.text()?, "");
     replica.doc()?.flush()?;

@@ -27,7 +27,7 @@ const DEFAULT_TXNS: usize = 1_500;
 const RELOAD_EVERY: usize = 500;
 
 backend_tests! {
-    [memory => Memory, redb => Redb, sled => Sled, fs => Fs]
+    [memory, redb, sled, fs]
 
     fn clownschool_peers_converge(backend: Backend) -> TestResult {
         let Some(trace) = load_trace("clownschool")? else {
@@ -37,7 +37,7 @@ backend_tests! {
         let agents = trace.num_agents.ok_or("not a concurrent trace")?;
         let options = Options::default().with_flush(FlushPolicy::EveryBatches(1_000));
         let mut peers = (0..agents)
-            .map(|_| Replica::new(backend, options.clone()))
+            .map(|_| Replica::new(&backend, options.clone()))
             .collect::<TestResult<Vec<_>>>()?;
 
         // The update each transaction made, and which transactions each agent holds.

@@ -11,9 +11,10 @@ use persister_yrs::Options;
 use yrs::{Any, Map, Out, Transact};
 
 use crate::support::{
-    Backend, Doc, Location, TEXT, TestResult, apply_txn, backend_tests, load_trace, open_doc,
-    read_text, rng_from_env_or_clock,
+    Doc, Location, TEXT, TestResult, apply_txn, backend_tests, load_trace, open_doc, read_text,
+    rng_from_env_or_clock,
 };
+use crate::support::{open_at, parse_backend};
 
 /// Tells the test binary, re-executed, to act as the child: `backend,txns,path`.
 const CHILD_ENV: &str = "PERSISTER_YRS_CRASH_CHILD";
@@ -62,13 +63,13 @@ fn replay_child() -> TestResult {
     let (Some(backend), Some(txns), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(format!("bad {CHILD_ENV}: {spec}").into());
     };
-    let backend = Backend::parse(backend).ok_or("unknown backend")?;
+    let backend = parse_backend(backend).ok_or("unknown backend")?;
     let txns: usize = txns.parse()?;
     let Some(trace) = load_trace("automerge-paper")? else {
         return Err("the parent found the trace, the child must too".into());
     };
 
-    let store = backend.open_at(std::path::Path::new(path))?;
+    let store = open_at(&backend, std::path::Path::new(path))?;
     let mut doc = open_doc(&store, child_options())?;
     let text = doc.doc().get_or_insert_text(TEXT);
     let progress = doc.doc().get_or_insert_map(PROGRESS);
@@ -96,14 +97,14 @@ fn replay_child() -> TestResult {
 }
 
 backend_tests! {
-    [redb => Redb, sled => Sled, fs => Fs]
+    [redb, sled, fs]
 
     /// The memory backend keeps nothing across processes, so it has no case here.
     fn killed_replay_reloads_a_prefix_with_every_ack(backend: Backend) -> TestResult {
         let Some(trace) = load_trace("automerge-paper")? else {
             return Ok(());
         };
-        let location = Location::new(backend)?;
+        let location = Location::new(&backend)?;
         let mut rng = rng_from_env_or_clock();
         let mut kills = 0;
         for round in 0..ROUNDS {

@@ -5,7 +5,8 @@ use persister_core::{Batch, MemoryStore, Persister, Store};
 use persister_yrs::{Error, Options, PersistentYDoc};
 use yrs::Text;
 
-use crate::support::{Backend, Location, TEXT, TestResult, doc_id, open_doc, read_text};
+use crate::support::named;
+use crate::support::{Location, TEXT, TestResult, doc_id, open_doc, read_text};
 
 /// A document whose first update holds `marker`, followed by more updates, each
 /// flushed: damage to the first is not a torn tail. Returns the text.
@@ -78,7 +79,7 @@ fn damaged_values_are_errors_naming_what_is_damaged() -> TestResult {
 #[test]
 fn damaged_fs_store_fails_to_load() -> TestResult {
     let marker = "MARKER-7f3a";
-    let location = Location::new(Backend::Fs)?;
+    let location = Location::new(&named("fs"))?;
     write_some(&location, marker)?;
     let mut damaged = 0;
     for entry in walk(&location.path())? {

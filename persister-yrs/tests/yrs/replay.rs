@@ -13,7 +13,7 @@ use crate::support::{
 const DEFAULT_TXNS: usize = 3_000;
 
 backend_tests! {
-    [memory => Memory, redb => Redb, sled => Sled, fs => Fs]
+    [memory, redb, sled, fs]
 
     /// Every transaction of the trace as its own yrs transaction, flushed every 1,000,
     /// with automatic compaction; after a flush and dropping everything, the reloaded
@@ -23,7 +23,7 @@ backend_tests! {
             return Ok(());
         };
         let txns = if full_trace() { trace.txns.len() } else { DEFAULT_TXNS };
-        let location = Location::new(backend)?;
+        let location = Location::new(&backend)?;
         let started = std::time::Instant::now();
         {
             let store = location.open()?;

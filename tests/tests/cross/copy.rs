@@ -4,7 +4,7 @@ use persister_core::{ActorId, Batch, DocumentId, Persister, Result, copy_documen
 
 use persister_testkit::Rng;
 
-use crate::support::{ALL, Kind, Location, hostile_ids, some_bytes, store_contents};
+use crate::support::{Location, all, hostile_ids, named, some_bytes, store_contents};
 
 /// Fills `store` with hostile ids, each holding changes, a document and sync states.
 fn populate(location: &Location) -> Result<()> {
@@ -46,19 +46,19 @@ fn copy_store(src: &Location, dst: &Location) -> Result<()> {
 
 #[test]
 fn copy_between_every_pair_of_backends_preserves_every_byte() -> Result<()> {
-    for src_kind in ALL {
-        let src = Location::new(src_kind);
+    for src_kind in all() {
+        let src = Location::new(src_kind.clone());
         populate(&src)?;
         let expected = store_contents(&src.open()?)?;
         assert_eq!(expected.len(), hostile_ids().len());
-        for dst_kind in ALL {
-            let dst = Location::new(dst_kind);
+        for dst_kind in all() {
+            let dst = Location::new(dst_kind.clone());
             copy_store(&src, &dst)?;
             // Read back after reopening, so the copy is what the disk holds.
             let copied = store_contents(&dst.open()?)?;
             assert!(
                 copied == expected,
-                "copy {src_kind:?} -> {dst_kind:?} differs from the source"
+                "copy {src_kind} -> {dst_kind} differs from the source"
             );
         }
     }
@@ -67,8 +67,8 @@ fn copy_between_every_pair_of_backends_preserves_every_byte() -> Result<()> {
 
 #[test]
 fn copy_chain_sled_redb_fs_memory_ends_where_it_started() -> Result<()> {
-    let chain = [Kind::Sled, Kind::Redb, Kind::Fs, Kind::Memory, Kind::Sled];
-    let locations: Vec<Location> = chain.iter().map(|&k| Location::new(k)).collect();
+    let chain = ["sled", "redb", "fs", "memory", "sled"];
+    let locations: Vec<Location> = chain.iter().map(|k| Location::new(named(k))).collect();
     populate(&locations[0])?;
     for pair in locations.windows(2) {
         copy_store(&pair[0], &pair[1])?;
@@ -84,23 +84,19 @@ fn copy_chain_sled_redb_fs_memory_ends_where_it_started() -> Result<()> {
 
 #[test]
 fn copy_into_a_non_empty_document_is_refused_and_changes_nothing() -> Result<()> {
-    for kind in ALL {
-        let src = Location::new(Kind::Memory);
+    for kind in all() {
+        let src = Location::new(named("memory"));
         populate(&src)?;
-        let dst = Location::new(kind);
+        let dst = Location::new(kind.clone());
         let to = dst.open()?;
         let id = DocumentId::from("1");
         let mut target = to.open_document(&id)?;
         target.set_document(b"keep me".to_vec())?;
         let from = src.open()?;
         let source = from.open_document(&id)?;
-        assert!(copy_document(&*source, &mut *target).is_err(), "{kind:?}");
-        assert_eq!(
-            target.get_document()?,
-            Some(b"keep me".to_vec()),
-            "{kind:?}"
-        );
-        assert_eq!(target.sizes().change_count, 0, "{kind:?}");
+        assert!(copy_document(&*source, &mut *target).is_err(), "{kind}");
+        assert_eq!(target.get_document()?, Some(b"keep me".to_vec()), "{kind}");
+        assert_eq!(target.sizes().change_count, 0, "{kind}");
     }
     Ok(())
 }

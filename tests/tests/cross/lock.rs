@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use persister_core::{DynStore, Error, Result};
 
-use crate::support::{Kind, Location};
+use persister_backends::Access;
+
+use crate::support::{Location, named};
 
 const CHILD: &str = "PERSISTER_LOCK_CHILD";
 
@@ -30,23 +32,8 @@ fn cycles() -> usize {
         .unwrap_or(1000)
 }
 
-fn open(kind: Kind, path: &Path) -> Result<DynStore> {
-    use persister_core::BoxedStore;
-    Ok(match kind {
-        Kind::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open(path)?)),
-        Kind::Sled => Box::new(BoxedStore(persister_sled::SledStore::open(path)?)),
-        Kind::Fs => Box::new(BoxedStore(persister_fs::FsStore::open(path)?)),
-        Kind::Memory => unreachable!("the memory backend has no lock"),
-    })
-}
-
-fn kind_named(name: &str) -> Kind {
-    match name {
-        "redb" => Kind::Redb,
-        "sled" => Kind::Sled,
-        "fs" => Kind::Fs,
-        other => panic!("unknown backend {other}"),
-    }
+fn open(backend: &str, path: &Path) -> Result<DynStore> {
+    named(backend).open(path, Access::ReadWrite)
 }
 
 /// The child: for each line `BACKEND PATH`, opens the store and answers `opened`,
@@ -62,7 +49,7 @@ fn child_entry_point() {
         let line = line.expect("a line from the parent");
         let (backend, path) = line.split_once(' ').expect("BACKEND PATH");
         let started = Instant::now();
-        let answer = match open(kind_named(backend), Path::new(path)) {
+        let answer = match open(backend, Path::new(path)) {
             Ok(store) => {
                 drop(store);
                 "opened".to_string()
@@ -132,8 +119,8 @@ impl Drop for ChildProcess {
     }
 }
 
-fn locked_at_once_and_free_after_drop(kind: Kind, backend: &str) -> Result<()> {
-    let location = Location::new(kind);
+fn locked_at_once_and_free_after_drop(backend: &str) -> Result<()> {
+    let location = Location::new(named(backend));
     drop(location.open()?);
     let path = location.path();
     let mut child = ChildProcess::start();
@@ -195,15 +182,15 @@ fn locked_at_once_and_free_after_drop(kind: Kind, backend: &str) -> Result<()> {
 
 #[test]
 fn redb_is_locked_at_once_and_free_after_drop() -> Result<()> {
-    locked_at_once_and_free_after_drop(Kind::Redb, "redb")
+    locked_at_once_and_free_after_drop("redb")
 }
 
 #[test]
 fn sled_is_locked_at_once_and_free_after_drop() -> Result<()> {
-    locked_at_once_and_free_after_drop(Kind::Sled, "sled")
+    locked_at_once_and_free_after_drop("sled")
 }
 
 #[test]
 fn fs_is_locked_at_once_and_free_after_drop() -> Result<()> {
-    locked_at_once_and_free_after_drop(Kind::Fs, "fs")
+    locked_at_once_and_free_after_drop("fs")
 }

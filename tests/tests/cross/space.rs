@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 
 use persister_core::{ActorId, DynStore, Error, Persister, Result};
 
-use crate::support::{Kind, store_contents};
+use persister_backends::{Access, Backend};
+
+use crate::support::{named, store_contents};
 
 /// A tmpfs mounted at a directory, unmounted when dropped.
 struct Mount(PathBuf);
@@ -57,37 +59,18 @@ impl Drop for Mount {
     }
 }
 
-fn open(kind: Kind, path: &Path) -> Result<DynStore> {
-    use persister_core::BoxedStore;
-    Ok(match kind {
-        Kind::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open(path)?)),
-        Kind::Sled => {
-            // No copy of the store to check first: the tmpfs has no room for one.
-            let mut options = persister_sled::SledOptions::default();
-            options.check_copy_first = false;
-            Box::new(BoxedStore(persister_sled::SledStore::open_with(
-                path, options,
-            )?))
-        }
-        Kind::Fs => Box::new(BoxedStore(persister_fs::FsStore::open(path)?)),
-        Kind::Memory => unreachable!("the memory backend has no disk"),
-    })
+fn open(kind: &Backend, path: &Path) -> Result<DynStore> {
+    kind.open(path, Access::ReadWrite)
 }
 
-fn open_read_only(kind: Kind, path: &Path) -> Result<DynStore> {
-    use persister_core::BoxedStore;
-    Ok(match kind {
-        Kind::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open_read_only(path)?)),
-        Kind::Sled => Box::new(BoxedStore(persister_sled::SledStore::open_read_only(path)?)),
-        Kind::Fs => Box::new(BoxedStore(persister_fs::FsStore::open_read_only(path)?)),
-        Kind::Memory => unreachable!("the memory backend has no disk"),
-    })
+fn open_read_only(kind: &Backend, path: &Path) -> Result<DynStore> {
+    kind.open(path, Access::ReadOnly)
 }
 
-fn full_disk_and_read_only_file_system(kind: Kind) -> Result<()> {
+fn full_disk_and_read_only_file_system(kind: &Backend) -> Result<()> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let Some(_tmpfs) = Mount::tmpfs(dir.path(), "8m") else {
-        println!("{kind:?}: skipped, mounting a tmpfs needs root");
+        println!("{kind}: skipped, mounting a tmpfs needs root");
         return Ok(());
     };
     let path = dir.path().join("store");
@@ -108,18 +91,18 @@ fn full_disk_and_read_only_file_system(kind: Kind) -> Result<()> {
             Ok(_) => flushed = seq,
             Err(e) => break (e, true),
         }
-        assert!(flushed < 1000, "{kind:?}: the disk never filled");
+        assert!(flushed < 1000, "{kind}: the disk never filled");
     };
     let message = error.to_string();
     assert!(
         message.contains("disk is full") || matches!(error, Error::Poisoned { .. }),
-        "{kind:?}: the error does not say the disk is full: {message}"
+        "{kind}: the error does not say the disk is full: {message}"
     );
     if in_flush {
         let again = doc.flush();
         assert!(
             matches!(again, Err(Error::Poisoned { .. })),
-            "{kind:?}: after a failed flush, flush gave {again:?}"
+            "{kind}: after a failed flush, flush gave {again:?}"
         );
     }
     drop(doc);
@@ -132,16 +115,12 @@ fn full_disk_and_read_only_file_system(kind: Kind) -> Result<()> {
     let changes = &contents[0].1.changes;
     assert!(
         changes.len() as u64 >= flushed,
-        "{kind:?}: {flushed} flushed, {} there",
+        "{kind}: {flushed} flushed, {} there",
         changes.len()
     );
     for (i, (_, seq, value)) in changes.iter().take(flushed as usize).enumerate() {
         assert_eq!(*seq, i as u64 + 1);
-        assert_eq!(
-            value,
-            &vec![*seq as u8; 64 * 1024],
-            "{kind:?}: change {seq}"
-        );
+        assert_eq!(value, &vec![*seq as u8; 64 * 1024], "{kind}: change {seq}");
     }
 
     // A read-only file system (a read-only view of the same files): opening for
@@ -157,9 +136,9 @@ fn full_disk_and_read_only_file_system(kind: Kind) -> Result<()> {
     match open(kind, &ro_path) {
         Err(e) => assert!(
             e.to_string().contains("read-only"),
-            "{kind:?}: the error does not say the file system is read-only: {e}"
+            "{kind}: the error does not say the file system is read-only: {e}"
         ),
-        Ok(_) => panic!("{kind:?}: a store opened for writing on a read-only file system"),
+        Ok(_) => panic!("{kind}: a store opened for writing on a read-only file system"),
     }
     let read_only = open_read_only(kind, &ro_path)?;
     assert_eq!(store_contents(&read_only)?.len(), 2);
@@ -172,16 +151,16 @@ fn full_disk_and_read_only_file_system(kind: Kind) -> Result<()> {
         .find(|(id, ..)| *id == "other".into())
         .expect("the other document");
     assert_eq!(other.1.changes[0].2, b"kept".to_vec());
-    println!("{kind:?}: {flushed} flushes of 64 KiB before the disk was full; all there after");
+    println!("{kind}: {flushed} flushes of 64 KiB before the disk was full; all there after");
     Ok(())
 }
 
 #[test]
 fn redb_full_disk_and_read_only_file_system() -> Result<()> {
-    full_disk_and_read_only_file_system(Kind::Redb)
+    full_disk_and_read_only_file_system(&named("redb"))
 }
 
 #[test]
 fn fs_full_disk_and_read_only_file_system() -> Result<()> {
-    full_disk_and_read_only_file_system(Kind::Fs)
+    full_disk_and_read_only_file_system(&named("fs"))
 }

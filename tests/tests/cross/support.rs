@@ -1,50 +1,59 @@
 //! Opening every backend the same way, and reading a whole store back.
 
-use persister_core::{BoxedStore, DocumentId, DynStore, MemoryStore, Result, Store, StoredSizes};
+use persister_backends::{Backend, Registry, StoreKind};
+use persister_core::{DocumentId, DynStore, Result, Store, StoredSizes};
 use persister_testkit::{Contents, Rng};
 use tempfile::TempDir;
 
-/// Every backend of the workspace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Memory,
-    Redb,
-    Sled,
-    Fs,
+/// The backend called `name`: one of the standard registry, or `memory`.
+pub fn named(name: &str) -> Backend {
+    if name == "memory" {
+        return Backend::memory();
+    }
+    Registry::standard()
+        .backend(name)
+        .cloned()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub const ALL: [Kind; 4] = [Kind::Memory, Kind::Redb, Kind::Sled, Kind::Fs];
+/// Every backend under test: the memory reference first, then every backend of the
+/// standard registry that keeps its stores on this machine.
+pub fn all() -> Vec<Backend> {
+    let local = Registry::standard()
+        .iter()
+        .filter(|b| b.kind() != StoreKind::Url)
+        .cloned()
+        .collect::<Vec<_>>();
+    std::iter::once(Backend::memory()).chain(local).collect()
+}
 
-/// Where one store lives; `open` after a drop reopens it.
+/// Where one store lives, in a temporary directory of its own; `open` after a drop
+/// reopens it.
 pub struct Location {
-    pub kind: Kind,
-    dir: TempDir,
-    memory: MemoryStore,
+    pub kind: Backend,
+    store: persister_backends::Location,
+    _dir: TempDir,
 }
 
 impl Location {
-    pub fn new(kind: Kind) -> Self {
+    pub fn new(kind: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = persister_backends::Location::new(kind.clone(), dir.path().join("store"));
         Self {
             kind,
-            dir: tempfile::tempdir().expect("temp dir"),
-            memory: MemoryStore::new(),
+            store,
+            _dir: dir,
         }
     }
 
     /// The store's path (nothing there for the memory backend).
     pub fn path(&self) -> std::path::PathBuf {
-        self.dir.path().join("store")
+        self.store.path().to_path_buf()
     }
 
     /// Opens the store with the backend chosen at run time.
     pub fn open(&self) -> Result<DynStore> {
-        let path = self.path();
-        Ok(match self.kind {
-            Kind::Memory => Box::new(BoxedStore(self.memory.clone())),
-            Kind::Redb => Box::new(BoxedStore(persister_redb::RedbStore::open(path)?)),
-            Kind::Sled => Box::new(BoxedStore(persister_sled::SledStore::open(path)?)),
-            Kind::Fs => Box::new(BoxedStore(persister_fs::FsStore::open(path)?)),
-        })
+        self.store.open()
     }
 }
 
