@@ -1,75 +1,53 @@
-//! The backends under test, opened generically as [`DynStore`]s.
+//! The backends under test: the memory reference and every backend of the standard
+//! registry whose stores are on this machine, opened generically as [`DynStore`]s.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
-use persister_core::{BoxedStore, DynStore, Error, MemoryStore, Result};
+use persister_backends::{Registry, StoreKind};
+use persister_core::{DynStore, Result};
 
-/// A backend of the workspace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// `persister_core::MemoryStore`: the reference; "reopening" is cloning it.
-    Memory,
-    /// `persister_redb::RedbStore`: one file.
-    Redb,
-    /// `persister_sled::SledStore`: one directory.
-    Sled,
-    /// `persister_fs::FsStore`: one directory of logs.
-    Fs,
+/// A backend of the registry below.
+pub type Backend = &'static persister_backends::Backend;
+
+/// The standard registry, with the memory reference first.
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let mut registry = Registry::new().with(persister_backends::Backend::memory());
+    for backend in &Registry::standard() {
+        registry.add(backend.clone());
+    }
+    registry
+});
+
+/// The backend called `name` (as given on the workload binary's command line).
+pub fn from_name(name: &str) -> Option<Backend> {
+    REGISTRY.get(name)
 }
 
-impl Backend {
-    /// Every backend.
-    pub const ALL: [Backend; 4] = [Backend::Memory, Backend::Redb, Backend::Sled, Backend::Fs];
-
-    /// The backends that keep their data on disk.
-    pub const DISK: [Backend; 3] = [Backend::Redb, Backend::Sled, Backend::Fs];
-
-    /// The backend's name, as given on the workload binary's command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Memory => "memory",
-            Backend::Redb => "redb",
-            Backend::Sled => "sled",
-            Backend::Fs => "fs",
-        }
-    }
-
-    /// The backend called `name`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|b| b.name() == name)
-    }
-
-    /// The path of the store inside the directory `dir` that holds nothing else.
-    pub fn store_path(self, dir: &Path) -> PathBuf {
-        match self {
-            Backend::Memory => dir.to_path_buf(),
-            Backend::Redb => dir.join("store.redb"),
-            Backend::Sled => dir.join("sled"),
-            Backend::Fs => dir.join("fs"),
-        }
-    }
-
-    /// Opens (creating if needed) the disk store kept in `dir`. The memory backend
-    /// has no disk store: use a [`Location`].
-    pub fn open_dir(self, dir: &Path) -> Result<DynStore> {
-        let path = self.store_path(dir);
-        match self {
-            Backend::Memory => Err(Error::InvalidInput {
-                what: "backend",
-                reason: "the memory backend keeps nothing on disk".into(),
-            }),
-            Backend::Redb => Ok(Box::new(BoxedStore(persister_redb::RedbStore::open(path)?))),
-            Backend::Sled => Ok(Box::new(BoxedStore(persister_sled::SledStore::open(path)?))),
-            Backend::Fs => Ok(Box::new(BoxedStore(persister_fs::FsStore::open(path)?))),
-        }
-    }
+/// The backend called `name`.
+///
+/// # Panics
+///
+/// If there is none: the names are the tests' own.
+pub fn named(name: &str) -> Backend {
+    from_name(name).unwrap_or_else(|| panic!("there is no backend called {name}"))
 }
 
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// Every backend under test: the memory reference first, then every backend whose
+/// stores are files or directories.
+pub fn all() -> Vec<Backend> {
+    REGISTRY
+        .iter()
+        .filter(|b| b.kind() != StoreKind::Url)
+        .collect()
+}
+
+/// The backends that keep their data on disk.
+pub fn disk() -> Vec<Backend> {
+    REGISTRY
+        .iter()
+        .filter(|b| matches!(b.kind(), StoreKind::File | StoreKind::Directory))
+        .collect()
 }
 
 /// Where one store lives, so that it can be opened, dropped and opened again.
@@ -77,16 +55,24 @@ impl fmt::Display for Backend {
 pub struct Location {
     backend: Backend,
     dir: PathBuf,
-    memory: MemoryStore,
+    store: persister_backends::Location,
 }
 
 impl Location {
-    /// The store of `backend` kept in `dir` (ignored by the memory backend).
+    /// The store of `backend` kept in `dir` (a directory that holds nothing else). A
+    /// memory store is this location's own, shared by its clones: "reopening" it is
+    /// opening the same store again.
     pub fn new(backend: Backend, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        let entry = if backend.kind() == StoreKind::Memory {
+            persister_backends::Backend::memory()
+        } else {
+            backend.clone()
+        };
         Self {
             backend,
-            dir: dir.into(),
-            memory: MemoryStore::new(),
+            store: persister_backends::Location::in_dir(entry, &dir),
+            dir,
         }
     }
 
@@ -100,18 +86,19 @@ impl Location {
         &self.dir
     }
 
-    /// Opens the store; after every handle of the previous one was dropped, this is
-    /// reopening it.
+    /// The store's own path inside [`dir`](Location::dir).
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Opens the store (creating it the first time); after every handle of the
+    /// previous one was dropped, this is reopening it.
     ///
-    /// No retry on [`Error::Locked`]: every disk backend releases its lock before the
-    /// drop of its store returns, also while other threads fork children
-    /// (`sled_reopen_right_after_drop_is_not_locked` in the tests), so a lock seen here
-    /// is really held.
+    /// No retry on [`Error::Locked`](persister_core::Error::Locked): every disk
+    /// backend releases its lock before the drop of its store returns, also while
+    /// other threads fork children (`sled_reopen_right_after_drop_is_not_locked` in
+    /// the tests), so a lock seen here is really held.
     pub fn open(&self) -> Result<DynStore> {
-        match self.backend {
-            // Clones share the documents: opening a clone is reopening.
-            Backend::Memory => Ok(Box::new(BoxedStore(self.memory.clone()))),
-            disk => disk.open_dir(&self.dir),
-        }
+        self.store.open()
     }
 }

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use persister_core::{DocumentState, Error, Persister, Store, Write};
 
-use crate::{Backend, Contents, Location};
+use crate::{Contents, Location, backend};
 
 /// Reads everything `p` holds and checks that the reads agree with each other and
 /// with `sizes`. Returns whether every read succeeded.
@@ -78,7 +78,7 @@ pub fn check_consistent<P: Persister<Error = Error> + ?Sized>(p: &P) -> bool {
 /// Opens the fs store in `dir` and checks every listed document and the document
 /// ids in `also`. Returns how many documents read whole.
 pub fn check_fs_store(dir: &Path, also: &[persister_core::DocumentId]) -> usize {
-    let Ok(store) = Location::new(Backend::Fs, dir).open() else {
+    let Ok(store) = Location::new(backend::named("fs"), dir).open() else {
         return 0;
     };
     let mut ids = store.list_documents().unwrap_or_default();
@@ -107,11 +107,13 @@ fn scratch() -> Option<&'static Scratch> {
             let root = crate::scratch_dir().ok()?;
             let template = root.path().join("template");
             fs::create_dir_all(&template).ok()?;
-            drop(Location::new(Backend::Fs, &template).open().ok()?);
+            drop(Location::new(backend::named("fs"), &template).open().ok()?);
             // Without the clean-close record the empty store wrote when it closed: the
             // inputs are then read as a crash left them, by the decoder's most lenient
             // path, rather than refused for not matching the record.
-            let closed = Backend::Fs.store_path(&template).join("CLOSED");
+            let closed = Location::new(backend::named("fs"), &template)
+                .path()
+                .join("CLOSED");
             fs::remove_file(closed).ok()?;
             let work = root.path().join("work");
             Some(Scratch {
@@ -128,7 +130,9 @@ fn fresh_store() -> Option<(PathBuf, PathBuf)> {
     let s = scratch()?;
     let _ = fs::remove_dir_all(&s.work);
     crate::corruption::copy_tree(&s.template, &s.work).ok()?;
-    let store = Backend::Fs.store_path(&s.work);
+    let store = Location::new(backend::named("fs"), &s.work)
+        .path()
+        .to_path_buf();
     Some((s.work.clone(), store))
 }
 

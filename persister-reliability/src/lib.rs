@@ -17,7 +17,7 @@
 //!
 //! `RELIABILITY.md` at the repository root says how to run each longer.
 
-mod backend;
+pub mod backend;
 pub mod concurrent;
 pub mod corruption;
 pub mod fuzzing;

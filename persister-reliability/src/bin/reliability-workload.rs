@@ -69,7 +69,7 @@ fn run() -> Result<(), String> {
         }
         return Ok(());
     }
-    let backend = Backend::from_name(get("backend")?)
+    let backend = persister_reliability::backend::from_name(get("backend")?)
         .ok_or_else(|| format!("unknown backend {:?}", get("backend")))?;
     let stdout = std::io::stdout();
     match command.as_str() {
@@ -139,33 +139,38 @@ fn concurrent(
 ) -> Result<(), String> {
     use persister_reliability::concurrent::run_child;
     let out = std::sync::Mutex::new(std::io::stdout());
-    let path = backend.store_path(dir);
+    let location = persister_reliability::Location::new(backend, dir);
+    let path = location.path();
     let open = |e: persister_core::Error| format!("opening the store: {e}");
     // Runs until the parent kills it; the bound only stops a child left behind.
     let steps = 10_000_000;
-    match backend {
-        Backend::Redb => run_child(
+    // The workspace's disk backends as their own types, so that their group commit
+    // across handles is what runs: a boxed store flushes its handles one by one.
+    match backend.name() {
+        "redb" => run_child(
             &persister_redb::RedbStore::open(path).map_err(open)?,
             sizes,
             seed,
             steps,
             &out,
         ),
-        Backend::Sled => run_child(
+        "sled" => run_child(
             &persister_sled::SledStore::open(path).map_err(open)?,
             sizes,
             seed,
             steps,
             &out,
         ),
-        Backend::Fs => run_child(
+        "fs" => run_child(
             &persister_fs::FsStore::open(path).map_err(open)?,
             sizes,
             seed,
             steps,
             &out,
         ),
-        Backend::Memory => Err("the memory backend cannot be killed and reopened".into()),
+        "memory" => Err("the memory backend cannot be killed and reopened".into()),
+        // Any other backend of the registry, through its entry.
+        _ => run_child(&location.open().map_err(open)?, sizes, seed, steps, &out),
     }
 }
 

@@ -4,6 +4,7 @@
 //! must fail or return exactly the stored data; no panic, no abort, bounded memory.
 //! `PERSISTER_CORRUPTION_CASES` sets the random cases per backend (200 by default).
 
+use persister_reliability::backend::named;
 use persister_reliability::corruption::{SweepConfig, SweepReport, sweep};
 use persister_reliability::{Backend, env_count};
 
@@ -59,15 +60,15 @@ fn exhaustive() -> u64 {
 
 #[test]
 fn corruption_redb() {
-    assert_no_failure(&sweep_backend(Backend::Redb, exhaustive()));
+    assert_no_failure(&sweep_backend(named("redb"), exhaustive()));
 }
 
 #[test]
 fn corruption_sled() {
-    assert_no_failure(&sweep_backend(Backend::Sled, exhaustive()));
+    assert_no_failure(&sweep_backend(named("sled"), exhaustive()));
 }
 
 #[test]
 fn corruption_fs() {
-    assert_no_failure(&sweep_backend(Backend::Fs, exhaustive()));
+    assert_no_failure(&sweep_backend(named("fs"), exhaustive()));
 }

@@ -4,6 +4,7 @@
 //! `cargo test -p persister-reliability -- --ignored`.
 
 use persister_core::{ActorId, Error, Persister, Store};
+use persister_reliability::backend::{disk, named};
 use persister_reliability::{Backend, Location, scratch_dir};
 
 /// Dropping a sled store (with no handle open) and opening it again at once, as an
@@ -15,8 +16,8 @@ fn sled_reopen_right_after_drop_is_not_locked() -> Result<(), Error> {
     let dir = scratch_dir().map_err(|e| Error::io("create", "scratch", e))?;
     let mut locked = 0;
     for round in 0..200u64 {
-        // Straight to the backend: `Location::open` would wait for the lock.
-        let store = match Backend::Sled.open_dir(dir.path()) {
+        // A lock seen here is reported, not waited for.
+        let store = match Location::new(named("sled"), dir.path()).open() {
             Ok(store) => store,
             Err(Error::Locked { .. }) => {
                 locked += 1;
@@ -40,7 +41,7 @@ fn sled_reopen_right_after_drop_is_not_locked() -> Result<(), Error> {
 fn fs_hostile_length_in_a_middle_record_is_corruption_not_a_torn_tail() -> Result<(), Error> {
     use persister_reliability::corruption::fs_length_fields;
     let dir = scratch_dir().map_err(|e| Error::io("create", "scratch", e))?;
-    let location = Location::new(Backend::Fs, dir.path());
+    let location = Location::new(named("fs"), dir.path());
     let store = location.open()?;
     let mut doc = store.open_document(&"a".into())?;
     for seq in 1..=3 {
@@ -49,7 +50,9 @@ fn fs_hostile_length_in_a_middle_record_is_corruption_not_a_torn_tail() -> Resul
     }
     drop((doc, store));
 
-    let log = Backend::Fs.store_path(dir.path()).join("d61.log");
+    let log = Location::new(named("fs"), dir.path())
+        .path()
+        .join("d61.log");
     let mut bytes = std::fs::read(&log).map_err(|e| Error::io("read", &log, e))?;
     let fields = fs_length_fields(&bytes);
     // The id length, then one length field per record: each flush is a batch record
@@ -166,7 +169,7 @@ fn killed_overwrites(
 /// cycles), until persister-sled `05c6a5b`.
 #[test]
 fn sled_acknowledged_batches_without_payload_survive_a_kill() {
-    let lost = killed_overwrites(Backend::Sled, 0, true, 100);
+    let lost = killed_overwrites(named("sled"), 0, true, 100);
     assert!(
         lost.is_empty(),
         "{} of 100 cycles lost acknowledged writes: {lost:#?}",
@@ -177,7 +180,7 @@ fn sled_acknowledged_batches_without_payload_survive_a_kill() {
 /// The same workload with a payload in every batch: no loss, on every disk backend.
 #[test]
 fn acknowledged_batches_with_payload_survive_a_kill() {
-    for backend in Backend::DISK {
+    for backend in disk() {
         let lost = killed_overwrites(backend, 5, false, 40);
         assert!(lost.is_empty(), "{backend}: {lost:#?}");
     }
@@ -186,7 +189,7 @@ fn acknowledged_batches_with_payload_survive_a_kill() {
 /// Batches without a payload byte on the backends that keep them.
 #[test]
 fn acknowledged_batches_without_payload_survive_a_kill_on_redb_and_fs() {
-    for backend in [Backend::Redb, Backend::Fs] {
+    for backend in [named("redb"), named("fs")] {
         let lost = killed_overwrites(backend, 0, true, 40);
         assert!(lost.is_empty(), "{backend}: {lost:#?}");
     }

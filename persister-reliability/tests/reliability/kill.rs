@@ -4,6 +4,7 @@
 //! batches. `PERSISTER_KILLS` sets the kills per backend (100 by default),
 //! `PERSISTER_SEED` the seed.
 
+use persister_reliability::backend::named;
 use persister_reliability::kill::kill_cycles;
 use persister_reliability::{Backend, env_count};
 
@@ -31,17 +32,17 @@ fn kill_test(backend: Backend, payload_only: bool) {
 
 #[test]
 fn kill_redb() {
-    kill_test(Backend::Redb, false);
+    kill_test(named("redb"), false);
 }
 
 #[test]
 fn kill_sled() {
-    kill_test(Backend::Sled, false);
+    kill_test(named("sled"), false);
 }
 
 #[test]
 fn kill_fs() {
-    kill_test(Backend::Fs, false);
+    kill_test(named("fs"), false);
 }
 
 /// Many threads flushing many documents of one store at once (group commit), killed at
@@ -72,15 +73,15 @@ fn concurrent_kill_test(backend: Backend) {
 
 #[test]
 fn concurrent_kill_redb() {
-    concurrent_kill_test(Backend::Redb);
+    concurrent_kill_test(named("redb"));
 }
 
 #[test]
 fn concurrent_kill_sled() {
-    concurrent_kill_test(Backend::Sled);
+    concurrent_kill_test(named("sled"));
 }
 
 #[test]
 fn concurrent_kill_fs() {
-    concurrent_kill_test(Backend::Fs);
+    concurrent_kill_test(named("fs"));
 }

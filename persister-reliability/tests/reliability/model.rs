@@ -4,6 +4,7 @@
 //! latest batch. `PERSISTER_MODEL_CASES` sets the number of cases (256 by default).
 
 use persister_core::{Batch, Write};
+use persister_reliability::backend::named;
 use persister_reliability::ops::{ACTORS, BadWrite, DOCUMENTS, Op, PEERS, SEQS, actor, peer};
 use persister_reliability::{Backend, Location, ModelRun, env_count};
 use proptest::collection::vec;
@@ -91,20 +92,20 @@ fn model_test(backend: Backend) {
 
 #[test]
 fn model_memory() {
-    model_test(Backend::Memory);
+    model_test(named("memory"));
 }
 
 #[test]
 fn model_redb() {
-    model_test(Backend::Redb);
+    model_test(named("redb"));
 }
 
 #[test]
 fn model_sled() {
-    model_test(Backend::Sled);
+    model_test(named("sled"));
 }
 
 #[test]
 fn model_fs() {
-    model_test(Backend::Fs);
+    model_test(named("fs"));
 }
