@@ -3,7 +3,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
+use persister_backends::{Access, Registry, StoreKind};
 use persister_core::{
     ActorId, BoxedStore, ChangeEntry, DocumentId, DynPersister, DynStore, MemoryStore, Persister,
     Store,
@@ -12,6 +14,9 @@ use persister_core::{
 use crate::Result;
 use crate::data::RawChange;
 use crate::peer;
+
+/// The workspace's backends, each opened through its entry.
+static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::standard);
 
 /// One column of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
@@ -62,9 +67,45 @@ impl Column {
         }
     }
 
+    /// The registry's entry of the column's backend; `None` for the memory store and
+    /// the peer, which are not backends of the registry.
+    pub fn backend(self) -> Option<&'static persister_backends::Backend> {
+        match self {
+            Column::Memory | Column::Peer => None,
+            backend => REGISTRY.get(backend.name()),
+        }
+    }
+
     /// Whether the column keeps its data on a local disk the benchmark can measure.
     pub fn on_disk(self) -> bool {
-        !matches!(self, Column::Memory | Column::Postgres)
+        self == Column::Peer
+            || self
+                .backend()
+                .is_some_and(|b| matches!(b.kind(), StoreKind::File | StoreKind::Directory))
+    }
+
+    /// Where the column's store "in" `dir` (a new, empty directory) is: a file
+    /// backend's file inside it, a directory backend's store is `dir` itself, and a URL
+    /// backend's is a schema of its own on the run's server.
+    pub fn store_path(self, dir: &Path) -> Result<PathBuf> {
+        let backend = self
+            .backend()
+            .ok_or_else(|| format!("column {self} has no store of a backend"))?;
+        Ok(match backend.kind() {
+            StoreKind::Url => {
+                let (url, schema) = (crate::pg::url()?, crate::pg::schema(dir));
+                if url.contains("://") {
+                    let sep = if url.contains('?') { '&' } else { '?' };
+                    PathBuf::from(format!("{url}{sep}schema={schema}"))
+                } else {
+                    PathBuf::from(format!("{url} schema={schema}"))
+                }
+            }
+            StoreKind::File => backend
+                .store_in(dir)
+                .ok_or_else(|| format!("column {self}: no path for its store"))?,
+            _ => dir.to_owned(),
+        })
     }
 
     /// Converts changes to the batch type this column takes, outside any timing.
@@ -106,26 +147,12 @@ impl Column {
     /// Opens the store of one of this workspace's backends, with its handles boxed so
     /// every backend has one type.
     pub fn open_store(self, location: &Location) -> Result<DynStore> {
-        match (self, location) {
-            (Column::Memory, Location::Memory(store)) => Ok(Box::new(BoxedStore(store.clone()))),
-            (Column::Fs, Location::Dir(dir)) => {
-                Ok(Box::new(BoxedStore(persister_fs::FsStore::open(dir)?)))
+        match (self, location, self.backend()) {
+            (Column::Memory, Location::Memory(store), _) => Ok(Box::new(BoxedStore(store.clone()))),
+            (column, Location::Dir(dir), Some(backend)) => {
+                Ok(backend.open(column.store_path(dir)?, Access::ReadWrite)?)
             }
-            (Column::Redb, Location::Dir(dir)) => Ok(Box::new(BoxedStore(
-                persister_redb::RedbStore::open(dir.join(REDB_FILE))?,
-            ))),
-            (Column::Sled, Location::Dir(dir)) => {
-                Ok(Box::new(BoxedStore(persister_sled::SledStore::open(dir)?)))
-            }
-            // One schema per directory, on the run's server.
-            (Column::Postgres, Location::Dir(dir)) => {
-                let options =
-                    persister_postgres::PostgresOptions::default().schema(crate::pg::schema(dir));
-                Ok(Box::new(BoxedStore(
-                    persister_postgres::PostgresStore::open_with(&crate::pg::url()?, options)?,
-                )))
-            }
-            (column, location) => {
+            (column, location, _) => {
                 Err(format!("column {column} cannot open a store at {location:?}").into())
             }
         }
@@ -137,9 +164,6 @@ impl fmt::Display for Column {
         f.write_str(self.name())
     }
 }
-
-/// The file the redb backend keeps its store in, inside the column's directory.
-pub const REDB_FILE: &str = "store.redb";
 
 /// The id of the one document each benchmark store holds.
 pub fn document_id() -> DocumentId {

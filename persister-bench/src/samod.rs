@@ -36,6 +36,15 @@ enum Kind {
 const KINDS: [Kind; 3] = [Kind::Redb, Kind::Fs, Kind::Tokio];
 
 impl Kind {
+    /// The column of the storage's backend, if it is one of this workspace's.
+    fn column(self) -> Option<crate::columns::Column> {
+        match self {
+            Kind::Redb => Some(crate::columns::Column::Redb),
+            Kind::Fs => Some(crate::columns::Column::Fs),
+            Kind::Tokio => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Kind::Redb => "persister-samod on redb",
@@ -209,21 +218,16 @@ fn load_trace(edits: Option<usize>) -> std::result::Result<persister_traces::Tra
 async fn open_repo(kind: Kind, dir: &Path) -> Result<(Repo, Option<SamodStorage>)> {
     let builder = Repo::build_tokio();
     Ok(match kind {
-        Kind::Redb => {
-            let path = dir.join("store.redb");
+        Kind::Redb | Kind::Fs => {
+            let backend = kind
+                .column()
+                .and_then(crate::columns::Column::backend)
+                .ok_or("no backend entry for the storage")?;
+            let path = backend
+                .store_in(dir)
+                .ok_or("the storage's backend keeps no store in a directory")?;
             let storage = SamodStorage::open_with(
-                move || persister_redb::RedbStore::open(&path),
-                Options::new(),
-            )?;
-            (
-                builder.with_storage(storage.clone()).load().await,
-                Some(storage),
-            )
-        }
-        Kind::Fs => {
-            let path = dir.join("store");
-            let storage = SamodStorage::open_with(
-                move || persister_fs::FsStore::open(&path),
+                move || backend.open(&path, persister_backends::Access::ReadWrite),
                 Options::new(),
             )?;
             (

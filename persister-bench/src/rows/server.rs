@@ -20,7 +20,7 @@ use persister_core::{ActorId, BoxedStore, DynPersister, DynStore, Persister, Sto
 use serde::Serialize;
 
 use crate::Result;
-use crate::columns::{Column, Location, REDB_FILE};
+use crate::columns::{Column, Location};
 use crate::limit::RawLog;
 use crate::results::Cell;
 
@@ -281,8 +281,9 @@ fn drive_store(
     raw: &mut RawLog,
 ) -> Result<(Driven, Option<Groups>)> {
     let mut redb = None;
+    // redb as its own type, to count its group commits.
     let store: DynStore = if column == Column::Redb {
-        let store = persister_redb::RedbStore::open(dir.join(REDB_FILE))?;
+        let store = persister_redb::RedbStore::open(column.store_path(dir)?)?;
         redb = Some(store.clone());
         Box::new(BoxedStore(store))
     } else {
