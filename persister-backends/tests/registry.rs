@@ -4,10 +4,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use persister_backends::{Access, Backend, Location, Registry, StoreKind};
-use persister_core::{BoxedStore, DynStore, EngineStore, Error, MemoryEngine, Persister, Result};
+use persister_core::{
+    BoxedStore, DocumentId, DynStore, EnginePersister, EngineStore, Error, MemoryEngine, Persister,
+    Result, Store,
+};
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
@@ -215,9 +218,9 @@ fn a_postgres_store_opens_through_the_registry() -> TestResult {
     Ok(())
 }
 
-/// Engines of the memory-engine entry, by path: shared with the conformance fixture
-/// so that it can make a flush fail.
-type Engines = Arc<Mutex<HashMap<PathBuf, MemoryEngine>>>;
+/// The stores of the memory-engine entry, by path: each path's engine, and the store
+/// open on it, which the conformance fixture reaches to arm its fault.
+type Engines = Arc<Mutex<HashMap<PathBuf, (MemoryEngine, Weak<EngineStore<MemoryEngine>>)>>>;
 
 /// The whole of adding a backend: an engine (core's `MemoryEngine` here) under core's
 /// `EngineStore`, and this one entry.
@@ -228,11 +231,46 @@ fn memory_engine_entry(engines: Engines) -> Backend {
         1,
         move |path, _access| {
             let mut engines = engines.lock().unwrap_or_else(|e| e.into_inner());
-            let engine = engines.entry(path.to_path_buf()).or_default().clone();
-            Ok(Box::new(BoxedStore(EngineStore::new(engine))) as DynStore)
+            let (engine, open) = engines.entry(path.to_path_buf()).or_default();
+            let store = Arc::new(EngineStore::new(engine.clone()));
+            *open = Arc::downgrade(&store);
+            Ok(Box::new(BoxedStore(Shared(store))) as DynStore)
         },
     )
     .with_description("Core's memory engine under its generic store")
+}
+
+/// An engine store that the fixture can reach too; closing it closes the store.
+struct Shared(Arc<EngineStore<MemoryEngine>>);
+
+impl Store for Shared {
+    type Persister = EnginePersister<MemoryEngine>;
+
+    fn open_document(&self, id: &DocumentId) -> Result<Self::Persister> {
+        self.0.open_document(id)
+    }
+
+    fn list_documents(&self) -> Result<Vec<DocumentId>> {
+        self.0.list_documents()
+    }
+
+    fn remove_document(&self, id: &DocumentId) -> Result<()> {
+        self.0.remove_document(id)
+    }
+
+    fn flush_documents(&self, handles: &mut [&mut Self::Persister]) -> Result<usize> {
+        self.0.flush_documents(handles)
+    }
+
+    fn close(self) -> Result<()> {
+        // The fixture holds only a weak reference, so this is the only store.
+        Arc::try_unwrap(self.0)
+            .map_err(|_| Error::InvalidInput {
+                what: "store",
+                reason: "the store is still held elsewhere".into(),
+            })?
+            .close()
+    }
 }
 
 /// One store of the memory-engine entry, opened only through the registry.
@@ -262,8 +300,9 @@ impl persister_core::conformance::Fixture for RegistryFixture {
 
     fn fail_next_flush(&self, _store: &DynStore) {
         let engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(engine) = engines.get(&self.path) {
-            engine.fail_next_commit();
+        let open = engines.get(&self.path).and_then(|(_, open)| open.upgrade());
+        if let Some(store) = open {
+            store.fail_next_flush();
         }
     }
 }
