@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -190,6 +191,45 @@ impl<E: Engine> Shared<E> {
         }
     }
 
+    /// Checks that the store is not poisoned, then commits `group` durably in one
+    /// [`Engine::commit`], on a short-lived thread of its own that the caller waits for;
+    /// a panic of the engine comes back as the `Err` of `catch_unwind`.
+    ///
+    /// The thread is for the heap, not for concurrency. What an engine allocates while
+    /// committing and keeps afterwards (redb: the pages it writes, in its cache), made
+    /// on the application's thread, lands between the application's own allocations
+    /// (a CRDT's items), which then spread over more cache lines and make the
+    /// application's walks of them slower. With glibc's malloc a thread other than the
+    /// main one allocates from an arena of its own, which the next commit thread reuses,
+    /// so the engine's allocations stay apart. The thread is joined before this returns,
+    /// so a flush still returns only once its commit is durable. Should no thread start,
+    /// the commit runs on the caller's thread.
+    fn commit_apart(
+        &self,
+        group: &mut [PendingDocument<E::Address>],
+    ) -> std::thread::Result<Result<()>> {
+        let commit = |group: &mut [PendingDocument<E::Address>]| {
+            self.check_poisoned()?;
+            self.commit_durably(group)
+        };
+        let mut group = Some(group);
+        let joined = std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name("persister commit".into())
+                .spawn_scoped(scope, || group.take().map(commit));
+            spawned.ok().map(|thread| thread.join())
+        });
+        match (joined, group) {
+            (Some(Ok(Some(result))), _) => Ok(result),
+            (Some(Err(panic)), _) => Err(panic),
+            // The thread did not start: commit here.
+            (_, Some(group)) => catch_unwind(AssertUnwindSafe(|| commit(group))),
+            (_, None) => Ok(Err(Error::Poisoned {
+                reason: "a commit thread ended without committing".into(),
+            })),
+        }
+    }
+
     /// Commits `documents` durably, sharing the commit with whatever other handles are
     /// flushing, and returns each document's outcome, in order.
     fn commit_shared(
@@ -197,8 +237,11 @@ impl<E: Engine> Shared<E> {
         documents: Vec<PendingDocument<E::Address>>,
     ) -> Vec<(PendingDocument<E::Address>, Result<()>)> {
         let commit = |group: &mut [PendingDocument<E::Address>]| {
-            self.check_poisoned()
-                .and_then(|()| self.commit_durably(group))
+            // A panic of the engine goes on to the queue, which fails the group with it.
+            let result = self
+                .commit_apart(group)
+                .unwrap_or_else(|panic| resume_unwind(panic));
+            result
                 .map(|()| vec![(); group.len()])
                 .map_err(|err| (self.poison_with(err), ()))
         };
@@ -224,7 +267,7 @@ impl<E: Engine> Store for EngineStore<E> {
             address: record.as_ref().map(|r| r.address.clone()),
             sizes: record.map(|r| r.sizes).unwrap_or_default(),
             held: HeldWrites::default(),
-            max_seq: HashMap::new(),
+            stored: HashMap::new(),
             dirty: false,
             unflushed: 0,
             poisoned: None,
@@ -391,10 +434,10 @@ pub struct EnginePersister<E: Engine> {
     /// The sizes of the document as reads see it (engine and held writes).
     sizes: StoredSizes,
     held: HeldWrites,
-    /// For actors read so far: a seq no change of theirs in the engine is above (`None`
-    /// when they have none there), so appending a change, the usual write, reads
-    /// nothing.
-    max_seq: HashMap<ActorId, Option<u64>>,
+    /// What the handle knows of the stored changes of each actor it wrote so far, so
+    /// that appending a change, the usual write, and removing changes this handle
+    /// committed (a compaction) read nothing.
+    stored: HashMap<ActorId, StoredChanges>,
     /// Something was applied since the last commit.
     dirty: bool,
     /// Payload bytes applied since the last flush.
@@ -436,62 +479,65 @@ impl<E: Engine> EnginePersister<E> {
 
     /// The stored length of each write's key, for keys the held writes do not hold.
     ///
-    /// A change whose seq is above the highest stored for its actor needs no read, so
-    /// appending new changes, the usual case, reads the engine once per actor.
+    /// A change above its actor's [floor](StoredChanges::floor) is answered from what
+    /// the handle knows, so appending new changes, and removing the changes this handle
+    /// committed, read the engine once per actor at most.
     fn stored_lengths(&mut self, writes: &[Write]) -> Result<Vec<Option<u64>>> {
-        let Some(address) = &self.address else {
-            return Ok(vec![None; writes.len()]);
-        };
-        let engine = &self.shared.engine;
         let mut unknown: Vec<&ActorId> = Vec::new();
         for write in writes {
             if let Write::InsertChange { actor, .. } | Write::RemoveChange { actor, .. } = write
-                && !self.max_seq.contains_key(actor)
+                && !self.stored.contains_key(actor)
                 && !unknown.contains(&actor)
             {
                 unknown.push(actor);
             }
         }
         if !unknown.is_empty() {
-            let maxima = engine.max_seqs(address, &unknown)?;
-            for (actor, max) in unknown.into_iter().zip(maxima) {
-                self.max_seq.insert(actor.clone(), max);
+            // A document the engine does not hold has no stored change.
+            let maxima = match &self.address {
+                Some(address) => self.shared.engine.max_seqs(address, &unknown)?,
+                None => vec![None; unknown.len()],
+            };
+            for (actor, floor) in unknown.into_iter().zip(maxima) {
+                let known = StoredChanges {
+                    floor,
+                    lengths: Vec::new(),
+                };
+                self.stored.insert(actor.clone(), known);
             }
         }
         let mut keys = Vec::new();
-        let mut asked = Vec::with_capacity(writes.len());
+        let mut lengths = Vec::with_capacity(writes.len());
         for write in writes {
-            let key = match write {
+            // `None` here: the engine is asked.
+            let known = match write {
                 Write::InsertChange { actor, seq, .. } | Write::RemoveChange { actor, seq }
-                    if self.held.change(actor, *seq).is_none()
-                        && self
-                            .max_seq
-                            .get(actor)
-                            .copied()
-                            .flatten()
-                            .is_some_and(|max| *seq <= max) =>
+                    if self.held.change(actor, *seq).is_none() =>
                 {
-                    Some(StoredKey::Change(actor, *seq))
+                    let known = self.stored.get(actor).and_then(|known| known.length(*seq));
+                    if known.is_none() {
+                        keys.push(StoredKey::Change(actor, *seq));
+                    }
+                    known
                 }
                 Write::SetSyncState { peer, .. } | Write::RemoveSyncState { peer }
                     if self.held.sync_state(peer).is_none() =>
                 {
-                    Some(StoredKey::SyncState(peer))
+                    keys.push(StoredKey::SyncState(peer));
+                    None
                 }
-                _ => None,
+                _ => Some(None),
             };
-            asked.push(key.is_some());
-            keys.extend(key);
+            lengths.push(known);
         }
-        let mut found = if keys.is_empty() {
-            Vec::new()
-        } else {
-            engine.stored_lengths(address, &keys)?
+        let mut found = match (&self.address, keys.is_empty()) {
+            (Some(address), false) => self.shared.engine.stored_lengths(address, &keys)?,
+            _ => Vec::new(),
         }
         .into_iter();
-        Ok(asked
+        Ok(lengths
             .into_iter()
-            .map(|asked| if asked { found.next().flatten() } else { None })
+            .map(|known| known.unwrap_or_else(|| found.next().flatten()))
             .collect())
     }
 
@@ -556,11 +602,16 @@ impl<E: Engine> EnginePersister<E> {
             return Err(err);
         }
         self.address = pending.address;
-        for (actor, seq, value) in pending.writes.changes() {
-            if let (Some(max), Some(_)) = (self.max_seq.get_mut(actor), value) {
-                *max = (*max).max(Some(seq));
+        let mut changes = pending.writes.changes().peekable();
+        while let Some(&(actor, _, _)) = changes.peek() {
+            let committed = std::iter::from_fn(|| changes.next_if(|(a, _, _)| *a == actor))
+                .map(|(_, seq, value)| (seq, value.map(|v| v.len() as u64)));
+            match self.stored.get_mut(actor) {
+                Some(known) => known.record(committed),
+                None => committed.for_each(drop),
             }
         }
+        drop(changes);
         self.held.reuse(pending.writes);
         self.dirty = false;
         self.shared.mark_unwritten(self.claim.id(), false);
@@ -741,6 +792,85 @@ impl<E: Engine> Drop for EnginePersister<E> {
     }
 }
 
+/// What a handle knows of one actor's stored changes: the length of every one above
+/// a floor, the stored changes at or below it being known only to the engine.
+///
+/// The floor is the actor's highest stored seq when the handle first wrote one of its
+/// changes (none for a document the engine does not hold); from then on the handle
+/// records what each of its commits stored and removed above it. Appending new
+/// changes and removing the ones this handle committed (what a compaction does) then
+/// need no read of the engine. The lengths are one list per actor, reused from one
+/// commit to the next, and at most [`MAX_KNOWN_LENGTHS`]: past that the floor rises
+/// over the older half.
+#[derive(Debug)]
+struct StoredChanges {
+    /// Every stored change of the actor with a seq above this one is in `lengths`;
+    /// `None`: every stored change of the actor is.
+    floor: Option<u64>,
+    /// `(seq, length)` of those changes, sorted by seq.
+    lengths: Vec<(u64, u64)>,
+}
+
+/// The most change lengths a handle keeps per actor (16 bytes each).
+const MAX_KNOWN_LENGTHS: usize = 1 << 16;
+
+/// A length no value has, marking a change removed while [`StoredChanges::record`]
+/// runs.
+const REMOVED: u64 = u64::MAX;
+
+impl StoredChanges {
+    /// The stored length of the change `seq` (`Some(None)`: not stored), or `None` when
+    /// it is at or below the floor, where only the engine knows.
+    fn length(&self, seq: u64) -> Option<Option<u64>> {
+        if self.floor.is_some_and(|floor| seq <= floor) {
+            return None;
+        }
+        Some(
+            self.lengths
+                .binary_search_by_key(&seq, |&(s, _)| s)
+                .ok()
+                .map(|i| self.lengths[i].1),
+        )
+    }
+
+    /// Records committed changes: `(seq, length)` of each stored, or `(seq, None)` of
+    /// each removed, in seq order.
+    fn record(&mut self, committed: impl Iterator<Item = (u64, Option<u64>)>) {
+        let known = self.lengths.len();
+        let (mut unsorted, mut removed) = (false, false);
+        for (seq, length) in committed {
+            if self.floor.is_some_and(|floor| seq <= floor) {
+                continue;
+            }
+            // Only the entries known before this commit are searched: the ones added
+            // below are of other seqs, each written once.
+            match self.lengths[..known].binary_search_by_key(&seq, |&(s, _)| s) {
+                Ok(i) => {
+                    self.lengths[i].1 = length.unwrap_or(REMOVED);
+                    removed |= length.is_none();
+                }
+                Err(i) => {
+                    if let Some(length) = length {
+                        unsorted |= i < known;
+                        self.lengths.push((seq, length));
+                    }
+                }
+            }
+        }
+        if unsorted {
+            self.lengths.sort_unstable_by_key(|&(s, _)| s);
+        }
+        if removed {
+            self.lengths.retain(|&(_, length)| length != REMOVED);
+        }
+        if self.lengths.len() > MAX_KNOWN_LENGTHS {
+            let older = self.lengths.len() - MAX_KNOWN_LENGTHS / 2;
+            self.floor = Some(self.lengths[older - 1].0);
+            self.lengths.drain(..older);
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -845,5 +975,37 @@ mod tests {
         let p = store.open_document(&id)?;
         assert_eq!(p.get_changes()?, vec![vec![1; 600], vec![2; 600]]);
         Ok(())
+    }
+
+    #[test]
+    fn stored_changes_follow_commits_above_their_floor() {
+        let mut known = StoredChanges {
+            floor: Some(10),
+            lengths: Vec::new(),
+        };
+        assert_eq!(known.length(10), None, "at the floor only the engine knows");
+        assert_eq!(known.length(11), Some(None));
+        known.record([(5, Some(1)), (11, Some(3)), (13, Some(4))].into_iter());
+        assert_eq!(known.lengths, vec![(11, 3), (13, 4)]);
+        // A seq between known ones, a removal, then an overwrite.
+        known.record([(12, Some(7)), (13, None)].into_iter());
+        known.record([(11, Some(2))].into_iter());
+        assert_eq!(known.lengths, vec![(11, 2), (12, 7)]);
+        assert_eq!(known.length(13), Some(None));
+        // A removal of a change never stored changes nothing.
+        known.record([(20, None)].into_iter());
+        assert_eq!(known.lengths, vec![(11, 2), (12, 7)]);
+
+        let mut many = StoredChanges {
+            floor: None,
+            lengths: Vec::new(),
+        };
+        let count = MAX_KNOWN_LENGTHS as u64 + 1;
+        many.record((1..=count).map(|seq| (seq, Some(seq))));
+        let floor = many.floor.expect("the floor rose");
+        assert_eq!(many.lengths.first().map(|e| e.0), Some(floor + 1));
+        assert_eq!(many.length(floor), None);
+        assert_eq!(many.length(count), Some(Some(count)));
+        assert!(many.lengths.len() <= MAX_KNOWN_LENGTHS);
     }
 }

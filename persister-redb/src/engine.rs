@@ -145,13 +145,25 @@ impl RedbEngine {
         if writes.has_changes() {
             let mut table = txn.open_table(CHANGES).or_store("write to", path)?;
             let mut key = Vec::new();
-            for (actor, seq, value) in writes.changes() {
-                layout::encode_change_key(&mut key, n, actor.as_bytes(), seq);
+            // Each actor's removals, in seq order, removed together once its run ends.
+            let mut removed: Vec<u64> = Vec::new();
+            let mut changes = writes.changes().peekable();
+            while let Some((actor, seq, value)) = changes.next() {
                 match value {
-                    Some(value) => table.insert(key.as_slice(), value).map(drop),
-                    None => table.remove(key.as_slice()).map(drop),
+                    Some(value) => {
+                        layout::encode_change_key(&mut key, n, actor.as_bytes(), seq);
+                        table
+                            .insert(key.as_slice(), value)
+                            .or_store("write to", path)?;
+                    }
+                    None => removed.push(seq),
                 }
-                .or_store("write to", path)?;
+                let run_ends = changes.peek().is_none_or(|(next, _, _)| *next != actor);
+                if run_ends && !removed.is_empty() {
+                    remove_changes(&mut table, n, actor.as_bytes(), &removed)
+                        .or_store("write to", path)?;
+                    removed.clear();
+                }
             }
         }
         if let Some(document) = writes.document() {
@@ -206,6 +218,43 @@ impl RedbEngine {
             .or_store("write to", path)?;
         Ok(true)
     }
+}
+
+/// Removes the changes `seqs` (sorted, each once) of `actor` in document `number`.
+///
+/// A compaction removes thousands of consecutive changes: removed one key at a time,
+/// each removal walks the tree from its root and shifts the rest of its leaf. When the
+/// seqs are dense in the range they span (at least half of its seqs), one scan of that
+/// range removes them instead, keeping every other key in it; sparse ones are removed
+/// one by one, so that the scan never visits many keys it keeps.
+fn remove_changes(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    number: u64,
+    actor: &[u8],
+    seqs: &[u64],
+) -> std::result::Result<(), redb::StorageError> {
+    let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+        return Ok(());
+    };
+    if seqs.len() < 2 || (last - first) / 2 >= seqs.len() as u64 {
+        let mut key = Vec::new();
+        for &seq in seqs {
+            layout::encode_change_key(&mut key, number, actor, seq);
+            table.remove(key.as_slice())?;
+        }
+        return Ok(());
+    }
+    let start = layout::change_key(number, actor, first);
+    let end = layout::change_key(number, actor, last);
+    // Every key of the range is a change of `actor` (the actor's encoding is followed by
+    // a terminator no encoded id continues with), its seq in its last eight bytes.
+    table.retain_in(start.as_slice()..=end.as_slice(), |key, _| {
+        let seq = key
+            .len()
+            .checked_sub(8)
+            .and_then(|at| layout::u64_be(&key[at..]));
+        seq.is_none_or(|seq| seqs.binary_search(&seq).is_err())
+    })
 }
 
 impl Engine for RedbEngine {
@@ -366,6 +415,69 @@ impl Engine for RedbEngine {
         if self.remove_in(&txn, id)? {
             self.commit_txn(txn, Durability::Immediate)?;
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use persister_core::{ActorId, Batch, Persister, Store, Write};
+
+    use crate::RedbStore;
+
+    fn remove(actor: &ActorId, seqs: impl IntoIterator<Item = u64>) -> Batch {
+        seqs.into_iter()
+            .map(|seq| Write::RemoveChange {
+                actor: actor.clone(),
+                seq,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn removals_take_exactly_their_keys_dense_or_sparse() -> persister_core::Result<()> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("store.redb");
+        let (a, b) = (ActorId::new([1]), ActorId::new([1, 0]));
+        {
+            let store = RedbStore::open(&path)?;
+            let mut doc = store.open_document(&"doc".into())?;
+            let mut changes = Vec::new();
+            for seq in 1..=40 {
+                changes.push((a.clone(), seq, vec![seq as u8]));
+                changes.push((b.clone(), seq, vec![seq as u8; 2]));
+            }
+            doc.insert_changes(changes)?;
+            doc.flush()?;
+        }
+        let store = RedbStore::open(&path)?;
+        let mut doc = store.open_document(&"doc".into())?;
+        // Dense runs with kept keys inside them, a sparse run, and an absent seq.
+        let mut batch = remove(&a, (1..=20).filter(|seq| seq % 7 != 0));
+        batch.extend(remove(&b, [2, 30, 99]));
+        doc.apply(batch)?;
+        doc.flush()?;
+        drop(doc);
+        store.close()?;
+
+        let store = RedbStore::open(&path)?;
+        let doc = store.open_document(&"doc".into())?;
+        let kept: Vec<(ActorId, u64)> = doc
+            .get_change_entries()?
+            .into_iter()
+            .map(|(actor, seq, _)| (actor, seq))
+            .collect();
+        let mut expected: Vec<(ActorId, u64)> = (1..=40)
+            .filter(|seq| *seq > 20 || seq % 7 == 0)
+            .map(|seq| (a.clone(), seq))
+            .collect();
+        expected.extend(
+            (1..=40)
+                .filter(|seq| ![2, 30].contains(seq))
+                .map(|seq| (b.clone(), seq)),
+        );
+        assert_eq!(kept, expected);
+        assert_eq!(doc.sizes().change_count, expected.len() as u64);
         Ok(())
     }
 }
