@@ -192,8 +192,9 @@ impl<E: Engine> Shared<E> {
     }
 
     /// Checks that the store is not poisoned, then commits `group` durably in one
-    /// [`Engine::commit`], on a short-lived thread of its own that the caller waits for;
-    /// a panic of the engine comes back as the `Err` of `catch_unwind`.
+    /// [`Engine::commit`], on a short-lived thread of its own that the caller waits for
+    /// when the group holds at least [`COMMIT_THREAD_BYTES`], on the caller's thread
+    /// otherwise; a panic of the engine comes back as the `Err` of `catch_unwind`.
     ///
     /// The thread is for the heap, not for concurrency. What an engine allocates while
     /// committing and keeps afterwards (redb: the pages it writes, in its cache), made
@@ -203,7 +204,9 @@ impl<E: Engine> Shared<E> {
     /// main one allocates from an arena of its own, which the next commit thread reuses,
     /// so the engine's allocations stay apart. The thread is joined before this returns,
     /// so a flush still returns only once its commit is durable. Should no thread start,
-    /// the commit runs on the caller's thread.
+    /// the commit runs on the caller's thread. A thread costs about as much as a small
+    /// commit without its sync (it made one-change flushes a third slower), and a small
+    /// commit keeps little, so small groups commit on the caller's thread.
     fn commit_apart(
         &self,
         group: &mut [PendingDocument<E::Address>],
@@ -212,6 +215,10 @@ impl<E: Engine> Shared<E> {
             self.check_poisoned()?;
             self.commit_durably(group)
         };
+        let bytes: usize = group.iter().map(|pending| pending.writes.bytes()).sum();
+        if bytes < COMMIT_THREAD_BYTES {
+            return catch_unwind(AssertUnwindSafe(|| commit(group)));
+        }
         let mut group = Some(group);
         let joined = std::thread::scope(|scope| {
             let spawned = std::thread::Builder::new()
@@ -810,6 +817,10 @@ struct StoredChanges {
     /// `(seq, length)` of those changes, sorted by seq.
     lengths: Vec<(u64, u64)>,
 }
+
+/// The held bytes from which a group commits on a thread of its own (see
+/// `Shared::commit_apart`).
+const COMMIT_THREAD_BYTES: usize = 4 << 10;
 
 /// The most change lengths a handle keeps per actor (16 bytes each).
 const MAX_KNOWN_LENGTHS: usize = 1 << 16;
