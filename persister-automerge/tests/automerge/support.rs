@@ -31,10 +31,10 @@ pub fn named(name: &str) -> Backend {
 
 /// The backend called `name`, if there is one.
 pub fn parse_backend(name: &str) -> Option<Backend> {
-    match name {
-        "memory" => Some(Backend::memory()),
-        name => Registry::standard().get(name).cloned(),
-    }
+    Registry::standard()
+        .with(Backend::memory())
+        .get(name)
+        .cloned()
 }
 
 /// Opens (creating if needed) the store of `backend` at `path`.

@@ -21,10 +21,10 @@ pub fn named(name: &str) -> Backend {
 
 /// The backend called `name`, if there is one.
 pub fn parse_backend(name: &str) -> Option<Backend> {
-    match name {
-        "memory" => Some(Backend::memory()),
-        name => Registry::standard().get(name).cloned(),
-    }
+    Registry::standard()
+        .with(Backend::memory())
+        .get(name)
+        .cloned()
 }
 
 /// A storage on `backend`'s store in `dir`, reopened from there after failures (a
