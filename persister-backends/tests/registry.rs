@@ -165,33 +165,10 @@ fn memory_stores_are_reopened_by_path() -> TestResult {
 /// once it holds documents, and read read-only.
 #[test]
 fn a_postgres_store_opens_through_the_registry() -> TestResult {
-    use persister_testkit::postgres::{Cluster, binaries};
+    use persister_testkit::postgres::schema_server;
     let schema = format!("registry_{}", std::process::id());
-    let mut _cluster = None;
-    let url = match std::env::var("PERSISTER_POSTGRES_URL") {
-        Ok(url) if url.contains("://") => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}schema={schema}")
-        }
-        _ => match binaries() {
-            Some(bin) => {
-                let cluster = Cluster::start(&bin, &[])?;
-                let url = cluster.uri(&schema);
-                _cluster = Some(cluster);
-                url
-            }
-            None if std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-                return Err(
-                    "PERSISTER_REQUIRE_POSTGRES=1, but there is no PostgreSQL server".into(),
-                );
-            }
-            None => {
-                println!(
-                    "skipped: no PostgreSQL server (set PERSISTER_POSTGRES_URL or install initdb and pg_ctl)"
-                );
-                return Ok(());
-            }
-        },
+    let Some((url, _cluster)) = schema_server(&schema)? else {
+        return Ok(());
     };
     let registry = Registry::standard();
     // Looking creates nothing.

@@ -39,6 +39,34 @@ pub fn binaries() -> Option<PathBuf> {
     }
 }
 
+/// A server for one test's `schema`: the URL of `PERSISTER_POSTGRES_URL` with the
+/// schema added, or of a throwaway cluster, returned with it (stopped when dropped).
+/// `Ok(None)`, after printing why, when there is no server; an error instead when
+/// `PERSISTER_REQUIRE_POSTGRES=1`, so that CI cannot skip the test unseen.
+pub fn schema_server(schema: &str) -> Result<Option<(String, Option<Cluster>)>, String> {
+    if let Ok(url) = std::env::var("PERSISTER_POSTGRES_URL")
+        && url.contains("://")
+    {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        return Ok(Some((format!("{url}{sep}schema={schema}"), None)));
+    }
+    match binaries() {
+        Some(bin) => {
+            let cluster = Cluster::start(&bin, &[])?;
+            Ok(Some((cluster.uri(schema), Some(cluster))))
+        }
+        None if std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            Err("PERSISTER_REQUIRE_POSTGRES=1, but there is no PostgreSQL server".into())
+        }
+        None => {
+            println!(
+                "skipped: no PostgreSQL server (set PERSISTER_POSTGRES_URL or install initdb and pg_ctl)"
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// A cluster of its own.
 pub struct Cluster {
     bin: PathBuf,

@@ -313,33 +313,10 @@ fn a_damaged_or_foreign_export_file_imports_nothing() -> TestResult {
 /// copied back into a new redb store, byte for byte.
 #[test]
 fn redb_to_postgres_to_redb_keeps_every_byte() -> TestResult {
-    use persister_testkit::postgres::{Cluster, binaries};
+    use persister_testkit::postgres::schema_server;
     let schema = format!("cli_copy_{}", std::process::id());
-    let mut _cluster = None;
-    let url = match std::env::var("PERSISTER_POSTGRES_URL") {
-        Ok(url) if url.contains("://") => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}schema={schema}")
-        }
-        _ => match binaries() {
-            Some(bin) => {
-                let cluster = Cluster::start(&bin, &[])?;
-                let url = cluster.uri(&schema);
-                _cluster = Some(cluster);
-                url
-            }
-            None if std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-                return Err(
-                    "PERSISTER_REQUIRE_POSTGRES=1, but there is no PostgreSQL server".into(),
-                );
-            }
-            None => {
-                println!(
-                    "skipped: no PostgreSQL server (set PERSISTER_POSTGRES_URL or install initdb and pg_ctl)"
-                );
-                return Ok(());
-            }
-        },
+    let Some((url, _cluster)) = schema_server(&schema)? else {
+        return Ok(());
     };
     // Looking at a schema that holds no store creates nothing there.
     let empty = url.replace(&schema, &format!("{schema}_empty"));
