@@ -361,8 +361,13 @@ impl<E: Engine> Store for EngineStore<E> {
 }
 
 /// Implements [`Store`] for a backend's store type that wraps an [`EngineStore`] in a
-/// field, every method forwarded to it: a backend built on an engine adds only its own
-/// ways of opening.
+/// field, every method forwarded to it, and gives the type the store's
+/// [`group_commits`](EngineStore::group_commits): a backend built on an engine adds only
+/// its own ways of opening. With the backend crate's own `fault-injection` feature
+/// (which must enable this crate's), it also gets
+/// [`fail_next_flush`](EngineStore::fail_next_flush) and
+/// [`fail_next_flush_with`](EngineStore::fail_next_flush_with), the way every disk
+/// backend of the workspace fails a flush on purpose.
 ///
 /// ```
 /// use persister_core::{EnginePersister, EngineStore, MemoryEngine, Persister, Store};
@@ -381,6 +386,31 @@ impl<E: Engine> Store for EngineStore<E> {
 #[macro_export]
 macro_rules! forward_store {
     ($store:ty, $field:ident, $persister:ty) => {
+        impl $store {
+            /// How many handles' flushes the store's commits have carried since it was
+            /// opened: flushes that run at the same time share one commit.
+            pub fn group_commits(&self) -> $crate::GroupCommits {
+                self.$field.group_commits()
+            }
+
+            /// Makes the next flush of any handle of this store (or its next removal)
+            /// fail, as a failed `fsync` would, so that tests can check what a program
+            /// does then: the flush's writes are committed without being made durable,
+            /// the flush fails, and the store is poisoned until it is reopened.
+            #[cfg(feature = "fault-injection")]
+            pub fn fail_next_flush(&self) {
+                self.$field.fail_next_flush();
+            }
+
+            /// As `fail_next_flush`, failing with `error` as the disk would report it:
+            /// `ENOSPC` (`std::io::Error::from_raw_os_error(28)`) for a full disk,
+            /// `EROFS` (30) for a file system remounted read-only.
+            #[cfg(feature = "fault-injection")]
+            pub fn fail_next_flush_with(&self, error: std::io::Error) {
+                self.$field.fail_next_flush_with(error);
+            }
+        }
+
         /// Everything is done by the [`EngineStore`]($crate::EngineStore) it wraps.
         impl $crate::Store for $store {
             type Persister = $persister;

@@ -7,12 +7,12 @@ use persister_core::{
     ActorId, ChangeEntry, DocumentId, Engine, Error, PendingDocument, Record, Result, StoredKey,
 };
 use redb::{
-    Durability, Range, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableError,
+    Durability, Range, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition,
     WriteTransaction,
 };
 
 use crate::RedbOptions;
-use crate::error::{RedbResultExt, corrupt, from_redb};
+use crate::error::{RedbResultExt, corrupt};
 use crate::file::Db;
 use crate::layout::{
     self, CHANGES, COMPACTED, DOCUMENTS, DocumentRecord, META, META_NEXT_DOCUMENT, SYNC_STATES,
@@ -41,9 +41,10 @@ pub struct RedbEngine {
 
 impl RedbEngine {
     pub(crate) fn new(db: Db, path: PathBuf, options: RedbOptions) -> Self {
+        let read_only = matches!(db, Db::ReadOnly(_));
         Self {
             db,
-            read_only: false,
+            read_only,
             scratch: None,
             path,
             options,
@@ -73,14 +74,8 @@ impl RedbEngine {
         txn.commit().or_store("commit to", &self.path)
     }
 
-    /// Opens one of our tables in a read transaction; a missing table is damage.
     fn read_table(&self, txn: &ReadTransaction, table: BytesTableDefinition) -> Result<BytesTable> {
-        txn.open_table(table).map_err(|err| match err {
-            TableError::TableDoesNotExist(name) => {
-                corrupt(format!("table {name} is missing"), &self.path)
-            }
-            other => from_redb(other, "read from", &self.path),
-        })
+        crate::file::read_table(txn, table, &self.path)
     }
 
     fn decode_record(&self, id: &DocumentId, bytes: &[u8]) -> Result<DocumentRecord> {
@@ -415,69 +410,6 @@ impl Engine for RedbEngine {
         if self.remove_in(&txn, id)? {
             self.commit_txn(txn, Durability::Immediate)?;
         }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use persister_core::{ActorId, Batch, Persister, Store, Write};
-
-    use crate::RedbStore;
-
-    fn remove(actor: &ActorId, seqs: impl IntoIterator<Item = u64>) -> Batch {
-        seqs.into_iter()
-            .map(|seq| Write::RemoveChange {
-                actor: actor.clone(),
-                seq,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn removals_take_exactly_their_keys_dense_or_sparse() -> persister_core::Result<()> {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("store.redb");
-        let (a, b) = (ActorId::new([1]), ActorId::new([1, 0]));
-        {
-            let store = RedbStore::open(&path)?;
-            let mut doc = store.open_document(&"doc".into())?;
-            let mut changes = Vec::new();
-            for seq in 1..=40 {
-                changes.push((a.clone(), seq, vec![seq as u8]));
-                changes.push((b.clone(), seq, vec![seq as u8; 2]));
-            }
-            doc.insert_changes(changes)?;
-            doc.flush()?;
-        }
-        let store = RedbStore::open(&path)?;
-        let mut doc = store.open_document(&"doc".into())?;
-        // Dense runs with kept keys inside them, a sparse run, and an absent seq.
-        let mut batch = remove(&a, (1..=20).filter(|seq| seq % 7 != 0));
-        batch.extend(remove(&b, [2, 30, 99]));
-        doc.apply(batch)?;
-        doc.flush()?;
-        drop(doc);
-        store.close()?;
-
-        let store = RedbStore::open(&path)?;
-        let doc = store.open_document(&"doc".into())?;
-        let kept: Vec<(ActorId, u64)> = doc
-            .get_change_entries()?
-            .into_iter()
-            .map(|(actor, seq, _)| (actor, seq))
-            .collect();
-        let mut expected: Vec<(ActorId, u64)> = (1..=40)
-            .filter(|seq| *seq > 20 || seq % 7 == 0)
-            .map(|seq| (a.clone(), seq))
-            .collect();
-        expected.extend(
-            (1..=40)
-                .filter(|seq| ![2, 30].contains(seq))
-                .map(|seq| (b.clone(), seq)),
-        );
-        assert_eq!(kept, expected);
-        assert_eq!(doc.sizes().change_count, expected.len() as u64);
         Ok(())
     }
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use persister_core::{Error, Result};
 use redb::{
-    Builder, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
-    TableError, TransactionError,
+    Builder, Database, DatabaseError, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, TableDefinition, TableError, TransactionError,
 };
 
 use crate::RedbOptions;
@@ -29,7 +29,16 @@ pub fn is_redb_file(path: impl AsRef<Path>) -> bool {
     matches!(has_redb_magic(path.as_ref()), Ok(true))
 }
 
-pub(crate) fn has_redb_magic(path: &Path) -> io::Result<bool> {
+/// Fails unless `path` starts with redb's magic number.
+pub(crate) fn check_magic(path: &Path) -> Result<()> {
+    match has_redb_magic(path) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(not_a_store(path)),
+        Err(err) => Err(Error::io("open", path, err)),
+    }
+}
+
+fn has_redb_magic(path: &Path) -> io::Result<bool> {
     let mut magic = [0; REDB_MAGIC.len()];
     match File::open(path)?.read_exact(&mut magic) {
         Ok(()) => Ok(magic == REDB_MAGIC),
@@ -127,16 +136,21 @@ pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<()> {
         });
     }
     for table in [DOCUMENTS, CHANGES, COMPACTED, SYNC_STATES] {
-        if let Err(err) = txn.open_table(table) {
-            return Err(match err {
-                TableError::TableDoesNotExist(name) => {
-                    corrupt(format!("table {name} is missing"), path)
-                }
-                other => from_redb(other, "read from", path),
-            });
-        }
+        read_table(&txn, table, path)?;
     }
     Ok(())
+}
+
+/// Opens one of our tables in a read transaction; a missing table is damage.
+pub(crate) fn read_table(
+    txn: &ReadTransaction,
+    table: TableDefinition<'static, &'static [u8], &'static [u8]>,
+    path: &Path,
+) -> Result<ReadOnlyTable<&'static [u8], &'static [u8]>> {
+    txn.open_table(table).map_err(|err| match err {
+        TableError::TableDoesNotExist(name) => corrupt(format!("table {name} is missing"), path),
+        other => from_redb(other, "read from", path),
+    })
 }
 
 /// The open database: read-write, or read-only (no write, no repair, no lock that

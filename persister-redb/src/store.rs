@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use persister_core::scratch::ScratchDir;
-use persister_core::{EngineStore, Error, GroupCommits, Result};
+use persister_core::{EngineStore, Error, Result};
 use redb::StorageBackend;
 
 use crate::error::{RedbResultExt, from_redb};
@@ -52,11 +52,7 @@ impl RedbStore {
         if !path.exists() {
             file::create(path, &options)?;
         }
-        match file::has_redb_magic(path) {
-            Ok(true) => {}
-            Ok(false) => return Err(file::not_a_store(path)),
-            Err(err) => return Err(Error::io("open", path, err)),
-        }
+        file::check_magic(path)?;
         // redb releases its lock explicitly when the database is dropped, so a store this
         // process closed can be opened again at once, even while a child process forked
         // by another thread still holds a copy of the file's descriptor.
@@ -78,11 +74,7 @@ impl RedbStore {
     /// [`Error::InvalidInput`]; flushing with nothing written returns 0.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<RedbStore> {
         let path = path.as_ref();
-        match file::has_redb_magic(path) {
-            Ok(true) => {}
-            Ok(false) => return Err(file::not_a_store(path)),
-            Err(err) => return Err(Error::io("open", path, err)),
-        }
+        file::check_magic(path)?;
         let options = RedbOptions::default();
         match file::open_verified(&options, |builder| builder.open_read_only(path)) {
             Ok(db) => Self::from_database(Db::ReadOnly(db), path.to_path_buf(), options),
@@ -129,11 +121,8 @@ impl RedbStore {
 
     fn from_database(db: Db, path: PathBuf, options: RedbOptions) -> Result<RedbStore> {
         file::check_layout(&db, &path)?;
-        let read_only = matches!(db, Db::ReadOnly(_));
-        let mut engine = RedbEngine::new(db, path, options);
-        engine.read_only = read_only;
         Ok(RedbStore {
-            inner: EngineStore::new(engine),
+            inner: EngineStore::new(RedbEngine::new(db, path, options)),
         })
     }
 
@@ -141,29 +130,6 @@ impl RedbStore {
     /// messages).
     pub fn path(&self) -> &Path {
         self.inner.path()
-    }
-
-    /// Makes the next flush of any handle of this store (or its next removal) fail, as
-    /// a failed `fsync` would, so that tests can check what a program does then: the
-    /// flush's writes are committed without `Durability::Immediate`, the flush fails,
-    /// and the store is poisoned until it is reopened.
-    #[cfg(feature = "fault-injection")]
-    pub fn fail_next_flush(&self) {
-        self.inner.fail_next_flush();
-    }
-
-    /// As [`RedbStore::fail_next_flush`], failing with `error` as the disk would report
-    /// it: `ENOSPC` (`std::io::Error::from_raw_os_error(28)`) for a full disk, `EROFS`
-    /// (30) for a file system remounted read-only.
-    #[cfg(feature = "fault-injection")]
-    pub fn fail_next_flush_with(&self, error: std::io::Error) {
-        self.inner.fail_next_flush_with(error);
-    }
-
-    /// How many handles' flushes the store's commits have carried since it was opened
-    /// (see [Group commit](crate#writes-flushes-and-group-commit)).
-    pub fn group_commits(&self) -> GroupCommits {
-        self.inner.group_commits()
     }
 }
 

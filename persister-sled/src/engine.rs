@@ -19,13 +19,9 @@ pub struct SledAddress {
 }
 
 impl SledEngine {
-    fn document_corrupt(&self, id: &[u8], what: impl std::fmt::Display) -> Error {
-        self.corrupt(format!("document {}: {what}", DocumentId::new(id)))
-    }
-
     fn address_corrupt(&self, address: &SledAddress, what: impl std::fmt::Display) -> Error {
-        let id = address.keys.manifest.get(3..).unwrap_or_default();
-        self.document_corrupt(id, what)
+        let id = DocumentId::new(address.keys.manifest.get(3..).unwrap_or_default());
+        self.corrupt(format!("document {id}: {what}"))
     }
 
     /// Reads every entry sled holds under `prefix`, checks each value's checksum and the
@@ -77,13 +73,8 @@ impl SledEngine {
     }
 
     fn read_sync_states(&self, address: &SledAddress) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let expected = address.manifest.sync_states;
-        self.read_part(
-            address,
-            "sync states",
-            &address.keys.sync_states(),
-            expected,
-        )
+        let (prefix, expected) = (address.keys.sync_states(), address.manifest.sync_states);
+        self.read_part(address, "sync states", &prefix, expected)
     }
 
     /// The `(hash, length)` of the value stored under `key`, which must be there.

@@ -105,23 +105,6 @@ impl SledStore {
     pub fn copy_path(&self) -> Option<PathBuf> {
         self.inner.engine().copy.as_ref().map(|copy| copy.store())
     }
-
-    /// Makes the next flush of any handle of this store (or its next removal) fail, as
-    /// a failed `fsync` would, so that tests can check what a program does then: the
-    /// store is poisoned until it is reopened.
-    #[cfg(feature = "fault-injection")]
-    pub fn fail_next_flush(&self) {
-        self.fail_next_flush_with(std::io::Error::other("injected fsync failure"));
-    }
-
-    /// Makes the next flush of any handle of this store (or its next removal) fail with
-    /// `error`, as the disk would report it: `ENOSPC`
-    /// (`std::io::Error::from_raw_os_error(28)`) for a full disk, `EROFS` (30) for a
-    /// file system remounted read-only. The store is poisoned until it is reopened.
-    #[cfg(feature = "fault-injection")]
-    pub fn fail_next_flush_with(&self, error: std::io::Error) {
-        self.inner.fail_next_flush_with(error);
-    }
 }
 
 /// Opens sled in `path` and checks the store it holds, creating it if `path` does not

@@ -1,7 +1,7 @@
 //! Read your writes (contract point 1), overwrite and remove (2), order (3).
 
 use super::{Fixture, actor, contents, open};
-use crate::{Batch, Persister, Result};
+use crate::{ActorId, Batch, Persister, Result};
 
 /// A document never written holds nothing (points 1, 8).
 pub fn new_document_is_empty<F: Fixture>(f: &F) -> Result<()> {
@@ -206,6 +206,47 @@ pub fn removing_absent_changes_is_not_an_error<F: Fixture>(f: &F) -> Result<()> 
     p.remove_changes(vec![(&actor(1), 2), (&actor(2), 1)])?;
     assert_eq!(p.get_changes()?, vec![b"a".to_vec()]);
     assert_eq!(p.sizes().change_count, 1);
+    Ok(())
+}
+
+/// Removing flushed changes removes exactly those named, whether they are dense in the
+/// seqs they span (as a compaction removes them), sparse, or absent; also when the actor
+/// is a prefix of another's (points 2, 3).
+pub fn removing_flushed_runs_removes_exactly_them<F: Fixture>(f: &F) -> Result<()> {
+    let (a, b) = (ActorId::new([1]), ActorId::new([1, 0]));
+    let store = f.open()?;
+    let mut p = open(&store, "doc")?;
+    for seq in 1..=40u64 {
+        p.insert_changes(vec![
+            (a.clone(), seq, vec![seq as u8]),
+            (b.clone(), seq, vec![2; 2]),
+        ])?;
+    }
+    p.flush()?;
+    let mut removals: Vec<(&ActorId, u64)> =
+        (1..=20).filter(|s| s % 7 != 0).map(|s| (&a, s)).collect();
+    removals.extend([(&b, 2), (&b, 30), (&b, 99)]);
+    p.remove_changes(removals)?;
+    p.flush()?;
+    drop(p);
+    let store = super::reopen(f, store)?;
+    let p = open(&store, "doc")?;
+    let kept: Vec<(ActorId, u64)> = p
+        .get_change_entries()?
+        .into_iter()
+        .map(|(actor, seq, _)| (actor, seq))
+        .collect();
+    let mut expected: Vec<(ActorId, u64)> = (1..=40)
+        .filter(|s| *s > 20 || s % 7 == 0)
+        .map(|s| (a.clone(), s))
+        .collect();
+    expected.extend(
+        (1..=40)
+            .filter(|s| ![2, 30].contains(s))
+            .map(|s| (b.clone(), s)),
+    );
+    assert_eq!(kept, expected);
+    assert_eq!(p.sizes().change_count, expected.len() as u64);
     Ok(())
 }
 
