@@ -313,42 +313,30 @@ impl<E: Engine> Store for EngineStore<E> {
     /// another store are flushed on their own. A failed commit poisons every handle it
     /// carried.
     fn flush_documents(&self, handles: &mut [&mut EnginePersister<E>]) -> Result<usize> {
-        let mut first_error = None;
-        let mut written = 0usize;
+        let mut results = Vec::new();
         let mut carried = Vec::new();
         let mut documents = Vec::new();
         for (index, handle) in handles.iter_mut().enumerate() {
-            let pending = if Arc::ptr_eq(&handle.shared, &self.shared) {
-                handle.check_flushable().map(|()| handle.take_pending())
-            } else {
-                handle.flush().map(|bytes| {
-                    written = written.saturating_add(bytes);
-                    None
-                })
-            };
-            match pending {
+            if !Arc::ptr_eq(&handle.shared, &self.shared) {
+                results.push(handle.flush());
+                continue;
+            }
+            match handle.check_flushable().map(|()| handle.take_pending()) {
                 Ok(Some(pending)) => {
                     carried.push(index);
                     documents.push(pending);
                 }
                 Ok(None) => {}
-                Err(err) => {
-                    first_error.get_or_insert(err);
-                }
+                Err(err) => results.push(Err(err)),
             }
         }
         let outcomes = self.shared.commit_shared(documents);
         for (index, (pending, result)) in carried.into_iter().zip(outcomes) {
             if let Some(handle) = handles.get_mut(index) {
-                match handle.finish(pending, result) {
-                    Ok(bytes) => written = written.saturating_add(bytes),
-                    Err(err) => {
-                        first_error.get_or_insert(err);
-                    }
-                }
+                results.push(handle.finish(pending, result));
             }
         }
-        first_error.map_or(Ok(written), Err)
+        crate::sum_flushed(results)
     }
 
     fn close(self) -> Result<()> {

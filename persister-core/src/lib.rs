@@ -110,4 +110,5 @@ pub use sizes::StoredSizes;
 pub use state::DocumentState;
 pub use store::{
     BoxedStore, DocumentClaim, DynPersister, DynStore, OpenDocuments, Store, flush_each,
+    sum_flushed,
 };

@@ -199,10 +199,16 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 /// bytes they made durable or the first error: the default of
 /// [`Store::flush_documents`], for backends that override it to fall back on.
 pub fn flush_each<P: Persister<Error = Error>>(handles: &mut [&mut P]) -> Result<usize> {
+    sum_flushed(handles.iter_mut().map(|handle| handle.flush()))
+}
+
+/// The bytes made durable by the flushes of `results` that succeeded, or the first
+/// error: how a flush of many handles reports once it has tried every one.
+pub fn sum_flushed(results: impl IntoIterator<Item = Result<usize>>) -> Result<usize> {
     let mut written = 0usize;
     let mut first_error = None;
-    for handle in handles.iter_mut() {
-        match handle.flush() {
+    for result in results {
+        match result {
             Ok(bytes) => written = written.saturating_add(bytes),
             Err(err) => {
                 first_error.get_or_insert(err);

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use persister_core::{DocumentId, Error, OpenDocuments, Recovered, Result, Store, flush_each};
+use persister_core::{
+    DocumentId, Error, OpenDocuments, Recovered, Result, Store, flush_each, sum_flushed,
+};
 
 use crate::clean::CleanRecord;
 use crate::doc::{Doc, Known, io_error};
@@ -356,17 +358,7 @@ impl Store for FsStore {
             }
             results
         });
-        let mut written = 0usize;
-        let mut first_error = None;
-        for result in results {
-            match result {
-                Ok(bytes) => written = written.saturating_add(bytes),
-                Err(err) => {
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        first_error.map_or(Ok(written), Err)
+        sum_flushed(results)
     }
 
     fn close(self) -> Result<()> {

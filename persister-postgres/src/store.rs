@@ -158,44 +158,32 @@ impl Store for PostgresStore {
     /// failed commit poisons every handle it carried.
     fn flush_documents(&self, handles: &mut [&mut PostgresPersister]) -> Result<usize> {
         let started = Instant::now();
-        let mut first_error = None;
-        let mut written = 0usize;
+        let mut results = Vec::new();
         let mut carried = Vec::new();
         let mut jobs = Vec::new();
         for (index, handle) in handles.iter_mut().enumerate() {
-            let job = if handle.is_of(&self.shared) {
-                handle.check_writable().map(|()| handle.take_job())
-            } else {
-                handle.flush().map(|bytes| {
-                    written = written.saturating_add(bytes);
-                    None
-                })
-            };
-            match job {
+            if !handle.is_of(&self.shared) {
+                results.push(handle.flush());
+                continue;
+            }
+            match handle.check_writable().map(|()| handle.take_job()) {
                 Ok(Some(job)) => {
                     carried.push(index);
                     jobs.push(job);
                 }
                 Ok(None) => {}
-                Err(err) => {
-                    first_error.get_or_insert(err);
-                }
+                Err(err) => results.push(Err(err)),
             }
         }
         if !jobs.is_empty() {
             let outcomes = self.shared.commit_jobs(jobs);
             for (index, (job, outcome)) in carried.into_iter().zip(outcomes) {
                 if let Some(handle) = handles.get_mut(index) {
-                    match handle.finish_job(job, outcome, started) {
-                        Ok(bytes) => written = written.saturating_add(bytes),
-                        Err(err) => {
-                            first_error.get_or_insert(err);
-                        }
-                    }
+                    results.push(handle.finish_job(job, outcome, started));
                 }
             }
         }
-        first_error.map_or(Ok(written), Err)
+        persister_core::sum_flushed(results)
     }
 
     fn close(self) -> Result<()> {
