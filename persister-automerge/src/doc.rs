@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use automerge::{AutoCommit, AutomergeError, Change, ChangeHash, LoadOptions, sync};
 use persister_core::{ActorId, CompactionTrigger, Persister, StoredSizes, Write};
 
-use crate::writer::Writer;
 use crate::{Error, Options, Result};
+use persister_core::DocumentWriter;
 
 /// An automerge document that writes every change to a [`Persister`] as it happens.
 ///
@@ -55,7 +55,7 @@ use crate::{Error, Options, Result};
 #[derive(Debug)]
 pub struct PersistentDoc<P> {
     pub(crate) doc: AutoCommit,
-    pub(crate) writer: Writer<P>,
+    pub(crate) writer: DocumentWriter<P>,
     pub(crate) peers: HashMap<Vec<u8>, Peer>,
     /// Stored changes the document could not apply (their dependencies are missing).
     /// Compaction keeps them until the document holds them.
@@ -138,7 +138,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         doc.apply_changes(changes)
             .map_err(|e| Error::InconsistentChanges(Box::new(e)))?;
 
-        let mut writer = Writer::new(persister, options.flush);
+        let mut writer = DocumentWriter::new(persister, options.flush);
         let mut orphans = Vec::new();
         // No missing dependency means every stored change was applied; otherwise ask
         // change by change (rare: only after a store lost part of a history).

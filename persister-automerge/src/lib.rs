@@ -66,7 +66,6 @@ mod doc;
 mod error;
 mod options;
 mod sync;
-mod writer;
 
 pub use doc::{ChangeInfo, PersistentDoc};
 pub use error::{Error, Result};

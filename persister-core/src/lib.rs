@@ -85,6 +85,7 @@ pub mod scratch;
 mod sizes;
 mod state;
 mod store;
+mod writer;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -112,3 +113,4 @@ pub use store::{
     BoxedStore, DocumentClaim, DynPersister, DynStore, OpenDocuments, Store, flush_each,
     sum_flushed,
 };
+pub use writer::DocumentWriter;

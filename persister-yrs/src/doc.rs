@@ -6,8 +6,8 @@ use persister_core::{ActorId, CompactionTrigger, Persister, StoredSizes, Write};
 use yrs::updates::decoder::Decode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
 
-use crate::writer::Writer;
 use crate::{Error, Options, Result};
+use persister_core::DocumentWriter;
 
 /// The observer key under which a document captures the update of every transaction.
 const OBSERVER: &str = "persister-yrs";
@@ -45,7 +45,7 @@ type Captured = Arc<Mutex<Vec<Vec<u8>>>>;
 #[derive(Debug)]
 pub struct PersistentYDoc<P> {
     pub(crate) doc: Doc,
-    writer: Writer<P>,
+    writer: DocumentWriter<P>,
     captured: Captured,
     actor: ActorId,
     next_seq: u64,
@@ -118,9 +118,13 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
         .map_err(|e| Error::InvalidUpdate {
             reason: e.to_string(),
         })?;
+        let mut writer = DocumentWriter::new(persister, options.flush);
+        for (actor, seq) in stored {
+            writer.mark_stored(actor, seq);
+        }
         Ok(Self {
             doc,
-            writer: Writer::new(persister, options.flush, stored),
+            writer,
             captured,
             actor,
             next_seq,
@@ -182,7 +186,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
         // Taken before encoding: every captured update is then in the encoded state.
         let captured = std::mem::take(&mut *lock(&self.captured));
         let state = self.encode_state();
-        if let Err(e) = self.writer.compact(state) {
+        if let Err(e) = self.writer.compact(state, []) {
             // Nothing was written: the captured updates must still be.
             let mut queue = lock(&self.captured);
             let newer = std::mem::replace(&mut *queue, captured);
@@ -220,7 +224,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
 
     /// How many writes failed and wait for the next successful write or flush.
     pub fn queued_writes(&self) -> usize {
-        self.writer.pending_writes()
+        self.writer.queued_writes()
     }
 
     /// Writes the captured updates and `extra` updates in one batch after whatever is

@@ -99,7 +99,6 @@ mod doc;
 mod error;
 mod options;
 mod sync;
-mod writer;
 
 pub use doc::{PersistentYDoc, actor_of};
 pub use error::{Error, Result};
