@@ -1,13 +1,13 @@
 //! A child process replaying a trace is killed (SIGKILL) at random points; the store
 //! reloads to the text after a prefix of the trace that holds everything acknowledged.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::time::Duration;
 
 use automerge::ReadDoc;
 use persister_core::{CompactionTrigger, FlushPolicy};
+use persister_testkit::{KilledRun, run_and_kill};
 
 use crate::support::{
     Location, TestResult, apply_txn, backend_tests, load_trace, open_doc, read_text,
@@ -23,8 +23,6 @@ const FLUSH_EVERY: usize = 50;
 const TXNS: usize = 2_000;
 /// Kills per backend.
 const ROUNDS: usize = 4;
-/// The signal `Child::kill` sends on Unix.
-const SIGKILL: i32 = 9;
 
 /// Compacts often, so that kills also land inside compactions.
 fn child_options() -> persister_automerge::Options {
@@ -94,46 +92,16 @@ backend_tests! {
         let mut rng = rng_from_env_or_clock();
         let mut kills = 0;
         for round in 0..ROUNDS {
-            let mut child = Command::new(std::env::current_exe()?)
-                .args(["--exact", "crash::replay_child", "--ignored", "--nocapture", "--test-threads=1"])
-                .env(CHILD_ENV, format!("{},{TXNS},{}", backend.name(), location.path().display()))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            let stdout = child.stdout.take().ok_or("no stdout")?;
             // Kill after a random number of acknowledgements, then a random extra delay,
             // so that the kill lands anywhere: in an edit, a flush or a compaction.
             let kill_after = rng.below((TXNS / FLUSH_EVERY / ROUNDS) as u64 + 1);
             let delay = Duration::from_micros(rng.below(20_000));
-            let (mut acks, mut last_ack, mut start) = (0, 0, None);
-            let mut killed = false;
-            for line in BufReader::new(stdout).lines() {
-                let line = line?;
-                if let Some(n) = line.strip_prefix("start ") {
-                    start = Some(n.parse::<usize>()?);
-                } else if let Some(n) = line.strip_prefix("ack ") {
-                    last_ack = n.parse()?;
-                    acks += 1;
-                } else {
-                    continue;
-                }
-                if acks >= kill_after {
-                    std::thread::sleep(delay);
-                    child.kill()?;
-                    killed = true;
-                    break;
-                }
-            }
-            let status = child.wait()?;
-            if !(status.success() || killed && status.signal() == Some(SIGKILL)) {
-                let mut stderr = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    std::io::Read::read_to_string(&mut e, &mut stderr)?;
-                }
-                return Err(format!("child failed ({status}): {stderr}").into());
-            }
-            kills += usize::from(killed && !status.success());
-            let start = start.ok_or("the child never started")?;
+            let mut child = Command::new(std::env::current_exe()?);
+            child
+                .args(["--exact", "crash::replay_child", "--ignored", "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, format!("{},{TXNS},{}", backend.name(), location.path().display()));
+            let KilledRun { start, last_ack, killed } = run_and_kill(&mut child, kill_after, delay)?;
+            kills += usize::from(killed);
 
             let store = location.open()?;
             let doc = open_doc(&store, text_options())?;
