@@ -245,20 +245,17 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     fn queue_captured(&mut self, extra: Vec<Vec<u8>>) -> usize {
         let mut captured = lock(&self.captured);
         let count = captured.len() + extra.len();
-        let writes: Vec<Write> = captured
-            .drain(..)
-            .chain(extra)
-            .map(|value| {
-                let seq = self.next_seq;
-                self.next_seq += 1;
+        let (actor, next_seq) = (&self.actor, &mut self.next_seq);
+        self.writer
+            .queue(captured.drain(..).chain(extra).map(|value| {
+                let seq = *next_seq;
+                *next_seq += 1;
                 Write::InsertChange {
-                    actor: self.actor.clone(),
+                    actor: actor.clone(),
                     seq,
                     value,
                 }
-            })
-            .collect();
-        self.writer.queue(writes);
+            }));
         count
     }
 }

@@ -1,6 +1,6 @@
 //! The write side: the pending queue, the flush policy, and the keys of stored updates.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use persister_core::{
     ActorId, AutoFlush, Batch, FlushPolicy, Persister, StoredSizes, Write, WriteError,
@@ -16,8 +16,9 @@ pub(crate) struct Writer<P> {
     pending: Vec<Write>,
     /// The keys of the stored updates the in-memory document holds, by writer: one
     /// growing list per writer rather than a key per update, so that a write allocates
-    /// nothing that outlives it.
-    stored: HashMap<ActorId, Vec<u64>>,
+    /// nothing that outlives it. Ordered rather than hashed: there are few writers,
+    /// most often one, and comparing a short id costs less than hashing it.
+    stored: BTreeMap<ActorId, Vec<u64>>,
 }
 
 impl<P: Persister<Error = persister_core::Error>> Writer<P> {
@@ -29,15 +30,39 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
         let mut writer = Self {
             persister: AutoFlush::new(persister, policy),
             pending: Vec::new(),
-            stored: HashMap::new(),
+            stored: BTreeMap::new(),
         };
+        // Stored updates come by writer: each run of one writer's keys is looked up
+        // once.
+        let mut run: Option<(ActorId, Vec<u64>)> = None;
         for (actor, seq) in stored {
-            writer.mark_stored(actor, seq);
+            match &mut run {
+                Some((current, seqs)) if *current == actor => seqs.push(seq),
+                _ => {
+                    if let Some((current, seqs)) = run.replace((actor, vec![seq])) {
+                        writer.mark_stored(current, seqs);
+                    }
+                }
+            }
+        }
+        if let Some((actor, seqs)) = run {
+            writer.mark_stored(actor, seqs);
         }
         writer
     }
 
-    fn mark_stored(&mut self, actor: ActorId, seq: u64) {
+    /// Records that `actor`'s updates `seqs` are stored.
+    fn mark_stored(&mut self, actor: ActorId, mut seqs: Vec<u64>) {
+        match self.stored.get_mut(&actor) {
+            Some(known) => known.append(&mut seqs),
+            None => {
+                self.stored.insert(actor, seqs);
+            }
+        }
+    }
+
+    /// Records that `actor`'s update `seq` is stored.
+    fn mark_one_stored(&mut self, actor: ActorId, seq: u64) {
         match self.stored.get_mut(&actor) {
             Some(seqs) => seqs.push(seq),
             None => {
@@ -81,12 +106,15 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
         if let Err(WriteError::NotApplied(e)) = written {
             return Err(e);
         }
-        // Applied (even if the policy's flush then failed): no longer pending.
-        for write in std::mem::take(&mut self.pending) {
+        // Applied (even if the policy's flush then failed): no longer pending. The
+        // queue keeps its buffer for the next write.
+        let mut pending = std::mem::take(&mut self.pending);
+        for write in pending.drain(..) {
             if let Write::InsertChange { actor, seq, .. } = write {
-                self.mark_stored(actor, seq);
+                self.mark_one_stored(actor, seq);
             }
         }
+        self.pending = pending;
         written.map_err(WriteError::into_inner)
     }
 
