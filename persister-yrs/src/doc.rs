@@ -100,15 +100,11 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
                     .map_err(|e| corrupt(e.to_string()))?;
             }
         }
+        let stored = entries.into_iter().map(|(actor, seq, _)| (actor, seq));
+        let writer = Writer::new(persister, options.flush, stored);
         // A writer's counter continues after the largest sequence number it stored, so
         // a session that reuses a client id never overwrites an update.
-        let next_seq = entries
-            .iter()
-            .filter(|(a, _, _)| *a == actor)
-            .map(|(_, seq, _)| seq + 1)
-            .max()
-            .unwrap_or(1);
-        let stored = entries.into_iter().map(|(actor, seq, _)| (actor, seq));
+        let next_seq = writer.last_stored(&actor).map_or(1, |seq| seq + 1);
 
         let captured = Captured::default();
         let sink = Arc::clone(&captured);
@@ -120,7 +116,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
         })?;
         Ok(Self {
             doc,
-            writer: Writer::new(persister, options.flush, stored),
+            writer,
             captured,
             actor,
             next_seq,

@@ -71,6 +71,11 @@ impl<P: Persister<Error = persister_core::Error>> Writer<P> {
         }
     }
 
+    /// The largest sequence number of `actor`'s stored updates, if it has any.
+    pub(crate) fn last_stored(&self, actor: &ActorId) -> Option<u64> {
+        self.stored.get(actor)?.iter().copied().max()
+    }
+
     pub(crate) fn persister(&self) -> &P {
         self.persister.get_ref()
     }
