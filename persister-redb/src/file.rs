@@ -46,24 +46,32 @@ pub(crate) fn builder(options: &RedbOptions) -> Builder {
     builder
 }
 
-/// The page cache a file is verified through when it is opened with
+/// The page cache a file larger than this is verified through when it is opened with
 /// [`RedbOptions::verify_on_open`].
 ///
 /// Verifying reads every page of the file through redb's page cache; through a cache as
 /// large as the store's (1 GiB by default) it would keep every page it read, so that the
 /// memory of opening a store would grow with the file (170 MiB for a store of 100,000
-/// small documents). So the file is verified through a cache of this size, closed, and
-/// opened again with the store's cache and without verifying (the file was closed
-/// cleanly a moment before, so the second open reads only redb's allocator state).
+/// small documents). So such a file is verified through a cache of this size, closed,
+/// and opened again with the store's cache and without verifying (the file was closed
+/// cleanly a moment before, so the second open reads only redb's allocator state). A
+/// file of at most this size is verified in the store's own cache, which then holds at
+/// most the file, no more than this: the close and the second open, which cost more
+/// than the verification itself on a small file, are saved, and the first reads find
+/// their pages cached.
 pub(crate) const VERIFY_CACHE_SIZE: usize = 4 * 1024 * 1024;
 
-/// Opens a database with `open`, verifying it first through a cache of at most
-/// [`VERIFY_CACHE_SIZE`] when `options` ask for verification.
+/// Opens the database at `path` with `open`, verifying it first through a cache of at
+/// most [`VERIFY_CACHE_SIZE`] when `options` ask for verification and the file is larger
+/// than that.
 pub(crate) fn open_verified<T>(
     options: &RedbOptions,
+    path: &Path,
     open: impl Fn(&Builder) -> std::result::Result<T, DatabaseError>,
 ) -> std::result::Result<T, DatabaseError> {
-    if !options.verify_on_open || options.cache_size <= VERIFY_CACHE_SIZE {
+    // A file whose size cannot be read is taken as a large one; opening it says why.
+    let small = fs::metadata(path).is_ok_and(|meta| meta.len() <= VERIFY_CACHE_SIZE as u64);
+    if !options.verify_on_open || options.cache_size <= VERIFY_CACHE_SIZE || small {
         return open(&builder(options));
     }
     let mut verify = builder(options);
