@@ -178,29 +178,30 @@ pub fn push_actor_key(key: &mut Vec<u8>, actor: &[u8]) {
 /// it with the bytes after its terminator; `None` when the bytes are not such an
 /// encoding, or the id is empty or longer than [`MAX_ACTOR_ID_LEN`](crate::MAX_ACTOR_ID_LEN).
 pub fn split_actor_key(key: &[u8]) -> Option<(ActorId, &[u8])> {
-    let mut actor = Vec::new();
+    // Decoded on the stack: a short id then needs no allocation at all.
+    let mut actor = [0u8; crate::MAX_ACTOR_ID_LEN];
+    let mut len = 0;
     let mut i = 0;
     loop {
-        match (*key.get(i)?, key.get(i + 1).copied()) {
+        let byte = match (*key.get(i)?, key.get(i + 1).copied()) {
             (0, Some(0)) => break,
             (0, Some(0xff)) => {
-                actor.push(0);
                 i += 2;
+                0
             }
             (0, _) => return None,
             (byte, _) => {
-                actor.push(byte);
                 i += 1;
+                byte
             }
-        }
-        if actor.len() > crate::MAX_ACTOR_ID_LEN {
-            return None;
-        }
+        };
+        *actor.get_mut(len)? = byte;
+        len += 1;
     }
-    if actor.is_empty() {
+    if len == 0 {
         return None;
     }
-    Some((ActorId::new(actor), key.get(i + 2..)?))
+    Some((ActorId::from(&actor[..len]), key.get(i + 2..)?))
 }
 
 #[cfg(test)]

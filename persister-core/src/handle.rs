@@ -1,7 +1,7 @@
 //! The one store and handle of every backend built on an [`Engine`]: the contract
 //! implemented once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::Path;
@@ -274,7 +274,8 @@ impl<E: Engine> Store for EngineStore<E> {
             address: record.as_ref().map(|r| r.address.clone()),
             sizes: record.map(|r| r.sizes).unwrap_or_default(),
             held: HeldWrites::default(),
-            stored: HashMap::new(),
+            stored: BTreeMap::new(),
+            lengths: Vec::new(),
             dirty: false,
             unflushed: 0,
             poisoned: None,
@@ -461,8 +462,13 @@ pub struct EnginePersister<E: Engine> {
     held: HeldWrites,
     /// What the handle knows of the stored changes of each actor it wrote so far, so
     /// that appending a change, the usual write, and removing changes this handle
-    /// committed (a compaction) read nothing.
-    stored: HashMap<ActorId, StoredChanges>,
+    /// committed (a compaction) read nothing. Ordered rather than hashed: a handle
+    /// writes for a few actors, most often one, and comparing a short id costs less
+    /// than hashing it with the standard library's DoS-resistant hash, twice a write.
+    stored: BTreeMap<ActorId, StoredChanges>,
+    /// The stored length of each write of the batch being applied, a buffer reused
+    /// from one batch to the next.
+    lengths: Vec<Option<u64>>,
     /// Something was applied since the last commit.
     dirty: bool,
     /// Payload bytes applied since the last flush.
@@ -502,12 +508,13 @@ impl<E: Engine> EnginePersister<E> {
         self.shared.check_poisoned()
     }
 
-    /// The stored length of each write's key, for keys the held writes do not hold.
+    /// The stored length of each write's key, for keys the held writes do not hold,
+    /// into `lengths` (emptied first).
     ///
     /// A change above its actor's [floor](StoredChanges::floor) is answered from what
     /// the handle knows, so appending new changes, and removing the changes this handle
     /// committed, read the engine once per actor at most.
-    fn stored_lengths(&mut self, writes: &[Write]) -> Result<Vec<Option<u64>>> {
+    fn stored_lengths(&mut self, writes: &[Write], lengths: &mut Vec<Option<u64>>) -> Result<()> {
         let mut unknown: Vec<&ActorId> = Vec::new();
         for write in writes {
             if let Write::InsertChange { actor, .. } | Write::RemoveChange { actor, .. } = write
@@ -531,10 +538,11 @@ impl<E: Engine> EnginePersister<E> {
                 self.stored.insert(actor.clone(), known);
             }
         }
+        // The keys only the engine knows, and where their lengths go.
         let mut keys = Vec::new();
-        let mut lengths = Vec::with_capacity(writes.len());
+        let mut asked = Vec::new();
+        lengths.clear();
         for write in writes {
-            // `None` here: the engine is asked.
             let known = match write {
                 Write::InsertChange { actor, seq, .. } | Write::RemoveChange { actor, seq }
                     if self.held.change(actor, *seq).is_none() =>
@@ -553,17 +561,18 @@ impl<E: Engine> EnginePersister<E> {
                 }
                 _ => Some(None),
             };
-            lengths.push(known);
+            if known.is_none() {
+                asked.push(lengths.len());
+            }
+            lengths.push(known.flatten());
         }
-        let mut found = match (&self.address, keys.is_empty()) {
-            (Some(address), false) => self.shared.engine.stored_lengths(address, &keys)?,
-            _ => Vec::new(),
+        if let (Some(address), false) = (&self.address, keys.is_empty()) {
+            let found = self.shared.engine.stored_lengths(address, &keys)?;
+            for (at, found) in asked.into_iter().zip(found) {
+                lengths[at] = found;
+            }
         }
-        .into_iter();
-        Ok(lengths
-            .into_iter()
-            .map(|known| known.unwrap_or_else(|| found.next().flatten()))
-            .collect())
+        Ok(())
     }
 
     /// Applies one write to the held writes and the sizes; `stored` is the length of
@@ -574,14 +583,13 @@ impl<E: Engine> EnginePersister<E> {
         let in_engine = stored.is_some();
         match write {
             Write::InsertChange { actor, seq, value } => {
-                let old = self.held.change(&actor, seq).map_or(stored, |v| v.map(len));
-                self.sizes.replace_change(old, Some(len(&value)));
-                self.held.put_change(actor, seq, Some(&value), in_engine);
+                let held = self.held.put_change(actor, seq, Some(&value), in_engine);
+                self.sizes
+                    .replace_change(held.unwrap_or(stored), Some(len(&value)));
             }
             Write::RemoveChange { actor, seq } => {
-                let old = self.held.change(&actor, seq).map_or(stored, |v| v.map(len));
-                self.sizes.replace_change(old, None);
-                self.held.put_change(actor, seq, None, in_engine);
+                let held = self.held.put_change(actor, seq, None, in_engine);
+                self.sizes.replace_change(held.unwrap_or(stored), None);
             }
             Write::SetDocument(value) => {
                 self.sizes.replace_document(len(&value));
@@ -704,10 +712,17 @@ impl<E: Engine> Persister for EnginePersister<E> {
             self.commit()?;
         }
         // Every read happens before the first change, so a failure applies nothing.
-        let stored = self.stored_lengths(batch.writes())?;
-        for (write, stored) in batch.into_iter().zip(stored) {
+        let mut stored = std::mem::take(&mut self.lengths);
+        let read = self.stored_lengths(batch.writes(), &mut stored);
+        if let Err(err) = read {
+            self.lengths = stored;
+            return Err(err);
+        }
+        for (write, stored) in batch.into_iter().zip(stored.drain(..)) {
             self.hold(write, stored);
         }
+        self.lengths = stored;
+        self.held.settle();
         self.held.add_bytes(payload);
         self.unflushed = self.unflushed.saturating_add(payload);
         if !self.dirty {

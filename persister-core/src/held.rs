@@ -27,15 +27,34 @@ use crate::ActorId;
 /// highest (the usual case) is appended.
 #[derive(Default)]
 pub struct HeldWrites {
-    /// Each actor's held changes, sorted by seq; no list is empty.
-    changes: BTreeMap<ActorId, Vec<(u64, Slot)>>,
+    /// Each actor's held changes; once settled, no list is empty.
+    changes: BTreeMap<ActorId, Seqs>,
     values: Vec<u8>,
     /// Emptied lists of earlier commits, to reuse.
     spare: Vec<Vec<(u64, Slot)>>,
+    /// Some list has inserted changes or vacant slots: [`settle`](Self::settle) has
+    /// work to do.
+    unsettled: bool,
     document: Option<Vec<u8>>,
     sync_states: BTreeMap<Vec<u8>, Entry>,
     /// Payload bytes of the batches held, which bounds the memory they take.
     bytes: usize,
+}
+
+/// One actor's held changes.
+///
+/// A change above the actor's highest held seq is appended to `sorted`; one below it
+/// and not held goes to `inserted` until [`HeldWrites::settle`] merges the two in one
+/// pass. A compaction removes thousands of changes below the few held since the last
+/// commit, and inserting each into `sorted` would shift every held change above it. A
+/// removal of a change held but not in the engine leaves its slot vacant, for the same
+/// reason, until `settle` drops it.
+#[derive(Default)]
+struct Seqs {
+    /// Sorted by seq.
+    sorted: Vec<(u64, Slot)>,
+    /// Sorted by seq; no seq of `sorted` is here, and each is below its last.
+    inserted: Vec<(u64, Slot)>,
 }
 
 /// What is held for one change key.
@@ -47,6 +66,19 @@ struct Slot {
     stored: bool,
 }
 
+impl Slot {
+    /// A slot whose key is no longer held: a removal of a key the engine does not hold
+    /// (which is never held otherwise).
+    const VACANT: Slot = Slot {
+        value: None,
+        stored: false,
+    };
+
+    fn is_held(&self) -> bool {
+        *self != Self::VACANT
+    }
+}
+
 /// How many spare lists the held writes keep.
 const SPARE_LISTS: usize = 4;
 
@@ -56,6 +88,47 @@ fn find(seqs: &[(u64, Slot)], seq: u64) -> std::result::Result<usize, usize> {
     match seqs.last() {
         Some((last, _)) if *last < seq => Err(seqs.len()),
         _ => seqs.binary_search_by_key(&seq, |(s, _)| *s),
+    }
+}
+
+impl Seqs {
+    /// The slot of `seq`, vacant or not.
+    fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        match find(&self.sorted, seq) {
+            Ok(i) => Some(&mut self.sorted[i].1),
+            Err(i) if i == self.sorted.len() => None,
+            Err(_) => match self.inserted.binary_search_by_key(&seq, |(s, _)| *s) {
+                Ok(i) => Some(&mut self.inserted[i].1),
+                Err(_) => None,
+            },
+        }
+    }
+
+    fn slot(&self, seq: u64) -> Option<Slot> {
+        let slot = match find(&self.sorted, seq) {
+            Ok(i) => self.sorted[i].1,
+            Err(i) if i == self.sorted.len() => return None,
+            Err(_) => {
+                let i = self.inserted.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+                self.inserted[i].1
+            }
+        };
+        slot.is_held().then_some(slot)
+    }
+
+    /// Adds `slot` for `seq`, which has none.
+    fn insert(&mut self, seq: u64, slot: Slot) -> bool {
+        match find(&self.sorted, seq) {
+            Err(i) if i == self.sorted.len() => {
+                self.sorted.push((seq, slot));
+                false
+            }
+            _ => {
+                let at = find(&self.inserted, seq).unwrap_or_else(|i| i);
+                self.inserted.insert(at, (seq, slot));
+                true
+            }
+        }
     }
 }
 
@@ -82,8 +155,7 @@ impl HeldWrites {
     }
 
     fn slot(&self, actor: &ActorId, seq: u64) -> Option<Slot> {
-        let seqs = self.changes.get(actor)?;
-        Some(seqs[find(seqs, seq).ok()?].1)
+        self.changes.get(actor)?.slot(seq)
     }
 
     fn value(&self, (start, len): (usize, usize)) -> &[u8] {
@@ -130,45 +202,82 @@ impl HeldWrites {
 
     /// Holds `value` for `(actor, seq)`, or its removal (`None`); `stored` says whether
     /// the engine holds the key, for a key not held yet. A removal of a key the engine
-    /// does not hold drops what is held instead.
+    /// does not hold drops what is held instead. Returns what was held for the key
+    /// before, as [`change`](Self::change) gives it, by length.
+    ///
+    /// [`settle`](Self::settle) must run before the changes are read in order
+    /// ([`changes`](Self::changes)); lookups of single keys need not wait for it.
     pub(crate) fn put_change(
         &mut self,
         actor: ActorId,
         seq: u64,
         value: Option<&[u8]>,
         stored: bool,
-    ) {
-        let found = self.changes.get(&actor).map(|seqs| find(seqs, seq));
-        let stored = match (found, self.changes.get(&actor)) {
-            (Some(Ok(i)), Some(seqs)) => seqs[i].1.stored,
-            _ => stored,
-        };
-        if value.is_none() && !stored {
-            if let (Some(Ok(i)), Some(seqs)) = (found, self.changes.get_mut(&actor)) {
-                seqs.remove(i);
-                if seqs.is_empty() {
-                    self.changes.remove(&actor);
-                }
+    ) -> Option<Option<u64>> {
+        let Self {
+            changes,
+            values,
+            spare,
+            unsettled,
+            ..
+        } = self;
+        let mut hold = |stored: bool| {
+            if value.is_none() && !stored {
+                return Slot::VACANT;
             }
+            let value = value.map(|value| {
+                let start = values.len();
+                values.extend_from_slice(value);
+                (start, value.len())
+            });
+            Slot { value, stored }
+        };
+        let seqs = match changes.get_mut(&actor) {
+            Some(seqs) => seqs,
+            None if value.is_none() && !stored => return None,
+            None => {
+                let sorted = spare.pop().unwrap_or_default();
+                changes.entry(actor).or_insert(Seqs {
+                    sorted,
+                    inserted: Vec::new(),
+                })
+            }
+        };
+        if let Some(slot) = seqs.slot_mut(seq) {
+            let old = *slot;
+            let held = old.is_held();
+            *slot = hold(if held { old.stored } else { stored });
+            *unsettled |= !slot.is_held();
+            return held.then(|| old.value.map(|(_, len)| len as u64));
+        }
+        let slot = hold(stored);
+        if slot.is_held() {
+            *unsettled |= seqs.insert(seq, slot);
+        }
+        None
+    }
+
+    /// Brings the held changes back in order after [`put_change`](Self::put_change):
+    /// merges each actor's inserted changes into its list and drops vacant slots, in
+    /// one pass per list that has any.
+    pub(crate) fn settle(&mut self) {
+        if !std::mem::take(&mut self.unsettled) {
             return;
         }
-        let value = value.map(|value| {
-            let start = self.values.len();
-            self.values.extend_from_slice(value);
-            (start, value.len())
-        });
-        let slot = Slot { value, stored };
-        let seqs = match self.changes.get_mut(&actor) {
-            Some(seqs) => seqs,
-            None => {
-                let seqs = self.spare.pop().unwrap_or_default();
-                self.changes.entry(actor).or_insert(seqs)
+        let spare = &mut self.spare;
+        self.changes.retain(|_, seqs| {
+            if !seqs.inserted.is_empty() {
+                // Two sorted runs, which the stable sort merges in one pass.
+                seqs.sorted.append(&mut seqs.inserted);
+                seqs.sorted.sort_by_key(|(seq, _)| *seq);
             }
-        };
-        match find(seqs, seq) {
-            Ok(i) => seqs[i].1 = slot,
-            Err(i) => seqs.insert(i, (seq, slot)),
-        }
+            seqs.sorted.retain(|(_, slot)| slot.is_held());
+            let keep = !seqs.sorted.is_empty();
+            if !keep && spare.len() < SPARE_LISTS {
+                spare.push(std::mem::take(&mut seqs.sorted));
+            }
+            keep
+        });
     }
 
     /// Takes back the buffers of `used`, held writes that were committed, when these
@@ -179,13 +288,17 @@ impl HeldWrites {
         }
         used.values.clear();
         self.values = used.values;
-        let lists = std::mem::take(&mut used.changes).into_values();
+        let lists = std::mem::take(&mut used.changes)
+            .into_values()
+            .flat_map(|seqs| [seqs.sorted, seqs.inserted]);
         for mut list in lists.chain(used.spare) {
             if self.spare.len() >= SPARE_LISTS {
                 break;
             }
-            list.clear();
-            self.spare.push(list);
+            if list.capacity() > 0 {
+                list.clear();
+                self.spare.push(list);
+            }
         }
     }
 
@@ -207,8 +320,13 @@ impl HeldWrites {
 
     /// Every held change, ordered by `(actor bytes, seq)`.
     pub fn changes(&self) -> impl Iterator<Item = (&ActorId, u64, Option<&[u8]>)> {
+        debug_assert!(
+            !self.unsettled,
+            "held changes read before they were settled"
+        );
         self.changes.iter().flat_map(move |(actor, seqs)| {
-            seqs.iter()
+            seqs.sorted
+                .iter()
                 .map(move |(seq, slot)| (actor, *seq, slot.value.map(|v| self.value(v))))
         })
     }
@@ -253,5 +371,66 @@ mod tests {
         held.put_sync_state(b"q".to_vec(), None, true);
         assert_eq!(held.sync_state(b"q"), Some(None));
         assert!(held.is_stored_sync_state(b"q") && !held.is_stored_sync_state(b"p"));
+    }
+
+    /// A compaction's shape: removals of stored changes below the held ones, and of
+    /// held ones the engine never had; once settled, the changes read in order.
+    #[test]
+    fn changes_put_below_the_held_ones_read_in_order_once_settled() {
+        let (a, b) = (ActorId::new([1]), ActorId::new([2]));
+        let mut held = HeldWrites::default();
+        for seq in [10, 11, 12] {
+            assert_eq!(
+                held.put_change(a.clone(), seq, Some(&[seq as u8]), false),
+                None
+            );
+        }
+        held.put_change(b.clone(), 5, Some(b"b5"), true);
+        held.settle();
+        // Stored changes 1 to 9 removed, below the held ones; then the held 10 and 11.
+        for seq in 1..10 {
+            assert_eq!(held.put_change(a.clone(), seq, None, true), None);
+        }
+        assert_eq!(held.put_change(a.clone(), 10, None, true), Some(Some(1)));
+        assert_eq!(held.put_change(a.clone(), 11, None, false), Some(Some(1)));
+        assert_eq!(
+            held.change(&a, 4),
+            Some(None),
+            "a held removal, before settling"
+        );
+        assert_eq!(held.change(&a, 10), None, "not stored: not held at all");
+        assert_eq!(held.change(&a, 11), None);
+        // A vacant slot written again is held again, as a key the engine lacks.
+        assert_eq!(held.put_change(a.clone(), 10, Some(b"again"), true), None);
+        assert!(held.is_stored_change(&a, 10));
+        // An inserted removal overwritten by a value keeps its stored flag.
+        assert_eq!(
+            held.put_change(a.clone(), 3, Some(b"three"), false),
+            Some(None)
+        );
+        assert!(held.is_stored_change(&a, 3));
+        // A removal of a key neither held nor stored holds nothing.
+        assert_eq!(held.put_change(b.clone(), 4, None, false), None);
+        held.settle();
+
+        let read: Vec<(u8, u64, Option<Vec<u8>>)> = held
+            .changes()
+            .map(|(actor, seq, value)| (actor.as_bytes()[0], seq, value.map(<[u8]>::to_vec)))
+            .collect();
+        let mut expected: Vec<(u8, u64, Option<Vec<u8>>)> = (1..10)
+            .map(|seq| (1, seq, (seq == 3).then(|| b"three".to_vec())))
+            .collect();
+        expected.push((1, 10, Some(b"again".to_vec())));
+        expected.push((1, 12, Some(vec![12])));
+        expected.push((2, 5, Some(b"b5".to_vec())));
+        assert_eq!(read, expected);
+
+        // Removing every held change of an actor the engine lacks drops the actor.
+        let mut held = HeldWrites::default();
+        held.put_change(a.clone(), 1, Some(b"x"), false);
+        held.settle();
+        held.put_change(a.clone(), 1, None, false);
+        held.settle();
+        assert!(!held.has_changes());
     }
 }

@@ -21,70 +21,134 @@ pub const MAX_BATCH_LEN: usize = 1024 * 1024 * 1024;
 /// applied, so an invalid id is refused with [`Error::InvalidInput`] and nothing of its
 /// batch is stored. Ids order by their bytes, which is the order of
 /// [`Persister::get_changes`](crate::Persister::get_changes).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ActorId(Vec<u8>);
+///
+/// An id of at most 22 bytes (Automerge's 16, Yjs' 8) is kept in place, so creating or
+/// cloning one allocates nothing: every change written or read carries its actor's id.
+#[derive(Clone)]
+pub struct ActorId(Repr);
+
+/// The most bytes an [`ActorId`] keeps in place, without an allocation of its own.
+const INLINE_ACTOR_ID_LEN: usize = 22;
+
+#[derive(Clone)]
+enum Repr {
+    /// The first `len` bytes of `bytes`.
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_ACTOR_ID_LEN],
+    },
+    /// An id longer than [`INLINE_ACTOR_ID_LEN`].
+    Heap(Box<[u8]>),
+}
 
 impl ActorId {
     /// Wraps the given bytes.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Self(bytes.into())
+        Self::from(bytes.into())
     }
 
     /// The id's bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Heap(bytes) => bytes,
+        }
     }
 
     /// The id's bytes, by value.
     pub fn into_bytes(self) -> Vec<u8> {
-        self.0
+        match self.0 {
+            Repr::Inline { .. } => self.as_bytes().to_vec(),
+            Repr::Heap(bytes) => bytes.into_vec(),
+        }
     }
 
     /// Checks the length limits: 1 to [`MAX_ACTOR_ID_LEN`] bytes.
     pub fn validate(&self) -> Result<()> {
-        if self.0.is_empty() {
+        if self.as_bytes().is_empty() {
             return Err(Error::InvalidInput {
                 what: "actor id",
                 reason: "it is empty; an actor id needs at least one byte".into(),
             });
         }
-        check_len("actor id", self.0.len(), MAX_ACTOR_ID_LEN)
+        check_len("actor id", self.as_bytes().len(), MAX_ACTOR_ID_LEN)
+    }
+}
+
+/// By bytes, as the bytes compare.
+impl PartialEq for ActorId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ActorId {}
+
+/// By bytes, as the bytes compare.
+impl PartialOrd for ActorId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// By bytes, as the bytes compare.
+impl Ord for ActorId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+/// As its bytes hash (and as a `Vec<u8>` of them does).
+impl std::hash::Hash for ActorId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
     }
 }
 
 impl fmt::Debug for ActorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ActorId({})", hex(&self.0))
+        write!(f, "ActorId({})", hex(self.as_bytes()))
     }
 }
 
 impl fmt::Display for ActorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0))
+        f.write_str(&hex(self.as_bytes()))
     }
 }
 
 impl From<Vec<u8>> for ActorId {
     fn from(bytes: Vec<u8>) -> Self {
-        Self(bytes)
+        if bytes.len() <= INLINE_ACTOR_ID_LEN {
+            Self::from(bytes.as_slice())
+        } else {
+            Self(Repr::Heap(bytes.into_boxed_slice()))
+        }
     }
 }
 
 impl From<&[u8]> for ActorId {
     fn from(bytes: &[u8]) -> Self {
-        Self(bytes.to_vec())
+        match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE_ACTOR_ID_LEN => {
+                let mut inline = [0; INLINE_ACTOR_ID_LEN];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                Self(Repr::Inline { len, bytes: inline })
+            }
+            _ => Self(Repr::Heap(bytes.into())),
+        }
     }
 }
 
 impl<const N: usize> From<[u8; N]> for ActorId {
     fn from(bytes: [u8; N]) -> Self {
-        Self(bytes.to_vec())
+        Self::from(bytes.as_slice())
     }
 }
 
 impl AsRef<[u8]> for ActorId {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        self.as_bytes()
     }
 }
 
@@ -248,6 +312,44 @@ mod tests {
         assert!(DocumentId::from_hex("abc").is_err());
         assert!(DocumentId::from_hex("zz").is_err());
         Ok(())
+    }
+
+    /// Short ids are kept in place, long ones not; either way an id is its bytes.
+    #[test]
+    fn actor_ids_of_any_length_are_their_bytes() {
+        let lengths = [
+            0,
+            1,
+            8,
+            INLINE_ACTOR_ID_LEN,
+            INLINE_ACTOR_ID_LEN + 1,
+            255,
+            300,
+        ];
+        let ids: Vec<ActorId> = lengths
+            .iter()
+            .map(|&len| ActorId::new((0..len).map(|i| i as u8).collect::<Vec<u8>>()))
+            .collect();
+        for (id, &len) in ids.iter().zip(&lengths) {
+            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert_eq!(id.as_bytes(), bytes.as_slice());
+            assert_eq!(ActorId::from(bytes.as_slice()), *id);
+            assert_eq!(id.clone().into_bytes(), bytes);
+            let hash = |value: &dyn Fn(&mut std::hash::DefaultHasher)| {
+                let mut hasher = std::hash::DefaultHasher::new();
+                value(&mut hasher);
+                std::hash::Hasher::finish(&hasher)
+            };
+            use std::hash::Hash;
+            assert_eq!(hash(&|h| id.hash(h)), hash(&|h| bytes.hash(h)));
+        }
+        // Ordered by bytes: a prefix first, whatever the representation.
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, ids);
+        assert!(ActorId::new([1, 0]) > ActorId::new([1]));
+        assert!(ActorId::new([2]) > ActorId::new(vec![1; 40]));
+        assert_eq!(ActorId::from([7; 16]), ActorId::new(vec![7; 16]));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The write side of a CRDT document over a persister: retried batches, the flush
 //! policy, and the keys of stored changes for compaction.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::{
     ActorId, AutoFlush, Batch, Error, FlushPolicy, Persister, StoredSizes, Write, WriteError,
@@ -41,8 +41,9 @@ pub struct DocumentWriter<P> {
     queued: Vec<Write>,
     /// The keys of the stored changes the in-memory document holds, by actor: one
     /// growing list per actor rather than a key per change, so that a write allocates
-    /// nothing that outlives it.
-    stored: HashMap<ActorId, Vec<u64>>,
+    /// nothing that outlives it. Ordered rather than hashed: there are few actors, most
+    /// often one, and comparing a short id costs less than hashing it.
+    stored: BTreeMap<ActorId, Vec<u64>>,
 }
 
 impl<P: Persister<Error = Error>> DocumentWriter<P> {
@@ -51,7 +52,7 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
         Self {
             persister: AutoFlush::new(persister, policy),
             queued: Vec::new(),
-            stored: HashMap::new(),
+            stored: BTreeMap::new(),
         }
     }
 
@@ -74,12 +75,42 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
     /// Records a change that is stored already (found when the document was loaded)
     /// and that the next [`compact`](Self::compact) must remove.
     pub fn mark_stored(&mut self, actor: ActorId, seq: u64) {
-        match self.stored.get_mut(&actor) {
-            Some(seqs) => seqs.push(seq),
-            None => {
-                self.stored.insert(actor, vec![seq]);
+        self.mark_run(actor, vec![seq]);
+    }
+
+    /// Records changes that are stored already, as [`mark_stored`](Self::mark_stored)
+    /// does for each; a run of one actor's keys (as a persister returns them) is looked
+    /// up once.
+    pub fn mark_all_stored(&mut self, stored: impl IntoIterator<Item = (ActorId, u64)>) {
+        let mut run: Option<(ActorId, Vec<u64>)> = None;
+        for (actor, seq) in stored {
+            match &mut run {
+                Some((current, seqs)) if *current == actor => seqs.push(seq),
+                _ => {
+                    if let Some((current, seqs)) = run.replace((actor, vec![seq])) {
+                        self.mark_run(current, seqs);
+                    }
+                }
             }
         }
+        if let Some((actor, seqs)) = run {
+            self.mark_run(actor, seqs);
+        }
+    }
+
+    fn mark_run(&mut self, actor: ActorId, mut seqs: Vec<u64>) {
+        match self.stored.get_mut(&actor) {
+            Some(known) => known.append(&mut seqs),
+            None => {
+                self.stored.insert(actor, seqs);
+            }
+        }
+    }
+
+    /// The largest seq of `actor`'s changes stored since the last compaction (written
+    /// or marked stored), if it has any.
+    pub fn last_stored(&self, actor: &ActorId) -> Option<u64> {
+        self.stored.get(actor)?.iter().copied().max()
     }
 
     /// Queues `writes` behind the queued ones, to go in the next batch.
@@ -105,11 +136,20 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
         if let Err(WriteError::NotApplied(e)) = written {
             return Err(e);
         }
-        for write in std::mem::take(&mut self.queued) {
+        // Applied (even if the policy's flush then failed): no longer queued. The queue
+        // keeps its buffer for the next write.
+        let mut queued = std::mem::take(&mut self.queued);
+        for write in queued.drain(..) {
             if let Write::InsertChange { actor, seq, .. } = write {
-                self.mark_stored(actor, seq);
+                match self.stored.get_mut(&actor) {
+                    Some(seqs) => seqs.push(seq),
+                    None => {
+                        self.stored.insert(actor, vec![seq]);
+                    }
+                }
             }
         }
+        self.queued = queued;
         written.map_err(WriteError::into_inner)
     }
 

@@ -59,12 +59,8 @@ impl RedbEngine {
         self.check_writable()?;
         match &self.db {
             Db::ReadWrite(db) => db.begin_write().or_store("write to", &self.path),
-            Db::ReadOnly(_) => Err(self.read_only_error()),
+            Db::ReadOnly(_) => Err(Error::read_only(&self.path, "RedbStore::open")),
         }
-    }
-
-    fn read_only_error(&self) -> Error {
-        Error::read_only(&self.path, "RedbStore::open")
     }
 
     /// Commits `txn` with `durability`.
@@ -266,7 +262,7 @@ impl Engine for RedbEngine {
 
     fn check_writable(&self) -> Result<()> {
         match self.read_only {
-            true => Err(self.read_only_error()),
+            true => Err(Error::read_only(&self.path, "RedbStore::open")),
             false => Ok(()),
         }
     }

@@ -55,24 +55,28 @@ pub(crate) fn builder(options: &RedbOptions) -> Builder {
     builder
 }
 
-/// The page cache a file is verified through when it is opened with
+/// The page cache a file larger than this is verified through when it is opened with
 /// [`RedbOptions::verify_on_open`].
 ///
-/// Verifying reads every page of the file through redb's page cache; through a cache as
-/// large as the store's (1 GiB by default) it would keep every page it read, so that the
-/// memory of opening a store would grow with the file (170 MiB for a store of 100,000
-/// small documents). So the file is verified through a cache of this size, closed, and
-/// opened again with the store's cache and without verifying (the file was closed
-/// cleanly a moment before, so the second open reads only redb's allocator state).
+/// Verifying reads every page through redb's page cache; in the store's own cache (1 GiB
+/// by default) it would keep them all, and the memory of opening would grow with the
+/// file (170 MiB for 100,000 small documents). So a larger file is verified through a
+/// cache of this size, closed, and opened again with the store's cache without
+/// verifying (it was closed cleanly, so that open reads only redb's allocator state). A
+/// smaller file is verified in the store's cache, which then holds no more than it.
 pub(crate) const VERIFY_CACHE_SIZE: usize = 4 * 1024 * 1024;
 
-/// Opens a database with `open`, verifying it first through a cache of at most
-/// [`VERIFY_CACHE_SIZE`] when `options` ask for verification.
+/// Opens the database at `path` with `open`, verifying it first through a cache of at
+/// most [`VERIFY_CACHE_SIZE`] when `options` ask for verification and the file is larger
+/// than that.
 pub(crate) fn open_verified<T>(
     options: &RedbOptions,
+    path: &Path,
     open: impl Fn(&Builder) -> std::result::Result<T, DatabaseError>,
 ) -> std::result::Result<T, DatabaseError> {
-    if !options.verify_on_open || options.cache_size <= VERIFY_CACHE_SIZE {
+    // A file whose size cannot be read is taken as a large one; opening it says why.
+    let small = fs::metadata(path).is_ok_and(|meta| meta.len() <= VERIFY_CACHE_SIZE as u64);
+    if !options.verify_on_open || options.cache_size <= VERIFY_CACHE_SIZE || small {
         return open(&builder(options));
     }
     let mut verify = builder(options);

@@ -130,9 +130,11 @@
 //!   store whose `format_version` this build does not know with
 //!   [`Error::UnsupportedFormat`] naming both versions.
 //! - With [`RedbOptions::verify_on_open`] (the default) redb checks every page's checksum
-//!   before the store is used, through a page cache of 4 MiB; it then closes the file
-//!   and opens it again with the store's cache, so that the memory of opening does not
-//!   grow with the file (5.4 MiB at 10,000 and at 100,000 documents).
+//!   before the store is used. A file larger than 4 MiB is checked through a page cache
+//!   of 4 MiB, then closed and opened again with the store's cache, so that the memory
+//!   of opening does not grow with the file (5.4 MiB at 10,000 and at 100,000
+//!   documents); a smaller one is checked in the store's cache, which then holds at most
+//!   the file.
 //! - redb locks the file: a second open, from any process, fails at once with
 //!   [`Error::Locked`].
 //! - After a crash, opening repairs the file (redb walks it to rebuild its allocator

@@ -21,8 +21,10 @@ pub struct RedbOptions {
     /// [`Error::Corrupt`](persister_core::Error::Corrupt); without it, opening is faster
     /// on large files, but reading a damaged page may return wrong data or panic inside
     /// redb. Turn it off only for files you trust, such as one this process wrote
-    /// moments ago. Verification reads every page through a cache of at most 4 MiB,
-    /// whatever [`RedbOptions::cache_size`] is, so it does not fill the store's cache.
+    /// moments ago. Verification reads every page of a file larger than 4 MiB through a
+    /// cache of at most 4 MiB, whatever [`RedbOptions::cache_size`] is, so it does not
+    /// fill the store's cache; a smaller file is verified in the store's cache, which
+    /// then holds at most the file.
     pub verify_on_open: bool,
 
     /// The most memory redb's page cache may use, in bytes. Default 1 GiB (redb's

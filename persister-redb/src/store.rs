@@ -56,8 +56,8 @@ impl RedbStore {
         // redb releases its lock explicitly when the database is dropped, so a store this
         // process closed can be opened again at once, even while a child process forked
         // by another thread still holds a copy of the file's descriptor.
-        let db =
-            file::open_verified(&options, |builder| builder.open(path)).or_store("open", path)?;
+        let db = file::open_verified(&options, path, |builder| builder.open(path))
+            .or_store("open", path)?;
         Self::from_database(Db::ReadWrite(db), path.to_path_buf(), options)
     }
 
@@ -76,7 +76,7 @@ impl RedbStore {
         let path = path.as_ref();
         file::check_magic(path)?;
         let options = RedbOptions::default();
-        match file::open_verified(&options, |builder| builder.open_read_only(path)) {
+        match file::open_verified(&options, path, |builder| builder.open_read_only(path)) {
             Ok(db) => Self::from_database(Db::ReadOnly(db), path.to_path_buf(), options),
             // Not closed cleanly: redb must repair it before it can be read, which writes.
             // The repair is made on a copy, so the file itself stays untouched.
@@ -91,7 +91,7 @@ impl RedbStore {
         let scratch = ScratchDir::new("redb-copy")?;
         let copy = scratch.path().join("store.redb");
         std::fs::copy(path, &copy).map_err(|err| Error::io("copy", path, err))?;
-        let db = file::open_verified(&options, |builder| builder.open(&copy));
+        let db = file::open_verified(&options, &copy, |builder| builder.open(&copy));
         let db = Db::ReadWrite(db.or_store("open", path)?);
         file::check_layout(&db, path)?;
         let mut engine = RedbEngine::new(db, path.to_path_buf(), options);

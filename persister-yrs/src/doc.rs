@@ -100,15 +100,12 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
                     .map_err(|e| corrupt(e.to_string()))?;
             }
         }
+        let stored = entries.into_iter().map(|(actor, seq, _)| (actor, seq));
+        let mut writer = DocumentWriter::new(persister, options.flush);
+        writer.mark_all_stored(stored);
         // A writer's counter continues after the largest sequence number it stored, so
         // a session that reuses a client id never overwrites an update.
-        let next_seq = entries
-            .iter()
-            .filter(|(a, _, _)| *a == actor)
-            .map(|(_, seq, _)| seq + 1)
-            .max()
-            .unwrap_or(1);
-        let stored = entries.into_iter().map(|(actor, seq, _)| (actor, seq));
+        let next_seq = writer.last_stored(&actor).map_or(1, |seq| seq + 1);
 
         let captured = Captured::default();
         let sink = Arc::clone(&captured);
@@ -118,10 +115,6 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
         .map_err(|e| Error::InvalidUpdate {
             reason: e.to_string(),
         })?;
-        let mut writer = DocumentWriter::new(persister, options.flush);
-        for (actor, seq) in stored {
-            writer.mark_stored(actor, seq);
-        }
         Ok(Self {
             doc,
             writer,
@@ -249,20 +242,17 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     fn queue_captured(&mut self, extra: Vec<Vec<u8>>) -> usize {
         let mut captured = lock(&self.captured);
         let count = captured.len() + extra.len();
-        let writes: Vec<Write> = captured
-            .drain(..)
-            .chain(extra)
-            .map(|value| {
-                let seq = self.next_seq;
-                self.next_seq += 1;
+        let (actor, next_seq) = (&self.actor, &mut self.next_seq);
+        self.writer
+            .queue(captured.drain(..).chain(extra).map(|value| {
+                let seq = *next_seq;
+                *next_seq += 1;
                 Write::InsertChange {
-                    actor: self.actor.clone(),
+                    actor: actor.clone(),
                     seq,
                     value,
                 }
-            })
-            .collect();
-        self.writer.queue(writes);
+            }));
         count
     }
 }
