@@ -354,8 +354,8 @@ impl<E: Engine> Store for EngineStore<E> {
 /// [`group_commits`](EngineStore::group_commits): a backend built on an engine adds only
 /// its own ways of opening. With the backend crate's own `fault-injection` feature
 /// (which must enable this crate's), it also gets
-/// [`fail_next_flush`](EngineStore::fail_next_flush) and
-/// [`fail_next_flush_with`](EngineStore::fail_next_flush_with), the way every disk
+/// `fail_next_flush` and `fail_next_flush_with` (this crate's `fault-injection`
+/// feature gives them to [`EngineStore`]), the way every disk
 /// backend of the workspace fails a flush on purpose.
 ///
 /// ```
