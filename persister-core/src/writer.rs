@@ -75,7 +75,12 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
     /// Records a change that is stored already (found when the document was loaded)
     /// and that the next [`compact`](Self::compact) must remove.
     pub fn mark_stored(&mut self, actor: ActorId, seq: u64) {
-        self.mark_run(actor, vec![seq]);
+        match self.stored.get_mut(&actor) {
+            Some(seqs) => seqs.push(seq),
+            None => {
+                self.stored.insert(actor, vec![seq]);
+            }
+        }
     }
 
     /// Records changes that are stored already, as [`mark_stored`](Self::mark_stored)
@@ -141,12 +146,7 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
         let mut queued = std::mem::take(&mut self.queued);
         for write in queued.drain(..) {
             if let Write::InsertChange { actor, seq, .. } = write {
-                match self.stored.get_mut(&actor) {
-                    Some(seqs) => seqs.push(seq),
-                    None => {
-                        self.stored.insert(actor, vec![seq]);
-                    }
-                }
+                self.mark_stored(actor, seq);
             }
         }
         self.queued = queued;
