@@ -287,7 +287,7 @@ impl OpenStore {
             .store
             .recovered()
             .iter()
-            .rfind(|r| &r.document == id)
+            .rfind(|r| r.document.as_ref().is_none_or(|document| document == id))
             .map(|r| {
                 let fate = if r.truncated {
                     "were dropped"

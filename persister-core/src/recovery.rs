@@ -4,13 +4,14 @@ use std::path::PathBuf;
 
 use crate::DocumentId;
 
-/// What opening a document dropped or found as a torn tail: bytes written after the
-/// document's last flush that a crash left incomplete (contract point 6).
+/// What opening a document or a store dropped or found as a torn tail: bytes written
+/// after the last flush that a crash left incomplete (contract point 6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovered {
-    /// The document whose log had the tail.
-    pub document: DocumentId,
+    /// The document whose log had the tail, or `None` for a log of the whole store
+    /// (redb's commit log), whose torn tail may have held writes of any document.
+    pub document: Option<DocumentId>,
     /// The file (or store) holding it.
     pub path: PathBuf,
     /// Where the tail starts.
@@ -32,7 +33,19 @@ impl Recovered {
         truncated: bool,
     ) -> Self {
         Self {
-            document,
+            document: Some(document),
+            path: path.into(),
+            offset,
+            bytes,
+            truncated,
+        }
+    }
+
+    /// A report of a torn tail of `bytes` bytes at `offset` of `path`, a log of the
+    /// whole store; `truncated` says whether it was dropped.
+    pub fn store_wide(path: impl Into<PathBuf>, offset: u64, bytes: u64, truncated: bool) -> Self {
+        Self {
+            document: None,
             path: path.into(),
             offset,
             bytes,

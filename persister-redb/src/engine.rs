@@ -1,10 +1,12 @@
 //! The redb [`Engine`]: documents in five tables of one redb file.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use persister_core::scratch::ScratchDir;
 use persister_core::{
-    ActorId, ChangeEntry, DocumentId, Engine, Error, PendingDocument, Record, Result, StoredKey,
+    ActorId, ChangeEntry, DocumentId, Engine, Error, PendingDocument, Record, Recovered, Result,
+    StoredKey,
 };
 use redb::{
     Durability, Range, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition,
@@ -15,8 +17,11 @@ use crate::RedbOptions;
 use crate::error::{RedbResultExt, corrupt};
 use crate::file::Db;
 use crate::layout::{
-    self, CHANGES, COMPACTED, DOCUMENTS, DocumentRecord, META, META_NEXT_DOCUMENT, SYNC_STATES,
+    self, CHANGES, COMPACTED, DOCUMENTS, DocumentRecord, LogEntry, META, META_NEXT_DOCUMENT,
+    SYNC_STATES,
 };
+use crate::log::{self, CommitLog, RECORD_HEADER_LEN};
+use crate::redo::{self, Ops, Tab};
 
 type BytesTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 type BytesTableDefinition = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -24,12 +29,15 @@ type BytesTableDefinition = TableDefinition<'static, &'static [u8], &'static [u8
 /// The storage engine of a [`RedbStore`](crate::RedbStore): one redb file, its
 /// documents addressed by number (see the [file layout](crate#file-layout)).
 ///
-/// A commit is one redb write transaction; a durable one commits with
-/// `Durability::Immediate`. Reads each run in one read transaction, so they see one
-/// committed state.
+/// A commit is one redb write transaction, made durable by the commit log or, without
+/// one, by `Durability::Immediate` (see [`RedbEngine::commit`](Engine::commit)). Reads
+/// each run in one read transaction, so they see one committed state.
 #[derive(Debug)]
 pub struct RedbEngine {
     db: Db,
+    writer: Mutex<Writer>,
+    /// The torn tail of the commit log that opening dropped (or found, read-only).
+    pub(crate) recovered: Vec<Recovered>,
     /// Refuses every write: a store opened read-only, or a repaired copy read as one.
     pub(crate) read_only: bool,
     /// The directory of the repaired copy a read-only store reads, removed after the
@@ -40,10 +48,12 @@ pub struct RedbEngine {
 }
 
 impl RedbEngine {
-    pub(crate) fn new(db: Db, path: PathBuf, options: RedbOptions) -> Self {
+    pub(crate) fn new(db: Db, path: PathBuf, options: RedbOptions, log: LogState) -> Self {
         let read_only = matches!(db, Db::ReadOnly(_));
         Self {
             db,
+            writer: Mutex::new(Writer::new(log)),
+            recovered: Vec::new(),
             read_only,
             scratch: None,
             path,
@@ -125,127 +135,233 @@ impl RedbEngine {
         Ok(value.map(|value| value.value().to_vec()))
     }
 
-    /// Writes one document's pending writes into `txn` and returns its number.
-    fn write_pending(&self, txn: &WriteTransaction, pending: &PendingDocument<u64>) -> Result<u64> {
-        let path = &self.path;
+    /// Writes one document's pending writes into `ops` and returns its number, which a
+    /// new document gets here, within `txn`.
+    fn encode_pending(
+        &self,
+        txn: &WriteTransaction,
+        pending: &PendingDocument<u64>,
+        ops: &mut Ops<'_>,
+    ) -> Result<u64> {
         let n = match pending.address {
             Some(n) => n,
-            None => self.allocate_number(txn)?,
+            None => {
+                let n = self.allocate_number(txn)?;
+                ops.next_document_at_least(n + 1);
+                n
+            }
         };
         let writes = &pending.writes;
-        if writes.has_changes() {
-            let mut table = txn.open_table(CHANGES).or_store("write to", path)?;
-            let mut key = Vec::new();
-            // Each actor's removals, in seq order, removed together once its run ends.
-            let mut removed: Vec<u64> = Vec::new();
-            let mut changes = writes.changes().peekable();
-            while let Some((actor, seq, value)) = changes.next() {
-                match value {
-                    Some(value) => {
-                        layout::encode_change_key(&mut key, n, actor.as_bytes(), seq);
-                        table
-                            .insert(key.as_slice(), value)
-                            .or_store("write to", path)?;
-                    }
-                    None => removed.push(seq),
+        let mut key = Vec::new();
+        // Each actor's removals, in seq order, removed together once its run ends.
+        let mut removed: Vec<u64> = Vec::new();
+        let mut changes = writes.changes().peekable();
+        while let Some((actor, seq, value)) = changes.next() {
+            match value {
+                Some(value) => {
+                    layout::encode_change_key(&mut key, n, actor.as_bytes(), seq);
+                    ops.put(Tab::Changes, &key, value);
                 }
-                let run_ends = changes.peek().is_none_or(|(next, _, _)| *next != actor);
-                if run_ends && !removed.is_empty() {
-                    remove_changes(&mut table, n, actor.as_bytes(), &removed)
-                        .or_store("write to", path)?;
-                    removed.clear();
-                }
+                None => removed.push(seq),
+            }
+            let run_ends = changes.peek().is_none_or(|(next, _, _)| *next != actor);
+            if run_ends && !removed.is_empty() {
+                ops.remove_changes(n, actor.as_bytes(), &removed);
+                removed.clear();
             }
         }
         if let Some(document) = writes.document() {
-            let mut table = txn.open_table(COMPACTED).or_store("write to", path)?;
-            table
-                .insert(layout::document_key(n).as_slice(), document)
-                .or_store("write to", path)?;
+            ops.put(Tab::Compacted, &layout::document_key(n), document);
         }
-        if writes.has_sync_states() {
-            let mut table = txn.open_table(SYNC_STATES).or_store("write to", path)?;
-            for (peer, value) in writes.sync_states() {
-                let key = layout::sync_state_key(n, peer);
-                match value {
-                    Some(value) => table.insert(key.as_slice(), value).map(drop),
-                    None => table.remove(key.as_slice()).map(drop),
-                }
-                .or_store("write to", path)?;
+        for (peer, value) in writes.sync_states() {
+            let key = layout::sync_state_key(n, peer);
+            match value {
+                Some(value) => ops.put(Tab::SyncStates, &key, value),
+                None => ops.remove(Tab::SyncStates, &key),
             }
         }
         let record = DocumentRecord {
             number: n,
             sizes: pending.sizes,
         };
-        let mut table = txn.open_table(DOCUMENTS).or_store("write to", path)?;
-        table
-            .insert(pending.id.as_bytes(), record.encode().as_slice())
-            .or_store("write to", path)?;
+        ops.put(Tab::Documents, pending.id.as_bytes(), &record.encode());
         Ok(n)
     }
 
-    /// Removes the record of `id` and its data within `txn`; whether it was stored.
-    fn remove_in(&self, txn: &WriteTransaction, id: &DocumentId) -> Result<bool> {
-        let path = &self.path;
-        let mut documents = txn.open_table(DOCUMENTS).or_store("write to", path)?;
-        let removed = documents.remove(id.as_bytes()).or_store("write to", path)?;
-        let Some(number) = removed
-            .map(|bytes| Ok::<_, Error>(self.decode_record(id, bytes.value())?.number))
-            .transpose()?
-        else {
-            return Ok(false);
+    /// Commits `txn`, which holds the operations in `writer.record`: to the commit log
+    /// (synced when `durable`) once the log is open, otherwise to redb alone.
+    /// `committed` runs once redb has committed, even if the log then fails.
+    fn commit_record(
+        &self,
+        writer: &mut Writer,
+        txn: WriteTransaction,
+        durable: bool,
+        committed: impl FnOnce(),
+    ) -> Result<()> {
+        let result = (|| match &mut writer.log {
+            LogState::Absent => {
+                let durability = match durable {
+                    true => Durability::Immediate,
+                    false => Durability::None,
+                };
+                self.commit_txn(txn, durability)?;
+                committed();
+                Ok(())
+            }
+            LogState::Closed { epoch } => {
+                // The log is made (empty) before the store names it open: a store that
+                // names its log open always has one.
+                let log = CommitLog::create(&log::log_path(&self.path), *epoch)?;
+                let entry = LogEntry {
+                    epoch: *epoch,
+                    open: true,
+                    applied: 0,
+                };
+                layout::set_log_state(&txn, entry, &self.path)?;
+                self.commit_txn(txn, Durability::Immediate)?;
+                committed();
+                writer.log = LogState::Open(log);
+                Ok(())
+            }
+            LogState::Open(log) if durable && writer.record.len() >= DIRECT_COMMIT_BYTES => {
+                // Large: written once, to the file, rather than to the log and later the
+                // file. A durable commit makes what the log holds durable too, so the log
+                // starts again empty (unless it is).
+                let entry = LogEntry {
+                    epoch: log.epoch() + u64::from(log.next() > 0),
+                    open: true,
+                    applied: 0,
+                };
+                layout::set_log_state(&txn, entry, &self.path)?;
+                self.commit_txn(txn, Durability::Immediate)?;
+                committed();
+                match log.next() > 0 {
+                    true => log.clear(entry.epoch),
+                    false => Ok(()),
+                }
+            }
+            LogState::Open(log) => {
+                // The file holds this record once this transaction is in it.
+                let entry = LogEntry {
+                    epoch: log.epoch(),
+                    open: true,
+                    applied: log.next() + 1,
+                };
+                layout::set_log_state(&txn, entry, &self.path)?;
+                self.commit_txn(txn, Durability::None)?;
+                committed();
+                log.append(&mut writer.record)?;
+                if log.len() > self.options.checkpoint_log_bytes {
+                    // Durable in the file: no sync of the log needed.
+                    return self.checkpoint(log, true);
+                }
+                match durable {
+                    true => log.sync(),
+                    false => Ok(()),
+                }
+            }
+        })();
+        writer.failed |= result.is_err();
+        result
+    }
+
+    /// Makes everything committed durable in the file with one durable redb commit that
+    /// starts the next epoch, naming the log open or closed, then clears the log (when
+    /// it stays open).
+    fn checkpoint(&self, log: &mut CommitLog, open: bool) -> Result<()> {
+        let txn = self.begin_write()?;
+        let entry = LogEntry {
+            epoch: log.epoch() + 1,
+            open,
+            applied: 0,
         };
-        let range = layout::document_range(number);
-        for table in [CHANGES, SYNC_STATES] {
-            let mut table = txn.open_table(table).or_store("write to", path)?;
-            table
-                .retain_in(range.start.as_slice()..range.end.as_slice(), |_, _| false)
-                .or_store("write to", path)?;
+        layout::set_log_state(&txn, entry, &self.path)?;
+        self.commit_txn(txn, Durability::Immediate)?;
+        match open {
+            true => log.clear(log.epoch() + 1),
+            false => Ok(()),
         }
-        let mut compacted = txn.open_table(COMPACTED).or_store("write to", path)?;
-        compacted
-            .remove(layout::document_key(number).as_slice())
-            .or_store("write to", path)?;
-        Ok(true)
+    }
+
+    /// Checkpoints and closes the commit log, if it is open and no commit failed: the
+    /// file then holds everything, and the log is removed.
+    fn close_log(&self) -> Result<()> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if writer.failed {
+            return Ok(());
+        }
+        let LogState::Open(log) = &mut writer.log else {
+            return Ok(());
+        };
+        let result = self.checkpoint(log, false);
+        let epoch = log.epoch() + 1;
+        let path = log.path().to_path_buf();
+        if result.is_ok() {
+            writer.log = LogState::Closed { epoch };
+            // A log left behind names an older epoch and reads as nothing.
+            let _ = std::fs::remove_file(&path);
+        }
+        writer.failed |= result.is_err();
+        result
     }
 }
 
-/// Removes the changes `seqs` (sorted, each once) of `actor` in document `number`.
-///
-/// A compaction removes thousands of consecutive changes: removed one key at a time,
-/// each removal walks the tree from its root and shifts the rest of its leaf. When the
-/// seqs are dense in the range they span (at least half of its seqs), one scan of that
-/// range removes them instead, keeping every other key in it; sparse ones are removed
-/// one by one, so that the scan never visits many keys it keeps.
-fn remove_changes(
-    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-    number: u64,
-    actor: &[u8],
-    seqs: &[u64],
-) -> std::result::Result<(), redb::StorageError> {
-    let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
-        return Ok(());
-    };
-    if seqs.len() < 2 || (last - first) / 2 >= seqs.len() as u64 {
-        let mut key = Vec::new();
-        for &seq in seqs {
-            layout::encode_change_key(&mut key, number, actor, seq);
-            table.remove(key.as_slice())?;
+/// A commit of at least this many bytes of operations is made durable in the file
+/// directly, not through the commit log: its data dominates its cost, and writing it
+/// once halves that; a disk that fills up then holds it once, not twice.
+const DIRECT_COMMIT_BYTES: usize = 64 * 1024;
+
+/// Where commits go.
+#[derive(Debug)]
+pub(crate) enum LogState {
+    /// To redb alone: a store of layout 1, a store on a backend, a read-only store.
+    Absent,
+    /// A store with a commit log that is not open: the next commit creates the log and
+    /// is a durable redb commit that names it open for `epoch`.
+    Closed { epoch: u64 },
+    /// To redb without a sync, and to the log.
+    Open(CommitLog),
+}
+
+/// The commit side of the engine, one commit at a time.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    /// The commit being made: a log record's header, then its operations.
+    record: Vec<u8>,
+    log: LogState,
+    /// A commit failed: the store is poisoned, and closing does not checkpoint.
+    failed: bool,
+}
+
+impl Writer {
+    pub(crate) fn new(log: LogState) -> Self {
+        Self {
+            record: Vec::new(),
+            log,
+            failed: false,
         }
-        return Ok(());
     }
-    let start = layout::change_key(number, actor, first);
-    let end = layout::change_key(number, actor, last);
-    // Every key of the range is a change of `actor` (the actor's encoding is followed by
-    // a terminator no encoded id continues with), its seq in its last eight bytes.
-    table.retain_in(start.as_slice()..=end.as_slice(), |key, _| {
-        let seq = key
-            .len()
-            .checked_sub(8)
-            .and_then(|at| layout::u64_be(&key[at..]));
-        seq.is_none_or(|seq| seqs.binary_search(&seq).is_err())
-    })
+
+    /// Starts a record and gives the operations to fill it with.
+    fn start(&mut self) -> Ops<'_> {
+        self.record.clear();
+        self.record.resize(RECORD_HEADER_LEN, 0);
+        Ops(&mut self.record)
+    }
+
+    fn operations(&self) -> &[u8] {
+        &self.record[RECORD_HEADER_LEN..]
+    }
+}
+
+impl Drop for RedbEngine {
+    /// Checkpoints an open commit log, as [`close`](Engine::close) does, ignoring errors:
+    /// what is not checkpointed stays in the log, and the next open replays it.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = self.close_log();
+        }
+    }
 }
 
 impl Engine for RedbEngine {
@@ -367,24 +483,26 @@ impl Engine for RedbEngine {
         Ok(peers)
     }
 
-    /// One write transaction for every document; `Durability::Immediate` (one sync,
-    /// more when the file grows) when durable, `Durability::None` otherwise. A failure
-    /// before the commit drops the transaction, which aborts it.
+    /// One write transaction for every document. Without a commit log (see the [crate
+    /// docs](crate#the-commit-log)), it commits with `Durability::Immediate` (one sync,
+    /// more when the file grows) when durable, `Durability::None` otherwise; with one,
+    /// the transaction commits without a sync and its operations are appended to the
+    /// log, which a durable commit syncs. A failure before the commit drops the
+    /// transaction, which aborts it.
     fn commit(&self, documents: &mut [PendingDocument<u64>], durable: bool) -> Result<()> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let txn = self.begin_write()?;
         let mut numbers = Vec::with_capacity(documents.len());
+        let mut ops = writer.start();
         for pending in documents.iter() {
-            numbers.push(self.write_pending(&txn, pending)?);
+            numbers.push(self.encode_pending(&txn, pending, &mut ops)?);
         }
-        let durability = match durable {
-            true => Durability::Immediate,
-            false => Durability::None,
-        };
-        self.commit_txn(txn, durability)?;
-        for (pending, number) in documents.iter_mut().zip(numbers) {
-            pending.address = Some(number);
-        }
-        Ok(())
+        redo::apply(&txn, writer.operations(), &self.path)?;
+        self.commit_record(&mut writer, txn, durable, || {
+            for (pending, number) in documents.iter_mut().zip(numbers) {
+                pending.address = Some(number);
+            }
+        })
     }
 
     fn list_documents(&self) -> Result<Vec<DocumentId>> {
@@ -398,14 +516,28 @@ impl Engine for RedbEngine {
         Ok(ids)
     }
 
-    /// One synced commit, when the document is stored.
+    /// One durable commit, when the document is stored.
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let txn = self.begin_write()?;
         // On an error the transaction is dropped, which aborts it; a failed I/O is
         // latched by redb and reported by the next commit.
-        if self.remove_in(&txn, id)? {
-            self.commit_txn(txn, Durability::Immediate)?;
+        if !redo::is_stored(&txn, id.as_bytes(), &self.path)? {
+            return Ok(());
         }
-        Ok(())
+        writer.start().remove_document(id.as_bytes());
+        redo::apply(&txn, writer.operations(), &self.path)?;
+        self.commit_record(&mut writer, txn, true, || ())
+    }
+
+    fn recovered(&self) -> Vec<Recovered> {
+        self.recovered.clone()
+    }
+
+    /// Checkpoints an open commit log and removes it, reporting what failed.
+    fn close(self) -> Result<()> {
+        let result = self.close_log();
+        drop(self);
+        result
     }
 }

@@ -14,8 +14,9 @@ use redb::{
 use crate::RedbOptions;
 use crate::error::{RedbResultExt, corrupt, from_redb};
 use crate::layout::{
-    self, CHANGES, COMPACTED, DOCUMENTS, FIRST_DOCUMENT, FORMAT_NAME, FORMAT_VERSION, META,
-    META_FORMAT, META_NEXT_DOCUMENT, META_VERSION, SYNC_STATES,
+    self, CHANGES, COMPACTED, DOCUMENTS, FIRST_DOCUMENT, FIRST_WITH_LOG, FORMAT_NAME,
+    FORMAT_VERSION, LogEntry, META, META_FORMAT, META_LOG, META_NEXT_DOCUMENT, META_VERSION,
+    SYNC_STATES,
 };
 
 /// The first bytes of every redb file (redb's magic number).
@@ -94,9 +95,16 @@ pub(crate) fn not_a_store(path: &Path) -> Error {
     }
 }
 
+/// What [`check_layout`] found.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    /// The commit log's entry: `None` in layout 1, which has no log.
+    pub log: Option<LogEntry>,
+}
+
 /// Checks our metadata: the format name and a version this build reads. An empty
 /// database (just created) gets our tables.
-pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<()> {
+pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<Layout> {
     let txn = db.begin_read().or_store("read from", path)?;
     let meta = match txn.open_table(META) {
         Ok(meta) => meta,
@@ -113,7 +121,9 @@ pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<()> {
                     .is_none();
             drop(txn);
             return match db {
-                Db::ReadWrite(db) if empty => initialize(db, path),
+                Db::ReadWrite(db) if empty => {
+                    initialize(db, path).map(|()| Layout { log: Some(NO_LOG) })
+                }
                 _ => Err(not_a_store(path)),
             };
         }
@@ -131,7 +141,7 @@ pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<()> {
     let found = get(META_VERSION)?
         .and_then(|bytes| layout::u32_be(&bytes))
         .ok_or_else(|| corrupt("the format version is missing or malformed", path))?;
-    if found != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&found) {
         return Err(Error::UnsupportedFormat {
             what: "persister-redb table layout",
             path: path.to_path_buf(),
@@ -142,8 +152,21 @@ pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<()> {
     for table in [DOCUMENTS, CHANGES, COMPACTED, SYNC_STATES] {
         read_table(&txn, table, path)?;
     }
-    Ok(())
+    if found < FIRST_WITH_LOG {
+        return Ok(Layout { log: None });
+    }
+    let log = get(META_LOG)?
+        .and_then(|bytes| LogEntry::decode(&bytes))
+        .ok_or_else(|| corrupt("the commit log's entry is missing or malformed", path))?;
+    Ok(Layout { log: Some(log) })
 }
+
+/// The log entry of a new store: epoch 0, closed.
+const NO_LOG: LogEntry = LogEntry {
+    epoch: 0,
+    open: false,
+    applied: 0,
+};
 
 /// Opens one of our tables in a read transaction; a missing table is damage.
 pub(crate) fn read_table(
@@ -191,6 +214,7 @@ fn initialize(db: &Database, path: &Path) -> Result<()> {
             (META_FORMAT, FORMAT_NAME.to_vec()),
             (META_VERSION, FORMAT_VERSION.to_be_bytes().to_vec()),
             (META_NEXT_DOCUMENT, FIRST_DOCUMENT.to_be_bytes().to_vec()),
+            (META_LOG, NO_LOG.encode().to_vec()),
         ] {
             meta.insert(key, value.as_slice())
                 .or_store("write to", path)?;

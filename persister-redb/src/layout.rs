@@ -12,14 +12,19 @@ use redb::TableDefinition;
 /// The format of our tables. A file with another value is refused.
 pub(crate) const FORMAT_NAME: &[u8] = b"persister-redb";
 
-/// The version of our table layout this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The version of our table layout this build writes: 2, a store with a commit log.
+/// Layout 1 (no commit log, no `"log"` entry) is read and written too, without a log.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+
+/// The first layout with a commit log.
+pub(crate) const FIRST_WITH_LOG: u32 = 2;
 
 /// The redb file format version redb 4 writes, named when redb asks for an upgrade.
 pub(crate) const REDB_FILE_FORMAT: u32 = 3;
 
 /// `persister_meta`: `"format"` → [`FORMAT_NAME`], `"format_version"` → u32 BE,
-/// `"next_document"` → u64 BE (the number the next new document gets).
+/// `"next_document"` → u64 BE (the number the next new document gets), and from layout
+/// 2 `"log"` → a [`LogEntry`].
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("persister_meta");
 /// `persister_documents`: document id bytes → [`DocumentRecord`] (48 bytes).
 pub(crate) const DOCUMENTS: TableDefinition<&[u8], &[u8]> =
@@ -36,6 +41,58 @@ pub(crate) const SYNC_STATES: TableDefinition<&[u8], &[u8]> =
 pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_VERSION: &str = "format_version";
 pub(crate) const META_NEXT_DOCUMENT: &str = "next_document";
+pub(crate) const META_LOG: &str = "log";
+
+/// The state of the commit log a store names: the epoch its records continue,
+/// whether it is open (it may hold commits the file does not), and how many of the
+/// epoch's records the file already holds (each logged commit updates it in the same
+/// transaction, so a replay skips them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LogEntry {
+    pub epoch: u64,
+    pub open: bool,
+    pub applied: u64,
+}
+
+impl LogEntry {
+    /// Epoch (u64 BE), open (one byte, 1 or 0), applied (u64 BE): 17 bytes.
+    pub fn encode(self) -> [u8; 17] {
+        let mut out = [0; 17];
+        out[..8].copy_from_slice(&self.epoch.to_be_bytes());
+        out[8] = u8::from(self.open);
+        out[9..].copy_from_slice(&self.applied.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != 17 {
+            return None;
+        }
+        let open = match bytes[8] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        Some(Self {
+            epoch: u64_be(&bytes[..8])?,
+            open,
+            applied: u64_be(&bytes[9..])?,
+        })
+    }
+}
+
+/// Names the commit log's state `entry` within `txn`.
+pub(crate) fn set_log_state(
+    txn: &redb::WriteTransaction,
+    entry: LogEntry,
+    path: &std::path::Path,
+) -> persister_core::Result<()> {
+    use crate::error::RedbResultExt;
+    let mut meta = txn.open_table(META).or_store("write to", path)?;
+    meta.insert(META_LOG, entry.encode().as_slice())
+        .or_store("write to", path)?;
+    Ok(())
+}
 
 /// The first number given to a document.
 pub(crate) const FIRST_DOCUMENT: u64 = 1;

@@ -51,7 +51,9 @@
 //! sizes, the shape of every key) catch part of it and fail with [`Error::Corrupt`].
 //!
 //! Not survived: a disk or file system that acknowledges `fsync` without persisting
-//! (some consumer SSDs, some virtual disks), deleting or replacing the file, writes by
+//! (some consumer SSDs, some virtual disks), deleting or replacing the file or, before
+//! the store was closed cleanly, its commit log (a missing log is refused, not
+//! ignored), writes by
 //! another program, and network file systems whose locks do not work (two writers
 //! would damage the file). After a crash the store cannot tell how many unflushed
 //! batches were lost; it knows only that the flushed ones were not.
@@ -75,25 +77,77 @@
 //! ([contract point 12](persister_core::Persister#contract)); and shares one commit
 //! among handles that flush at the same time, without waiting for company
 //! ([group commit](persister_core::EngineStore)): a failed shared commit poisons every
-//! handle it carried, and the store. Here a commit is one redb write transaction with
-//! `Durability::Immediate`. Grouping writes matters: a redb transaction costs about half
-//! as much as Automerge takes to make one change.
+//! handle it carried, and the store. Here a commit is one redb write transaction, made
+//! durable by one append to the [commit log](#the-commit-log) and one `fdatasync`.
+//! Grouping writes matters: a redb transaction costs about half as much as Automerge
+//! takes to make one change.
 //! [`flush_documents`](persister_core::Store::flush_documents) commits many handles'
 //! writes in one transaction: the store-wide flush, for a timer or a shutdown.
 //!
+//! # The commit log
+//!
+//! A durable redb commit rewrites every copy-on-write page it touched (a few per
+//! document) and syncs them, which costs several times the disk's `fdatasync` of one
+//! small append. So a store keeps a commit log beside its file, `<file>.log`, as SQLite
+//! keeps a write-ahead log:
+//!
+//! - A commit is written as a list of key-level operations
+//!   (`redo` in the source documents their bytes), applied to a redb transaction that
+//!   commits without a sync (`Durability::None`, so reads see it at once), then appended
+//!   to the log as one record with a CRC-32C; a flush syncs the log. The record of a
+//!   group commit carries every document of the group, so one sync covers them all.
+//!   The log file is filled with zeroes ahead of its records and reused after a
+//!   checkpoint, so an append neither allocates nor changes the file's length, and its
+//!   sync writes the appended bytes alone.
+//! - A durable commit of 64 KiB of operations or more goes to the file directly, with
+//!   `Durability::Immediate`: its data dominates its cost, so it is written once rather
+//!   than twice, and a disk that fills up holds it once.
+//! - When the log passes [`RedbOptions::checkpoint_log_bytes`] (8 MiB by default), a
+//!   **checkpoint** makes the file hold everything: one durable redb commit, which also
+//!   advances the log's epoch in `persister_meta`, then the log's header is rewritten
+//!   for the new epoch and synced. Records carry their epoch, so those of an older
+//!   epoch never read as current.
+//! - Every logged commit also records, in the same redb transaction, how many of the
+//!   epoch's records the file holds, so a replay skips those.
+//! - The first commit after opening is a durable redb commit that names the log open;
+//!   closing the store (or dropping it) checkpoints, names the log closed and removes
+//!   it, so a store closed cleanly is its one file again.
+//! - Opening a store that names its log open (it was not closed cleanly) replays the
+//!   log's records the file does not hold, in order, in durable commits of about 1 MiB,
+//!   the last of which names the log closed. Every operation sets or removes keys
+//!   without reading what it lands on, so replay gives the state after the last whole
+//!   record from whatever state the file reached. A torn tail (an incomplete last
+//!   record, with no valid record after it) is dropped and reported by
+//!   [`Store::recovered`](persister_core::Store::recovered), without a document (the log
+//!   is the whole store's); a damaged record with a valid one after it, a missing log,
+//!   or a header that fails its checksum is [`Error::Corrupt`].
+//! - A read-only open of such a store replays the log into a copy, in a scratch
+//!   directory, and touches neither file.
+//! - After a full disk, the replay needs room for the commits the log holds beyond the
+//!   file (at most `checkpoint_log_bytes` and one commit): free that much, then reopen.
+//!
+//! Stores of layout 1 (made before the log existed) have no log and commit with
+//! `Durability::Immediate`, as before; so do stores opened with
+//! [`RedbStore::open_on_backend`]. Layout 1 is read and written as it is: nothing
+//! migrates a store silently.
+//!
 //! # Every sync
 //!
-//! This backend syncs the file only in these places:
+//! This backend syncs files only in these places:
 //!
-//! - `flush`, and the flush a handle makes past `max_pending_bytes`: one commit with
-//!   `Durability::Immediate`, which is one `fsync` of the file, and more when the commit
-//!   grows the file (redb syncs the new length too; a new file starts small and grows as
-//!   it is written to), shared by the flushes of a group commit;
-//! - [`remove_document`](persister_core::Store::remove_document): one synced commit,
-//!   since the contract makes a removal durable when it returns;
+//! - `flush`, and the flush a handle makes past `max_pending_bytes`: one `fdatasync` of
+//!   the commit log, shared by the flushes of a group commit (without a log: one commit
+//!   with `Durability::Immediate`, one `fsync` of the file and more when the commit
+//!   grows it);
+//! - [`remove_document`](persister_core::Store::remove_document): the same, since the
+//!   contract makes a removal durable when it returns;
+//! - the first commit after opening (it creates the log: the log, its directory, then a
+//!   durable redb commit), a durable commit of 64 KiB or more (a durable redb commit,
+//!   then the log's new header when it held records), a checkpoint (a durable redb
+//!   commit, then the log's new header), and closing (a durable redb commit);
 //! - creating a store: the new file and its directory (see [`RedbStore::open_with`]);
-//! - opening a file that was not closed cleanly: redb's repair rewrites and syncs its
-//!   allocator state.
+//! - opening a store that was not closed cleanly: the replay of its log is one durable
+//!   commit, and redb's repair rewrites and syncs its allocator state.
 //!
 //! # File layout
 //!
@@ -103,7 +157,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `persister_meta` | `"format"`, `"format_version"`, `"next_document"` | `b"persister-redb"`; u32 `1`; u64, the number the next new document gets |
+//! | `persister_meta` | `"format"`, `"format_version"`, `"next_document"`, `"log"` | `b"persister-redb"`; u32 `2`; u64, the number the next new document gets; the commit log's state: its epoch (u64), whether it is open (one byte, `1` or `0`), how many of the epoch's records the file holds (u64) |
 //! | `persister_documents` | document id bytes, as given | 48 bytes: the document number, then its sizes (`changes`, `document`, `sync_states`, `change_count`, `sync_state_count`), six u64 |
 //! | `persister_changes` | number (u64) ‖ actor id with each `00` byte written `00 FF` ‖ `00 00` ‖ seq (u64) | change bytes |
 //! | `persister_compacted` | number (u64) | compacted document bytes |
@@ -136,9 +190,10 @@
 //!   documents); a smaller one is checked in the store's cache, which then holds at most
 //!   the file.
 //! - redb locks the file: a second open, from any process, fails at once with
-//!   [`Error::Locked`].
+//!   [`Error::Locked`]. Only the process holding the lock writes the commit log.
 //! - After a crash, opening repairs the file (redb walks it to rebuild its allocator
-//!   state), which takes time proportional to the file's size.
+//!   state), which takes time proportional to the file's size, and replays the commit
+//!   log (see [The commit log](#the-commit-log)).
 //!
 //! # Limits and threads
 //!
@@ -169,7 +224,9 @@ mod engine;
 mod error;
 mod file;
 mod layout;
+mod log;
 mod options;
+mod redo;
 mod store;
 
 pub use engine::RedbEngine;
@@ -182,6 +239,7 @@ pub use store::RedbStore;
 /// [Writes, flushes and group commit](crate#writes-flushes-and-group-commit)).
 pub type RedbPersister = persister_core::EnginePersister<RedbEngine>;
 
-/// The version of the table layout this build reads and writes (`format_version` in
-/// `persister_meta`).
+/// The version of the table layout this build writes (`format_version` in
+/// `persister_meta`): 2, with a [commit log](crate#the-commit-log). Layout 1 is read and
+/// written too, without a log.
 pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;

@@ -36,6 +36,12 @@ pub struct RedbOptions {
     /// handle no longer discards them; a larger single batch is held whole. Default
     /// 16 MiB.
     pub max_pending_bytes: usize,
+
+    /// How long the [commit log](crate#the-commit-log) may grow, in bytes, before a
+    /// commit checkpoints it: one durable redb commit writes what it holds into the file
+    /// and the log starts again empty. A larger log makes checkpoints rarer and a
+    /// reopen after a crash longer (it replays the log). Default 8 MiB.
+    pub checkpoint_log_bytes: u64,
 }
 
 impl Default for RedbOptions {
@@ -44,6 +50,7 @@ impl Default for RedbOptions {
             verify_on_open: true,
             cache_size: 1024 * 1024 * 1024,
             max_pending_bytes: 16 * 1024 * 1024,
+            checkpoint_log_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -64,6 +71,12 @@ impl RedbOptions {
     /// Sets [`RedbOptions::max_pending_bytes`].
     pub fn max_pending_bytes(mut self, bytes: usize) -> Self {
         self.max_pending_bytes = bytes;
+        self
+    }
+
+    /// Sets [`RedbOptions::checkpoint_log_bytes`].
+    pub fn checkpoint_log_bytes(mut self, bytes: u64) -> Self {
+        self.checkpoint_log_bytes = bytes;
         self
     }
 }

@@ -3,12 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use persister_core::scratch::ScratchDir;
-use persister_core::{EngineStore, Error, Result};
+use persister_core::{EngineStore, Error, Recovered, Result};
 use redb::StorageBackend;
 
+use crate::engine::LogState;
 use crate::error::{RedbResultExt, from_redb};
 use crate::file::{self, Db};
-use crate::{RedbEngine, RedbOptions, RedbPersister};
+use crate::layout::{self, LogEntry};
+use crate::{RedbEngine, RedbOptions, RedbPersister, log, redo};
 
 /// Every document of one redb file.
 ///
@@ -58,7 +60,17 @@ impl RedbStore {
         // by another thread still holds a copy of the file's descriptor.
         let db = file::open_verified(&options, path, |builder| builder.open(path))
             .or_store("open", path)?;
-        Self::from_database(Db::ReadWrite(db), path.to_path_buf(), options)
+        let db = Db::ReadWrite(db);
+        let layout = file::check_layout(&db, path)?;
+        let (log, recovered) = match layout.log {
+            None => (LogState::Absent, Vec::new()),
+            Some(entry) => recover(&db, path, entry)?,
+        };
+        let mut engine = RedbEngine::new(db, path.to_path_buf(), options, log);
+        engine.recovered = recovered;
+        Ok(RedbStore {
+            inner: EngineStore::new(engine),
+        })
     }
 
     /// Opens the existing store at `path` for reading only, with the default
@@ -77,7 +89,20 @@ impl RedbStore {
         file::check_magic(path)?;
         let options = RedbOptions::default();
         match file::open_verified(&options, path, |builder| builder.open_read_only(path)) {
-            Ok(db) => Self::from_database(Db::ReadOnly(db), path.to_path_buf(), options),
+            Ok(db) => {
+                let db = Db::ReadOnly(db);
+                let layout = file::check_layout(&db, path)?;
+                if let Some(entry) = layout.log.filter(|entry| entry.open) {
+                    let contents = read_open_log(path, entry.epoch)?;
+                    if !contents.commits.is_empty() || contents.torn.is_some() {
+                        // The log holds commits the file does not: they are replayed
+                        // into a copy, so the file and the log stay untouched.
+                        drop(db);
+                        return Self::open_repaired_copy(path, options);
+                    }
+                }
+                Self::from_database(db, path.to_path_buf(), options)
+            }
             // Not closed cleanly: redb must repair it before it can be read, which writes.
             // The repair is made on a copy, so the file itself stays untouched.
             Err(redb::DatabaseError::RepairAborted) => Self::open_repaired_copy(path, options),
@@ -86,15 +111,23 @@ impl RedbStore {
     }
 
     /// Opens a copy of `path`, in a scratch directory, for writing (which repairs it),
-    /// as a read-only store that names `path` in its messages.
+    /// with the commits of `path`'s commit log replayed into it, as a read-only store
+    /// that names `path` in its messages.
     fn open_repaired_copy(path: &Path, options: RedbOptions) -> Result<RedbStore> {
         let scratch = ScratchDir::new("redb-copy")?;
         let copy = scratch.path().join("store.redb");
         std::fs::copy(path, &copy).map_err(|err| Error::io("copy", path, err))?;
         let db = file::open_verified(&options, &copy, |builder| builder.open(&copy));
         let db = Db::ReadWrite(db.or_store("open", path)?);
-        file::check_layout(&db, path)?;
-        let mut engine = RedbEngine::new(db, path.to_path_buf(), options);
+        let mut recovered = Vec::new();
+        let layout = file::check_layout(&db, path)?;
+        if let Some(entry) = layout.log.filter(|entry| entry.open) {
+            let contents = read_open_log(path, entry.epoch)?;
+            replay(&db, path, &contents.commits, entry)?;
+            recovered.extend(torn_report(path, &contents, false));
+        }
+        let mut engine = RedbEngine::new(db, path.to_path_buf(), options, LogState::Absent);
+        engine.recovered = recovered;
         engine.read_only = true;
         engine.scratch = Some(scratch);
         Ok(RedbStore {
@@ -116,13 +149,25 @@ impl RedbStore {
         let db = file::builder(&options)
             .create_with_backend(backend)
             .or_store("open", &path)?;
-        Self::from_database(Db::ReadWrite(db), path, options)
+        let db = Db::ReadWrite(db);
+        let layout = file::check_layout(&db, &path)?;
+        if layout.log.is_some_and(|entry| entry.open) {
+            return Err(Error::InvalidInput {
+                what: "store",
+                reason: format!(
+                    "{} names its commit log open, and a store on a backend has no log to replay: open it once with RedbStore::open",
+                    path.display()
+                ),
+            });
+        }
+        Self::from_database(db, path, options)
     }
 
+    /// A store on `db`, whose layout was checked, committing to redb alone.
     fn from_database(db: Db, path: PathBuf, options: RedbOptions) -> Result<RedbStore> {
-        file::check_layout(&db, &path)?;
+        let engine = RedbEngine::new(db, path, options, LogState::Absent);
         Ok(RedbStore {
-            inner: EngineStore::new(RedbEngine::new(db, path, options)),
+            inner: EngineStore::new(engine),
         })
     }
 
@@ -131,6 +176,99 @@ impl RedbStore {
     pub fn path(&self) -> &Path {
         self.inner.path()
     }
+}
+
+/// Brings the file up to date with its commit log after a crash: a log the store names
+/// open is replayed, in one durable commit that also names it closed; its torn tail is
+/// reported. Gives where the next commit goes.
+fn recover(db: &Db, path: &Path, entry: LogEntry) -> Result<(LogState, Vec<Recovered>)> {
+    if !entry.open {
+        return Ok((LogState::Closed { epoch: entry.epoch }, Vec::new()));
+    }
+    let contents = read_open_log(path, entry.epoch)?;
+    replay(db, path, &contents.commits, entry)?;
+    // Replayed and closed: what the log holds is in the file now.
+    let _ = std::fs::remove_file(log::log_path(path));
+    let recovered = torn_report(path, &contents, true).into_iter().collect();
+    Ok((
+        LogState::Closed {
+            epoch: entry.epoch + 1,
+        },
+        recovered,
+    ))
+}
+
+/// Applies the `commits` the file does not hold yet (those after the first
+/// `entry.applied`), in order, in durable commits of about [`REPLAY_CHUNK`] bytes each,
+/// each recording how far it got; the last names the log closed at the next epoch. A
+/// crash in between leaves the log named open, and the next open goes on from there
+/// (see [`redo`](crate::redo): replay lands on any state the file reached).
+fn replay(db: &Db, path: &Path, commits: &[Vec<u8>], entry: LogEntry) -> Result<()> {
+    let Db::ReadWrite(db) = db else {
+        return Err(Error::read_only(path, "RedbStore::open"));
+    };
+    let mut applied = entry.applied;
+    let mut commits = commits
+        .iter()
+        .skip(usize::try_from(entry.applied).unwrap_or(usize::MAX))
+        .peekable();
+    loop {
+        let txn = db.begin_write().or_store("write to", path)?;
+        let mut bytes = 0;
+        while bytes < REPLAY_CHUNK {
+            let Some(commit) = commits.next() else { break };
+            redo::apply(&txn, commit, path)?;
+            bytes += commit.len();
+            applied += 1;
+        }
+        let last = commits.peek().is_none();
+        let state = match last {
+            true => LogEntry {
+                epoch: entry.epoch + 1,
+                open: false,
+                applied: 0,
+            },
+            false => LogEntry { applied, ..entry },
+        };
+        layout::set_log_state(&txn, state, path)?;
+        txn.commit().or_store("commit to", path)?;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// About how many bytes of logged commits one durable commit of a replay applies.
+/// Copy-on-write needs room for a commit's new pages before the old ones are freed, so
+/// smaller commits let a store replay its log on a nearly full disk.
+const REPLAY_CHUNK: usize = 1024 * 1024;
+
+/// Reads the commit log of the store at `path`, which the store names open at `epoch`:
+/// it must be there.
+fn read_open_log(path: &Path, epoch: u64) -> Result<log::Contents> {
+    let log_path = log::log_path(path);
+    if std::fs::symlink_metadata(&log_path).is_err() {
+        return Err(Error::corrupt(
+            format!(
+                "the store was not closed cleanly and its commit log {} is missing: flushed commits may be in it; put it back beside the store",
+                log_path.display()
+            ),
+            path,
+            None,
+        ));
+    }
+    log::read(&log_path, epoch)
+}
+
+/// The report of the log's torn tail, if it has one.
+fn torn_report(path: &Path, contents: &log::Contents, truncated: bool) -> Option<Recovered> {
+    let (offset, bytes) = contents.torn?;
+    Some(Recovered::store_wide(
+        log::log_path(path),
+        offset,
+        bytes,
+        truncated,
+    ))
 }
 
 persister_core::forward_store!(RedbStore, inner, RedbPersister);

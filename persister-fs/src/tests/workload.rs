@@ -199,7 +199,10 @@ pub(super) fn recover(fs: &SimFs, history: &mut Histories) -> Result<bool, Failu
     let mut dropped = false;
     for (id, history) in ids.iter().zip(history) {
         let mut p = store.open_document(id)?;
-        let reported = store.recovered().iter().any(|r| r.document == *id);
+        let reported = store
+            .recovered()
+            .iter()
+            .any(|r| r.document.as_ref() == Some(id));
         if reported != (p.recovered_bytes() > 0) {
             return Err(Failure::Broken(format!(
                 "{id}: the handle and the store report different torn tails"

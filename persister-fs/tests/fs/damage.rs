@@ -357,7 +357,7 @@ fn damage_after_the_last_flush_of_a_crashed_store_is_a_reported_torn_tail() -> T
                     tail.truncated
                 ),
                 (
-                    &id,
+                    &Some(id.clone()),
                     &log,
                     before as u64,
                     (bytes.len() - before) as u64,

@@ -90,7 +90,7 @@ fn read_only_open_changes_no_byte_and_reports_a_torn_tail() -> TestResult {
             reported[0].bytes,
             reported[0].truncated
         ),
-        (&b, clean_len, 11, false)
+        (&Some(b.clone()), clean_len, 11, false)
     );
     // Writes fail with a clear error; a flush with nothing to write is fine.
     let err = pa

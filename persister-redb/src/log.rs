@@ -1,0 +1,530 @@
+//! The commit log: a file beside the store where a durable commit is appended and
+//! synced, so that a group commit costs one small sequential write and one `fdatasync`
+//! instead of redb's copy-on-write pages (see the [crate docs](crate#the-commit-log)).
+//!
+//! The file is never shortened while the store is open: it is filled with zeroes ahead
+//! of the records (in steps from 64 KiB to 1 MiB), and a checkpoint starts the next
+//! epoch by rewriting the header over the old records. So an append neither allocates
+//! blocks nor changes the file's length, and its `fdatasync` writes the appended bytes
+//! alone.
+//!
+//! Layout (integers big-endian):
+//!
+//! | bytes | header (32 bytes) |
+//! |---|---|
+//! | 0..8 | magic `PRDB-LOG` |
+//! | 8..12 | log format version (u32), [`LOG_VERSION`] |
+//! | 12..16 | zero |
+//! | 16..24 | epoch (u64): the checkpoint this log continues, as the store's `"log"` entry names it |
+//! | 24..28 | CRC-32C of bytes 0..24 |
+//! | 28..32 | zero |
+//!
+//! Then one record per commit, in commit order, each followed by the end mark (28
+//! zero bytes, which the next record overwrites):
+//!
+//! | bytes | record |
+//! |---|---|
+//! | 0..4 | `REC1`, so that no record starts with a zero byte |
+//! | 4..12 | the record's number in this epoch (u64), from 0 |
+//! | 12..20 | the epoch |
+//! | 20..24 | payload length (u32) |
+//! | 24..28 | CRC-32C of bytes 0..24 and the payload |
+//! | 28.. | payload: the commit's operations ([`redo`](crate::redo)) |
+//!
+//! Reading stops at the first place that does not hold the next record of the epoch:
+//! the end mark or a record of an older epoch there is the end; anything else is a torn
+//! tail, unless a valid record of the epoch comes after it, which is damage.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use persister_core::{Error, Result};
+
+use crate::error::corrupt;
+
+/// The magic number that starts a commit log.
+const MAGIC: [u8; 8] = *b"PRDB-LOG";
+
+/// The commit log format this build reads and writes.
+pub(crate) const LOG_VERSION: u32 = 1;
+
+pub(crate) const HEADER_LEN: usize = 32;
+
+/// The bytes before a record's payload, and the length of the end mark.
+pub(crate) const RECORD_HEADER_LEN: usize = 28;
+
+/// The first bytes of every record.
+const RECORD_TAG: [u8; 4] = *b"REC1";
+
+/// The zeroes written after every record: the end of the log.
+const END_MARK: [u8; RECORD_HEADER_LEN] = [0; RECORD_HEADER_LEN];
+
+/// The file is filled ahead by at least this much...
+const MIN_FILL: u64 = 64 * 1024;
+/// ...and at most this much at a time.
+const MAX_FILL: u64 = 1024 * 1024;
+
+/// The path of the commit log of the store at `store`: its file name with `.log`
+/// appended.
+pub(crate) fn log_path(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".log");
+    PathBuf::from(name)
+}
+
+fn header(epoch: u64) -> [u8; HEADER_LEN] {
+    let mut header = [0; HEADER_LEN];
+    header[..8].copy_from_slice(&MAGIC);
+    header[8..12].copy_from_slice(&LOG_VERSION.to_be_bytes());
+    header[16..24].copy_from_slice(&epoch.to_be_bytes());
+    let crc = crc32c::crc32c(&header[..24]);
+    header[24..28].copy_from_slice(&crc.to_be_bytes());
+    header
+}
+
+fn record_crc(head: &[u8], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(head), payload)
+}
+
+/// What a commit log holds for the store's current epoch.
+#[derive(Debug, Default)]
+pub(crate) struct Contents {
+    /// The payload of every whole record, in order.
+    pub commits: Vec<Vec<u8>>,
+    /// A torn tail after them: its offset and length.
+    pub torn: Option<(u64, u64)>,
+}
+
+/// Reads the log at `path` for the store's epoch `epoch`.
+///
+/// A log of an older epoch is one a checkpoint made redundant before its header was
+/// rewritten, and a file shorter than a header is one a crash cut while it was created:
+/// both hold nothing. Records are read until the first invalid one; what follows is a
+/// torn tail when no valid record of this epoch comes after it, and damage otherwise.
+pub(crate) fn read(path: &Path, epoch: u64) -> Result<Contents> {
+    let bytes = fs::read(path).map_err(|err| Error::io("read", path, err))?;
+    if bytes.len() < HEADER_LEN {
+        return Ok(Contents::default());
+    }
+    let head = &bytes[..HEADER_LEN];
+    if head[..8] != MAGIC {
+        return Err(corrupt(
+            "the commit log does not start with its magic number",
+            path,
+        ));
+    }
+    let version = u32::from_be_bytes(array(&head[8..12]));
+    let crc = u32::from_be_bytes(array(&head[24..28]));
+    if crc != crc32c::crc32c(&head[..24]) {
+        return Err(corrupt("the commit log's header fails its checksum", path));
+    }
+    if version != LOG_VERSION {
+        return Err(Error::UnsupportedFormat {
+            what: "persister-redb commit log",
+            path: path.to_path_buf(),
+            found: version,
+            supported: LOG_VERSION,
+        });
+    }
+    let found = u64::from_be_bytes(array(&head[16..24]));
+    if found < epoch {
+        return Ok(Contents::default());
+    }
+    if found > epoch {
+        return Err(corrupt(
+            format!(
+                "the commit log continues checkpoint {found}, but the store is at checkpoint {epoch}"
+            ),
+            path,
+        ));
+    }
+    let mut contents = Contents::default();
+    let mut at = HEADER_LEN;
+    loop {
+        let next = contents.commits.len() as u64;
+        let found = Record::at(&bytes, at);
+        if let Some(record) = found.filter(|r| r.epoch == epoch && r.seq == next) {
+            at += RECORD_HEADER_LEN + record.payload.len();
+            contents.commits.push(record.payload.to_vec());
+            continue;
+        }
+        let rest = &bytes[at.min(bytes.len())..];
+        let end_mark = rest.iter().take(RECORD_HEADER_LEN).all(|&b| b == 0);
+        if end_mark || found.is_some_and(|r| r.epoch < epoch) {
+            return Ok(contents);
+        }
+        if let Some(later) = (at + 1..bytes.len())
+            .find(|&p| Record::at(&bytes, p).is_some_and(|r| r.epoch == epoch && r.seq >= next))
+        {
+            return Err(Error::corrupt(
+                format!(
+                    "commit {next} of the commit log is damaged, and a valid commit follows at byte {later}"
+                ),
+                path,
+                Some(at as u64),
+            ));
+        }
+        // The record being written when the crash came: as long as its header says, if
+        // that much of the header is there, else the header.
+        let head = rest.get(..RECORD_HEADER_LEN);
+        let expected = [&RECORD_TAG[..], &next.to_be_bytes(), &epoch.to_be_bytes()].concat();
+        let claimed = head.filter(|head| head[..20] == expected[..]).map(|head| {
+            let len = u32::from_be_bytes(array(&head[20..24]));
+            RECORD_HEADER_LEN + len as usize
+        });
+        let torn = claimed.unwrap_or(RECORD_HEADER_LEN).min(rest.len());
+        contents.torn = Some((at as u64, torn as u64));
+        return Ok(contents);
+    }
+}
+
+/// The first `N` bytes of `bytes`, which holds at least that many.
+fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut out = [0; N];
+    out.copy_from_slice(&bytes[..N]);
+    out
+}
+
+/// A record that reads whole and passes its checksum, of any epoch.
+#[derive(Clone, Copy)]
+struct Record<'a> {
+    seq: u64,
+    epoch: u64,
+    payload: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    fn at(bytes: &'a [u8], at: usize) -> Option<Record<'a>> {
+        let head = bytes.get(at..at.checked_add(RECORD_HEADER_LEN)?)?;
+        if head[..4] != RECORD_TAG {
+            return None;
+        }
+        let len = u32::from_be_bytes(head[20..24].try_into().ok()?) as usize;
+        let crc = u32::from_be_bytes(head[24..28].try_into().ok()?);
+        let start = at + RECORD_HEADER_LEN;
+        let payload = bytes.get(start..start.checked_add(len)?)?;
+        if record_crc(&head[..24], payload) != crc {
+            return None;
+        }
+        Some(Record {
+            seq: u64::from_be_bytes(head[4..12].try_into().ok()?),
+            epoch: u64::from_be_bytes(head[12..20].try_into().ok()?),
+            payload,
+        })
+    }
+}
+
+/// The open commit log of a store, appended to by its commits.
+#[derive(Debug)]
+pub(crate) struct CommitLog {
+    file: File,
+    path: PathBuf,
+    epoch: u64,
+    /// The number of the next record.
+    next: u64,
+    /// Where the next record goes.
+    len: u64,
+    /// The file's length: zeroes from the end mark on.
+    filled: u64,
+}
+
+impl CommitLog {
+    /// Creates or clears the log at `path` for `epoch`, durably: once this returns, the
+    /// file holds the header and the end mark, and its name is synced.
+    pub fn create(path: &Path, epoch: u64) -> Result<CommitLog> {
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|err| Error::io("open", path, err))?;
+        let filled = file
+            .metadata()
+            .map_err(|err| Error::io("read the length of", path, err))?
+            .len();
+        let mut log = CommitLog {
+            file,
+            path: path.to_path_buf(),
+            epoch,
+            next: 0,
+            len: 0,
+            filled,
+        };
+        log.clear(epoch)?;
+        if !existed {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            persister_core::files::sync_dir(dir)?;
+        }
+        Ok(log)
+    }
+
+    /// Starts `epoch` with no records: the header and the end mark, written in one
+    /// write and synced. The old records after them belong to an older epoch, which
+    /// reads as the end; a crash before the sync leaves the old header, an older epoch
+    /// than the store names, which reads as nothing.
+    pub fn clear(&mut self, epoch: u64) -> Result<()> {
+        let mut start = header(epoch).to_vec();
+        start.extend_from_slice(&END_MARK);
+        self.file
+            .write_all_at(&start, 0)
+            .map_err(|err| Error::io("write to", &self.path, err))?;
+        self.filled = self.filled.max(start.len() as u64);
+        self.sync()?;
+        self.epoch = epoch;
+        self.next = 0;
+        self.len = HEADER_LEN as u64;
+        Ok(())
+    }
+
+    /// Appends `record`: [`RECORD_HEADER_LEN`] bytes this fills in, then the payload;
+    /// the end mark follows it. Not synced.
+    pub fn append(&mut self, record: &mut Vec<u8>) -> Result<()> {
+        let payload_len = record.len() - RECORD_HEADER_LEN;
+        let len = u32::try_from(payload_len).map_err(|_| Error::TooLarge {
+            what: "commit",
+            len: payload_len as u64,
+            max: u32::MAX.into(),
+        })?;
+        record[..4].copy_from_slice(&RECORD_TAG);
+        record[4..12].copy_from_slice(&self.next.to_be_bytes());
+        record[12..20].copy_from_slice(&self.epoch.to_be_bytes());
+        record[20..24].copy_from_slice(&len.to_be_bytes());
+        let crc = record_crc(&record[..24], &record[RECORD_HEADER_LEN..]);
+        record[24..28].copy_from_slice(&crc.to_be_bytes());
+        let written = record.len();
+        record.extend_from_slice(&END_MARK);
+        let result = self.fill(self.len + record.len() as u64).and_then(|()| {
+            self.file
+                .write_all_at(record, self.len)
+                .map_err(|err| Error::io("write to", &self.path, err))
+        });
+        record.truncate(written);
+        result?;
+        self.next += 1;
+        self.len += written as u64;
+        Ok(())
+    }
+
+    /// Fills the file with zeroes up to at least `end`, ahead by as much as it holds
+    /// (from [`MIN_FILL`] to [`MAX_FILL`]).
+    fn fill(&mut self, end: u64) -> Result<()> {
+        if end <= self.filled {
+            return Ok(());
+        }
+        let step = self.filled.clamp(MIN_FILL, MAX_FILL);
+        let target = end.next_multiple_of(step);
+        let zeroes = [0u8; 64 * 1024];
+        let mut at = self.filled;
+        while at < target {
+            let n = (target - at).min(zeroes.len() as u64) as usize;
+            self.file
+                .write_all_at(&zeroes[..n], at)
+                .map_err(|err| Error::io("write to", &self.path, err))?;
+            at += n as u64;
+        }
+        self.filled = target;
+        Ok(())
+    }
+
+    /// Makes every appended record durable.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|err| Error::io("sync", &self.path, err))
+    }
+
+    /// The number the next record gets.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// The epoch its records continue.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The bytes its records take.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: &[u8]) -> Vec<u8> {
+        let mut record = vec![0; RECORD_HEADER_LEN];
+        record.extend_from_slice(payload);
+        record
+    }
+
+    fn written(epoch: u64, payloads: &[&[u8]]) -> (tempfile::TempDir, PathBuf, Vec<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb.log");
+        let mut log = CommitLog::create(&path, epoch).unwrap();
+        let mut ends = vec![log.len()];
+        for payload in payloads {
+            log.append(&mut record(payload)).unwrap();
+            ends.push(log.len());
+        }
+        log.sync().unwrap();
+        (dir, path, ends)
+    }
+
+    #[test]
+    fn records_read_back_in_order() {
+        let payloads: [&[u8]; 3] = [b"one", b"", &[7; 1000]];
+        let (_dir, path, _) = written(5, &payloads);
+        let contents = read(&path, 5).unwrap();
+        assert_eq!(contents.commits, payloads.map(<[u8]>::to_vec));
+        assert_eq!(contents.torn, None);
+    }
+
+    #[test]
+    fn an_older_epoch_or_a_short_file_holds_nothing_and_a_newer_one_is_damage() {
+        let (_dir, path, _) = written(5, &[b"one"]);
+        assert!(read(&path, 6).unwrap().commits.is_empty());
+        assert!(matches!(read(&path, 4), Err(Error::Corrupt { .. })));
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..HEADER_LEN - 1]).unwrap();
+        assert!(read(&path, 5).unwrap().commits.is_empty());
+    }
+
+    /// A log cut at every byte reads as the records wholly before the cut, and the rest
+    /// as a torn tail.
+    #[test]
+    fn a_cut_anywhere_leaves_the_whole_records_before_it() {
+        let payloads: [&[u8]; 3] = [b"first", &[1; 40], b"third"];
+        let (_dir, path, ends) = written(1, &payloads);
+        let bytes = fs::read(&path).unwrap();
+        for cut in HEADER_LEN..=ends[3] as usize {
+            fs::write(&path, &bytes[..cut]).unwrap();
+            let contents = read(&path, 1).unwrap();
+            let whole = ends.iter().filter(|&&end| end <= cut as u64).count() - 1;
+            assert_eq!(contents.commits.len(), whole, "cut at {cut}");
+            let last_end = ends[whole];
+            let torn = (cut as u64 > last_end).then(|| (last_end, cut as u64 - last_end));
+            assert_eq!(contents.torn, torn, "cut at {cut}");
+        }
+    }
+
+    /// A damaged byte in the last record is a torn tail; in an earlier one, with a valid
+    /// record after it, it is damage. Zeroes from inside a record on are a torn tail;
+    /// from a record's start, the end.
+    #[test]
+    fn damage_before_a_valid_record_is_an_error() {
+        let payloads: [&[u8]; 3] = [b"first", &[1; 40], b"third"];
+        let (_dir, path, ends) = written(1, &payloads);
+        let bytes = fs::read(&path).unwrap();
+        for at in HEADER_LEN..ends[3] as usize {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x40;
+            fs::write(&path, &damaged).unwrap();
+            let result = read(&path, 1);
+            if at as u64 >= ends[2] {
+                let contents = result.unwrap();
+                assert_eq!(contents.commits.len(), 2, "flip at {at}");
+                assert_eq!(contents.torn.map(|(offset, _)| offset), Some(ends[2]));
+            } else {
+                assert!(matches!(result, Err(Error::Corrupt { .. })), "flip at {at}");
+            }
+            let mut zeroed = bytes.clone();
+            zeroed[at..].fill(0);
+            fs::write(&path, &zeroed).unwrap();
+            let contents = read(&path, 1).unwrap();
+            let whole = ends.iter().filter(|&&end| end <= at as u64).count() - 1;
+            assert_eq!(contents.commits.len(), whole, "zeroes from {at}");
+            assert_eq!(
+                contents.torn.is_some(),
+                !ends.contains(&(at as u64)),
+                "zeroes from {at}"
+            );
+        }
+    }
+
+    /// A checkpoint rewrites the header over the old records, which then read as the
+    /// end, whatever the new records overwrite of them.
+    #[test]
+    fn a_cleared_log_reads_only_the_new_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb.log");
+        let mut log = CommitLog::create(&path, 1).unwrap();
+        for n in 0..20u8 {
+            log.append(&mut record(&[n; 100])).unwrap();
+        }
+        log.clear(2).unwrap();
+        let contents = read(&path, 2).unwrap();
+        assert!(contents.commits.is_empty() && contents.torn.is_none());
+        for n in 0..3u8 {
+            log.append(&mut record(&[n; 30])).unwrap();
+        }
+        log.sync().unwrap();
+        let contents = read(&path, 2).unwrap();
+        assert_eq!(
+            contents.commits,
+            vec![vec![0; 30], vec![1; 30], vec![2; 30]]
+        );
+        assert_eq!(contents.torn, None);
+        assert!(read(&path, 3).unwrap().commits.is_empty());
+        // Appends fill the file ahead: its length does not move with every append.
+        let len = fs::metadata(&path).unwrap().len();
+        assert_eq!(len % MIN_FILL, 0);
+        log.append(&mut record(&[9; 30])).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), len);
+    }
+
+    #[test]
+    fn a_damaged_header_or_another_version_is_refused() {
+        let (_dir, path, _) = written(1, &[b"x"]);
+        let bytes = fs::read(&path).unwrap();
+        for at in 0..HEADER_LEN {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 1;
+            fs::write(&path, &damaged).unwrap();
+            // Bytes 12..16 and 28..32 are not covered: zero, and ignored.
+            if (12..16).contains(&at) || (28..32).contains(&at) {
+                continue;
+            }
+            assert!(read(&path, 1).is_err(), "flip at {at}");
+        }
+        let mut other = bytes.clone();
+        other[8..12].copy_from_slice(&2u32.to_be_bytes());
+        let crc = crc32c::crc32c(&other[..24]);
+        other[24..28].copy_from_slice(&crc.to_be_bytes());
+        fs::write(&path, &other).unwrap();
+        assert!(matches!(
+            read(&path, 1),
+            Err(Error::UnsupportedFormat {
+                found: 2,
+                supported: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_huge_length_reads_as_a_torn_tail_without_allocating_it() {
+        let (_dir, path, ends) = written(1, &[b"x"]);
+        let mut bytes = fs::read(&path).unwrap();
+        let at = ends[1] as usize;
+        bytes[at..at + 4].copy_from_slice(&RECORD_TAG);
+        bytes[at + 4..at + 12].copy_from_slice(&1u64.to_be_bytes());
+        bytes[at + 12..at + 20].copy_from_slice(&1u64.to_be_bytes());
+        bytes[at + 20..at + 24].copy_from_slice(&u32::MAX.to_be_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let contents = read(&path, 1).unwrap();
+        assert_eq!(contents.commits.len(), 1);
+        assert_eq!(contents.torn, Some((ends[1], (bytes.len() - at) as u64)));
+    }
+}

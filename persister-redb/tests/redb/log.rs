@@ -1,0 +1,427 @@
+//! The commit log: what a crash leaves is replayed, a torn tail is dropped and
+//! reported, damage and a missing log are errors, a clean close leaves one file.
+//!
+//! A crash is taken as a copy of the store's file and its log while the store is open
+//! and holds commits only the log has: what a killed process leaves on disk.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use persister_core::{ActorId, Error, Persister, Result, Store};
+use persister_redb::{FORMAT_VERSION, RedbOptions, RedbStore};
+use redb::{ReadableDatabase, TableDefinition};
+use tempfile::TempDir;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("persister_meta");
+
+fn temp_dir() -> Result<TempDir> {
+    tempfile::tempdir().map_err(|e| Error::io("create", "a temporary directory", e))
+}
+
+fn log_of(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.log", path.display()))
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io("copy", path, e)
+}
+
+/// Copies the store at `from` and its log, as a crash would leave them, to `to`.
+fn copy_as_crashed(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to).map_err(io(from))?;
+    fs::copy(log_of(from), log_of(to)).map_err(io(from))?;
+    Ok(())
+}
+
+fn actor() -> ActorId {
+    ActorId::new([7; 16])
+}
+
+/// Writes `flushes` flushes of one change into each of `docs` documents, one document
+/// per flush in turn, and checks the log holds them (the file does not).
+fn write(store: &RedbStore, docs: usize, flushes: u64) -> Result<()> {
+    let mut handles = Vec::new();
+    for doc in 0..docs {
+        handles.push(store.open_document(&format!("doc {doc}").into())?);
+    }
+    for seq in 1..=flushes {
+        for (doc, handle) in handles.iter_mut().enumerate() {
+            handle.insert_changes(vec![(actor(), seq, format!("{doc}:{seq}").into_bytes())])?;
+            handle.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn check(store: &RedbStore, docs: usize, flushes: u64) -> Result<()> {
+    assert_eq!(store.list_documents()?.len(), docs);
+    for doc in 0..docs {
+        let handle = store.open_document(&format!("doc {doc}").into())?;
+        let changes = handle.get_changes()?;
+        let expected: Vec<Vec<u8>> = (1..=flushes)
+            .map(|seq| format!("{doc}:{seq}").into_bytes())
+            .collect();
+        assert_eq!(changes, expected, "doc {doc}");
+        assert_eq!(handle.sizes().change_count, flushes);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_crash_with_the_log_open_replays_every_flushed_commit() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    write(&store, 5, 20)?;
+    assert!(log_of(&path).exists());
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    let read_only = dir.path().join("read-only.redb");
+    copy_as_crashed(&path, &read_only)?;
+    drop(store);
+
+    // A read-only open replays the log into a copy and changes neither file.
+    let before = (
+        fs::read(&read_only).map_err(io(&read_only))?,
+        fs::read(log_of(&read_only)).map_err(io(&read_only))?,
+    );
+    {
+        let store = RedbStore::open_read_only(&read_only)?;
+        check(&store, 5, 20)?;
+        assert!(store.recovered().is_empty());
+    }
+    let after = (
+        fs::read(&read_only).map_err(io(&read_only))?,
+        fs::read(log_of(&read_only)).map_err(io(&read_only))?,
+    );
+    assert!(
+        before == after,
+        "a read-only open changed the store or its log"
+    );
+
+    let store = RedbStore::open(&crashed)?;
+    check(&store, 5, 20)?;
+    assert!(store.recovered().is_empty());
+    // Replayed into the file: the log is gone, and the store goes on.
+    assert!(!log_of(&crashed).exists());
+    let mut handle = store.open_document(&"doc 0".into())?;
+    handle.insert_changes(vec![(actor(), 21, b"0:21".to_vec())])?;
+    handle.flush()?;
+    drop(handle);
+    store.close()?;
+    let store = RedbStore::open(&crashed)?;
+    assert_eq!(
+        store.open_document(&"doc 0".into())?.sizes().change_count,
+        21
+    );
+    Ok(())
+}
+
+#[test]
+fn a_torn_tail_is_dropped_and_reported_and_the_rest_replayed() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    write(&store, 2, 10)?;
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    drop(store);
+    // The last flush's record, cut short by a crash while it was written: the last
+    // flush (doc 1, seq 10) is gone, everything before it is there.
+    let log = log_of(&crashed);
+    let bytes = fs::read(&log).map_err(io(&log))?;
+    let cut = records_end(&bytes) - 5;
+    fs::write(&log, &bytes[..cut]).map_err(io(&log))?;
+
+    let store = RedbStore::open(&crashed)?;
+    check_prefix(&store)?;
+    let recovered = store.recovered();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0].document, None);
+    assert_eq!(recovered[0].path, log);
+    assert_eq!(recovered[0].offset + recovered[0].bytes, cut as u64);
+    assert!(recovered[0].truncated);
+    Ok(())
+}
+
+/// Where the records of a log end (see the layout in `src/log.rs`): after the 32-byte
+/// header, records of a 28-byte header starting `REC1` with the payload length at 20.
+fn records_end(log: &[u8]) -> usize {
+    let mut at = 32;
+    while log.get(at..at + 4) == Some(b"REC1") {
+        let len = u32::from_be_bytes(log[at + 20..at + 24].try_into().unwrap());
+        at += 28 + len as usize;
+    }
+    at
+}
+
+fn check_prefix(store: &RedbStore) -> Result<()> {
+    assert_eq!(
+        store.open_document(&"doc 0".into())?.sizes().change_count,
+        10
+    );
+    let doc1 = store.open_document(&"doc 1".into())?;
+    assert_eq!(doc1.sizes().change_count, 9);
+    assert_eq!(doc1.get_changes()?.last(), Some(&b"1:9".to_vec()));
+    Ok(())
+}
+
+#[test]
+fn damage_before_a_valid_record_or_a_missing_log_is_refused() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    write(&store, 2, 10)?;
+    let damaged = dir.path().join("damaged.redb");
+    copy_as_crashed(&path, &damaged)?;
+    let missing = dir.path().join("missing.redb");
+    fs::copy(&path, &missing).map_err(io(&path))?;
+    drop(store);
+
+    let log = log_of(&damaged);
+    let mut bytes = fs::read(&log).map_err(io(&log))?;
+    // A byte of the first record's payload (after the 32-byte header and its own 28).
+    bytes[32 + 28 + 3] ^= 0x10;
+    fs::write(&log, &bytes).map_err(io(&log))?;
+    for result in [
+        RedbStore::open(&damaged),
+        RedbStore::open_read_only(&damaged),
+    ] {
+        match result {
+            Err(Error::Corrupt { .. }) => {}
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+    // Refusing changed nothing.
+    assert_eq!(fs::read(&log).map_err(io(&log))?, bytes);
+
+    match RedbStore::open(&missing) {
+        Err(err @ Error::Corrupt { .. }) => {
+            let message = err.to_string();
+            assert!(
+                message.contains("missing.redb.log") && message.contains("missing"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn closing_checkpoints_and_leaves_one_file() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("store.redb");
+    let store = RedbStore::open(&path)?;
+    write(&store, 3, 5)?;
+    store.close()?;
+    assert!(!log_of(&path).exists());
+    // The file alone holds everything: copied without a log, it opens whole.
+    let copy = dir.path().join("copy.redb");
+    fs::copy(&path, &copy).map_err(io(&path))?;
+    check(&RedbStore::open(&copy)?, 3, 5)?;
+    // So does dropping.
+    let store = RedbStore::open(&path)?;
+    write(&store, 3, 6)?;
+    drop(store);
+    assert!(!log_of(&path).exists());
+    check(&RedbStore::open(&path)?, 3, 6)?;
+    Ok(())
+}
+
+#[test]
+fn checkpoints_keep_the_log_short_and_lose_nothing() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let options = RedbOptions::default().checkpoint_log_bytes(4096);
+    let store = RedbStore::open_with(&path, options)?;
+    write(&store, 4, 100)?;
+    let log = fs::read(log_of(&path)).map_err(io(&path))?;
+    let len = records_end(&log);
+    assert!(len <= 4096 + 200, "the log's records take {len} bytes");
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    drop(store);
+    check(&RedbStore::open(&crashed)?, 4, 100)?;
+    Ok(())
+}
+
+/// Removals, compactions, sync states and document removal replay as they were made.
+#[test]
+fn every_kind_of_write_replays() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    let mut kept = store.open_document(&"kept".into())?;
+    for seq in 1..=6 {
+        kept.insert_changes(vec![(actor(), seq, vec![seq as u8; 10])])?;
+    }
+    kept.flush()?;
+    kept.apply(
+        persister_core::Batch::new()
+            .set_document(b"compacted".to_vec())
+            .remove_change(actor(), 1)
+            .remove_change(actor(), 2)
+            .remove_change(actor(), 3),
+    )?;
+    kept.set_sync_state(b"peer".to_vec(), b"state".to_vec())?;
+    kept.set_sync_state(b"gone".to_vec(), b"x".to_vec())?;
+    kept.flush()?;
+    kept.remove_sync_states(&[b"gone"])?;
+    kept.flush()?;
+    let mut removed = store.open_document(&"removed".into())?;
+    removed.insert_changes(vec![(actor(), 1, b"x".to_vec())])?;
+    removed.flush()?;
+    drop(removed);
+    store.remove_document(&"removed".into())?;
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    let expected_sizes = kept.sizes();
+    drop(kept);
+    drop(store);
+
+    let store = RedbStore::open(&crashed)?;
+    assert_eq!(store.list_documents()?, vec!["kept".into()]);
+    let kept = store.open_document(&"kept".into())?;
+    assert_eq!(kept.get_document()?, Some(b"compacted".to_vec()));
+    assert_eq!(
+        kept.get_changes()?,
+        (4..=6u8).map(|seq| vec![seq; 10]).collect::<Vec<_>>()
+    );
+    assert_eq!(kept.get_sync_state(b"peer")?, Some(b"state".to_vec()));
+    assert_eq!(kept.get_sync_state(b"gone")?, None);
+    assert_eq!(kept.sizes(), expected_sizes);
+    Ok(())
+}
+
+/// A store of layout 1 has no log: it is read and written as it is, and stays layout 1.
+#[test]
+fn a_store_of_layout_1_commits_without_a_log() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("old.redb");
+    RedbStore::open(&path)?.close()?;
+    let redb_err = |e: redb::Error| Error::backend("redb", e.to_string());
+    {
+        let db = redb::Database::open(&path).map_err(|e| redb_err(e.into()))?;
+        let txn = db.begin_write().map_err(|e| redb_err(e.into()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| redb_err(e.into()))?;
+            meta.insert("format_version", 1u32.to_be_bytes().as_slice())
+                .map_err(|e| redb_err(e.into()))?;
+            meta.remove("log").map_err(|e| redb_err(e.into()))?;
+        }
+        txn.commit().map_err(|e| redb_err(e.into()))?;
+    }
+    let store = RedbStore::open(&path)?;
+    write(&store, 2, 3)?;
+    assert!(!log_of(&path).exists());
+    drop(store);
+    check(&RedbStore::open(&path)?, 2, 3)?;
+    let db = redb::Database::open(&path).map_err(|e| redb_err(e.into()))?;
+    let txn = db.begin_read().map_err(|e| redb_err(e.into()))?;
+    let meta = txn.open_table(META).map_err(|e| redb_err(e.into()))?;
+    let version = meta
+        .get("format_version")
+        .map_err(|e| redb_err(e.into()))?
+        .map(|v| v.value().to_vec());
+    assert_eq!(version, Some(1u32.to_be_bytes().to_vec()));
+    assert_ne!(FORMAT_VERSION, 1);
+    Ok(())
+}
+
+/// A durable commit of 64 KiB or more goes to the file directly: the log holds no
+/// record of it, and a crash right after it loses nothing.
+#[test]
+fn a_large_commit_goes_to_the_file_and_empties_the_log() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    write(&store, 2, 3)?;
+    let before = records_end(&fs::read(log_of(&path)).map_err(io(&path))?);
+    assert!(before > 32, "small commits are logged");
+    let mut big = store.open_document(&"big".into())?;
+    big.insert_changes(vec![(actor(), 1, vec![5; 100_000])])?;
+    big.flush()?;
+    assert_eq!(
+        records_end(&fs::read(log_of(&path)).map_err(io(&path))?),
+        32
+    );
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    drop(big);
+    drop(store);
+    let store = RedbStore::open(&crashed)?;
+    assert_eq!(
+        store.open_document(&"big".into())?.get_changes()?,
+        vec![vec![5; 100_000]]
+    );
+    assert_eq!(store.list_documents()?.len(), 3);
+    Ok(())
+}
+
+/// A store written by a build before the commit log (layout 1, made here by hand with
+/// redb): it reads, takes writes without a log, and stays layout 1.
+#[test]
+fn a_store_of_layout_1_with_documents_reads_and_writes_as_before() -> Result<()> {
+    const DOCUMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("persister_documents");
+    const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("persister_changes");
+    const COMPACTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("persister_compacted");
+    const SYNC_STATES: TableDefinition<&[u8], &[u8]> =
+        TableDefinition::new("persister_sync_states");
+    let redb_err = |e: redb::Error| Error::backend("redb", e.to_string());
+    let dir = temp_dir()?;
+    let path = dir.path().join("old.redb");
+    {
+        let db = redb::Database::create(&path).map_err(|e| redb_err(e.into()))?;
+        let txn = db.begin_write().map_err(|e| redb_err(e.into()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| redb_err(e.into()))?;
+            for (key, value) in [
+                ("format", b"persister-redb".to_vec()),
+                ("format_version", 1u32.to_be_bytes().to_vec()),
+                ("next_document", 2u64.to_be_bytes().to_vec()),
+            ] {
+                meta.insert(key, value.as_slice())
+                    .map_err(|e| redb_err(e.into()))?;
+            }
+            // Document 1, "notes": one change of 5 bytes by actor [7; 16], seq 1.
+            let mut record = Vec::new();
+            for field in [1u64, 5, 0, 0, 1, 0] {
+                record.extend_from_slice(&field.to_be_bytes());
+            }
+            txn.open_table(DOCUMENTS)
+                .map_err(|e| redb_err(e.into()))?
+                .insert(b"notes".as_slice(), record.as_slice())
+                .map_err(|e| redb_err(e.into()))?;
+            let mut key = 1u64.to_be_bytes().to_vec();
+            key.extend_from_slice(&[7; 16]);
+            key.extend_from_slice(&[0, 0]);
+            key.extend_from_slice(&1u64.to_be_bytes());
+            txn.open_table(CHANGES)
+                .map_err(|e| redb_err(e.into()))?
+                .insert(key.as_slice(), b"hello".as_slice())
+                .map_err(|e| redb_err(e.into()))?;
+            for table in [COMPACTED, SYNC_STATES] {
+                txn.open_table(table).map_err(|e| redb_err(e.into()))?;
+            }
+        }
+        txn.commit().map_err(|e| redb_err(e.into()))?;
+    }
+    let store = RedbStore::open(&path)?;
+    let mut notes = store.open_document(&"notes".into())?;
+    assert_eq!(notes.get_changes()?, vec![b"hello".to_vec()]);
+    assert_eq!(notes.sizes().changes, 5);
+    notes.insert_changes(vec![(actor(), 2, b"again".to_vec())])?;
+    notes.flush()?;
+    drop(notes);
+    assert!(!log_of(&path).exists());
+    store.close()?;
+    let store = RedbStore::open(&path)?;
+    let notes = store.open_document(&"notes".into())?;
+    assert_eq!(
+        notes.get_changes()?,
+        vec![b"hello".to_vec(), b"again".to_vec()]
+    );
+    assert_eq!(notes.sizes().change_count, 2);
+    Ok(())
+}
