@@ -198,6 +198,7 @@ impl RedbEngine {
         durable: bool,
         committed: impl FnOnce(),
     ) -> Result<()> {
+        let large = writer.operations().len() >= DIRECT_COMMIT_BYTES;
         let result = (|| match &mut writer.log {
             LogState::Absent => {
                 let durability = match durable {
@@ -223,7 +224,7 @@ impl RedbEngine {
                 writer.log = LogState::Open(log);
                 Ok(())
             }
-            LogState::Open(log) if durable && writer.record.len() >= DIRECT_COMMIT_BYTES => {
+            LogState::Open(log) if durable && large => {
                 // Large: written once, to the file, rather than to the log and later the
                 // file. A durable commit makes what the log holds durable too, so the log
                 // starts again empty (unless it is).
@@ -283,12 +284,27 @@ impl RedbEngine {
         }
     }
 
-    /// Checkpoints and closes the commit log, if it is open and no commit failed: the
-    /// file then holds everything, and the log is removed.
+    /// Fails once a commit has failed: what the file and the log hold is then known
+    /// only to a reopen.
+    fn check_not_failed(&self, writer: &Writer) -> Result<()> {
+        match writer.failed {
+            true => Err(Error::Poisoned {
+                reason: format!(
+                    "an earlier commit to {} failed; reopen the store",
+                    self.path.display()
+                ),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// Checkpoints and closes the commit log, if it is open: the file then holds
+    /// everything, and the log is removed. After a failed commit, nothing is written
+    /// and the log stays for the next open to replay.
     fn close_log(&self) -> Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if writer.failed {
-            return Ok(());
+        if writer.failed && matches!(writer.log, LogState::Open(_)) {
+            return self.check_not_failed(&writer);
         }
         let LogState::Open(log) = &mut writer.log else {
             return Ok(());
@@ -491,6 +507,7 @@ impl Engine for RedbEngine {
     /// transaction, which aborts it.
     fn commit(&self, documents: &mut [PendingDocument<u64>], durable: bool) -> Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.check_not_failed(&writer)?;
         let txn = self.begin_write()?;
         let mut numbers = Vec::with_capacity(documents.len());
         let mut ops = writer.start();
@@ -519,6 +536,7 @@ impl Engine for RedbEngine {
     /// One durable commit, when the document is stored.
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.check_not_failed(&writer)?;
         let txn = self.begin_write()?;
         // On an error the transaction is dropped, which aborts it; a failed I/O is
         // latched by redb and reported by the next commit.

@@ -96,9 +96,9 @@
 //!   commits without a sync (`Durability::None`, so reads see it at once), then appended
 //!   to the log as one record with a CRC-32C; a flush syncs the log. The record of a
 //!   group commit carries every document of the group, so one sync covers them all.
-//!   The log file is filled with zeroes ahead of its records and reused after a
-//!   checkpoint, so an append neither allocates nor changes the file's length, and its
-//!   sync writes the appended bytes alone.
+//!   The log file is filled with zeroes ahead of its records (from 64 KiB to 1 MiB at a
+//!   time) and reused after a checkpoint, so an append rarely allocates or changes the
+//!   file's length, and its sync writes the appended bytes alone.
 //! - A durable commit of 64 KiB of operations or more goes to the file directly, with
 //!   `Durability::Immediate`: its data dominates its cost, so it is written once rather
 //!   than twice, and a disk that fills up holds it once.
@@ -113,14 +113,18 @@
 //!   closing the store (or dropping it) checkpoints, names the log closed and removes
 //!   it, so a store closed cleanly is its one file again.
 //! - Opening a store that names its log open (it was not closed cleanly) replays the
-//!   log's records the file does not hold, in order, in durable commits of about 1 MiB,
-//!   the last of which names the log closed. Every operation sets or removes keys
-//!   without reading what it lands on, so replay gives the state after the last whole
-//!   record from whatever state the file reached. A torn tail (an incomplete last
-//!   record, with no valid record after it) is dropped and reported by
+//!   log's records the file does not hold (those after the count above), in order, in
+//!   durable commits of about 1 MiB, each recording how far it got; the last names the
+//!   log closed. Operations set or remove keys (removing a document reads the number
+//!   its record names; the next document number only grows), so replaying them in
+//!   order from the state the count describes gives the state after the last whole
+//!   record. A torn tail (an incomplete last record, with no valid record of the epoch
+//!   anywhere after it) is dropped and reported by
 //!   [`Store::recovered`](persister_core::Store::recovered), without a document (the log
-//!   is the whole store's); a damaged record with a valid one after it, a missing log,
-//!   or a header that fails its checksum is [`Error::Corrupt`].
+//!   is the whole store's). A damaged or missing record with a valid one after it, a
+//!   missing log, a log shorter than its header, or a header of a newer epoch than the
+//!   store's is [`Error::Corrupt`]; a header that fails its checksum is taken for one a
+//!   crash tore while a checkpoint rewrote it only when no record of the epoch follows.
 //! - A read-only open of such a store replays the log into a copy, in a scratch
 //!   directory, and touches neither file.
 //! - After a full disk, the replay needs room for the commits the log holds beyond the
@@ -141,8 +145,8 @@
 //!   grows it);
 //! - [`remove_document`](persister_core::Store::remove_document): the same, since the
 //!   contract makes a removal durable when it returns;
-//! - the first commit after opening (it creates the log: the log, its directory, then a
-//!   durable redb commit), a durable commit of 64 KiB or more (a durable redb commit,
+//! - the first commit after opening (it creates the log: the log, its directory when
+//!   the file is new, then a durable redb commit), a durable commit of 64 KiB or more (a durable redb commit,
 //!   then the log's new header when it held records), a checkpoint (a durable redb
 //!   commit, then the log's new header), and closing (a durable redb commit);
 //! - creating a store: the new file and its directory (see [`RedbStore::open_with`]);

@@ -96,87 +96,100 @@ pub(crate) struct Contents {
     pub torn: Option<(u64, u64)>,
 }
 
-/// Reads the log at `path` for the store's epoch `epoch`.
+/// Reads the log at `path` for the store's epoch `epoch`, which names it open.
 ///
-/// A log of an older epoch is one a checkpoint made redundant before its header was
-/// rewritten, and a file shorter than a header is one a crash cut while it was created:
-/// both hold nothing. Records are read until the first invalid one; what follows is a
-/// torn tail when no valid record of this epoch comes after it, and damage otherwise.
+/// Records of `epoch` are read from the header on, in order, while they follow each
+/// other. Where they stop, the rest of the file is searched for any valid record of
+/// `epoch` numbered from there on: finding one is damage ([`Error::Corrupt`]), since no
+/// record is written past the end of the log. Otherwise, the end mark or a record of an
+/// older epoch there is the end, and anything else is a torn tail. A header of an older
+/// epoch is one a checkpoint had not rewritten yet, and a header that fails its
+/// checksum one whose rewrite a crash tore: either holds no record of `epoch` (the
+/// search checks it). A file shorter than a header, or a header of a newer epoch than
+/// the store's, is damage.
 pub(crate) fn read(path: &Path, epoch: u64) -> Result<Contents> {
     let bytes = fs::read(path).map_err(|err| Error::io("read", path, err))?;
     if bytes.len() < HEADER_LEN {
-        return Ok(Contents::default());
-    }
-    let head = &bytes[..HEADER_LEN];
-    if head[..8] != MAGIC {
-        return Err(corrupt(
-            "the commit log does not start with its magic number",
-            path,
-        ));
-    }
-    let version = u32::from_be_bytes(array(&head[8..12]));
-    let crc = u32::from_be_bytes(array(&head[24..28]));
-    if crc != crc32c::crc32c(&head[..24]) {
-        return Err(corrupt("the commit log's header fails its checksum", path));
-    }
-    if version != LOG_VERSION {
-        return Err(Error::UnsupportedFormat {
-            what: "persister-redb commit log",
-            path: path.to_path_buf(),
-            found: version,
-            supported: LOG_VERSION,
-        });
-    }
-    let found = u64::from_be_bytes(array(&head[16..24]));
-    if found < epoch {
-        return Ok(Contents::default());
-    }
-    if found > epoch {
         return Err(corrupt(
             format!(
-                "the commit log continues checkpoint {found}, but the store is at checkpoint {epoch}"
+                "the commit log is {} bytes, shorter than its header",
+                bytes.len()
             ),
             path,
         ));
     }
-    let mut contents = Contents::default();
-    let mut at = HEADER_LEN;
-    loop {
-        let next = contents.commits.len() as u64;
-        let found = Record::at(&bytes, at);
-        if let Some(record) = found.filter(|r| r.epoch == epoch && r.seq == next) {
-            at += RECORD_HEADER_LEN + record.payload.len();
-            contents.commits.push(record.payload.to_vec());
-            continue;
+    let head = &bytes[..HEADER_LEN];
+    let crc = u32::from_be_bytes(array(&head[24..28]));
+    let header_valid = head[..8] == MAGIC && crc == crc32c::crc32c(&head[..24]);
+    let mut current = false;
+    if header_valid {
+        let version = u32::from_be_bytes(array(&head[8..12]));
+        if version != LOG_VERSION {
+            return Err(Error::UnsupportedFormat {
+                what: "persister-redb commit log",
+                path: path.to_path_buf(),
+                found: version,
+                supported: LOG_VERSION,
+            });
         }
-        let rest = &bytes[at.min(bytes.len())..];
-        let end_mark = rest.iter().take(RECORD_HEADER_LEN).all(|&b| b == 0);
-        if end_mark || found.is_some_and(|r| r.epoch < epoch) {
-            return Ok(contents);
-        }
-        if let Some(later) = (at + 1..bytes.len())
-            .find(|&p| Record::at(&bytes, p).is_some_and(|r| r.epoch == epoch && r.seq >= next))
-        {
-            return Err(Error::corrupt(
+        let found = u64::from_be_bytes(array(&head[16..24]));
+        if found > epoch {
+            return Err(corrupt(
                 format!(
-                    "commit {next} of the commit log is damaged, and a valid commit follows at byte {later}"
+                    "the commit log continues checkpoint {found}, but the store is at checkpoint {epoch}"
                 ),
                 path,
-                Some(at as u64),
             ));
         }
-        // The record being written when the crash came: as long as its header says, if
-        // that much of the header is there, else the header.
-        let head = rest.get(..RECORD_HEADER_LEN);
-        let expected = [&RECORD_TAG[..], &next.to_be_bytes(), &epoch.to_be_bytes()].concat();
-        let claimed = head.filter(|head| head[..20] == expected[..]).map(|head| {
-            let len = u32::from_be_bytes(array(&head[20..24]));
-            RECORD_HEADER_LEN + len as usize
-        });
-        let torn = claimed.unwrap_or(RECORD_HEADER_LEN).min(rest.len());
-        contents.torn = Some((at as u64, torn as u64));
+        current = found == epoch;
+    }
+    let mut contents = Contents::default();
+    let mut at = HEADER_LEN;
+    if current {
+        loop {
+            let next = contents.commits.len() as u64;
+            match Record::at(&bytes, at).filter(|r| r.epoch == epoch && r.seq == next) {
+                Some(record) => {
+                    at += RECORD_HEADER_LEN + record.payload.len();
+                    contents.commits.push(record.payload.to_vec());
+                }
+                None => break,
+            }
+        }
+    }
+    let next = contents.commits.len() as u64;
+    if let Some(later) = (at..bytes.len())
+        .find(|&p| Record::at(&bytes, p).is_some_and(|r| r.epoch == epoch && r.seq >= next))
+    {
+        let what = match current {
+            true => format!(
+                "commit {next} of the commit log is damaged or missing, and a valid commit follows at byte {later}"
+            ),
+            false => format!(
+                "the commit log's header is damaged or of an older checkpoint, and a commit of the current one is at byte {later}"
+            ),
+        };
+        return Err(Error::corrupt(what, path, Some(at as u64)));
+    }
+    if !current {
         return Ok(contents);
     }
+    let rest = &bytes[at.min(bytes.len())..];
+    let end_mark = rest.iter().take(RECORD_HEADER_LEN).all(|&b| b == 0);
+    if end_mark || Record::at(&bytes, at).is_some_and(|r| r.epoch < epoch) {
+        return Ok(contents);
+    }
+    // The record being written when the crash came: as long as its header says, if
+    // that much of the header is there, else the header.
+    let head = rest.get(..RECORD_HEADER_LEN);
+    let expected = [&RECORD_TAG[..], &next.to_be_bytes(), &epoch.to_be_bytes()].concat();
+    let claimed = head.filter(|head| head[..20] == expected[..]).map(|head| {
+        let len = u32::from_be_bytes(array(&head[20..24]));
+        RECORD_HEADER_LEN + len as usize
+    });
+    let torn = claimed.unwrap_or(RECORD_HEADER_LEN).min(rest.len());
+    contents.torn = Some((at as u64, torn as u64));
+    Ok(contents)
 }
 
 /// The first `N` bytes of `bytes`, which holds at least that many.
@@ -230,21 +243,20 @@ pub(crate) struct CommitLog {
 }
 
 impl CommitLog {
-    /// Creates or clears the log at `path` for `epoch`, durably: once this returns, the
-    /// file holds the header and the end mark, and its name is synced.
+    /// Creates the log at `path` for `epoch`, durably: once this returns, the file
+    /// holds the header and the end mark, and its name is synced. A file already there
+    /// (a log the store named closed, or one of another store) is emptied first, so
+    /// that none of its records can be read as this log's.
     pub fn create(path: &Path, epoch: u64) -> Result<CommitLog> {
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            .truncate(true)
             .open(path)
             .map_err(|err| Error::io("open", path, err))?;
-        let filled = file
-            .metadata()
-            .map_err(|err| Error::io("read the length of", path, err))?
-            .len();
+        let filled = 0;
         let mut log = CommitLog {
             file,
             path: path.to_path_buf(),
@@ -392,13 +404,60 @@ mod tests {
     }
 
     #[test]
-    fn an_older_epoch_or_a_short_file_holds_nothing_and_a_newer_one_is_damage() {
+    fn an_older_epoch_holds_nothing_and_a_newer_one_or_a_short_file_is_damage() {
         let (_dir, path, _) = written(5, &[b"one"]);
-        assert!(read(&path, 6).unwrap().commits.is_empty());
+        let contents = read(&path, 6).unwrap();
+        assert!(contents.commits.is_empty() && contents.torn.is_none());
         assert!(matches!(read(&path, 4), Err(Error::Corrupt { .. })));
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..HEADER_LEN - 1]).unwrap();
-        assert!(read(&path, 5).unwrap().commits.is_empty());
+        assert!(matches!(read(&path, 5), Err(Error::Corrupt { .. })));
+    }
+
+    /// Zeroes over a whole record (a lost block) or a record missing are damage when
+    /// records follow, never a shorter log.
+    #[test]
+    fn a_lost_record_before_others_is_damage() {
+        let payloads: [&[u8]; 3] = [b"first", &[1; 40], b"third"];
+        let (_dir, path, ends) = written(1, &payloads);
+        let bytes = fs::read(&path).unwrap();
+        let (start, end) = (ends[1] as usize, ends[2] as usize);
+        let mut zeroed = bytes.clone();
+        zeroed[start..end].fill(0);
+        fs::write(&path, &zeroed).unwrap();
+        assert!(matches!(read(&path, 1), Err(Error::Corrupt { .. })));
+        let mut removed = bytes[..start].to_vec();
+        removed.extend_from_slice(&bytes[end..]);
+        fs::write(&path, &removed).unwrap();
+        assert!(matches!(read(&path, 1), Err(Error::Corrupt { .. })));
+    }
+
+    /// A header a crash tore while a checkpoint rewrote it: nothing of the new epoch
+    /// follows, so the log holds nothing; with a record of the epoch after it, damage.
+    #[test]
+    fn a_torn_header_without_records_of_the_epoch_holds_nothing() {
+        let (_dir, path, _) = written(1, &[b"old", b"older"]);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[20] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let contents = read(&path, 2).unwrap();
+        assert!(contents.commits.is_empty() && contents.torn.is_none());
+        assert!(matches!(read(&path, 1), Err(Error::Corrupt { .. })));
+    }
+
+    /// Creating a log over a file already there empties it: none of its records, of
+    /// whatever epoch, reads as the new log's.
+    #[test]
+    fn creating_over_an_old_log_empties_it() {
+        let (_dir, path, _) = written(3, &[b"one", b"two"]);
+        let log = CommitLog::create(&path, 3).unwrap();
+        drop(log);
+        let contents = read(&path, 3).unwrap();
+        assert!(contents.commits.is_empty() && contents.torn.is_none());
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            (HEADER_LEN + RECORD_HEADER_LEN) as u64
+        );
     }
 
     /// A log cut at every byte reads as the records wholly before the cut, and the rest
@@ -492,7 +551,8 @@ mod tests {
             let mut damaged = bytes.clone();
             damaged[at] ^= 1;
             fs::write(&path, &damaged).unwrap();
-            // Bytes 12..16 and 28..32 are not covered: zero, and ignored.
+            // Bytes 12..16 and 28..32 are not covered: zero, and ignored. A record of
+            // the epoch follows, so a header that fails is damage.
             if (12..16).contains(&at) || (28..32).contains(&at) {
                 continue;
             }

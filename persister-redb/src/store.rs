@@ -179,8 +179,8 @@ impl RedbStore {
 }
 
 /// Brings the file up to date with its commit log after a crash: a log the store names
-/// open is replayed, in one durable commit that also names it closed; its torn tail is
-/// reported. Gives where the next commit goes.
+/// open is replayed (see [`replay`]), and its torn tail reported unless the file holds
+/// that commit already. Gives where the next commit goes.
 fn recover(db: &Db, path: &Path, entry: LogEntry) -> Result<(LogState, Vec<Recovered>)> {
     if !entry.open {
         return Ok((LogState::Closed { epoch: entry.epoch }, Vec::new()));
@@ -189,7 +189,13 @@ fn recover(db: &Db, path: &Path, entry: LogEntry) -> Result<(LogState, Vec<Recov
     replay(db, path, &contents.commits, entry)?;
     // Replayed and closed: what the log holds is in the file now.
     let _ = std::fs::remove_file(log::log_path(path));
-    let recovered = torn_report(path, &contents, true).into_iter().collect();
+    // A failed append whose redb commit the file kept (redb makes it durable on a clean
+    // close) is counted in `applied`: nothing of it was dropped.
+    let dropped = entry.applied <= contents.commits.len() as u64;
+    let recovered = torn_report(path, &contents, true)
+        .filter(|_| dropped)
+        .into_iter()
+        .collect();
     Ok((
         LogState::Closed {
             epoch: entry.epoch + 1,
