@@ -4,8 +4,8 @@
 //! to: reading a sled store (sled writes to whatever it opens), or reading a redb file
 //! that needs a repair read-only. A [`ScratchDir`] is a new directory under the
 //! system's temporary directory (`$TMPDIR`), removed when dropped; [`remove_all`]
-//! removes every one of this process at once, for a program about to end on a signal,
-//! which runs no destructor.
+//! removes every one of this process at once and makes no more, for a program about
+//! to end on a signal, which runs no destructor.
 //!
 //! ```
 //! let scratch = persister_core::scratch::ScratchDir::new("example")?;
@@ -25,19 +25,44 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::{Error, Result};
 
-/// The scratch directories of this process that exist now.
-static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// The scratch directories of this process that exist now, and whether
+/// [`remove_all`] has run. A directory is made and recorded under this lock, so
+/// `remove_all` sees every directory that exists.
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    dirs: BTreeSet::new(),
+    ended: false,
+});
+
+/// What [`LIVE`] guards.
+struct Live {
+    dirs: BTreeSet<PathBuf>,
+    /// Set by [`remove_all`]: no directory is made after it.
+    ended: bool,
+}
+
+/// How many times [`remove_all`] tries to remove a directory that another thread is
+/// still writing into.
+const REMOVE_ATTEMPTS: usize = 100;
 
 /// Removes every scratch directory of this process, so that nothing is left behind by
-/// a program that exits without dropping its stores (as on SIGINT). Stores reading
-/// from them fail from then on.
+/// a program that exits without dropping its stores (as on SIGINT), and makes
+/// [`ScratchDir::new`] fail from then on, so that none is made between this call and
+/// the end of the process. Stores reading from them fail from then on.
 pub fn remove_all() {
-    let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(PoisonError::into_inner));
+    let live = {
+        let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        live.ended = true;
+        std::mem::take(&mut live.dirs)
+    };
     for dir in live {
-        // A thread may still be writing into it: try again while it reappears.
-        for _ in 0..3 {
-            if matches!(fs::remove_dir_all(&dir), Err(e) if e.kind() == ErrorKind::NotFound) {
-                break;
+        // A thread may still be writing into it (a file copied in while the directory
+        // is emptied makes its removal fail): try again until it is gone. Nothing new
+        // can appear once it is: the directory's parent path no longer exists.
+        for _ in 0..REMOVE_ATTEMPTS {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                Err(_) => {}
             }
         }
     }
@@ -84,10 +109,22 @@ impl ScratchDir {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the directory cannot be made.
+    /// [`Error::Io`] if the directory cannot be made, or (of kind
+    /// [`ErrorKind::Interrupted`]) after [`remove_all`].
     pub fn new(purpose: &str) -> Result<ScratchDir> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let base = std::env::temp_dir();
+        // Held while the directory is made and recorded, so that a `remove_all` on
+        // another thread (a signal handler's) either finds it or runs before it and
+        // stops it from being made.
+        let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        if live.ended {
+            return Err(Error::io(
+                "create a scratch directory (the process is ending on a signal) in",
+                base,
+                std::io::Error::from(ErrorKind::Interrupted),
+            ));
+        }
         loop {
             let path = base.join(format!(
                 "persister-{purpose}-{}-{}",
@@ -96,9 +133,7 @@ impl ScratchDir {
             ));
             match fs::create_dir(&path) {
                 Ok(()) => {
-                    LIVE.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(path.clone());
+                    live.dirs.insert(path.clone());
                     return Ok(ScratchDir { path });
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
@@ -124,6 +159,7 @@ impl Drop for ScratchDir {
         let _ = fs::remove_dir_all(&self.path);
         LIVE.lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .dirs
             .remove(&self.path);
     }
 }
@@ -132,14 +168,20 @@ impl Drop for ScratchDir {
 mod tests {
     use super::*;
 
+    // The only test of this binary that makes scratch directories: after `remove_all`
+    // the process makes no more.
     #[test]
-    fn remove_all_removes_every_live_scratch_directory() -> Result<()> {
+    fn remove_all_removes_every_live_scratch_directory_and_stops_new_ones() -> Result<()> {
         let dirs = [ScratchDir::new("test")?, ScratchDir::new("test")?];
         std::fs::write(dirs[0].path().join("file"), b"x")
             .map_err(|e| Error::io("write", dirs[0].path(), e))?;
         remove_all();
         for dir in &dirs {
             assert!(!dir.path().exists(), "{} survived", dir.path().display());
+        }
+        match ScratchDir::new("test") {
+            Err(Error::Io { source, .. }) => assert_eq!(source.kind(), ErrorKind::Interrupted),
+            other => panic!("a scratch directory after remove_all: {other:?}"),
         }
         Ok(())
     }
