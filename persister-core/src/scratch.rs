@@ -56,8 +56,9 @@ pub fn remove_all() {
     };
     for dir in live {
         // A thread may still be writing into it (a file copied in while the directory
-        // is emptied makes its removal fail): try again until it is gone. Nothing new
-        // can appear once it is: the directory's parent path no longer exists.
+        // is emptied makes its removal fail): try again until it is gone. Once it is,
+        // nothing can be made inside it (its path no longer exists) and, with `ended`
+        // set, `ScratchDir::new` makes no other.
         for _ in 0..REMOVE_ATTEMPTS {
             match fs::remove_dir_all(&dir) {
                 Ok(()) => break,
