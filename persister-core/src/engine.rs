@@ -178,6 +178,20 @@ pub fn push_actor_key(key: &mut Vec<u8>, actor: &[u8]) {
 /// it with the bytes after its terminator; `None` when the bytes are not such an
 /// encoding, or the id is empty or longer than [`MAX_ACTOR_ID_LEN`](crate::MAX_ACTOR_ID_LEN).
 pub fn split_actor_key(key: &[u8]) -> Option<(ActorId, &[u8])> {
+    // Most ids hold no 00 byte, and their encoding is the id itself then the
+    // terminator: taken as it stands, without decoding byte by byte.
+    let nul = key.iter().position(|&byte| byte == 0)?;
+    if key.get(nul + 1) == Some(&0) {
+        if nul == 0 || nul > crate::MAX_ACTOR_ID_LEN {
+            return None;
+        }
+        return Some((ActorId::from(&key[..nul]), key.get(nul + 2..)?));
+    }
+    split_escaped_actor_key(key)
+}
+
+/// [`split_actor_key`] for an id with a 00 byte, written `00 FF`.
+fn split_escaped_actor_key(key: &[u8]) -> Option<(ActorId, &[u8])> {
     // Decoded on the stack: a short id then needs no allocation at all.
     let mut actor = [0u8; crate::MAX_ACTOR_ID_LEN];
     let mut len = 0;
@@ -270,5 +284,32 @@ mod tests {
             assert_eq!(split_actor_key(bad), None, "{bad:?}");
         }
         assert_eq!(split_actor_key(&key(&[1; 256], 1)), None);
+        assert_eq!(split_actor_key(&key(&[0; 256], 1)), None);
+    }
+
+    /// The shortcut for ids without a 00 byte decodes every key as the byte-wise
+    /// decoding does: every string of up to 7 bytes of 00, 01 and FF.
+    #[test]
+    fn the_shortcut_agrees_with_the_bytewise_decoding() {
+        let mut key = Vec::new();
+        for len in 0..=7u32 {
+            for n in 0..3usize.pow(len) {
+                key.clear();
+                let mut rest = n;
+                for _ in 0..len {
+                    key.push([0, 1, 0xff][rest % 3]);
+                    rest /= 3;
+                }
+                assert_eq!(
+                    split_actor_key(&key),
+                    split_escaped_actor_key(&key),
+                    "{key:?}"
+                );
+            }
+        }
+        for actor in [&[1; 255][..], &[1; 256]] {
+            let key = self::key(actor, 7);
+            assert_eq!(split_actor_key(&key), split_escaped_actor_key(&key));
+        }
     }
 }
