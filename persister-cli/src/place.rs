@@ -3,32 +3,79 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::CliError;
 use crate::error::io_error;
 
-/// The temporary paths being built now, for [`remove_partials`].
-static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// The temporary paths of this process, and whether [`remove_partials`] has run. A
+/// temporary path is created ([`Staging::make`]) and moved into place
+/// ([`Staging::commit`]) under this lock, so `remove_partials` either runs first, and
+/// nothing is created or moved after it, or finds what was created and removes it.
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    paths: BTreeSet::new(),
+    ended: false,
+});
 
-/// Removes every temporary path a [`Staging`] of this process is building, for a
-/// signal handler that ends the process.
+/// What [`LIVE`] guards.
+struct Live {
+    paths: BTreeSet<PathBuf>,
+    /// Set by [`remove_partials`]: nothing is created or moved into place after it.
+    ended: bool,
+}
+
+fn live() -> MutexGuard<'static, Live> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How many times [`remove_partials`] tries to remove a directory that the command is
+/// still writing into.
+const REMOVE_ATTEMPTS: usize = 100;
+
+/// Removes every temporary path of this process, for a signal handler that ends the
+/// process, and makes [`Staging::make`] and [`Staging::commit`] fail from then on, so
+/// that none is created or moved into place between this call and the end of the
+/// process.
 pub fn remove_partials() {
-    let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(PoisonError::into_inner));
-    for temporary in live {
-        remove(&temporary);
+    let paths = {
+        let mut live = live();
+        live.ended = true;
+        std::mem::take(&mut live.paths)
+    };
+    for temporary in paths {
+        // The command may still be writing into a directory it created (a new file in
+        // it makes its removal fail): try again until it is gone. Once it is, nothing
+        // can be made inside it, and with `ended` set nothing makes it again.
+        for _ in 0..REMOVE_ATTEMPTS {
+            match remove(&temporary) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                Err(_) => {}
+            }
+        }
     }
 }
 
-fn remove(temporary: &Path) {
-    // Best effort: the command already reports why it failed.
-    let _ = if temporary.is_dir() {
+fn remove(temporary: &Path) -> std::io::Result<()> {
+    if fs::symlink_metadata(temporary)?.is_dir() {
         fs::remove_dir_all(temporary)
     } else {
         fs::remove_file(temporary)
-    };
+    }
+}
+
+/// The error of a step refused because a signal is ending the process.
+fn ending(temporary: &Path) -> CliError {
+    CliError::new(
+        format!(
+            "the command was interrupted before it made {}",
+            temporary.display()
+        ),
+        "nothing to do: the destination was left as it was",
+    )
 }
 
 /// A destination being built at a temporary path beside it. Dropping it without
@@ -91,9 +138,13 @@ impl Staging {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let temporary = parent.join(format!(".{name}.partial-{}-{nanos}", std::process::id()));
-        LIVE.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(temporary.clone());
+        {
+            let mut live = live();
+            if live.ended {
+                return Err(ending(&temporary));
+            }
+            live.paths.insert(temporary.clone());
+        }
         Ok(Staging {
             destination: destination.to_path_buf(),
             temporary,
@@ -101,9 +152,35 @@ impl Staging {
         })
     }
 
-    /// Where to build.
+    /// Where to build. Whatever creates this path runs in [`make`](Self::make); once it
+    /// exists, anything may read or write in it.
     pub fn path(&self) -> &Path {
         &self.temporary
+    }
+
+    /// Runs `create`, which creates [`path`](Self::path) (or opens it in a way that
+    /// creates it when it is missing), so that a signal's [`remove_partials`] runs
+    /// either before it, and then `create` is not run, or after it, and then removes
+    /// what it created.
+    ///
+    /// # Errors
+    ///
+    /// `create`'s error, or an error saying so when a signal is ending the process.
+    pub fn make<T>(
+        &self,
+        create: impl FnOnce(&Path) -> Result<T, CliError>,
+    ) -> Result<T, CliError> {
+        if self.committed {
+            // Written in place (a database): there is nothing to remove.
+            return create(&self.temporary);
+        }
+        let live = live();
+        if live.ended {
+            return Err(ending(&self.temporary));
+        }
+        let made = create(&self.temporary);
+        drop(live);
+        made
     }
 
     /// The final destination.
@@ -127,12 +204,18 @@ impl Staging {
                 "another program wrote there; remove it or choose another destination",
             ));
         }
-        fs::rename(&self.temporary, &self.destination)
-            .map_err(|e| io_error("move the new data into", &self.destination, e))?;
+        {
+            // Under the lock, so that a signal's `remove_partials` either finds the
+            // temporary path or finds the destination complete, never a path between.
+            let mut live = live();
+            if live.ended {
+                return Err(ending(&self.temporary));
+            }
+            fs::rename(&self.temporary, &self.destination)
+                .map_err(|e| io_error("move the new data into", &self.destination, e))?;
+            live.paths.remove(&self.temporary);
+        }
         self.committed = true;
-        LIVE.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.temporary);
         let parent = parent_of(&self.destination);
         fs::File::open(&parent)
             .and_then(|dir| dir.sync_all())
@@ -145,10 +228,11 @@ impl Drop for Staging {
         if self.committed {
             return;
         }
-        LIVE.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.temporary);
-        remove(&self.temporary);
+        // Under the lock, so that a signal arriving meanwhile finds the path recorded
+        // until it is gone. Best effort: the command already reports why it failed.
+        let mut live = live();
+        let _ = remove(&self.temporary);
+        live.paths.remove(&self.temporary);
     }
 }
 
@@ -156,5 +240,72 @@ fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The only test of this binary that stages destinations: after `remove_partials`
+    // the process stages no more.
+    #[test]
+    fn remove_partials_removes_what_was_made_and_nothing_is_made_or_moved_after_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = |name: &str| dir.path().join(name);
+        let names = || -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(dir.path())
+                .expect("listed")
+                .map(|e| {
+                    e.expect("an entry")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
+            names.sort();
+            names
+        };
+
+        // Built and moved into place.
+        let staging = Staging::new(&file("done"), false).expect("staged");
+        staging
+            .make(|path| fs::write(path, b"x").map_err(|e| io_error("write", path, e)))
+            .expect("made");
+        staging.commit().expect("committed");
+        assert_eq!(names(), ["done"]);
+        // Dropped before the commit: removed.
+        let staging = Staging::new(&file("dropped"), true).expect("staged");
+        staging
+            .make(|path| fs::create_dir(path).map_err(|e| io_error("create", path, e)))
+            .expect("made");
+        drop(staging);
+        assert_eq!(names(), ["done"]);
+
+        // Made, one of them a directory still written into: removed by the signal.
+        let made_file = Staging::new(&file("a"), false).expect("staged");
+        made_file
+            .make(|path| fs::write(path, b"x").map_err(|e| io_error("write", path, e)))
+            .expect("made");
+        let made_dir = Staging::new(&file("b"), true).expect("staged");
+        made_dir
+            .make(|path| fs::create_dir(path).map_err(|e| io_error("create", path, e)))
+            .expect("made");
+        fs::write(made_dir.path().join("inside"), b"y").expect("written");
+        let not_made = Staging::new(&file("c"), false).expect("staged");
+        remove_partials();
+        assert_eq!(names(), ["done"]);
+
+        // Nothing is made, moved into place or staged after it.
+        let mut ran = false;
+        let refused = not_made.make(|_| {
+            ran = true;
+            Ok(())
+        });
+        assert!(refused.is_err() && !ran, "{refused:?}");
+        assert!(made_file.commit().is_err());
+        assert!(Staging::new(&file("d"), false).is_err());
+        drop((made_dir, not_made));
+        assert_eq!(names(), ["done"]);
     }
 }

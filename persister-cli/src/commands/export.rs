@@ -40,7 +40,7 @@ pub(crate) fn run(
     let store = OpenStore::existing(&args.store, args.backend, Access::Read)?;
     let ids = store.list()?;
     let staging = Staging::new(file, false)?;
-    let out = create_private(staging.path()).map_err(|e| io_error("create", file, e))?;
+    let out = staging.make(|path| create_private(path).map_err(|e| io_error("create", file, e)))?;
     let mut encoder = Encoder::new(BufWriter::new(out)).map_err(|e| in_file(e, file))?;
     let mut digests = Vec::new();
     let mut sizes = StoredSizes::default();

@@ -23,7 +23,7 @@ impl NewStore {
     /// empty directory, for a directory backend).
     pub(crate) fn create(destination: &Path, backend: Backend) -> Result<NewStore, CliError> {
         let staging = Staging::new(destination, backend.is_directory())?;
-        let store = OpenStore::create(staging.path(), backend)?;
+        let store = staging.make(|path| OpenStore::create(path, backend))?;
         Ok(NewStore {
             staging,
             store,
@@ -57,7 +57,8 @@ impl NewStore {
             total,
         } = self;
         drop(store);
-        let reopened = OpenStore::existing(staging.path(), Some(backend), Access::New)?;
+        let reopened =
+            staging.make(|path| OpenStore::existing(path, Some(backend), Access::New))?;
         let ids = reopened.list()?;
         let expected: Vec<&DocumentId> = written.iter().map(|(id, _)| id).collect();
         if ids.iter().collect::<Vec<_>>() != expected {

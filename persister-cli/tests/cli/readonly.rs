@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use persister_core::{ActorId, Persister, Store};
 
 use crate::support::{
-    TestResult, backends, make_store, named, open_store, persister, snapshot_files, store_path,
+    TestResult, backends, interrupt_when_made, make_store, named, open_store, persister,
+    snapshot_files, store_path,
 };
 
 /// A tmpfs mounted at a directory, unmounted when dropped.
@@ -103,28 +104,15 @@ fn an_interrupted_copy_from_sled_leaves_nothing_behind() -> TestResult {
     std::fs::create_dir(&tmp)?;
     std::fs::create_dir(&out)?;
     let dst = out.join("copy.redb");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_persister"))
-        .arg("copy")
-        .arg(&src)
-        .arg(&dst)
-        .env("TMPDIR", &tmp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    // Wait until it has made its copy of the sled store, then press Ctrl-C.
-    let mut seen = false;
-    while child.try_wait()?.is_none() {
-        if std::fs::read_dir(&tmp)?.next().is_some() {
-            seen = true;
-            break;
-        }
-        std::thread::yield_now();
-    }
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()?;
-    let status = child.wait()?;
+    // Once it has made its copy of the sled store, press Ctrl-C.
+    let (status, seen) = interrupt_when_made(
+        Command::new(env!("CARGO_BIN_EXE_persister"))
+            .arg("copy")
+            .arg(&src)
+            .arg(&dst)
+            .env("TMPDIR", &tmp),
+        &tmp,
+    )?;
     if !seen {
         println!("the copy finished before it could be interrupted: {status:?}");
     }

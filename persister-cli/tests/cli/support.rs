@@ -291,3 +291,31 @@ pub fn write_yjs(backend: Backend, path: &Path, id: &str, text: &[&str]) -> Test
     store.close()?;
     Ok(())
 }
+
+/// Runs `command` (output discarded) until something appears in the directory `watch`,
+/// then sends it SIGINT, as Ctrl-C does. Returns how it ended, and whether `watch`
+/// held something before it did (`false`: it ended first, and got no signal).
+pub fn interrupt_when_made(
+    command: &mut Command,
+    watch: &Path,
+) -> TestResult<(std::process::ExitStatus, bool)> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut seen = false;
+    while child.try_wait()?.is_none() {
+        if std::fs::read_dir(watch)?.next().is_some() {
+            seen = true;
+            break;
+        }
+        std::thread::yield_now();
+    }
+    if seen {
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()?;
+    }
+    Ok((child.wait()?, seen))
+}

@@ -4,8 +4,8 @@ use crate::support::named;
 use persister_core::{Persister, Store};
 
 use crate::support::{
-    TestResult, damage_log, fs_log_path, make_store, names_in, open_store, persister, read_store,
-    snapshot_files, store_path,
+    TestResult, damage_log, fs_log_path, interrupt_when_made, make_store, names_in, open_store,
+    persister, read_store, snapshot_files, store_path,
 };
 
 #[test]
@@ -347,5 +347,61 @@ fn redb_to_postgres_to_redb_keeps_every_byte() -> TestResult {
     persister(["copy", &s("a.redb"), &url])?.expect(1);
     persister(["copy", &url, &s("b.redb")])?.expect(0);
     assert_eq!(read_store(named("redb"), &p("b.redb"))?, original);
+    Ok(())
+}
+
+/// Ctrl-C while `copy` writes its new store: the partial destination beside it is
+/// removed before the process ends, for every backend that makes a file or directory.
+#[test]
+fn an_interrupted_copy_leaves_no_partial_destination() -> TestResult {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Command;
+
+    let dir = tempfile::tempdir()?;
+    let src = store_path(dir.path(), named("redb"));
+    {
+        // Large enough that writing its copy takes a while.
+        let store = open_store(named("redb"), &src)?;
+        for doc in 0..40u8 {
+            let mut p = store.open_document(&format!("doc {doc}").into())?;
+            for seq in 1..=4 {
+                p.insert_changes(vec![(
+                    persister_core::ActorId::new([doc; 16]),
+                    seq,
+                    vec![doc; 256 * 1024],
+                )])?;
+            }
+            p.close()?;
+        }
+    }
+    for backend in ["redb", "fs", "sled"] {
+        let out = dir.path().join(format!("out-{backend}"));
+        std::fs::create_dir(&out)?;
+        // Once its partial destination appears, press Ctrl-C.
+        let (status, seen) = interrupt_when_made(
+            Command::new(env!("CARGO_BIN_EXE_persister"))
+                .args(["copy", "--backend", backend])
+                .arg(&src)
+                .arg(out.join("copy")),
+            &out,
+        )?;
+        assert!(
+            status.signal() == Some(2) || status.success(),
+            "{backend}: ended by {status:?}"
+        );
+        let left = names_in(&out)?;
+        if status.success() {
+            println!("{backend}: the copy finished before the signal");
+        }
+        match status.success() {
+            // Finished before the signal: the whole copy, nothing else.
+            true => assert_eq!(left, ["copy"], "{backend}"),
+            false => assert!(left.is_empty(), "{backend}: left {left:?}"),
+        }
+        assert!(
+            seen,
+            "{backend}: the copy ended before its destination appeared"
+        );
+    }
     Ok(())
 }
