@@ -189,8 +189,8 @@ impl RedbEngine {
     }
 
     /// Commits `txn`, which holds the operations in `writer.record`: to the commit log
-    /// (synced when `durable`) once the log is open, otherwise to redb alone.
-    /// `committed` runs once redb has committed, even if the log then fails.
+    /// (synced when `durable`, while redb commits) once the log is open, otherwise to
+    /// redb alone. `committed` runs once redb has committed, even if the log then fails.
     fn commit_record(
         &self,
         writer: &mut Writer,
@@ -248,16 +248,24 @@ impl RedbEngine {
                     open: true,
                     applied: log.next() + 1,
                 };
+                // Logged, then committed while the log syncs (a sync waits for the
+                // disk; redb's commit works the processor). Once the record is logged,
+                // a crash before the transaction is durable leaves it for the next open
+                // to replay, as a later crash does; should redb's commit fail, the store
+                // is poisoned and the next open replays the record, so a failed commit
+                // is found after a reopen whole or not at all.
                 layout::set_log_state(&txn, entry, &self.path)?;
-                self.commit_txn(txn, Durability::None)?;
-                committed();
                 log.append(&mut writer.record)?;
-                if log.len() > self.options.checkpoint_log_bytes {
-                    // Durable in the file: no sync of the log needed.
-                    return self.checkpoint(log, true);
-                }
-                match durable {
-                    true => log.sync(),
+                let commit = || self.commit_txn(txn, Durability::None);
+                let (synced, redb) = match durable {
+                    true => log.sync_during(commit),
+                    false => (Ok(()), commit()),
+                };
+                redb?;
+                committed();
+                synced?;
+                match log.len() > self.options.checkpoint_log_bytes {
+                    true => self.checkpoint(log, true),
                     false => Ok(()),
                 }
             }
@@ -502,8 +510,8 @@ impl Engine for RedbEngine {
     /// One write transaction for every document. Without a commit log (see the [crate
     /// docs](crate#the-commit-log)), it commits with `Durability::Immediate` (one sync,
     /// more when the file grows) when durable, `Durability::None` otherwise; with one,
-    /// the transaction commits without a sync and its operations are appended to the
-    /// log, which a durable commit syncs. A failure before the commit drops the
+    /// its operations are appended to the log, and the transaction commits without a
+    /// sync while a durable commit syncs the log. A failure before the commit drops the
     /// transaction, which aborts it.
     fn commit(&self, documents: &mut [PendingDocument<u64>], durable: bool) -> Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());

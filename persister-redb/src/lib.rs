@@ -92,10 +92,14 @@
 //! keeps a write-ahead log:
 //!
 //! - A commit is written as a list of key-level operations
-//!   (`redo` in the source documents their bytes), applied to a redb transaction that
-//!   commits without a sync (`Durability::None`, so reads see it at once), then appended
-//!   to the log as one record with a CRC-32C; a flush syncs the log. The record of a
-//!   group commit carries every document of the group, so one sync covers them all.
+//!   (`redo` in the source documents their bytes), applied to a redb transaction and
+//!   appended to the log as one record with a CRC-32C; the transaction then commits
+//!   without a sync (`Durability::None`, so reads see it at once). A flush syncs the log
+//!   on a thread of the log's own while redb commits, so the disk's wait and redb's work
+//!   overlap, and returns once both are done. The record of a group commit carries every
+//!   document of the group, so one sync covers them all. A commit that fails once its
+//!   record is in the log poisons the store, and the next open replays the record: a
+//!   failed flush is found after a reopen whole or not at all, never in part.
 //!   The log file is filled with zeroes ahead of its records (from 64 KiB to 1 MiB at a
 //!   time) and reused after a checkpoint, so an append rarely allocates or changes the
 //!   file's length, and its sync writes the appended bytes alone.
@@ -140,7 +144,8 @@
 //! This backend syncs files only in these places:
 //!
 //! - `flush`, and the flush a handle makes past `max_pending_bytes`: one `fdatasync` of
-//!   the commit log, shared by the flushes of a group commit (without a log: one commit
+//!   the commit log (on the log's thread, which the flush waits for), shared by the
+//!   flushes of a group commit (without a log: one commit
 //!   with `Durability::Immediate`, one `fsync` of the file and more when the commit
 //!   grows it);
 //! - [`remove_document`](persister_core::Store::remove_document): the same, since the

@@ -36,8 +36,11 @@
 //! tail, unless a valid record of the epoch comes after it, which is damage.
 
 use std::fs::{self, File, OpenOptions};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
 
 use persister_core::{Error, Result};
 
@@ -240,6 +243,9 @@ pub(crate) struct CommitLog {
     len: u64,
     /// The file's length: zeroes from the end mark on.
     filled: u64,
+    /// The thread [`sync_during`](CommitLog::sync_during) syncs on; `None` if it could
+    /// not be started, and syncs then run on the caller's thread.
+    syncer: Option<Syncer>,
 }
 
 impl CommitLog {
@@ -264,8 +270,10 @@ impl CommitLog {
             next: 0,
             len: 0,
             filled,
+            syncer: None,
         };
         log.clear(epoch)?;
+        log.syncer = Syncer::start(&log.file);
         if !existed {
             let dir = match path.parent() {
                 Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -351,6 +359,25 @@ impl CommitLog {
             .map_err(|err| Error::io("sync", &self.path, err))
     }
 
+    /// Makes every appended record durable, as [`sync`](Self::sync) does, while `work`
+    /// runs on this thread: the sync runs on the log's own thread, and this returns once
+    /// both are done, with both outcomes. A commit applies its record to redb this way,
+    /// so that the disk's wait and the processor's work overlap. Without that thread
+    /// (it could not be started), the sync runs first, then `work`.
+    pub fn sync_during<R>(&self, work: impl FnOnce() -> R) -> (Result<()>, R) {
+        let Some(syncer) = &self.syncer else {
+            return (self.sync(), work());
+        };
+        syncer.request();
+        // Should `work` panic, the sync still finishes on its thread and its outcome is
+        // dropped by the next request; the engine is poisoned by then.
+        let done = work();
+        let synced = syncer
+            .wait()
+            .map_err(|err| Error::io("sync", &self.path, err));
+        (synced, done)
+    }
+
     /// The number the next record gets.
     pub fn next(&self) -> u64 {
         self.next
@@ -368,6 +395,116 @@ impl CommitLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// A thread that syncs the log when asked, one sync at a time, and keeps the outcome
+/// for the thread that asked. Dropping it lets a sync in progress finish, then joins
+/// the thread.
+#[derive(Debug)]
+struct Syncer {
+    shared: Arc<SyncShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct SyncShared {
+    state: Mutex<SyncState>,
+    /// Signalled when a sync is asked for, finishes, or the thread is told to stop.
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// A sync is asked for and has not finished.
+    asked: bool,
+    /// The outcome of the last sync, until [`Syncer::wait`] takes it.
+    outcome: Option<io::Result<()>>,
+    /// The syncer is dropped: end once nothing is asked.
+    stop: bool,
+}
+
+impl SyncShared {
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
+        self.changed
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Syncer {
+    /// Starts the thread, on its own descriptor of `file`; `None` if either fails.
+    fn start(file: &File) -> Option<Syncer> {
+        let file = file.try_clone().ok()?;
+        let shared = Arc::new(SyncShared::default());
+        let on_thread = Arc::clone(&shared);
+        let thread = thread::Builder::new()
+            .name("persister-redb log sync".into())
+            .spawn(move || Syncer::run(&file, &on_thread))
+            .ok()?;
+        Some(Syncer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(file: &File, shared: &SyncShared) {
+        let mut state = shared.lock();
+        loop {
+            while !state.asked && !state.stop {
+                state = shared.wait(state);
+            }
+            if !state.asked {
+                return;
+            }
+            drop(state);
+            let outcome = file.sync_data();
+            state = shared.lock();
+            state.asked = false;
+            state.outcome = Some(outcome);
+            shared.changed.notify_all();
+        }
+    }
+
+    /// Asks for a sync of everything written to the file before this call.
+    fn request(&self) {
+        let mut state = self.shared.lock();
+        // A sync still running (its asker panicked) finishes first; its outcome is
+        // dropped, and the sync asked for now runs after it.
+        while state.asked {
+            state = self.shared.wait(state);
+        }
+        state.outcome = None;
+        state.asked = true;
+        self.shared.changed.notify_all();
+    }
+
+    /// Waits for the sync asked for and gives its outcome.
+    fn wait(&self) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        loop {
+            if let Some(outcome) = state.outcome.take() {
+                return outcome;
+            }
+            if !state.asked {
+                return Err(io::Error::other("no sync of the commit log was asked for"));
+            }
+            state = self.shared.wait(state);
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.changed.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -586,5 +723,57 @@ mod tests {
         let contents = read(&path, 1).unwrap();
         assert_eq!(contents.commits.len(), 1);
         assert_eq!(contents.torn, Some((ends[1], (bytes.len() - at) as u64)));
+    }
+
+    #[test]
+    fn sync_during_gives_both_outcomes_and_the_records_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb.log");
+        let mut log = CommitLog::create(&path, 2).unwrap();
+        assert!(log.syncer.is_some(), "the sync thread should start");
+        for i in 0..100u32 {
+            log.append(&mut record(&i.to_be_bytes())).unwrap();
+            let (synced, done) = log.sync_during(|| i * 2);
+            synced.unwrap();
+            assert_eq!(done, i * 2);
+        }
+        drop(log);
+        let contents = read(&path, 2).unwrap();
+        assert_eq!(contents.commits.len(), 100);
+        assert_eq!(contents.commits[99], 99u32.to_be_bytes());
+        assert_eq!(contents.torn, None);
+    }
+
+    #[test]
+    fn a_panic_during_a_sync_leaves_the_log_syncing_afterwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb.log");
+        let mut log = CommitLog::create(&path, 1).unwrap();
+        log.append(&mut record(b"one")).unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            log.sync_during(|| panic!("the work failed"))
+        }));
+        assert!(panicked.is_err());
+        log.append(&mut record(b"two")).unwrap();
+        let (synced, ()) = log.sync_during(|| ());
+        synced.unwrap();
+        drop(log);
+        assert_eq!(
+            read(&path, 1).unwrap().commits,
+            [b"one".to_vec(), b"two".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_failed_sync_on_the_thread_is_reported_to_the_thread_that_asked() {
+        // `fdatasync` of a character device fails with EINVAL, every time.
+        let file = File::options().write(true).open("/dev/null").unwrap();
+        let syncer = Syncer::start(&file).unwrap();
+        for _ in 0..3 {
+            syncer.request();
+            let error = syncer.wait().unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+        }
+        assert!(syncer.wait().is_err(), "no outcome without a request");
     }
 }
