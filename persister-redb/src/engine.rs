@@ -190,7 +190,8 @@ impl RedbEngine {
 
     /// Commits `txn`, which holds the operations in `writer.record`: to the commit log
     /// (synced when `durable`, while redb commits) once the log is open, otherwise to
-    /// redb alone. `committed` runs once redb has committed, even if the log then fails.
+    /// redb alone. `committed` runs once redb has committed, even if the log's sync then
+    /// fails. Any failure, a panic included, poisons the store.
     fn commit_record(
         &self,
         writer: &mut Writer,
@@ -199,6 +200,9 @@ impl RedbEngine {
         committed: impl FnOnce(),
     ) -> Result<()> {
         let large = writer.operations().len() >= DIRECT_COMMIT_BYTES;
+        // Failed until it returns: a panic below (in redb, say) leaves the store poisoned,
+        // since a record may be in the log that the file does not hold.
+        writer.failed = true;
         let result = (|| match &mut writer.log {
             LogState::Absent => {
                 let durability = match durable {
@@ -251,26 +255,29 @@ impl RedbEngine {
                 // Logged, then committed while the log syncs (a sync waits for the
                 // disk; redb's commit works the processor). Once the record is logged,
                 // a crash before the transaction is durable leaves it for the next open
-                // to replay, as a later crash does; should redb's commit fail, the store
-                // is poisoned and the next open replays the record, so a failed commit
-                // is found after a reopen whole or not at all.
+                // to replay, as a later crash does. Should redb's commit or the sync
+                // fail, the store is poisoned, and a reopen finds the commit whole or
+                // not at all.
                 layout::set_log_state(&txn, entry, &self.path)?;
                 log.append(&mut writer.record)?;
+                // A checkpoint makes everything durable in the file: the log's sync is
+                // then not needed.
+                let checkpoint = log.len() > self.options.checkpoint_log_bytes;
                 let commit = || self.commit_txn(txn, Durability::None);
-                let (synced, redb) = match durable {
+                let (synced, redb) = match durable && !checkpoint {
                     true => log.sync_during(commit),
                     false => (Ok(()), commit()),
                 };
                 redb?;
                 committed();
                 synced?;
-                match log.len() > self.options.checkpoint_log_bytes {
+                match checkpoint {
                     true => self.checkpoint(log, true),
                     false => Ok(()),
                 }
             }
         })();
-        writer.failed |= result.is_err();
+        writer.failed = result.is_err();
         result
     }
 
@@ -565,5 +572,90 @@ impl Engine for RedbEngine {
         let result = self.close_log();
         drop(self);
         result
+    }
+}
+
+#[cfg(test)]
+impl RedbEngine {
+    /// Makes the next sync of the commit log fail with `error`; false if the log is not
+    /// open.
+    fn fail_next_log_sync(&self, error: std::io::Error) -> bool {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        match &writer.log {
+            LogState::Open(log) => {
+                log.fail_next_sync(error);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use persister_core::{ActorId, Error, Persister, Store};
+
+    use crate::RedbStore;
+
+    /// A sync of the commit log that fails on the log's thread, while redb commits the
+    /// same group: every handle of the group gets an error, the store takes no more
+    /// writes, and a reopen finds the group whole or not at all, after everything
+    /// flushed before it.
+    #[test]
+    fn a_failed_log_sync_poisons_the_store_and_a_reopen_finds_the_group_whole_or_not_at_all()
+    -> persister_core::Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("create", "tmp", e))?;
+        let path = dir.path().join("store.redb");
+        let actor = ActorId::new([7]);
+        let change = |seq: u64| (actor.clone(), seq, format!("change {seq}").into_bytes());
+        let ids = ["a", "b", "c"].map(persister_core::DocumentId::from);
+        {
+            let store = RedbStore::open(&path)?;
+            let mut docs = Vec::new();
+            for id in &ids {
+                let mut doc = store.open_document(id)?;
+                doc.insert_changes(vec![change(1)])?;
+                docs.push(doc);
+            }
+            // The first commit opens the log; the second is logged.
+            store.flush_documents(&mut docs.iter_mut().collect::<Vec<_>>())?;
+            for doc in &mut docs {
+                doc.insert_changes(vec![change(2)])?;
+            }
+            store.flush_documents(&mut docs.iter_mut().collect::<Vec<_>>())?;
+            let injected = std::io::Error::other("injected fdatasync failure");
+            assert!(store.inner.engine().fail_next_log_sync(injected));
+            for doc in &mut docs {
+                doc.insert_changes(vec![change(3)])?;
+            }
+            let failed = store.flush_documents(&mut docs.iter_mut().collect::<Vec<_>>());
+            let err = failed.expect_err("the group's sync failed");
+            assert!(
+                err.to_string().contains("injected fdatasync failure"),
+                "{err}"
+            );
+            for doc in &mut docs {
+                let again = doc.insert_changes(vec![change(4)]);
+                assert!(matches!(again, Err(Error::Poisoned { .. })), "{again:?}");
+            }
+            let other = store.open_document(&"d".into()).and_then(|mut doc| {
+                doc.insert_changes(vec![change(1)])?;
+                doc.flush()
+            });
+            assert!(other.is_err(), "the store is poisoned: {other:?}");
+        }
+        let store = RedbStore::open(&path)?;
+        let found: Vec<_> = ids
+            .iter()
+            .map(|id| store.open_document(id)?.get_change_entries())
+            .collect::<persister_core::Result<_>>()?;
+        let before = vec![change(1), change(2)];
+        let whole = vec![change(1), change(2), change(3)];
+        assert!(
+            found.iter().all(|entries| *entries == before)
+                || found.iter().all(|entries| *entries == whole),
+            "{found:?}"
+        );
+        Ok(())
     }
 }

@@ -98,8 +98,8 @@
 //!   on a thread of the log's own while redb commits, so the disk's wait and redb's work
 //!   overlap, and returns once both are done. The record of a group commit carries every
 //!   document of the group, so one sync covers them all. A commit that fails once its
-//!   record is in the log poisons the store, and the next open replays the record: a
-//!   failed flush is found after a reopen whole or not at all, never in part.
+//!   record is in the log (its sync or redb's commit) poisons the store, and a reopen
+//!   finds it whole or not at all, never in part.
 //!   The log file is filled with zeroes ahead of its records (from 64 KiB to 1 MiB at a
 //!   time) and reused after a checkpoint, so an append rarely allocates or changes the
 //!   file's length, and its sync writes the appended bytes alone.

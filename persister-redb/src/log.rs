@@ -359,9 +359,18 @@ impl CommitLog {
             .map_err(|err| Error::io("sync", &self.path, err))
     }
 
+    /// Makes the next sync on the log's thread fail with `error`, as a failed
+    /// `fdatasync` would.
+    #[cfg(test)]
+    pub fn fail_next_sync(&self, error: io::Error) {
+        if let Some(syncer) = &self.syncer {
+            syncer.shared.lock().fail_next = Some(error);
+        }
+    }
+
     /// Makes every appended record durable, as [`sync`](Self::sync) does, while `work`
     /// runs on this thread: the sync runs on the log's own thread, and this returns once
-    /// both are done, with both outcomes. A commit applies its record to redb this way,
+    /// both are done, with both outcomes. A logged commit commits redb this way,
     /// so that the disk's wait and the processor's work overlap. Without that thread
     /// (it could not be started), the sync runs first, then `work`.
     pub fn sync_during<R>(&self, work: impl FnOnce() -> R) -> (Result<()>, R) {
@@ -370,7 +379,8 @@ impl CommitLog {
         };
         syncer.request();
         // Should `work` panic, the sync still finishes on its thread and its outcome is
-        // dropped by the next request; the engine is poisoned by then.
+        // dropped by the next request; the engine is poisoned by then, and commits
+        // nothing more.
         let done = work();
         let synced = syncer
             .wait()
@@ -418,6 +428,9 @@ struct SyncShared {
 struct SyncState {
     /// A sync is asked for and has not finished.
     asked: bool,
+    /// The next sync fails with this instead of syncing (tests of a failed sync).
+    #[cfg(test)]
+    fail_next: Option<io::Error>,
     /// The outcome of the last sync, until [`Syncer::wait`] takes it.
     outcome: Option<io::Result<()>>,
     /// The syncer is dropped: end once nothing is asked.
@@ -460,6 +473,13 @@ impl Syncer {
             }
             if !state.asked {
                 return;
+            }
+            #[cfg(test)]
+            if let Some(error) = state.fail_next.take() {
+                state.asked = false;
+                state.outcome = Some(Err(error));
+                shared.changed.notify_all();
+                continue;
             }
             drop(state);
             let outcome = file.sync_data();

@@ -28,7 +28,7 @@ use crate::{RedbEngine, RedbOptions, RedbPersister, log, redo};
 /// Clones share the open file, like an `Arc`.
 #[derive(Clone, Debug)]
 pub struct RedbStore {
-    inner: EngineStore<RedbEngine>,
+    pub(crate) inner: EngineStore<RedbEngine>,
 }
 
 impl RedbStore {
@@ -189,8 +189,9 @@ fn recover(db: &Db, path: &Path, entry: LogEntry) -> Result<(LogState, Vec<Recov
     replay(db, path, &contents.commits, entry)?;
     // Replayed and closed: what the log holds is in the file now.
     let _ = std::fs::remove_file(log::log_path(path));
-    // A failed append whose redb commit the file kept (redb makes it durable on a clean
-    // close) is counted in `applied`: nothing of it was dropped.
+    // A commit whose record did not reach the log (its sync failed) but whose redb
+    // commit the file kept (redb makes it durable on a clean close) is counted in
+    // `applied`: nothing of it was dropped.
     let dropped = entry.applied <= contents.commits.len() as u64;
     let recovered = torn_report(path, &contents, true)
         .filter(|_| dropped)
