@@ -475,14 +475,14 @@ impl Syncer {
                 return;
             }
             #[cfg(test)]
-            if let Some(error) = state.fail_next.take() {
-                state.asked = false;
-                state.outcome = Some(Err(error));
-                shared.changed.notify_all();
-                continue;
-            }
+            let injected = state.fail_next.take();
+            #[cfg(not(test))]
+            let injected: Option<io::Error> = None;
             drop(state);
-            let outcome = file.sync_data();
+            let outcome = match injected {
+                Some(error) => Err(error),
+                None => file.sync_data(),
+            };
             state = shared.lock();
             state.asked = false;
             state.outcome = Some(outcome);
