@@ -92,18 +92,20 @@
 //! keeps a write-ahead log:
 //!
 //! - A commit is written as a list of key-level operations
-//!   (`redo` in the source documents their bytes), applied to a redb transaction and
-//!   appended to the log as one record with a CRC-32C; the transaction then commits
-//!   without a sync (`Durability::None`, so reads see it at once). A flush syncs the log
-//!   on a thread of the log's own while redb commits, so the disk's wait and redb's work
-//!   overlap, and returns once both are done. The record of a group commit carries every
+//!   (`redo` in the source documents their bytes), appended to the log as one record
+//!   with a CRC-32C, and applied to a redb transaction, which then commits without a
+//!   sync (`Durability::None`, so reads see it at once). A flush syncs the log on a
+//!   thread of the log's own while redb applies the operations and commits, so the
+//!   disk's wait and redb's work overlap, and returns once both are done. (Operations
+//!   that read what the store holds, a document's removal, are applied before anything
+//!   is written, so that a damaged record they refuse changes nothing.) The record of a group commit carries every
 //!   document of the group, so one sync covers them all. A commit that fails once its
 //!   record is in the log (its sync or redb's commit) poisons the store, and a reopen
 //!   finds it whole or not at all, never in part.
 //!   The log file is filled with zeroes ahead of its records (from 64 KiB to 1 MiB at a
 //!   time) and reused after a checkpoint, so an append rarely allocates or changes the
 //!   file's length, and its sync writes the appended bytes alone.
-//! - A durable commit of 64 KiB of operations or more goes to the file directly, with
+//! - A durable commit of 1 MiB of operations or more goes to the file directly, with
 //!   `Durability::Immediate`: its data dominates its cost, so it is written once rather
 //!   than twice, and a disk that fills up holds it once.
 //! - When the log passes [`RedbOptions::checkpoint_log_bytes`] (8 MiB by default), a
@@ -151,8 +153,8 @@
 //! - [`remove_document`](persister_core::Store::remove_document): the same, since the
 //!   contract makes a removal durable when it returns;
 //! - the first commit after opening (it creates the log: the log, its directory when
-//!   the file is new, then a durable redb commit), a durable commit of 64 KiB or more (a durable redb commit,
-//!   then the log's new header when it held records), a checkpoint (a durable redb
+//!   the file is new, then a durable redb commit), a durable commit of 1 MiB or more
+//!   (a durable redb commit, then the log's new header when it held records), a checkpoint (a durable redb
 //!   commit, then the log's new header), and closing (a durable redb commit);
 //! - creating a store: the new file and its directory (see [`RedbStore::open_with`]);
 //! - opening a store that was not closed cleanly: the replay of its log is one durable

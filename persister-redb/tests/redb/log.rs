@@ -329,7 +329,7 @@ fn a_store_of_layout_1_commits_without_a_log() -> Result<()> {
     Ok(())
 }
 
-/// A durable commit of 64 KiB or more goes to the file directly: the log holds no
+/// A durable commit of 1 MiB or more goes to the file directly: the log holds no
 /// record of it, and a crash right after it loses nothing.
 #[test]
 fn a_large_commit_goes_to_the_file_and_empties_the_log() -> Result<()> {
@@ -340,7 +340,7 @@ fn a_large_commit_goes_to_the_file_and_empties_the_log() -> Result<()> {
     let before = records_end(&fs::read(log_of(&path)).map_err(io(&path))?);
     assert!(before > 32, "small commits are logged");
     let mut big = store.open_document(&"big".into())?;
-    big.insert_changes(vec![(actor(), 1, vec![5; 100_000])])?;
+    big.insert_changes(vec![(actor(), 1, vec![5; 1_100_000])])?;
     big.flush()?;
     assert_eq!(
         records_end(&fs::read(log_of(&path)).map_err(io(&path))?),
@@ -353,7 +353,7 @@ fn a_large_commit_goes_to_the_file_and_empties_the_log() -> Result<()> {
     let store = RedbStore::open(&crashed)?;
     assert_eq!(
         store.open_document(&"big".into())?.get_changes()?,
-        vec![vec![5; 100_000]]
+        vec![vec![5; 1_100_000]]
     );
     assert_eq!(store.list_documents()?.len(), 3);
     Ok(())
