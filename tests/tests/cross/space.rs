@@ -77,7 +77,8 @@ fn full_disk_and_read_only_file_system(kind: &Backend) -> Result<()> {
     let filler = dir.path().join("filler");
     // Freeing it leaves the room a reopen needs to write: redb replays the commits its
     // log holds beyond the file (here 8 MiB of them, `checkpoint_log_bytes`: the disk
-    // fills at the checkpoint), which with redb's pages around them took 10 to 11 MiB.
+    // fills at the checkpoint), which with redb's pages around them took more than
+    // 10 MiB and at most 11.
     std::fs::write(&filler, vec![1u8; 12 << 20]).expect("the filler");
 
     // Fill the disk, flushing every write; keep what was flushed.
