@@ -1,7 +1,7 @@
 //! `persister-bench`: every backend of the workspace side by side with
-//! automerge-persistent-sled 0.4 (the library applications use today) and with what
-//! the disk itself can do, measured in one run and printed as one markdown table
-//! (`--json` for machines).
+//! automerge-persistent-sled 0.4 (the library applications use today; for Yjs in row 7,
+//! yrs-kvstore 0.3 on LMDB) and with what the disk itself can do, measured in one run
+//! and printed as one markdown table (`--json` for machines).
 //!
 //! Absolute times drift from run to run on a shared machine; the ratios inside one run
 //! are what count, so the rows interleave columns where they repeat, and the disk's
@@ -117,9 +117,13 @@ enum Command {
     /// through persister-yrs on a column, print the result.
     #[command(name = rows::yjs::SUBCOMMAND, hide = true)]
     YjsRun {
-        /// The column to replay on; none for a plain `yrs::Doc` in memory.
+        /// The column to replay on; none for a plain `yrs::Doc` in memory; `peer` for
+        /// yrs-kvstore on LMDB.
         #[arg(long, value_enum)]
         column: Option<Column>,
+        /// With `--column peer`: the peer's yrs (0.19) in memory instead.
+        #[arg(long)]
+        in_memory: bool,
         /// A new directory for its store.
         #[arg(long)]
         dir: PathBuf,
@@ -149,10 +153,11 @@ fn main() -> ExitCode {
         }) => rows::replay::child(*column, dir, *edits, *flush_every).map(|()| true),
         Some(Command::YjsRun {
             column,
+            in_memory,
             dir,
             edits,
             flush_every,
-        }) => rows::yjs::child(*column, dir, *edits, *flush_every).map(|()| true),
+        }) => rows::yjs::child(*column, *in_memory, dir, *edits, *flush_every).map(|()| true),
         None => run(&cli),
     };
     match outcome {
@@ -286,10 +291,17 @@ fn run(cli: &Cli) -> Result<bool> {
     let mut yjs = None;
     if wanted(7) {
         rows::trace::run_all(&config, &columns, &mut reports, base.path(), &progress);
-        yjs = Some(match rows::yjs::run(&config, base.path(), &progress) {
-            Ok(row) => Cell::Value(row),
-            Err(reason) => Cell::Skipped(reason),
-        });
+        yjs = Some(
+            match rows::yjs::run(
+                &config,
+                columns.contains(&Column::Peer),
+                base.path(),
+                &progress,
+            ) {
+                Ok(row) => Cell::Value(row),
+                Err(reason) => Cell::Skipped(reason),
+            },
+        );
     }
 
     if wanted(8) {
@@ -324,7 +336,9 @@ fn run(cli: &Cli) -> Result<bool> {
         || samod.as_ref().is_some_and(samod::SamodReport::any_failed)
         || matches!(limit.sequential_write_mb_s, Some(Cell::Failed(_)))
         || matches!(replication, Some(Cell::Failed(_)))
-        || matches!(&yjs, Some(Cell::Value(row)) if row.columns.iter().any(|(_, c)| c.failed()));
+        || matches!(&yjs, Some(Cell::Value(row))
+            if row.columns.iter().any(|(_, c)| c.failed())
+                || row.peer.as_ref().is_some_and(Cell::failed));
     let report = Report {
         mode: if cli.quick { "quick" } else { "full" },
         config,

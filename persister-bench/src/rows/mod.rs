@@ -9,6 +9,7 @@ pub mod replication;
 pub mod server;
 pub mod trace;
 pub mod yjs;
+pub mod yjs_peer;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

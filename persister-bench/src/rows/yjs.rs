@@ -4,7 +4,13 @@
 //! against yrs' own decode of the same bytes (the document and the updates, applied in
 //! one transaction).
 //!
-//! Each round replays memory, redb and fs in turn, each in a child process of its own
+//! The peer, when its column is wanted, is `yrs-kvstore` on LMDB (see [`yjs_peer`]), on
+//! yrs 0.19: its ratio is to the same replay on a plain yrs 0.19 `Doc`, and its reload
+//! to yrs 0.19's decode of the bytes it stored.
+//!
+//! [`yjs_peer`]: crate::rows::yjs_peer
+//!
+//! Each round replays memory, redb and fs (then yrs 0.19 and the peer) in turn, each in a child process of its own
 //! (as row 7 does), so that no replay inherits the heap an earlier one left: how
 //! yrs' items lie in memory decides how fast its position search walks them, and a
 //! heap fragmented by an earlier replay slows the next one. A column's ratio is the
@@ -26,8 +32,8 @@ use crate::clock::Stopwatch;
 use crate::columns::{Column, Location, document_id};
 use crate::report::thousands;
 use crate::results::{Cell, Config, TargetCheck};
-use crate::rows::median;
 use crate::rows::trace::{Edits, TRACE, load};
+use crate::rows::{median, yjs_peer};
 
 /// The hidden subcommand that replays the trace once in a child process.
 pub const SUBCOMMAND: &str = "yjs-run";
@@ -46,6 +52,9 @@ const TARGETS: [(Column, f64, f64); 2] = [(Column::Redb, 1.25, 1.1), (Column::Fs
 
 /// A column's rounds so far: (own time s, compactions) each, or why it failed.
 type Samples = (Column, Vec<(f64, u64)>, Option<String>);
+/// The peer's rounds so far: (yrs 0.19 in memory s, (own time s, compactions)) each, or
+/// why it failed.
+type PeerSamples = (Vec<(f64, (f64, u64))>, Option<String>);
 
 /// Row 7 for Yjs.
 #[derive(Clone, Debug, Serialize)]
@@ -58,6 +67,31 @@ pub struct YjsRow {
     pub memory_samples_s: Vec<f64>,
     /// Each persisted column.
     pub columns: Vec<(String, Cell<YjsRun>)>,
+    /// The peer, `yrs-kvstore` on LMDB, when its column is wanted.
+    pub peer: Option<Cell<PeerRun>>,
+}
+
+/// The peer's column of row 7 for Yjs.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerRun {
+    /// The plain yrs 0.19 replay, own time of the median round, s.
+    pub yrs019_memory_s: f64,
+    /// Own time of the median round's replay through `yrs-kvstore`, s.
+    pub replay_s: f64,
+    /// Median over rounds of the replay's own time over yrs 0.19's in memory in the
+    /// same round.
+    pub ratio_to_yrs019_memory: f64,
+    /// Every round's ratio.
+    pub ratio_samples: Vec<f64>,
+    /// Times `flush_doc_with` merged the updates into the state, in the last round.
+    pub compactions: u64,
+    /// Open the LMDB environment and `load_doc`, own time, ms, the fastest of five.
+    pub reload_ms: f64,
+    /// yrs 0.19's decode and apply of the same bytes into a new `Doc`, ms, the fastest
+    /// of five.
+    pub yrs019_decode_ms: f64,
+    /// `reload_ms / yrs019_decode_ms`.
+    pub reload_ratio: f64,
 }
 
 /// One column of row 7 for Yjs.
@@ -82,6 +116,7 @@ pub struct YjsRun {
 /// Runs the row; `Err` holds the reason it was skipped (no trace, not ASCII).
 pub fn run(
     config: &Config,
+    with_peer: bool,
     base: &Path,
     progress: &dyn Fn(&str),
 ) -> std::result::Result<YjsRow, String> {
@@ -94,6 +129,7 @@ pub fn run(
     }
     let mut memory = Vec::new();
     let mut samples: Vec<Samples> = COLUMNS.iter().map(|&c| (c, Vec::new(), None)).collect();
+    let mut peer: Option<PeerSamples> = with_peer.then(|| (Vec::new(), None));
     let rounds = match config.trace_rounds {
         0 | 1 => 1,
         n => n.max(ROUNDS),
@@ -122,7 +158,28 @@ pub fn run(
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
+        if let Some((runs, None)) = &mut peer {
+            progress(&format!(
+                "row 7 (Yjs): {TRACE} trace, yrs 0.19 in memory and yrs-kvstore, round {}",
+                round + 1
+            ));
+            let dir = base.join(format!("yjs-peer-{round}"));
+            let plain = run_child(config, Some(Column::Peer), &dir.join("memory"));
+            let persisted = plain.and_then(|(plain, _)| {
+                let run = run_child_with(config, Some(Column::Peer), &dir, false)?;
+                Ok((plain, run))
+            });
+            match persisted {
+                Ok(round) => runs.push(round),
+                Err(e) => peer = Some((Vec::new(), Some(e.to_string()))),
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
+    let peer = peer.map(|(runs, failed)| match failed {
+        Some(e) => Cell::Failed(e),
+        None => Cell::from_result(finish_peer(config, base, &edits, &runs)),
+    });
     let mut columns = Vec::new();
     for (column, runs, failed) in samples {
         let cell = match failed {
@@ -136,6 +193,33 @@ pub fn run(
         memory_replay_s: median(memory.clone()),
         memory_samples_s: memory,
         columns,
+        peer,
+    })
+}
+
+/// The peer's ratios, round by round, and the reload of one more replay (kept on disk
+/// for it).
+fn finish_peer(
+    config: &Config,
+    base: &Path,
+    edits: &Edits,
+    runs: &[(f64, (f64, u64))],
+) -> Result<PeerRun> {
+    let ratios: Vec<f64> = runs.iter().map(|(m, (s, _))| s / m).collect();
+    let dir = base.join("yjs-peer-reload");
+    let (_, compactions) = yjs_peer::replay_persisted(config.trace_flush_every, &dir, edits)?;
+    let reload = yjs_peer::reload(&dir, &edits.end_text, RELOADS);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (reload_ms, yrs019_decode_ms) = reload?;
+    Ok(PeerRun {
+        yrs019_memory_s: median(runs.iter().map(|(m, _)| *m).collect()),
+        replay_s: median(runs.iter().map(|(_, (s, _))| *s).collect()),
+        ratio_to_yrs019_memory: median(ratios.clone()),
+        ratio_samples: ratios,
+        compactions,
+        reload_ms,
+        yrs019_decode_ms,
+        reload_ratio: reload_ms / yrs019_decode_ms,
     })
 }
 
@@ -169,8 +253,19 @@ fn finish(
 
 /// Replays the trace once in a child process: on yrs in memory (`column` `None`) or
 /// through `persister-yrs` on `column`, with its store in `dir`; own time (s) and
-/// compactions.
+/// compactions. The peer's column is yrs 0.19 in memory here; see [`run_child_with`].
 fn run_child(config: &Config, column: Option<Column>, dir: &Path) -> Result<(f64, u64)> {
+    run_child_with(config, column, dir, true)
+}
+
+/// [`run_child`], where the peer's column is the replay through `yrs-kvstore` unless
+/// `in_memory`.
+fn run_child_with(
+    config: &Config,
+    column: Option<Column>,
+    dir: &Path,
+    in_memory: bool,
+) -> Result<(f64, u64)> {
     let mut command = Command::new(std::env::current_exe()?);
     command
         .arg(SUBCOMMAND)
@@ -179,6 +274,9 @@ fn run_child(config: &Config, column: Option<Column>, dir: &Path) -> Result<(f64
         .args(["--flush-every", &config.trace_flush_every.to_string()]);
     if let Some(column) = column {
         command.args(["--column", column.name()]);
+        if column == Column::Peer && in_memory {
+            command.arg("--in-memory");
+        }
     }
     if let Some(edits) = config.trace_edits {
         command.args(["--edits", &edits.to_string()]);
@@ -199,9 +297,11 @@ fn run_child(config: &Config, column: Option<Column>, dir: &Path) -> Result<(f64
 }
 
 /// The child's side of [`run_child`]: one replay, its `(own s, compactions)` printed
-/// as JSON.
+/// as JSON. The peer's column replays through `yrs-kvstore`, or on yrs 0.19 in memory
+/// when `in_memory`.
 pub fn child(
     column: Option<Column>,
+    in_memory: bool,
     dir: &Path,
     edits: Option<usize>,
     flush_every: usize,
@@ -209,6 +309,8 @@ pub fn child(
     let edits = load(edits)?;
     let run = match column {
         None => (replay_plain(&edits)?, 0),
+        Some(Column::Peer) if in_memory => (yjs_peer::replay_plain(&edits)?, 0),
+        Some(Column::Peer) => yjs_peer::replay_persisted(flush_every, dir, &edits)?,
         Some(column) => replay_persisted(flush_every, column, dir, &edits)?,
     };
     println!("{}", serde_json::to_string(&run)?);
@@ -363,9 +465,22 @@ pub fn markdown(out: &mut String, row: &Cell<YjsRow>) {
         "\n7 (Yjs). {TRACE} trace through persister-yrs, {} edits, 1 transaction each: own time\n",
         thousands(row.edits)
     );
-    let names: Vec<&str> = row.columns.iter().map(|(c, _)| c.as_str()).collect();
+    let mut names: Vec<&str> = row.columns.iter().map(|(c, _)| c.as_str()).collect();
+    if row.peer.is_some() {
+        names.push("yrs-kvstore 0.3 on LMDB (yrs 0.19)");
+    }
     let _ = writeln!(out, "| row | yrs in memory | {} |", names.join(" | "));
     let _ = writeln!(out, "|---|---:|{}", "---:|".repeat(names.len()));
+    let peer = |f: &dyn Fn(&PeerRun) -> String| -> Vec<String> {
+        row.peer
+            .iter()
+            .map(|cell| match cell {
+                Cell::Value(run) => f(run),
+                Cell::Failed(e) => format!("error: {e}"),
+                Cell::Skipped(why) | Cell::NotApplicable(why) => why.clone(),
+            })
+            .collect()
+    };
     let show = |f: &dyn Fn(&YjsRun) -> String| -> Vec<String> {
         row.columns
             .iter()
@@ -376,14 +491,26 @@ pub fn markdown(out: &mut String, row: &Cell<YjsRow>) {
             })
             .collect()
     };
-    let replay = show(&|r| format!("{:.2} ({:.2}x)", r.replay_s, r.ratio_to_memory));
+    let mut replay = show(&|r| format!("{:.2} ({:.2}x)", r.replay_s, r.ratio_to_memory));
+    replay.extend(peer(&|r| {
+        format!(
+            "{:.2} ({:.2}x yrs 0.19 in memory, {:.2}; {} compactions)",
+            r.replay_s, r.ratio_to_yrs019_memory, r.yrs019_memory_s, r.compactions
+        )
+    }));
     let _ = writeln!(
         out,
         "| replay: s (x yrs in memory) | {:.2} | {} |",
         row.memory_replay_s,
         replay.join(" | ")
     );
-    let reload = show(&|r| format!("{:.1} ({:.2}x)", r.reload_ms, r.reload_ratio));
+    let mut reload = show(&|r| format!("{:.1} ({:.2}x)", r.reload_ms, r.reload_ratio));
+    reload.extend(peer(&|r| {
+        format!(
+            "{:.1} ({:.2}x yrs 0.19's decode)",
+            r.reload_ms, r.reload_ratio
+        )
+    }));
     let _ = writeln!(
         out,
         "| reload: ms (x yrs' decode of the same bytes) | | {} |",
