@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The port of a [`Cluster::start`]ed server's socket (`.s.PGSQL.5432` in its directory).
@@ -44,27 +44,53 @@ pub fn binaries() -> Option<PathBuf> {
 /// `Ok(None)`, after printing why, when there is no server; an error instead when
 /// `PERSISTER_REQUIRE_POSTGRES=1`, so that CI cannot skip the test unseen.
 pub fn schema_server(schema: &str) -> Result<Option<(String, Option<Cluster>)>, String> {
-    if let Ok(url) = std::env::var("PERSISTER_POSTGRES_URL")
-        && url.contains("://")
-    {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        return Ok(Some((format!("{url}{sep}schema={schema}"), None)));
+    if let Some(url) = env_schema_url(schema) {
+        return Ok(Some((url, None)));
     }
     match binaries() {
         Some(bin) => {
             let cluster = Cluster::start(&bin, &[])?;
             Ok(Some((cluster.uri(schema), Some(cluster))))
         }
-        None if std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            Err("PERSISTER_REQUIRE_POSTGRES=1, but there is no PostgreSQL server".into())
-        }
-        None => {
-            println!(
-                "skipped: no PostgreSQL server (set PERSISTER_POSTGRES_URL or install initdb and pg_ctl)"
-            );
-            Ok(None)
-        }
+        None => no_server(),
     }
+}
+
+/// [`schema_server`] for tests that make many stores: the URL of `schema` on one
+/// server for the whole process, `PERSISTER_POSTGRES_URL` or a throwaway cluster that
+/// the first call starts and that stops when the process exits, however it exits.
+/// `Ok(None)` (after printing why) or an error when there is no server, as there.
+pub fn shared_schema_url(schema: &str) -> Result<Option<String>, String> {
+    static SHARED: OnceLock<Result<Option<Cluster>, String>> = OnceLock::new();
+    if let Some(url) = env_schema_url(schema) {
+        return Ok(Some(url));
+    }
+    let shared = SHARED.get_or_init(|| binaries().map(|bin| Cluster::start(&bin, &[])).transpose());
+    match shared {
+        Ok(Some(cluster)) => Ok(Some(cluster.uri(schema))),
+        Ok(None) => no_server(),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// `PERSISTER_POSTGRES_URL` with `schema` added, if it is set to a URL.
+fn env_schema_url(schema: &str) -> Option<String> {
+    let url = std::env::var("PERSISTER_POSTGRES_URL").ok()?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    url.contains("://")
+        .then(|| format!("{url}{sep}schema={schema}"))
+}
+
+/// No server: an error under `PERSISTER_REQUIRE_POSTGRES=1`, else `Ok(None)` after
+/// printing why.
+fn no_server<T>() -> Result<Option<T>, String> {
+    if std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+        return Err("PERSISTER_REQUIRE_POSTGRES=1, but there is no PostgreSQL server".into());
+    }
+    println!(
+        "skipped: no PostgreSQL server (set PERSISTER_POSTGRES_URL or install initdb and pg_ctl)"
+    );
+    Ok(None)
 }
 
 /// A cluster of its own.

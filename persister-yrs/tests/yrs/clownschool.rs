@@ -27,7 +27,7 @@ const DEFAULT_TXNS: usize = 1_500;
 const RELOAD_EVERY: usize = 500;
 
 backend_tests! {
-    [memory, redb, sled, fs]
+    [memory, redb, sled, fs, postgres]
 
     fn clownschool_peers_converge(backend: Backend) -> TestResult {
         let Some(trace) = load_trace("clownschool")? else {

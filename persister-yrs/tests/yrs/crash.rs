@@ -5,14 +5,15 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use persister_core::{CompactionTrigger, FlushPolicy};
+use persister_core::{CompactionTrigger, DynStore, Error, FlushPolicy};
+use persister_testkit::postgres::wait_until;
 use persister_testkit::{KilledRun, run_and_kill};
-use persister_yrs::Options;
+use persister_yrs::{Options, PersistentYDoc};
 use yrs::{Any, Map, Out, Transact};
 
 use crate::support::{
-    Doc, Location, TEXT, TestResult, apply_txn, backend_tests, load_trace, open_doc, read_text,
-    rng_from_env_or_clock,
+    Doc, Location, TEXT, TestResult, apply_txn, backend_tests, doc_id, load_trace, open_doc,
+    read_text, rng_from_env_or_clock,
 };
 use crate::support::{open_at, parse_backend};
 
@@ -94,8 +95,24 @@ fn replay_child() -> TestResult {
     Ok(())
 }
 
+/// Opens the document, waiting while a killed child's lease holds it (PostgreSQL: until
+/// the lease runs out, [`LEASE`](crate::support::LEASE) after the child's last renewal).
+fn open_when_free(store: &DynStore) -> TestResult<Doc> {
+    let mut persister = None;
+    wait_until("the killed child's lease to run out", || {
+        match store.open_document(&doc_id()) {
+            Ok(p) => persister = Some(p),
+            Err(Error::Locked { .. }) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        }
+        Ok(true)
+    })?;
+    let persister = persister.ok_or("not opened")?;
+    Ok(PersistentYDoc::load_with(persister, Options::default())?)
+}
+
 backend_tests! {
-    [redb, sled, fs]
+    [redb, sled, fs, postgres]
 
     /// The memory backend keeps nothing across processes, so it has no case here.
     fn killed_replay_reloads_a_prefix_with_every_ack(backend: Backend) -> TestResult {
@@ -118,7 +135,7 @@ backend_tests! {
             kills += usize::from(killed);
 
             let store = location.open()?;
-            let doc = open_doc(&store, Options::default())?;
+            let doc = open_when_free(&store)?;
             let held = txns_held(&doc)?;
             assert!(held >= last_ack.max(start), "round {round}: {held} transactions held, but {last_ack} acknowledged and {start} at the start");
             assert!(held <= TXNS);

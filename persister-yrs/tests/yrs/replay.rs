@@ -13,7 +13,7 @@ use crate::support::{
 const DEFAULT_TXNS: usize = 3_000;
 
 backend_tests! {
-    [memory, redb, sled, fs]
+    [memory, redb, sled, fs, postgres]
 
     /// Every transaction of the trace as its own yrs transaction, flushed every 1,000,
     /// with automatic compaction; after a flush and dropping everything, the reloaded

@@ -1,10 +1,13 @@
 //! What every test shares: backends, replicas that can be reopened, trace helpers.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 pub use persister_backends::Backend;
-use persister_backends::{Access, Registry};
-use persister_core::{DocumentId, DynPersister, DynStore};
+use persister_backends::{Access, Registry, StoreKind};
+use persister_core::{BoxedStore, DocumentId, DynPersister, DynStore};
+use persister_postgres::{PostgresOptions, PostgresStore};
 use persister_testkit::Rng;
 use persister_traces::{Trace, Txn};
 use persister_yrs::{Options, PersistentYDoc};
@@ -36,8 +39,40 @@ pub fn named(name: &str) -> Backend {
 pub fn parse_backend(name: &str) -> Option<Backend> {
     Registry::standard()
         .with(Backend::memory())
+        .with(postgres())
         .get(name)
         .cloned()
+}
+
+/// How long a PostgreSQL store's lease on a document runs here: a few seconds rather
+/// than the default 30, so that a document a killed process held is free soon after.
+pub const LEASE: Duration = Duration::from_secs(3);
+
+/// The standard registry's `postgres` entry (a schema named by a URL), with leases of
+/// [`LEASE`].
+fn postgres() -> Backend {
+    Backend::new(
+        "postgres",
+        StoreKind::Url,
+        persister_postgres::FORMAT_VERSION,
+        |location, _| {
+            let options = PostgresOptions::default().lease_duration(LEASE);
+            let store = PostgresStore::open_with(&location.to_string_lossy(), options)?;
+            Ok(Box::new(BoxedStore(store)))
+        },
+    )
+}
+
+/// Whether `backend` can run here: every backend but PostgreSQL always can; PostgreSQL
+/// when there is a server (see [`shared_schema_url`]), which otherwise prints why the
+/// test is skipped, or fails it under `PERSISTER_REQUIRE_POSTGRES=1`.
+///
+/// [`shared_schema_url`]: persister_testkit::postgres::shared_schema_url
+pub fn available(backend: &Backend) -> TestResult<bool> {
+    if backend.name() != "postgres" {
+        return Ok(true);
+    }
+    Ok(persister_testkit::postgres::shared_schema_url("probe")?.is_some())
 }
 
 /// Opens (creating if needed) the store of `backend` at `path`.
@@ -53,10 +88,28 @@ pub struct Location {
 }
 
 impl Location {
+    /// A new store: a file or directory in a temporary directory, or for PostgreSQL a
+    /// schema of its own on this process's server.
     pub fn new(backend: &Backend) -> TestResult<Self> {
+        static SCHEMAS: AtomicU64 = AtomicU64::new(0);
         let dir = tempfile::tempdir()?;
+        let path = match backend.name() {
+            "postgres" => {
+                // Unique on a shared server too (`PERSISTER_POSTGRES_URL`).
+                let schema = format!(
+                    "yrs_{}_{}_{}",
+                    std::process::id(),
+                    started_nanos(),
+                    SCHEMAS.fetch_add(1, Ordering::Relaxed)
+                );
+                let url = persister_testkit::postgres::shared_schema_url(&schema)?
+                    .ok_or("no PostgreSQL server")?;
+                PathBuf::from(url)
+            }
+            _ => dir.path().join("store"),
+        };
         Ok(Self {
-            store: persister_backends::Location::new(backend.clone(), dir.path().join("store")),
+            store: persister_backends::Location::new(backend.clone(), path),
             _dir: dir,
         })
     }
@@ -68,6 +121,17 @@ impl Location {
     pub fn open(&self) -> persister_core::Result<DynStore> {
         self.store.open()
     }
+}
+
+/// When this process first asked, in nanoseconds of its second: with the process id,
+/// what makes its schemas' names its own.
+fn started_nanos() -> u32 {
+    static STARTED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    })
 }
 
 pub fn doc_id() -> DocumentId {
@@ -221,8 +285,10 @@ pub fn rng_from_env_or_clock() -> Rng {
 }
 
 /// Expands, for each `fn name(backend: Backend) -> TestResult { .. }`, the function
-/// and a module `name` with one `#[test]` per listed backend (named as in the registry), so that no backend
-/// silently skips a case.
+/// and a module `name` with one `#[test]` per listed backend (named as in the
+/// registry), so that no backend silently skips a case. A case on PostgreSQL without a
+/// server prints why and passes, unless `PERSISTER_REQUIRE_POSTGRES=1` (see
+/// [`available`]).
 macro_rules! backend_tests {
     ($backends:tt $($(#[$meta:meta])* fn $name:ident($arg:ident: Backend) -> TestResult $body:block)+) => {
         $(
@@ -238,7 +304,11 @@ macro_rules! backend_tests {
         $(
             #[test]
             fn $backend() -> $crate::support::TestResult {
-                super::$name($crate::support::named(stringify!($backend)))
+                let backend = $crate::support::named(stringify!($backend));
+                if !$crate::support::available(&backend)? {
+                    return Ok(());
+                }
+                super::$name(backend)
             }
         )+
     };
