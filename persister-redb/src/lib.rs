@@ -137,7 +137,8 @@
 //!   file (at most `checkpoint_log_bytes` and one commit) and redb's pages around them:
 //!   free about 1.5 times that (12 MiB with the defaults), then reopen. A disk tends to
 //!   fill at a checkpoint, when the log is at its longest. A replay that runs out of
-//!   room keeps what it committed, and the next reopen goes on from there.
+//!   room keeps what it committed, says in its error how much room the rest needs, and
+//!   the next reopen goes on from there.
 //!
 //! Stores of layout 1 (made before the log existed) have no log and commit with
 //! `Durability::Immediate`, as before; so do stores opened with

@@ -220,28 +220,63 @@ fn replay(db: &Db, path: &Path, commits: &[Vec<u8>], entry: LogEntry) -> Result<
         .skip(usize::try_from(entry.applied).unwrap_or(usize::MAX))
         .peekable();
     loop {
-        let txn = db.begin_write().or_store("write to", path)?;
-        let mut bytes = 0;
-        while bytes < REPLAY_CHUNK {
-            let Some(commit) = commits.next() else { break };
-            redo::apply(&txn, commit, path)?;
-            bytes += commit.len();
-            applied += 1;
+        // What is left to replay, this chunk included, for the error of a full disk.
+        let left: usize = commits.clone().map(Vec::len).sum();
+        let chunk = (|| {
+            let txn = db.begin_write().or_store("write to", path)?;
+            let mut bytes = 0;
+            while bytes < REPLAY_CHUNK {
+                let Some(commit) = commits.next() else { break };
+                redo::apply(&txn, commit, path)?;
+                bytes += commit.len();
+                applied += 1;
+            }
+            let last = commits.peek().is_none();
+            let state = match last {
+                true => LogEntry {
+                    epoch: entry.epoch + 1,
+                    open: false,
+                    applied: 0,
+                },
+                false => LogEntry { applied, ..entry },
+            };
+            layout::set_log_state(&txn, state, path)?;
+            txn.commit().or_store("commit to", path)?;
+            Ok(last)
+        })();
+        match chunk {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => return Err(with_room_needed(e, left)),
         }
-        let last = commits.peek().is_none();
-        let state = match last {
-            true => LogEntry {
-                epoch: entry.epoch + 1,
-                open: false,
-                applied: 0,
-            },
-            false => LogEntry { applied, ..entry },
-        };
-        layout::set_log_state(&txn, state, path)?;
-        txn.commit().or_store("commit to", path)?;
-        if last {
-            return Ok(());
+    }
+}
+
+/// A full disk met while replaying, told how much room the rest of the replay needs:
+/// `left` bytes of logged commits, with redb's pages around them about 1.5 times that
+/// (a replay of 8 MiB of small commits needed more than 10 MiB and at most 11). Other
+/// errors as they are.
+fn with_room_needed(error: Error, left: usize) -> Error {
+    match error {
+        Error::Io {
+            action,
+            path,
+            source,
+        } if source.kind() == std::io::ErrorKind::StorageFull => {
+            let mib = (left as u64 * 3 / 2).div_ceil(1 << 20).max(1);
+            let source = std::io::Error::new(
+                source.kind(),
+                format!(
+                    "{source}, while replaying the commit log into the file: {left} bytes of commits are left to replay, and about {mib} MiB must be free for them"
+                ),
+            );
+            Error::Io {
+                action,
+                path,
+                source,
+            }
         }
+        other => other,
     }
 }
 

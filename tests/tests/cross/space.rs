@@ -74,12 +74,14 @@ fn full_disk_and_read_only_file_system(kind: &Backend) -> Result<()> {
         return Ok(());
     };
     let path = dir.path().join("store");
-    let filler = dir.path().join("filler");
-    // Freeing it leaves the room a reopen needs to write: redb replays the commits its
+    // Freeing both leaves the room a reopen needs to write: redb replays the commits its
     // log holds beyond the file (here 8 MiB of them, `checkpoint_log_bytes`: the disk
     // fills at the checkpoint), which with redb's pages around them took more than
-    // 10 MiB and at most 11.
-    std::fs::write(&filler, vec![1u8; 12 << 20]).expect("the filler");
+    // 10 MiB and at most 11. Freeing the small one alone leaves too little for that.
+    let small_filler = dir.path().join("small filler");
+    let filler = dir.path().join("filler");
+    std::fs::write(&small_filler, vec![1u8; 2 << 20]).expect("the small filler");
+    std::fs::write(&filler, vec![1u8; 10 << 20]).expect("the filler");
 
     // Fill the disk, flushing every write; keep what was flushed.
     let store = open(kind, &path)?;
@@ -111,6 +113,22 @@ fn full_disk_and_read_only_file_system(kind: &Backend) -> Result<()> {
     }
     drop(doc);
     drop(store);
+
+    // Too little space freed: redb's replay of its log says how much it needs (fs
+    // needs none).
+    std::fs::remove_file(&small_filler).expect("removing the small filler");
+    match (kind.name(), open(kind, &path)) {
+        ("redb", Ok(_)) => panic!("redb replayed 8 MiB of log in 2 MiB"),
+        ("redb", Err(e)) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("disk is full") && message.contains("MiB must be free for them"),
+                "redb: the error does not say how much room the replay needs: {message}"
+            );
+            println!("redb, 2 MiB freed: {message}");
+        }
+        (_, reopened) => drop(reopened?),
+    }
 
     // Space freed: everything flushed is there.
     std::fs::remove_file(&filler).expect("removing the filler");
