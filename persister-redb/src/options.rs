@@ -24,7 +24,9 @@ pub struct RedbOptions {
     /// moments ago. Verification reads every page of a file larger than 4 MiB through a
     /// cache of at most 4 MiB, whatever [`RedbOptions::cache_size`] is, so it does not
     /// fill the store's cache; a smaller file is verified in the store's cache, which
-    /// then holds at most the file.
+    /// then holds at most the file. The check is redb's repair, which ends in a durable
+    /// commit: an open with it syncs the file four times (redb 4.6), which for a small
+    /// file on a slow disk is most of what opening costs.
     pub verify_on_open: bool,
 
     /// The most memory redb's page cache may use, in bytes. Default 1 GiB (redb's
