@@ -214,14 +214,14 @@ fn replay(db: &Db, path: &Path, commits: &[Vec<u8>], entry: LogEntry) -> Result<
     let Db::ReadWrite(db) = db else {
         return Err(Error::read_only(path, "RedbStore::open"));
     };
+    let all = commits;
     let mut applied = entry.applied;
-    let mut commits = commits
+    let mut commits = all
         .iter()
         .skip(usize::try_from(entry.applied).unwrap_or(usize::MAX))
         .peekable();
     loop {
-        // What is left to replay, this chunk included, for the error of a full disk.
-        let left: usize = commits.clone().map(Vec::len).sum();
+        let chunk_start = applied;
         let chunk = (|| {
             let txn = db.begin_write().or_store("write to", path)?;
             let mut bytes = 0;
@@ -247,7 +247,15 @@ fn replay(db: &Db, path: &Path, commits: &[Vec<u8>], entry: LogEntry) -> Result<
         match chunk {
             Ok(true) => return Ok(()),
             Ok(false) => {}
-            Err(e) => return Err(with_room_needed(e, left)),
+            Err(e) => {
+                // What is left to replay, this chunk included.
+                let left = all
+                    .iter()
+                    .skip(usize::try_from(chunk_start).unwrap_or(usize::MAX))
+                    .map(Vec::len)
+                    .sum();
+                return Err(with_room_needed(e, left));
+            }
         }
     }
 }
