@@ -80,14 +80,21 @@ impl Backend {
     /// A read-only open creates no schema; [`Access::Create`] refuses a schema that
     /// holds documents.
     pub fn postgres() -> Self {
+        Self::postgres_with(PostgresOptions::default())
+    }
+
+    /// [`Backend::postgres`] opening its stores with `options` (a lease duration, say);
+    /// whether a missing schema is created still follows the access.
+    pub fn postgres_with(options: PostgresOptions) -> Self {
         Backend::new(
             "postgres",
             StoreKind::Url,
             persister_postgres::FORMAT_VERSION,
-            |location, access| {
+            move |location, access| {
                 let url = location.to_string_lossy();
-                let options =
-                    PostgresOptions::default().create_if_missing(access != Access::ReadOnly);
+                let options = options
+                    .clone()
+                    .create_if_missing(access != Access::ReadOnly);
                 let store = PostgresStore::open_with(&url, options)?;
                 if access == Access::Create && !store.list_documents()?.is_empty() {
                     return Err(Error::InvalidInput {

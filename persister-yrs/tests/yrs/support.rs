@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use persister_backends::Backend;
-use persister_backends::{Access, Registry, StoreKind};
-use persister_core::{BoxedStore, DocumentId, DynPersister, DynStore};
-use persister_postgres::{PostgresOptions, PostgresStore};
+use persister_backends::{Access, Registry};
+use persister_core::{DocumentId, DynPersister, DynStore};
+use persister_postgres::PostgresOptions;
 use persister_testkit::Rng;
 use persister_traces::{Trace, Txn};
 use persister_yrs::{Options, PersistentYDoc};
@@ -51,16 +51,7 @@ pub const LEASE: Duration = Duration::from_secs(3);
 /// The standard registry's `postgres` entry (a schema named by a URL), with leases of
 /// [`LEASE`].
 fn postgres() -> Backend {
-    Backend::new(
-        "postgres",
-        StoreKind::Url,
-        persister_postgres::FORMAT_VERSION,
-        |location, _| {
-            let options = PostgresOptions::default().lease_duration(LEASE);
-            let store = PostgresStore::open_with(&location.to_string_lossy(), options)?;
-            Ok(Box::new(BoxedStore(store)))
-        },
-    )
+    Backend::postgres_with(PostgresOptions::default().lease_duration(LEASE))
 }
 
 /// Whether `backend` can run here: every backend but PostgreSQL always can; PostgreSQL
