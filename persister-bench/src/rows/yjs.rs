@@ -10,7 +10,8 @@
 //!
 //! [`yjs_peer`]: crate::rows::yjs_peer
 //!
-//! Each round replays memory, redb and fs (then yrs 0.19 and the peer) in turn, each in a child process of its own
+//! Each round replays memory, redb and fs (then yrs 0.19 and the peer) in turn, each
+//! in a child process of its own
 //! (as row 7 does), so that no replay inherits the heap an earlier one left: how
 //! yrs' items lie in memory decides how fast its position search walks them, and a
 //! heap fragmented by an earlier replay slows the next one. A column's ratio is the
@@ -45,8 +46,8 @@ const RELOADS: usize = 5;
 /// Rounds of a full run (a quick run's single round stays one): more than row 7's
 /// three, because one round's ratio on a shared machine swings by 0.2 either way.
 const ROUNDS: usize = 5;
-/// The name of the text every replay types into.
-const TEXT: &str = "text";
+/// The name of the text every replay types into (the peer's too).
+pub(crate) const TEXT: &str = "text";
 /// The targets: (column, replay over memory at most, reload over yrs' decode at most).
 const TARGETS: [(Column, f64, f64); 2] = [(Column::Redb, 1.25, 1.1), (Column::Fs, 1.25, 1.1)];
 
@@ -405,7 +406,8 @@ fn reload(column: Column, dir: &Path, expected: &str) -> Result<(f64, f64)> {
     Ok((reload_ms, decode_ms))
 }
 
-fn check(text: &str, expected: &str) -> Result<()> {
+/// Fails unless a replay's text is the trace's `expected` end text.
+pub(crate) fn check(text: &str, expected: &str) -> Result<()> {
     if text != expected {
         return Err("the replayed Yjs text differs from the trace's".into());
     }

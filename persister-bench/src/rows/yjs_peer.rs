@@ -22,6 +22,7 @@ use yrs019::{Doc, GetString, Text, TextRef, Transact, TransactionMut, Update};
 use crate::Result;
 use crate::clock::Stopwatch;
 use crate::rows::trace::Edits;
+use crate::rows::yjs::{TEXT, check};
 
 /// Stored updates merged into the document state once `push_update` returns a multiple
 /// of this: about as often as `persister-yrs`' default trigger compacts in this replay
@@ -33,12 +34,10 @@ pub const COMPACT_EVERY: u32 = 4_000;
 /// five bytes, for a name of one or two bytes, that overflows (a panic in a debug
 /// build), so the name here is longer.
 const NAME: &str = "automerge-paper";
-/// The name of the text every replay types into.
-const TEXT: &str = "text";
 /// LMDB's map: the largest the store may grow, reserved as address space only.
 const MAP_SIZE: u64 = 1 << 30;
 
-/// Applies one edit in `txn`.
+/// Applies one edit in `txn`: `rows::yjs`' own, written again for yrs 0.19's types.
 fn apply(
     txn: &mut TransactionMut<'_>,
     text: &TextRef,
@@ -177,11 +176,4 @@ fn stored_updates(env: &Environment, db: &DbHandle) -> Result<Vec<Vec<u8>>> {
         }
     }
     Ok(values)
-}
-
-fn check(text: &str, expected: &str) -> Result<()> {
-    if text != expected {
-        return Err("the replayed Yjs text differs from the trace's".into());
-    }
-    Ok(())
 }
