@@ -98,10 +98,11 @@
 //!   thread of the log's own while redb applies the operations and commits, so the
 //!   disk's wait and redb's work overlap, and returns once both are done. (Operations
 //!   that read what the store holds, a document's removal, are applied before anything
-//!   is written, so that a damaged record they refuse changes nothing.) The record of a group commit carries every
-//!   document of the group, so one sync covers them all. A commit that fails once its
-//!   record is in the log (its sync or redb's commit) poisons the store, and a reopen
-//!   finds it whole or not at all, never in part.
+//!   is written, so that a damaged record they refuse changes nothing.) The record of a
+//!   group commit carries every document of the group, so one sync covers them all. A
+//!   commit that fails once its record is in the log (its sync, redb applying it or
+//!   redb's commit) poisons the store, and a reopen finds it whole or not at all, never
+//!   in part.
 //!   The log file is filled with zeroes ahead of its records (from 64 KiB to 1 MiB at a
 //!   time) and reused after a checkpoint, so an append rarely allocates or changes the
 //!   file's length, and its sync writes the appended bytes alone.
@@ -158,8 +159,9 @@
 //!   contract makes a removal durable when it returns;
 //! - the first commit after opening (it creates the log: the log, its directory when
 //!   the file is new, then a durable redb commit), a durable commit of 1 MiB or more
-//!   (a durable redb commit, then the log's new header when it held records), a checkpoint (a durable redb
-//!   commit, then the log's new header), and closing (a durable redb commit);
+//!   (a durable redb commit, then the log's new header when it held records), a
+//!   checkpoint (a durable redb commit, then the log's new header), and closing (a
+//!   durable redb commit);
 //! - creating a store: the new file and its directory (see [`RedbStore::open_with`]);
 //! - opening a store that was not closed cleanly: the replay of its log is one durable
 //!   commit, and redb's repair rewrites and syncs its allocator state.
