@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use persister_core::scratch::ScratchDir;
 use persister_core::{
     ActorId, ChangeEntry, DocumentId, Engine, Error, PendingDocument, Record, Recovered, Result,
     StoredKey,
@@ -38,11 +37,8 @@ pub struct RedbEngine {
     writer: Mutex<Writer>,
     /// The torn tail of the commit log that opening dropped (or found, read-only).
     pub(crate) recovered: Vec<Recovered>,
-    /// Refuses every write: a store opened read-only, or a repaired copy read as one.
+    /// Refuses every write: a store opened read-only.
     pub(crate) read_only: bool,
-    /// The directory of the repaired copy a read-only store reads, removed after the
-    /// database is closed (fields drop in order).
-    pub(crate) scratch: Option<ScratchDir>,
     path: PathBuf,
     options: RedbOptions,
 }
@@ -55,7 +51,6 @@ impl RedbEngine {
             writer: Mutex::new(Writer::new(log)),
             recovered: Vec::new(),
             read_only,
-            scratch: None,
             path,
             options,
         }

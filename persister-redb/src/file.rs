@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use persister_core::{Error, Result};
 use redb::{
-    Builder, Database, DatabaseError, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction,
-    ReadableDatabase, TableDefinition, TableError, TransactionError,
+    Builder, Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableDatabase,
+    TableDefinition, TableError, TransactionError,
 };
 
 use crate::RedbOptions;
@@ -180,27 +180,32 @@ pub(crate) fn read_table(
     })
 }
 
-/// The open database: read-write, or read-only (no write, no repair, no lock that
-/// excludes other readers).
+/// The open database: read-write, or read-only: opened on an
+/// [`Overlay`](crate::overlay::Overlay), where redb's own writes (its check, a repair, the
+/// log's replay) stay in memory and the store refuses every other.
 pub(crate) enum Db {
     ReadWrite(Database),
-    ReadOnly(ReadOnlyDatabase),
+    ReadOnly(Database),
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Db::ReadWrite(db) => f.debug_tuple("ReadWrite").field(db).finish(),
-            Db::ReadOnly(_) => f.write_str("ReadOnly"),
+            Db::ReadOnly(db) => f.debug_tuple("ReadOnly").field(db).finish(),
         }
     }
 }
 
 impl Db {
     pub(crate) fn begin_read(&self) -> std::result::Result<ReadTransaction, TransactionError> {
+        self.database().begin_read()
+    }
+
+    /// The database, which redb may write to either way.
+    pub(crate) fn database(&self) -> &Database {
         match self {
-            Db::ReadWrite(db) => db.begin_read(),
-            Db::ReadOnly(db) => db.begin_read(),
+            Db::ReadWrite(db) | Db::ReadOnly(db) => db,
         }
     }
 }

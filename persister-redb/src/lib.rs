@@ -132,8 +132,8 @@
 //!   missing log, a log shorter than its header, or a header of a newer epoch than the
 //!   store's is [`Error::Corrupt`]; a header that fails its checksum is taken for one a
 //!   crash tore while a checkpoint rewrote it only when no record of the epoch follows.
-//! - A read-only open of such a store replays the log into a copy, in a scratch
-//!   directory, and touches neither file.
+//! - A read-only open of such a store replays the log into memory, over the file, and
+//!   touches neither file.
 //! - After a full disk, the replay needs room for the commits the log holds beyond the
 //!   file (at most `checkpoint_log_bytes` and one commit) and redb's pages around them:
 //!   free about 1.5 times that (12 MiB with the defaults), then reopen. A disk tends to
@@ -243,6 +243,7 @@ mod file;
 mod layout;
 mod log;
 mod options;
+mod overlay;
 mod redo;
 mod store;
 

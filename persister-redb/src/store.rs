@@ -2,14 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use persister_core::scratch::ScratchDir;
 use persister_core::{EngineStore, Error, Recovered, Result};
 use redb::StorageBackend;
 
 use crate::engine::LogState;
-use crate::error::{RedbResultExt, from_redb};
+use crate::error::RedbResultExt;
 use crate::file::{self, Db};
 use crate::layout::{self, LogEntry};
+use crate::overlay::Overlay;
 use crate::{RedbEngine, RedbOptions, RedbPersister, log, redo};
 
 /// Every document of one redb file.
@@ -77,59 +77,36 @@ impl RedbStore {
     /// [`RedbOptions`].
     ///
     /// Nothing is written: the file is opened read-only (so this works on a read-only
-    /// file or mount), nothing is created or repaired. A file that was not closed
-    /// cleanly, which redb must repair before reading it, is copied into a scratch
-    /// directory under `$TMPDIR` and the copy is repaired and read (see
-    /// [`persister_core::scratch`]). Other read-only opens
-    /// may share the file; a process that has it open for writing makes this fail with
-    /// [`Error::Locked`]. Every write through the store or its handles fails with
+    /// file or mount), nothing is created. The file is checked as
+    /// [`RedbOptions::verify_on_open`] checks it, so that a damaged page is
+    /// [`Error::Corrupt`] (redb's unchecked reads panic on one, or read wrong data); a
+    /// file that was not closed cleanly is repaired, and a commit log the store names
+    /// open is replayed. What that writes stays in memory over the file (a few pages
+    /// for the check or a repair, at most about the log's length for a replay). Other
+    /// read-only opens may share the file; a process that has it open for writing
+    /// makes this fail with [`Error::Locked`], and a writer's open fails while this
+    /// store is open. Every write through the store or its handles fails with
     /// [`Error::InvalidInput`]; flushing with nothing written returns 0.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<RedbStore> {
         let path = path.as_ref();
         file::check_magic(path)?;
         let options = RedbOptions::default();
-        match file::open_verified(&options, path, |builder| builder.open_read_only(path)) {
-            Ok(db) => {
-                let db = Db::ReadOnly(db);
-                let layout = file::check_layout(&db, path)?;
-                if let Some(entry) = layout.log.filter(|entry| entry.open) {
-                    let contents = read_open_log(path, entry.epoch)?;
-                    if !contents.commits.is_empty() || contents.torn.is_some() {
-                        // The log holds commits the file does not: they are replayed
-                        // into a copy, so the file and the log stay untouched.
-                        drop(db);
-                        return Self::open_repaired_copy(path, options);
-                    }
-                }
-                Self::from_database(db, path.to_path_buf(), options)
-            }
-            // Not closed cleanly: redb must repair it before it can be read, which writes.
-            // The repair is made on a copy, so the file itself stays untouched.
-            Err(redb::DatabaseError::RepairAborted) => Self::open_repaired_copy(path, options),
-            Err(err) => Err(from_redb(err, "open", path)),
-        }
-    }
-
-    /// Opens a copy of `path`, in a scratch directory, for writing (which repairs it),
-    /// with the commits of `path`'s commit log replayed into it, as a read-only store
-    /// that names `path` in its messages.
-    fn open_repaired_copy(path: &Path, options: RedbOptions) -> Result<RedbStore> {
-        let scratch = ScratchDir::new("redb-copy")?;
-        let copy = scratch.path().join("store.redb");
-        std::fs::copy(path, &copy).map_err(|err| Error::io("copy", path, err))?;
-        let db = file::open_verified(&options, &copy, |builder| builder.open(&copy));
-        let db = Db::ReadWrite(db.or_store("open", path)?);
-        let mut recovered = Vec::new();
+        let overlay = Overlay::open(path)?;
+        let db = file::open_verified(&options, path, |builder| {
+            builder.create_with_backend(overlay.clone())
+        })
+        .or_store("open", path)?;
+        let db = Db::ReadOnly(db);
         let layout = file::check_layout(&db, path)?;
+        let mut recovered = Vec::new();
         if let Some(entry) = layout.log.filter(|entry| entry.open) {
+            // The log holds commits the file may not: they are replayed into the overlay.
             let contents = read_open_log(path, entry.epoch)?;
             replay(&db, path, &contents.commits, entry)?;
             recovered.extend(torn_report(path, &contents, false));
         }
         let mut engine = RedbEngine::new(db, path.to_path_buf(), options, LogState::Absent);
         engine.recovered = recovered;
-        engine.read_only = true;
-        engine.scratch = Some(scratch);
         Ok(RedbStore {
             inner: EngineStore::new(engine),
         })
@@ -211,9 +188,7 @@ fn recover(db: &Db, path: &Path, entry: LogEntry) -> Result<(LogState, Vec<Recov
 /// crash in between leaves the log named open, and the next open goes on from there
 /// (see [`redo`](crate::redo): replay lands on any state the file reached).
 fn replay(db: &Db, path: &Path, commits: &[Vec<u8>], entry: LogEntry) -> Result<()> {
-    let Db::ReadWrite(db) = db else {
-        return Err(Error::read_only(path, "RedbStore::open"));
-    };
+    let db = db.database();
     let all = commits;
     let mut applied = entry.applied;
     let mut commits = all

@@ -101,4 +101,9 @@ impl Location {
     pub fn open(&self) -> Result<DynStore> {
         self.store.open()
     }
+
+    /// Opens the existing store for reading only, as the tools do.
+    pub fn open_read_only(&self) -> Result<DynStore> {
+        self.store.open_read_only()
+    }
 }

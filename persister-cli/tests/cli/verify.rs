@@ -173,6 +173,43 @@ fn a_damaged_redb_file_fails_verification_without_a_panic() -> TestResult {
     Ok(())
 }
 
+/// A page of the file zeroed, as a lost write or a bad sector leaves it: redb's plain
+/// read of such a page panics, so the read-only open `verify` makes checks every page
+/// first, and leaves the file as it is.
+#[test]
+fn a_zeroed_redb_page_is_reported_without_a_panic_and_left_untouched() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let backend = named("redb");
+    let path = store_path(dir.path(), backend);
+    let dumps = make_store(backend, &path)?;
+    let change = &dumps
+        .iter()
+        .find(|d| d.id == binary())
+        .ok_or("no doc")?
+        .changes[3]
+        .2;
+    let mut bytes = std::fs::read(&path)?;
+    let at = bytes
+        .windows(change.len())
+        .position(|w| w == change.as_slice())
+        .ok_or("the change is not in the file")?;
+    let page = at / 4096 * 4096;
+    let end = (page + 4096).min(bytes.len());
+    bytes[page..end].fill(0);
+    std::fs::write(&path, &bytes)?;
+    let run = persister(["verify", path.to_str().unwrap()])?.expect(3);
+    run.expect_error_lines();
+    assert!(run.stdout.contains("DAMAGED"), "{}", run.stdout);
+    let run = persister(["info", path.to_str().unwrap(), "0xff0001"])?.expect(3);
+    run.expect_error_lines();
+    assert_eq!(
+        std::fs::read(&path)?,
+        bytes,
+        "verify or info changed the file"
+    );
+    Ok(())
+}
+
 #[test]
 fn yjs_documents_are_verified_with_yrs() -> TestResult {
     let dir = tempfile::tempdir()?;

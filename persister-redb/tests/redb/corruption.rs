@@ -60,12 +60,15 @@ struct Tally {
     refused: usize,
     read_failed: usize,
     intact: usize,
-    wrong: Vec<usize>,
-    panicked: Vec<usize>,
+    wrong: Vec<Damage>,
+    panicked: Vec<Damage>,
 }
 
-fn read_damaged(path: &Path, expected: &[(DocumentId, Snapshot)]) -> Result<bool> {
-    let store = RedbStore::open(path)?;
+fn read_damaged(path: &Path, expected: &[(DocumentId, Snapshot)], access: Access) -> Result<bool> {
+    let store = match access {
+        Access::ReadOnly => RedbStore::open_read_only(path)?,
+        Access::ReadWrite => RedbStore::open(path)?,
+    };
     for (id, snapshot) in expected {
         let p = store.open_document(id)?;
         if Snapshot::read(&p)? != *snapshot {
@@ -75,39 +78,96 @@ fn read_damaged(path: &Path, expected: &[(DocumentId, Snapshot)]) -> Result<bool
     Ok(true)
 }
 
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// What is done to a copy of the file.
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    /// The byte at this offset, flipped.
+    Flip(usize),
+    /// The page of redb's (4 KiB) at this index, zeroed.
+    ZeroPage(usize),
+}
+
+impl Damage {
+    fn apply(self, bytes: &mut [u8]) {
+        match self {
+            Damage::Flip(at) => bytes[at] ^= 0x5a,
+            Damage::ZeroPage(page) => {
+                let end = ((page + 1) * 4096).min(bytes.len());
+                bytes[page * 4096..end].fill(0);
+            }
+        }
+    }
+}
+
+/// Every damaged copy is read read-only first (which must leave the file as it is),
+/// then read-write; each read must fail or give exactly what was stored, and never panic.
 #[test]
 fn damaged_files_fail_or_read_true_and_never_panic() -> Result<()> {
     let (dir, path, expected) = populated()?;
     let original = fs::read(&path).map_err(io(&path))?;
     // Damage where there is data: bytes that are not zero, spread over the file, and the
-    // header.
+    // header; and whole pages zeroed, as a lost write or a bad sector leaves them.
     let written: Vec<usize> = (0..original.len()).filter(|&i| original[i] != 0).collect();
     let count = 120 * scale();
     let step = (written.len() / count).max(1);
-    let mut positions: Vec<usize> = written.iter().copied().step_by(step).take(count).collect();
-    positions.extend([0, 9, 10, 16, 40, 64, 100, 200, 320, 480]);
+    let mut damages: Vec<Damage> = written
+        .iter()
+        .copied()
+        .step_by(step)
+        .take(count)
+        .chain([0, 9, 10, 16, 40, 64, 100, 200, 320, 480])
+        .map(Damage::Flip)
+        .collect();
+    let pages = original.len().div_ceil(4096);
+    damages.extend(
+        (0..pages)
+            .filter(|&page| original[page * 4096..].iter().take(4096).any(|&b| b != 0))
+            .map(Damage::ZeroPage),
+    );
 
     let damaged = dir.path().join("damaged.redb");
-    let mut tally = Tally::default();
-    for &at in &positions {
+    let mut tallies = [Tally::default(), Tally::default()];
+    for &damage in &damages {
         let mut bytes = original.clone();
-        bytes[at] ^= 0x5a;
+        damage.apply(&mut bytes);
         fs::write(&damaged, &bytes).map_err(io(&damaged))?;
-        match catch_unwind(AssertUnwindSafe(|| read_damaged(&damaged, &expected))) {
-            Err(_) => tally.panicked.push(at),
-            Ok(Ok(true)) => tally.intact += 1,
-            Ok(Ok(false)) => tally.wrong.push(at),
-            Ok(Err(Error::Corrupt { .. } | Error::NotAStore { .. })) => tally.refused += 1,
-            Ok(Err(_)) => tally.read_failed += 1,
+        for (access, tally) in [Access::ReadOnly, Access::ReadWrite]
+            .into_iter()
+            .zip(&mut tallies)
+        {
+            match catch_unwind(AssertUnwindSafe(|| {
+                read_damaged(&damaged, &expected, access)
+            })) {
+                Err(_) => tally.panicked.push(damage),
+                Ok(Ok(true)) => tally.intact += 1,
+                Ok(Ok(false)) => tally.wrong.push(damage),
+                Ok(Err(Error::Corrupt { .. } | Error::NotAStore { .. })) => tally.refused += 1,
+                Ok(Err(_)) => tally.read_failed += 1,
+            }
+            if access == Access::ReadOnly {
+                let after = fs::read(&damaged).map_err(io(&damaged))?;
+                assert!(
+                    after == bytes,
+                    "a read-only open changed the file ({damage:?})"
+                );
+            }
         }
     }
-    println!("{} damaged files: {tally:?}", positions.len());
-    assert!(tally.panicked.is_empty(), "panics: {tally:?}");
-    assert!(tally.wrong.is_empty(), "wrong data: {tally:?}");
-    assert!(
-        tally.refused + tally.read_failed > positions.len() / 4,
-        "too little damage was noticed: {tally:?}"
-    );
+    for (access, tally) in [Access::ReadOnly, Access::ReadWrite].iter().zip(&tallies) {
+        println!("{} damaged files, {access:?}: {tally:?}", damages.len());
+        assert!(tally.panicked.is_empty(), "panics, {access:?}: {tally:?}");
+        assert!(tally.wrong.is_empty(), "wrong data, {access:?}: {tally:?}");
+        assert!(
+            tally.refused + tally.read_failed > damages.len() / 4,
+            "too little damage was noticed, {access:?}: {tally:?}"
+        );
+    }
     Ok(())
 }
 

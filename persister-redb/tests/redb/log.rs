@@ -117,6 +117,47 @@ fn a_crash_with_the_log_open_replays_every_flushed_commit() -> Result<()> {
     Ok(())
 }
 
+/// A file larger than the cache it is checked through is checked, closed and opened
+/// again; read-only, the second open reads what the first left in memory (a repair, a
+/// replay), and neither touches the file.
+#[test]
+fn a_large_store_opens_read_only_whether_closed_or_crashed() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("large.redb");
+    let store = RedbStore::open(&path)?;
+    let values: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 1 << 20]).collect();
+    let mut handle = store.open_document(&"large".into())?;
+    for (seq, value) in (1..).zip(&values) {
+        handle.insert_changes(vec![(actor(), seq, value.clone())])?;
+        handle.flush()?;
+    }
+    // And small commits, which go through the log.
+    handle.insert_changes(vec![(actor(), 7, b"small".to_vec())])?;
+    handle.flush()?;
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    drop(handle);
+    store.close()?;
+    let mut expected = values;
+    expected.push(b"small".to_vec());
+    for file in [&path, &crashed] {
+        let before = fs::read(file).map_err(io(file))?;
+        assert!(before.len() > 5 << 20, "{} is small", file.display());
+        {
+            let store = RedbStore::open_read_only(file)?;
+            let handle = store.open_document(&"large".into())?;
+            assert!(handle.get_changes()? == expected, "{}", file.display());
+        }
+        let after = fs::read(file).map_err(io(file))?;
+        assert!(
+            before == after,
+            "a read-only open changed {}",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn a_torn_tail_is_dropped_and_reported_and_the_rest_replayed() -> Result<()> {
     let dir = temp_dir()?;

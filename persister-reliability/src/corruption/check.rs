@@ -55,11 +55,17 @@ fn exact<T: PartialEq>(found: Result<T, Error>, expected: &T) -> Result<bool, Er
     found.map(|found| found == *expected)
 }
 
-/// Opens the (damaged) store of `backend` in `dir` and reads everything, comparing
-/// with [`expected_states`]. `tail` says whether the damage touched only a tail.
-pub fn check(backend: Backend, dir: &Path, tail: bool) -> Verdict {
+/// Opens the (damaged) store of `backend` in `dir`, for reading only when `read_only`
+/// says so, and reads everything, comparing with [`expected_states`]. `tail` says
+/// whether the damage touched only a tail.
+pub fn check(backend: Backend, dir: &Path, tail: bool, read_only: bool) -> Verdict {
     let states = expected_states();
-    let store = match Location::new(backend, dir).open() {
+    let location = Location::new(backend, dir);
+    let opened = match read_only {
+        true => location.open_read_only(),
+        false => location.open(),
+    };
+    let store = match opened {
         Ok(store) => store,
         Err(e) => return Verdict::Refused(format!("open: {e}")),
     };

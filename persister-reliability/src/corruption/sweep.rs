@@ -26,13 +26,34 @@ pub fn run_case(
     mutation
         .apply(&dir.join(file))
         .map_err(|e| format!("damaging {}: {e}", file.display()))?;
-    let verdict = check(
-        backend,
-        &dir,
-        mutation.touches_only_tail(tail_start(&original), original.len() as u64),
-    );
+    let tail = mutation.touches_only_tail(tail_start(&original), original.len() as u64);
+    // Read-only first, as the tools read a store: it must come to a verdict that is no
+    // failure and leave every file as it was; then read-write.
+    let before = contents(&dir)?;
+    let read_only = match check(backend, &dir, tail, true) {
+        Verdict::Rollback(detail) => Some(Verdict::Rollback(format!("read-only: {detail}"))),
+        Verdict::Lie(detail) => Some(Verdict::Lie(format!("read-only: {detail}"))),
+        _ if contents(&dir)? != before => Some(Verdict::Lie(
+            "a read-only open changed the store's files".to_string(),
+        )),
+        _ => None,
+    };
+    let verdict = read_only.unwrap_or_else(|| check(backend, &dir, tail, false));
     let _ = fs::remove_dir_all(&dir);
     Ok(verdict)
+}
+
+/// Every file under `dir` with its bytes, in path order.
+fn contents(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
+    let files = store_files(dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
+    files
+        .into_iter()
+        .map(|(path, _)| {
+            let bytes = fs::read(dir.join(&path))
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            Ok((path, bytes))
+        })
+        .collect()
 }
 
 /// The peak resident memory of this process in KiB (`VmHWM`), if known.
