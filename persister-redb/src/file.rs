@@ -18,6 +18,7 @@ use crate::layout::{
     FORMAT_VERSION, LogEntry, META, META_FORMAT, META_LOG, META_NEXT_DOCUMENT, META_VERSION,
     SYNC_STATES,
 };
+use crate::overlay::Overlay;
 
 /// The first bytes of every redb file (redb's magic number).
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1a, 0x0a, 0xa9, 0x0d, 0x0a];
@@ -86,6 +87,48 @@ pub(crate) fn open_verified<T>(
     let mut builder = builder(options);
     builder.set_check_integrity_on_open(false);
     open(&builder)
+}
+
+/// Opens the database at `path` for writing, checked as `options` ask.
+///
+/// A file redb closed cleanly is checked through an [`Overlay`], so that the check's
+/// writes (it ends with a commit, and redb marks the file consistent, then writable,
+/// four syncs in all) stay in memory, and then opened without the check, which loads
+/// the allocator state the check has just verified and makes one sync. Any other file
+/// (a crash left it, or its last commit was not redb's two-phase one) is checked in
+/// place, and the check's repair made durable.
+///
+/// Between the two opens the file is not locked: a writer that opened it in between
+/// makes the second open fail with [`Error::Locked`], and whatever such a writer
+/// committed is redb's own work, not the damage the check looks for.
+pub(crate) fn open_writable(options: &RedbOptions, path: &Path) -> Result<Database> {
+    if options.verify_on_open && closed_cleanly(path) {
+        let overlay = Overlay::open(path)?;
+        let mut verify = builder(options);
+        verify.set_cache_size(options.cache_size.min(VERIFY_CACHE_SIZE));
+        drop(verify.create_with_backend(overlay).or_store("open", path)?);
+        let mut builder = builder(options);
+        builder.set_check_integrity_on_open(false);
+        return builder.open(path).or_store("open", path);
+    }
+    open_verified(options, path, |builder| builder.open(path)).or_store("open", path)
+}
+
+/// Whether redb's header says the file was closed cleanly after a two-phase commit: no
+/// recovery required, and the allocator state the last commit recorded is one a plain
+/// open loads. Its god byte, at offset 9 after the magic number, holds both flags
+/// (redb's file format, `docs/design.md`). Any doubt (the file unreadable, short) is
+/// "no": the file is then checked in place.
+fn closed_cleanly(path: &Path) -> bool {
+    const GOD_BYTE: usize = REDB_MAGIC.len();
+    const RECOVERY_REQUIRED: u8 = 2;
+    const TWO_PHASE_COMMIT: u8 = 4;
+    let mut header = [0; GOD_BYTE + 1];
+    let read = File::open(path).and_then(|mut file| file.read_exact(&mut header));
+    read.is_ok()
+        && header[..GOD_BYTE] == REDB_MAGIC
+        && header[GOD_BYTE] & RECOVERY_REQUIRED == 0
+        && header[GOD_BYTE] & TWO_PHASE_COMMIT != 0
 }
 
 pub(crate) fn not_a_store(path: &Path) -> Error {

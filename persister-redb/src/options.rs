@@ -21,12 +21,14 @@ pub struct RedbOptions {
     /// [`Error::Corrupt`](persister_core::Error::Corrupt); without it, opening is faster
     /// on large files, but reading a damaged page may return wrong data or panic inside
     /// redb. Turn it off only for files you trust, such as one this process wrote
-    /// moments ago. Verification reads every page of a file larger than 4 MiB through a
-    /// cache of at most 4 MiB, whatever [`RedbOptions::cache_size`] is, so it does not
-    /// fill the store's cache; a smaller file is verified in the store's cache, which
-    /// then holds at most the file. The check is redb's repair, which ends in a durable
-    /// commit: an open with it syncs the file four times (redb 4.6), which for a small
-    /// file on a slow disk is most of what opening costs.
+    /// moments ago.
+    ///
+    /// The check is redb's repair, which ends in a commit. A file redb closed cleanly is
+    /// checked with the check's writes kept in memory, through a cache of at most 4 MiB
+    /// (so it does not fill the store's cache), then opened without it: one sync, as an
+    /// open without verifying makes. A file a crash left is checked and repaired in
+    /// place, with four syncs (redb 4.6), through a cache of at most 4 MiB when it is
+    /// larger than that. Either way the check reads every page once.
     pub verify_on_open: bool,
 
     /// The most memory redb's page cache may use, in bytes. Default 1 GiB (redb's

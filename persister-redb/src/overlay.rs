@@ -56,6 +56,15 @@ struct Shared {
     state: Mutex<State>,
 }
 
+impl Drop for Shared {
+    /// Releases the lock before the file closes: a child process forked by another
+    /// thread holds a copy of the descriptor until it execs, and with it the lock, so
+    /// that a store closed here could not be opened again at once.
+    fn drop(&mut self) {
+        let _ = self.file.close();
+    }
+}
+
 /// What redb wrote, and the length it set.
 #[derive(Debug)]
 struct State {

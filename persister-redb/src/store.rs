@@ -58,8 +58,7 @@ impl RedbStore {
         // redb releases its lock explicitly when the database is dropped, so a store this
         // process closed can be opened again at once, even while a child process forked
         // by another thread still holds a copy of the file's descriptor.
-        let db = file::open_verified(&options, path, |builder| builder.open(path))
-            .or_store("open", path)?;
+        let db = file::open_writable(&options, path)?;
         let db = Db::ReadWrite(db);
         let layout = file::check_layout(&db, path)?;
         let (log, recovered) = match layout.log {
