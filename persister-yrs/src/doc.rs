@@ -1,5 +1,6 @@
 //! The persistent document: load, edit, compact, flush.
 
+use std::panic::resume_unwind;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use persister_core::{ActorId, CompactionTrigger, Persister, StoredSizes, Write};
@@ -58,14 +59,39 @@ pub fn actor_of(client_id: ClientID) -> ActorId {
     ActorId::new(client_id.get().to_be_bytes())
 }
 
+/// A stored document at least this long is applied on a thread of its own while the
+/// updates are read, when there are at least [`OVERLAP_CHANGES`] of them: below, the
+/// thread would cost more than the overlap saves.
+const OVERLAP_DOCUMENT_BYTES: usize = 64 * 1024;
+/// See [`OVERLAP_DOCUMENT_BYTES`].
+const OVERLAP_CHANGES: u64 = 256;
+
+/// A new document with `options`, holding the stored `document` (applied in one
+/// transaction), if any.
+fn with_document(options: yrs::Options, document: Option<Vec<u8>>) -> Result<Doc> {
+    let doc = Doc::with_options(options);
+    if let Some(bytes) = document {
+        let corrupt = |reason: String| Error::CorruptDocument { reason };
+        let update = Update::decode_v1(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        doc.transact_mut()
+            .apply_update(update)
+            .map_err(|e| corrupt(e.to_string()))?;
+    }
+    Ok(doc)
+}
+
 impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// Loads the document held by `persister` with the default [`Options`].
     pub fn load(persister: P) -> Result<Self> {
         Self::load_with(persister, Options::default())
     }
 
-    /// Loads the document held by `persister`: the stored document, then every stored
-    /// update, applied in one transaction. An empty persister gives an empty document.
+    /// Loads the document held by `persister`: the stored document, applied in one
+    /// transaction, then every stored update, applied in another. An empty persister
+    /// gives an empty document. A large stored document (64 KiB or more, with 256
+    /// updates or more) is applied on a thread of its own while this one reads the
+    /// updates. Nothing observes either transaction: the document is returned after
+    /// both.
     ///
     /// A stored document or update that yrs cannot decode or apply is an error
     /// ([`Error::CorruptDocument`], [`Error::CorruptUpdate`]); nothing is silently
@@ -73,22 +99,32 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// (see `ReadTxn::has_missing_updates`) and are kept by compaction.
     pub fn load_with(persister: P, options: Options) -> Result<Self> {
         let document = persister.get_document()?;
-        let entries = persister.get_change_entries()?;
         let mut doc_options = yrs::Options::default();
         if let Some(client_id) = options.client_id {
             doc_options.client_id = client_id;
         }
         doc_options.offset_kind = options.offset_kind;
-        let doc = Doc::with_options(doc_options);
+        // yrs takes a while to apply a large stored document (some 10 ms a MiB), so the
+        // updates are read meanwhile, here, while another thread applies it.
+        let overlap = document
+            .as_ref()
+            .is_some_and(|d| d.len() >= OVERLAP_DOCUMENT_BYTES)
+            && persister.sizes().change_count >= OVERLAP_CHANGES;
+        let (doc, entries) = match overlap {
+            true => std::thread::scope(|scope| {
+                let loaded = scope.spawn(|| with_document(doc_options, document));
+                let entries = persister.get_change_entries();
+                let doc = loaded.join().unwrap_or_else(|panic| resume_unwind(panic));
+                Ok::<_, Error>((doc?, entries?))
+            })?,
+            false => (
+                with_document(doc_options, document)?,
+                persister.get_change_entries()?,
+            ),
+        };
         let actor = actor_of(doc.client_id());
         {
             let mut txn = doc.transact_mut();
-            if let Some(bytes) = document {
-                let corrupt = |reason: String| Error::CorruptDocument { reason };
-                let update = Update::decode_v1(&bytes).map_err(|e| corrupt(e.to_string()))?;
-                txn.apply_update(update)
-                    .map_err(|e| corrupt(e.to_string()))?;
-            }
             for (key_actor, seq, bytes) in &entries {
                 let corrupt = |reason: String| Error::CorruptUpdate {
                     actor: key_actor.clone(),

@@ -36,8 +36,9 @@
 //! `persister-fs` or `persister-sled`). It is the Yjs counterpart of
 //! `persister_automerge::PersistentDoc`, on the same stores.
 //!
-//! - [`load`](PersistentYDoc::load) applies the stored document and every stored
-//!   update in one transaction;
+//! - [`load`](PersistentYDoc::load) applies the stored document in one transaction and
+//!   every stored update in another (a large document on a thread of its own, while
+//!   the updates are read);
 //! - [`edit`](PersistentYDoc::edit) runs one transaction and writes its update before
 //!   it returns; a failed write stays queued, to be retried by the next write, and the
 //!   error is returned;

@@ -1,8 +1,8 @@
 //! Row 7 for Yjs: the trace of row 7 through `persister-yrs` (one yrs transaction per
 //! edit, flush every `trace_flush_every` edits, automatic compaction) on redb and fs,
 //! against the same replay on a plain `yrs::Doc` in memory; then reloading the store
-//! against yrs' own decode of the same bytes (the document and the updates, applied in
-//! one transaction).
+//! against yrs' own decode of the same bytes (the document applied in one transaction,
+//! then the updates in another, as `PersistentYDoc::load` does).
 //!
 //! The peer, when its column is wanted, is `yrs-kvstore` on LMDB (see [`yjs_peer`]), on
 //! yrs 0.19: its ratio is to the same replay on a plain yrs 0.19 `Doc`, and its reload
@@ -387,15 +387,17 @@ fn reload(column: Column, dir: &Path, expected: &str) -> Result<(f64, f64)> {
         let text = doc.doc().get_or_insert_text(TEXT);
         check(&text.get_string(&doc.doc().transact()), expected)?;
         let mut updates: Vec<Vec<u8>> = doc.persister().get_document()?.into_iter().collect();
+        let stored_document = updates.len();
         updates.extend(doc.persister().get_changes()?);
         drop(doc);
         drop(store);
 
         let watch = Stopwatch::start();
         let plain = Doc::new();
-        {
+        let (document, changes) = updates.split_at(stored_document);
+        for part in [document, changes] {
             let mut txn = plain.transact_mut();
-            for update in &updates {
+            for update in part {
                 txn.apply_update(Update::decode_v1(update)?)?;
             }
         }
