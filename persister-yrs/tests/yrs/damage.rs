@@ -118,3 +118,50 @@ fn walk(dir: &std::path::Path) -> TestResult<Vec<std::path::PathBuf>> {
     }
     Ok(files)
 }
+
+/// A large stored document (applied on a thread of its own while the updates are read)
+/// loads whole, and its damage or an update's is the same error as for a small one.
+#[test]
+fn a_large_document_loads_whole_and_its_damage_is_an_error() -> TestResult {
+    let store = MemoryStore::new();
+    let expected = {
+        let mut doc = PersistentYDoc::load(store.open_document(&doc_id())?)?;
+        let text = doc.doc().get_or_insert_text(TEXT);
+        let line = "a line of the large document, long enough to add up quickly\n";
+        doc.edit(|t| text.insert(t, 0, &line.repeat(2_000)))?;
+        doc.compact()?;
+        for i in 0..300 {
+            doc.edit(|t| text.insert(t, i * 3, "xyz"))?;
+        }
+        doc.flush()?;
+        read_text(&doc)
+    };
+    let mut p = store.open_document(&doc_id())?;
+    let document = p.get_document()?.ok_or("no document")?;
+    assert!(document.len() >= 64 * 1024, "{} bytes", document.len());
+    assert_eq!(p.sizes().change_count, 300);
+    assert_eq!(read_text(&PersistentYDoc::load(&mut p)?), expected);
+
+    let (actor, seq, update) = p.get_change_entries()?.swap_remove(150);
+    p.insert_changes(vec![(
+        actor.clone(),
+        seq,
+        update[..update.len() / 2].to_vec(),
+    )])?;
+    let loaded = PersistentYDoc::load(&mut p);
+    assert!(
+        matches!(&loaded, Err(Error::CorruptUpdate { seq: s, .. }) if *s == seq),
+        "{:?}",
+        loaded.err()
+    );
+    p.insert_changes(vec![(actor, seq, update)])?;
+
+    p.apply(Batch::new().set_document(document[..document.len() / 2].to_vec()))?;
+    let loaded = PersistentYDoc::load(&mut p);
+    assert!(
+        matches!(&loaded, Err(Error::CorruptDocument { .. })),
+        "{:?}",
+        loaded.err()
+    );
+    Ok(())
+}
