@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use persister_core::{
     ActorId, ChangeEntry, DocumentId, Engine, Error, PendingDocument, Record, Recovered, Result,
@@ -35,6 +36,9 @@ type BytesTableDefinition = TableDefinition<'static, &'static [u8], &'static [u8
 pub struct RedbEngine {
     db: Db,
     writer: Mutex<Writer>,
+    /// The writer holds logged operations not yet applied to redb (see
+    /// [`Writer::deferred`]): a read applies them first.
+    deferred: AtomicBool,
     /// The torn tail of the commit log that opening dropped (or found, read-only).
     pub(crate) recovered: Vec<Recovered>,
     /// Refuses every write: a store opened read-only.
@@ -49,6 +53,7 @@ impl RedbEngine {
         Self {
             db,
             writer: Mutex::new(Writer::new(log)),
+            deferred: AtomicBool::new(false),
             recovered: Vec::new(),
             read_only,
             path,
@@ -56,8 +61,48 @@ impl RedbEngine {
         }
     }
 
+    /// A read transaction, after the operations the writer deferred are applied, so
+    /// that it sees every commit made.
     fn begin_read(&self) -> Result<ReadTransaction> {
+        if self.deferred.load(Ordering::Acquire) {
+            let mut writer = self.lock_writer();
+            self.apply_deferred(&mut writer)?;
+        }
         self.db.begin_read().or_store("read from", &self.path)
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies the operations the writer deferred to redb, in one transaction committed
+    /// without a sync (the log holds them durably), which records them applied. A
+    /// failure poisons the store: what the log holds is then known only to a reopen,
+    /// and a read that went on would miss commits the writer acknowledged.
+    fn apply_deferred(&self, writer: &mut Writer) -> Result<()> {
+        if writer.deferred.is_empty() {
+            return Ok(());
+        }
+        self.check_not_failed(writer)?;
+        writer.failed = true;
+        let LogState::Open(log) = &writer.log else {
+            return Err(Error::backend(
+                "redb",
+                "operations were deferred without an open commit log",
+            ));
+        };
+        let entry = LogEntry {
+            epoch: log.epoch(),
+            open: true,
+            applied: log.next(),
+        };
+        let txn = self.begin_write()?;
+        redo::apply(&txn, &writer.deferred, &self.path)?;
+        layout::set_log_state(&txn, entry, &self.path)?;
+        self.commit_txn(txn, Durability::None)?;
+        writer.clear_deferred(&self.deferred);
+        writer.failed = false;
+        Ok(())
     }
 
     fn begin_write(&self) -> Result<WriteTransaction> {
@@ -134,13 +179,19 @@ impl RedbEngine {
     /// new document gets here, within `txn`.
     fn encode_pending(
         &self,
-        txn: &WriteTransaction,
+        txn: Option<&WriteTransaction>,
         pending: &PendingDocument<u64>,
         ops: &mut Ops<'_>,
     ) -> Result<u64> {
-        let n = match pending.address {
-            Some(n) => n,
-            None => {
+        let n = match (pending.address, txn) {
+            (Some(n), _) => n,
+            (None, None) => {
+                return Err(Error::backend(
+                    "redb",
+                    "a new document's number is given within a transaction",
+                ));
+            }
+            (None, Some(txn)) => {
                 let n = self.allocate_number(txn)?;
                 ops.next_document_at_least(n + 1);
                 n
@@ -183,10 +234,10 @@ impl RedbEngine {
         Ok(n)
     }
 
-    /// Applies the operations in `writer.record` to `txn` and commits it: to the commit
-    /// log (synced when `durable`, while redb commits) once the log is open, otherwise
-    /// to redb alone. `committed` runs once redb has committed, even if the log's sync
-    /// then fails.
+    /// Applies the deferred operations (see [`Writer::deferred`]), then those in
+    /// `writer.record`, to `txn` and commits it: to the commit log (synced when
+    /// `durable`, while redb commits) once the log is open, otherwise to redb alone.
+    /// `committed` runs once redb has committed, even if the log's sync then fails.
     ///
     /// Operations are applied before anything is written, so that one they refuse
     /// changes nothing, except for a logged durable commit of operations that
@@ -205,12 +256,16 @@ impl RedbEngine {
             && durable
             && !large
             && matches!(writer.log, LogState::Open(_));
+        // Deferred operations are older than this commit's: applied first, in the same
+        // transaction, which records their records applied too.
+        redo::apply(&txn, &writer.deferred, &self.path)?;
         if !late {
             redo::apply(&txn, writer.operations(), &self.path)?;
         }
         // Failed until it returns: a panic below (in redb, say) leaves the store poisoned,
         // since a record may be in the log that the file does not hold.
         writer.failed = true;
+        let deferred = &mut writer.deferred;
         let result = (|| match &mut writer.log {
             LogState::Absent => {
                 let durability = match durable {
@@ -286,20 +341,81 @@ impl RedbEngine {
                 committed();
                 synced?;
                 match checkpoint {
-                    true => self.checkpoint(log, true),
+                    true => self.checkpoint(log, deferred, true),
                     false => Ok(()),
                 }
             }
         })();
         writer.failed = result.is_err();
+        if result.is_ok() {
+            writer.clear_deferred(&self.deferred);
+        }
         result
+    }
+
+    /// Commits `writer.record` to the open commit log alone, synced when `durable`,
+    /// and defers its operations (see [`Writer::deferred`]): no redb transaction, so
+    /// that a flush of a few small changes costs about one append and one sync. Once
+    /// the deferred operations pass [`DEFERRED_BYTES`], this commit applies them all
+    /// while the log syncs; a checkpoint applies them in its own commit.
+    fn commit_deferred(&self, writer: &mut Writer, durable: bool) -> Result<()> {
+        // Failed until it returns, as in `commit_record`.
+        writer.failed = true;
+        let Writer {
+            record,
+            log,
+            deferred,
+            ..
+        } = writer;
+        let LogState::Open(log) = log else {
+            return Err(Error::backend(
+                "redb",
+                "a deferred commit without an open log",
+            ));
+        };
+        log.append(record)?;
+        let own = record.len() - RECORD_HEADER_LEN;
+        deferred.extend_from_slice(&record[RECORD_HEADER_LEN..]);
+        self.deferred.store(true, Ordering::Release);
+        if log.len() > self.options.checkpoint_log_bytes {
+            // A checkpoint makes everything durable in the file: the log's sync is then
+            // not needed.
+            self.checkpoint(log, deferred, true)?;
+        } else if deferred.len() >= DEFERRED_BYTES || (durable && own >= APPLY_WITH_BYTES) {
+            let entry = LogEntry {
+                epoch: log.epoch(),
+                open: true,
+                applied: log.next(),
+            };
+            let apply = || -> Result<()> {
+                let txn = self.begin_write()?;
+                redo::apply(&txn, deferred, &self.path)?;
+                layout::set_log_state(&txn, entry, &self.path)?;
+                self.commit_txn(txn, Durability::None)
+            };
+            let (synced, applied) = match durable {
+                true => log.sync_during(apply),
+                false => (Ok(()), apply()),
+            };
+            applied?;
+            deferred.clear();
+            self.deferred.store(false, Ordering::Release);
+            synced?;
+        } else if durable {
+            log.sync()?;
+        }
+        writer.failed = false;
+        Ok(())
     }
 
     /// Makes everything committed durable in the file with one durable redb commit that
     /// starts the next epoch, naming the log open or closed, then clears the log (when
     /// it stays open).
-    fn checkpoint(&self, log: &mut CommitLog, open: bool) -> Result<()> {
+    ///
+    /// Operations the writer deferred (`deferred`) are applied in the same commit.
+    fn checkpoint(&self, log: &mut CommitLog, deferred: &mut Vec<u8>, open: bool) -> Result<()> {
         let txn = self.begin_write()?;
+        redo::apply(&txn, deferred, &self.path)?;
         let entry = LogEntry {
             epoch: log.epoch() + 1,
             open,
@@ -307,6 +423,8 @@ impl RedbEngine {
         };
         layout::set_log_state(&txn, entry, &self.path)?;
         self.commit_txn(txn, Durability::Immediate)?;
+        deferred.clear();
+        self.deferred.store(false, Ordering::Release);
         match open {
             true => log.clear(log.epoch() + 1),
             false => Ok(()),
@@ -335,10 +453,11 @@ impl RedbEngine {
         if writer.failed && matches!(writer.log, LogState::Open(_)) {
             return self.check_not_failed(&writer);
         }
+        let writer = &mut *writer;
         let LogState::Open(log) = &mut writer.log else {
             return Ok(());
         };
-        let result = self.checkpoint(log, false);
+        let result = self.checkpoint(log, &mut writer.deferred, false);
         let epoch = log.epoch() + 1;
         let path = log.path().to_path_buf();
         if result.is_ok() {
@@ -358,6 +477,19 @@ impl RedbEngine {
 /// before its own sync: a flush of a thousand small changes (about 70 KB) takes about
 /// half as long logged as direct.
 const DIRECT_COMMIT_BYTES: usize = 1024 * 1024;
+
+/// How many bytes of logged operations the writer defers before a commit applies them
+/// to redb (see [`Writer::deferred`]): redb then writes each touched page once for
+/// many commits rather than once each, and a commit of a few small changes is one
+/// append and one sync. It bounds the memory they take and the work one commit does
+/// for the commits before it.
+const DEFERRED_BYTES: usize = 4 * 1024 * 1024;
+
+/// A durable commit of at least this many bytes of operations applies what is deferred,
+/// its own included, while the log syncs: applying it is worth a transaction, and the
+/// processor would otherwise wait for the disk. A flush of a thousand small changes
+/// (about 70 KB) is such a commit; a flush of a few is not.
+const APPLY_WITH_BYTES: usize = 32 * 1024;
 
 /// When [`RedbEngine::commit_record`] applies a commit's operations to its transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,6 +523,11 @@ pub(crate) struct Writer {
     log: LogState,
     /// A commit failed: the store is poisoned, and closing does not checkpoint.
     failed: bool,
+    /// Operations of the logged commits whose records follow the last one applied to
+    /// redb, one after another: commits whose documents all have numbers are appended
+    /// to the log alone, and redb gets their operations in one transaction once these
+    /// pass [`DEFERRED_BYTES`], before a read, a checkpoint or any other commit.
+    deferred: Vec<u8>,
 }
 
 impl Writer {
@@ -399,7 +536,14 @@ impl Writer {
             record: Vec::new(),
             log,
             failed: false,
+            deferred: Vec::new(),
         }
+    }
+
+    /// Forgets the deferred operations, which redb now holds.
+    fn clear_deferred(&mut self, flag: &AtomicBool) {
+        self.deferred.clear();
+        flag.store(false, Ordering::Release);
     }
 
     /// Starts a record and gives the operations to fill it with.
@@ -552,12 +696,32 @@ impl Engine for RedbEngine {
     fn commit(&self, documents: &mut [PendingDocument<u64>], durable: bool) -> Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.check_not_failed(&writer)?;
-        let txn = self.begin_write()?;
+        self.check_writable()?;
+        // Documents that all have numbers need nothing from redb: their commit is
+        // encoded without a transaction, and, logged, deferred.
+        let numbered = documents.iter().all(|pending| pending.address.is_some());
         let mut numbers = Vec::with_capacity(documents.len());
-        let mut ops = writer.start();
-        for pending in documents.iter() {
-            numbers.push(self.encode_pending(&txn, pending, &mut ops)?);
-        }
+        let txn = match numbered {
+            true => {
+                let mut ops = writer.start();
+                for pending in documents.iter() {
+                    numbers.push(self.encode_pending(None, pending, &mut ops)?);
+                }
+                let small = writer.operations().len() < DIRECT_COMMIT_BYTES;
+                if small && matches!(writer.log, LogState::Open(_)) {
+                    return self.commit_deferred(&mut writer, durable);
+                }
+                self.begin_write()?
+            }
+            false => {
+                let txn = self.begin_write()?;
+                let mut ops = writer.start();
+                for pending in documents.iter() {
+                    numbers.push(self.encode_pending(Some(&txn), pending, &mut ops)?);
+                }
+                txn
+            }
+        };
         // Nothing here reads what the store holds (a new document's number was read
         // above), so applying can fail only as redb fails.
         self.commit_record(&mut writer, txn, durable, Apply::WhileSyncing, || {
@@ -668,6 +832,10 @@ mod tests {
             for doc in &mut docs {
                 let again = doc.insert_changes(vec![change(4)]);
                 assert!(matches!(again, Err(Error::Poisoned { .. })), "{again:?}");
+                // The group's operations wait to reach redb (they were deferred), so a
+                // read, which would miss them, is refused too.
+                let read = doc.get_change_entries();
+                assert!(matches!(read, Err(Error::Poisoned { .. })), "{read:?}");
             }
             let other = store.open_document(&"d".into()).and_then(|mut doc| {
                 doc.insert_changes(vec![change(1)])?;

@@ -77,10 +77,9 @@
 //! ([contract point 12](persister_core::Persister#contract)); and shares one commit
 //! among handles that flush at the same time, without waiting for company
 //! ([group commit](persister_core::EngineStore)): a failed shared commit poisons every
-//! handle it carried, and the store. Here a commit is one redb write transaction, made
-//! durable by one append to the [commit log](#the-commit-log) and one `fdatasync`.
-//! Grouping writes matters: a redb transaction costs about half as much as Automerge
-//! takes to make one change.
+//! handle it carried, and the store. Here a commit is one append to the
+//! [commit log](#the-commit-log) and one `fdatasync`; its writes reach redb's B-trees
+//! in a transaction shared with other commits.
 //! [`flush_documents`](persister_core::Store::flush_documents) commits many handles'
 //! writes in one transaction: the store-wide flush, for a timer or a shutdown.
 //!
@@ -92,18 +91,31 @@
 //! keeps a write-ahead log:
 //!
 //! - A commit is written as a list of key-level operations
-//!   (`redo` in the source documents their bytes), appended to the log as one record
-//!   with a CRC-32C, and applied to a redb transaction, which then commits without a
-//!   sync (`Durability::None`, so reads see it at once). A flush syncs the log on a
-//!   thread of the log's own while redb applies the operations and commits, so the
-//!   disk's wait and redb's work overlap, and returns once both are done. (Operations
-//!   that read what the store holds, a document's removal, are applied before anything
-//!   is written, so that a damaged record they refuse changes nothing.) The record of a
-//!   group commit carries every document of the group, so one sync covers them all. A
-//!   commit that fails once its record is in the log (its sync, redb applying it or
-//!   redb's commit) poisons the store, and a reopen finds it whole or not at all, never
-//!   in part.
-//!   The log file is filled with zeroes ahead of its records (from 64 KiB to 1 MiB at a
+//!   (`redo` in the source documents their bytes) and appended to the log as one record
+//!   with a CRC-32C; a flush then syncs the log. The record of a group commit carries
+//!   every document of the group, so one sync covers them all.
+//! - **Applying to redb is deferred.** When every document of a commit already has its
+//!   number (only a document's first commit gives it one), the commit is the append and
+//!   the sync alone: its operations wait in memory, and redb gets those of many commits
+//!   in one transaction, committed without a sync (`Durability::None`), so that each
+//!   page it touches is rewritten once for all of them. That happens when they pass
+//!   4 MiB (the commit that passes it applies them while the log syncs), at a
+//!   checkpoint, before any other commit (in the same transaction), before any read
+//!   (so a read sees every commit made), and with a durable commit of 32 KiB of
+//!   operations or more (a flush of many changes, whose own apply is worth a
+//!   transaction, while the log syncs on a thread of its own). So a flush of a few
+//!   small changes costs about one append and one sync, and a store's memory holds at
+//!   most some 4 MiB of operations not yet in redb.
+//! - Other commits (one that numbers a new document, a removal) apply their operations,
+//!   after the deferred ones, to a redb transaction that commits without a sync while
+//!   the log syncs. (Operations that read what the store holds, a document's removal,
+//!   are applied before anything is written, so that a damaged record they refuse
+//!   changes nothing.)
+//! - A commit that fails once its record is in the log (its sync, redb applying it or
+//!   redb's commit), or a failure to apply deferred operations, poisons the store: it
+//!   refuses writes, and reads too while it holds deferred operations, which a read
+//!   would miss; a reopen finds every commit whole or not at all, never in part.
+//! - The log file is filled with zeroes ahead of its records (from 64 KiB to 1 MiB at a
 //!   time) and reused after a checkpoint, so an append rarely allocates or changes the
 //!   file's length, and its sync writes the appended bytes alone.
 //! - A durable commit of 1 MiB of operations or more goes to the file directly, with
@@ -114,7 +126,7 @@
 //!   advances the log's epoch in `persister_meta`, then the log's header is rewritten
 //!   for the new epoch and synced. Records carry their epoch, so those of an older
 //!   epoch never read as current.
-//! - Every logged commit also records, in the same redb transaction, how many of the
+//! - Every redb transaction that applies logged commits also records how many of the
 //!   epoch's records the file holds, so a replay skips those.
 //! - The first commit after opening is a durable redb commit that names the log open;
 //!   closing the store (or dropping it) checkpoints, names the log closed and removes
@@ -151,8 +163,8 @@
 //! This backend syncs files only in these places:
 //!
 //! - `flush`, and the flush a handle makes past `max_pending_bytes`: one `fdatasync` of
-//!   the commit log (on the log's thread, which the flush waits for), shared by the
-//!   flushes of a group commit (without a log: one commit
+//!   the commit log (on the flushing thread, or on the log's own while redb applies
+//!   operations), shared by the flushes of a group commit (without a log: one commit
 //!   with `Durability::Immediate`, one `fsync` of the file and more when the commit
 //!   grows it);
 //! - [`remove_document`](persister_core::Store::remove_document): the same, since the

@@ -354,13 +354,21 @@ impl CommitLog {
 
     /// Makes every appended record durable.
     pub fn sync(&self) -> Result<()> {
+        #[cfg(test)]
+        if let Some(error) = self
+            .syncer
+            .as_ref()
+            .and_then(|s| s.shared.lock().fail_next.take())
+        {
+            return Err(Error::io("sync", &self.path, error));
+        }
         self.file
             .sync_data()
             .map_err(|err| Error::io("sync", &self.path, err))
     }
 
-    /// Makes the next sync on the log's thread fail with `error`, as a failed
-    /// `fdatasync` would.
+    /// Makes the next sync (on the log's thread or this one) fail with `error`, as a
+    /// failed `fdatasync` would.
     #[cfg(test)]
     pub fn fail_next_sync(&self, error: io::Error) {
         if let Some(syncer) = &self.syncer {

@@ -26,7 +26,7 @@ use persister_core::{DynPersister, Persister};
 use persister_yrs::{CompactionTrigger, FlushPolicy, Options, PersistentYDoc};
 use serde::Serialize;
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, GetString, Text, TextRef, Transact, TransactionMut, Update};
+use yrs::{ClientID, Doc, GetString, Text, TextRef, Transact, TransactionMut, Update};
 
 use crate::Result;
 use crate::clock::Stopwatch;
@@ -332,10 +332,16 @@ fn apply(
     }
 }
 
+/// The client id of every replay. yrs picks a random one of 53 bits by default, whose
+/// encoded length (most often 8 bytes, one time in sixteen 7 or fewer) changes the size
+/// of every update, and so when compactions happen and what a reload decodes: a fixed
+/// id of the common length makes runs compare.
+const CLIENT_ID: u64 = 0x1a_bcde_f012_3456;
+
 /// The baseline: every edit as one transaction on a plain `yrs::Doc`; own time, s.
 fn replay_plain(edits: &Edits) -> Result<f64> {
     let watch = Stopwatch::start();
-    let doc = Doc::new();
+    let doc = Doc::with_client_id(CLIENT_ID);
     let text = doc.get_or_insert_text(TEXT);
     for edit in &edits.edits {
         apply(&mut doc.transact_mut(), &text, edit);
@@ -356,6 +362,7 @@ fn replay_persisted(
     std::fs::create_dir_all(dir)?;
     let store = column.open_store(&Location::Dir(dir.to_owned()))?;
     let options = Options::default()
+        .with_client_id(ClientID::new(CLIENT_ID))
         .with_flush(FlushPolicy::EveryBatches(flush_every as u64))
         .with_compaction(CompactionTrigger::default());
     let persister: DynPersister = store.open_document(&document_id())?;

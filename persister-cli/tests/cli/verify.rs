@@ -173,7 +173,7 @@ fn a_damaged_redb_file_fails_verification_without_a_panic() -> TestResult {
     Ok(())
 }
 
-/// A page of the file zeroed, as a lost write or a bad sector leaves it: redb's plain
+/// The pages of a change zeroed, as a lost write or a bad sector leaves them: redb's plain
 /// read of such a page panics, so the read-only open `verify` makes checks every page
 /// first, and leaves the file as it is.
 #[test]
@@ -189,13 +189,19 @@ fn a_zeroed_redb_page_is_reported_without_a_panic_and_left_untouched() -> TestRe
         .changes[3]
         .2;
     let mut bytes = std::fs::read(&path)?;
-    let at = bytes
+    // Every page that holds the change (copy-on-write leaves older copies in pages
+    // since freed): the live one among them.
+    let pages: Vec<usize> = bytes
         .windows(change.len())
-        .position(|w| w == change.as_slice())
-        .ok_or("the change is not in the file")?;
-    let page = at / 4096 * 4096;
-    let end = (page + 4096).min(bytes.len());
-    bytes[page..end].fill(0);
+        .enumerate()
+        .filter(|(_, w)| *w == change.as_slice())
+        .map(|(at, _)| at / 4096 * 4096)
+        .collect();
+    assert!(!pages.is_empty(), "the change is not in the file");
+    for page in pages {
+        let end = (page + 4096).min(bytes.len());
+        bytes[page..end].fill(0);
+    }
     std::fs::write(&path, &bytes)?;
     let run = persister(["verify", path.to_str().unwrap()])?.expect(3);
     run.expect_error_lines();

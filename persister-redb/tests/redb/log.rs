@@ -158,6 +158,59 @@ fn a_large_store_opens_read_only_whether_closed_or_crashed() -> Result<()> {
     Ok(())
 }
 
+/// Flushes of documents that already have their numbers are appended to the log alone,
+/// and their operations reach redb later, many at once: every read sees them at once,
+/// and a crash before they reach redb loses none of them.
+#[test]
+fn reads_see_commits_whose_operations_wait_for_redb() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    let mut doc = store.open_document(&"doc".into())?;
+    let mut other = store.open_document(&"other".into())?;
+    let mut expected = Vec::new();
+    for seq in 1..=200u64 {
+        let value = format!("change {seq}").into_bytes();
+        doc.insert_changes(vec![(actor(), seq, value.clone())])?;
+        doc.flush()?;
+        expected.push(value);
+        if seq % 50 == 0 {
+            assert_eq!(doc.get_changes()?, expected, "after {seq} flushes");
+            assert_eq!(doc.sizes().change_count, seq);
+            // The other document's first commit gives it its number, which applies
+            // what waits first; its later commits wait too.
+            other.insert_changes(vec![(actor(), seq, b"other".to_vec())])?;
+            other.flush()?;
+            assert_eq!(store.list_documents()?.len(), 2);
+        }
+    }
+    for seq in 201..=210u64 {
+        doc.insert_changes(vec![(actor(), seq, format!("change {seq}").into_bytes())])?;
+        doc.flush()?;
+    }
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    let entries = doc.get_change_entries()?;
+    assert_eq!(entries.len(), 210);
+    let other_entries = other.get_change_entries()?;
+    assert_eq!(other_entries.len(), 4);
+    drop((doc, other, store));
+    let reopened = RedbStore::open(&crashed)?;
+    assert_eq!(
+        reopened
+            .open_document(&"doc".into())?
+            .get_change_entries()?,
+        entries
+    );
+    assert_eq!(
+        reopened
+            .open_document(&"other".into())?
+            .get_change_entries()?,
+        other_entries
+    );
+    Ok(())
+}
+
 #[test]
 fn a_torn_tail_is_dropped_and_reported_and_the_rest_replayed() -> Result<()> {
     let dir = temp_dir()?;
