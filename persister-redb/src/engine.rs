@@ -29,9 +29,11 @@ type BytesTableDefinition = TableDefinition<'static, &'static [u8], &'static [u8
 /// The storage engine of a [`RedbStore`](crate::RedbStore): one redb file, its
 /// documents addressed by number (see the [file layout](crate#file-layout)).
 ///
-/// A commit is one redb write transaction, made durable by the commit log or, without
-/// one, by `Durability::Immediate` (see [`RedbEngine::commit`](Engine::commit)). Reads
-/// each run in one read transaction, so they see one committed state.
+/// A commit is made durable by the commit log (or, without one, by a redb transaction
+/// with `Durability::Immediate`); its operations reach redb in a transaction of their
+/// own or one shared with other commits (see [`RedbEngine::commit`](Engine::commit)).
+/// Reads each run in one read transaction, after every commit's operations reached
+/// redb, so they see one state holding every commit made.
 #[derive(Debug)]
 pub struct RedbEngine {
     db: Db,
@@ -100,7 +102,7 @@ impl RedbEngine {
         redo::apply(&txn, &writer.deferred, &self.path)?;
         layout::set_log_state(&txn, entry, &self.path)?;
         self.commit_txn(txn, Durability::None)?;
-        writer.clear_deferred(&self.deferred);
+        self.forget_deferred(&mut writer.deferred);
         writer.failed = false;
         Ok(())
     }
@@ -302,6 +304,7 @@ impl RedbEngine {
                 };
                 layout::set_log_state(&txn, entry, &self.path)?;
                 self.commit_txn(txn, Durability::Immediate)?;
+                self.forget_deferred(deferred);
                 committed();
                 match log.next() > 0 {
                     true => log.clear(entry.epoch),
@@ -338,6 +341,9 @@ impl RedbEngine {
                     false => (Ok(()), commit()),
                 };
                 redb?;
+                // redb holds them now: a checkpoint below must not apply them again,
+                // over this commit's operations.
+                self.forget_deferred(deferred);
                 committed();
                 synced?;
                 match checkpoint {
@@ -347,10 +353,13 @@ impl RedbEngine {
             }
         })();
         writer.failed = result.is_err();
-        if result.is_ok() {
-            writer.clear_deferred(&self.deferred);
-        }
         result
+    }
+
+    /// Forgets the deferred operations, which redb now holds.
+    fn forget_deferred(&self, deferred: &mut Vec<u8>) {
+        deferred.clear();
+        self.deferred.store(false, Ordering::Release);
     }
 
     /// Commits `writer.record` to the open commit log alone, synced when `durable`,
@@ -398,8 +407,7 @@ impl RedbEngine {
                 false => (Ok(()), apply()),
             };
             applied?;
-            deferred.clear();
-            self.deferred.store(false, Ordering::Release);
+            self.forget_deferred(deferred);
             synced?;
         } else if durable {
             log.sync()?;
@@ -423,8 +431,7 @@ impl RedbEngine {
         };
         layout::set_log_state(&txn, entry, &self.path)?;
         self.commit_txn(txn, Durability::Immediate)?;
-        deferred.clear();
-        self.deferred.store(false, Ordering::Release);
+        self.forget_deferred(deferred);
         match open {
             true => log.clear(log.epoch() + 1),
             false => Ok(()),
@@ -538,12 +545,6 @@ impl Writer {
             failed: false,
             deferred: Vec::new(),
         }
-    }
-
-    /// Forgets the deferred operations, which redb now holds.
-    fn clear_deferred(&mut self, flag: &AtomicBool) {
-        self.deferred.clear();
-        flag.store(false, Ordering::Release);
     }
 
     /// Starts a record and gives the operations to fill it with.
@@ -687,12 +688,14 @@ impl Engine for RedbEngine {
         Ok(peers)
     }
 
-    /// One write transaction for every document. Without a commit log (see the [crate
-    /// docs](crate#the-commit-log)), it commits with `Durability::Immediate` (one sync,
-    /// more when the file grows) when durable, `Durability::None` otherwise; with one,
-    /// its operations are appended to the log, and the transaction commits without a
-    /// sync while a durable commit syncs the log. A failure before the commit drops the
-    /// transaction, which aborts it.
+    /// One commit for every document. Without a commit log (see the [crate
+    /// docs](crate#the-commit-log)), one write transaction that commits with
+    /// `Durability::Immediate` (one sync, more when the file grows) when durable,
+    /// `Durability::None` otherwise. With one, its operations are appended to the log,
+    /// and a durable commit syncs the log; they wait to reach redb when every document
+    /// has its number, and otherwise go, after what waits, into a transaction that
+    /// commits without a sync while the log syncs. A failure before anything is written
+    /// changes nothing.
     fn commit(&self, documents: &mut [PendingDocument<u64>], durable: bool) -> Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.check_not_failed(&writer)?;
@@ -772,6 +775,24 @@ impl Engine for RedbEngine {
 
 #[cfg(test)]
 impl RedbEngine {
+    /// The bytes the open commit log holds, 0 without one.
+    fn log_len(&self) -> u64 {
+        match &self.writer.lock().unwrap_or_else(|e| e.into_inner()).log {
+            LogState::Open(log) => log.len(),
+            _ => 0,
+        }
+    }
+
+    /// Whether operations wait to reach redb.
+    fn has_deferred(&self) -> bool {
+        !self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .deferred
+            .is_empty()
+    }
+
     /// Makes the next sync of the commit log fail with `error`; false if the log is not
     /// open.
     fn fail_next_log_sync(&self, error: std::io::Error) -> bool {
@@ -788,9 +809,97 @@ impl RedbEngine {
 
 #[cfg(test)]
 mod tests {
-    use persister_core::{ActorId, Error, Persister, Store};
+    use persister_core::{ActorId, DocumentId, Error, Persister, Store};
 
-    use crate::RedbStore;
+    use crate::{RedbOptions, RedbStore};
+
+    /// A commit that does not wait (it numbers a new document, or removes one) applies
+    /// what waits first, then its own operations, in one transaction; when its record
+    /// passes the checkpoint bound, the checkpoint right after must not apply what
+    /// waited a second time, over them.
+    #[test]
+    fn a_checkpoint_right_after_a_commit_does_not_apply_what_waited_twice()
+    -> persister_core::Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("create", "tmp", e))?;
+        let path = dir.path().join("store.redb");
+        let bound = 16 * 1024;
+        let options = RedbOptions::default().checkpoint_log_bytes(bound);
+        let actor = ActorId::new([7]);
+        let store = RedbStore::open_with(&path, options.clone())?;
+        let engine = store.inner.engine();
+        let mut doc = store.open_document(&"doc".into())?;
+        let mut gone = store.open_document(&"gone".into())?;
+        let mut pad = store.open_document(&"pad".into())?;
+        // First flushes number the documents (and open the log).
+        doc.set_sync_state(b"peer".to_vec(), vec![1; 10])?;
+        gone.insert_changes(vec![(actor.clone(), 1, vec![1; 10])])?;
+        pad.insert_changes(vec![(actor.clone(), 1, vec![1; 10])])?;
+        store.flush_documents(&mut [&mut doc, &mut gone, &mut pad])?;
+
+        // Flushes of `pad` until the log holds exactly `bound - room` bytes: small ones,
+        // then one whose value fills the gap (a flush's record is its value and a fixed
+        // overhead, measured on the first).
+        let mut seq = 1;
+        let mut pad_to = |pad: &mut crate::RedbPersister, room: u64| {
+            let mut flush = |pad: &mut crate::RedbPersister, len: u64| {
+                seq += 1;
+                let before = engine.log_len();
+                pad.insert_changes(vec![(actor.clone(), seq, vec![2; len as usize])])?;
+                pad.flush()?;
+                Ok::<_, Error>(engine.log_len() - before - len)
+            };
+            let overhead = flush(pad, 40)?;
+            while engine.log_len() + room + overhead + 400 < bound {
+                flush(pad, 40)?;
+            }
+            let gap = bound - room - engine.log_len();
+            flush(pad, gap - overhead)?;
+            assert_eq!(engine.log_len(), bound - room);
+            Ok::<_, Error>(())
+        };
+
+        // Case 1: a change to the document in a commit that waits, then another in a
+        // group with a new document, whose record passes the bound. Its record (with
+        // its sizes) is in both; the group's must stay.
+        // (Opening a document reads, and a read applies what waits: "new" is opened
+        // first.)
+        let mut new = store.open_document(&"new".into())?;
+        new.insert_changes(vec![(actor.clone(), 1, vec![4; 3000])])?;
+        doc.insert_changes(vec![(actor.clone(), 1, vec![2; 3000])])?;
+        doc.flush()?;
+        pad_to(&mut pad, 2000)?;
+        doc.insert_changes(vec![(actor.clone(), 2, vec![3; 20])])?;
+        assert!(engine.has_deferred());
+        let before = engine.log_len();
+        store.flush_documents(&mut [&mut doc, &mut new])?;
+        assert!(engine.log_len() < before, "the group's commit checkpointed");
+        drop(doc);
+        let doc = store.open_document(&"doc".into())?;
+        assert_eq!(doc.sizes().change_count, 2);
+        assert_eq!(doc.get_changes()?, vec![vec![2; 3000], vec![3; 20]]);
+
+        // Case 2: a document whose flushes wait, removed by a commit that passes it.
+        gone.insert_changes(vec![(actor.clone(), 2, vec![5; 3000])])?;
+        gone.flush()?;
+        drop(gone);
+        pad_to(&mut pad, 5)?;
+        assert!(engine.has_deferred());
+        let before = engine.log_len();
+        store.remove_document(&"gone".into())?;
+        assert!(engine.log_len() < before, "the removal checkpointed");
+        let listed = store.list_documents()?;
+        assert!(!listed.contains(&DocumentId::from("gone")), "{listed:?}");
+
+        drop((doc, new, pad));
+        store.close()?;
+        let store = RedbStore::open_with(&path, options)?;
+        let listed = store.list_documents()?;
+        assert!(!listed.contains(&DocumentId::from("gone")), "{listed:?}");
+        let doc = store.open_document(&"doc".into())?;
+        assert_eq!(doc.sizes().change_count, 2);
+        assert_eq!(doc.get_changes()?, vec![vec![2; 3000], vec![3; 20]]);
+        Ok(())
+    }
 
     /// A sync of the commit log that fails on the log's thread, while redb commits the
     /// same group: every handle of the group gets an error, the store takes no more

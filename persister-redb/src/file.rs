@@ -2,13 +2,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use persister_core::{Error, Result};
+use redb::backends::FileBackend;
 use redb::{
-    Builder, Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableDatabase,
-    TableDefinition, TableError, TransactionError,
+    BackendError, Builder, Database, DatabaseError, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, StorageBackend, TableDefinition, TableError, TransactionError,
 };
 
 use crate::RedbOptions;
@@ -98,20 +101,146 @@ pub(crate) fn open_verified<T>(
 /// (a crash left it, or its last commit was not redb's two-phase one) is checked in
 /// place, and the check's repair made durable.
 ///
-/// Between the two opens the file is not locked: a writer that opened it in between
-/// makes the second open fail with [`Error::Locked`], and whatever such a writer
-/// committed is redb's own work, not the damage the check looks for.
+/// Between the two opens the file is not locked. So the second open compares the
+/// file's first page, as redb reads it under its own lock, with the page the check
+/// read: a file another process changed in between is checked again, in place.
 pub(crate) fn open_writable(options: &RedbOptions, path: &Path) -> Result<Database> {
-    if options.verify_on_open && closed_cleanly(path) {
-        let overlay = Overlay::open(path)?;
-        let mut verify = builder(options);
-        verify.set_cache_size(options.cache_size.min(VERIFY_CACHE_SIZE));
-        drop(verify.create_with_backend(overlay).or_store("open", path)?);
-        let mut builder = builder(options);
-        builder.set_check_integrity_on_open(false);
-        return builder.open(path).or_store("open", path);
+    if !options.verify_on_open || !closed_cleanly(path) {
+        return open_verified(options, path, |builder| builder.open(path)).or_store("open", path);
     }
-    open_verified(options, path, |builder| builder.open(path)).or_store("open", path)
+    let overlay = Overlay::open(path)?;
+    let first_page = overlay
+        .original(0, FIRST_PAGE)
+        .map_err(|err| Error::io("read", path, err))?;
+    let mut verify = builder(options);
+    verify.set_cache_size(options.cache_size.min(VERIFY_CACHE_SIZE));
+    drop(verify.create_with_backend(overlay).or_store("open", path)?);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|err| Error::io("open", path, err))?;
+    let file = FileBackend::new(file).or_store("open", path)?;
+    let changed = Arc::new(AtomicBool::new(false));
+    let backend = Unchanged {
+        file,
+        first_page,
+        changed: Arc::clone(&changed),
+        written: AtomicBool::new(false),
+    };
+    let mut builder = builder(options);
+    builder.set_check_integrity_on_open(false);
+    match builder.create_with_backend(backend) {
+        Ok(db) => Ok(db),
+        Err(_) if changed.load(Ordering::Acquire) => {
+            open_verified(options, path, |builder| builder.open(path)).or_store("open", path)
+        }
+        Err(err) => Err(from_redb(err, "open", path)),
+    }
+}
+
+/// How much of the file's start [`open_writable`] compares: redb's first page, which
+/// holds its header (the roots of the last commits and the flags of a clean close).
+const FIRST_PAGE: usize = 4096;
+
+/// The file, through redb's file backend, whose reads of the first page fail until redb
+/// first writes unless they give the bytes [`open_writable`]'s check read.
+#[derive(Debug)]
+struct Unchanged {
+    file: FileBackend,
+    first_page: Vec<u8>,
+    /// A read found the first page changed.
+    changed: Arc<AtomicBool>,
+    /// redb has written: what it reads since may be its own.
+    written: AtomicBool,
+}
+
+impl StorageBackend for Unchanged {
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.file.read(offset, out)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        if self.written.load(Ordering::Acquire) || start >= self.first_page.len() {
+            return Ok(());
+        }
+        let end = (start + out.len()).min(self.first_page.len());
+        if out[..end - start] != self.first_page[start..end] {
+            self.changed.store(true, Ordering::Release);
+            return Err(io::Error::other(
+                "the file changed between its check and its open",
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.written.store(true, Ordering::Release);
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.written.store(true, Ordering::Release);
+        self.file.write(offset, data)
+    }
+
+    fn close(&self) -> io::Result<()> {
+        self.file.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, BackendError> {
+        self.file.query_lock_range(start, end)
+    }
 }
 
 /// Whether redb's header says the file was closed cleanly after a two-phase commit: no
@@ -327,4 +456,90 @@ fn move_into_place(temp: &Path, path: &Path, dir: &Path) -> Result<()> {
         Err(_) => fs::rename(temp, path).map_err(|err| Error::io("rename", temp, err))?,
     }
     persister_core::files::sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use persister_core::{ActorId, Persister, Store};
+
+    use crate::RedbStore;
+
+    /// A store with one flushed change, closed (or, with `crashed`, copied while open,
+    /// as a crash leaves it); the path of the file.
+    fn store(dir: &Path, crashed: bool) -> std::path::PathBuf {
+        fs::create_dir_all(dir).unwrap();
+        let path = dir.join("store.redb");
+        let store = RedbStore::open(&path).unwrap();
+        let mut doc = store.open_document(&"doc".into()).unwrap();
+        doc.insert_changes(vec![(ActorId::new([1]), 1, b"one".to_vec())])
+            .unwrap();
+        doc.flush().unwrap();
+        if crashed {
+            let copy = dir.join("crashed.redb");
+            fs::copy(&path, &copy).unwrap();
+            fs::copy(crate::log::log_path(&path), crate::log::log_path(&copy)).unwrap();
+            return copy;
+        }
+        drop(doc);
+        store.close().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_closed_store_is_closed_cleanly_and_a_crashed_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(closed_cleanly(&store(&dir.path().join("a"), false)));
+        assert!(!closed_cleanly(&store(&dir.path().join("b"), true)));
+        assert!(!closed_cleanly(&dir.path().join("missing")));
+    }
+
+    /// The open after the check refuses a file whose first page changed since the check
+    /// read it, and takes one that did not.
+    #[test]
+    fn the_open_after_the_check_refuses_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store(dir.path(), false);
+        let first_page = Overlay::open(&path)
+            .unwrap()
+            .original(0, FIRST_PAGE)
+            .unwrap();
+        let unchanged = |first_page: Vec<u8>, changed: &Arc<AtomicBool>| {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            Unchanged {
+                file: FileBackend::new(file).unwrap(),
+                first_page,
+                changed: Arc::clone(changed),
+                written: AtomicBool::new(false),
+            }
+        };
+        let changed = Arc::new(AtomicBool::new(false));
+        let db = Database::builder()
+            .create_with_backend(unchanged(first_page.clone(), &changed))
+            .unwrap();
+        assert!(!changed.load(Ordering::Acquire));
+        // A commit (another process's, say) rewrites the header.
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let opened = Database::builder().create_with_backend(unchanged(first_page, &changed));
+        assert!(opened.is_err());
+        assert!(changed.load(Ordering::Acquire));
+        // The store itself opens, its first page read afresh.
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(
+            store
+                .open_document(&"doc".into())
+                .unwrap()
+                .get_changes()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
 }

@@ -105,7 +105,9 @@
 //!   operations or more (a flush of many changes, whose own apply is worth a
 //!   transaction, while the log syncs on a thread of its own). So a flush of a few
 //!   small changes costs about one append and one sync, and a store's memory holds at
-//!   most some 4 MiB of operations not yet in redb.
+//!   most some 4 MiB of operations not yet in redb. The price is paid by reads: one
+//!   that finds operations waiting waits for the commit in progress, if any, then
+//!   applies them (up to those 4 MiB: milliseconds) before it reads.
 //! - Other commits (one that numbers a new document, a removal) apply their operations,
 //!   after the deferred ones, to a redb transaction that commits without a sync while
 //!   the log syncs. (Operations that read what the store holds, a document's removal,
@@ -213,11 +215,13 @@
 //!   store whose `format_version` this build does not know with
 //!   [`Error::UnsupportedFormat`] naming both versions.
 //! - With [`RedbOptions::verify_on_open`] (the default) redb checks every page's checksum
-//!   before the store is used. A file larger than 4 MiB is checked through a page cache
-//!   of 4 MiB, then closed and opened again with the store's cache, so that the memory
-//!   of opening does not grow with the file (5.4 MiB at 10,000 and at 100,000
-//!   documents); a smaller one is checked in the store's cache, which then holds at most
-//!   the file.
+//!   before the store is used, through a page cache of at most 4 MiB, so that the
+//!   memory of opening does not grow with the file (5.4 MiB at 10,000 and at 100,000
+//!   documents). A file redb closed cleanly is checked with the check's own writes
+//!   kept in memory, then opened without it (one sync; the open compares the file's
+//!   first page with the one the check read, and checks again in place if another
+//!   process changed the file in between); a file a crash left is checked and
+//!   repaired in place.
 //! - redb locks the file: a second open, from any process, fails at once with
 //!   [`Error::Locked`]. Only the process holding the lock writes the commit log.
 //! - After a crash, opening repairs the file (redb walks it to rebuild its allocator

@@ -8,8 +8,10 @@
 //! rather than fail. The check ends with a commit, a file that was not closed cleanly
 //! must be repaired, and a commit log named open must be replayed: all of that writes,
 //! and through an [`Overlay`] it writes to memory. What it holds is the little a repair
-//! or a check writes (a few pages) and the log's commits replayed (at most about
-//! [`RedbOptions::checkpoint_log_bytes`](crate::RedbOptions) of pages).
+//! or a check writes (a few pages) and the pages the log's commits replayed touch
+//! (about 1.5 times the log's length, which
+//! [`RedbOptions::checkpoint_log_bytes`](crate::RedbOptions) bounds while the store
+//! is open).
 //!
 //! Locking: the overlay holds a shared lock on the range of redb's lock space that every
 //! redb handle of the file takes first, exclusive for a writer and shared for a reader,
@@ -110,6 +112,18 @@ impl Overlay {
                 }),
             }),
         })
+    }
+
+    /// `len` bytes at `offset` of the file as it is on disk, whatever redb wrote over
+    /// it here (shorter at the file's end).
+    pub(crate) fn original(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let file_len = self.shared.file.len()?;
+        let len = usize::try_from(file_len.saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(len);
+        let mut out = vec![0; len];
+        self.shared.file.read(offset, &mut out)?;
+        Ok(out)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

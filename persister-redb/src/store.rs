@@ -81,7 +81,7 @@ impl RedbStore {
     /// [`Error::Corrupt`] (redb's unchecked reads panic on one, or read wrong data); a
     /// file that was not closed cleanly is repaired, and a commit log the store names
     /// open is replayed. What that writes stays in memory over the file (a few pages
-    /// for the check or a repair, at most about the log's length for a replay). Other
+    /// for the check or a repair, about 1.5 times the log's length for a replay). Other
     /// read-only opens may share the file; a process that has it open for writing
     /// makes this fail with [`Error::Locked`], and a writer's open fails while this
     /// store is open. Every write through the store or its handles fails with

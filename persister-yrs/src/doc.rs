@@ -68,11 +68,11 @@ const OVERLAP_CHANGES: u64 = 256;
 
 /// A new document with `options`, holding the stored `document` (applied in one
 /// transaction), if any.
-fn with_document(options: yrs::Options, document: Option<Vec<u8>>) -> Result<Doc> {
+fn with_document(options: yrs::Options, document: Option<&[u8]>) -> Result<Doc> {
     let doc = Doc::with_options(options);
     if let Some(bytes) = document {
         let corrupt = |reason: String| Error::CorruptDocument { reason };
-        let update = Update::decode_v1(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let update = Update::decode_v1(bytes).map_err(|e| corrupt(e.to_string()))?;
         doc.transact_mut()
             .apply_update(update)
             .map_err(|e| corrupt(e.to_string()))?;
@@ -110,18 +110,30 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
             .as_ref()
             .is_some_and(|d| d.len() >= OVERLAP_DOCUMENT_BYTES)
             && persister.sizes().change_count >= OVERLAP_CHANGES;
-        let (doc, entries) = match overlap {
-            true => std::thread::scope(|scope| {
-                let loaded = scope.spawn(|| with_document(doc_options, document));
-                let entries = persister.get_change_entries();
-                let doc = loaded.join().unwrap_or_else(|panic| resume_unwind(panic));
-                Ok::<_, Error>((doc?, entries?))
-            })?,
-            false => (
-                with_document(doc_options, document)?,
-                persister.get_change_entries()?,
-            ),
-        };
+        let (doc, entries) = std::thread::scope(|scope| {
+            let document = document.as_deref();
+            // Without a thread (the system refused one), the document is applied here.
+            let loaded = match overlap {
+                true => {
+                    let options = doc_options.clone();
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || with_document(options, document))
+                        .ok()
+                }
+                false => None,
+            };
+            match loaded {
+                Some(loaded) => {
+                    let entries = persister.get_change_entries();
+                    let doc = loaded.join().unwrap_or_else(|panic| resume_unwind(panic));
+                    Ok::<_, Error>((doc?, entries?))
+                }
+                None => Ok((
+                    with_document(doc_options, document)?,
+                    persister.get_change_entries()?,
+                )),
+            }
+        })?;
         let actor = actor_of(doc.client_id());
         {
             let mut txn = doc.transact_mut();
