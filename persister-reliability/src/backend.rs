@@ -10,14 +10,45 @@ use persister_core::{DynStore, Result};
 /// A backend of the registry below.
 pub type Backend = &'static persister_backends::Backend;
 
-/// The standard registry, with the memory reference first.
+/// The standard registry, with the memory reference first, and [`REDB_SMALL_LOG`].
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     let mut registry = Registry::new().with(persister_backends::Backend::memory());
     for backend in &Registry::standard() {
         registry.add(backend.clone());
     }
+    registry.add(redb_small_log());
     registry
 });
+
+/// The name of redb with a commit log checkpointed every [`SMALL_LOG_BYTES`]: its
+/// checkpoints, and the operations that wait to reach redb until one, then happen in
+/// every workload rather than once in 8 MiB. Only the tests that name it run it.
+pub const REDB_SMALL_LOG: &str = "redb-small-log";
+
+/// The log bound of [`REDB_SMALL_LOG`]: a checkpoint every few commits.
+const SMALL_LOG_BYTES: u64 = 2048;
+
+fn redb_small_log() -> persister_backends::Backend {
+    use persister_backends::Access;
+    use persister_core::BoxedStore;
+    use persister_redb::{RedbOptions, RedbStore};
+    let open = |path: &Path, access: Access| -> Result<DynStore> {
+        let options = RedbOptions::default().checkpoint_log_bytes(SMALL_LOG_BYTES);
+        Ok(match access {
+            Access::ReadOnly => Box::new(BoxedStore(RedbStore::open_read_only(path)?)),
+            Access::ReadWrite | Access::Create => {
+                Box::new(BoxedStore(RedbStore::open_with(path, options)?))
+            }
+        })
+    };
+    persister_backends::Backend::new(
+        REDB_SMALL_LOG,
+        StoreKind::File,
+        persister_redb::FORMAT_VERSION,
+        open,
+    )
+    .with_description("One redb file, its commit log checkpointed every 2 KiB")
+}
 
 /// The backend called `name` (as given on the workload binary's command line).
 pub fn from_name(name: &str) -> Option<Backend> {
@@ -38,7 +69,7 @@ pub fn named(name: &str) -> Backend {
 pub fn all() -> Vec<Backend> {
     REGISTRY
         .iter()
-        .filter(|b| b.kind() != StoreKind::Url)
+        .filter(|b| b.kind() != StoreKind::Url && b.name() != REDB_SMALL_LOG)
         .collect()
 }
 
@@ -47,6 +78,7 @@ pub fn disk() -> Vec<Backend> {
     REGISTRY
         .iter()
         .filter(|b| matches!(b.kind(), StoreKind::File | StoreKind::Directory))
+        .filter(|b| b.name() != REDB_SMALL_LOG)
         .collect()
 }
 

@@ -26,7 +26,7 @@ mod model;
 pub mod ops;
 mod runner;
 
-pub use backend::{Backend, Location};
+pub use backend::{Backend, Location, REDB_SMALL_LOG};
 pub use model::{Contents, DocModel, Snapshot, StoreModel, list};
 pub use ops::{Op, workload, workload_of};
 pub use persister_testkit::Rng;

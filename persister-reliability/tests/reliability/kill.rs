@@ -35,6 +35,12 @@ fn kill_redb() {
     kill_test(named("redb"), false);
 }
 
+/// redb checkpointing every few commits, killed.
+#[test]
+fn kill_redb_small_log() {
+    kill_test(named(persister_reliability::REDB_SMALL_LOG), false);
+}
+
 #[test]
 fn kill_sled() {
     kill_test(named("sled"), false);

@@ -100,6 +100,13 @@ fn model_redb() {
     model_test(named("redb"));
 }
 
+/// redb checkpointing every few commits: what waits to reach redb meets checkpoints,
+/// removals and new documents in every case.
+#[test]
+fn model_redb_small_log() {
+    model_test(named(persister_reliability::REDB_SMALL_LOG));
+}
+
 #[test]
 fn model_sled() {
     model_test(named("sled"));
