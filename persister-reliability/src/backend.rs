@@ -20,7 +20,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     registry
 });
 
-/// The name of redb with a commit log checkpointed every [`SMALL_LOG_BYTES`]: its
+/// The name of redb with a commit log checkpointed every 2 KiB: its
 /// checkpoints, and the operations that wait to reach redb until one, then happen in
 /// every workload rather than once in 8 MiB. Only the tests that name it run it.
 pub const REDB_SMALL_LOG: &str = "redb-small-log";
