@@ -93,18 +93,25 @@ impl RedbEngine {
                 "operations were deferred without an open commit log",
             ));
         };
+        self.commit_logged(log, &writer.deferred)?;
+        self.forget_deferred(&mut writer.deferred);
+        writer.failed = false;
+        Ok(())
+    }
+
+    /// Applies `operations`, those of every record `log` holds that redb does not, in
+    /// one transaction committed without a sync (the log holds them durably), which
+    /// records them applied.
+    fn commit_logged(&self, log: &CommitLog, operations: &[u8]) -> Result<()> {
         let entry = LogEntry {
             epoch: log.epoch(),
             open: true,
             applied: log.next(),
         };
         let txn = self.begin_write()?;
-        redo::apply(&txn, &writer.deferred, &self.path)?;
+        redo::apply(&txn, operations, &self.path)?;
         layout::set_log_state(&txn, entry, &self.path)?;
-        self.commit_txn(txn, Durability::None)?;
-        self.forget_deferred(&mut writer.deferred);
-        writer.failed = false;
-        Ok(())
+        self.commit_txn(txn, Durability::None)
     }
 
     fn begin_write(&self) -> Result<WriteTransaction> {
@@ -391,20 +398,9 @@ impl RedbEngine {
             // not needed.
             self.checkpoint(log, deferred, true)?;
         } else if deferred.len() >= DEFERRED_BYTES || (durable && own >= APPLY_WITH_BYTES) {
-            let entry = LogEntry {
-                epoch: log.epoch(),
-                open: true,
-                applied: log.next(),
-            };
-            let apply = || -> Result<()> {
-                let txn = self.begin_write()?;
-                redo::apply(&txn, deferred, &self.path)?;
-                layout::set_log_state(&txn, entry, &self.path)?;
-                self.commit_txn(txn, Durability::None)
-            };
             let (synced, applied) = match durable {
-                true => log.sync_during(apply),
-                false => (Ok(()), apply()),
+                true => log.sync_during(|| self.commit_logged(log, deferred)),
+                false => (Ok(()), self.commit_logged(log, deferred)),
             };
             applied?;
             self.forget_deferred(deferred);
@@ -456,7 +452,7 @@ impl RedbEngine {
     /// everything, and the log is removed. After a failed commit, nothing is written
     /// and the log stays for the next open to replay.
     fn close_log(&self) -> Result<()> {
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writer = self.lock_writer();
         if writer.failed && matches!(writer.log, LogState::Open(_)) {
             return self.check_not_failed(&writer);
         }
@@ -697,7 +693,7 @@ impl Engine for RedbEngine {
     /// commits without a sync while the log syncs. A failure before anything is written
     /// changes nothing.
     fn commit(&self, documents: &mut [PendingDocument<u64>], durable: bool) -> Result<()> {
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writer = self.lock_writer();
         self.check_not_failed(&writer)?;
         self.check_writable()?;
         // Documents that all have numbers need nothing from redb: their commit is
@@ -747,7 +743,7 @@ impl Engine for RedbEngine {
 
     /// One durable commit, when the document is stored.
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writer = self.lock_writer();
         self.check_not_failed(&writer)?;
         let txn = self.begin_write()?;
         // On an error the transaction is dropped, which aborts it; a failed I/O is
@@ -777,7 +773,7 @@ impl Engine for RedbEngine {
 impl RedbEngine {
     /// The bytes the open commit log holds, 0 without one.
     fn log_len(&self) -> u64 {
-        match &self.writer.lock().unwrap_or_else(|e| e.into_inner()).log {
+        match &self.lock_writer().log {
             LogState::Open(log) => log.len(),
             _ => 0,
         }
@@ -796,7 +792,7 @@ impl RedbEngine {
     /// Makes the next sync of the commit log fail with `error`; false if the log is not
     /// open.
     fn fail_next_log_sync(&self, error: std::io::Error) -> bool {
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let writer = self.lock_writer();
         match &writer.log {
             LogState::Open(log) => {
                 log.fail_next_sync(error);
