@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use persister_cli::Backend;
+use persister_cli::{Backend, DocumentDump};
 
 use persister_core::{ActorId, Persister, Store};
 
@@ -121,17 +121,18 @@ fn without_lock(files: Vec<(PathBuf, Vec<u8>)>) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// The change the damage tests damage: the fourth of the binary-id document.
+fn damaged_change(dumps: &[DocumentDump]) -> TestResult<&[u8]> {
+    let document = dumps.iter().find(|d| d.id == binary()).ok_or("no doc")?;
+    Ok(&document.changes[3].2)
+}
+
 /// A store of `backend` in `dir` with the bytes of one change flipped wherever the
 /// engine wrote them (sled in its `db` file, redb in its one file); returns its path.
 fn store_with_a_flipped_change(dir: &Path, backend: Backend) -> TestResult<PathBuf> {
     let path = store_path(dir, backend);
     let dumps = make_store(backend, &path)?;
-    let change = &dumps
-        .iter()
-        .find(|d| d.id == binary())
-        .ok_or("no doc")?
-        .changes[3]
-        .2;
+    let change = damaged_change(&dumps)?;
     let file = if backend == named("sled") {
         path.join("db")
     } else {
@@ -182,19 +183,14 @@ fn a_zeroed_redb_page_is_reported_without_a_panic_and_left_untouched() -> TestRe
     let backend = named("redb");
     let path = store_path(dir.path(), backend);
     let dumps = make_store(backend, &path)?;
-    let change = &dumps
-        .iter()
-        .find(|d| d.id == binary())
-        .ok_or("no doc")?
-        .changes[3]
-        .2;
+    let change = damaged_change(&dumps)?;
     let mut bytes = std::fs::read(&path)?;
     // Every page that holds the change (copy-on-write leaves older copies in pages
     // since freed): the live one among them.
     let pages: Vec<usize> = bytes
         .windows(change.len())
         .enumerate()
-        .filter(|(_, w)| *w == change.as_slice())
+        .filter(|(_, w)| *w == change)
         .map(|(at, _)| at / 4096 * 4096)
         .collect();
     assert!(!pages.is_empty(), "the change is not in the file");
