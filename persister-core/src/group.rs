@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crate::Error;
@@ -16,7 +16,10 @@ use crate::Error;
 /// A queue of jobs (one per document to commit) where whoever finds no commit running
 /// leads: it commits every job queued at that moment at once, while jobs that arrive
 /// meanwhile wait, and one of their threads leads the next group. Nothing waits for
-/// company (no timers): a lone job is committed at once.
+/// company (no timers): a lone job is committed at once. With
+/// [`with_leaders`](GroupCommit::with_leaders), several groups commit at once. A
+/// group's end wakes only the threads whose jobs it carried and the one that may lead
+/// next.
 ///
 /// A failed group fails every job it carried: the leader's first job gets the error
 /// itself, every other job [`Error::Poisoned`] naming it. A panic while committing
@@ -37,7 +40,6 @@ use crate::Error;
 /// ```
 pub struct GroupCommit<J, T = (), F = ()> {
     queue: Mutex<Queue<J, T, F>>,
-    finished: Condvar,
     commits: AtomicU64,
     carried: AtomicU64,
     largest: AtomicU64,
@@ -50,14 +52,38 @@ pub type GroupFailure<F> = (Error, F);
 
 /// Jobs waiting to share a commit, and who is committing.
 struct Queue<J, T, F> {
-    waiting: Vec<(u64, J)>,
+    /// Each with its ticket and what wakes the thread that queued it.
+    waiting: Vec<(u64, J, Waker)>,
     next_ticket: u64,
-    /// A leader is committing a group now.
-    leading: bool,
+    /// The sizes of the groups being committed now, one per leader.
+    running: Vec<usize>,
+    /// The most groups committed at once.
+    max_leaders: usize,
     /// Jobs whose group has committed or failed, by ticket, until their thread takes
     /// them back.
     done: HashMap<u64, Done<J, T, F>>,
 }
+
+impl<J, T, F> Queue<J, T, F> {
+    /// Whether a thread whose jobs wait may lead a group now: when no group commits, or
+    /// when fewer than the most commit and at least as many jobs wait as the smallest
+    /// group committing carries. A lone job never waits for company; a second group
+    /// starts beside a running one only once it would carry as much, so that groups
+    /// stay as large as the load makes them rather than split into many small commits.
+    fn may_lead(&self) -> bool {
+        match self.running.iter().min() {
+            None => true,
+            Some(&smallest) => {
+                self.running.len() < self.max_leaders && self.waiting.len() >= smallest
+            }
+        }
+    }
+}
+
+/// What wakes one thread waiting in [`GroupCommit::commit`]: its own condition
+/// variable, so that a group's end wakes only the threads it carried and the one that
+/// may lead next, not every thread waiting.
+type Waker = Arc<Condvar>;
 
 /// A job back from its group: with what the commit gave it, or the failure's reason and
 /// the committer's word on it.
@@ -117,23 +143,33 @@ impl<J, T, F> fmt::Debug for GroupCommit<J, T, F> {
         let queue = self.lock();
         f.debug_struct("GroupCommit")
             .field("waiting", &queue.waiting.len())
-            .field("leading", &queue.leading)
+            .field("running", &queue.running)
             .field("counters", &self.counters())
             .finish()
     }
 }
 
 impl<J, T, F: Clone> GroupCommit<J, T, F> {
-    /// An empty queue.
+    /// An empty queue that commits one group at a time: jobs that arrive while a group
+    /// commits wait for it to end.
     pub fn new() -> Self {
+        Self::with_leaders(1)
+    }
+
+    /// An empty queue that commits up to `leaders` groups at once (at least one): a job
+    /// that arrives while fewer groups commit leads a group of its own and whatever
+    /// else waits, rather than wait for a commit to end. For engines whose commits run
+    /// side by side (a server's connections) and that never put two jobs of one
+    /// document in flight at once; engines that serialise their commits gain nothing.
+    pub fn with_leaders(leaders: usize) -> Self {
         Self {
             queue: Mutex::new(Queue {
                 waiting: Vec::new(),
                 next_ticket: 0,
-                leading: false,
+                running: Vec::new(),
+                max_leaders: leaders.max(1),
                 done: HashMap::new(),
             }),
-            finished: Condvar::new(),
             commits: AtomicU64::new(0),
             carried: AtomicU64::new(0),
             largest: AtomicU64::new(0),
@@ -161,23 +197,27 @@ impl<J, T, F: Clone> GroupCommit<J, T, F> {
         run: impl FnOnce(&mut [J]) -> Result<Vec<T>, GroupFailure<F>>,
         failed: impl FnOnce(Error) -> GroupFailure<F>,
     ) -> Vec<(J, Result<T, GroupFailure<F>>)> {
+        let waker = Waker::default();
         let mut queue = self.lock();
         let mut tickets = Vec::with_capacity(jobs.len());
         for job in jobs {
             let ticket = queue.next_ticket;
             queue.next_ticket += 1;
-            queue.waiting.push((ticket, job));
+            queue.waiting.push((ticket, job, waker.clone()));
             tickets.push(ticket);
         }
         let mut run = Some((run, failed));
         // The error of the group this thread led, which its first job gets as it is.
         let mut led_error: Option<(Vec<u64>, Error)> = None;
         while !tickets.iter().all(|t| queue.done.contains_key(t)) {
-            if queue.leading {
-                queue = self
-                    .finished
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
+            // A leader takes every job waiting, so this thread's jobs (queued together)
+            // still wait exactly when the first job waiting is not newer than its own.
+            let own_waiting = queue
+                .waiting
+                .first()
+                .is_some_and(|(first, ..)| tickets.first().is_some_and(|own| first <= own));
+            if !own_waiting || !queue.may_lead() {
+                queue = waker.wait(queue).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             // This thread's jobs are queued and not done, so the group it leads carries
@@ -185,9 +225,18 @@ impl<J, T, F: Clone> GroupCommit<J, T, F> {
             let Some((run, failed)) = run.take() else {
                 break;
             };
-            queue.leading = true;
-            let (carried, mut group): (Vec<u64>, Vec<J>) =
-                std::mem::take(&mut queue.waiting).into_iter().unzip();
+            let mut carried = Vec::with_capacity(queue.waiting.len());
+            let mut wakers: Vec<Waker> = Vec::new();
+            let mut group = Vec::with_capacity(queue.waiting.len());
+            for (ticket, job, waker) in std::mem::take(&mut queue.waiting) {
+                carried.push(ticket);
+                group.push(job);
+                if !wakers.last().is_some_and(|last| Arc::ptr_eq(last, &waker)) {
+                    wakers.push(waker);
+                }
+            }
+            let size = group.len();
+            queue.running.push(size);
             drop(queue);
             let started = Instant::now();
             let committed = catch_unwind(AssertUnwindSafe(|| run(&mut group)));
@@ -224,8 +273,19 @@ impl<J, T, F: Clone> GroupCommit<J, T, F> {
                     led_error = Some((carried, error));
                 }
             }
-            queue.leading = false;
-            self.finished.notify_all();
+            if let Some(at) = queue.running.iter().position(|&n| n == size) {
+                queue.running.swap_remove(at);
+            }
+            // The threads whose jobs the group carried, and the one whose job waits
+            // longest if it may lead now (it is the only one that may).
+            for waker in &wakers {
+                waker.notify_one();
+            }
+            if queue.may_lead()
+                && let Some((.., next)) = queue.waiting.first()
+            {
+                next.notify_one();
+            }
             if let Some(panic) = panic {
                 drop(queue);
                 resume_unwind(panic);
@@ -330,7 +390,7 @@ mod tests {
                     failed,
                 )
             });
-            while !group.lock().leading {
+            while group.lock().running.is_empty() {
                 thread::yield_now();
             }
             let second = s.spawn(|| group.commit(vec![2], ok, failed));
@@ -345,6 +405,73 @@ mod tests {
             (counters.commits, counters.handles, counters.largest),
             (2, 3, 2)
         );
+    }
+
+    /// With room for two leaders, a job that arrives while one group commits leads its
+    /// own at once; a third waits until one of the two ends.
+    #[test]
+    fn with_two_leaders_a_second_group_commits_beside_the_first() {
+        let group = Group::with_leaders(2);
+        let release = AtomicBool::new(false);
+        let first_saw_waiting = AtomicBool::new(false);
+        thread::scope(|s| {
+            // The first group runs until released, or until a job queues behind it (which
+            // a second leader would not let happen).
+            let first = s.spawn(|| {
+                group.commit(
+                    vec![1],
+                    |jobs| {
+                        while !release.load(Ordering::SeqCst) {
+                            if group.waiting() > 0 {
+                                first_saw_waiting.store(true, Ordering::SeqCst);
+                                break;
+                            }
+                            thread::yield_now();
+                        }
+                        ok(jobs)
+                    },
+                    failed,
+                )
+            });
+            while group.lock().running.is_empty() {
+                thread::yield_now();
+            }
+            let second = group.commit(vec![2], ok, failed);
+            assert!(matches!(second.as_slice(), [(2, Ok(20))]), "{second:?}");
+            assert!(!first_saw_waiting.load(Ordering::SeqCst));
+            release.store(true, Ordering::SeqCst);
+            assert!(matches!(
+                first.join().expect("no panic").as_slice(),
+                [(1, Ok(10))]
+            ));
+        });
+        let counters = group.counters();
+        assert_eq!((counters.commits, counters.largest), (2, 1));
+
+        // Two groups running: the third job waits for one of them.
+        let release = &AtomicBool::new(false);
+        let group = &group;
+        thread::scope(|s| {
+            let blocked = move |jobs: &mut [u32]| {
+                while !release.load(Ordering::SeqCst) {
+                    thread::yield_now();
+                }
+                ok(jobs)
+            };
+            let a = s.spawn(move || group.commit(vec![3], blocked, failed));
+            let b = s.spawn(move || group.commit(vec![4], blocked, failed));
+            while group.lock().running.len() < 2 {
+                thread::yield_now();
+            }
+            let c = s.spawn(|| group.commit(vec![5], ok, failed));
+            wait_for_waiting(group, 1);
+            release.store(true, Ordering::SeqCst);
+            for (handle, job) in [(a, 3), (b, 4), (c, 5)] {
+                let done = handle.join().expect("no panic");
+                assert!(matches!(done.as_slice(), [(j, Ok(r))] if *j == job && *r == job * 10));
+            }
+        });
+        assert_eq!(group.counters().commits, 5);
     }
 
     /// A failed group fails every job it carried: the leader's first job gets the error
@@ -390,7 +517,7 @@ mod tests {
                     failed,
                 )
             });
-            while !group.lock().leading {
+            while group.lock().running.is_empty() {
                 thread::yield_now();
             }
             let follower = s.spawn(|| group.commit(vec![2], ok, failed));

@@ -6,9 +6,10 @@
 //! queued at that moment, its own included, writes them all with one statement (see
 //! `FLUSH` in `sql.rs`), whose implicit transaction commits with `synchronous_commit`
 //! on, and hands each job back with its outcome. Jobs queued while a commit runs wait
-//! for it to end, then one of their handles leads the next group. Nobody waits for
-//! company: a lone flusher leads at once, so a single handle's flush costs what it did
-//! before.
+//! for it to end, then one of their handles leads the next group; up to
+//! `concurrent_commits` groups run at once, each on its own connection (a second starts
+//! once as many jobs wait as the running group carries). Nobody waits for company: a
+//! lone flusher leads at once, so a single handle's flush costs what it did before.
 //!
 //! Each document's lease is checked inside the shared statement exactly as a flush of
 //! one document checks it: a document whose lease no longer holds writes nothing and

@@ -81,7 +81,11 @@
 //!
 //! The statements are prepared once per connection and planned once
 //! (`plan_cache_mode = force_generic_plan` for the store's sessions, where the server
-//! knows the setting): their plans do not depend on the values. A store keeps up to
+//! knows the setting): their plans do not depend on the values. Every statement
+//! reaches its rows by primary key, and the sessions turn sequential scans off
+//! (`enable_seqscan = off`), so that a plan made while the tables are small (the first
+//! flushes of a new store, before the server has statistics) does not scan a whole
+//! table on every execution as the store grows. A store keeps up to
 //! [`PostgresOptions::max_connections`] connections; handles borrow one per operation,
 //! so many open documents share a few connections.
 //!
@@ -97,9 +101,17 @@
 //! everything queued at that moment and writes it with one statement (the flush
 //! statement above, whose arrays carry every document of the group, each row tagged
 //! with its document), committed with `synchronous_commit` on. Flushes that arrive
-//! while a commit runs wait for it to end; one of them then leads the next group with
-//! all of them. Nothing waits for company (no timers): a lone flush commits at once,
-//! with the one statement it always took. Each `flush` returns once the commit
+//! while a commit runs wait for it to end (or for a second group, below); one of them
+//! then leads the next group with all of them. Nothing waits for company (no timers): a lone flush commits at once,
+//! with the one statement it always took.
+//!
+//! Up to [`PostgresOptions::concurrent_commits`] groups (2 by default) commit at once,
+//! each on a connection of its own: a second group starts beside a running one once as
+//! many flushes wait as the running one carries, so that one group's statement runs
+//! while the other's commit waits for the server's WAL sync, and groups stay as large
+//! as the load makes them. Two groups in flight never carry the same document: a
+//! handle flushes through `&mut self` and is the only one of its document (its lease),
+//! so each document's flushes still commit one after the other, in order. Each `flush` returns once the commit
 //! carrying its own writes is durable, and every document stays at a prefix of its
 //! batches, since the group's transaction commits whole or not at all.
 //!
@@ -123,14 +135,15 @@
 //! one explicit transaction (`BEGIN` .. `COMMIT`), which keeps each array far below the
 //! server's 1 GiB limit for one value.
 //!
-//! One run of `persister-bench`'s row 8 (`--rows 8 --only postgres`: 1,000 documents,
-//! 16 threads each inserting one 100-byte change into one of its documents and
-//! flushing it; PostgreSQL 15 on the same machine, fsync and synchronous commits on,
-//! 2 cores with a load average of 3): 9,207 acknowledged flushes per second, flush
-//! p50 1.62 ms and p99 3.30 ms, 1.84x the server's own single-row commit rate
-//! measured in the same run (2.69x in the next run; 3.7 k flushes per second, 1.39x,
-//! before group commit). About 8 flushes share each commit; see `BENCHMARKS.md` for
-//! where the time goes.
+//! `persister-bench`'s row 8 (`--rows 8 --only postgres`: 1,000 documents, 16 threads
+//! each inserting one 100-byte change into one of its documents and flushing it;
+//! PostgreSQL 15 on the same machine, fsync and synchronous commits on, 2 cores shared
+//! by the writers and the server), in one run of every column: 18 k acknowledged
+//! flushes per second, flush p50 0.78 ms and p99 1.90 ms, 3.17x the server's own
+//! single-row commit rate measured in the same run (3.2x to 3.8x in other runs that
+//! day; 11.6 k, 2.2x, with one commit at a time and sequential scans allowed). About 6.5
+//! flushes share each commit, two commits in flight; see `BENCHMARKS.md` for where the
+//! time goes.
 //!
 //! # Opening
 //!

@@ -52,6 +52,18 @@ pub struct PostgresOptions {
     /// them all busy waits for one. Default 8.
     pub max_connections: usize,
 
+    /// The most group commits that run at once, each on a connection of its own.
+    /// Default 2; at most [`max_connections`](PostgresOptions::max_connections).
+    ///
+    /// Concurrent flushes of different handles share commits (see [group
+    /// commit](crate#group-commit)). With 1, flushes that arrive while a group commits
+    /// wait for it to end; with 2, a second group starts beside the running one once as
+    /// many flushes wait as the running one carries, so that one group's statement runs
+    /// while the other's commit waits for the server's WAL sync. More split the same
+    /// flushes into smaller groups; 2 carried the most flushes per second in the
+    /// benchmark (`BENCHMARKS.md`, row 8).
+    pub concurrent_commits: usize,
+
     /// How long connecting to the server may take. Default 10 s.
     pub connect_timeout: Duration,
 
@@ -70,6 +82,7 @@ impl Default for PostgresOptions {
             lease_duration: lease,
             lease_renewal: lease / 3,
             max_connections: 8,
+            concurrent_commits: 2,
             connect_timeout: Duration::from_secs(10),
             create_if_missing: true,
         }
@@ -99,6 +112,13 @@ impl PostgresOptions {
     /// Sets [`PostgresOptions::max_connections`] (at least 1).
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.max_connections = connections.max(1);
+        self
+    }
+
+    /// Sets [`PostgresOptions::concurrent_commits`] (at least 1; more than
+    /// [`max_connections`](PostgresOptions::max_connections) run as that many).
+    pub fn concurrent_commits(mut self, commits: usize) -> Self {
+        self.concurrent_commits = commits.max(1);
         self
     }
 

@@ -41,6 +41,7 @@ impl Shared {
     pub fn new(location: Location, options: PostgresOptions) -> Self {
         let sql = Sql::new(&options.schema);
         let place = format!("{} schema {}", location.description, options.schema);
+        let commits = options.concurrent_commits.min(options.max_connections);
         Self {
             pool: Pool::new(options.max_connections),
             holder: format!("pid {} on {}", std::process::id(), hostname()),
@@ -48,7 +49,7 @@ impl Shared {
             sql,
             options,
             open: OpenDocuments::new(),
-            committer: Committer::default(),
+            committer: Committer::with_leaders(commits),
             place,
             #[cfg(feature = "fault-injection")]
             fail_next_flush: AtomicBool::new(false),

@@ -16,7 +16,7 @@ use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use automerge_persistent::Persister as _;
-use persister_core::{ActorId, BoxedStore, DynPersister, DynStore, Persister, Store};
+use persister_core::{ActorId, BoxedStore, DynPersister, DynStore, GroupCommits, Persister, Store};
 use serde::Serialize;
 
 use crate::Result;
@@ -89,11 +89,11 @@ pub struct Server {
     pub flush_p99_ms: f64,
     /// Acknowledged flushes in all.
     pub writes: usize,
-    /// redb only: how many handles' flushes its commits carried.
+    /// redb and PostgreSQL: how many handles' flushes their commits carried.
     pub groups: Option<Groups>,
 }
 
-/// redb's group commits during the writers' slices.
+/// redb's or PostgreSQL's group commits during the writers' slices.
 #[derive(Clone, Debug, Serialize)]
 pub struct Groups {
     /// Commits (one transaction and one sync each).
@@ -104,7 +104,8 @@ pub struct Groups {
     pub largest: u64,
     /// The mean time of one commit, transaction and sync, ms.
     pub mean_commit_ms: f64,
-    /// The share of the writers' wall time during which a commit was running.
+    /// The commits' time in all over the writers' wall time: the share of it during
+    /// which a commit was running, or above 1 where commits run side by side.
     pub busy: f64,
 }
 
@@ -272,32 +273,45 @@ fn peer_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Wri
     Ok(writers)
 }
 
-/// Runs the writers on a store of `column`; for redb, with the counts of its group
-/// commits meanwhile.
+/// Runs the writers on a store of `column`; for redb and PostgreSQL, with the counts of
+/// their group commits meanwhile.
 fn drive_store(
     config: &ServerConfig,
     column: Column,
     dir: &Path,
     raw: &mut RawLog,
 ) -> Result<(Driven, Option<Groups>)> {
-    let mut redb = None;
-    // redb as its own type, to count its group commits.
-    let store: DynStore = if column == Column::Redb {
-        let store = persister_redb::RedbStore::open(column.store_path(dir)?)?;
-        redb = Some(store.clone());
-        Box::new(BoxedStore(store))
-    } else {
-        column.open_store(&Location::Dir(dir.to_owned()))?
+    // redb and PostgreSQL as their own types, to count their group commits.
+    let (store, counters): (DynStore, Option<Box<dyn Fn() -> GroupCommits>>) = match column {
+        Column::Redb => {
+            let store = persister_redb::RedbStore::open(column.store_path(dir)?)?;
+            let counted = store.clone();
+            (
+                Box::new(BoxedStore(store)),
+                Some(Box::new(move || counted.group_commits())),
+            )
+        }
+        Column::Postgres => {
+            let url = column.store_path(dir)?;
+            let url = url.to_str().ok_or("the server's URL is not UTF-8")?;
+            let store = persister_postgres::PostgresStore::open(url)?;
+            let counted = store.clone();
+            (
+                Box::new(BoxedStore(store)),
+                Some(Box::new(move || counted.group_commits())),
+            )
+        }
+        _ => (column.open_store(&Location::Dir(dir.to_owned()))?, None),
     };
     let mut writers: Vec<Vec<Box<dyn Writer>>> = (0..config.threads).map(|_| Vec::new()).collect();
     for d in 0..config.documents {
         let doc = store.open_document(&format!("doc-{d:05}").as_str().into())?;
         writers[d % config.threads].push(Box::new(CoreWriter::new(doc, d)));
     }
-    let before = redb.as_ref().map(persister_redb::RedbStore::group_commits);
+    let before = counters.as_ref().map(|counters| counters());
     let driven = drive(config, writers, raw)?;
-    let groups = redb.zip(before).map(|(store, before)| {
-        let after = store.group_commits();
+    let groups = counters.zip(before).map(|(counters, before)| {
+        let after = counters();
         let commits = after.commits - before.commits;
         let nanos = (after.commit_nanos - before.commit_nanos) as f64;
         Groups {

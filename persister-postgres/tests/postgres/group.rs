@@ -63,7 +63,11 @@ fn concurrent_flushes_of_many_documents_share_commits() -> Result<(), Error> {
         ));
     }
     let schema = fresh_schema();
-    let store = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema.clone()))?;
+    // One group at a time, so that every other flush queues behind the held one.
+    let options = PostgresOptions::default()
+        .schema(schema.clone())
+        .concurrent_commits(1);
+    let store = PostgresStore::open_with(&url, options)?;
     let (threads, docs_per_thread, rounds) = (12usize, 4usize, 15u64);
     let mut handles: Vec<Vec<PostgresPersister>> = Vec::new();
     for t in 0..threads {
@@ -141,6 +145,80 @@ fn concurrent_flushes_of_many_documents_share_commits() -> Result<(), Error> {
     Ok(())
 }
 
+/// With two concurrent commits (the default), a commit held up inside the server does
+/// not hold up the others: while one document's flush waits for its lease row, other
+/// threads' flushes commit in a second group beside it, and every document holds every
+/// flushed batch.
+#[test]
+fn a_held_commit_does_not_hold_up_a_second_group() -> Result<(), Error> {
+    let url = server().url();
+    let schema = fresh_schema();
+    let store = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema.clone()))?;
+    assert_eq!(store.options().concurrent_commits, 2);
+    let mut held = store.open_document(&"held".into())?;
+    let (threads, rounds) = (4usize, 5u64);
+    let mut others = Vec::new();
+    for t in 0..threads {
+        others.push(store.open_document(&format!("other-{t}").as_str().into())?);
+    }
+    let mut client = admin(&url).map_err(test_error)?;
+    let mut blocker = admin(&url).map_err(test_error)?;
+    hold_lease_row(&mut blocker, &schema, "held")?;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let outcome = std::thread::scope(|scope| -> Result<(), Error> {
+        held.apply(writer_batch(1))?;
+        let held_flush = scope.spawn(|| held.flush());
+        wait_for("the held commit to wait for its lease row", || {
+            Ok(waiting_on_locks(&mut client, &schema)? == 1)
+        })
+        .map_err(test_error)?;
+        let running: Vec<_> = others
+            .iter_mut()
+            .map(|doc| {
+                let done = &done;
+                scope.spawn(move || -> Result<(), Error> {
+                    for k in 1..=rounds {
+                        doc.apply(writer_batch(k))?;
+                        doc.flush()?;
+                    }
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(())
+                })
+            })
+            .collect();
+        // Every other thread finishes while the held commit still waits; should they
+        // not, the lock is released anyway so that the test fails rather than hangs.
+        let beside = wait_for("the other flushes to commit beside the held one", || {
+            Ok(done.load(std::sync::atomic::Ordering::SeqCst) == threads)
+        });
+        let still_held = waiting_on_locks(&mut client, &schema).map_err(test_error)?;
+        blocker.batch_execute("ROLLBACK").map_err(test_error)?;
+        for thread in running {
+            thread
+                .join()
+                .map_err(|_| test_error("a flushing thread panicked"))??;
+        }
+        let flushed = held_flush
+            .join()
+            .map_err(|_| test_error("the held flush panicked"))??;
+        beside.map_err(test_error)?;
+        assert_eq!(still_held, 1, "the held commit ended before the others");
+        assert!(flushed > 0);
+        Ok(())
+    });
+    outcome?;
+    drop((held, others));
+    assert_eq!(
+        Contents::read(&store.open_document(&"held".into())?)?,
+        model(1)
+    );
+    for t in 0..threads {
+        let doc = store.open_document(&format!("other-{t}").as_str().into())?;
+        assert_eq!(Contents::read(&doc)?, model(rounds), "other-{t}");
+    }
+    Ok(())
+}
+
 /// A shared commit whose connection is terminated by the server fails every flush it
 /// carried: the leader gets the error, the others `Poisoned` naming it, every one of
 /// those handles stays poisoned, and none of their writes is found; a flush committed
@@ -150,7 +228,11 @@ fn failed_shared_commit_poisons_every_handle_it_carried() -> Result<(), Error> {
     let schema = fresh_schema();
     let name = format!("group_{schema}");
     let url = named(&server().url(), &name);
-    let store = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema.clone()))?;
+    // One group at a time, so that b, c and d queue behind a's held commit.
+    let options = PostgresOptions::default()
+        .schema(schema.clone())
+        .concurrent_commits(1);
+    let store = PostgresStore::open_with(&url, options)?;
     let names = ["a", "b", "c", "d"];
     let mut docs = Vec::new();
     for n in names {
