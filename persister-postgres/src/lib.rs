@@ -102,8 +102,11 @@
 //! statement above, whose arrays carry every document of the group, each row tagged
 //! with its document), committed with `synchronous_commit` on. Flushes that arrive
 //! while a commit runs wait for it to end (or for a second group, below); one of them
-//! then leads the next group with all of them. Nothing waits for company (no timers): a lone flush commits at once,
-//! with the one statement it always took.
+//! then leads the next group with all of them. Nothing waits for company (no timers):
+//! a lone flush commits at once, with the one statement it always took. Each `flush`
+//! returns once the commit carrying its own writes is durable, and every document
+//! stays at a prefix of its batches, since the group's transaction commits whole or not
+//! at all.
 //!
 //! Up to [`PostgresOptions::concurrent_commits`] groups (2 by default) commit at once,
 //! each on a connection of its own: a second group starts beside a running one once as
@@ -111,9 +114,7 @@
 //! while the other's commit waits for the server's WAL sync, and groups stay as large
 //! as the load makes them. Two groups in flight never carry the same document: a
 //! handle flushes through `&mut self` and is the only one of its document (its lease),
-//! so each document's flushes still commit one after the other, in order. Each `flush` returns once the commit
-//! carrying its own writes is durable, and every document stays at a prefix of its
-//! batches, since the group's transaction commits whole or not at all.
+//! so each document's flushes still commit one after the other, in order.
 //!
 //! The statement checks each document's lease exactly as a flush of that document
 //! alone does (its token, its expiry by the server's clock, and the `expires_at` its

@@ -282,23 +282,17 @@ fn drive_store(
     raw: &mut RawLog,
 ) -> Result<(Driven, Option<Groups>)> {
     // redb and PostgreSQL as their own types, to count their group commits.
-    let (store, counters): (DynStore, Option<Box<dyn Fn() -> GroupCommits>>) = match column {
-        Column::Redb => {
-            let store = persister_redb::RedbStore::open(column.store_path(dir)?)?;
-            let counted = store.clone();
-            (
-                Box::new(BoxedStore(store)),
-                Some(Box::new(move || counted.group_commits())),
-            )
-        }
+    let (store, counters) = match column {
+        Column::Redb => counted(
+            persister_redb::RedbStore::open(column.store_path(dir)?)?,
+            persister_redb::RedbStore::group_commits,
+        ),
         Column::Postgres => {
             let url = column.store_path(dir)?;
             let url = url.to_str().ok_or("the server's URL is not UTF-8")?;
-            let store = persister_postgres::PostgresStore::open(url)?;
-            let counted = store.clone();
-            (
-                Box::new(BoxedStore(store)),
-                Some(Box::new(move || counted.group_commits())),
+            counted(
+                persister_postgres::PostgresStore::open(url)?,
+                persister_postgres::PostgresStore::group_commits,
             )
         }
         _ => (column.open_store(&Location::Dir(dir.to_owned()))?, None),
@@ -323,6 +317,21 @@ fn drive_store(
         }
     });
     Ok((driven, groups))
+}
+
+/// How a store's group commits are read during the run.
+type Counters = Box<dyn Fn() -> GroupCommits>;
+
+/// `store` boxed for the writers, with `counts` reading its group commits from a clone.
+fn counted<S: Store + Clone + 'static>(
+    store: S,
+    counts: fn(&S) -> GroupCommits,
+) -> (DynStore, Option<Counters>) {
+    let counted = store.clone();
+    (
+        Box::new(BoxedStore(store)),
+        Some(Box::new(move || counts(&counted))),
+    )
 }
 
 /// What the writers and the raw slices did.

@@ -2,6 +2,8 @@
 //! failed shared commit poisons every handle it carried; a document whose lease was
 //! lost fails alone.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use persister_core::{DocumentState, Error, Persister, Store};
 use persister_postgres::{PostgresOptions, PostgresPersister, PostgresStore};
 use persister_reliability::Contents;
@@ -164,7 +166,7 @@ fn a_held_commit_does_not_hold_up_a_second_group() -> Result<(), Error> {
     let mut client = admin(&url).map_err(test_error)?;
     let mut blocker = admin(&url).map_err(test_error)?;
     hold_lease_row(&mut blocker, &schema, "held")?;
-    let done = std::sync::atomic::AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
     let outcome = std::thread::scope(|scope| -> Result<(), Error> {
         held.apply(writer_batch(1))?;
         let held_flush = scope.spawn(|| held.flush());
@@ -181,7 +183,7 @@ fn a_held_commit_does_not_hold_up_a_second_group() -> Result<(), Error> {
                         doc.apply(writer_batch(k))?;
                         doc.flush()?;
                     }
-                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    done.fetch_add(1, Ordering::SeqCst);
                     Ok(())
                 })
             })
@@ -189,7 +191,7 @@ fn a_held_commit_does_not_hold_up_a_second_group() -> Result<(), Error> {
         // Every other thread finishes while the held commit still waits; should they
         // not, the lock is released anyway so that the test fails rather than hangs.
         let beside = wait_for("the other flushes to commit beside the held one", || {
-            Ok(done.load(std::sync::atomic::Ordering::SeqCst) == threads)
+            Ok(done.load(Ordering::SeqCst) == threads)
         });
         let still_held = waiting_on_locks(&mut client, &schema).map_err(test_error)?;
         blocker.batch_execute("ROLLBACK").map_err(test_error)?;
