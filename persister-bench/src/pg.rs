@@ -5,6 +5,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use persister_testkit::postgres::{Cluster, binaries};
 
@@ -65,6 +66,7 @@ pub fn forget_url() {
 /// on: the rate no store on this server that commits every write can beat.
 pub struct Commits {
     client: postgres::Client,
+    insert: postgres::Statement,
     next: i64,
 }
 
@@ -77,20 +79,44 @@ impl Commits {
         client.batch_execute(&format!(
             "SET synchronous_commit = on; CREATE SCHEMA IF NOT EXISTS {schema}; CREATE TABLE {schema}.commits (id int8 PRIMARY KEY, value bytea NOT NULL); SET search_path = {schema}"
         ))?;
-        Ok(Self { client, next: 0 })
+        let insert = client.prepare("INSERT INTO commits (id, value) VALUES ($1, $2)")?;
+        Ok(Self {
+            client,
+            insert,
+            next: 0,
+        })
+    }
+
+    /// Commits one row of 100 bytes in its own transaction.
+    fn commit_one(&mut self, value: &[u8]) -> Result<()> {
+        self.next += 1;
+        self.client.execute(&self.insert, &[&self.next, &value])?;
+        Ok(())
     }
 
     /// Commits `count` rows of 100 bytes, one per transaction; returns the time taken.
     pub fn append_synced(&mut self, count: usize) -> Result<Lap> {
-        let statement = self
-            .client
-            .prepare("INSERT INTO commits (id, value) VALUES ($1, $2)")?;
-        let value = vec![0x5a_u8; 100];
+        let value = [0x5a_u8; 100];
         let watch = Stopwatch::start();
         for _ in 0..count {
-            self.next += 1;
-            self.client.execute(&statement, &[&self.next, &value])?;
+            self.commit_one(&value)?;
         }
         Ok(watch.lap())
+    }
+
+    /// Commits rows of 100 bytes, one per transaction, for `time`: returns how many, and
+    /// the wall time they took (the last commit ends past `time`).
+    pub fn append_synced_for(&mut self, time: Duration) -> Result<(usize, Duration)> {
+        let value = [0x5a_u8; 100];
+        let started = Instant::now();
+        let mut count = 0;
+        loop {
+            self.commit_one(&value)?;
+            count += 1;
+            let took = started.elapsed();
+            if took >= time {
+                return Ok((count, took));
+            }
+        }
     }
 }

@@ -192,7 +192,7 @@ pub fn markdown(report: &Report) -> String {
         row(
             &mut out,
             &format!(
-                "8. sync server: {} documents, {} threads, each inserts 1 change into one of its documents and flushes it, {} s in {} slices: durable writes/s (x raw fdatasync in the slices between; postgres: x its single-row commits/s)",
+                "8. sync server: {} documents, {} threads, each inserts 1 change into one of its documents and flushes it, {} s in {} slices: durable writes/s (x raw fdatasync in the slices between; postgres: x its single-row commits/s in the slices between)",
                 thousands(server.documents),
                 server.threads,
                 server.seconds,

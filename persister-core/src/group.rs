@@ -209,6 +209,10 @@ impl<J, T, F: Clone> GroupCommit<J, T, F> {
         let mut run = Some((run, failed));
         // The error of the group this thread led, which its first job gets as it is.
         let mut led_error: Option<(Vec<u64>, Error)> = None;
+        // The threads to wake once this thread has let go of the queue, and the panic of
+        // the group it led, resumed after that.
+        let mut to_wake: Vec<Waker> = Vec::new();
+        let mut led_panic = None;
         while !tickets.iter().all(|t| queue.done.contains_key(t)) {
             // A leader takes every job waiting, so this thread's jobs (queued together)
             // still wait exactly when the first job waiting is not newer than its own.
@@ -277,19 +281,26 @@ impl<J, T, F: Clone> GroupCommit<J, T, F> {
                 queue.running.swap_remove(at);
             }
             // The threads whose jobs the group carried, and the one whose job waits
-            // longest if it may lead now (it is the only one that may).
-            for waker in &wakers {
-                waker.notify_one();
-            }
+            // longest if it may lead now (it is the only one that may). They are woken
+            // only once the queue is unlocked below: a thread woken while the queue is
+            // still locked would at once block again on the lock, and pay two more
+            // context switches for nothing.
+            to_wake = wakers;
+            to_wake.retain(|other| !Arc::ptr_eq(other, &waker));
             if queue.may_lead()
                 && let Some((.., next)) = queue.waiting.first()
             {
-                next.notify_one();
+                to_wake.push(next.clone());
             }
-            if let Some(panic) = panic {
-                drop(queue);
-                resume_unwind(panic);
+            if panic.is_some() {
+                led_panic = panic;
+                break;
             }
+        }
+        if let Some(panic) = led_panic {
+            drop(queue);
+            to_wake.iter().for_each(|waker| waker.notify_one());
+            resume_unwind(panic);
         }
         let mut outcomes = Vec::with_capacity(tickets.len());
         for ticket in tickets {
@@ -314,6 +325,11 @@ impl<J, T, F: Clone> GroupCommit<J, T, F> {
             });
             outcomes.push((job, result));
         }
+        drop(queue);
+        // A thread woken here that finds its jobs done, or may lead, takes the queue's
+        // lock without waiting for it; one that finds it may not lead after all (another
+        // thread arrived and led first) waits again, for the group that now carries it.
+        to_wake.iter().for_each(|waker| waker.notify_one());
         outcomes
     }
 

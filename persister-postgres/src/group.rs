@@ -331,31 +331,40 @@ impl<'a> Params<'a> {
             change_count,
             sync_state_count,
         ] = &self.sizes;
+        // In the order of `FLUSH` in `sql.rs`; `FLUSH_CHANGES` takes the first 14.
         let params: [&(dyn ToSql + Sync); 22] = [
             &self.documents,
             &self.tokens,
             &ms,
             &self.seen,
-            &self.remove_change.0,
-            &self.remove_change.1,
-            &self.remove_change.2,
             &self.put_change.0,
             &self.put_change.1,
             &self.put_change.2,
             &self.put_change.3,
-            &self.remove_state.0,
-            &self.remove_state.1,
-            &self.put_state.0,
-            &self.put_state.1,
-            &self.put_state.2,
             &self.data,
             changes,
             document,
             sync_states,
             change_count,
             sync_state_count,
+            &self.remove_change.0,
+            &self.remove_change.1,
+            &self.remove_change.2,
+            &self.remove_state.0,
+            &self.remove_state.1,
+            &self.put_state.0,
+            &self.put_state.1,
+            &self.put_state.2,
         ];
-        for row in conn.query(&shared.sql, Q::Flush, &params)? {
+        let only_changes = self.remove_change.0.is_empty()
+            && self.remove_state.0.is_empty()
+            && self.put_state.0.is_empty();
+        let (q, params) = if only_changes {
+            (Q::FlushChanges, &params[..14])
+        } else {
+            (Q::Flush, &params[..])
+        };
+        for row in conn.query(&shared.sql, q, params)? {
             let i: i64 = row.try_get(0)?;
             let expires: SystemTime = row.try_get(1)?;
             let slot = usize::try_from(i - 1)

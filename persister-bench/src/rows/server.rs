@@ -9,7 +9,9 @@
 //! the writers run in slices that alternate with slices of raw appends + `fdatasync` in
 //! the same directory (as row 2 does): both see the disk at the same moments, and the
 //! ratio is the writers' rate over all their slices against the raw rate over all the
-//! raw slices.
+//! raw slices. For PostgreSQL the limit is the server's own, single-row commits on one
+//! connection, and it moves as much: each raw slice is followed by a slice of single
+//! commits as long, and the ratio is to the rate over all of those.
 
 use std::path::Path;
 use std::sync::{Barrier, Mutex};
@@ -78,9 +80,12 @@ pub struct Server {
     pub slices: Vec<[f64; 2]>,
     /// `writes_per_s / raw_fdatasync_per_s`.
     pub ratio_to_raw: f64,
-    /// PostgreSQL only: the server's single-row commits per second, one connection,
-    /// measured just before: the limit of a store that commits every flush alone.
+    /// PostgreSQL only: the server's single-row commits per second, one connection, in
+    /// slices that follow each raw slice, so at the same moments as the writers' slices:
+    /// the limit of a store that commits every flush alone.
     pub single_commits_per_s: Option<f64>,
+    /// PostgreSQL only: the slowest and fastest single-commit slice, per second.
+    pub single_commits_range: Option<[f64; 2]>,
     /// PostgreSQL only: `writes_per_s / single_commits_per_s`.
     pub ratio_to_single_commits: Option<f64>,
     /// Median flush latency, ms.
@@ -123,18 +128,20 @@ pub fn run(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Ce
 
 fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Result<Server> {
     std::fs::create_dir_all(dir)?;
-    let single_commits_per_s = if column == Column::Postgres {
-        let mut commits = crate::pg::Commits::create(&format!("{}_limit", crate::pg::schema(dir)))?;
-        let count = 1_000.min((config.raw_seconds * 400.0) as usize).max(10);
-        let lap = commits.append_synced(count)?;
-        Some(count as f64 / lap.wall.as_secs_f64())
+    let mut commits = if column == Column::Postgres {
+        let schema = format!("{}_limit", crate::pg::schema(dir));
+        Some(crate::pg::Commits::create(&schema)?)
     } else {
         None
     };
     let mut raw = RawLog::create(base, "server-raw", CHANGE_LEN)?;
+    let mut limits = Limits {
+        raw: &mut raw,
+        commits: commits.as_mut(),
+    };
     let outcome = match column {
-        Column::Peer => drive(config, peer_writers(config, dir)?, &mut raw).map(|d| (d, None)),
-        _ => drive_store(config, column, dir, &mut raw),
+        Column::Peer => drive(config, peer_writers(config, dir)?, &mut limits).map(|d| (d, None)),
+        _ => drive_store(config, column, dir, &mut limits),
     };
     raw.remove()?;
     let (driven, groups) = outcome?;
@@ -145,6 +152,7 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
         raw_time,
         mut latencies,
         slices,
+        single_commits,
     } = driven;
     latencies.sort_unstable();
     let percentile = |p: f64| {
@@ -156,10 +164,18 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
     let writes_per_s = writes as f64 / time.as_secs_f64();
     let raw_per_s = raw_syncs as f64 / raw_time.as_secs_f64();
     let raw_rates = slices.iter().map(|s| s[1]);
-    let raw_range = [
-        raw_rates.clone().fold(f64::INFINITY, f64::min),
-        raw_rates.fold(0.0, f64::max),
-    ];
+    let range = |rates: &mut dyn Iterator<Item = f64>| {
+        rates.fold([f64::INFINITY, 0.0], |[low, high], r| {
+            [low.min(r), high.max(r)]
+        })
+    };
+    let raw_range = range(&mut raw_rates.clone());
+    let single_commits_per_s = single_commits
+        .as_ref()
+        .map(|s| s.count as f64 / s.time.as_secs_f64());
+    let single_commits_range = single_commits
+        .as_ref()
+        .map(|s| range(&mut s.slices.iter().copied()));
     Ok(Server {
         writes_per_s,
         raw_fdatasync_per_s: raw_per_s,
@@ -167,6 +183,7 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
         slices,
         ratio_to_raw: writes_per_s / raw_per_s,
         single_commits_per_s,
+        single_commits_range,
         ratio_to_single_commits: single_commits_per_s.map(|limit| writes_per_s / limit),
         flush_p50_ms: percentile(0.5),
         flush_p99_ms: percentile(0.99),
@@ -279,7 +296,7 @@ fn drive_store(
     config: &ServerConfig,
     column: Column,
     dir: &Path,
-    raw: &mut RawLog,
+    limits: &mut Limits<'_>,
 ) -> Result<(Driven, Option<Groups>)> {
     // redb and PostgreSQL as their own types, to count their group commits.
     let (store, counters) = match column {
@@ -303,7 +320,7 @@ fn drive_store(
         writers[d % config.threads].push(Box::new(CoreWriter::new(doc, d)));
     }
     let before = counters.as_ref().map(|counters| counters());
-    let driven = drive(config, writers, raw)?;
+    let driven = drive(config, writers, limits)?;
     let groups = counters.zip(before).map(|(counters, before)| {
         let after = counters();
         let commits = after.commits - before.commits;
@@ -348,17 +365,36 @@ struct Driven {
     latencies: Vec<Duration>,
     /// Each round's writers' rate and raw rate, per second.
     slices: Vec<[f64; 2]>,
+    /// PostgreSQL: the server's single-row commits in their slices.
+    single_commits: Option<SingleCommits>,
+}
+
+/// Single-row commits in the slices between the writers'.
+struct SingleCommits {
+    count: usize,
+    /// Their wall time, in all.
+    time: Duration,
+    /// Each slice's rate, per second.
+    slices: Vec<f64>,
+}
+
+/// What runs in the slices between the writers': raw appends + `fdatasync`, then, for
+/// PostgreSQL, single-row commits for as long.
+struct Limits<'a> {
+    raw: &'a mut RawLog,
+    commits: Option<&'a mut crate::pg::Commits>,
 }
 
 /// Runs every thread's writers in `config.rounds` slices, each followed by a slice of
-/// raw appends + `fdatasync` on `raw` while the writers wait: returns the acknowledged
-/// flushes, the time they took, and each flush's latency, with the raw syncs and their
+/// raw appends + `fdatasync` on `limits.raw` (and, for PostgreSQL, one of single-row
+/// commits) while the writers wait: returns the acknowledged flushes, the time they
+/// took, and each flush's latency, with the raw syncs (and single commits) and their
 /// time. A writer's slice ends with the flush running when its time is up; the slice's
 /// time runs until the last writer stopped.
 fn drive(
     config: &ServerConfig,
     writers: Vec<Vec<Box<dyn Writer>>>,
-    raw: &mut RawLog,
+    limits: &mut Limits<'_>,
 ) -> Result<Driven> {
     let value = vec![0x5a; CHANGE_LEN];
     let rounds = config.rounds.max(1);
@@ -375,6 +411,11 @@ fn drive(
         raw_time: Duration::ZERO,
         latencies: Vec::new(),
         slices: Vec::with_capacity(rounds),
+        single_commits: limits.commits.as_ref().map(|_| SingleCommits {
+            count: 0,
+            time: Duration::ZERO,
+            slices: Vec::with_capacity(rounds),
+        }),
     };
     let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
         let threads: Vec<_> = writers
@@ -434,13 +475,30 @@ fn drive(
             driven.time += took;
             let written = counts.lock().map_or(0, |counts| counts[round]);
             // The raw slice, while the writers wait at the next barrier.
-            let (syncs, raw_took) = match raw.append_synced_for(raw_slice) {
+            let (syncs, raw_took) = match limits.raw.append_synced_for(raw_slice) {
                 Ok(done) => done,
                 Err(e) => {
                     raw_failed.get_or_insert(e);
                     (0, Duration::ZERO)
                 }
             };
+            if let (Some(commits), Some(single)) = (
+                limits.commits.as_deref_mut(),
+                driven.single_commits.as_mut(),
+            ) {
+                match commits.append_synced_for(raw_slice) {
+                    Ok((count, took)) => {
+                        single.count += count;
+                        single.time += took;
+                        single
+                            .slices
+                            .push(count as f64 / took.as_secs_f64().max(1e-9));
+                    }
+                    Err(e) => {
+                        raw_failed.get_or_insert(e);
+                    }
+                }
+            }
             driven.raw_syncs += syncs;
             driven.raw_time += raw_took;
             driven.slices.push([

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use persister_core::{DocumentState, Error, Persister, Store};
+use persister_core::{ActorId, Batch, DocumentState, Error, Persister, Store};
 use persister_postgres::{PostgresOptions, PostgresPersister, PostgresStore};
 use persister_reliability::Contents;
 
@@ -350,6 +350,67 @@ fn lost_lease_fails_only_its_own_document_of_a_shared_commit() -> Result<(), Err
     for (n, expected) in names.iter().zip([3, 1, 2]) {
         let doc = store.open_document(&(*n).into())?;
         assert_eq!(Contents::read(&doc)?, model(expected), "{n}");
+    }
+    Ok(())
+}
+
+/// A group whose documents only store changes (and compacted documents) runs a shorter
+/// statement than one where any document removes a change or writes a sync state. Both
+/// kinds, in turn, write exactly what each handle held, sizes included: after every
+/// round the documents are reopened and compared with a model.
+#[test]
+fn groups_with_and_without_removals_and_sync_states_write_what_was_held() -> Result<(), Error> {
+    let schema = fresh_schema();
+    let url = server().url();
+    let store = PostgresStore::open_with(&url, PostgresOptions::default().schema(schema))?;
+    let names = ["a", "b", "c"];
+    let actor = || ActorId::new([3; 16]);
+    let change = |seq: u64, text: &str| Batch::new().insert_change(actor(), seq, text.into());
+    let rounds: [[Batch; 3]; 4] = [
+        // Changes only.
+        [change(1, "a1"), change(1, "b1"), change(1, "c1")],
+        // A change removed and a sync state written beside plain changes.
+        [
+            change(2, "a2"),
+            Batch::new()
+                .remove_change(actor(), 1)
+                .set_sync_state(b"peer".to_vec(), b"s1".to_vec()),
+            change(2, "c2").set_document(b"compacted".to_vec()),
+        ],
+        // Changes and a compacted document only, one change overwritten.
+        [
+            change(3, "a3"),
+            change(2, "b2"),
+            change(2, "c2, again").set_document(b"compacted again".to_vec()),
+        ],
+        // A sync state removed, a change removed.
+        [
+            Batch::new().remove_change(actor(), 2),
+            Batch::new().remove_sync_state(b"peer".to_vec()),
+            change(3, "c3"),
+        ],
+    ];
+    let mut models = vec![DocumentState::new(); names.len()];
+    for (round, batches) in rounds.into_iter().enumerate() {
+        let mut docs = names
+            .iter()
+            .map(|n| store.open_document(&(*n).into()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for ((doc, model), batch) in docs.iter_mut().zip(&mut models).zip(batches) {
+            model.apply(batch.clone());
+            doc.apply(batch)?;
+        }
+        let mut all: Vec<&mut PostgresPersister> = docs.iter_mut().collect();
+        store.flush_documents(&mut all)?;
+        drop(docs);
+        for (n, model) in names.iter().zip(&models) {
+            let doc = store.open_document(&(*n).into())?;
+            assert_eq!(
+                Contents::read(&doc)?,
+                Contents::of(Some(model)),
+                "round {round}, document {n}"
+            );
+        }
     }
     Ok(())
 }
