@@ -237,6 +237,25 @@ pub fn markdown(report: &Report) -> String {
             },
             "",
         );
+        row(
+            &mut out,
+            &format!(
+                "8. postgres: single-row commits/s in the {} slices after the raw ones (slowest / fastest slice)",
+                server.rounds
+            ),
+            &columns,
+            |r| {
+                let server = r.server.as_ref()?.value()?;
+                let [slowest, fastest] = server.single_commits_range?;
+                Some(format!(
+                    "{} ({} / {})",
+                    rate(server.single_commits_per_s?),
+                    rate(slowest),
+                    rate(fastest)
+                ))
+            },
+            "",
+        );
     }
     let sizes = crate::rows::many::sizes(report.mode == "quick");
     let sizes: Vec<String> = sizes.into_iter().map(thousands).collect();

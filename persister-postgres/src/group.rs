@@ -24,7 +24,7 @@ use postgres::types::ToSql;
 use crate::error::is_connection_lost;
 use crate::pool::Conn;
 use crate::shared::Shared;
-use crate::sql::{Q, seq_to_sql};
+use crate::sql::{FLUSH_CHANGES_PARAMS, FLUSH_PARAMS, Q, seq_to_sql};
 
 /// The most payload bytes one statement carries; a larger group (a store-wide flush of
 /// many large handles) is written by several statements in one explicit transaction,
@@ -331,8 +331,8 @@ impl<'a> Params<'a> {
             change_count,
             sync_state_count,
         ] = &self.sizes;
-        // In the order of `FLUSH` in `sql.rs`; `FLUSH_CHANGES` takes the first 14.
-        let params: [&(dyn ToSql + Sync); 22] = [
+        // In the order of `FLUSH` in `sql.rs`; `FLUSH_CHANGES` takes the first ones.
+        let params: [&(dyn ToSql + Sync); FLUSH_PARAMS] = [
             &self.documents,
             &self.tokens,
             &ms,
@@ -360,7 +360,7 @@ impl<'a> Params<'a> {
             && self.remove_state.0.is_empty()
             && self.put_state.0.is_empty();
         let (q, params) = if only_changes {
-            (Q::FlushChanges, &params[..14])
+            (Q::FlushChanges, &params[..FLUSH_CHANGES_PARAMS])
         } else {
             (Q::Flush, &params[..])
         };

@@ -466,7 +466,7 @@ fn drive(
                 })
             })
             .collect();
-        let mut raw_failed = None;
+        let mut limit_failed = None;
         for round in 0..rounds {
             barrier.wait();
             let started = Instant::now();
@@ -478,7 +478,7 @@ fn drive(
             let (syncs, raw_took) = match limits.raw.append_synced_for(raw_slice) {
                 Ok(done) => done,
                 Err(e) => {
-                    raw_failed.get_or_insert(e);
+                    limit_failed.get_or_insert(e);
                     (0, Duration::ZERO)
                 }
             };
@@ -495,7 +495,7 @@ fn drive(
                             .push(count as f64 / took.as_secs_f64().max(1e-9));
                     }
                     Err(e) => {
-                        raw_failed.get_or_insert(e);
+                        limit_failed.get_or_insert(e);
                     }
                 }
             }
@@ -513,7 +513,7 @@ fn drive(
                     .unwrap_or_else(|_| Err("a writer thread panicked".into()))
             })
             .collect();
-        if let Some(e) = raw_failed {
+        if let Some(e) = limit_failed {
             outcomes.push(Err(e));
         }
         outcomes
