@@ -49,13 +49,9 @@ fn waiting_on_locks(client: &mut postgres::Client, schema: &str) -> Result<i64, 
     Ok(row.get(0))
 }
 
-/// Many threads flush different documents at once; while one commit is held up, the
-/// others queue and then share commits: the server runs fewer flush statements than
-/// there were flushes, and every document holds every flushed batch.
-#[test]
-fn concurrent_flushes_of_many_documents_share_commits() -> Result<(), Error> {
-    let url = server().url();
-    let mut client = admin(&url).map_err(test_error)?;
+/// Whether the server counts statements (`pg_stat_statements`): always on the test's
+/// own cluster; on `PERSISTER_POSTGRES_URL`'s server only where it is installed.
+fn count_statements(client: &mut postgres::Client) -> Result<bool, Error> {
     let counted = client
         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .is_ok();
@@ -64,6 +60,17 @@ fn concurrent_flushes_of_many_documents_share_commits() -> Result<(), Error> {
             "pg_stat_statements is missing on the test cluster",
         ));
     }
+    Ok(counted)
+}
+
+/// Many threads flush different documents at once; while one commit is held up, the
+/// others queue and then share commits: the server runs fewer flush statements than
+/// there were flushes, and every document holds every flushed batch.
+#[test]
+fn concurrent_flushes_of_many_documents_share_commits() -> Result<(), Error> {
+    let url = server().url();
+    let mut client = admin(&url).map_err(test_error)?;
+    let counted = count_statements(&mut client)?;
     let schema = fresh_schema();
     // One group at a time, so that every other flush queues behind the held one.
     let options = PostgresOptions::default()
@@ -363,14 +370,7 @@ fn groups_with_and_without_removals_and_sync_states_write_what_was_held() -> Res
     let schema = fresh_schema();
     let url = server().url();
     let mut client = admin(&url).map_err(test_error)?;
-    let counted = client
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .is_ok();
-    if !counted && !matches!(server(), Server::Url(_)) {
-        return Err(test_error(
-            "pg_stat_statements is missing on the test cluster",
-        ));
-    }
+    let counted = count_statements(&mut client)?;
     let options = PostgresOptions::default().schema(schema.clone());
     let store = PostgresStore::open_with(&url, options)?;
     let names = ["a", "b", "c"];
