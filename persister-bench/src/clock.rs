@@ -9,6 +9,24 @@
 
 use std::time::{Duration, Instant};
 
+/// Runs `op` until `time` has passed, at least once: returns how many times it ran and
+/// the wall time that took (past `time` by the last run).
+pub fn repeat_for(
+    time: Duration,
+    mut op: impl FnMut() -> crate::Result<()>,
+) -> crate::Result<(usize, Duration)> {
+    let started = Instant::now();
+    let mut count = 0;
+    loop {
+        op()?;
+        count += 1;
+        let took = started.elapsed();
+        if took >= time {
+            return Ok((count, took));
+        }
+    }
+}
+
 /// A running timer.
 #[derive(Clone, Copy, Debug)]
 pub struct Stopwatch {

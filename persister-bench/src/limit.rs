@@ -44,17 +44,11 @@ impl RawLog {
     /// Appends records, each followed by `fdatasync`, until `time` has passed (at least
     /// one); returns how many and the wall time they took.
     pub fn append_synced_for(&mut self, time: Duration) -> Result<(usize, Duration)> {
-        let started = Instant::now();
-        let mut count = 0;
-        loop {
+        crate::clock::repeat_for(time, || {
             self.file.write_all(&self.record)?;
             self.file.sync_data()?;
-            count += 1;
-            let took = started.elapsed();
-            if took >= time {
-                return Ok((count, took));
-            }
-        }
+            Ok(())
+        })
     }
 
     /// Removes the file.

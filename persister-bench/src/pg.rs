@@ -5,7 +5,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use persister_testkit::postgres::{Cluster, binaries};
 
@@ -108,15 +108,6 @@ impl Commits {
     /// the wall time they took (the last commit ends past `time`).
     pub fn append_synced_for(&mut self, time: Duration) -> Result<(usize, Duration)> {
         let value = [0x5a_u8; 100];
-        let started = Instant::now();
-        let mut count = 0;
-        loop {
-            self.commit_one(&value)?;
-            count += 1;
-            let took = started.elapsed();
-            if took >= time {
-                return Ok((count, took));
-            }
-        }
+        crate::clock::repeat_for(time, || self.commit_one(&value))
     }
 }

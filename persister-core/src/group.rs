@@ -292,15 +292,7 @@ impl<J, T, F: Clone> GroupCommit<J, T, F> {
             {
                 to_wake.push(next.clone());
             }
-            if panic.is_some() {
-                led_panic = panic;
-                break;
-            }
-        }
-        if let Some(panic) = led_panic {
-            drop(queue);
-            to_wake.iter().for_each(|waker| waker.notify_one());
-            resume_unwind(panic);
+            led_panic = panic;
         }
         let mut outcomes = Vec::with_capacity(tickets.len());
         for ticket in tickets {
@@ -330,6 +322,9 @@ impl<J, T, F: Clone> GroupCommit<J, T, F> {
         // lock without waiting for it; one that finds it may not lead after all (another
         // thread arrived and led first) waits again, for the group that now carries it.
         to_wake.iter().for_each(|waker| waker.notify_one());
+        if let Some(panic) = led_panic {
+            resume_unwind(panic);
+        }
         outcomes
     }
 

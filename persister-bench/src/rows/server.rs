@@ -148,8 +148,7 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
     let Driven {
         writes,
         time,
-        raw_syncs,
-        raw_time,
+        raw,
         mut latencies,
         slices,
         single_commits,
@@ -162,28 +161,16 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
             .map_or(0.0, |d: &Duration| d.as_secs_f64() * 1e3)
     };
     let writes_per_s = writes as f64 / time.as_secs_f64();
-    let raw_per_s = raw_syncs as f64 / raw_time.as_secs_f64();
-    let raw_rates = slices.iter().map(|s| s[1]);
-    let range = |rates: &mut dyn Iterator<Item = f64>| {
-        rates.fold([f64::INFINITY, 0.0], |[low, high], r| {
-            [low.min(r), high.max(r)]
-        })
-    };
-    let raw_range = range(&mut raw_rates.clone());
-    let single_commits_per_s = single_commits
-        .as_ref()
-        .map(|s| s.count as f64 / s.time.as_secs_f64());
-    let single_commits_range = single_commits
-        .as_ref()
-        .map(|s| range(&mut s.slices.iter().copied()));
+    let raw_per_s = raw.per_s();
+    let single_commits_per_s = single_commits.as_ref().map(LimitSlices::per_s);
     Ok(Server {
         writes_per_s,
         raw_fdatasync_per_s: raw_per_s,
-        raw_range,
+        raw_range: raw.range(),
         slices,
         ratio_to_raw: writes_per_s / raw_per_s,
         single_commits_per_s,
-        single_commits_range,
+        single_commits_range: single_commits.as_ref().map(LimitSlices::range),
         ratio_to_single_commits: single_commits_per_s.map(|limit| writes_per_s / limit),
         flush_p50_ms: percentile(0.5),
         flush_p99_ms: percentile(0.99),
@@ -358,24 +345,60 @@ struct Driven {
     /// The wall time of the writers' slices, in all.
     time: Duration,
     /// Raw appends + `fdatasync`.
-    raw_syncs: usize,
-    /// The wall time of the raw slices, in all.
-    raw_time: Duration,
+    raw: LimitSlices,
     /// Every flush's latency.
     latencies: Vec<Duration>,
     /// Each round's writers' rate and raw rate, per second.
     slices: Vec<[f64; 2]>,
-    /// PostgreSQL: the server's single-row commits in their slices.
-    single_commits: Option<SingleCommits>,
+    /// PostgreSQL: the server's single-row commits.
+    single_commits: Option<LimitSlices>,
 }
 
-/// Single-row commits in the slices between the writers'.
-struct SingleCommits {
+/// The slices of one limit between the writers' slices: raw appends + `fdatasync`, or
+/// single-row commits.
+#[derive(Default)]
+struct LimitSlices {
+    /// Appends or commits, in all.
     count: usize,
     /// Their wall time, in all.
     time: Duration,
     /// Each slice's rate, per second.
-    slices: Vec<f64>,
+    rates: Vec<f64>,
+}
+
+impl LimitSlices {
+    /// Adds one slice, as [`repeat_for`](crate::clock::repeat_for) returned it, and
+    /// returns its rate. A failed slice adds nothing (rate 0) and keeps the first
+    /// failure of the run in `failed`.
+    fn add(
+        &mut self,
+        slice: Result<(usize, Duration)>,
+        failed: &mut Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> f64 {
+        let (count, took) = slice.unwrap_or_else(|e| {
+            failed.get_or_insert(e);
+            (0, Duration::ZERO)
+        });
+        self.count += count;
+        self.time += took;
+        let rate = count as f64 / took.as_secs_f64().max(1e-9);
+        self.rates.push(rate);
+        rate
+    }
+
+    /// The rate over all slices, per second.
+    fn per_s(&self) -> f64 {
+        self.count as f64 / self.time.as_secs_f64()
+    }
+
+    /// The slowest and fastest slice, per second.
+    fn range(&self) -> [f64; 2] {
+        self.rates
+            .iter()
+            .fold([f64::INFINITY, 0.0], |[low, high], &r| {
+                [low.min(r), high.max(r)]
+            })
+    }
 }
 
 /// What runs in the slices between the writers': raw appends + `fdatasync`, then, for
@@ -407,15 +430,10 @@ fn drive(
     let mut driven = Driven {
         writes: 0,
         time: Duration::ZERO,
-        raw_syncs: 0,
-        raw_time: Duration::ZERO,
+        raw: LimitSlices::default(),
         latencies: Vec::new(),
         slices: Vec::with_capacity(rounds),
-        single_commits: limits.commits.as_ref().map(|_| SingleCommits {
-            count: 0,
-            time: Duration::ZERO,
-            slices: Vec::with_capacity(rounds),
-        }),
+        single_commits: limits.commits.as_ref().map(|_| LimitSlices::default()),
     };
     let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
         let threads: Vec<_> = writers
@@ -475,36 +493,18 @@ fn drive(
             driven.time += took;
             let written = counts.lock().map_or(0, |counts| counts[round]);
             // The raw slice, while the writers wait at the next barrier.
-            let (syncs, raw_took) = match limits.raw.append_synced_for(raw_slice) {
-                Ok(done) => done,
-                Err(e) => {
-                    limit_failed.get_or_insert(e);
-                    (0, Duration::ZERO)
-                }
-            };
+            let raw_rate = driven
+                .raw
+                .add(limits.raw.append_synced_for(raw_slice), &mut limit_failed);
             if let (Some(commits), Some(single)) = (
                 limits.commits.as_deref_mut(),
                 driven.single_commits.as_mut(),
             ) {
-                match commits.append_synced_for(raw_slice) {
-                    Ok((count, took)) => {
-                        single.count += count;
-                        single.time += took;
-                        single
-                            .slices
-                            .push(count as f64 / took.as_secs_f64().max(1e-9));
-                    }
-                    Err(e) => {
-                        limit_failed.get_or_insert(e);
-                    }
-                }
+                single.add(commits.append_synced_for(raw_slice), &mut limit_failed);
             }
-            driven.raw_syncs += syncs;
-            driven.raw_time += raw_took;
-            driven.slices.push([
-                written as f64 / took.as_secs_f64(),
-                syncs as f64 / raw_took.as_secs_f64().max(1e-9),
-            ]);
+            driven
+                .slices
+                .push([written as f64 / took.as_secs_f64(), raw_rate]);
         }
         let mut outcomes: Vec<Result<()>> = threads
             .into_iter()
