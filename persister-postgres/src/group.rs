@@ -76,6 +76,8 @@ pub(crate) struct Job {
     pub expires: SystemTime,
     /// The document's sizes after these writes.
     pub sizes: StoredSizes,
+    /// Whether the document has its row in `documents` (else this flush creates it).
+    pub stored: bool,
     pub held: Held,
 }
 
@@ -243,7 +245,9 @@ struct Params<'a> {
     put_change: PutChanges<'a>,
     remove_state: (Vec<i64>, Vec<&'a [u8]>),
     put_state: (Vec<i64>, Vec<&'a [u8]>, Vec<&'a [u8]>),
-    data: Vec<Option<&'a [u8]>>,
+    /// Rows of `documents` to write: positions, and the compacted document or `None`
+    /// (keep the stored one).
+    records: (Vec<i64>, Vec<Option<&'a [u8]>>),
     sizes: [Vec<i64>; 5],
 }
 
@@ -257,7 +261,7 @@ impl<'a> Params<'a> {
             put_change: Default::default(),
             remove_state: Default::default(),
             put_state: Default::default(),
-            data: Vec::with_capacity(jobs.len()),
+            records: Default::default(),
             sizes: Default::default(),
         };
         let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -294,7 +298,10 @@ impl<'a> Params<'a> {
                     }
                 }
             }
-            p.data.push(job.held.document.as_deref());
+            if !job.stored || job.held.document.is_some() {
+                p.records.0.push(i);
+                p.records.1.push(job.held.document.as_deref());
+            }
             let s = job.sizes;
             let sizes = [
                 s.changes,
@@ -337,16 +344,17 @@ impl<'a> Params<'a> {
             &self.tokens,
             &ms,
             &self.seen,
-            &self.put_change.0,
-            &self.put_change.1,
-            &self.put_change.2,
-            &self.put_change.3,
-            &self.data,
             changes,
             document,
             sync_states,
             change_count,
             sync_state_count,
+            &self.put_change.0,
+            &self.put_change.1,
+            &self.put_change.2,
+            &self.put_change.3,
+            &self.records.0,
+            &self.records.1,
             &self.remove_change.0,
             &self.remove_change.1,
             &self.remove_change.2,
@@ -356,7 +364,8 @@ impl<'a> Params<'a> {
             &self.put_state.1,
             &self.put_state.2,
         ];
-        let only_changes = self.remove_change.0.is_empty()
+        let only_changes = self.records.0.is_empty()
+            && self.remove_change.0.is_empty()
             && self.remove_state.0.is_empty()
             && self.put_state.0.is_empty();
         let (q, params) = if only_changes {

@@ -44,29 +44,36 @@
 //!
 //! | table | key | columns |
 //! |---|---|---|
-//! | `meta` | `key text` | `('format', 'persister-postgres')`, `('format_version', '1')` |
-//! | `documents` | `document bytea` | `data bytea` (the compacted document, `NULL` when none), and the sizes: `changes_bytes`, `document_bytes`, `sync_state_bytes`, `change_count`, `sync_state_count` (`int8`) |
+//! | `meta` | `key text` | `('format', 'persister-postgres')`, `('format_version', '2')` |
+//! | `documents` | `document bytea` | `data bytea` (the compacted document, `NULL` when none); a row for each stored document |
 //! | `changes` | `(document bytea, actor bytea, seq int8)` | `value bytea` |
 //! | `sync_states` | `(document bytea, peer bytea)` | `state bytea` |
-//! | `leases` | `document bytea` | `token int8` (the fencing token), `holder text` (`pid N on HOST`), `expires_at timestamptz` |
+//! | `leases` | `document bytea` | `token int8` (the fencing token), `holder text` (`pid N on HOST`), `expires_at timestamptz`, and the document's sizes while it has a row in `documents`: `changes_bytes`, `document_bytes`, `sync_state_bytes`, `change_count`, `sync_state_count` (`int8`) |
 //!
 //! A seq is stored as `int8` with its top bit flipped, so that `ORDER BY actor, seq`
-//! orders changes by actor bytes, then unsigned seq (contract point 3). The sizes
-//! record is written in the same transaction as the data, which keeps
-//! [`sizes`](persister_core::Persister::sizes) exact and O(1) right after opening; reads
-//! check what they find against it and fail with
-//! [`Error::Corrupt`](persister_core::Error::Corrupt) on a mismatch. A schema whose
-//! `format_version` this build does not know is refused with
+//! orders changes by actor bytes, then unsigned seq (contract point 3). The sizes are
+//! written in the same transaction as the data, into the lease's row, which every
+//! flush updates anyway; they keep [`sizes`](persister_core::Persister::sizes) exact
+//! and O(1) right after opening, and reads check what they find against them and fail
+//! with [`Error::Corrupt`](persister_core::Error::Corrupt) on a mismatch.
+//!
+//! A schema whose `format_version` this build does not know is refused with
 //! [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) naming both
-//! versions ([`FORMAT_VERSION`]); nothing is migrated.
+//! versions ([`FORMAT_VERSION`]). A schema of version 1, which kept the sizes in
+//! `documents` and so wrote that row on every flush, is migrated in place by the first
+//! open, in one transaction that only one process runs: the sizes move into the lease
+//! rows, and the columns are dropped from `documents`, so that a process of an older
+//! build still running fails its next flush or open with the server's error rather than
+//! write or read sizes the other builds do not.
 //!
 //! # Writes, flushes and round trips
 //!
 //! A handle holds its writes in memory (reads merge them with what the server holds)
 //! until [`flush`](persister_core::Persister::flush), which writes them all with **one
 //! statement**, so one round trip and one transaction: data-modifying `WITH` clauses
-//! over arrays (`unnest`) delete and upsert every change and sync state, upsert the
-//! document and its sizes record, renew the lease, and turn `synchronous_commit` on for
+//! over arrays (`unnest`) delete and upsert every change and sync state, write the
+//! document's row where it is new or compacted, renew the lease with the document's
+//! sizes, and turn `synchronous_commit` on for
 //! that commit (`set_config(.., true)`) whatever the session or server default, unless
 //! it is `remote_apply`, which is kept: the setting is only ever raised, never lowered
 //! (see [Replication](#replication-which-server-settings-give-which-guarantee)). `flush`
@@ -151,7 +158,8 @@
 //! [`PostgresStore::open`] takes a `postgres://` URL or a `key=value` connection
 //! string; a `schema` option in it (`?schema=notes`) picks the schema. The first open
 //! creates the schema and its tables in one transaction; later ones check the format
-//! record. Opening a document takes its lease and reads its sizes record: two round
+//! record, migrating a store of format version 1. Opening a document takes its lease
+//! and reads its row and sizes: two round
 //! trips, and nothing written that [`list_documents`](persister_core::Store::list_documents)
 //! would see.
 //!
@@ -173,7 +181,7 @@
 //!
 //! Counted by the server (`pg_stat_statements`, in the tests): 200 changes applied in
 //! 200 batches and flushed 10 times take 13 statements: 10 flushes, and taking the
-//! lease, reading the sizes record and releasing the lease.
+//! lease, reading the document's row and sizes and releasing the lease.
 //!
 //! # Several hosts and failover
 //!

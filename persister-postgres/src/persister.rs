@@ -37,7 +37,7 @@ pub struct PostgresPersister {
     expires: SystemTime,
     /// When the lease was last taken or renewed (before the statement was sent).
     renewed: Instant,
-    /// Whether the server holds a record of the document.
+    /// Whether the server holds a record of the document (its row in `documents`).
     stored: bool,
     /// The sizes of the document as reads see it: stored, with the held writes.
     sizes: StoredSizes,
@@ -368,6 +368,7 @@ impl PostgresPersister {
             token: self.token,
             expires: self.expires,
             sizes: self.sizes,
+            stored: self.stored,
             held: std::mem::take(&mut self.held),
         })
     }

@@ -136,9 +136,43 @@ impl Shared {
         }
     }
 
-    /// Creates the schema's tables when they are missing, and checks the format
-    /// version of an existing one.
+    /// Creates the schema's tables when they are missing, checks the format version of
+    /// an existing one, and migrates one of version 1 to this build's.
     pub fn prepare_schema(&self) -> Result<()> {
+        let mut found = self.format_version()?;
+        if found == 1 {
+            self.migrate()?;
+            found = self.format_version()?;
+        }
+        if found == FORMAT_VERSION {
+            Ok(())
+        } else {
+            Err(self.unsupported(found))
+        }
+    }
+
+    /// Migrates a store of format version 1 in place (see `MIGRATE_1_TO_2` in `sql.rs`);
+    /// a store another process migrated meanwhile is left as it is.
+    fn migrate(&self) -> Result<()> {
+        let place = &self.place;
+        let migrated = self.run(false, |conn| {
+            conn.client().batch_execute(self.sql.migrate())
+        })?;
+        migrated.map_err(|err| self.error(&err, "migrate to format version 2", place))
+    }
+
+    fn unsupported(&self, found: u32) -> Error {
+        Error::UnsupportedFormat {
+            what: "persister-postgres schema",
+            path: PathBuf::from(&self.place),
+            found,
+            supported: FORMAT_VERSION,
+        }
+    }
+
+    /// Creates the schema's tables when they are missing, and returns the format
+    /// version of the store.
+    fn format_version(&self) -> Result<u32> {
         let place = &self.place;
         let schema = self.sql.schema();
         let mut tables = self.read("read the tables of", place, |conn| {
@@ -192,17 +226,9 @@ impl Shared {
         if value("format") != Some(FORMAT_NAME) {
             return Err(self.not_a_store());
         }
-        let found = value("format_version").and_then(|v| v.parse::<u32>().ok());
-        match found {
-            Some(FORMAT_VERSION) => Ok(()),
-            Some(found) => Err(Error::UnsupportedFormat {
-                what: "persister-postgres schema",
-                path: PathBuf::from(place),
-                found,
-                supported: FORMAT_VERSION,
-            }),
-            None => Err(self.not_a_store()),
-        }
+        value("format_version")
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or_else(|| self.not_a_store())
     }
 
     fn not_a_store(&self) -> Error {
