@@ -115,6 +115,19 @@ impl From<StoreError> for CliError {
                 ),
                 format!("use a build of persister that reads version {found}"),
             ),
+            StoreError::MigrationNeeded {
+                what,
+                path,
+                found,
+                supported,
+                how,
+            } => Self::new(
+                format!(
+                    "{} is {what} format version {found}, and this build reads version {supported} once the store is migrated",
+                    path.display()
+                ),
+                how,
+            ),
             StoreError::NotAStore { what, path } => Self::new(
                 format!("{} is not {what}", path.display()),
                 "check the path; if the backend was detected wrongly, pass --backend redb|sled|fs",

@@ -53,6 +53,22 @@ pub enum Error {
         supported: u32,
     },
 
+    /// A store of an older format version, which this build migrates in place only when
+    /// asked to.
+    #[error("{path} is {what} format version {found}; this build reads version {supported}, and migrates version {found} in place only when asked: {how}", path = path.display())]
+    MigrationNeeded {
+        /// Which format.
+        what: &'static str,
+        /// The store.
+        path: PathBuf,
+        /// The version found in the store.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+        /// How to migrate, and what to do first.
+        how: &'static str,
+    },
+
     /// A file is not of the expected kind at all (its magic bytes do not match).
     #[error("{path} is not {what}; check the path, or open it with the backend that made it", path = path.display())]
     NotAStore {
@@ -248,6 +264,19 @@ impl Error {
                 path: moved(path),
                 found,
                 supported,
+            },
+            Self::MigrationNeeded {
+                what,
+                path,
+                found,
+                supported,
+                how,
+            } => Self::MigrationNeeded {
+                what,
+                path: moved(path),
+                found,
+                supported,
+                how,
             },
             Self::NotAStore { what, path } => Self::NotAStore {
                 what,

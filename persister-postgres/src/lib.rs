@@ -60,11 +60,17 @@
 //! A schema whose `format_version` this build does not know is refused with
 //! [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) naming both
 //! versions ([`FORMAT_VERSION`]). A schema of version 1, which kept the sizes in
-//! `documents` and so wrote that row on every flush, is migrated in place by the first
-//! open, in one transaction that only one process runs: the sizes move into the lease
+//! `documents` and so wrote that row on every flush, is refused with
+//! [`Error::MigrationNeeded`](persister_core::Error::MigrationNeeded) and left as it is,
+//! unless opened with [`PostgresOptions::migrate_format`]: that open migrates it in
+//! place, in one transaction that only one process runs. The sizes move into the lease
 //! rows, and the columns are dropped from `documents`, so that a process of an older
-//! build still running fails its next flush or open with the server's error rather than
-//! write or read sizes the other builds do not.
+//! build still running fails its next flush or open with the server's error (its
+//! unflushed writes are lost, as with any failed flush) rather than write or read sizes
+//! the other builds do not. So stop every process of an older build first, then open
+//! once with the option. The migration needs the role that owns the tables, and waits
+//! at most 10 s for the tables' locks (a long transaction on them makes it fail; open
+//! again).
 //!
 //! # Writes, flushes and round trips
 //!
@@ -146,19 +152,18 @@
 //! `persister-bench`'s row 8 (`--rows 8 --only postgres`: 1,000 documents, 16 threads
 //! each inserting one 100-byte change into one of its documents and flushing it;
 //! PostgreSQL 15 on the same machine, fsync and synchronous commits on, 2 cores shared
-//! by the writers and the server), in one run of every column: 18 k acknowledged
-//! flushes per second, flush p50 0.78 ms and p99 1.90 ms, 3.17x the server's own
-//! single-row commit rate measured in the same run (3.2x to 3.8x in other runs that
-//! day; 11.6 k, 2.2x, with one commit at a time and sequential scans allowed). About 6.5
-//! flushes share each commit, two commits in flight; see `BENCHMARKS.md` for where the
-//! time goes.
+//! by the writers and the server), in one run of every column: 19 k acknowledged
+//! flushes per second, flush p50 0.78 ms and p99 1.64 ms, 3.70x the server's own
+//! single-row commit rate measured in the same run (3.80x to 4.21x, median about 4.0x,
+//! in 16 other runs that day). About 6.5 flushes share each commit, two commits in
+//! flight; see `BENCHMARKS.md` for where the time goes.
 //!
 //! # Opening
 //!
 //! [`PostgresStore::open`] takes a `postgres://` URL or a `key=value` connection
 //! string; a `schema` option in it (`?schema=notes`) picks the schema. The first open
 //! creates the schema and its tables in one transaction; later ones check the format
-//! record, migrating a store of format version 1. Opening a document takes its lease
+//! record. Opening a document takes its lease
 //! and reads its row and sizes: two round
 //! trips, and nothing written that [`list_documents`](persister_core::Store::list_documents)
 //! would see.
@@ -333,7 +338,9 @@
 //! rows), serialization failures (40001, which CockroachDB reports often under
 //! contention) retried inside the backend, and a SQL subset of `INSERT .. ON CONFLICT ..
 //! DO UPDATE`, data-modifying `WITH`, `unnest` of several arrays, `set_config`, `bytea`,
-//! `int8`, `timestamptz`, `now()` and `current_setting`. Not tested here: CockroachDB and
+//! `int8`, `timestamptz`, `now()` and `current_setting`. The one exception is the
+//! migration from format version 1, a PL/pgSQL `DO` block that changes tables and then
+//! updates the columns it added, in one transaction. Not tested here: CockroachDB and
 //! YugabyteDB themselves (on CockroachDB, `synchronous_commit` is accepted and ignored:
 //! every commit is replicated durably), TLS against a real server, failover managers
 //! (Patroni, pg_auto_failover) and quorum commit (`ANY n`), and clients on another

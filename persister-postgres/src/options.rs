@@ -72,6 +72,13 @@ pub struct PostgresOptions {
     /// [`Error::NotAStore`](persister_core::Error::NotAStore) and creates nothing (for
     /// tools that only look).
     pub create_if_missing: bool,
+
+    /// Whether opening migrates a store of an older format version in place. Default
+    /// `false`: such a store is refused with
+    /// [`Error::MigrationNeeded`](persister_core::Error::MigrationNeeded) and nothing is
+    /// changed. Stop every process of an older build first: the migration makes their
+    /// flushes and opens fail (see the crate docs, *Tables*).
+    pub migrate_format: bool,
 }
 
 impl Default for PostgresOptions {
@@ -85,6 +92,7 @@ impl Default for PostgresOptions {
             concurrent_commits: 2,
             connect_timeout: Duration::from_secs(10),
             create_if_missing: true,
+            migrate_format: false,
         }
     }
 }
@@ -131,6 +139,12 @@ impl PostgresOptions {
     /// Sets [`PostgresOptions::create_if_missing`].
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create_if_missing = create;
+        self
+    }
+
+    /// Sets [`PostgresOptions::migrate_format`].
+    pub fn migrate_format(mut self, migrate: bool) -> Self {
+        self.migrate_format = migrate;
         self
     }
 }

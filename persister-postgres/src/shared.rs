@@ -137,10 +137,20 @@ impl Shared {
     }
 
     /// Creates the schema's tables when they are missing, checks the format version of
-    /// an existing one, and migrates one of version 1 to this build's.
+    /// an existing one, and migrates one of version 1 to this build's when the options
+    /// ask for it.
     pub fn prepare_schema(&self) -> Result<()> {
         let mut found = self.format_version()?;
         if found == 1 {
+            if !self.options.migrate_format {
+                return Err(Error::MigrationNeeded {
+                    what: "persister-postgres schema",
+                    path: PathBuf::from(&self.place),
+                    found,
+                    supported: FORMAT_VERSION,
+                    how: "stop every process of an older build, then open the store once with PostgresOptions::migrate_format(true)",
+                });
+            }
             self.migrate()?;
             found = self.format_version()?;
         }

@@ -154,7 +154,8 @@ WHERE document = $1 AND peer = ANY($2::bytea[])";
 /// the server's CPU for a group of 8 documents). The sizes ride on the lease's renewal,
 /// which a flush writes anyway (format version 2: version 1 upserted the row in
 /// `documents` with the sizes on every flush; moving them let row 8 of the benchmark
-/// make about 17% more writes durable per second).
+/// make 5% to 17% more writes durable per second, and raised its ratio to the server's
+/// single-row commits from a median of 3.64x to about 4.0x).
 const FLUSH: [&str; 4] = [
     FLUSH_LEASE,
     FLUSH_PUT_CHANGES,
@@ -295,10 +296,13 @@ COMMIT;";
 /// now writes them with the lease's renewal. Dropping the columns from `documents`
 /// makes the flushes and opens of a process still running version 1 fail with the
 /// server's error, rather than write sizes nobody reads or read sizes nobody writes.
-/// Adding columns with a constant default and dropping columns rewrite no table.
+/// Adding columns with a constant default and dropping columns rewrite no table. Each
+/// lock is waited for at most 10 s, so that a long transaction on the tables fails the
+/// migration rather than queue every other statement on them behind it.
 const MIGRATE_1_TO_2: &str = "
 DO $migrate$
 BEGIN
+    PERFORM set_config('lock_timeout', '10s', true);
     PERFORM 1 FROM S.meta WHERE key = 'format_version' AND value = '1' FOR UPDATE;
     IF FOUND THEN
         ALTER TABLE S.leases

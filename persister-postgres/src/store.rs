@@ -40,7 +40,10 @@ impl PostgresStore {
     /// or schema name, [`Error::Backend`](persister_core::Error::Backend) when the
     /// server cannot be reached or refuses the login,
     /// [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) for a
-    /// schema of another layout version, and
+    /// schema of another layout version,
+    /// [`Error::MigrationNeeded`](persister_core::Error::MigrationNeeded) for one of
+    /// layout version 1 opened without
+    /// [`PostgresOptions::migrate_format`](crate::PostgresOptions::migrate_format), and
     /// [`Error::NotAStore`](persister_core::Error::NotAStore) for a schema holding
     /// other tables of the same names. No message holds the password.
     pub fn open(url: &str) -> Result<PostgresStore> {

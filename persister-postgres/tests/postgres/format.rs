@@ -1,14 +1,13 @@
 //! The in-place migration of stores of format version 1, whose rows are written here as
 //! its builds wrote them.
 
-use std::sync::Barrier;
 use std::thread;
 
 use persister_core::{ActorId, Batch, DocumentId, DocumentState, Error, Persister, Store};
 use persister_postgres::{FORMAT_VERSION, PostgresOptions, PostgresStore};
 use persister_reliability::Contents;
 
-use crate::cluster::{admin, fresh_schema, server};
+use crate::cluster::{admin, fresh_schema, server, wait_for};
 use crate::errors::test_error;
 
 /// The tables of format version 1, as its builds created them (`S` is the schema).
@@ -131,6 +130,24 @@ fn recorded_version(schema: &str) -> Result<String, Error> {
     Ok(row.get(0))
 }
 
+/// Options that migrate the store in `schema`.
+fn migrating(schema: &str) -> PostgresOptions {
+    PostgresOptions::default()
+        .schema(schema)
+        .migrate_format(true)
+}
+
+/// Whether `documents` still has version 1's size columns.
+fn has_version_1_columns(client: &mut postgres::Client, schema: &str) -> Result<bool, Error> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'documents' AND column_name = 'changes_bytes'",
+            &[&schema],
+        )
+        .map_err(test_error)?;
+    Ok(row.get::<_, i64>(0) == 1)
+}
+
 /// Checks that `id` reads as `state`, sizes included.
 fn check(store: &PostgresStore, id: &str, state: &DocumentState) -> Result<(), Error> {
     let doc = store.open_document(&id.into())?;
@@ -139,8 +156,9 @@ fn check(store: &PostgresStore, id: &str, state: &DocumentState) -> Result<(), E
     Ok(())
 }
 
-/// Opening a store of version 1 migrates it: every document reads as before with the
-/// sizes it had, writes and removals work, and the columns a version-1 build reads
+/// A store of version 1 is refused, naming the way to migrate it, and left as it is,
+/// unless the options ask for the migration; then every document reads as before with
+/// the sizes it had, writes and removals work, and the columns a version-1 build reads
 /// and writes are gone, so such a build still running fails rather than go on.
 #[test]
 fn a_store_of_version_1_is_migrated_in_place_and_reads_as_before() -> Result<(), Error> {
@@ -170,19 +188,38 @@ fn a_store_of_version_1_is_migrated_in_place_and_reads_as_before() -> Result<(),
         },
     ];
     version_1_store(&schema, &stored, &["opened, never flushed"])?;
+    let mut client = admin(&server().url()).map_err(test_error)?;
 
-    let store = PostgresStore::open_with(
-        &server().url(),
+    for options in [
         PostgresOptions::default().schema(schema.clone()),
-    )?;
+        // As the command line opens a store it only reads.
+        PostgresOptions::default()
+            .schema(schema.clone())
+            .create_if_missing(false),
+    ] {
+        match PostgresStore::open_with(&server().url(), options) {
+            Err(
+                e @ Error::MigrationNeeded {
+                    found: 1,
+                    supported: FORMAT_VERSION,
+                    ..
+                },
+            ) => assert!(e.to_string().contains("migrate_format(true)"), "{e}"),
+            other => panic!("expected MigrationNeeded, got {other:?}"),
+        }
+        assert_eq!(recorded_version(&schema)?, "1");
+        assert!(has_version_1_columns(&mut client, &schema)?);
+    }
+
+    let store = PostgresStore::open_with(&server().url(), migrating(&schema))?;
     assert_eq!(recorded_version(&schema)?, FORMAT_VERSION.to_string());
+    assert!(!has_version_1_columns(&mut client, &schema)?);
     let ids: Vec<DocumentId> = vec!["a".into(), "b".into()];
     assert_eq!(store.list_documents()?, ids);
     check(&store, "a", &a)?;
     check(&store, "b", &b)?;
     check(&store, "opened, never flushed", &DocumentState::new())?;
 
-    let mut client = admin(&server().url()).map_err(test_error)?;
     let old_column = client.query(
         &format!("SELECT changes_bytes FROM \"{schema}\".documents"),
         &[],
@@ -207,17 +244,54 @@ fn a_store_of_version_1_is_migrated_in_place_and_reads_as_before() -> Result<(),
     let ids: Vec<DocumentId> = vec!["a".into()];
     assert_eq!(store.list_documents()?, ids);
 
-    // A store of version 2 opens as it is.
+    // A store of version 2 opens as it is, with the option or without.
+    drop(store);
+    let store = PostgresStore::open_with(&server().url(), migrating(&schema))?;
+    check(&store, "a", &a)?;
     drop(store);
     let store =
         PostgresStore::open_with(&server().url(), PostgresOptions::default().schema(schema))?;
     check(&store, "a", &a)
 }
 
-/// Stores opened at once on one schema of version 1 all open, and the migration runs
-/// once: the sizes are those of version 1, neither lost nor moved twice.
+/// The sizes in a lease's row are a record apart from the rows they count: a read that
+/// finds other rows than they count fails with `Corrupt` rather than return them.
 #[test]
-fn stores_opening_a_store_of_version_1_at_once_migrate_it_once() -> Result<(), Error> {
+fn a_read_that_disagrees_with_the_sizes_in_the_lease_row_is_corrupt() -> Result<(), Error> {
+    let schema = fresh_schema();
+    let store = PostgresStore::open_with(
+        &server().url(),
+        PostgresOptions::default().schema(schema.clone()),
+    )?;
+    let mut doc = store.open_document(&"a".into())?;
+    let actor = ActorId::new([4; 16]);
+    doc.apply(
+        Batch::new()
+            .insert_change(actor.clone(), 1, b"one".to_vec())
+            .insert_change(actor, 2, b"two".to_vec()),
+    )?;
+    doc.flush()?;
+    drop(doc);
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    client
+        .execute(
+            &format!("DELETE FROM \"{schema}\".changes WHERE seq = (SELECT max(seq) FROM \"{schema}\".changes)"),
+            &[],
+        )
+        .map_err(test_error)?;
+    let doc = store.open_document(&"a".into())?;
+    assert_eq!(doc.sizes().change_count, 2);
+    let read = doc.get_change_entries();
+    assert!(matches!(read, Err(Error::Corrupt { .. })), "{read:?}");
+    Ok(())
+}
+
+/// Two stores migrating one store of version 1 at once: the first takes the format
+/// record's row lock and waits for a table lock the test holds, the second waits for
+/// the row lock; once the test lets go, the first migrates and the second finds version
+/// 2 and leaves it. Both open, and the sizes are those of version 1, moved once.
+#[test]
+fn two_stores_migrating_at_once_migrate_once() -> Result<(), Error> {
     let schema = fresh_schema();
     let mut a = DocumentState::new();
     a.apply(Batch::new().insert_change(ActorId::new([5; 16]), 1, b"a1".to_vec()));
@@ -227,27 +301,42 @@ fn stores_opening_a_store_of_version_1_at_once_migrate_it_once() -> Result<(), E
         leased: true,
     }];
     version_1_store(&schema, &stored, &[])?;
-    let openers = 4;
-    let start = Barrier::new(openers);
-    let opened: Vec<Result<PostgresStore, Error>> = thread::scope(|scope| {
-        let handles: Vec<_> = (0..openers)
-            .map(|_| {
-                scope.spawn(|| {
-                    start.wait();
-                    PostgresStore::open_with(
-                        &server().url(),
-                        PostgresOptions::default().schema(schema.clone()),
-                    )
-                })
-            })
-            .collect();
-        handles
+    let url = server().url();
+    let mut holder = admin(&url).map_err(test_error)?;
+    let mut watcher = admin(&url).map_err(test_error)?;
+    // The openers' statements that wait on a lock.
+    let mut waiting = || -> Result<i64, String> {
+        let row = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%$migrate$%' AND query LIKE $1",
+                &[&format!("%\"{schema}\".%")],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(row.get(0))
+    };
+    let mut lock = holder.transaction().map_err(test_error)?;
+    lock.batch_execute(&format!("LOCK TABLE \"{schema}\".leases IN SHARE MODE"))
+        .map_err(test_error)?;
+    let opened = thread::scope(|scope| -> Result<Vec<PostgresStore>, Error> {
+        let open = || PostgresStore::open_with(&server().url(), migrating(&schema));
+        let first = scope.spawn(open);
+        wait_for("the first migration to wait for the table", || {
+            Ok(waiting()? == 1)
+        })
+        .map_err(test_error)?;
+        let second = scope.spawn(open);
+        wait_for("the second migration to wait for the format record", || {
+            Ok(waiting()? == 2)
+        })
+        .map_err(test_error)?;
+        lock.commit().map_err(test_error)?;
+        [first, second]
             .into_iter()
             .map(|h| h.join().expect("an opening thread panicked"))
             .collect()
-    });
-    for store in opened {
-        check(&store?, "a", &a)?;
+    })?;
+    for store in &opened {
+        check(store, "a", &a)?;
     }
     assert_eq!(recorded_version(&schema)?, FORMAT_VERSION.to_string());
     Ok(())
