@@ -62,7 +62,8 @@
 //! versions ([`FORMAT_VERSION`]). A schema of version 1, which kept the sizes in
 //! `documents` and so wrote that row on every flush, is refused with
 //! [`Error::MigrationNeeded`](persister_core::Error::MigrationNeeded) and left as it is,
-//! unless opened with [`PostgresOptions::migrate_format`]: that open migrates it in
+//! unless opened with [`PostgresOptions::migrate_format`] (or `migrate_format=true` in
+//! the URL, the way from the command line): that open migrates it in
 //! place, in one transaction that only one process runs. The sizes move into the lease
 //! rows, and the columns are dropped from `documents`, so that a process of an older
 //! build still running fails its next flush or open with the server's error (its
@@ -161,7 +162,8 @@
 //! # Opening
 //!
 //! [`PostgresStore::open`] takes a `postgres://` URL or a `key=value` connection
-//! string; a `schema` option in it (`?schema=notes`) picks the schema. The first open
+//! string; a `schema` option in it (`?schema=notes`) picks the schema, and
+//! `migrate_format=true` asks for the migration of an older format (see *Tables*). The first open
 //! creates the schema and its tables in one transaction; later ones check the format
 //! record. Opening a document takes its lease
 //! and reads its row and sizes: two round

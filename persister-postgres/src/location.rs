@@ -100,44 +100,34 @@ fn connect(config: &Config) -> std::result::Result<Client, postgres::Error> {
     }
 }
 
-/// Takes the `schema` option out of a URL (`?schema=NAME`) or connection string
-/// (`schema=NAME`), which the driver does not know: the URL without it, and the name.
-pub(crate) fn take_schema(url: &str) -> (String, Option<String>) {
-    if url.contains("://") {
+/// Takes the option `key` (`schema`, `migrate_format`) out of a URL (`?key=VALUE`) or
+/// connection string (`key=VALUE`), since the driver does not know it: the URL without
+/// it, and its value.
+pub(crate) fn take_option(url: &str, key: &str) -> (String, Option<String>) {
+    let prefix = format!("{key}=");
+    let mut value = None;
+    let mut keep = |kv: &&str| match kv.strip_prefix(&prefix) {
+        Some(v) => {
+            value = Some(v.to_string());
+            false
+        }
+        None => true,
+    };
+    let url = if url.contains("://") {
         let Some((base, query)) = url.split_once('?') else {
             return (url.to_string(), None);
         };
-        let mut schema = None;
-        let kept: Vec<&str> = query
-            .split('&')
-            .filter(|kv| match kv.strip_prefix("schema=") {
-                Some(name) => {
-                    schema = Some(name.to_string());
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        let url = if kept.is_empty() {
+        let kept: Vec<&str> = query.split('&').filter(&mut keep).collect();
+        if kept.is_empty() {
             base.to_string()
         } else {
             format!("{base}?{}", kept.join("&"))
-        };
-        (url, schema)
+        }
     } else {
-        let mut schema = None;
-        let kept: Vec<&str> = url
-            .split_whitespace()
-            .filter(|kv| match kv.strip_prefix("schema=") {
-                Some(name) => {
-                    schema = Some(name.to_string());
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        (kept.join(" "), schema)
-    }
+        let kept: Vec<&str> = url.split_whitespace().filter(&mut keep).collect();
+        kept.join(" ")
+    };
+    (url, value)
 }
 
 /// `postgres://user@host:port/database`, never with the password.
@@ -188,7 +178,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_schema_option_is_taken_out_of_urls() {
+    fn our_options_are_taken_out_of_urls() {
+        let take_schema = |url| take_option(url, "schema");
         assert_eq!(
             take_schema("postgres://u@h/db?schema=notes&sslmode=disable"),
             (
@@ -207,6 +198,16 @@ mod tests {
         assert_eq!(
             take_schema("postgres://u@h/db"),
             ("postgres://u@h/db".to_string(), None)
+        );
+        assert_eq!(
+            take_option(
+                "postgres://u@h/db?migrate_format=true&schema=n",
+                "migrate_format"
+            ),
+            (
+                "postgres://u@h/db?schema=n".to_string(),
+                Some("true".to_string())
+            )
         );
     }
 

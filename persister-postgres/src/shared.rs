@@ -148,7 +148,7 @@ impl Shared {
                     path: PathBuf::from(&self.place),
                     found,
                     supported: FORMAT_VERSION,
-                    how: "stop every process of an older build, then open the store once with PostgresOptions::migrate_format(true)",
+                    how: "stop every process of an older build, then open the store once with PostgresOptions::migrate_format(true), or with migrate_format=true added to its URL",
                 });
             }
             self.migrate()?;

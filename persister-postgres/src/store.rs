@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use persister_core::{DocumentId, Persister, Result, Store};
+use persister_core::{DocumentId, Error, Persister, Result, Store};
 
-use crate::location::Location;
+use crate::location::{Location, take_option};
 use crate::shared::Shared;
 use crate::sql::{Q, check_schema_name};
 use crate::{PostgresOptions, PostgresPersister};
@@ -57,12 +57,28 @@ impl PostgresStore {
     /// As [`PostgresStore::open`].
     ///
     /// A `schema` option in the URL (`?schema=notes`, or `schema=notes` in a
-    /// connection string) overrides [`PostgresOptions::schema`].
+    /// connection string) overrides [`PostgresOptions::schema`], and a
+    /// `migrate_format` option (`true` or `false`) overrides
+    /// [`PostgresOptions::migrate_format`]: the way to migrate a store from the command
+    /// line.
     pub fn open_with(url: &str, mut options: PostgresOptions) -> Result<PostgresStore> {
-        let (url, schema) = crate::location::take_schema(url);
+        let (url, schema) = take_option(url, "schema");
+        let (url, migrate) = take_option(&url, "migrate_format");
         let url = url.as_str();
         if let Some(schema) = schema {
             options.schema = schema;
+        }
+        if let Some(migrate) = migrate {
+            options.migrate_format = match migrate.as_str() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(Error::InvalidInput {
+                        what: "migrate_format option of the URL",
+                        reason: format!("{other:?} is neither true nor false"),
+                    });
+                }
+            };
         }
         check_schema_name(&options.schema)?;
         let location = Location::parse(url, options.connect_timeout)?;

@@ -211,7 +211,26 @@ fn a_store_of_version_1_is_migrated_in_place_and_reads_as_before() -> Result<(),
         assert!(has_version_1_columns(&mut client, &schema)?);
     }
 
-    let store = PostgresStore::open_with(&server().url(), migrating(&schema))?;
+    // The URL's option, as the command line asks for the migration.
+    let url = server().url();
+    let with = |option: &str| {
+        let join = match (url.contains("://"), url.contains('?')) {
+            (false, _) => ' ',
+            (true, false) => '?',
+            (true, true) => '&',
+        };
+        format!("{url}{join}migrate_format={option}")
+    };
+    let options = || PostgresOptions::default().schema(schema.clone());
+    let bad = PostgresStore::open_with(&with("yes"), options());
+    assert!(matches!(bad, Err(Error::InvalidInput { .. })), "{bad:?}");
+    let refused = PostgresStore::open_with(&with("false"), migrating(&schema));
+    assert!(
+        matches!(refused, Err(Error::MigrationNeeded { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(recorded_version(&schema)?, "1");
+    let store = PostgresStore::open_with(&with("true"), options())?;
     assert_eq!(recorded_version(&schema)?, FORMAT_VERSION.to_string());
     assert!(!has_version_1_columns(&mut client, &schema)?);
     let ids: Vec<DocumentId> = vec!["a".into(), "b".into()];
