@@ -145,8 +145,9 @@ impl Backend {
         self.kind == StoreKind::Directory
     }
 
-    /// The store format version this build reads and writes: every store it opens is
-    /// of this version, others are refused.
+    /// The store format version this build writes. Stores of other versions are
+    /// refused, except where the backend's docs say how it reads them or migrates them
+    /// when asked (redb's layout 1; PostgreSQL's version 1 with `migrate_format`).
     pub fn format_version(&self) -> u32 {
         self.format_version
     }
