@@ -69,16 +69,10 @@ impl PostgresStore {
             options.schema = schema;
         }
         if let Some(migrate) = migrate {
-            options.migrate_format = match migrate.as_str() {
-                "true" => true,
-                "false" => false,
-                other => {
-                    return Err(Error::InvalidInput {
-                        what: "migrate_format option of the URL",
-                        reason: format!("{other:?} is neither true nor false"),
-                    });
-                }
-            };
+            options.migrate_format = migrate.parse().map_err(|_| Error::InvalidInput {
+                what: "migrate_format option of the URL",
+                reason: format!("{migrate:?} is neither true nor false"),
+            })?;
         }
         check_schema_name(&options.schema)?;
         let location = Location::parse(url, options.connect_timeout)?;

@@ -113,3 +113,15 @@ pub fn wait_for(
     }
     Ok(())
 }
+
+/// How many statements that name the `leases` table of the store in `schema` wait for
+/// a lock.
+pub fn waiting_on_locks(client: &mut postgres::Client, schema: &str) -> Result<i64, String> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+            &[&format!("%\"{schema}\".leases%")],
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}

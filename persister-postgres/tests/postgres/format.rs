@@ -7,7 +7,7 @@ use persister_core::{ActorId, Batch, DocumentId, DocumentState, Error, Persister
 use persister_postgres::{FORMAT_VERSION, PostgresOptions, PostgresStore};
 use persister_reliability::Contents;
 
-use crate::cluster::{admin, fresh_schema, server, wait_for};
+use crate::cluster::{admin, fresh_schema, server, wait_for, waiting_on_locks};
 use crate::errors::test_error;
 
 /// The tables of format version 1, as its builds created them (`S` is the schema).
@@ -323,16 +323,8 @@ fn two_stores_migrating_at_once_migrate_once() -> Result<(), Error> {
     let url = server().url();
     let mut holder = admin(&url).map_err(test_error)?;
     let mut watcher = admin(&url).map_err(test_error)?;
-    // The openers' statements that wait on a lock.
-    let mut waiting = || -> Result<i64, String> {
-        let row = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%$migrate$%' AND query LIKE $1",
-                &[&format!("%\"{schema}\".%")],
-            )
-            .map_err(|e| e.to_string())?;
-        Ok(row.get(0))
-    };
+    // The openers' migrations, which alter `leases`, waiting on a lock.
+    let mut waiting = || waiting_on_locks(&mut watcher, &schema);
     let mut lock = holder.transaction().map_err(test_error)?;
     lock.batch_execute(&format!("LOCK TABLE \"{schema}\".leases IN SHARE MODE"))
         .map_err(test_error)?;

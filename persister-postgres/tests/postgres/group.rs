@@ -9,7 +9,7 @@ use persister_postgres::{PostgresOptions, PostgresPersister, PostgresStore};
 use persister_reliability::Contents;
 
 use crate::child::writer_batch;
-use crate::cluster::{Server, admin, fresh_schema, server, wait_for};
+use crate::cluster::{Server, admin, fresh_schema, server, wait_for, waiting_on_locks};
 use crate::errors::{named, terminate, test_error};
 
 /// The contents of a document that holds `writer_batch(1..=n)`.
@@ -36,17 +36,6 @@ fn hold_lease_row(
         )
         .map_err(test_error)?;
     Ok(())
-}
-
-/// How many statements of the store in `schema` wait for a lock.
-fn waiting_on_locks(client: &mut postgres::Client, schema: &str) -> Result<i64, String> {
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
-            &[&format!("%\"{schema}\".leases%")],
-        )
-        .map_err(|e| e.to_string())?;
-    Ok(row.get(0))
 }
 
 /// Whether the server counts statements (`pg_stat_statements`): always on the test's
