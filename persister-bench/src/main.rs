@@ -63,7 +63,9 @@ struct Cli {
     /// Also write the JSON results to this file, whatever is printed.
     #[arg(long, value_name = "PATH")]
     save_json: Option<PathBuf>,
-    /// Keep the stores of rows 1, 4, 5 and 9 after the run, to inspect or profile them.
+    /// Keep the stores of rows 1, 4, 5 and 9 after the run, to inspect or profile them
+    /// (on a server given with `PERSISTER_POSTGRES_URL`, every schema of the run, which
+    /// is otherwise dropped).
     #[arg(long)]
     keep: bool,
     #[command(subcommand)]
@@ -304,12 +306,19 @@ fn run(cli: &Cli) -> Result<bool> {
         );
     }
 
+    let mut bare = None;
     if wanted(8) {
         let server = rows::server::ServerConfig::new(cli.quick);
         for (report, column) in reports.iter_mut().zip(&columns) {
             progress(&format!("row 8: sync server, {column}"));
             let dir = base.path().join(format!("server-{column}"));
             report.server = Some(rows::server::run(&server, *column, &dir, base.path()));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        if columns.iter().any(|c| c.on_disk()) {
+            progress("row 8: without a store, one file per document and one shared log");
+            let dir = base.path().join("server-bare");
+            bare = Some(rows::bare::run(&server, &dir, base.path()));
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
@@ -324,6 +333,13 @@ fn run(cli: &Cli) -> Result<bool> {
         }
     }
 
+    if columns.contains(&Column::Postgres) && !cli.keep {
+        match pg::drop_run_schemas(base.path()) {
+            Ok(0) => {}
+            Ok(n) => progress(&format!("postgres: dropped the run's {n} schemas")),
+            Err(e) => eprintln!("postgres: the run's schemas were not dropped: {e}"),
+        }
+    }
     pg::forget_url();
     let samod = (wanted(10) || wanted(11))
         .then(|| samod::run(samod::SamodConfig::new(cli.quick), base.path(), &progress));
@@ -336,6 +352,9 @@ fn run(cli: &Cli) -> Result<bool> {
         || samod.as_ref().is_some_and(samod::SamodReport::any_failed)
         || matches!(limit.sequential_write_mb_s, Some(Cell::Failed(_)))
         || matches!(replication, Some(Cell::Failed(_)))
+        || bare
+            .as_ref()
+            .is_some_and(|b| b.files.failed() || b.shared_log.failed())
         || matches!(&yjs, Some(Cell::Value(row))
             if row.columns.iter().any(|(_, c)| c.failed())
                 || row.peer.as_ref().is_some_and(Cell::failed));
@@ -347,6 +366,7 @@ fn run(cli: &Cli) -> Result<bool> {
         limit,
         columns: reports,
         replication,
+        bare,
         yjs,
         targets,
         samod,

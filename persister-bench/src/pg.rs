@@ -36,10 +36,59 @@ pub fn url() -> Result<String> {
 }
 
 /// The schema of the store "in" `dir`: one per directory, the same in every process.
+/// Its name starts with the run's prefix ([`run_prefix`]), so that the run can drop
+/// every schema it made, whichever process made it.
 pub fn schema(dir: &Path) -> String {
+    format!("{}{:016x}", run_prefix(dir), hash(dir))
+}
+
+/// `bench_<run>_`, where `<run>` names the run's directory: the ancestor of `dir` whose
+/// name starts with `persister-bench-` (the run's temporary directory), or `dir`
+/// itself when there is none.
+fn run_prefix(dir: &Path) -> String {
+    let run = dir
+        .ancestors()
+        .find(|a| {
+            a.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("persister-bench-"))
+        })
+        .unwrap_or(dir);
+    format!("bench_{:08x}_", hash(run) as u32)
+}
+
+fn hash(path: &Path) -> u64 {
     let mut hasher = DefaultHasher::new();
-    dir.hash(&mut hasher);
-    format!("bench_{:016x}", hasher.finish())
+    path.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Drops every schema of the run whose directory is `base` from a server given with
+/// `PERSISTER_POSTGRES_URL`, and says how many; a cluster the run started goes away
+/// with its data when the process exits. Stores are tables in these schemas, so a run
+/// leaves nothing behind on the user's server.
+pub fn drop_run_schemas(base: &Path) -> Result<usize> {
+    if std::env::var_os("PERSISTER_POSTGRES_URL").is_none() {
+        return Ok(0);
+    }
+    let mut client: postgres::Client = url()?
+        .parse::<postgres::Config>()?
+        .connect(postgres::NoTls)?;
+    // The prefix is `bench_`, hex digits and `_`: `_` is a LIKE wildcard, so it is
+    // escaped; nothing else in it needs quoting.
+    let pattern = format!("{}%", run_prefix(base).replace('_', "\\_"));
+    let schemas: Vec<String> = client
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1",
+            &[&pattern],
+        )?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for schema in &schemas {
+        client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))?;
+    }
+    Ok(schemas.len())
 }
 
 /// The run's cluster, stopped when the process exits.
@@ -109,5 +158,32 @@ impl Commits {
     pub fn append_synced_for(&mut self, time: Duration) -> Result<(usize, Duration)> {
         let value = [0x5a_u8; 100];
         crate::clock::repeat_for(time, || self.commit_one(&value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every schema of a run, made in whichever process, starts with the run's prefix,
+    /// and another run's do not.
+    #[test]
+    fn schemas_of_one_run_share_its_prefix() {
+        let run = Path::new("/tmp/persister-bench-Ab12/");
+        let prefix = run_prefix(run);
+        for dir in [
+            "server-postgres",
+            "flush-postgres/raw",
+            "many-postgres/10000",
+        ] {
+            let schema = schema(&run.join(dir));
+            assert!(schema.starts_with(&prefix), "{schema} {prefix}");
+            assert!(schema.len() < 64 - "_limit".len(), "{schema}");
+        }
+        assert_ne!(prefix, run_prefix(Path::new("/tmp/persister-bench-Cd34")));
+        assert_ne!(
+            schema(&run.join("server-postgres")),
+            schema(&run.join("flush-postgres"))
+        );
     }
 }

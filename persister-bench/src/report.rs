@@ -257,6 +257,29 @@ pub fn markdown(report: &Report) -> String {
             "",
         );
     }
+    if let Some(bare) = &report.bare {
+        for (label, cell_) in [
+            (
+                "8. without a store, one file per document: a flush appends to its document's file and fdatasyncs it: durable writes/s (x raw fdatasync in the slices between)",
+                &bare.files,
+            ),
+            (
+                "8. without a store, one shared log: flushes that arrive together share one write and one fdatasync: durable writes/s (x raw fdatasync in the slices between)",
+                &bare.shared_log,
+            ),
+        ] {
+            let disk = cell(cell_, |s| {
+                format!(
+                    "{} ({:.2}x; p50 / p99 {} / {} ms)",
+                    rate(s.writes_per_s),
+                    s.ratio_to_raw,
+                    ms(s.flush_p50_ms),
+                    ms(s.flush_p99_ms)
+                )
+            });
+            row(&mut out, label, &columns, |_| None, &disk);
+        }
+    }
     let sizes = crate::rows::many::sizes(report.mode == "quick");
     let sizes: Vec<String> = sizes.into_iter().map(thousands).collect();
     let sizes = sizes.join("; ");

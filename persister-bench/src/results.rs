@@ -353,6 +353,9 @@ pub struct Report {
     /// Row 2 for PostgreSQL on one node and with a synchronous standby.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replication: Option<Cell<crate::rows::replication::ReplicationRow>>,
+    /// Row 8 without a store: one file per document, and one shared log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bare: Option<crate::rows::bare::Bare>,
     /// The targets, checked.
     pub targets: Vec<TargetCheck>,
     /// Rows 10 and 11: samod repos, when run.

@@ -79,16 +79,21 @@
 //!
 //! Each document has its own log, so flushes of different documents never wait for
 //! each other in this crate: threads flushing different documents issue their
-//! `fdatasync`s at the same time, and the file system merges them. On ext4 (and other
-//! journaling file systems) the journal commits the metadata of every file synced
-//! meanwhile together, so concurrent syncs of many logs cost about one sync: in the
+//! `fdatasync`s at the same time, and the file system merges what it can. On ext4 (and
+//! other journaling file systems) the journal commits the metadata of every file synced
+//! meanwhile together, but each sync still writes its own log's data. In the
 //! benchmark's row 8 (1,000 documents, 16 threads, each inserting one change into one
-//! of its documents and flushing it), this backend acknowledged 16 times the disk's
-//! raw `fdatasync` rate of the same run (see `BENCHMARKS.md`), without a store-wide
-//! log. The format is therefore unchanged (version 2), and each flush still returns
-//! only once its own log is synced. [`Store::flush_documents`](persister_core::Store::flush_documents)
-//! flushes the handles from up to 16 threads at once (one sync per document with
-//! writes, issued together so that the journal merges them).
+//! of its documents and flushing it), this backend acknowledges about 4 times the
+//! disk's raw `fdatasync` rate of the same run (3.9x to 4.4x in four runs on
+//! 2026-12-07), level with the row's measurement of the same design without a store
+//! (plain files, one per document, each flush one `write` and one `fdatasync`: 4.1x to
+//! 4.8x in the same runs). That is this design's ceiling on that disk; one shared log
+//! whose flushes share a write and a sync reached 5.4x to 5.7x, and redb's commit log
+//! 6.1x to 7.0x (see `BENCHMARKS.md`). The format is unchanged (version 2), and each
+//! flush returns only once its own log is synced.
+//! [`Store::flush_documents`](persister_core::Store::flush_documents) flushes the
+//! handles from up to 16 threads at once (one sync per document with writes, issued
+//! together so that the journal merges them).
 //!
 //! # Why this backend is not a core engine
 //!

@@ -1,5 +1,6 @@
 //! The rows of the table, one module per group of rows that share their stores.
 
+pub mod bare;
 pub mod flush;
 pub mod ingest;
 pub mod load;

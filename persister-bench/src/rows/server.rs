@@ -115,7 +115,7 @@ pub struct Groups {
 }
 
 /// The bytes of every change: 100, as in row 2.
-const CHANGE_LEN: usize = 100;
+pub(crate) const CHANGE_LEN: usize = 100;
 
 /// Runs row 8 for `column` in `dir` (a new directory); the raw rate is measured in
 /// `base`, on the same file system.
@@ -145,6 +145,31 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
     };
     raw.remove()?;
     let (driven, groups) = outcome?;
+    Ok(summarize(driven, groups))
+}
+
+/// Row 8 with `writers` that are not a store's (see [`bare`](crate::rows::bare)); the
+/// raw rate is measured in `base`.
+pub(crate) fn run_writers(
+    config: &ServerConfig,
+    writers: Result<Vec<Vec<Box<dyn Writer>>>>,
+    base: &Path,
+) -> Cell<Server> {
+    Cell::from_result((|| {
+        let writers = writers?;
+        let mut raw = RawLog::create(base, "server-raw", CHANGE_LEN)?;
+        let mut limits = Limits {
+            raw: &mut raw,
+            commits: None,
+        };
+        let outcome = drive(config, writers, &mut limits);
+        raw.remove()?;
+        Ok(summarize(outcome?, None))
+    })())
+}
+
+/// The row's figures from what the writers and the limits' slices did.
+fn summarize(driven: Driven, groups: Option<Groups>) -> Server {
     let Driven {
         writes,
         time,
@@ -163,7 +188,7 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
     let writes_per_s = writes as f64 / time.as_secs_f64();
     let raw_per_s = raw.per_s();
     let single_commits_per_s = single_commits.as_ref().map(LimitSlices::per_s);
-    Ok(Server {
+    Server {
         writes_per_s,
         raw_fdatasync_per_s: raw_per_s,
         raw_range: raw.range(),
@@ -176,11 +201,11 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
         flush_p99_ms: percentile(0.99),
         writes,
         groups,
-    })
+    }
 }
 
 /// One document as a writer thread drives it.
-trait Writer: Send {
+pub(crate) trait Writer: Send {
     /// Inserts the next change.
     fn insert(&mut self, value: &[u8]) -> Result<()>;
     /// Makes it durable.

@@ -1,0 +1,255 @@
+//! Row 8 without a store: the same writers, documents and slices, calling the system
+//! directly. What the disk gives this workload under two designs, the ceilings a
+//! store's own figures are read against:
+//!
+//! - **one file per document**: a flush appends the document's pending change to its
+//!   own file and `fdatasync`s that file (fs's design, without its format or any
+//!   bookkeeping). Concurrent syncs of different files share what the file system
+//!   lets them share (on ext4, the journal's commit), and nothing else.
+//! - **one shared log**: every document's changes go to one file, and a flush that
+//!   arrives while another is syncing waits, then shares the next write and
+//!   `fdatasync` with every flush that arrived meanwhile: group commit at its simplest,
+//!   what a store-wide commit log could reach at best.
+//!
+//! Neither keeps anything a store needs (which document a change belongs to, a
+//! checksum, a way back after a crash); they bound what a design can do on this disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use serde::Serialize;
+
+use crate::Result;
+use crate::results::Cell;
+use crate::rows::server::{CHANGE_LEN, Server, ServerConfig, Writer, run_writers};
+
+/// The two ceilings.
+#[derive(Clone, Debug, Serialize)]
+pub struct Bare {
+    /// One file per document, each flush its own `fdatasync`.
+    pub files: Cell<Server>,
+    /// One shared log, flushes that arrive together sharing one write and one
+    /// `fdatasync`.
+    pub shared_log: Cell<Server>,
+}
+
+/// Runs both in `dir` (a new directory); the raw rate is measured in `base`.
+pub fn run(config: &ServerConfig, dir: &Path, base: &Path) -> Bare {
+    let files = run_writers(config, file_writers(config, &dir.join("files")), base);
+    let shared_log = run_writers(config, log_writers(config, &dir.join("log")), base);
+    Bare { files, shared_log }
+}
+
+/// A document that is a file of its own.
+struct FileWriter {
+    file: File,
+    pending: Vec<u8>,
+}
+
+impl Writer for FileWriter {
+    fn insert(&mut self, value: &[u8]) -> Result<()> {
+        self.pending.extend_from_slice(value);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file.write_all(&self.pending)?;
+        self.pending.clear();
+        self.file.sync_data()?;
+        Ok(())
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        self.flush()
+    }
+}
+
+fn file_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Writer>>>> {
+    std::fs::create_dir_all(dir)?;
+    let mut writers: Vec<Vec<Box<dyn Writer>>> = (0..config.threads).map(|_| Vec::new()).collect();
+    for d in 0..config.documents {
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(dir.join(format!("doc-{d:05}")))?;
+        writers[d % config.threads].push(Box::new(FileWriter {
+            file,
+            pending: Vec::with_capacity(CHANGE_LEN),
+        }));
+    }
+    Ok(writers)
+}
+
+/// The shared log: flushes take a ticket, and the first one to find no sync running
+/// writes everything queued and syncs it for every ticket up to the last queued.
+struct Log {
+    state: Mutex<LogState>,
+    synced: Condvar,
+}
+
+struct LogState {
+    file: Option<File>,
+    queued: Vec<u8>,
+    /// The last ticket given out.
+    last_ticket: u64,
+    /// Every ticket up to this one is durable.
+    durable: u64,
+    /// A failed write or sync: every flush after it fails.
+    failed: Option<String>,
+}
+
+impl Log {
+    /// Appends `bytes` and returns once they are durable.
+    fn commit(&self, bytes: &[u8]) -> Result<()> {
+        let mut state = self.state.lock().map_err(|_| "poisoned")?;
+        state.queued.extend_from_slice(bytes);
+        state.last_ticket += 1;
+        let ticket = state.last_ticket;
+        loop {
+            if let Some(e) = &state.failed {
+                return Err(e.clone().into());
+            }
+            if state.durable >= ticket {
+                return Ok(());
+            }
+            // `file` is `None` while another flush writes and syncs it.
+            let Some(mut file) = state.file.take() else {
+                state = self.synced.wait(state).map_err(|_| "poisoned")?;
+                continue;
+            };
+            let group = std::mem::take(&mut state.queued);
+            let upto = state.last_ticket;
+            drop(state);
+            let outcome = file.write_all(&group).and_then(|()| file.sync_data());
+            state = self.state.lock().map_err(|_| "poisoned")?;
+            state.file = Some(file);
+            match outcome {
+                Ok(()) => state.durable = upto,
+                Err(e) => state.failed = Some(e.to_string()),
+            }
+            self.synced.notify_all();
+        }
+    }
+}
+
+/// A document whose changes go to the shared log.
+struct LogWriter {
+    log: Arc<Log>,
+    pending: Vec<u8>,
+}
+
+impl Writer for LogWriter {
+    fn insert(&mut self, value: &[u8]) -> Result<()> {
+        self.pending.extend_from_slice(value);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.log.commit(&self.pending)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        self.flush()
+    }
+}
+
+fn log_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Writer>>>> {
+    std::fs::create_dir_all(dir)?;
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(dir.join("log"))?;
+    let log = Arc::new(Log {
+        state: Mutex::new(LogState {
+            file: Some(file),
+            queued: Vec::new(),
+            last_ticket: 0,
+            durable: 0,
+            failed: None,
+        }),
+        synced: Condvar::new(),
+    });
+    let mut writers: Vec<Vec<Box<dyn Writer>>> = (0..config.threads).map(|_| Vec::new()).collect();
+    for d in 0..config.documents {
+        writers[d % config.threads].push(Box::new(LogWriter {
+            log: Arc::clone(&log),
+            pending: Vec::with_capacity(CHANGE_LEN),
+        }));
+    }
+    Ok(writers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(documents: usize, threads: usize) -> ServerConfig {
+        ServerConfig {
+            documents,
+            threads,
+            ..ServerConfig::new(true)
+        }
+    }
+
+    /// Every flush of the shared log returns with its bytes in the file, whichever
+    /// flush wrote them, and nothing is written twice.
+    #[test]
+    fn the_shared_log_holds_every_flush_once() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (threads, flushes) = (8, 50);
+        let writers = log_writers(&config(2 * threads, threads), dir.path())?;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = writers
+                .into_iter()
+                .enumerate()
+                .map(|(t, mut docs)| {
+                    scope.spawn(move || -> Result<()> {
+                        for i in 0..flushes {
+                            let doc = &mut docs[i % 2];
+                            doc.insert(&[t as u8; CHANGE_LEN])?;
+                            doc.flush()?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().map_err(|_| "a writer panicked")?)
+        })?;
+        let log = std::fs::read(dir.path().join("log"))?;
+        assert_eq!(log.len(), threads * flushes * CHANGE_LEN);
+        for t in 0..threads {
+            let records = log
+                .chunks(CHANGE_LEN)
+                .filter(|r| r.iter().all(|&b| b == t as u8))
+                .count();
+            assert_eq!(records, flushes, "thread {t}");
+        }
+        Ok(())
+    }
+
+    /// A document's file holds its flushes in order.
+    #[test]
+    fn a_file_per_document_holds_its_flushes() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut writers = file_writers(&config(4, 2), dir.path())?;
+        for (i, doc) in writers[1].iter_mut().enumerate() {
+            doc.insert(&[i as u8 + 1; CHANGE_LEN])?;
+            doc.flush()?;
+            doc.insert(&[i as u8 + 10; CHANGE_LEN])?;
+        }
+        for doc in writers.into_iter().flatten() {
+            doc.close()?;
+        }
+        // Thread 1 writes documents 1 and 3.
+        let file = std::fs::read(dir.path().join("doc-00003"))?;
+        assert_eq!(file, [[2; CHANGE_LEN], [11; CHANGE_LEN]].concat());
+        assert!(std::fs::read(dir.path().join("doc-00000"))?.is_empty());
+        Ok(())
+    }
+}
