@@ -336,6 +336,7 @@ fn run(cli: &Cli) -> Result<bool> {
     if columns.contains(&Column::Postgres) && !cli.keep {
         match pg::drop_run_schemas(base.path()) {
             Ok(0) => {}
+            Ok(1) => progress("postgres: dropped the run's schema"),
             Ok(n) => progress(&format!("postgres: dropped the run's {n} schemas")),
             Err(e) => eprintln!("postgres: the run's schemas were not dropped: {e}"),
         }
@@ -352,9 +353,7 @@ fn run(cli: &Cli) -> Result<bool> {
         || samod.as_ref().is_some_and(samod::SamodReport::any_failed)
         || matches!(limit.sequential_write_mb_s, Some(Cell::Failed(_)))
         || matches!(replication, Some(Cell::Failed(_)))
-        || bare
-            .as_ref()
-            .is_some_and(|b| b.files.failed() || b.shared_log.failed())
+        || bare.as_ref().is_some_and(rows::bare::Bare::any_failed)
         || matches!(&yjs, Some(Cell::Value(row))
             if row.columns.iter().any(|(_, c)| c.failed())
                 || row.peer.as_ref().is_some_and(Cell::failed));
@@ -382,6 +381,14 @@ fn run(cli: &Cli) -> Result<bool> {
         print!("{}", report::markdown(&report));
     }
     if cli.keep {
+        if columns.contains(&Column::Postgres)
+            && std::env::var_os("PERSISTER_POSTGRES_URL").is_some()
+        {
+            eprintln!(
+                "postgres stores kept in the schemas named {}*",
+                pg::run_prefix(base.path())
+            );
+        }
         eprintln!("stores kept in {}", base.keep().display());
     }
     Ok(!failed)

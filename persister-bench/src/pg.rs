@@ -42,10 +42,10 @@ pub fn schema(dir: &Path) -> String {
     format!("{}{:016x}", run_prefix(dir), hash(dir))
 }
 
-/// `bench_<run>_`, where `<run>` names the run's directory: the ancestor of `dir` whose
-/// name starts with `persister-bench-` (the run's temporary directory), or `dir`
-/// itself when there is none.
-fn run_prefix(dir: &Path) -> String {
+/// `bench_<run>_`, where `<run>` (16 hex digits) names the run's directory: the
+/// ancestor of `dir` whose name starts with `persister-bench-` (the run's temporary
+/// directory), or `dir` itself when there is none.
+pub fn run_prefix(dir: &Path) -> String {
     let run = dir
         .ancestors()
         .find(|a| {
@@ -54,13 +54,20 @@ fn run_prefix(dir: &Path) -> String {
                 .is_some_and(|n| n.starts_with("persister-bench-"))
         })
         .unwrap_or(dir);
-    format!("bench_{:08x}_", hash(run) as u32)
+    format!("bench_{:016x}_", hash(run))
 }
 
 fn hash(path: &Path) -> u64 {
     let mut hasher = DefaultHasher::new();
     path.hash(&mut hasher);
     hasher.finish()
+}
+
+/// A new connection to the run's server.
+fn connect() -> Result<postgres::Client> {
+    Ok(url()?
+        .parse::<postgres::Config>()?
+        .connect(postgres::NoTls)?)
 }
 
 /// Drops every schema of the run whose directory is `base` from a server given with
@@ -71,24 +78,42 @@ pub fn drop_run_schemas(base: &Path) -> Result<usize> {
     if std::env::var_os("PERSISTER_POSTGRES_URL").is_none() {
         return Ok(0);
     }
-    let mut client: postgres::Client = url()?
-        .parse::<postgres::Config>()?
-        .connect(postgres::NoTls)?;
-    // The prefix is `bench_`, hex digits and `_`: `_` is a LIKE wildcard, so it is
-    // escaped; nothing else in it needs quoting.
-    let pattern = format!("{}%", run_prefix(base).replace('_', "\\_"));
+    drop_schemas(&mut connect()?, base)
+}
+
+/// Drops the schemas of the run whose directory is `base`: only names of exactly the
+/// shape [`schema`] gives (the run's prefix, 16 hex digits, and `_limit` for a limit's
+/// table) and owned by the connected role, so that nothing else on the server can
+/// match. Tries every one, waiting at most 10 s for each one's locks; an error names
+/// how many of them were dropped and the first failure.
+fn drop_schemas(client: &mut postgres::Client, base: &Path) -> Result<usize> {
+    client.batch_execute("SET lock_timeout = '10s'")?;
+    let shape = format!("^{}[0-9a-f]{{16}}(_limit)?$", run_prefix(base));
     let schemas: Vec<String> = client
         .query(
-            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1",
-            &[&pattern],
+            "SELECT nspname::text FROM pg_namespace
+             WHERE nspname ~ $1 AND nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+            &[&shape],
         )?
         .iter()
         .map(|row| row.get(0))
         .collect();
+    let mut first_error = None;
+    let mut dropped = 0;
     for schema in &schemas {
-        client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))?;
+        // The shape leaves only lowercase hex digits and `_`; quoted all the same.
+        let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+        match client.batch_execute(&format!("DROP SCHEMA {quoted} CASCADE")) {
+            Ok(()) => dropped += 1,
+            Err(e) => {
+                first_error.get_or_insert(format!("{schema}: {e}"));
+            }
+        }
     }
-    Ok(schemas.len())
+    match first_error {
+        None => Ok(dropped),
+        Some(e) => Err(format!("dropped {dropped} of {} schemas; {e}", schemas.len()).into()),
+    }
 }
 
 /// The run's cluster, stopped when the process exits.
@@ -122,9 +147,7 @@ pub struct Commits {
 impl Commits {
     /// A new table in `schema` on the server.
     pub fn create(schema: &str) -> Result<Self> {
-        let mut client: postgres::Client = url()?
-            .parse::<postgres::Config>()?
-            .connect(postgres::NoTls)?;
+        let mut client = connect()?;
         client.batch_execute(&format!(
             "SET synchronous_commit = on; CREATE SCHEMA IF NOT EXISTS {schema}; CREATE TABLE {schema}.commits (id int8 PRIMARY KEY, value bytea NOT NULL); SET search_path = {schema}"
         ))?;
@@ -178,12 +201,75 @@ mod tests {
         ] {
             let schema = schema(&run.join(dir));
             assert!(schema.starts_with(&prefix), "{schema} {prefix}");
-            assert!(schema.len() < 64 - "_limit".len(), "{schema}");
+            assert!(format!("{schema}_limit").len() <= 63, "{schema}");
         }
         assert_ne!(prefix, run_prefix(Path::new("/tmp/persister-bench-Cd34")));
         assert_ne!(
             schema(&run.join("server-postgres")),
             schema(&run.join("flush-postgres"))
         );
+    }
+
+    /// The drop takes the run's schemas and nothing else: not another run's, not an
+    /// older build's `bench_<16 hex>`, not a name that only starts like the run's.
+    #[test]
+    fn dropping_a_runs_schemas_leaves_every_other_schema() -> Result<()> {
+        let Some((_, cluster)) = persister_testkit::postgres::schema_server("unused")? else {
+            return Ok(());
+        };
+        let url = match &cluster {
+            Some(cluster) => cluster.url(),
+            None => std::env::var("PERSISTER_POSTGRES_URL")?,
+        };
+        let mut client = url.parse::<postgres::Config>()?.connect(postgres::NoTls)?;
+        let dirs = tempfile::tempdir()?;
+        let (run, other) = (
+            dirs.path().join("persister-bench-run"),
+            dirs.path().join("persister-bench-other"),
+        );
+        let store = schema(&run.join("server-postgres"));
+        let ours = [
+            store.clone(),
+            format!("{store}_limit"),
+            schema(&run.join("flush-postgres/raw")),
+        ];
+        let others = [
+            schema(&other.join("server-postgres")),
+            format!("bench_{:016x}", hash(&run)),
+            format!("{store}_kept"),
+            run_prefix(&run).to_uppercase() + "0123456789ABCDEF",
+        ];
+        for name in ours.iter().chain(&others) {
+            client.batch_execute(&format!(
+                "CREATE SCHEMA \"{name}\"; CREATE TABLE \"{name}\".t (id int8)"
+            ))?;
+        }
+        let dropped = drop_schemas(&mut client, &run);
+        let mut exists = |name: &String| -> Result<bool> {
+            let row = client.query_one(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+                &[name],
+            )?;
+            Ok(row.get::<_, i64>(0) == 1)
+        };
+        let mut left_ours = Vec::new();
+        for name in &ours {
+            if exists(name)? {
+                left_ours.push(name.clone());
+            }
+        }
+        let mut gone_others = Vec::new();
+        for name in &others {
+            if !exists(name)? {
+                gone_others.push(name.clone());
+            }
+        }
+        for name in others.iter().chain(&left_ours) {
+            client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))?;
+        }
+        assert_eq!(dropped?, ours.len());
+        assert!(left_ours.is_empty(), "not dropped: {left_ours:?}");
+        assert!(gone_others.is_empty(), "dropped: {gone_others:?}");
+        Ok(())
     }
 }

@@ -134,38 +134,39 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
     } else {
         None
     };
+    with_limits(base, commits.as_mut(), |limits| match column {
+        Column::Peer => drive(config, peer_writers(config, dir)?, limits).map(|d| (d, None)),
+        _ => drive_store(config, column, dir, limits),
+    })
+}
+
+/// Row 8 with the writers `writers` makes, which are not a store's (see
+/// [`bare`](crate::rows::bare)); the raw rate is measured in `base`.
+pub(crate) fn run_writers(
+    config: &ServerConfig,
+    base: &Path,
+    writers: impl FnOnce() -> Result<Vec<Vec<Box<dyn Writer>>>>,
+) -> Cell<Server> {
+    Cell::from_result(with_limits(base, None, |limits| {
+        drive(config, writers()?, limits).map(|d| (d, None))
+    }))
+}
+
+/// Runs `run` with the raw appends' log in `base` (removed afterwards) and, for
+/// PostgreSQL, its single commits, and sums up what it drove.
+fn with_limits(
+    base: &Path,
+    commits: Option<&mut crate::pg::Commits>,
+    run: impl FnOnce(&mut Limits<'_>) -> Result<(Driven, Option<Groups>)>,
+) -> Result<Server> {
     let mut raw = RawLog::create(base, "server-raw", CHANGE_LEN)?;
-    let mut limits = Limits {
+    let outcome = run(&mut Limits {
         raw: &mut raw,
-        commits: commits.as_mut(),
-    };
-    let outcome = match column {
-        Column::Peer => drive(config, peer_writers(config, dir)?, &mut limits).map(|d| (d, None)),
-        _ => drive_store(config, column, dir, &mut limits),
-    };
+        commits,
+    });
     raw.remove()?;
     let (driven, groups) = outcome?;
     Ok(summarize(driven, groups))
-}
-
-/// Row 8 with `writers` that are not a store's (see [`bare`](crate::rows::bare)); the
-/// raw rate is measured in `base`.
-pub(crate) fn run_writers(
-    config: &ServerConfig,
-    writers: Result<Vec<Vec<Box<dyn Writer>>>>,
-    base: &Path,
-) -> Cell<Server> {
-    Cell::from_result((|| {
-        let writers = writers?;
-        let mut raw = RawLog::create(base, "server-raw", CHANGE_LEN)?;
-        let mut limits = Limits {
-            raw: &mut raw,
-            commits: None,
-        };
-        let outcome = drive(config, writers, &mut limits);
-        raw.remove()?;
-        Ok(summarize(outcome?, None))
-    })())
 }
 
 /// The row's figures from what the writers and the limits' slices did.
@@ -283,8 +284,7 @@ fn peer_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Wri
         db.open_tree("documents")?,
         db.open_tree("sync-states")?,
     );
-    let mut writers: Vec<Vec<Box<dyn Writer>>> = (0..config.threads).map(|_| Vec::new()).collect();
-    for d in 0..config.documents {
+    spread(config, |d| {
         let persister = automerge_persistent_sled::SledPersister::new(
             changes.clone(),
             documents.clone(),
@@ -293,11 +293,23 @@ fn peer_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Wri
         )?;
         let mut actor = [0u8; 16];
         actor[..8].copy_from_slice(&(d as u64).to_be_bytes());
-        writers[d % config.threads].push(Box::new(PeerWriter {
+        Ok(Box::new(PeerWriter {
             persister,
             actor: automerge04::ActorId::from(&actor[..]),
             seq: 0,
-        }));
+        }))
+    })
+}
+
+/// The writers of every document `d` (made by `writer(d)`), spread over the threads:
+/// thread `t` gets the documents with `d % threads == t`.
+pub(crate) fn spread(
+    config: &ServerConfig,
+    mut writer: impl FnMut(usize) -> Result<Box<dyn Writer>>,
+) -> Result<Vec<Vec<Box<dyn Writer>>>> {
+    let mut writers: Vec<Vec<Box<dyn Writer>>> = (0..config.threads).map(|_| Vec::new()).collect();
+    for d in 0..config.documents {
+        writers[d % config.threads].push(writer(d)?);
     }
     Ok(writers)
 }
@@ -326,11 +338,10 @@ fn drive_store(
         }
         _ => (column.open_store(&Location::Dir(dir.to_owned()))?, None),
     };
-    let mut writers: Vec<Vec<Box<dyn Writer>>> = (0..config.threads).map(|_| Vec::new()).collect();
-    for d in 0..config.documents {
+    let writers = spread(config, |d| {
         let doc = store.open_document(&format!("doc-{d:05}").as_str().into())?;
-        writers[d % config.threads].push(Box::new(CoreWriter::new(doc, d)));
-    }
+        Ok(Box::new(CoreWriter::new(doc, d)))
+    })?;
     let before = counters.as_ref().map(|counters| counters());
     let driven = drive(config, writers, limits)?;
     let groups = counters.zip(before).map(|(counters, before)| {
