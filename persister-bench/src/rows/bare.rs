@@ -52,22 +52,44 @@ impl Bare {
     }
 }
 
-/// A document that is a file of its own.
-struct FileWriter {
-    file: File,
+/// One document: its pending change, and where a flush makes it durable.
+struct BareWriter {
     pending: Vec<u8>,
+    to: Durable,
 }
 
-impl Writer for FileWriter {
+/// Where a document's changes go.
+enum Durable {
+    /// A file of its own: one `write` and one `fdatasync` per flush.
+    File(File),
+    /// The shared log.
+    Log(Arc<Log>),
+}
+
+impl BareWriter {
+    fn boxed(to: Durable) -> Box<dyn Writer> {
+        Box::new(Self {
+            pending: Vec::with_capacity(CHANGE_LEN),
+            to,
+        })
+    }
+}
+
+impl Writer for BareWriter {
     fn insert(&mut self, value: &[u8]) -> Result<()> {
         self.pending.extend_from_slice(value);
         Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.file.write_all(&self.pending)?;
+        match &mut self.to {
+            Durable::File(file) => {
+                file.write_all(&self.pending)?;
+                file.sync_data()?;
+            }
+            Durable::Log(log) => log.commit(&self.pending)?,
+        }
         self.pending.clear();
-        self.file.sync_data()?;
         Ok(())
     }
 
@@ -86,10 +108,7 @@ fn file_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Wri
             .create_new(true)
             .append(true)
             .open(dir.join(format!("doc-{d:05}")))?;
-        Ok(Box::new(FileWriter {
-            file,
-            pending: Vec::with_capacity(CHANGE_LEN),
-        }))
+        Ok(BareWriter::boxed(Durable::File(file)))
     })
 }
 
@@ -157,32 +176,6 @@ impl Log {
     }
 }
 
-/// A document whose changes go to the shared log.
-struct LogWriter {
-    log: Arc<Log>,
-    pending: Vec<u8>,
-}
-
-impl Writer for LogWriter {
-    fn insert(&mut self, value: &[u8]) -> Result<()> {
-        self.pending.extend_from_slice(value);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.log.commit(&self.pending)?;
-        self.pending.clear();
-        Ok(())
-    }
-
-    fn close(mut self: Box<Self>) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        self.flush()
-    }
-}
-
 fn log_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Writer>>>> {
     std::fs::create_dir_all(dir)?;
     let file = OpenOptions::new()
@@ -200,10 +193,7 @@ fn log_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Writ
         synced: Condvar::new(),
     });
     spread(config, |_| {
-        Ok(Box::new(LogWriter {
-            log: Arc::clone(&log),
-            pending: Vec::with_capacity(CHANGE_LEN),
-        }))
+        Ok(BareWriter::boxed(Durable::Log(Arc::clone(&log))))
     })
 }
 
