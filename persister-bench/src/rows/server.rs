@@ -3,7 +3,9 @@
 //! time. A flush is an acknowledged durable write; the row counts them per second, as a
 //! ratio to the raw `fdatasync` rate of the same disk, and gives the flush latency. A
 //! backend whose flushes each pay their own sync cannot pass 1x; group commit (flushes
-//! of different documents sharing a sync) can.
+//! of different documents sharing a sync) can. The documents are stored (one change
+//! each, flushed) before the first slice, as a server's documents are: the row measures
+//! writes to documents that exist, not their creation.
 //!
 //! The disk's raw rate swings by more than 10x within a minute on a shared machine, so
 //! the writers run in slices that alternate with slices of raw appends + `fdatasync` in
@@ -302,14 +304,20 @@ fn peer_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Wri
 }
 
 /// The writers of every document `d` (made by `writer(d)`), spread over the threads:
-/// thread `t` gets the documents with `d % threads == t`.
+/// thread `t` gets the documents with `d % threads == t`. Each document is stored
+/// once (one change, flushed) as it is made, before any slice: the row measures a
+/// server whose documents exist, not their creation.
 pub(crate) fn spread(
     config: &ServerConfig,
     mut writer: impl FnMut(usize) -> Result<Box<dyn Writer>>,
 ) -> Result<Vec<Vec<Box<dyn Writer>>>> {
+    let value = [0x5a; CHANGE_LEN];
     let mut writers: Vec<Vec<Box<dyn Writer>>> = (0..config.threads).map(|_| Vec::new()).collect();
     for d in 0..config.documents {
-        writers[d % config.threads].push(writer(d)?);
+        let mut doc = writer(d)?;
+        doc.insert(&value)?;
+        doc.flush()?;
+        writers[d % config.threads].push(doc);
     }
     Ok(writers)
 }
