@@ -82,15 +82,15 @@
 //! `fdatasync`s at the same time, and the file system merges what it can. On ext4 (and
 //! other journaling file systems) the journal commits the metadata of every file synced
 //! meanwhile together, but each sync still writes its own log's data. In the
-//! benchmark's row 8 (1,000 documents, 16 threads, each inserting one change into one
-//! of its documents and flushing it), this backend acknowledges about 4 times the
-//! disk's raw `fdatasync` rate of the same run (3.9x to 4.4x in four runs on
-//! 2026-12-07), up to 19% below the row's measurement of the same design without a
-//! store (plain files, one per document, each flush one `write` and one `fdatasync`:
-//! 4.1x to 4.8x in the same runs), which is this design's ceiling on that disk. A
-//! simple shared log whose flushes share a write and a sync reached 5.4x to 5.7x, and
-//! redb's commit log 6.1x to 7.0x (see `BENCHMARKS.md`). The format is unchanged
-//! (version 2), and each flush returns only once its own log is synced.
+//! benchmark's row 8 (1,000 stored documents, 16 threads, each inserting one change
+//! into one of its documents and flushing it), this backend acknowledges 4.2x to 4.4x
+//! the disk's raw `fdatasync` rate of the same run (8 runs on 2026-12-07), 2% to 13%
+//! below the row's measurement of the same design without a store (plain files, one
+//! per document, each flush one `write` and one `fdatasync`: 4.4x to 4.9x in the same
+//! runs), which is this design's ceiling on that disk. A simple shared log whose
+//! flushes share a write and a sync reached 5.4x to 5.8x, and redb's commit log 6.0x
+//! to 7.0x (see `BENCHMARKS.md`). The format is unchanged (version 2), and each flush
+//! returns only once its own log is synced.
 //! [`Store::flush_documents`](persister_core::Store::flush_documents) flushes the
 //! handles from up to 16 threads at once (one sync per document with writes, issued
 //! together so that the journal merges them).

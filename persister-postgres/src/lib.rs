@@ -150,14 +150,14 @@
 //! one explicit transaction (`BEGIN` .. `COMMIT`), which keeps each array far below the
 //! server's 1 GiB limit for one value.
 //!
-//! `persister-bench`'s row 8 (`--rows 8 --only postgres`: 1,000 documents, 16 threads
-//! each inserting one 100-byte change into one of its documents and flushing it;
-//! PostgreSQL 15 on the same machine, fsync and synchronous commits on, 2 cores shared
-//! by the writers and the server), in one run of every column: 19 k acknowledged
-//! flushes per second, flush p50 0.78 ms and p99 1.64 ms, 3.70x the server's own
-//! single-row commit rate measured in the same run (3.80x to 4.21x, median about 4.0x,
-//! in 16 other runs that day). About 6.5 flushes share each commit, two commits in
-//! flight; see `BENCHMARKS.md` for where the time goes.
+//! `persister-bench`'s row 8 (`--rows 8 --only postgres`: 1,000 stored documents, 16
+//! threads each inserting one 100-byte change into one of its documents and flushing
+//! it; PostgreSQL 15 on the same machine, fsync and synchronous commits on, 2 cores
+//! shared by the writers and the server), in one run of every column: 19.7 k
+//! acknowledged flushes per second, flush p50 0.73 ms and p99 1.72 ms, 4.22x the
+//! server's own single-row commit rate measured in the same run (3.58x to 4.31x,
+//! median 4.1x, over 8 runs that day). About 6.7 flushes share each commit, two
+//! commits in flight; see `BENCHMARKS.md` for where the time goes.
 //!
 //! # Opening
 //!

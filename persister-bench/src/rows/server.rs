@@ -58,9 +58,9 @@ impl ServerConfig {
             Self {
                 documents: 1_000,
                 threads: 16,
-                seconds: 5.0,
-                rounds: 20,
-                raw_seconds: 2.5,
+                seconds: 10.0,
+                rounds: 40,
+                raw_seconds: 5.0,
             }
         }
     }
