@@ -258,17 +258,17 @@ pub fn markdown(report: &Report) -> String {
         );
     }
     if let Some(bare) = &report.bare {
-        for (label, cell_) in [
+        for (label, design) in [
             (
                 "8. without a store, one file per document: a flush appends to its document's file and fdatasyncs it: durable writes/s (x raw fdatasync in the slices between)",
-                &bare.files,
+                &bare.file_per_document,
             ),
             (
                 "8. without a store, one shared log: flushes that arrive together share one write and one fdatasync: durable writes/s (x raw fdatasync in the slices between)",
                 &bare.shared_log,
             ),
         ] {
-            let disk = cell(cell_, |s| {
+            let disk = cell(design, |s| {
                 format!(
                     "{} ({:.2}x; p50 / p99 {} / {} ms)",
                     rate(s.writes_per_s),

@@ -85,12 +85,12 @@
 //! benchmark's row 8 (1,000 stored documents, 16 threads, each inserting one change
 //! into one of its documents and flushing it), this backend acknowledges 4.2x to 4.4x
 //! the disk's raw `fdatasync` rate of the same run (8 runs on 2026-12-07), 2% to 13%
-//! below the row's measurement of the same design without a store (plain files, one
-//! per document, each flush one `write` and one `fdatasync`: 4.4x to 4.9x in the same
-//! runs), which is this design's ceiling on that disk. A simple shared log whose
-//! flushes share a write and a sync reached 5.4x to 5.8x, and redb's commit log 6.0x
-//! to 7.0x (see `BENCHMARKS.md`). The format is unchanged (version 2), and each flush
-//! returns only once its own log is synced.
+//! below the row's measurement of appending to one plain file per document, each
+//! flush one `write` and one `fdatasync` (4.4x to 4.9x in the same runs): the most this
+//! design gets from that disk. A simple shared log whose flushes share a write and a
+//! sync reached 5.4x to 5.8x, and redb's commit log 6.0x and 6.7x (see
+//! `BENCHMARKS.md`). The format is unchanged (version 2), and each flush returns only
+//! once its own log is synced.
 //! [`Store::flush_documents`](persister_core::Store::flush_documents) flushes the
 //! handles from up to 16 threads at once (one sync per document with writes, issued
 //! together so that the journal merges them).

@@ -153,11 +153,12 @@
 //! `persister-bench`'s row 8 (`--rows 8 --only postgres`: 1,000 stored documents, 16
 //! threads each inserting one 100-byte change into one of its documents and flushing
 //! it; PostgreSQL 15 on the same machine, fsync and synchronous commits on, 2 cores
-//! shared by the writers and the server), in one run of every column: 19.7 k
-//! acknowledged flushes per second, flush p50 0.73 ms and p99 1.72 ms, 4.22x the
-//! server's own single-row commit rate measured in the same run (3.58x to 4.31x,
-//! median 4.1x, over 8 runs that day). About 6.7 flushes share each commit, two
-//! commits in flight; see `BENCHMARKS.md` for where the time goes.
+//! shared by the writers and the server), in two runs of every column: 19.7 k and
+//! 19.0 k acknowledged flushes per second, flush p50 0.73 and 0.77 ms, p99 1.72 and
+//! 1.75 ms, 4.22x and 4.11x the server's own single-row commit rate measured in the
+//! same run (3.58x to 4.31x, median 4.1x, over the 8 runs of 10 s that day, these two
+//! included). About 6.7 flushes share each commit, two commits in flight; see
+//! `BENCHMARKS.md` for where the time goes.
 //!
 //! # Opening
 //!

@@ -26,13 +26,13 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::results::Cell;
-use crate::rows::server::{CHANGE_LEN, Server, ServerConfig, Writer, run_writers, spread};
+use crate::rows::server::{CHANGE_LEN, Server, ServerConfig, Writer, run_writers, stored_writers};
 
 /// Row 8 under both designs.
 #[derive(Clone, Debug, Serialize)]
 pub struct Bare {
     /// One file per document, each flush its own `fdatasync`.
-    pub files: Cell<Server>,
+    pub file_per_document: Cell<Server>,
     /// One shared log, flushes that arrive together sharing one write and one
     /// `fdatasync`.
     pub shared_log: Cell<Server>,
@@ -40,15 +40,18 @@ pub struct Bare {
 
 /// Runs both in `dir` (a new directory); the raw rate is measured in `base`.
 pub fn run(config: &ServerConfig, dir: &Path, base: &Path) -> Bare {
-    let files = run_writers(config, base, || file_writers(config, &dir.join("files")));
+    let file_per_document = run_writers(config, base, || file_writers(config, &dir.join("files")));
     let shared_log = run_writers(config, base, || log_writers(config, &dir.join("log")));
-    Bare { files, shared_log }
+    Bare {
+        file_per_document,
+        shared_log,
+    }
 }
 
 impl Bare {
     /// Whether either design's run failed.
     pub fn any_failed(&self) -> bool {
-        self.files.failed() || self.shared_log.failed()
+        self.file_per_document.failed() || self.shared_log.failed()
     }
 }
 
@@ -67,6 +70,7 @@ enum Durable {
 }
 
 impl BareWriter {
+    /// A writer with nothing pending, boxed for the row.
     fn boxed(to: Durable) -> Box<dyn Writer> {
         Box::new(Self {
             pending: Vec::with_capacity(CHANGE_LEN),
@@ -101,9 +105,10 @@ impl Writer for BareWriter {
     }
 }
 
+/// The writers of one file per document, each file new in `dir`.
 fn file_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Writer>>>> {
     std::fs::create_dir_all(dir)?;
-    spread(config, |d| {
+    stored_writers(config, |d| {
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
@@ -119,6 +124,7 @@ struct Log {
     synced: Condvar,
 }
 
+/// What the flushes of the shared log share, under its lock.
 struct LogState {
     /// The log; `None` while a flush writes and syncs it.
     file: Option<File>,
@@ -127,12 +133,26 @@ struct LogState {
     /// The last ticket given out.
     last_ticket: u64,
     /// Every ticket up to this one is durable.
-    durable: u64,
+    durable_ticket: u64,
     /// A failed write or sync: every flush after it fails.
     failed: Option<String>,
 }
 
 impl Log {
+    /// A log that appends to `file`, nothing queued.
+    fn new(file: File) -> Self {
+        Self {
+            state: Mutex::new(LogState {
+                file: Some(file),
+                queued: Vec::new(),
+                last_ticket: 0,
+                durable_ticket: 0,
+                failed: None,
+            }),
+            synced: Condvar::new(),
+        }
+    }
+
     /// Appends `bytes` and returns once they are durable, or with the error of the
     /// write or sync that carried them (or of any before: the log's end is then
     /// unknown).
@@ -142,7 +162,7 @@ impl Log {
         state.last_ticket += 1;
         let ticket = state.last_ticket;
         loop {
-            if state.durable >= ticket {
+            if state.durable_ticket >= ticket {
                 return Ok(());
             }
             if let Some(e) = &state.failed {
@@ -162,7 +182,7 @@ impl Log {
             state = self.lock();
             state.file = Some(file);
             match outcome {
-                Ok(()) => state.durable = upto,
+                Ok(()) => state.durable_ticket = upto,
                 Err(e) => state.failed = Some(e.to_string()),
             }
             self.synced.notify_all();
@@ -176,23 +196,15 @@ impl Log {
     }
 }
 
+/// The writers of documents whose changes all go to one new log in `dir`.
 fn log_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Writer>>>> {
     std::fs::create_dir_all(dir)?;
     let file = OpenOptions::new()
         .create_new(true)
         .append(true)
         .open(dir.join("log"))?;
-    let log = Arc::new(Log {
-        state: Mutex::new(LogState {
-            file: Some(file),
-            queued: Vec::new(),
-            last_ticket: 0,
-            durable: 0,
-            failed: None,
-        }),
-        synced: Condvar::new(),
-    });
-    spread(config, |_| {
+    let log = Arc::new(Log::new(file));
+    stored_writers(config, |_| {
         Ok(BareWriter::boxed(Durable::Log(Arc::clone(&log))))
     })
 }
@@ -200,6 +212,7 @@ fn log_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Writ
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rows::server::CHANGE;
 
     fn config(documents: usize, threads: usize) -> ServerConfig {
         ServerConfig {
@@ -265,16 +278,7 @@ mod tests {
         let path = dir.path().join("log");
         std::fs::write(&path, b"")?;
         // Opened for reading only: every write fails.
-        let log = Log {
-            state: Mutex::new(LogState {
-                file: Some(File::open(&path)?),
-                queued: Vec::new(),
-                last_ticket: 0,
-                durable: 0,
-                failed: None,
-            }),
-            synced: Condvar::new(),
-        };
+        let log = Log::new(File::open(&path)?);
         assert!(log.commit(&[1; CHANGE_LEN]).is_err());
         assert!(log.commit(&[2; CHANGE_LEN]).is_err());
         assert!(std::fs::read(&path)?.is_empty());
@@ -296,7 +300,7 @@ mod tests {
         }
         // Thread 1 writes documents 1 and 3.
         // Each document was stored once as it was made.
-        let first = [0x5a; CHANGE_LEN];
+        let first = CHANGE;
         let file = std::fs::read(dir.path().join("doc-00003"))?;
         assert_eq!(file, [first, [2; CHANGE_LEN], [11; CHANGE_LEN]].concat());
         assert_eq!(std::fs::read(dir.path().join("doc-00000"))?, first);

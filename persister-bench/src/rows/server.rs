@@ -107,7 +107,8 @@ pub struct Groups {
     pub commits: u64,
     /// Handles per commit, on average.
     pub mean_handles: f64,
-    /// The most handles one commit carried.
+    /// The most handles one commit carried since the store opened (the documents'
+    /// first flushes before the slices commit one at a time, so this is the slices').
     pub largest: u64,
     /// The mean time of one commit, transaction and sync, ms.
     pub mean_commit_ms: f64,
@@ -118,6 +119,9 @@ pub struct Groups {
 
 /// The bytes of every change: 100, as in row 2.
 pub(crate) const CHANGE_LEN: usize = 100;
+
+/// The change every writer inserts.
+pub(crate) const CHANGE: [u8; CHANGE_LEN] = [0x5a; CHANGE_LEN];
 
 /// Runs row 8 for `column` in `dir` (a new directory); the raw rate is measured in
 /// `base`, on the same file system.
@@ -286,7 +290,7 @@ fn peer_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Wri
         db.open_tree("documents")?,
         db.open_tree("sync-states")?,
     );
-    spread(config, |d| {
+    stored_writers(config, |d| {
         let persister = automerge_persistent_sled::SledPersister::new(
             changes.clone(),
             documents.clone(),
@@ -303,19 +307,18 @@ fn peer_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Wri
     })
 }
 
-/// The writers of every document `d` (made by `writer(d)`), spread over the threads:
-/// thread `t` gets the documents with `d % threads == t`. Each document is stored
-/// once (one change, flushed) as it is made, before any slice: the row measures a
-/// server whose documents exist, not their creation.
-pub(crate) fn spread(
+/// The writers of every document `d` (made by `writer(d)`), each document stored once
+/// (one change, flushed, untimed and not counted) as it is made, before any slice, so
+/// that the row measures a server whose documents exist, not their creation; spread
+/// over the threads: thread `t` gets the documents with `d % threads == t`.
+pub(crate) fn stored_writers(
     config: &ServerConfig,
     mut writer: impl FnMut(usize) -> Result<Box<dyn Writer>>,
 ) -> Result<Vec<Vec<Box<dyn Writer>>>> {
-    let value = [0x5a; CHANGE_LEN];
     let mut writers: Vec<Vec<Box<dyn Writer>>> = (0..config.threads).map(|_| Vec::new()).collect();
     for d in 0..config.documents {
         let mut doc = writer(d)?;
-        doc.insert(&value)?;
+        doc.insert(&CHANGE)?;
         doc.flush()?;
         writers[d % config.threads].push(doc);
     }
@@ -346,7 +349,7 @@ fn drive_store(
         }
         _ => (column.open_store(&Location::Dir(dir.to_owned()))?, None),
     };
-    let writers = spread(config, |d| {
+    let writers = stored_writers(config, |d| {
         let doc = store.open_document(&format!("doc-{d:05}").as_str().into())?;
         Ok(Box::new(CoreWriter::new(doc, d)))
     })?;
@@ -463,7 +466,7 @@ fn drive(
     writers: Vec<Vec<Box<dyn Writer>>>,
     limits: &mut Limits<'_>,
 ) -> Result<Driven> {
-    let value = vec![0x5a; CHANGE_LEN];
+    let value = CHANGE;
     let rounds = config.rounds.max(1);
     let slice = Duration::from_secs_f64(config.seconds / rounds as f64);
     let raw_slice = Duration::from_secs_f64(config.raw_seconds / rounds as f64);
