@@ -381,9 +381,7 @@ fn run(cli: &Cli) -> Result<bool> {
         print!("{}", report::markdown(&report));
     }
     if cli.keep {
-        if columns.contains(&Column::Postgres)
-            && std::env::var_os("PERSISTER_POSTGRES_URL").is_some()
-        {
+        if columns.contains(&Column::Postgres) && pg::on_users_server() {
             eprintln!(
                 "postgres stores kept in the schemas named {}*",
                 pg::run_prefix(base.path())

@@ -63,6 +63,12 @@ fn hash(path: &Path) -> u64 {
     hasher.finish()
 }
 
+/// Whether the run's server is the user's (`PERSISTER_POSTGRES_URL`), which outlives
+/// the run, rather than a cluster the run started.
+pub fn on_users_server() -> bool {
+    std::env::var_os("PERSISTER_POSTGRES_URL").is_some()
+}
+
 /// A new connection to the run's server.
 fn connect() -> Result<postgres::Client> {
     Ok(url()?
@@ -75,7 +81,7 @@ fn connect() -> Result<postgres::Client> {
 /// with its data when the process exits. Stores are tables in these schemas, so a run
 /// leaves nothing behind on the user's server.
 pub fn drop_run_schemas(base: &Path) -> Result<usize> {
-    if std::env::var_os("PERSISTER_POSTGRES_URL").is_none() {
+    if !on_users_server() {
         return Ok(0);
     }
     drop_schemas(&mut connect()?, base)

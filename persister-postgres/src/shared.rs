@@ -15,6 +15,9 @@ use crate::location::Location;
 use crate::pool::{Conn, Pool};
 use crate::sql::{FORMAT_NAME, FORMAT_VERSION, Q, Sql};
 
+/// What a format error calls a store of this backend.
+const SCHEMA: &str = "persister-postgres schema";
+
 /// How many times a statement the server rolled back for a conflict (40001, 40P01) is
 /// run again before the error is returned.
 const CONFLICT_RETRIES: u32 = 8;
@@ -144,7 +147,7 @@ impl Shared {
         if found == 1 {
             if !self.options.migrate_format {
                 return Err(Error::MigrationNeeded {
-                    what: "persister-postgres schema",
+                    what: SCHEMA,
                     path: PathBuf::from(&self.place),
                     found,
                     supported: FORMAT_VERSION,
@@ -157,7 +160,12 @@ impl Shared {
         if found == FORMAT_VERSION {
             Ok(())
         } else {
-            Err(self.unsupported(found))
+            Err(Error::UnsupportedFormat {
+                what: SCHEMA,
+                path: PathBuf::from(&self.place),
+                found,
+                supported: FORMAT_VERSION,
+            })
         }
     }
 
@@ -169,15 +177,6 @@ impl Shared {
             conn.client().batch_execute(self.sql.migrate())
         })?;
         migrated.map_err(|err| self.error(&err, "migrate to format version 2", place))
-    }
-
-    fn unsupported(&self, found: u32) -> Error {
-        Error::UnsupportedFormat {
-            what: "persister-postgres schema",
-            path: PathBuf::from(&self.place),
-            found,
-            supported: FORMAT_VERSION,
-        }
     }
 
     /// Creates the schema's tables when they are missing, and returns the format

@@ -466,7 +466,6 @@ fn drive(
     writers: Vec<Vec<Box<dyn Writer>>>,
     limits: &mut Limits<'_>,
 ) -> Result<Driven> {
-    let value = CHANGE;
     let rounds = config.rounds.max(1);
     let slice = Duration::from_secs_f64(config.seconds / rounds as f64);
     let raw_slice = Duration::from_secs_f64(config.raw_seconds / rounds as f64);
@@ -486,7 +485,7 @@ fn drive(
         let threads: Vec<_> = writers
             .into_iter()
             .map(|mut docs| {
-                let (value, latencies, counts, barrier) = (&value, &latencies, &counts, &barrier);
+                let (latencies, counts, barrier) = (&latencies, &counts, &barrier);
                 scope.spawn(move || -> Result<()> {
                     let mut mine = Vec::new();
                     let mut failed = None;
@@ -499,7 +498,7 @@ fn drive(
                             let count = docs.len();
                             let doc = &mut docs[next % count];
                             next += 1;
-                            let flushed = doc.insert(value).and_then(|()| {
+                            let flushed = doc.insert(&CHANGE).and_then(|()| {
                                 let flushed = Instant::now();
                                 doc.flush().map(|()| flushed.elapsed())
                             });
