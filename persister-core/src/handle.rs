@@ -344,6 +344,10 @@ impl<E: Engine> Store for EngineStore<E> {
         self.into_engine()?.close()
     }
 
+    fn close_boxed(self: Box<Self>) -> Result<()> {
+        Store::close(*self)
+    }
+
     fn recovered(&self) -> Vec<Recovered> {
         self.shared.engine.recovered()
     }
@@ -426,6 +430,10 @@ macro_rules! forward_store {
 
             fn close(self) -> $crate::Result<()> {
                 self.$field.close()
+            }
+
+            fn close_boxed(self: Box<Self>) -> $crate::Result<()> {
+                $crate::Store::close(*self)
             }
 
             fn recovered(&self) -> Vec<$crate::Recovered> {

@@ -67,6 +67,10 @@ impl Store for MemoryStore {
     fn close(self) -> Result<()> {
         self.open.check_none_open()
     }
+
+    fn close_boxed(self: Box<Self>) -> Result<()> {
+        Store::close(*self)
+    }
 }
 
 /// One document kept in memory: a [`Persister`] with exact, O(1) sizes.

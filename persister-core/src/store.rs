@@ -81,8 +81,10 @@ pub trait Store: Send + Sync {
 
     /// [`close`](Store::close) for a store behind a `Box`, which `close` (taking the
     /// store by value) cannot reach: a boxed store's `close` calls this, so that
-    /// closing a [`DynStore`] closes the store inside. The default drops the store;
-    /// [`BoxedStore`] calls its store's `close`.
+    /// closing a `Box<S>` or a [`DynStore`] closes the store inside. The default drops
+    /// the store, so a store that overrides `close` overrides this too, as
+    /// `(*self).close()`: every store of this workspace does, and the conformance case
+    /// `closing_a_boxed_or_shared_store_is_checked` fails for one that does not.
     ///
     /// # Errors
     ///
@@ -166,12 +168,20 @@ impl<S: Store + ?Sized> Store for Box<S> {
         self.close_boxed()
     }
 
+    fn close_boxed(self: Box<Self>) -> Result<()> {
+        (*self).close_boxed()
+    }
+
     fn recovered(&self) -> Vec<Recovered> {
         (**self).recovered()
     }
 }
 
-impl<S: Store + ?Sized> Store for Arc<S> {
+/// A store shared between owners. Its [`close`](Store::close) closes the store when
+/// this is the last clone, and otherwise fails with [`Error::InvalidInput`] (the store
+/// is closed when the last clone is dropped), the way a clone of an
+/// [`EngineStore`](crate::EngineStore) does.
+impl<S: Store> Store for Arc<S> {
     type Persister = S::Persister;
 
     fn flush_documents(&self, handles: &mut [&mut Self::Persister]) -> Result<usize> {
@@ -188,6 +198,20 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         (**self).remove_document(id)
+    }
+
+    fn close(self) -> Result<()> {
+        match Arc::try_unwrap(self) {
+            Ok(store) => store.close(),
+            Err(_) => Err(Error::InvalidInput {
+                what: "close",
+                reason: "another clone of the store is still open; the store is closed when the last clone is dropped".to_string(),
+            }),
+        }
+    }
+
+    fn close_boxed(self: Box<Self>) -> Result<()> {
+        Store::close(*self)
     }
 
     fn recovered(&self) -> Vec<Recovered> {

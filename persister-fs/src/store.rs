@@ -365,6 +365,10 @@ impl Store for FsStore {
         self.shared.open.check_none_open()?;
         FsStore::close(self)
     }
+
+    fn close_boxed(self: Box<Self>) -> Result<()> {
+        Store::close(*self)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

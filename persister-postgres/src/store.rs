@@ -204,6 +204,10 @@ impl Store for PostgresStore {
         PostgresStore::close(self)
     }
 
+    fn close_boxed(self: Box<Self>) -> Result<()> {
+        Store::close(*self)
+    }
+
     fn remove_document(&self, id: &DocumentId) -> Result<()> {
         let _claim = self.shared.open.claim(id)?;
         let shared = &self.shared;

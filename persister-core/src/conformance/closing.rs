@@ -1,7 +1,9 @@
 //! Closing (contract point 12): what dropping a handle or a store does, and `close`.
 
 use super::{Fixture, actor, contents, open, reopen};
-use crate::{Batch, Error, Persister, Result, Store};
+use std::sync::Arc;
+
+use crate::{Batch, BoxedStore, Error, Persister, Result, Store};
 
 /// A handle dropped without a flush discards its writes since its last flush: the next
 /// handle of the document sees exactly the flushed state, in the same store and after
@@ -89,5 +91,54 @@ pub fn closing_a_store_with_an_open_handle_is_refused<F: Fixture>(f: &F) -> Resu
     let store = f.open()?;
     let p = open(&store, "doc")?;
     assert_eq!(p.get_changes()?, vec![b"c1".to_vec()]);
+    Ok(())
+}
+
+/// A store closed through a `Box`, a [`DynStore`](crate::DynStore) or an `Arc` is closed as the store
+/// itself would be: refused with `DocumentInUse` while a handle is open, and an `Arc`
+/// with another clone open refused with `InvalidInput`; closed, it reopens at once
+/// with everything flushed.
+pub fn closing_a_boxed_or_shared_store_is_checked<F: Fixture>(f: &F) -> Result<()> {
+    let in_use = |closed: Result<()>, how: &str| {
+        assert!(
+            matches!(closed, Err(Error::DocumentInUse { .. })),
+            "closing a store {how} with an open handle gave {closed:?}"
+        );
+    };
+    let store = Box::new(f.open()?);
+    let mut p = open(&*store, "doc")?;
+    p.insert_changes(vec![(actor(1), 1, b"c1".to_vec())])?;
+    p.flush()?;
+    in_use(store.close(), "in a Box");
+    drop(p);
+
+    // What a `DynStore` holds.
+    let store = Box::new(BoxedStore(f.open()?));
+    let p = store.open_document(&"doc".into())?;
+    in_use(store.close(), "as a DynStore");
+    drop(p);
+
+    let store = Arc::new(f.open()?);
+    let p = open(&*store, "doc")?;
+    in_use(store.close(), "in an Arc");
+    drop(p);
+
+    let store = Arc::new(f.open()?);
+    let clone = Arc::clone(&store);
+    let closed = clone.close();
+    assert!(
+        matches!(closed, Err(Error::InvalidInput { .. })),
+        "closing one of two clones of an Arc gave {closed:?}"
+    );
+    store.close()?;
+
+    let store = Box::new(f.open()?);
+    let mut p = open(&*store, "doc")?;
+    p.insert_changes(vec![(actor(1), 2, b"c2".to_vec())])?;
+    p.close()?;
+    store.close()?;
+    let store = f.open()?;
+    let p = open(&store, "doc")?;
+    assert_eq!(p.get_changes()?, vec![b"c1".to_vec(), b"c2".to_vec()]);
     Ok(())
 }

@@ -158,6 +158,40 @@ pub fn list_documents_lists_exactly_written_documents<F: Fixture>(f: &F) -> Resu
     Ok(())
 }
 
+/// A document exists from its first non-empty batch, flushed, even a batch that leaves
+/// it empty (removing what is not there), and removals that empty a document leave it
+/// listed, after reopening too: only `remove_document` ends it.
+pub fn emptied_documents_stay_listed<F: Fixture>(f: &F) -> Result<()> {
+    let store = f.open()?;
+    let mut p = store.open_document(&"emptied".into())?;
+    p.apply(
+        Batch::new()
+            .insert_change(actor(1), 1, b"c".to_vec())
+            .set_sync_state(b"peer".to_vec(), b"s".to_vec()),
+    )?;
+    p.flush()?;
+    p.apply(
+        Batch::new()
+            .remove_change(actor(1), 1)
+            .remove_sync_state(b"peer".to_vec()),
+    )?;
+    p.close()?;
+    let mut p = store.open_document(&"removals only".into())?;
+    p.apply(Batch::new().remove_sync_state(b"absent".to_vec()))?;
+    p.close()?;
+    let expected: Vec<DocumentId> = vec!["emptied".into(), "removals only".into()];
+    assert_eq!(store.list_documents()?, expected);
+    let store = reopen(f, store)?;
+    assert_eq!(store.list_documents()?, expected);
+    for id in &expected {
+        let p = store.open_document(id)?;
+        assert!(p.sizes().is_empty(), "{id}: {:?}", p.sizes());
+        assert!(p.get_changes()?.is_empty() && p.get_document()?.is_none());
+        assert!(p.get_peer_ids()?.is_empty());
+    }
+    Ok(())
+}
+
 /// Opening a document, reading and flushing it creates nothing.
 pub fn opening_a_document_writes_nothing<F: Fixture>(f: &F) -> Result<()> {
     let store = f.open()?;

@@ -91,6 +91,7 @@ pub const CASES: &[&str] = &[
     "ids_differing_in_case_are_isolated",
     "isolation_survives_reopen",
     "list_documents_lists_exactly_written_documents",
+    "emptied_documents_stay_listed",
     "opening_a_document_writes_nothing",
     "remove_document_removes_all_its_data_only",
     "removed_document_stays_removed_after_reopen",
@@ -120,6 +121,7 @@ pub const CASES: &[&str] = &[
     "close_flushes_the_handle",
     "closed_store_reopens_at_once",
     "closing_a_store_with_an_open_handle_is_refused",
+    "closing_a_boxed_or_shared_store_is_checked",
 ];
 
 /// Expands to one `#[test]` per conformance case, each on a fresh fixture made by
@@ -168,6 +170,7 @@ macro_rules! conformance_tests {
             ids_differing_in_case_are_isolated,
             isolation_survives_reopen,
             list_documents_lists_exactly_written_documents,
+            emptied_documents_stay_listed,
             opening_a_document_writes_nothing,
             remove_document_removes_all_its_data_only,
             removed_document_stays_removed_after_reopen,
@@ -194,6 +197,7 @@ macro_rules! conformance_tests {
             close_flushes_the_handle,
             closed_store_reopens_at_once,
             closing_a_store_with_an_open_handle_is_refused,
+            closing_a_boxed_or_shared_store_is_checked,
         );
     };
 }
