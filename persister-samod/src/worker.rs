@@ -66,8 +66,12 @@ impl Op {
         }
     }
 
-    /// Refuses what no store could ever take.
+    /// Refuses what no store could ever take: a document id or an entry over the
+    /// store's limits, a value over [`MAX_VALUE_LEN`].
     fn check(&self) -> Result<()> {
+        if let Some(id) = self.document() {
+            id.validate()?;
+        }
         let parts = parts(self.key());
         layout::entry_id(layout::rest_of(&parts))?;
         if let Op::Put { data, .. } = self

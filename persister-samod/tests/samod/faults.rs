@@ -168,6 +168,38 @@ fn a_key_too_long_for_the_store_is_refused_and_never_acknowledged() -> Result {
 }
 
 #[test]
+fn a_document_id_too_long_for_the_store_is_refused_and_never_retried() -> Result {
+    let (options, events) = recorder();
+    let storage = SamodStorage::on_store(MemoryStore::new(), options)?;
+    // A valid samod key whose first part, the document id, is over the store's limit.
+    let long = "d".repeat(persister_core::MAX_DOCUMENT_ID_LEN + 1);
+    let mut put = Box::pin(storage.put(key(&[&long, "sync-state", "p"]), vec![1]));
+    let mut load = Box::pin(storage.load(key(&[&long, "sync-state", "p"])));
+    let mut refused = 0;
+    while refused < 2 {
+        let line = events.recv()?;
+        assert!(
+            !line.starts_with("failed"),
+            "the operation was tried instead of refused: {line}"
+        );
+        refused += usize::from(line.starts_with("refused"));
+    }
+    assert!(poll_once(&mut put).is_none());
+    assert!(poll_once(&mut load).is_none());
+    let health = storage.health();
+    assert_eq!((health.refused, health.failures), (2, 0));
+    // Later operations go on, and closing returns.
+    block_on(storage.put(key(&["doc", "short"]), vec![2]));
+    assert_eq!(
+        block_on(storage.load(key(&["doc", "short"]))),
+        Some(vec![2])
+    );
+    storage.close();
+    assert!(storage.health().closed);
+    Ok(())
+}
+
+#[test]
 fn an_unknown_layout_version_is_refused_by_name() -> Result {
     let store = MemoryStore::new();
     {
