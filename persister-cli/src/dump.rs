@@ -85,6 +85,11 @@ impl DocumentDump {
 
     /// Writes the document into `dst`, which must hold nothing, in as few batches as
     /// the batch limit allows, and checks `dst`'s sizes afterwards. It does not flush.
+    ///
+    /// A dump that holds nothing (a document emptied by removals, which its store still
+    /// lists) is written as one batch that removes a sync state that is not there: a
+    /// non-empty batch, so the flush makes the document exist, holding nothing, as in
+    /// the source.
     pub fn write_into<P>(self, dst: &mut P) -> Result<StoredSizes>
     where
         P: Persister<Error = Error> + ?Sized,
@@ -116,6 +121,9 @@ impl DocumentDump {
                 dst.apply(std::mem::take(&mut batch))?;
             }
             batch.push(write);
+        }
+        if batch.is_empty() {
+            batch = Batch::new().remove_sync_state(Vec::new());
         }
         dst.apply(batch)?;
         let written = dst.sizes();

@@ -78,6 +78,47 @@ fn sled_to_redb_to_fs_to_an_export_file_and_back_keeps_every_byte() -> TestResul
 }
 
 #[test]
+fn an_emptied_document_is_copied_exported_and_imported_as_an_empty_document() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = |name: &str| dir.path().join(name);
+    let s = |name: &str| p(name).to_str().unwrap().to_string();
+    for backend in [named("redb"), named("sled"), named("fs")] {
+        let name = backend.name();
+        let src = format!("{name}-src");
+        {
+            let store = open_store(backend, &p(&src))?;
+            let mut doc = store.open_document(&"emptied".into())?;
+            let actor = persister_core::ActorId::from(vec![1]);
+            doc.insert_changes(vec![(actor.clone(), 1, b"c".to_vec())])?;
+            doc.flush()?;
+            doc.remove_changes(vec![(&actor, 1)])?;
+            doc.close()?;
+            let mut kept = store.open_document(&"kept".into())?;
+            kept.set_document(b"doc".to_vec())?;
+            kept.close()?;
+        }
+        let original = read_store(backend, &p(&src))?;
+        assert_eq!(original.len(), 2, "{name}: the emptied document is listed");
+
+        let copy = format!("{name}-copy");
+        let run = persister(["copy", "--backend", name, &s(&src), &s(&copy)])?.expect(0);
+        assert!(run.stdout.contains("copied 2 documents"), "{}", run.stdout);
+        assert_eq!(read_store(backend, &p(&copy))?, original, "{name} copy");
+
+        let dump = format!("{name}.pst");
+        persister(["export", &s(&src), &s(&dump)])?.expect(0);
+        let imported = format!("{name}-imported");
+        persister(["import", "--backend", name, &s(&dump), &s(&imported)])?.expect(0);
+        assert_eq!(
+            read_store(backend, &p(&imported))?,
+            original,
+            "{name} import"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn an_existing_destination_is_refused_and_left_as_it_was() -> TestResult {
     let dir = tempfile::tempdir()?;
     let src = store_path(dir.path(), named("redb"));
