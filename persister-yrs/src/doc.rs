@@ -66,13 +66,32 @@ const OVERLAP_DOCUMENT_BYTES: usize = 64 * 1024;
 /// See [`OVERLAP_DOCUMENT_BYTES`].
 const OVERLAP_CHANGES: u64 = 256;
 
+/// Decodes a v1 update, or says why it is not one.
+///
+/// yrs 0.28 adds each decoded block's length to its client's clock unchecked, so an
+/// update whose clocks pass `u32::MAX` (damaged, or sent by a hostile peer) overflows:
+/// a panic where yrs is built with overflow checks (debug builds, and this workspace's
+/// release builds, see the crate docs), caught here and reported as what it is.
+/// Decoding builds a new value and touches no document, so nothing is left half done.
+pub(crate) fn decode_update(bytes: &[u8]) -> std::result::Result<Update, String> {
+    match std::panic::catch_unwind(|| Update::decode_v1(bytes)) {
+        Ok(Ok(update)) => Ok(update),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!(
+            "decoding its {} bytes overflowed a clock: its blocks pass the largest clock, {}",
+            bytes.len(),
+            u32::MAX
+        )),
+    }
+}
+
 /// A new document with `options`, holding the stored `document` (applied in one
 /// transaction), if any.
 fn with_document(options: yrs::Options, document: Option<&[u8]>) -> Result<Doc> {
     let doc = Doc::with_options(options);
     if let Some(bytes) = document {
         let corrupt = |reason: String| Error::CorruptDocument { reason };
-        let update = Update::decode_v1(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let update = decode_update(bytes).map_err(corrupt)?;
         doc.transact_mut()
             .apply_update(update)
             .map_err(|e| corrupt(e.to_string()))?;
@@ -143,7 +162,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
                     seq: *seq,
                     reason,
                 };
-                let update = Update::decode_v1(bytes).map_err(|e| corrupt(e.to_string()))?;
+                let update = decode_update(bytes).map_err(corrupt)?;
                 txn.apply_update(update)
                     .map_err(|e| corrupt(e.to_string()))?;
             }

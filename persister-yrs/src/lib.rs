@@ -92,7 +92,14 @@
 //! - **A power loss**: the same, on backends that promise it (redb, fs).
 //! - **A damaged store**: loading fails with an error ([`Error::CorruptDocument`],
 //!   [`Error::CorruptUpdate`] or the backend's own); it never returns an empty or
-//!   partial document in place of the stored one.
+//!   partial document in place of the stored one. A damaged update that yrs decodes
+//!   with clocks past `u32::MAX` (yrs 0.28 does not check the sum) is one of these
+//!   errors, and [`Error::InvalidUpdate`] from a peer, where yrs is built with overflow
+//!   checks: debug builds are; for release builds, add
+//!   `[profile.release.package.yrs] overflow-checks = true` to the workspace's
+//!   `Cargo.toml`, as this workspace does (without it yrs wraps the clock and decodes
+//!   something else). Either way the process must not be built with `panic = "abort"`,
+//!   since the check is yrs's overflow panic, caught.
 //! - **Sync**: what a peer sent is stored like a local edit; nothing else about a peer
 //!   needs to survive, since each sync starts from the two state vectors.
 

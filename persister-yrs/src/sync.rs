@@ -2,8 +2,7 @@
 
 use persister_core::Persister;
 use yrs::sync::SyncMessage;
-use yrs::updates::decoder::Decode;
-use yrs::{ReadTxn, StateVector, Transact, Update};
+use yrs::{ReadTxn, StateVector, Transact};
 
 use crate::{Error, PersistentYDoc, Result};
 
@@ -49,7 +48,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// is returned.
     pub fn apply_update(&mut self, update: &[u8]) -> Result<()> {
         let invalid = |reason: String| Error::InvalidUpdate { reason };
-        let decoded = Update::decode_v1(update).map_err(|e| invalid(e.to_string()))?;
+        let decoded = crate::doc::decode_update(update).map_err(invalid)?;
         let (applied, pending) = {
             let mut txn = self.doc.transact_mut();
             let applied = txn.apply_update(decoded);

@@ -165,3 +165,141 @@ fn a_large_document_loads_whole_and_its_damage_is_an_error() -> TestResult {
     );
     Ok(())
 }
+
+/// The number of damaged updates [`damaged_updates_are_errors_never_panics`] tries:
+/// `PERSISTER_YRS_MUTATIONS`, or 5,000.
+fn mutations() -> u64 {
+    std::env::var("PERSISTER_YRS_MUTATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5_000)
+}
+
+/// A valid update of a few edits, as a peer would send it and a store would hold it.
+fn valid_update() -> TestResult<Vec<u8>> {
+    let store = MemoryStore::new();
+    let mut doc = PersistentYDoc::load(store.open_document(&doc_id())?)?;
+    let text = doc.doc().get_or_insert_text(TEXT);
+    doc.edit(|t| text.insert(t, 0, "hello"))?;
+    doc.edit(|t| text.insert(t, 5, " world"))?;
+    doc.edit(|t| text.remove_range(t, 0, 2))?;
+    let mut peer = PersistentYDoc::load(store.open_document(&"peer".into())?)?;
+    let peer_text = peer.doc().get_or_insert_text(TEXT);
+    peer.edit(|t| peer_text.insert(t, 0, "from a peer"))?;
+    peer.edit(|t| peer_text.remove_range(t, 4, 3))?;
+    doc.apply_update(&peer.encode_state())?;
+    Ok(doc.encode_state())
+}
+
+/// What a damaged update does, as a peer's update and as a stored one: an error or a
+/// loaded document, never a panic.
+fn try_damaged(update: &[u8]) -> Result<(), String> {
+    let run = || -> TestResult {
+        let store = MemoryStore::new();
+        let mut doc = PersistentYDoc::load(store.open_document(&"peer".into())?)?;
+        let _ = doc.apply_update(update);
+        let mut p = store.open_document(&"stored".into())?;
+        p.insert_changes(vec![(
+            persister_core::ActorId::from(vec![1]),
+            1,
+            update.to_vec(),
+        )])?;
+        let _ = PersistentYDoc::load(&mut p);
+        p.apply(Batch::new().set_document(update.to_vec()))?;
+        p.remove_changes(vec![(&persister_core::ActorId::from(vec![1]), 1)])?;
+        let _ = PersistentYDoc::load(&mut p);
+        Ok(())
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("panicked on {}", hex(update))),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn damaged_updates_are_errors_never_panics() -> TestResult {
+    let valid = valid_update()?;
+    let mut rng = crate::support::rng_from_env_or_clock();
+    for _ in 0..mutations() {
+        let mut update = valid.clone();
+        for _ in 0..=rng.below(3) {
+            let at = rng.index(update.len());
+            // Bytes that make a varint longer and larger come up often: lengths and
+            // clocks near the limits are what a decoder must bound.
+            update[at] = match rng.below(4) {
+                0 => 0xff,
+                1 => 0x8f,
+                _ => rng.below(256) as u8,
+            };
+        }
+        try_damaged(&update)?;
+    }
+    Ok(())
+}
+
+/// Reads a LEB128 varint at `at`, returning it and the offset after it.
+fn read_varint(bytes: &[u8], mut at: usize) -> TestResult<(u64, usize)> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(at).ok_or("a varint runs past the end")?;
+        at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok((value, at));
+        }
+    }
+    Err("a varint longer than 64 bits".into())
+}
+
+/// A valid update of one client and one block, "hello" (5 clocks long), with the
+/// block's clock moved to `u32::MAX - 1`: decoding it adds 5 past the largest clock.
+fn update_past_the_largest_clock() -> TestResult<Vec<u8>> {
+    let store = MemoryStore::new();
+    let mut doc = PersistentYDoc::load(store.open_document(&doc_id())?)?;
+    let text = doc.doc().get_or_insert_text(TEXT);
+    doc.edit(|t| text.insert(t, 0, "hello"))?;
+    let valid = doc.encode_state();
+    // v1: clients, then per client: blocks, client id, first clock, the blocks.
+    let (clients, at) = read_varint(&valid, 0)?;
+    let (blocks, at) = read_varint(&valid, at)?;
+    let (_client, at) = read_varint(&valid, at)?;
+    let (clock, after) = read_varint(&valid, at)?;
+    assert_eq!((clients, blocks, clock), (1, 1, 0), "{}", hex(&valid));
+    let mut update = valid[..at].to_vec();
+    update.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]); // u32::MAX - 1
+    update.extend_from_slice(&valid[after..]);
+    Ok(update)
+}
+
+#[test]
+fn an_update_past_the_largest_clock_is_an_error_from_a_peer_and_in_a_store() -> TestResult {
+    let update = update_past_the_largest_clock()?;
+    let store = MemoryStore::new();
+    let mut doc = PersistentYDoc::load(store.open_document(&"peer".into())?)?;
+    let applied = doc.apply_update(&update);
+    assert!(
+        matches!(&applied, Err(Error::InvalidUpdate { reason }) if reason.contains("clock")),
+        "{applied:?}"
+    );
+    assert_eq!(read_text(&doc), "", "nothing of it was applied");
+
+    let mut p = store.open_document(&"stored".into())?;
+    let actor = persister_core::ActorId::from(vec![1]);
+    p.insert_changes(vec![(actor.clone(), 7, update.clone())])?;
+    let loaded = PersistentYDoc::load(&mut p).err();
+    assert!(
+        matches!(&loaded, Some(Error::CorruptUpdate { seq: 7, .. })),
+        "{loaded:?}"
+    );
+    p.apply(Batch::new().remove_change(actor, 7).set_document(update))?;
+    let loaded = PersistentYDoc::load(&mut p).err();
+    assert!(
+        matches!(&loaded, Some(Error::CorruptDocument { .. })),
+        "{loaded:?}"
+    );
+    Ok(())
+}
