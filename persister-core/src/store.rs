@@ -83,7 +83,7 @@ pub trait Store: Send + Sync {
     /// store by value) cannot reach: a boxed store's `close` calls this, so that
     /// closing a `Box<S>` or a [`DynStore`] closes the store inside. The default drops
     /// the store, so a store that overrides `close` overrides this too, as
-    /// `(*self).close()`: every store of this workspace does, and the conformance case
+    /// `Store::close(*self)`: every store of this workspace does, and the conformance case
     /// `closing_a_boxed_or_shared_store_is_checked` fails for one that does not.
     ///
     /// # Errors
