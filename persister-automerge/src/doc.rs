@@ -63,6 +63,8 @@ pub struct PersistentDoc<P> {
     compaction: CompactionTrigger,
     /// The last change the last `edit` made, if it made one.
     last_change: Option<ChangeInfo>,
+    /// Why the in-memory document is unusable (see [`Error::Broken`]), once it is.
+    pub(crate) broken: Option<String>,
 }
 
 /// Which change an [`edit`](PersistentDoc::edit) made: what an application needs to
@@ -112,10 +114,13 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         let document = persister.get_document()?;
         let entries = persister.get_change_entries()?;
         let mut doc = match document {
-            Some(bytes) => AutoCommit::load_with_options(
-                &bytes,
-                LoadOptions::new().text_encoding(options.text_encoding),
-            )
+            Some(bytes) => guarded(|| {
+                AutoCommit::load_with_options(
+                    &bytes,
+                    LoadOptions::new().text_encoding(options.text_encoding),
+                )
+            })
+            .map_err(|reason| Error::DamagedStore { reason })?
             .map_err(|e| Error::CorruptDocument(Box::new(e)))?,
             None => AutoCommit::new_with_encoding(options.text_encoding),
         };
@@ -135,7 +140,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         }
         // All at once: automerge sorts them and applies them in one pass, which is
         // orders of magnitude faster than one call per change.
-        doc.apply_changes(changes)
+        guarded(|| doc.apply_changes(changes))
+            .map_err(|reason| Error::DamagedStore { reason })?
             .map_err(|e| Error::InconsistentChanges(Box::new(e)))?;
 
         let mut writer = DocumentWriter::new(persister, options.flush);
@@ -162,6 +168,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
             orphans,
             compaction: options.compaction,
             last_change: None,
+            broken: None,
         })
     }
 
@@ -200,6 +207,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         &mut self,
         f: impl FnOnce(&mut AutoCommit) -> std::result::Result<R, AutomergeError>,
     ) -> Result<R> {
+        self.check_usable()?;
         let before = self.doc.get_heads();
         let result = f(&mut self.doc);
         let committed = match result {
@@ -232,6 +240,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     ///
     /// On error nothing is written and the store is as before.
     pub fn compact(&mut self) -> Result<()> {
+        self.check_usable()?;
         let document = self.doc.save();
         let mut covered = Vec::new();
         let mut uncovered = Vec::new();
@@ -365,6 +374,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         if changes.is_empty() && sync_state.is_none() {
             return Ok(());
         }
+        let mut changes = changes;
+        self.check_storable(&mut changes)?;
         let writes = changes
             .into_iter()
             .map(|mut change| Write::InsertChange {
@@ -383,6 +394,53 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         Ok(())
     }
 
+    /// Fails with [`Error::Broken`] once the in-memory document is unusable.
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        match &self.broken {
+            Some(reason) => Err(Error::Broken {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the document unusable and returns the error saying why.
+    pub(crate) fn break_with(&mut self, reason: String) -> Error {
+        let reason = self.broken.get_or_insert(reason).clone();
+        Error::Broken { reason }
+    }
+
+    /// Checks that each change of another actor, encoded as it is about to be stored,
+    /// decodes to the change the document holds: automerge keeps a received change's
+    /// operations, not its bytes, and a change that was valid but not encoded as
+    /// automerge encodes would be stored under another hash, and the stored history
+    /// would no longer be the document's. Such a change breaks the document (nothing
+    /// of the write is made). The document's own changes are automerge's encoding
+    /// already.
+    fn check_storable(&mut self, changes: &mut [Change]) -> Result<()> {
+        let own = self.doc.get_actor().clone();
+        for change in changes.iter_mut() {
+            if *change.actor_id() == own {
+                continue;
+            }
+            // The hash of the bytes to be stored must be one the document knows.
+            let stored = Change::try_from(&change.bytes()[..]).map(|c| c.hash());
+            let faithful = stored
+                .as_ref()
+                .is_ok_and(|hash| self.doc.get_change_meta_by_hash(hash).is_some());
+            if !faithful {
+                let reason = format!(
+                    "the change ({}, {}) cannot be stored as received: automerge encodes it into other bytes, with another hash ({}) than the document holds it under",
+                    change.actor_id(),
+                    change.seq(),
+                    stored.map_or_else(|e| e.to_string(), |h| h.to_string())
+                );
+                return Err(self.break_with(reason));
+            }
+        }
+        Ok(())
+    }
+
     /// The stored sizes without the orphaned changes, which compaction cannot remove:
     /// counting them could make every write compact.
     fn compactable_sizes(&self) -> StoredSizes {
@@ -392,6 +450,19 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         }
         sizes
     }
+}
+
+/// Runs `f`, turning a panic into its message: automerge enforces some of its
+/// consistency checks on loaded and received data by panicking.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        format!("automerge panicked: {message}")
+    })
 }
 
 fn decode_change(actor: &ActorId, seq: u64, bytes: &[u8]) -> Result<Change> {

@@ -47,6 +47,25 @@ pub enum Error {
     /// two different changes with the same actor and sequence number).
     InconsistentChanges(Box<AutomergeError>),
 
+    /// Automerge failed while loading the stored document or changes: they pass its
+    /// checksums but not its own consistency checks, which it enforces by panicking
+    /// (caught here). Nothing was written.
+    DamagedStore {
+        /// What automerge reported.
+        reason: String,
+    },
+
+    /// A peer's sync message, or a change merged in an edit, left the in-memory
+    /// document unusable: automerge failed applying it (a panic, caught), or a change
+    /// it brought cannot be stored as received (automerge encodes it into other bytes,
+    /// with another hash, which would not load as the same history). Nothing of it was
+    /// written. The document refuses edits, sync and compaction from then on; load it
+    /// again from the persister (flushing first keeps what was queued before).
+    Broken {
+        /// What happened.
+        reason: String,
+    },
+
     /// A stored sync state cannot be decoded.
     CorruptSyncState {
         /// The peer whose state it is.
@@ -83,6 +102,14 @@ impl fmt::Display for Error {
                 f,
                 "the stored changes cannot be applied together: {e}; the store holds changes from incompatible histories: restore a backup or export the document from a peer"
             ),
+            Error::DamagedStore { reason } => write!(
+                f,
+                "the stored document or changes cannot be loaded: {reason}; do not write to the store: read out what still reads (open it read-only) or restore a backup"
+            ),
+            Error::Broken { reason } => write!(
+                f,
+                "the document is unusable: {reason}; nothing of it was written: flush, then load the document again from its store"
+            ),
             Error::CorruptSyncState { peer, source } => write!(
                 f,
                 "the stored sync state of peer {} is damaged: {source}; remove it (the next sync with that peer starts from scratch)",
@@ -100,7 +127,7 @@ impl std::error::Error for Error {
                 Some(e.as_ref())
             }
             Error::CorruptSyncState { source, .. } => Some(source),
-            Error::CorruptChange { .. } => None,
+            Error::CorruptChange { .. } | Error::DamagedStore { .. } | Error::Broken { .. } => None,
         }
     }
 }

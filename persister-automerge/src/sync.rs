@@ -20,6 +20,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// If that write fails, the in-memory state is put back as it was, so the message
     /// is not counted as sent: call again once the persister works.
     pub fn generate_sync_message(&mut self, peer_id: &[u8]) -> Result<Option<sync::Message>> {
+        self.check_usable()?;
         let peer = load_peer(&mut self.peers, self.writer.persister(), peer_id)?;
         let before = peer.state.clone();
         let message = self.doc.sync().generate_sync_message(&mut peer.state);
@@ -40,13 +41,29 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// Changes whose dependencies have not arrived yet wait in automerge's queue and
     /// are written once they apply. If automerge refuses the message, whatever it
     /// applied before failing is still written and [`Error::Automerge`] is returned.
+    ///
+    /// A message that passes automerge's checksums but breaks its consistency checks
+    /// (automerge panics applying it), or that brings a change automerge would store
+    /// under another hash, gives [`Error::Broken`]: nothing of it is written, and the
+    /// document must be loaded again.
     pub fn receive_sync_message(&mut self, peer_id: &[u8], message: sync::Message) -> Result<()> {
+        self.check_usable()?;
         let before = self.doc.get_heads();
         let peer = load_peer(&mut self.peers, self.writer.persister(), peer_id)?;
-        let received = self
-            .doc
-            .sync()
-            .receive_sync_message(&mut peer.state, message);
+        let doc = &mut self.doc;
+        let received =
+            match crate::doc::guarded(|| doc.sync().receive_sync_message(&mut peer.state, message))
+            {
+                Ok(received) => received,
+                Err(reason) => {
+                    // Its in-memory state may be half updated too: never written.
+                    self.peers.remove(peer_id);
+                    return Err(self.break_with(format!(
+                        "a sync message from peer {}: {reason}",
+                        hex(peer_id)
+                    )));
+                }
+            };
         let changes = self.changes_since(&before, None);
         let state = self.sync_state_write(peer_id);
         let written = self.write_changes(changes, state);
@@ -115,4 +132,8 @@ fn load_peer<'a, P: Persister<Error = persister_core::Error>>(
             Ok(entry.insert(Peer { state, stored }))
         }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

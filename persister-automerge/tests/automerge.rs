@@ -18,6 +18,8 @@ mod behaviour;
 mod clownschool;
 #[path = "automerge/crash.rs"]
 mod crash;
+#[path = "automerge/hostile.rs"]
+mod hostile;
 #[path = "automerge/replay.rs"]
 mod replay;
 #[path = "automerge/sync.rs"]
