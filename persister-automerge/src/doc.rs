@@ -228,7 +228,12 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
                 actor: actor.clone(),
                 seq: change.seq(),
             });
-        let written = self.write_changes(changes, None);
+        // Changes `f` merged from other documents are checked; its own commits are
+        // automerge's encoding already.
+        let mut changes = changes;
+        let written = self
+            .check_storable(&mut changes, Some(&actor))
+            .and_then(|()| self.write_changes(changes, None));
         let value = result.map_err(Error::from)?;
         written?;
         Ok(value)
@@ -374,8 +379,6 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         if changes.is_empty() && sync_state.is_none() {
             return Ok(());
         }
-        let mut changes = changes;
-        self.check_storable(&mut changes)?;
         let writes = changes
             .into_iter()
             .map(|mut change| Write::InsertChange {
@@ -410,17 +413,20 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         Error::Broken { reason }
     }
 
-    /// Checks that each change of another actor, encoded as it is about to be stored,
-    /// decodes to the change the document holds: automerge keeps a received change's
-    /// operations, not its bytes, and a change that was valid but not encoded as
-    /// automerge encodes would be stored under another hash, and the stored history
-    /// would no longer be the document's. Such a change breaks the document (nothing
-    /// of the write is made). The document's own changes are automerge's encoding
-    /// already.
-    fn check_storable(&mut self, changes: &mut [Change]) -> Result<()> {
-        let own = self.doc.get_actor().clone();
+    /// Checks that each change (but those of `skip`, the document's own actor in an
+    /// edit), encoded as it is about to be stored, decodes to a change the document
+    /// holds: automerge keeps a received change's operations, not its bytes, and a
+    /// change that was valid but not encoded as automerge encodes would be stored under
+    /// another hash, and the stored history would no longer be the document's. Such a
+    /// change breaks the document; call this before writing anything. Every change a
+    /// peer's message brings is checked, whatever actor it claims.
+    pub(crate) fn check_storable(
+        &mut self,
+        changes: &mut [Change],
+        skip: Option<&automerge::ActorId>,
+    ) -> Result<()> {
         for change in changes.iter_mut() {
-            if *change.actor_id() == own {
+            if skip == Some(change.actor_id()) {
                 continue;
             }
             // The hash of the bytes to be stored must be one the document knows.

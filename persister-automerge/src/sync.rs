@@ -64,7 +64,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
                     )));
                 }
             };
-        let changes = self.changes_since(&before, None);
+        let mut changes = self.changes_since(&before, None);
+        self.check_storable(&mut changes, None)?;
         let state = self.sync_state_write(peer_id);
         let written = self.write_changes(changes, state);
         received.map_err(Error::from)?;
