@@ -217,7 +217,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
                 None
             }
         };
-        let changes = self.changes_since(&before, committed);
+        let mut changes = self.changes_since(&before, committed);
         let actor = self.doc.get_actor().clone();
         self.last_change = changes
             .iter()
@@ -230,7 +230,6 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
             });
         // Changes `f` merged from other documents are checked; its own commits are
         // automerge's encoding already.
-        let mut changes = changes;
         let written = self
             .check_storable(&mut changes, Some(&actor))
             .and_then(|()| self.write_changes(changes, None));

@@ -7,6 +7,7 @@ use automerge::sync::{self, SyncDoc};
 use persister_core::{Persister, Write};
 
 use crate::doc::Peer;
+use crate::error::hex;
 use crate::{Error, PersistentDoc, Result};
 
 impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
@@ -133,8 +134,4 @@ fn load_peer<'a, P: Persister<Error = persister_core::Error>>(
             Ok(entry.insert(Peer { state, stored }))
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,6 +1,6 @@
 //! Documents in a store are exactly isolated, whatever their ids (the `Store` contract).
 
-use super::{Fixture, actor, contents, reopen};
+use super::{Fixture, actor, contents, open, reopen};
 use crate::{Batch, DocumentId, Error, MAX_DOCUMENT_ID_LEN, Persister, Result, Store};
 
 /// Writes a distinct value set to each id, then checks each id reads back only its own.
@@ -163,7 +163,7 @@ pub fn list_documents_lists_exactly_written_documents<F: Fixture>(f: &F) -> Resu
 /// listed, after reopening too: only `remove_document` ends it.
 pub fn emptied_documents_stay_listed<F: Fixture>(f: &F) -> Result<()> {
     let store = f.open()?;
-    let mut p = store.open_document(&"emptied".into())?;
+    let mut p = open(&store, "emptied")?;
     p.apply(
         Batch::new()
             .insert_change(actor(1), 1, b"c".to_vec())
@@ -176,7 +176,7 @@ pub fn emptied_documents_stay_listed<F: Fixture>(f: &F) -> Result<()> {
             .remove_sync_state(b"peer".to_vec()),
     )?;
     p.close()?;
-    let mut p = store.open_document(&"removals only".into())?;
+    let mut p = open(&store, "removals only")?;
     p.apply(Batch::new().remove_sync_state(b"absent".to_vec()))?;
     p.close()?;
     let expected: Vec<DocumentId> = vec!["emptied".into(), "removals only".into()];
