@@ -10,7 +10,7 @@
 //! | `persister demo` | edits an Automerge text (`--crdt yjs`: a Yjs text) on a store, flushes, compacts, reopens and checks; continues the same document when run again |
 //! | `persister ls STORE` | the documents with their sizes |
 //! | `persister info STORE DOC` | one document: sizes, actors, peers, format version, what its CRDT loads |
-//! | `persister verify STORE` | reads every document in full and loads it with its CRDT; exit code 3 and a report naming each damaged document |
+//! | `persister verify STORE` | reads every document in full and loads it with its CRDT (in a samod store, also every chunk samod would load and the layout's entries, see `persister_samod::check_document`); exit code 3 and a report naming each damaged document |
 //! | `persister compact STORE [DOC]` | compacts every document, or one |
 //! | `persister copy SRC DST` | every document into a new store of any backend |
 //! | `persister export STORE FILE`, `persister import FILE STORE` | a portable dump ([`export`]) |

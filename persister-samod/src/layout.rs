@@ -415,6 +415,74 @@ impl DocIndex {
     }
 }
 
+/// What [`check_document`] found in one document of a persister-samod store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DocumentCheck {
+    /// Snapshots and incrementals stored as sync-state entries (snapshots kept beside
+    /// the newest, incrementals that are not one change under their hash), each of
+    /// which loaded with automerge.
+    pub chunks_in_entries: u64,
+    /// Other keys stored as sync-state entries (in the reserved document, the
+    /// store-wide keys), whose values this layout does not interpret.
+    pub other_keys: u64,
+}
+
+/// Checks what a samod repo would load from document `id` of a persister-samod store
+/// beyond its changes and its document slot (which
+/// [`PersistentDoc`](https://docs.rs/persister-automerge) loads): every sync-state entry
+/// must be one this layout writes, the slot's name must be UTF-8 and name a stored
+/// snapshot, every stored change must be an automerge change, and every snapshot or
+/// incremental stored as an entry must load with automerge on its own, whole and with
+/// its checksums.
+///
+/// samod itself loads a document's chunks one after another and skips, with a warning
+/// in its log, any chunk that fails to load, so a chunk this check refuses would leave
+/// its edits out of the document samod serves.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] naming the entry or key at fault, or the store's error from a
+/// read.
+pub fn check_document(id: &DocumentId, p: &impl Persister<Error = Error>) -> Result<DocumentCheck> {
+    let (index, _) = DocIndex::read(id, p)?;
+    if index.slot().is_some() && p.get_document()?.is_none() {
+        return Err(missing(id, "the document slot"));
+    }
+    let mut check = DocumentCheck::default();
+    for peer in p.get_peer_ids()? {
+        let Entry::Key(parts) = decode_entry(id, &peer)? else {
+            continue;
+        };
+        let value = p
+            .get_sync_state(&peer)?
+            .ok_or_else(|| missing(id, "a key entry"))?;
+        match parts.as_slice() {
+            [kind, _] if kind == SNAPSHOT || kind == INCREMENTAL => {
+                let loaded = std::panic::catch_unwind(|| automerge::Automerge::load(&value));
+                let problem = match loaded {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("automerge panicked loading it".to_string()),
+                };
+                if let Some(problem) = problem {
+                    return Err(Error::corrupt(
+                        format!(
+                            "the samod key {} of document {id} does not load with automerge: {problem}",
+                            key_of(id, parts.clone()).unwrap_or(parts).join("/")
+                        ),
+                        format!("document {id}"),
+                        None,
+                    ));
+                }
+                check.chunks_in_entries += 1;
+            }
+            _ => check.other_keys += 1,
+        }
+    }
+    Ok(check)
+}
+
 fn missing(id: &DocumentId, what: &str) -> Error {
     Error::corrupt(
         format!("{what} of document {id} is named in its index entries but not stored"),

@@ -99,7 +99,8 @@ mod worker;
 pub mod acceptance;
 
 pub use layout::{
-    FORMAT_VERSION, LAYOUT_DOCUMENT, LAYOUT_RECORD, UNNAMED_SNAPSHOT, layout_version,
+    DocumentCheck, FORMAT_VERSION, LAYOUT_DOCUMENT, LAYOUT_RECORD, UNNAMED_SNAPSHOT,
+    check_document, layout_version,
 };
 pub use options::{Event, Health, Hook, Options, WhenUnusable};
 pub use storage::SamodStorage;

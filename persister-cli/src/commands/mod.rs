@@ -199,10 +199,11 @@ pub(crate) fn samod_layout(store: &OpenStore) -> Result<Option<u32>, CliError> {
 /// document slot is no document, and the reserved document is the layout's own.
 pub(crate) fn load_document(dump: DocumentDump, samod: Option<u32>) -> Result<Loaded, CliError> {
     if let Some(version) = samod {
+        let check = check_samod_document(&dump)?;
         if dump.id == DocumentId::from(persister_samod::LAYOUT_DOCUMENT) {
             return Ok(Loaded::SamodLayout(SamodLayout {
                 version,
-                keys: dump.sync_states.len().saturating_sub(1) as u64,
+                keys: check.other_keys + check.chunks_in_entries,
             }));
         }
         let mut dump = dump;
@@ -231,6 +232,16 @@ pub(crate) fn load_document(dump: DocumentDump, samod: Option<u32>) -> Result<Lo
             e.cause
         ))
     })
+}
+
+/// Checks what samod would load from a document of a persister-samod store beyond its
+/// changes and its slot: the layout's entries, and each snapshot or incremental stored
+/// as one (samod skips a chunk that fails to load, with only a warning in its log).
+fn check_samod_document(dump: &DocumentDump) -> Result<persister_samod::DocumentCheck, CliError> {
+    let mut memory = MemoryPersister::new();
+    dump.clone().write_into(&mut memory)?;
+    persister_samod::check_document(&dump.id, &memory)
+        .map_err(|e| CliError::damaged(format!("its samod layout is damaged: {e}")))
 }
 
 /// Loads `dump` with automerge (`PersistentDoc::load`), and decodes each sync state.

@@ -342,3 +342,80 @@ fn a_samod_store_verifies_and_is_not_compacted_behind_samod() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_samod_chunk_samod_would_skip_or_a_damaged_layout_entry_is_reported() -> TestResult {
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ROOT};
+    use persister_samod::acceptance::{block_on, key};
+    use persister_samod::{Options, SamodStorage};
+    use samod::storage::Storage;
+
+    let dir = tempfile::tempdir()?;
+    for backend in backends() {
+        let path = store_path(dir.path(), backend);
+        let mut doc = AutoCommit::new();
+        doc.put(ROOT, "title", "kept")?;
+        let snapshot = doc.save();
+        {
+            let storage = SamodStorage::on_store(open_store(backend, &path)?, Options::default())?;
+            // Sound chunks kept as entries: a snapshot beside the newest, and a bundle
+            // of changes under a name that is no change's hash.
+            block_on(storage.put(key(&["sound", "snapshot", "h1"]), snapshot.clone()));
+            block_on(storage.put(key(&["sound", "snapshot", "h2"]), snapshot.clone()));
+            block_on(storage.put(key(&["sound", "incremental", "bundle"]), snapshot.clone()));
+            // A snapshot whose bytes automerge refuses, moved beside the newest one.
+            let mut damaged = snapshot.clone();
+            let last = damaged.len() - 1;
+            damaged[last] ^= 0x55;
+            block_on(storage.put(key(&["spare", "snapshot", "h1"]), damaged));
+            block_on(storage.put(key(&["spare", "snapshot", "h2"]), snapshot.clone()));
+            // An incremental that is no automerge chunk at all.
+            block_on(storage.put(key(&["garbage", "snapshot", "h1"]), snapshot.clone()));
+            block_on(storage.put(
+                key(&["garbage", "incremental", "h2"]),
+                b"not automerge".to_vec(),
+            ));
+            block_on(storage.put(key(&["entry", "snapshot", "h1"]), snapshot.clone()));
+            storage.close();
+        }
+        {
+            // A sync-state entry the layout never writes.
+            let store = open_store(backend, &path)?;
+            let mut entry = store.open_document(&"entry".into())?;
+            entry.apply(persister_core::Batch::new().set_sync_state(vec![0x7f], b"x".to_vec()))?;
+            entry.flush()?;
+            drop(entry);
+            store.close()?;
+        }
+        let store = path.to_str().unwrap();
+        let json = persister(["verify", "--json", store])?.expect(3).json()?;
+        let verdict = |id: &str| {
+            json["documents"]
+                .as_array()
+                .and_then(|docs| docs.iter().find(|d| d["id"] == id))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(verdict("sound")["ok"], true, "{json}");
+        assert_eq!(verdict("/")["ok"], true, "{json}");
+        for (id, problem) in [
+            (
+                "spare",
+                "the samod key spare/snapshot/h1 of document spare does not load",
+            ),
+            (
+                "garbage",
+                "the samod key garbage/incremental/h2 of document garbage does not load",
+            ),
+            ("entry", "which persister-samod layout 1 does not write"),
+        ] {
+            let found = verdict(id);
+            assert_eq!(found["ok"], false, "{id}: {json}");
+            let text = found["problem"].as_str().unwrap_or_default();
+            assert!(text.contains(problem), "{id}: {text}");
+        }
+        assert_eq!(json["damaged"], 3, "{json}");
+    }
+    Ok(())
+}
