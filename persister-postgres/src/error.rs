@@ -70,7 +70,9 @@ pub(crate) fn from_pg(err: &postgres::Error, action: &str, place: &str, secret: 
         None => err.to_string(),
     };
     let mut message = format!("{action} on {place} failed: {detail}");
-    if err.is_closed() || err.as_db_error().is_none() {
+    if is_conversion(err) {
+        message.push_str("; the table holds a value of another type than this backend writes: were the tables made or changed by something else?");
+    } else if err.is_closed() || err.as_db_error().is_none() {
         message.push_str("; check that the server is running and reachable");
     }
     Error::backend(
@@ -82,9 +84,9 @@ pub(crate) fn from_pg(err: &postgres::Error, action: &str, place: &str, secret: 
     )
 }
 
-/// A connection lost while doing something at `place`, as an [`Error::Backend`].
-#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
-pub(crate) fn connection_lost(place: &str, detail: &str) -> Error {
+/// A flush at `place` that failed for `detail` (not an error of the driver), as an
+/// [`Error::Backend`].
+pub(crate) fn flush_failed(place: &str, detail: &str) -> Error {
     Error::backend(
         "postgres",
         PgError {
@@ -117,7 +119,20 @@ pub(crate) fn is_connection_lost(err: &postgres::Error) -> bool {
             matches!(db.code().code(), "57P01" | "57P02" | "57P03")
                 || db.code().code().starts_with("08")
         }
+        // A value that does not convert (a column of another type, an unexpected NULL)
+        // is the client's own finding: the connection is fine.
+        None if is_conversion(err) => false,
         // An I/O error or an unexpected message: the connection is gone.
         None => true,
     }
+}
+
+/// Whether the error is a value that did not convert to or from its Rust type, found
+/// by the client (the driver offers no other way to tell than its message).
+fn is_conversion(err: &postgres::Error) -> bool {
+    if err.as_db_error().is_some() || err.is_closed() {
+        return false;
+    }
+    let text = err.to_string();
+    text.starts_with("error deserializing") || text.starts_with("error serializing")
 }

@@ -40,20 +40,6 @@ pub(crate) struct Held {
     pub sync_states: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
-impl Held {
-    /// The bytes of the values held, for splitting large groups.
-    fn bytes(&self) -> usize {
-        let values = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
-        let changes: usize = self.changes.values().map(values).sum();
-        let states: usize = self
-            .sync_states
-            .iter()
-            .map(|(peer, state)| peer.len() + values(state))
-            .sum();
-        changes + states + self.document.as_ref().map_or(0, Vec::len)
-    }
-}
-
 /// Counts, not contents: a handle may hold megabytes.
 impl std::fmt::Debug for Held {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -140,18 +126,29 @@ impl Shared {
     fn commit_group(&self, group: &[Job]) -> Result<Vec<Option<SystemTime>>, Failure> {
         let place = self.group_place(group);
         let ms = self.lease_ms();
+        // A job larger than a statement is split into pieces, each written by a
+        // statement of its own (all in one transaction): every array stays far below
+        // the server's 1 GiB limit for a value and for a message.
         let mut chunks = Vec::new();
-        let mut start = 0;
+        let mut parts = vec![0usize; group.len()];
+        let mut current: Vec<Piece<'_>> = Vec::new();
         let mut bytes = 0;
-        for (i, job) in group.iter().enumerate() {
-            let size = job.held.bytes();
-            if i > start && bytes + size > STATEMENT_BYTES {
-                chunks.push(Params::new(&group[start..i]));
-                (start, bytes) = (i, 0);
+        let limit = self.statement_bytes();
+        for (at, job) in group.iter().enumerate() {
+            for piece in Piece::split(at, job, limit) {
+                parts[at] += 1;
+                // Two pieces of one job never share a statement.
+                if !current.is_empty()
+                    && (bytes + piece.bytes > limit || current.iter().any(|p| p.at == at))
+                {
+                    chunks.push(Params::new(&std::mem::take(&mut current)));
+                    bytes = 0;
+                }
+                bytes += piece.bytes;
+                current.push(piece);
             }
-            bytes += size;
         }
-        chunks.push(Params::new(&group[start..]));
+        chunks.push(Params::new(&current));
         #[cfg(feature = "fault-injection")]
         if self
             .fail_next_flush
@@ -163,20 +160,35 @@ impl Shared {
         // again, the whole transaction; a lost connection is not: its outcome is
         // unknown.
         let result = self.run(false, |conn| {
-            let mut written = vec![None; group.len()];
+            conn.take_unreplicated();
+            let mut hits = vec![(0usize, None); group.len()];
             if let [chunk] = chunks.as_slice() {
-                chunk.run(conn, self, ms, 0, &mut written)?;
-                return Ok(written);
+                chunk.run(conn, self, ms, &mut hits)?;
+                let written = hits.into_iter().map(|(_, expires)| expires).collect();
+                return Ok(Some((written, conn.take_unreplicated())));
             }
             conn.client().batch_execute("BEGIN")?;
-            let mut offset = 0;
-            let statements = chunks.iter().try_for_each(|chunk| {
-                chunk.run(conn, self, ms, offset, &mut written)?;
-                offset += chunk.len();
-                Ok(())
-            });
+            let statements = chunks
+                .iter()
+                .try_for_each(|chunk| chunk.run(conn, self, ms, &mut hits));
+            // Each piece of a job checks its lease; they cannot disagree (the first
+            // locks the lease row), but should they, nothing is committed.
+            let agree = hits
+                .iter()
+                .zip(&parts)
+                .all(|((hit, _), parts)| *hit == 0 || hit == parts);
+            if statements.is_ok() && !agree {
+                conn.client().batch_execute("ROLLBACK")?;
+                return Ok(None);
+            }
             match statements.and_then(|()| conn.client().batch_execute("COMMIT")) {
-                Ok(()) => Ok(written),
+                Ok(()) => {
+                    let written = hits
+                        .into_iter()
+                        .map(|(hit, expires)| expires.filter(|_| hit > 0))
+                        .collect();
+                    Ok(Some((written, conn.take_unreplicated())))
+                }
                 Err(err) => {
                     if !is_connection_lost(&err) {
                         // Leaves no failed transaction open on a connection going back
@@ -188,7 +200,23 @@ impl Shared {
             }
         });
         match result {
-            Ok(Ok(written)) => Ok(written),
+            // The server committed, but cancelled the wait for its synchronous standbys:
+            // a failover may lose the commit, so it is not acknowledged.
+            Ok(Ok(Some((_, true)))) => Err(Failure {
+                lost: true,
+                error: crate::error::flush_failed(
+                    &place,
+                    "the server cancelled the commit's wait for synchronous replication; it is committed on the server but may not be on its synchronous standbys",
+                ),
+            }),
+            Ok(Ok(Some((written, false)))) => Ok(written),
+            Ok(Ok(None)) => Err(Failure {
+                lost: false,
+                error: crate::error::flush_failed(
+                    &place,
+                    "the lease checks of the statements of one document disagreed; nothing was committed",
+                ),
+            }),
             Ok(Err(err)) => Err(Failure {
                 lost: is_connection_lost(&err),
                 error: self.error(&err, "flush", &place),
@@ -196,6 +224,20 @@ impl Shared {
             // No connection: nothing was sent.
             Err(error) => Err(Failure { lost: false, error }),
         }
+    }
+
+    /// The most payload bytes one flush statement carries: [`STATEMENT_BYTES`], or less
+    /// where a test asked for it.
+    fn statement_bytes(&self) -> usize {
+        #[cfg(feature = "fault-injection")]
+        match self
+            .statement_bytes
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            0 => {}
+            set => return set,
+        }
+        STATEMENT_BYTES
     }
 
     /// The place of a group in messages: its document, or its first and how many more.
@@ -218,17 +260,70 @@ impl Shared {
     fn fail_in_flight(&self, chunk: &Params<'_>, ms: i64, place: &str) -> Failure {
         if let Ok(mut conn) = self.pool.get(&self.location) {
             let _ = conn.client().batch_execute("BEGIN");
-            let mut written = vec![None; chunk.len()];
-            let _ = chunk.run(&mut conn, self, ms, 0, &mut written);
+            let mut hits = vec![(0, None); chunk.positions.iter().max().map_or(0, |m| m + 1)];
+            let _ = chunk.run(&mut conn, self, ms, &mut hits);
             conn.discard();
         }
         Failure {
             lost: true,
-            error: crate::error::connection_lost(
+            error: crate::error::flush_failed(
                 place,
                 "the connection was closed before COMMIT (injected fault)",
             ),
         }
+    }
+}
+
+/// A change a handle holds: its key, and its value or `None` (removed).
+type HeldChange<'a> = (&'a (ActorId, u64), &'a Option<Vec<u8>>);
+
+/// A part of one job's writes, written by one statement: a job whose writes pass
+/// [`STATEMENT_BYTES`] is split into several, each checking and renewing the lease and
+/// carrying the document's sizes; only the first writes its row of `documents`.
+struct Piece<'a> {
+    /// The job's position in its group.
+    at: usize,
+    job: &'a Job,
+    first: bool,
+    changes: Vec<HeldChange<'a>>,
+    sync_states: Vec<(&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+    /// The bytes it sends, roughly: values, keys and a little for each row.
+    bytes: usize,
+}
+
+impl<'a> Piece<'a> {
+    /// Splits `job`'s writes into pieces of at most `limit` bytes each (or one write,
+    /// when that is larger).
+    fn split(at: usize, job: &'a Job, limit: usize) -> Vec<Piece<'a>> {
+        let empty = |first| Piece {
+            at,
+            job,
+            first,
+            changes: Vec::new(),
+            sync_states: Vec::new(),
+            bytes: 0,
+        };
+        let mut pieces = Vec::new();
+        let mut piece = empty(true);
+        piece.bytes = job.held.document.as_ref().map_or(0, Vec::len);
+        for (key, value) in &job.held.changes {
+            let size = key.0.as_bytes().len() + value.as_ref().map_or(0, Vec::len) + 24;
+            if piece.bytes > 0 && piece.bytes + size > limit {
+                pieces.push(std::mem::replace(&mut piece, empty(false)));
+            }
+            piece.bytes += size;
+            piece.changes.push((key, value));
+        }
+        for (peer, state) in &job.held.sync_states {
+            let size = peer.len() + state.as_ref().map_or(0, Vec::len) + 16;
+            if piece.bytes > 0 && piece.bytes + size > limit {
+                pieces.push(std::mem::replace(&mut piece, empty(false)));
+            }
+            piece.bytes += size;
+            piece.sync_states.push((peer, state));
+        }
+        pieces.push(piece);
+        pieces
     }
 }
 
@@ -238,6 +333,8 @@ type PutChanges<'a> = (Vec<i64>, Vec<&'a [u8]>, Vec<i64>, Vec<&'a [u8]>);
 /// The parameters of one flush statement for a run of jobs: one array per column, the
 /// rows of each document's writes tagged with its (1-based) position in `documents`.
 struct Params<'a> {
+    /// The position in the group of the job of each document.
+    positions: Vec<usize>,
     documents: Vec<&'a [u8]>,
     tokens: Vec<i64>,
     seen: Vec<SystemTime>,
@@ -252,11 +349,12 @@ struct Params<'a> {
 }
 
 impl<'a> Params<'a> {
-    fn new(jobs: &'a [Job]) -> Self {
+    fn new(pieces: &[Piece<'a>]) -> Self {
         let mut p = Params {
-            documents: Vec::with_capacity(jobs.len()),
-            tokens: Vec::with_capacity(jobs.len()),
-            seen: Vec::with_capacity(jobs.len()),
+            positions: Vec::with_capacity(pieces.len()),
+            documents: Vec::with_capacity(pieces.len()),
+            tokens: Vec::with_capacity(pieces.len()),
+            seen: Vec::with_capacity(pieces.len()),
             remove_change: Default::default(),
             put_change: Default::default(),
             remove_state: Default::default(),
@@ -265,12 +363,14 @@ impl<'a> Params<'a> {
             sizes: Default::default(),
         };
         let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        for (i, job) in jobs.iter().enumerate() {
+        for (i, piece) in pieces.iter().enumerate() {
+            let job = piece.job;
             let i = i as i64 + 1;
+            p.positions.push(piece.at);
             p.documents.push(job.id.as_bytes());
             p.tokens.push(job.token);
             p.seen.push(job.expires);
-            for ((actor, seq), value) in &job.held.changes {
+            for &((actor, seq), value) in &piece.changes {
                 match value {
                     Some(value) => {
                         p.put_change.0.push(i);
@@ -285,7 +385,7 @@ impl<'a> Params<'a> {
                     }
                 }
             }
-            for (peer, state) in &job.held.sync_states {
+            for &(peer, state) in &piece.sync_states {
                 match state {
                     Some(state) => {
                         p.put_state.0.push(i);
@@ -298,7 +398,7 @@ impl<'a> Params<'a> {
                     }
                 }
             }
-            if !job.stored || job.held.document.is_some() {
+            if piece.first && (!job.stored || job.held.document.is_some()) {
                 p.records.0.push(i);
                 p.records.1.push(job.held.document.as_deref());
             }
@@ -317,19 +417,14 @@ impl<'a> Params<'a> {
         p
     }
 
-    fn len(&self) -> usize {
-        self.documents.len()
-    }
-
-    /// Runs the statement; sets `written[offset + i]` to the new `expires_at` of each
-    /// document `i` of this run whose lease held.
+    /// Runs the statement; counts a hit, and keeps the new `expires_at`, for the job
+    /// of each document of this run whose lease held.
     fn run(
         &self,
         conn: &mut Conn,
         shared: &Shared,
         ms: i64,
-        offset: usize,
-        written: &mut [Option<SystemTime>],
+        hits: &mut [(usize, Option<SystemTime>)],
     ) -> Result<(), postgres::Error> {
         let [
             changes,
@@ -378,8 +473,10 @@ impl<'a> Params<'a> {
             let expires: SystemTime = row.try_get(1)?;
             let slot = usize::try_from(i - 1)
                 .ok()
-                .and_then(|i| written.get_mut(offset + i));
-            if let Some(slot) = slot {
+                .and_then(|i| self.positions.get(i))
+                .and_then(|&at| hits.get_mut(at));
+            if let Some((hit, slot)) = slot {
+                *hit += 1;
                 *slot = Some(expires);
             }
         }

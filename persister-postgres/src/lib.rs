@@ -77,7 +77,9 @@
 //!
 //! A handle holds its writes in memory (reads merge them with what the server holds)
 //! until [`flush`](persister_core::Persister::flush), which writes them all with **one
-//! statement**, so one round trip and one transaction: data-modifying `WITH` clauses
+//! statement**, so one round trip and one transaction (a handle holding more than 64 MiB
+//! is written by several statements of at most 64 MiB each in one transaction, each
+//! parameter far below the server's 1 GiB limit for a message): data-modifying `WITH` clauses
 //! over arrays (`unnest`) delete and upsert every change and sync state, write the
 //! document's row where it is new or compacted, renew the lease with the document's
 //! sizes, and turn `synchronous_commit` on for
@@ -230,9 +232,13 @@
 //! | quorum: `synchronous_standby_names = 'ANY 2 (s1, s2, s3)'` | on the primary's disk and on the disks of any 2 of the 3 standbys | the primary and any one standby lost together, provided the standby promoted is one that has every acknowledged commit (the one with the most WAL; Patroni and pg_auto_failover pick it) | more standbys down than the quorum allows: flushes wait |
 //! | an asynchronous standby (`synchronous_standby_names` empty) | on the primary's disk only | the primary restarting on its own disk | **a failover loses the flushes acknowledged shortly before it** (what the standby had not received yet): the asynchronous failover test prints how many. Every document is still at a prefix of its batches, and a handle whose acknowledged flush was lost refuses to write on top of it (see below); reopen the documents |
 //!
-//! PostgreSQL itself cancels a wait for the standby only when the client connection is
-//! lost or the session is terminated (the commit is then in the primary's WAL but not
-//! acknowledged, and the handle poisoned); do not promote a standby without its
+//! PostgreSQL itself stops waiting for the standby when the client connection is lost,
+//! the session is terminated, or the statement is cancelled (`pg_cancel_backend`,
+//! `statement_timeout`): the commit is then in the primary's WAL but perhaps not on the
+//! standby. A lost connection or a terminated session is an unknown outcome; so is a
+//! cancelled wait, which the server reports only in a warning (raised by its function
+//! `SyncRepWaitForLSN`, whatever the language of its messages), which the store watches
+//! for: the flush returns an error and the handle is poisoned. Do not promote a standby without its
 //! synchronous commits, and rebuild a failed primary (`pg_basebackup`, `pg_rewind`)
 //! rather than start it again as a primary.
 //!
@@ -269,7 +275,13 @@
 //! (after which the lease is no longer expired). A handle whose lease expired, or was
 //! taken over, can never write again: its flush writes nothing and returns
 //! [`Error::LeaseLost`](persister_core::Error::LeaseLost) (and so does every later
-//! call); reopen the document.
+//! call); reopen the document. Its reads check the token too, in the statement that
+//! reads: once another holder took the document over (or it was removed), a read
+//! returns `LeaseLost` rather than the new holder's data as if it were its own.
+//! Removing a document takes its lease (only when it is free) and then deletes the
+//! document's rows in a second statement of the same transaction, which sees every
+//! flush that committed before the lease was taken, even one that was still running
+//! when the lease expired.
 //! Tokens are never reused (lease rows are kept, released leases are only marked
 //! expired), so a token once superseded never matches again.
 //!

@@ -1,5 +1,7 @@
 //! Where a store is: a connection URL, the server it names, and how to connect.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use persister_core::{Error, Result};
@@ -61,9 +63,18 @@ impl Location {
             .unwrap_or(Duration::from_secs(10))
     }
 
-    /// Opens a new connection.
-    pub fn connect(&self) -> Result<Client> {
-        connect(&self.config).map_err(|err| {
+    /// Opens a new connection; `unreplicated` is set when the server warns that it
+    /// cancelled a commit's wait for its synchronous standbys (the commit is then
+    /// durable on this server only, and the flush must not be acknowledged).
+    pub fn connect(&self, unreplicated: &Arc<AtomicBool>) -> Result<Client> {
+        let mut config = self.config.clone();
+        let flag = Arc::clone(unreplicated);
+        config.notice_callback(move |notice| {
+            if is_unreplicated_commit(&notice) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+        connect(&config).map_err(|err| {
             let mut err = from_pg(&err, "connecting", &self.description, &self.secret);
             if cfg!(not(feature = "tls"))
                 && self.config.get_ssl_mode() == postgres::config::SslMode::Require
@@ -171,6 +182,21 @@ fn password_in(url: &str) -> Option<String> {
     url.split_whitespace()
         .find_map(|kv| kv.strip_prefix("password="))
         .map(|p| p.trim_matches('\'').to_string())
+}
+
+/// Whether a notice is the server's warning that it stopped waiting for its
+/// synchronous standbys before they confirmed a commit (`pg_cancel_backend` on a
+/// backend waiting for them): the commit is then durable on this server only. Known by
+/// the server function that raises it, which the protocol reports whatever the
+/// language of the server's messages, or by its English text.
+fn is_unreplicated_commit(notice: &postgres::error::DbError) -> bool {
+    notice.routine() == Some("SyncRepWaitForLSN")
+        || notice
+            .message()
+            .starts_with("canceling wait for synchronous replication")
+        || notice
+            .detail()
+            .is_some_and(|d| d.contains("might not have been replicated"))
 }
 
 #[cfg(test)]

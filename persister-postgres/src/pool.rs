@@ -1,7 +1,8 @@
 //! The store's connections: opened on demand up to a bound, reused, and dropped when
 //! the connection is lost, so the next operation reconnects.
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use persister_core::Result;
@@ -14,6 +15,9 @@ use crate::sql::{Q, STATEMENTS, Sql};
 /// One connection and the statements prepared on it.
 pub(crate) struct Conn {
     client: Client,
+    /// Set by the server's warning that a commit's wait for synchronous replication
+    /// was cancelled (see [`Location::connect`]).
+    unreplicated: Arc<AtomicBool>,
     prepared: Vec<Option<Statement>>,
     /// When it was last given back to the pool.
     idle_since: Instant,
@@ -45,6 +49,12 @@ impl Conn {
 
     pub fn client(&mut self) -> &mut Client {
         &mut self.client
+    }
+
+    /// Whether the server warned, since the last call, that it cancelled a commit's
+    /// wait for synchronous replication.
+    pub fn take_unreplicated(&self) -> bool {
+        self.unreplicated.swap(false, Ordering::SeqCst)
     }
 
     /// Whether the connection can be used: not closed, and when it has been idle for
@@ -116,11 +126,13 @@ impl Pool {
             };
             drop(state);
             let Some(mut conn) = idle else {
-                return match location.connect().map(prepare_session) {
+                let unreplicated = Arc::new(AtomicBool::new(false));
+                return match location.connect(&unreplicated).map(prepare_session) {
                     Ok(client) => Ok(Pooled {
                         pool: self,
                         conn: Some(Conn {
                             client,
+                            unreplicated,
                             prepared: vec![None; STATEMENTS],
                             idle_since: Instant::now(),
                         }),

@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     pub place: String,
     #[cfg(feature = "fault-injection")]
     pub fail_next_flush: AtomicBool,
+    /// The payload bytes a flush statement carries at most, when a test set it lower
+    /// than `STATEMENT_BYTES` (0: not set).
+    #[cfg(feature = "fault-injection")]
+    pub statement_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -56,6 +60,8 @@ impl Shared {
             place,
             #[cfg(feature = "fault-injection")]
             fail_next_flush: AtomicBool::new(false),
+            #[cfg(feature = "fault-injection")]
+            statement_bytes: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -235,9 +241,16 @@ impl Shared {
         if value("format") != Some(FORMAT_NAME) {
             return Err(self.not_a_store());
         }
-        value("format_version")
-            .and_then(|v| v.parse::<u32>().ok())
-            .ok_or_else(|| self.not_a_store())
+        let version = value("format_version").ok_or_else(|| self.not_a_store())?;
+        version.parse::<u32>().map_err(|_| {
+            Error::corrupt(
+                format!(
+                    "the format record's format_version is {version:?}, a version this build (format version {FORMAT_VERSION}) does not know"
+                ),
+                &self.place,
+                None,
+            )
+        })
     }
 
     fn not_a_store(&self) -> Error {

@@ -47,8 +47,13 @@ pub(crate) enum Q {
     FlushChanges,
     /// Every document id, in order.
     List,
-    /// `$1` document, `$2` holder: removes the document when its lease is free.
+    /// `$1` document, `$2` holder: takes the lease of a document to remove when it is
+    /// free (one row), inside the removal's transaction.
     Remove,
+    /// `$1` document: deletes its rows, after [`Q::Remove`] took its lease, in a
+    /// statement of its own so that it sees every write committed before the lease was
+    /// taken.
+    RemoveData,
     /// `key, value` of `meta`.
     Meta,
 }
@@ -97,20 +102,38 @@ SELECT holder, greatest(extract(epoch FROM expires_at - now()), 0)::float8
 FROM S.leases WHERE document = $1";
 
 /// A document's record is its row in `documents`, with its sizes in its lease's row
-/// (which every open has taken first, and nothing deletes).
+/// (which every open has taken first, and nothing deletes): whether the document is
+/// stored, its five sizes, and whether it has rows of changes or sync states although
+/// it has no row in `documents` (damage: its reads must fail, not find it empty).
 const RECORD: &str = "
-SELECT d.data IS NOT NULL, l.changes_bytes, l.document_bytes, l.sync_state_bytes,
-    l.change_count, l.sync_state_count
-FROM S.documents d JOIN S.leases l ON l.document = d.document WHERE d.document = $1";
+SELECT d.document IS NOT NULL, l.changes_bytes, l.document_bytes, l.sync_state_bytes,
+    l.change_count, l.sync_state_count,
+    d.document IS NULL AND (EXISTS (SELECT 1 FROM S.changes c WHERE c.document = $1)
+        OR EXISTS (SELECT 1 FROM S.sync_states s WHERE s.document = $1))
+FROM S.leases l LEFT JOIN S.documents d ON d.document = l.document WHERE l.document = $1";
 
-const CHANGES: &str =
-    "SELECT actor, seq, value FROM S.changes WHERE document = $1 ORDER BY actor, seq";
+/// The reads of a handle start from its document's lease row, whose token they return
+/// (one row even when nothing else is found), so that a handle whose lease was taken
+/// over never reads the new holder's data as its own.
+const CHANGES: &str = "
+SELECT l.token, c.actor, c.seq, c.value
+FROM S.leases l LEFT JOIN S.changes c ON c.document = l.document
+WHERE l.document = $1 ORDER BY c.actor, c.seq";
 
-const DOCUMENT: &str = "SELECT data FROM S.documents WHERE document = $1";
+const DOCUMENT: &str = "
+SELECT l.token, d.data
+FROM S.leases l LEFT JOIN S.documents d ON d.document = l.document
+WHERE l.document = $1";
 
-const SYNC_STATE: &str = "SELECT state FROM S.sync_states WHERE document = $1 AND peer = $2";
+const SYNC_STATE: &str = "
+SELECT l.token, s.state
+FROM S.leases l LEFT JOIN S.sync_states s ON s.document = l.document AND s.peer = $2
+WHERE l.document = $1";
 
-const PEERS: &str = "SELECT peer FROM S.sync_states WHERE document = $1 ORDER BY peer";
+const PEERS: &str = "
+SELECT l.token, s.peer
+FROM S.leases l LEFT JOIN S.sync_states s ON s.document = l.document
+WHERE l.document = $1 ORDER BY s.peer";
 
 const MAX_SEQS: &str = "
 SELECT a.actor, (SELECT max(c.seq) FROM S.changes c WHERE c.document = $1 AND c.actor = a.actor)
@@ -239,23 +262,27 @@ SELECT i, expires_at FROM lease";
 const LIST: &str = "SELECT document FROM S.documents ORDER BY document";
 
 /// Takes the lease only when it is free, moving the token on (which fences out any
-/// old holder) and leaving it expired; deletes the document only if it took it. The
+/// old holder) and leaving it expired. Runs in the removal's transaction, followed by
+/// [`REMOVE_DATA`] only if it took the lease: the deletes must not share this
+/// statement's snapshot, which is taken before the statement may wait for the lease
+/// row (a holder's flush in flight) and so misses the rows that flush commits. The
 /// sizes the lease's row carries are then no one's: [`RECORD`] finds no row in
 /// `documents`, and the document's next flush creates that row and writes the sizes.
 const REMOVE: &str = "
-WITH sc AS (SELECT SYNC_ON AS v),
-lease AS (
-    INSERT INTO S.leases AS l (document, token, holder, expires_at)
-    SELECT $1, TOKEN_NOW, $2, now() FROM sc
-    ON CONFLICT (document) DO UPDATE
-        SET token = greatest(l.token + 1, TOKEN_NOW), holder = excluded.holder,
-            expires_at = now()
-        WHERE l.expires_at <= now()
-    RETURNING token),
-dc AS (DELETE FROM S.changes WHERE document = $1 AND EXISTS (SELECT 1 FROM lease) RETURNING 1),
-ds AS (DELETE FROM S.sync_states WHERE document = $1 AND EXISTS (SELECT 1 FROM lease) RETURNING 1),
-dd AS (DELETE FROM S.documents WHERE document = $1 AND EXISTS (SELECT 1 FROM lease) RETURNING 1)
-SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM dd)";
+WITH sc AS (SELECT SYNC_ON AS v)
+INSERT INTO S.leases AS l (document, token, holder, expires_at)
+SELECT $1, TOKEN_NOW, $2, now() FROM sc
+ON CONFLICT (document) DO UPDATE
+    SET token = greatest(l.token + 1, TOKEN_NOW), holder = excluded.holder,
+        expires_at = now()
+    WHERE l.expires_at <= now()
+RETURNING token";
+
+/// Deletes a document's rows, once [`REMOVE`] took its lease in the same transaction.
+const REMOVE_DATA: &str = "
+WITH dc AS (DELETE FROM S.changes WHERE document = $1 RETURNING 1),
+ds AS (DELETE FROM S.sync_states WHERE document = $1 RETURNING 1)
+DELETE FROM S.documents WHERE document = $1";
 
 const META: &str = "SELECT key, value FROM S.meta";
 
@@ -367,6 +394,7 @@ impl Sql {
             &flush_changes,
             LIST,
             REMOVE,
+            REMOVE_DATA,
             META,
         ]
         .map(subst)

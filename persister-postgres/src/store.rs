@@ -119,6 +119,16 @@ impl PostgresStore {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Makes every flush statement carry at most `bytes` of payload (the writes of a
+    /// handle holding more are split into several statements of one transaction, as
+    /// they are past 64 MiB), so that tests cover the split with small writes.
+    #[cfg(feature = "fault-injection")]
+    pub fn set_statement_bytes(&self, bytes: usize) {
+        self.shared
+            .statement_bytes
+            .store(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// How many handles' flushes wait for the commit running now to end, to share the
     /// next one (see the [crate docs](crate#group-commit)). For tests, which wait on it
     /// to make a group form.
@@ -214,18 +224,35 @@ impl Store for PostgresStore {
         let place = shared.document_place(id);
         let id_bytes = id.as_bytes();
         // A lost connection leaves the outcome unknown, but removing again is harmless.
+        // Two statements in one transaction: the deletes run after the lease is taken,
+        // with a snapshot of their own (see `REMOVE` in `sql.rs`).
         let removed = shared
             .run(true, |conn| {
-                let rows = conn.query(&shared.sql, Q::Remove, &[&id_bytes, &shared.holder])?;
-                let took = match rows.first() {
-                    Some(row) => row.try_get::<_, bool>(0)?,
-                    None => false,
-                };
-                Ok(if took {
-                    None
-                } else {
-                    Some(shared.locked(conn, id))
-                })
+                conn.client()
+                    .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+                let took = conn
+                    .query(&shared.sql, Q::Remove, &[&id_bytes, &shared.holder])
+                    .map(|rows| !rows.is_empty())
+                    .and_then(|took| {
+                        if took {
+                            conn.query(&shared.sql, Q::RemoveData, &[&id_bytes])?;
+                            conn.client().batch_execute("COMMIT")?;
+                        } else {
+                            conn.client().batch_execute("ROLLBACK")?;
+                        }
+                        Ok(took)
+                    });
+                match took {
+                    Ok(true) => Ok(None),
+                    Ok(false) => Ok(Some(shared.locked(conn, id))),
+                    Err(err) => {
+                        if !crate::error::is_connection_lost(&err) {
+                            // Leaves no failed transaction open on a pooled connection.
+                            let _ = conn.client().batch_execute("ROLLBACK");
+                        }
+                        Err(err)
+                    }
+                }
             })?
             .map_err(|err| shared.error(&err, "remove", &place))?;
         match removed {

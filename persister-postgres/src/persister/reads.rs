@@ -17,17 +17,27 @@ impl PostgresPersister {
             rows.first()
                 .map(|row| {
                     let n = |i| row.try_get::<_, i64>(i).map(i64::unsigned_abs);
-                    Ok(StoredSizes {
+                    let stored: bool = row.try_get(0)?;
+                    let orphans: bool = row.try_get(6)?;
+                    let sizes = StoredSizes {
                         changes: n(1)?,
                         document: n(2)?,
                         sync_states: n(3)?,
                         change_count: n(4)?,
                         sync_state_count: n(5)?,
-                    })
+                    };
+                    Ok((stored, orphans, sizes))
                 })
                 .transpose()
         })?;
-        Ok(row)
+        match row {
+            Some((true, _, sizes)) => Ok(Some(sizes)),
+            Some((false, true, _)) => Err(self.mismatch(
+                "the document has stored changes or sync states but no row in `documents`"
+                    .to_string(),
+            )),
+            _ => Ok(None),
+        }
     }
 
     pub(super) fn read_change_entries(&self) -> Result<Vec<ChangeEntry>> {
@@ -44,12 +54,16 @@ impl PostgresPersister {
             let rows = shared.read("read", &self.place, |conn| {
                 conn.query(&shared.sql, Q::Changes, &[&id])
             })?;
-            let stored = rows.into_iter().map(|row| {
-                let actor: Vec<u8> = row.try_get(0)?;
-                let seq: i64 = row.try_get(1)?;
-                let value: Vec<u8> = row.try_get(2)?;
-                Ok(((ActorId::new(actor), seq_from_sql(seq)), value))
-            });
+            self.check_token(&rows)?;
+            let stored = rows
+                .into_iter()
+                .filter(|row| !matches!(row.try_get::<_, Option<Vec<u8>>>(1), Ok(None)))
+                .map(|row| {
+                    let actor: Vec<u8> = row.try_get(1)?;
+                    let seq: i64 = row.try_get(2)?;
+                    let value: Vec<u8> = row.try_get(3)?;
+                    Ok(((ActorId::new(actor), seq_from_sql(seq)), value))
+                });
             merge_held(stored, held, keep)
                 .map_err(|err: postgres::Error| self.shared.error(&err, "read", &self.place))?;
         } else {
@@ -78,13 +92,16 @@ impl PostgresPersister {
         }
         let shared = Arc::clone(&self.shared);
         let id = self.id().as_bytes();
-        let document = shared.read("read", &self.place, |conn| {
-            let rows = conn.query(&shared.sql, Q::Document, &[&id])?;
-            match rows.first() {
-                Some(row) => row.try_get::<_, Option<Vec<u8>>>(0),
-                None => Ok(None),
-            }
+        let rows = shared.read("read", &self.place, |conn| {
+            conn.query(&shared.sql, Q::Document, &[&id])
         })?;
+        self.check_token(&rows)?;
+        let document = match rows.first() {
+            Some(row) => row
+                .try_get::<_, Option<Vec<u8>>>(1)
+                .map_err(|err| shared.error(&err, "read", &self.place))?,
+            None => None,
+        };
         let len = document.as_ref().map_or(0, |d| d.len() as u64);
         if len != self.sizes.document {
             return Err(self.mismatch(format!(
@@ -104,13 +121,16 @@ impl PostgresPersister {
         }
         let shared = Arc::clone(&self.shared);
         let id = self.id().as_bytes();
-        shared.read("read", &self.place, |conn| {
-            let rows = conn.query(&shared.sql, Q::SyncState, &[&id, &peer])?;
-            match rows.first() {
-                Some(row) => row.try_get::<_, Option<Vec<u8>>>(0),
-                None => Ok(None),
-            }
-        })
+        let rows = shared.read("read", &self.place, |conn| {
+            conn.query(&shared.sql, Q::SyncState, &[&id, &peer])
+        })?;
+        self.check_token(&rows)?;
+        match rows.first() {
+            Some(row) => row
+                .try_get::<_, Option<Vec<u8>>>(1)
+                .map_err(|err| shared.error(&err, "read", &self.place)),
+            None => Ok(None),
+        }
     }
 
     pub(super) fn read_peer_ids(&self) -> Result<Vec<Vec<u8>>> {
@@ -127,9 +147,11 @@ impl PostgresPersister {
             let rows = shared.read("read", &self.place, |conn| {
                 conn.query(&shared.sql, Q::Peers, &[&id])
             })?;
+            self.check_token(&rows)?;
             let stored = rows
                 .into_iter()
-                .map(|row| Ok((row.try_get::<_, Vec<u8>>(0)?, ())));
+                .filter(|row| !matches!(row.try_get::<_, Option<Vec<u8>>>(1), Ok(None)))
+                .map(|row| Ok((row.try_get::<_, Vec<u8>>(1)?, ())));
             merge_held(stored, held, keep)
                 .map_err(|err: postgres::Error| self.shared.error(&err, "read", &self.place))?;
         } else {
@@ -143,6 +165,22 @@ impl PostgresPersister {
             )));
         }
         Ok(peers)
+    }
+
+    /// Refuses a read whose lease row no longer carries this handle's token: the
+    /// document was taken over (or removed), and what the server holds is no longer
+    /// what this handle wrote.
+    fn check_token(&self, rows: &[postgres::Row]) -> Result<()> {
+        let token = rows.first().and_then(|row| row.try_get::<_, i64>(0).ok());
+        if token == Some(self.token) {
+            return Ok(());
+        }
+        Err(Error::LeaseLost {
+            reason: format!(
+                "the lease of {} was taken over by another holder or the document was removed (this handle's fencing token {} is no longer current), so what the server holds is not what this handle wrote: reopen the document",
+                self.place, self.token
+            ),
+        })
     }
 
     /// Stored data that disagrees with its sizes record: written by something other

@@ -15,6 +15,7 @@ mod conformance;
 mod crash;
 mod errors;
 mod failover;
+mod findings;
 mod format;
 mod group;
 mod lease;
