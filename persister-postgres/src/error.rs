@@ -67,7 +67,12 @@ impl fmt::Debug for Secret {
 pub(crate) fn from_pg(err: &postgres::Error, action: &str, place: &str, secret: &Secret) -> Error {
     let detail = match err.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => err.to_string(),
+        // The driver's message names the kind of failure ("error connecting to
+        // server"); its cause says what happened ("Connection refused").
+        None => match std::error::Error::source(err) {
+            Some(cause) => format!("{err}: {cause}"),
+            None => err.to_string(),
+        },
     };
     let mut message = format!("{action} on {place} failed: {detail}");
     if is_conversion(err) {

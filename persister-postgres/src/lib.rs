@@ -205,6 +205,12 @@
 //! store's next connections reach the new primary; a standby not yet promoted is
 //! skipped.
 //!
+//! A TCP connection counts as lost once the server's side stays silent for
+//! [`PostgresOptions::network_timeout`] (30 s by default: unacknowledged data, or
+//! unanswered keepalive probes), as across a network partition or after the server's
+//! machine vanished without closing it; without that, a flush would wait as long as
+//! the operating system keeps such a connection, hours on Linux.
+//!
 //! A connection found lost is dropped, with the store's other idle connections (they
 //! most likely went to the same server), and the next operation opens a new one. An
 //! idle connection taken again after 200 ms or more is first checked with an empty

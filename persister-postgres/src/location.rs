@@ -29,8 +29,10 @@ impl std::fmt::Debug for Location {
 
 impl Location {
     /// Parses a `postgres://` (or `postgresql://`) URL, or a `key=value` connection
-    /// string, as the `postgres` crate accepts them.
-    pub fn parse(url: &str, connect_timeout: Duration) -> Result<Self> {
+    /// string, as the `postgres` crate accepts them; `connect_timeout` and
+    /// `network_timeout` apply where the URL sets no value of its own (see
+    /// [`PostgresOptions`](crate::PostgresOptions)).
+    pub fn parse(url: &str, connect_timeout: Duration, network_timeout: Duration) -> Result<Self> {
         let secret = Secret::new(password_in(url).as_deref().map(str::as_bytes));
         let mut config: Config =
             url.parse()
@@ -42,6 +44,26 @@ impl Location {
                 })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(connect_timeout);
+        }
+        // A TCP connection whose peer went silent (a partition, a machine gone without
+        // closing it) counts as lost after `network_timeout`, whether data sent waits
+        // for its acknowledgement (TCP_USER_TIMEOUT) or the connection is idle
+        // waiting for an answer (keepalive probes: the first after half of it, then
+        // three more, one every sixth; in whole seconds, at least 1). The server's kernel answers probes however
+        // long a statement runs, so this bounds no statement.
+        // The kernel counts keepalive times in whole seconds, and refuses 0.
+        let seconds = network_timeout.as_secs().max(2);
+        let idle = seconds / 2;
+        let interval = ((seconds - idle) / 3).max(1);
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(seconds));
+        }
+        if !url.contains("keepalives") {
+            config
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(idle))
+                .keepalives_interval(Duration::from_secs(interval))
+                .keepalives_retries(3);
         }
         if config.get_application_name().is_none() {
             config.application_name("persister");
@@ -242,6 +264,7 @@ mod tests {
         let loc = Location::parse(
             "postgres://alice:pw@db1:5433,db2:5434/notes?target_session_attrs=read-write",
             Duration::from_secs(1),
+            Duration::from_secs(30),
         )?;
         assert_eq!(loc.description, "postgres://alice@db1:5433,db2:5434/notes");
         assert_eq!(loc.config.get_hosts().len(), 2);
@@ -252,8 +275,34 @@ mod tests {
         let loc = Location::parse(
             "host=/run/a,/run/b port=5433,5434 user=u target_session_attrs=read-write",
             Duration::from_secs(1),
+            Duration::from_secs(30),
         )?;
         assert_eq!(loc.description, "postgres://u@[/run/a]:5433,[/run/b]:5434/");
+        Ok(())
+    }
+
+    #[test]
+    fn the_network_timeout_applies_unless_the_url_sets_its_own() -> Result<()> {
+        let t = Duration::from_secs(30);
+        let loc = Location::parse("postgres://u@db/notes", t, t)?;
+        assert_eq!(loc.config.get_tcp_user_timeout(), Some(&t));
+        assert!(loc.config.get_keepalives());
+        assert_eq!(loc.config.get_keepalives_idle(), Duration::from_secs(15));
+        assert_eq!(
+            loc.config.get_keepalives_interval(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(loc.config.get_keepalives_retries(), Some(3));
+        let loc = Location::parse(
+            "postgres://u@db/notes?tcp_user_timeout=7&keepalives_idle=60",
+            t,
+            t,
+        )?;
+        assert_eq!(
+            loc.config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(7))
+        );
+        assert_eq!(loc.config.get_keepalives_idle(), Duration::from_secs(60));
         Ok(())
     }
 
@@ -262,12 +311,14 @@ mod tests {
         let loc = Location::parse(
             "postgres://alice:s3cr%20t@db.example:5433/notes?sslmode=disable",
             Duration::from_secs(1),
+            Duration::from_secs(30),
         )?;
         assert_eq!(loc.description, "postgres://alice@db.example:5433/notes");
         assert_eq!(loc.secret.redact("x s3cr t y"), "x ******** y");
         let bad = Location::parse(
             "postgres://bob:hunter2@host:notaport/db",
             Duration::from_secs(1),
+            Duration::from_secs(30),
         );
         let message = bad.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(!message.is_empty());

@@ -67,6 +67,24 @@ pub struct PostgresOptions {
     /// How long connecting to the server may take. Default 10 s.
     pub connect_timeout: Duration,
 
+    /// How long a TCP connection to the server may stay silent before it counts as
+    /// lost. Default 30 s.
+    ///
+    /// A network partition, or a server machine gone without closing its connections,
+    /// would otherwise leave a flush or a read waiting for as long as the operating
+    /// system keeps the connection (15 minutes with data unacknowledged, over 2 hours
+    /// idle, on Linux). The store sets `TCP_USER_TIMEOUT` to this (data sent but not
+    /// acknowledged) and TCP keepalive (the first probe after half of it idle, then
+    /// three more, one every sixth): the connection is then lost, a flush in flight is
+    /// an unknown outcome (its handle poisoned), and a read is tried again on a new
+    /// connection. The server's kernel answers the probes however long a statement
+    /// runs, so this bounds no statement. Applies to TCP connections only; a URL that
+    /// sets `tcp_user_timeout` keeps its own for that, and one that sets any of
+    /// `keepalives`, `keepalives_idle`, `keepalives_interval`, `keepalives_retries`
+    /// keeps its own keepalive settings. Counted in whole seconds, at least 2 (the
+    /// probes' interval is then 1 s, the kernel's least).
+    pub network_timeout: Duration,
+
     /// Whether opening creates the schema and its tables when they are missing.
     /// Default `true`; with `false`, opening a schema that holds no store fails with
     /// [`Error::NotAStore`](persister_core::Error::NotAStore) and creates nothing (for
@@ -91,6 +109,7 @@ impl Default for PostgresOptions {
             max_connections: 8,
             concurrent_commits: 2,
             connect_timeout: Duration::from_secs(10),
+            network_timeout: Duration::from_secs(30),
             create_if_missing: true,
             migrate_format: false,
         }
@@ -133,6 +152,12 @@ impl PostgresOptions {
     /// Sets [`PostgresOptions::connect_timeout`].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`PostgresOptions::network_timeout`].
+    pub fn network_timeout(mut self, timeout: Duration) -> Self {
+        self.network_timeout = timeout;
         self
     }
 

@@ -75,7 +75,7 @@ impl PostgresStore {
             })?;
         }
         check_schema_name(&options.schema)?;
-        let location = Location::parse(url, options.connect_timeout)?;
+        let location = Location::parse(url, options.connect_timeout, options.network_timeout)?;
         let shared = Shared::new(location, options);
         shared.prepare_schema()?;
         Ok(PostgresStore {

@@ -429,3 +429,157 @@ fn a_handle_s_writes_split_into_many_statements_commit_as_one() -> Result<(), Er
     assert_eq!(before.largest, 2, "{before:?}");
     Ok(())
 }
+
+/// Drops every TCP packet to and from one port of the loopback interface (Linux traffic
+/// control: an `htb` root on `lo` whose class for that port passes 1 byte a second),
+/// as a network partition does, until dropped. Needs root and `tc`.
+struct Blackhole;
+
+impl Blackhole {
+    /// Starts holding packets back, or says why it cannot.
+    fn start(port: u16) -> Result<Self, String> {
+        let steps = [
+            "qdisc add dev lo root handle 1: htb default 20".to_string(),
+            "class add dev lo parent 1: classid 1:20 htb rate 10gbit".to_string(),
+            // No burst: every packet waits for its bytes' credit, 8 seconds a byte.
+            "class add dev lo parent 1: classid 1:10 htb rate 8bit ceil 8bit burst 1 cburst 1"
+                .to_string(),
+            format!(
+                "filter add dev lo parent 1: protocol ip prio 1 u32 match ip dport {port} 0xffff flowid 1:10"
+            ),
+            format!(
+                "filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport {port} 0xffff flowid 1:10"
+            ),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            let out = std::process::Command::new("tc")
+                .args(step.split(' '))
+                .output()
+                .map_err(|e| format!("running tc: {e}"))?;
+            if !out.status.success() {
+                if i > 0 {
+                    drop(Blackhole);
+                }
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                return Err(format!("tc {step} failed: {}", stderr.trim()));
+            }
+        }
+        // The class lets its first packet through on credit (then owes a minute or
+        // more): a connection attempt's first packet spends it.
+        let _ = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(200),
+        );
+        Ok(Blackhole)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tc")
+            .args(["qdisc", "del", "dev", "lo", "root", "handle", "1:"])
+            .output();
+    }
+}
+
+/// Finding 22. A flush whose statement is on the server when the network goes silent
+/// (a partition: no packet passes either way, nothing closes the connection) waited as
+/// long as the operating system keeps an idle TCP connection, over 2 hours on Linux.
+/// With `network_timeout` the connection counts as lost once the server's kernel stops
+/// answering keepalive probes: the flush returns an error within seconds, its handle is
+/// poisoned, and once the network is back the document holds all of that flush or none
+/// of it (here all: the server committed it, and only its answer was lost).
+#[test]
+fn a_flush_cut_off_by_a_silent_network_fails_within_the_network_timeout() -> Result<(), Error> {
+    use crate::cluster::{Cluster, TEST_SETTINGS, binaries, skip};
+    let Some(bin) = binaries() else {
+        let why = "the silent-network test needs initdb and pg_ctl to run a server of its own";
+        if std::env::var_os("PERSISTER_POSTGRES_URL").is_some()
+            && std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() != Ok("1")
+        {
+            println!("skipped: {why}");
+            return Ok(());
+        }
+        skip(why);
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(test_error)?
+        .port();
+    let mut settings = TEST_SETTINGS.to_vec();
+    settings.push("listen_addresses='127.0.0.1'");
+    let cluster = Cluster::start_on(&bin, &settings, port).map_err(test_error)?;
+    let name = "silent_network";
+    let tcp =
+        format!("host=127.0.0.1 port={port} user=postgres dbname=postgres application_name={name}");
+    let options = PostgresOptions::default()
+        .lease_duration(Duration::from_secs(1))
+        .network_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(2));
+    let store = PostgresStore::open_with(&tcp, options.clone())?;
+    let id: DocumentId = "doc".into();
+    let actor = ActorId::new([1; 16]);
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(vec![(actor.clone(), 1, b"one".to_vec())])?;
+    p.flush()?;
+    p.insert_changes(vec![(actor.clone(), 2, b"two".to_vec())])?;
+
+    // An uncommitted row of the same key holds the flush's statement on the server.
+    let mut blocker = admin(&cluster.url()).map_err(test_error)?;
+    blocker.batch_execute("BEGIN").map_err(test_error)?;
+    blocker
+        .execute(
+            "INSERT INTO persister.changes VALUES ($1, $2, $3, 'x')",
+            &[&b"doc".as_slice(), &actor.as_bytes(), &seq_to_sql(2)],
+        )
+        .map_err(test_error)?;
+    let (sender, flushed) = std::sync::mpsc::channel();
+    // Not a scoped thread: without the timeout the flush would not return for hours.
+    std::thread::spawn(move || {
+        let result = p.flush();
+        let _ = sender.send((result, p));
+    });
+    let mut watcher = admin(&cluster.url()).map_err(test_error)?;
+    wait_lock_wait(&mut watcher, name)?;
+    let blackhole = match Blackhole::start(port) {
+        Ok(blackhole) => blackhole,
+        Err(why) => {
+            blocker.batch_execute("ROLLBACK").map_err(test_error)?;
+            println!("skipped: the silent-network test needs root and tc with htb and u32: {why}");
+            return Ok(());
+        }
+    };
+    // The server commits the flush; its answer is dropped.
+    blocker.batch_execute("ROLLBACK").map_err(test_error)?;
+    let (result, mut p) = flushed.recv_timeout(Duration::from_secs(90)).map_err(|_| {
+        test_error("the flush did not return within 90 s of the network going silent")
+    })?;
+    drop(blackhole);
+    let message = match result {
+        Ok(n) => panic!("the flush returned Ok({n}) although its answer never arrived"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("127.0.0.1"), "{message}");
+    assert!(matches!(p.flush(), Err(Error::Poisoned { .. })));
+    drop(p);
+    store.close()?;
+
+    let store = PostgresStore::open_with(&cluster.url(), options)?;
+    let mut opened = None;
+    wait_for("the poisoned handle's lease to run out", || {
+        match store.open_document(&id) {
+            Ok(p) => opened = Some(p),
+            Err(Error::Locked { .. }) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        Ok(opened.is_some())
+    })
+    .map_err(test_error)?;
+    let changes = opened.map(|p| p.get_changes()).transpose()?;
+    assert_eq!(
+        changes,
+        Some(vec![b"one".to_vec(), b"two".to_vec()]),
+        "the server committed the flush whose answer was lost"
+    );
+    Ok(())
+}
