@@ -114,6 +114,13 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         let document = persister.get_document()?;
         let entries = persister.get_change_entries()?;
         let mut doc = match document {
+            // Automerge loads no bytes as an empty document, but saves even an empty
+            // document as a chunk: a stored document is never empty unless damaged.
+            Some(bytes) if bytes.is_empty() => {
+                return Err(Error::DamagedStore {
+                    reason: "the stored document is empty, where compaction stores a saved automerge document".into(),
+                });
+            }
             Some(bytes) => guarded(|| {
                 AutoCommit::load_with_options(
                     &bytes,

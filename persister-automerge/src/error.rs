@@ -66,6 +66,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A peer's sync message was refused before anything of it was applied: automerge
+    /// would fail using it (a Bloom filter without bits, or too large to probe). The
+    /// document is unchanged and stays usable.
+    RefusedSyncMessage {
+        /// The peer that sent it.
+        peer: Vec<u8>,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A stored sync state cannot be decoded.
     CorruptSyncState {
         /// The peer whose state it is.
@@ -110,6 +120,11 @@ impl fmt::Display for Error {
                 f,
                 "the document is unusable: {reason}; nothing of it was written: flush, then load the document again from its store"
             ),
+            Error::RefusedSyncMessage { peer, reason } => write!(
+                f,
+                "the sync message of peer {} was refused: {reason}; nothing of it was applied and the document is unchanged",
+                hex(peer)
+            ),
             Error::CorruptSyncState { peer, source } => write!(
                 f,
                 "the stored sync state of peer {} is damaged: {source}; remove it (the next sync with that peer starts from scratch)",
@@ -127,7 +142,10 @@ impl std::error::Error for Error {
                 Some(e.as_ref())
             }
             Error::CorruptSyncState { source, .. } => Some(source),
-            Error::CorruptChange { .. } | Error::DamagedStore { .. } | Error::Broken { .. } => None,
+            Error::CorruptChange { .. }
+            | Error::DamagedStore { .. }
+            | Error::Broken { .. }
+            | Error::RefusedSyncMessage { .. } => None,
         }
     }
 }

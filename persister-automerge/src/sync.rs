@@ -22,9 +22,25 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// is not counted as sent: call again once the persister works.
     pub fn generate_sync_message(&mut self, peer_id: &[u8]) -> Result<Option<sync::Message>> {
         self.check_usable()?;
-        let peer = load_peer(&mut self.peers, self.writer.persister(), peer_id)?;
+        let peer = load_peer(
+            &mut self.peers,
+            self.writer.persister(),
+            &mut self.doc,
+            peer_id,
+        )?;
         let before = peer.state.clone();
-        let message = self.doc.sync().generate_sync_message(&mut peer.state);
+        let doc = &mut self.doc;
+        let generated = crate::doc::guarded(|| doc.sync().generate_sync_message(&mut peer.state));
+        let message = match generated {
+            Ok(message) => message,
+            Err(panic) => {
+                if let Some(peer) = self.peers.get_mut(peer_id) {
+                    peer.state = before;
+                }
+                let reason = format!("answering peer {}: {panic}", hex(peer_id));
+                return Err(self.break_with(reason));
+            }
+        };
         if let Some(state) = self.sync_state_write(peer_id)
             && let Err(e) = self.write_changes(Vec::new(), Some(state))
         {
@@ -49,8 +65,21 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// document must be loaded again.
     pub fn receive_sync_message(&mut self, peer_id: &[u8], message: sync::Message) -> Result<()> {
         self.check_usable()?;
+        if let Some(reason) = message.have.iter().find_map(|have| bad_bloom(&have.bloom)) {
+            // Automerge keeps the filter and divides by its size, or loops over its
+            // probes, when it next answers the peer: refused before anything is applied.
+            return Err(Error::RefusedSyncMessage {
+                peer: peer_id.to_vec(),
+                reason,
+            });
+        }
         let before = self.doc.get_heads();
-        let peer = load_peer(&mut self.peers, self.writer.persister(), peer_id)?;
+        let peer = load_peer(
+            &mut self.peers,
+            self.writer.persister(),
+            &mut self.doc,
+            peer_id,
+        )?;
         let doc = &mut self.doc;
         let received =
             match crate::doc::guarded(|| doc.sync().receive_sync_message(&mut peer.state, message))
@@ -112,17 +141,58 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     }
 }
 
+/// The most probes per hash a peer's Bloom filter may ask for (automerge uses 7).
+const MAX_BLOOM_PROBES: u64 = 64;
+/// The largest Bloom filter a peer may send, in bytes: automerge computes probes modulo
+/// its size in bits as a `u32`, and adds two of them.
+const MAX_BLOOM_BYTES: u64 = 1 << 28;
+
+/// Why automerge 0.12 could not use a peer's Bloom filter without panicking, hanging or
+/// allocating without bound, if it could not: a filter that holds entries must have
+/// bits, at most [`MAX_BLOOM_BYTES`] of them, and at most [`MAX_BLOOM_PROBES`] probes.
+fn bad_bloom(bloom: &sync::BloomFilter) -> Option<String> {
+    let bytes = bloom.to_bytes();
+    let mut at = 0;
+    let mut leb = || {
+        let mut value = 0u64;
+        for shift in (0..35).step_by(7) {
+            let byte = *bytes.get(at)?;
+            at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    };
+    // An empty filter (no entries) encodes as no bytes and is never probed.
+    let entries = leb()?;
+    let (bits_per_entry, probes) = (leb().unwrap_or(0), leb().unwrap_or(0));
+    let len = (entries * bits_per_entry).div_ceil(8);
+    (len == 0 || len > MAX_BLOOM_BYTES || probes > MAX_BLOOM_PROBES).then(|| {
+        format!(
+            "its Bloom filter of {entries} entries has {len} bytes and {probes} probes per hash \
+             (at least 1 and at most {MAX_BLOOM_BYTES} bytes, at most {MAX_BLOOM_PROBES} probes)"
+        )
+    })
+}
+
 /// The peer's state, read from the persister on first use.
+///
+/// Shared heads the document does not hold are dropped: a stored state that names
+/// them (damaged with a valid encoding, or another peer's or document's) would make
+/// the peer answer every message with a reset and never send its changes.
 fn load_peer<'a, P: Persister<Error = persister_core::Error>>(
     peers: &'a mut HashMap<Vec<u8>, Peer>,
     persister: &P,
+    doc: &mut automerge::AutoCommit,
     peer_id: &[u8],
 ) -> Result<&'a mut Peer> {
     match peers.entry(peer_id.to_vec()) {
         Entry::Occupied(entry) => Ok(entry.into_mut()),
         Entry::Vacant(entry) => {
             let stored = persister.get_sync_state(peer_id)?;
-            let state = match &stored {
+            let mut state = match &stored {
                 Some(bytes) => {
                     sync::State::decode(bytes).map_err(|source| Error::CorruptSyncState {
                         peer: peer_id.to_vec(),
@@ -131,6 +201,9 @@ fn load_peer<'a, P: Persister<Error = persister_core::Error>>(
                 }
                 None => sync::State::new(),
             };
+            state
+                .shared_heads
+                .retain(|hash| doc.get_change_meta_by_hash(hash).is_some());
             Ok(entry.insert(Peer { state, stored }))
         }
     }

@@ -83,7 +83,8 @@ pub mod batch;
 mod record;
 
 pub(crate) use record::{
-    RecordKind, begin_record, finish_record, parse_commit, parse_record, push_commit,
+    RecordKind, begin_record, finish_record, parse_commit, parse_record, parse_record_with,
+    push_commit,
 };
 
 /// The first 8 bytes of the store marker file.
@@ -204,7 +205,13 @@ pub(crate) fn decode_log_header(bytes: &[u8], path: &Path) -> Result<(DocumentId
         return Err(cut());
     };
     if *magic != LOG_MAGIC {
-        return Err(not_a("an fs document log", path));
+        // The file has a log's name in a store's directory: a damaged log, not a
+        // file of another kind.
+        return Err(Error::corrupt(
+            "the log header has no valid magic",
+            path,
+            Some(0),
+        ));
     }
     let (version, rest) = rest.split_first_chunk::<4>().ok_or_else(cut)?;
     let version = le_u32(*version);

@@ -14,7 +14,9 @@ pub(crate) trait Fs: Send + Sync + fmt::Debug {
     /// Creates `dir` and its missing parents (mode 0700 on unix), durably: each new
     /// directory's parent is synced.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// The names in `dir`; names that are not UTF-8 are left out, none is ours.
+    /// The names in `dir`. None of ours is other than UTF-8: each name that is not
+    /// UTF-8 is listed as [`FOREIGN_NAME`], so that it still counts as a file that is
+    /// not the store's.
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Calls `f` with every name in `dir` (as [`Fs::read_dir`] lists them) without
     /// holding them all: a directory of many documents is read as it is walked.
@@ -47,6 +49,10 @@ pub(crate) trait Fs: Send + Sync + fmt::Debug {
     /// when another holder has an exclusive lock on it.
     fn try_lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>>;
 }
+
+/// The name [`Fs::read_dir`] lists for a name that is not UTF-8: no file of a store
+/// has it (it is not a log, a temporary file, or any other name of the store).
+pub(crate) const FOREIGN_NAME: &str = "\u{fffd}";
 
 /// An open file, read whole and then appended to.
 pub(crate) trait FsFile: Send + fmt::Debug {
@@ -98,9 +104,8 @@ impl Fs for OsFs {
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in fs::read_dir(dir)? {
-            if let Ok(name) = entry?.file_name().into_string() {
-                names.push(name);
-            }
+            let name = entry?.file_name().into_string();
+            names.push(name.unwrap_or_else(|_| FOREIGN_NAME.to_owned()));
         }
         Ok(names)
     }
@@ -111,9 +116,8 @@ impl Fs for OsFs {
         f: &mut dyn FnMut(String) -> io::Result<()>,
     ) -> io::Result<()> {
         for entry in fs::read_dir(dir)? {
-            if let Ok(name) = entry?.file_name().into_string() {
-                f(name)?;
-            }
+            let name = entry?.file_name().into_string();
+            f(name.unwrap_or_else(|_| FOREIGN_NAME.to_owned()))?;
         }
         Ok(())
     }

@@ -76,6 +76,16 @@ pub(crate) fn parse_commit(payload: &[u8]) -> Option<Commit> {
 /// Reads the record at `at`, or says why there is no valid record there. Never reads
 /// or allocates beyond `buf`: the length is checked against the bytes present first.
 pub(crate) fn parse_record(buf: &[u8], at: usize) -> Result<Record, &'static str> {
+    parse_record_with(buf, at, |start, end| crc32c::crc32c(&buf[start..end]))
+}
+
+/// [`parse_record`], with `payload_crc(start, end)` giving the CRC32C of
+/// `buf[start..end]` (for a caller that can compute it without reading the range).
+pub(crate) fn parse_record_with(
+    buf: &[u8],
+    at: usize,
+    payload_crc: impl FnOnce(usize, usize) -> u32,
+) -> Result<Record, &'static str> {
     let Some((header, rest)) = buf.get(at..).and_then(|b| b.split_first_chunk::<13>()) else {
         return Err("a record header is cut short by the end of the file");
     };
@@ -95,15 +105,16 @@ pub(crate) fn parse_record(buf: &[u8], at: usize) -> Result<Record, &'static str
     if kind == RecordKind::Commit && len != COMMIT_LEN {
         return Err("a commit record header has a length other than 12");
     }
-    let Some(payload) = rest.get(..len) else {
+    if rest.len() < len {
         return Err("a record extends past the end of the file");
-    };
+    }
+    let payload_start = at + RECORD_HEADER_LEN;
     let stored = le_u32([header[9], header[10], header[11], header[12]]);
-    let actual = mask_crc(crc32c::crc32c_append(crc32c::crc32c(payload), &header[..9]));
+    let payload = payload_crc(payload_start, payload_start + len);
+    let actual = mask_crc(crc32c::crc32c_append(payload, &header[..9]));
     if stored != actual {
         return Err("a record's checksum does not match");
     }
-    let payload_start = at + RECORD_HEADER_LEN;
     Ok(Record {
         kind,
         flush: le_u32([header[5], header[6], header[7], header[8]]),

@@ -193,3 +193,22 @@ fn flush_returns_the_bytes_it_wrote() -> TestResult {
     assert_eq!(p.flush()?, 0);
     Ok(())
 }
+
+#[cfg(unix)]
+#[test]
+fn directory_of_files_with_non_utf8_names_is_not_made_a_store() -> TestResult {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    // A user's directory whose one file has a Latin-1 name ("café.txt"), as older
+    // systems wrote them: it holds other files and no marker, so it is no store.
+    let dir = tempfile::tempdir()?;
+    fs::write(dir.path().join(OsStr::from_bytes(b"caf\xe9.txt")), b"mine")?;
+    let opened = FsStore::open(dir.path());
+    let made = is_fs_store(dir.path());
+    assert!(
+        matches!(opened, Err(Error::NotAStore { .. })),
+        "{opened:?}; the directory was made a store: {made}"
+    );
+    assert!(!made);
+    Ok(())
+}
