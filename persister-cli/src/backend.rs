@@ -277,6 +277,13 @@ impl OpenStore {
         self.store.list_documents().map_err(|e| self.error(e))
     }
 
+    /// Removes document `id` with all its data.
+    pub(crate) fn remove_document(&self, id: &DocumentId) -> Result<(), CliError> {
+        self.store
+            .remove_document(id)
+            .map_err(|e| self.error(e).context(format!("document {id}")))
+    }
+
     /// Opens document `id`.
     pub fn open_document(&self, id: &DocumentId) -> Result<OpenedDocument, CliError> {
         let persister = self

@@ -60,10 +60,38 @@ pub fn remove_partials() {
 }
 
 fn remove(temporary: &Path) -> std::io::Result<()> {
+    // What a backend keeps beside its store under the store's name and a suffix (redb's
+    // commit log, `<file>.log`): the temporary name is this process's own, so anything
+    // named after it is too.
+    remove_siblings(temporary);
     if fs::symlink_metadata(temporary)?.is_dir() {
         fs::remove_dir_all(temporary)
     } else {
         fs::remove_file(temporary)
+    }
+}
+
+/// Removes the files beside `temporary` whose names are its name and a `.` suffix.
+fn remove_siblings(temporary: &Path) {
+    let (Some(name), Some(parent)) = (temporary.file_name(), temporary.parent()) else {
+        return;
+    };
+    let mut prefix = name.to_os_string();
+    prefix.push(".");
+    let prefix = prefix.as_encoded_bytes().to_vec();
+    let Ok(entries) = fs::read_dir(if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    }) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().as_encoded_bytes().starts_with(&prefix)
+            && entry.file_type().is_ok_and(|t| !t.is_dir())
+        {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -114,6 +142,16 @@ impl Staging {
                 ));
             }
         }
+        if let Some(store) = redb_store_logging_to(destination) {
+            return Err(CliError::new(
+                format!(
+                    "{} is the commit log of the redb store {}, which its next write empties",
+                    destination.display(),
+                    store.display()
+                ),
+                "choose another name for the destination",
+            ));
+        }
         let name = destination
             .file_name()
             .ok_or_else(|| {
@@ -152,6 +190,15 @@ impl Staging {
         })
     }
 
+    /// A staging with nothing to move or remove, to stand in for one that was taken.
+    pub(crate) fn done() -> Staging {
+        Staging {
+            destination: PathBuf::new(),
+            temporary: PathBuf::new(),
+            committed: true,
+        }
+    }
+
     /// Where to build. Whatever creates this path runs in [`make`](Self::make); once it
     /// exists, anything may read or write in it.
     pub fn path(&self) -> &Path {
@@ -181,6 +228,12 @@ impl Staging {
         let made = create(&self.temporary);
         drop(live);
         made
+    }
+
+    /// Whether the destination is written in place (a database), so that a failure
+    /// must undo what was written rather than remove a temporary path.
+    pub fn is_in_place(&self) -> bool {
+        crate::backend::is_url(&self.destination)
     }
 
     /// The final destination.
@@ -234,6 +287,19 @@ impl Drop for Staging {
         let _ = remove(&self.temporary);
         live.paths.remove(&self.temporary);
     }
+}
+
+/// The redb store whose commit log (`<file>.log`) is at `path`, if there is one.
+fn redb_store_logging_to(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.as_encoded_bytes();
+    let stem = name.strip_suffix(b".log")?;
+    // A prefix of an `OsStr`'s encoded bytes that ends before an ASCII byte is valid.
+    let stem = std::str::from_utf8(stem).ok()?;
+    let store = path.with_file_name(stem);
+    crate::Backend::detect(&store)
+        .ok()
+        .filter(|backend| backend.name() == "redb")
+        .map(|_| store)
 }
 
 fn parent_of(path: &Path) -> PathBuf {

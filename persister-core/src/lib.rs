@@ -67,6 +67,7 @@
 //! ```
 
 mod batch;
+pub mod checksum;
 mod copy;
 mod engine;
 mod error;

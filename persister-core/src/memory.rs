@@ -48,6 +48,7 @@ impl Store for MemoryStore {
             id: id.clone(),
             fail_next_flush: Arc::clone(&self.fail_next_flush),
             pending: 0,
+            dirty: false,
             poisoned: None,
             flushed: None,
             _claim: Some(claim),
@@ -82,6 +83,8 @@ pub struct MemoryPersister {
     id: DocumentId,
     fail_next_flush: Arc<AtomicBool>,
     pending: usize,
+    /// Whether a batch was applied since the last flush (its payload may be 0 bytes).
+    dirty: bool,
     poisoned: Option<String>,
     /// For a handle of a store, once it wrote since its last flush: the document as it
     /// was then (`None` when it did not exist), restored when the handle is dropped.
@@ -103,6 +106,7 @@ impl MemoryPersister {
             id: DocumentId::default(),
             fail_next_flush: Arc::default(),
             pending: 0,
+            dirty: false,
             poisoned: None,
             flushed: None,
             _claim: None,
@@ -137,6 +141,7 @@ impl Persister for MemoryPersister {
             return Ok(());
         }
         self.pending += batch.payload_len();
+        self.dirty = true;
         let mut documents = lock(&self.documents);
         if self._claim.is_some() && self.flushed.is_none() {
             self.flushed = Some(documents.get(&self.id).cloned());
@@ -187,7 +192,13 @@ impl Persister for MemoryPersister {
             return Err(Error::io("sync", "<memory>", std::io::Error::other(reason)));
         }
         self.flushed = None;
-        Ok(std::mem::take(&mut self.pending))
+        // At least 1 when something was pending, even batches of empty values.
+        let pending = std::mem::take(&mut self.pending);
+        Ok(if std::mem::take(&mut self.dirty) {
+            pending.max(1)
+        } else {
+            0
+        })
     }
 }
 
@@ -238,4 +249,28 @@ mod conformance {
     }
 
     crate::conformance_tests!(fixture());
+}
+
+/// `flush` returns 0 exactly when nothing was pending (contract point 4); a
+/// batch whose writes carry no payload byte (an empty document, the removal of the
+/// empty peer id's sync state) is still pending.
+#[cfg(test)]
+mod flush_count {
+    use crate::{MemoryPersister, MemoryStore, Persister, Result, Store};
+
+    #[test]
+    fn a_flush_of_a_batch_without_payload_bytes_is_not_zero() -> Result<()> {
+        let store = MemoryStore::new();
+        let mut handle = store.open_document(&"d".into())?;
+        handle.set_document(Vec::new())?;
+        assert!(
+            handle.flush()? > 0,
+            "a pending empty document flushed as nothing"
+        );
+        assert_eq!(handle.flush()?, 0);
+        let mut alone = MemoryPersister::new();
+        alone.remove_sync_states(&[b""])?;
+        assert!(alone.flush()? > 0, "a pending removal flushed as nothing");
+        Ok(())
+    }
 }

@@ -194,13 +194,23 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
     /// Writes what is queued, then makes everything durable; the bytes the flush made
     /// durable.
     pub fn flush(&mut self) -> Result<usize, Error> {
-        self.write([])?;
+        if let Err(err) = self.write([]) {
+            // The queued writes could not be applied: what was applied before them is
+            // made durable all the same (a prefix of the batches, as a crash keeps),
+            // rather than held hostage by a write that may never apply.
+            let _ = self.persister.flush();
+            return Err(err);
+        }
         self.persister.flush()
     }
 
     /// Writes what is queued, makes everything durable and returns the persister.
     pub fn close(mut self) -> Result<P, Error> {
-        self.write([])?;
+        if let Err(err) = self.write([]) {
+            // As in `flush`: what was applied is not discarded with the handle.
+            let _ = self.persister.flush();
+            return Err(err);
+        }
         self.persister.close()
     }
 }
@@ -265,6 +275,46 @@ mod tests {
         let persister = writer.close()?;
         assert!(persister.get_changes()?.is_empty());
         assert_eq!(persister.get_document()?, Some(b"doc".to_vec()));
+        Ok(())
+    }
+
+    /// a write that can never be applied (here an empty actor id; in practice a
+    /// change over `MAX_VALUE_LEN`) stays queued; it must not keep the writes applied
+    /// before it from being made durable by `flush` or `close`. Without that, closing
+    /// fails and drops the handle, which discards them (contract point 12).
+    #[test]
+    fn a_write_that_cannot_apply_does_not_keep_earlier_writes_from_durability() -> Result<(), Error>
+    {
+        let store = EngineStore::new(MemoryEngine::new());
+        let actor = ActorId::new([1]);
+        let invalid = || Write::InsertChange {
+            actor: ActorId::new([]),
+            seq: 1,
+            value: vec![],
+        };
+        // flush
+        let mut writer =
+            DocumentWriter::new(store.open_document(&"a".into())?, FlushPolicy::Manual);
+        writer.write([insert(&actor, 1)])?;
+        assert!(writer.write([invalid()]).is_err());
+        assert!(writer.flush().is_err(), "the queued write is still refused");
+        drop(writer);
+        assert_eq!(
+            store.open_document(&"a".into())?.sizes().change_count,
+            1,
+            "flush: the change applied before the refused write was lost"
+        );
+        // close
+        let mut writer =
+            DocumentWriter::new(store.open_document(&"b".into())?, FlushPolicy::Manual);
+        writer.write([insert(&actor, 1)])?;
+        assert!(writer.write([invalid()]).is_err());
+        assert!(writer.close().is_err(), "the queued write is still refused");
+        assert_eq!(
+            store.open_document(&"b".into())?.sizes().change_count,
+            1,
+            "close: the change applied before the refused write was lost"
+        );
         Ok(())
     }
 }

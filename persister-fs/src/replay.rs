@@ -149,7 +149,7 @@ fn check_torn_tail(
     };
     // Every byte may start a record whose length field covers most of the tail: each
     // candidate's checksum is computed from prefix checksums, so the scan stays linear.
-    let crcs = RangeCrc::new(bytes, at + 1);
+    let crcs = persister_core::checksum::RangeCrc::new(bytes, at + 1);
     let mut scan = at + 1;
     while scan < bytes.len() {
         let Ok(record) = parse_record_with(bytes, scan, |start, end| crcs.crc(start, end)) else {
@@ -172,96 +172,6 @@ fn check_torn_tail(
         scan = record.end;
     }
     Ok(())
-}
-
-/// The CRC32C of any range of `bytes[base..]` in constant time: the CRC32C of every
-/// [`RangeCrc::STEP`]-byte prefix, and tables for the operator that appends `2^k` zero
-/// bytes to a CRC (which is linear), built on the first use.
-struct RangeCrc<'a> {
-    bytes: &'a [u8],
-    base: usize,
-    /// `marks[i]` is the CRC32C of `bytes[base..base + i * STEP]`.
-    marks: Vec<u32>,
-    /// `shifts[k]`: the operator for `2^k` zero bytes, as four byte-indexed tables.
-    shifts: std::cell::OnceCell<Vec<[[u32; 256]; 4]>>,
-}
-
-impl<'a> RangeCrc<'a> {
-    const STEP: usize = 64;
-
-    fn new(bytes: &'a [u8], base: usize) -> Self {
-        let mut marks = vec![0];
-        let mut crc = 0;
-        for chunk in bytes[base.min(bytes.len())..].chunks_exact(Self::STEP) {
-            crc = crc32c::crc32c_append(crc, chunk);
-            marks.push(crc);
-        }
-        Self {
-            bytes,
-            base,
-            marks,
-            shifts: std::cell::OnceCell::new(),
-        }
-    }
-
-    /// The CRC32C of `bytes[base..end]`.
-    fn prefix(&self, end: usize) -> u32 {
-        let i = (end - self.base) / Self::STEP;
-        let from = self.base + i * Self::STEP;
-        crc32c::crc32c_append(self.marks[i], &self.bytes[from..end])
-    }
-
-    /// The CRC32C of `bytes[start..end]`, for `base <= start <= end <= bytes.len()`.
-    /// For `crc(AB) = crc_append(crc(A), B)`, `crc(B) = crc(AB) ^ Z(crc(A), len(B))`,
-    /// where `Z(c, n)` appends `n` zero bytes to `c` without the initial and final
-    /// inversions: what `crc32c_combine(c, 0, n)` computes.
-    fn crc(&self, start: usize, end: usize) -> u32 {
-        let a = self.prefix(start);
-        let ab = self.prefix(end);
-        let shifts = self.shifts.get_or_init(|| self.shift_tables());
-        let mut x = a;
-        let mut n = end - start;
-        let mut k = 0;
-        while n != 0 {
-            if n & 1 == 1 {
-                let t = &shifts[k];
-                x = t[0][(x & 0xff) as usize]
-                    ^ t[1][((x >> 8) & 0xff) as usize]
-                    ^ t[2][((x >> 16) & 0xff) as usize]
-                    ^ t[3][(x >> 24) as usize];
-            }
-            n >>= 1;
-            k += 1;
-        }
-        ab ^ x
-    }
-
-    /// The tables of the operators for `2^k` zero bytes, for every `2^k` up to the
-    /// longest range of `bytes[base..]`.
-    fn shift_tables(&self) -> Vec<[[u32; 256]; 4]> {
-        fn apply(columns: &[u32; 32], x: u32) -> u32 {
-            (0..32)
-                .filter(|j| x >> j & 1 == 1)
-                .fold(0, |acc, j| acc ^ columns[j])
-        }
-        let longest = self.bytes.len() - self.base;
-        let count = (usize::BITS - longest.leading_zeros()) as usize;
-        // The operator for one zero byte, column by column.
-        let mut columns: [u32; 32] = std::array::from_fn(|j| crc32c::crc32c_combine(1 << j, 0, 1));
-        let mut out = Vec::with_capacity(count);
-        for _ in 0..count {
-            let mut table = [[0u32; 256]; 4];
-            for (m, part) in table.iter_mut().enumerate() {
-                for b in 1..256usize {
-                    let low = b.trailing_zeros() as usize;
-                    part[b] = part[b & (b - 1)] ^ columns[8 * m + low];
-                }
-            }
-            out.push(table);
-            columns = std::array::from_fn(|j| apply(&columns, apply(&columns, 1 << j)));
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -305,21 +215,6 @@ mod tests {
 
     fn changes(replayed: &Replayed) -> u64 {
         replayed.live.state().sizes().change_count
-    }
-
-    #[test]
-    fn range_crcs_match_direct_ones() {
-        let bytes: Vec<u8> = (0..5000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        for base in [0, 1, 63, 64, 200] {
-            let crcs = RangeCrc::new(&bytes, base);
-            for start in (base..bytes.len()).step_by(37) {
-                for end in (start..=bytes.len()).step_by(101).chain([bytes.len()]) {
-                    assert_eq!(crcs.crc(start, end), crc32c::crc32c(&bytes[start..end]));
-                }
-            }
-        }
     }
 
     #[test]

@@ -161,9 +161,7 @@ pub(crate) fn read(path: &Path, epoch: u64) -> Result<Contents> {
         }
     }
     let next = contents.commits.len() as u64;
-    if let Some(later) = (at..bytes.len())
-        .find(|&p| Record::at(&bytes, p).is_some_and(|r| r.epoch == epoch && r.seq >= next))
-    {
+    if let Some(later) = later_record(&bytes, at, epoch, next) {
         let what = match current {
             true => format!(
                 "commit {next} of the commit log is damaged or missing, and a valid commit follows at byte {later}"
@@ -193,6 +191,63 @@ pub(crate) fn read(path: &Path, epoch: u64) -> Result<Contents> {
     let torn = claimed.unwrap_or(RECORD_HEADER_LEN).min(rest.len());
     contents.torn = Some((at as u64, torn as u64));
     Ok(contents)
+}
+
+/// The offset of the first valid record of `epoch` numbered `next` or more at or after
+/// `from`. Every byte is a candidate; a candidate's checksum over its claimed payload is
+/// computed in constant time from checksums of the file's prefixes
+/// ([`RangeCrc`](persister_core::checksum::RangeCrc)), so
+/// that bytes that look like record headers (in the payload of a torn record, or of the
+/// records of an older epoch the log was reused over) cost no more than other bytes,
+/// whatever lengths they claim.
+fn later_record(bytes: &[u8], from: usize, epoch: u64, next: u64) -> Option<usize> {
+    let crcs = persister_core::checksum::RangeCrc::new(bytes, from);
+    (from..bytes.len()).find(|&at| {
+        let Some(head) = at
+            .checked_add(RECORD_HEADER_LEN)
+            .and_then(|end| bytes.get(at..end))
+        else {
+            return false;
+        };
+        if head[..4] != RECORD_TAG {
+            return false;
+        }
+        let seq = u64::from_be_bytes(array(&head[4..12]));
+        let found = u64::from_be_bytes(array(&head[12..20]));
+        if found != epoch || seq < next {
+            return false;
+        }
+        let len = u32::from_be_bytes(array(&head[20..24])) as usize;
+        let start = at + RECORD_HEADER_LEN;
+        let Some(end) = start.checked_add(len).filter(|&end| end <= bytes.len()) else {
+            return false;
+        };
+        let crc = u32::from_be_bytes(array(&head[24..28]));
+        // crc(head ‖ payload) = crc(payload) ^ Z(crc(head), len(payload)).
+        let whole = crcs.crc(start, end) ^ crcs.shift(crc32c::crc32c(&head[..24]), len);
+        whole == crc
+    })
+}
+
+/// Refuses to empty the file at `path` unless it is a commit log: it starts with the
+/// magic, or holds a part of it (what a crash while creating a log leaves). Any other
+/// file there (another store, an application's own log) is not this store's.
+fn refuse_foreign(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut first = Vec::with_capacity(MAGIC.len());
+    File::open(path)
+        .and_then(|file| file.take(MAGIC.len() as u64).read_to_end(&mut first))
+        .map_err(|err| Error::io("read", path, err))?;
+    if MAGIC.starts_with(&first) {
+        return Ok(());
+    }
+    Err(Error::InvalidInput {
+        what: "commit log",
+        reason: format!(
+            "{} is where this store keeps its commit log, but it holds another file; move it away",
+            path.display()
+        ),
+    })
 }
 
 /// The first `N` bytes of `bytes`, which holds at least that many.
@@ -255,6 +310,9 @@ impl CommitLog {
     /// that none of its records can be read as this log's.
     pub fn create(path: &Path, epoch: u64) -> Result<CommitLog> {
         let existed = path.exists();
+        if existed {
+            refuse_foreign(path)?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -557,6 +615,29 @@ mod tests {
         }
         log.sync().unwrap();
         (dir, path, ends)
+    }
+
+    /// The search for a later record finds, from every offset, what parsing a record
+    /// at every byte finds: in a log whose second record's payload holds a whole record
+    /// of the same epoch, and whose first record is damaged.
+    #[test]
+    fn the_search_for_a_later_record_matches_reading_every_byte() {
+        let (_dir, inner_path, inner_ends) = written(3, &[b"inner"]);
+        let inner = std::fs::read(&inner_path).unwrap()[..inner_ends[1] as usize]
+            [inner_ends[0] as usize..]
+            .to_vec();
+        let (_dir, path, ends) = written(3, &[b"first", &inner, &[0x5a; 300]]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(ends[3] as usize);
+        bytes[ends[0] as usize + RECORD_HEADER_LEN] ^= 1;
+        for next in 0..4 {
+            for from in 0..bytes.len() {
+                let naive = (from..bytes.len()).find(|&p| {
+                    Record::at(&bytes, p).is_some_and(|r| r.epoch == 3 && r.seq >= next)
+                });
+                assert_eq!(later_record(&bytes, from, 3, next), naive, "{from} {next}");
+            }
+        }
     }
 
     #[test]

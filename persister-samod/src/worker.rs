@@ -69,10 +69,16 @@ impl Op {
     /// Refuses what no store could ever take: a document id or an entry over the
     /// store's limits, a value over [`MAX_VALUE_LEN`].
     fn check(&self) -> Result<()> {
+        let parts = parts(self.key());
+        if let (Op::Range { .. }, [] | [_]) = (self, parts.as_slice()) {
+            // A range over the reserved document and the document its one component
+            // names, if any: whatever the component, it is answered (see
+            // `range_many`), as no key under it is over a limit but the document's.
+            return Ok(());
+        }
         if let Some(id) = self.document() {
             id.validate()?;
         }
-        let parts = parts(self.key());
         layout::entry_id(layout::rest_of(&parts))?;
         if let Op::Put { data, .. } = self
             && data.len() > MAX_VALUE_LEN
@@ -530,7 +536,11 @@ impl<S: Store> Worker<S> {
             ));
         };
         let documents: Vec<DocumentId> = match parts.first() {
-            Some(first) => vec![DocumentId::from(first.as_str())],
+            // An id over the store's limits holds nothing: no key under it is stored.
+            Some(first) => Some(DocumentId::from(first.as_str()))
+                .filter(|id| id.validate().is_ok())
+                .into_iter()
+                .collect(),
             None => store
                 .list_documents()
                 .map_err(|e| (root.clone(), e))?

@@ -10,9 +10,13 @@ use crate::{Access, Backend, CliError, DocumentDump, OpenStore};
 
 /// A store being built at a temporary path beside its destination.
 pub(crate) struct NewStore {
+    // Dropped before `staging`, which removes its temporary path: the store is closed
+    // first, so that nothing it writes as it closes lands in a removed path.
+    store: Option<OpenStore>,
     staging: Staging,
-    store: OpenStore,
     backend: Backend,
+    /// The document being written, until it is in `written`.
+    current: Option<DocumentId>,
     /// Each document written, with the digest of what was written.
     written: Vec<(DocumentId, u32)>,
     total: StoredSizes,
@@ -25,9 +29,10 @@ impl NewStore {
         let staging = Staging::new(destination, backend.is_directory())?;
         let store = staging.make(|path| OpenStore::create(path, backend))?;
         Ok(NewStore {
+            store: Some(store),
             staging,
-            store,
             backend,
+            current: None,
             written: Vec::new(),
             total: StoredSizes::default(),
         })
@@ -37,50 +42,59 @@ impl NewStore {
     pub(crate) fn add(&mut self, dump: DocumentDump) -> Result<(), CliError> {
         let id = dump.id.clone();
         let digest = dump.digest();
-        let mut persister = self.store.open_document(&id)?.persister;
+        let store = self.store.as_ref().ok_or_else(closed)?;
+        let mut persister = store.open_document(&id)?.persister;
         let in_doc = |e| CliError::from(e).context(format!("writing document {id}"));
+        // Only a document this command makes is removed if it fails: one that holds
+        // data already is refused by `write_into` and left alone.
+        if persister.sizes().is_empty() && persister.get_document().map_err(in_doc)?.is_none() {
+            self.current = Some(id.clone());
+        }
         let sizes = dump.write_into(&mut *persister).map_err(in_doc)?;
         persister.flush().map_err(in_doc)?;
         add(&mut self.total, &sizes);
         self.written.push((id, digest));
+        self.current = None;
         Ok(())
     }
 
     /// Closes the store, reopens it and checks every document against what was
     /// written, then moves it into place. Returns the sizes of all documents.
-    pub(crate) fn finish(self) -> Result<StoredSizes, CliError> {
-        let NewStore {
-            staging,
-            store,
-            backend,
-            written,
-            total,
-        } = self;
-        drop(store);
-        let reopened =
-            staging.make(|path| OpenStore::existing(path, Some(backend), Access::New))?;
+    pub(crate) fn finish(mut self) -> Result<StoredSizes, CliError> {
+        drop(self.store.take());
+        let backend = self.backend;
+        let reopened = self
+            .staging
+            .make(|path| OpenStore::existing(path, Some(backend), Access::New))?;
+        // Kept in `self` so that a failed check still undoes what was written in place.
+        let reopened = &*self.store.insert(reopened);
         let ids = reopened.list()?;
-        let expected: Vec<&DocumentId> = written.iter().map(|(id, _)| id).collect();
+        let expected: Vec<&DocumentId> = self.written.iter().map(|(id, _)| id).collect();
         if ids.iter().collect::<Vec<_>>() != expected {
             return Err(mismatch(
-                staging.destination(),
+                self.staging.destination(),
                 format!(
                     "it lists {} documents after {} were written",
                     ids.len(),
-                    written.len()
+                    self.written.len()
                 ),
             ));
         }
-        for (id, digest) in &written {
-            let (dump, _) = super::read_document(&reopened, id)?;
+        for (id, digest) in &self.written {
+            let (dump, _) = super::read_document(reopened, id)?;
             if dump.digest() != *digest {
                 return Err(mismatch(
-                    staging.destination(),
+                    self.staging.destination(),
                     format!("document {id} reads back different from what was written"),
                 ));
             }
         }
-        drop(reopened);
+        drop(self.store.take());
+        let total = self.total;
+        // Complete: nothing to undo from here on.
+        self.written.clear();
+        self.current = None;
+        let staging = std::mem::replace(&mut self.staging, Staging::done());
         staging.commit()?;
         Ok(total)
     }
@@ -89,6 +103,30 @@ impl NewStore {
     pub(crate) fn documents(&self) -> usize {
         self.written.len()
     }
+}
+
+impl Drop for NewStore {
+    /// A store written in place (a database) that was not finished: removes what was
+    /// written, so that a failed or half-done command does not leave a store that looks
+    /// complete. (A path's temporary store is removed by its [`Staging`].)
+    fn drop(&mut self) {
+        if !self.staging.is_in_place() {
+            return;
+        }
+        let Some(store) = &self.store else {
+            return;
+        };
+        for id in self.written.iter().map(|(id, _)| id).chain(&self.current) {
+            let _ = store.remove_document(id);
+        }
+    }
+}
+
+fn closed() -> CliError {
+    CliError::new(
+        "the new store was closed before every document was written",
+        "this is a bug in persister: please report it",
+    )
 }
 
 fn mismatch(destination: &Path, what: String) -> CliError {

@@ -446,3 +446,172 @@ fn an_interrupted_copy_leaves_no_partial_destination() -> TestResult {
     }
     Ok(())
 }
+
+/// an import that fails at the end of a damaged export file into a PostgreSQL
+/// schema must leave the schema as it was (holding no store), as it does for a path.
+#[test]
+fn a_failed_import_into_postgres_leaves_the_schema_as_it_was() -> TestResult {
+    use persister_testkit::postgres::schema_server;
+    let schema = format!("cli_bad_import_{}", std::process::id());
+    let Some((url, _cluster)) = schema_server(&schema)? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let src = store_path(dir.path(), named("redb"));
+    make_store(named("redb"), &src)?;
+    let dump = dir.path().join("dump.pst");
+    persister(["export", src.to_str().unwrap(), dump.to_str().unwrap()])?.expect(0);
+    let mut bytes = std::fs::read(&dump)?;
+    // A flipped byte in the end record: every document comes before it.
+    let at = bytes.len() - 3;
+    bytes[at] ^= 1;
+    let bad = dir.path().join("bad.pst");
+    std::fs::write(&bad, bytes)?;
+    let run = persister(["import", bad.to_str().unwrap(), &url])?.expect(3);
+    run.expect_error_lines();
+    // The schema holds no store, or an empty one (its tables), but no document of the
+    // file that was refused.
+    let after = persister(["ls", &url])?;
+    assert!(
+        after.code == 1 || after.stdout.contains(": 0 documents"),
+        "the failed import left documents in the schema:\n{after:?}\nimport said: {}",
+        run.stderr
+    );
+    // And the good file still imports there.
+    persister(["import", dump.to_str().unwrap(), &url])?.expect(0);
+    assert_eq!(
+        read_store(named("redb"), &src)?.len(),
+        3,
+        "the source is whole"
+    );
+    let listed = persister(["ls", &url])?.expect(0);
+    assert!(listed.stdout.contains(": 3 documents"), "{}", listed.stdout);
+    Ok(())
+}
+
+/// Ctrl-C during a copy into a new redb store, once its commit log exists:
+/// nothing may be left beside the destination (the handler removes the partial store
+/// file, but its `<file>.log` is a second path).
+#[test]
+fn an_interrupted_copy_to_redb_leaves_no_commit_log_behind() -> TestResult {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir()?;
+    let src = store_path(dir.path(), named("redb"));
+    {
+        let store = open_store(named("redb"), &src)?;
+        for doc in 0..40u8 {
+            let mut p = store.open_document(&format!("doc {doc}").into())?;
+            for seq in 1..=4 {
+                p.insert_changes(vec![(
+                    persister_core::ActorId::new([doc; 16]),
+                    seq,
+                    vec![doc; 256 * 1024],
+                )])?;
+            }
+            p.close()?;
+        }
+    }
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out)?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_persister"))
+        .args(["copy", "--backend", "redb"])
+        .arg(&src)
+        .arg(out.join("copy"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // Wait until the new store's commit log exists, then press Ctrl-C.
+    let mut seen = false;
+    while child.try_wait()?.is_none() {
+        if names_in(&out)?.iter().any(|n| n.ends_with(".log")) {
+            seen = true;
+            break;
+        }
+        std::thread::yield_now();
+    }
+    assert!(seen, "the copy ended before its commit log appeared");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()?;
+    let status = child.wait()?;
+    let left = names_in(&out)?;
+    match status.success() {
+        true => assert_eq!(left, ["copy"]),
+        false => {
+            assert_eq!(status.signal(), Some(2), "{status:?}");
+            assert!(left.is_empty(), "an interrupted copy left {left:?}");
+        }
+    }
+    Ok(())
+}
+
+/// a failed import leaves nothing behind whatever the new store's backend.
+#[test]
+fn a_failed_import_leaves_nothing_behind_for_every_backend() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src = store_path(dir.path(), named("redb"));
+    make_store(named("redb"), &src)?;
+    let dump = dir.path().join("dump.pst");
+    persister(["export", src.to_str().unwrap(), dump.to_str().unwrap()])?.expect(0);
+    let mut bytes = std::fs::read(&dump)?;
+    bytes.push(0);
+    let bad = dir.path().join("bad.pst");
+    std::fs::write(&bad, bytes)?;
+    let names = names_in(dir.path())?;
+    for backend in ["redb", "sled", "fs"] {
+        let dst = dir.path().join(format!("new-{backend}"));
+        let run = persister([
+            "import",
+            "--backend",
+            backend,
+            bad.to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ])?
+        .expect(3);
+        run.expect_error_lines();
+        assert!(
+            run.stderr.contains("follow the end record"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(names_in(dir.path())?, names, "{backend}: left behind");
+    }
+    Ok(())
+}
+
+/// `<file>.log` beside a redb store is that store's commit log, which the
+/// store's next write truncates: an export file (or a new store) made there is lost
+/// once the application writes to the store again. The command must refuse that path
+/// (or what it makes there must survive).
+#[test]
+fn an_export_onto_a_redb_store_s_commit_log_path_is_refused_or_kept() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("a.redb");
+    make_store(named("redb"), &src)?;
+    let log = dir.path().join("a.redb.log");
+    assert!(!log.exists(), "a store closed cleanly has no log");
+    let run = persister(["export", src.to_str().unwrap(), log.to_str().unwrap()])?;
+    if run.code != 0 {
+        // Refused: fine.
+        return Ok(());
+    }
+    let exported = std::fs::read(&log)?;
+    // The application writes to its store again.
+    {
+        let store = open_store(named("redb"), &src)?;
+        let mut doc = store.open_document(&"later".into())?;
+        doc.set_document(b"x".to_vec())?;
+        doc.close()?;
+        store.close()?;
+    }
+    let now = std::fs::read(&log).unwrap_or_default();
+    assert_eq!(
+        now.len(),
+        exported.len(),
+        "the export file persister wrote (exit 0) was destroyed by the store's next write"
+    );
+    Ok(())
+}

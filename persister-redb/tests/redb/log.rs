@@ -570,3 +570,193 @@ fn a_store_of_layout_1_with_documents_reads_and_writes_as_before() -> Result<()>
     assert_eq!(notes.sizes().change_count, 2);
     Ok(())
 }
+
+/// Log records as `src/log.rs` lays them out, for `epochs` and `seqs`, each with a
+/// one-byte payload: bytes an application may store in a change value (values are
+/// opaque).
+fn forged_records(epochs: std::ops::RangeInclusive<u64>, seqs: std::ops::Range<u64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for epoch in epochs {
+        for seq in seqs.clone() {
+            let mut head = Vec::new();
+            head.extend_from_slice(b"REC1");
+            head.extend_from_slice(&seq.to_be_bytes());
+            head.extend_from_slice(&epoch.to_be_bytes());
+            head.extend_from_slice(&1u32.to_be_bytes());
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&head), b"x");
+            head.extend_from_slice(&crc.to_be_bytes());
+            head.push(b'x');
+            out.extend_from_slice(&head);
+        }
+    }
+    out
+}
+
+/// A change value whose bytes look like commit-log records stays in the log's file
+/// after a checkpoint (the log is reused, its old records are left where they are);
+/// a crash after the next flush must still reopen with every flush, not refuse the
+/// log as damaged.
+#[test]
+#[ignore = "open defect, RELIABILITY.md finding 32: fails until the log's records carry a checksum that stored values cannot forge"]
+fn a_value_holding_bytes_of_log_records_does_not_make_a_crashed_store_refuse_to_open() -> Result<()>
+{
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let options = RedbOptions::default().checkpoint_log_bytes(1024);
+    let store = RedbStore::open_with(&path, options)?;
+    let mut doc = store.open_document(&"d".into())?;
+    doc.insert_changes(vec![(actor(), 1, b"first".to_vec())])?;
+    doc.flush()?;
+    let mut value = vec![0xaa; 2000];
+    value.extend_from_slice(&forged_records(0..=8, 0..4));
+    doc.insert_changes(vec![(actor(), 2, value.clone())])?;
+    doc.flush()?;
+    doc.insert_changes(vec![(actor(), 3, b"third".to_vec())])?;
+    doc.flush()?;
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    drop(doc);
+    drop(store);
+
+    let store = RedbStore::open(&crashed)?;
+    let doc = store.open_document(&"d".into())?;
+    assert_eq!(
+        doc.get_changes()?,
+        vec![b"first".to_vec(), value, b"third".to_vec()]
+    );
+    Ok(())
+}
+
+/// Bytes that look like record headers (the tag, a length), left in the log's file
+/// by an earlier epoch, must not make the reopen after a crash take time that grows
+/// with the square of the log: the search for a valid record after the end checksummed
+/// each candidate's whole claimed payload (37 s for this 8 MiB log, the default
+/// checkpoint bound, before the fix; under 1 s after).
+#[test]
+fn header_like_bytes_in_the_log_do_not_make_recovery_quadratic() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    let mut doc = store.open_document(&"d".into())?;
+    doc.insert_changes(vec![(actor(), 0, b"first".to_vec())])?;
+    doc.flush()?;
+    // Fake headers claiming 4 MiB payloads, 28 bytes each, in values of 900 KB (under
+    // the 1 MiB of a direct commit, so logged), until the log passes its 8 MiB and
+    // checkpoints: the file is reused, the old records stay after the new ones.
+    // Their epochs cycle through the first few, so that some name the current one
+    // (with a seq past every record): only a checksum tells them from records.
+    let mut fakes = Vec::new();
+    for epoch in 0..4u64 {
+        fakes.extend_from_slice(b"REC1");
+        fakes.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        fakes.extend_from_slice(&epoch.to_be_bytes());
+        fakes.extend_from_slice(&(4u32 << 20).to_be_bytes());
+        fakes.extend_from_slice(&[0; 4]);
+    }
+    let value: Vec<u8> = fakes.iter().copied().cycle().take(900_000).collect();
+    for seq in 1..=10 {
+        doc.insert_changes(vec![(actor(), seq, value.clone())])?;
+        doc.flush()?;
+    }
+    doc.insert_changes(vec![(actor(), 11, b"last".to_vec())])?;
+    doc.flush()?;
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    drop(doc);
+    drop(store);
+
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let result = RedbStore::open(&crashed).and_then(|store| {
+            let doc = store.open_document(&"d".into())?;
+            Ok(doc.sizes().change_count)
+        });
+        let _ = sender.send(result);
+    });
+    let opened = receiver
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("reopening after the crash took over 10 s");
+    eprintln!("reopened in {:?}", started.elapsed());
+    assert_eq!(opened?, 12);
+    Ok(())
+}
+
+/// The same without a checkpoint: a crash while the last flush's record was written
+/// (its record cut short, what a kill during the write or a power loss leaves) must
+/// drop that record as a torn tail, even when its value holds bytes that look like
+/// later records; it was refused as damage, and the store did not open.
+#[test]
+#[ignore = "open defect, RELIABILITY.md finding 32: fails until the log's records carry a checksum that stored values cannot forge"]
+fn a_torn_record_whose_value_holds_bytes_of_log_records_is_a_torn_tail() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    let mut doc = store.open_document(&"d".into())?;
+    for seq in 1..=3 {
+        doc.insert_changes(vec![(actor(), seq, format!("{seq}").into_bytes())])?;
+        doc.flush()?;
+    }
+    let mut value = forged_records(0..=8, 0..8);
+    value.extend_from_slice(&[0xaa; 4000]);
+    doc.insert_changes(vec![(actor(), 4, value)])?;
+    doc.flush()?;
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    drop(doc);
+    drop(store);
+    // Cut inside the last record, after the bytes that look like records.
+    let log = log_of(&crashed);
+    let bytes = fs::read(&log).map_err(io(&log))?;
+    let cut = records_end(&bytes) - 2000;
+    fs::write(&log, &bytes[..cut]).map_err(io(&log))?;
+
+    let store = RedbStore::open(&crashed)?;
+    let doc = store.open_document(&"d".into())?;
+    assert_eq!(
+        doc.get_changes()?,
+        vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
+    );
+    assert_eq!(store.recovered().len(), 1);
+    Ok(())
+}
+
+/// A store's commit log is `<file>.log`; a file already there that is no commit log
+/// (another store, an application's own log file) is not the store's to destroy. It
+/// was truncated by the store's first flush, used as its log, and removed at close.
+#[test]
+fn a_file_of_another_program_at_the_log_s_path_is_not_destroyed() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("app");
+    // Another store whose name is the first's with `.log` appended.
+    let other = dir.path().join("app.log");
+    {
+        let store = RedbStore::open(&other)?;
+        let mut doc = store.open_document(&"kept".into())?;
+        doc.insert_changes(vec![(actor(), 1, b"precious".to_vec())])?;
+        doc.flush()?;
+        doc.close()?;
+        store.close()?;
+    }
+    let before = fs::read(&other).map_err(io(&other))?;
+    {
+        let store = RedbStore::open(&path)?;
+        let mut doc = store.open_document(&"d".into())?;
+        doc.insert_changes(vec![(actor(), 1, b"x".to_vec())])?;
+        // Refusing the flush is fine; destroying the other file is not.
+        let _ = doc.flush();
+        drop(doc);
+        let _ = store.close();
+    }
+    assert!(other.exists(), "{} was removed", other.display());
+    assert_eq!(
+        fs::read(&other).map_err(io(&other))?,
+        before,
+        "{} was changed",
+        other.display()
+    );
+    let store = RedbStore::open(&other)?;
+    let doc = store.open_document(&"kept".into())?;
+    assert_eq!(doc.get_changes()?, vec![b"precious".to_vec()]);
+    Ok(())
+}

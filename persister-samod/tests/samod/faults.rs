@@ -266,3 +266,46 @@ fn the_worker_answers_any_executor() -> Result {
     assert_eq!(block_on(storage.load_range(key(&[]))).len(), 100);
     Ok(())
 }
+
+/// A `load_range` whose prefix is one document id: the document's keys, whatever the
+/// id's length within the store's limit. An id of 1,024 bytes (the most a store takes)
+/// holds keys, but its prefix was checked as a key of the reserved document (where it
+/// is an entry over the limit by its tag byte) and refused: the range never answered,
+/// and under `WhenUnusable::Exit` the process ended. An id over the limit holds
+/// nothing: its range is empty.
+#[test]
+fn a_range_over_one_long_document_id_answers_its_keys() -> Result {
+    let (tx, events) = mpsc::channel();
+    let hook_tx = tx.clone();
+    let options = Options::new()
+        .backoff(Duration::from_millis(1), Duration::from_millis(20))
+        .on_event(move |event| match event {
+            Event::Failed { action, error, .. } => {
+                let _ = hook_tx.send(format!("failed {action}: {error}"));
+            }
+            Event::Refused { error, .. } => {
+                let _ = hook_tx.send(format!("refused: {error}"));
+            }
+            _ => {}
+        });
+    let storage = SamodStorage::on_store(MemoryStore::new(), options)?;
+    let longest = "d".repeat(persister_core::MAX_DOCUMENT_ID_LEN);
+    block_on(storage.put(key(&[&longest, "k"]), vec![7]));
+    let too_long = "d".repeat(persister_core::MAX_DOCUMENT_ID_LEN + 1);
+    for (id, expected) in [(longest.clone(), 1), (too_long, 0)] {
+        let ranging = storage.clone();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let found = block_on(ranging.load_range(key(&[&id])));
+            let _ = tx.send(format!("answered {}", found.len()));
+        });
+        let first = events.recv()?;
+        assert_eq!(
+            first,
+            format!("answered {expected}"),
+            "the range was not answered"
+        );
+    }
+    storage.close();
+    Ok(())
+}
