@@ -8,9 +8,27 @@ use persister_postgres::{PostgresOptions, PostgresStore};
 
 use crate::cluster::{admin, fresh_schema, server, wait_for};
 use crate::errors::{named, test_error};
+use crate::lease::wait_lease_expired;
 
 fn seq_to_sql(seq: u64) -> i64 {
     i64::from_be_bytes((seq ^ (1 << 63)).to_be_bytes())
+}
+
+/// The server binaries for a test that runs a server of its own, or `None` (after
+/// printing why) when the tests use `PERSISTER_POSTGRES_URL` without them; without
+/// either, the test process ends as [`skip`](crate::cluster::skip) says.
+fn own_server_binaries(test: &str) -> Option<std::path::PathBuf> {
+    let why = format!("{test} needs initdb and pg_ctl to run a server of its own");
+    match crate::cluster::binaries() {
+        Some(bin) => Some(bin),
+        None if std::env::var_os("PERSISTER_POSTGRES_URL").is_some()
+            && std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() != Ok("1") =>
+        {
+            println!("skipped: {why}");
+            None
+        }
+        None => crate::cluster::skip(&why),
+    }
 }
 
 /// Waits until a backend of `name` waits for a lock.
@@ -93,19 +111,6 @@ fn a_removal_after_a_slow_flush_removes_what_the_flush_wrote() -> Result<(), Err
         listed.contains(&id)
     );
     Ok(())
-}
-
-/// Waits until the lease row of `document` in `schema` has expired by the server's clock.
-fn wait_lease_expired(schema: &str, document: &[u8]) -> Result<(), Error> {
-    let mut client = admin(&server().url()).map_err(test_error)?;
-    let query = format!("SELECT expires_at <= now() FROM \"{schema}\".leases WHERE document = $1");
-    wait_for("the lease to expire", || {
-        let row = client
-            .query_one(&query, &[&document])
-            .map_err(|e| e.to_string())?;
-        Ok(row.get::<_, bool>(0))
-    })
-    .map_err(test_error)
 }
 
 /// Finding 15. A handle whose document another holder took over (its lease expired)
@@ -225,16 +230,9 @@ fn an_unknown_format_version_that_is_no_number_is_named() -> Result<(), Error> {
 #[test]
 fn a_flush_whose_wait_for_the_synchronous_standby_is_cancelled_is_not_acknowledged()
 -> Result<(), Error> {
-    use crate::cluster::{Cluster, TEST_SETTINGS, binaries, skip};
-    let Some(bin) = binaries() else {
-        let why = "the cancelled synchronous-standby test needs initdb and pg_ctl to run a server of its own";
-        if std::env::var_os("PERSISTER_POSTGRES_URL").is_some()
-            && std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() != Ok("1")
-        {
-            println!("skipped: {why}");
-            return Ok(());
-        }
-        skip(why);
+    use crate::cluster::{Cluster, TEST_SETTINGS};
+    let Some(bin) = own_server_binaries("the cancelled synchronous-standby test") else {
+        return Ok(());
     };
     // A server of its own: the test makes every synchronous commit wait.
     let cluster = Cluster::start(&bin, TEST_SETTINGS).map_err(test_error)?;
@@ -491,16 +489,9 @@ impl Drop for Blackhole {
 /// of it (here all: the server committed it, and only its answer was lost).
 #[test]
 fn a_flush_cut_off_by_a_silent_network_fails_within_the_network_timeout() -> Result<(), Error> {
-    use crate::cluster::{Cluster, TEST_SETTINGS, binaries, skip};
-    let Some(bin) = binaries() else {
-        let why = "the silent-network test needs initdb and pg_ctl to run a server of its own";
-        if std::env::var_os("PERSISTER_POSTGRES_URL").is_some()
-            && std::env::var("PERSISTER_REQUIRE_POSTGRES").as_deref() != Ok("1")
-        {
-            println!("skipped: {why}");
-            return Ok(());
-        }
-        skip(why);
+    use crate::cluster::{Cluster, TEST_SETTINGS};
+    let Some(bin) = own_server_binaries("the silent-network test") else {
+        return Ok(());
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -9,7 +9,7 @@ use persister_postgres::{FORMAT_VERSION, PostgresOptions, PostgresStore};
 use crate::cluster::{admin, fresh_store, server, wait_for};
 
 /// Waits until the lease row of `document` has expired by the server's clock.
-fn wait_lease_expired(schema: &str, document: &[u8]) -> Result<(), Error> {
+pub fn wait_lease_expired(schema: &str, document: &[u8]) -> Result<(), Error> {
     let test = |e: String| Error::InvalidInput {
         what: "test",
         reason: e,
