@@ -29,7 +29,8 @@ pub enum WhenUnusable {
     KeepRetrying,
     /// After this many failed attempts in a row on one document (or on opening the
     /// store), print what failed and why to standard error and end the process with
-    /// exit code [`EXIT_CODE`](crate::EXIT_CODE).
+    /// exit code [`EXIT_CODE`](crate::EXIT_CODE). An operation that can never succeed
+    /// ([`Event::Refused`]) ends the process at once, since no retry can store it.
     ///
     /// For services run by a supervisor that restarts them: a restart reopens the
     /// store, and a process that cannot store anything stops answering instead of
@@ -59,7 +60,8 @@ pub enum Event<'a> {
         retry_in: Duration,
     },
     /// An operation can never succeed (a key or value over the store's limits). Its
-    /// future never completes; the operations after it go on.
+    /// future never completes; the operations after it go on, unless the storage was
+    /// told to end the process ([`WhenUnusable::Exit`]), which it then does.
     Refused {
         /// The key.
         key: &'a StorageKey,
