@@ -62,7 +62,10 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// A message that passes automerge's checksums but breaks its consistency checks
     /// (automerge panics applying it), or that brings a change automerge would store
     /// under another hash, gives [`Error::Broken`]: nothing of it is written, and the
-    /// document must be loaded again.
+    /// document must be loaded again. A message carrying a Bloom filter automerge could
+    /// not use (no bits, or more probes or bytes than it can compute) is refused with
+    /// [`Error::RefusedSyncMessage`] before anything of it is applied; the document
+    /// stays as it was and usable.
     pub fn receive_sync_message(&mut self, peer_id: &[u8], message: sync::Message) -> Result<()> {
         self.check_usable()?;
         if let Some(reason) = message.have.iter().find_map(|have| bad_bloom(&have.bloom)) {
