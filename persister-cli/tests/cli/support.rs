@@ -299,6 +299,16 @@ pub fn interrupt_when_made(
     command: &mut Command,
     watch: &Path,
 ) -> TestResult<(std::process::ExitStatus, bool)> {
+    interrupt_when(command, || Ok(std::fs::read_dir(watch)?.next().is_some()))
+}
+
+/// Runs `command` (output discarded) until `ready` says so, then sends it SIGINT, as
+/// Ctrl-C does. Returns how it ended, and whether `ready` said so before it did
+/// (`false`: it ended first, and got no signal).
+pub fn interrupt_when(
+    command: &mut Command,
+    mut ready: impl FnMut() -> TestResult<bool>,
+) -> TestResult<(std::process::ExitStatus, bool)> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -306,7 +316,7 @@ pub fn interrupt_when_made(
         .spawn()?;
     let mut seen = false;
     while child.try_wait()?.is_none() {
-        if std::fs::read_dir(watch)?.next().is_some() {
+        if ready()? {
             seen = true;
             break;
         }

@@ -4,8 +4,8 @@ use crate::support::named;
 use persister_core::{Persister, Store};
 
 use crate::support::{
-    TestResult, damage_log, fs_log_path, interrupt_when_made, make_store, names_in, open_store,
-    persister, read_store, snapshot_files, store_path,
+    TestResult, damage_log, fs_log_path, interrupt_when, interrupt_when_made, make_store, names_in,
+    open_store, persister, read_store, snapshot_files, store_path,
 };
 
 #[test]
@@ -399,22 +399,7 @@ fn an_interrupted_copy_leaves_no_partial_destination() -> TestResult {
     use std::process::Command;
 
     let dir = tempfile::tempdir()?;
-    let src = store_path(dir.path(), named("redb"));
-    {
-        // Large enough that writing its copy takes a while.
-        let store = open_store(named("redb"), &src)?;
-        for doc in 0..40u8 {
-            let mut p = store.open_document(&format!("doc {doc}").into())?;
-            for seq in 1..=4 {
-                p.insert_changes(vec![(
-                    persister_core::ActorId::new([doc; 16]),
-                    seq,
-                    vec![doc; 256 * 1024],
-                )])?;
-            }
-            p.close()?;
-        }
-    }
+    let src = large_redb_store(dir.path())?;
     for backend in ["redb", "fs", "sled"] {
         let out = dir.path().join(format!("out-{backend}"));
         std::fs::create_dir(&out)?;
@@ -495,48 +480,21 @@ fn a_failed_import_into_postgres_leaves_the_schema_as_it_was() -> TestResult {
 #[test]
 fn an_interrupted_copy_to_redb_leaves_no_commit_log_behind() -> TestResult {
     use std::os::unix::process::ExitStatusExt;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     let dir = tempfile::tempdir()?;
-    let src = store_path(dir.path(), named("redb"));
-    {
-        let store = open_store(named("redb"), &src)?;
-        for doc in 0..40u8 {
-            let mut p = store.open_document(&format!("doc {doc}").into())?;
-            for seq in 1..=4 {
-                p.insert_changes(vec![(
-                    persister_core::ActorId::new([doc; 16]),
-                    seq,
-                    vec![doc; 256 * 1024],
-                )])?;
-            }
-            p.close()?;
-        }
-    }
+    let src = large_redb_store(dir.path())?;
     let out = dir.path().join("out");
     std::fs::create_dir(&out)?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_persister"))
-        .args(["copy", "--backend", "redb"])
-        .arg(&src)
-        .arg(out.join("copy"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    // Wait until the new store's commit log exists, then press Ctrl-C.
-    let mut seen = false;
-    while child.try_wait()?.is_none() {
-        if names_in(&out)?.iter().any(|n| n.ends_with(".log")) {
-            seen = true;
-            break;
-        }
-        std::thread::yield_now();
-    }
+    // Once the new store's commit log exists, press Ctrl-C.
+    let (status, seen) = interrupt_when(
+        Command::new(env!("CARGO_BIN_EXE_persister"))
+            .args(["copy", "--backend", "redb"])
+            .arg(&src)
+            .arg(out.join("copy")),
+        || Ok(names_in(&out)?.iter().any(|n| n.ends_with(".log"))),
+    )?;
     assert!(seen, "the copy ended before its commit log appeared");
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()?;
-    let status = child.wait()?;
     let left = names_in(&out)?;
     match status.success() {
         true => assert_eq!(left, ["copy"]),
@@ -614,4 +572,23 @@ fn an_export_onto_a_redb_store_s_commit_log_path_is_refused_or_kept() -> TestRes
         "the export file persister wrote (exit 0) was destroyed by the store's next write"
     );
     Ok(())
+}
+
+/// A redb store of 40 documents of 1 MiB each, large enough that copying it takes a
+/// while.
+fn large_redb_store(dir: &std::path::Path) -> TestResult<std::path::PathBuf> {
+    let src = store_path(dir, named("redb"));
+    let store = open_store(named("redb"), &src)?;
+    for doc in 0..40u8 {
+        let mut p = store.open_document(&format!("doc {doc}").into())?;
+        for seq in 1..=4 {
+            p.insert_changes(vec![(
+                persister_core::ActorId::new([doc; 16]),
+                seq,
+                vec![doc; 256 * 1024],
+            )])?;
+        }
+        p.close()?;
+    }
+    Ok(src)
 }

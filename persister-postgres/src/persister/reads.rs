@@ -5,6 +5,8 @@ use std::sync::Arc;
 use persister_core::{ActorId, ChangeEntry, Error, Result, StoredSizes, merge_held};
 
 use super::PostgresPersister;
+use postgres::types::ToSql;
+
 use crate::sql::{Q, seq_from_sql};
 
 impl PostgresPersister {
@@ -49,21 +51,13 @@ impl PostgresPersister {
         let mut entries: Vec<ChangeEntry> = Vec::new();
         let keep = |(actor, seq), value| entries.push((actor, seq, value));
         if self.stored {
-            let shared = Arc::clone(&self.shared);
-            let id = self.id().as_bytes();
-            let rows = shared.read("read", &self.place, |conn| {
-                conn.query(&shared.sql, Q::Changes, &[&id])
-            })?;
-            self.check_token(&rows)?;
-            let stored = rows
-                .into_iter()
-                .filter(|row| !matches!(row.try_get::<_, Option<Vec<u8>>>(1), Ok(None)))
-                .map(|row| {
-                    let actor: Vec<u8> = row.try_get(1)?;
-                    let seq: i64 = row.try_get(2)?;
-                    let value: Vec<u8> = row.try_get(3)?;
-                    Ok(((ActorId::new(actor), seq_from_sql(seq)), value))
-                });
+            let rows = self.read_fenced(Q::Changes, &[&self.id().as_bytes()])?;
+            let stored = rows.into_iter().map(|row| {
+                let actor: Vec<u8> = row.try_get(1)?;
+                let seq: i64 = row.try_get(2)?;
+                let value: Vec<u8> = row.try_get(3)?;
+                Ok(((ActorId::new(actor), seq_from_sql(seq)), value))
+            });
             merge_held(stored, held, keep)
                 .map_err(|err: postgres::Error| self.shared.error(&err, "read", &self.place))?;
         } else {
@@ -90,18 +84,8 @@ impl PostgresPersister {
         if !self.stored {
             return Ok(None);
         }
-        let shared = Arc::clone(&self.shared);
-        let id = self.id().as_bytes();
-        let rows = shared.read("read", &self.place, |conn| {
-            conn.query(&shared.sql, Q::Document, &[&id])
-        })?;
-        self.check_token(&rows)?;
-        let document = match rows.first() {
-            Some(row) => row
-                .try_get::<_, Option<Vec<u8>>>(1)
-                .map_err(|err| shared.error(&err, "read", &self.place))?,
-            None => None,
-        };
+        let rows = self.read_fenced(Q::Document, &[&self.id().as_bytes()])?;
+        let document = self.value_of(&rows)?;
         let len = document.as_ref().map_or(0, |d| d.len() as u64);
         if len != self.sizes.document {
             return Err(self.mismatch(format!(
@@ -119,18 +103,8 @@ impl PostgresPersister {
         if !self.stored {
             return Ok(None);
         }
-        let shared = Arc::clone(&self.shared);
-        let id = self.id().as_bytes();
-        let rows = shared.read("read", &self.place, |conn| {
-            conn.query(&shared.sql, Q::SyncState, &[&id, &peer])
-        })?;
-        self.check_token(&rows)?;
-        match rows.first() {
-            Some(row) => row
-                .try_get::<_, Option<Vec<u8>>>(1)
-                .map_err(|err| shared.error(&err, "read", &self.place)),
-            None => Ok(None),
-        }
+        let rows = self.read_fenced(Q::SyncState, &[&self.id().as_bytes(), &peer])?;
+        self.value_of(&rows)
     }
 
     pub(super) fn read_peer_ids(&self) -> Result<Vec<Vec<u8>>> {
@@ -142,15 +116,9 @@ impl PostgresPersister {
         let mut peers = Vec::new();
         let keep = |peer, ()| peers.push(peer);
         if self.stored {
-            let shared = Arc::clone(&self.shared);
-            let id = self.id().as_bytes();
-            let rows = shared.read("read", &self.place, |conn| {
-                conn.query(&shared.sql, Q::Peers, &[&id])
-            })?;
-            self.check_token(&rows)?;
+            let rows = self.read_fenced(Q::Peers, &[&self.id().as_bytes()])?;
             let stored = rows
                 .into_iter()
-                .filter(|row| !matches!(row.try_get::<_, Option<Vec<u8>>>(1), Ok(None)))
                 .map(|row| Ok((row.try_get::<_, Vec<u8>>(1)?, ())));
             merge_held(stored, held, keep)
                 .map_err(|err: postgres::Error| self.shared.error(&err, "read", &self.place))?;
@@ -167,13 +135,21 @@ impl PostgresPersister {
         Ok(peers)
     }
 
-    /// Refuses a read whose lease row no longer carries this handle's token: the
+    /// Runs the read `q`, which starts from the document's lease row and returns its
+    /// token in column 0 and what it read from column 1 on (see `CHANGES` in `sql.rs`).
+    /// Refuses the read when the lease row no longer carries this handle's token: the
     /// document was taken over (or removed), and what the server holds is no longer
-    /// what this handle wrote.
-    fn check_token(&self, rows: &[postgres::Row]) -> Result<()> {
+    /// what this handle wrote. Returns the rows that found something (column 1 not
+    /// `NULL`: the lease row joined to nothing found none).
+    fn read_fenced(&self, q: Q, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<postgres::Row>> {
+        let shared = &self.shared;
+        let mut rows = shared.read("read", &self.place, |conn| {
+            conn.query(&shared.sql, q, params)
+        })?;
         let token = rows.first().and_then(|row| row.try_get::<_, i64>(0).ok());
         if token == Some(self.token) {
-            return Ok(());
+            rows.retain(|row| !matches!(row.try_get::<_, Option<Vec<u8>>>(1), Ok(None)));
+            return Ok(rows);
         }
         Err(Error::LeaseLost {
             reason: format!(
@@ -181,6 +157,14 @@ impl PostgresPersister {
                 self.place, self.token
             ),
         })
+    }
+
+    /// The value a [`read_fenced`](Self::read_fenced) of one value found, if any.
+    fn value_of(&self, rows: &[postgres::Row]) -> Result<Option<Vec<u8>>> {
+        rows.first()
+            .map(|row| row.try_get::<_, Vec<u8>>(1))
+            .transpose()
+            .map_err(|err| self.shared.error(&err, "read", &self.place))
     }
 
     /// Stored data that disagrees with its sizes record: written by something other

@@ -24,6 +24,20 @@ pub fn test_error(e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Waits until a backend of `name` waits for a lock.
+pub fn wait_lock_wait(client: &mut postgres::Client, name: &str) -> Result<(), Error> {
+    wait_for("a backend to wait for a lock", || {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&name],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(row.get::<_, i64>(0) == 1)
+    })
+    .map_err(test_error)
+}
+
 /// Terminates every backend of `name`, and waits until they are gone.
 pub fn terminate(client: &mut postgres::Client, name: &str) -> Result<(), Error> {
     client
@@ -97,16 +111,8 @@ fn connection_terminated_during_flush_poisons_and_leaves_all_or_nothing() -> Res
     let result = std::thread::scope(|scope| -> Result<Result<usize, Error>, Error> {
         let flushing = scope.spawn(|| p.flush());
         let mut client = admin(&server().url()).map_err(test_error)?;
-        wait_for("the flush to wait for the lease row", || {
-            let row = client
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                    &[&name],
-                )
-                .map_err(|e| e.to_string())?;
-            Ok(row.get::<_, i64>(0) == 1)
-        })
-        .map_err(test_error)?;
+        // The flush waits for the lease row.
+        wait_lock_wait(&mut client, &name)?;
         terminate(&mut client, &name)?;
         flushing
             .join()

@@ -7,7 +7,7 @@ use persister_core::{ActorId, DocumentId, Error, Persister, Store};
 use persister_postgres::{PostgresOptions, PostgresStore};
 
 use crate::cluster::{admin, fresh_schema, server, wait_for};
-use crate::errors::{named, test_error};
+use crate::errors::{named, test_error, wait_lock_wait};
 use crate::lease::wait_lease_expired;
 
 fn seq_to_sql(seq: u64) -> i64 {
@@ -29,20 +29,6 @@ fn own_server_binaries(test: &str) -> Option<std::path::PathBuf> {
         }
         None => crate::cluster::skip(&why),
     }
-}
-
-/// Waits until a backend of `name` waits for a lock.
-fn wait_lock_wait(client: &mut postgres::Client, name: &str) -> Result<(), Error> {
-    wait_for("a backend to wait for a lock", || {
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&name],
-            )
-            .map_err(|e| e.to_string())?;
-        Ok(row.get::<_, i64>(0) == 1)
-    })
-    .map_err(test_error)
 }
 
 /// Finding 14. A flush that started while its lease held, but whose statement took
