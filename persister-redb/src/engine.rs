@@ -20,7 +20,7 @@ use crate::layout::{
     self, CHANGES, COMPACTED, DOCUMENTS, DocumentRecord, LogEntry, META, META_NEXT_DOCUMENT,
     SYNC_STATES,
 };
-use crate::log::{self, CommitLog, RECORD_HEADER_LEN};
+use crate::log::{self, CommitLog, Keying, RECORD_HEADER_LEN};
 use crate::redo::{self, Ops, Tab};
 
 type BytesTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
@@ -107,6 +107,7 @@ impl RedbEngine {
             epoch: log.epoch(),
             open: true,
             applied: log.next(),
+            keying: Keying::Keyed(log.key()),
         };
         let txn = self.begin_write()?;
         redo::apply(&txn, operations, &self.path)?;
@@ -293,6 +294,7 @@ impl RedbEngine {
                     epoch: *epoch,
                     open: true,
                     applied: 0,
+                    keying: Keying::Keyed(log.key()),
                 };
                 layout::set_log_state(&txn, entry, &self.path)?;
                 self.commit_txn(txn, Durability::Immediate)?;
@@ -308,6 +310,7 @@ impl RedbEngine {
                     epoch: log.epoch() + u64::from(log.next() > 0),
                     open: true,
                     applied: 0,
+                    keying: Keying::Keyed(log.key()),
                 };
                 layout::set_log_state(&txn, entry, &self.path)?;
                 self.commit_txn(txn, Durability::Immediate)?;
@@ -324,6 +327,7 @@ impl RedbEngine {
                     epoch: log.epoch(),
                     open: true,
                     applied: log.next() + 1,
+                    keying: Keying::Keyed(log.key()),
                 };
                 // Logged, then committed while the log syncs (a sync waits for the
                 // disk; redb's commit works the processor). Once the record is logged,
@@ -424,6 +428,7 @@ impl RedbEngine {
             epoch: log.epoch() + 1,
             open,
             applied: 0,
+            keying: Keying::Keyed(log.key()),
         };
         layout::set_log_state(&txn, entry, &self.path)?;
         self.commit_txn(txn, Durability::Immediate)?;

@@ -21,6 +21,7 @@ use crate::layout::{
     FORMAT_VERSION, LogEntry, META, META_FORMAT, META_LOG, META_NEXT_DOCUMENT, META_VERSION,
     SYNC_STATES,
 };
+use crate::log::{KEY_LEN, Keying};
 use crate::overlay::Overlay;
 
 /// The first bytes of every redb file (redb's magic number).
@@ -270,6 +271,8 @@ pub(crate) fn not_a_store(path: &Path) -> Error {
 /// What [`check_layout`] found.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Layout {
+    /// The layout version.
+    pub version: u32,
     /// The commit log's entry: `None` in layout 1, which has no log.
     pub log: Option<LogEntry>,
 }
@@ -293,9 +296,10 @@ pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<Layout> {
                     .is_none();
             drop(txn);
             return match db {
-                Db::ReadWrite(db) if empty => {
-                    initialize(db, path).map(|()| Layout { log: Some(NO_LOG) })
-                }
+                Db::ReadWrite(db) if empty => initialize(db, path).map(|()| Layout {
+                    version: FORMAT_VERSION,
+                    log: Some(NO_LOG),
+                }),
                 _ => Err(not_a_store(path)),
             };
         }
@@ -325,19 +329,45 @@ pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<Layout> {
         read_table(&txn, table, path)?;
     }
     if found < FIRST_WITH_LOG {
-        return Ok(Layout { log: None });
+        return Ok(Layout {
+            version: found,
+            log: None,
+        });
     }
     let log = get(META_LOG)?
-        .and_then(|bytes| LogEntry::decode(&bytes))
+        .and_then(|bytes| LogEntry::decode(&bytes, found))
         .ok_or_else(|| corrupt("the commit log's entry is missing or malformed", path))?;
-    Ok(Layout { log: Some(log) })
+    Ok(Layout {
+        version: found,
+        log: Some(log),
+    })
 }
 
-/// The log entry of a new store: epoch 0, closed.
+/// Makes a store of layout 2 whose log is closed (`entry`) layout 3, in one durable
+/// commit: the version, and the log entry in layout 3's encoding. Nothing else differs
+/// between them; the next commit creates a log of format version 2.
+pub(crate) fn upgrade_to_keyed(db: &Database, path: &Path, entry: LogEntry) -> Result<()> {
+    debug_assert!(!entry.open);
+    let txn = db.begin_write().or_store("write to", path)?;
+    {
+        let mut meta = txn.open_table(META).or_store("write to", path)?;
+        meta.insert(META_VERSION, FORMAT_VERSION.to_be_bytes().as_slice())
+            .or_store("write to", path)?;
+    }
+    let entry = LogEntry {
+        keying: NO_LOG.keying,
+        ..entry
+    };
+    layout::set_log_state(&txn, entry, path)?;
+    txn.commit().or_store("commit to", path)
+}
+
+/// The log entry of a new store: epoch 0, closed, no key yet.
 const NO_LOG: LogEntry = LogEntry {
     epoch: 0,
     open: false,
     applied: 0,
+    keying: Keying::Keyed([0; KEY_LEN]),
 };
 
 /// Opens one of our tables in a read transaction; a missing table is damage.

@@ -7,17 +7,27 @@
 use std::ops::Range;
 
 use persister_core::{ActorId, StoredSizes, push_actor_key, split_actor_key};
+
+use crate::log::{KEY_LEN, Keying};
 use redb::TableDefinition;
 
 /// The format of our tables. A file with another value is refused.
 pub(crate) const FORMAT_NAME: &[u8] = b"persister-redb";
 
-/// The version of our table layout this build writes: 2, a store with a commit log.
+/// The version of our table layout this build writes: 3, a store with a commit log
+/// whose records carry a key (log format version 2).
+///
 /// Layout 1 (no commit log, no `"log"` entry) is read and written too, without a log.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// Layout 2 (a commit log without a key, log format version 1) is read, its log
+/// replayed, and a writable open makes it layout 3: the layouts differ only in the
+/// `"log"` entry.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// The first layout with a commit log.
 pub(crate) const FIRST_WITH_LOG: u32 = 2;
+
+/// The first layout whose commit log's records carry a key.
+pub(crate) const FIRST_KEYED: u32 = 3;
 
 /// The redb file format version redb 4 writes, named when redb asks for an upgrade.
 pub(crate) const REDB_FILE_FORMAT: u32 = 3;
@@ -44,30 +54,46 @@ pub(crate) const META_NEXT_DOCUMENT: &str = "next_document";
 pub(crate) const META_LOG: &str = "log";
 
 /// The state of the commit log a store names: the epoch its records continue,
-/// whether it is open (it may hold commits the file does not), and how many of the
-/// epoch's records the file already holds (each logged commit updates it in the same
-/// transaction, so a replay skips them).
+/// whether it is open (it may hold commits the file does not), how many of the epoch's
+/// records the file already holds (each logged commit updates it in the same
+/// transaction, so a replay skips them), and the format of its records with the key
+/// they carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LogEntry {
     pub epoch: u64,
     pub open: bool,
     pub applied: u64,
+    /// [`Keying::Unkeyed`] in a store of layout 2. In layout 3, the key of the last log
+    /// made (zeroes before the first), which matters only while the log is open.
+    pub keying: Keying,
 }
 
+/// The length of a [`LogEntry`] of layout 2.
+const UNKEYED_ENTRY_LEN: usize = 17;
+/// The length of a [`LogEntry`] of layout 3.
+const KEYED_ENTRY_LEN: usize = UNKEYED_ENTRY_LEN + KEY_LEN;
+
 impl LogEntry {
-    /// Epoch (u64 BE), open (one byte, 1 or 0), applied (u64 BE): 17 bytes.
-    pub fn encode(self) -> [u8; 17] {
-        let mut out = [0; 17];
-        out[..8].copy_from_slice(&self.epoch.to_be_bytes());
-        out[8] = u8::from(self.open);
-        out[9..].copy_from_slice(&self.applied.to_be_bytes());
+    /// Epoch (u64 BE), open (one byte, 1 or 0), applied (u64 BE): 17 bytes; in layout
+    /// 3, then the log's key (16 bytes): 33 bytes.
+    pub fn encode(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(KEYED_ENTRY_LEN);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.push(u8::from(self.open));
+        out.extend_from_slice(&self.applied.to_be_bytes());
+        if let Keying::Keyed(key) = self.keying {
+            out.extend_from_slice(&key);
+        }
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != 17 {
-            return None;
-        }
+    /// The entry of a store of layout `version` (2 or more).
+    pub fn decode(bytes: &[u8], version: u32) -> Option<Self> {
+        let keying = match (version >= FIRST_KEYED, bytes.len()) {
+            (false, UNKEYED_ENTRY_LEN) => Keying::Unkeyed,
+            (true, KEYED_ENTRY_LEN) => Keying::Keyed(bytes[UNKEYED_ENTRY_LEN..].try_into().ok()?),
+            _ => return None,
+        };
         let open = match bytes[8] {
             0 => false,
             1 => true,
@@ -76,7 +102,8 @@ impl LogEntry {
         Some(Self {
             epoch: u64_be(&bytes[..8])?,
             open,
-            applied: u64_be(&bytes[9..])?,
+            applied: u64_be(&bytes[9..UNKEYED_ENTRY_LEN])?,
+            keying,
         })
     }
 }

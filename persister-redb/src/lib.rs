@@ -94,6 +94,13 @@
 //!   (`redo` in the source documents their bytes) and appended to the log as one record
 //!   with a CRC-32C; a flush then syncs the log. The record of a group commit carries
 //!   every document of the group, so one sync covers them all.
+//! - Every record also carries the log's **key**: 16 random bytes drawn from the
+//!   operating system when the log is created and kept in the store's `"log"` entry.
+//!   Records hold change values, which are an application's (or a peer's) bytes, and a
+//!   value can hold bytes laid out as a record with a valid checksum; the key, which no
+//!   value can know, is what tells the log's records from such bytes, so that stored
+//!   data never makes a crash read as damage. (`log` in the source documents the log's
+//!   bytes, format version 2.)
 //! - **Applying to redb is deferred.** When every document of a commit already has its
 //!   number (only a document's first commit gives it one), the commit is the append and
 //!   the sync alone: its operations wait in memory, and redb gets those of many commits
@@ -157,8 +164,14 @@
 //!
 //! Stores of layout 1 (made before the log existed) have no log and commit with
 //! `Durability::Immediate`, as before; so do stores opened with
-//! [`RedbStore::open_on_backend`]. Layout 1 is read and written as it is: nothing
-//! migrates a store silently.
+//! [`RedbStore::open_on_backend`]. Layout 1 is read and written as it is.
+//!
+//! Stores of layout 2 have a log whose records carry no key (log format version 1). A
+//! read-only open reads them as they are, replaying such a log into memory. A writable
+//! open ([`RedbStore::open`]) replays the log, if the store was not closed cleanly, then
+//! makes the store layout 3 in one durable commit, which rewrites the `"log"` entry
+//! alone; a build of layout 2 then refuses the store with
+//! [`Error::UnsupportedFormat`].
 //!
 //! # Every sync
 //!
@@ -179,6 +192,7 @@
 //! - creating a store: the new file and its directory (see [`RedbStore::open_with`]);
 //! - opening a store that was not closed cleanly: the replay of its log is one durable
 //!   commit, and redb's repair rewrites and syncs its allocator state.
+//! - opening a store of layout 2 for writing: one durable commit makes it layout 3.
 //!
 //! # File layout
 //!
@@ -188,7 +202,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `persister_meta` | `"format"`, `"format_version"`, `"next_document"`, `"log"` | `b"persister-redb"`; u32 `2`; u64, the number the next new document gets; the commit log's state: its epoch (u64), whether it is open (one byte, `1` or `0`), how many of the epoch's records the file holds (u64) |
+//! | `persister_meta` | `"format"`, `"format_version"`, `"next_document"`, `"log"` | `b"persister-redb"`; u32 `3`; u64, the number the next new document gets; the commit log's state: its epoch (u64), whether it is open (one byte, `1` or `0`), how many of the epoch's records the file holds (u64), the key of its records (16 bytes; zeroes before the first log) |
 //! | `persister_documents` | document id bytes, as given | 48 bytes: the document number, then its sizes (`changes`, `document`, `sync_states`, `change_count`, `sync_state_count`), six u64 |
 //! | `persister_changes` | number (u64) ‖ actor id with each `00` byte written `00 FF` ‖ `00 00` ‖ seq (u64) | change bytes |
 //! | `persister_compacted` | number (u64) | compacted document bytes |
@@ -274,6 +288,7 @@ pub use store::RedbStore;
 pub type RedbPersister = persister_core::EnginePersister<RedbEngine>;
 
 /// The version of the table layout this build writes (`format_version` in
-/// `persister_meta`): 2, with a [commit log](crate#the-commit-log). Layout 1 is read and
-/// written too, without a log.
+/// `persister_meta`): 3, with a [commit log](crate#the-commit-log) whose records carry a
+/// key. Layout 1 is read and written too, without a log; layout 2 (a log without a key)
+/// is read, and a writable open makes it layout 3.
 pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;

@@ -8,32 +8,47 @@
 //! blocks nor changes the file's length, and its `fdatasync` writes the appended bytes
 //! alone.
 //!
-//! Layout (integers big-endian):
+//! Layout (integers big-endian), log format version 2 ([`LOG_VERSION`]):
 //!
 //! | bytes | header (32 bytes) |
 //! |---|---|
 //! | 0..8 | magic `PRDB-LOG` |
-//! | 8..12 | log format version (u32), [`LOG_VERSION`] |
+//! | 8..12 | log format version (u32) |
 //! | 12..16 | zero |
 //! | 16..24 | epoch (u64): the checkpoint this log continues, as the store's `"log"` entry names it |
 //! | 24..28 | CRC-32C of bytes 0..24 |
 //! | 28..32 | zero |
 //!
-//! Then one record per commit, in commit order, each followed by the end mark (28
+//! Then one record per commit, in commit order, each followed by the end mark (44
 //! zero bytes, which the next record overwrites):
 //!
 //! | bytes | record |
 //! |---|---|
-//! | 0..4 | `REC1`, so that no record starts with a zero byte |
+//! | 0..4 | `REC2`, so that no record starts with a zero byte |
 //! | 4..12 | the record's number in this epoch (u64), from 0 |
 //! | 12..20 | the epoch |
-//! | 20..24 | payload length (u32) |
-//! | 24..28 | CRC-32C of bytes 0..24 and the payload |
-//! | 28.. | payload: the commit's operations ([`redo`](crate::redo)) |
+//! | 20..36 | the log's key: 16 random bytes drawn when the log was created, kept in the store's `"log"` entry |
+//! | 36..40 | payload length (u32) |
+//! | 40..44 | CRC-32C of bytes 0..40 and the payload |
+//! | 44.. | payload: the commit's operations ([`redo`](crate::redo)) |
 //!
 //! Reading stops at the first place that does not hold the next record of the epoch:
 //! the end mark or a record of an older epoch there is the end; anything else is a torn
 //! tail, unless a valid record of the epoch comes after it, which is damage.
+//!
+//! **The key** is what tells a record from bytes an application stored. Payloads hold
+//! change values, which are the application's (and a peer's) bytes: a value can hold
+//! bytes laid out as a record, with a valid checksum. Where the log stops, the reader
+//! searches the rest of the file for a record (the records of an older epoch the file
+//! was reused over are there, and a torn record's own payload), and a value crafted to
+//! look like a record of the epoch would make a crash read as damage, and the store
+//! refuse to open. The key is drawn from the operating system's random source and never
+//! leaves the store's two files, so a value cannot carry it but by a 2^-128 chance.
+//!
+//! Log format version 1, written by stores of layout 2, had no key: its records were
+//! 28 bytes (`REC1`, number, epoch, length, checksum), its end mark 28 zero bytes.
+//! It is still read, to replay the log of a layout-2 store that was not closed cleanly
+//! ([`Keying::Unkeyed`]); nothing writes it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -49,18 +64,24 @@ use crate::error::corrupt;
 /// The magic number that starts a commit log.
 const MAGIC: [u8; 8] = *b"PRDB-LOG";
 
-/// The commit log format this build reads and writes.
-pub(crate) const LOG_VERSION: u32 = 1;
+/// The commit log format this build writes, and reads for stores of layout 3.
+pub(crate) const LOG_VERSION: u32 = 2;
+
+/// The commit log format of stores of layout 2, read to replay them.
+pub(crate) const UNKEYED_LOG_VERSION: u32 = 1;
 
 pub(crate) const HEADER_LEN: usize = 32;
 
+/// The length of a log's key.
+pub(crate) const KEY_LEN: usize = 16;
+
+/// The key a log's records carry (see the [module docs](self)).
+pub(crate) type LogKey = [u8; KEY_LEN];
+
 /// The bytes before a record's payload, and the length of the end mark.
-pub(crate) const RECORD_HEADER_LEN: usize = 28;
+pub(crate) const RECORD_HEADER_LEN: usize = 44;
 
-/// The first bytes of every record.
-const RECORD_TAG: [u8; 4] = *b"REC1";
-
-/// The zeroes written after every record: the end of the log.
+/// The end mark: written after every record, the end of the log.
 const END_MARK: [u8; RECORD_HEADER_LEN] = [0; RECORD_HEADER_LEN];
 
 /// The file is filled ahead by at least this much...
@@ -76,10 +97,103 @@ pub(crate) fn log_path(store: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn header(epoch: u64) -> [u8; HEADER_LEN] {
+/// A new key for a log, from the operating system's random source.
+fn new_key(path: &Path) -> Result<LogKey> {
+    let mut key = [0; KEY_LEN];
+    getrandom::fill(&mut key).map_err(|err| {
+        Error::io(
+            "draw a random key for",
+            path,
+            io::Error::other(err.to_string()),
+        )
+    })?;
+    Ok(key)
+}
+
+/// Which format a log's records have, and for version 2 the key they must carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keying {
+    /// Log format version 1 (stores of layout 2): records without a key.
+    Unkeyed,
+    /// Log format version 2: every record carries this key.
+    Keyed(LogKey),
+}
+
+impl Keying {
+    /// The log format version of the header.
+    fn version(&self) -> u32 {
+        match self {
+            Keying::Unkeyed => UNKEYED_LOG_VERSION,
+            Keying::Keyed(_) => LOG_VERSION,
+        }
+    }
+
+    /// The first bytes of every record.
+    fn tag(&self) -> &'static [u8; 4] {
+        match self {
+            Keying::Unkeyed => b"REC1",
+            Keying::Keyed(_) => b"REC2",
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        match self {
+            Keying::Unkeyed => &[],
+            Keying::Keyed(key) => key,
+        }
+    }
+
+    /// Where a record's length starts: after the tag, number, epoch and key, the bytes
+    /// that name the record.
+    fn len_at(&self) -> usize {
+        20 + self.key().len()
+    }
+
+    /// The bytes before a record's payload, and the length of the end mark.
+    fn head_len(&self) -> usize {
+        self.len_at() + 8
+    }
+
+    /// The bytes that start record `seq` of `epoch`, up to its length.
+    fn name(&self, seq: u64, epoch: u64) -> Vec<u8> {
+        [
+            &self.tag()[..],
+            &seq.to_be_bytes(),
+            &epoch.to_be_bytes(),
+            self.key(),
+        ]
+        .concat()
+    }
+
+    /// The record header at the start of `head` (at least [`head_len`](Self::head_len)
+    /// bytes), if it has this format's tag and key: its number, epoch, payload length
+    /// and checksum.
+    fn parse(&self, head: &[u8]) -> Option<Head> {
+        let len_at = self.len_at();
+        if head.get(..4)? != self.tag() || head.get(20..len_at)? != self.key() {
+            return None;
+        }
+        Some(Head {
+            seq: u64::from_be_bytes(array(&head[4..12])),
+            epoch: u64::from_be_bytes(array(&head[12..20])),
+            len: u32::from_be_bytes(array(&head[len_at..])) as usize,
+            crc: u32::from_be_bytes(array(&head[len_at + 4..])),
+        })
+    }
+}
+
+/// The fields of a record header.
+struct Head {
+    seq: u64,
+    epoch: u64,
+    len: usize,
+    crc: u32,
+}
+
+fn header(epoch: u64, version: u32) -> [u8; HEADER_LEN] {
     let mut header = [0; HEADER_LEN];
     header[..8].copy_from_slice(&MAGIC);
-    header[8..12].copy_from_slice(&LOG_VERSION.to_be_bytes());
+    header[8..12].copy_from_slice(&version.to_be_bytes());
     header[16..24].copy_from_slice(&epoch.to_be_bytes());
     let crc = crc32c::crc32c(&header[..24]);
     header[24..28].copy_from_slice(&crc.to_be_bytes());
@@ -99,7 +213,8 @@ pub(crate) struct Contents {
     pub torn: Option<(u64, u64)>,
 }
 
-/// Reads the log at `path` for the store's epoch `epoch`, which names it open.
+/// Reads the log at `path` for the store's epoch `epoch`, which names it open, its
+/// records in the format `keying` names (the store's `"log"` entry holds the key).
 ///
 /// Records of `epoch` are read from the header on, in order, while they follow each
 /// other. Where they stop, the rest of the file is searched for any valid record of
@@ -109,8 +224,9 @@ pub(crate) struct Contents {
 /// epoch is one a checkpoint had not rewritten yet, and a header that fails its
 /// checksum one whose rewrite a crash tore: either holds no record of `epoch` (the
 /// search checks it). A file shorter than a header, or a header of a newer epoch than
-/// the store's, is damage.
-pub(crate) fn read(path: &Path, epoch: u64) -> Result<Contents> {
+/// the store's, is damage; a header of another format version than `keying`'s is
+/// [`Error::UnsupportedFormat`].
+pub(crate) fn read(path: &Path, epoch: u64, keying: Keying) -> Result<Contents> {
     let bytes = fs::read(path).map_err(|err| Error::io("read", path, err))?;
     if bytes.len() < HEADER_LEN {
         return Err(corrupt(
@@ -127,12 +243,12 @@ pub(crate) fn read(path: &Path, epoch: u64) -> Result<Contents> {
     let mut current = false;
     if header_valid {
         let version = u32::from_be_bytes(array(&head[8..12]));
-        if version != LOG_VERSION {
+        if version != keying.version() {
             return Err(Error::UnsupportedFormat {
                 what: "persister-redb commit log",
                 path: path.to_path_buf(),
                 found: version,
-                supported: LOG_VERSION,
+                supported: keying.version(),
             });
         }
         let found = u64::from_be_bytes(array(&head[16..24]));
@@ -151,9 +267,9 @@ pub(crate) fn read(path: &Path, epoch: u64) -> Result<Contents> {
     if current {
         loop {
             let next = contents.commits.len() as u64;
-            match Record::at(&bytes, at).filter(|r| r.epoch == epoch && r.seq == next) {
+            match Record::at(&bytes, at, keying).filter(|r| r.epoch == epoch && r.seq == next) {
                 Some(record) => {
-                    at += RECORD_HEADER_LEN + record.payload.len();
+                    at += keying.head_len() + record.payload.len();
                     contents.commits.push(record.payload.to_vec());
                 }
                 None => break,
@@ -161,7 +277,7 @@ pub(crate) fn read(path: &Path, epoch: u64) -> Result<Contents> {
         }
     }
     let next = contents.commits.len() as u64;
-    if let Some(later) = later_record(&bytes, at, epoch, next) {
+    if let Some(later) = later_record(&bytes, at, epoch, next, keying) {
         let what = match current {
             true => format!(
                 "commit {next} of the commit log is damaged or missing, and a valid commit follows at byte {later}"
@@ -175,20 +291,20 @@ pub(crate) fn read(path: &Path, epoch: u64) -> Result<Contents> {
     if !current {
         return Ok(contents);
     }
+    let head_len = keying.head_len();
     let rest = &bytes[at.min(bytes.len())..];
-    let end_mark = rest.iter().take(RECORD_HEADER_LEN).all(|&b| b == 0);
-    if end_mark || Record::at(&bytes, at).is_some_and(|r| r.epoch < epoch) {
+    let end_mark = rest.iter().take(head_len).all(|&b| b == 0);
+    if end_mark || Record::at(&bytes, at, keying).is_some_and(|r| r.epoch < epoch) {
         return Ok(contents);
     }
     // The record being written when the crash came: as long as its header says, if
     // that much of the header is there, else the header.
-    let head = rest.get(..RECORD_HEADER_LEN);
-    let expected = [&RECORD_TAG[..], &next.to_be_bytes(), &epoch.to_be_bytes()].concat();
-    let claimed = head.filter(|head| head[..20] == expected[..]).map(|head| {
-        let len = u32::from_be_bytes(array(&head[20..24]));
-        RECORD_HEADER_LEN + len as usize
-    });
-    let torn = claimed.unwrap_or(RECORD_HEADER_LEN).min(rest.len());
+    let claimed = rest
+        .get(..head_len)
+        .filter(|head| head[..keying.len_at()] == keying.name(next, epoch)[..])
+        .and_then(|head| keying.parse(head))
+        .map(|head| head_len + head.len);
+    let torn = claimed.unwrap_or(head_len).min(rest.len());
     contents.torn = Some((at as u64, torn as u64));
     Ok(contents)
 }
@@ -200,32 +316,31 @@ pub(crate) fn read(path: &Path, epoch: u64) -> Result<Contents> {
 /// that bytes that look like record headers (in the payload of a torn record, or of the
 /// records of an older epoch the log was reused over) cost no more than other bytes,
 /// whatever lengths they claim.
-fn later_record(bytes: &[u8], from: usize, epoch: u64, next: u64) -> Option<usize> {
+fn later_record(bytes: &[u8], from: usize, epoch: u64, next: u64, keying: Keying) -> Option<usize> {
     let crcs = persister_core::checksum::RangeCrc::new(bytes, from);
+    let head_len = keying.head_len();
     (from..bytes.len()).find(|&at| {
         let Some(head) = at
-            .checked_add(RECORD_HEADER_LEN)
+            .checked_add(head_len)
             .and_then(|end| bytes.get(at..end))
+            .and_then(|head| keying.parse(head))
         else {
             return false;
         };
-        if head[..4] != RECORD_TAG {
+        if head.epoch != epoch || head.seq < next {
             return false;
         }
-        let seq = u64::from_be_bytes(array(&head[4..12]));
-        let found = u64::from_be_bytes(array(&head[12..20]));
-        if found != epoch || seq < next {
-            return false;
-        }
-        let len = u32::from_be_bytes(array(&head[20..24])) as usize;
-        let start = at + RECORD_HEADER_LEN;
-        let Some(end) = start.checked_add(len).filter(|&end| end <= bytes.len()) else {
+        let start = at + head_len;
+        let Some(end) = start
+            .checked_add(head.len)
+            .filter(|&end| end <= bytes.len())
+        else {
             return false;
         };
-        let crc = u32::from_be_bytes(array(&head[24..28]));
         // crc(head ‖ payload) = crc(payload) ^ Z(crc(head), len(payload)).
-        let whole = crcs.crc(start, end) ^ crcs.shift(crc32c::crc32c(&head[..24]), len);
-        whole == crc
+        let named = crc32c::crc32c(&bytes[at..at + keying.len_at() + 4]);
+        let whole = crcs.crc(start, end) ^ crcs.shift(named, head.len);
+        whole == head.crc
     })
 }
 
@@ -266,21 +381,18 @@ struct Record<'a> {
 }
 
 impl<'a> Record<'a> {
-    fn at(bytes: &'a [u8], at: usize) -> Option<Record<'a>> {
-        let head = bytes.get(at..at.checked_add(RECORD_HEADER_LEN)?)?;
-        if head[..4] != RECORD_TAG {
-            return None;
-        }
-        let len = u32::from_be_bytes(head[20..24].try_into().ok()?) as usize;
-        let crc = u32::from_be_bytes(head[24..28].try_into().ok()?);
-        let start = at + RECORD_HEADER_LEN;
-        let payload = bytes.get(start..start.checked_add(len)?)?;
-        if record_crc(&head[..24], payload) != crc {
+    /// The record at `at`, in the format (and with the key) `keying` names.
+    fn at(bytes: &'a [u8], at: usize, keying: Keying) -> Option<Record<'a>> {
+        let raw = bytes.get(at..at.checked_add(keying.head_len())?)?;
+        let head = keying.parse(raw)?;
+        let start = at + keying.head_len();
+        let payload = bytes.get(start..start.checked_add(head.len)?)?;
+        if record_crc(&raw[..keying.len_at() + 4], payload) != head.crc {
             return None;
         }
         Some(Record {
-            seq: u64::from_be_bytes(head[4..12].try_into().ok()?),
-            epoch: u64::from_be_bytes(head[12..20].try_into().ok()?),
+            seq: head.seq,
+            epoch: head.epoch,
             payload,
         })
     }
@@ -292,6 +404,8 @@ pub(crate) struct CommitLog {
     file: File,
     path: PathBuf,
     epoch: u64,
+    /// The key every record carries, drawn when the log was created.
+    key: LogKey,
     /// The number of the next record.
     next: u64,
     /// Where the next record goes.
@@ -304,15 +418,16 @@ pub(crate) struct CommitLog {
 }
 
 impl CommitLog {
-    /// Creates the log at `path` for `epoch`, durably: once this returns, the file
-    /// holds the header and the end mark, and its name is synced. A file already there
-    /// (a log the store named closed, or one of another store) is emptied first, so
-    /// that none of its records can be read as this log's.
+    /// Creates the log at `path` for `epoch`, with a new [key](Self::key), durably:
+    /// once this returns, the file holds the header and the end mark, and its name is
+    /// synced. A file already there (a log the store named closed, or one of another
+    /// store) is emptied first, so that none of its records can be read as this log's.
     pub fn create(path: &Path, epoch: u64) -> Result<CommitLog> {
         let existed = path.exists();
         if existed {
             refuse_foreign(path)?;
         }
+        let key = new_key(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -325,6 +440,7 @@ impl CommitLog {
             file,
             path: path.to_path_buf(),
             epoch,
+            key,
             next: 0,
             len: 0,
             filled,
@@ -347,7 +463,7 @@ impl CommitLog {
     /// reads as the end; a crash before the sync leaves the old header, an older epoch
     /// than the store names, which reads as nothing.
     pub fn clear(&mut self, epoch: u64) -> Result<()> {
-        let mut start = header(epoch).to_vec();
+        let mut start = header(epoch, LOG_VERSION).to_vec();
         start.extend_from_slice(&END_MARK);
         self.file
             .write_all_at(&start, 0)
@@ -369,12 +485,12 @@ impl CommitLog {
             len: payload_len as u64,
             max: u32::MAX.into(),
         })?;
-        record[..4].copy_from_slice(&RECORD_TAG);
-        record[4..12].copy_from_slice(&self.next.to_be_bytes());
-        record[12..20].copy_from_slice(&self.epoch.to_be_bytes());
-        record[20..24].copy_from_slice(&len.to_be_bytes());
-        let crc = record_crc(&record[..24], &record[RECORD_HEADER_LEN..]);
-        record[24..28].copy_from_slice(&crc.to_be_bytes());
+        let keying = Keying::Keyed(self.key);
+        let len_at = keying.len_at();
+        record[..len_at].copy_from_slice(&keying.name(self.next, self.epoch));
+        record[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+        let crc = record_crc(&record[..len_at + 4], &record[RECORD_HEADER_LEN..]);
+        record[len_at + 4..RECORD_HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
         let written = record.len();
         record.extend_from_slice(&END_MARK);
         let result = self.fill(self.len + record.len() as u64).and_then(|()| {
@@ -457,6 +573,11 @@ impl CommitLog {
     /// The number the next record gets.
     pub fn next(&self) -> u64 {
         self.next
+    }
+
+    /// The key its records carry, which the store's `"log"` entry keeps.
+    pub fn key(&self) -> LogKey {
+        self.key
     }
 
     /// The epoch its records continue.
@@ -604,7 +725,43 @@ mod tests {
         record
     }
 
-    fn written(epoch: u64, payloads: &[&[u8]]) -> (tempfile::TempDir, PathBuf, Vec<u64>) {
+    /// Record `seq` of `epoch` holding `payload`, in the format `keying` names, as a log
+    /// holds it.
+    fn record_bytes(keying: Keying, seq: u64, epoch: u64, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = keying.name(seq, epoch);
+        bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        let crc = record_crc(&bytes, payload);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    /// The log `written` made, open again for appending after its records (`ends`).
+    fn reopened(path: &Path, keying: Keying, ends: &[u64]) -> CommitLog {
+        let Keying::Keyed(key) = keying else {
+            panic!("logs are written keyed")
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let filled = file.metadata().unwrap().len();
+        CommitLog {
+            file,
+            path: path.to_path_buf(),
+            epoch: u64::from_be_bytes(array(&fs::read(path).unwrap()[16..24])),
+            key,
+            next: ends.len() as u64 - 1,
+            len: *ends.last().unwrap(),
+            filled,
+            syncer: None,
+        }
+    }
+
+    /// A log of `epoch` holding `payloads`: its directory, path, the offsets where its
+    /// records end (the header's end first), and its records' keying.
+    fn written(epoch: u64, payloads: &[&[u8]]) -> (tempfile::TempDir, PathBuf, Vec<u64>, Keying) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb.log");
         let mut log = CommitLog::create(&path, epoch).unwrap();
@@ -614,7 +771,7 @@ mod tests {
             ends.push(log.len());
         }
         log.sync().unwrap();
-        (dir, path, ends)
+        (dir, path, ends, Keying::Keyed(log.key()))
     }
 
     /// The search for a later record finds, from every offset, what parsing a record
@@ -622,20 +779,26 @@ mod tests {
     /// of the same epoch, and whose first record is damaged.
     #[test]
     fn the_search_for_a_later_record_matches_reading_every_byte() {
-        let (_dir, inner_path, inner_ends) = written(3, &[b"inner"]);
-        let inner = std::fs::read(&inner_path).unwrap()[..inner_ends[1] as usize]
-            [inner_ends[0] as usize..]
-            .to_vec();
-        let (_dir, path, ends) = written(3, &[b"first", &inner, &[0x5a; 300]]);
+        let (_dir, path, mut ends, keying) = written(3, &[b"first"]);
+        let mut log = reopened(&path, keying, &ends);
+        let inner = record_bytes(keying, 1, 3, b"inner");
+        for payload in [&inner[..], &[0x5a; 300]] {
+            log.append(&mut record(payload)).unwrap();
+            ends.push(log.len());
+        }
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.truncate(ends[3] as usize);
         bytes[ends[0] as usize + RECORD_HEADER_LEN] ^= 1;
         for next in 0..4 {
             for from in 0..bytes.len() {
                 let naive = (from..bytes.len()).find(|&p| {
-                    Record::at(&bytes, p).is_some_and(|r| r.epoch == 3 && r.seq >= next)
+                    Record::at(&bytes, p, keying).is_some_and(|r| r.epoch == 3 && r.seq >= next)
                 });
-                assert_eq!(later_record(&bytes, from, 3, next), naive, "{from} {next}");
+                assert_eq!(
+                    later_record(&bytes, from, 3, next, keying),
+                    naive,
+                    "{from} {next}"
+                );
             }
         }
     }
@@ -643,21 +806,21 @@ mod tests {
     #[test]
     fn records_read_back_in_order() {
         let payloads: [&[u8]; 3] = [b"one", b"", &[7; 1000]];
-        let (_dir, path, _) = written(5, &payloads);
-        let contents = read(&path, 5).unwrap();
+        let (_dir, path, _, keying) = written(5, &payloads);
+        let contents = read(&path, 5, keying).unwrap();
         assert_eq!(contents.commits, payloads.map(<[u8]>::to_vec));
         assert_eq!(contents.torn, None);
     }
 
     #[test]
     fn an_older_epoch_holds_nothing_and_a_newer_one_or_a_short_file_is_damage() {
-        let (_dir, path, _) = written(5, &[b"one"]);
-        let contents = read(&path, 6).unwrap();
+        let (_dir, path, _, keying) = written(5, &[b"one"]);
+        let contents = read(&path, 6, keying).unwrap();
         assert!(contents.commits.is_empty() && contents.torn.is_none());
-        assert!(matches!(read(&path, 4), Err(Error::Corrupt { .. })));
+        assert!(matches!(read(&path, 4, keying), Err(Error::Corrupt { .. })));
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..HEADER_LEN - 1]).unwrap();
-        assert!(matches!(read(&path, 5), Err(Error::Corrupt { .. })));
+        assert!(matches!(read(&path, 5, keying), Err(Error::Corrupt { .. })));
     }
 
     /// Zeroes over a whole record (a lost block) or a record missing are damage when
@@ -665,40 +828,41 @@ mod tests {
     #[test]
     fn a_lost_record_before_others_is_damage() {
         let payloads: [&[u8]; 3] = [b"first", &[1; 40], b"third"];
-        let (_dir, path, ends) = written(1, &payloads);
+        let (_dir, path, ends, keying) = written(1, &payloads);
         let bytes = fs::read(&path).unwrap();
         let (start, end) = (ends[1] as usize, ends[2] as usize);
         let mut zeroed = bytes.clone();
         zeroed[start..end].fill(0);
         fs::write(&path, &zeroed).unwrap();
-        assert!(matches!(read(&path, 1), Err(Error::Corrupt { .. })));
+        assert!(matches!(read(&path, 1, keying), Err(Error::Corrupt { .. })));
         let mut removed = bytes[..start].to_vec();
         removed.extend_from_slice(&bytes[end..]);
         fs::write(&path, &removed).unwrap();
-        assert!(matches!(read(&path, 1), Err(Error::Corrupt { .. })));
+        assert!(matches!(read(&path, 1, keying), Err(Error::Corrupt { .. })));
     }
 
     /// A header a crash tore while a checkpoint rewrote it: nothing of the new epoch
     /// follows, so the log holds nothing; with a record of the epoch after it, damage.
     #[test]
     fn a_torn_header_without_records_of_the_epoch_holds_nothing() {
-        let (_dir, path, _) = written(1, &[b"old", b"older"]);
+        let (_dir, path, _, keying) = written(1, &[b"old", b"older"]);
         let mut bytes = fs::read(&path).unwrap();
         bytes[20] ^= 0xff;
         fs::write(&path, &bytes).unwrap();
-        let contents = read(&path, 2).unwrap();
+        let contents = read(&path, 2, keying).unwrap();
         assert!(contents.commits.is_empty() && contents.torn.is_none());
-        assert!(matches!(read(&path, 1), Err(Error::Corrupt { .. })));
+        assert!(matches!(read(&path, 1, keying), Err(Error::Corrupt { .. })));
     }
 
     /// Creating a log over a file already there empties it: none of its records, of
     /// whatever epoch, reads as the new log's.
     #[test]
     fn creating_over_an_old_log_empties_it() {
-        let (_dir, path, _) = written(3, &[b"one", b"two"]);
+        let (_dir, path, _, _) = written(3, &[b"one", b"two"]);
         let log = CommitLog::create(&path, 3).unwrap();
+        let keying = Keying::Keyed(log.key());
         drop(log);
-        let contents = read(&path, 3).unwrap();
+        let contents = read(&path, 3, keying).unwrap();
         assert!(contents.commits.is_empty() && contents.torn.is_none());
         assert_eq!(
             fs::metadata(&path).unwrap().len(),
@@ -711,11 +875,11 @@ mod tests {
     #[test]
     fn a_cut_anywhere_leaves_the_whole_records_before_it() {
         let payloads: [&[u8]; 3] = [b"first", &[1; 40], b"third"];
-        let (_dir, path, ends) = written(1, &payloads);
+        let (_dir, path, ends, keying) = written(1, &payloads);
         let bytes = fs::read(&path).unwrap();
         for cut in HEADER_LEN..=ends[3] as usize {
             fs::write(&path, &bytes[..cut]).unwrap();
-            let contents = read(&path, 1).unwrap();
+            let contents = read(&path, 1, keying).unwrap();
             let whole = ends.iter().filter(|&&end| end <= cut as u64).count() - 1;
             assert_eq!(contents.commits.len(), whole, "cut at {cut}");
             let last_end = ends[whole];
@@ -730,13 +894,13 @@ mod tests {
     #[test]
     fn damage_before_a_valid_record_is_an_error() {
         let payloads: [&[u8]; 3] = [b"first", &[1; 40], b"third"];
-        let (_dir, path, ends) = written(1, &payloads);
+        let (_dir, path, ends, keying) = written(1, &payloads);
         let bytes = fs::read(&path).unwrap();
         for at in HEADER_LEN..ends[3] as usize {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x40;
             fs::write(&path, &damaged).unwrap();
-            let result = read(&path, 1);
+            let result = read(&path, 1, keying);
             if at as u64 >= ends[2] {
                 let contents = result.unwrap();
                 assert_eq!(contents.commits.len(), 2, "flip at {at}");
@@ -747,7 +911,7 @@ mod tests {
             let mut zeroed = bytes.clone();
             zeroed[at..].fill(0);
             fs::write(&path, &zeroed).unwrap();
-            let contents = read(&path, 1).unwrap();
+            let contents = read(&path, 1, keying).unwrap();
             let whole = ends.iter().filter(|&&end| end <= at as u64).count() - 1;
             assert_eq!(contents.commits.len(), whole, "zeroes from {at}");
             assert_eq!(
@@ -765,23 +929,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb.log");
         let mut log = CommitLog::create(&path, 1).unwrap();
+        let keying = Keying::Keyed(log.key());
         for n in 0..20u8 {
             log.append(&mut record(&[n; 100])).unwrap();
         }
         log.clear(2).unwrap();
-        let contents = read(&path, 2).unwrap();
+        let contents = read(&path, 2, keying).unwrap();
         assert!(contents.commits.is_empty() && contents.torn.is_none());
         for n in 0..3u8 {
             log.append(&mut record(&[n; 30])).unwrap();
         }
         log.sync().unwrap();
-        let contents = read(&path, 2).unwrap();
+        let contents = read(&path, 2, keying).unwrap();
         assert_eq!(
             contents.commits,
             vec![vec![0; 30], vec![1; 30], vec![2; 30]]
         );
         assert_eq!(contents.torn, None);
-        assert!(read(&path, 3).unwrap().commits.is_empty());
+        assert!(read(&path, 3, keying).unwrap().commits.is_empty());
         // Appends fill the file ahead: its length does not move with every append.
         let len = fs::metadata(&path).unwrap().len();
         assert_eq!(len % MIN_FILL, 0);
@@ -791,7 +956,7 @@ mod tests {
 
     #[test]
     fn a_damaged_header_or_another_version_is_refused() {
-        let (_dir, path, _) = written(1, &[b"x"]);
+        let (_dir, path, _, keying) = written(1, &[b"x"]);
         let bytes = fs::read(&path).unwrap();
         for at in 0..HEADER_LEN {
             let mut damaged = bytes.clone();
@@ -802,15 +967,25 @@ mod tests {
             if (12..16).contains(&at) || (28..32).contains(&at) {
                 continue;
             }
-            assert!(read(&path, 1).is_err(), "flip at {at}");
+            assert!(read(&path, 1, keying).is_err(), "flip at {at}");
         }
         let mut other = bytes.clone();
-        other[8..12].copy_from_slice(&2u32.to_be_bytes());
+        other[8..12].copy_from_slice(&3u32.to_be_bytes());
         let crc = crc32c::crc32c(&other[..24]);
         other[24..28].copy_from_slice(&crc.to_be_bytes());
         fs::write(&path, &other).unwrap();
         assert!(matches!(
-            read(&path, 1),
+            read(&path, 1, keying),
+            Err(Error::UnsupportedFormat {
+                found: 3,
+                supported: 2,
+                ..
+            })
+        ));
+        // A log of format version 2 read as a layout-2 store's, and the reverse.
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            read(&path, 1, Keying::Unkeyed),
             Err(Error::UnsupportedFormat {
                 found: 2,
                 supported: 1,
@@ -819,17 +994,95 @@ mod tests {
         ));
     }
 
+    /// A log of format version 1, as a store of layout 2 left it: its records (28-byte
+    /// headers, no key) read back, a torn tail after them is found, and damage before a
+    /// valid record is refused.
+    #[test]
+    fn a_log_of_format_version_1_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb.log");
+        let payloads: [&[u8]; 3] = [b"one", b"", &[7; 1000]];
+        let mut bytes = header(4, UNKEYED_LOG_VERSION).to_vec();
+        let mut ends = vec![bytes.len()];
+        for (seq, payload) in payloads.iter().enumerate() {
+            bytes.extend_from_slice(&record_bytes(Keying::Unkeyed, seq as u64, 4, payload));
+            ends.push(bytes.len());
+        }
+        let end = bytes.len();
+        bytes.extend_from_slice(&[0; 28]);
+        fs::write(&path, &bytes).unwrap();
+        let contents = read(&path, 4, Keying::Unkeyed).unwrap();
+        assert_eq!(contents.commits, payloads.map(<[u8]>::to_vec));
+        assert_eq!(contents.torn, None);
+        let key = Keying::Keyed([1; KEY_LEN]);
+        assert!(matches!(
+            read(&path, 4, key),
+            Err(Error::UnsupportedFormat {
+                found: 1,
+                supported: 2,
+                ..
+            })
+        ));
+        fs::write(&path, &bytes[..end - 10]).unwrap();
+        let contents = read(&path, 4, Keying::Unkeyed).unwrap();
+        assert_eq!(contents.commits.len(), 2);
+        assert_eq!(
+            contents.torn,
+            Some((ends[2] as u64, (end - 10 - ends[2]) as u64))
+        );
+        let mut damaged = bytes.clone();
+        damaged[ends[0] + 30] ^= 1;
+        fs::write(&path, &damaged).unwrap();
+        assert!(matches!(
+            read(&path, 4, Keying::Unkeyed),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    /// Bytes laid out as a record of the epoch, with a valid checksum, but without the
+    /// log's key (a value an application stored, which cannot know it) are not a record:
+    /// in a torn record's payload they leave a torn tail, not damage; in a payload
+    /// after the end they are not found. The same bytes with the log's key are found.
+    #[test]
+    fn bytes_laid_out_as_a_record_without_the_log_s_key_are_no_record() {
+        let (_dir, path, ends, keying) = written(2, &[b"first"]);
+        let stranger = Keying::Keyed([0xab; KEY_LEN]);
+        for (forger, found) in [(stranger, false), (keying, true)] {
+            let forged: Vec<u8> = (1..6)
+                .flat_map(|seq| record_bytes(forger, seq, 2, b"x"))
+                .collect();
+            let mut log = reopened(&path, keying, &ends);
+            let mut payload = forged.clone();
+            payload.extend_from_slice(&[0x5a; 500]);
+            log.append(&mut record(&payload)).unwrap();
+            let end = log.len() as usize;
+            drop(log);
+            // The last record torn after the forged bytes.
+            let bytes = fs::read(&path).unwrap();
+            fs::write(&path, &bytes[..end - 100]).unwrap();
+            let result = read(&path, 2, keying);
+            match found {
+                false => {
+                    let contents = result.unwrap();
+                    assert_eq!(contents.commits, [b"first".to_vec()]);
+                    assert_eq!(contents.torn.map(|(at, _)| at), Some(ends[1]));
+                }
+                true => assert!(matches!(result, Err(Error::Corrupt { .. }))),
+            }
+            fs::write(&path, &bytes).unwrap();
+        }
+    }
+
     #[test]
     fn a_huge_length_reads_as_a_torn_tail_without_allocating_it() {
-        let (_dir, path, ends) = written(1, &[b"x"]);
+        let (_dir, path, ends, keying) = written(1, &[b"x"]);
         let mut bytes = fs::read(&path).unwrap();
         let at = ends[1] as usize;
-        bytes[at..at + 4].copy_from_slice(&RECORD_TAG);
-        bytes[at + 4..at + 12].copy_from_slice(&1u64.to_be_bytes());
-        bytes[at + 12..at + 20].copy_from_slice(&1u64.to_be_bytes());
-        bytes[at + 20..at + 24].copy_from_slice(&u32::MAX.to_be_bytes());
+        let name = keying.name(1, 1);
+        bytes[at..at + name.len()].copy_from_slice(&name);
+        bytes[at + name.len()..at + name.len() + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         fs::write(&path, &bytes).unwrap();
-        let contents = read(&path, 1).unwrap();
+        let contents = read(&path, 1, keying).unwrap();
         assert_eq!(contents.commits.len(), 1);
         assert_eq!(contents.torn, Some((ends[1], (bytes.len() - at) as u64)));
     }
@@ -839,6 +1092,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb.log");
         let mut log = CommitLog::create(&path, 2).unwrap();
+        let keying = Keying::Keyed(log.key());
         assert!(log.syncer.is_some(), "the sync thread should start");
         for i in 0..100u32 {
             log.append(&mut record(&i.to_be_bytes())).unwrap();
@@ -847,7 +1101,7 @@ mod tests {
             assert_eq!(done, i * 2);
         }
         drop(log);
-        let contents = read(&path, 2).unwrap();
+        let contents = read(&path, 2, keying).unwrap();
         assert_eq!(contents.commits.len(), 100);
         assert_eq!(contents.commits[99], 99u32.to_be_bytes());
         assert_eq!(contents.torn, None);
@@ -858,6 +1112,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb.log");
         let mut log = CommitLog::create(&path, 1).unwrap();
+        let keying = Keying::Keyed(log.key());
         log.append(&mut record(b"one")).unwrap();
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             log.sync_during(|| panic!("the work failed"))
@@ -868,7 +1123,7 @@ mod tests {
         synced.unwrap();
         drop(log);
         assert_eq!(
-            read(&path, 1).unwrap().commits,
+            read(&path, 1, keying).unwrap().commits,
             [b"one".to_vec(), b"two".to_vec()]
         );
     }

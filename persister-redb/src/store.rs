@@ -65,6 +65,18 @@ impl RedbStore {
             None => (LogState::Absent, Vec::new()),
             Some(entry) => recover(&db, path, entry)?,
         };
+        if let (Some(entry), LogState::Closed { epoch }) = (layout.log, &log)
+            && layout.version < layout::FIRST_KEYED
+        {
+            // Replayed and closed: a log of the new format can start.
+            let entry = LogEntry {
+                epoch: *epoch,
+                open: false,
+                applied: 0,
+                ..entry
+            };
+            file::upgrade_to_keyed(db.database(), path, entry)?;
+        }
         let mut engine = RedbEngine::new(db, path.to_path_buf(), options, log);
         engine.recovered = recovered;
         Ok(RedbStore {
@@ -100,7 +112,7 @@ impl RedbStore {
         let mut recovered = Vec::new();
         if let Some(entry) = layout.log.filter(|entry| entry.open) {
             // The log holds commits the file may not: they are replayed into the overlay.
-            let contents = read_open_log(path, entry.epoch)?;
+            let contents = read_open_log(path, entry)?;
             replay(&db, path, &contents.commits, entry)?;
             recovered.extend(torn_report(path, &contents, false));
         }
@@ -161,7 +173,7 @@ fn recover(db: &Db, path: &Path, entry: LogEntry) -> Result<(LogState, Vec<Recov
     if !entry.open {
         return Ok((LogState::Closed { epoch: entry.epoch }, Vec::new()));
     }
-    let contents = read_open_log(path, entry.epoch)?;
+    let contents = read_open_log(path, entry)?;
     replay(db, path, &contents.commits, entry)?;
     // Replayed and closed: what the log holds is in the file now.
     let _ = std::fs::remove_file(log::log_path(path));
@@ -211,6 +223,7 @@ fn replay(db: &Db, path: &Path, commits: &[Vec<u8>], entry: LogEntry) -> Result<
                     epoch: entry.epoch + 1,
                     open: false,
                     applied: 0,
+                    ..entry
                 },
                 false => LogEntry { applied, ..entry },
             };
@@ -267,9 +280,9 @@ fn with_room_needed(error: Error, left: usize) -> Error {
 /// smaller commits let a store replay its log on a nearly full disk.
 const REPLAY_CHUNK: usize = 1024 * 1024;
 
-/// Reads the commit log of the store at `path`, which the store names open at `epoch`:
+/// Reads the commit log of the store at `path`, which the store names open (`entry`):
 /// it must be there.
-fn read_open_log(path: &Path, epoch: u64) -> Result<log::Contents> {
+fn read_open_log(path: &Path, entry: LogEntry) -> Result<log::Contents> {
     let log_path = log::log_path(path);
     if std::fs::symlink_metadata(&log_path).is_err() {
         return Err(Error::corrupt(
@@ -281,7 +294,7 @@ fn read_open_log(path: &Path, epoch: u64) -> Result<log::Contents> {
             None,
         ));
     }
-    log::read(&log_path, epoch)
+    log::read(&log_path, entry.epoch, entry.keying)
 }
 
 /// The report of the log's torn tail, if it has one.

@@ -290,12 +290,12 @@ fn a_torn_tail_is_dropped_and_reported_and_the_rest_replayed() -> Result<()> {
 }
 
 /// Where the records of a log end (see the layout in `src/log.rs`): after the 32-byte
-/// header, records of a 28-byte header starting `REC1` with the payload length at 20.
+/// header, records of a 44-byte header starting `REC2` with the payload length at 36.
 fn records_end(log: &[u8]) -> usize {
     let mut at = 32;
-    while log.get(at..at + 4) == Some(b"REC1") {
-        let len = u32::from_be_bytes(log[at + 20..at + 24].try_into().unwrap());
-        at += 28 + len as usize;
+    while log.get(at..at + 4) == Some(b"REC2") {
+        let len = u32::from_be_bytes(log[at + 36..at + 40].try_into().unwrap());
+        at += 44 + len as usize;
     }
     at
 }
@@ -325,8 +325,8 @@ fn damage_before_a_valid_record_or_a_missing_log_is_refused() -> Result<()> {
 
     let log = log_of(&damaged);
     let mut bytes = fs::read(&log).map_err(io(&log))?;
-    // A byte of the first record's payload (after the 32-byte header and its own 28).
-    bytes[32 + 28 + 3] ^= 0x10;
+    // A byte of the first record's payload (after the 32-byte header and its own 44).
+    bytes[32 + 44 + 3] ^= 0x10;
     fs::write(&log, &bytes).map_err(io(&log))?;
     for result in [
         RedbStore::open(&damaged),
@@ -573,15 +573,20 @@ fn a_store_of_layout_1_with_documents_reads_and_writes_as_before() -> Result<()>
 
 /// Log records as `src/log.rs` lays them out, for `epochs` and `seqs`, each with a
 /// one-byte payload: bytes an application may store in a change value (values are
-/// opaque).
+/// opaque), with every part a record has but the log's key, which it cannot know
+/// (zeroes in its place), and records of format version 1, which had no key.
 fn forged_records(epochs: std::ops::RangeInclusive<u64>, seqs: std::ops::Range<u64>) -> Vec<u8> {
     let mut out = Vec::new();
     for epoch in epochs {
-        for seq in seqs.clone() {
+        for (seq, tag, key) in seqs
+            .clone()
+            .flat_map(|seq| [(seq, b"REC2", &[0u8; 16][..]), (seq, b"REC1", &[][..])])
+        {
             let mut head = Vec::new();
-            head.extend_from_slice(b"REC1");
+            head.extend_from_slice(tag);
             head.extend_from_slice(&seq.to_be_bytes());
             head.extend_from_slice(&epoch.to_be_bytes());
+            head.extend_from_slice(key);
             head.extend_from_slice(&1u32.to_be_bytes());
             let crc = crc32c::crc32c_append(crc32c::crc32c(&head), b"x");
             head.extend_from_slice(&crc.to_be_bytes());
@@ -597,7 +602,6 @@ fn forged_records(epochs: std::ops::RangeInclusive<u64>, seqs: std::ops::Range<u
 /// a crash after the next flush must still reopen with every flush, not refuse the
 /// log as damaged.
 #[test]
-#[ignore = "open defect, RELIABILITY.md finding 32: fails until the log's records carry a checksum that stored values cannot forge"]
 fn a_value_holding_bytes_of_log_records_does_not_make_a_crashed_store_refuse_to_open() -> Result<()>
 {
     let dir = temp_dir()?;
@@ -640,16 +644,19 @@ fn header_like_bytes_in_the_log_do_not_make_recovery_quadratic() -> Result<()> {
     let mut doc = store.open_document(&"d".into())?;
     doc.insert_changes(vec![(actor(), 0, b"first".to_vec())])?;
     doc.flush()?;
-    // Fake headers claiming 4 MiB payloads, 28 bytes each, in values of 900 KB (under
+    // Fake headers claiming 4 MiB payloads, 44 bytes each, in values of 900 KB (under
     // the 1 MiB of a direct commit, so logged), until the log passes its 8 MiB and
     // checkpoints: the file is reused, the old records stay after the new ones.
     // Their epochs cycle through the first few, so that some name the current one
-    // (with a seq past every record): only a checksum tells them from records.
+    // (with a seq past every record). They lack the log's key, which a value cannot
+    // know, so they are no records; the log's own records of older epochs, which
+    // have it, are also candidates.
     let mut fakes = Vec::new();
     for epoch in 0..4u64 {
-        fakes.extend_from_slice(b"REC1");
+        fakes.extend_from_slice(b"REC2");
         fakes.extend_from_slice(&(1u64 << 40).to_be_bytes());
         fakes.extend_from_slice(&epoch.to_be_bytes());
+        fakes.extend_from_slice(&[0; 16]);
         fakes.extend_from_slice(&(4u32 << 20).to_be_bytes());
         fakes.extend_from_slice(&[0; 4]);
     }
@@ -687,7 +694,6 @@ fn header_like_bytes_in_the_log_do_not_make_recovery_quadratic() -> Result<()> {
 /// drop that record as a torn tail, even when its value holds bytes that look like
 /// later records; it was refused as damage, and the store did not open.
 #[test]
-#[ignore = "open defect, RELIABILITY.md finding 32: fails until the log's records carry a checksum that stored values cannot forge"]
 fn a_torn_record_whose_value_holds_bytes_of_log_records_is_a_torn_tail() -> Result<()> {
     let dir = temp_dir()?;
     let path = dir.path().join("live.redb");
@@ -758,5 +764,157 @@ fn a_file_of_another_program_at_the_log_s_path_is_not_destroyed() -> Result<()> 
     let store = RedbStore::open(&other)?;
     let doc = store.open_document(&"kept".into())?;
     assert_eq!(doc.get_changes()?, vec![b"precious".to_vec()]);
+    Ok(())
+}
+
+fn redb_err(e: impl Into<redb::Error>) -> Error {
+    Error::backend("redb", e.into().to_string())
+}
+
+/// The value of `key` in the `persister_meta` table of the closed store at `path`.
+fn meta_value(path: &Path, key: &str) -> Result<Option<Vec<u8>>> {
+    let db = redb::Database::open(path).map_err(redb_err)?;
+    let txn = db.begin_read().map_err(redb_err)?;
+    let meta = txn.open_table(META).map_err(redb_err)?;
+    let value = meta.get(key).map_err(redb_err)?;
+    Ok(value.map(|v| v.value().to_vec()))
+}
+
+/// Rewrites the store at `path` (closed, or as a crash left it) and its log, if it has
+/// one, as a build of layout 2 wrote them: `format_version` 2, the `"log"` entry
+/// without its key (17 bytes), and a log of format version 1, whose records have a
+/// 28-byte header (`REC1`, number, epoch, length, checksum) and no key, and whose end
+/// mark is 28 zero bytes.
+fn as_layout_2(path: &Path) -> Result<()> {
+    let entry = meta_value(path, "log")?.expect("a store of layout 3 has a log entry");
+    assert_eq!(entry.len(), 33, "layout 3's log entry");
+    let key = entry[17..].to_vec();
+    {
+        let db = redb::Database::open(path).map_err(redb_err)?;
+        let txn = db.begin_write().map_err(redb_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(redb_err)?;
+            meta.insert("format_version", 2u32.to_be_bytes().as_slice())
+                .map_err(redb_err)?;
+            meta.insert("log", &entry[..17]).map_err(redb_err)?;
+        }
+        txn.commit().map_err(redb_err)?;
+    }
+    let log = log_of(path);
+    if !log.exists() {
+        return Ok(());
+    }
+    let bytes = fs::read(&log).map_err(io(&log))?;
+    let mut old = bytes[..32].to_vec();
+    old[8..12].copy_from_slice(&1u32.to_be_bytes());
+    let crc = crc32c::crc32c(&old[..24]);
+    old[24..28].copy_from_slice(&crc.to_be_bytes());
+    let mut at = 32;
+    while bytes.get(at..at + 4) == Some(b"REC2") && bytes[at + 20..at + 36] == key[..] {
+        let len = u32::from_be_bytes(bytes[at + 36..at + 40].try_into().unwrap()) as usize;
+        let payload = &bytes[at + 44..at + 44 + len];
+        let mut head = b"REC1".to_vec();
+        head.extend_from_slice(&bytes[at + 4..at + 20]);
+        head.extend_from_slice(&(len as u32).to_be_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head), payload);
+        head.extend_from_slice(&crc.to_be_bytes());
+        old.extend_from_slice(&head);
+        old.extend_from_slice(payload);
+        at += 44 + len;
+    }
+    old.extend_from_slice(&[0; 28]);
+    fs::write(&log, &old).map_err(io(&log))
+}
+
+/// A store of layout 2 (its log without a key) that crashed with flushes only its log
+/// holds: a read-only open replays the log into memory and changes nothing; a writable
+/// open replays it, makes the store layout 3, and the store goes on with a log of the
+/// new format, through another crash.
+#[test]
+fn a_crashed_store_of_layout_2_replays_its_log_and_becomes_layout_3() -> Result<()> {
+    assert_eq!(FORMAT_VERSION, 3);
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    write(&store, 3, 10)?;
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    let read_only = dir.path().join("read-only.redb");
+    copy_as_crashed(&path, &read_only)?;
+    drop(store);
+    as_layout_2(&crashed)?;
+    as_layout_2(&read_only)?;
+    assert!(
+        records_end(&fs::read(log_of(&crashed)).map_err(io(&crashed))?) == 32,
+        "the log is of format version 1"
+    );
+
+    let before = (
+        fs::read(&read_only).map_err(io(&read_only))?,
+        fs::read(log_of(&read_only)).map_err(io(&read_only))?,
+    );
+    check(&RedbStore::open_read_only(&read_only)?, 3, 10)?;
+    let after = (
+        fs::read(&read_only).map_err(io(&read_only))?,
+        fs::read(log_of(&read_only)).map_err(io(&read_only))?,
+    );
+    assert!(
+        before == after,
+        "a read-only open changed the store or its log"
+    );
+
+    let store = RedbStore::open(&crashed)?;
+    check(&store, 3, 10)?;
+    assert!(store.recovered().is_empty());
+    assert!(!log_of(&crashed).exists());
+    // The first commit names the log open; the second is its first record.
+    let mut doc = store.open_document(&"doc 0".into())?;
+    for seq in [11, 12] {
+        doc.insert_changes(vec![(actor(), seq, format!("0:{seq}").into_bytes())])?;
+        doc.flush()?;
+    }
+    let log = fs::read(log_of(&crashed)).map_err(io(&crashed))?;
+    assert!(records_end(&log) > 32, "the new log is of format version 2");
+    let again = dir.path().join("again.redb");
+    copy_as_crashed(&crashed, &again)?;
+    drop(doc);
+    store.close()?;
+    assert_eq!(
+        meta_value(&crashed, "format_version")?,
+        Some(3u32.to_be_bytes().to_vec())
+    );
+    assert_eq!(meta_value(&crashed, "log")?.map(|e| e.len()), Some(33));
+
+    let store = RedbStore::open(&again)?;
+    let doc = store.open_document(&"doc 0".into())?;
+    assert_eq!(doc.sizes().change_count, 12);
+    assert_eq!(doc.get_changes()?.last(), Some(&b"0:12".to_vec()));
+    Ok(())
+}
+
+/// A store of layout 2 closed cleanly becomes layout 3 at its first writable open, and
+/// reads as before; a read-only open leaves it layout 2.
+#[test]
+fn a_closed_store_of_layout_2_becomes_layout_3() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("store.redb");
+    let store = RedbStore::open(&path)?;
+    write(&store, 2, 4)?;
+    store.close()?;
+    as_layout_2(&path)?;
+    check(&RedbStore::open_read_only(&path)?, 2, 4)?;
+    assert_eq!(
+        meta_value(&path, "format_version")?,
+        Some(2u32.to_be_bytes().to_vec())
+    );
+    let store = RedbStore::open(&path)?;
+    check(&store, 2, 4)?;
+    store.close()?;
+    assert_eq!(
+        meta_value(&path, "format_version")?,
+        Some(3u32.to_be_bytes().to_vec())
+    );
+    assert_eq!(meta_value(&path, "log")?.map(|e| e.len()), Some(33));
+    check(&RedbStore::open(&path)?, 2, 4)?;
     Ok(())
 }
