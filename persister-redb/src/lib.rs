@@ -150,7 +150,8 @@
 //!   anywhere after it) is dropped and reported by
 //!   [`Store::recovered`](persister_core::Store::recovered), without a document (the log
 //!   is the whole store's). A damaged or missing record with a valid one after it, a
-//!   missing log, a log shorter than its header, or a header of a newer epoch than the
+//!   missing log, a log shorter than its header, a file at the log's path that does not
+//!   start with the log's magic number, or a header of a newer epoch than the
 //!   store's is [`Error::Corrupt`]; a header that fails its checksum is taken for one a
 //!   crash tore while a checkpoint rewrote it only when no record of the epoch follows.
 //! - A read-only open of such a store replays the log into memory, over the file, and

@@ -223,8 +223,9 @@ pub(crate) struct Contents {
 /// older epoch there is the end, and anything else is a torn tail. A header of an older
 /// epoch is one a checkpoint had not rewritten yet, and a header that fails its
 /// checksum one whose rewrite a crash tore: either holds no record of `epoch` (the
-/// search checks it). A file shorter than a header, or a header of a newer epoch than
-/// the store's, is damage; a header of another format version than `keying`'s is
+/// search checks it). A file shorter than a header, one without the magic (damaged,
+/// or another file at the log's path), or a header of a newer epoch than the store's,
+/// is damage; a header of another format version than `keying`'s is
 /// [`Error::UnsupportedFormat`].
 pub(crate) fn read(path: &Path, epoch: u64, keying: Keying) -> Result<Contents> {
     let bytes = fs::read(path).map_err(|err| Error::io("read", path, err))?;
@@ -238,8 +239,18 @@ pub(crate) fn read(path: &Path, epoch: u64, keying: Keying) -> Result<Contents> 
         ));
     }
     let head = &bytes[..HEADER_LEN];
+    if head[..8] != MAGIC {
+        // Every header of a log has the magic: a checkpoint rewrites the header with the
+        // same bytes there, so a crash cannot tear them. Another file is at the log's
+        // path, or the log is damaged: either way it holds no records to replay, and
+        // must not be taken for a log that holds none.
+        return Err(corrupt(
+            "the file at the commit log's path does not start as a commit log does: it is damaged, or another file took the log's place",
+            path,
+        ));
+    }
     let crc = u32::from_be_bytes(array(&head[24..28]));
-    let header_valid = head[..8] == MAGIC && crc == crc32c::crc32c(&head[..24]);
+    let header_valid = crc == crc32c::crc32c(&head[..24]);
     let mut current = false;
     if header_valid {
         let version = u32::from_be_bytes(array(&head[8..12]));

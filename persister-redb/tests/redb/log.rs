@@ -918,3 +918,35 @@ fn a_closed_store_of_layout_2_becomes_layout_3() -> Result<()> {
     check(&RedbStore::open(&path)?, 2, 4)?;
     Ok(())
 }
+
+/// A store that crashed with its log open, whose log's path now holds another file
+/// (an application's own log, moved there by mistake): the flushes only the log held
+/// cannot be replayed, so the open is refused as damage, and the other file is left as
+/// it was. It was read as an empty log: the store opened with `Ok`, without those
+/// flushes, and deleted the file.
+#[test]
+fn a_crashed_store_whose_log_was_replaced_by_another_file_is_refused() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    write(&store, 2, 5)?;
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    drop(store);
+    let log = log_of(&crashed);
+    let foreign = b"2026-12-07 application started\n".repeat(100);
+    fs::write(&log, &foreign).map_err(io(&log))?;
+    for result in [
+        RedbStore::open(&crashed),
+        RedbStore::open_read_only(&crashed),
+    ] {
+        match result {
+            Err(err @ Error::Corrupt { .. }) => {
+                assert!(err.to_string().contains("crashed.redb.log"), "{err}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+    assert_eq!(fs::read(&log).map_err(io(&log))?, foreign);
+    Ok(())
+}
