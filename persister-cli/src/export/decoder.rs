@@ -45,17 +45,19 @@ impl<R: Read> Decoder<R> {
                 what: "the header",
             });
         }
+        // Every version's header is the magic, the version and their checksum, so the
+        // checksum is checked first: a damaged version is damage, not a version.
         let version = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if bytes != header(version) {
+            return Err(Error::Checksum {
+                offset: 0,
+                what: "header",
+            });
+        }
         if version != VERSION {
             return Err(Error::UnsupportedVersion {
                 found: version,
                 supported: VERSION,
-            });
-        }
-        if bytes != header(VERSION) {
-            return Err(Error::Checksum {
-                offset: 0,
-                what: "header",
             });
         }
         Ok(Self {

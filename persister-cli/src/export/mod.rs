@@ -11,6 +11,8 @@
 //! ```text
 //! file    = header record* end
 //! header  = magic "PSTEXPRT" (8 bytes) | version u32 (= 1) | crc32c of the previous 12 bytes, u32
+//!           (the same 16 bytes start every version, so a damaged version is told from
+//!           another version by the checksum)
 //! record  = len u32 | crc u32 | body (len bytes)
 //!           crc = crc32c(len as 4 big-endian bytes ‖ body); len ≤ MAX_RECORD_LEN
 //! body    = 0 Begin     { id: bytes }                           a document starts
@@ -30,7 +32,8 @@
 //! # Checks on reading
 //!
 //! The [`Decoder`] refuses, with an [`Error`] giving the byte offset: another magic, a
-//! version other than [`VERSION`] (naming both), a bad checksum, a record length over
+//! header that fails its checksum, a version other than [`VERSION`] (naming both), a
+//! bad checksum, a record length over
 //! [`MAX_RECORD_LEN`], a file that ends before its `End` record, a body postcard cannot
 //! read or with bytes left over, ids, actors, peers or values over the limits of
 //! `persister-core`, keys out of order, and bytes after `End`. Every length is bounded

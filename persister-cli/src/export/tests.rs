@@ -123,6 +123,22 @@ fn an_unknown_version_is_refused_naming_both() {
     );
 }
 
+/// A flipped bit in the header's version is damage, not another version: the
+/// header's checksum says so. It was reported as a file of an unsupported version.
+#[test]
+fn a_damaged_version_is_a_checksum_error() {
+    let bytes = file_of(&[], 0);
+    for bit in 0..32 {
+        let mut damaged = bytes.clone();
+        damaged[8 + bit / 8] ^= 1 << (bit % 8);
+        let err = decode(&damaged).unwrap_err();
+        assert!(
+            matches!(err, Error::Checksum { offset: 0, .. }),
+            "bit {bit}: {err:?}"
+        );
+    }
+}
+
 #[test]
 fn another_file_is_not_an_export() {
     assert!(matches!(decode(b""), Err(Error::NotAnExport)));

@@ -328,9 +328,11 @@ fn a_damaged_or_foreign_export_file_imports_nothing() -> TestResult {
     let run = import(&good[..good.len() - 10])?.expect(3);
     assert!(run.stderr.contains("ends at byte"), "{}", run.stderr);
 
-    // Another version: refused naming both.
+    // Another version (its header's checksum sound): refused naming both.
     let mut v2 = good.clone();
     v2[8..12].copy_from_slice(&2u32.to_be_bytes());
+    let crc = crc32c::crc32c(&v2[..12]);
+    v2[12..16].copy_from_slice(&crc.to_be_bytes());
     let run = import(&v2)?.expect(1);
     run.expect_error_lines();
     assert!(
@@ -338,6 +340,11 @@ fn a_damaged_or_foreign_export_file_imports_nothing() -> TestResult {
         "{}",
         run.stderr
     );
+    // A flipped bit in the version: damage, not another version.
+    let mut flipped = good.clone();
+    flipped[11] ^= 2;
+    let run = import(&flipped)?.expect(3);
+    assert!(run.stderr.contains("damaged"), "{}", run.stderr);
 
     let run = import(b"redb\x1a\x0a\xa9\x0d\x0anot an export")?.expect(1);
     assert!(
