@@ -10,7 +10,8 @@ use postgres::types::ToSql;
 use crate::sql::{Q, seq_from_sql};
 
 impl PostgresPersister {
-    /// The document's sizes record, if it is stored.
+    /// The document's sizes record, if it is stored. A negative size (the server stores
+    /// them as `int8`, and nothing but a hand's edit makes one) is damage.
     pub(super) fn read_record(&self) -> Result<Option<StoredSizes>> {
         let shared = Arc::clone(&self.shared);
         let id = self.id().as_bytes();
@@ -18,22 +19,41 @@ impl PostgresPersister {
             let rows = conn.query(&shared.sql, Q::Record, &[&id])?;
             rows.first()
                 .map(|row| {
-                    let n = |i| row.try_get::<_, i64>(i).map(i64::unsigned_abs);
                     let stored: bool = row.try_get(0)?;
                     let orphans: bool = row.try_get(6)?;
-                    let sizes = StoredSizes {
-                        changes: n(1)?,
-                        document: n(2)?,
-                        sync_states: n(3)?,
-                        change_count: n(4)?,
-                        sync_state_count: n(5)?,
-                    };
+                    let mut sizes = [0i64; 5];
+                    for (i, size) in sizes.iter_mut().enumerate() {
+                        *size = row.try_get(i + 1)?;
+                    }
                     Ok((stored, orphans, sizes))
                 })
                 .transpose()
         })?;
         match row {
-            Some((true, _, sizes)) => Ok(Some(sizes)),
+            Some((true, _, sizes)) => {
+                const NAMES: [&str; 5] = [
+                    "change bytes",
+                    "document bytes",
+                    "sync-state bytes",
+                    "change count",
+                    "sync-state count",
+                ];
+                let mut n = [0u64; 5];
+                for ((out, size), name) in n.iter_mut().zip(sizes).zip(NAMES) {
+                    *out = u64::try_from(size).map_err(|_| {
+                        self.mismatch(format!(
+                            "the document's sizes record holds a negative {name}, {size}"
+                        ))
+                    })?;
+                }
+                Ok(Some(StoredSizes {
+                    changes: n[0],
+                    document: n[1],
+                    sync_states: n[2],
+                    change_count: n[3],
+                    sync_state_count: n[4],
+                }))
+            }
             Some((false, true, _)) => Err(self.mismatch(
                 "the document has stored changes or sync states but no row in `documents`"
                     .to_string(),

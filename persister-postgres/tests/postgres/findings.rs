@@ -175,6 +175,40 @@ fn changes_without_their_documents_row_are_damage() -> Result<(), Error> {
     Ok(())
 }
 
+/// Finding 41. A size of the lease row set negative by hand: it was read as its absolute
+/// value, so a document whose count was -2 read its 2 changes with `Ok`. A negative
+/// size is damage.
+#[test]
+fn a_negative_size_is_damage() -> Result<(), Error> {
+    let schema = fresh_schema();
+    let options = PostgresOptions::default().schema(schema.clone());
+    let store = PostgresStore::open_with(&server().url(), options)?;
+    let id: DocumentId = "doc".into();
+    let actor = ActorId::new([1; 16]);
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(vec![
+        (actor.clone(), 1, b"one".to_vec()),
+        (actor, 2, b"two".to_vec()),
+    ])?;
+    p.flush()?;
+    p.close()?;
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    client
+        .execute(
+            &format!(
+                "UPDATE \"{schema}\".leases SET change_count = -change_count WHERE document = $1"
+            ),
+            &[&b"doc".as_slice()],
+        )
+        .map_err(test_error)?;
+    let read = store.open_document(&id).and_then(|p| p.get_changes());
+    assert!(
+        matches!(&read, Err(Error::Corrupt { what, .. }) if what.contains("negative change count, -2")),
+        "the change count is -2, and the read returned {read:?}"
+    );
+    Ok(())
+}
+
 /// Finding 20. A `format_version` this build does not know and that is not a `u32`
 /// ("2.1", as a later build might write) was refused as "not a store"; the error now
 /// names the version found and this build's.
