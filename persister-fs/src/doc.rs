@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use persister_core::{Batch, DocumentId, DocumentState, Error, Recovered, Result};
 
-use crate::format::{self, LogEnd, MAX_RECORD_LEN, RECORD_HEADER_LEN, RecordKind, batch};
+use crate::format::{
+    self, LogEnd, MAX_RECORD_LEN, RECORD_HEADER_LEN, RecordFormat, RecordKind, batch,
+};
 use crate::io::FsFile;
 use crate::live::LiveState;
 use crate::store::Shared;
@@ -25,6 +27,9 @@ pub(crate) struct Doc {
     file: Option<Box<dyn FsFile>>,
     live: LiveState,
     header_len: u64,
+    /// The framing of the log's records (and of the pending ones): its header's, or for
+    /// a document without a log, a new key's once a record is pending.
+    format: Option<RecordFormat>,
     /// The log file's length (its header and committed flushes) and running checksum.
     end: LogEnd,
     /// Batch records applied but not written yet, all of flush `next_flush`.
@@ -88,12 +93,12 @@ impl Doc {
         let path = shared.dir.join(&name);
         let writable = !shared.read_only && known.poison.is_none();
         let bytes = file.read_all().map_err(io_error("read", &path))?;
-        let (stored_id, header_len) = format::decode_log_header(&bytes, &path)?;
+        let (stored_id, header_len, format) = format::decode_log_header(&bytes, &path)?;
         if stored_id != *id {
             let what = format!("the log header names document {stored_id}, not {id}");
             return Err(Error::corrupt(what, &path, Some(0)));
         }
-        let replayed = replay::replay(&bytes, header_len, &path)?;
+        let replayed = replay::replay(&bytes, header_len, format, &path)?;
         let total = bytes.len() as u64;
         if let Some(expected) = known.end {
             check_clean(&replayed, total, expected, &path)?;
@@ -128,6 +133,7 @@ impl Doc {
             file: Some(file),
             live: replayed.live,
             header_len: header_len as u64,
+            format: Some(format),
             end: valid,
             pending: Vec::new(),
             next_flush: replayed.next_flush,
@@ -181,10 +187,22 @@ impl Doc {
         if self.name.is_none() {
             self.name = Some(shared.register(&self.id));
         }
+        let format = match self.format {
+            Some(format) => format,
+            None => *self
+                .format
+                .insert(RecordFormat::Keyed(format::new_key(&self.path(shared))?)),
+        };
         self.pending.reserve(RECORD_HEADER_LEN + len as usize);
-        let start = format::begin_record(&mut self.pending);
+        let start = format::begin_record(&mut self.pending, format);
         batch::encode(&mut self.pending, &batch);
-        format::finish_record(&mut self.pending, start, RecordKind::Batch, self.next_flush);
+        format::finish_record(
+            &mut self.pending,
+            start,
+            RecordKind::Batch,
+            self.next_flush,
+            format,
+        );
         for write in batch {
             self.live.apply_write(write);
         }
@@ -235,13 +253,13 @@ impl Doc {
         dead as f64 >= options.rewrite_dead_share * total as f64
     }
 
-    /// Appends the commit of the pending records to them, for a log ending at `end`;
-    /// returns where the log then ends.
-    fn commit_pending(&mut self, end: LogEnd) -> LogEnd {
+    /// Appends the commit of the pending records to them, in their `format`, for a log
+    /// ending at `end`; returns where the log then ends.
+    fn commit_pending(&mut self, end: LogEnd, format: RecordFormat) -> LogEnd {
         let crc = crc32c::crc32c_append(end.crc, &self.pending);
         let len = end.len + self.pending.len() as u64;
         let commit_at = self.pending.len();
-        format::push_commit(&mut self.pending, self.next_flush, len, crc);
+        format::push_commit(&mut self.pending, self.next_flush, len, crc, format);
         LogEnd {
             len: end.len + self.pending.len() as u64,
             crc: crc32c::crc32c_append(crc, &self.pending[commit_at..]),
@@ -253,7 +271,7 @@ impl Doc {
             return self.write_new_log(shared, false);
         }
         let path = self.path(shared);
-        let end = self.commit_pending(self.end);
+        let end = self.commit_pending(self.end, self.pending_format(&path)?);
         let file = self
             .file
             .as_mut()
@@ -277,17 +295,35 @@ impl Doc {
             .clone();
         let path = shared.dir.join(&name);
         let tmp = shared.dir.join(names::tmp_name(&name));
+        // A new log gets a new key; the pending records of a new document were framed
+        // with the one it drew, and follow the header as they are.
+        let format = match compact {
+            true => RecordFormat::Keyed(format::new_key(&tmp)?),
+            false => self.pending_format(&tmp)?,
+        };
+        let RecordFormat::Keyed(key) = format else {
+            return Err(Error::backend(
+                "fs",
+                "the pending records of a document without a log have no key",
+            ));
+        };
         let mut file = shared.fs.create(&tmp).map_err(io_error("create", &tmp))?;
-        let header = format::encode_log_header(&self.id);
+        let header = format::encode_log_header(&self.id, &key);
         file.append(&header).map_err(io_error("write", &tmp))?;
         let start = LogEnd {
             len: header.len() as u64,
             crc: crc32c::crc32c(&header),
         };
         let end = if compact {
-            rewrite::write_state(file.as_mut(), self.live.state(), self.next_flush, start)
+            rewrite::write_state(
+                file.as_mut(),
+                self.live.state(),
+                self.next_flush,
+                start,
+                format,
+            )
         } else {
-            let end = self.commit_pending(start);
+            let end = self.commit_pending(start, format);
             file.append(&self.pending).map(|()| end)
         };
         let end = end.map_err(io_error("write", &tmp))?;
@@ -301,12 +337,24 @@ impl Doc {
         shared.mark_on_disk(&self.id);
         self.file = Some(file);
         self.header_len = header.len() as u64;
+        self.format = Some(format);
         self.end = end;
         shared
             .fs
             .sync_dir(&shared.dir)
             .map_err(io_error("sync", &shared.dir))?;
         Ok(end.len as usize)
+    }
+
+    /// The framing of the pending records, which are there only once it is known.
+    fn pending_format(&self, path: &Path) -> Result<RecordFormat> {
+        self.format.ok_or_else(|| {
+            Error::io(
+                "write",
+                path,
+                io::Error::other("records are pending without a record format"),
+            )
+        })
     }
 
     fn path(&self, shared: &Shared) -> PathBuf {

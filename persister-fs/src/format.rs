@@ -12,29 +12,47 @@
 //! | 8 | 4 | store format version, [`STORE_VERSION`] |
 //! | 12 | 4 | masked CRC32C of bytes 0..12 |
 //!
-//! # Log header: the start of every document log (18 + n bytes)
+//! # Log header: the start of every document log (34 + n bytes)
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic [`LOG_MAGIC`] (`"PFSLOG\0\0"`) |
-//! | 8 | 4 | log format version, [`LOG_VERSION`] |
+//! | 8 | 4 | log format version, [`LOG_VERSION`] (3) |
 //! | 12 | 2 | n, the document id's length, at most [`MAX_DOCUMENT_ID_LEN`] |
 //! | 14 | n | the document id's bytes |
-//! | 14 + n | 4 | masked CRC32C of bytes 0..14 + n |
+//! | 14 + n | 16 | the log's key: random bytes drawn when the log was written |
+//! | 30 + n | 4 | masked CRC32C of bytes 0..30 + n |
 //!
 //! The version is checked before anything after it, so that a later version may change
 //! the rest of the header and still be refused with
 //! [`Error::UnsupportedFormat`] naming both versions.
 //!
-//! # Record (13-byte header, then the payload)
+//! # Record (29-byte header, then the payload)
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 1 | type: 1 = batch, 3 = commit; 0 and others (2 was version 1's "batch that ends a flush") are invalid |
 //! | 1 | 4 | payload length, 1 to [`MAX_RECORD_LEN`] (exactly 12 for a commit) |
 //! | 5 | 4 | flush number: the same for every record written by one flush, one more for the next flush |
-//! | 9 | 4 | masked CRC32C of the payload followed by bytes 0..9 of this header |
-//! | 13 | length | payload |
+//! | 9 | 16 | the log's key, as its header holds it |
+//! | 25 | 4 | masked CRC32C of the payload followed by bytes 0..25 of this header |
+//! | 29 | length | payload |
+//!
+//! **The key** tells the log's records from bytes an application stored. A payload
+//! holds the application's (and its peers') bytes, which can be laid out as a record
+//! with a valid checksum. Telling a torn tail from damage looks for valid records after
+//! the first invalid one (see `replay`), and a torn flush's own payload is such a
+//! place: there, a value crafted as a record of another flush made a crash read as
+//! damage, and the document refuse to open. A record is valid only with its log's key,
+//! which is drawn from the operating system's random source and never leaves the log,
+//! so no stored value carries it but by a 2^-128 chance.
+//!
+//! **Log format version 2** is the same without the key: an 18 + n byte header, and
+//! 13-byte record headers whose checksum covers bytes 0..9. Logs of version 2 are read
+//! and appended to as they are (their records keep version 2's framing, and the
+//! weakness above) until the document's log is written anew (a rewrite, see
+//! [`FsOptions::rewrite_dead_share`](crate::FsOptions::rewrite_dead_share)), which
+//! writes version 3.
 //!
 //! A **batch** record's payload is one encoded batch (see [`crate::format::batch`]).
 //! Every flush writes its batches and then one **commit** record, whose 12-byte
@@ -82,6 +100,7 @@ use persister_core::{DocumentId, Error, MAX_DOCUMENT_ID_LEN, Result};
 pub mod batch;
 mod record;
 
+pub use record::RecordFormat;
 pub(crate) use record::{
     RecordKind, begin_record, finish_record, parse_commit, parse_record, parse_record_with,
     push_commit,
@@ -96,17 +115,22 @@ pub const STORE_VERSION: u32 = 2;
 pub const MARKER_LEN: usize = 16;
 /// The first 8 bytes of every document log.
 pub const LOG_MAGIC: [u8; 8] = *b"PFSLOG\0\0";
-/// The log format version this build reads and writes. Version 1 logs are refused
-/// with [`Error::UnsupportedFormat`].
-pub const LOG_VERSION: u32 = 2;
-/// The longest log header: the fixed 18 bytes and the longest document id.
-pub const MAX_LOG_HEADER_LEN: usize = 18 + MAX_DOCUMENT_ID_LEN;
+/// The log format version this build writes: records carry the log's key. Logs of
+/// version 2 ([`UNKEYED_LOG_VERSION`]) are read and appended to; version 1 logs are
+/// refused with [`Error::UnsupportedFormat`].
+pub const LOG_VERSION: u32 = 3;
+/// The log format version before records carried a key.
+pub const UNKEYED_LOG_VERSION: u32 = 2;
+/// The length of a log's key.
+pub const KEY_LEN: usize = 16;
+/// The longest log header: the fixed 34 bytes and the longest document id.
+pub const MAX_LOG_HEADER_LEN: usize = 34 + MAX_DOCUMENT_ID_LEN;
 /// The first 8 bytes of the clean-close record.
 pub const CLOSED_MAGIC: [u8; 8] = *b"PFSCLOSE";
 /// The length of a commit record's payload.
 pub const COMMIT_LEN: usize = 12;
-/// The length of a record header.
-pub const RECORD_HEADER_LEN: usize = 13;
+/// The length of a record header (in a log of version 3; 13 in one of version 2).
+pub const RECORD_HEADER_LEN: usize = 29;
 /// The largest record payload (2 GiB). A batch whose encoding is larger is refused with
 /// [`Error::TooLarge`]; a length field above it is invalid on disk.
 pub const MAX_RECORD_LEN: usize = 1 << 31;
@@ -178,8 +202,21 @@ pub(crate) fn has_marker_magic(bytes: &[u8]) -> bool {
     bytes.starts_with(&STORE_MAGIC)
 }
 
-/// The header of the log of document `id`.
-pub(crate) fn encode_log_header(id: &DocumentId) -> Vec<u8> {
+/// A new key for a log, from the operating system's random source.
+pub(crate) fn new_key(path: &Path) -> Result<[u8; KEY_LEN]> {
+    let mut key = [0; KEY_LEN];
+    getrandom::fill(&mut key).map_err(|err| {
+        Error::io(
+            "draw a random key for",
+            path,
+            std::io::Error::other(err.to_string()),
+        )
+    })?;
+    Ok(key)
+}
+
+/// The header of a log of document `id` whose records carry `key` (format version 3).
+pub(crate) fn encode_log_header(id: &DocumentId, key: &[u8; KEY_LEN]) -> Vec<u8> {
     let id = id.as_bytes();
     let mut out = Vec::with_capacity(log_header_len(id.len()));
     out.extend_from_slice(&LOG_MAGIC);
@@ -187,19 +224,23 @@ pub(crate) fn encode_log_header(id: &DocumentId) -> Vec<u8> {
     // Ids are at most MAX_DOCUMENT_ID_LEN (1024) bytes: `OpenDocuments::claim` checks it.
     out.extend_from_slice(&(id.len() as u16).to_le_bytes());
     out.extend_from_slice(id);
+    out.extend_from_slice(key);
     let crc = mask_crc(crc32c::crc32c(&out));
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// The length of the log header of an id of `id_len` bytes.
+/// The length of the log header (format version 3) of an id of `id_len` bytes.
 pub(crate) fn log_header_len(id_len: usize) -> usize {
-    18 + id_len
+    34 + id_len
 }
 
-/// Reads the log header at the start of `bytes`: the document id and the header's
-/// length.
-pub(crate) fn decode_log_header(bytes: &[u8], path: &Path) -> Result<(DocumentId, usize)> {
+/// Reads the log header at the start of `bytes`: the document id, the header's
+/// length, and the framing of the log's records.
+pub(crate) fn decode_log_header(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(DocumentId, usize, RecordFormat)> {
     let cut = || Error::corrupt("the log header is cut short", path, Some(0));
     let Some((magic, rest)) = bytes.split_first_chunk::<8>() else {
         return Err(cut());
@@ -215,7 +256,7 @@ pub(crate) fn decode_log_header(bytes: &[u8], path: &Path) -> Result<(DocumentId
     }
     let (version, rest) = rest.split_first_chunk::<4>().ok_or_else(cut)?;
     let version = le_u32(*version);
-    if version != LOG_VERSION {
+    if version != LOG_VERSION && version != UNKEYED_LOG_VERSION {
         return Err(Error::UnsupportedFormat {
             what: "fs log",
             path: path.to_path_buf(),
@@ -235,8 +276,15 @@ pub(crate) fn decode_log_header(bytes: &[u8], path: &Path) -> Result<(DocumentId
         ));
     }
     let id = rest.get(..id_len).ok_or_else(cut)?;
-    let stored = rest[id_len..].first_chunk::<4>().ok_or_else(cut)?;
-    let end = 14 + id_len;
+    let key_len = match version {
+        LOG_VERSION => KEY_LEN,
+        _ => 0,
+    };
+    let key = rest.get(id_len..id_len + key_len).ok_or_else(cut)?;
+    let stored = rest[id_len + key_len..]
+        .first_chunk::<4>()
+        .ok_or_else(cut)?;
+    let end = 14 + id_len + key_len;
     if le_u32(*stored) != mask_crc(crc32c::crc32c(&bytes[..end])) {
         return Err(Error::corrupt(
             "the log header's checksum does not match",
@@ -244,7 +292,11 @@ pub(crate) fn decode_log_header(bytes: &[u8], path: &Path) -> Result<(DocumentId
             Some(end as u64),
         ));
     }
-    Ok((DocumentId::from(id), end + 4))
+    let format = match <[u8; KEY_LEN]>::try_from(key) {
+        Ok(key) => RecordFormat::Keyed(key),
+        Err(_) => RecordFormat::Unkeyed,
+    };
+    Ok((DocumentId::from(id), end + 4, format))
 }
 
 /// One log named by the clean-close record.
@@ -425,16 +477,52 @@ mod tests {
     #[test]
     fn log_header_round_trips_every_id_length() -> Result<()> {
         let path = Path::new("log");
+        let key = [0x3c; KEY_LEN];
         for id in [vec![], vec![0], vec![0xff; MAX_DOCUMENT_ID_LEN]] {
             let id = DocumentId::from(id);
-            let mut bytes = encode_log_header(&id);
+            let mut bytes = encode_log_header(&id, &key);
             let len = bytes.len();
             assert_eq!(len, log_header_len(id.as_bytes().len()));
+            assert!(len <= MAX_LOG_HEADER_LEN);
             bytes.extend_from_slice(b"records follow");
-            assert_eq!(decode_log_header(&bytes, path)?, (id, len));
+            assert_eq!(
+                decode_log_header(&bytes, path)?,
+                (id, len, RecordFormat::Keyed(key))
+            );
             for cut in 0..len {
                 assert!(decode_log_header(&bytes[..cut], path).is_err());
             }
+            for i in 0..len {
+                let mut bad = bytes.clone();
+                bad[i] ^= 0x08;
+                assert!(decode_log_header(&bad, path).is_err(), "flip at {i}");
+            }
+        }
+        Ok(())
+    }
+
+    /// A log header of format version 2, as builds before the key wrote it: no key,
+    /// records of version 2's framing. Versions 1 and 4 are refused naming both.
+    #[test]
+    fn a_log_header_of_version_2_reads_as_unkeyed() -> Result<()> {
+        let path = Path::new("log");
+        let mut bytes = LOG_MAGIC.to_vec();
+        bytes.extend_from_slice(&UNKEYED_LOG_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&3u16.to_le_bytes());
+        bytes.extend_from_slice(b"doc");
+        let crc = mask_crc(crc32c::crc32c(&bytes));
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_log_header(&bytes, path)?,
+            (DocumentId::from("doc"), 21, RecordFormat::Unkeyed)
+        );
+        for version in [1u32, 4] {
+            let mut other = bytes.clone();
+            other[8..12].copy_from_slice(&version.to_le_bytes());
+            assert!(matches!(
+                decode_log_header(&other, path),
+                Err(Error::UnsupportedFormat { found, supported: 3, .. }) if found == version
+            ));
         }
         Ok(())
     }
@@ -471,7 +559,7 @@ mod tests {
 
     #[test]
     fn hostile_header_id_length_is_corrupt() {
-        let mut bytes = encode_log_header(&DocumentId::from("doc"));
+        let mut bytes = encode_log_header(&DocumentId::from("doc"), &[1; KEY_LEN]);
         bytes[12..14].copy_from_slice(&u16::MAX.to_le_bytes());
         bytes.resize(70_000, 0);
         assert!(matches!(

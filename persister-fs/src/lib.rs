@@ -44,8 +44,12 @@
 //! header holds its full id, which is checked when the log is opened. A store creates
 //! its directories with mode 0700 and its files with mode 0600 on unix. A directory
 //! that holds other files and no marker is refused with
-//! [`Error::NotAStore`](persister_core::Error::NotAStore). The format version is
-//! [`FORMAT_VERSION`] (2); stores and logs of version 1 are refused with
+//! [`Error::NotAStore`](persister_core::Error::NotAStore). The store format version is
+//! [`FORMAT_VERSION`] (2). Its logs are of log format version 3
+//! ([`format::LOG_VERSION`]: every record carries the log's random key) or 2 (written
+//! by earlier builds, read and appended to as they are until the log is rewritten, see
+//! [`format`](mod@format)); a build before version 3 refuses a document whose log is of version 3.
+//! Stores and logs of version 1 are refused with
 //! [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) naming both
 //! versions, never read.
 //!
@@ -89,8 +93,7 @@
 //! flush one `write` and one `fdatasync` (4.4x to 4.9x in the same runs): the most this
 //! design gets from that disk. A simple shared log whose flushes share a write and a
 //! sync reached 5.4x to 5.8x, and redb's commit log 6.0x and 6.7x (see
-//! `BENCHMARKS.md`). The format is unchanged (version 2), and each flush returns only
-//! once its own log is synced.
+//! `BENCHMARKS.md`). Each flush returns only once its own log is synced.
 //! [`Store::flush_documents`](persister_core::Store::flush_documents) flushes the
 //! handles from up to 16 threads at once (one sync per document with writes, issued
 //! together so that the journal merges them).
@@ -175,8 +178,10 @@
 //! commit is read, so a flush is all or nothing. When a document is opened:
 //!
 //! - Records are read until the first invalid one (type 0 or unknown, length 0 or over
-//!   [`format::MAX_RECORD_LEN`] or past the end of the file, bad checksum). A
-//!   zero-filled tail never reads as records.
+//!   [`format::MAX_RECORD_LEN`] or past the end of the file, not the log's key, bad
+//!   checksum). A zero-filled tail never reads as records, and neither do an
+//!   application's bytes laid out as records: they lack the log's key, which no value
+//!   can know (see [`format`](mod@format)).
 //! - If the bytes after the last valid commit can all belong to the one unfinished
 //!   flush (no valid record of another flush after the first invalid one, and a valid
 //!   commit of that flush only as the very end of the file), they are a **torn
@@ -260,8 +265,8 @@ mod tests;
 pub use options::FsOptions;
 
 /// The format version of the stores this build reads and writes (the store marker's
-/// version; logs and the clean-close record have the same one). The same as
-/// [`format::STORE_VERSION`].
+/// version, and the clean-close record's). The same as [`format::STORE_VERSION`]; logs
+/// have a version of their own, [`format::LOG_VERSION`].
 pub const FORMAT_VERSION: u32 = format::STORE_VERSION;
 pub use persister::{FsPersister, Recovery};
 pub use store::{FsStore, is_fs_store};

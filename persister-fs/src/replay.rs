@@ -26,7 +26,9 @@ use std::path::Path;
 
 use persister_core::{Error, Result};
 
-use crate::format::{LogEnd, RecordKind, batch, parse_commit, parse_record, parse_record_with};
+use crate::format::{
+    LogEnd, RecordFormat, RecordKind, batch, parse_commit, parse_record, parse_record_with,
+};
 use crate::live::LiveState;
 
 /// What replaying a log found.
@@ -45,8 +47,13 @@ pub(crate) struct Replayed {
 }
 
 /// Replays the records of a log read whole into `bytes`, whose header is
-/// `header_len` bytes long.
-pub(crate) fn replay(bytes: &[u8], header_len: usize, path: &Path) -> Result<Replayed> {
+/// `header_len` bytes long and names its records' `format`.
+pub(crate) fn replay(
+    bytes: &[u8],
+    header_len: usize,
+    format: RecordFormat,
+    path: &Path,
+) -> Result<Replayed> {
     let corrupt = |what: String, at: usize| Error::corrupt(what, path, Some(at as u64));
     let mut live = LiveState::default();
     let mut pos = header_len;
@@ -58,10 +65,10 @@ pub(crate) fn replay(bytes: &[u8], header_len: usize, path: &Path) -> Result<Rep
     let mut valid: Option<LogEnd> = None;
     let mut first_invalid = None;
     while pos < bytes.len() {
-        let record = match parse_record(bytes, pos) {
+        let record = match parse_record(bytes, pos, format) {
             Ok(record) => record,
             Err(why) => {
-                check_torn_tail(bytes, pos, why, valid.is_some(), due, path)?;
+                check_torn_tail(bytes, pos, why, valid.is_some(), due, format, path)?;
                 first_invalid = Some(pos);
                 break;
             }
@@ -90,7 +97,7 @@ pub(crate) fn replay(bytes: &[u8], header_len: usize, path: &Path) -> Result<Rep
                     return Err(corrupt(what, pos));
                 }
                 for at in uncommitted.drain(..) {
-                    apply(bytes, at, &mut live).map_err(|why| corrupt(why, at))?;
+                    apply(bytes, at, format, &mut live).map_err(|why| corrupt(why, at))?;
                 }
                 due = Some(record.flush.wrapping_add(1));
             }
@@ -124,21 +131,30 @@ pub(crate) fn replay(bytes: &[u8], header_len: usize, path: &Path) -> Result<Rep
 }
 
 /// Applies the batch record at `at`, which has a valid checksum.
-fn apply(bytes: &[u8], at: usize, live: &mut LiveState) -> std::result::Result<(), String> {
-    let record = parse_record(bytes, at).map_err(str::to_owned)?;
+fn apply(
+    bytes: &[u8],
+    at: usize,
+    format: RecordFormat,
+    live: &mut LiveState,
+) -> std::result::Result<(), String> {
+    let record = parse_record(bytes, at, format).map_err(str::to_owned)?;
     let payload = &bytes[record.payload_start..record.end];
     batch::decode(payload, |write| live.apply_write(write))
         .map_err(|why| format!("a record has a valid checksum but {why}"))
 }
 
 /// Checks that the bytes from `at` on, where no valid record starts, can be a torn
-/// tail: the rest of the unfinished flush `torn_flush`.
+/// tail: the rest of the unfinished flush `torn_flush`. Only records of the log's
+/// `format` count, with its key in version 3: the torn flush's payload holds an
+/// application's bytes, which can be laid out as records but cannot carry the key.
+#[allow(clippy::too_many_arguments)]
 fn check_torn_tail(
     bytes: &[u8],
     at: usize,
     why: &str,
     committed: bool,
     torn_flush: Option<u32>,
+    format: RecordFormat,
     path: &Path,
 ) -> Result<()> {
     let corrupt = |what: String| Err(Error::corrupt(what, path, Some(at as u64)));
@@ -152,7 +168,8 @@ fn check_torn_tail(
     let crcs = persister_core::checksum::RangeCrc::new(bytes, at + 1);
     let mut scan = at + 1;
     while scan < bytes.len() {
-        let Ok(record) = parse_record_with(bytes, scan, |start, end| crcs.crc(start, end)) else {
+        let Ok(record) = parse_record_with(bytes, scan, format, |start, end| crcs.crc(start, end))
+        else {
             scan += 1;
             continue;
         };
@@ -179,38 +196,140 @@ mod tests {
     use persister_core::{ActorId, Batch, DocumentId};
 
     use super::*;
-    use crate::format::{begin_record, encode_log_header, finish_record, push_commit};
+    use crate::format::{
+        KEY_LEN, begin_record, encode_log_header, finish_record, mask_crc, push_commit,
+    };
+
+    const KEY: [u8; KEY_LEN] = [0x71; KEY_LEN];
+    const FORMAT: RecordFormat = RecordFormat::Keyed(KEY);
 
     /// A log with the given flushes, each a number of one-change batches and a commit.
     /// Returns the bytes and the start of every record, commits included.
     fn log(flushes: &[usize]) -> (Vec<u8>, Vec<usize>) {
-        let mut out = encode_log_header(&DocumentId::from("doc"));
+        log_in(FORMAT, flushes)
+    }
+
+    /// The header of a log of `format`: version 3's with its key, or version 2's.
+    fn header_of(format: RecordFormat) -> Vec<u8> {
+        match format {
+            RecordFormat::Keyed(key) => encode_log_header(&DocumentId::from("doc"), &key),
+            RecordFormat::Unkeyed => {
+                let mut out = crate::format::LOG_MAGIC.to_vec();
+                out.extend_from_slice(&crate::format::UNKEYED_LOG_VERSION.to_le_bytes());
+                out.extend_from_slice(&3u16.to_le_bytes());
+                out.extend_from_slice(b"doc");
+                let crc = mask_crc(crc32c::crc32c(&out));
+                out.extend_from_slice(&crc.to_le_bytes());
+                out
+            }
+        }
+    }
+
+    /// [`log`] in `format`.
+    fn log_in(format: RecordFormat, flushes: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let mut out = header_of(format);
         let mut starts = Vec::new();
         let mut seq = 0;
         for (flush, &records) in flushes.iter().enumerate() {
             for _ in 0..records {
                 seq += 1;
-                let start = begin_record(&mut out);
                 let change =
                     Batch::new().insert_change(ActorId::new([1]), seq, vec![seq as u8; 30]);
-                batch::encode(&mut out, &change);
-                finish_record(&mut out, start, RecordKind::Batch, flush as u32);
-                starts.push(start);
+                starts.push(push_batch(&mut out, &change, flush as u32, format));
             }
             starts.push(out.len());
             let crc = crc32c::crc32c(&out);
             let len = out.len() as u64;
-            push_commit(&mut out, flush as u32, len, crc);
+            push_commit(&mut out, flush as u32, len, crc, format);
         }
         (out, starts)
     }
 
+    /// Appends `batch` as a record of `flush` in `format`; gives where it starts.
+    fn push_batch(out: &mut Vec<u8>, batch: &Batch, flush: u32, format: RecordFormat) -> usize {
+        let start = begin_record(out, format);
+        batch::encode(out, batch);
+        finish_record(out, start, RecordKind::Batch, flush, format);
+        start
+    }
+
     fn header_len() -> usize {
-        encode_log_header(&DocumentId::from("doc")).len()
+        header_of(FORMAT).len()
     }
 
     fn replay_log(bytes: &[u8]) -> Result<Replayed> {
-        replay(bytes, header_len(), Path::new("log"))
+        replay(bytes, header_len(), FORMAT, Path::new("log"))
+    }
+
+    /// A torn flush whose change holds bytes laid out as records of other flushes,
+    /// checksums and all: an application's bytes, which cannot carry the log's key, so
+    /// the flush is a torn tail and the document opens at the flush before it. With the
+    /// log's key (which only the log's own records have) the same bytes are damage, and
+    /// in a log of format version 2, which has no key, they were.
+    #[test]
+    fn records_forged_inside_a_torn_flush_are_no_evidence_of_damage() -> Result<()> {
+        let forged = |format: RecordFormat| {
+            let mut value = Vec::new();
+            for flush in 0..8 {
+                let batch = Batch::new().set_document(b"forged".to_vec());
+                push_batch(&mut value, &batch, flush, format);
+            }
+            value
+        };
+        let stranger = RecordFormat::Keyed([0x72; KEY_LEN]);
+        for (format, value_format, torn) in [
+            (FORMAT, stranger, true),
+            (FORMAT, RecordFormat::Unkeyed, true),
+            (FORMAT, FORMAT, false),
+            (RecordFormat::Unkeyed, RecordFormat::Unkeyed, false),
+        ] {
+            let (mut bytes, _) = log_in(format, &[1, 1]);
+            let valid = bytes.len();
+            let mut value = vec![0xaa; 100];
+            value.extend_from_slice(&forged(value_format));
+            value.extend_from_slice(&[0xbb; 400]);
+            let change = Batch::new().insert_change(ActorId::new([1]), 3, value);
+            push_batch(&mut bytes, &change, 2, format);
+            // Cut inside the value, after the forged records.
+            bytes.truncate(bytes.len() - 200);
+            let header_len = header_of(format).len();
+            let result = replay(&bytes, header_len, format, Path::new("log"));
+            match torn {
+                true => {
+                    let replayed = result?;
+                    assert_eq!(changes(&replayed), 2);
+                    assert_eq!(replayed.valid.len, valid as u64);
+                }
+                false => assert!(result.is_err_and(|e| e.is_corrupt()), "{format:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// A log of format version 2 replays as before: whole, cut, and damaged.
+    #[test]
+    fn a_log_of_format_version_2_replays() -> Result<()> {
+        let format = RecordFormat::Unkeyed;
+        let header_len = header_of(format).len();
+        let (bytes, starts) = log_in(format, &[1, 3, 2]);
+        let replayed = replay(&bytes, header_len, format, Path::new("log"))?;
+        assert_eq!((changes(&replayed), replayed.next_flush), (6, 3));
+        assert_eq!(replayed.valid.crc, crc32c::crc32c(&bytes));
+        let cut = replay(
+            &bytes[..bytes.len() - 3],
+            header_len,
+            format,
+            Path::new("log"),
+        )?;
+        assert_eq!(changes(&cut), 4);
+        let mut damaged = bytes.clone();
+        damaged[starts[1] + 20] ^= 1;
+        assert!(
+            replay(&damaged, header_len, format, Path::new("log")).is_err_and(|e| e.is_corrupt())
+        );
+        // Read as a log of version 3, it has no records.
+        assert!(replay(&bytes, header_len, FORMAT, Path::new("log")).is_err());
+        Ok(())
     }
 
     fn changes(replayed: &Replayed) -> u64 {
@@ -308,9 +427,12 @@ mod tests {
     #[test]
     fn out_of_sequence_flush_is_corruption() {
         let (mut bytes, _) = log(&[1]);
-        let start = begin_record(&mut bytes);
-        batch::encode(&mut bytes, &Batch::new().set_document(b"d".to_vec()));
-        finish_record(&mut bytes, start, RecordKind::Batch, 5);
+        push_batch(
+            &mut bytes,
+            &Batch::new().set_document(b"d".to_vec()),
+            5,
+            FORMAT,
+        );
         assert!(replay_log(&bytes).is_err_and(|e| e.is_corrupt()));
     }
 
@@ -327,19 +449,19 @@ mod tests {
         let start = starts[3];
         let crc = crc32c::crc32c(&bytes[..start]) ^ 1;
         bytes.truncate(start);
-        push_commit(&mut bytes, 1, start as u64, crc);
+        push_commit(&mut bytes, 1, start as u64, crc, FORMAT);
         assert!(replay_log(&bytes).is_err_and(|e| e.is_corrupt()));
     }
 
     #[test]
     fn bad_payload_behind_a_valid_checksum_is_corruption() {
         let (mut bytes, _) = log(&[1]);
-        let start = begin_record(&mut bytes);
+        let start = begin_record(&mut bytes, FORMAT);
         bytes.extend_from_slice(&[1, 0, 0, 0, 99]);
-        finish_record(&mut bytes, start, RecordKind::Batch, 1);
+        finish_record(&mut bytes, start, RecordKind::Batch, 1, FORMAT);
         let crc = crc32c::crc32c(&bytes);
         let len = bytes.len() as u64;
-        push_commit(&mut bytes, 1, len, crc);
+        push_commit(&mut bytes, 1, len, crc, FORMAT);
         assert!(replay_log(&bytes).is_err_and(|e| e.is_corrupt()));
     }
 }

@@ -4,7 +4,7 @@ use std::io;
 
 use persister_core::DocumentState;
 
-use crate::format::{self, LogEnd, RECORD_HEADER_LEN, RecordKind, batch};
+use crate::format::{self, LogEnd, RecordFormat, RecordKind, batch};
 use crate::io::FsFile;
 
 /// A rewrite starts a new record once the current one holds this many bytes, so no
@@ -12,18 +12,20 @@ use crate::io::FsFile;
 /// state: a record holds at most this plus one value.
 const REWRITE_CHUNK: usize = 4 << 20;
 
-/// Writes `state` as batch records of one flush, at most about [`REWRITE_CHUNK`] bytes
-/// each, and the flush's commit, after the `start` bytes already in `file`. Returns
-/// where the log then ends.
+/// Writes `state` as batch records of one flush in `format`, at most about
+/// [`REWRITE_CHUNK`] bytes each, and the flush's commit, after the `start` bytes already
+/// in `file`. Returns where the log then ends.
 pub(crate) fn write_state(
     file: &mut dyn FsFile,
     state: &DocumentState,
     flush: u32,
     start: LogEnd,
+    format: RecordFormat,
 ) -> io::Result<LogEnd> {
     let mut w = StateWriter {
         file,
         flush,
+        format,
         buf: Vec::new(),
         start: 0,
         count: 0,
@@ -41,7 +43,7 @@ pub(crate) fn write_state(
     }
     w.finish()?;
     w.write()?;
-    format::push_commit(&mut w.buf, flush, w.end.len, w.end.crc);
+    format::push_commit(&mut w.buf, flush, w.end.len, w.end.crc, format);
     w.write()?;
     Ok(w.end)
 }
@@ -49,6 +51,7 @@ pub(crate) fn write_state(
 struct StateWriter<'f> {
     file: &'f mut dyn FsFile,
     flush: u32,
+    format: RecordFormat,
     buf: Vec<u8>,
     start: usize,
     count: u32,
@@ -58,7 +61,7 @@ struct StateWriter<'f> {
 
 impl StateWriter<'_> {
     fn begin(&mut self) {
-        self.start = format::begin_record(&mut self.buf);
+        self.start = format::begin_record(&mut self.buf, self.format);
         self.buf.extend_from_slice(&[0; 4]);
         self.count = 0;
     }
@@ -76,9 +79,15 @@ impl StateWriter<'_> {
 
     /// Fills in the current record's write count and header.
     fn finish(&mut self) -> io::Result<()> {
-        let count_at = self.start + RECORD_HEADER_LEN;
+        let count_at = self.start + self.format.header_len();
         self.buf[count_at..count_at + 4].copy_from_slice(&self.count.to_le_bytes());
-        format::finish_record(&mut self.buf, self.start, RecordKind::Batch, self.flush);
+        format::finish_record(
+            &mut self.buf,
+            self.start,
+            RecordKind::Batch,
+            self.flush,
+            self.format,
+        );
         Ok(())
     }
 

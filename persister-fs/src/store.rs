@@ -864,7 +864,7 @@ fn hashed_log_id(fs: &dyn Fs, path: &Path, hash: u64) -> Result<DocumentId> {
     let header = fs
         .read_prefix(path, MAX_LOG_HEADER_LEN)
         .map_err(io_error("read", path))?;
-    let (id, _) = format::decode_log_header(&header, path)?;
+    let (id, _, _) = format::decode_log_header(&header, path)?;
     if id.as_bytes().len() <= MAX_HEX_ID_LEN || names::id_hash(&id) != hash {
         let what = format!("the log header names document {id}, whose log has another name");
         return Err(Error::corrupt(what, path, Some(0)));

@@ -170,7 +170,7 @@ fn boundaries(bytes: &[u8]) -> Vec<usize> {
     if !bytes.starts_with(b"PFSLOG\0\0") || bytes.len() < 14 {
         return Vec::new();
     }
-    let header = 18 + usize::from(u16::from_le_bytes([bytes[12], bytes[13]]));
+    let header = 34 + usize::from(u16::from_le_bytes([bytes[12], bytes[13]]));
     let mut out = vec![header];
     out.extend(records(bytes, header).into_iter().map(|(_, end)| end));
     out

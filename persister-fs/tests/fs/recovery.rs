@@ -6,10 +6,11 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use persister_core::{DocumentId, Error, Persister, Recovered, Store};
+use persister_fs::format::LOG_VERSION;
 use persister_fs::{FORMAT_VERSION, FsPersister, FsStore};
 use tempfile::TempDir;
 
-use crate::common::{TestResult, actor, flushed_log, header_len, records};
+use crate::common::{RECORD_HEADER_LEN, TestResult, actor, flushed_log, header_len, records};
 
 /// The log of document `doc`, alone in a store in a temporary directory, for a test to
 /// damage and reopen.
@@ -153,7 +154,7 @@ fn zero_filled_tail_is_dropped() -> TestResult {
 fn flipped_byte_before_a_valid_record_is_an_error_naming_file_and_offset() -> TestResult {
     let log = Log::flushed(3)?;
     let (first, _) = log.records()?[0];
-    let bytes = log.rewrite(|bytes| bytes[first + 13 + 40] ^= 0x10)?;
+    let bytes = log.rewrite(|bytes| bytes[first + RECORD_HEADER_LEN + 40] ^= 0x10)?;
 
     let store = log.store()?;
     let err = store.open_document(&log.id).unwrap_err();
@@ -193,13 +194,13 @@ fn unknown_log_version_is_refused_naming_both_versions() -> TestResult {
         let bytes = log.rewrite(|bytes| bytes[8..12].copy_from_slice(&version.to_le_bytes()))?;
         let err = log.open_err()?;
         assert!(
-            matches!(&err, Error::UnsupportedFormat { what: "fs log", found, supported: FORMAT_VERSION, path } if *path == log.path && *found == version),
+            matches!(&err, Error::UnsupportedFormat { what: "fs log", found, supported: LOG_VERSION, path } if *path == log.path && *found == version),
             "{err}"
         );
         let message = err.to_string();
         assert!(
             message.contains(&format!("version {version}"))
-                && message.contains(&format!("version {FORMAT_VERSION}")),
+                && message.contains(&format!("version {LOG_VERSION}")),
             "{message}"
         );
         assert_eq!(
@@ -409,5 +410,133 @@ fn a_flipped_byte_in_the_magic_of_a_long_id_s_log_is_corruption() -> TestResult 
         matches!(&err, Error::Corrupt { path: p, .. } if *p == path),
         "{err}"
     );
+    Ok(())
+}
+
+/// Bytes of records in the documented framing, each a batch of flush `flush` with a
+/// 1-byte payload: of log format version 3 with `key` (29-byte header), or of version
+/// 2 (13-byte header) with none. An application can store such bytes in a value.
+fn forged_records(key: Option<[u8; 16]>, flushes: std::ops::Range<u32>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for flush in flushes {
+        let mut head = vec![1];
+        head.extend_from_slice(&1u32.to_le_bytes());
+        head.extend_from_slice(&flush.to_le_bytes());
+        if let Some(key) = key {
+            head.extend_from_slice(&key);
+        }
+        let crc = crc32c::crc32c_append(crc32c::crc32c(b"x"), &head);
+        head.extend_from_slice(&persister_fs::format::mask_crc(crc).to_le_bytes());
+        head.push(b'x');
+        out.extend_from_slice(&head);
+    }
+    out
+}
+
+/// A crash that tears the flush of a change whose value holds bytes laid out as
+/// records of other flushes (in both framings, with a guessed key): the flush is a torn
+/// tail, dropped and reported, and the flushes before it are there. Without the log's
+/// key in every record, those bytes made the torn flush read as damage, and the
+/// document did not open.
+#[test]
+fn a_torn_flush_whose_value_holds_bytes_of_records_is_a_torn_tail() -> TestResult {
+    let log = Log::flushed(3)?;
+    let clean_len = log.len()?;
+    let mut value = vec![0xaa; 64];
+    value.extend_from_slice(&forged_records(Some([0; 16]), 0..8));
+    value.extend_from_slice(&forged_records(None, 0..8));
+    value.extend_from_slice(&[0xbb; 1000]);
+    {
+        let mut p = log.open()?;
+        p.insert_changes(vec![(actor(1), 4, value)])?;
+        p.flush()?;
+    }
+    log.crash()?;
+    // Cut inside the value, after the bytes laid out as records.
+    let torn_len = log.len()? - 500;
+    OpenOptions::new()
+        .write(true)
+        .open(&log.path)?
+        .set_len(torn_len)?;
+    let p = log.open()?;
+    assert_eq!(p.get_changes()?.len(), 3);
+    assert_eq!(p.recovered_bytes(), torn_len - clean_len);
+    Ok(())
+}
+
+/// The log of a document as a build of log format version 2 wrote it: its header
+/// without the key (18 + n bytes), its records with 13-byte headers whose checksum
+/// covers bytes 0..9, its commits' running checksums over those bytes. The store's
+/// clean-close record, which names the log's length and checksum, is removed.
+fn as_log_version_2(log: &Log) -> TestResult<Vec<u8>> {
+    let bytes = fs::read(&log.path)?;
+    let id_len = usize::from(u16::from_le_bytes([bytes[12], bytes[13]]));
+    let mut out = bytes[..14 + id_len].to_vec();
+    out[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = persister_fs::format::mask_crc(crc32c::crc32c(&out));
+    out.extend_from_slice(&crc.to_le_bytes());
+    for (start, end) in records(&bytes, header_len(&log.id)) {
+        let kind = bytes[start];
+        let mut payload = bytes[start + RECORD_HEADER_LEN..end].to_vec();
+        if kind == 3 {
+            payload = (out.len() as u64).to_le_bytes().to_vec();
+            payload.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
+        }
+        let mut head = bytes[start..start + 9].to_vec();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&payload), &head);
+        head.extend_from_slice(&persister_fs::format::mask_crc(crc).to_le_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&payload);
+    }
+    fs::write(&log.path, &out)?;
+    log.crash()?;
+    Ok(out)
+}
+
+/// A log of format version 2 reads as before, takes flushes in its own framing, and
+/// loses nothing to a crash; the store's rewrite of the log writes version 3.
+#[test]
+fn a_log_of_format_version_2_is_read_appended_to_and_rewritten_as_version_3() -> TestResult {
+    let log = Log::flushed(3)?;
+    let old = as_log_version_2(&log)?;
+    {
+        let mut p = log.open()?;
+        assert_eq!(p.get_changes()?.len(), 3);
+        for seq in 4..=5 {
+            p.insert_changes(vec![(actor(1), seq, vec![seq as u8; 100])])?;
+            p.flush()?;
+        }
+    }
+    let bytes = fs::read(&log.path)?;
+    assert_eq!(&bytes[..old.len()], &old[..], "appended to, not rewritten");
+    assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+    // Two more flushes of two records each, in version 2's 13-byte framing.
+    let mut at = old.len();
+    for _ in 0..4 {
+        let len = u32::from_le_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+        at += 13 + len;
+    }
+    assert_eq!(at, bytes.len());
+    log.crash()?;
+    assert_eq!(log.open()?.get_changes()?.len(), 5);
+
+    // Overwriting most of the document makes the next flush rewrite its log.
+    let options = persister_fs::FsOptions::default()
+        .with_rewrite_min_len(1024)
+        .with_rewrite_dead_share(0.5);
+    let store = FsStore::open_with(log.dir.path(), options)?;
+    let mut p = store.open_document(&log.id)?;
+    let mut batch = persister_core::Batch::new().set_document(vec![9; 100]);
+    for seq in 1..=4 {
+        batch = batch.remove_change(actor(1), seq);
+    }
+    p.apply(batch)?;
+    p.flush()?;
+    drop((p, store));
+    let bytes = fs::read(&log.path)?;
+    assert_eq!(bytes[8..12], LOG_VERSION.to_le_bytes());
+    let p = log.open()?;
+    assert_eq!(p.get_changes()?, vec![vec![5; 100]]);
+    assert_eq!(p.get_document()?, Some(vec![9; 100]));
     Ok(())
 }

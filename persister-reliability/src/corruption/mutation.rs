@@ -117,11 +117,11 @@ pub fn tail_start(bytes: &[u8]) -> u64 {
 
 /// The offsets of the length fields of an fs document log, read from the format
 /// that `persister_fs::format` documents: the id length at byte 12 of the header, then
-/// each record's payload length at byte 1 of its 13-byte header. Empty for a file that
-/// is not an fs log.
+/// each record's payload length at byte 1 of its header (29 bytes in log format
+/// version 3, with the log's key after the id in the header; 13 in version 2). Empty
+/// for a file that is not an fs log.
 pub fn fs_length_fields(bytes: &[u8]) -> Vec<u64> {
     const LOG_MAGIC: &[u8] = b"PFSLOG\0\0";
-    const RECORD_HEADER: u64 = 13;
     if !bytes.starts_with(LOG_MAGIC) {
         return Vec::new();
     }
@@ -132,13 +132,19 @@ pub fn fs_length_fields(bytes: &[u8]) -> Vec<u64> {
     else {
         return fields;
     };
-    let mut record = 18 + id_len;
+    let key_len = match bytes.get(8..12) {
+        Some([2, 0, 0, 0]) => 0,
+        _ => 16,
+    };
+    const RECORD_HEADER_WITHOUT_KEY: u64 = 13;
+    let record_header = RECORD_HEADER_WITHOUT_KEY + key_len;
+    let mut record = 18 + key_len + id_len;
     let len = bytes.len() as u64;
-    while record + RECORD_HEADER <= len {
+    while record + record_header <= len {
         fields.push(record + 1);
         let at = |i: u64| u64::from(bytes[(record + i) as usize]);
         let payload = at(1) | at(2) << 8 | at(3) << 16 | at(4) << 24;
-        record += RECORD_HEADER + payload;
+        record += record_header + payload;
     }
     fields
 }
