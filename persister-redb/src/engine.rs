@@ -107,7 +107,7 @@ impl RedbEngine {
             epoch: log.epoch(),
             open: true,
             applied: log.next(),
-            keying: Keying::Keyed(log.key()),
+            keying: log.keying(),
         };
         let txn = self.begin_write()?;
         redo::apply(&txn, operations, &self.path)?;
@@ -286,15 +286,15 @@ impl RedbEngine {
                 committed();
                 Ok(())
             }
-            LogState::Closed { epoch } => {
+            LogState::Closed { epoch, keyed } => {
                 // The log is made (empty) before the store names it open: a store that
                 // names its log open always has one.
-                let log = CommitLog::create(&log::log_path(&self.path), *epoch)?;
+                let log = CommitLog::create(&log::log_path(&self.path), *epoch, *keyed)?;
                 let entry = LogEntry {
                     epoch: *epoch,
                     open: true,
                     applied: 0,
-                    keying: Keying::Keyed(log.key()),
+                    keying: log.keying(),
                 };
                 layout::set_log_state(&txn, entry, &self.path)?;
                 self.commit_txn(txn, Durability::Immediate)?;
@@ -310,7 +310,7 @@ impl RedbEngine {
                     epoch: log.epoch() + u64::from(log.next() > 0),
                     open: true,
                     applied: 0,
-                    keying: Keying::Keyed(log.key()),
+                    keying: log.keying(),
                 };
                 layout::set_log_state(&txn, entry, &self.path)?;
                 self.commit_txn(txn, Durability::Immediate)?;
@@ -327,7 +327,7 @@ impl RedbEngine {
                     epoch: log.epoch(),
                     open: true,
                     applied: log.next() + 1,
-                    keying: Keying::Keyed(log.key()),
+                    keying: log.keying(),
                 };
                 // Logged, then committed while the log syncs (a sync waits for the
                 // disk; redb's commit works the processor). Once the record is logged,
@@ -428,7 +428,7 @@ impl RedbEngine {
             epoch: log.epoch() + 1,
             open,
             applied: 0,
-            keying: Keying::Keyed(log.key()),
+            keying: log.keying(),
         };
         layout::set_log_state(&txn, entry, &self.path)?;
         self.commit_txn(txn, Durability::Immediate)?;
@@ -467,9 +467,10 @@ impl RedbEngine {
         };
         let result = self.checkpoint(log, &mut writer.deferred, false);
         let epoch = log.epoch() + 1;
+        let keyed = matches!(log.keying(), Keying::Keyed(_));
         let path = log.path().to_path_buf();
         if result.is_ok() {
-            writer.log = LogState::Closed { epoch };
+            writer.log = LogState::Closed { epoch, keyed };
             // A log left behind names an older epoch and reads as nothing.
             let _ = std::fs::remove_file(&path);
         }
@@ -518,7 +519,12 @@ pub(crate) enum LogState {
     Absent,
     /// A store with a commit log that is not open: the next commit creates the log and
     /// is a durable redb commit that names it open for `epoch`.
-    Closed { epoch: u64 },
+    Closed {
+        epoch: u64,
+        /// Whether the log's records carry a key (log format version 2, a store of
+        /// layout 3), or not (version 1, layout 2).
+        keyed: bool,
+    },
     /// To redb without a sync, and to the log.
     Open(CommitLog),
 }

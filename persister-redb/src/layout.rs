@@ -18,9 +18,9 @@ pub(crate) const FORMAT_NAME: &[u8] = b"persister-redb";
 /// whose records carry a key (log format version 2).
 ///
 /// Layout 1 (no commit log, no `"log"` entry) is read and written too, without a log.
-/// Layout 2 (a commit log without a key, log format version 1) is read, its log
-/// replayed, and a writable open makes it layout 3: the layouts differ only in the
-/// `"log"` entry.
+/// Layout 2 (a commit log without a key, log format version 1) is read and written
+/// too; a writable open with `RedbOptions::migrate_format` makes it layout 3: the layouts
+/// differ only in the `"log"` entry and the log's format.
 pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// The first layout with a commit log.

@@ -151,7 +151,8 @@
 //!   [`Store::recovered`](persister_core::Store::recovered), without a document (the log
 //!   is the whole store's). A damaged or missing record with a valid one after it, a
 //!   missing log, a log shorter than its header, a file at the log's path that does not
-//!   start with the log's magic number, or a header of a newer epoch than the
+//!   start with the log's magic number, a log whose key is not the one the store names
+//!   (another store's log), or a header of a newer epoch than the
 //!   store's is [`Error::Corrupt`]; a header that fails its checksum is taken for one a
 //!   crash tore while a checkpoint rewrote it only when no record of the epoch follows.
 //! - A read-only open of such a store replays the log into memory, over the file, and
@@ -167,12 +168,15 @@
 //! `Durability::Immediate`, as before; so do stores opened with
 //! [`RedbStore::open_on_backend`]. Layout 1 is read and written as it is.
 //!
-//! Stores of layout 2 have a log whose records carry no key (log format version 1). A
-//! read-only open reads them as they are, replaying such a log into memory. A writable
-//! open ([`RedbStore::open`]) replays the log, if the store was not closed cleanly, then
-//! makes the store layout 3 in one durable commit, which rewrites the `"log"` entry
-//! alone; a build of layout 2 then refuses the store with
-//! [`Error::UnsupportedFormat`].
+//! Stores of layout 2 have a log whose records carry no key (log format version 1).
+//! They are read and written as they are, with logs of that format, so that the builds
+//! that wrote them still open them: nothing migrates a store silently. Their logs keep
+//! the weakness the key removes (a stored value laid out as a record can make a crash
+//! read as damage). A writable open with [`RedbOptions::migrate_format`] replays the
+//! log, if the store was not closed cleanly, then makes the store layout 3 in one
+//! durable commit, which rewrites the `"log"` entry and `format_version`; a build of
+//! layout 2 then refuses the store with [`Error::UnsupportedFormat`]. Stores opened with
+//! [`RedbStore::open_on_backend`] keep their layout.
 //!
 //! # Every sync
 //!
@@ -193,7 +197,8 @@
 //! - creating a store: the new file and its directory (see [`RedbStore::open_with`]);
 //! - opening a store that was not closed cleanly: the replay of its log is one durable
 //!   commit, and redb's repair rewrites and syncs its allocator state.
-//! - opening a store of layout 2 for writing: one durable commit makes it layout 3.
+//! - opening a store of layout 2 with [`RedbOptions::migrate_format`]: one durable
+//!   commit makes it layout 3.
 //!
 //! # File layout
 //!
@@ -290,6 +295,6 @@ pub type RedbPersister = persister_core::EnginePersister<RedbEngine>;
 
 /// The version of the table layout this build writes (`format_version` in
 /// `persister_meta`): 3, with a [commit log](crate#the-commit-log) whose records carry a
-/// key. Layout 1 is read and written too, without a log; layout 2 (a log without a key)
-/// is read, and a writable open makes it layout 3.
+/// key. Layout 1 is read and written too, without a log, and so is layout 2 (a log
+/// without a key), which [`RedbOptions::migrate_format`] makes layout 3.
 pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;

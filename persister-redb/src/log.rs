@@ -10,14 +10,15 @@
 //!
 //! Layout (integers big-endian), log format version 2 ([`LOG_VERSION`]):
 //!
-//! | bytes | header (32 bytes) |
+//! | bytes | header (48 bytes) |
 //! |---|---|
 //! | 0..8 | magic `PRDB-LOG` |
 //! | 8..12 | log format version (u32) |
 //! | 12..16 | zero |
 //! | 16..24 | epoch (u64): the checkpoint this log continues, as the store's `"log"` entry names it |
-//! | 24..28 | CRC-32C of bytes 0..24 |
-//! | 28..32 | zero |
+//! | 24..40 | the log's key: 16 random bytes drawn when the log was created, kept in the store's `"log"` entry |
+//! | 40..44 | CRC-32C of bytes 0..40 |
+//! | 44..48 | zero |
 //!
 //! Then one record per commit, in commit order, each followed by the end mark (44
 //! zero bytes, which the next record overwrites):
@@ -27,7 +28,7 @@
 //! | 0..4 | `REC2`, so that no record starts with a zero byte |
 //! | 4..12 | the record's number in this epoch (u64), from 0 |
 //! | 12..20 | the epoch |
-//! | 20..36 | the log's key: 16 random bytes drawn when the log was created, kept in the store's `"log"` entry |
+//! | 20..36 | the log's key, as in the header |
 //! | 36..40 | payload length (u32) |
 //! | 40..44 | CRC-32C of bytes 0..40 and the payload |
 //! | 44.. | payload: the commit's operations ([`redo`](crate::redo)) |
@@ -43,12 +44,14 @@
 //! was reused over are there, and a torn record's own payload), and a value crafted to
 //! look like a record of the epoch would make a crash read as damage, and the store
 //! refuse to open. The key is drawn from the operating system's random source and never
-//! leaves the store's two files, so a value cannot carry it but by a 2^-128 chance.
+//! leaves the store's two files, so a value cannot carry it but by a 2^-128 chance. The
+//! key in the header also tells this store's log from another store's (or another
+//! log of this store's): a log whose key is not the one the store names is damage.
 //!
-//! Log format version 1, written by stores of layout 2, had no key: its records were
-//! 28 bytes (`REC1`, number, epoch, length, checksum), its end mark 28 zero bytes.
-//! It is still read, to replay the log of a layout-2 store that was not closed cleanly
-//! ([`Keying::Unkeyed`]); nothing writes it.
+//! Log format version 1, which stores of layout 2 read and write ([`Keying::Unkeyed`]),
+//! has no key: its header is 32 bytes (the above without the key, the checksum at
+//! 24..28), its records' headers 28 bytes (`REC1`, number, epoch, length, checksum over
+//! bytes 0..24 and the payload), its end mark 28 zero bytes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -70,6 +73,7 @@ pub(crate) const LOG_VERSION: u32 = 2;
 /// The commit log format of stores of layout 2, read to replay them.
 pub(crate) const UNKEYED_LOG_VERSION: u32 = 1;
 
+/// The length of a log's header without the key: all of it in version 1.
 pub(crate) const HEADER_LEN: usize = 32;
 
 /// The length of a log's key.
@@ -126,6 +130,11 @@ impl Keying {
             Keying::Unkeyed => UNKEYED_LOG_VERSION,
             Keying::Keyed(_) => LOG_VERSION,
         }
+    }
+
+    /// The length of the log's header: 32 bytes, and the key.
+    pub(crate) fn header_len(&self) -> usize {
+        HEADER_LEN + self.key().len()
     }
 
     /// The first bytes of every record.
@@ -190,13 +199,17 @@ struct Head {
     crc: u32,
 }
 
-fn header(epoch: u64, version: u32) -> [u8; HEADER_LEN] {
-    let mut header = [0; HEADER_LEN];
-    header[..8].copy_from_slice(&MAGIC);
-    header[8..12].copy_from_slice(&version.to_be_bytes());
-    header[16..24].copy_from_slice(&epoch.to_be_bytes());
-    let crc = crc32c::crc32c(&header[..24]);
-    header[24..28].copy_from_slice(&crc.to_be_bytes());
+/// The header of a log of `epoch` whose records have `keying`'s format.
+fn header(epoch: u64, keying: Keying) -> Vec<u8> {
+    let mut header = Vec::with_capacity(keying.header_len());
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&keying.version().to_be_bytes());
+    header.extend_from_slice(&[0; 4]);
+    header.extend_from_slice(&epoch.to_be_bytes());
+    header.extend_from_slice(keying.key());
+    let crc = crc32c::crc32c(&header);
+    header.extend_from_slice(&crc.to_be_bytes());
+    header.extend_from_slice(&[0; 4]);
     header
 }
 
@@ -223,13 +236,18 @@ pub(crate) struct Contents {
 /// older epoch there is the end, and anything else is a torn tail. A header of an older
 /// epoch is one a checkpoint had not rewritten yet, and a header that fails its
 /// checksum one whose rewrite a crash tore: either holds no record of `epoch` (the
-/// search checks it). A file shorter than a header, one without the magic (damaged,
-/// or another file at the log's path), or a header of a newer epoch than the store's,
-/// is damage; a header of another format version than `keying`'s is
-/// [`Error::UnsupportedFormat`].
+/// search checks it).
+///
+/// A file shorter than a header, one without the magic (damaged, or another file at
+/// the log's path), one of the other known format version or, in version 2, with
+/// another key than the store's (another store's log, or damage), or a header of a newer
+/// epoch than the store's, is damage; a version this build does not know is
+/// [`Error::UnsupportedFormat`]. The magic, the version and the key are the same in
+/// every header of a log, so a crash while a checkpoint rewrites it cannot tear them.
 pub(crate) fn read(path: &Path, epoch: u64, keying: Keying) -> Result<Contents> {
     let bytes = fs::read(path).map_err(|err| Error::io("read", path, err))?;
-    if bytes.len() < HEADER_LEN {
+    let header_len = keying.header_len();
+    if bytes.len() < header_len {
         return Err(corrupt(
             format!(
                 "the commit log is {} bytes, shorter than its header",
@@ -238,30 +256,42 @@ pub(crate) fn read(path: &Path, epoch: u64, keying: Keying) -> Result<Contents> 
             path,
         ));
     }
-    let head = &bytes[..HEADER_LEN];
+    let head = &bytes[..header_len];
     if head[..8] != MAGIC {
-        // Every header of a log has the magic: a checkpoint rewrites the header with the
-        // same bytes there, so a crash cannot tear them. Another file is at the log's
-        // path, or the log is damaged: either way it holds no records to replay, and
-        // must not be taken for a log that holds none.
         return Err(corrupt(
             "the file at the commit log's path does not start as a commit log does: it is damaged, or another file took the log's place",
             path,
         ));
     }
-    let crc = u32::from_be_bytes(array(&head[24..28]));
-    let header_valid = crc == crc32c::crc32c(&head[..24]);
-    let mut current = false;
-    if header_valid {
-        let version = u32::from_be_bytes(array(&head[8..12]));
-        if version != keying.version() {
+    let version = u32::from_be_bytes(array(&head[8..12]));
+    if version != keying.version() {
+        if version != LOG_VERSION && version != UNKEYED_LOG_VERSION {
             return Err(Error::UnsupportedFormat {
                 what: "persister-redb commit log",
                 path: path.to_path_buf(),
                 found: version,
-                supported: keying.version(),
+                supported: LOG_VERSION,
             });
         }
+        return Err(corrupt(
+            format!(
+                "the commit log is of log format version {version}, but the store writes version {}: it is another store's log, or damaged",
+                keying.version()
+            ),
+            path,
+        ));
+    }
+    if head[24..24 + keying.key().len()] != *keying.key() {
+        return Err(corrupt(
+            "the commit log's key is not the one the store names: it is another store's log, or damaged",
+            path,
+        ));
+    }
+    let crc_at = header_len - 8;
+    let crc = u32::from_be_bytes(array(&head[crc_at..]));
+    let header_valid = crc == crc32c::crc32c(&head[..crc_at]);
+    let mut current = false;
+    if header_valid {
         let found = u64::from_be_bytes(array(&head[16..24]));
         if found > epoch {
             return Err(corrupt(
@@ -274,7 +304,7 @@ pub(crate) fn read(path: &Path, epoch: u64, keying: Keying) -> Result<Contents> 
         current = found == epoch;
     }
     let mut contents = Contents::default();
-    let mut at = HEADER_LEN;
+    let mut at = header_len;
     if current {
         loop {
             let next = contents.commits.len() as u64;
@@ -415,8 +445,9 @@ pub(crate) struct CommitLog {
     file: File,
     path: PathBuf,
     epoch: u64,
-    /// The key every record carries, drawn when the log was created.
-    key: LogKey,
+    /// The format of its records, with the key they carry, drawn when the log was
+    /// created (unkeyed in a store of layout 2).
+    keying: Keying,
     /// The number of the next record.
     next: u64,
     /// Where the next record goes.
@@ -429,16 +460,21 @@ pub(crate) struct CommitLog {
 }
 
 impl CommitLog {
-    /// Creates the log at `path` for `epoch`, with a new [key](Self::key), durably:
-    /// once this returns, the file holds the header and the end mark, and its name is
-    /// synced. A file already there (a log the store named closed, or one of another
-    /// store) is emptied first, so that none of its records can be read as this log's.
-    pub fn create(path: &Path, epoch: u64) -> Result<CommitLog> {
+    /// Creates the log at `path` for `epoch`, durably: once this returns, the file
+    /// holds the header and the end mark, and its name is synced. `keyed`, its records
+    /// carry a new [key](Self::keying) (log format version 2); otherwise they have
+    /// version 1's format, as a store of layout 2 writes them. A file already there (a
+    /// log the store named closed, or one of another store) is emptied first, so that
+    /// none of its records can be read as this log's.
+    pub fn create(path: &Path, epoch: u64, keyed: bool) -> Result<CommitLog> {
         let existed = path.exists();
         if existed {
             refuse_foreign(path)?;
         }
-        let key = new_key(path)?;
+        let keying = match keyed {
+            true => Keying::Keyed(new_key(path)?),
+            false => Keying::Unkeyed,
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -451,7 +487,7 @@ impl CommitLog {
             file,
             path: path.to_path_buf(),
             epoch,
-            key,
+            keying,
             next: 0,
             len: 0,
             filled,
@@ -474,8 +510,8 @@ impl CommitLog {
     /// reads as the end; a crash before the sync leaves the old header, an older epoch
     /// than the store names, which reads as nothing.
     pub fn clear(&mut self, epoch: u64) -> Result<()> {
-        let mut start = header(epoch, LOG_VERSION).to_vec();
-        start.extend_from_slice(&END_MARK);
+        let mut start = header(epoch, self.keying);
+        start.extend_from_slice(&END_MARK[..self.keying.head_len()]);
         self.file
             .write_all_at(&start, 0)
             .map_err(|err| Error::io("write to", &self.path, err))?;
@@ -483,12 +519,13 @@ impl CommitLog {
         self.sync()?;
         self.epoch = epoch;
         self.next = 0;
-        self.len = HEADER_LEN as u64;
+        self.len = self.keying.header_len() as u64;
         Ok(())
     }
 
-    /// Appends `record`: [`RECORD_HEADER_LEN`] bytes this fills in, then the payload;
-    /// the end mark follows it. Not synced.
+    /// Appends `record`: [`RECORD_HEADER_LEN`] bytes this fills in (the last 28 of them
+    /// in a log of version 1, whose record headers are shorter), then the payload; the
+    /// end mark follows it. Not synced.
     pub fn append(&mut self, record: &mut Vec<u8>) -> Result<()> {
         let payload_len = record.len() - RECORD_HEADER_LEN;
         let len = u32::try_from(payload_len).map_err(|_| Error::TooLarge {
@@ -496,23 +533,25 @@ impl CommitLog {
             len: payload_len as u64,
             max: u32::MAX.into(),
         })?;
-        let keying = Keying::Keyed(self.key);
-        let len_at = keying.len_at();
-        record[..len_at].copy_from_slice(&keying.name(self.next, self.epoch));
+        let keying = self.keying;
+        let skip = RECORD_HEADER_LEN - keying.head_len();
+        let len_at = skip + keying.len_at();
+        record[skip..len_at].copy_from_slice(&keying.name(self.next, self.epoch));
         record[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
-        let crc = record_crc(&record[..len_at + 4], &record[RECORD_HEADER_LEN..]);
+        let crc = record_crc(&record[skip..len_at + 4], &record[RECORD_HEADER_LEN..]);
         record[len_at + 4..RECORD_HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
         let written = record.len();
-        record.extend_from_slice(&END_MARK);
-        let result = self.fill(self.len + record.len() as u64).and_then(|()| {
+        record.extend_from_slice(&END_MARK[..keying.head_len()]);
+        let bytes = &record[skip..];
+        let result = self.fill(self.len + bytes.len() as u64).and_then(|()| {
             self.file
-                .write_all_at(record, self.len)
+                .write_all_at(bytes, self.len)
                 .map_err(|err| Error::io("write to", &self.path, err))
         });
         record.truncate(written);
         result?;
         self.next += 1;
-        self.len += written as u64;
+        self.len += (written - skip) as u64;
         Ok(())
     }
 
@@ -586,9 +625,10 @@ impl CommitLog {
         self.next
     }
 
-    /// The key its records carry, which the store's `"log"` entry keeps.
-    pub fn key(&self) -> LogKey {
-        self.key
+    /// The format of its records, with the key they carry, which the store's `"log"`
+    /// entry keeps.
+    pub fn keying(&self) -> Keying {
+        self.keying
     }
 
     /// The epoch its records continue.
@@ -749,9 +789,6 @@ mod tests {
 
     /// The log `written` made, open again for appending after its records (`ends`).
     fn reopened(path: &Path, keying: Keying, ends: &[u64]) -> CommitLog {
-        let Keying::Keyed(key) = keying else {
-            panic!("logs are written keyed")
-        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -762,7 +799,7 @@ mod tests {
             file,
             path: path.to_path_buf(),
             epoch: u64::from_be_bytes(array(&fs::read(path).unwrap()[16..24])),
-            key,
+            keying,
             next: ends.len() as u64 - 1,
             len: *ends.last().unwrap(),
             filled,
@@ -775,14 +812,14 @@ mod tests {
     fn written(epoch: u64, payloads: &[&[u8]]) -> (tempfile::TempDir, PathBuf, Vec<u64>, Keying) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb.log");
-        let mut log = CommitLog::create(&path, epoch).unwrap();
+        let mut log = CommitLog::create(&path, epoch, true).unwrap();
         let mut ends = vec![log.len()];
         for payload in payloads {
             log.append(&mut record(payload)).unwrap();
             ends.push(log.len());
         }
         log.sync().unwrap();
-        (dir, path, ends, Keying::Keyed(log.key()))
+        (dir, path, ends, log.keying())
     }
 
     /// The search for a later record finds, from every offset, what parsing a record
@@ -870,14 +907,14 @@ mod tests {
     #[test]
     fn creating_over_an_old_log_empties_it() {
         let (_dir, path, _, _) = written(3, &[b"one", b"two"]);
-        let log = CommitLog::create(&path, 3).unwrap();
-        let keying = Keying::Keyed(log.key());
+        let log = CommitLog::create(&path, 3, true).unwrap();
+        let keying = log.keying();
         drop(log);
         let contents = read(&path, 3, keying).unwrap();
         assert!(contents.commits.is_empty() && contents.torn.is_none());
         assert_eq!(
             fs::metadata(&path).unwrap().len(),
-            (HEADER_LEN + RECORD_HEADER_LEN) as u64
+            (keying.header_len() + RECORD_HEADER_LEN) as u64
         );
     }
 
@@ -888,7 +925,7 @@ mod tests {
         let payloads: [&[u8]; 3] = [b"first", &[1; 40], b"third"];
         let (_dir, path, ends, keying) = written(1, &payloads);
         let bytes = fs::read(&path).unwrap();
-        for cut in HEADER_LEN..=ends[3] as usize {
+        for cut in keying.header_len()..=ends[3] as usize {
             fs::write(&path, &bytes[..cut]).unwrap();
             let contents = read(&path, 1, keying).unwrap();
             let whole = ends.iter().filter(|&&end| end <= cut as u64).count() - 1;
@@ -907,7 +944,7 @@ mod tests {
         let payloads: [&[u8]; 3] = [b"first", &[1; 40], b"third"];
         let (_dir, path, ends, keying) = written(1, &payloads);
         let bytes = fs::read(&path).unwrap();
-        for at in HEADER_LEN..ends[3] as usize {
+        for at in keying.header_len()..ends[3] as usize {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x40;
             fs::write(&path, &damaged).unwrap();
@@ -939,8 +976,8 @@ mod tests {
     fn a_cleared_log_reads_only_the_new_epoch() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb.log");
-        let mut log = CommitLog::create(&path, 1).unwrap();
-        let keying = Keying::Keyed(log.key());
+        let mut log = CommitLog::create(&path, 1, true).unwrap();
+        let keying = log.keying();
         for n in 0..20u8 {
             log.append(&mut record(&[n; 100])).unwrap();
         }
@@ -969,21 +1006,22 @@ mod tests {
     fn a_damaged_header_or_another_version_is_refused() {
         let (_dir, path, _, keying) = written(1, &[b"x"]);
         let bytes = fs::read(&path).unwrap();
-        for at in 0..HEADER_LEN {
+        assert_eq!(keying.header_len(), 48);
+        for at in 0..48 {
             let mut damaged = bytes.clone();
             damaged[at] ^= 1;
             fs::write(&path, &damaged).unwrap();
-            // Bytes 12..16 and 28..32 are not covered: zero, and ignored. A record of
+            // Bytes 12..16 and 44..48 are not covered: zero, and ignored. A record of
             // the epoch follows, so a header that fails is damage.
-            if (12..16).contains(&at) || (28..32).contains(&at) {
+            if (12..16).contains(&at) || (44..48).contains(&at) {
                 continue;
             }
             assert!(read(&path, 1, keying).is_err(), "flip at {at}");
         }
         let mut other = bytes.clone();
         other[8..12].copy_from_slice(&3u32.to_be_bytes());
-        let crc = crc32c::crc32c(&other[..24]);
-        other[24..28].copy_from_slice(&crc.to_be_bytes());
+        let crc = crc32c::crc32c(&other[..40]);
+        other[40..44].copy_from_slice(&crc.to_be_bytes());
         fs::write(&path, &other).unwrap();
         assert!(matches!(
             read(&path, 1, keying),
@@ -993,16 +1031,48 @@ mod tests {
                 ..
             })
         ));
-        // A log of format version 2 read as a layout-2 store's, and the reverse.
+        // A log of format version 2 read as a layout-2 store's: not the store's log.
         fs::write(&path, &bytes).unwrap();
         assert!(matches!(
             read(&path, 1, Keying::Unkeyed),
-            Err(Error::UnsupportedFormat {
-                found: 2,
-                supported: 1,
-                ..
-            })
+            Err(Error::Corrupt { .. })
         ));
+        // Another log's key, the header otherwise sound: not the store's log.
+        assert!(matches!(
+            read(&path, 1, Keying::Keyed([0x11; KEY_LEN])),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    /// A store of layout 2 writes logs of format version 1: 32-byte header, records
+    /// with 28-byte headers and no key; they read back, across a checkpoint too.
+    #[test]
+    fn an_unkeyed_log_is_written_in_format_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb.log");
+        let mut log = CommitLog::create(&path, 7, false).unwrap();
+        assert_eq!(log.keying(), Keying::Unkeyed);
+        assert_eq!(log.len(), 32);
+        for n in 0..3u8 {
+            log.append(&mut record(&[n; 10])).unwrap();
+        }
+        assert_eq!(log.len(), 32 + 3 * (28 + 10));
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes[8..12], UNKEYED_LOG_VERSION.to_be_bytes());
+        assert_eq!(&bytes[32..36], b"REC1");
+        assert_eq!(&bytes[32 + 38..32 + 42], b"REC1");
+        let contents = read(&path, 7, Keying::Unkeyed).unwrap();
+        assert_eq!(
+            contents.commits,
+            vec![vec![0; 10], vec![1; 10], vec![2; 10]]
+        );
+        assert_eq!(contents.torn, None);
+        log.clear(8).unwrap();
+        log.append(&mut record(b"after")).unwrap();
+        log.sync().unwrap();
+        let contents = read(&path, 8, Keying::Unkeyed).unwrap();
+        assert_eq!(contents.commits, vec![b"after".to_vec()]);
+        assert_eq!(contents.torn, None);
     }
 
     /// A log of format version 1, as a store of layout 2 left it: its records (28-byte
@@ -1013,7 +1083,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb.log");
         let payloads: [&[u8]; 3] = [b"one", b"", &[7; 1000]];
-        let mut bytes = header(4, UNKEYED_LOG_VERSION).to_vec();
+        let mut bytes = header(4, Keying::Unkeyed);
+        assert_eq!(bytes.len(), 32);
         let mut ends = vec![bytes.len()];
         for (seq, payload) in payloads.iter().enumerate() {
             bytes.extend_from_slice(&record_bytes(Keying::Unkeyed, seq as u64, 4, payload));
@@ -1026,14 +1097,7 @@ mod tests {
         assert_eq!(contents.commits, payloads.map(<[u8]>::to_vec));
         assert_eq!(contents.torn, None);
         let key = Keying::Keyed([1; KEY_LEN]);
-        assert!(matches!(
-            read(&path, 4, key),
-            Err(Error::UnsupportedFormat {
-                found: 1,
-                supported: 2,
-                ..
-            })
-        ));
+        assert!(matches!(read(&path, 4, key), Err(Error::Corrupt { .. })));
         fs::write(&path, &bytes[..end - 10]).unwrap();
         let contents = read(&path, 4, Keying::Unkeyed).unwrap();
         assert_eq!(contents.commits.len(), 2);
@@ -1102,8 +1166,8 @@ mod tests {
     fn sync_during_gives_both_outcomes_and_the_records_are_durable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb.log");
-        let mut log = CommitLog::create(&path, 2).unwrap();
-        let keying = Keying::Keyed(log.key());
+        let mut log = CommitLog::create(&path, 2, true).unwrap();
+        let keying = log.keying();
         assert!(log.syncer.is_some(), "the sync thread should start");
         for i in 0..100u32 {
             log.append(&mut record(&i.to_be_bytes())).unwrap();
@@ -1122,8 +1186,8 @@ mod tests {
     fn a_panic_during_a_sync_leaves_the_log_syncing_afterwards() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb.log");
-        let mut log = CommitLog::create(&path, 1).unwrap();
-        let keying = Keying::Keyed(log.key());
+        let mut log = CommitLog::create(&path, 1, true).unwrap();
+        let keying = log.keying();
         log.append(&mut record(b"one")).unwrap();
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             log.sync_during(|| panic!("the work failed"))

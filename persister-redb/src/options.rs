@@ -46,6 +46,20 @@ pub struct RedbOptions {
     /// and the log starts again empty. A larger log makes checkpoints rarer and a
     /// reopen after a crash longer (it replays the log). Default 8 MiB.
     pub checkpoint_log_bytes: u64,
+
+    /// Whether a writable open makes a store of layout 2 (whose commit log's records
+    /// carry no key) layout 3. Default `false`: the store is read and written as layout
+    /// 2, with log format version 1, and stays readable by the builds that wrote it.
+    ///
+    /// With it, [`RedbStore::open_with`](crate::RedbStore::open_with) replays the log
+    /// if the store was not closed cleanly, then rewrites the `"log"` entry and the
+    /// `format_version` in one durable commit; from then on its logs' records carry a
+    /// key, so that a stored value laid out as a record cannot make a crash read as
+    /// damage (see [The commit log](crate#the-commit-log)). A build of layout 2 then
+    /// refuses the store with
+    /// [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat): close
+    /// every process of an older build first. Stores of layout 1 and 3 are not changed.
+    pub migrate_format: bool,
 }
 
 impl Default for RedbOptions {
@@ -55,6 +69,7 @@ impl Default for RedbOptions {
             cache_size: 1024 * 1024 * 1024,
             max_pending_bytes: 16 * 1024 * 1024,
             checkpoint_log_bytes: 8 * 1024 * 1024,
+            migrate_format: false,
         }
     }
 }
@@ -81,6 +96,12 @@ impl RedbOptions {
     /// Sets [`RedbOptions::checkpoint_log_bytes`].
     pub fn checkpoint_log_bytes(mut self, bytes: u64) -> Self {
         self.checkpoint_log_bytes = bytes;
+        self
+    }
+
+    /// Sets [`RedbOptions::migrate_format`].
+    pub fn migrate_format(mut self, migrate: bool) -> Self {
+        self.migrate_format = migrate;
         self
     }
 }

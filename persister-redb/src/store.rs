@@ -9,6 +9,7 @@ use crate::engine::LogState;
 use crate::error::RedbResultExt;
 use crate::file::{self, Db};
 use crate::layout::{self, LogEntry};
+use crate::log::Keying;
 use crate::overlay::Overlay;
 use crate::{RedbEngine, RedbOptions, RedbPersister, log, redo};
 
@@ -61,14 +62,15 @@ impl RedbStore {
         let db = file::open_writable(&options, path)?;
         let db = Db::ReadWrite(db);
         let layout = file::check_layout(&db, path)?;
-        let (log, recovered) = match layout.log {
+        let (mut log, recovered) = match layout.log {
             None => (LogState::Absent, Vec::new()),
             Some(entry) => recover(&db, path, entry)?,
         };
-        if let (Some(entry), LogState::Closed { epoch }) = (layout.log, &log)
-            && layout.version < layout::FIRST_KEYED
+        if let (Some(entry), LogState::Closed { epoch, keyed }) = (layout.log, &mut log)
+            && !*keyed
+            && options.migrate_format
         {
-            // Replayed and closed: a log of the new format can start.
+            // Replayed and closed: the store becomes layout 3, whose logs are keyed.
             let entry = LogEntry {
                 epoch: *epoch,
                 open: false,
@@ -76,6 +78,7 @@ impl RedbStore {
                 ..entry
             };
             file::upgrade_to_keyed(db.database(), path, entry)?;
+            *keyed = true;
         }
         let mut engine = RedbEngine::new(db, path.to_path_buf(), options, log);
         engine.recovered = recovered;
@@ -170,8 +173,13 @@ impl RedbStore {
 /// open is replayed (see [`replay`]), and its torn tail reported unless the file holds
 /// that commit already. Gives where the next commit goes.
 fn recover(db: &Db, path: &Path, entry: LogEntry) -> Result<(LogState, Vec<Recovered>)> {
+    let keyed = matches!(entry.keying, Keying::Keyed(_));
     if !entry.open {
-        return Ok((LogState::Closed { epoch: entry.epoch }, Vec::new()));
+        let state = LogState::Closed {
+            epoch: entry.epoch,
+            keyed,
+        };
+        return Ok((state, Vec::new()));
     }
     let contents = read_open_log(path, entry)?;
     replay(db, path, &contents.commits, entry)?;
@@ -188,6 +196,7 @@ fn recover(db: &Db, path: &Path, entry: LogEntry) -> Result<(LogState, Vec<Recov
     Ok((
         LogState::Closed {
             epoch: entry.epoch + 1,
+            keyed,
         },
         recovered,
     ))

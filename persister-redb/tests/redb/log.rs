@@ -289,13 +289,27 @@ fn a_torn_tail_is_dropped_and_reported_and_the_rest_replayed() -> Result<()> {
     Ok(())
 }
 
-/// Where the records of a log end (see the layout in `src/log.rs`): after the 32-byte
-/// header, records of a 44-byte header starting `REC2` with the payload length at 36.
+/// The length of a log's header (see the layout in `src/log.rs`): 48 bytes in log
+/// format version 2, with the key, and 32 in version 1.
+fn header_len(log: &[u8]) -> usize {
+    match log[8..12] == 2u32.to_be_bytes() {
+        true => 48,
+        false => 32,
+    }
+}
+
+/// Where the records of a log end: after the header, records of a 44-byte header
+/// starting `REC2` with the payload length at 36 (version 2), or of a 28-byte header
+/// starting `REC1` with the length at 20 (version 1).
 fn records_end(log: &[u8]) -> usize {
-    let mut at = 32;
-    while log.get(at..at + 4) == Some(b"REC2") {
-        let len = u32::from_be_bytes(log[at + 36..at + 40].try_into().unwrap());
-        at += 44 + len as usize;
+    let (tag, len_at, head) = match header_len(log) {
+        48 => (b"REC2", 36, 44),
+        _ => (b"REC1", 20, 28),
+    };
+    let mut at = header_len(log);
+    while log.get(at..at + 4) == Some(tag) {
+        let len = u32::from_be_bytes(log[at + len_at..at + len_at + 4].try_into().unwrap());
+        at += head + len as usize;
     }
     at
 }
@@ -325,8 +339,8 @@ fn damage_before_a_valid_record_or_a_missing_log_is_refused() -> Result<()> {
 
     let log = log_of(&damaged);
     let mut bytes = fs::read(&log).map_err(io(&log))?;
-    // A byte of the first record's payload (after the 32-byte header and its own 44).
-    bytes[32 + 44 + 3] ^= 0x10;
+    // A byte of the first record's payload (after the 48-byte header and its own 44).
+    bytes[48 + 44 + 3] ^= 0x10;
     fs::write(&log, &bytes).map_err(io(&log))?;
     for result in [
         RedbStore::open(&damaged),
@@ -483,13 +497,13 @@ fn a_large_commit_goes_to_the_file_and_empties_the_log() -> Result<()> {
     let store = RedbStore::open(&path)?;
     write(&store, 2, 3)?;
     let before = records_end(&fs::read(log_of(&path)).map_err(io(&path))?);
-    assert!(before > 32, "small commits are logged");
+    assert!(before > 48, "small commits are logged");
     let mut big = store.open_document(&"big".into())?;
     big.insert_changes(vec![(actor(), 1, vec![5; 1_100_000])])?;
     big.flush()?;
     assert_eq!(
         records_end(&fs::read(log_of(&path)).map_err(io(&path))?),
-        32
+        48
     );
     let crashed = dir.path().join("crashed.redb");
     copy_as_crashed(&path, &crashed)?;
@@ -805,11 +819,13 @@ fn as_layout_2(path: &Path) -> Result<()> {
         return Ok(());
     }
     let bytes = fs::read(&log).map_err(io(&log))?;
-    let mut old = bytes[..32].to_vec();
+    // The header without the key: magic, version, zeroes, epoch, checksum, zeroes.
+    let mut old = bytes[..24].to_vec();
     old[8..12].copy_from_slice(&1u32.to_be_bytes());
-    let crc = crc32c::crc32c(&old[..24]);
-    old[24..28].copy_from_slice(&crc.to_be_bytes());
-    let mut at = 32;
+    let crc = crc32c::crc32c(&old);
+    old.extend_from_slice(&crc.to_be_bytes());
+    old.extend_from_slice(&[0; 4]);
+    let mut at = 48;
     while bytes.get(at..at + 4) == Some(b"REC2") && bytes[at + 20..at + 36] == key[..] {
         let len = u32::from_be_bytes(bytes[at + 36..at + 40].try_into().unwrap()) as usize;
         let payload = &bytes[at + 44..at + 44 + len];
@@ -826,12 +842,18 @@ fn as_layout_2(path: &Path) -> Result<()> {
     fs::write(&log, &old).map_err(io(&log))
 }
 
+/// The log format version in a log's header.
+fn log_version(path: &Path) -> Result<[u8; 4]> {
+    let bytes = fs::read(log_of(path)).map_err(io(path))?;
+    Ok(bytes[8..12].try_into().unwrap())
+}
+
 /// A store of layout 2 (its log without a key) that crashed with flushes only its log
 /// holds: a read-only open replays the log into memory and changes nothing; a writable
-/// open replays it, makes the store layout 3, and the store goes on with a log of the
-/// new format, through another crash.
+/// open asked to migrate replays it, makes the store layout 3, and the store goes on
+/// with a log of the new format, through another crash.
 #[test]
-fn a_crashed_store_of_layout_2_replays_its_log_and_becomes_layout_3() -> Result<()> {
+fn a_crashed_store_of_layout_2_migrates_when_asked_after_replaying_its_log() -> Result<()> {
     assert_eq!(FORMAT_VERSION, 3);
     let dir = temp_dir()?;
     let path = dir.path().join("live.redb");
@@ -844,10 +866,7 @@ fn a_crashed_store_of_layout_2_replays_its_log_and_becomes_layout_3() -> Result<
     drop(store);
     as_layout_2(&crashed)?;
     as_layout_2(&read_only)?;
-    assert!(
-        records_end(&fs::read(log_of(&crashed)).map_err(io(&crashed))?) == 32,
-        "the log is of format version 1"
-    );
+    assert_eq!(log_version(&crashed)?, 1u32.to_be_bytes());
 
     let before = (
         fs::read(&read_only).map_err(io(&read_only))?,
@@ -863,7 +882,8 @@ fn a_crashed_store_of_layout_2_replays_its_log_and_becomes_layout_3() -> Result<
         "a read-only open changed the store or its log"
     );
 
-    let store = RedbStore::open(&crashed)?;
+    let migrate = RedbOptions::default().migrate_format(true);
+    let store = RedbStore::open_with(&crashed, migrate)?;
     check(&store, 3, 10)?;
     assert!(store.recovered().is_empty());
     assert!(!log_of(&crashed).exists());
@@ -873,8 +893,9 @@ fn a_crashed_store_of_layout_2_replays_its_log_and_becomes_layout_3() -> Result<
         doc.insert_changes(vec![(actor(), seq, format!("0:{seq}").into_bytes())])?;
         doc.flush()?;
     }
+    assert_eq!(log_version(&crashed)?, 2u32.to_be_bytes());
     let log = fs::read(log_of(&crashed)).map_err(io(&crashed))?;
-    assert!(records_end(&log) > 32, "the new log is of format version 2");
+    assert!(records_end(&log) > 48, "the new log holds a record");
     let again = dir.path().join("again.redb");
     copy_as_crashed(&crashed, &again)?;
     drop(doc);
@@ -892,10 +913,10 @@ fn a_crashed_store_of_layout_2_replays_its_log_and_becomes_layout_3() -> Result<
     Ok(())
 }
 
-/// A store of layout 2 closed cleanly becomes layout 3 at its first writable open, and
-/// reads as before; a read-only open leaves it layout 2.
+/// A store of layout 2 closed cleanly becomes layout 3 at a writable open asked to
+/// migrate, and reads as before; a read-only open leaves it layout 2.
 #[test]
-fn a_closed_store_of_layout_2_becomes_layout_3() -> Result<()> {
+fn a_closed_store_of_layout_2_migrates_when_asked() -> Result<()> {
     let dir = temp_dir()?;
     let path = dir.path().join("store.redb");
     let store = RedbStore::open(&path)?;
@@ -907,7 +928,7 @@ fn a_closed_store_of_layout_2_becomes_layout_3() -> Result<()> {
         meta_value(&path, "format_version")?,
         Some(2u32.to_be_bytes().to_vec())
     );
-    let store = RedbStore::open(&path)?;
+    let store = RedbStore::open_with(&path, RedbOptions::default().migrate_format(true))?;
     check(&store, 2, 4)?;
     store.close()?;
     assert_eq!(
@@ -948,5 +969,94 @@ fn a_crashed_store_whose_log_was_replaced_by_another_file_is_refused() -> Result
         }
     }
     assert_eq!(fs::read(&log).map_err(io(&log))?, foreign);
+    Ok(())
+}
+
+/// A store of layout 2, closed or crashed, opened without being asked to migrate: it
+/// is read and written as layout 2, with logs of format version 1 that a crash
+/// replays, and stays readable by the builds that wrote it (no silent migration).
+#[test]
+fn a_store_of_layout_2_is_written_as_layout_2_unless_asked_to_migrate() -> Result<()> {
+    let dir = temp_dir()?;
+    let path = dir.path().join("live.redb");
+    let store = RedbStore::open(&path)?;
+    write(&store, 2, 4)?;
+    let crashed = dir.path().join("crashed.redb");
+    copy_as_crashed(&path, &crashed)?;
+    drop(store);
+    as_layout_2(&path)?;
+    as_layout_2(&crashed)?;
+    for store_path in [&path, &crashed] {
+        let store = RedbStore::open(store_path)?;
+        check(&store, 2, 4)?;
+        let mut doc = store.open_document(&"doc 0".into())?;
+        for seq in 5..=7 {
+            doc.insert_changes(vec![(actor(), seq, format!("0:{seq}").into_bytes())])?;
+            doc.flush()?;
+        }
+        assert_eq!(log_version(store_path)?, 1u32.to_be_bytes());
+        let again = dir.path().join("again.redb");
+        copy_as_crashed(store_path, &again)?;
+        drop(doc);
+        store.close()?;
+        for closed_or_crashed in [store_path, &again] {
+            assert_eq!(
+                meta_value(closed_or_crashed, "format_version")?,
+                Some(2u32.to_be_bytes().to_vec()),
+                "{}",
+                closed_or_crashed.display()
+            );
+            let store = RedbStore::open(closed_or_crashed)?;
+            let doc = store.open_document(&"doc 0".into())?;
+            assert_eq!(doc.sizes().change_count, 7);
+            assert_eq!(doc.get_changes()?.last(), Some(&b"0:7".to_vec()));
+            drop(doc);
+            store.close()?;
+        }
+        fs::remove_file(&again).map_err(io(&again))?;
+    }
+    Ok(())
+}
+
+/// Two stores crashed in their first session (both logs at checkpoint 0); one's log
+/// ends up at the other's log path. It is not the store's log: recovery refuses it
+/// and leaves it as it is. It was read as an empty log with a torn tail, the store
+/// opened without the flushes only its own log held, and the file was deleted.
+#[test]
+fn a_crashed_store_whose_log_was_replaced_by_another_store_s_log_is_refused() -> Result<()> {
+    let dir = temp_dir()?;
+    let (a, b) = (dir.path().join("a.redb"), dir.path().join("b.redb"));
+    let store_a = RedbStore::open(&a)?;
+    write(&store_a, 2, 5)?;
+    let store_b = RedbStore::open(&b)?;
+    write(&store_b, 2, 5)?;
+    let (crashed_a, crashed_b) = (dir.path().join("ca.redb"), dir.path().join("cb.redb"));
+    copy_as_crashed(&a, &crashed_a)?;
+    copy_as_crashed(&b, &crashed_b)?;
+    drop(store_a);
+    drop(store_b);
+    let foreign = fs::read(log_of(&crashed_a)).map_err(io(&crashed_a))?;
+    fs::write(log_of(&crashed_b), &foreign).map_err(io(&crashed_b))?;
+    for result in [
+        RedbStore::open(&crashed_b),
+        RedbStore::open_read_only(&crashed_b),
+    ] {
+        match result {
+            Err(err @ Error::Corrupt { .. }) => {
+                assert!(err.to_string().contains("another store's log"), "{err}");
+            }
+            Ok(store) => panic!(
+                "opened with Ok: {} documents, recovered {:?}",
+                store.list_documents()?.len(),
+                store.recovered()
+            ),
+            Err(other) => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        fs::read(log_of(&crashed_b)).map_err(io(&crashed_b))?,
+        foreign,
+        "the other store's log was changed"
+    );
     Ok(())
 }
