@@ -283,7 +283,7 @@ impl CleanRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{ClosedLog, decode_closed, encode_closed};
+    use crate::format::{ClosedLog, STORE_VERSION, decode_closed, encode_closed};
     use crate::sim::SimFs;
 
     fn write(fs: &SimFs, path: &Path, bytes: &[u8]) -> Result<()> {
@@ -309,7 +309,7 @@ mod tests {
         let dir = Path::new("/store");
         fs.create_dir_all(dir).map_err(io_error("create", dir))?;
         let path = dir.join("CLOSED");
-        write(&fs, &path, &encode_closed(logs))?;
+        write(&fs, &path, &encode_closed(STORE_VERSION, logs))?;
         let record = CleanRecord::open(&fs, &path)?.expect("the record exists");
         Ok((fs, record))
     }
@@ -366,7 +366,7 @@ mod tests {
         let dir = Path::new("/store");
         fs.create_dir_all(dir).map_err(io_error("create", dir))?;
         let path = dir.join("CLOSED");
-        let bytes = encode_closed(&logs(3));
+        let bytes = encode_closed(STORE_VERSION, &logs(3));
         assert!(decode_closed(&bytes, &path).is_ok());
         let check = |bad: &[u8], what: String| -> Result<()> {
             write(&fs, &path, bad)?;

@@ -189,9 +189,7 @@ impl Doc {
         }
         let format = match self.format {
             Some(format) => format,
-            None => *self
-                .format
-                .insert(RecordFormat::Keyed(format::new_key(&self.path(shared))?)),
+            None => *self.format.insert(new_format(shared, &self.path(shared))?),
         };
         self.pending.reserve(RECORD_HEADER_LEN + len as usize);
         let start = format::begin_record(&mut self.pending, format);
@@ -295,20 +293,15 @@ impl Doc {
             .clone();
         let path = shared.dir.join(&name);
         let tmp = shared.dir.join(names::tmp_name(&name));
-        // A new log gets a new key; the pending records of a new document were framed
-        // with the one it drew, and follow the header as they are.
+        // A rewrite gets the store's format for new logs (and a new key); the pending
+        // records of a new document were framed in it already, and follow the header as
+        // they are.
         let format = match compact {
-            true => RecordFormat::Keyed(format::new_key(&tmp)?),
+            true => new_format(shared, &tmp)?,
             false => self.pending_format(&tmp)?,
         };
-        let RecordFormat::Keyed(key) = format else {
-            return Err(Error::backend(
-                "fs",
-                "the pending records of a document without a log have no key",
-            ));
-        };
         let mut file = shared.fs.create(&tmp).map_err(io_error("create", &tmp))?;
-        let header = format::encode_log_header(&self.id, &key);
+        let header = format::encode_log_header(&self.id, format);
         file.append(&header).map_err(io_error("write", &tmp))?;
         let start = LogEnd {
             len: header.len() as u64,
@@ -359,6 +352,15 @@ impl Doc {
 
     fn path(&self, shared: &Shared) -> PathBuf {
         shared.dir.join(self.name.as_deref().unwrap_or_default())
+    }
+}
+
+/// The framing of a new log of the store (`path` for errors): with a new key in a store
+/// of format version 3, without one in a store of version 2.
+fn new_format(shared: &Shared, path: &Path) -> Result<RecordFormat> {
+    match shared.keyed_logs() {
+        true => Ok(RecordFormat::Keyed(format::new_key(path)?)),
+        false => Ok(RecordFormat::Unkeyed),
     }
 }
 

@@ -52,7 +52,10 @@
 //! and appended to as they are (their records keep version 2's framing, and the
 //! weakness above) until the document's log is written anew (a rewrite, see
 //! [`FsOptions::rewrite_dead_share`](crate::FsOptions::rewrite_dead_share)), which
-//! writes version 3.
+//! writes version 3 in a store of version 3. A store of version 2
+//! ([`UNKEYED_STORE_VERSION`]) writes all its logs, new and rewritten, in version 2,
+//! so that the builds that wrote it still open it, until it is opened with
+//! [`FsOptions::migrate_format`](crate::FsOptions::migrate_format).
 //!
 //! A **batch** record's payload is one encoded batch (see [`crate::format::batch`]).
 //! Every flush writes its batches and then one **commit** record, whose 12-byte
@@ -108,9 +111,13 @@ pub(crate) use record::{
 
 /// The first 8 bytes of the store marker file.
 pub const STORE_MAGIC: [u8; 8] = *b"PFSTORE\0";
-/// The store format version this build reads and writes. Version 1 (no commit
-/// records, no clean-close record) is refused with [`Error::UnsupportedFormat`].
-pub const STORE_VERSION: u32 = 2;
+/// The store format version of new stores: their new logs are of log format version
+/// 3 ([`LOG_VERSION`]). Stores of version 2 ([`UNKEYED_STORE_VERSION`]) are read and
+/// written too, with logs of version 2; version 1 (no commit records, no clean-close
+/// record) is refused with [`Error::UnsupportedFormat`].
+pub const STORE_VERSION: u32 = 3;
+/// The store format version whose new logs are of log format version 2, without the key.
+pub const UNKEYED_STORE_VERSION: u32 = 2;
 /// The length of the store marker file.
 pub const MARKER_LEN: usize = 16;
 /// The first 8 bytes of every document log.
@@ -151,18 +158,18 @@ fn le_u32(bytes: [u8; 4]) -> u32 {
     u32::from_le_bytes(bytes)
 }
 
-/// The store marker's bytes.
-pub(crate) fn encode_marker() -> [u8; MARKER_LEN] {
+/// The bytes of the marker of a store of format `version`.
+pub(crate) fn encode_marker(version: u32) -> [u8; MARKER_LEN] {
     let mut out = [0; MARKER_LEN];
     out[..8].copy_from_slice(&STORE_MAGIC);
-    out[8..12].copy_from_slice(&STORE_VERSION.to_le_bytes());
+    out[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = mask_crc(crc32c::crc32c(&out[..12]));
     out[12..].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// Checks the store marker read from `path`.
-pub(crate) fn decode_marker(bytes: &[u8], path: &Path) -> Result<()> {
+/// Checks the store marker read from `path`; gives the store's format version.
+pub(crate) fn decode_marker(bytes: &[u8], path: &Path) -> Result<u32> {
     const WHAT: &str = "an fs store marker";
     let Some((magic, rest)) = bytes.split_first_chunk::<8>() else {
         return Err(not_a(WHAT, path));
@@ -178,7 +185,7 @@ pub(crate) fn decode_marker(bytes: &[u8], path: &Path) -> Result<()> {
         ));
     };
     let version = le_u32(*version);
-    if version != STORE_VERSION {
+    if !(UNKEYED_STORE_VERSION..=STORE_VERSION).contains(&version) {
         return Err(Error::UnsupportedFormat {
             what: "fs store",
             path: path.to_path_buf(),
@@ -194,7 +201,7 @@ pub(crate) fn decode_marker(bytes: &[u8], path: &Path) -> Result<()> {
             Some(12),
         ));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Whether `bytes` start like a store marker of any version.
@@ -215,16 +222,21 @@ pub(crate) fn new_key(path: &Path) -> Result<[u8; KEY_LEN]> {
     Ok(key)
 }
 
-/// The header of a log of document `id` whose records carry `key` (format version 3).
-pub(crate) fn encode_log_header(id: &DocumentId, key: &[u8; KEY_LEN]) -> Vec<u8> {
+/// The header of a log of document `id` whose records have `format`: log format
+/// version 3 with its key, or version 2.
+pub(crate) fn encode_log_header(id: &DocumentId, format: RecordFormat) -> Vec<u8> {
     let id = id.as_bytes();
+    let version = match format {
+        RecordFormat::Keyed(_) => LOG_VERSION,
+        RecordFormat::Unkeyed => UNKEYED_LOG_VERSION,
+    };
     let mut out = Vec::with_capacity(log_header_len(id.len()));
     out.extend_from_slice(&LOG_MAGIC);
-    out.extend_from_slice(&LOG_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     // Ids are at most MAX_DOCUMENT_ID_LEN (1024) bytes: `OpenDocuments::claim` checks it.
     out.extend_from_slice(&(id.len() as u16).to_le_bytes());
     out.extend_from_slice(id);
-    out.extend_from_slice(key);
+    out.extend_from_slice(format.key());
     let crc = mask_crc(crc32c::crc32c(&out));
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -318,10 +330,10 @@ pub(crate) struct LogEnd {
 }
 
 /// The bytes of the clean-close record naming `logs`.
-pub(crate) fn encode_closed(logs: &[ClosedLog]) -> Vec<u8> {
+pub(crate) fn encode_closed(version: u32, logs: &[ClosedLog]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&CLOSED_MAGIC);
-    out.extend_from_slice(&STORE_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(logs.len() as u32).to_le_bytes());
     for log in logs {
         // Log names are at most 213 bytes (see `names`).
@@ -365,7 +377,7 @@ pub(crate) fn check_closed_header(bytes: &[u8], path: &Path) -> Result<()> {
             bytes.len() as u64,
         ));
     };
-    if version != STORE_VERSION {
+    if !(UNKEYED_STORE_VERSION..=STORE_VERSION).contains(&version) {
         return Err(Error::UnsupportedFormat {
             what: "fs clean-close record",
             path: path.to_path_buf(),
@@ -448,7 +460,7 @@ mod tests {
     #[test]
     fn marker_round_trips_and_refuses_other_versions() -> Result<()> {
         let path = Path::new("STORE");
-        let mut marker = encode_marker();
+        let mut marker = encode_marker(STORE_VERSION);
         decode_marker(&marker, path)?;
         assert!(has_marker_magic(&marker));
         marker[8] = 9;
@@ -461,7 +473,7 @@ mod tests {
                 ..
             })
         ));
-        let mut marker = encode_marker();
+        let mut marker = encode_marker(STORE_VERSION);
         marker[13] ^= 1;
         assert!(matches!(
             decode_marker(&marker, path),
@@ -480,7 +492,7 @@ mod tests {
         let key = [0x3c; KEY_LEN];
         for id in [vec![], vec![0], vec![0xff; MAX_DOCUMENT_ID_LEN]] {
             let id = DocumentId::from(id);
-            let mut bytes = encode_log_header(&id, &key);
+            let mut bytes = encode_log_header(&id, RecordFormat::Keyed(key));
             let len = bytes.len();
             assert_eq!(len, log_header_len(id.as_bytes().len()));
             assert!(len <= MAX_LOG_HEADER_LEN);
@@ -543,9 +555,12 @@ mod tests {
                 },
             },
         ];
-        let bytes = encode_closed(&logs);
+        let bytes = encode_closed(STORE_VERSION, &logs);
         assert_eq!(decode_closed(&bytes, path)?, logs);
-        assert_eq!(decode_closed(&encode_closed(&[]), path)?, vec![]);
+        assert_eq!(
+            decode_closed(&encode_closed(UNKEYED_STORE_VERSION, &[]), path)?,
+            vec![]
+        );
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x20;
@@ -559,7 +574,8 @@ mod tests {
 
     #[test]
     fn hostile_header_id_length_is_corrupt() {
-        let mut bytes = encode_log_header(&DocumentId::from("doc"), &[1; KEY_LEN]);
+        let mut bytes =
+            encode_log_header(&DocumentId::from("doc"), RecordFormat::Keyed([1; KEY_LEN]));
         bytes[12..14].copy_from_slice(&u16::MAX.to_le_bytes());
         bytes.resize(70_000, 0);
         assert!(matches!(

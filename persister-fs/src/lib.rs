@@ -45,10 +45,14 @@
 //! its directories with mode 0700 and its files with mode 0600 on unix. A directory
 //! that holds other files and no marker is refused with
 //! [`Error::NotAStore`](persister_core::Error::NotAStore). The store format version is
-//! [`FORMAT_VERSION`] (2). Its logs are of log format version 3
-//! ([`format::LOG_VERSION`]: every record carries the log's random key) or 2 (written
-//! by earlier builds, read and appended to as they are until the log is rewritten, see
-//! [`format`](mod@format)); a build before version 3 refuses a document whose log is of version 3.
+//! [`FORMAT_VERSION`] (3): the logs it writes are of log format version 3
+//! ([`format::LOG_VERSION`]: every record carries the log's random key). A store of
+//! version 2, written by earlier builds, is read and written as it is, its new and
+//! rewritten logs of log format version 2, so those builds still open it; it becomes
+//! version 3 only when opened with
+//! [`FsOptions::migrate_format`](crate::FsOptions::migrate_format), after which its
+//! logs of version 2 are read and appended to as they are until rewritten (see
+//! [`format`](mod@format)). Builds that know only version 2 refuse a store of version 3.
 //! Stores and logs of version 1 are refused with
 //! [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) naming both
 //! versions, never read.

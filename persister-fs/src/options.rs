@@ -2,7 +2,8 @@
 
 use persister_core::{Error, Result};
 
-/// How an [`FsStore`](crate::FsStore) reclaims space.
+/// How an [`FsStore`](crate::FsStore) reclaims space, and whether opening it migrates
+/// its format.
 ///
 /// A log only grows: an overwritten or removed value, or a superseded document, stays
 /// in it as dead bytes. When a flush finds that the dead bytes have reached
@@ -26,6 +27,18 @@ pub struct FsOptions {
     pub rewrite_dead_share: f64,
     /// Logs smaller than this many bytes are never rewritten. Default 1 MiB.
     pub rewrite_min_len: u64,
+    /// Whether a writable open makes a store of format version 2 version 3. Default
+    /// `false`: the store is read and written as version 2, its new logs too (log format
+    /// version 2, without the key), and stays readable by the builds that wrote it.
+    ///
+    /// With it, [`FsStore::open_with`](crate::FsStore::open_with) rewrites the store's
+    /// marker (crash-safely); from then on its new and rewritten logs are of log format
+    /// version 3, whose records carry the log's key, so that a stored value laid out as
+    /// a record cannot make a crash read as damage (see [`format`](mod@crate::format)).
+    /// Its logs of version 2 are read and appended to as they are until rewritten. A
+    /// build of store format 2 then refuses the store with
+    /// [`Error::UnsupportedFormat`]: close every process of an older build first.
+    pub migrate_format: bool,
 }
 
 impl Default for FsOptions {
@@ -33,6 +46,7 @@ impl Default for FsOptions {
         Self {
             rewrite_dead_share: 0.5,
             rewrite_min_len: 1 << 20,
+            migrate_format: false,
         }
     }
 }
@@ -47,6 +61,12 @@ impl FsOptions {
     /// Sets [`rewrite_min_len`](FsOptions::rewrite_min_len).
     pub fn with_rewrite_min_len(mut self, len: u64) -> Self {
         self.rewrite_min_len = len;
+        self
+    }
+
+    /// Sets [`migrate_format`](FsOptions::migrate_format).
+    pub fn with_migrate_format(mut self, migrate: bool) -> Self {
+        self.migrate_format = migrate;
         self
     }
 

@@ -196,9 +196,7 @@ mod tests {
     use persister_core::{ActorId, Batch, DocumentId};
 
     use super::*;
-    use crate::format::{
-        KEY_LEN, begin_record, encode_log_header, finish_record, mask_crc, push_commit,
-    };
+    use crate::format::{KEY_LEN, begin_record, encode_log_header, finish_record, push_commit};
 
     const KEY: [u8; KEY_LEN] = [0x71; KEY_LEN];
     const FORMAT: RecordFormat = RecordFormat::Keyed(KEY);
@@ -211,18 +209,7 @@ mod tests {
 
     /// The header of a log of `format`: version 3's with its key, or version 2's.
     fn header_of(format: RecordFormat) -> Vec<u8> {
-        match format {
-            RecordFormat::Keyed(key) => encode_log_header(&DocumentId::from("doc"), &key),
-            RecordFormat::Unkeyed => {
-                let mut out = crate::format::LOG_MAGIC.to_vec();
-                out.extend_from_slice(&crate::format::UNKEYED_LOG_VERSION.to_le_bytes());
-                out.extend_from_slice(&3u16.to_le_bytes());
-                out.extend_from_slice(b"doc");
-                let crc = mask_crc(crc32c::crc32c(&out));
-                out.extend_from_slice(&crc.to_le_bytes());
-                out
-            }
-        }
+        encode_log_header(&DocumentId::from("doc"), format)
     }
 
     /// [`log`] in `format`.

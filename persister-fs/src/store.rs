@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use persister_core::{
@@ -13,7 +13,7 @@ use persister_core::{
 
 use crate::clean::CleanRecord;
 use crate::doc::{Doc, Known, io_error};
-use crate::format::{self, ClosedLog, LogEnd, MARKER_LEN, MAX_LOG_HEADER_LEN};
+use crate::format::{self, ClosedLog, LogEnd, MARKER_LEN, MAX_LOG_HEADER_LEN, STORE_VERSION};
 use crate::io::{Fs, FsFile, FsLock, OsFs};
 use crate::names::{self, CLOSED, LOCK, LogName, MARKER, MAX_HEX_ID_LEN, TMP_SUFFIX};
 use crate::{FsOptions, FsPersister};
@@ -35,6 +35,9 @@ pub(crate) struct Shared {
     pub(crate) options: FsOptions,
     /// Opened with [`FsStore::open_read_only`]: nothing is ever written.
     pub(crate) read_only: bool,
+    /// The store's format version (its marker's): 3, whose new logs carry a key, or 2.
+    /// Set to 3 by a migration once the new marker is durable.
+    version: AtomicU32,
     open: OpenDocuments,
     /// The documents opened, created, written or checked since the store was opened.
     /// Others are found on disk when they are asked for, so that opening a store does
@@ -133,7 +136,8 @@ impl FsStore {
             others |= name != MARKER && name != LOCK && name != names::tmp_name(MARKER);
             Ok(())
         })?;
-        let has_marker = check_marker(fs.as_ref(), &dir, marker)?;
+        let found = check_marker(fs.as_ref(), &dir, marker)?;
+        let has_marker = found.is_some();
         if !has_marker && others {
             // Never turn a directory of other files into a store.
             return Err(Error::NotAStore {
@@ -147,9 +151,19 @@ impl FsStore {
             .map_err(io_error("lock", &lock_path))?
             .ok_or_else(|| Error::Locked { path: dir.clone() })?;
         if !has_marker {
-            write_marker(fs.as_ref(), &dir)?;
+            write_marker(fs.as_ref(), &dir, STORE_VERSION)?;
         }
-        Self::finish_open(fs, dir, options, false, Some(lock))
+        // A store of an older version asked to migrate gets the new marker once it has
+        // opened, and is of the new version, whose new logs carry a key, only once the
+        // marker is durable.
+        let version = found.unwrap_or(STORE_VERSION);
+        let migrate = version < STORE_VERSION && options.migrate_format;
+        let store = Self::finish_open(Arc::clone(&fs), dir, options, version, false, Some(lock))?;
+        if migrate {
+            write_marker(fs.as_ref(), &store.shared.dir, STORE_VERSION)?;
+            store.shared.version.store(STORE_VERSION, Ordering::Release);
+        }
+        Ok(store)
     }
 
     /// Opens the store on any [`Fs`] for reading only.
@@ -161,12 +175,12 @@ impl FsStore {
             lock_file |= name == LOCK;
             Ok(())
         })?;
-        if !check_marker(fs.as_ref(), &dir, marker)? {
+        let Some(version) = check_marker(fs.as_ref(), &dir, marker)? else {
             return Err(Error::NotAStore {
                 what: "an fs store (it has no STORE marker)",
                 path: dir,
             });
-        }
+        };
         let mut lock = None;
         if lock_file {
             let lock_path = dir.join(LOCK);
@@ -177,13 +191,14 @@ impl FsStore {
                 Err(e) => return Err(io_error("lock", &lock_path)(e)),
             }
         }
-        Self::finish_open(fs, dir, FsOptions::default(), true, lock)
+        Self::finish_open(fs, dir, FsOptions::default(), version, true, lock)
     }
 
     fn finish_open(
         fs: Arc<dyn Fs>,
         dir: PathBuf,
         options: FsOptions,
+        version: u32,
         read_only: bool,
         lock: Option<Box<dyn FsLock>>,
     ) -> Result<FsStore> {
@@ -195,6 +210,7 @@ impl FsStore {
                 dir,
                 options,
                 read_only,
+                version: AtomicU32::new(version),
                 open: OpenDocuments::new(),
                 index: Mutex::default(),
                 long: Mutex::new(found.long),
@@ -376,6 +392,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Whether the store's new logs carry a key (log format version 3): a store of
+    /// format version 3.
+    pub(crate) fn keyed_logs(&self) -> bool {
+        self.version.load(Ordering::Acquire) >= STORE_VERSION
+    }
+
     fn lock_index(&self) -> MutexGuard<'_, BTreeMap<DocumentId, Entry>> {
         lock(&self.index)
     }
@@ -780,17 +802,18 @@ impl Shared {
             self.fs.as_ref(),
             &self.dir,
             CLOSED,
-            &format::encode_closed(&logs),
+            &format::encode_closed(self.version.load(Ordering::Acquire), &logs),
         )?;
         *lock(&self.closed_record) = true;
         Ok(())
     }
 }
 
-/// Checks the store marker if the directory has one; returns whether it does.
-fn check_marker(fs: &dyn Fs, dir: &Path, has_marker: bool) -> Result<bool> {
+/// Checks the store marker if the directory has one; gives the store's format version
+/// if it does.
+fn check_marker(fs: &dyn Fs, dir: &Path, has_marker: bool) -> Result<Option<u32>> {
     if !has_marker {
-        return Ok(false);
+        return Ok(None);
     }
     let marker = dir.join(MARKER);
     let bytes = fs
@@ -803,14 +826,14 @@ fn check_marker(fs: &dyn Fs, dir: &Path, has_marker: bool) -> Result<bool> {
             Some(MARKER_LEN as u64),
         ));
     }
-    format::decode_marker(&bytes, &marker)?;
-    Ok(true)
+    format::decode_marker(&bytes, &marker).map(Some)
 }
 
-/// Writes the store marker under a temporary name, syncs it, renames it into place and
-/// syncs the directory.
-fn write_marker(fs: &dyn Fs, dir: &Path) -> Result<()> {
-    write_atomically(fs, dir, MARKER, &format::encode_marker())
+/// Writes the marker of a store of format `version` under a temporary name, syncs it,
+/// renames it into place and syncs the directory: a crash leaves the old marker or the
+/// new one.
+pub(crate) fn write_marker(fs: &dyn Fs, dir: &Path, version: u32) -> Result<()> {
+    write_atomically(fs, dir, MARKER, &format::encode_marker(version))
 }
 
 /// Writes `bytes` as the file `name` of `dir`: under a temporary name, synced, renamed

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use persister_core::{ActorId, DocumentId, Error, Persister, Result, Store};
 
 use crate::sim::{Fault, SimFs};
-use crate::{FsOptions, FsStore};
+use crate::{FsOptions, FsStore, format};
 
 fn open(fs: &SimFs) -> Result<FsStore> {
     FsStore::open_on(
@@ -135,4 +135,49 @@ fn read_only_file_system_refuses_a_writable_open_clearly_and_reads_read_only() -
     let store = FsStore::open_read_only_on(Arc::new(fs.clone()), Path::new("/disk/store"))?;
     assert_eq!(store.open_document(&id)?.get_changes()?.len(), 1);
     store.close()
+}
+
+/// A migration whose new marker fails to be written leaves the store of format version
+/// 2 in every file: its marker, its clean-close record, and the logs written next.
+#[test]
+fn a_migration_that_fails_to_write_the_marker_leaves_the_store_as_it_was() -> Result<()> {
+    let fs = SimFs::new();
+    let dir = Path::new("/disk/store");
+    let id = DocumentId::from("doc");
+    // A store as a build of store format version 2 left it.
+    open(&fs)?.close()?;
+    crate::store::write_marker(&fs, dir, format::UNKEYED_STORE_VERSION)?;
+    let store = open(&fs)?;
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(change(1))?;
+    p.close()?;
+    store.close()?;
+    let version = |name: &str| -> u32 {
+        let bytes = fs.read(&dir.join(name)).expect(name);
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+    };
+    assert_eq!(version("CLOSED"), 2);
+
+    fs.fail_next_sync();
+    let migrate = FsOptions::default().with_migrate_format(true);
+    let err = FsStore::open_on(Arc::new(fs.clone()), dir, migrate).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path.ends_with("STORE.tmp")),
+        "{err}"
+    );
+    assert_eq!(version("STORE"), 2);
+    assert_eq!(version("CLOSED"), 2);
+
+    let store = open(&fs)?;
+    let new = DocumentId::from("new");
+    let mut p = store.open_document(&new)?;
+    p.insert_changes(change(1))?;
+    p.close()?;
+    let log = store.log_path(&new).expect("a log");
+    let log = log.strip_prefix(dir).unwrap().to_str().unwrap().to_owned();
+    store.close()?;
+    assert_eq!(version(&log), format::UNKEYED_LOG_VERSION);
+    assert_eq!(version("STORE"), 2);
+    assert_eq!(version("CLOSED"), 2);
+    Ok(())
 }

@@ -540,3 +540,98 @@ fn a_log_of_format_version_2_is_read_appended_to_and_rewritten_as_version_3() ->
     assert_eq!(p.get_document()?, Some(vec![9; 100]));
     Ok(())
 }
+
+/// Rewrites the store marker of `dir` as a build of store format version 2 wrote it.
+fn as_store_version_2(dir: &std::path::Path) -> TestResult {
+    let marker = dir.join("STORE");
+    let mut bytes = fs::read(&marker)?;
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = persister_fs::format::mask_crc(crc32c::crc32c(&bytes[..12]));
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&marker, &bytes)?;
+    Ok(())
+}
+
+/// The store format version in the marker of `dir`, and the log format version of
+/// the log at `log`.
+fn versions(dir: &std::path::Path, log: &std::path::Path) -> TestResult<(u32, u32)> {
+    let marker = fs::read(dir.join("STORE"))?;
+    let log = fs::read(log)?;
+    let version = |b: &[u8]| u32::from_le_bytes(b[8..12].try_into().unwrap());
+    Ok((version(&marker), version(&log)))
+}
+
+/// A store of format version 2 opened without being asked to migrate stays version 2:
+/// its new logs and its rewritten ones are of log format version 2, and its clean-close
+/// record too, so the builds that wrote it still open it (no silent migration). Asked
+/// to migrate, it becomes version 3: its new logs are of log format version 3, and its
+/// old ones are appended to as they are until rewritten.
+#[test]
+fn a_store_of_version_2_migrates_only_when_asked() -> TestResult {
+    let log = Log::flushed(3)?;
+    as_log_version_2(&log)?;
+    as_store_version_2(log.dir.path())?;
+    let rewrite = persister_fs::FsOptions::default()
+        .with_rewrite_min_len(1024)
+        .with_rewrite_dead_share(0.5);
+    let other = DocumentId::from("other");
+    {
+        let store = FsStore::open_with(log.dir.path(), rewrite.clone())?;
+        let mut p = store.open_document(&other)?;
+        p.insert_changes(vec![(actor(1), 1, b"new".to_vec())])?;
+        p.flush()?;
+        let other_log = store.log_path(&other).unwrap();
+        assert_eq!(versions(log.dir.path(), &other_log)?, (2, 2));
+        drop(p);
+        // A rewrite of the old document's log keeps version 2.
+        let mut p = store.open_document(&log.id)?;
+        p.apply(persister_core::Batch::new().set_document(vec![1; 2000]))?;
+        p.flush()?;
+        let before = log.len()?;
+        let mut batch = persister_core::Batch::new().set_document(vec![9; 100]);
+        for seq in 1..=3 {
+            batch = batch.remove_change(actor(1), seq);
+        }
+        p.apply(batch)?;
+        p.flush()?;
+        assert!(log.len()? < before, "the log was rewritten");
+        assert_eq!(versions(log.dir.path(), &log.path)?, (2, 2));
+        drop(p);
+        store.close()?;
+    }
+    let closed = fs::read(log.dir.path().join("CLOSED"))?;
+    assert_eq!(closed[8..12], 2u32.to_le_bytes());
+    assert_eq!(log.open()?.get_document()?, Some(vec![9; 100]));
+
+    let migrate = rewrite.with_migrate_format(true);
+    let store = FsStore::open_with(log.dir.path(), migrate)?;
+    let third = DocumentId::from("third");
+    let mut p = store.open_document(&third)?;
+    p.insert_changes(vec![(actor(1), 1, b"third".to_vec())])?;
+    p.flush()?;
+    let third_log = store.log_path(&third).unwrap();
+    assert_eq!(versions(log.dir.path(), &third_log)?, (3, 3));
+    drop(p);
+    // The old document's log is appended to as it is, then rewritten as version 3.
+    let mut p = store.open_document(&log.id)?;
+    p.insert_changes(vec![(actor(1), 4, vec![4; 100])])?;
+    p.flush()?;
+    assert_eq!(versions(log.dir.path(), &log.path)?, (3, 2));
+    p.apply(persister_core::Batch::new().set_document(vec![7; 3000]))?;
+    p.flush()?;
+    assert_eq!(versions(log.dir.path(), &log.path)?, (3, 2));
+    p.apply(persister_core::Batch::new().set_document(vec![8; 10]))?;
+    p.flush()?;
+    assert_eq!(versions(log.dir.path(), &log.path)?, (3, 3));
+    drop(p);
+    store.close()?;
+    let closed = fs::read(log.dir.path().join("CLOSED"))?;
+    assert_eq!(closed[8..12], 3u32.to_le_bytes());
+    let store = FsStore::open(log.dir.path())?;
+    let p = store.open_document(&log.id)?;
+    assert_eq!(p.get_changes()?, vec![vec![4; 100]]);
+    assert_eq!(p.get_document()?, Some(vec![8; 10]));
+    let other = store.open_document(&other)?;
+    assert_eq!(other.get_changes()?, vec![b"new".to_vec()]);
+    Ok(())
+}
