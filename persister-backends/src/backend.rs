@@ -145,9 +145,11 @@ impl Backend {
         self.kind == StoreKind::Directory
     }
 
-    /// The store format version this build writes. Stores of other versions are
-    /// refused, except where the backend's docs say how it reads them or migrates them
-    /// when asked (redb's layout 1; PostgreSQL's version 1 with `migrate_format`).
+    /// The store format version this build writes into new stores. Stores of other
+    /// versions are refused, except where the backend's docs say how it reads them or
+    /// migrates them when asked (redb's layouts 1 and 2, fs's version 2, PostgreSQL's
+    /// version 1 with `migrate_format`); an open store gives its own version with
+    /// [`Store::format_version`](persister_core::Store::format_version).
     pub fn format_version(&self) -> u32 {
         self.format_version
     }

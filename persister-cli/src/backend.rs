@@ -35,8 +35,8 @@ impl Backend {
         self.0.name()
     }
 
-    /// The store format version this build reads and writes: every store it opens is
-    /// of this version, others are refused.
+    /// The store format version this build writes into new stores. A store of an older
+    /// version may open as it is (see [`OpenStore::format_version`]), or be refused.
     pub fn format_version(self) -> u32 {
         self.0.format_version()
     }
@@ -270,6 +270,13 @@ impl OpenStore {
     /// The store's path, as given.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The store's format version as stored, which is older than
+    /// [`Backend::format_version`] for a store an older build made and nothing
+    /// migrated; `None` for a store without one (memory).
+    pub fn format_version(&self) -> Option<u32> {
+        self.store.format_version()
     }
 
     /// Every document's id, ordered by their bytes.

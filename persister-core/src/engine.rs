@@ -133,6 +133,13 @@ pub trait Engine: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The format version of what the engine holds, as
+    /// [`Store::format_version`](crate::Store::format_version) gives it; the default is
+    /// `None`.
+    fn format_version(&self) -> Option<u32> {
+        None
+    }
+
     /// Releases the engine's files and locks, reporting what went wrong; dropping the
     /// engine must release them too, before the drop returns.
     fn close(self) -> Result<()>

@@ -351,6 +351,10 @@ impl<E: Engine> Store for EngineStore<E> {
     fn recovered(&self) -> Vec<Recovered> {
         self.shared.engine.recovered()
     }
+
+    fn format_version(&self) -> Option<u32> {
+        self.shared.engine.format_version()
+    }
 }
 
 /// Implements [`Store`] for a backend's store type that wraps an [`EngineStore`] in a
@@ -438,6 +442,10 @@ macro_rules! forward_store {
 
             fn recovered(&self) -> Vec<$crate::Recovered> {
                 self.$field.recovered()
+            }
+
+            fn format_version(&self) -> Option<u32> {
+                self.$field.format_version()
             }
         }
     };

@@ -79,6 +79,15 @@ pub trait Store: Send + Sync {
         Vec::new()
     }
 
+    /// The format version the store is of, as it is stored: what a backend that reads
+    /// and writes older versions as they are (no silent migration) found when it opened
+    /// the store, or the version it migrated the store to when asked. It can be older
+    /// than the version the build writes into new stores. `None` for a store with no
+    /// format of its own (the memory store), the default.
+    fn format_version(&self) -> Option<u32> {
+        None
+    }
+
     /// [`close`](Store::close) for a store behind a `Box`, which `close` (taking the
     /// store by value) cannot reach: a boxed store's `close` calls this, so that
     /// closing a `Box<S>` or a [`DynStore`] closes the store inside. The default drops
@@ -143,6 +152,10 @@ impl<S: Store> Store for BoxedStore<S> {
     fn recovered(&self) -> Vec<Recovered> {
         self.0.recovered()
     }
+
+    fn format_version(&self) -> Option<u32> {
+        self.0.format_version()
+    }
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -174,6 +187,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn recovered(&self) -> Vec<Recovered> {
         (**self).recovered()
+    }
+
+    fn format_version(&self) -> Option<u32> {
+        (**self).format_version()
     }
 }
 
@@ -216,6 +233,10 @@ impl<S: Store> Store for Arc<S> {
 
     fn recovered(&self) -> Vec<Recovered> {
         (**self).recovered()
+    }
+
+    fn format_version(&self) -> Option<u32> {
+        (**self).format_version()
     }
 }
 

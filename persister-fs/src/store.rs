@@ -333,6 +333,12 @@ impl Store for FsStore {
         self.shared.recovered_list()
     }
 
+    /// The store format version of the store's marker: 2 or 3 (see
+    /// [`FsOptions::migrate_format`]).
+    fn format_version(&self) -> Option<u32> {
+        Some(self.shared.version.load(Ordering::Acquire))
+    }
+
     /// Flushes the handles from up to 16 threads at once: each document
     /// has its own log and needs its own sync, and syncs of different files issued at
     /// the same time are merged by the file system's journal, so they cost far less

@@ -162,6 +162,12 @@ impl Store for PostgresStore {
         PostgresPersister::open(Arc::clone(&self.shared), claim)
     }
 
+    /// Always [`FORMAT_VERSION`](crate::FORMAT_VERSION): a store of version 1 is
+    /// refused, or migrated when the options ask for it, before it opens.
+    fn format_version(&self) -> Option<u32> {
+        Some(crate::FORMAT_VERSION)
+    }
+
     fn list_documents(&self) -> Result<Vec<DocumentId>> {
         let shared = &self.shared;
         shared.read("list the documents of", &shared.place, |conn| {

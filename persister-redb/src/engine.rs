@@ -47,10 +47,18 @@ pub struct RedbEngine {
     pub(crate) read_only: bool,
     path: PathBuf,
     options: RedbOptions,
+    /// The store's table layout version, as opening found it or migrated it.
+    layout_version: u32,
 }
 
 impl RedbEngine {
-    pub(crate) fn new(db: Db, path: PathBuf, options: RedbOptions, log: LogState) -> Self {
+    pub(crate) fn new(
+        db: Db,
+        path: PathBuf,
+        options: RedbOptions,
+        log: LogState,
+        layout_version: u32,
+    ) -> Self {
         let read_only = matches!(db, Db::ReadOnly(_));
         Self {
             db,
@@ -60,6 +68,7 @@ impl RedbEngine {
             read_only,
             path,
             options,
+            layout_version,
         }
     }
 
@@ -770,6 +779,12 @@ impl Engine for RedbEngine {
 
     fn recovered(&self) -> Vec<Recovered> {
         self.recovered.clone()
+    }
+
+    /// The store's table layout version: 1, 2 or 3 (see
+    /// [`RedbOptions::migrate_format`](crate::RedbOptions::migrate_format)).
+    fn format_version(&self) -> Option<u32> {
+        Some(self.layout_version)
     }
 
     /// Checkpoints an open commit log and removes it, reporting what failed.

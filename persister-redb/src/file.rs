@@ -271,6 +271,8 @@ pub(crate) fn not_a_store(path: &Path) -> Error {
 /// What [`check_layout`] found.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Layout {
+    /// The layout version: 1, 2 or 3.
+    pub version: u32,
     /// The commit log's entry: `None` in layout 1, which has no log.
     pub log: Option<LogEntry>,
 }
@@ -294,9 +296,10 @@ pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<Layout> {
                     .is_none();
             drop(txn);
             return match db {
-                Db::ReadWrite(db) if empty => {
-                    initialize(db, path).map(|()| Layout { log: Some(NO_LOG) })
-                }
+                Db::ReadWrite(db) if empty => initialize(db, path).map(|()| Layout {
+                    version: FORMAT_VERSION,
+                    log: Some(NO_LOG),
+                }),
                 _ => Err(not_a_store(path)),
             };
         }
@@ -326,12 +329,18 @@ pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<Layout> {
         read_table(&txn, table, path)?;
     }
     if found < FIRST_WITH_LOG {
-        return Ok(Layout { log: None });
+        return Ok(Layout {
+            version: found,
+            log: None,
+        });
     }
     let log = get(META_LOG)?
         .and_then(|bytes| LogEntry::decode(&bytes, found))
         .ok_or_else(|| corrupt("the commit log's entry is missing or malformed", path))?;
-    Ok(Layout { log: Some(log) })
+    Ok(Layout {
+        version: found,
+        log: Some(log),
+    })
 }
 
 /// Makes a store of layout 2 whose log is closed (`entry`) layout 3, in one durable

@@ -62,6 +62,7 @@ impl RedbStore {
         let db = file::open_writable(&options, path)?;
         let db = Db::ReadWrite(db);
         let layout = file::check_layout(&db, path)?;
+        let mut version = layout.version;
         let (mut log, recovered) = match layout.log {
             None => (LogState::Absent, Vec::new()),
             Some(entry) => recover(&db, path, entry)?,
@@ -79,8 +80,9 @@ impl RedbStore {
             };
             file::upgrade_to_keyed(db.database(), path, entry)?;
             *keyed = true;
+            version = layout::FORMAT_VERSION;
         }
-        let mut engine = RedbEngine::new(db, path.to_path_buf(), options, log);
+        let mut engine = RedbEngine::new(db, path.to_path_buf(), options, log, version);
         engine.recovered = recovered;
         Ok(RedbStore {
             inner: EngineStore::new(engine),
@@ -119,7 +121,13 @@ impl RedbStore {
             replay(&db, path, &contents.commits, entry)?;
             recovered.extend(torn_report(path, &contents, false));
         }
-        let mut engine = RedbEngine::new(db, path.to_path_buf(), options, LogState::Absent);
+        let mut engine = RedbEngine::new(
+            db,
+            path.to_path_buf(),
+            options,
+            LogState::Absent,
+            layout.version,
+        );
         engine.recovered = recovered;
         Ok(RedbStore {
             inner: EngineStore::new(engine),
@@ -151,12 +159,7 @@ impl RedbStore {
                 ),
             });
         }
-        Self::from_database(db, path, options)
-    }
-
-    /// A store on `db`, whose layout was checked, committing to redb alone.
-    fn from_database(db: Db, path: PathBuf, options: RedbOptions) -> Result<RedbStore> {
-        let engine = RedbEngine::new(db, path, options, LogState::Absent);
+        let engine = RedbEngine::new(db, path, options, LogState::Absent, layout.version);
         Ok(RedbStore {
             inner: EngineStore::new(engine),
         })

@@ -174,6 +174,11 @@ impl Engine for SledEngine {
         SledEngine::check_writable(self)
     }
 
+    /// Always [`FORMAT_VERSION`](crate::FORMAT_VERSION), the only version there is.
+    fn format_version(&self) -> Option<u32> {
+        Some(crate::FORMAT_VERSION)
+    }
+
     fn read_record(&self, id: &DocumentId) -> Result<Option<Record<SledAddress>>> {
         let keys = DocKeys::new(id)?;
         let Some(value) = self.get(&keys.manifest)? else {

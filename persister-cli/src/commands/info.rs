@@ -15,7 +15,9 @@ struct Report {
     id: IdJson,
     store: String,
     backend: Backend,
-    format_version: u32,
+    /// The store's format version as stored (an older store, not migrated, keeps its
+    /// own); `None` for a store without one.
+    format_version: Option<u32>,
     sizes: StoredSizes,
     total_bytes: u64,
     has_document: bool,
@@ -91,7 +93,7 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
         id: (&id).into(),
         store: crate::backend::shown(&args.store),
         backend: store.backend(),
-        format_version: store.backend().format_version(),
+        format_version: store.format_version(),
         sizes,
         total_bytes: sizes.total_bytes(),
         has_document,
@@ -112,9 +114,12 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
 fn print_text(r: &Report) {
     let s = &r.sizes;
     say(&format!("document      {}", r.id.id));
+    let version = r
+        .format_version
+        .map_or(String::new(), |v| format!(", format version {v}"));
     say(&format!(
-        "store         {} ({} store, format version {})",
-        r.store, r.backend, r.format_version
+        "store         {} ({} store{version})",
+        r.store, r.backend
     ));
     say(&format!(
         "changes       {} ({} bytes) from {}",

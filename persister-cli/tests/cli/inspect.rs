@@ -297,3 +297,36 @@ fn info_loads_a_yjs_document_with_yrs() -> TestResult {
     }
     Ok(())
 }
+
+/// `info` shows the version the store is of, not the one this build writes: an fs
+/// store of version 2 that was not migrated is shown as version 2, and stays so.
+#[test]
+fn info_shows_the_version_of_an_older_store_as_it_is() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let backend = named("fs");
+    let path = store_path(dir.path(), backend);
+    make_store(backend, &path)?;
+    let marker = path.join("STORE");
+    let mut bytes = std::fs::read(&marker)?;
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = persister_fs::format::mask_crc(crc32c::crc32c(&bytes[..12]));
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&marker, &bytes)?;
+    assert!(backend.format_version() > 2);
+
+    let store = path.to_str().unwrap();
+    for _ in 0..2 {
+        let text = persister(["info", store, "notes"])?.expect(0);
+        assert!(
+            text.stdout.contains("fs store, format version 2)"),
+            "{}",
+            text.stdout
+        );
+        let json = persister(["info", "--json", store, "notes"])?
+            .expect(0)
+            .json()?;
+        assert_eq!(json["format_version"], 2);
+    }
+    assert_eq!(std::fs::read(&marker)?, bytes);
+    Ok(())
+}

@@ -169,6 +169,7 @@ fn a_migration_that_fails_to_write_the_marker_leaves_the_store_as_it_was() -> Re
     assert_eq!(version("CLOSED"), 2);
 
     let store = open(&fs)?;
+    assert_eq!(store.format_version(), Some(2));
     let new = DocumentId::from("new");
     let mut p = store.open_document(&new)?;
     p.insert_changes(change(1))?;

@@ -577,6 +577,7 @@ fn a_store_of_version_2_migrates_only_when_asked() -> TestResult {
     let other = DocumentId::from("other");
     {
         let store = FsStore::open_with(log.dir.path(), rewrite.clone())?;
+        assert_eq!(store.format_version(), Some(2));
         let mut p = store.open_document(&other)?;
         p.insert_changes(vec![(actor(1), 1, b"new".to_vec())])?;
         p.flush()?;
@@ -605,6 +606,7 @@ fn a_store_of_version_2_migrates_only_when_asked() -> TestResult {
 
     let migrate = rewrite.with_migrate_format(true);
     let store = FsStore::open_with(log.dir.path(), migrate)?;
+    assert_eq!(store.format_version(), Some(FORMAT_VERSION));
     let third = DocumentId::from("third");
     let mut p = store.open_document(&third)?;
     p.insert_changes(vec![(actor(1), 1, b"third".to_vec())])?;

@@ -232,6 +232,7 @@ fn a_store_of_version_1_is_migrated_in_place_and_reads_as_before() -> Result<(),
     assert_eq!(recorded_version(&schema)?, "1");
     let store = PostgresStore::open_with(&with("true"), options())?;
     assert_eq!(recorded_version(&schema)?, FORMAT_VERSION.to_string());
+    assert_eq!(store.format_version(), Some(FORMAT_VERSION));
     assert!(!has_version_1_columns(&mut client, &schema)?);
     let ids: Vec<DocumentId> = vec!["a".into(), "b".into()];
     assert_eq!(store.list_documents()?, ids);

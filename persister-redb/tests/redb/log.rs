@@ -885,6 +885,7 @@ fn a_crashed_store_of_layout_2_migrates_when_asked_after_replaying_its_log() -> 
     let migrate = RedbOptions::default().migrate_format(true);
     let store = RedbStore::open_with(&crashed, migrate)?;
     check(&store, 3, 10)?;
+    assert_eq!(store.format_version(), Some(FORMAT_VERSION));
     assert!(store.recovered().is_empty());
     assert!(!log_of(&crashed).exists());
     // The first commit names the log open; the second is its first record.
@@ -923,13 +924,20 @@ fn a_closed_store_of_layout_2_migrates_when_asked() -> Result<()> {
     write(&store, 2, 4)?;
     store.close()?;
     as_layout_2(&path)?;
-    check(&RedbStore::open_read_only(&path)?, 2, 4)?;
+    let read_only = RedbStore::open_read_only(&path)?;
+    check(&read_only, 2, 4)?;
+    assert_eq!(read_only.format_version(), Some(2));
+    drop(read_only);
     assert_eq!(
         meta_value(&path, "format_version")?,
         Some(2u32.to_be_bytes().to_vec())
     );
+    let store = RedbStore::open(&path)?;
+    assert_eq!(store.format_version(), Some(2));
+    store.close()?;
     let store = RedbStore::open_with(&path, RedbOptions::default().migrate_format(true))?;
     check(&store, 2, 4)?;
+    assert_eq!(store.format_version(), Some(FORMAT_VERSION));
     store.close()?;
     assert_eq!(
         meta_value(&path, "format_version")?,

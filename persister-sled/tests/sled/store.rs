@@ -123,7 +123,7 @@ fn sled_stores_are_recognised() -> Result<()> {
 #[test]
 fn unknown_format_version_is_refused_naming_both() -> Result<()> {
     let dir = tempdir();
-    drop(SledStore::open(dir.path())?);
+    assert_eq!(SledStore::open(dir.path())?.format_version(), Some(1));
     let db = open_raw(dir.path());
     let mut value = b"PSLEDFMT".to_vec();
     value.extend_from_slice(&2u32.to_be_bytes());
