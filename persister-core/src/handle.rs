@@ -801,10 +801,15 @@ impl<E: Engine> Persister for EnginePersister<E> {
         if let Some(held) = self.held.sync_state(peer_id) {
             return Ok(held.map(<[u8]>::to_vec));
         }
-        match &self.address {
-            Some(address) => self.engine().read_sync_state(address, peer_id),
-            None => Ok(None),
+        let Some(address) = &self.address else {
+            return Ok(None);
+        };
+        let state = self.engine().read_sync_state(address, peer_id)?;
+        if state.is_none() && self.sizes.sync_state_count > 0 {
+            // Absent, or its entry lost: the count of the others tells.
+            self.get_peer_ids()?;
         }
+        Ok(state)
     }
 
     fn get_peer_ids(&self) -> Result<Vec<Vec<u8>>> {

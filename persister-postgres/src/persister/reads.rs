@@ -124,7 +124,12 @@ impl PostgresPersister {
             return Ok(None);
         }
         let rows = self.read_fenced(Q::SyncState, &[&self.id().as_bytes(), &peer])?;
-        self.value_of(&rows)
+        let state = self.value_of(&rows)?;
+        if state.is_none() && self.sizes.sync_state_count > 0 {
+            // Absent, or its row deleted by hand: the count of the others tells.
+            self.read_peer_ids()?;
+        }
+        Ok(state)
     }
 
     pub(super) fn read_peer_ids(&self) -> Result<Vec<Vec<u8>>> {

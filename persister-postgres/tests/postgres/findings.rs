@@ -209,6 +209,41 @@ fn a_negative_size_is_damage() -> Result<(), Error> {
     Ok(())
 }
 
+/// Finding 44. A sync-state row deleted by hand read as absent with `Ok`, although the
+/// sizes record counts it: a miss is now checked against the count of the others.
+#[test]
+fn a_sync_state_row_deleted_by_hand_is_damage() -> Result<(), Error> {
+    let schema = fresh_schema();
+    let options = PostgresOptions::default().schema(schema.clone());
+    let store = PostgresStore::open_with(&server().url(), options)?;
+    let id: DocumentId = "doc".into();
+    let mut p = store.open_document(&id)?;
+    p.set_sync_state(b"laptop".to_vec(), b"its state".to_vec())?;
+    p.set_sync_state(b"phone".to_vec(), b"another".to_vec())?;
+    p.flush()?;
+    // A peer with no state is absent.
+    assert_eq!(p.get_sync_state(b"tablet")?, None);
+    p.close()?;
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    let deleted = client
+        .execute(
+            &format!("DELETE FROM \"{schema}\".sync_states WHERE document = $1 AND peer = $2"),
+            &[&b"doc".as_slice(), &b"laptop".as_slice()],
+        )
+        .map_err(test_error)?;
+    assert_eq!(deleted, 1);
+    let p = store.open_document(&id)?;
+    assert_eq!(p.get_sync_state(b"phone")?, Some(b"another".to_vec()));
+    for peer in [b"laptop".as_slice(), b"tablet"] {
+        let read = p.get_sync_state(peer);
+        assert!(
+            matches!(&read, Err(Error::Corrupt { what, .. }) if what.contains("1 sync states were found, but the document's sizes record says 2")),
+            "{read:?}"
+        );
+    }
+    Ok(())
+}
+
 /// Finding 20. A `format_version` this build does not know and that is not a `u32`
 /// ("2.1", as a later build might write) was refused as "not a store"; the error now
 /// names the version found and this build's.

@@ -208,9 +208,15 @@ fn entries_missing_behind_the_record_are_corruption() -> Result<()> {
     assert!(matches!(p.get_change_entries(), Err(Error::Corrupt { .. })));
     assert!(matches!(p.get_peer_ids(), Err(Error::Corrupt { .. })));
     assert!(matches!(p.get_document(), Err(Error::Corrupt { .. })));
-    // The other documents are untouched.
+    // The lost sync state is not read as absent, nor is any other peer's.
+    for peer in [b"peer".as_slice(), b"another peer"] {
+        let read = p.get_sync_state(peer);
+        assert!(matches!(read, Err(Error::Corrupt { .. })), "{read:?}");
+    }
+    // The other documents are untouched, and a peer they have no state for is absent.
     let q = store.open_document(&expected[1].0)?;
     assert!(Snapshot::read(&q)? == expected[1].1);
+    assert_eq!(q.get_sync_state(b"another peer")?, None);
     Ok(())
 }
 
