@@ -33,6 +33,14 @@ pub enum Access {
     /// [`Error::InvalidInput`] when something is there already (a file, a directory
     /// that is not empty, a schema that holds documents).
     Create,
+    /// Reading and writing an existing store, migrated first to the format version
+    /// this build writes when it is of an older one its backend migrates (redb's
+    /// layout 2, fs's version 2, PostgreSQL's version 1: each backend's
+    /// `migrate_format` option). A store of the current version opens as with
+    /// [`Access::ReadWrite`]; nothing is created (a file or directory backend fails
+    /// with [`Error::InvalidInput`] when nothing is there). Builds that know only the
+    /// older version refuse the store afterwards.
+    Migrate,
 }
 
 /// Opens the store at a path, as an [`Access`] says.
@@ -199,12 +207,20 @@ impl Backend {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] for [`Access::Create`] when something is at `location`
-    /// already; otherwise whatever the backend's open returns ([`Error::Locked`],
-    /// [`Error::NotAStore`], [`Error::UnsupportedFormat`], [`Error::Io`], ...).
+    /// already, and for [`Access::Migrate`] when nothing is; otherwise whatever the
+    /// backend's open returns ([`Error::Locked`], [`Error::NotAStore`],
+    /// [`Error::UnsupportedFormat`], [`Error::Io`], ...).
     pub fn open(&self, location: impl AsRef<Path>, access: Access) -> Result<DynStore> {
         let location = location.as_ref();
-        if access == Access::Create && matches!(self.kind, StoreKind::File | StoreKind::Directory) {
+        let on_disk = matches!(self.kind, StoreKind::File | StoreKind::Directory);
+        if access == Access::Create && on_disk {
             check_free(location, self.kind == StoreKind::Directory)?;
+        }
+        if access == Access::Migrate && on_disk && std::fs::symlink_metadata(location).is_err() {
+            return Err(Error::InvalidInput {
+                what: "store",
+                reason: format!("there is no store at {} to migrate", location.display()),
+            });
         }
         (self.open)(location, access)
     }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use persister_core::{BoxedStore, DynStore, Error, MemoryStore, Store};
-use persister_fs::FsStore;
+use persister_fs::{FsOptions, FsStore};
 use persister_postgres::{PostgresOptions, PostgresStore};
-use persister_redb::RedbStore;
+use persister_redb::{RedbOptions, RedbStore};
 use persister_sled::SledStore;
 
 use crate::{Access, Backend, StoreKind};
@@ -28,6 +28,10 @@ impl Backend {
                 Ok(match access {
                     Access::ReadOnly => boxed(RedbStore::open_read_only(path)?),
                     Access::ReadWrite | Access::Create => boxed(RedbStore::open(path)?),
+                    Access::Migrate => boxed(RedbStore::open_with(
+                        path,
+                        RedbOptions::default().migrate_format(true),
+                    )?),
                 })
             },
         )
@@ -45,7 +49,10 @@ impl Backend {
             |path, access| {
                 Ok(match access {
                     Access::ReadOnly => boxed(SledStore::open_read_only(path)?),
-                    Access::ReadWrite | Access::Create => boxed(SledStore::open(path)?),
+                    // Format version 1 is the only one there is.
+                    Access::ReadWrite | Access::Create | Access::Migrate => {
+                        boxed(SledStore::open(path)?)
+                    }
                 })
             },
         )
@@ -64,6 +71,10 @@ impl Backend {
                 Ok(match access {
                     Access::ReadOnly => boxed(FsStore::open_read_only(path)?),
                     Access::ReadWrite | Access::Create => boxed(FsStore::open(path)?),
+                    Access::Migrate => boxed(FsStore::open_with(
+                        path,
+                        FsOptions::default().with_migrate_format(true),
+                    )?),
                 })
             },
         )
@@ -92,9 +103,12 @@ impl Backend {
             persister_postgres::FORMAT_VERSION,
             move |location, access| {
                 let url = location.to_string_lossy();
-                let options = options
+                let mut options = options
                     .clone()
-                    .create_if_missing(access != Access::ReadOnly);
+                    .create_if_missing(matches!(access, Access::ReadWrite | Access::Create));
+                if access == Access::Migrate {
+                    options = options.migrate_format(true);
+                }
                 let store = PostgresStore::open_with(&url, options)?;
                 if access == Access::Create && !store.list_documents()?.is_empty() {
                     return Err(Error::InvalidInput {
@@ -140,7 +154,14 @@ impl Backend {
                         path.display()
                     ),
                 }),
-                Access::ReadWrite | Access::Create => {
+                Access::Migrate if !stores.contains_key(path) => Err(Error::InvalidInput {
+                    what: "store",
+                    reason: format!(
+                        "there is no memory store named {} to migrate",
+                        path.display()
+                    ),
+                }),
+                Access::ReadWrite | Access::Create | Access::Migrate => {
                     let store = stores.entry(path.to_path_buf()).or_default();
                     Ok(boxed(store.clone()))
                 }

@@ -114,6 +114,19 @@ fn what_is_no_store_is_refused_by_detection() -> TestResult {
             .open(dir.path().join("empty"), Access::Create)
             .is_ok()
     );
+    // A migration needs a store to migrate, and makes none.
+    for name in ["fs", "redb", "sled"] {
+        let path = dir.path().join(format!("missing-{name}"));
+        let migrated = registry
+            .backend(name)?
+            .open(&path, Access::Migrate)
+            .map(|_| ());
+        assert!(
+            matches!(&migrated, Err(Error::InvalidInput { reason, .. }) if reason.contains("no store")),
+            "{migrated:?}"
+        );
+        assert!(!path.exists(), "{name}");
+    }
     std::fs::create_dir(dir.path().join("empty-dir"))?;
     let redb = registry
         .backend("redb")?
@@ -157,6 +170,8 @@ fn memory_stores_are_reopened_by_path() -> TestResult {
     );
     assert!(memory.open("a", Access::Create).is_err());
     assert!(memory.open("a", Access::ReadOnly).is_err());
+    assert!(memory.open("a", Access::Migrate).is_ok());
+    assert!(memory.open("never made", Access::Migrate).is_err());
     Ok(())
 }
 
@@ -171,8 +186,9 @@ fn a_postgres_store_opens_through_the_registry() -> TestResult {
         return Ok(());
     };
     let registry = Registry::standard();
-    // Looking creates nothing.
+    // Looking creates nothing, nor does a migration.
     assert!(registry.open(&url, Access::ReadOnly).is_err());
+    assert!(registry.open(&url, Access::Migrate).is_err());
     let store = registry.open(&url, Access::Create)?;
     let mut doc = store.open_document(&"notes".into())?;
     doc.set_document(b"on the server".to_vec())?;
@@ -191,6 +207,13 @@ fn a_postgres_store_opens_through_the_registry() -> TestResult {
     }
     let read_only = registry.open(&url, Access::ReadOnly)?;
     let doc = read_only.open_document(&"notes".into())?;
+    assert_eq!(doc.get_document()?, Some(b"on the server".to_vec()));
+    drop((doc, read_only));
+    // A store of the current version opens for a migration as it is.
+    let migrated = registry.open(&url, Access::Migrate)?;
+    let current = registry.backend("postgres")?.format_version();
+    assert_eq!(migrated.format_version(), Some(current));
+    let doc = migrated.open_document(&"notes".into())?;
     assert_eq!(doc.get_document()?, Some(b"on the server".to_vec()));
     Ok(())
 }

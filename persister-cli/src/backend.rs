@@ -41,6 +41,15 @@ impl Backend {
         self.0.format_version()
     }
 
+    /// Opens the store at `path` as `access` says, with the backend's own error.
+    pub(crate) fn open_store(
+        self,
+        path: &Path,
+        access: persister_backends::Access,
+    ) -> persister_core::Result<DynStore> {
+        self.0.open(path, access)
+    }
+
     /// The backend of a new store at `destination`: a URL names its own backend,
     /// whatever `--backend` says.
     pub fn for_destination(destination: &Path, backend: Backend) -> Backend {
@@ -159,6 +168,9 @@ pub enum Access {
     Write,
     /// Writes in place to a store this process has just made and closed.
     New,
+    /// Writes in place, migrating the store to the format version this build writes
+    /// first when it is of an older one.
+    Migrate,
 }
 
 /// An open store of any backend.
@@ -218,6 +230,7 @@ impl OpenStore {
         let access = match access {
             Access::Read => persister_backends::Access::ReadOnly,
             Access::Write | Access::New => persister_backends::Access::ReadWrite,
+            Access::Migrate => persister_backends::Access::Migrate,
         };
         let store =
             if access == persister_backends::Access::ReadOnly && backend.0.reads_through_copy() {
@@ -334,6 +347,11 @@ impl OpenStore {
     /// A store error as the user sees it.
     pub fn error(&self, e: persister_core::Error) -> CliError {
         CliError::from(e)
+    }
+
+    /// Closes the store, reporting what went wrong releasing it.
+    pub fn close(self) -> Result<(), CliError> {
+        self.store.close().map_err(CliError::from)
     }
 }
 

@@ -67,6 +67,15 @@ pub enum Command {
         doc: Option<String>,
     },
 
+    /// Migrate a store written by an older build to the format version this build
+    /// writes (redb layout 2, fs version 2, PostgreSQL version 1), in place; a store of
+    /// the current version is left as it is.
+    ///
+    /// Stores of an older version are otherwise read and written as they are, so the
+    /// builds that wrote them still open them; after the migration those builds refuse
+    /// the store. Stop every program of an older build that uses the store first.
+    Migrate(StoreArgs),
+
     /// Copy every document of a store into a new store of any backend (the way off
     /// sled). DST must not exist; on failure nothing is left there.
     ///

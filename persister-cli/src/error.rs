@@ -120,13 +120,13 @@ impl From<StoreError> for CliError {
                 path,
                 found,
                 supported,
-                how,
+                how: _,
             } => Self::new(
                 format!(
                     "{} is {what} format version {found}, and this build reads version {supported} once the store is migrated",
                     path.display()
                 ),
-                how,
+                "stop every program of an older build that uses the store, then run `persister migrate STORE`",
             ),
             StoreError::NotAStore { what, path } => Self::new(
                 format!("{} is not {what}", path.display()),

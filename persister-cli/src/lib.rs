@@ -12,6 +12,7 @@
 //! | `persister info STORE DOC` | one document: sizes, actors, peers, format version, what its CRDT loads |
 //! | `persister verify STORE` | reads every document in full and loads it with its CRDT (in a samod store, also every chunk samod would load and the layout's entries, see `persister_samod::check_document`); exit code 3 and a report naming each damaged document |
 //! | `persister compact STORE [DOC]` | compacts every document, or one |
+//! | `persister migrate STORE` | brings a store an older build wrote to this build's format version, in place |
 //! | `persister copy SRC DST` | every document into a new store of any backend |
 //! | `persister export STORE FILE`, `persister import FILE STORE` | a portable dump ([`export`]) |
 //!
@@ -60,6 +61,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Info { store, doc } => commands::info::run(&store, &doc, json),
         Command::Verify(store) => commands::verify::run(&store, json),
         Command::Compact { store, doc } => commands::compact::run(&store, doc.as_deref(), json),
+        Command::Migrate(store) => commands::migrate::run(&store, json),
         Command::Copy {
             src,
             dst,

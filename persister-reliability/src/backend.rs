@@ -39,6 +39,10 @@ fn redb_small_log() -> persister_backends::Backend {
             Access::ReadWrite | Access::Create => {
                 Box::new(BoxedStore(RedbStore::open_with(path, options)?))
             }
+            Access::Migrate => Box::new(BoxedStore(RedbStore::open_with(
+                path,
+                options.migrate_format(true),
+            )?)),
         })
     };
     persister_backends::Backend::new(

@@ -6,6 +6,7 @@ pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod info;
 pub(crate) mod ls;
+pub(crate) mod migrate;
 mod new_store;
 pub(crate) mod verify;
 

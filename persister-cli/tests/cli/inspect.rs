@@ -3,7 +3,8 @@
 use persister_core::{Persister, Store};
 
 use crate::support::{
-    TestResult, backends, damage_log, make_store, named, open_store, persister, store_path,
+    TestResult, as_fs_store_version_2, backends, damage_log, make_store, named, open_store,
+    persister, store_path,
 };
 
 #[test]
@@ -306,12 +307,9 @@ fn info_shows_the_version_of_an_older_store_as_it_is() -> TestResult {
     let backend = named("fs");
     let path = store_path(dir.path(), backend);
     make_store(backend, &path)?;
+    as_fs_store_version_2(&path)?;
     let marker = path.join("STORE");
-    let mut bytes = std::fs::read(&marker)?;
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let crc = persister_fs::format::mask_crc(crc32c::crc32c(&bytes[..12]));
-    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(&marker, &bytes)?;
+    let bytes = std::fs::read(&marker)?;
     assert!(backend.format_version() > 2);
 
     let store = path.to_str().unwrap();

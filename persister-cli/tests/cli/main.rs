@@ -6,6 +6,7 @@ mod compact;
 mod demo;
 mod inspect;
 mod locked;
+mod migrate;
 mod readonly;
 mod support;
 mod transfer;

@@ -329,3 +329,38 @@ pub fn interrupt_when(
     }
     Ok((child.wait()?, seen))
 }
+
+/// Makes the fs store at `path` one of store format version 2, as earlier builds
+/// wrote it (its marker's version; nothing else differs in a store closed cleanly whose
+/// logs the reading build reads either way).
+pub fn as_fs_store_version_2(path: &Path) -> TestResult {
+    let marker = path.join("STORE");
+    let mut bytes = std::fs::read(&marker)?;
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = persister_fs::format::mask_crc(crc32c::crc32c(&bytes[..12]));
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&marker, &bytes)?;
+    Ok(())
+}
+
+/// Makes the redb store at `path`, closed cleanly, one of table layout 2, as earlier
+/// builds wrote it: the version, and the log entry without the log's key (its first
+/// 17 bytes).
+pub fn as_redb_layout_2(path: &Path) -> TestResult {
+    use redb::ReadableTable;
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("persister_meta");
+    let db = redb::Database::open(path)?;
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let entry = meta
+            .get("log")?
+            .map(|v| v.value().to_vec())
+            .ok_or("no log entry")?;
+        assert_eq!(entry.len(), 33, "layout 3's log entry");
+        meta.insert("format_version", 2u32.to_be_bytes().as_slice())?;
+        meta.insert("log", &entry[..17])?;
+    }
+    txn.commit()?;
+    Ok(())
+}

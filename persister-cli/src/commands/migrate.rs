@@ -1,0 +1,85 @@
+//! `persister migrate STORE`: brings a store an older build wrote to the format version
+//! this build writes, in place.
+
+use persister_core::{Error, Store};
+use serde::Serialize;
+
+use crate::cli::StoreArgs;
+use crate::output::{print_json, say};
+use crate::{Access, Backend, CliError, OpenStore};
+
+#[derive(Serialize)]
+struct Report {
+    store: String,
+    backend: Backend,
+    /// The store's format version before: `None` for a store without one.
+    from: Option<u32>,
+    /// Its format version now.
+    to: Option<u32>,
+    /// The version this build writes into new stores.
+    current: u32,
+    /// Whether the store was migrated.
+    migrated: bool,
+}
+
+pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
+    let shown = crate::backend::shown(&args.store);
+    // Opened as it is first, to learn its version: a store that needs no migration is
+    // then not opened again, and one a backend refuses until migrated names its own.
+    let backend = match args.backend {
+        Some(backend) if args.store.exists() || crate::backend::is_url(&args.store) => backend,
+        // Detection says there is no store, or what is there instead.
+        _ => Backend::detect(&args.store)?,
+    };
+    let from = match backend.open_store(&args.store, persister_backends::Access::ReadWrite) {
+        Ok(store) => {
+            let found = store.format_version();
+            store.close()?;
+            found
+        }
+        Err(Error::MigrationNeeded { found, .. }) => Some(found),
+        Err(e) => return Err(e.into()),
+    };
+    let current = backend.format_version();
+    let (to, migrated) = match from {
+        Some(version) if version < current => {
+            let store = OpenStore::existing(&args.store, Some(backend), Access::Migrate)?;
+            let to = store.format_version();
+            store.close()?;
+            (to, to != from)
+        }
+        _ => (from, false),
+    };
+    let report = Report {
+        store: shown,
+        backend,
+        from,
+        to,
+        migrated,
+        current,
+    };
+    if json {
+        return print_json(&report);
+    }
+    let version = |v: Option<u32>| v.map_or("none".to_string(), |v| v.to_string());
+    say(&match (migrated, to) {
+        (true, _) => format!(
+            "migrated {} store {} from format version {} to {}",
+            report.backend,
+            report.store,
+            version(from),
+            version(to)
+        ),
+        (false, Some(v)) if v < current => format!(
+            "{} store {} stays at format version {v}: this build reads and writes it as it is, and does not migrate it (it writes version {current} into new stores; `persister copy` makes a new store of it)",
+            report.backend, report.store
+        ),
+        (false, _) => format!(
+            "{} store {} is at format version {}: nothing to migrate",
+            report.backend,
+            report.store,
+            version(to)
+        ),
+    });
+    Ok(())
+}
