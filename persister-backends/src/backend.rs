@@ -38,7 +38,8 @@ pub enum Access {
     /// layout 2, fs's version 2, PostgreSQL's version 1: each backend's
     /// `migrate_format` option). A store of the current version opens as with
     /// [`Access::ReadWrite`]; nothing is created (a file or directory backend fails
-    /// with [`Error::InvalidInput`] when nothing is there). Builds that know only the
+    /// with [`Error::InvalidInput`] unless it recognises a store there, a URL backend
+    /// when the store does not exist). Builds that know only the
     /// older version refuse the store afterwards.
     Migrate,
 }
@@ -207,7 +208,7 @@ impl Backend {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] for [`Access::Create`] when something is at `location`
-    /// already, and for [`Access::Migrate`] when nothing is; otherwise whatever the
+    /// already, and for [`Access::Migrate`] when no store of the backend is; otherwise whatever the
     /// backend's open returns ([`Error::Locked`], [`Error::NotAStore`],
     /// [`Error::UnsupportedFormat`], [`Error::Io`], ...).
     pub fn open(&self, location: impl AsRef<Path>, access: Access) -> Result<DynStore> {
@@ -216,10 +217,14 @@ impl Backend {
         if access == Access::Create && on_disk {
             check_free(location, self.kind == StoreKind::Directory)?;
         }
-        if access == Access::Migrate && on_disk && std::fs::symlink_metadata(location).is_err() {
+        if access == Access::Migrate && on_disk && !self.recognises(location) {
             return Err(Error::InvalidInput {
                 what: "store",
-                reason: format!("there is no store at {} to migrate", location.display()),
+                reason: format!(
+                    "there is no store at {} to migrate ({} is not there)",
+                    location.display(),
+                    self.what
+                ),
             });
         }
         (self.open)(location, access)

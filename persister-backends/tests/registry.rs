@@ -114,18 +114,31 @@ fn what_is_no_store_is_refused_by_detection() -> TestResult {
             .open(dir.path().join("empty"), Access::Create)
             .is_ok()
     );
-    // A migration needs a store to migrate, and makes none.
+    // A migration needs a store to migrate, and makes none: not where nothing is, nor
+    // in an empty directory or file.
     for name in ["fs", "redb", "sled"] {
-        let path = dir.path().join(format!("missing-{name}"));
-        let migrated = registry
-            .backend(name)?
-            .open(&path, Access::Migrate)
-            .map(|_| ());
-        assert!(
-            matches!(&migrated, Err(Error::InvalidInput { reason, .. }) if reason.contains("no store")),
-            "{migrated:?}"
-        );
-        assert!(!path.exists(), "{name}");
+        let missing = dir.path().join(format!("missing-{name}"));
+        let empty = dir.path().join(format!("empty-{name}"));
+        match name {
+            "redb" => std::fs::write(&empty, b"")?,
+            _ => std::fs::create_dir(&empty)?,
+        }
+        for path in [&missing, &empty] {
+            let migrated = registry
+                .backend(name)?
+                .open(path, Access::Migrate)
+                .map(|_| ());
+            assert!(
+                matches!(&migrated, Err(Error::InvalidInput { reason, .. }) if reason.contains("no store")),
+                "{migrated:?}"
+            );
+        }
+        assert!(!missing.exists(), "{name}");
+        let untouched = match name {
+            "redb" => std::fs::metadata(&empty)?.len() == 0,
+            _ => std::fs::read_dir(&empty)?.next().is_none(),
+        };
+        assert!(untouched, "{name}: something was made in the empty place");
     }
     std::fs::create_dir(dir.path().join("empty-dir"))?;
     let redb = registry

@@ -41,6 +41,11 @@ impl Backend {
         self.0.format_version()
     }
 
+    /// Whether a read-only open reads through a copy of the store it makes first.
+    pub(crate) fn reads_through_copy(self) -> bool {
+        self.0.reads_through_copy()
+    }
+
     /// Opens the store at `path` as `access` says, with the backend's own error.
     pub(crate) fn open_store(
         self,

@@ -9,7 +9,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic [`STORE_MAGIC`] (`"PFSTORE\0"`) |
-//! | 8 | 4 | store format version, [`STORE_VERSION`] |
+//! | 8 | 4 | the store's format version: [`STORE_VERSION`], or [`UNKEYED_STORE_VERSION`] for a store not migrated |
 //! | 12 | 4 | masked CRC32C of bytes 0..12 |
 //!
 //! # Log header: the start of every document log (34 + n bytes)
@@ -86,7 +86,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic [`CLOSED_MAGIC`] (`"PFSCLOSE"`) |
-//! | 8 | 4 | store format version, [`STORE_VERSION`] |
+//! | 8 | 4 | the store's format version when the record was written (2 or 3; a store migrated since keeps a record of version 2 until it is written again, and only the marker's version counts) |
 //! | 12 | 4 | n, the number of logs |
 //! | 16 | ... | n entries: name length (u16, at most 255), the log's file name, its length (u64), its running CRC32C (u32) |
 //! | end - 4 | 4 | masked CRC32C of every byte before it |
@@ -122,9 +122,10 @@ pub const UNKEYED_STORE_VERSION: u32 = 2;
 pub const MARKER_LEN: usize = 16;
 /// The first 8 bytes of every document log.
 pub const LOG_MAGIC: [u8; 8] = *b"PFSLOG\0\0";
-/// The log format version this build writes: records carry the log's key. Logs of
-/// version 2 ([`UNKEYED_LOG_VERSION`]) are read and appended to; version 1 logs are
-/// refused with [`Error::UnsupportedFormat`].
+/// The log format version of the new and rewritten logs of a store of version 3
+/// ([`STORE_VERSION`]): records carry the log's key. Logs of version 2
+/// ([`UNKEYED_LOG_VERSION`]) are read and appended to, and a store of version 2 writes
+/// its new logs in it; version 1 logs are refused with [`Error::UnsupportedFormat`].
 pub const LOG_VERSION: u32 = 3;
 /// The log format version before records carried a key.
 pub const UNKEYED_LOG_VERSION: u32 = 2;

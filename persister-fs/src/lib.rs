@@ -53,6 +53,9 @@
 //! [`FsOptions::migrate_format`](crate::FsOptions::migrate_format), after which its
 //! logs of version 2 are read and appended to as they are until rewritten (see
 //! [`format`](mod@format)). Builds that know only version 2 refuse a store of version 3.
+//! (Builds of this repository between the introduction of log format 3 and that of
+//! store format 3 wrote keyed logs into stores of version 2; the builds before them
+//! refuse those documents, which this build reads.)
 //! Stores and logs of version 1 are refused with
 //! [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) naming both
 //! versions, never read.
@@ -268,9 +271,12 @@ mod tests;
 
 pub use options::FsOptions;
 
-/// The format version of the stores this build reads and writes (the store marker's
-/// version, and the clean-close record's). The same as [`format::STORE_VERSION`]; logs
-/// have a version of their own, [`format::LOG_VERSION`].
+/// The store format version of new stores (the store marker's version). A store of
+/// version 2 ([`format::UNKEYED_STORE_VERSION`]) is read and written too, as it is,
+/// unless [`FsOptions::migrate_format`] asks for its migration;
+/// [`Store::format_version`](persister_core::Store::format_version) gives an open
+/// store's. The same as [`format::STORE_VERSION`]; logs have a version of their own,
+/// [`format::LOG_VERSION`].
 pub const FORMAT_VERSION: u32 = format::STORE_VERSION;
 pub use persister::{FsPersister, Recovery};
 pub use store::{FsStore, is_fs_store};

@@ -24,14 +24,22 @@ struct Report {
 
 pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     let shown = crate::backend::shown(&args.store);
-    // Opened as it is first, to learn its version: a store that needs no migration is
-    // then not opened again, and one a backend refuses until migrated names its own.
     let backend = match args.backend {
         Some(backend) if args.store.exists() || crate::backend::is_url(&args.store) => backend,
         // Detection says there is no store, or what is there instead.
         _ => Backend::detect(&args.store)?,
     };
-    let from = match backend.open_store(&args.store, persister_backends::Access::ReadWrite) {
+    // Opened read-only first, to learn its version without writing or creating
+    // anything: a store that needs no migration is left as it was, and one a backend
+    // refuses until migrated names its own version.
+    let copying = backend
+        .reads_through_copy()
+        .then(|| crate::output::spinner(format!("copying the {backend} store")));
+    let probe = backend.open_store(&args.store, persister_backends::Access::ReadOnly);
+    if let Some(copying) = copying {
+        copying.finish_and_clear();
+    }
+    let from = match probe {
         Ok(store) => {
             let found = store.format_version();
             store.close()?;

@@ -2,7 +2,7 @@
 //! place and reads as before; a current store is left as it is.
 
 use crate::support::{
-    TestResult, as_fs_store_version_2, as_redb_layout_2, backends, make_store, named, persister,
+    TestResult, as_redb_layout_2, backends, make_fs_store_version_2, make_store, named, persister,
     read_store, snapshot_files, store_path,
 };
 
@@ -12,17 +12,17 @@ use crate::support::{
 #[test]
 fn older_stores_are_migrated_in_place_and_read_as_before() -> TestResult {
     let dir = tempfile::tempdir()?;
-    for (name, make_old) in [
-        (
-            "fs",
-            as_fs_store_version_2 as fn(&std::path::Path) -> TestResult,
-        ),
-        ("redb", as_redb_layout_2),
-    ] {
+    for name in ["fs", "redb"] {
         let backend = named(name);
         let path = store_path(dir.path(), backend);
-        let dumps = make_store(backend, &path)?;
-        make_old(&path)?;
+        let dumps = match name {
+            "fs" => make_fs_store_version_2(&path)?,
+            _ => {
+                let dumps = make_store(backend, &path)?;
+                as_redb_layout_2(&path)?;
+                dumps
+            }
+        };
         let store = path.to_str().unwrap();
         let info = persister(["info", "--json", store, "notes"])?
             .expect(0)
@@ -59,6 +59,7 @@ fn a_current_store_is_left_as_it_is() -> TestResult {
     for backend in backends() {
         let path = store_path(dir.path(), backend);
         make_store(backend, &path)?;
+        let before = snapshot_files(&path)?;
         let store = path.to_str().unwrap();
         let text = persister(["migrate", store])?.expect(0);
         assert!(
@@ -70,21 +71,11 @@ fn a_current_store_is_left_as_it_is() -> TestResult {
             "{}",
             text.stdout
         );
-        if backend.name() == "fs" {
-            // The opening that learns the version writes the clean-close record anew
-            // at most; the logs and the marker are untouched.
-            let before = snapshot_files(&path)?;
-            persister(["migrate", store])?.expect(0);
-            let after = snapshot_files(&path)?;
-            let logs = |files: &[(std::path::PathBuf, Vec<u8>)]| {
-                files
-                    .iter()
-                    .filter(|(p, _)| !p.ends_with("CLOSED"))
-                    .cloned()
-                    .collect::<Vec<_>>()
-            };
-            assert!(logs(&before) == logs(&after), "the fs store was written to");
-        }
+        assert!(
+            snapshot_files(&path)? == before,
+            "{}: the store was written to",
+            backend.name()
+        );
     }
     Ok(())
 }
@@ -106,5 +97,23 @@ fn a_missing_store_is_an_error_and_nothing_is_made() -> TestResult {
         assert!(run.stderr.contains("there is no store"), "{}", run.stderr);
         assert!(!path.exists(), "{}", backend.name());
     }
+    Ok(())
+}
+
+/// A PostgreSQL schema that holds no store is an error, and is not made: the version is
+/// learnt by an open that creates nothing.
+#[test]
+fn a_missing_postgres_store_is_an_error_and_nothing_is_made() -> TestResult {
+    let schema = format!("cli_migrate_{}", std::process::id());
+    let Some((url, _cluster)) = persister_testkit::postgres::schema_server(&schema)? else {
+        return Ok(());
+    };
+    let run = persister(["migrate", url.as_str()])?.expect(1);
+    run.expect_error_lines();
+    let registry = persister_backends::Registry::standard();
+    let opened = registry
+        .open(&url, persister_backends::Access::ReadOnly)
+        .map(|_| ());
+    assert!(opened.is_err(), "migrate made the store: {opened:?}");
     Ok(())
 }

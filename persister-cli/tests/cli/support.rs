@@ -330,17 +330,27 @@ pub fn interrupt_when(
     Ok((child.wait()?, seen))
 }
 
-/// Makes the fs store at `path` one of store format version 2, as earlier builds
-/// wrote it (its marker's version; nothing else differs in a store closed cleanly whose
-/// logs the reading build reads either way).
-pub fn as_fs_store_version_2(path: &Path) -> TestResult {
+/// Makes an fs store of store format version 2 at `path` holding what [`make_store`]
+/// writes, as earlier builds left one: its marker, its clean-close record and its logs
+/// are all of version 2 (written by this build, which writes a store of version 2 as
+/// it is). Returns the documents' content.
+pub fn make_fs_store_version_2(path: &Path) -> TestResult<Vec<DocumentDump>> {
+    let fs = named("fs");
+    // An empty store, whose marker then says version 2.
+    open_store(fs, path)?.close()?;
     let marker = path.join("STORE");
     let mut bytes = std::fs::read(&marker)?;
     bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
     let crc = persister_fs::format::mask_crc(crc32c::crc32c(&bytes[..12]));
     bytes[12..16].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&marker, &bytes)?;
-    Ok(())
+    let dumps = make_store(fs, path)?;
+    let version =
+        |file: &Path| -> TestResult<[u8; 4]> { Ok(std::fs::read(file)?[8..12].try_into()?) };
+    for file in [marker, path.join("CLOSED"), fs_log_path(path, &notes())?] {
+        assert_eq!(version(&file)?, 2u32.to_le_bytes(), "{}", file.display());
+    }
+    Ok(dumps)
 }
 
 /// Makes the redb store at `path`, closed cleanly, one of table layout 2, as earlier

@@ -70,6 +70,7 @@ pub const CASES: &[&str] = &[
     "removing_flushed_runs_removes_exactly_them",
     "removing_sync_states_removes_only_them",
     "removing_absent_sync_states_is_not_an_error",
+    "a_peer_without_state_reads_absent_beside_others",
     "changes_are_ordered_by_actor_then_seq",
     "peer_ids_are_exactly_those_given",
     // batches
@@ -151,6 +152,7 @@ macro_rules! conformance_tests {
             removing_flushed_runs_removes_exactly_them,
             removing_sync_states_removes_only_them,
             removing_absent_sync_states_is_not_an_error,
+            a_peer_without_state_reads_absent_beside_others,
             changes_are_ordered_by_actor_then_seq,
             peer_ids_are_exactly_those_given,
             batch_is_applied_whole,

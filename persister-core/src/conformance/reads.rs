@@ -276,6 +276,39 @@ pub fn removing_absent_sync_states_is_not_an_error<F: Fixture>(f: &F) -> Result<
     Ok(())
 }
 
+/// A peer without a state reads as absent beside stored states, held new ones and held
+/// removals, before and after a flush and a reopen: the check that tells a lost state
+/// from an absent one (point 2, and errors, not lies) never takes one for the other.
+pub fn a_peer_without_state_reads_absent_beside_others<F: Fixture>(f: &F) -> Result<()> {
+    let store = f.open()?;
+    let mut p = open(&store, "doc")?;
+    for peer in [&b"a"[..], b"b", b"c"] {
+        p.set_sync_state(peer.to_vec(), peer.repeat(2))?;
+    }
+    p.flush()?;
+    p.remove_sync_states(&[b"a"])?;
+    p.set_sync_state(b"d".to_vec(), b"dd".to_vec())?;
+    for _ in 0..2 {
+        for absent in [&b"a"[..], b"nobody", b""] {
+            assert_eq!(p.get_sync_state(absent)?, None);
+        }
+        assert_eq!(p.get_sync_state(b"b")?, Some(b"bb".to_vec()));
+        assert_eq!(p.get_sync_state(b"d")?, Some(b"dd".to_vec()));
+        p.flush()?;
+    }
+    drop(p);
+    let mut p = open(&store, "doc")?;
+    p.remove_sync_states(&[b"b", b"c", b"d"])?;
+    assert_eq!(p.get_sync_state(b"b")?, None);
+    assert_eq!(p.get_sync_state(b"nobody")?, None);
+    p.flush()?;
+    drop(p);
+    let p = open(&store, "doc")?;
+    assert_eq!(p.get_sync_state(b"nobody")?, None);
+    assert_eq!(p.get_peer_ids()?, Vec::<Vec<u8>>::new());
+    Ok(())
+}
+
 /// Changes come ordered by actor bytes (a prefix first), then by numeric seq (point 3).
 pub fn changes_are_ordered_by_actor_then_seq<F: Fixture>(f: &F) -> Result<()> {
     let store = f.open()?;
