@@ -41,20 +41,6 @@ impl Backend {
         self.0.format_version()
     }
 
-    /// Whether a read-only open reads through a copy of the store it makes first.
-    pub(crate) fn reads_through_copy(self) -> bool {
-        self.0.reads_through_copy()
-    }
-
-    /// Opens the store at `path` as `access` says, with the backend's own error.
-    pub(crate) fn open_store(
-        self,
-        path: &Path,
-        access: persister_backends::Access,
-    ) -> persister_core::Result<DynStore> {
-        self.0.open(path, access)
-    }
-
     /// The backend of a new store at `destination`: a URL names its own backend,
     /// whatever `--backend` says.
     pub fn for_destination(destination: &Path, backend: Backend) -> Backend {
@@ -224,14 +210,29 @@ impl OpenStore {
         forced: Option<Backend>,
         access: Access,
     ) -> Result<OpenStore, CliError> {
+        let backend = Self::backend_of(path, forced)?;
+        Ok(Self::open_as(path, backend, access)?)
+    }
+
+    /// The backend of the existing store at `path`: `forced`, or the one detected. An
+    /// error when nothing is there, since every backend would create a store there.
+    pub(crate) fn backend_of(path: &Path, forced: Option<Backend>) -> Result<Backend, CliError> {
         if !path.exists() && !is_url(path) {
-            // Every backend would create a store here: say there is none instead.
             Backend::detect(path)?;
         }
-        let backend = match forced {
-            Some(backend) => backend,
-            None => Backend::detect(path)?,
-        };
+        match forced {
+            Some(backend) => Ok(backend),
+            None => Backend::detect(path),
+        }
+    }
+
+    /// Opens the existing store at `path` of `backend`, with the backend's own error
+    /// (to tell one apart, as `persister migrate` does).
+    pub(crate) fn open_as(
+        path: &Path,
+        backend: Backend,
+        access: Access,
+    ) -> persister_core::Result<OpenStore> {
         let access = match access {
             Access::Read => persister_backends::Access::ReadOnly,
             Access::Write | Access::New => persister_backends::Access::ReadWrite,

@@ -1,7 +1,7 @@
 //! `persister migrate STORE`: brings a store an older build wrote to the format version
 //! this build writes, in place.
 
-use persister_core::{Error, Store};
+use persister_core::Error;
 use serde::Serialize;
 
 use crate::cli::StoreArgs;
@@ -24,22 +24,11 @@ struct Report {
 
 pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     let shown = crate::backend::shown(&args.store);
-    let backend = match args.backend {
-        Some(backend) if args.store.exists() || crate::backend::is_url(&args.store) => backend,
-        // Detection says there is no store, or what is there instead.
-        _ => Backend::detect(&args.store)?,
-    };
+    let backend = OpenStore::backend_of(&args.store, args.backend)?;
     // Opened read-only first, to learn its version without writing or creating
     // anything: a store that needs no migration is left as it was, and one a backend
     // refuses until migrated names its own version.
-    let copying = backend
-        .reads_through_copy()
-        .then(|| crate::output::spinner(format!("copying the {backend} store")));
-    let probe = backend.open_store(&args.store, persister_backends::Access::ReadOnly);
-    if let Some(copying) = copying {
-        copying.finish_and_clear();
-    }
-    let from = match probe {
+    let from = match OpenStore::open_as(&args.store, backend, Access::Read) {
         Ok(store) => {
             let found = store.format_version();
             store.close()?;
@@ -51,7 +40,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     let current = backend.format_version();
     let (to, migrated) = match from {
         Some(version) if version < current => {
-            let store = OpenStore::existing(&args.store, Some(backend), Access::Migrate)?;
+            let store = OpenStore::open_as(&args.store, backend, Access::Migrate)?;
             let to = store.format_version();
             store.close()?;
             (to, to != from)
