@@ -49,6 +49,22 @@ type Opener = dyn Fn(&Path, Access) -> Result<DynStore> + Send + Sync;
 /// Whether a path or URL is a store of the backend.
 type Recogniser = dyn Fn(&Path) -> bool + Send + Sync;
 
+/// The location of a temporary store for a destination, from a tag.
+type Temporary = dyn Fn(&Path, &str) -> Result<PathBuf> + Send + Sync;
+/// Moves the store at the first location to the second, whole or not at all.
+type Rename = dyn Fn(&Path, &Path) -> Result<()> + Send + Sync;
+/// Removes the store at a location, and nothing else.
+type Remove = dyn Fn(&Path) -> Result<()> + Send + Sync;
+
+/// How a URL backend builds a new store out of sight and puts it in place: see
+/// [`Backend::with_staging`].
+#[derive(Clone)]
+struct Staging {
+    temporary: Arc<Temporary>,
+    rename: Arc<Rename>,
+    remove: Arc<Remove>,
+}
+
 /// One backend: its name, its format version, what its stores are, how to recognise
 /// one and how to open one. Cloning it is cheap, and clones share any state its
 /// opener keeps (the stores of [`Backend::memory`]).
@@ -78,6 +94,7 @@ pub struct Backend {
     reads_through_copy: bool,
     recognise: Arc<Recogniser>,
     open: Arc<Opener>,
+    staging: Option<Staging>,
 }
 
 impl Backend {
@@ -103,6 +120,7 @@ impl Backend {
             reads_through_copy: false,
             recognise: Arc::new(|_| false),
             open: Arc::new(open),
+            staging: None,
         }
     }
 
@@ -136,6 +154,29 @@ impl Backend {
     /// that it makes first (which takes a while for a large store).
     pub fn with_reads_through_copy(mut self) -> Self {
         self.reads_through_copy = true;
+        self
+    }
+
+    /// The same entry, building new stores out of sight: `temporary` gives the
+    /// location of a temporary store for a destination and a tag (lowercase ASCII
+    /// letters, digits and `_`, unique to the caller), `rename` moves a whole store
+    /// from one location to another in one step (replacing nothing that holds data),
+    /// and `remove` removes the store at a location and nothing else (succeeding when
+    /// there is none). For URL backends, whose stores cannot be renamed like files:
+    /// tools that make a new store (the `persister` command's `copy` and `import`) then
+    /// build it at the temporary location and rename it into place once it is whole and
+    /// checked, so that a killed tool leaves the destination as it was.
+    pub fn with_staging(
+        mut self,
+        temporary: impl Fn(&Path, &str) -> Result<PathBuf> + Send + Sync + 'static,
+        rename: impl Fn(&Path, &Path) -> Result<()> + Send + Sync + 'static,
+        remove: impl Fn(&Path) -> Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.staging = Some(Staging {
+            temporary: Arc::new(temporary),
+            rename: Arc::new(rename),
+            remove: Arc::new(remove),
+        });
         self
     }
 
@@ -190,6 +231,55 @@ impl Backend {
         of_kind && (self.recognise)(location)
     }
 
+    /// Whether new stores can be built out of sight ([`Backend::with_staging`]).
+    pub fn stages(&self) -> bool {
+        self.staging.is_some()
+    }
+
+    /// Where to build a new store for `destination` out of sight, named with `tag`;
+    /// `None` when the entry has no [staging](Backend::with_staging).
+    ///
+    /// # Errors
+    ///
+    /// The entry's own: [`Error::InvalidInput`] for a destination it cannot name a
+    /// temporary store for.
+    pub fn temporary_location(&self, destination: &Path, tag: &str) -> Result<Option<PathBuf>> {
+        self.staging
+            .as_ref()
+            .map(|staging| (staging.temporary)(destination, tag))
+            .transpose()
+    }
+
+    /// Moves the store built at `from` (a [temporary location](Backend::temporary_location))
+    /// to `to`, whole or not at all.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when the entry has no [staging](Backend::with_staging),
+    /// otherwise the entry's own (`to` holds data, the store is in use, the server
+    /// failed). On an error nothing moved.
+    pub fn rename_store(&self, from: &Path, to: &Path) -> Result<()> {
+        match &self.staging {
+            Some(staging) => (staging.rename)(from, to),
+            None => Err(no_staging(self.name)),
+        }
+    }
+
+    /// Removes the store at `location` (a [temporary location](Backend::temporary_location)
+    /// that will not be used): the store and nothing else; a store that is not there
+    /// is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when the entry has no [staging](Backend::with_staging),
+    /// otherwise the entry's own. On an error nothing was removed.
+    pub fn remove_store(&self, location: &Path) -> Result<()> {
+        match &self.staging {
+            Some(staging) => (staging.remove)(location),
+            None => Err(no_staging(self.name)),
+        }
+    }
+
     /// The path of a store of this backend inside `dir`, a directory that holds
     /// nothing else: `dir/store.NAME` for a file, `dir/NAME` otherwise; `None` for a
     /// URL backend, whose stores live on a server.
@@ -228,6 +318,13 @@ impl Backend {
             });
         }
         (self.open)(location, access)
+    }
+}
+
+fn no_staging(name: &str) -> Error {
+    Error::InvalidInput {
+        what: "store location",
+        reason: format!("the {name} backend does not build stores out of sight"),
     }
 }
 

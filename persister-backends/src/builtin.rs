@@ -126,6 +126,24 @@ impl Backend {
             let text = location.to_string_lossy();
             text.starts_with("postgres://") || text.starts_with("postgresql://")
         })
+        // A new store is built in a schema of its own beside the destination's
+        // (`NAME_partial_TAG`, the name cut so that the whole fits PostgreSQL's 63
+        // bytes), then renamed to the destination's schema in one transaction.
+        .with_staging(
+            |destination, tag| {
+                let url = destination.to_string_lossy();
+                let schema = persister_postgres::schema_in(&url)?;
+                let suffix = format!("_partial_{tag}");
+                let keep = 63usize.saturating_sub(suffix.len()).min(schema.len());
+                let temporary = format!("{}{suffix}", &schema[..keep]);
+                Ok(PathBuf::from(persister_postgres::url_with_schema(&url, &temporary)?))
+            },
+            |from, to| {
+                let to = persister_postgres::schema_in(&to.to_string_lossy())?;
+                PostgresStore::rename(&from.to_string_lossy(), &to)
+            },
+            |location| PostgresStore::destroy(&location.to_string_lossy()),
+        )
         .with_description(
             "A schema of a PostgreSQL database, given as a `postgres://` URL (`?schema=NAME`, default `persister`)",
         )

@@ -231,6 +231,78 @@ fn a_postgres_store_opens_through_the_registry() -> TestResult {
     Ok(())
 }
 
+/// A new PostgreSQL store built out of sight: in a temporary schema named after the
+/// destination's, then renamed into place whole; a temporary store that is not used
+/// is removed. Only the PostgreSQL entry stages.
+#[test]
+fn a_new_postgres_store_is_built_out_of_sight_and_renamed_into_place() -> TestResult {
+    use persister_testkit::postgres::schema_server;
+    let schema = format!("registry_staged_{}", std::process::id());
+    let Some((url, _cluster)) = schema_server(&schema)? else {
+        return Ok(());
+    };
+    let registry = Registry::standard();
+    for name in ["redb", "sled", "fs"] {
+        let backend = registry.backend(name)?;
+        assert!(!backend.stages(), "{name}");
+        assert!(
+            backend
+                .temporary_location(Path::new("x"), "t")
+                .unwrap()
+                .is_none()
+        );
+        assert!(backend.remove_store(Path::new("x")).is_err());
+    }
+    let postgres = registry.backend("postgres")?;
+    assert!(postgres.stages());
+    let destination = Path::new(&url);
+    let temporary = postgres
+        .temporary_location(destination, "7_42")?
+        .ok_or("no temporary location")?;
+    let temporary_schema = persister_postgres::schema_in(&temporary.to_string_lossy())?;
+    assert_eq!(temporary_schema, format!("{schema}_partial_7_42"));
+    // A long destination schema is cut so that the temporary one fits in 63 bytes.
+    let long = persister_postgres::url_with_schema(&url, &"s".repeat(63))?;
+    let cut = postgres
+        .temporary_location(Path::new(&long), "123456_999999999")?
+        .ok_or("no temporary location")?;
+    let cut = persister_postgres::schema_in(&cut.to_string_lossy())?;
+    assert_eq!(cut.len(), 63, "{cut}");
+    assert!(cut.ends_with("_partial_123456_999999999"), "{cut}");
+
+    let store = postgres.open(&temporary, Access::Create)?;
+    let mut doc = store.open_document(&"notes".into())?;
+    doc.set_document(b"built out of sight".to_vec())?;
+    doc.close()?;
+    drop(store);
+    // Nothing is at the destination until the rename.
+    assert!(postgres.open(destination, Access::ReadOnly).is_err());
+    postgres.rename_store(&temporary, destination)?;
+    assert!(postgres.open(&temporary, Access::ReadOnly).is_err());
+    let store = postgres.open(destination, Access::ReadOnly)?;
+    let doc = store.open_document(&"notes".into())?;
+    assert_eq!(doc.get_document()?, Some(b"built out of sight".to_vec()));
+    drop((doc, store));
+
+    // A second store may not replace the first, and is removed unused.
+    let second = postgres
+        .temporary_location(destination, "8_1")?
+        .ok_or("no temporary location")?;
+    let store = postgres.open(&second, Access::Create)?;
+    let mut doc = store.open_document(&"other".into())?;
+    doc.set_document(b"not kept".to_vec())?;
+    doc.close()?;
+    drop(store);
+    assert!(postgres.rename_store(&second, destination).is_err());
+    postgres.remove_store(&second)?;
+    assert!(postgres.open(&second, Access::ReadOnly).is_err());
+    // Removing what is gone already is done.
+    postgres.remove_store(&second)?;
+    let store = postgres.open(destination, Access::ReadOnly)?;
+    assert_eq!(store.list_documents()?, vec!["notes".into()]);
+    Ok(())
+}
+
 /// The stores of the memory-engine entry, by path: each path's engine, and the store
 /// open on it, which the conformance fixture reaches to arm its fault.
 type Engines = Arc<Mutex<HashMap<PathBuf, (MemoryEngine, Weak<EngineStore<MemoryEngine>>)>>>;

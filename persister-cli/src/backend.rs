@@ -195,6 +195,11 @@ pub fn is_url(path: &Path) -> bool {
     REGISTRY.url_backend(path).is_some()
 }
 
+/// The backend whose stores `path` names as a URL, if it is one.
+pub(crate) fn url_backend(path: &Path) -> Option<&'static persister_backends::Backend> {
+    REGISTRY.url_backend(path)
+}
+
 /// A document's handle, and what opening it noticed.
 pub struct OpenedDocument {
     /// The handle.

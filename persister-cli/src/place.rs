@@ -48,8 +48,15 @@ pub fn remove_partials() {
     for temporary in paths {
         // The command may still be writing into a directory it created (a new file in
         // it makes its removal fail): try again until it is gone. Once it is, nothing
-        // can be made inside it, and with `ended` set nothing makes it again.
-        for _ in 0..REMOVE_ATTEMPTS {
+        // can be made inside it, and with `ended` set nothing makes it again. A store on
+        // a server is removed in one transaction, which waits for the command's own
+        // (its statements then fail): one attempt.
+        let attempts = if crate::backend::is_url(&temporary) {
+            1
+        } else {
+            REMOVE_ATTEMPTS
+        };
+        for _ in 0..attempts {
             match remove(&temporary) {
                 Ok(()) => break,
                 Err(e) if e.kind() == ErrorKind::NotFound => break,
@@ -60,6 +67,11 @@ pub fn remove_partials() {
 }
 
 fn remove(temporary: &Path) -> std::io::Result<()> {
+    if let Some(backend) = crate::backend::url_backend(temporary) {
+        return backend
+            .remove_store(temporary)
+            .map_err(std::io::Error::other);
+    }
     // What a backend keeps beside its store under the store's name and a suffix (redb's
     // commit log, `<file>.log`): the temporary name is this process's own, so anything
     // named after it is too.
@@ -100,7 +112,7 @@ fn ending(temporary: &Path) -> CliError {
     CliError::new(
         format!(
             "the command was interrupted before it made {}",
-            temporary.display()
+            crate::backend::shown(temporary)
         ),
         "nothing to do: the destination was left as it was",
     )
@@ -110,25 +122,27 @@ fn ending(temporary: &Path) -> CliError {
 /// [`commit`](Staging::commit) removes the temporary path, so a failed or interrupted
 /// (SIGINT, SIGTERM) command leaves the destination as it was. (A killed process
 /// leaves the temporary path, `.NAME.partial-*`, which may be deleted.)
+///
+/// A store on a server (a URL) is built the same way where its backend can build one
+/// out of sight (PostgreSQL: in a schema `NAME_partial_*` beside the destination's,
+/// renamed into place in one transaction; a killed process leaves that schema, which
+/// `persister` never reads and which may be dropped). Where its backend cannot, it is
+/// written in place.
 #[derive(Debug)]
 pub struct Staging {
     destination: PathBuf,
     temporary: PathBuf,
     committed: bool,
+    /// Written in place: the destination is a URL whose backend has no staging.
+    in_place: bool,
 }
 
 impl Staging {
     /// Checks that `destination` can be made: it does not exist (or, for a directory,
     /// is an empty directory) and its parent directory exists.
     pub fn new(destination: &Path, is_directory: bool) -> Result<Staging, CliError> {
-        // A database has no temporary name: the store is written in place, into a
-        // schema that must be empty (checked when it is opened).
-        if crate::backend::is_url(destination) {
-            return Ok(Staging {
-                destination: destination.to_path_buf(),
-                temporary: destination.to_path_buf(),
-                committed: true,
-            });
+        if let Some(backend) = crate::backend::url_backend(destination) {
+            return Staging::on_server(destination, backend);
         }
         if let Ok(meta) = fs::symlink_metadata(destination) {
             let empty_dir = meta.is_dir()
@@ -172,10 +186,30 @@ impl Staging {
                 "create it first, or choose another destination",
             ));
         }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let temporary = parent.join(format!(".{name}.partial-{}-{nanos}", std::process::id()));
+        let temporary = parent.join(format!(".{name}.partial-{}", tag().replace('_', "-")));
+        Staging::record(destination, temporary)
+    }
+
+    /// A staging for a store on a server: at the backend's temporary location, or in
+    /// place when it has none (the store then goes into a schema that must be empty,
+    /// which opening it checks).
+    fn on_server(
+        destination: &Path,
+        backend: &persister_backends::Backend,
+    ) -> Result<Staging, CliError> {
+        match backend.temporary_location(destination, &tag())? {
+            Some(temporary) => Staging::record(destination, temporary),
+            None => Ok(Staging {
+                destination: destination.to_path_buf(),
+                temporary: destination.to_path_buf(),
+                committed: true,
+                in_place: true,
+            }),
+        }
+    }
+
+    /// A staging at `temporary`, recorded for [`remove_partials`].
+    fn record(destination: &Path, temporary: PathBuf) -> Result<Staging, CliError> {
         {
             let mut live = live();
             if live.ended {
@@ -187,6 +221,7 @@ impl Staging {
             destination: destination.to_path_buf(),
             temporary,
             committed: false,
+            in_place: false,
         })
     }
 
@@ -196,6 +231,7 @@ impl Staging {
             destination: PathBuf::new(),
             temporary: PathBuf::new(),
             committed: true,
+            in_place: false,
         }
     }
 
@@ -233,7 +269,7 @@ impl Staging {
     /// Whether the destination is written in place (a database), so that a failure
     /// must undo what was written rather than remove a temporary path.
     pub fn is_in_place(&self) -> bool {
-        crate::backend::is_url(&self.destination)
+        self.in_place
     }
 
     /// The final destination.
@@ -246,6 +282,25 @@ impl Staging {
     pub fn commit(mut self) -> Result<(), CliError> {
         if self.committed {
             // Written in place (a database).
+            return Ok(());
+        }
+        if let Some(backend) = crate::backend::url_backend(&self.destination) {
+            // Under the lock, as below. The backend refuses a destination that holds
+            // data, and moves the whole store or nothing.
+            let mut live = live();
+            if live.ended {
+                return Err(ending(&self.temporary));
+            }
+            backend
+                .rename_store(&self.temporary, &self.destination)
+                .map_err(|e| {
+                    CliError::from(e).context(format!(
+                        "moving the new store into place at {}",
+                        crate::backend::shown(&self.destination)
+                    ))
+                })?;
+            live.paths.remove(&self.temporary);
+            self.committed = true;
             return Ok(());
         }
         if fs::symlink_metadata(&self.destination).is_ok_and(|m| !m.is_dir()) {
@@ -300,6 +355,15 @@ fn redb_store_logging_to(path: &Path) -> Option<PathBuf> {
         .ok()
         .filter(|backend| backend.name() == "redb")
         .map(|_| store)
+}
+
+/// A name part unique to this staging: the process id and the clock's nanoseconds,
+/// `PID_NANOS` (lowercase ASCII digits and `_`, as a server's names allow).
+fn tag() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}_{nanos}", std::process::id())
 }
 
 fn parent_of(path: &Path) -> PathBuf {

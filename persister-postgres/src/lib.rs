@@ -73,6 +73,14 @@
 //! at most 10 s for the tables' locks (a long transaction on them makes it fail; open
 //! again).
 //!
+//! A whole store moves to another schema of its database with [`PostgresStore::rename`],
+//! in one transaction, so that other sessions see it at its old place or whole at its
+//! new one: build a new store in a schema of its own, check it, then rename it into
+//! place (the `persister` command's `copy` and `import` do, so that a killed run leaves
+//! the destination as it was). [`PostgresStore::destroy`] drops a store's tables and
+//! schema and nothing else. Both refuse a store another process has a document of open,
+//! and [`url_with_schema`] and [`schema_in`] write and read the schema of a URL.
+//!
 //! # Writes, flushes and round trips
 //!
 //! A handle holds its writes in memory (reads merge them with what the server holds)
@@ -375,6 +383,7 @@ mod location;
 mod options;
 mod persister;
 mod pool;
+mod relocate;
 mod shared;
 mod sql;
 mod store;
@@ -382,5 +391,6 @@ mod store;
 pub use error::PgError;
 pub use options::PostgresOptions;
 pub use persister::PostgresPersister;
+pub use relocate::{schema_in, url_with_schema};
 pub use sql::FORMAT_VERSION;
 pub use store::PostgresStore;

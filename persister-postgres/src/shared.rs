@@ -51,7 +51,7 @@ impl Shared {
         let commits = options.concurrent_commits.min(options.max_connections);
         Self {
             pool: Pool::new(options.max_connections),
-            holder: format!("pid {} on {}", std::process::id(), hostname()),
+            holder: this_holder(),
             location,
             sql,
             options,
@@ -259,6 +259,11 @@ impl Shared {
             path: PathBuf::from(&self.place),
         }
     }
+}
+
+/// How this process names itself in the lease rows it writes: `pid N on HOST`.
+pub(crate) fn this_holder() -> String {
+    format!("pid {} on {}", std::process::id(), hostname())
 }
 
 fn hostname() -> String {

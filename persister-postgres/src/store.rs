@@ -83,6 +83,73 @@ impl PostgresStore {
         })
     }
 
+    /// Moves the store at `url` (its schema, as [`PostgresStore::open`] reads it) to the
+    /// schema `to` of the same database, in one transaction: every other session sees
+    /// the store at its old place or whole at its new one, never part of it. This is
+    /// how a new store is built out of sight and then put in place (the `persister`
+    /// command's `copy` and `import` build theirs in a temporary schema).
+    ///
+    /// `to` must not exist, or be an empty schema, or hold a store without documents
+    /// (opened but never written); an empty one is replaced, so privileges granted on
+    /// it do not carry over. No document of either store may be open (a lease that has
+    /// not expired): close every handle first. Each lock is waited for at most 10 s.
+    ///
+    /// ```
+    /// use persister_core::{Persister, Store};
+    /// use persister_postgres::{PostgresStore, url_with_schema};
+    ///
+    /// # fn main() -> Result<(), persister_core::Error> {
+    /// let Ok(url) = std::env::var("PERSISTER_POSTGRES_URL") else {
+    ///     return Ok(()); // this example needs a server
+    /// };
+    /// let staging = url_with_schema(&url, "notes_new")?;
+    /// let built = url_with_schema(&url, "notes")?;
+    /// # let _ = PostgresStore::destroy(&staging);
+    /// # let _ = PostgresStore::destroy(&built);
+    /// let store = PostgresStore::open(&staging)?;
+    /// let mut doc = store.open_document(&"todo".into())?;
+    /// doc.set_document(b"buy milk".to_vec())?;
+    /// doc.close()?; // flushes and releases the lease
+    /// store.close()?;
+    ///
+    /// PostgresStore::rename(&staging, "notes")?;
+    /// let store = PostgresStore::open(&built)?;
+    /// assert_eq!(store.list_documents()?, vec!["todo".into()]);
+    /// # drop(store);
+    /// # PostgresStore::destroy(&built)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotAStore`] when the schema of `url` holds no store (or other tables
+    /// beside one's), [`Error::InvalidInput`] for a malformed URL or schema name, the
+    /// same schema, or a `to` that holds documents or anything but a store's tables,
+    /// [`Error::Locked`] when a document of either store is open, and
+    /// [`Error::Backend`](persister_core::Error::Backend) for the server's errors
+    /// (a lock not granted in time, a role that may not rename the schema). On an
+    /// error nothing was changed.
+    pub fn rename(url: &str, to: &str) -> Result<()> {
+        crate::relocate::rename(url, to)
+    }
+
+    /// Drops the store at `url`: its five tables and its schema, in one transaction,
+    /// and nothing else. A schema that does not exist is not an error (there is
+    /// nothing to drop). Documents this process holds open do not stop it: their
+    /// handles fail from then on, and nothing they held is stored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotAStore`] when the schema holds anything else than a store's tables
+    /// (it is left as it is: only a store is ever dropped), [`Error::Locked`] when
+    /// another process has a document of the store open, [`Error::InvalidInput`] for a malformed URL or
+    /// schema name, and [`Error::Backend`](persister_core::Error::Backend) for the
+    /// server's errors. On an error nothing was dropped.
+    pub fn destroy(url: &str) -> Result<()> {
+        crate::relocate::destroy(url)
+    }
+
     /// The store's URL without its password, and its schema, as messages name it.
     pub fn description(&self) -> &str {
         &self.shared.place

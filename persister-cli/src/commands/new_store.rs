@@ -106,9 +106,10 @@ impl NewStore {
 }
 
 impl Drop for NewStore {
-    /// A store written in place (a database) that was not finished: removes what was
-    /// written, so that a failed or half-done command does not leave a store that looks
-    /// complete. (A path's temporary store is removed by its [`Staging`].)
+    /// A store written in place (a database whose backend cannot build it out of
+    /// sight) that was not finished: removes what was written, so that a failed or
+    /// half-done command does not leave a store that looks complete. (A temporary
+    /// store, at a path or in a schema, is removed by its [`Staging`].)
     fn drop(&mut self) {
         if !self.staging.is_in_place() {
             return;

@@ -461,14 +461,16 @@ fn a_failed_import_into_postgres_leaves_the_schema_as_it_was() -> TestResult {
     std::fs::write(&bad, bytes)?;
     let run = persister(["import", bad.to_str().unwrap(), &url])?.expect(3);
     run.expect_error_lines();
-    // The schema holds no store, or an empty one (its tables), but no document of the
-    // file that was refused.
-    let after = persister(["ls", &url])?;
+    // The schema holds no store: the import was built in a schema of its own, which
+    // is gone too.
+    let after = persister(["ls", &url])?.expect(1);
     assert!(
-        after.code == 1 || after.stdout.contains(": 0 documents"),
-        "the failed import left documents in the schema:\n{after:?}\nimport said: {}",
+        after.stderr.contains("none of its tables"),
+        "the failed import left a store in the schema:\n{after:?}\nimport said: {}",
         run.stderr
     );
+    let mut server = PgServer::connect(&_cluster)?;
+    assert_eq!(server.partial_schemas(&schema)?, Vec::<String>::new());
     // And the good file still imports there.
     persister(["import", dump.to_str().unwrap(), &url])?.expect(0);
     assert_eq!(
@@ -479,6 +481,102 @@ fn a_failed_import_into_postgres_leaves_the_schema_as_it_was() -> TestResult {
     let listed = persister(["ls", &url])?.expect(0);
     assert!(listed.stdout.contains(": 3 documents"), "{}", listed.stdout);
     Ok(())
+}
+
+/// A copy into PostgreSQL is built in a schema of its own and renamed into place
+/// whole: Ctrl-C leaves neither a store at the destination nor the partial schema, and
+/// a killed copy (SIGKILL, nothing cleans up) leaves the destination as it was, with
+/// only the partial schema beside it, so that the same copy then succeeds.
+#[test]
+fn an_interrupted_or_killed_copy_into_postgres_leaves_the_destination_as_it_was() -> TestResult {
+    use std::process::Command;
+
+    use persister_testkit::postgres::schema_server;
+    let schema = format!("cli_killed_copy_{}", std::process::id());
+    let Some((url, cluster)) = schema_server(&schema)? else {
+        return Ok(());
+    };
+    let mut server = PgServer::connect(&cluster)?;
+    let dir = tempfile::tempdir()?;
+    let src = large_redb_store(dir.path())?;
+    let src = src.to_str().unwrap();
+    for signal in ["-INT", "-KILL"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_persister"))
+            .args(["copy", src, &url])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        // Once the partial store holds a document, and before the copy is done.
+        let mut seen = None;
+        while child.try_wait()?.is_none() {
+            if let Some(partial) = server.partial_schemas(&schema)?.pop()
+                && server.documents_in(&partial)? > 0
+            {
+                seen = Some(partial);
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let partial = seen.ok_or("the copy ended before its partial store held a document")?;
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()?;
+        let status = child.wait()?;
+        assert!(!status.success(), "{signal}: {status:?}");
+        let ls = persister(["ls", &url])?.expect(1);
+        assert!(ls.stderr.contains("none of its tables"), "{signal}: {ls:?}");
+        let left = server.partial_schemas(&schema)?;
+        match signal {
+            "-INT" => assert!(left.is_empty(), "Ctrl-C left {left:?}"),
+            _ => assert_eq!(left, [partial], "a killed copy leaves its partial schema"),
+        }
+    }
+    // The same copy then succeeds beside the partial schema, which it leaves alone.
+    let run = persister(["copy", src, &url])?.expect(0);
+    assert!(run.stdout.contains("copied 40 documents"), "{}", run.stdout);
+    let listed = persister(["ls", &url])?.expect(0);
+    assert!(
+        listed.stdout.contains(": 40 documents"),
+        "{}",
+        listed.stdout
+    );
+    assert_eq!(server.partial_schemas(&schema)?.len(), 1);
+    Ok(())
+}
+
+/// The test's own connection to the server of `schema_server`, for looking at schemas.
+struct PgServer(postgres::Client);
+
+impl PgServer {
+    fn connect(cluster: &Option<persister_testkit::postgres::Cluster>) -> TestResult<PgServer> {
+        let url = match cluster {
+            Some(cluster) => cluster.url(),
+            None => std::env::var("PERSISTER_POSTGRES_URL")?,
+        };
+        Ok(PgServer(
+            url.parse::<postgres::Config>()?.connect(postgres::NoTls)?,
+        ))
+    }
+
+    /// The schemas a new store for `schema` was built in and not moved from.
+    fn partial_schemas(&mut self, schema: &str) -> TestResult<Vec<String>> {
+        let rows = self.0.query(
+            "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY 1",
+            &[&format!("{schema}_partial_")],
+        )?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// How many documents the store in `schema` holds; 0 while it has no tables.
+    fn documents_in(&mut self, schema: &str) -> TestResult<i64> {
+        let query = format!("SELECT count(*) FROM \"{schema}\".documents");
+        Ok(match self.0.query_one(&query, &[]) {
+            Ok(row) => row.get(0),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+            Err(e) => return Err(e.into()),
+        })
+    }
 }
 
 /// Ctrl-C during a copy into a new redb store, once its commit log exists:

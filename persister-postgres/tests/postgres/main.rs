@@ -21,4 +21,5 @@ mod group;
 mod lease;
 mod model;
 mod processes;
+mod relocate;
 mod round_trips;

@@ -1,0 +1,314 @@
+//! Moving a whole store to another schema, and dropping one: how a new store is built
+//! out of sight under a temporary schema and then put in place in one transaction, or
+//! discarded.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use persister_core::{Error, Result};
+use postgres::Transaction;
+
+use crate::PostgresOptions;
+use crate::error::from_pg;
+use crate::location::{Location, take_option};
+use crate::shared::this_holder;
+use crate::sql::{FORMAT_NAME, check_schema_name};
+
+/// The tables of a store, which [`PostgresStore::destroy`](crate::PostgresStore::destroy)
+/// drops and nothing else.
+const TABLES: [&str; 5] = ["meta", "documents", "changes", "sync_states", "leases"];
+
+/// How long each lock is waited for.
+const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
+
+/// `url` with its `schema` option set to `schema` (replacing the one it has), as a URL
+/// (`?schema=`) or a connection string (` schema=`) like `url`.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] when `schema` is not a schema name the store accepts (1 to
+/// 63 lowercase ASCII letters, digits and `_`, not starting with a digit).
+pub fn url_with_schema(url: &str, schema: &str) -> Result<String> {
+    check_schema_name(schema)?;
+    let (base, _) = take_option(url, "schema");
+    Ok(if base.contains("://") {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}schema={schema}")
+    } else if base.is_empty() {
+        format!("schema={schema}")
+    } else {
+        format!("{base} schema={schema}")
+    })
+}
+
+/// The schema a store URL names: its `schema` option, or
+/// [`PostgresOptions::schema`]'s default (`persister`).
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] when the option is not a schema name the store accepts.
+pub fn schema_in(url: &str) -> Result<String> {
+    let schema = take_option(url, "schema")
+        .1
+        .unwrap_or_else(|| PostgresOptions::default().schema);
+    check_schema_name(&schema)?;
+    Ok(schema)
+}
+
+/// The server and schema `url` names, as [`PostgresStore::open`](crate::PostgresStore::open)
+/// reads them, and the place messages name.
+fn locate(url: &str) -> Result<(Location, String, String)> {
+    let options = PostgresOptions::default();
+    let schema = schema_in(url)?;
+    let (url, _) = take_option(url, "schema");
+    let location = Location::parse(&url, options.connect_timeout, options.network_timeout)?;
+    let place = format!("{} schema {schema}", location.description);
+    Ok((location, schema, place))
+}
+
+/// Runs `work` in one transaction on a new connection to `location`, and commits.
+fn in_transaction<T>(
+    location: &Location,
+    place: &str,
+    action: &str,
+    work: impl FnOnce(&mut Transaction<'_>) -> std::result::Result<Result<T>, postgres::Error>,
+) -> Result<T> {
+    let mut client = location.connect(&Arc::new(AtomicBool::new(false)))?;
+    let pg = |err: postgres::Error| from_pg(&err, action, place, &location.secret);
+    let mut tx = client.transaction().map_err(pg)?;
+    tx.batch_execute(LOCK_TIMEOUT).map_err(pg)?;
+    // On an error, dropping the transaction rolls it back.
+    let value = work(&mut tx).map_err(pg)??;
+    tx.commit().map_err(pg)?;
+    Ok(value)
+}
+
+/// What a schema holds.
+enum Held {
+    /// No schema of that name.
+    Nothing,
+    /// A schema without tables, views or sequences.
+    EmptySchema,
+    /// A store: the five tables (and their indexes) only, with the format record.
+    Store,
+    /// Anything else: named in messages.
+    Other(String),
+}
+
+/// What `schema` holds, read in `tx`.
+fn held(tx: &mut Transaction<'_>, schema: &str) -> std::result::Result<Held, postgres::Error> {
+    let exists: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )?
+        .get(0);
+    if !exists {
+        return Ok(Held::Nothing);
+    }
+    // Indexes and TOAST tables belong to the tables; anything else is not a store's.
+    let relations: Vec<String> = tx
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind NOT IN ('i', 'I', 't') ORDER BY 1",
+            &[&schema],
+        )?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if relations.is_empty() {
+        return Ok(Held::EmptySchema);
+    }
+    let others: Vec<&str> = relations
+        .iter()
+        .map(String::as_str)
+        .filter(|r| !TABLES.contains(r))
+        .collect();
+    if !others.is_empty() {
+        return Ok(Held::Other(format!("its relations {}", others.join(", "))));
+    }
+    if relations.len() != TABLES.len() {
+        return Ok(Held::Other(format!(
+            "only some of a store's tables ({})",
+            relations.join(", ")
+        )));
+    }
+    let format: Option<String> = tx
+        .query_opt(
+            &format!("SELECT value FROM \"{schema}\".meta WHERE key = 'format'"),
+            &[],
+        )?
+        .map(|row| row.get(0));
+    Ok(match format {
+        Some(f) if f == FORMAT_NAME => Held::Store,
+        _ => Held::Other("tables of a store's names without its format record".into()),
+    })
+}
+
+/// Locks the store's tables in `schema` against every other transaction, then returns
+/// whether it holds a document, and the holder of a lease that has not expired (other
+/// than `except`).
+fn lock_store(
+    tx: &mut Transaction<'_>,
+    schema: &str,
+    except: &str,
+) -> std::result::Result<(bool, Option<String>), postgres::Error> {
+    let s = format!("\"{schema}\"");
+    let tables: Vec<String> = TABLES.iter().map(|t| format!("{s}.{t}")).collect();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        tables.join(", ")
+    ))?;
+    let documents: bool = tx
+        .query_one(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {s}.documents) OR EXISTS (SELECT 1 FROM {s}.changes)
+                 OR EXISTS (SELECT 1 FROM {s}.sync_states)"
+            ),
+            &[],
+        )?
+        .get(0);
+    let holder: Option<String> = tx
+        .query_opt(
+            &format!(
+                "SELECT holder FROM {s}.leases WHERE expires_at > now() AND holder <> $1 LIMIT 1"
+            ),
+            &[&except],
+        )?
+        .map(|row| row.get(0));
+    Ok((documents, holder))
+}
+
+fn drop_store_tables(
+    tx: &mut Transaction<'_>,
+    schema: &str,
+) -> std::result::Result<(), postgres::Error> {
+    let s = format!("\"{schema}\"");
+    let tables: Vec<String> = TABLES.iter().map(|t| format!("{s}.{t}")).collect();
+    // RESTRICT: an object of the user's that depends on a table (a view, a foreign key)
+    // makes the drop fail instead of going with it.
+    tx.batch_execute(&format!(
+        "DROP TABLE {} RESTRICT; DROP SCHEMA {s} RESTRICT",
+        tables.join(", ")
+    ))
+}
+
+/// The error for a schema at `place` that holds no store, or more than one's tables.
+fn not_a_store(place: &str, held: Held) -> Error {
+    match held {
+        Held::Other(what) => Error::NotAStore {
+            what: "a persister-postgres store",
+            path: PathBuf::from(format!("{place}, which holds {what}")),
+        },
+        _ => Error::NotAStore {
+            what: "a persister-postgres store (the schema has none of its tables)",
+            path: PathBuf::from(place),
+        },
+    }
+}
+
+fn in_use(place: &str, holder: &str) -> Error {
+    Error::Locked {
+        path: PathBuf::from(format!(
+            "{place} (a document of it is open: leased by {holder})"
+        )),
+    }
+}
+
+/// See [`PostgresStore::rename`](crate::PostgresStore::rename).
+pub(crate) fn rename(url: &str, to: &str) -> Result<()> {
+    let (location, from, place) = locate(url)?;
+    check_schema_name(to)?;
+    let target = format!("{} schema {to}", location.description);
+    if from == to {
+        return Err(Error::InvalidInput {
+            what: "schema to move a store to",
+            reason: format!("{place} is already in schema {to}"),
+        });
+    }
+    in_transaction(&location, &place, "move the store", |tx| {
+        match held(tx, &from)? {
+            Held::Store => {}
+            other => return Ok(Err(not_a_store(&place, other))),
+        }
+        if let (_, Some(holder)) = lock_store(tx, &from, "")? {
+            return Ok(Err(in_use(&place, &holder)));
+        }
+        match held(tx, to)? {
+            Held::Nothing => {}
+            Held::EmptySchema => tx.batch_execute(&format!("DROP SCHEMA \"{to}\" RESTRICT"))?,
+            Held::Store => match lock_store(tx, to, "")? {
+                (true, _) => {
+                    return Ok(Err(Error::InvalidInput {
+                        what: "schema to move a store to",
+                        reason: format!(
+                            "{target} holds documents; the move never merges into or replaces a store that holds data"
+                        ),
+                    }));
+                }
+                (false, Some(holder)) => return Ok(Err(in_use(&target, &holder))),
+                (false, None) => drop_store_tables(tx, to)?,
+            },
+            Held::Other(what) => {
+                return Ok(Err(Error::InvalidInput {
+                    what: "schema to move a store to",
+                    reason: format!("{target} holds {what}"),
+                }));
+            }
+        }
+        tx.batch_execute(&format!("ALTER SCHEMA \"{from}\" RENAME TO \"{to}\""))?;
+        Ok(Ok(()))
+    })
+}
+
+/// See [`PostgresStore::destroy`](crate::PostgresStore::destroy).
+pub(crate) fn destroy(url: &str) -> Result<()> {
+    let (location, schema, place) = locate(url)?;
+    in_transaction(&location, &place, "drop the store", |tx| {
+        match held(tx, &schema)? {
+            Held::Nothing => return Ok(Ok(())),
+            Held::Store => {}
+            other => return Ok(Err(not_a_store(&place, other))),
+        }
+        if let (_, Some(holder)) = lock_store(tx, &schema, &this_holder())? {
+            return Ok(Err(in_use(&place, &holder)));
+        }
+        drop_store_tables(tx, &schema)?;
+        Ok(Ok(()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_gets_the_schema_in_its_own_form() -> Result<()> {
+        let cases = [
+            ("postgres://u@h/db", "postgres://u@h/db?schema=tmp_1"),
+            (
+                "postgres://u@h/db?schema=notes&sslmode=disable",
+                "postgres://u@h/db?sslmode=disable&schema=tmp_1",
+            ),
+            ("host=/run/pg user=u", "host=/run/pg user=u schema=tmp_1"),
+            ("host=/run/pg schema=notes", "host=/run/pg schema=tmp_1"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(url_with_schema(url, "tmp_1")?, expected, "{url}");
+            assert_eq!(schema_in(expected)?, "tmp_1");
+        }
+        assert_eq!(schema_in("postgres://u@h/db")?, "persister");
+        assert!(schema_in("postgres://u@h/db?schema=No").is_err());
+        for hostile in ["", "Notes", "a;drop", "1a", "a\"b", &"a".repeat(64)] {
+            assert!(
+                matches!(
+                    url_with_schema("postgres://u@h/db", hostile),
+                    Err(Error::InvalidInput { .. })
+                ),
+                "{hostile:?}"
+            );
+        }
+        Ok(())
+    }
+}

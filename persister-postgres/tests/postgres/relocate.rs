@@ -1,0 +1,251 @@
+//! Moving a store to another schema and dropping one (`PostgresStore::rename`,
+//! `PostgresStore::destroy`): whole or not at all, and never over data.
+
+use persister_core::{ActorId, Batch, DocumentId, Error, Persister, Store};
+use persister_postgres::{PostgresStore, url_with_schema};
+use persister_reliability::Contents;
+
+use crate::cluster::{admin, fresh_schema, server};
+use crate::errors::test_error;
+
+fn url(schema: &str) -> Result<String, Error> {
+    url_with_schema(&server().url(), schema)
+}
+
+/// Whether a schema of that name exists.
+fn schema_exists(schema: &str) -> Result<bool, Error> {
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )
+        .map_err(test_error)?;
+    Ok(row.get(0))
+}
+
+fn sql(text: &str) -> Result<(), Error> {
+    admin(&server().url())
+        .map_err(test_error)?
+        .batch_execute(text)
+        .map_err(test_error)
+}
+
+/// A store in a fresh schema holding three documents (changes, a compacted document,
+/// a sync state), all closed; returns the schema and what each document reads.
+fn written_store() -> Result<(String, Vec<(DocumentId, Contents)>), Error> {
+    let schema = fresh_schema();
+    let store = PostgresStore::open(&url(&schema)?)?;
+    let actor = ActorId::new([7; 16]);
+    let mut read = Vec::new();
+    for n in 0..3u64 {
+        let id = DocumentId::from(format!("doc {n}"));
+        let mut doc = store.open_document(&id)?;
+        let mut batch = Batch::new()
+            .insert_change(actor.clone(), 1, vec![n as u8; 40])
+            .insert_change(actor.clone(), 2, vec![0xee; 70])
+            .set_sync_state(vec![n as u8; 16], b"peer state".to_vec());
+        if n == 1 {
+            batch = batch.set_document(b"compacted".to_vec());
+        }
+        doc.apply(batch)?;
+        doc.flush()?;
+        read.push((id, Contents::read(&doc)?));
+        doc.close()?;
+    }
+    store.close()?;
+    Ok((schema, read))
+}
+
+/// What the store at `schema` reads, document by document.
+fn read_store(schema: &str) -> Result<Vec<(DocumentId, Contents)>, Error> {
+    let store = PostgresStore::open(&url(schema)?)?;
+    let mut read = Vec::new();
+    for id in store.list_documents()? {
+        let doc = store.open_document(&id)?;
+        read.push((id, Contents::read(&doc)?));
+        doc.close()?;
+    }
+    store.close()?;
+    Ok(read)
+}
+
+/// A store moves whole: the new schema reads what the old one held, and the old one
+/// is gone.
+#[test]
+fn a_store_moves_whole_to_another_schema() -> Result<(), Error> {
+    let (from, written) = written_store()?;
+    let to = fresh_schema();
+    PostgresStore::rename(&url(&from)?, &to)?;
+    assert!(!schema_exists(&from)?, "the old schema is left");
+    assert_eq!(read_store(&to)?, written);
+    // Moving it back (here to the schema of the URL's default, named explicitly).
+    PostgresStore::rename(&url(&to)?, &from)?;
+    assert_eq!(read_store(&from)?, written);
+    PostgresStore::destroy(&url(&from)?)?;
+    Ok(())
+}
+
+/// A destination that does not exist, is an empty schema, or is a store with no
+/// documents is taken; one holding documents or anything else is refused, and both
+/// sides stay as they were.
+#[test]
+fn a_move_takes_only_an_empty_destination() -> Result<(), Error> {
+    let (from, written) = written_store()?;
+    let from_url = url(&from)?;
+
+    // An empty schema is replaced.
+    let empty = fresh_schema();
+    sql(&format!("CREATE SCHEMA \"{empty}\""))?;
+    PostgresStore::rename(&from_url, &empty)?;
+    assert_eq!(read_store(&empty)?, written);
+    PostgresStore::rename(&url(&empty)?, &from)?;
+
+    // A store opened but never written (a lease row, no documents) is replaced.
+    let unused = fresh_schema();
+    let store = PostgresStore::open(&url(&unused)?)?;
+    store.open_document(&"opened".into())?.close()?;
+    store.close()?;
+    PostgresStore::rename(&from_url, &unused)?;
+    assert_eq!(read_store(&unused)?, written);
+    PostgresStore::rename(&url(&unused)?, &from)?;
+
+    // A store holding a document is not.
+    let (full, full_written) = written_store()?;
+    let refused = PostgresStore::rename(&from_url, &full);
+    assert!(
+        matches!(&refused, Err(Error::InvalidInput { reason, .. }) if reason.contains("holds documents")),
+        "{refused:?}"
+    );
+    // Nor a schema holding a table of the user's.
+    let other = fresh_schema();
+    sql(&format!(
+        "CREATE SCHEMA \"{other}\"; CREATE TABLE \"{other}\".mine (x int)"
+    ))?;
+    let refused = PostgresStore::rename(&from_url, &other);
+    assert!(
+        matches!(&refused, Err(Error::InvalidInput { reason, .. }) if reason.contains("mine")),
+        "{refused:?}"
+    );
+    // Nor the same schema, nor a name that is not a plain identifier.
+    for to in [from.as_str(), "x\"; DROP TABLE y; --", "Upper", ""] {
+        let refused = PostgresStore::rename(&from_url, to);
+        assert!(
+            matches!(refused, Err(Error::InvalidInput { .. })),
+            "{to:?}: {refused:?}"
+        );
+    }
+    assert_eq!(read_store(&from)?, written);
+    assert_eq!(read_store(&full)?, full_written);
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    let kept: i64 = client
+        .query_one(&format!("SELECT count(*) FROM \"{other}\".mine"), &[])
+        .map_err(test_error)?
+        .get(0);
+    assert_eq!(kept, 0);
+    for schema in [&from, &full] {
+        PostgresStore::destroy(&url(schema)?)?;
+    }
+    sql(&format!("DROP SCHEMA \"{other}\" CASCADE"))?;
+    Ok(())
+}
+
+/// Only a store moves: a schema that does not exist or holds other tables is not one.
+#[test]
+fn only_a_store_is_moved_or_dropped() -> Result<(), Error> {
+    let missing = fresh_schema();
+    let moved = PostgresStore::rename(&url(&missing)?, &fresh_schema());
+    assert!(matches!(moved, Err(Error::NotAStore { .. })), "{moved:?}");
+    // Dropping what is not there is done already.
+    PostgresStore::destroy(&url(&missing)?)?;
+    assert!(!schema_exists(&missing)?);
+
+    let other = fresh_schema();
+    sql(&format!(
+        "CREATE SCHEMA \"{other}\"; CREATE TABLE \"{other}\".documents (x int)"
+    ))?;
+    let moved = PostgresStore::rename(&url(&other)?, &fresh_schema());
+    assert!(matches!(moved, Err(Error::NotAStore { .. })), "{moved:?}");
+    let dropped = PostgresStore::destroy(&url(&other)?);
+    assert!(
+        matches!(dropped, Err(Error::NotAStore { .. })),
+        "{dropped:?}"
+    );
+
+    // A store with a table of the user's beside it is not dropped either.
+    let (mixed, written) = written_store()?;
+    sql(&format!("CREATE TABLE \"{mixed}\".notes (x int)"))?;
+    let dropped = PostgresStore::destroy(&url(&mixed)?);
+    assert!(
+        matches!(&dropped, Err(Error::NotAStore { path, .. }) if path.to_string_lossy().contains("notes")),
+        "{dropped:?}"
+    );
+    assert_eq!(read_store(&mixed)?, written);
+    assert!(schema_exists(&other)?);
+
+    sql(&format!(
+        "DROP SCHEMA \"{other}\" CASCADE; DROP TABLE \"{mixed}\".notes"
+    ))?;
+    PostgresStore::destroy(&url(&mixed)?)?;
+    assert!(!schema_exists(&mixed)?);
+    Ok(())
+}
+
+/// A store with an open document is not moved, and neither is a destination store
+/// with one: its holder would go on writing where nobody looks. Another process's
+/// open document stops a drop; this process's own do not, and their handles fail.
+#[test]
+fn a_store_in_use_is_neither_moved_nor_dropped() -> Result<(), Error> {
+    let (from, written) = written_store()?;
+    let to = fresh_schema();
+    // Another process's lease, as it writes one.
+    let lease = |until: &str| {
+        sql(&format!(
+            "UPDATE \"{from}\".leases SET holder = 'pid 1 on another host', expires_at = {until}
+             WHERE document = convert_to('doc 0', 'UTF8')"
+        ))
+    };
+    lease("now() + interval '1 hour'")?;
+    let moved = PostgresStore::rename(&url(&from)?, &to);
+    assert!(matches!(moved, Err(Error::Locked { .. })), "{moved:?}");
+    let dropped = PostgresStore::destroy(&url(&from)?);
+    assert!(
+        matches!(&dropped, Err(Error::Locked { path }) if path.to_string_lossy().contains("another host")),
+        "{dropped:?}"
+    );
+    lease("now()")?;
+    assert!(!schema_exists(&to)?);
+    assert_eq!(read_store(&from)?, written);
+
+    // This process's open document stops a move too.
+    let store = PostgresStore::open(&url(&from)?)?;
+    let mut doc = store.open_document(&"doc 0".into())?;
+    let moved = PostgresStore::rename(&url(&from)?, &to);
+    assert!(matches!(moved, Err(Error::Locked { .. })), "{moved:?}");
+
+    // A destination store without documents, but with one open.
+    let (source, source_written) = written_store()?;
+    let unused = fresh_schema();
+    let other = PostgresStore::open(&url(&unused)?)?;
+    let held = other.open_document(&"held".into())?;
+    let moved = PostgresStore::rename(&url(&source)?, &unused);
+    assert!(matches!(moved, Err(Error::Locked { .. })), "{moved:?}");
+    held.close()?;
+    other.close()?;
+    PostgresStore::rename(&url(&source)?, &unused)?;
+    assert_eq!(read_store(&unused)?, source_written);
+
+    // But not a drop: the open handle fails from then on.
+    PostgresStore::destroy(&url(&from)?)?;
+    assert!(!schema_exists(&from)?);
+    doc.set_document(b"too late".to_vec())?;
+    assert!(
+        doc.flush().is_err(),
+        "a flush into a dropped store succeeded"
+    );
+    drop(doc);
+    drop(store);
+    PostgresStore::destroy(&url(&unused)?)?;
+    assert!(!schema_exists(&unused)?);
+    Ok(())
+}
