@@ -97,6 +97,9 @@ impl Backend {
     /// [`Backend::postgres`] opening its stores with `options` (a lease duration, say);
     /// whether a missing schema is created still follows the access.
     pub fn postgres_with(options: PostgresOptions) -> Self {
+        // The schema of a URL that names none, for the staging below.
+        let schema = options.schema.clone();
+        let to_schema = schema.clone();
         Backend::new(
             "postgres",
             StoreKind::Url,
@@ -130,16 +133,18 @@ impl Backend {
         // (`NAME_partial_TAG`, the name cut so that the whole fits PostgreSQL's 63
         // bytes), then renamed to the destination's schema in one transaction.
         .with_staging(
-            |destination, tag| {
+            move |destination, tag| {
                 let url = destination.to_string_lossy();
-                let schema = persister_postgres::schema_in(&url)?;
+                let schema = persister_postgres::schema_in(&url)?
+                    .unwrap_or_else(|| schema.clone());
                 let suffix = format!("_partial_{tag}");
                 let keep = 63usize.saturating_sub(suffix.len()).min(schema.len());
                 let temporary = format!("{}{suffix}", &schema[..keep]);
                 Ok(PathBuf::from(persister_postgres::url_with_schema(&url, &temporary)?))
             },
-            |from, to| {
-                let to = persister_postgres::schema_in(&to.to_string_lossy())?;
+            move |from, to| {
+                let to = persister_postgres::schema_in(&to.to_string_lossy())?
+                    .unwrap_or_else(|| to_schema.clone());
                 PostgresStore::rename(&from.to_string_lossy(), &to)
             },
             |location| PostgresStore::destroy(&location.to_string_lossy()),

@@ -231,6 +231,24 @@ fn a_postgres_store_opens_through_the_registry() -> TestResult {
     Ok(())
 }
 
+/// The temporary store of a URL that names no schema is beside the entry's schema,
+/// which is where the store goes.
+#[test]
+fn a_postgres_entry_stages_beside_its_own_schema() -> TestResult {
+    let app = Backend::postgres_with(persister_postgres::PostgresOptions::default().schema("app"));
+    for (url, expected) in [
+        ("postgres://u@h/db", "app_partial_1_2"),
+        ("postgres://u@h/db?schema=notes", "notes_partial_1_2"),
+    ] {
+        let temporary = app
+            .temporary_location(Path::new(url), "1_2")?
+            .ok_or("no temporary location")?;
+        let schema = persister_postgres::schema_in(&temporary.to_string_lossy())?;
+        assert_eq!(schema.as_deref(), Some(expected), "{url}");
+    }
+    Ok(())
+}
+
 /// A new PostgreSQL store built out of sight: in a temporary schema named after the
 /// destination's, then renamed into place whole; a temporary store that is not used
 /// is removed. Only the PostgreSQL entry stages.
@@ -260,13 +278,13 @@ fn a_new_postgres_store_is_built_out_of_sight_and_renamed_into_place() -> TestRe
         .temporary_location(destination, "7_42")?
         .ok_or("no temporary location")?;
     let temporary_schema = persister_postgres::schema_in(&temporary.to_string_lossy())?;
-    assert_eq!(temporary_schema, format!("{schema}_partial_7_42"));
+    assert_eq!(temporary_schema, Some(format!("{schema}_partial_7_42")));
     // A long destination schema is cut so that the temporary one fits in 63 bytes.
     let long = persister_postgres::url_with_schema(&url, &"s".repeat(63))?;
     let cut = postgres
         .temporary_location(Path::new(&long), "123456_999999999")?
         .ok_or("no temporary location")?;
-    let cut = persister_postgres::schema_in(&cut.to_string_lossy())?;
+    let cut = persister_postgres::schema_in(&cut.to_string_lossy())?.ok_or("no schema")?;
     assert_eq!(cut.len(), 63, "{cut}");
     assert!(cut.ends_with("_partial_123456_999999999"), "{cut}");
 

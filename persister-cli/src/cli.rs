@@ -82,9 +82,9 @@ pub enum Command {
     /// The new store is built beside it as `.NAME.partial-*` and renamed into place
     /// when complete, so a failure leaves nothing at DST; a run that is interrupted
     /// (Ctrl-C) or killed leaves the `.NAME.partial-*` path, which may be deleted. On
-    /// PostgreSQL it is built in a schema `NAME_partial_*` beside the destination's,
-    /// renamed in one transaction; a killed run leaves that schema, which may be
-    /// dropped.
+    /// PostgreSQL it is built in a schema `NAME_partial_*` beside the destination's
+    /// (the role needs the right to create schemas) and moved into place in one
+    /// transaction; a killed run leaves that schema, which may be dropped.
     Copy {
         /// The store to copy.
         src: PathBuf,
@@ -126,9 +126,9 @@ pub enum Command {
     /// The new store is built beside it as `.NAME.partial-*` and renamed into place
     /// when complete, so a failure leaves nothing at STORE; a run that is interrupted
     /// (Ctrl-C) or killed leaves the `.NAME.partial-*` path, which may be deleted. On
-    /// PostgreSQL it is built in a schema `NAME_partial_*` beside the destination's,
-    /// renamed in one transaction; a killed run leaves that schema, which may be
-    /// dropped.
+    /// PostgreSQL it is built in a schema `NAME_partial_*` beside the destination's
+    /// (the role needs the right to create schemas) and moved into place in one
+    /// transaction; a killed run leaves that schema, which may be dropped.
     Import {
         /// The export file.
         file: PathBuf,

@@ -50,9 +50,9 @@ pub fn remove_partials() {
         // it makes its removal fail): try again until it is gone. Once it is, nothing
         // can be made inside it, and with `ended` set nothing makes it again. A store on
         // a server is removed in one transaction, which waits for the command's own
-        // (its statements then fail): one attempt.
+        // (its statements then fail): a few attempts, for a lock not granted in time.
         let attempts = if crate::backend::is_url(&temporary) {
-            1
+            3
         } else {
             REMOVE_ATTEMPTS
         };
@@ -139,7 +139,8 @@ pub struct Staging {
 
 impl Staging {
     /// Checks that `destination` can be made: it does not exist (or, for a directory,
-    /// is an empty directory) and its parent directory exists.
+    /// is an empty directory) and its parent directory exists; a store on a server
+    /// holds no documents.
     pub fn new(destination: &Path, is_directory: bool) -> Result<Staging, CliError> {
         if let Some(backend) = crate::backend::url_backend(destination) {
             return Staging::on_server(destination, backend);
@@ -192,11 +193,25 @@ impl Staging {
 
     /// A staging for a store on a server: at the backend's temporary location, or in
     /// place when it has none (the store then goes into a schema that must be empty,
-    /// which opening it checks).
+    /// which opening it checks). A destination that holds documents is refused before
+    /// anything is built (moving the store into place would refuse it at the end).
     fn on_server(
         destination: &Path,
         backend: &persister_backends::Backend,
     ) -> Result<Staging, CliError> {
+        // Read-only: creates nothing. A destination that does not open (no store there
+        // yet, or a server that cannot be reached) is for building to find out.
+        if let Ok(store) = backend.open(destination, persister_backends::Access::ReadOnly)
+            && !store.list_documents()?.is_empty()
+        {
+            return Err(CliError::new(
+                format!(
+                    "{} already holds documents",
+                    crate::backend::shown(destination)
+                ),
+                "give an empty schema (add ?schema=NAME to the URL) or an empty database (the command never overwrites or merges into existing data)",
+            ));
+        }
         match backend.temporary_location(destination, &tag())? {
             Some(temporary) => Staging::record(destination, temporary),
             None => Ok(Staging {

@@ -16,8 +16,9 @@ use crate::shared::this_holder;
 use crate::sql::{FORMAT_NAME, check_schema_name};
 
 /// The tables of a store, which [`PostgresStore::destroy`](crate::PostgresStore::destroy)
-/// drops and nothing else.
-const TABLES: [&str; 5] = ["meta", "documents", "changes", "sync_states", "leases"];
+/// drops and nothing else, in the order a flush takes their locks (so that locking them
+/// all waits for a flush rather than deadlock with one of several statements).
+const TABLES: [&str; 5] = ["leases", "changes", "documents", "sync_states", "meta"];
 
 /// How long each lock is waited for.
 const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
@@ -42,17 +43,18 @@ pub fn url_with_schema(url: &str, schema: &str) -> Result<String> {
     })
 }
 
-/// The schema a store URL names: its `schema` option, or
-/// [`PostgresOptions::schema`]'s default (`persister`).
+/// The schema a store URL names with its `schema` option (`?schema=notes`, or
+/// `schema=notes` in a connection string); `None` when it has none, and the store's
+/// is then [`PostgresOptions::schema`].
 ///
 /// # Errors
 ///
 /// [`Error::InvalidInput`] when the option is not a schema name the store accepts.
-pub fn schema_in(url: &str) -> Result<String> {
-    let schema = take_option(url, "schema")
-        .1
-        .unwrap_or_else(|| PostgresOptions::default().schema);
-    check_schema_name(&schema)?;
+pub fn schema_in(url: &str) -> Result<Option<String>> {
+    let schema = take_option(url, "schema").1;
+    if let Some(schema) = &schema {
+        check_schema_name(schema)?;
+    }
     Ok(schema)
 }
 
@@ -60,7 +62,7 @@ pub fn schema_in(url: &str) -> Result<String> {
 /// reads them, and the place messages name.
 fn locate(url: &str) -> Result<(Location, String, String)> {
     let options = PostgresOptions::default();
-    let schema = schema_in(url)?;
+    let schema = schema_in(url)?.unwrap_or(options.schema);
     let (url, _) = take_option(url, "schema");
     let location = Location::parse(&url, options.connect_timeout, options.network_timeout)?;
     let place = format!("{} schema {schema}", location.description);
@@ -180,18 +182,21 @@ fn lock_store(
     Ok((documents, holder))
 }
 
+/// Drops the store's tables in `schema`. RESTRICT: an object of the user's that
+/// depends on a table (a view, a foreign key) makes the drop fail instead of going with
+/// it.
+fn drop_tables(tx: &mut Transaction<'_>, schema: &str) -> std::result::Result<(), postgres::Error> {
+    let tables: Vec<String> = TABLES.iter().map(|t| format!("\"{schema}\".{t}")).collect();
+    tx.batch_execute(&format!("DROP TABLE {} RESTRICT", tables.join(", ")))
+}
+
+/// Drops the store's tables in `schema`, then the schema, which must then be empty.
 fn drop_store_tables(
     tx: &mut Transaction<'_>,
     schema: &str,
 ) -> std::result::Result<(), postgres::Error> {
-    let s = format!("\"{schema}\"");
-    let tables: Vec<String> = TABLES.iter().map(|t| format!("{s}.{t}")).collect();
-    // RESTRICT: an object of the user's that depends on a table (a view, a foreign key)
-    // makes the drop fail instead of going with it.
-    tx.batch_execute(&format!(
-        "DROP TABLE {} RESTRICT; DROP SCHEMA {s} RESTRICT",
-        tables.join(", ")
-    ))
+    drop_tables(tx, schema)?;
+    tx.batch_execute(&format!("DROP SCHEMA \"{schema}\" RESTRICT"))
 }
 
 /// The error for a schema at `place` that holds no store, or more than one's tables.
@@ -235,9 +240,19 @@ pub(crate) fn rename(url: &str, to: &str) -> Result<()> {
         if let (_, Some(holder)) = lock_store(tx, &from, "")? {
             return Ok(Err(in_use(&place, &holder)));
         }
+        // A schema that exists keeps its owner and privileges: the tables move into
+        // it. A new one is the old one renamed.
+        let move_in = format!(
+            "{}; DROP SCHEMA \"{from}\" RESTRICT",
+            TABLES
+                .map(|t| format!("ALTER TABLE \"{from}\".{t} SET SCHEMA \"{to}\""))
+                .join("; ")
+        );
         match held(tx, to)? {
-            Held::Nothing => {}
-            Held::EmptySchema => tx.batch_execute(&format!("DROP SCHEMA \"{to}\" RESTRICT"))?,
+            Held::Nothing => {
+                tx.batch_execute(&format!("ALTER SCHEMA \"{from}\" RENAME TO \"{to}\""))?;
+            }
+            Held::EmptySchema => tx.batch_execute(&move_in)?,
             Held::Store => match lock_store(tx, to, "")? {
                 (true, _) => {
                     return Ok(Err(Error::InvalidInput {
@@ -248,7 +263,10 @@ pub(crate) fn rename(url: &str, to: &str) -> Result<()> {
                     }));
                 }
                 (false, Some(holder)) => return Ok(Err(in_use(&target, &holder))),
-                (false, None) => drop_store_tables(tx, to)?,
+                (false, None) => {
+                    drop_tables(tx, to)?;
+                    tx.batch_execute(&move_in)?;
+                }
             },
             Held::Other(what) => {
                 return Ok(Err(Error::InvalidInput {
@@ -257,7 +275,6 @@ pub(crate) fn rename(url: &str, to: &str) -> Result<()> {
                 }));
             }
         }
-        tx.batch_execute(&format!("ALTER SCHEMA \"{from}\" RENAME TO \"{to}\""))?;
         Ok(Ok(()))
     })
 }
@@ -296,9 +313,9 @@ mod tests {
         ];
         for (url, expected) in cases {
             assert_eq!(url_with_schema(url, "tmp_1")?, expected, "{url}");
-            assert_eq!(schema_in(expected)?, "tmp_1");
+            assert_eq!(schema_in(expected)?.as_deref(), Some("tmp_1"));
         }
-        assert_eq!(schema_in("postgres://u@h/db")?, "persister");
+        assert_eq!(schema_in("postgres://u@h/db")?, None);
         assert!(schema_in("postgres://u@h/db?schema=No").is_err());
         for hostile in ["", "Notes", "a;drop", "1a", "a\"b", &"a".repeat(64)] {
             assert!(

@@ -89,10 +89,12 @@ impl PostgresStore {
     /// how a new store is built out of sight and then put in place (the `persister`
     /// command's `copy` and `import` build theirs in a temporary schema).
     ///
-    /// `to` must not exist, or be an empty schema, or hold a store without documents
-    /// (opened but never written); an empty one is replaced, so privileges granted on
-    /// it do not carry over. No document of either store may be open (a lease that has
-    /// not expired): close every handle first. Each lock is waited for at most 10 s.
+    /// `to` must not exist (the schema is then renamed, which needs the right to create
+    /// schemas in the database), or be a schema without tables, views or sequences, or
+    /// hold a store without documents (opened but never written, whose tables are
+    /// dropped): the tables then move into it, and it keeps its owner and privileges.
+    /// No document of either store may be open (a lease that has not expired): close
+    /// every handle first. Each lock is waited for at most 10 s.
     ///
     /// ```
     /// use persister_core::{Persister, Store};
@@ -129,7 +131,8 @@ impl PostgresStore {
     /// [`Error::Locked`] when a document of either store is open, and
     /// [`Error::Backend`](persister_core::Error::Backend) for the server's errors
     /// (a lock not granted in time, a role that may not rename the schema). On an
-    /// error nothing was changed.
+    /// error nothing was changed, unless the connection was lost while the transaction
+    /// committed: then the store is either where it was or whole in `to`.
     pub fn rename(url: &str, to: &str) -> Result<()> {
         crate::relocate::rename(url, to)
     }
@@ -137,7 +140,9 @@ impl PostgresStore {
     /// Drops the store at `url`: its five tables and its schema, in one transaction,
     /// and nothing else. A schema that does not exist is not an error (there is
     /// nothing to drop). Documents this process holds open do not stop it: their
-    /// handles fail from then on, and nothing they held is stored.
+    /// handles fail from then on, and nothing they held is stored. (A lease counts as
+    /// this process's when its holder, `pid N on HOST`, is this process's id and host
+    /// name, as every lease row names its holder.)
     ///
     /// # Errors
     ///
@@ -145,7 +150,8 @@ impl PostgresStore {
     /// (it is left as it is: only a store is ever dropped), [`Error::Locked`] when
     /// another process has a document of the store open, [`Error::InvalidInput`] for a malformed URL or
     /// schema name, and [`Error::Backend`](persister_core::Error::Backend) for the
-    /// server's errors. On an error nothing was dropped.
+    /// server's errors. On an error nothing was dropped (unless the connection was
+    /// lost while the transaction committed: then all of it or nothing was).
     pub fn destroy(url: &str) -> Result<()> {
         crate::relocate::destroy(url)
     }

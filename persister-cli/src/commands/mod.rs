@@ -296,7 +296,9 @@ pub(crate) fn read_document(
     id: &DocumentId,
 ) -> Result<(DocumentDump, Option<String>), CliError> {
     let opened = store.open_document(id)?;
-    let dump = DocumentDump::read(id, &*opened.persister, store.opened_path())
+    // Named without a URL's password, in case it is damage.
+    let shown = crate::backend::shown(store.opened_path());
+    let dump = DocumentDump::read(id, &*opened.persister, std::path::Path::new(&shown))
         .map_err(|e| store.error(e).context(format!("document {id}")))?;
     Ok((dump, opened.note))
 }

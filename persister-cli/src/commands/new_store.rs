@@ -134,7 +134,7 @@ fn mismatch(destination: &Path, what: String) -> CliError {
     CliError::new(
         format!(
             "the new store for {} failed its check: {what}",
-            destination.display()
+            crate::backend::shown(destination)
         ),
         "nothing was written to the destination; this is a bug in persister or its backend: please report it",
     )

@@ -542,6 +542,41 @@ fn an_interrupted_or_killed_copy_into_postgres_leaves_the_destination_as_it_was(
         listed.stdout
     );
     assert_eq!(server.partial_schemas(&schema)?.len(), 1);
+    // A destination that holds documents is refused before anything is built.
+    let again = persister(["copy", src, &url])?.expect(1);
+    assert!(
+        again.stderr.contains("already holds documents"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(server.partial_schemas(&schema)?.len(), 1);
+    // A schema made beforehand (by an administrator, with its own privileges) takes
+    // the store's tables and stays the same schema.
+    let made = format!("{schema}_made");
+    server
+        .0
+        .batch_execute(&format!("CREATE SCHEMA \"{made}\""))?;
+    let oid = |server: &mut PgServer| -> TestResult<u32> {
+        Ok(server
+            .0
+            .query_one("SELECT oid FROM pg_namespace WHERE nspname = $1", &[&made])?
+            .get(0))
+    };
+    let before = oid(&mut server)?;
+    let made_url = url.replace(&format!("schema={schema}"), &format!("schema={made}"));
+    assert_ne!(made_url, url);
+    persister(["copy", src, &made_url])?.expect(0);
+    assert_eq!(
+        oid(&mut server)?,
+        before,
+        "the schema made beforehand was replaced"
+    );
+    let listed = persister(["ls", &made_url])?.expect(0);
+    assert!(
+        listed.stdout.contains(": 40 documents"),
+        "{}",
+        listed.stdout
+    );
     Ok(())
 }
 

@@ -12,6 +12,18 @@ fn url(schema: &str) -> Result<String, Error> {
     url_with_schema(&server().url(), schema)
 }
 
+/// The object id of the schema of that name: the same schema as long as it is the same.
+fn schema_oid(schema: &str) -> Result<u32, Error> {
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    let row = client
+        .query_one(
+            "SELECT oid FROM pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .map_err(test_error)?;
+    Ok(row.get(0))
+}
+
 /// Whether a schema of that name exists.
 fn schema_exists(schema: &str) -> Result<bool, Error> {
     let mut client = admin(&server().url()).map_err(test_error)?;
@@ -79,7 +91,7 @@ fn a_store_moves_whole_to_another_schema() -> Result<(), Error> {
     PostgresStore::rename(&url(&from)?, &to)?;
     assert!(!schema_exists(&from)?, "the old schema is left");
     assert_eq!(read_store(&to)?, written);
-    // Moving it back (here to the schema of the URL's default, named explicitly).
+    // And back.
     PostgresStore::rename(&url(&to)?, &from)?;
     assert_eq!(read_store(&from)?, written);
     PostgresStore::destroy(&url(&from)?)?;
@@ -94,11 +106,14 @@ fn a_move_takes_only_an_empty_destination() -> Result<(), Error> {
     let (from, written) = written_store()?;
     let from_url = url(&from)?;
 
-    // An empty schema is replaced.
+    // An empty schema takes the tables and stays itself (its owner, its privileges).
     let empty = fresh_schema();
     sql(&format!("CREATE SCHEMA \"{empty}\""))?;
+    let oid = schema_oid(&empty)?;
     PostgresStore::rename(&from_url, &empty)?;
     assert_eq!(read_store(&empty)?, written);
+    assert_eq!(schema_oid(&empty)?, oid, "the empty schema was replaced");
+    assert!(!schema_exists(&from)?);
     PostgresStore::rename(&url(&empty)?, &from)?;
 
     // A store opened but never written (a lease row, no documents) is replaced.
@@ -106,8 +121,10 @@ fn a_move_takes_only_an_empty_destination() -> Result<(), Error> {
     let store = PostgresStore::open(&url(&unused)?)?;
     store.open_document(&"opened".into())?.close()?;
     store.close()?;
+    let oid = schema_oid(&unused)?;
     PostgresStore::rename(&from_url, &unused)?;
     assert_eq!(read_store(&unused)?, written);
+    assert_eq!(schema_oid(&unused)?, oid);
     PostgresStore::rename(&url(&unused)?, &from)?;
 
     // A store holding a document is not.
