@@ -240,6 +240,19 @@ pub fn markdown(report: &Report) -> String {
         row(
             &mut out,
             &format!(
+                "8. before the slices: each document opened, given 1 change and flushed, from the {} threads at once: documents stored/s",
+                server.threads
+            ),
+            &columns,
+            |r| {
+                let server = r.server.as_ref()?.value()?;
+                Some(rate(server.stored_per_s?))
+            },
+            "",
+        );
+        row(
+            &mut out,
+            &format!(
                 "8. postgres: single-row commits/s in the {} slices after the raw ones (slowest / fastest slice)",
                 server.rounds
             ),

@@ -26,7 +26,9 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::results::Cell;
-use crate::rows::server::{CHANGE_LEN, Server, ServerConfig, Writer, run_writers, stored_writers};
+use crate::rows::server::{
+    CHANGE_LEN, Server, ServerConfig, Writer, Writers, run_writers, stored_writers,
+};
 
 /// Row 8 under both designs.
 #[derive(Clone, Debug, Serialize)]
@@ -106,7 +108,7 @@ impl Writer for BareWriter {
 }
 
 /// The writers of one file per document, each file new in `dir`.
-fn file_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Writer>>>> {
+fn file_writers(config: &ServerConfig, dir: &Path) -> Result<Writers> {
     std::fs::create_dir_all(dir)?;
     stored_writers(config, |d| {
         let file = OpenOptions::new()
@@ -197,7 +199,7 @@ impl Log {
 }
 
 /// The writers of documents whose changes all go to one new log in `dir`.
-fn log_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Writer>>>> {
+fn log_writers(config: &ServerConfig, dir: &Path) -> Result<Writers> {
     std::fs::create_dir_all(dir)?;
     let file = OpenOptions::new()
         .create_new(true)

@@ -5,7 +5,9 @@
 //! backend whose flushes each pay their own sync cannot pass 1x; group commit (flushes
 //! of different documents sharing a sync) can. The documents are stored (one change
 //! each, flushed) before the first slice, as a server's documents are: the row measures
-//! writes to documents that exist, not their creation.
+//! writes to documents that exist, not their creation. A store's documents are stored
+//! from the writer threads at once, and that is timed apart: documents stored per
+//! second, as a server whose clients create documents together gets them.
 //!
 //! The disk's raw rate swings by more than 10x within a minute on a shared machine, so
 //! the writers run in slices that alternate with slices of raw appends + `fdatasync` in
@@ -98,6 +100,9 @@ pub struct Server {
     pub writes: usize,
     /// redb and PostgreSQL: how many handles' flushes their commits carried.
     pub groups: Option<Groups>,
+    /// A store's columns: its documents stored before the slices (each opened, given
+    /// one change and flushed), from the writer threads at once, per second.
+    pub stored_per_s: Option<f64>,
 }
 
 /// redb's or PostgreSQL's group commits during the writers' slices.
@@ -151,7 +156,7 @@ fn measure(config: &ServerConfig, column: Column, dir: &Path, base: &Path) -> Re
 pub(crate) fn run_writers(
     config: &ServerConfig,
     base: &Path,
-    writers: impl FnOnce() -> Result<Vec<Vec<Box<dyn Writer>>>>,
+    writers: impl FnOnce() -> Result<Writers>,
 ) -> Cell<Server> {
     Cell::from_result(with_limits(base, None, |limits| {
         drive(config, writers()?, limits).map(|d| (d, None))
@@ -184,6 +189,7 @@ fn summarize(driven: Driven, groups: Option<Groups>) -> Server {
         mut latencies,
         slices,
         single_commits,
+        stored_per_s,
     } = driven;
     latencies.sort_unstable();
     let percentile = |p: f64| {
@@ -208,8 +214,12 @@ fn summarize(driven: Driven, groups: Option<Groups>) -> Server {
         flush_p99_ms: percentile(0.99),
         writes,
         groups,
+        stored_per_s,
     }
 }
+
+/// Each thread's writers.
+pub(crate) type Writers = Vec<Vec<Box<dyn Writer>>>;
 
 /// One document as a writer thread drives it.
 pub(crate) trait Writer: Send {
@@ -283,7 +293,7 @@ impl Writer for PeerWriter {
     }
 }
 
-fn peer_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Writer>>>> {
+fn peer_writers(config: &ServerConfig, dir: &Path) -> Result<Writers> {
     let db = sled::open(dir)?;
     let (changes, documents, sync_states) = (
         db.open_tree("changes")?,
@@ -314,8 +324,8 @@ fn peer_writers(config: &ServerConfig, dir: &Path) -> Result<Vec<Vec<Box<dyn Wri
 pub(crate) fn stored_writers(
     config: &ServerConfig,
     mut writer: impl FnMut(usize) -> Result<Box<dyn Writer>>,
-) -> Result<Vec<Vec<Box<dyn Writer>>>> {
-    let mut writers: Vec<Vec<Box<dyn Writer>>> = (0..config.threads).map(|_| Vec::new()).collect();
+) -> Result<Writers> {
+    let mut writers: Writers = (0..config.threads).map(|_| Vec::new()).collect();
     for d in 0..config.documents {
         let mut doc = writer(d)?;
         doc.insert(&CHANGE)?;
@@ -323,6 +333,45 @@ pub(crate) fn stored_writers(
         writers[d % config.threads].push(doc);
     }
     Ok(writers)
+}
+
+/// The writers of every document of `store`, each document stored once as
+/// [`stored_writers`] stores it, but from the row's threads at once (thread `t` its
+/// documents, in order): a server whose clients create documents together. Returns the
+/// documents stored per second with them.
+fn stored_at_once(config: &ServerConfig, store: &DynStore) -> Result<(Writers, f64)> {
+    type Stored = std::result::Result<Vec<Box<dyn Writer>>, String>;
+    let started = Instant::now();
+    let stored: Vec<Stored> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..config.threads)
+            .map(|t| {
+                scope.spawn(move || -> Stored {
+                    let mut mine: Vec<Box<dyn Writer>> = Vec::new();
+                    for d in (t..config.documents).step_by(config.threads) {
+                        let id = format!("doc-{d:05}");
+                        let doc = store
+                            .open_document(&id.as_str().into())
+                            .map_err(|e| e.to_string())?;
+                        let mut writer = Box::new(CoreWriter::new(doc, d));
+                        writer.insert(&CHANGE).map_err(|e| e.to_string())?;
+                        writer.flush().map_err(|e| e.to_string())?;
+                        mine.push(writer);
+                    }
+                    Ok(mine)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err("a thread storing documents panicked".into()))
+            })
+            .collect()
+    });
+    let time = started.elapsed();
+    let writers = stored.into_iter().collect::<std::result::Result<_, _>>()?;
+    Ok((writers, config.documents as f64 / time.as_secs_f64()))
 }
 
 /// Runs the writers on a store of `column`; for redb and PostgreSQL, with the counts of
@@ -349,12 +398,10 @@ fn drive_store(
         }
         _ => (column.open_store(&Location::Dir(dir.to_owned()))?, None),
     };
-    let writers = stored_writers(config, |d| {
-        let doc = store.open_document(&format!("doc-{d:05}").as_str().into())?;
-        Ok(Box::new(CoreWriter::new(doc, d)))
-    })?;
+    let (writers, stored_per_s) = stored_at_once(config, &store)?;
     let before = counters.as_ref().map(|counters| counters());
-    let driven = drive(config, writers, limits)?;
+    let mut driven = drive(config, writers, limits)?;
+    driven.stored_per_s = Some(stored_per_s);
     let groups = counters.zip(before).map(|(counters, before)| {
         let after = counters();
         let commits = after.commits - before.commits;
@@ -399,6 +446,8 @@ struct Driven {
     slices: Vec<[f64; 2]>,
     /// PostgreSQL: the server's single-row commits.
     single_commits: Option<LimitSlices>,
+    /// A store's documents stored before the slices, per second.
+    stored_per_s: Option<f64>,
 }
 
 /// The slices of one limit between the writers' slices: raw appends + `fdatasync`, or
@@ -461,11 +510,7 @@ struct Limits<'a> {
 /// took, and each flush's latency, with the raw syncs (and single commits) and their
 /// time. A writer's slice ends with the flush running when its time is up; the slice's
 /// time runs until the last writer stopped.
-fn drive(
-    config: &ServerConfig,
-    writers: Vec<Vec<Box<dyn Writer>>>,
-    limits: &mut Limits<'_>,
-) -> Result<Driven> {
+fn drive(config: &ServerConfig, writers: Writers, limits: &mut Limits<'_>) -> Result<Driven> {
     let rounds = config.rounds.max(1);
     let slice = Duration::from_secs_f64(config.seconds / rounds as f64);
     let raw_slice = Duration::from_secs_f64(config.raw_seconds / rounds as f64);
@@ -480,6 +525,7 @@ fn drive(
         latencies: Vec::new(),
         slices: Vec::with_capacity(rounds),
         single_commits: limits.commits.as_ref().map(|_| LimitSlices::default()),
+        stored_per_s: None,
     };
     let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
         let threads: Vec<_> = writers
