@@ -138,7 +138,13 @@ impl Backend {
                 let schema = persister_postgres::schema_in(&url)?
                     .unwrap_or_else(|| schema.clone());
                 let suffix = format!("_partial_{tag}");
-                let keep = 63usize.saturating_sub(suffix.len()).min(schema.len());
+                let mut keep = 63usize.saturating_sub(suffix.len()).min(schema.len());
+                // A schema of the options is checked only when a store opens: cut it
+                // where a character starts (a name that is not plain ASCII is then
+                // refused by `url_with_schema`).
+                while !schema.is_char_boundary(keep) {
+                    keep -= 1;
+                }
                 let temporary = format!("{}{suffix}", &schema[..keep]);
                 Ok(PathBuf::from(persister_postgres::url_with_schema(&url, &temporary)?))
             },

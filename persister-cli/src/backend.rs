@@ -181,12 +181,26 @@ pub fn shown(path: &Path) -> String {
     let (scheme, rest) = text.split_once("://").unwrap_or(("", &text));
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
+    // A password may also be a query option (`?password=...`).
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|option| !option.starts_with("password="))
+                .collect();
+            match kept.is_empty() {
+                true => path.to_string(),
+                false => format!("{path}?{}", kept.join("&")),
+            }
+        }
+        None => tail.to_string(),
+    };
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
             format!("{scheme}://{user}@{host}{tail}")
         }
-        None => text,
+        None => format!("{scheme}://{authority}{tail}"),
     }
 }
 
@@ -382,4 +396,27 @@ pub fn disk_usage(path: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A URL is shown without its password, whether in its user part or as an option.
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        for (url, expected) in [
+            ("postgres://u:pw@h/db?schema=s", "postgres://u@h/db?schema=s"),
+            ("postgres://u@h/db?password=pw", "postgres://u@h/db"),
+            (
+                "postgres://u@h/db?sslmode=disable&password=pw&schema=s",
+                "postgres://u@h/db?sslmode=disable&schema=s",
+            ),
+            ("postgresql://h/db?password=pw", "postgresql://h/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+        ] {
+            assert_eq!(shown(Path::new(url)), expected, "{url}");
+        }
+        assert_eq!(shown(Path::new("./a:pw@b.redb")), "./a:pw@b.redb");
+    }
 }

@@ -50,9 +50,10 @@ pub fn remove_partials() {
         // it makes its removal fail): try again until it is gone. Once it is, nothing
         // can be made inside it, and with `ended` set nothing makes it again. A store on
         // a server is removed in one transaction, which waits for the command's own
-        // (its statements then fail): a few attempts, for a lock not granted in time.
+        // (its statements then fail): one attempt, so that Ctrl-C with the server out
+        // of reach ends after one connection timeout.
         let attempts = if crate::backend::is_url(&temporary) {
-            3
+            1
         } else {
             REMOVE_ATTEMPTS
         };

@@ -136,6 +136,10 @@ fn held(tx: &mut Transaction<'_>, schema: &str) -> std::result::Result<Held, pos
             relations.join(", ")
         )));
     }
+    // Locked before the format record is read, in a flush's order, so that two
+    // transactions moving or dropping the same store wait for each other rather than
+    // both read it and then deadlock taking it over.
+    lock_tables(tx, schema)?;
     let format: Option<String> = tx
         .query_opt(
             &format!("SELECT value FROM \"{schema}\".meta WHERE key = 'format'"),
@@ -148,6 +152,16 @@ fn held(tx: &mut Transaction<'_>, schema: &str) -> std::result::Result<Held, pos
     })
 }
 
+/// Locks the store's tables in `schema` against every other transaction, in the order
+/// of [`TABLES`] (taking a lock held already does nothing).
+fn lock_tables(tx: &mut Transaction<'_>, schema: &str) -> std::result::Result<(), postgres::Error> {
+    let tables: Vec<String> = TABLES.iter().map(|t| format!("\"{schema}\".{t}")).collect();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        tables.join(", ")
+    ))
+}
+
 /// Locks the store's tables in `schema` against every other transaction, then returns
 /// whether it holds a document, and the holder of a lease that has not expired (other
 /// than `except`).
@@ -156,12 +170,8 @@ fn lock_store(
     schema: &str,
     except: &str,
 ) -> std::result::Result<(bool, Option<String>), postgres::Error> {
+    lock_tables(tx, schema)?;
     let s = format!("\"{schema}\"");
-    let tables: Vec<String> = TABLES.iter().map(|t| format!("{s}.{t}")).collect();
-    tx.batch_execute(&format!(
-        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-        tables.join(", ")
-    ))?;
     let documents: bool = tx
         .query_one(
             &format!(

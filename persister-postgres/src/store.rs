@@ -92,7 +92,11 @@ impl PostgresStore {
     /// `to` must not exist (the schema is then renamed, which needs the right to create
     /// schemas in the database), or be a schema without tables, views or sequences, or
     /// hold a store without documents (opened but never written, whose tables are
-    /// dropped): the tables then move into it, and it keeps its owner and privileges.
+    /// dropped, with whatever was granted or defined on them): the tables then move
+    /// into it, and it keeps its owner and privileges. The tables keep theirs, those
+    /// of the role that built them: default privileges defined for the destination
+    /// schema (`ALTER DEFAULT PRIVILEGES IN SCHEMA`) apply to tables created there,
+    /// not to tables moved in, so grant what other roles need afterwards.
     /// No document of either store may be open (a lease that has not expired): close
     /// every handle first. Each lock is waited for at most 10 s.
     ///

@@ -112,8 +112,8 @@ pub struct Groups {
     pub commits: u64,
     /// Handles per commit, on average.
     pub mean_handles: f64,
-    /// The most handles one commit carried since the store opened (the documents'
-    /// first flushes before the slices commit one at a time, so this is the slices').
+    /// The most handles one commit carried since the store opened: in the slices, or
+    /// while the documents were stored from the threads at once before them.
     pub largest: u64,
     /// The mean time of one commit, transaction and sync, ms.
     pub mean_commit_ms: f64,
