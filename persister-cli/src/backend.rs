@@ -406,7 +406,10 @@ mod tests {
     #[test]
     fn a_url_is_shown_without_its_password() {
         for (url, expected) in [
-            ("postgres://u:pw@h/db?schema=s", "postgres://u@h/db?schema=s"),
+            (
+                "postgres://u:pw@h/db?schema=s",
+                "postgres://u@h/db?schema=s",
+            ),
             ("postgres://u@h/db?password=pw", "postgres://u@h/db"),
             (
                 "postgres://u@h/db?sslmode=disable&password=pw&schema=s",
