@@ -12,6 +12,19 @@ use persister_sled::SledStore;
 
 use crate::{Access, Backend, StoreKind};
 
+/// Whether a PostgreSQL URL (`?migrate_format=true`) or connection string
+/// (`migrate_format=true`) asks for the migration of an older format, which its
+/// option overrides [`PostgresOptions::migrate_format`] with.
+fn asks_migration(url: &str) -> bool {
+    let is = |option: &str| option == "migrate_format=true";
+    match url.split_once("://") {
+        Some((_, rest)) => rest
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(is)),
+        None => url.split_whitespace().any(is),
+    }
+}
+
 /// `store` with its handles boxed.
 fn boxed<S: Store + 'static>(store: S) -> DynStore {
     Box::new(BoxedStore(store))
@@ -88,8 +101,9 @@ impl Backend {
     /// a connection string (`schema=NAME`). Only URLs are recognised: a connection
     /// string opens through this entry but is not told from a path.
     ///
-    /// A read-only open creates no schema; [`Access::Create`] refuses a schema that
-    /// holds documents.
+    /// A read-only open creates no schema, and refuses a URL that asks for a migration
+    /// (`migrate_format=true`); [`Access::Create`] refuses a schema that holds
+    /// documents.
     pub fn postgres() -> Self {
         Self::postgres_with(PostgresOptions::default())
     }
@@ -106,6 +120,12 @@ impl Backend {
             persister_postgres::FORMAT_VERSION,
             move |location, access| {
                 let url = location.to_string_lossy();
+                if access == Access::ReadOnly && asks_migration(&url) {
+                    return Err(Error::InvalidInput {
+                        what: "read-only open",
+                        reason: "the URL asks for a migration (migrate_format=true), which writes to the store; remove the option to read the store as it is, or open it to migrate it".into(),
+                    });
+                }
                 let mut options = options
                     .clone()
                     .create_if_missing(matches!(access, Access::ReadWrite | Access::Create));

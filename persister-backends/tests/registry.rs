@@ -231,6 +231,54 @@ fn a_postgres_store_opens_through_the_registry() -> TestResult {
     Ok(())
 }
 
+/// A read-only open writes nothing, so a URL that asks for a migration is refused
+/// before the server is asked anything (this host has no server at all).
+#[test]
+fn a_read_only_open_refuses_a_url_that_asks_for_a_migration() {
+    let registry = Registry::standard();
+    for url in [
+        "postgres://u@nowhere.invalid/db?migrate_format=true",
+        "postgres://u@nowhere.invalid/db?schema=s&migrate_format=true",
+    ] {
+        match registry.open(url, Access::ReadOnly).map(|_| ()) {
+            Err(Error::InvalidInput { what, reason }) => {
+                assert_eq!(what, "read-only open");
+                assert!(reason.contains("migrate_format=true"), "{reason}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+    let postgres = registry.backend("postgres").expect("the postgres entry");
+    let string = postgres.open("host=/nonexistent migrate_format=true", Access::ReadOnly);
+    assert!(
+        matches!(
+            string,
+            Err(Error::InvalidInput {
+                what: "read-only open",
+                ..
+            })
+        ),
+        "{:?}",
+        string.map(|_| ())
+    );
+    // Without the option, the open goes to the server (and fails: there is none).
+    let plain = registry.open(
+        "postgres://u@nowhere.invalid/db?migrate_format=false",
+        Access::ReadOnly,
+    );
+    assert!(
+        !matches!(
+            plain,
+            Err(Error::InvalidInput {
+                what: "read-only open",
+                ..
+            })
+        ),
+        "{:?}",
+        plain.map(|_| ())
+    );
+}
+
 /// The temporary store of a URL that names no schema is beside the entry's schema,
 /// which is where the store goes.
 #[test]
