@@ -242,7 +242,8 @@ impl Backend {
     /// # Errors
     ///
     /// The entry's own: [`Error::InvalidInput`] for a destination it cannot name a
-    /// temporary store for.
+    /// temporary store for, or that cannot take a new store (PostgreSQL: a schema that
+    /// holds documents).
     pub fn temporary_location(&self, destination: &Path, tag: &str) -> Result<Option<PathBuf>> {
         self.staging
             .as_ref()

@@ -12,17 +12,18 @@ use persister_sled::SledStore;
 
 use crate::{Access, Backend, StoreKind};
 
-/// Whether a PostgreSQL URL (`?migrate_format=true`) or connection string
-/// (`migrate_format=true`) asks for the migration of an older format, which its
-/// option overrides [`PostgresOptions::migrate_format`] with.
-fn asks_migration(url: &str) -> bool {
-    let is = |option: &str| option == "migrate_format=true";
-    match url.split_once("://") {
-        Some((_, rest)) => rest
-            .split_once('?')
-            .is_some_and(|(_, query)| query.split('&').any(is)),
-        None => url.split_whitespace().any(is),
+/// Refuses `store` as the place of a new store when it holds documents.
+fn refuse_documents(store: &PostgresStore) -> Result<(), Error> {
+    if store.list_documents()?.is_empty() {
+        return Ok(());
     }
+    Err(Error::InvalidInput {
+        what: "new store",
+        reason: format!(
+            "{} already holds documents; give an empty schema (add ?schema=NAME to the URL) or an empty database",
+            store.description()
+        ),
+    })
 }
 
 /// `store` with its handles boxed.
@@ -111,7 +112,9 @@ impl Backend {
     /// [`Backend::postgres`] opening its stores with `options` (a lease duration, say);
     /// whether a missing schema is created still follows the access.
     pub fn postgres_with(options: PostgresOptions) -> Self {
-        // The schema of a URL that names none, for the staging below.
+        // For the staging below: the options to look at a destination with, and the
+        // schema of a URL that names none.
+        let staging_options = options.clone().create_if_missing(false);
         let schema = options.schema.clone();
         let to_schema = schema.clone();
         Backend::new(
@@ -120,7 +123,10 @@ impl Backend {
             persister_postgres::FORMAT_VERSION,
             move |location, access| {
                 let url = location.to_string_lossy();
-                if access == Access::ReadOnly && asks_migration(&url) {
+                // The URL's option overrides the options' `migrate_format`.
+                if access == Access::ReadOnly
+                    && persister_postgres::migrate_format_in(&url)? == Some(true)
+                {
                     return Err(Error::InvalidInput {
                         what: "read-only open",
                         reason: "the URL asks for a migration (migrate_format=true), which writes to the store; remove the option to read the store as it is, or open it to migrate it".into(),
@@ -133,14 +139,8 @@ impl Backend {
                     options = options.migrate_format(true);
                 }
                 let store = PostgresStore::open_with(&url, options)?;
-                if access == Access::Create && !store.list_documents()?.is_empty() {
-                    return Err(Error::InvalidInput {
-                        what: "new store",
-                        reason: format!(
-                            "{} already holds documents; give an empty schema (add ?schema=NAME to the URL) or an empty database",
-                            store.description()
-                        ),
-                    });
+                if access == Access::Create {
+                    refuse_documents(&store)?;
                 }
                 Ok(boxed(store))
             },
@@ -151,10 +151,16 @@ impl Backend {
         })
         // A new store is built in a schema of its own beside the destination's
         // (`NAME_partial_TAG`, the name cut so that the whole fits PostgreSQL's 63
-        // bytes), then renamed to the destination's schema in one transaction.
+        // bytes), then renamed to the destination's schema in one transaction. A
+        // destination holding documents is refused before anything is built (the
+        // rename would refuse it at the end); one that does not open (no store there
+        // yet, a server out of reach) is for the build to find out about.
         .with_staging(
             move |destination, tag| {
                 let url = destination.to_string_lossy();
+                if let Ok(store) = PostgresStore::open_with(&url, staging_options.clone()) {
+                    refuse_documents(&store)?;
+                }
                 let schema = persister_postgres::schema_in(&url)?
                     .unwrap_or_else(|| schema.clone());
                 let suffix = format!("_partial_{tag}");

@@ -336,6 +336,9 @@ fn a_new_postgres_store_is_built_out_of_sight_and_renamed_into_place() -> TestRe
     assert_eq!(cut.len(), 63, "{cut}");
     assert!(cut.ends_with("_partial_123456_999999999"), "{cut}");
 
+    let second = postgres
+        .temporary_location(destination, "8_1")?
+        .ok_or("no temporary location")?;
     let store = postgres.open(&temporary, Access::Create)?;
     let mut doc = store.open_document(&"notes".into())?;
     doc.set_document(b"built out of sight".to_vec())?;
@@ -350,16 +353,22 @@ fn a_new_postgres_store_is_built_out_of_sight_and_renamed_into_place() -> TestRe
     assert_eq!(doc.get_document()?, Some(b"built out of sight".to_vec()));
     drop((doc, store));
 
-    // A second store may not replace the first, and is removed unused.
-    let second = postgres
-        .temporary_location(destination, "8_1")?
-        .ok_or("no temporary location")?;
+    // A second store (its place taken while the destination was empty) may not
+    // replace the first, and is removed unused.
     let store = postgres.open(&second, Access::Create)?;
     let mut doc = store.open_document(&"other".into())?;
     doc.set_document(b"not kept".to_vec())?;
     doc.close()?;
     drop(store);
     assert!(postgres.rename_store(&second, destination).is_err());
+    // Once the destination holds documents, no place is given to build another.
+    assert!(matches!(
+        postgres.temporary_location(destination, "9_1"),
+        Err(Error::InvalidInput {
+            what: "new store",
+            ..
+        })
+    ));
     postgres.remove_store(&second)?;
     assert!(postgres.open(&second, Access::ReadOnly).is_err());
     // Removing what is gone already is done.

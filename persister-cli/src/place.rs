@@ -192,27 +192,14 @@ impl Staging {
         Staging::record(destination, temporary)
     }
 
-    /// A staging for a store on a server: at the backend's temporary location, or in
+    /// A staging for a store on a server: at the backend's temporary location (which
+    /// refuses a destination that holds documents before anything is built), or in
     /// place when it has none (the store then goes into a schema that must be empty,
-    /// which opening it checks). A destination that holds documents is refused before
-    /// anything is built (moving the store into place would refuse it at the end).
+    /// which opening it checks).
     fn on_server(
         destination: &Path,
         backend: &persister_backends::Backend,
     ) -> Result<Staging, CliError> {
-        // Read-only: creates nothing. A destination that does not open (no store there
-        // yet, or a server that cannot be reached) is for building to find out.
-        if let Ok(store) = backend.open(destination, persister_backends::Access::ReadOnly)
-            && !store.list_documents()?.is_empty()
-        {
-            return Err(CliError::new(
-                format!(
-                    "{} already holds documents",
-                    crate::backend::shown(destination)
-                ),
-                "give an empty schema (add ?schema=NAME to the URL) or an empty database (the command never overwrites or merges into existing data)",
-            ));
-        }
         match backend.temporary_location(destination, &tag())? {
             Some(temporary) => Staging::record(destination, temporary),
             None => Ok(Staging {

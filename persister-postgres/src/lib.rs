@@ -391,6 +391,6 @@ mod store;
 pub use error::PgError;
 pub use options::PostgresOptions;
 pub use persister::PostgresPersister;
-pub use relocate::{schema_in, url_with_schema};
+pub use relocate::{migrate_format_in, schema_in, url_with_schema};
 pub use sql::FORMAT_VERSION;
 pub use store::PostgresStore;

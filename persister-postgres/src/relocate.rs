@@ -58,6 +58,25 @@ pub fn schema_in(url: &str) -> Result<Option<String>> {
     Ok(schema)
 }
 
+/// Whether a store URL asks for the migration of an older format with its
+/// `migrate_format` option (`true` or `false`); `None` when it has none, and the store
+/// follows [`PostgresOptions::migrate_format`].
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] when the option is neither `true` nor `false`.
+pub fn migrate_format_in(url: &str) -> Result<Option<bool>> {
+    take_option(url, "migrate_format")
+        .1
+        .map(|migrate| {
+            migrate.parse().map_err(|_| Error::InvalidInput {
+                what: "migrate_format option of the URL",
+                reason: format!("{migrate:?} is neither true nor false"),
+            })
+        })
+        .transpose()
+}
+
 /// The server and schema `url` names, as [`PostgresStore::open`](crate::PostgresStore::open)
 /// reads them, and the place messages name.
 fn locate(url: &str) -> Result<(Location, String, String)> {
@@ -92,7 +111,8 @@ enum Held {
     Nothing,
     /// A schema without tables, views or sequences.
     EmptySchema,
-    /// A store: the five tables (and their indexes) only, with the format record.
+    /// A store: the five tables (and their indexes) only, with the format record; its
+    /// tables are then locked against every other transaction.
     Store,
     /// Anything else: named in messages.
     Other(String),
@@ -162,15 +182,13 @@ fn lock_tables(tx: &mut Transaction<'_>, schema: &str) -> std::result::Result<()
     ))
 }
 
-/// Locks the store's tables in `schema` against every other transaction, then returns
-/// whether it holds a document, and the holder of a lease that has not expired (other
-/// than `except`).
-fn lock_store(
+/// Whether the store in `schema`, whose tables [`held`] found and locked, holds a
+/// document, and the holder of a lease that has not expired (other than `except`).
+fn store_in_use(
     tx: &mut Transaction<'_>,
     schema: &str,
     except: &str,
 ) -> std::result::Result<(bool, Option<String>), postgres::Error> {
-    lock_tables(tx, schema)?;
     let s = format!("\"{schema}\"");
     let documents: bool = tx
         .query_one(
@@ -247,7 +265,7 @@ pub(crate) fn rename(url: &str, to: &str) -> Result<()> {
             Held::Store => {}
             other => return Ok(Err(not_a_store(&place, other))),
         }
-        if let (_, Some(holder)) = lock_store(tx, &from, "")? {
+        if let (_, Some(holder)) = store_in_use(tx, &from, "")? {
             return Ok(Err(in_use(&place, &holder)));
         }
         // A schema that exists keeps its owner and privileges: the tables move into
@@ -263,7 +281,7 @@ pub(crate) fn rename(url: &str, to: &str) -> Result<()> {
                 tx.batch_execute(&format!("ALTER SCHEMA \"{from}\" RENAME TO \"{to}\""))?;
             }
             Held::EmptySchema => tx.batch_execute(&move_in)?,
-            Held::Store => match lock_store(tx, to, "")? {
+            Held::Store => match store_in_use(tx, to, "")? {
                 (true, _) => {
                     return Ok(Err(Error::InvalidInput {
                         what: "schema to move a store to",
@@ -298,7 +316,7 @@ pub(crate) fn destroy(url: &str) -> Result<()> {
             Held::Store => {}
             other => return Ok(Err(not_a_store(&place, other))),
         }
-        if let (_, Some(holder)) = lock_store(tx, &schema, &this_holder())? {
+        if let (_, Some(holder)) = store_in_use(tx, &schema, &this_holder())? {
             return Ok(Err(in_use(&place, &holder)));
         }
         drop_store_tables(tx, &schema)?;
@@ -326,6 +344,16 @@ mod tests {
             assert_eq!(schema_in(expected)?.as_deref(), Some("tmp_1"));
         }
         assert_eq!(schema_in("postgres://u@h/db")?, None);
+        assert_eq!(
+            migrate_format_in("postgres://u@h/db?migrate_format=true")?,
+            Some(true)
+        );
+        assert_eq!(
+            migrate_format_in("host=/run/pg migrate_format=false")?,
+            Some(false)
+        );
+        assert_eq!(migrate_format_in("postgres://u@h/db?schema=s")?, None);
+        assert!(migrate_format_in("postgres://u@h/db?migrate_format=yes").is_err());
         assert!(schema_in("postgres://u@h/db?schema=No").is_err());
         for hostile in ["", "Notes", "a;drop", "1a", "a\"b", &"a".repeat(64)] {
             assert!(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use persister_core::{DocumentId, Error, Persister, Result, Store};
+use persister_core::{DocumentId, Persister, Result, Store};
 
 use crate::location::{Location, take_option};
 use crate::shared::Shared;
@@ -62,18 +62,15 @@ impl PostgresStore {
     /// [`PostgresOptions::migrate_format`]: the way to migrate a store from the command
     /// line.
     pub fn open_with(url: &str, mut options: PostgresOptions) -> Result<PostgresStore> {
-        let (url, schema) = take_option(url, "schema");
-        let (url, migrate) = take_option(&url, "migrate_format");
-        let url = url.as_str();
-        if let Some(schema) = schema {
+        if let Some(schema) = crate::schema_in(url)? {
             options.schema = schema;
         }
-        if let Some(migrate) = migrate {
-            options.migrate_format = migrate.parse().map_err(|_| Error::InvalidInput {
-                what: "migrate_format option of the URL",
-                reason: format!("{migrate:?} is neither true nor false"),
-            })?;
+        if let Some(migrate) = crate::migrate_format_in(url)? {
+            options.migrate_format = migrate;
         }
+        let (url, _) = take_option(url, "schema");
+        let (url, _) = take_option(&url, "migrate_format");
+        let url = url.as_str();
         check_schema_name(&options.schema)?;
         let location = Location::parse(url, options.connect_timeout, options.network_timeout)?;
         let shared = Shared::new(location, options);
@@ -129,10 +126,10 @@ impl PostgresStore {
     ///
     /// # Errors
     ///
-    /// [`Error::NotAStore`] when the schema of `url` holds no store (or other tables
-    /// beside one's), [`Error::InvalidInput`] for a malformed URL or schema name, the
+    /// [`Error::NotAStore`](persister_core::Error::NotAStore) when the schema of `url` holds no store (or other tables
+    /// beside one's), [`Error::InvalidInput`](persister_core::Error::InvalidInput) for a malformed URL or schema name, the
     /// same schema, or a `to` that holds documents or anything but a store's tables,
-    /// [`Error::Locked`] when a document of either store is open, and
+    /// [`Error::Locked`](persister_core::Error::Locked) when a document of either store is open, and
     /// [`Error::Backend`](persister_core::Error::Backend) for the server's errors
     /// (a lock not granted in time, a role that may not rename the schema). On an
     /// error nothing was changed, unless the connection was lost while the transaction
@@ -150,9 +147,9 @@ impl PostgresStore {
     ///
     /// # Errors
     ///
-    /// [`Error::NotAStore`] when the schema holds anything else than a store's tables
-    /// (it is left as it is: only a store is ever dropped), [`Error::Locked`] when
-    /// another process has a document of the store open, [`Error::InvalidInput`] for a malformed URL or
+    /// [`Error::NotAStore`](persister_core::Error::NotAStore) when the schema holds anything else than a store's tables
+    /// (it is left as it is: only a store is ever dropped), [`Error::Locked`](persister_core::Error::Locked) when
+    /// another process has a document of the store open, [`Error::InvalidInput`](persister_core::Error::InvalidInput) for a malformed URL or
     /// schema name, and [`Error::Backend`](persister_core::Error::Backend) for the
     /// server's errors. On an error nothing was dropped (unless the connection was
     /// lost while the transaction committed: then all of it or nothing was).

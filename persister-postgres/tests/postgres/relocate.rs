@@ -12,28 +12,22 @@ fn url(schema: &str) -> Result<String, Error> {
     url_with_schema(&server().url(), schema)
 }
 
-/// The object id of the schema of that name: the same schema as long as it is the same.
-fn schema_oid(schema: &str) -> Result<u32, Error> {
+/// The object id of the schema of that name, if there is one: the same schema as long
+/// as it is the same.
+fn schema_oid(schema: &str) -> Result<Option<u32>, Error> {
     let mut client = admin(&server().url()).map_err(test_error)?;
     let row = client
-        .query_one(
+        .query_opt(
             "SELECT oid FROM pg_namespace WHERE nspname = $1",
             &[&schema],
         )
         .map_err(test_error)?;
-    Ok(row.get(0))
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// Whether a schema of that name exists.
 fn schema_exists(schema: &str) -> Result<bool, Error> {
-    let mut client = admin(&server().url()).map_err(test_error)?;
-    let row = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-            &[&schema],
-        )
-        .map_err(test_error)?;
-    Ok(row.get(0))
+    Ok(schema_oid(schema)?.is_some())
 }
 
 fn sql(text: &str) -> Result<(), Error> {
