@@ -178,15 +178,48 @@ pub fn shown(path: &Path) -> String {
     if !is_url(path) {
         return text;
     }
-    let (scheme, rest) = text.split_once("://").unwrap_or(("", &text));
+    let (scheme, authority, tail) = url_parts(&text);
+    // A password may also be a query option (`?password=...`).
+    let tail = without_options(tail, "password");
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => format!("{scheme}://{authority}{tail}"),
+    }
+}
+
+/// A store URL without its `migrate_format` option, for `persister migrate`, which
+/// decides itself whether to migrate; a path as it is.
+pub(crate) fn without_migrate_format(path: &Path) -> PathBuf {
+    if !is_url(path) {
+        return path.to_path_buf();
+    }
+    let text = path.to_string_lossy();
+    let (scheme, authority, tail) = url_parts(&text);
+    PathBuf::from(format!(
+        "{scheme}://{authority}{}",
+        without_options(tail, "migrate_format")
+    ))
+}
+
+/// A URL's scheme, its authority (`user:password@host:port`) and the rest (`/db?a=1`).
+fn url_parts(text: &str) -> (&str, &str, &str) {
+    let (scheme, rest) = text.split_once("://").unwrap_or(("", text));
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    // A password may also be a query option (`?password=...`).
-    let tail = match tail.split_once('?') {
+    (scheme, authority, tail)
+}
+
+/// The part of a URL after its authority (`/db?a=1&b=2`) without its query options
+/// called `name`.
+fn without_options(tail: &str, name: &str) -> String {
+    match tail.split_once('?') {
         Some((path, query)) => {
             let kept: Vec<&str> = query
                 .split('&')
-                .filter(|option| !option.starts_with("password="))
+                .filter(|option| option.split('=').next() != Some(name))
                 .collect();
             match kept.is_empty() {
                 true => path.to_string(),
@@ -194,13 +227,6 @@ pub fn shown(path: &Path) -> String {
             }
         }
         None => tail.to_string(),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{scheme}://{user}@{host}{tail}")
-        }
-        None => format!("{scheme}://{authority}{tail}"),
     }
 }
 
@@ -421,5 +447,30 @@ mod tests {
             assert_eq!(shown(Path::new(url)), expected, "{url}");
         }
         assert_eq!(shown(Path::new("./a:pw@b.redb")), "./a:pw@b.redb");
+    }
+
+    /// `persister migrate` drops a URL's `migrate_format` option, and nothing else.
+    #[test]
+    fn a_url_loses_its_migrate_format_option_and_nothing_else() {
+        for (url, expected) in [
+            ("postgres://u@h/db?migrate_format=true", "postgres://u@h/db"),
+            (
+                "postgres://u:pw@h:5432/db?schema=s&migrate_format=false&sslmode=disable",
+                "postgres://u:pw@h:5432/db?schema=s&sslmode=disable",
+            ),
+            ("postgresql://h/db?schema=s", "postgresql://h/db?schema=s"),
+            (
+                "postgres://h/db?migrate_formats=1",
+                "postgres://h/db?migrate_formats=1",
+            ),
+        ] {
+            assert_eq!(
+                without_migrate_format(Path::new(url)),
+                Path::new(expected),
+                "{url}"
+            );
+        }
+        let path = Path::new("./x?migrate_format=true.redb");
+        assert_eq!(without_migrate_format(path), path);
     }
 }

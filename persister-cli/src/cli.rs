@@ -73,7 +73,8 @@ pub enum Command {
     ///
     /// Stores of an older version are otherwise read and written as they are, so the
     /// builds that wrote them still open them; after the migration those builds refuse
-    /// the store. Stop every program of an older build that uses the store first.
+    /// the store. Stop every program of an older build that uses the store first. A
+    /// URL's `migrate_format` option is ignored: this command decides.
     Migrate(StoreArgs),
 
     /// Copy every document of a store into a new store of any backend (the way off

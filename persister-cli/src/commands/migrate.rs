@@ -25,10 +25,14 @@ struct Report {
 pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     let shown = crate::backend::shown(&args.store);
     let backend = OpenStore::backend_of(&args.store, args.backend)?;
+    // The command decides whether to migrate: a URL's own `migrate_format` option
+    // would make the read-only open below refuse the URL (`true`) or the migration
+    // refuse the store (`false`).
+    let store = crate::backend::without_migrate_format(&args.store);
     // Opened read-only first, to learn its version without writing or creating
     // anything: a store that needs no migration is left as it was, and one a backend
     // refuses until migrated names its own version.
-    let from = match OpenStore::open_as(&args.store, backend, Access::Read) {
+    let from = match OpenStore::open_as(&store, backend, Access::Read) {
         Ok(store) => {
             let found = store.format_version();
             store.close()?;
@@ -40,7 +44,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     let current = backend.format_version();
     let (to, migrated) = match from {
         Some(version) if version < current => {
-            let store = OpenStore::open_as(&args.store, backend, Access::Migrate)?;
+            let store = OpenStore::open_as(&store, backend, Access::Migrate)?;
             let to = store.format_version();
             store.close()?;
             (to, to != from)

@@ -2,8 +2,8 @@
 //! place and reads as before; a current store is left as it is.
 
 use crate::support::{
-    TestResult, as_redb_layout_2, backends, make_fs_store_version_2, make_store, named, persister,
-    read_store, snapshot_files, store_path,
+    PgServer, TestResult, as_redb_layout_2, backends, make_fs_store_version_2, make_store, named,
+    persister, read_store, snapshot_files, store_path,
 };
 
 /// An fs store of version 2 and a redb store of layout 2, as older builds leave them,
@@ -115,5 +115,53 @@ fn a_missing_postgres_store_is_an_error_and_nothing_is_made() -> TestResult {
         .open(&url, persister_backends::Access::ReadOnly)
         .map(|_| ());
     assert!(opened.is_err(), "migrate made the store: {opened:?}");
+    Ok(())
+}
+
+/// PostgreSQL stores of format version 1 are migrated and read as before, whatever the
+/// URL's own `migrate_format` option says: the command decides. (A read-only open
+/// refuses a URL asking for a migration, and a store opened with the option `false`
+/// refuses to migrate.)
+#[test]
+fn postgres_stores_of_version_1_are_migrated_whatever_the_url_asks() -> TestResult {
+    let schema = format!("cli_migrate_v1_{}", std::process::id());
+    let Some((url, cluster)) = persister_testkit::postgres::schema_server(&schema)? else {
+        return Ok(());
+    };
+    let mut server = PgServer::connect(&cluster)?;
+    let postgres = named("postgres");
+    let current = postgres.format_version();
+    for (i, option) in ["", "&migrate_format=true", "&migrate_format=false"]
+        .into_iter()
+        .enumerate()
+    {
+        let store_schema = format!("{schema}_{i}");
+        let store = url.replace(
+            &format!("schema={schema}"),
+            &format!("schema={store_schema}"),
+        );
+        assert_ne!(store, url);
+        let dumps = make_store(postgres, std::path::Path::new(&store))?;
+        server.as_version_1(&store_schema)?;
+        let refused = persister(["ls", &store])?.expect(1);
+        assert!(
+            refused.stderr.contains("format version 1"),
+            "{option}: {refused:?}"
+        );
+
+        let given = format!("{store}{option}");
+        let json = persister(["migrate", "--json", &given])?.expect(0).json()?;
+        assert_eq!(json["from"], 1, "{option}: {json}");
+        assert_eq!(json["to"], current, "{option}: {json}");
+        assert_eq!(json["migrated"], true, "{option}: {json}");
+        assert_eq!(
+            read_store(postgres, std::path::Path::new(&store))?,
+            dumps,
+            "{option}"
+        );
+        let again = persister(["migrate", "--json", &given])?.expect(0).json()?;
+        assert_eq!(again["migrated"], false, "{option}: {again}");
+        assert_eq!(again["from"], current, "{option}: {again}");
+    }
     Ok(())
 }

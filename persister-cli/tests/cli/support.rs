@@ -374,3 +374,69 @@ pub fn as_redb_layout_2(path: &Path) -> TestResult {
     txn.commit()?;
     Ok(())
 }
+
+/// The test's own connection to the server of `schema_server`, for looking at schemas.
+pub struct PgServer(pub postgres::Client);
+
+impl PgServer {
+    pub fn connect(cluster: &Option<persister_testkit::postgres::Cluster>) -> TestResult<PgServer> {
+        let url = match cluster {
+            Some(cluster) => cluster.url(),
+            None => std::env::var("PERSISTER_POSTGRES_URL")?,
+        };
+        Ok(PgServer(
+            url.parse::<postgres::Config>()?.connect(postgres::NoTls)?,
+        ))
+    }
+
+    /// The schemas a new store for `schema` was built in and not moved from.
+    pub fn partial_schemas(&mut self, schema: &str) -> TestResult<Vec<String>> {
+        let rows = self.0.query(
+            "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY 1",
+            &[&format!("{schema}_partial_")],
+        )?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// How many documents the store in `schema` holds; 0 while it has no tables.
+    pub fn documents_in(&mut self, schema: &str) -> TestResult<i64> {
+        let query = format!("SELECT count(*) FROM \"{schema}\".documents");
+        Ok(match self.0.query_one(&query, &[]) {
+            Ok(row) => row.get(0),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+            Err(e) => return Err(e.into()),
+        })
+    }
+
+    /// Turns the store in `schema` into one of format version 1, as its builds left
+    /// it: the documents' sizes in their rows of `documents` rather than in their
+    /// leases' rows.
+    pub fn as_version_1(&mut self, schema: &str) -> TestResult {
+        let sizes = [
+            "changes_bytes",
+            "document_bytes",
+            "sync_state_bytes",
+            "change_count",
+            "sync_state_count",
+        ];
+        let s = format!("\"{schema}\"");
+        let added: Vec<String> = sizes
+            .iter()
+            .map(|c| format!("ADD COLUMN {c} int8 NOT NULL DEFAULT 0"))
+            .collect();
+        let copied: Vec<String> = sizes.iter().map(|c| format!("{c} = l.{c}")).collect();
+        let dropped: Vec<String> = sizes.iter().map(|c| format!("DROP COLUMN {c}")).collect();
+        self.0.batch_execute(&format!(
+            "BEGIN;
+            ALTER TABLE {s}.documents {};
+            UPDATE {s}.documents d SET {} FROM {s}.leases l WHERE l.document = d.document;
+            ALTER TABLE {s}.leases {};
+            UPDATE {s}.meta SET value = '1' WHERE key = 'format_version';
+            COMMIT;",
+            added.join(", "),
+            copied.join(", "),
+            dropped.join(", "),
+        ))?;
+        Ok(())
+    }
+}

@@ -4,8 +4,8 @@ use crate::support::named;
 use persister_core::{Persister, Store};
 
 use crate::support::{
-    TestResult, damage_log, fs_log_path, interrupt_when, interrupt_when_made, make_store, names_in,
-    open_store, persister, read_store, snapshot_files, store_path,
+    PgServer, TestResult, damage_log, fs_log_path, interrupt_when, interrupt_when_made, make_store,
+    names_in, open_store, persister, read_store, snapshot_files, store_path,
 };
 
 #[test]
@@ -578,40 +578,6 @@ fn an_interrupted_or_killed_copy_into_postgres_leaves_the_destination_as_it_was(
         listed.stdout
     );
     Ok(())
-}
-
-/// The test's own connection to the server of `schema_server`, for looking at schemas.
-struct PgServer(postgres::Client);
-
-impl PgServer {
-    fn connect(cluster: &Option<persister_testkit::postgres::Cluster>) -> TestResult<PgServer> {
-        let url = match cluster {
-            Some(cluster) => cluster.url(),
-            None => std::env::var("PERSISTER_POSTGRES_URL")?,
-        };
-        Ok(PgServer(
-            url.parse::<postgres::Config>()?.connect(postgres::NoTls)?,
-        ))
-    }
-
-    /// The schemas a new store for `schema` was built in and not moved from.
-    fn partial_schemas(&mut self, schema: &str) -> TestResult<Vec<String>> {
-        let rows = self.0.query(
-            "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY 1",
-            &[&format!("{schema}_partial_")],
-        )?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
-    }
-
-    /// How many documents the store in `schema` holds; 0 while it has no tables.
-    fn documents_in(&mut self, schema: &str) -> TestResult<i64> {
-        let query = format!("SELECT count(*) FROM \"{schema}\".documents");
-        Ok(match self.0.query_one(&query, &[]) {
-            Ok(row) => row.get(0),
-            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => 0,
-            Err(e) => return Err(e.into()),
-        })
-    }
 }
 
 /// Ctrl-C during a copy into a new redb store, once its commit log exists:
