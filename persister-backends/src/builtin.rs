@@ -158,7 +158,12 @@ impl Backend {
         .with_staging(
             move |destination, tag| {
                 let url = destination.to_string_lossy();
-                if let Ok(store) = PostgresStore::open_with(&url, staging_options.clone()) {
+                // Only looked at: a URL asking for a migration would have the look
+                // migrate the destination, so such a destination is left to the
+                // rename, which refuses one holding documents as well.
+                if persister_postgres::migrate_format_in(&url)? != Some(true)
+                    && let Ok(store) = PostgresStore::open_with(&url, staging_options.clone())
+                {
                     refuse_documents(&store)?;
                 }
                 let schema = persister_postgres::schema_in(&url)?

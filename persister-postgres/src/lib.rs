@@ -48,7 +48,7 @@
 //! | `documents` | `document bytea` | `data bytea` (the compacted document, `NULL` when none); a row for each stored document |
 //! | `changes` | `(document bytea, actor bytea, seq int8)` | `value bytea` |
 //! | `sync_states` | `(document bytea, peer bytea)` | `state bytea` |
-//! | `leases` | `document bytea` | `token int8` (the fencing token), `holder text` (`pid N on HOST`), `expires_at timestamptz`, and the document's sizes while it has a row in `documents`: `changes_bytes`, `document_bytes`, `sync_state_bytes`, `change_count`, `sync_state_count` (`int8`) |
+//! | `leases` | `document bytea` | `token int8` (the fencing token), `holder text` (`pid N on HOST (instance T)`, T the time the process opened its first store, in seconds since 1970), `expires_at timestamptz`, and the document's sizes while it has a row in `documents`: `changes_bytes`, `document_bytes`, `sync_state_bytes`, `change_count`, `sync_state_count` (`int8`) |
 //!
 //! A seq is stored as `int8` with its top bit flipped, so that `ORDER BY actor, seq`
 //! orders changes by actor bytes, then unsigned seq (contract point 3). The sizes are
@@ -276,8 +276,8 @@
 //! lease in one statement: a row of `leases` is inserted, or taken over only if its
 //! `expires_at` is past by the server's clock, and its `token` grows. A second
 //! opener, in any process, gets [`Error::Locked`](persister_core::Error::Locked) at
-//! once, naming the document, the holder (`pid N on HOST`) and how long the lease still
-//! runs; in the same store it gets
+//! once, naming the document, the holder (`pid N on HOST (instance T)`) and how long
+//! the lease still runs; in the same store it gets
 //! [`Error::DocumentInUse`](persister_core::Error::DocumentInUse). A new token is the
 //! server's clock in milliseconds since 1970, or the previous token plus one when that
 //! is larger.

@@ -133,34 +133,153 @@ fn connect(config: &Config) -> std::result::Result<Client, postgres::Error> {
     }
 }
 
+/// Whether `url` is a URL (`postgres://` or `postgresql://`) rather than a `key=value`
+/// connection string, as the driver tells them apart.
+pub(crate) fn is_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` without the options that are the store's, not the driver's (`schema`,
+/// `migrate_format`): what the driver is given.
+pub(crate) fn driver_url(url: &str) -> String {
+    let (url, _) = take_option(url, "schema");
+    take_option(&url, "migrate_format").0
+}
+
 /// Takes the option `key` (`schema`, `migrate_format`) out of a URL (`?key=VALUE`) or
-/// connection string (`key=VALUE`), since the driver does not know it: the URL without
-/// it, and its value.
+/// connection string (`key=VALUE`, or `key = 'VALUE'`), since the driver does not know
+/// it: the URL without it, and its value (the last one, should it be there twice).
+///
+/// Both are read as the driver reads them, so that the option found is the one the
+/// driver would see: a URL's options follow the first `?` after its user part (which
+/// ends at the first `@`), hosts and database; a connection string's value may be
+/// quoted (`'a b'`) and hold `\` escapes, and a quoted value that looks like an option
+/// (`application_name='x schema=y'`) is part of that value. Whatever else the string
+/// holds is kept byte for byte. A connection string the driver could not parse is
+/// returned as it is, without a value, for the driver to report.
 pub(crate) fn take_option(url: &str, key: &str) -> (String, Option<String>) {
-    let prefix = format!("{key}=");
-    let mut value = None;
-    let mut keep = |kv: &&str| match kv.strip_prefix(&prefix) {
-        Some(v) => {
-            value = Some(v.to_string());
-            false
-        }
-        None => true,
-    };
-    let url = if url.contains("://") {
-        let Some((base, query)) = url.split_once('?') else {
+    if is_url(url) {
+        let Some(start) = url_query_start(url) else {
             return (url.to_string(), None);
         };
-        let kept: Vec<&str> = query.split('&').filter(&mut keep).collect();
-        if kept.is_empty() {
+        let (base, query) = (&url[..start - 1], &url[start..]);
+        let prefix = format!("{key}=");
+        let mut value = None;
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|kv| match kv.strip_prefix(&prefix) {
+                Some(v) => {
+                    value = Some(v.to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let url = if kept.is_empty() {
             base.to_string()
         } else {
             format!("{base}?{}", kept.join("&"))
-        }
-    } else {
-        let kept: Vec<&str> = url.split_whitespace().filter(&mut keep).collect();
-        kept.join(" ")
+        };
+        return (url, value);
+    }
+    let Some(pairs) = pairs(url) else {
+        return (url.to_string(), None);
     };
-    (url, value)
+    let mut kept = String::with_capacity(url.len());
+    let mut from = 0;
+    let mut value = None;
+    for pair in pairs.into_iter().filter(|pair| pair.key == key) {
+        // The pair and the whitespace before it.
+        kept.push_str(url[from..pair.start].trim_end());
+        from = pair.end;
+        value = Some(pair.value);
+    }
+    kept.push_str(&url[from..]);
+    (kept, value)
+}
+
+/// Where a URL's options start, as the driver finds them: just past the `?` that
+/// follows the user part (up to the first `@`, when there is one), the hosts (up to
+/// the first `/` or `?`) and the database (up to the first `?`); `None` when it has no
+/// options.
+pub(crate) fn url_query_start(url: &str) -> Option<usize> {
+    let mut at = url.find("://")? + 3;
+    if let Some(i) = url[at..].find('@') {
+        at += i + 1;
+    }
+    at += url[at..].find(['/', '?'])?;
+    if url[at..].starts_with('/') {
+        at += url[at..].find('?')?;
+    }
+    Some(at + 1)
+}
+
+/// One `key=value` pair of a connection string.
+struct Pair {
+    key: String,
+    /// As the driver reads it: without its quotes, its escapes undone.
+    value: String,
+    /// Where the pair starts (its key) and ends (past its value), in bytes.
+    start: usize,
+    end: usize,
+}
+
+/// The pairs of a connection string, read as the driver reads them: `key = value`,
+/// separated by whitespace; a value is a run of characters up to the next whitespace,
+/// or quoted in `'`, and a `\` takes the next character as it is, in both. `None` when
+/// the driver would refuse it.
+fn pairs(s: &str) -> Option<Vec<Pair>> {
+    fn skip_whitespace(it: &mut std::iter::Peekable<std::str::CharIndices<'_>>) {
+        while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+    }
+    let mut it = s.char_indices().peekable();
+    let mut pairs = Vec::new();
+    loop {
+        skip_whitespace(&mut it);
+        let Some(&(start, _)) = it.peek() else {
+            return Some(pairs);
+        };
+        let mut key = String::new();
+        while let Some((_, c)) = it.next_if(|(_, c)| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        if key.is_empty() {
+            return None;
+        }
+        skip_whitespace(&mut it);
+        it.next_if(|(_, c)| *c == '=')?;
+        skip_whitespace(&mut it);
+        let mut value = String::new();
+        let end = if it.next_if(|(_, c)| *c == '\'').is_some() {
+            loop {
+                match it.next()? {
+                    (i, '\'') => break i + 1,
+                    (_, '\\') => value.push(it.next()?.1),
+                    (_, c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some((_, c)) = it.next_if(|(_, c)| !c.is_whitespace()) {
+                if c == '\\' {
+                    if let Some((_, escaped)) = it.next() {
+                        value.push(escaped);
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+            if value.is_empty() {
+                return None;
+            }
+            it.peek().map_or(s.len(), |&(i, _)| i)
+        };
+        pairs.push(Pair {
+            key,
+            value,
+            start,
+            end,
+        });
+    }
 }
 
 /// `postgres://user@host:port/database`, never with the password.
@@ -201,9 +320,18 @@ fn password_in(url: &str) -> Option<String> {
         let userinfo = authority.rsplit_once('@')?.0;
         return userinfo.split_once(':').map(|(_, p)| p.to_string());
     }
-    url.split_whitespace()
-        .find_map(|kv| kv.strip_prefix("password="))
-        .map(|p| p.trim_matches('\'').to_string())
+    match pairs(url) {
+        Some(pairs) => pairs
+            .into_iter()
+            .rev()
+            .find(|pair| pair.key == "password")
+            .map(|pair| pair.value),
+        // The driver refuses it; its message may still quote the password.
+        None => url
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("password="))
+            .map(|p| p.trim_matches('\'').to_string()),
+    }
 }
 
 /// Whether a notice is the server's warning that it stopped waiting for its
@@ -257,6 +385,76 @@ mod tests {
                 Some("true".to_string())
             )
         );
+    }
+
+    /// Options are found where the driver finds them, and everything else is kept
+    /// byte for byte.
+    #[test]
+    fn options_are_read_as_the_driver_reads_them() {
+        let take_schema = |url| take_option(url, "schema");
+        // A quoted value is one value, however much it looks like options.
+        assert_eq!(
+            take_schema("host=/tmp  schema=a application_name='x  schema=b'"),
+            (
+                "host=/tmp application_name='x  schema=b'".to_string(),
+                Some("a".to_string())
+            )
+        );
+        assert_eq!(
+            take_schema("application_name='schema=b' host=/tmp"),
+            ("application_name='schema=b' host=/tmp".to_string(), None)
+        );
+        // Spaces around `=`, a quoted value with escapes, the last of two.
+        assert_eq!(
+            take_schema("schema = 'one' password='a\\' b' schema=\\two"),
+            (" password='a\\' b'".to_string(), Some("two".to_string()))
+        );
+        // A string the driver refuses is left for it to refuse.
+        assert_eq!(
+            take_schema("host=/tmp schema='open"),
+            ("host=/tmp schema='open".to_string(), None)
+        );
+        // A connection string is not a URL because a value holds `://`.
+        assert_eq!(
+            take_schema("application_name=a://b?schema=c schema=d"),
+            (
+                "application_name=a://b?schema=c".to_string(),
+                Some("d".to_string())
+            )
+        );
+        // A URL's options start after its user part, hosts and database.
+        assert_eq!(
+            take_schema("postgres://u:p?schema=x@h/db?schema=y"),
+            (
+                "postgres://u:p?schema=x@h/db".to_string(),
+                Some("y".to_string())
+            )
+        );
+        assert_eq!(
+            take_schema("postgres://u:p?schema=x@h/db"),
+            ("postgres://u:p?schema=x@h/db".to_string(), None)
+        );
+        assert_eq!(
+            take_schema("postgresql://h?schema=y"),
+            ("postgresql://h".to_string(), Some("y".to_string()))
+        );
+        assert_eq!(
+            driver_url("postgres://h/db?migrate_format=true&schema=s&sslmode=disable"),
+            "postgres://h/db?sslmode=disable"
+        );
+        assert_eq!(
+            driver_url("migrate_format=true host=/tmp schema=s"),
+            " host=/tmp"
+        );
+    }
+
+    #[test]
+    fn a_quoted_password_is_found_whole() {
+        assert_eq!(
+            password_in("host=h password='a b\\'c' user=u").as_deref(),
+            Some("a b'c")
+        );
+        assert_eq!(password_in("password=x password = y").as_deref(), Some("y"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use postgres::Transaction;
 
 use crate::PostgresOptions;
 use crate::error::from_pg;
-use crate::location::{Location, take_option};
+use crate::location::{Location, driver_url, is_url, take_option, url_query_start};
 use crate::shared::this_holder;
 use crate::sql::{FORMAT_NAME, check_schema_name};
 
@@ -33,8 +33,12 @@ const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
 pub fn url_with_schema(url: &str, schema: &str) -> Result<String> {
     check_schema_name(schema)?;
     let (base, _) = take_option(url, "schema");
-    Ok(if base.contains("://") {
-        let sep = if base.contains('?') { '&' } else { '?' };
+    Ok(if is_url(&base) {
+        let sep = if url_query_start(&base).is_some() {
+            '&'
+        } else {
+            '?'
+        };
         format!("{base}{sep}schema={schema}")
     } else if base.is_empty() {
         format!("schema={schema}")
@@ -82,8 +86,11 @@ pub fn migrate_format_in(url: &str) -> Result<Option<bool>> {
 fn locate(url: &str) -> Result<(Location, String, String)> {
     let options = PostgresOptions::default();
     let schema = schema_in(url)?.unwrap_or(options.schema);
-    let (url, _) = take_option(url, "schema");
-    let location = Location::parse(&url, options.connect_timeout, options.network_timeout)?;
+    let location = Location::parse(
+        &driver_url(url),
+        options.connect_timeout,
+        options.network_timeout,
+    )?;
     let place = format!("{} schema {schema}", location.description);
     Ok((location, schema, place))
 }

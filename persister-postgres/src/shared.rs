@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 #[cfg(feature = "fault-injection")]
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use persister_core::{DocumentId, Error, OpenDocuments, Result};
 
@@ -32,7 +33,7 @@ pub(crate) struct Shared {
     /// The queue of flushes waiting to share a commit (see `group.rs`).
     pub committer: Committer,
     /// Written into the lease rows this store takes, and shown to whoever finds a
-    /// document locked: `pid N on HOST`.
+    /// document locked: `pid N on HOST (instance T)`, see [`this_holder`].
     pub holder: String,
     /// The place of the store in messages: the URL without password, and the schema.
     pub place: String,
@@ -261,9 +262,31 @@ impl Shared {
     }
 }
 
-/// How this process names itself in the lease rows it writes: `pid N on HOST`.
+/// How this process names itself in the lease rows it writes: `pid N on HOST
+/// (instance T)`, T the time this process first named itself (seconds and nanoseconds
+/// since 1970), so that another process with the same id and host name (the first
+/// process of two containers sharing a host name, say) is never taken for this one.
 pub(crate) fn this_holder() -> String {
-    format!("pid {} on {}", std::process::id(), hostname())
+    static HOLDER: Mutex<Option<(u32, String)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut holder = HOLDER.lock().unwrap_or_else(PoisonError::into_inner);
+    match &*holder {
+        // A forked child has a pid of its own, so names itself anew.
+        Some((named, name)) if *named == pid => name.clone(),
+        _ => {
+            let since = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let name = format!(
+                "pid {pid} on {} (instance {}.{:09})",
+                hostname(),
+                since.as_secs(),
+                since.subsec_nanos()
+            );
+            *holder = Some((pid, name.clone()));
+            name
+        }
+    }
 }
 
 fn hostname() -> String {

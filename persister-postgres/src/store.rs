@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use persister_core::{DocumentId, Persister, Result, Store};
 
-use crate::location::{Location, take_option};
+use crate::location::{Location, driver_url};
 use crate::shared::Shared;
 use crate::sql::{Q, check_schema_name};
 use crate::{PostgresOptions, PostgresPersister};
@@ -68,8 +68,7 @@ impl PostgresStore {
         if let Some(migrate) = crate::migrate_format_in(url)? {
             options.migrate_format = migrate;
         }
-        let (url, _) = take_option(url, "schema");
-        let (url, _) = take_option(&url, "migrate_format");
+        let url = driver_url(url);
         let url = url.as_str();
         check_schema_name(&options.schema)?;
         let location = Location::parse(url, options.connect_timeout, options.network_timeout)?;
@@ -142,8 +141,8 @@ impl PostgresStore {
     /// and nothing else. A schema that does not exist is not an error (there is
     /// nothing to drop). Documents this process holds open do not stop it: their
     /// handles fail from then on, and nothing they held is stored. (A lease counts as
-    /// this process's when its holder, `pid N on HOST`, is this process's id and host
-    /// name, as every lease row names its holder.)
+    /// this process's when its holder, `pid N on HOST (instance T)`, is this
+    /// process's own, as every lease row names its holder.)
     ///
     /// # Errors
     ///

@@ -228,6 +228,48 @@ fn a_store_in_use_is_neither_moved_nor_dropped() -> Result<(), Error> {
     assert!(!schema_exists(&to)?);
     assert_eq!(read_store(&from)?, written);
 
+    // A process with this one's id on a host of the same name (two containers' first
+    // processes, say) is another process all the same.
+    let store = PostgresStore::open(&url(&from)?)?;
+    store.open_document(&"doc 1".into())?.close()?;
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    let ours: String = client
+        .query_one(
+            &format!(
+                "SELECT holder FROM \"{from}\".leases WHERE document = convert_to('doc 1', 'UTF8')"
+            ),
+            &[],
+        )
+        .map_err(test_error)?
+        .get(0);
+    let (same_name, _) = ours
+        .split_once(" (instance ")
+        .ok_or_else(|| test_error(format!("a holder without its instance: {ours}")))?;
+    assert_eq!(
+        same_name,
+        format!("pid {} on {}", std::process::id(), hostname())
+    );
+    let twin = format!("{same_name} (instance 1.000000000)");
+    client
+        .execute(
+            &format!(
+                "UPDATE \"{from}\".leases SET holder = $1, expires_at = now() + interval '1 hour'
+                 WHERE document = convert_to('doc 1', 'UTF8')"
+            ),
+            &[&twin],
+        )
+        .map_err(test_error)?;
+    let dropped = PostgresStore::destroy(&url(&from)?);
+    assert!(
+        matches!(&dropped, Err(Error::Locked { path }) if path.to_string_lossy().contains(&twin)),
+        "{dropped:?}"
+    );
+    sql(&format!(
+        "UPDATE \"{from}\".leases SET expires_at = now() WHERE document = convert_to('doc 1', 'UTF8')"
+    ))?;
+    drop(store);
+    assert_eq!(read_store(&from)?, written);
+
     // This process's open document stops a move too.
     let store = PostgresStore::open(&url(&from)?)?;
     let mut doc = store.open_document(&"doc 0".into())?;
@@ -258,5 +300,112 @@ fn a_store_in_use_is_neither_moved_nor_dropped() -> Result<(), Error> {
     drop(store);
     PostgresStore::destroy(&url(&unused)?)?;
     assert!(!schema_exists(&unused)?);
+    Ok(())
+}
+
+/// The host name this process names itself by in its leases.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The shared server as a `key=value` connection string, each value quoted.
+fn connection_string() -> Result<String, Error> {
+    let config: postgres::Config = server().url().parse().map_err(test_error)?;
+    let quoted = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut parts = Vec::new();
+    if let Some(host) = config.get_hosts().first() {
+        let host = match host {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        };
+        parts.push(format!("host={}", quoted(&host)));
+    }
+    if let Some(port) = config.get_ports().first() {
+        parts.push(format!("port={port}"));
+    }
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user={}", quoted(user)));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        parts.push(format!("dbname={}", quoted(dbname)));
+    }
+    if let Some(password) = config.get_password() {
+        parts.push(format!(
+            "password={}",
+            quoted(&String::from_utf8_lossy(password))
+        ));
+    }
+    Ok(parts.join(" "))
+}
+
+/// In a connection string, a quoted value that reads like an option is part of that
+/// value: the store is the one the string's own `schema` names, and a drop takes that
+/// one and leaves the other alone.
+#[test]
+fn a_quoted_value_of_a_connection_string_names_no_store() -> Result<(), Error> {
+    let (kept, before) = written_store()?;
+    let gone = fresh_schema();
+    PostgresStore::open(&url(&gone)?)?.close()?;
+    let string = format!(
+        "{}  schema={gone} application_name='drop  schema={kept} now'",
+        connection_string()?
+    );
+    assert_eq!(persister_postgres::schema_in(&string)?, Some(gone.clone()));
+    // The rest of the string reaches the driver as written, quotes and spaces too.
+    let store = PostgresStore::open(&string)?;
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    let names: Vec<String> = client
+        .query(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'drop %'",
+            &[],
+        )
+        .map_err(test_error)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        names.contains(&format!("drop  schema={kept} now")),
+        "{names:?}"
+    );
+    store.close()?;
+    PostgresStore::destroy(&string)?;
+    assert!(!schema_exists(&gone)?);
+    assert_eq!(read_store(&kept)?, before);
+    Ok(())
+}
+
+/// `url` with one more option, whether it is a URL or a connection string.
+fn with_option(url: &str, option: &str) -> String {
+    match url.starts_with("postgres") && url.contains("://") {
+        true => format!("{url}&{option}"),
+        false => format!("{url} {option}"),
+    }
+}
+
+/// A URL that carries `migrate_format`, as stores are opened with, moves and drops
+/// its store as it opens it.
+#[test]
+fn a_url_with_migrate_format_moves_and_drops_its_store() -> Result<(), Error> {
+    let (from, before) = written_store()?;
+    let to = fresh_schema();
+    for option in ["true", "false"] {
+        let with = |schema: &str| -> Result<String, Error> {
+            Ok(with_option(
+                &url(schema)?,
+                &format!("migrate_format={option}"),
+            ))
+        };
+        let (from, to) = match option {
+            "true" => (from.as_str(), to.as_str()),
+            _ => (to.as_str(), from.as_str()),
+        };
+        PostgresStore::rename(&with(from)?, to)?;
+        assert!(!schema_exists(from)?, "{option}");
+        assert_eq!(read_store(to)?, before, "{option}");
+    }
+    PostgresStore::destroy(&with_option(&url(&from)?, "migrate_format=true"))?;
+    assert!(!schema_exists(&from)?);
     Ok(())
 }
