@@ -153,6 +153,28 @@ impl Trace {
         Ok(text.to_string())
     }
 
+    /// The first number of transactions, `from` or more, after which the text is
+    /// `text` (sequential traces); `None` when no such number up to the whole trace
+    /// gives it. How an application finds where a replay stopped when its record of
+    /// the position may lag behind the text (a replay cut short after writing more
+    /// than it recorded).
+    pub fn position_of(&self, text: &str, from: usize) -> Result<Option<usize>, TraceError> {
+        let wanted: Vec<char> = text.chars().collect();
+        let mut now = GapBuffer::new(&self.start_content);
+        for (t, txn) in self.txns.iter().enumerate() {
+            if t >= from && now.holds(&wanted) {
+                return Ok(Some(t));
+            }
+            for (p, patch) in txn.patches.iter().enumerate() {
+                if !now.splice(patch.pos(), patch.delete(), patch.insert()) {
+                    return Err(TraceError::BadPatch { txn: t, patch: p });
+                }
+            }
+        }
+        let end = self.txns.len();
+        Ok((end >= from && now.holds(&wanted)).then_some(end))
+    }
+
     /// The text after every transaction (sequential traces).
     pub fn replay_text(&self) -> Result<String, TraceError> {
         self.text_after(self.txns.len())
@@ -177,6 +199,13 @@ impl GapBuffer {
 
     fn len(&self) -> usize {
         self.before.len() + self.after.len()
+    }
+
+    /// Whether the text is `text`.
+    fn holds(&self, text: &[char]) -> bool {
+        self.len() == text.len()
+            && self.before[..] == text[..self.before.len()]
+            && self.after.iter().rev().eq(text[self.before.len()..].iter())
     }
 
     /// Deletes `delete` characters at `pos` and inserts `insert` there; `false` when
@@ -232,6 +261,32 @@ pub fn find(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_position_of_a_text_is_the_first_from_the_one_given() -> Result<(), TraceError> {
+        // "ab" after 0, "abc" after 1, "ab" after 2, "xab" after 3.
+        let trace: Trace = serde_json::from_str(
+            r#"{"startContent":"ab","endContent":"xab","txns":[
+                {"patches":[[2,0,"c"]]},{"patches":[[2,1,""]]},{"patches":[[0,0,"x"]]}]}"#,
+        )
+        .map_err(|source| TraceError::Format {
+            path: "inline".into(),
+            source,
+        })?;
+        assert_eq!(trace.position_of("ab", 0)?, Some(0));
+        assert_eq!(trace.position_of("ab", 1)?, Some(2));
+        assert_eq!(trace.position_of("abc", 0)?, Some(1));
+        assert_eq!(trace.position_of("abc", 2)?, None);
+        assert_eq!(trace.position_of("xab", 0)?, Some(3));
+        assert_eq!(trace.position_of("xab", 3)?, Some(3));
+        assert_eq!(trace.position_of("xab", 4)?, None);
+        assert_eq!(trace.position_of("other", 0)?, None);
+        for t in 0..=3 {
+            let text = trace.text_after(t)?;
+            assert_eq!(trace.position_of(&text, t)?, Some(t), "{text}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn patches_apply_in_scalar_values() -> Result<(), TraceError> {

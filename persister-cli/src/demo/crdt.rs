@@ -21,13 +21,15 @@ pub(super) trait DemoDoc<P> {
     /// The text, as it is now.
     fn text(&self) -> Result<String, CliError>;
 
-    /// Makes a new document the demo's: its text, and the source of its edits.
-    fn start(&mut self, source: &str) -> Result<(), CliError>;
+    /// Starts session number `session`: records it as the open session (and, in a new
+    /// document, makes the text and records the source of its edits).
+    fn start(&mut self, source: &str, session: u64) -> Result<(), CliError>;
 
     /// Applies `splices` in one transaction, written to the persister as one change.
     fn splice(&mut self, splices: &[Splice]) -> Result<(), CliError>;
 
-    /// Records the session's counts (and how far a trace got, when it is one).
+    /// Ends the session: records the counts (and how far a trace got, when it is one),
+    /// and that no session is open.
     fn record(&mut self, sessions: u64, edits: u64, trace_position: u64) -> Result<(), CliError>;
 
     /// Compacts now.
@@ -103,13 +105,22 @@ impl<P: Persister<Error = Error>> DemoDoc<P> for AutomergeDemo<P> {
         }
     }
 
-    fn start(&mut self, source: &str) -> Result<(), CliError> {
-        if self.text.is_none() {
-            self.text = Some(self.doc.edit(|d| {
-                let text = d.put_object(ROOT, meta::TEXT, ObjType::Text)?;
-                d.put(ROOT, meta::SOURCE, source)?;
-                Ok(text)
-            })?);
+    fn start(&mut self, source: &str, session: u64) -> Result<(), CliError> {
+        let has_text = self.text.is_some();
+        let text = self.doc.edit(|d| {
+            let text = match has_text {
+                true => None,
+                false => {
+                    d.put(ROOT, meta::SOURCE, source)?;
+                    Some(d.put_object(ROOT, meta::TEXT, ObjType::Text)?)
+                }
+            };
+            d.put(ROOT, meta::SESSIONS, session as i64)?;
+            d.put(ROOT, meta::OPEN_SESSION, session as i64)?;
+            Ok(text)
+        })?;
+        if text.is_some() {
+            self.text = text;
         }
         Ok(())
     }
@@ -131,6 +142,7 @@ impl<P: Persister<Error = Error>> DemoDoc<P> for AutomergeDemo<P> {
         self.doc.edit(|d| {
             d.put(ROOT, meta::SESSIONS, sessions as i64)?;
             d.put(ROOT, meta::EDITS, edits as i64)?;
+            d.put(ROOT, meta::OPEN_SESSION, 0)?;
             if trace_position > 0 {
                 d.put(ROOT, meta::TRACE_POSITION, trace_position as i64)?;
             }
@@ -199,6 +211,7 @@ impl<P: Persister<Error = Error>> DemoDoc<P> for YjsDemo<P> {
             sessions: count(meta::SESSIONS)?,
             edits: count(meta::EDITS)?,
             trace_position: count(meta::TRACE_POSITION)?,
+            open_session: count(meta::OPEN_SESSION)?,
             source,
         };
         if meta.source.is_none() && (meta.sessions > 0 || self.text.len(&txn) > 0) {
@@ -211,10 +224,12 @@ impl<P: Persister<Error = Error>> DemoDoc<P> for YjsDemo<P> {
         Ok(self.text.get_string(&self.doc.doc().transact()))
     }
 
-    fn start(&mut self, source: &str) -> Result<(), CliError> {
+    fn start(&mut self, source: &str, session: u64) -> Result<(), CliError> {
         let meta = &self.meta;
         self.doc.edit(|txn| {
             meta.insert(txn, meta::SOURCE, source);
+            meta.insert(txn, meta::SESSIONS, session as i64);
+            meta.insert(txn, meta::OPEN_SESSION, session as i64);
         })?;
         Ok(())
     }
@@ -264,6 +279,7 @@ impl<P: Persister<Error = Error>> DemoDoc<P> for YjsDemo<P> {
         self.doc.edit(|txn| {
             meta.insert(txn, meta::SESSIONS, sessions as i64);
             meta.insert(txn, meta::EDITS, edits as i64);
+            meta.insert(txn, meta::OPEN_SESSION, 0);
             if trace_position > 0 {
                 meta.insert(txn, meta::TRACE_POSITION, trace_position as i64);
             }

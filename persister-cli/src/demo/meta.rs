@@ -1,6 +1,12 @@
 //! What the demo document records about itself, beside its text: how many sessions
-//! and edits it has seen, where its edits come from, and how far a trace got. An
-//! Automerge document keeps it at its root; a Yjs document in its root map "meta".
+//! and edits it has seen, where its edits come from, how far a trace got, and whether
+//! the last session ended. An Automerge document keeps it at its root; a Yjs document
+//! in its root map "meta".
+//!
+//! A session records its number when it starts, with its first edits, and the edits
+//! and the trace's position when it ends. A session stopped before its end leaves its
+//! number as the open session, and more text than the record says: the next session
+//! says so, and finds a trace's position from the text.
 
 use automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
@@ -12,6 +18,8 @@ pub(crate) const SESSIONS: &str = "sessions";
 pub(crate) const EDITS: &str = "edits";
 pub(crate) const SOURCE: &str = "source";
 pub(crate) const TRACE_POSITION: &str = "trace_position";
+/// The session that started and has not recorded its end: 0 once it has.
+pub(crate) const OPEN_SESSION: &str = "open_session";
 
 /// The demo's record of a document.
 #[derive(Debug, Default)]
@@ -20,6 +28,10 @@ pub(crate) struct Meta {
     pub(crate) edits: u64,
     pub(crate) source: Option<String>,
     pub(crate) trace_position: u64,
+    /// A session that started and never recorded its end (stopped by Ctrl-C, a kill
+    /// or a crash): its number, or 0. What it flushed is in the text, beyond what
+    /// `edits` and `trace_position` say.
+    pub(crate) open_session: u64,
 }
 
 impl Meta {
@@ -45,6 +57,7 @@ impl Meta {
             sessions: count(doc, SESSIONS).map_err(not_ours)?,
             edits: count(doc, EDITS).map_err(not_ours)?,
             trace_position: count(doc, TRACE_POSITION).map_err(not_ours)?,
+            open_session: count(doc, OPEN_SESSION).map_err(not_ours)?,
             source,
         };
         if text.is_none() && (meta.sessions > 0 || doc.length(ROOT) > 0) {

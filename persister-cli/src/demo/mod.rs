@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use persister_core::{DocumentId, DynPersister};
 
-use self::report::{Report, Timings, TraceProgress};
+use self::report::{CutShort, Report, Timings, TraceProgress};
 use self::session::{check, edit};
 use self::source::{Source, TraceReplay};
 use self::timed::Timed;
@@ -87,30 +87,46 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
             format!("run the demo as it was first run, or {}", elsewhere()),
         ));
     }
-    let mut model: Vec<char> = doc.text()?.chars().collect();
+    let text = doc.text()?;
+    let mut model: Vec<char> = text.chars().collect();
     let loaded_chars = model.len();
     let session = meta.sessions + 1;
+    // Edits a session stopped before its end flushed beyond its record: found from
+    // the text for a trace, not counted for generated typing.
+    let mut recovered = None;
     match &mut source {
         Source::Typing(typist) => *typist = Typist::new(session, model.len()),
         Source::Trace(replay) => {
-            replay.position = usize::try_from(meta.trace_position).unwrap_or(usize::MAX);
-            let expected = replay.trace.text_after(replay.position).map_err(|e| {
+            let recorded = usize::try_from(meta.trace_position).unwrap_or(usize::MAX);
+            let found = replay.trace.position_of(&text, recorded).map_err(|e| {
                 CliError::new(e.to_string(), "give the trace the document was made with")
             })?;
-            if model.iter().copied().ne(expected.chars()) {
+            // Only a session that did not end leaves text beyond its record.
+            let found = found.filter(|&at| at == recorded || meta.open_session != 0);
+            let Some(position) = found else {
                 return Err(CliError::new(
                     format!(
-                        "the demo document's text is not the text of {} after {} transactions",
-                        label, replay.position
+                        "the demo document's text is not the text of {label} after {recorded} transactions{}",
+                        match meta.open_session {
+                            0 => "",
+                            _ => " or more",
+                        }
                     ),
                     format!(
                         "give the trace the document was made with, or {}",
                         elsewhere()
                     ),
                 ));
-            }
+            };
+            replay.position = position;
+            recovered = Some((position - recorded) as u64);
         }
     }
+    let cut_short = (meta.open_session != 0).then_some(CutShort {
+        session: meta.open_session,
+        recovered_edits: recovered,
+    });
+    let previous_edits = meta.edits + recovered.unwrap_or(0);
 
     // What will really run: a trace may have fewer transactions left than --edits.
     let planned = match &source {
@@ -128,7 +144,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
             document: name,
             source: label,
             sessions: meta.sessions,
-            edits: meta.edits,
+            edits: previous_edits,
             text_chars: model.len(),
             nothing_to_do: true,
         };
@@ -139,7 +155,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
             Ok(())
         };
     }
-    doc.start(&label)?;
+    doc.start(&label, session)?;
 
     let stats = edit(&mut *doc, &mut model, &mut source, planned)?;
     timings.compact = stats.compact_time;
@@ -147,7 +163,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
         Source::Trace(replay) => replay.position as u64,
         Source::Typing(_) => 0,
     };
-    doc.record(session, meta.edits + stats.edits, trace_position)?;
+    doc.record(session, previous_edits + stats.edits, trace_position)?;
     let closing = spinner("flushing");
     let timed = doc.close()?;
     closing.finish_and_clear();
@@ -165,7 +181,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     let checking = spinner("reopen + check");
     let store = OpenStore::existing(&path, Some(args.backend), Access::New)?;
     let reread = crdt::load(args.crdt, store.open_document(&id)?.persister, None)?;
-    check(&*reread, &model, meta.edits + stats.edits, &path)?;
+    check(&*reread, &model, previous_edits + stats.edits, &path)?;
     timings.reopen = started.elapsed();
     checking.finish_and_clear();
     let sizes = reread.sizes();
@@ -202,7 +218,8 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
         document: name,
         source: label,
         session,
-        previous_edits: meta.edits,
+        cut_short,
+        previous_edits,
         loaded_chars,
         edits: stats.edits,
         insertions: stats.insertions,
@@ -276,7 +293,7 @@ impl Idle {
             self.backend, self.store, self.crdt, self.document, self.source
         ));
         say(&format!(
-            "nothing to do: the trace is replayed to its end ({} in {}, text of {}); nothing was written",
+            "nothing to do: the trace is replayed to its end ({} in {}, text of {}); the document is left as it was",
             plural(self.edits, "edit", "edits"),
             plural(self.sessions, "session", "sessions"),
             plural(self.text_chars as u64, "char", "chars")

@@ -18,6 +18,8 @@ pub(crate) struct Report {
     pub(crate) document: String,
     pub(crate) source: String,
     pub(crate) session: u64,
+    /// The previous session, when it stopped before its end.
+    pub(crate) cut_short: Option<CutShort>,
     pub(crate) previous_edits: u64,
     pub(crate) loaded_chars: usize,
     pub(crate) edits: u64,
@@ -34,6 +36,18 @@ pub(crate) struct Report {
     pub(crate) disk_bytes: u64,
     pub(crate) trace: Option<TraceProgress>,
     pub(crate) timings: Timings,
+}
+
+/// A session stopped before its end (Ctrl-C, a kill, a crash): what it flushed is in
+/// the document, beyond what it recorded.
+#[derive(Debug, Serialize)]
+pub(crate) struct CutShort {
+    /// Its number.
+    pub(crate) session: u64,
+    /// For a trace, the edits it flushed beyond its record, found from the text and
+    /// counted from then on; for generated typing, `None`: they are in the text, but
+    /// not counted.
+    pub(crate) recovered_edits: Option<u64>,
 }
 
 /// How far a trace got.
@@ -73,6 +87,19 @@ impl Report {
             self.backend, self.store, self.crdt, self.document, self.source
         ));
         say(&self.session_line());
+        if let Some(cut) = &self.cut_short {
+            say(&format!(
+                "session {} stopped before its end (Ctrl-C, a kill or a crash): {}",
+                cut.session,
+                match cut.recovered_edits {
+                    Some(n) => format!(
+                        "the {} it flushed beyond its record are kept, found in the text, and counted",
+                        plural(n, "edit", "edits")
+                    ),
+                    None => "what it flushed is kept; its edits are not counted".into(),
+                }
+            ));
+        }
         say("");
         let t = &self.timings;
         let l = &self.loaded_sizes;

@@ -261,7 +261,7 @@ fn a_run_with_nothing_to_do_says_so_and_writes_nothing() -> TestResult {
             idle.stdout
         );
         assert!(
-            idle.stdout.contains("nothing was written"),
+            idle.stdout.contains("the document is left as it was"),
             "{}",
             idle.stdout
         );
@@ -406,5 +406,115 @@ fn a_trace_with_non_ascii_text_replays_on_yjs() -> TestResult {
         "{}",
         second.stdout
     );
+    Ok(())
+}
+
+/// The bytes of the files in `dir` (0 while it does not exist).
+fn bytes_in(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Starts `persister demo` on an fs store in `dir` with `args` and kills it (SIGKILL)
+/// once more than 16 KiB of it is on disk, flushed edits and all: before that, an
+/// error if the demo ends on its own.
+fn killed_demo(dir: &std::path::Path, args: &[&str]) -> TestResult {
+    use std::process::{Command, Stdio};
+    let store = dir.join("fs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_persister"))
+        .args(["demo", "--dir", dir.to_str().unwrap(), "--backend", "fs"])
+        .args(["--flush-every", "1"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    while bytes_in(&store) <= 16 * 1024 {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("the demo ended ({status}) before it was killed").into());
+        }
+        std::thread::yield_now();
+    }
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}
+
+/// A session killed part-way keeps what it flushed. With a trace, the next session
+/// finds from the text how far the trace got, counts those edits, and replays the rest
+/// to the trace's final text; with generated typing, it says that the killed
+/// session's edits are kept but not counted.
+#[test]
+fn a_session_killed_part_way_is_continued_from_what_it_flushed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let trace = dir.path().join("long.json");
+    write_trace(&trace, 20_001)?;
+    let d = dir.path().join("d");
+    let trace_args = ["--trace", trace.to_str().unwrap(), "--edits", "1000000"];
+    killed_demo(&d, &trace_args)?;
+    let next = persister(
+        [
+            "demo",
+            "--json",
+            "--dir",
+            d.to_str().unwrap(),
+            "--backend",
+            "fs",
+        ]
+        .iter()
+        .chain(&trace_args),
+    )?
+    .expect(0)
+    .json()?;
+    assert_eq!(next["session"], 2, "{next}");
+    assert_eq!(next["cut_short"]["session"], 1, "{next}");
+    let recovered = next["cut_short"]["recovered_edits"]
+        .as_u64()
+        .ok_or("no recovered edits")?;
+    assert!(recovered > 0, "{next}");
+    // The killed session recorded none of its edits: they are all found in the text.
+    assert_eq!(next["previous_edits"], recovered, "{next}");
+    assert_eq!(next["edits"], 20_001 - recovered, "{next}");
+    assert_eq!(next["trace"]["complete"], true, "{next}");
+    // The next run counts every transaction, and has no session to report as cut short.
+    let done = persister(
+        ["demo", "--dir", d.to_str().unwrap(), "--backend", "fs"]
+            .iter()
+            .chain(&trace_args),
+    )?
+    .expect(0);
+    assert!(
+        done.stdout.contains("(20,001 edits in 2 sessions"),
+        "{}",
+        done.stdout
+    );
+
+    let typed = dir.path().join("typed");
+    killed_demo(&typed, &["--edits", "1000000"])?;
+    let next = persister([
+        "demo",
+        "--dir",
+        typed.to_str().unwrap(),
+        "--backend",
+        "fs",
+        "--edits",
+        "10",
+    ])?
+    .expect(0);
+    assert!(
+        next.stdout
+            .contains("session 1 stopped before its end (Ctrl-C, a kill or a crash): what it flushed is kept; its edits are not counted"),
+        "{}",
+        next.stdout
+    );
+    assert!(next.stdout.contains("session 2: loaded"), "{}", next.stdout);
     Ok(())
 }
