@@ -8,8 +8,12 @@
 //! original so that no writer changes it meanwhile, and is removed when it is no
 //! longer used; [`persister_core::scratch::remove_all`] removes every copy left, for a
 //! program that is about to exit on a signal.
+//!
+//! sled opens its files for writing, so the copy is made writable by this process
+//! whatever the store's modes: a store of read-only files reads like any other.
 
-use std::fs::{File, TryLockError};
+use std::fs::{self, File, TryLockError};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use persister_core::scratch::ScratchDir;
@@ -26,6 +30,34 @@ impl CopyDir {
     pub(crate) fn store(&self) -> PathBuf {
         self.scratch.path().join("store")
     }
+
+    /// `error`, met opening this copy of the store in `store`, as the caller should see
+    /// it: what the copy's data caused names the store, which holds the same data, but
+    /// the copy's own I/O failures (its disk full or read-only, its files not writable)
+    /// name the copy, as the store is not at fault.
+    pub(crate) fn blame(&self, error: Error, store: &Path) -> Error {
+        match error {
+            Error::Io { path, source, .. } if is_copy_failure(source.kind()) => Error::Io {
+                action: "open the store's temporary copy (set TMPDIR to put it elsewhere), at",
+                path,
+                source,
+            },
+            other => other.relocated(&self.store(), store),
+        }
+    }
+}
+
+/// Whether an I/O error of this kind comes from where the copy is, not from the data
+/// copied into it.
+fn is_copy_failure(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::PermissionDenied
+            | ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::StorageFull
+            | ErrorKind::QuotaExceeded
+            | ErrorKind::FileTooLarge
+    )
 }
 
 /// Copies the store in `src` into a new temporary directory. Fails with
@@ -48,5 +80,71 @@ pub(crate) fn copy_store(src: &Path) -> Result<CopyDir> {
     let what = "a persister-sled store directory (it holds something that is neither a file nor a directory)";
     persister_core::scratch::copy_dir(src, &copy.store(), what)?;
     lock.unlock().map_err(|e| Error::io("unlock", &db, e))?;
+    make_writable(&copy.store())?;
     Ok(copy)
+}
+
+/// Lets the owner read and write every file (0600) and directory (0700) from `dir` down:
+/// copying keeps the modes of the store's files, and sled opens them for writing.
+fn make_writable(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let path = entry.path();
+        let kind = entry
+            .file_type()
+            .map_err(|e| Error::io("inspect", &path, e))?;
+        if kind.is_dir() {
+            make_writable(&path)?;
+        } else {
+            set_writable(&path, false)?;
+        }
+    }
+    set_writable(dir, true)
+}
+
+/// Sets the mode of `path`, a directory when `dir`, to 0700 or 0600.
+#[cfg(unix)]
+fn set_writable(path: &Path, dir: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if dir { 0o700 } else { 0o600 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("make writable", path, e))
+}
+
+/// Clears the read-only attribute of `path`.
+#[cfg(not(unix))]
+fn set_writable(path: &Path, _dir: bool) -> Result<()> {
+    let mut permissions = fs::metadata(path)
+        .map_err(|e| Error::io("inspect", path, e))?
+        .permissions();
+    permissions.set_readonly(false);
+    fs::set_permissions(path, permissions).map_err(|e| Error::io("make writable", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure of the copy itself names the copy; damage found in it names the store.
+    #[test]
+    fn errors_blame_the_copy_only_for_its_own_failures() -> Result<()> {
+        let copy = CopyDir {
+            scratch: ScratchDir::new("test")?,
+        };
+        let (in_copy, store) = (copy.store().join("db"), Path::new("/data/store"));
+        let denied = Error::io("open", &in_copy, ErrorKind::PermissionDenied.into());
+        let blamed = copy.blame(denied, store);
+        assert!(
+            matches!(&blamed, Error::Io { path, .. } if *path == in_copy),
+            "{blamed:?}"
+        );
+        assert!(blamed.to_string().contains("temporary copy"), "{blamed}");
+        let damaged = Error::corrupt("bad page", &in_copy, None);
+        let blamed = copy.blame(damaged, store);
+        assert!(
+            matches!(&blamed, Error::Corrupt { path, .. } if path == &store.join("db")),
+            "{blamed:?}"
+        );
+        Ok(())
+    }
 }

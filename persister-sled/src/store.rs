@@ -53,7 +53,7 @@ impl SledStore {
             let copy = copy::copy_store(path)?;
             let checked = open_at(&copy.store(), &options)
                 .and_then(|mut engine| engine.release())
-                .map_err(|e| e.relocated(&copy.store(), path));
+                .map_err(|e| copy.blame(e, path));
             drop(copy);
             checked?;
         }
@@ -68,9 +68,10 @@ impl SledStore {
     /// data of a damaged store, so this reads a copy of the directory, made under the
     /// system's temporary directory (`$TMPDIR`) and removed when the store and its
     /// handles are dropped (or by [`persister_core::scratch::remove_all`]). The store
-    /// itself is never written: this works on a read-only directory or mount. Errors
-    /// name `dir`, not the copy. Every write through the store or its handles fails
-    /// with [`Error::InvalidInput`].
+    /// itself is never written: this works on a read-only directory or mount, and on
+    /// read-only files. Errors about the store's data name `dir`, not the copy; an I/O
+    /// failure of the copy itself (`$TMPDIR` full or not writable) names the copy.
+    /// Every write through the store or its handles fails with [`Error::InvalidInput`].
     ///
     /// # Errors
     ///
@@ -85,8 +86,7 @@ impl SledStore {
         }
         let copy = copy::copy_store(path)?;
         let options = SledOptions::default();
-        let mut engine =
-            open_at(&copy.store(), &options).map_err(|e| e.relocated(&copy.store(), path))?;
+        let mut engine = open_at(&copy.store(), &options).map_err(|e| copy.blame(e, path))?;
         engine.path = path.to_path_buf();
         engine.read_only = true;
         engine.copy = Some(copy);

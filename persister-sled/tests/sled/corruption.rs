@@ -31,8 +31,10 @@ struct Outcomes {
 
 /// One document's states: after each of its batches, the last being what it holds.
 pub(crate) struct Versions {
-    id: DocumentId,
-    states: Vec<DocumentState>,
+    /// The document.
+    pub(crate) id: DocumentId,
+    /// Its states, oldest first.
+    pub(crate) states: Vec<DocumentState>,
 }
 
 /// Writes `docs` documents in several flushed batches each, so the log also holds

@@ -1,13 +1,14 @@
 //! What protects a sled store from sled's own recovery: a damaged store is refused
 //! without a byte of it changed (sled's recovery runs on a copy first), and a read-only
-//! open reads a copy, never writes the store, and leaves no copy behind.
+//! open reads a copy, never writes the store, and leaves no copy behind, also of a store
+//! whose files are read-only.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use persister_core::{Error, Persister, Result, Store};
 use persister_sled::SledStore;
-use persister_testkit::Rng;
+use persister_testkit::{Contents, Rng};
 
 use crate::corruption::{damage, write_store};
 
@@ -103,5 +104,104 @@ fn a_read_only_open_writes_nothing_and_leaves_no_copy() -> Result<()> {
         Err(Error::Locked { .. })
     ));
     drop(writer);
+    Ok(())
+}
+
+/// Sets every directory from `dir` down to `dir_mode` and every file to `file_mode`.
+#[cfg(unix)]
+fn set_modes(dir: &Path, dir_mode: u32, file_mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            set_modes(&path, dir_mode, file_mode);
+        } else {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file_mode)).unwrap();
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode)).unwrap();
+}
+
+/// Makes a store directory read-only (0555, its files 0444) while alive, and writable
+/// again when dropped, even by a failed assertion, so that its temporary directory can
+/// be removed.
+#[cfg(unix)]
+struct ReadOnlyModes<'a>(&'a Path);
+
+#[cfg(unix)]
+impl<'a> ReadOnlyModes<'a> {
+    /// Makes `dir` and everything in it read-only.
+    fn set(dir: &'a Path) -> Self {
+        set_modes(dir, 0o555, 0o444);
+        Self(dir)
+    }
+}
+
+#[cfg(unix)]
+impl Drop for ReadOnlyModes<'_> {
+    fn drop(&mut self) {
+        set_modes(self.0, 0o755, 0o644);
+    }
+}
+
+/// The files (`false`) and directories (`true`) from `dir` down, `dir` itself included,
+/// with their modes.
+#[cfg(unix)]
+fn modes(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+        }
+        all.push((path, meta.is_dir(), meta.permissions().mode() & 0o7777));
+    }
+    all
+}
+
+// Root writes read-only files all the same, so as root a read-only copy would not make
+// sled fail: the test checks the copy's modes too, which fail on the old copy.
+#[cfg(unix)]
+#[test]
+fn a_read_only_open_reads_a_store_of_read_only_files() -> Result<()> {
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let dir = root.path().join("store");
+    let versions = write_store(&dir, 3)?;
+    let _modes = ReadOnlyModes::set(&dir);
+    let before = files(&dir);
+
+    let store = SledStore::open_read_only(&dir)?;
+    let copy = store.copy_path().unwrap();
+    let copied = modes(&copy);
+    assert!(
+        copied.iter().any(|(_, is_dir, _)| !is_dir),
+        "the copy holds no file"
+    );
+    for (path, is_dir, mode) in copied {
+        let owner = if is_dir { 0o700 } else { 0o600 };
+        assert!(
+            mode & owner == owner,
+            "{} in the copy has mode {mode:o}: sled cannot write it",
+            path.display()
+        );
+    }
+    let ids = store.list_documents()?;
+    assert!(versions.iter().map(|v| &v.id).eq(ids.iter()));
+    for version in &versions {
+        let p = store.open_document(&version.id)?;
+        let last = version.states.last().unwrap();
+        assert!(
+            Contents::read(&p)? == Contents::of(last),
+            "{} does not read back as written",
+            version.id
+        );
+    }
+    drop(store);
+    assert!(!copy.exists(), "{} was left behind", copy.display());
+    assert!(files(&dir) == before, "a read-only open changed the store");
     Ok(())
 }
