@@ -12,6 +12,11 @@
 //! | 8 | 4 | the store's format version: [`STORE_VERSION`], or [`UNKEYED_STORE_VERSION`] for a store not migrated |
 //! | 12 | 4 | masked CRC32C of bytes 0..12 |
 //!
+//! Every store format version keeps this layout, so the checksum is checked before the
+//! version: a marker whose checksum does not match is [`Error::Corrupt`] whatever its
+//! version field holds, and only an intact marker of a version this build does not
+//! read is [`Error::UnsupportedFormat`], naming both versions.
+//!
 //! # Log header: the start of every document log (34 + n bytes)
 //!
 //! | offset | size | field |
@@ -23,9 +28,9 @@
 //! | 14 + n | 16 | the log's key: random bytes drawn when the log was written |
 //! | 30 + n | 4 | masked CRC32C of bytes 0..30 + n |
 //!
-//! The version is checked before anything after it, so that a later version may change
-//! the rest of the header and still be refused with
-//! [`Error::UnsupportedFormat`] naming both versions.
+//! The version is checked before anything after it, as it decides the header's layout.
+//! A version other than 2 and 3 is damage, [`Error::Corrupt`] naming the version found
+//! (see [Versions](#versions)).
 //!
 //! # Record (29-byte header, then the payload)
 //!
@@ -95,6 +100,30 @@
 //! documents can look one up on disk instead of holding the record in memory; a record
 //! whose entries are in another order (as earlier builds of this version could write
 //! them when long ids were present) is read all the same, held in memory whole.
+//!
+//! A version other than 2 and 3 is damage, [`Error::Corrupt`] naming the version found
+//! (see [Versions](#versions)).
+//!
+//! # Versions
+//!
+//! A rule of the format: no log and no clean-close record is of a later format than
+//! its store's marker allows. A later log or clean-close record format comes only with
+//! a later store format version, and is written only into stores whose marker says
+//! that version or a later one (the one exception, keyed logs of version 3 that some
+//! earlier builds wrote into stores of version 2, this build reads). A store is opened
+//! by reading and checking its marker first, before any log or its clean-close record.
+//! So a build that reads the marker reads every log and clean-close record version the
+//! store may hold, and one of a version it does not read is damage,
+//! [`Error::Corrupt`], not a later format:
+//!
+//! | store (marker) version | log versions | clean-close record versions |
+//! |---|---|---|
+//! | 2 ([`UNKEYED_STORE_VERSION`]) | 2, and 3 written by some earlier builds (see the [crate docs](crate)) | 2 |
+//! | 3 ([`STORE_VERSION`]) | 3, and 2 until rewritten | 3, and 2 until written again |
+//!
+//! Stores of version 1 (whose logs were of version 1) and stores of versions after 3
+//! are refused by their marker, with [`Error::UnsupportedFormat`], before any of their
+//! logs is read.
 
 use std::path::Path;
 
@@ -125,7 +154,8 @@ pub const LOG_MAGIC: [u8; 8] = *b"PFSLOG\0\0";
 /// The log format version of the new and rewritten logs of a store of version 3
 /// ([`STORE_VERSION`]): records carry the log's key. Logs of version 2
 /// ([`UNKEYED_LOG_VERSION`]) are read and appended to, and a store of version 2 writes
-/// its new logs in it; version 1 logs are refused with [`Error::UnsupportedFormat`].
+/// its new logs in it; a log of any other version is damage (see
+/// [Versions](self#versions)).
 pub const LOG_VERSION: u32 = 3;
 /// The log format version before records carried a key.
 pub const UNKEYED_LOG_VERSION: u32 = 2;
@@ -170,22 +200,36 @@ pub(crate) fn encode_marker(version: u32) -> [u8; MARKER_LEN] {
 }
 
 /// Checks the store marker read from `path`; gives the store's format version.
+///
+/// The checksum is checked before the version, which every version keeps in the same
+/// place: a damaged version field is [`Error::Corrupt`], and only an intact marker of
+/// another version is [`Error::UnsupportedFormat`].
 pub(crate) fn decode_marker(bytes: &[u8], path: &Path) -> Result<u32> {
-    const WHAT: &str = "an fs store marker";
-    let Some((magic, rest)) = bytes.split_first_chunk::<8>() else {
-        return Err(not_a(WHAT, path));
-    };
-    if *magic != STORE_MAGIC {
-        return Err(not_a(WHAT, path));
+    if !bytes.starts_with(&STORE_MAGIC) {
+        return Err(not_a("an fs store marker", path));
     }
-    let Some((version, rest)) = rest.split_first_chunk::<4>() else {
+    let Some((body, stored)) = bytes
+        .first_chunk::<MARKER_LEN>()
+        .map(|marker| marker.split_at(12))
+    else {
         return Err(Error::corrupt(
             "the store marker is cut short",
             path,
-            Some(8),
+            Some(bytes.len() as u64),
         ));
     };
-    let version = le_u32(*version);
+    let version = le_u32([body[8], body[9], body[10], body[11]]);
+    let stored = le_u32([stored[0], stored[1], stored[2], stored[3]]);
+    if stored != mask_crc(crc32c::crc32c(body)) {
+        return Err(Error::corrupt(
+            format!(
+                "the store marker's checksum does not match: its version field (which reads \
+                 {version}) or its checksum is damaged"
+            ),
+            path,
+            Some(12),
+        ));
+    }
     if !(UNKEYED_STORE_VERSION..=STORE_VERSION).contains(&version) {
         return Err(Error::UnsupportedFormat {
             what: "fs store",
@@ -193,14 +237,6 @@ pub(crate) fn decode_marker(bytes: &[u8], path: &Path) -> Result<u32> {
             found: version,
             supported: STORE_VERSION,
         });
-    }
-    let stored = rest.first_chunk::<4>().map(|c| le_u32(*c));
-    if stored != Some(mask_crc(crc32c::crc32c(&bytes[..12]))) {
-        return Err(Error::corrupt(
-            "the store marker's checksum does not match",
-            path,
-            Some(12),
-        ));
     }
     Ok(version)
 }
@@ -250,6 +286,9 @@ pub(crate) fn log_header_len(id_len: usize) -> usize {
 
 /// Reads the log header at the start of `bytes`: the document id, the header's
 /// length, and the framing of the log's records.
+///
+/// The log must be of a store whose marker was checked ([`decode_marker`]): a version
+/// other than 2 and 3 is then damage, [`Error::Corrupt`] (see [Versions](self#versions)).
 pub(crate) fn decode_log_header(
     bytes: &[u8],
     path: &Path,
@@ -270,12 +309,15 @@ pub(crate) fn decode_log_header(
     let (version, rest) = rest.split_first_chunk::<4>().ok_or_else(cut)?;
     let version = le_u32(*version);
     if version != LOG_VERSION && version != UNKEYED_LOG_VERSION {
-        return Err(Error::UnsupportedFormat {
-            what: "fs log",
-            path: path.to_path_buf(),
-            found: version,
-            supported: LOG_VERSION,
-        });
+        // Only a store whose marker this build refuses holds logs of other versions.
+        return Err(Error::corrupt(
+            format!(
+                "the log header says log format version {version}, which no store this \
+                 build reads holds (its logs are of version {UNKEYED_LOG_VERSION} or {LOG_VERSION})"
+            ),
+            path,
+            Some(8),
+        ));
     }
     let (id_len, rest) = rest.split_first_chunk::<2>().ok_or_else(cut)?;
     let id_len = usize::from(u16::from_le_bytes(*id_len));
@@ -362,6 +404,10 @@ pub(crate) fn closed_corrupt(what: &str, path: &Path, at: u64) -> Error {
 
 /// Checks the clean-close record's magic and version, given its first bytes (16, or
 /// all of a shorter record).
+///
+/// The record must be of a store whose marker was checked ([`decode_marker`]): a
+/// version other than 2 and 3 is then damage, [`Error::Corrupt`] (see
+/// [Versions](self#versions)).
 pub(crate) fn check_closed_header(bytes: &[u8], path: &Path) -> Result<()> {
     if !bytes.starts_with(&CLOSED_MAGIC) {
         return Err(closed_corrupt(
@@ -379,12 +425,15 @@ pub(crate) fn check_closed_header(bytes: &[u8], path: &Path) -> Result<()> {
         ));
     };
     if !(UNKEYED_STORE_VERSION..=STORE_VERSION).contains(&version) {
-        return Err(Error::UnsupportedFormat {
-            what: "fs clean-close record",
-            path: path.to_path_buf(),
-            found: version,
-            supported: STORE_VERSION,
-        });
+        // Only a store whose marker this build refuses holds records of other versions.
+        return Err(closed_corrupt(
+            &format!(
+                "the clean-close record says format version {version}, which no store this \
+                 build reads holds (its record is of version {UNKEYED_STORE_VERSION} or {STORE_VERSION})"
+            ),
+            path,
+            8,
+        ));
     }
     Ok(())
 }
@@ -458,33 +507,85 @@ mod tests {
         assert_eq!(mask_crc(1 << 15), 0xa282_ead9);
     }
 
+    /// An intact marker of a version this build does not read is another format.
     #[test]
     fn marker_round_trips_and_refuses_other_versions() -> Result<()> {
         let path = Path::new("STORE");
-        let mut marker = encode_marker(STORE_VERSION);
-        decode_marker(&marker, path)?;
-        assert!(has_marker_magic(&marker));
-        marker[8] = 9;
-        let err = decode_marker(&marker, path);
-        assert!(matches!(
-            err,
-            Err(Error::UnsupportedFormat {
-                found: 9,
-                supported: STORE_VERSION,
-                ..
-            })
-        ));
+        for version in [UNKEYED_STORE_VERSION, STORE_VERSION] {
+            let marker = encode_marker(version);
+            assert_eq!(decode_marker(&marker, path)?, version);
+            assert!(has_marker_magic(&marker));
+        }
+        for version in [0, 1, 4, 9, 16_711_683, u32::MAX] {
+            let err = decode_marker(&encode_marker(version), path);
+            assert!(
+                matches!(
+                    err,
+                    Err(Error::UnsupportedFormat {
+                        what: "fs store",
+                        found,
+                        supported: STORE_VERSION,
+                        ..
+                    }) if found == version
+                ),
+                "version {version}: {err:?}"
+            );
+        }
         let mut marker = encode_marker(STORE_VERSION);
         marker[13] ^= 1;
         assert!(matches!(
             decode_marker(&marker, path),
-            Err(Error::Corrupt { .. })
+            Err(Error::Corrupt {
+                offset: Some(12),
+                ..
+            })
         ));
         assert!(matches!(
             decode_marker(b"PFS", path),
             Err(Error::NotAStore { .. })
         ));
         Ok(())
+    }
+
+    /// The user's report: byte 10 of a marker flipped read as store format version
+    /// 16711683. The checksum covers the version, so any flip in it is damage.
+    #[test]
+    fn a_flipped_bit_in_the_marker_version_is_damage_not_another_version() {
+        let path = Path::new("STORE");
+        for version in [UNKEYED_STORE_VERSION, STORE_VERSION] {
+            let marker = encode_marker(version);
+            for bit in 0..32 {
+                let mut damaged = marker;
+                damaged[8 + bit / 8] ^= 1 << (bit % 8);
+                let err = decode_marker(&damaged, path);
+                assert!(
+                    matches!(
+                        &err,
+                        Err(Error::Corrupt { what, offset: Some(12), .. }) if what.contains("version field")
+                    ),
+                    "version {version}, bit {bit}: {err:?}"
+                );
+            }
+        }
+        let mut marker = encode_marker(STORE_VERSION);
+        marker[10] ^= 0xff;
+        let err = decode_marker(&marker, path);
+        assert!(
+            matches!(&err, Err(Error::Corrupt { what, .. }) if what.contains("reads 16711683")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_marker_cut_short_is_damage() {
+        let marker = encode_marker(STORE_VERSION);
+        for len in STORE_MAGIC.len()..MARKER_LEN {
+            let err = decode_marker(&marker[..len], Path::new("STORE"));
+            assert!(
+                matches!(err, Err(Error::Corrupt { offset: Some(at), .. }) if at == len as u64),
+                "length {len}: {err:?}"
+            );
+        }
     }
 
     #[test]
@@ -515,29 +616,67 @@ mod tests {
     }
 
     /// A log header of format version 2, as builds before the key wrote it: no key,
-    /// records of version 2's framing. Versions 1 and 4 are refused naming both.
+    /// records of version 2's framing. A header of version 1 or 4, intact but for the
+    /// version, is damage naming the version: no store this build reads holds one.
     #[test]
     fn a_log_header_of_version_2_reads_as_unkeyed() -> Result<()> {
         let path = Path::new("log");
-        let mut bytes = LOG_MAGIC.to_vec();
-        bytes.extend_from_slice(&UNKEYED_LOG_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&3u16.to_le_bytes());
-        bytes.extend_from_slice(b"doc");
-        let crc = mask_crc(crc32c::crc32c(&bytes));
-        bytes.extend_from_slice(&crc.to_le_bytes());
+        let bytes = unkeyed_log_header(UNKEYED_LOG_VERSION);
         assert_eq!(
             decode_log_header(&bytes, path)?,
             (DocumentId::from("doc"), 21, RecordFormat::Unkeyed)
         );
         for version in [1u32, 4] {
-            let mut other = bytes.clone();
-            other[8..12].copy_from_slice(&version.to_le_bytes());
-            assert!(matches!(
-                decode_log_header(&other, path),
-                Err(Error::UnsupportedFormat { found, supported: 3, .. }) if found == version
-            ));
+            let err = decode_log_header(&unkeyed_log_header(version), path);
+            assert!(
+                matches!(
+                    &err,
+                    Err(Error::Corrupt { what, offset: Some(8), .. })
+                        if what.contains(&format!("version {version},"))
+                ),
+                "version {version}: {err:?}"
+            );
         }
         Ok(())
+    }
+
+    /// The header of a log of document "doc" as version 2 lays it out (no key), with
+    /// `version` in its version field and a checksum that matches.
+    fn unkeyed_log_header(version: u32) -> Vec<u8> {
+        let mut bytes = LOG_MAGIC.to_vec();
+        bytes.extend_from_slice(&version.to_le_bytes());
+        bytes.extend_from_slice(&3u16.to_le_bytes());
+        bytes.extend_from_slice(b"doc");
+        let crc = mask_crc(crc32c::crc32c(&bytes));
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// A flip that leaves a version this build reads (3 and 2 differ in one bit) fails
+    /// the checksum; every other flip names the version found.
+    #[test]
+    fn a_flipped_bit_in_the_log_version_is_damage_not_another_version() {
+        let path = Path::new("log");
+        for header in [
+            encode_log_header(&DocumentId::from("doc"), RecordFormat::Keyed([7; KEY_LEN])),
+            unkeyed_log_header(UNKEYED_LOG_VERSION),
+        ] {
+            for bit in 0..32 {
+                let mut damaged = header.clone();
+                damaged[8 + bit / 8] ^= 1 << (bit % 8);
+                let version = le_u32([damaged[8], damaged[9], damaged[10], damaged[11]]);
+                let err = decode_log_header(&damaged, path);
+                let names_version = |what: &str| {
+                    version == LOG_VERSION
+                        || version == UNKEYED_LOG_VERSION
+                        || what.contains(&format!("version {version},"))
+                };
+                assert!(
+                    matches!(&err, Err(Error::Corrupt { what, .. }) if names_version(what)),
+                    "bit {bit}: {err:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -571,6 +710,45 @@ mod tests {
             assert!(decode_closed(&bytes[..cut], path).is_err(), "cut at {cut}");
         }
         Ok(())
+    }
+
+    /// The clean-close record is checked by its first 16 bytes before its checksum at
+    /// its end is read: a version this build does not read is damage there already,
+    /// with the advice about removing the record.
+    #[test]
+    fn a_clean_close_record_of_an_unknown_version_is_damage() {
+        let path = Path::new("CLOSED");
+        let record = encode_closed(STORE_VERSION, &[]);
+        let mut damaged = Vec::new();
+        for bit in 0..32 {
+            let mut bytes = record.clone();
+            bytes[8 + bit / 8] ^= 1 << (bit % 8);
+            damaged.push(bytes);
+        }
+        // Intact but for the version: its checksum matches.
+        damaged.extend([1, 4, 9, u32::MAX].map(|version| encode_closed(version, &[])));
+        for bytes in damaged {
+            let version = le_u32([bytes[8], bytes[9], bytes[10], bytes[11]]);
+            let header = check_closed_header(&bytes[..16], path);
+            if version == UNKEYED_STORE_VERSION {
+                assert!(header.is_ok(), "{header:?}");
+            } else {
+                assert!(
+                    matches!(
+                        &header,
+                        Err(Error::Corrupt { what, offset: Some(8), .. })
+                            if what.contains(&format!("version {version},"))
+                                && what.contains("removing this file")
+                    ),
+                    "version {version}: {header:?}"
+                );
+            }
+            let whole = decode_closed(&bytes, path);
+            assert!(
+                matches!(whole, Err(Error::Corrupt { .. })),
+                "version {version}: {whole:?}"
+            );
+        }
     }
 
     #[test]

@@ -56,9 +56,12 @@
 //! (Builds of this repository between the introduction of log format 3 and that of
 //! store format 3 wrote keyed logs into stores of version 2; the builds before them
 //! refuse those documents, which this build reads.)
-//! Stores and logs of version 1 are refused with
-//! [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) naming both
-//! versions, never read.
+//! A store whose marker is intact and of another version (1, or one after 3) is
+//! refused with [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat)
+//! naming both versions, none of its logs read. A damaged marker, and in a store of
+//! version 2 or 3 a log or clean-close record of a version this build does not read,
+//! is damage: [`Error::Corrupt`](persister_core::Error::Corrupt) (see
+//! [Versions](mod@format#versions)).
 //!
 //! # Durability: what each operation writes
 //!

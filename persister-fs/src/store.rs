@@ -95,10 +95,12 @@ impl FsStore {
     /// is looked up on disk (see [`Store::list_documents`] for the other checks). It
     /// fails with [`Error::Locked`] if another process (or another open
     /// store in this one) holds the store, [`Error::NotAStore`] if `dir` holds other
-    /// files but no store marker, [`Error::UnsupportedFormat`] if the marker has
-    /// another version, and [`Error::Corrupt`] if the marker, the clean-close record or
-    /// a hash-named log header is damaged, or the logs are not the ones the store was
-    /// closed with.
+    /// files but no store marker, [`Error::UnsupportedFormat`] if the marker is intact
+    /// and of another version, and [`Error::Corrupt`] if the marker, the clean-close
+    /// record or a hash-named log header is damaged (a clean-close record or log of a
+    /// version this build does not read included: see
+    /// [Versions](mod@crate::format#versions)), or the logs are not the ones the store
+    /// was closed with.
     pub fn open(dir: impl AsRef<Path>) -> Result<FsStore> {
         Self::open_with(dir, FsOptions::default())
     }
@@ -150,6 +152,14 @@ impl FsStore {
             .try_lock(&lock_path)
             .map_err(io_error("lock", &lock_path))?
             .ok_or_else(|| Error::Locked { path: dir.clone() })?;
+        // Read again under the lock: a process of a later build may have migrated the
+        // store since, and its logs are read as the marker read now allows (see
+        // `format`, Versions).
+        let found = if has_marker {
+            Some(read_marker(fs.as_ref(), &dir)?)
+        } else {
+            None
+        };
         if !has_marker {
             write_marker(fs.as_ref(), &dir, STORE_VERSION)?;
         }
@@ -175,12 +185,14 @@ impl FsStore {
             lock_file |= name == LOCK;
             Ok(())
         })?;
-        let Some(version) = check_marker(fs.as_ref(), &dir, marker)? else {
+        if !marker {
             return Err(Error::NotAStore {
                 what: "an fs store (it has no STORE marker)",
                 path: dir,
             });
-        };
+        }
+        // Checked before the lock, as `open_on` does, and read again once locked.
+        read_marker(fs.as_ref(), &dir)?;
         let mut lock = None;
         if lock_file {
             let lock_path = dir.join(LOCK);
@@ -191,6 +203,7 @@ impl FsStore {
                 Err(e) => return Err(io_error("lock", &lock_path)(e)),
             }
         }
+        let version = read_marker(fs.as_ref(), &dir)?;
         Self::finish_open(fs, dir, FsOptions::default(), version, true, lock)
     }
 
@@ -821,6 +834,11 @@ fn check_marker(fs: &dyn Fs, dir: &Path, has_marker: bool) -> Result<Option<u32>
     if !has_marker {
         return Ok(None);
     }
+    read_marker(fs, dir).map(Some)
+}
+
+/// Reads and checks the store marker of `dir`; gives the store's format version.
+fn read_marker(fs: &dyn Fs, dir: &Path) -> Result<u32> {
     let marker = dir.join(MARKER);
     let bytes = fs
         .read_prefix(&marker, MARKER_LEN + 1)
@@ -832,7 +850,7 @@ fn check_marker(fs: &dyn Fs, dir: &Path, has_marker: bool) -> Result<Option<u32>
             Some(MARKER_LEN as u64),
         ));
     }
-    format::decode_marker(&bytes, &marker).map(Some)
+    format::decode_marker(&bytes, &marker)
 }
 
 /// Writes the marker of a store of format `version` under a temporary name, syncs it,

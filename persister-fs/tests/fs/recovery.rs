@@ -186,42 +186,59 @@ fn damage_in_an_older_flush_followed_by_one_flush_is_an_error() -> TestResult {
     log.assert_corrupt_at(second)
 }
 
+/// A store of version 3 holds logs of versions 2 and 3 only (see `format`, Versions),
+/// so any other log version is damage, not a later format: the version 1 before
+/// commit records, one from the future, and the user's report of byte 10 flipped.
 #[test]
-fn unknown_log_version_is_refused_naming_both_versions() -> TestResult {
+fn a_log_of_an_unknown_version_in_a_known_store_is_damage_naming_the_version() -> TestResult {
     let log = Log::flushed(1)?;
-    // Version 1, the format before commit records, and a version from the future.
-    for version in [1u32, 9] {
-        let bytes = log.rewrite(|bytes| bytes[8..12].copy_from_slice(&version.to_le_bytes()))?;
+    let pristine = fs::read(&log.path)?;
+    let flipped = u32::from_le_bytes([pristine[8], pristine[9], pristine[10] ^ 0xff, pristine[11]]);
+    for (version, crashed) in [(1u32, false), (9, false), (flipped, false), (9, true)] {
+        if crashed {
+            log.crash()?;
+        }
+        let bytes = log.rewrite(|bytes| {
+            bytes.copy_from_slice(&pristine);
+            bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        })?;
         let err = log.open_err()?;
         assert!(
-            matches!(&err, Error::UnsupportedFormat { what: "fs log", found, supported: LOG_VERSION, path } if *path == log.path && *found == version),
+            matches!(&err, Error::Corrupt { path, offset: Some(8), .. } if *path == log.path),
             "{err}"
         );
         let message = err.to_string();
         assert!(
-            message.contains(&format!("version {version}"))
-                && message.contains(&format!("version {LOG_VERSION}")),
+            message.contains(&format!("log format version {version},")),
             "{message}"
         );
         assert_eq!(
             fs::read(&log.path)?,
             bytes,
-            "an unknown version is never rewritten"
+            "a damaged version is never truncated or rewritten"
         );
     }
     Ok(())
 }
 
+/// Rewrites the marker of the store in `dir` to say `version`, its checksum matching.
+fn set_store_version(dir: &std::path::Path, version: u32) -> TestResult {
+    let marker = dir.join("STORE");
+    let mut bytes = fs::read(&marker)?;
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = persister_fs::format::mask_crc(crc32c::crc32c(&bytes[..12]));
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&marker, &bytes)?;
+    Ok(())
+}
+
+/// An intact marker of another version is another format, refused naming both.
 #[test]
 fn unknown_store_version_is_refused_naming_both_versions() -> TestResult {
     let dir = tempfile::tempdir()?;
     drop(FsStore::open(dir.path())?);
-    let marker = dir.path().join("STORE");
-    let pristine = fs::read(&marker)?;
     for version in [1u32, 7] {
-        let mut bytes = pristine.clone();
-        bytes[8..12].copy_from_slice(&version.to_le_bytes());
-        fs::write(&marker, &bytes)?;
+        set_store_version(dir.path(), version)?;
         for err in [
             FsStore::open(dir.path()).unwrap_err(),
             FsStore::open_read_only(dir.path()).unwrap_err(),
@@ -244,6 +261,75 @@ fn unknown_store_version_is_refused_naming_both_versions() -> TestResult {
         persister_fs::is_fs_store(dir.path()),
         "still recognised as an fs store"
     );
+    Ok(())
+}
+
+/// The user's report: byte 10 of the marker flipped was refused as store format
+/// version 16711683. The marker's checksum covers its version: it is damage.
+#[test]
+fn a_damaged_store_version_is_corrupt_not_another_version() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    drop(FsStore::open(dir.path())?);
+    let marker = dir.path().join("STORE");
+    let pristine = fs::read(&marker)?;
+    for at in 8..12 {
+        let mut bytes = pristine.clone();
+        bytes[at] ^= 0xff;
+        fs::write(&marker, &bytes)?;
+        for err in [
+            FsStore::open(dir.path()).unwrap_err(),
+            FsStore::open_read_only(dir.path()).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, Error::Corrupt { path, .. } if *path == marker),
+                "byte {at}: {err}"
+            );
+        }
+        assert_eq!(fs::read(&marker)?, bytes, "the marker is left as it is");
+    }
+    Ok(())
+}
+
+/// A store of version 3 holds clean-close records of versions 2 and 3 only, so any
+/// other version is damage, with the advice the record's other damage gets: the
+/// user's report of bytes 8 and 10 flipped, and an intact record of version 4.
+#[test]
+fn a_clean_close_record_of_an_unknown_version_is_damage_naming_the_version() -> TestResult {
+    let log = Log::flushed(1)?;
+    let closed = log.dir.path().join("CLOSED");
+    let pristine = fs::read(&closed)?;
+    let mut damaged = Vec::new();
+    for at in [8, 10] {
+        let mut bytes = pristine.clone();
+        bytes[at] ^= 0xff;
+        damaged.push(bytes);
+    }
+    let mut intact = pristine.clone();
+    intact[8..12].copy_from_slice(&4u32.to_le_bytes());
+    let end = intact.len() - 4;
+    let crc = persister_fs::format::mask_crc(crc32c::crc32c(&intact[..end]));
+    intact[end..].copy_from_slice(&crc.to_le_bytes());
+    damaged.push(intact);
+    for bytes in damaged {
+        fs::write(&closed, &bytes)?;
+        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        for err in [
+            FsStore::open(log.dir.path()).unwrap_err(),
+            FsStore::open_read_only(log.dir.path()).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, Error::Corrupt { path, offset: Some(8), .. } if *path == closed),
+                "{err}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("format version {version},"))
+                    && message.contains("removing this file"),
+                "{message}"
+            );
+        }
+        assert_eq!(fs::read(&closed)?, bytes, "the record is left as it is");
+    }
     Ok(())
 }
 
@@ -543,13 +629,7 @@ fn a_log_of_format_version_2_is_read_appended_to_and_rewritten_as_version_3() ->
 
 /// Rewrites the store marker of `dir` as a build of store format version 2 wrote it.
 fn as_store_version_2(dir: &std::path::Path) -> TestResult {
-    let marker = dir.join("STORE");
-    let mut bytes = fs::read(&marker)?;
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let crc = persister_fs::format::mask_crc(crc32c::crc32c(&bytes[..12]));
-    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
-    fs::write(&marker, &bytes)?;
-    Ok(())
+    set_store_version(dir, 2)
 }
 
 /// The store format version in the marker of `dir`, and the log format version of
