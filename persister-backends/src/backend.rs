@@ -23,7 +23,8 @@ pub enum StoreKind {
 /// How a store is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
-    /// Only reading: nothing of the store is written, locked or repaired, and a store
+    /// Only reading: nothing of the store is written or repaired (a shared lock, where
+    /// the backend has one, keeps writers out while the store is open), and a store
     /// that is not there is an error.
     ReadOnly,
     /// Reading and writing; an empty store is made when there is none (as each

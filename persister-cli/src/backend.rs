@@ -151,8 +151,9 @@ impl clap::ValueEnum for Backend {
 /// How a command uses an existing store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Only reads: the store is opened read-only, so nothing of it is written, locked
-    /// or repaired (a sled store is read through a copy its crate makes and removes).
+    /// Only reads: the store is opened read-only, so nothing of it is written or
+    /// repaired; a shared lock keeps writers out while it is open (a sled store is
+    /// read through a copy its crate makes and removes).
     Read,
     /// Writes in place (a sled store is opened in place only after a copy of it opened
     /// without damage, which persister-sled does itself).

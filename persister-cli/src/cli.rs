@@ -51,10 +51,10 @@ pub enum Command {
     /// Read every document in full and load it with its CRDT (automerge, or yrs for a
     /// Yjs document); exit 3 naming each damaged document.
     ///
-    /// A sled store is read through a copy in a temporary directory (set TMPDIR to
-    /// choose where), because opening a damaged sled store can erase data. redb and fs
-    /// stores are opened in place, as an application opens them (which finishes their
-    /// crash recovery).
+    /// The store is opened read-only: nothing of it is written, not even the crash
+    /// recovery an application's open would finish. A sled store is read through a
+    /// copy in a temporary directory (set TMPDIR to choose where), because opening a
+    /// damaged sled store can erase data.
     Verify(StoreArgs),
 
     /// Compact every document (or one): store the whole document and drop the changes
@@ -81,8 +81,8 @@ pub enum Command {
     /// sled). DST must not exist; on failure nothing is left there.
     ///
     /// The new store is built beside it as `.NAME.partial-*` and renamed into place
-    /// when complete, so a failure leaves nothing at DST; a run that is interrupted
-    /// (Ctrl-C) or killed leaves the `.NAME.partial-*` path, which may be deleted. On
+    /// when complete, so a failure or Ctrl-C leaves nothing at DST; a run that is
+    /// killed leaves the `.NAME.partial-*` path, which may be deleted. On
     /// PostgreSQL it is built in a schema `NAME_partial_*` beside the destination's
     /// (the role needs the right to create schemas) and moved into place in one
     /// transaction; a killed run leaves that schema, which may be dropped.
@@ -107,8 +107,8 @@ pub enum Command {
     /// Write every document of a store to a portable export file. FILE must not exist.
     ///
     /// The new file is built beside it as `.NAME.partial-*` and renamed into place
-    /// when complete, so a failure leaves nothing at FILE; a run that is interrupted
-    /// (Ctrl-C) or killed leaves the `.NAME.partial-*` path, which may be deleted.
+    /// when complete, so a failure or Ctrl-C leaves nothing at FILE; a run that is
+    /// killed leaves the `.NAME.partial-*` path, which may be deleted.
     Export {
         /// The store.
         #[command(flatten)]
@@ -125,8 +125,8 @@ pub enum Command {
     /// is left there.
     ///
     /// The new store is built beside it as `.NAME.partial-*` and renamed into place
-    /// when complete, so a failure leaves nothing at STORE; a run that is interrupted
-    /// (Ctrl-C) or killed leaves the `.NAME.partial-*` path, which may be deleted. On
+    /// when complete, so a failure or Ctrl-C leaves nothing at STORE; a run that is
+    /// killed leaves the `.NAME.partial-*` path, which may be deleted. On
     /// PostgreSQL it is built in a schema `NAME_partial_*` beside the destination's
     /// (the role needs the right to create schemas) and moved into place in one
     /// transaction; a killed run leaves that schema, which may be dropped.

@@ -36,6 +36,18 @@ const DOCUMENT: &str = "demo";
 type Doc = dyn self::crdt::DemoDoc<Timed<DynPersister>>;
 
 pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
+    if !args.backend.is_file() && !args.backend.is_directory() {
+        return Err(CliError::new(
+            format!(
+                "the demo makes its store in --dir, and a {} store is not a file or a directory but lives on a server, named by a URL",
+                args.backend
+            ),
+            format!(
+                "run the demo on an embedded backend (--backend redb, sled or fs), then move its store with `persister copy {} 'postgres://user@host/db?schema=demo'`",
+                store_path(&args.dir, Backend::default_for_new()).display()
+            ),
+        ));
+    }
     let mut source = match &args.trace {
         Some(path) => {
             let reading = spinner("reading the trace");
