@@ -158,6 +158,25 @@ impl Staging {
                 ));
             }
         }
+        if !is_directory && destination.as_os_str().as_encoded_bytes().ends_with(b"/") {
+            return Err(CliError::new(
+                format!(
+                    "{} ends with `/`, which names a directory, but what the command makes there is a file",
+                    destination.display()
+                ),
+                "give the path of the new file without the `/` at its end",
+            ));
+        }
+        if let Some((store, backend)) = store_holding(destination) {
+            return Err(CliError::new(
+                format!(
+                    "{} is inside the {backend} store {}, whose directory holds only the store's own files: another file there makes the store refuse to open",
+                    destination.display(),
+                    store.display()
+                ),
+                "choose a destination outside the store's directory",
+            ));
+        }
         if let Some(store) = redb_store_logging_to(destination) {
             return Err(CliError::new(
                 format!(
@@ -345,6 +364,24 @@ impl Drop for Staging {
         let _ = remove(&self.temporary);
         live.paths.remove(&self.temporary);
     }
+}
+
+/// The store whose directory holds `path`, however deep, and its backend, if one does.
+fn store_holding(path: &Path) -> Option<(PathBuf, crate::Backend)> {
+    let path = std::path::absolute(path).ok()?;
+    path.ancestors().skip(1).find_map(|dir| {
+        crate::Backend::detect(dir)
+            .ok()
+            .filter(|backend| backend.is_directory())
+            .map(|backend| (dir.to_path_buf(), backend))
+    })
+}
+
+/// Where a redb store at `path` keeps its commit log: `<file>.log` beside it.
+pub(crate) fn redb_log_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".log");
+    PathBuf::from(name)
 }
 
 /// The redb store whose commit log (`<file>.log`) is at `path`, if there is one.

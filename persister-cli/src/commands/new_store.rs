@@ -1,5 +1,6 @@
 //! Building a new store (for `copy` and `import`): whole and checked, or not at all.
 
+use std::fs;
 use std::path::Path;
 
 use persister_core::{DocumentId, StoredSizes};
@@ -27,6 +28,17 @@ impl NewStore {
     /// empty directory, for a directory backend).
     pub(crate) fn create(destination: &Path, backend: Backend) -> Result<NewStore, CliError> {
         let staging = Staging::new(destination, backend.is_directory())?;
+        let log = crate::place::redb_log_of(destination);
+        if backend.name() == "redb" && fs::symlink_metadata(&log).is_ok() {
+            return Err(CliError::new(
+                format!(
+                    "{} exists, where a redb store at {} keeps its commit log",
+                    log.display(),
+                    destination.display()
+                ),
+                "remove it if it is left from a store that is gone, or choose another destination",
+            ));
+        }
         let store = staging.make(|path| OpenStore::create(path, backend))?;
         Ok(NewStore {
             store: Some(store),

@@ -698,3 +698,73 @@ fn large_redb_store(dir: &std::path::Path) -> TestResult<std::path::PathBuf> {
     }
     Ok(src)
 }
+
+/// A destination that would break a store, or that the command could not move its
+/// result to, is refused before anything is built: a path inside a directory store
+/// (whose directory holds only its own files), a file path ending in `/`, and a redb
+/// store whose commit log's place is taken by another file.
+#[test]
+fn destinations_that_would_break_a_store_are_refused_before_anything_is_built() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src.redb");
+    make_store(named("redb"), &src)?;
+    let src = src.to_str().unwrap();
+    for name in ["sled", "fs"] {
+        let store = dir.path().join(name);
+        make_store(named(name), &store)?;
+        let before = snapshot_files(&store)?;
+        let inside = |rest: &str| store.join(rest).to_str().unwrap().to_string();
+        let sub = store.join("sub");
+        std::fs::create_dir(&sub)?;
+        for args in [
+            ["export", src, &inside("x.export")],
+            ["copy", src, &inside("inner.redb")],
+            ["copy", src, &inside("sub/deeper.redb")],
+        ] {
+            let run = persister(args)?.expect(1);
+            assert!(
+                run.stderr
+                    .contains(&format!("is inside the {name} store {}", store.display())),
+                "{args:?}: {}",
+                run.stderr
+            );
+        }
+        std::fs::remove_dir(&sub)?;
+        assert_eq!(snapshot_files(&store)?, before, "{name}");
+        persister(["verify", store.to_str().unwrap()])?.expect(0);
+    }
+
+    for args in [
+        ["copy", src, &format!("{}/new.redb/", dir.path().display())],
+        [
+            "export",
+            src,
+            &format!("{}/new.export/", dir.path().display()),
+        ],
+    ] {
+        let run = persister(args)?.expect(1);
+        assert!(
+            run.stderr.contains("ends with `/`"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert!(!dir.path().join("new.redb").exists());
+    assert!(!dir.path().join("new.export").exists());
+
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, b"an application's log")?;
+    let app = dir.path().join("app");
+    let run = persister(["copy", src, app.to_str().unwrap(), "--backend", "redb"])?.expect(1);
+    assert!(
+        run.stderr
+            .contains(&format!("{} exists, where a redb store", log.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(!app.exists());
+    assert_eq!(std::fs::read(&log)?, b"an application's log");
+    // Another backend keeps no file beside its store.
+    persister(["copy", src, app.to_str().unwrap(), "--backend", "fs"])?.expect(0);
+    Ok(())
+}
