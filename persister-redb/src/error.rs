@@ -14,6 +14,15 @@ pub(crate) fn from_redb(err: impl Into<redb::Error>, action: &'static str, path:
             path: path.to_path_buf(),
         },
         redb::Error::Corrupted(what) => Error::corrupt(what, path, None),
+        // redb reads within the length its own header gives the file: a file that
+        // ends sooner was cut short.
+        redb::Error::Io(source) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::corrupt(
+                format!("the file ends before its data does ({source})"),
+                path,
+                None,
+            )
+        }
         redb::Error::Io(source) => Error::io(action, path, source),
         redb::Error::PreviousIo => Error::Poisoned {
             reason: format!(

@@ -171,6 +171,27 @@ fn damaged_files_fail_or_read_true_and_never_panic() -> Result<()> {
     Ok(())
 }
 
+/// A file cut short is damage, read-only and read-write, whatever its length: never an
+/// I/O error that sends the user to check the disk, never less data with `Ok`.
+#[test]
+fn a_file_cut_short_is_damage() -> Result<()> {
+    let (dir, path, expected) = populated()?;
+    let original = fs::read(&path).map_err(io(&path))?;
+    let cut = dir.path().join("cut.redb");
+    let len = original.len();
+    for keep in [16, 100, 319, 320, 4095, 4096, len / 2, len - 4096, len - 1] {
+        fs::write(&cut, &original[..keep]).map_err(io(&cut))?;
+        for access in [Access::ReadOnly, Access::ReadWrite] {
+            match read_damaged(&cut, &expected, access) {
+                Err(Error::Corrupt { .. }) => {}
+                Ok(true) if keep >= 320 => {}
+                other => panic!("{keep} of {len} bytes, {access:?}: {other:?}"),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Opens the file with redb itself and runs `edit` in a write transaction.
 fn edit_behind_the_store(
     path: &Path,
