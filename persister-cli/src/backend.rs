@@ -173,6 +173,20 @@ pub struct OpenStore {
     store: DynStore,
 }
 
+/// An error of opening or listing a store: damage there stops every document from
+/// being read, with or without `--skip-damaged`, and the advice says so.
+fn whole_store_error(e: persister_core::Error) -> CliError {
+    let damaged = matches!(e, persister_core::Error::Corrupt { .. });
+    let error = CliError::from(e);
+    match damaged {
+        true => CliError {
+            advice: crate::error::UNOPENABLE_ADVICE.to_string(),
+            ..error
+        },
+        false => error,
+    }
+}
+
 /// A store argument as the CLI shows it: a path as given, a URL without its password.
 pub fn shown(path: &Path) -> String {
     let text = path.display().to_string();
@@ -257,7 +271,7 @@ impl OpenStore {
         access: Access,
     ) -> Result<OpenStore, CliError> {
         let backend = Self::backend_of(path, forced)?;
-        Ok(Self::open_as(path, backend, access)?)
+        Self::open_as(path, backend, access).map_err(whole_store_error)
     }
 
     /// The backend of the existing store at `path`: `forced`, or the one detected. An
@@ -346,7 +360,7 @@ impl OpenStore {
 
     /// Every document's id, ordered by their bytes.
     pub fn list(&self) -> Result<Vec<DocumentId>, CliError> {
-        self.store.list_documents().map_err(|e| self.error(e))
+        self.store.list_documents().map_err(whole_store_error)
     }
 
     /// Removes document `id` with all its data.

@@ -34,6 +34,9 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// What to do about damage, whichever command found it.
 pub(crate) const DAMAGE_ADVICE: &str = "stop writing to this store: `persister verify` names every damaged document, and `persister copy --skip-damaged STORE NEW` saves the others to a new store (or restore a backup)";
 
+/// The advice for a store whose damage stops it from opening or listing its documents.
+pub(crate) const UNOPENABLE_ADVICE: &str = "the damage is in what opening or listing the store reads, so no document of it can be read, with or without `persister copy --skip-damaged`: unless the message says how to get past it, restore a backup";
+
 /// A failure of a command, as the user sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CliError {

@@ -53,10 +53,13 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
             } else {
                 say(&format!("DAMAGED store {path}: {}", e.cause));
             }
-            return Err(CliError::damaged(format!(
-                "the store {path} cannot be read as a whole: {}",
-                e.cause
-            )));
+            return Err(CliError {
+                advice: e.advice,
+                ..CliError::damaged(format!(
+                    "the store {path} cannot be read as a whole: {}",
+                    e.cause
+                ))
+            });
         }
         Err(e) => return Err(e),
     };

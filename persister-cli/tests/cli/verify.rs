@@ -174,6 +174,52 @@ fn a_damaged_redb_file_fails_verification_without_a_panic() -> TestResult {
     Ok(())
 }
 
+/// A store whose damage stops it from opening is damage (exit 3), and the hint does not
+/// offer `copy --skip-damaged`, which could not open it either; a store with one damaged
+/// document still gets that advice.
+#[test]
+fn a_store_that_does_not_open_is_damage_with_advice_that_can_work() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let backend = named("redb");
+    let path = store_path(dir.path(), backend);
+    make_store(backend, &path)?;
+    let bytes = std::fs::read(&path)?;
+    std::fs::write(&path, &bytes[..100])?;
+    let store = path.to_str().unwrap();
+    for command in ["verify", "ls"] {
+        let run = persister([command, store])?.expect(3);
+        run.expect_error_lines();
+        assert!(
+            run.stderr.contains("no document of it can be read"),
+            "{command}: {}",
+            run.stderr
+        );
+    }
+    let skipping = persister([
+        "copy",
+        "--skip-damaged",
+        store,
+        dir.path().join("saved.redb").to_str().unwrap(),
+    ])?
+    .expect(3);
+    assert!(
+        skipping.stderr.contains("no document of it can be read"),
+        "{}",
+        skipping.stderr
+    );
+
+    let one = store_path(dir.path(), named("fs"));
+    make_store(named("fs"), &one)?;
+    crate::support::damage_log(&one, &"notes".into())?;
+    let run = persister(["verify", one.to_str().unwrap()])?.expect(3);
+    assert!(
+        run.stderr.contains("copy --skip-damaged STORE NEW"),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}
+
 /// The pages of a change zeroed, as a lost write or a bad sector leaves them: redb's plain
 /// read of such a page panics, so the read-only open `verify` makes checks every page
 /// first, and leaves the file as it is.
