@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use persister_core::{DocumentState, Error, Persister, Store, Write};
 
@@ -99,41 +98,44 @@ struct Scratch {
     work: PathBuf,
 }
 
-/// A directory for this process's inputs, and an empty fs store made once.
-fn scratch() -> Option<&'static Scratch> {
-    static SCRATCH: OnceLock<Option<Scratch>> = OnceLock::new();
-    SCRATCH
-        .get_or_init(|| {
-            let root = crate::scratch_dir().ok()?;
-            let template = root.path().join("template");
-            fs::create_dir_all(&template).ok()?;
-            drop(Location::new(backend::named("fs"), &template).open().ok()?);
-            // Without the clean-close record the empty store wrote when it closed: the
-            // inputs are then read as a crash left them, by the decoder's most lenient
-            // path, rather than refused for not matching the record.
-            let closed = Location::new(backend::named("fs"), &template)
-                .path()
-                .join("CLOSED");
-            fs::remove_file(closed).ok()?;
-            let work = root.path().join("work");
-            Some(Scratch {
-                template,
-                work,
-                _root: root,
-            })
-        })
-        .as_ref()
+/// A directory for this thread's inputs, and an empty fs store made once. A thread's
+/// own, so that it is removed when the thread ends (a test's thread, a fuzzer's):
+/// a `static` is never dropped, and left one directory behind per process.
+fn scratch() -> Option<Scratch> {
+    let root = crate::scratch_dir().ok()?;
+    let template = root.path().join("template");
+    fs::create_dir_all(&template).ok()?;
+    drop(Location::new(backend::named("fs"), &template).open().ok()?);
+    // Without the clean-close record the empty store wrote when it closed: the inputs
+    // are then read as a crash left them, by the decoder's most lenient path, rather
+    // than refused for not matching the record.
+    let closed = Location::new(backend::named("fs"), &template)
+        .path()
+        .join("CLOSED");
+    fs::remove_file(closed).ok()?;
+    let work = root.path().join("work");
+    Some(Scratch {
+        template,
+        work,
+        _root: root,
+    })
+}
+
+thread_local! {
+    static SCRATCH: Option<Scratch> = scratch();
 }
 
 /// A fresh copy of the empty store, as the directory holding it.
 fn fresh_store() -> Option<(PathBuf, PathBuf)> {
-    let s = scratch()?;
-    let _ = fs::remove_dir_all(&s.work);
-    crate::corruption::copy_tree(&s.template, &s.work).ok()?;
-    let store = Location::new(backend::named("fs"), &s.work)
-        .path()
-        .to_path_buf();
-    Some((s.work.clone(), store))
+    SCRATCH.with(|s| {
+        let s = s.as_ref()?;
+        let _ = fs::remove_dir_all(&s.work);
+        crate::corruption::copy_tree(&s.template, &s.work).ok()?;
+        let store = Location::new(backend::named("fs"), &s.work)
+            .path()
+            .to_path_buf();
+        Some((s.work.clone(), store))
+    })
 }
 
 /// The log file name of document `"a"` in an fs store (`d` + hex + `.log`).
