@@ -11,10 +11,16 @@ const MODE: &str = "PERSISTER_SLED_CHILD";
 const DIR: &str = "PERSISTER_SLED_DIR";
 
 /// A command that runs `mode` on the store at `dir` in a child process, its stdout
-/// piped.
+/// piped. The child's temporary directory (`TMPDIR`, where an open copies the store
+/// first) is beside `dir`, so that a copy a killed child leaves goes with the test's
+/// own directory.
 pub fn command(mode: &str, dir: &Path) -> Command {
     let exe = std::env::current_exe().expect("the path of the test binary");
+    let mut tmp = dir.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    std::fs::create_dir_all(&tmp).expect("the child's temporary directory");
     let mut command = Command::new(exe);
+    command.env("TMPDIR", &tmp);
     command
         .args([
             "--exact",
