@@ -219,10 +219,15 @@ pub(crate) fn without_migrate_format(path: &Path) -> PathBuf {
     ))
 }
 
-/// A URL's scheme, its authority (`user:password@host:port`) and the rest (`/db?a=1`).
+/// A URL's scheme, its authority (`user:password@host:port`) and the rest (`/db?a=1`),
+/// split as the PostgreSQL driver splits them: the user part ends at the first `@`,
+/// and the hosts at the first `/` or `?` after it.
 fn url_parts(text: &str) -> (&str, &str, &str) {
     let (scheme, rest) = text.split_once("://").unwrap_or(("", text));
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let hosts = rest.find('@').map_or(0, |at| at + 1);
+    let authority_end = rest[hosts..]
+        .find(['/', '?'])
+        .map_or(rest.len(), |end| hosts + end);
     let (authority, tail) = rest.split_at(authority_end);
     (scheme, authority, tail)
 }
@@ -457,6 +462,10 @@ mod tests {
                 "postgres://u@h/db?sslmode=disable&schema=s",
             ),
             ("postgresql://h/db?password=pw", "postgresql://h/db"),
+            (
+                "postgres://u:a?b/c@h/db?schema=s",
+                "postgres://u@h/db?schema=s",
+            ),
             ("postgres://u@h/db", "postgres://u@h/db"),
         ] {
             assert_eq!(shown(Path::new(url)), expected, "{url}");
@@ -477,6 +486,11 @@ mod tests {
             (
                 "postgres://h/db?migrate_formats=1",
                 "postgres://h/db?migrate_formats=1",
+            ),
+            // A `?` in the password, as the driver reads it.
+            (
+                "postgres://u:a?b@h/db?migrate_format=true",
+                "postgres://u:a?b@h/db",
             ),
         ] {
             assert_eq!(

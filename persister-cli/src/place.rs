@@ -366,10 +366,11 @@ impl Drop for Staging {
     }
 }
 
-/// The store whose directory holds `path`, however deep, and its backend, if one does.
+/// The store whose directory holds `path`, however deep, and its backend, if one does:
+/// looked for from the directory `path` is in, resolved (`..` and symbolic links), up.
 fn store_holding(path: &Path) -> Option<(PathBuf, crate::Backend)> {
-    let path = std::path::absolute(path).ok()?;
-    path.ancestors().skip(1).find_map(|dir| {
+    let parent = fs::canonicalize(parent_of(path)).ok()?;
+    parent.ancestors().find_map(|dir| {
         crate::Backend::detect(dir)
             .ok()
             .filter(|backend| backend.is_directory())

@@ -186,13 +186,17 @@ pub(crate) fn take_option(url: &str, key: &str) -> (String, Option<String>) {
         return (url.to_string(), None);
     };
     let mut kept = String::with_capacity(url.len());
-    let mut from = 0;
+    let (mut from, mut previous_end) = (0, 0);
     let mut value = None;
-    for pair in pairs.into_iter().filter(|pair| pair.key == key) {
-        // The pair and the whitespace before it.
-        kept.push_str(url[from..pair.start].trim_end());
-        from = pair.end;
-        value = Some(pair.value);
+    for pair in pairs {
+        if pair.key == key {
+            // The pair and the whitespace before it, back to the end of the pair
+            // before (whose value may end in an escaped space).
+            kept.push_str(&url[from..previous_end]);
+            from = pair.end;
+            value = Some(pair.value);
+        }
+        previous_end = pair.end;
     }
     kept.push_str(&url[from..]);
     (kept, value)
@@ -219,15 +223,15 @@ struct Pair {
     key: String,
     /// As the driver reads it: without its quotes, its escapes undone.
     value: String,
-    /// Where the pair starts (its key) and ends (past its value), in bytes.
-    start: usize,
+    /// Where the pair ends (past its value), in bytes.
     end: usize,
 }
 
 /// The pairs of a connection string, read as the driver reads them: `key = value`,
 /// separated by whitespace; a value is a run of characters up to the next whitespace,
-/// or quoted in `'`, and a `\` takes the next character as it is, in both. `None` when
-/// the driver would refuse it.
+/// or quoted in `'`, and a `\` takes the next character as it is, in both. Reading stops
+/// where no key starts (an `=` there), as the driver's does. `None` when the driver
+/// would refuse it.
 fn pairs(s: &str) -> Option<Vec<Pair>> {
     fn skip_whitespace(it: &mut std::iter::Peekable<std::str::CharIndices<'_>>) {
         while it.next_if(|(_, c)| c.is_whitespace()).is_some() {}
@@ -236,15 +240,16 @@ fn pairs(s: &str) -> Option<Vec<Pair>> {
     let mut pairs = Vec::new();
     loop {
         skip_whitespace(&mut it);
-        let Some(&(start, _)) = it.peek() else {
+        if it.peek().is_none() {
             return Some(pairs);
-        };
+        }
         let mut key = String::new();
         while let Some((_, c)) = it.next_if(|(_, c)| !c.is_whitespace() && *c != '=') {
             key.push(c);
         }
+        // The driver stops reading where no key starts, and ignores the rest.
         if key.is_empty() {
-            return None;
+            return Some(pairs);
         }
         skip_whitespace(&mut it);
         it.next_if(|(_, c)| *c == '=')?;
@@ -273,12 +278,7 @@ fn pairs(s: &str) -> Option<Vec<Pair>> {
             }
             it.peek().map_or(s.len(), |&(i, _)| i)
         };
-        pairs.push(Pair {
-            key,
-            value,
-            start,
-            end,
-        });
+        pairs.push(Pair { key, value, end });
     }
 }
 
@@ -408,6 +408,23 @@ mod tests {
         assert_eq!(
             take_schema("schema = 'one' password='a\\' b' schema=\\two"),
             (" password='a\\' b'".to_string(), Some("two".to_string()))
+        );
+        // A value ending in an escaped space keeps it.
+        assert_eq!(
+            take_schema("application_name=a\\  schema=s port=5433"),
+            (
+                "application_name=a\\  port=5433".to_string(),
+                Some("s".to_string())
+            )
+        );
+        assert_eq!(
+            take_schema("password=pw\\  schema=s"),
+            ("password=pw\\ ".to_string(), Some("s".to_string()))
+        );
+        // Where the driver stops reading, so does the search.
+        assert_eq!(
+            take_schema("host=/tmp schema=s =x schema=t"),
+            ("host=/tmp =x schema=t".to_string(), Some("s".to_string()))
         );
         // A string the driver refuses is left for it to refuse.
         assert_eq!(

@@ -104,7 +104,10 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     let loaded_chars = model.len();
     let session = meta.sessions + 1;
     // Edits a session stopped before its end flushed beyond its record: found from
-    // the text for a trace, not counted for generated typing.
+    // the text for a trace (the first position from the recorded one whose text this
+    // is: should the trace pass through the same text twice, the edits between are
+    // replayed again, which leaves the text as it should be, and counted once), not
+    // counted for generated typing.
     let mut recovered = None;
     match &mut source {
         Source::Typing(typist) => *typist = Typist::new(session, model.len()),
@@ -159,6 +162,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
             edits: previous_edits,
             text_chars: model.len(),
             nothing_to_do: true,
+            cut_short,
         };
         return if json {
             print_json(&idle)
@@ -296,6 +300,8 @@ struct Idle {
     edits: u64,
     text_chars: usize,
     nothing_to_do: bool,
+    /// The last session, when it stopped before its end: what it flushed is counted.
+    cut_short: Option<CutShort>,
 }
 
 impl Idle {
@@ -310,6 +316,9 @@ impl Idle {
             plural(self.sessions, "session", "sessions"),
             plural(self.text_chars as u64, "char", "chars")
         ));
+        if let Some(cut) = &self.cut_short {
+            say(&cut.line());
+        }
         say(&format!(
             "Replay it again from the start in a new directory (--dir {}); look inside with `persister info {} {}`.",
             fresh.display(),

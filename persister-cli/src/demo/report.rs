@@ -50,6 +50,23 @@ pub(crate) struct CutShort {
     pub(crate) recovered_edits: Option<u64>,
 }
 
+impl CutShort {
+    /// What the demo says about it.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "session {} stopped before its end (Ctrl-C, a kill or a crash): {}",
+            self.session,
+            match self.recovered_edits {
+                Some(n) => format!(
+                    "the {} it flushed beyond its record are kept, found in the text, and counted",
+                    plural(n, "edit", "edits")
+                ),
+                None => "what it flushed is kept; its edits are not counted".into(),
+            }
+        )
+    }
+}
+
 /// How far a trace got.
 #[derive(Debug, Serialize)]
 pub(crate) struct TraceProgress {
@@ -88,17 +105,7 @@ impl Report {
         ));
         say(&self.session_line());
         if let Some(cut) = &self.cut_short {
-            say(&format!(
-                "session {} stopped before its end (Ctrl-C, a kill or a crash): {}",
-                cut.session,
-                match cut.recovered_edits {
-                    Some(n) => format!(
-                        "the {} it flushed beyond its record are kept, found in the text, and counted",
-                        plural(n, "edit", "edits")
-                    ),
-                    None => "what it flushed is kept; its edits are not counted".into(),
-                }
-            ));
+            say(&cut.line());
         }
         say("");
         let t = &self.timings;

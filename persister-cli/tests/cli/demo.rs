@@ -425,7 +425,7 @@ fn bytes_in(dir: &std::path::Path) -> u64 {
 
 /// Starts `persister demo` on an fs store in `dir` with `args` and kills it (SIGKILL)
 /// once more than 16 KiB of it is on disk, flushed edits and all: before that, an
-/// error if the demo ends on its own.
+/// error if the demo ends on its own, or is not there within two minutes.
 fn killed_demo(dir: &std::path::Path, args: &[&str]) -> TestResult {
     use std::process::{Command, Stdio};
     let store = dir.join("fs");
@@ -437,11 +437,17 @@ fn killed_demo(dir: &std::path::Path, args: &[&str]) -> TestResult {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while bytes_in(&store) <= 16 * 1024 {
         if let Some(status) = child.try_wait()? {
             return Err(format!("the demo ended ({status}) before it was killed").into());
         }
-        std::thread::yield_now();
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            return Err("the demo wrote less than 16 KiB in two minutes".into());
+        }
+        // Polled, leaving the demo the cores.
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     child.kill()?;
     child.wait()?;

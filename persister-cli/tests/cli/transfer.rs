@@ -732,6 +732,10 @@ fn destinations_that_would_break_a_store_are_refused_before_anything_is_built() 
         std::fs::remove_dir(&sub)?;
         assert_eq!(snapshot_files(&store)?, before, "{name}");
         persister(["verify", store.to_str().unwrap()])?.expect(0);
+        // A path through the store's directory that ends outside it is no such path.
+        let beside = format!("{}/../beside-{name}.redb", store.display());
+        persister(["copy", src, &beside])?.expect(0);
+        assert!(dir.path().join(format!("beside-{name}.redb")).is_file());
     }
 
     for args in [

@@ -171,8 +171,10 @@ fn damaged_files_fail_or_read_true_and_never_panic() -> Result<()> {
     Ok(())
 }
 
-/// A file cut short is damage, read-only and read-write, whatever its length: never an
-/// I/O error that sends the user to check the disk, never less data with `Ok`.
+/// A file cut short reads as damage or exactly as stored, read-only and read-write,
+/// whatever its length (a cut past the pages in use loses nothing): never an I/O error
+/// that sends the user to check the disk, never less data with `Ok`. Cut inside its
+/// header, it is damage.
 #[test]
 fn a_file_cut_short_is_damage() -> Result<()> {
     let (dir, path, expected) = populated()?;
