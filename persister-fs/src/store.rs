@@ -153,14 +153,19 @@ impl FsStore {
             .map_err(io_error("lock", &lock_path))?
             .ok_or_else(|| Error::Locked { path: dir.clone() })?;
         // Read again under the lock: a process of a later build may have migrated the
-        // store since, and its logs are read as the marker read now allows (see
-        // `format`, Versions).
+        // store since, or made it in a directory that was empty, and its logs are read
+        // as the marker read now allows (see `format`, Versions).
         let found = if has_marker {
             Some(read_marker(fs.as_ref(), &dir)?)
         } else {
-            None
+            let mut now = false;
+            each_name(fs.as_ref(), &dir, |name| {
+                now |= name == MARKER;
+                Ok(())
+            })?;
+            check_marker(fs.as_ref(), &dir, now)?
         };
-        if !has_marker {
+        if found.is_none() {
             write_marker(fs.as_ref(), &dir, STORE_VERSION)?;
         }
         // A store of an older version asked to migrate gets the new marker once it has

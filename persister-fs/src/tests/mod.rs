@@ -4,4 +4,5 @@
 mod conformance;
 mod crash;
 mod faults;
+mod race;
 mod workload;
