@@ -1,7 +1,7 @@
 //! The persistent document: load, edit, compact, flush.
 
-use std::panic::resume_unwind;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use persister_core::{ActorId, CompactionTrigger, Persister, StoredSizes, Write};
 use yrs::updates::decoder::Decode;
@@ -47,10 +47,12 @@ type Captured = Arc<Mutex<Vec<Vec<u8>>>>;
 pub struct PersistentYDoc<P> {
     pub(crate) doc: Doc,
     writer: DocumentWriter<P>,
-    captured: Captured,
+    pub(crate) captured: Captured,
     actor: ActorId,
     next_seq: u64,
     compaction: CompactionTrigger,
+    /// Why the in-memory document is unusable (see [`Error::Broken`]), once it is.
+    broken: OnceLock<String>,
 }
 
 /// The store key of the updates written by the document whose client id is `client_id`:
@@ -85,6 +87,20 @@ pub(crate) fn decode_update(bytes: &[u8]) -> std::result::Result<Update, String>
     }
 }
 
+/// Runs `f`, turning a panic of yrs into the reason it gives. yrs 0.28 panics on some
+/// damaged or hostile updates while it integrates them (an index it unwraps, a clock it
+/// subtracts unchecked) and while it encodes a state that holds such an update.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("yrs panicked: {message}")
+    })
+}
+
 /// A new document with `options`, holding the stored `document` (applied in one
 /// transaction), if any.
 fn with_document(options: yrs::Options, document: Option<&[u8]>) -> Result<Doc> {
@@ -92,8 +108,9 @@ fn with_document(options: yrs::Options, document: Option<&[u8]>) -> Result<Doc> 
     if let Some(bytes) = document {
         let corrupt = |reason: String| Error::CorruptDocument { reason };
         let update = decode_update(bytes).map_err(corrupt)?;
-        doc.transact_mut()
-            .apply_update(update)
+        // The transaction's commit (when it is dropped) inside the guard too.
+        guarded(|| doc.transact_mut().apply_update(update))
+            .map_err(corrupt)?
             .map_err(|e| corrupt(e.to_string()))?;
     }
     Ok(doc)
@@ -154,7 +171,9 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
             }
         })?;
         let actor = actor_of(doc.client_id());
-        {
+        // Each update's apply guarded, and the transaction's commit too: a panic of
+        // either is the damage it is.
+        let applied = guarded(|| {
             let mut txn = doc.transact_mut();
             for (key_actor, seq, bytes) in &entries {
                 let corrupt = |reason: String| Error::CorruptUpdate {
@@ -163,8 +182,18 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
                     reason,
                 };
                 let update = decode_update(bytes).map_err(corrupt)?;
-                txn.apply_update(update)
+                guarded(|| txn.apply_update(update))
+                    .map_err(corrupt)?
                     .map_err(|e| corrupt(e.to_string()))?;
+            }
+            Ok::<(), Error>(())
+        });
+        match applied {
+            Ok(result) => result?,
+            Err(reason) => {
+                return Err(Error::CorruptDocument {
+                    reason: format!("committing the stored updates: {reason}"),
+                });
             }
         }
         let stored = entries.into_iter().map(|(actor, seq, _)| (actor, seq));
@@ -189,7 +218,24 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
             actor,
             next_seq,
             compaction: options.compaction,
+            broken: OnceLock::new(),
         })
+    }
+
+    /// An error if the document is unusable ([`Error::Broken`]).
+    pub(crate) fn usable(&self) -> Result<()> {
+        match self.broken.get() {
+            Some(reason) => Err(Error::Broken {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the document unusable for `reason`, and says so.
+    pub(crate) fn break_with(&self, reason: String) -> Error {
+        let reason = self.broken.get_or_init(|| reason).clone();
+        Error::Broken { reason }
     }
 
     /// The document, to read. Edits go through [`edit`](Self::edit); a transaction
@@ -215,10 +261,13 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
 
     /// The whole state as one Yjs v1 update (what compaction stores), without writing
     /// anything: to export it, or to apply it to another `yrs::Doc`.
-    pub fn encode_state(&self) -> Vec<u8> {
-        self.doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default())
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broken`] when the document is unusable, or yrs cannot encode its state
+    /// (it then is).
+    pub fn encode_state(&self) -> Result<Vec<u8>> {
+        self.encode_diff(&StateVector::default())
     }
 
     /// Runs `f` in one read-write transaction, commits it, and writes its update to the
@@ -228,6 +277,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// error is returned; the edit itself is in the document. Afterwards the automatic
     /// flush and compaction run as [`Options`] say.
     pub fn edit<R>(&mut self, f: impl FnOnce(&mut TransactionMut<'_>) -> R) -> Result<R> {
+        self.usable()?;
         let value = {
             let mut txn = self.doc.transact_mut();
             f(&mut txn)
@@ -243,23 +293,31 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     ///
     /// On error nothing is written and the store is as before.
     pub fn compact(&mut self) -> Result<()> {
+        self.usable()?;
         // Taken before encoding: every captured update is then in the encoded state.
         let captured = std::mem::take(&mut *lock(&self.captured));
-        let state = self.encode_state();
-        if let Err(e) = self.writer.compact(state, []) {
+        let written = match self.encode_state() {
+            Ok(state) => self.writer.compact(state, []).map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        if written.is_err() {
             // Nothing was written: the captured updates must still be.
             let mut queue = lock(&self.captured);
             let newer = std::mem::replace(&mut *queue, captured);
             queue.extend(newer);
-            return Err(e.into());
         }
-        Ok(())
+        written
     }
 
     /// Writes what is queued, then makes every write so far durable. Returns how many
     /// bytes the persister's flush wrote. After `Ok` it is safe to exit.
+    ///
+    /// An unusable document ([`Error::Broken`]) still flushes what it queued before it
+    /// broke, and nothing after.
     pub fn flush(&mut self) -> Result<usize> {
-        self.queue_captured(Vec::new());
+        if self.usable().is_ok() {
+            self.queue_captured(Vec::new());
+        }
         Ok(self.writer.flush()?)
     }
 
@@ -268,7 +326,9 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// On error the document is gone but the error says why; to retry instead, call
     /// [`flush`](Self::flush) until it succeeds, then `close`.
     pub fn close(mut self) -> Result<P> {
-        self.queue_captured(Vec::new());
+        if self.usable().is_ok() {
+            self.queue_captured(Vec::new());
+        }
         Ok(self.writer.close()?)
     }
 
@@ -324,6 +384,6 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     }
 }
 
-fn lock(captured: &Captured) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+pub(crate) fn lock(captured: &Captured) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
     captured.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -16,7 +16,11 @@ pub enum Error {
     /// The persister refused a read or a write. Writes that failed stay queued in the
     /// document and are retried by the next write or
     /// [`flush`](crate::PersistentYDoc::flush); nothing of the in-memory document is
-    /// lost.
+    /// lost. After a failed flush the persister refuses every write
+    /// ([`persister_core::Error::Poisoned`]) until it is opened again: the edits are
+    /// then carried over with [`encode_state`](crate::PersistentYDoc::encode_state) and
+    /// [`apply_update`](crate::PersistentYDoc::apply_update) on the document loaded
+    /// again.
     Persister(persister_core::Error),
 
     /// The edit was stored, but the automatic compaction that followed it failed. The
@@ -46,11 +50,26 @@ pub enum Error {
         /// What yrs reported.
         reason: String,
     },
+
+    /// The in-memory document is unusable: yrs panicked applying a peer's update, or
+    /// cannot encode the state one left. Nothing of that update was written, and the
+    /// document refuses edits, sync and compaction from then on; [`flush`] still makes
+    /// what was written before durable. Load the document again from its store.
+    ///
+    /// [`flush`]: crate::PersistentYDoc::flush
+    Broken {
+        /// What happened.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::Persister(e @ persister_core::Error::Poisoned { .. }) => write!(
+                f,
+                "{e} (the document still holds every edit in memory: take its state with encode_state, load the document again from the reopened store, apply the state with apply_update, and flush)"
+            ),
             Error::Persister(e) => write!(
                 f,
                 "{e} (the document keeps unwritten updates queued and retries them on the next write or flush)"
@@ -66,6 +85,10 @@ impl fmt::Display for Error {
             Error::CorruptUpdate { actor, seq, reason } => write!(
                 f,
                 "the stored Yjs update ({actor}, {seq}) is damaged: {reason}; do not write to the store: read out what still reads (open it read-only) or restore a backup"
+            ),
+            Error::Broken { reason } => write!(
+                f,
+                "the document is unusable: {reason}; flush what was written before, then load the document again from its store"
             ),
             Error::InvalidUpdate { reason } => write!(
                 f,

@@ -196,7 +196,7 @@ fn a_failed_write_stays_queued_and_is_not_lost() -> TestResult {
     // The edit is in the document; its update went to the poisoned handle, so keep the
     // state and bring it to a reopened store.
     assert_eq!(read_text(&doc), "durable one");
-    let state = doc.encode_state();
+    let state = doc.encode_state()?;
     drop(doc);
     let mut doc = PersistentYDoc::load(store.open_document(&doc_id())?)?;
     doc.apply_update(&state)?;

@@ -187,8 +187,8 @@ fn valid_update() -> TestResult<Vec<u8>> {
     let peer_text = peer.doc().get_or_insert_text(TEXT);
     peer.edit(|t| peer_text.insert(t, 0, "from a peer"))?;
     peer.edit(|t| peer_text.remove_range(t, 4, 3))?;
-    doc.apply_update(&peer.encode_state())?;
-    Ok(doc.encode_state())
+    doc.apply_update(&peer.encode_state()?)?;
+    Ok(doc.encode_state()?)
 }
 
 /// What a damaged update does, as a peer's update and as a stored one: an error or a
@@ -262,7 +262,7 @@ fn update_past_the_largest_clock() -> TestResult<Vec<u8>> {
     let mut doc = PersistentYDoc::load(store.open_document(&doc_id())?)?;
     let text = doc.doc().get_or_insert_text(TEXT);
     doc.edit(|t| text.insert(t, 0, "hello"))?;
-    let valid = doc.encode_state();
+    let valid = doc.encode_state()?;
     // v1: clients, then per client: blocks, client id, first clock, the blocks.
     let (clients, at) = read_varint(&valid, 0)?;
     let (blocks, at) = read_varint(&valid, at)?;
@@ -301,5 +301,85 @@ fn an_update_past_the_largest_clock_is_an_error_from_a_peer_and_in_a_store() -> 
         matches!(&loaded, Some(Error::CorruptDocument { .. })),
         "{loaded:?}"
     );
+    Ok(())
+}
+
+/// Two updates found by mutating valid ones, which yrs 0.28 decodes and then breaks on:
+/// the first leaves pending updates that yrs panics merging as it encodes the state;
+/// the second makes it panic as it integrates it (with overflow checks).
+const LEAVES_PENDING: &str = "0203020004010474657674017081020002840202067220746578740a010004010474657874026865810101038401040620776f726c642101036d6170016b012801036d6170016e017d2a2701036d617005696e6e6572012800010d0178017c3fc000000801036172720177016187010f00a2010f0102010302030b0111011b010102";
+/// See [`LEAVES_PENDING`].
+const PANICS_APPLYING: &str = "0203020004010474657874017081020002840202067246746578740a020004010474657874026865810101038401040620776f726c642101036d6170016b012801036d6170016e017d2a2701036d617005696e6e6572012800010d0178017c3fc000000801036172720177016187010f0041010f0102010302030b01110102010151";
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0))
+        .collect()
+}
+
+/// A peer's update that breaks yrs is refused with nothing of it written: the document
+/// says it is unusable and refuses more work, what was written before flushes and loads
+/// again; an update that is accepted leaves a document that encodes, compacts and loads.
+/// Stored, such an update is an error or a document on load, never a panic.
+#[test]
+fn updates_that_break_yrs_are_refused_and_leave_the_store_whole() -> TestResult {
+    for (name, hex) in [
+        ("leaves pending", LEAVES_PENDING),
+        ("panics applying", PANICS_APPLYING),
+    ] {
+        let update = unhex(hex);
+        let store = MemoryStore::new();
+        let mut doc = PersistentYDoc::load(store.open_document(&doc_id())?)?;
+        let text = doc.doc().get_or_insert_text(TEXT);
+        doc.edit(|t| text.insert(t, 0, "precious"))?;
+        let applied =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.apply_update(&update)))
+                .map_err(|_| format!("{name}: apply_update panicked"))?;
+        match &applied {
+            Err(Error::Broken { reason }) => {
+                assert!(reason.contains("nothing of it was written"), "{reason}");
+                let edit = doc.edit(|t| text.insert(t, 0, "more"));
+                assert!(
+                    matches!(edit, Err(Error::Broken { .. })),
+                    "{name}: {edit:?}"
+                );
+                assert!(matches!(doc.encode_state(), Err(Error::Broken { .. })));
+                assert!(matches!(doc.compact(), Err(Error::Broken { .. })));
+                let answer = doc.receive_sync_message(yrs::sync::SyncMessage::SyncStep1(
+                    yrs::StateVector::default(),
+                ));
+                assert!(matches!(answer, Err(Error::Broken { .. })), "{name}");
+            }
+            Ok(()) | Err(Error::InvalidUpdate { .. }) => {
+                doc.encode_state()?;
+                doc.compact()?;
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        if name == "leaves pending" {
+            assert!(
+                matches!(applied, Err(Error::Broken { .. })),
+                "{name}: {applied:?}"
+            );
+        }
+        doc.flush()?;
+        drop(doc);
+        let again = PersistentYDoc::load(store.open_document(&doc_id())?)?;
+        assert!(
+            read_text(&again).contains("precious"),
+            "{name}: {}",
+            read_text(&again)
+        );
+
+        let mut p = store.open_document(&"stored".into())?;
+        p.insert_changes(vec![(persister_core::ActorId::from(vec![1]), 1, update)])?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Ok(loaded) = PersistentYDoc::load(&mut p) {
+                let _ = loaded.encode_state();
+            }
+        }))
+        .map_err(|_| format!("{name}: a load of it, stored, panicked"))?;
+    }
     Ok(())
 }
