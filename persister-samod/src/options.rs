@@ -61,7 +61,11 @@ pub enum Event<'a> {
     },
     /// An operation can never succeed (a key or value over the store's limits). Its
     /// future never completes; the operations after it go on, unless the storage was
-    /// told to end the process ([`WhenUnusable::Exit`]), which it then does.
+    /// told to end the process ([`WhenUnusable::Exit`]), which it then does. samod's
+    /// `Repo::stop` waits for every storage future, so it then waits for ever; and a
+    /// refused snapshot (a document whose saved form is over 256 MiB) is tried again
+    /// by the next compaction samod starts, which under `Exit` ends the process again
+    /// after each restart. The changes stay stored either way.
     Refused {
         /// The key.
         key: &'a StorageKey,

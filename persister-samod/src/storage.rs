@@ -22,7 +22,10 @@ use crate::worker::{Msg, Op, Opener, Worker, lock};
 /// executor.
 ///
 /// Clones share the worker. Dropping the last clone, or [`close`](Self::close), waits
-/// until every queued write is durable and releases the store.
+/// until every queued write is durable and releases the store. The wait blocks the
+/// thread it happens on: a samod `Repo` holds a clone, so dropping the last one on an
+/// async runtime's thread blocks that thread for as long (call `close` from a thread
+/// that may block, such as `spawn_blocking`'s, before the last drop).
 #[derive(Clone, Debug)]
 pub struct SamodStorage {
     inner: Arc<Inner>,
@@ -63,6 +66,14 @@ impl SamodStorage {
     /// A storage on a store that is never reopened: after a failure only the failed
     /// document's handle is reopened. For [`MemoryStore`](persister_core::MemoryStore)
     /// and stores shared with other code.
+    ///
+    /// On a store whose failed flush poisons more than the handle (`persister-redb` and
+    /// `persister-sled` poison the whole store, `persister-fs` the document, whatever
+    /// handle opens it next), writes fail from then on until the store is opened again,
+    /// which this storage never does: with
+    /// [`WhenUnusable::KeepRetrying`](crate::WhenUnusable::KeepRetrying) samod's puts
+    /// then never complete, and neither does `Repo::stop`. Use
+    /// [`open`](Self::open) for such stores, unless their owner reopens them.
     pub fn on_store<S: Store + 'static>(store: S, options: Options) -> Result<Self> {
         Self::start(store, None, options)
     }
@@ -79,9 +90,29 @@ impl SamodStorage {
         let (tx, rx) = mpsc::channel();
         let health = Arc::new(Mutex::new(Health::default()));
         let worker = Worker::new(store, opener, rx, options, Arc::clone(&health));
+        let reported = Arc::clone(&health);
         let handle = std::thread::Builder::new()
             .name("persister-samod".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                // A panic (the event hook's, or a crate's on damaged bytes) ends the
+                // worker: every operation still waiting stays pending, so the health
+                // says so, rather than that all is well.
+                if let Err(panic) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()))
+                {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    let mut health = lock(&reported);
+                    health.closed = true;
+                    health.failures += 1;
+                    health.last_error = Some(format!(
+                        "the storage's worker thread panicked ({message}), so no operation completes from now on: drop the repo and open the storage again"
+                    ));
+                }
+            })
             .map_err(|e| Error::io("start the worker thread of", "persister-samod", e))?;
         Ok(Self {
             inner: Arc::new(Inner {

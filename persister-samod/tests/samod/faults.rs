@@ -309,3 +309,30 @@ fn a_range_over_one_long_document_id_answers_its_keys() -> Result {
     storage.close();
     Ok(())
 }
+
+/// A panic on the worker thread (here the event hook's) ends the worker; the health
+/// then says so, with the panic's message, instead of that all is well.
+#[test]
+fn a_panic_on_the_worker_is_reported_by_the_health() -> Result {
+    let options = Options::new().on_event(|event| {
+        if let Event::Durable { .. } = event {
+            panic!("the hook gave up");
+        }
+    });
+    let storage = SamodStorage::on_store(MemoryStore::new(), options)?;
+    let mut put = Box::pin(storage.put(key(&["doc", "sync-state", "p"]), b"value".to_vec()));
+    let _ = poll_once(&mut put);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !storage.health().closed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the panic was not reported"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let health = storage.health();
+    assert!(!health.is_healthy());
+    let error = health.last_error.unwrap_or_default();
+    assert!(error.contains("panicked (the hook gave up)"), "{error}");
+    Ok(())
+}
