@@ -13,10 +13,13 @@ use crate::io::{Fs, FsFile, FsLock, OsFs};
 use crate::sim::SimFs;
 use crate::{FsOptions, FsStore};
 
-/// The operating system's file system, with a switch that fails the next sync.
+/// The operating system's file system, with a switch that fails the next sync, and
+/// what another process does just before this one takes a store's lock.
 #[derive(Debug, Default)]
-struct FaultyFs {
+pub(super) struct FaultyFs {
     fail_next_sync: Arc<AtomicBool>,
+    /// Run with the lock file's path before each exclusive lock is taken.
+    pub(super) before_lock: Option<fn(&Path)>,
 }
 
 #[derive(Debug)]
@@ -67,6 +70,9 @@ impl Fs for FaultyFs {
         OsFs.sync_dir(dir)
     }
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        if let Some(before_lock) = self.before_lock {
+            before_lock(path);
+        }
         OsFs.try_lock(path)
     }
     fn try_lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
