@@ -467,14 +467,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
 /// Runs `f`, turning a panic into its message: automerge enforces some of its
 /// consistency checks on loaded and received data by panicking.
 pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".to_string());
-        format!("automerge panicked: {message}")
-    })
+    persister_core::catch_panic("automerge", f)
 }
 
 fn decode_change(actor: &ActorId, seq: u64, bytes: &[u8]) -> Result<Change> {

@@ -79,6 +79,7 @@ mod ids;
 mod memory;
 mod memory_engine;
 mod merge;
+mod panics;
 mod persister;
 mod policy;
 mod recovery;
@@ -105,6 +106,7 @@ pub use ids::{
 pub use memory::{MemoryPersister, MemoryStore};
 pub use memory_engine::MemoryEngine;
 pub use merge::merge_held;
+pub use panics::{catch_panic, panic_message};
 pub use persister::{ChangeEntry, Persister};
 pub use policy::{AutoFlush, CompactionTrigger, FlushPolicy, WriteError};
 pub use recovery::Recovered;

@@ -100,11 +100,7 @@ impl SamodStorage {
                 if let Err(panic) =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()))
                 {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "no message".into());
+                    let message = persister_core::panic_message(&*panic);
                     let mut health = lock(&reported);
                     health.closed = true;
                     health.failures += 1;

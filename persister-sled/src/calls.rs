@@ -1,6 +1,5 @@
 //! Calling sled: its errors mapped to [`Error`], its panics caught.
 
-use std::any::Any;
 use std::fs::{File, TryLockError};
 use std::io::ErrorKind;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -68,7 +67,7 @@ pub(crate) fn call<T>(
         Err(panic) => Err(Error::corrupt(
             format!(
                 "sled panicked while trying to {action} ({}), as it does on some damaged files",
-                panic_message(&*panic)
+                persister_core::panic_message(&*panic)
             ),
             path,
             None,
@@ -103,16 +102,6 @@ fn map_error(path: &Path, action: &'static str, error: sled::Error) -> Error {
 /// `Io(Other, "could not acquire lock on \"…/db\": …")`.
 fn is_lock_error(e: &std::io::Error) -> bool {
     e.kind() == ErrorKind::Other && e.to_string().starts_with("could not acquire lock on")
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s
-    } else {
-        "no message"
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The persistent document: load, edit, compact, flush.
 
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::resume_unwind;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use persister_core::{ActorId, CompactionTrigger, Persister, StoredSizes, Write};
@@ -91,14 +91,7 @@ pub(crate) fn decode_update(bytes: &[u8]) -> std::result::Result<Update, String>
 /// damaged or hostile updates while it integrates them (an index it unwraps, a clock it
 /// subtracts unchecked) and while it encodes a state that holds such an update.
 pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
-        format!("yrs panicked: {message}")
-    })
+    persister_core::catch_panic("yrs", f)
 }
 
 /// A new document with `options`, holding the stored `document` (applied in one
