@@ -65,7 +65,8 @@ impl Doc {
     ///
     /// The truncation is synced before anything else is written: otherwise a crash
     /// could bring the old tail back behind newer records, where it would look like
-    /// damage.
+    /// damage. If the truncation or its sync fails, the document is poisoned as by a
+    /// failed flush (see [`Shared::poison`]).
     pub(crate) fn load(
         shared: &Shared,
         id: &DocumentId,
@@ -108,9 +109,16 @@ impl Doc {
         if valid.len < total {
             if writable {
                 shared.before_write()?;
-                file.truncate(valid.len)
-                    .map_err(io_error("truncate", &path))?;
-                file.sync_data().map_err(io_error("sync", &path))?;
+                let cut = file
+                    .truncate(valid.len)
+                    .map_err(io_error("truncate", &path))
+                    .and_then(|()| file.sync_data().map_err(io_error("sync", &path)));
+                if let Err(e) = cut {
+                    // The cut may be lost as a failed flush's pages may be: nothing may
+                    // follow it, and no clean-close record may vouch for it.
+                    shared.poison(id, &e.to_string());
+                    return Err(e);
+                }
             }
             recovery = Recovery {
                 dropped_bytes: total - valid.len,

@@ -77,7 +77,10 @@
 //!   directory (once per opening, not per flush).
 //! - **remove_document** removes the log and syncs the directory.
 //! - **opening a document** replays its log; if it ends in a torn tail (only possible
-//!   after a crash), it truncates the tail and syncs the truncation.
+//!   after a crash), it truncates the tail and syncs the truncation. If that fails, the
+//!   open fails and the document is poisoned as by a failed flush (the cut may not be
+//!   on disk): its later handles refuse writes, and no clean-close record is written,
+//!   until the store is reopened.
 //! - **closing the store** ([`FsStore::close`], or dropping the store and its last
 //!   handle) writes the clean-close record (`.tmp`, `fdatasync`, rename, directory
 //!   sync) if anything was written since it was opened, then releases the lock. The
@@ -85,7 +88,9 @@
 //!   After a crash, the close first replays the logs no handle opened, so the record
 //!   vouches only for whole logs.
 //! - **opening a new store** creates its directory (syncing the parent of each new
-//!   directory) and writes the marker as a new log is written.
+//!   directory), writes the marker as a new log is written, and then syncs the
+//!   directory's parent, so that a directory that existed already (made by the
+//!   application, or by an open that crashed before its sync) is durable too.
 //!
 //! Nothing else is written or synced: the application owns the fsync policy.
 //!

@@ -34,7 +34,8 @@ pub struct Recovery {
 /// of the document, in this store or after reopening, sees exactly the state of its
 /// last successful flush. Nothing flushed is lost. [`close`](FsPersister::close)
 /// flushes, releases the handle and returns the error. A handle poisoned by a failed
-/// flush stays poisoned for every handle of the document until the store is reopened.
+/// flush stays poisoned for every handle of the document until the store is reopened,
+/// and so does a document whose torn tail could not be cut durably when it was opened.
 pub struct FsPersister {
     shared: Arc<Shared>,
     doc: Doc,

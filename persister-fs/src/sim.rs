@@ -123,6 +123,8 @@ struct State {
     crashed: bool,
     fail_next_sync: bool,
     ignore_dir_syncs: bool,
+    /// Every directory synced, in order.
+    synced_dirs: Vec<PathBuf>,
 }
 
 impl State {
@@ -238,6 +240,11 @@ impl SimFs {
     /// directory syncs.
     pub(crate) fn ignore_dir_syncs(&self) {
         self.lock().ignore_dir_syncs = true;
+    }
+
+    /// Every directory synced since the disk was made, in order.
+    pub(crate) fn synced_dirs(&self) -> Vec<PathBuf> {
+        self.lock().synced_dirs.clone()
     }
 
     /// The live bytes of the file at `path`.

@@ -167,6 +167,15 @@ impl FsStore {
         };
         if found.is_none() {
             write_marker(fs.as_ref(), &dir, STORE_VERSION)?;
+            // The directory may exist without its own entry being durable (made by the
+            // application, or by an open that crashed before syncing its parent).
+            if let Some(parent) = dir.parent() {
+                let parent = match parent.as_os_str().is_empty() {
+                    true => Path::new("."),
+                    false => parent,
+                };
+                fs.sync_dir(parent).map_err(io_error("sync", parent))?;
+            }
         }
         // A store of an older version asked to migrate gets the new marker once it has
         // opened, and is of the new version, whose new logs carry a key, only once the
@@ -663,16 +672,24 @@ impl Shared {
     /// (the next handle replays the log), a document that has no log yet stops
     /// existing, and a poison stays with the document until the store is reopened.
     pub(crate) fn release(&self, doc: &Doc) {
-        let mut index = self.lock_index();
         if let Some(poison) = doc.poison() {
-            lock(&self.poisons).insert(doc.id().clone(), poison.to_owned());
-            if let Some(entry) = index.get_mut(doc.id()) {
-                // The failed write may have left bytes after the last commit.
-                entry.known_end = None;
-            }
+            self.poison(doc.id(), poison);
         }
+        let mut index = self.lock_index();
         if index.get(doc.id()).is_some_and(|entry| !entry.on_disk) {
             index.remove(doc.id());
+        }
+    }
+
+    /// Poisons document `id` until the store is reopened, after a write or sync of its
+    /// log failed (`reason`): its later handles refuse writes, and the store writes no
+    /// clean-close record, since the log may not be on disk as it reads.
+    pub(crate) fn poison(&self, id: &DocumentId, reason: &str) {
+        let mut index = self.lock_index();
+        lock(&self.poisons).insert(id.clone(), reason.to_owned());
+        if let Some(entry) = index.get_mut(id) {
+            // The failed write may have left bytes after the last commit.
+            entry.known_end = None;
         }
     }
 
@@ -698,12 +715,18 @@ impl Shared {
         if on_disk {
             self.before_write()?;
             // Noted before the log goes, so that a listing never misses it unexplained.
-            lock(&self.removed).insert(name.clone());
+            let noted = lock(&self.removed).insert(name.clone());
             let path = self.dir.join(&name);
             match self.fs.remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error("remove", &path)(e)),
+                Err(e) => {
+                    // The log is still there: the clean-close record still vouches for it.
+                    if noted {
+                        lock(&self.removed).remove(&name);
+                    }
+                    return Err(io_error("remove", &path)(e));
+                }
             }
         }
         self.lock_index().remove(id);
@@ -1037,6 +1060,21 @@ mod tests {
         assert_eq!(store.shared.register(&id), names::hashed_name(&id, 1));
         let short = DocumentId::from("short");
         assert_eq!(store.shared.register(&short), "d73686f7274.log");
+        Ok(())
+    }
+
+    /// A store made in a directory that exists already (made by the application, or by
+    /// an open that crashed before it synced the directory's parent) syncs the parent:
+    /// until then the directory's own entry, and every log flushed in it, can vanish
+    /// with a power loss.
+    #[test]
+    fn a_new_store_in_an_existing_directory_syncs_its_parent() -> Result<()> {
+        let fs = SimFs::new();
+        let dir = Path::new("/disk/store");
+        fs.create_dir_all(dir).map_err(io_error("create", dir))?;
+        FsStore::open_on(Arc::new(fs.clone()), dir, FsOptions::default())?.close()?;
+        let synced = fs.synced_dirs();
+        assert!(synced.iter().any(|d| d == Path::new("/disk")), "{synced:?}");
         Ok(())
     }
 }

@@ -98,9 +98,10 @@ impl Fs for SimFs {
         Ok(())
     }
 
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock();
         state.tick()?;
+        state.synced_dirs.push(dir.to_path_buf());
         if !state.ignore_dir_syncs {
             state.durable_names = state.names.clone();
             state.unsynced_ns.clear();

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use persister_core::{ActorId, DocumentId, Error, Persister, Result, Store};
 
-use crate::sim::{Fault, SimFs};
+use crate::io::Fs;
+use crate::sim::{CrashMode, Fault, Rng, SimFs};
 use crate::{FsOptions, FsStore, format};
 
 fn open(fs: &SimFs) -> Result<FsStore> {
@@ -180,5 +181,96 @@ fn a_migration_that_fails_to_write_the_marker_leaves_the_store_as_it_was() -> Re
     assert_eq!(version(&log), format::UNKEYED_LOG_VERSION);
     assert_eq!(version("STORE"), 2);
     assert_eq!(version("CLOSED"), 2);
+    Ok(())
+}
+
+/// A torn tail whose truncation fails to sync: the truncation may be lost (as a failed
+/// flush's pages may be), so the document is poisoned as after a failed flush. Its
+/// next handle must not write behind the cut, and the store must not vouch for the
+/// cut log with a clean-close record: after a power loss the tail is back, and the
+/// store must still open as after a crash, with every flushed change.
+#[test]
+fn a_failed_sync_of_a_torn_tail_s_truncation_poisons_the_document() -> Result<()> {
+    let fs = SimFs::new();
+    let id = DocumentId::from("doc");
+    let store = open(&fs)?;
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(change(1))?;
+    p.flush()?;
+    let log = store.log_path(&id).expect("a log");
+    // Zeroes after the last commit, on disk: what a crash during a flush can leave.
+    let io = |e: io::Error| Error::io("write", &log, e);
+    let mut file = fs.open(&log, true).map_err(io)?;
+    file.read_all().map_err(io)?;
+    file.append(&[0; 300]).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    drop(file);
+    fs.crash_at(fs.ops());
+    drop((p, store));
+    fs.reboot(CrashMode::DropUnsynced, &mut Rng::new(0));
+
+    let store = open(&fs)?;
+    fs.fail_next_sync();
+    let err = store.open_document(&id).unwrap_err();
+    assert!(matches!(&err, Error::Io { action: "sync", .. }), "{err}");
+    let mut p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?.len(), 1);
+    let refused = p.insert_changes(change(2));
+    assert!(
+        matches!(&refused, Err(Error::Poisoned { reason }) if reason.contains("sync")),
+        "{refused:?}"
+    );
+    drop(p);
+    store.close()?;
+    assert!(fs.read(&Path::new("/disk/store").join("CLOSED")).is_none());
+
+    fs.reboot(CrashMode::DropUnsynced, &mut Rng::new(0));
+    let store = open(&fs)?;
+    let p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?, vec![vec![1; 2000]]);
+    assert_eq!(store.recovered().len(), 1);
+    Ok(())
+}
+
+/// A removal whose unlink fails leaves the log there: the clean-close record the store
+/// was opened with still vouches for it, so a log cut after the clean close (here at
+/// the end of its first flush, which reads as a whole, shorter log) is still an error,
+/// not the document with its last flush silently missing.
+#[test]
+fn a_failed_removal_keeps_the_log_checked_against_the_clean_close_record() -> Result<()> {
+    let fs = SimFs::new();
+    let (a, b) = (DocumentId::from("a"), DocumentId::from("b"));
+    let store = open(&fs)?;
+    let mut p = store.open_document(&a)?;
+    p.insert_changes(change(1))?;
+    p.flush()?;
+    let log = store.log_path(&a).expect("a log");
+    let first_flush = fs.read(&log).expect("the log");
+    p.insert_changes(change(2))?;
+    p.close()?;
+    let mut q = store.open_document(&b)?;
+    q.insert_changes(change(1))?;
+    q.close()?;
+    store.close()?;
+    // Cut after the clean close, exactly at the end of the first flush.
+    let io = |e: io::Error| Error::io("write", &log, e);
+    let mut file = fs.create(&log).map_err(io)?;
+    file.append(&first_flush).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    drop(file);
+
+    let store = open(&fs)?;
+    // A write to another document removes the clean-close record from the disk.
+    let mut q = store.open_document(&b)?;
+    q.insert_changes(change(2))?;
+    q.close()?;
+    fs.set_fault(Some(Fault::ReadOnly));
+    assert!(store.remove_document(&a).is_err());
+    fs.set_fault(None);
+    let opened = store.open_document(&a).map(|p| p.sizes().change_count);
+    assert!(
+        matches!(&opened, Err(Error::Corrupt { what, .. }) if what.contains("closed cleanly")),
+        "{opened:?}"
+    );
     Ok(())
 }
