@@ -463,13 +463,13 @@ impl RedbEngine {
     }
 
     /// Checkpoints and closes the commit log, if it is open: the file then holds
-    /// everything, and the log is removed. After a failed commit, nothing is written
-    /// and the log stays for the next open to replay.
+    /// everything, and the log is removed. After a failed commit, with a log or without,
+    /// nothing is written, the log (if any) stays for the next open to replay, and the
+    /// failure is reported: a checked close must not call a store whose sync failed
+    /// closed cleanly.
     fn close_log(&self) -> Result<()> {
         let mut writer = self.lock_writer();
-        if writer.failed && matches!(writer.log, LogState::Open(_)) {
-            return self.check_not_failed(&writer);
-        }
+        self.check_not_failed(&writer)?;
         let writer = &mut *writer;
         let LogState::Open(log) = &mut writer.log else {
             return Ok(());
@@ -787,7 +787,9 @@ impl Engine for RedbEngine {
         Some(self.layout_version)
     }
 
-    /// Checkpoints an open commit log and removes it, reporting what failed.
+    /// Checkpoints an open commit log and removes it, reporting what failed; a store
+    /// that an earlier failed commit poisoned is reported as [`Error::Poisoned`], whether
+    /// or not it has a log.
     fn close(self) -> Result<()> {
         let result = self.close_log();
         drop(self);
@@ -920,6 +922,49 @@ mod tests {
         let doc = store.open_document(&"doc".into())?;
         assert_eq!(doc.sizes().change_count, 2);
         assert_eq!(doc.get_changes()?, vec![vec![2; 3000], vec![3; 20]]);
+        Ok(())
+    }
+
+    /// A commit whose log sync failed, but whose redb commit the file kept (redb makes
+    /// a pending commit durable when the poisoned store is dropped), with its record
+    /// then torn in the log: nothing of it was dropped, so neither a writable nor a
+    /// read-only open reports a torn tail, and both read the commit.
+    #[test]
+    fn a_torn_record_the_file_holds_is_reported_by_no_open() -> persister_core::Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("create", "tmp", e))?;
+        let path = dir.path().join("store.redb");
+        let actor = ActorId::new([7]);
+        {
+            let store = RedbStore::open(&path)?;
+            let mut first = store.open_document(&"first".into())?;
+            first.insert_changes(vec![(actor.clone(), 1, b"one".to_vec())])?;
+            first.flush()?; // opens the log
+            // A new document's commit goes to redb (without a sync) while the log syncs.
+            let mut second = store.open_document(&"second".into())?;
+            second.insert_changes(vec![(actor.clone(), 1, b"two".to_vec())])?;
+            let injected = std::io::Error::other("injected fdatasync failure");
+            assert!(store.inner.engine().fail_next_log_sync(injected));
+            assert!(second.flush().is_err());
+        }
+        // The record, torn: its header and a few bytes of its payload are left.
+        let log = crate::log::log_path(&path);
+        let bytes = std::fs::read(&log).map_err(|e| Error::io("read", &log, e))?;
+        let cut = 48 + crate::log::RECORD_HEADER_LEN + 4;
+        std::fs::write(&log, &bytes[..cut]).map_err(|e| Error::io("write", &log, e))?;
+        let copy = dir.path().join("copy.redb");
+        std::fs::copy(&path, &copy).map_err(|e| Error::io("copy", &path, e))?;
+        let copy_log = crate::log::log_path(&copy);
+        std::fs::copy(&log, &copy_log).map_err(|e| Error::io("copy", &log, e))?;
+
+        let read_only = RedbStore::open_read_only(&path)?;
+        assert_eq!(read_only.recovered(), vec![]);
+        let doc = read_only.open_document(&"second".into())?;
+        assert_eq!(doc.get_changes()?, vec![b"two".to_vec()]);
+        drop((doc, read_only));
+        let store = RedbStore::open(&copy)?;
+        assert_eq!(store.recovered(), vec![]);
+        let doc = store.open_document(&"second".into())?;
+        assert_eq!(doc.get_changes()?, vec![b"two".to_vec()]);
         Ok(())
     }
 

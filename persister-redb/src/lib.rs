@@ -152,8 +152,10 @@
 //!   is the whole store's). A damaged or missing record with a valid one after it, a
 //!   missing log, a log shorter than its header, a file at the log's path that does not
 //!   start with the log's magic number, a log whose key is not the one the store names
-//!   (another store's log), or a header of a newer epoch than the
-//!   store's is [`Error::Corrupt`]; a header that fails its checksum is taken for one a
+//!   (another store's log), a header of a newer epoch than the store's, or one that
+//!   names a log format version this build does not know and fails its checksum (which covers
+//!   the version) is [`Error::Corrupt`]; an unknown version in a header that passes it is
+//!   [`Error::UnsupportedFormat`]. A header that fails its checksum is taken for one a
 //!   crash tore while a checkpoint rewrote it only when no record of the epoch follows.
 //! - A read-only open of such a store replays the log into memory, over the file, and
 //!   touches neither file.

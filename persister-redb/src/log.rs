@@ -242,8 +242,10 @@ pub(crate) struct Contents {
 /// the log's path), one of the other known format version or, in version 2, with
 /// another key than the store's (another store's log, or damage), or a header of a newer
 /// epoch than the store's, is damage; a version this build does not know is
-/// [`Error::UnsupportedFormat`]. The magic, the version and the key are the same in
-/// every header of a log, so a crash while a checkpoint rewrites it cannot tear them.
+/// [`Error::UnsupportedFormat`] when the header passes its checksum (which covers the
+/// version), and damage when it does not. The magic, the version and the key are the
+/// same in every header of a log, so a crash while a checkpoint rewrites it cannot tear
+/// them.
 pub(crate) fn read(path: &Path, epoch: u64, keying: Keying) -> Result<Contents> {
     let bytes = fs::read(path).map_err(|err| Error::io("read", path, err))?;
     let header_len = keying.header_len();
@@ -263,14 +265,27 @@ pub(crate) fn read(path: &Path, epoch: u64, keying: Keying) -> Result<Contents> 
             path,
         ));
     }
+    let crc_at = header_len - 8;
+    let crc = u32::from_be_bytes(array(&head[crc_at..]));
+    let header_valid = crc == crc32c::crc32c(&head[..crc_at]);
     let version = u32::from_be_bytes(array(&head[8..12]));
     if version != keying.version() {
         if version != LOG_VERSION && version != UNKEYED_LOG_VERSION {
+            // The checksum covers the version: one that fails it is a damaged field, not
+            // a format some other build writes.
+            if !header_valid {
+                return Err(corrupt(
+                    format!(
+                        "the commit log's header names format version {version}, which this build does not know, and fails its checksum: the header is damaged"
+                    ),
+                    path,
+                ));
+            }
             return Err(Error::UnsupportedFormat {
                 what: "persister-redb commit log",
                 path: path.to_path_buf(),
                 found: version,
-                supported: LOG_VERSION,
+                supported: keying.version(),
             });
         }
         return Err(corrupt(
@@ -287,9 +302,6 @@ pub(crate) fn read(path: &Path, epoch: u64, keying: Keying) -> Result<Contents> 
             path,
         ));
     }
-    let crc_at = header_len - 8;
-    let crc = u32::from_be_bytes(array(&head[crc_at..]));
-    let header_valid = crc == crc32c::crc32c(&head[..crc_at]);
     let mut current = false;
     if header_valid {
         let found = u64::from_be_bytes(array(&head[16..24]));
@@ -1000,6 +1012,28 @@ mod tests {
         assert_eq!(len % MIN_FILL, 0);
         log.append(&mut record(&[9; 30])).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), len);
+    }
+
+    /// A version field damaged into one no build writes, the header's checksum failing,
+    /// is damage: not a newer format, which would send the user looking for a build that
+    /// does not exist instead of to a backup. Only a header that passes its checksum
+    /// names a format version this build does not know.
+    #[test]
+    fn a_damaged_version_field_is_damage_not_an_unknown_format() {
+        let (_dir, path, _, keying) = written(1, &[b"x"]);
+        let bytes = fs::read(&path).unwrap();
+        for at in 8..12 {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= 1 << bit;
+                fs::write(&path, &damaged).unwrap();
+                let result = read(&path, 1, keying);
+                assert!(
+                    matches!(result, Err(Error::Corrupt { .. })),
+                    "bit {bit} of byte {at}: {result:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -23,7 +23,9 @@ use crate::{RedbEngine, RedbOptions, RedbPersister, log, redo};
 ///
 /// Dropping the store and its handles closes the file and releases its lock before the
 /// last drop returns; [`close`](persister_core::Store::close) does the same and reports a store that is
-/// still in use. A handle's unflushed writes never reach the file (see
+/// still in use, a failed checkpoint of the commit log, and a store that a failed commit
+/// (a failed sync) poisoned, which is to be reopened. A handle's unflushed writes never
+/// reach the file (see
 /// [`RedbPersister`]).
 ///
 /// Clones share the open file, like an `Arc`.
@@ -119,7 +121,7 @@ impl RedbStore {
             // The log holds commits the file may not: they are replayed into the overlay.
             let contents = read_open_log(path, entry)?;
             replay(&db, path, &contents.commits, entry)?;
-            recovered.extend(torn_report(path, &contents, false));
+            recovered.extend(torn_report(path, &contents, entry, false));
         }
         let mut engine = RedbEngine::new(
             db,
@@ -188,12 +190,7 @@ fn recover(db: &Db, path: &Path, entry: LogEntry) -> Result<(LogState, Vec<Recov
     replay(db, path, &contents.commits, entry)?;
     // Replayed and closed: what the log holds is in the file now.
     let _ = std::fs::remove_file(log::log_path(path));
-    // A commit whose record did not reach the log (its sync failed) but whose redb
-    // commit the file kept (redb makes it durable on a clean close) is counted in
-    // `applied`: nothing of it was dropped.
-    let dropped = entry.applied <= contents.commits.len() as u64;
-    let recovered = torn_report(path, &contents, true)
-        .filter(|_| dropped)
+    let recovered = torn_report(path, &contents, entry, true)
         .into_iter()
         .collect();
     Ok((
@@ -309,9 +306,21 @@ fn read_open_log(path: &Path, entry: LogEntry) -> Result<log::Contents> {
     log::read(&log_path, entry.epoch, entry.keying)
 }
 
-/// The report of the log's torn tail, if it has one.
-fn torn_report(path: &Path, contents: &log::Contents, truncated: bool) -> Option<Recovered> {
+/// The report of the log's torn tail, if it has one that the file does not hold: a
+/// commit whose record did not reach the log whole (its sync failed) but whose redb
+/// commit the file kept (redb makes it durable on a clean close) is counted in
+/// `entry.applied`, and nothing of it was dropped. Writable and read-only opens report
+/// the same.
+fn torn_report(
+    path: &Path,
+    contents: &log::Contents,
+    entry: LogEntry,
+    truncated: bool,
+) -> Option<Recovered> {
     let (offset, bytes) = contents.torn?;
+    if entry.applied > contents.commits.len() as u64 {
+        return None;
+    }
     Some(Recovered::store_wide(
         log::log_path(path),
         offset,

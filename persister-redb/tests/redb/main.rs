@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backends;
+mod closing;
 mod conformance;
 mod corruption;
 mod crash;
