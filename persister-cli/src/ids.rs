@@ -5,8 +5,10 @@ use persister_core::DocumentId;
 use crate::CliError;
 
 /// Reads a document id as `DocumentId` displays it: text as is, or `0x` and the hex
-/// of its bytes (how a binary id, an id holding control characters, or an id that
-/// itself starts with `0x` is shown).
+/// of its bytes (how a binary id, the empty id, an id that itself starts with `0x`, and
+/// an id that would not show as itself are shown: one holding control, format or
+/// invisible characters, or whitespace other than a space, or with a space at either
+/// end).
 pub fn parse_document_id(text: &str) -> Result<DocumentId, CliError> {
     match text.strip_prefix("0x") {
         Some(hex) => DocumentId::from_hex(hex).map_err(|_| {
@@ -32,6 +34,8 @@ mod tests {
             DocumentId::from("a\nb"),
             DocumentId::from("0x00"),
             DocumentId::from("päper/1"),
+            DocumentId::from("notes "),
+            DocumentId::from("\u{202e}txt"),
         ] {
             assert_eq!(parse_document_id(&id.to_string())?, id);
         }

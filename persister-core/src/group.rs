@@ -156,11 +156,15 @@ impl<J, T, F: Clone> GroupCommit<J, T, F> {
         Self::with_leaders(1)
     }
 
-    /// An empty queue that commits up to `leaders` groups at once (at least one): a job
-    /// that arrives while fewer groups commit leads a group of its own and whatever
-    /// else waits, rather than wait for a commit to end. For engines whose commits run
-    /// side by side (a server's connections) and that never put two jobs of one
-    /// document in flight at once; engines that serialise their commits gain nothing.
+    /// An empty queue that commits up to `leaders` groups at once (at least one): while
+    /// fewer groups commit, a thread whose jobs wait leads a group of its own and
+    /// whatever else waits, rather than wait for a commit to end, once at least as many
+    /// jobs wait as the smallest group committing carries (so a lone job that arrives
+    /// while a group of two commits waits for a second job, or for a group to end):
+    /// groups stay as large as the load makes them rather than split into many small
+    /// commits. For engines whose commits run side by side (a server's connections) and
+    /// that never put two jobs of one document in flight at once; engines that
+    /// serialise their commits gain nothing.
     pub fn with_leaders(leaders: usize) -> Self {
         Self {
             queue: Mutex::new(Queue {
@@ -483,6 +487,53 @@ mod tests {
             }
         });
         assert_eq!(group.counters().commits, 5);
+    }
+
+    /// With room for two leaders, a lone job that arrives while a group of two commits
+    /// does not lead a group beside it: it waits until as many jobs wait as that group
+    /// carries, or until it ends (what `with_leaders` says).
+    #[test]
+    fn a_second_group_starts_only_once_it_would_carry_as_much_as_the_first() {
+        let group = Group::with_leaders(2);
+        // Set by the running group once the lone job waits (true) or leads beside it
+        // (false).
+        let waited = std::sync::Mutex::new(None);
+        thread::scope(|s| {
+            let first = s.spawn(|| {
+                group.commit(
+                    vec![1, 2],
+                    |jobs| {
+                        let outcome = loop {
+                            let queue = group.lock();
+                            if !queue.waiting.is_empty() {
+                                break true;
+                            }
+                            // A group beside this one: running, or already done.
+                            if queue.running.len() > 1 || group.counters().commits > 0 {
+                                break false;
+                            }
+                            drop(queue);
+                            thread::yield_now();
+                        };
+                        *waited.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+                        ok(jobs)
+                    },
+                    failed,
+                )
+            });
+            while group.lock().running.is_empty() {
+                thread::yield_now();
+            }
+            let lone = group.commit(vec![3], ok, failed);
+            assert!(matches!(lone.as_slice(), [(3, Ok(30))]), "{lone:?}");
+            let first = first.join().expect("no panic");
+            assert!(matches!(first.as_slice(), [(1, Ok(10)), (2, Ok(20))]));
+        });
+        assert_eq!(
+            *waited.lock().unwrap_or_else(PoisonError::into_inner),
+            Some(true),
+            "the lone job led a group beside one of two"
+        );
     }
 
     /// A failed group fails every job it carried: the leader's first job gets the error

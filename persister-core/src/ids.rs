@@ -211,16 +211,65 @@ impl fmt::Debug for DocumentId {
     }
 }
 
-/// Shows a printable UTF-8 id as itself and any other id as `0x` and its hex bytes.
+/// Shows an id of visible UTF-8 text as itself, and any other id as `0x` and its hex
+/// bytes: a binary id, the empty id, an id that starts with `0x`, one with a space at
+/// either end, and one holding a character that shows nothing or other than it is (a
+/// control or format character such as a bidi override or a zero-width space, whitespace
+/// other than the space, a variation selector). So no id can pass for another, or
+/// rewrite the rest of the message it is shown in.
 impl fmt::Display for DocumentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.as_str() {
-            Some(text) if !text.chars().any(char::is_control) && !text.starts_with("0x") => {
-                f.write_str(text)
-            }
+            Some(text) if shows_as_itself(text) => f.write_str(text),
             _ => write!(f, "0x{}", self.to_hex()),
         }
     }
+}
+
+/// Whether `text` can be shown as it is: not empty, not starting with `0x` (which
+/// marks hex), no space at either end, and only characters that show as themselves.
+fn shows_as_itself(text: &str) -> bool {
+    !text.is_empty()
+        && !text.starts_with("0x")
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && text
+            .chars()
+            .all(|c| !c.is_control() && (c == ' ' || !c.is_whitespace()) && !is_invisible(c))
+}
+
+/// Format characters (Unicode category Cf: bidi controls, zero-width characters, the
+/// byte-order mark, tags) and other default-ignorable code points (variation selectors,
+/// fillers), which show nothing or change how the text around them shows.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x034F
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
 }
 
 impl From<&str> for DocumentId {
@@ -303,6 +352,39 @@ mod tests {
         assert_eq!(DocumentId::from("a\0b").to_string(), "0x610062");
         // An id that itself starts with 0x is shown in hex, so it cannot pass for another.
         assert_eq!(DocumentId::from("0x00").to_string(), "0x30783030");
+        assert_eq!(DocumentId::from("päper/1 a").to_string(), "päper/1 a");
+    }
+
+    /// A hostile id cannot pass for another in a message or a listing, nor rewrite the
+    /// rest of the line it is shown in: ids holding characters that show nothing
+    /// (zero-width, bidi controls, a byte-order mark), that break the line (U+2028) or
+    /// that look like another (a no-break space), with a space at either end, or
+    /// empty, are shown in hex, which `from_hex` reads back.
+    #[test]
+    fn ids_that_would_display_ambiguously_are_shown_in_hex() -> Result<()> {
+        for text in [
+            "",
+            "notes\u{200b}",
+            "\u{202e}txt.exe",
+            "a\u{2066}b",
+            "\u{feff}notes",
+            "soft\u{ad}hyphen",
+            "line\u{2028}break",
+            "no\u{a0}break",
+            "notes ",
+            " notes",
+            "tag\u{e0041}",
+            "var\u{fe0f}",
+        ] {
+            let id = DocumentId::from(text);
+            let shown = id.to_string();
+            assert!(
+                shown.starts_with("0x") && shown.is_ascii(),
+                "{text:?} shown as {shown:?}"
+            );
+            assert_eq!(DocumentId::from_hex(&shown[2..])?, id);
+        }
+        Ok(())
     }
 
     #[test]

@@ -24,9 +24,12 @@ pub struct StoredSizes {
 }
 
 impl StoredSizes {
-    /// Bytes of changes, document and sync states together.
+    /// Bytes of changes, document and sync states together; `u64::MAX` should they
+    /// add up to more (only sizes from a damaged record can).
     pub fn total_bytes(&self) -> u64 {
-        self.changes + self.document + self.sync_states
+        self.changes
+            .saturating_add(self.document)
+            .saturating_add(self.sync_states)
     }
 
     /// Whether no bytes and no entries are stored. An empty document (`Some(vec![])`)
@@ -81,6 +84,19 @@ mod tests {
         s.replace_sync_state(None, Some(3));
         s.replace_document(7);
         assert_eq!(s.total_bytes(), 10);
+    }
+
+    /// Sizes come from a record on disk; a damaged or buggy one must not make the total
+    /// panic (debug) or wrap round to a small number (release).
+    #[test]
+    fn total_bytes_saturates() {
+        let s = StoredSizes {
+            changes: u64::MAX - 1,
+            document: 5,
+            sync_states: 1,
+            ..StoredSizes::default()
+        };
+        assert_eq!(s.total_bytes(), u64::MAX);
     }
 
     #[cfg(feature = "serde")]

@@ -106,10 +106,10 @@ fn info_on_a_missing_document_or_a_bad_id_explains() -> TestResult {
         "{}",
         missing.stderr
     );
-    // The empty id is named too.
+    // The empty id is named too, as `0x` (no bytes), which reads back as it.
     let empty = persister(["info", store, ""])?.expect(1);
     assert!(
-        empty.stderr.contains("has no document \"\""),
+        empty.stderr.contains("has no document \"0x\""),
         "{}",
         empty.stderr
     );
