@@ -36,7 +36,8 @@ type BytesTableDefinition = TableDefinition<'static, &'static [u8], &'static [u8
 /// redb, so they see one state holding every commit made.
 #[derive(Debug)]
 pub struct RedbEngine {
-    db: Db,
+    /// The database; `None` only once [`close`](Engine::close) has taken it to close it.
+    db: Option<Db>,
     writer: Mutex<Writer>,
     /// The writer holds logged operations not yet applied to redb (see
     /// [`Writer::deferred`]): a read applies them first.
@@ -61,7 +62,7 @@ impl RedbEngine {
     ) -> Self {
         let read_only = matches!(db, Db::ReadOnly(_));
         Self {
-            db,
+            db: Some(db),
             writer: Mutex::new(Writer::new(log)),
             deferred: AtomicBool::new(false),
             recovered: Vec::new(),
@@ -79,7 +80,7 @@ impl RedbEngine {
             let mut writer = self.lock_writer();
             self.apply_deferred(&mut writer)?;
         }
-        self.db.begin_read().or_store("read from", &self.path)
+        self.db()?.begin_read().or_store("read from", &self.path)
     }
 
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
@@ -124,9 +125,16 @@ impl RedbEngine {
         self.commit_txn(txn, Durability::None)
     }
 
+    /// The database, until [`close`](Engine::close) takes it.
+    fn db(&self) -> Result<&Db> {
+        self.db.as_ref().ok_or_else(|| Error::Poisoned {
+            reason: format!("the store {} is closed", self.path.display()),
+        })
+    }
+
     fn begin_write(&self) -> Result<WriteTransaction> {
         self.check_writable()?;
-        match &self.db {
+        match self.db()? {
             Db::ReadWrite(db) => db.begin_write().or_store("write to", &self.path),
             Db::ReadOnly(_) => Err(Error::read_only(&self.path, "RedbStore::open")),
         }
@@ -787,13 +795,22 @@ impl Engine for RedbEngine {
         Some(self.layout_version)
     }
 
-    /// Checkpoints an open commit log and removes it, reporting what failed; a store
-    /// that an earlier failed commit poisoned is reported as [`Error::Poisoned`], whether
-    /// or not it has a log.
-    fn close(self) -> Result<()> {
+    /// Checkpoints an open commit log and removes it, then closes the redb file,
+    /// reporting what failed: a store that an earlier failed commit poisoned is reported
+    /// as [`Error::Poisoned`], whether or not it has a log, and a failure of redb's own
+    /// close (writing or syncing its allocator state and clean-shutdown header, after
+    /// which the next open repairs the file) as that error. The file and its lock are
+    /// released either way.
+    fn close(mut self) -> Result<()> {
         let result = self.close_log();
+        let path = self.path.clone();
+        let db = self.db.take();
         drop(self);
-        result
+        let closed = match db {
+            Some(Db::ReadWrite(db) | Db::ReadOnly(db)) => db.close().or_store("close", &path),
+            None => Ok(()),
+        };
+        result.and(closed)
     }
 }
 

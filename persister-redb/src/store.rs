@@ -23,8 +23,9 @@ use crate::{RedbEngine, RedbOptions, RedbPersister, log, redo};
 ///
 /// Dropping the store and its handles closes the file and releases its lock before the
 /// last drop returns; [`close`](persister_core::Store::close) does the same and reports a store that is
-/// still in use, a failed checkpoint of the commit log, and a store that a failed commit
-/// (a failed sync) poisoned, which is to be reopened. A handle's unflushed writes never
+/// still in use, a failed checkpoint of the commit log, a store that a failed commit
+/// (a failed sync) poisoned, which is to be reopened, and a failure of redb's own close
+/// (after which the next open repairs the file). A handle's unflushed writes never
 /// reach the file (see
 /// [`RedbPersister`]).
 ///
