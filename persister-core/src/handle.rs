@@ -340,8 +340,13 @@ impl<E: Engine> Store for EngineStore<E> {
         crate::sum_flushed(results)
     }
 
+    /// Closes the engine (see [`Store::close`]); a store that a failed commit or
+    /// removal poisoned reports that failure as [`Error::Poisoned`] once the engine is
+    /// closed, whatever the engine's own close says.
     fn close(self) -> Result<()> {
-        self.into_engine()?.close()
+        let poisoned = self.shared.check_poisoned();
+        let closed = self.into_engine()?.close();
+        poisoned.and(closed)
     }
 
     fn close_boxed(self: Box<Self>) -> Result<()> {
@@ -981,7 +986,10 @@ mod tests {
         assert!(poisoned(store.remove_document(&"c".into())));
         assert_eq!(a.get_changes()?.len(), 2);
         assert_eq!(b.get_document()?, None);
-        drop((a, b, store));
+        drop((a, b));
+        // A checked close reports the failure too, and still releases the engine.
+        let closed = store.close();
+        assert!(poisoned(closed.map(drop)));
 
         let store = EngineStore::new(engine);
         let mut a = store.open_document(&"a".into())?;

@@ -23,7 +23,13 @@ pub struct MemoryStore {
     documents: Documents,
     open: OpenDocuments,
     fail_next_flush: Arc<AtomicBool>,
+    /// Why a flush of one of its handles failed, if one did since the store was last
+    /// closed: [`close`](Store::close) reports it.
+    failed: Failed,
 }
+
+/// Why a flush failed, shared by a store and its handles.
+type Failed = Arc<Mutex<Option<String>>>;
 
 impl MemoryStore {
     /// An empty store.
@@ -32,7 +38,8 @@ impl MemoryStore {
     }
 
     /// Makes the next [`flush`](Persister::flush) of any handle of this store fail, as a
-    /// failed `fsync` would, so tests can check what a program does then.
+    /// failed `fsync` would, so tests can check what a program does then: the handle is
+    /// poisoned, and the store's next [`close`](Store::close) reports the failure.
     pub fn fail_next_flush(&self) {
         self.fail_next_flush.store(true, Ordering::SeqCst);
     }
@@ -47,6 +54,7 @@ impl Store for MemoryStore {
             documents: Arc::clone(&self.documents),
             id: id.clone(),
             fail_next_flush: Arc::clone(&self.fail_next_flush),
+            failed: Arc::clone(&self.failed),
             pending: 0,
             dirty: false,
             poisoned: None,
@@ -65,8 +73,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    /// Reports an open handle, then a flush of a handle that failed since the store was
+    /// last closed, as [`Error::Poisoned`].
     fn close(self) -> Result<()> {
-        self.open.check_none_open()
+        self.open.check_none_open()?;
+        match lock(&self.failed).take() {
+            Some(reason) => Err(Error::Poisoned { reason }),
+            None => Ok(()),
+        }
     }
 
     fn close_boxed(self: Box<Self>) -> Result<()> {
@@ -82,6 +96,7 @@ pub struct MemoryPersister {
     documents: Documents,
     id: DocumentId,
     fail_next_flush: Arc<AtomicBool>,
+    failed: Failed,
     pending: usize,
     /// Whether a batch was applied since the last flush (its payload may be 0 bytes).
     dirty: bool,
@@ -105,6 +120,7 @@ impl MemoryPersister {
             documents: Documents::default(),
             id: DocumentId::default(),
             fail_next_flush: Arc::default(),
+            failed: Failed::default(),
             pending: 0,
             dirty: false,
             poisoned: None,
@@ -189,6 +205,7 @@ impl Persister for MemoryPersister {
         if self.fail_next_flush.swap(false, Ordering::SeqCst) {
             let reason = "simulated fsync failure".to_string();
             self.poisoned = Some(reason.clone());
+            lock(&self.failed).get_or_insert_with(|| reason.clone());
             return Err(Error::io("sync", "<memory>", std::io::Error::other(reason)));
         }
         self.flushed = None;

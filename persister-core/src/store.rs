@@ -64,7 +64,9 @@ pub trait Store: Send + Sync {
     ///
     /// [`Error::DocumentInUse`] if a handle of the store is still open (the store is
     /// released when that handle is dropped); otherwise whatever releasing the files
-    /// reported.
+    /// reported, and, once they are released, a flush of a handle of the store that
+    /// failed since it was opened (usually [`Error::Poisoned`]): a checked shutdown
+    /// never reports `Ok` for a store that could not make a flush durable.
     fn close(self) -> Result<()>
     where
         Self: Sized,

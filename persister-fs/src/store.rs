@@ -297,7 +297,8 @@ impl FsStore {
 
     /// Closes the store and reports what dropping it cannot: writes the clean-close
     /// record (unless the store is read-only, or a flush failed since it was opened),
-    /// then releases the lock.
+    /// then releases the lock. A flush that failed since the store was opened (a
+    /// poisoned document) is reported as [`Error::Poisoned`] once the lock is released.
     ///
     /// Every handle must be closed or dropped first: with handles still open, nothing
     /// is done and [`Error::InvalidInput`] says so (the store then closes when the last
@@ -756,7 +757,17 @@ impl Shared {
                 .map_err(io_error("unlock", &self.dir.join(LOCK))),
             None => Ok(()),
         };
-        written.and(released)
+        // A checked close must not call a store closed cleanly whose flush failed.
+        let failed = match lock(&self.poisons).iter().next() {
+            Some((id, reason)) => Err(Error::Poisoned {
+                reason: format!(
+                    "a flush of document {id} failed ({reason}), so the store at {} was closed without its clean-close record",
+                    self.dir.display()
+                ),
+            }),
+            None => Ok(()),
+        };
+        written.and(released).and(failed)
     }
 
     /// Writes the clean-close record naming every log with its end, unless the one

@@ -131,6 +131,7 @@ impl PostgresPersister {
 
     /// Poisons the handle with `reason` and returns the error for it.
     fn poison(&mut self, reason: String) -> Error {
+        self.shared.note_failed(self.claim.id(), &reason);
         self.poisoned = Some(reason.clone());
         Error::Poisoned { reason }
     }
@@ -141,6 +142,7 @@ impl PostgresPersister {
             self.place, self.token
         );
         self.lease_lost = true;
+        self.shared.note_failed(self.claim.id(), &reason);
         self.poisoned = Some(reason.clone());
         Error::LeaseLost { reason }
     }

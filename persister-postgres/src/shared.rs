@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     pub holder: String,
     /// The place of the store in messages: the URL without password, and the schema.
     pub place: String,
+    /// The first failure that poisoned a handle of the store (a failed flush, a lost
+    /// lease), which [`close`](crate::PostgresStore::close) reports.
+    failed: Mutex<Option<String>>,
     #[cfg(feature = "fault-injection")]
     pub fail_next_flush: AtomicBool,
     /// The payload bytes a flush statement carries at most, when a test set it lower
@@ -59,10 +62,30 @@ impl Shared {
             open: OpenDocuments::new(),
             committer: Committer::with_leaders(commits),
             place,
+            failed: Mutex::default(),
             #[cfg(feature = "fault-injection")]
             fail_next_flush: AtomicBool::new(false),
             #[cfg(feature = "fault-injection")]
             statement_bytes: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Notes that a handle of document `id` was poisoned for `reason`: the store's
+    /// close reports the first such failure.
+    pub fn note_failed(&self, id: &DocumentId, reason: &str) {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        failed.get_or_insert_with(|| format!("document {id}: {reason}"));
+    }
+
+    /// The first failure noted by [`note_failed`](Self::note_failed), as the error a
+    /// checked close reports.
+    pub fn check_not_failed(&self) -> Result<()> {
+        let failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*failed {
+            Some(reason) => Err(Error::Poisoned {
+                reason: format!("a handle of the store at {} failed, {reason}", self.place),
+            }),
+            None => Ok(()),
         }
     }
 

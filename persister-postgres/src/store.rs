@@ -173,12 +173,15 @@ impl PostgresStore {
     /// # Errors
     ///
     /// [`Error::Backend`](persister_core::Error::Backend) when closing a connection
-    /// fails.
+    /// fails; [`Error::Poisoned`](persister_core::Error::Poisoned) when a handle of the
+    /// store was poisoned since it was opened (a failed flush, a lost lease: writes the
+    /// server may not hold), once the connections are closed.
     pub fn close(self) -> Result<()> {
-        self.shared.pool.close_idle().map_err(|err| {
+        let closed = self.shared.pool.close_idle().map_err(|err| {
             self.shared
                 .error(&err, "close the connections of", &self.shared.place)
-        })
+        });
+        closed.and(self.shared.check_not_failed())
     }
 
     /// Makes the next flush of any handle of this store fail as a connection lost

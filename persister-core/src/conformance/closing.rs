@@ -75,6 +75,33 @@ pub fn closed_store_reopens_at_once<F: Fixture>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// A checked close of a store whose flush failed reports an error: the application
+/// that closes to know its data is safe must not hear `Ok` from a store that could not
+/// make a flush durable. The store is released all the same, and reopens with what was
+/// flushed before the failure.
+pub fn closing_a_store_after_a_failed_flush_reports_it<F: Fixture>(f: &F) -> Result<()> {
+    let store = f.open()?;
+    let mut p = open(&store, "doc")?;
+    p.insert_changes(vec![(actor(1), 1, b"flushed".to_vec())])?;
+    p.flush()?;
+    f.fail_next_flush(&store);
+    p.insert_changes(vec![(actor(1), 2, b"maybe".to_vec())])?;
+    assert!(
+        p.flush().is_err(),
+        "the simulated flush failure was not reported"
+    );
+    drop(p);
+    let closed = store.close();
+    assert!(
+        closed.is_err(),
+        "closing a store whose flush failed gave {closed:?}"
+    );
+    let store = f.open()?;
+    let p = open(&store, "doc")?;
+    assert_eq!(p.get_changes()?.first(), Some(&b"flushed".to_vec()));
+    Ok(())
+}
+
 /// Closing a store while one of its handles is open fails with `DocumentInUse`, and
 /// loses nothing flushed.
 pub fn closing_a_store_with_an_open_handle_is_refused<F: Fixture>(f: &F) -> Result<()> {

@@ -121,6 +121,7 @@ pub const CASES: &[&str] = &[
     "dropped_handle_discards_unflushed_writes",
     "close_flushes_the_handle",
     "closed_store_reopens_at_once",
+    "closing_a_store_after_a_failed_flush_reports_it",
     "closing_a_store_with_an_open_handle_is_refused",
     "closing_a_boxed_or_shared_store_is_checked",
 ];
@@ -198,6 +199,7 @@ macro_rules! conformance_tests {
             dropped_handle_discards_unflushed_writes,
             close_flushes_the_handle,
             closed_store_reopens_at_once,
+            closing_a_store_after_a_failed_flush_reports_it,
             closing_a_store_with_an_open_handle_is_refused,
             closing_a_boxed_or_shared_store_is_checked,
         );

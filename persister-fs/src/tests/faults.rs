@@ -221,7 +221,8 @@ fn a_failed_sync_of_a_torn_tail_s_truncation_poisons_the_document() -> Result<()
         "{refused:?}"
     );
     drop(p);
-    store.close()?;
+    let closed = store.close();
+    assert!(matches!(&closed, Err(Error::Poisoned { .. })), "{closed:?}");
     assert!(fs.read(&Path::new("/disk/store").join("CLOSED")).is_none());
 
     fs.reboot(CrashMode::DropUnsynced, &mut Rng::new(0));

@@ -608,7 +608,12 @@ fn a_flush_cut_off_by_a_silent_network_fails_within_the_network_timeout() -> Res
     assert!(message.contains("127.0.0.1"), "{message}");
     assert!(matches!(p.flush(), Err(Error::Poisoned { .. })));
     drop(p);
-    store.close()?;
+    // A checked close reports the flush whose outcome is unknown.
+    let closed = store.close();
+    assert!(
+        matches!(&closed, Err(Error::Poisoned { reason }) if reason.contains("unknown")),
+        "{closed:?}"
+    );
 
     let store = PostgresStore::open_with(&cluster.url(), options)?;
     let mut opened = None;
