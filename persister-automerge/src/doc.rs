@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use automerge::{AutoCommit, AutomergeError, Change, ChangeHash, LoadOptions, sync};
-use persister_core::{ActorId, CompactionTrigger, Persister, StoredSizes, Write};
+use persister_core::{ActorId, Batch, CompactionTrigger, Persister, StoredSizes, Write};
 
 use crate::{Error, Options, Result};
 use persister_core::DocumentWriter;
@@ -132,6 +132,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
             None => AutoCommit::new_with_encoding(options.text_encoding),
         };
         if let Some(actor) = options.actor {
+            // Its changes could not be stored: refused before anything is written.
+            ActorId::new(actor.to_bytes()).validate()?;
             doc.set_actor(actor);
         } else {
             doc.set_actor(automerge::ActorId::random());
@@ -205,6 +207,12 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// returned as [`Error::Automerge`]. `f` may type on an older state with
     /// `AutoCommit::isolate`, but must `integrate` before it returns.
     ///
+    /// If `f` panics (automerge panics applying or merging a change that passes its
+    /// checksum but not its other checks), the panic is caught: nothing of the edit is
+    /// written and [`Error::Broken`] is returned, as for a peer's message. So it is when
+    /// the edit gains a change no persister stores (a merged change under another
+    /// hash, an actor id or a change over persister-core's limits).
+    ///
     /// If the write fails the changes stay queued (see [`PersistentDoc`]) and the error
     /// is returned; the edit itself is in the document. Afterwards the automatic flush
     /// and compaction run as [`Options`] say.
@@ -216,13 +224,23 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     ) -> Result<R> {
         self.check_usable()?;
         let before = self.doc.get_heads();
-        let result = f(&mut self.doc);
-        let committed = match result {
-            Ok(_) => self.doc.commit(),
-            Err(_) => {
-                self.doc.rollback();
-                None
-            }
+        let doc = &mut self.doc;
+        // Automerge enforces some checks on the changes `f` applies or merges by
+        // panicking; the document may be half updated then, so it is broken.
+        let run = persister_core::catch_panic("the edit", || {
+            let result = f(doc);
+            let committed = match result {
+                Ok(_) => doc.commit(),
+                Err(_) => {
+                    doc.rollback();
+                    None
+                }
+            };
+            (result, committed)
+        });
+        let (result, committed) = match run {
+            Ok(run) => run,
+            Err(panic) => return Err(self.break_with(panic)),
         };
         let mut changes = self.changes_since(&before, committed);
         let actor = self.doc.get_actor().clone();
@@ -377,6 +395,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// Writes `changes` and, if given, a sync state, in one batch after whatever is
     /// queued; then compacts if the trigger says so. With nothing new to write it
     /// writes nothing, not even the queue (that is for the next write or a flush).
+    /// A change no persister stores breaks the document, and nothing is queued.
     pub(crate) fn write_changes(
         &mut self,
         changes: Vec<Change>,
@@ -385,14 +404,21 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         if changes.is_empty() && sync_state.is_none() {
             return Ok(());
         }
-        let writes = changes
+        let writes: Batch = changes
             .into_iter()
             .map(|mut change| Write::InsertChange {
                 actor: ActorId::new(change.actor_id().to_bytes()),
                 seq: change.seq(),
                 value: change.bytes().into_owned(),
             })
-            .chain(sync_state);
+            .chain(sync_state)
+            .collect();
+        // A write no persister applies (an actor id or a change over persister-core's
+        // limits) would stay queued ahead of every later write, and no edit would be
+        // stored again: the document holds what it cannot store.
+        if let Err(e) = writes.validate() {
+            return Err(self.break_with(format!("a change cannot be stored: {e}")));
+        }
         self.writer.write(writes)?;
         if self.compaction.should_compact(&self.compactable_sizes()) {
             self.compact().map_err(|e| match e {

@@ -17,7 +17,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The persister refused a read or a write. Writes that failed stay queued in the
     /// document and are retried by the next write or [`flush`](crate::PersistentDoc::flush);
-    /// nothing of the in-memory document is lost.
+    /// nothing of the in-memory document is lost. A poisoned handle (or one that lost its
+    /// lease) retries nothing: see [`PersistentDoc`](crate::PersistentDoc)'s "After a
+    /// failed flush" for how to keep what it holds.
     Persister(persister_core::Error),
 
     /// The edit was stored, but the automatic compaction that followed it failed. The
@@ -58,7 +60,8 @@ pub enum Error {
     /// A peer's sync message, or a change merged in an edit, left the in-memory
     /// document unusable: automerge failed applying it (a panic, caught), or a change
     /// it brought cannot be stored as received (automerge encodes it into other bytes,
-    /// with another hash, which would not load as the same history). Nothing of it was
+    /// with another hash, which would not load as the same history), or cannot be
+    /// stored at all (its actor id is longer than a persister stores). Nothing of it was
     /// written. The document refuses edits, sync and compaction from then on; load it
     /// again from the persister (flushing first keeps what was queued before).
     Broken {
@@ -88,6 +91,14 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Such a handle never writes again: the queue cannot drain.
+            Error::Persister(
+                e @ (persister_core::Error::Poisoned { .. }
+                | persister_core::Error::LeaseLost { .. }),
+            ) => write!(
+                f,
+                "{e} (the document still holds every change in memory: keep a clone of it, load the document again from the reopened store and merge the clone in with an edit)"
+            ),
             Error::Persister(e) => write!(
                 f,
                 "{e} (the document keeps unwritten changes queued and retries them on the next write or flush)"

@@ -64,11 +64,11 @@
 //!
 //! Automerge 0.12 checks a chunk's checksum, and enforces some of its other checks by
 //! panicking. A stored document or change that passes the checksum but not those
-//! checks is [`Error::DamagedStore`] on load; a peer's message that does, or that
-//! brings a change automerge would store under another hash than the document holds it
-//! under, is [`Error::Broken`]: nothing of it is written, and the document must be
-//! loaded again. Both rely on catching automerge's panic, so the process must not be
-//! built with `panic = "abort"`.
+//! checks is [`Error::DamagedStore`] on load; a peer's message (or a change an edit
+//! applies or merges) that does, or that brings a change automerge would store under
+//! another hash than the document holds it under, is [`Error::Broken`]: nothing of it
+//! is written, and the document must be loaded again. Both rely on catching
+//! automerge's panic, so the process must not be built with `panic = "abort"`.
 
 mod doc;
 mod error;

@@ -27,7 +27,9 @@ pub struct Options {
     /// each sync message that brought something and each compaction is one.
     pub flush: FlushPolicy,
     /// The actor of local changes. Default: `None`, a fresh random actor per load, as
-    /// automerge recommends (two processes must never share an actor).
+    /// automerge recommends (two processes must never share an actor). A persister
+    /// stores actor ids of 1 to [`MAX_ACTOR_ID_LEN`](persister_core::MAX_ACTOR_ID_LEN)
+    /// bytes; loading refuses another with [`Error::Persister`](crate::Error::Persister).
     pub actor: Option<ActorId>,
     /// How text positions (of `splice_text`, `text`, cursors, marks) are counted.
     /// Default: [`TextEncoding::UnicodeCodePoint`], always.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use automerge::sync::{self, SyncDoc};
-use persister_core::{Persister, Write};
+use persister_core::{Batch, Persister, Write};
 
 use crate::doc::Peer;
 use crate::error::hex;
@@ -22,6 +22,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// is not counted as sent: call again once the persister works.
     pub fn generate_sync_message(&mut self, peer_id: &[u8]) -> Result<Option<sync::Message>> {
         self.check_usable()?;
+        check_peer_id(peer_id)?;
         let peer = load_peer(
             &mut self.peers,
             self.writer.persister(),
@@ -65,9 +66,17 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// document must be loaded again. A message carrying a Bloom filter automerge could
     /// not use (no bits, or more probes or bytes than it can compute) is refused with
     /// [`Error::RefusedSyncMessage`] before anything of it is applied; the document
-    /// stays as it was and usable.
+    /// stays as it was and usable. A change whose actor id no persister stores (longer
+    /// than [`MAX_ACTOR_ID_LEN`](persister_core::MAX_ACTOR_ID_LEN)) gives
+    /// [`Error::Broken`] too.
+    ///
+    /// A `peer_id` longer than [`MAX_PEER_ID_LEN`](persister_core::MAX_PEER_ID_LEN),
+    /// whose sync state no persister stores, is refused with [`Error::Persister`] before
+    /// anything is applied, here as in [`generate_sync_message`](Self::generate_sync_message)
+    /// and [`remove_peer`](Self::remove_peer).
     pub fn receive_sync_message(&mut self, peer_id: &[u8], message: sync::Message) -> Result<()> {
         self.check_usable()?;
+        check_peer_id(peer_id)?;
         if let Some(reason) = message.have.iter().find_map(|have| bad_bloom(&have.bloom)) {
             // Automerge keeps the filter and divides by its size, or loops over its
             // probes, when it next answers the peer: refused before anything is applied.
@@ -113,6 +122,7 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// Forgets `peer_id`: its sync state is removed from memory and from the persister,
     /// so the next sync with it starts from scratch.
     pub fn remove_peer(&mut self, peer_id: &[u8]) -> Result<()> {
+        check_peer_id(peer_id)?;
         self.peers.remove(peer_id);
         self.write_changes(
             Vec::new(),
@@ -142,6 +152,16 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
             state: encoded,
         })
     }
+}
+
+/// Refuses a peer id longer than a persister stores
+/// ([`MAX_PEER_ID_LEN`](persister_core::MAX_PEER_ID_LEN)) before anything is applied:
+/// its sync state could never be written, and the refused write would stay queued ahead
+/// of every later one.
+fn check_peer_id(peer_id: &[u8]) -> Result<()> {
+    Ok(Batch::new()
+        .remove_sync_state(peer_id.to_vec())
+        .validate()?)
 }
 
 /// The most probes per hash a peer's Bloom filter may ask for (automerge uses 7).

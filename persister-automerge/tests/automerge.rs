@@ -20,6 +20,8 @@ mod clownschool;
 mod crash;
 #[path = "automerge/hostile.rs"]
 mod hostile;
+#[path = "automerge/limits.rs"]
+mod limits;
 #[path = "automerge/replay.rs"]
 mod replay;
 #[path = "automerge/sync.rs"]

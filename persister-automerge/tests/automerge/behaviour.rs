@@ -463,6 +463,10 @@ fn errors_say_what_to_do() {
         reason: "fsync failed".into(),
     });
     assert!(e.to_string().contains("reopen"), "{e}");
+    // A poisoned handle never retries: the message tells how to keep the edits (merge
+    // the document into a reload), not that the next write retries them.
+    assert!(!e.to_string().contains("retries"), "{e}");
+    assert!(e.to_string().contains("merge"), "{e}");
     let e = Error::Compaction(persister_core::Error::Poisoned { reason: "x".into() });
     assert!(e.to_string().contains("nothing is lost"), "{e}");
     assert!(std::error::Error::source(&e).is_some());

@@ -246,3 +246,34 @@ fn a_peer_s_bloom_filter_without_bits_is_refused_and_changes_nothing() {
     }
     doc.edit(|d| d.put(ROOT, "k", 2)).expect("edit");
 }
+
+/// A change merged in an edit (here applied, as an application applies changes it
+/// received another way) that makes automerge panic is `Error::Broken`, as a peer's
+/// message is: the panic does not escape `edit`, nothing of it is written, and the
+/// document refuses edits until it is loaded again. What was written before stays.
+#[test]
+fn a_change_that_makes_automerge_panic_in_an_edit_breaks_the_document() {
+    use automerge::{ROOT, ReadDoc, transaction::Transactable};
+    let mut p = MemoryPersister::new();
+    let mut doc = PersistentDoc::load(&mut p).expect("an empty document loads");
+    doc.edit(|d| d.put(ROOT, "before", 1)).expect("edit");
+    let change = automerge::Change::try_from(&bytes(PANICS)[..]).expect("parses");
+    let edit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        doc.edit(|d| d.apply_changes(vec![change]))
+    }));
+    let Ok(edit) = edit else {
+        panic!("automerge's panic escaped edit");
+    };
+    assert!(
+        matches!(&edit, Err(Error::Broken { reason }) if reason.contains("panicked")),
+        "{edit:?}"
+    );
+    let next = doc.edit(|d| d.put(ROOT, "after", 2));
+    assert!(matches!(next, Err(Error::Broken { .. })), "{next:?}");
+    doc.flush()
+        .expect("flushing what was written before still works");
+    drop(doc);
+    assert_eq!(p.sizes().change_count, 1, "stored: {:?}", p.sizes());
+    let doc = PersistentDoc::load(&mut p).expect("the store loads");
+    assert!(doc.doc().get(ROOT, "before").expect("reads").is_some());
+}
