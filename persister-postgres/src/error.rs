@@ -92,14 +92,24 @@ pub(crate) fn from_pg(err: &postgres::Error, action: &str, place: &str, secret: 
 /// A flush at `place` that failed for `detail` (not an error of the driver), as an
 /// [`Error::Backend`].
 pub(crate) fn flush_failed(place: &str, detail: &str) -> Error {
+    failed("flush", place, detail)
+}
+
+/// Doing `action` at `place` failed for `detail` (not an error of the driver), as an
+/// [`Error::Backend`].
+pub(crate) fn failed(action: &str, place: &str, detail: &str) -> Error {
     Error::backend(
         "postgres",
         PgError {
-            message: format!("flush on {place} failed: {detail}"),
+            message: format!("{action} on {place} failed: {detail}"),
             code: None,
         },
     )
 }
+
+/// What an operation whose commit the server did not wait to replicate says: a
+/// failover to a synchronous standby may undo it.
+pub(crate) const UNREPLICATED: &str = "the server cancelled the commit's wait for synchronous replication; it is committed on the server but may not be on its synchronous standbys";
 
 /// Whether the server rolled the statement back because of a conflict with another
 /// transaction (SQLSTATE 40001 or 40P01): then nothing of it was done, and running it

@@ -204,10 +204,7 @@ impl Shared {
             // a failover may lose the commit, so it is not acknowledged.
             Ok(Ok(Some((_, true)))) => Err(Failure {
                 lost: true,
-                error: crate::error::flush_failed(
-                    &place,
-                    "the server cancelled the commit's wait for synchronous replication; it is committed on the server but may not be on its synchronous standbys",
-                ),
+                error: crate::error::flush_failed(&place, crate::error::UNREPLICATED),
             }),
             Ok(Ok(Some((written, false)))) => Ok(written),
             Ok(Ok(None)) => Err(Failure {

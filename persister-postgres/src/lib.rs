@@ -234,9 +234,11 @@
 //!
 //! `flush` returns when the server says the commit is durable, and what durable means
 //! is the server's configuration. The backend turns `synchronous_commit` on for every
-//! commit that writes the store (flushes, taking a lease, removing a document), or
-//! keeps `remote_apply` when that is the session's setting; it never lowers it, and
-//! nothing is written with `synchronous_commit = off` or `local`.
+//! commit that writes the store (flushes, taking or renewing a lease, removing a
+//! document, [moving](PostgresStore::rename) or [dropping](PostgresStore::destroy) a
+//! store), or keeps `remote_apply` when that is the session's setting; it never lowers
+//! it, and nothing but the release of a lease is written with `synchronous_commit =
+//! off` or `local` (a release a crash loses leaves the lease to expire on its own).
 //!
 //! | server settings | `flush` returns once the commit is | survives | loses or stops |
 //! |---|---|---|---|
@@ -252,7 +254,9 @@
 //! standby. A lost connection or a terminated session is an unknown outcome; so is a
 //! cancelled wait, which the server reports only in a warning (raised by its function
 //! `SyncRepWaitForLSN`, whatever the language of its messages), which the store watches
-//! for: the flush returns an error and the handle is poisoned. Do not promote a standby without its
+//! for: the flush returns an error and the handle is poisoned. A removal, move or drop
+//! whose wait was cancelled returns an error too: it is done on the primary, perhaps
+//! not on the standby, so do it again. Do not promote a standby without its
 //! synchronous commits, and rebuild a failed primary (`pg_basebackup`, `pg_rewind`)
 //! rather than start it again as a primary.
 //!

@@ -244,10 +244,13 @@ impl std::ops::DerefMut for Pooled<'_> {
 }
 
 impl Drop for Pooled<'_> {
+    /// Gives the connection back, unless it was lost or the thread is panicking: a
+    /// panic may have left a transaction open on it (between a `BEGIN` and its
+    /// `COMMIT`), which the next statement run on it would join.
     fn drop(&mut self) {
         let mut state = self.pool.lock();
         match self.conn.take() {
-            Some(mut conn) if !conn.client.is_closed() => {
+            Some(mut conn) if !conn.client.is_closed() && !std::thread::panicking() => {
                 conn.idle_since = Instant::now();
                 state.idle.push(conn);
             }
@@ -255,5 +258,44 @@ impl Drop for Pooled<'_> {
         }
         drop(state);
         self.pool.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A connection dropped while its thread panics (here inside a transaction) is
+    /// closed, not given back: the next statement taken from the pool must not join
+    /// the transaction the panic left open.
+    #[test]
+    fn a_connection_dropped_in_a_panic_is_not_given_back() -> Result<()> {
+        let url = match persister_testkit::postgres::shared_schema_url("pool_panic") {
+            Ok(Some(url)) => url,
+            Ok(None) => return Ok(()),
+            Err(why) => panic!("{why}"),
+        };
+        let (url, _schema) = crate::location::take_option(&url, "schema");
+        let location = Location::parse(&url, Duration::from_secs(10), Duration::from_secs(30))?;
+        let pool = Pool::new(1);
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            let mut conn = pool.get(&location).expect("a connection");
+            conn.client().batch_execute("BEGIN").expect("BEGIN");
+            panic!("between BEGIN and COMMIT");
+        }));
+        assert!(panicked.is_err());
+        assert!(pool.lock().idle.is_empty(), "the connection was given back");
+        assert_eq!(pool.lock().open, 0);
+        let mut conn = pool.get(&location)?;
+        // A savepoint can only be set inside a transaction block.
+        let savepoint = conn.client().batch_execute("SAVEPOINT s");
+        assert!(
+            savepoint.is_err(),
+            "the new connection is inside the transaction the panic left open"
+        );
+        Ok(())
     }
 }

@@ -4,16 +4,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use persister_core::{Error, Result};
 use postgres::Transaction;
 
 use crate::PostgresOptions;
-use crate::error::from_pg;
+use crate::error::{UNREPLICATED, failed, from_pg};
 use crate::location::{Location, driver_url, is_url, take_option, url_query_start};
 use crate::shared::this_holder;
-use crate::sql::{FORMAT_NAME, check_schema_name};
+use crate::sql::{FORMAT_NAME, SYNC_ON, check_schema_name};
 
 /// The tables of a store, which [`PostgresStore::destroy`](crate::PostgresStore::destroy)
 /// drops and nothing else, in the order a flush takes their locks (so that locking them
@@ -95,20 +95,28 @@ fn locate(url: &str) -> Result<(Location, String, String)> {
     Ok((location, schema, place))
 }
 
-/// Runs `work` in one transaction on a new connection to `location`, and commits.
+/// Runs `work` in one transaction on a new connection to `location`, and commits it
+/// durably, as a flush commits (`synchronous_commit` on, or `remote_apply` kept): an
+/// error when the server cancelled the commit's wait for its synchronous standbys, since
+/// a failover may then undo it.
 fn in_transaction<T>(
     location: &Location,
     place: &str,
     action: &str,
     work: impl FnOnce(&mut Transaction<'_>) -> std::result::Result<Result<T>, postgres::Error>,
 ) -> Result<T> {
-    let mut client = location.connect(&Arc::new(AtomicBool::new(false)))?;
+    let unreplicated = Arc::new(AtomicBool::new(false));
+    let mut client = location.connect(&unreplicated)?;
     let pg = |err: postgres::Error| from_pg(&err, action, place, &location.secret);
     let mut tx = client.transaction().map_err(pg)?;
     tx.batch_execute(LOCK_TIMEOUT).map_err(pg)?;
+    tx.batch_execute(&format!("SELECT {SYNC_ON}")).map_err(pg)?;
     // On an error, dropping the transaction rolls it back.
     let value = work(&mut tx).map_err(pg)??;
     tx.commit().map_err(pg)?;
+    if unreplicated.load(Ordering::SeqCst) {
+        return Err(failed(action, place, UNREPLICATED));
+    }
     Ok(value)
 }
 

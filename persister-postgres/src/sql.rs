@@ -64,7 +64,7 @@ const COUNT: usize = Q::Meta as usize + 1;
 /// already `on` or `remote_apply`: a commit that writes the store waits until the WAL is
 /// on disk, and on every synchronous standby when the server has them; the setting is
 /// only ever raised, never lowered.
-const SYNC_ON: &str = "set_config('synchronous_commit', CASE current_setting('synchronous_commit') WHEN 'remote_apply' THEN 'remote_apply' ELSE 'on' END, true)";
+pub(crate) const SYNC_ON: &str = "set_config('synchronous_commit', CASE current_setting('synchronous_commit') WHEN 'remote_apply' THEN 'remote_apply' ELSE 'on' END, true)";
 
 /// The server's clock in milliseconds since 1970, the floor of a new fencing token.
 const TOKEN_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::int8";
@@ -87,10 +87,14 @@ RETURNING token, expires_at";
 /// Renews only a lease whose `expires_at` is not older than the one this handle last
 /// wrote: an older one means the server lost an acknowledged write of this handle (an
 /// asynchronous standby promoted without it), and the handle must not write on top.
-/// A newer one is this handle's own renewal whose answer was lost.
+/// A newer one is this handle's own renewal whose answer was lost. Committed
+/// synchronously: the handle takes the new `expires_at` as written, and a renewal a
+/// server crash lost would make its next flush find an older one and be refused.
 const RENEW_LEASE: &str = "
+WITH sc AS (SELECT SYNC_ON AS v)
 UPDATE S.leases SET expires_at = now() + $3::int8 * interval '1 millisecond'
 WHERE document = $1 AND token = $2 AND expires_at > now() AND expires_at >= $4
+    AND EXISTS (SELECT 1 FROM sc)
 RETURNING expires_at";
 
 const RELEASE_LEASE: &str = "

@@ -132,7 +132,9 @@ impl PostgresStore {
     /// [`Error::Backend`](persister_core::Error::Backend) for the server's errors
     /// (a lock not granted in time, a role that may not rename the schema). On an
     /// error nothing was changed, unless the connection was lost while the transaction
-    /// committed: then the store is either where it was or whole in `to`.
+    /// committed: then the store is either where it was or whole in `to`; or unless the
+    /// server cancelled the commit's wait for its synchronous standbys (the error says
+    /// so): then the store is whole in `to` on the server, perhaps not on the standbys.
     pub fn rename(url: &str, to: &str) -> Result<()> {
         crate::relocate::rename(url, to)
     }
@@ -151,7 +153,9 @@ impl PostgresStore {
     /// another process has a document of the store open, [`Error::InvalidInput`](persister_core::Error::InvalidInput) for a malformed URL or
     /// schema name, and [`Error::Backend`](persister_core::Error::Backend) for the
     /// server's errors. On an error nothing was dropped (unless the connection was
-    /// lost while the transaction committed: then all of it or nothing was).
+    /// lost while the transaction committed: then all of it or nothing was; or unless
+    /// the server cancelled the commit's wait for its synchronous standbys, as the error
+    /// says: then all of it was, on the server, perhaps not on the standbys).
     pub fn destroy(url: &str) -> Result<()> {
         crate::relocate::destroy(url)
     }
@@ -310,6 +314,7 @@ impl Store for PostgresStore {
         // with a snapshot of their own (see `REMOVE` in `sql.rs`).
         let removed = shared
             .run(true, |conn| {
+                conn.take_unreplicated();
                 conn.client()
                     .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")?;
                 let took = conn
@@ -325,6 +330,12 @@ impl Store for PostgresStore {
                         Ok(took)
                     });
                 match took {
+                    // A failover to a synchronous standby may bring the document back.
+                    Ok(true) if conn.take_unreplicated() => Ok(Some(crate::error::failed(
+                        "remove",
+                        &place,
+                        crate::error::UNREPLICATED,
+                    ))),
                     Ok(true) => Ok(None),
                     Ok(false) => Ok(Some(shared.locked(conn, id))),
                     Err(err) => {
@@ -339,7 +350,7 @@ impl Store for PostgresStore {
             .map_err(|err| shared.error(&err, "remove", &place))?;
         match removed {
             None => Ok(()),
-            Some(locked) => Err(locked),
+            Some(err) => Err(err),
         }
     }
 }

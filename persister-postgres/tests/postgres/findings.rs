@@ -17,7 +17,7 @@ fn seq_to_sql(seq: u64) -> i64 {
 /// The server binaries for a test that runs a server of its own, or `None` (after
 /// printing why) when the tests use `PERSISTER_POSTGRES_URL` without them; without
 /// either, the test process ends as [`skip`](crate::cluster::skip) says.
-fn own_server_binaries(test: &str) -> Option<std::path::PathBuf> {
+pub fn own_server_binaries(test: &str) -> Option<std::path::PathBuf> {
     let why = format!("{test} needs initdb and pg_ctl to run a server of its own");
     match crate::cluster::binaries() {
         Some(bin) => Some(bin),

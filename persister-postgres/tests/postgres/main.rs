@@ -23,3 +23,4 @@ mod model;
 mod processes;
 mod relocate;
 mod round_trips;
+mod synchronous;
