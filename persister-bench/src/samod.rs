@@ -242,11 +242,13 @@ async fn open_repo(kind: Kind, dir: &Path) -> Result<(Repo, Option<SamodStorage>
     })
 }
 
-async fn close(repo: Repo, storage: Option<SamodStorage>) {
+/// Stops the repo, then closes our storage, checked.
+async fn close(repo: Repo, storage: Option<SamodStorage>) -> persister_core::Result<()> {
     repo.stop().await;
     drop(repo);
-    if let Some(storage) = storage {
-        storage.close();
+    match storage {
+        Some(storage) => storage.close(),
+        None => Ok(()),
     }
 }
 
@@ -282,7 +284,7 @@ fn trace_run(kind: Kind, dir: &Path, trace: &persister_traces::Trace) -> Result<
             })?;
         }
         let typed = handle.with_document(|d| d.text(&text))?;
-        close(repo, storage).await;
+        close(repo, storage).await?;
         let seconds = start.elapsed().as_secs_f64();
         if typed != trace.end_content {
             return Err("the text typed through samod differs from the trace's".into());
@@ -317,7 +319,7 @@ fn cold_start(kind: Kind, dir: &Path, config: &SamodConfig) -> Result<f64> {
             }
             ids.push(handle.document_id().clone());
         }
-        close(repo, storage).await;
+        close(repo, storage).await?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(ids)
     })?;
     drop(rt);
@@ -338,7 +340,7 @@ fn cold_start(kind: Kind, dir: &Path, config: &SamodConfig) -> Result<f64> {
                 .into());
             }
         }
-        close(repo, storage).await;
+        close(repo, storage).await?;
         Ok(seconds)
     })
 }

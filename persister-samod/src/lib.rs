@@ -23,7 +23,7 @@
 //!     let doc = repo.create(automerge::Automerge::new()).await?;
 //!     doc.with_document(|d| d.transact(|tx| tx.put(ROOT, "greeting", "hello"))).map_err(|f| f.error)?;
 //!     repo.stop().await; // each put completed only once durable
-//!     storage.close(); // releases the file
+//!     storage.close()?; // checked: the store closed cleanly, the file released
 //!
 //!     let (repo, _) = start(path).await?; // as after a restart
 //!     let doc = repo.find(doc.document_id().clone()).await?.ok_or("lost")?;

@@ -30,7 +30,9 @@ pub enum WhenUnusable {
     /// After this many failed attempts in a row on one document (or on opening the
     /// store), print what failed and why to standard error and end the process with
     /// exit code [`EXIT_CODE`](crate::EXIT_CODE). An operation that can never succeed
-    /// ([`Event::Refused`]) ends the process at once, since no retry can store it.
+    /// ([`Event::Refused`]) ends the process at once, since no retry can store it, and
+    /// so does a panic that ends the storage's worker thread (the hook's, say), since
+    /// no operation completes after it.
     ///
     /// For services run by a supervisor that restarts them: a restart reopens the
     /// store, and a process that cannot store anything stops answering instead of

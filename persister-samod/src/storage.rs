@@ -10,8 +10,8 @@ use persister_core::{DocumentId, Error, Result, Store};
 use samod::storage::{Storage, StorageKey};
 
 use crate::layout;
-use crate::options::{Health, Options};
-use crate::worker::{Msg, Op, Opener, Worker, lock};
+use crate::options::{Health, Options, WhenUnusable};
+use crate::worker::{Msg, Op, Opener, Worker, exit, lock};
 
 /// A samod [`Storage`] over any [`Store`] of this workspace.
 ///
@@ -22,7 +22,8 @@ use crate::worker::{Msg, Op, Opener, Worker, lock};
 /// executor.
 ///
 /// Clones share the worker. Dropping the last clone, or [`close`](Self::close), waits
-/// until every queued write is durable and releases the store. The wait blocks the
+/// until every queued write is durable (unless the worker ended with a panic, see
+/// `close`) and releases the store. The wait blocks the
 /// thread it happens on: a samod `Repo` holds a clone, so dropping the last one on an
 /// async runtime's thread blocks that thread for as long (call `close` from a thread
 /// that may block, such as `spawn_blocking`'s, before the last drop).
@@ -36,6 +37,8 @@ struct Inner {
     tx: Option<Sender<Msg>>,
     health: Arc<Mutex<Health>>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// What ended the worker thread with a panic, if one did.
+    panicked: Arc<Mutex<Option<String>>>,
 }
 
 impl SamodStorage {
@@ -89,23 +92,34 @@ impl SamodStorage {
         }
         let (tx, rx) = mpsc::channel();
         let health = Arc::new(Mutex::new(Health::default()));
+        let when_unusable = options.when_unusable;
         let worker = Worker::new(store, opener, rx, options, Arc::clone(&health));
         let reported = Arc::clone(&health);
+        let panicked = Arc::new(Mutex::new(None));
+        let panic_noted = Arc::clone(&panicked);
         let handle = std::thread::Builder::new()
             .name("persister-samod".into())
             .spawn(move || {
                 // A panic (the event hook's, or a crate's on damaged bytes) ends the
                 // worker: every operation still waiting stays pending, so the health
-                // says so, rather than that all is well.
+                // says so, rather than that all is well; and under `Exit`, nothing can
+                // be stored any more, so the process ends instead of hanging.
                 if let Err(panic) =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()))
                 {
                     let message = persister_core::panic_message(&*panic);
+                    let what = format!(
+                        "the storage's worker thread panicked ({message}), so no operation completes from now on"
+                    );
+                    if let WhenUnusable::Exit { .. } = when_unusable {
+                        exit(&what);
+                    }
+                    *lock(&panic_noted) = Some(what.clone());
                     let mut health = lock(&reported);
                     health.closed = true;
                     health.failures += 1;
                     health.last_error = Some(format!(
-                        "the storage's worker thread panicked ({message}), so no operation completes from now on: drop the repo and open the storage again"
+                        "{what}: drop the repo and open the storage again"
                     ));
                 }
             })
@@ -115,6 +129,7 @@ impl SamodStorage {
                 tx: Some(tx),
                 health,
                 worker: Mutex::new(Some(handle)),
+                panicked,
             }),
         })
     }
@@ -130,15 +145,32 @@ impl SamodStorage {
     ///
     /// With [`WhenUnusable::KeepRetrying`](crate::WhenUnusable::KeepRetrying) and a
     /// store that stays unusable, this waits as long as the store does.
-    pub fn close(&self) {
+    ///
+    /// Closing again, from this clone or another, does nothing more and returns `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// What closing the store reported (a flush that failed since the store was last
+    /// reopened, say). [`Error::Poisoned`] if the worker thread ended with a panic (see
+    /// [`health`](Self::health), whose `last_error` then says so): this then returns at
+    /// once, the writes still queued were never made durable, and their futures never
+    /// complete.
+    pub fn close(&self) -> Result<()> {
         let (done_tx, done_rx) = mpsc::channel();
-        if let Some(tx) = &self.inner.tx
-            && tx.send(Msg::Close(done_tx)).is_ok()
-        {
-            let _ = done_rx.recv();
-        }
+        let answer = match &self.inner.tx {
+            Some(tx) if tx.send(Msg::Close(done_tx)).is_ok() => done_rx.recv().ok(),
+            _ => None,
+        };
         if let Some(worker) = lock(&self.inner.worker).take() {
             let _ = worker.join();
+        }
+        match (answer, lock(&self.inner.panicked).clone()) {
+            (Some(answer), _) => answer,
+            (None, Some(what)) => Err(Error::Poisoned {
+                reason: format!("{what}; the writes still queued were not stored"),
+            }),
+            // Closed before: nothing is left to do.
+            (None, None) => Ok(()),
         }
     }
 

@@ -95,7 +95,9 @@ impl Op {
 
 pub(crate) enum Msg {
     Op(Op),
-    Close(std::sync::mpsc::Sender<()>),
+    /// Finish every queued write, close the store and answer with what closing it
+    /// reported.
+    Close(std::sync::mpsc::Sender<Result<()>>),
 }
 
 pub(crate) fn parts(key: &StorageKey) -> Vec<String> {
@@ -142,7 +144,7 @@ pub(crate) struct Worker<S: Store> {
     health: Arc<Mutex<Health>>,
     clock: u64,
     disconnected: bool,
-    closing: Vec<std::sync::mpsc::Sender<()>>,
+    closing: Vec<std::sync::mpsc::Sender<Result<()>>>,
 }
 
 impl<S: Store> Worker<S> {
@@ -207,12 +209,28 @@ impl<S: Store> Worker<S> {
             }
             self.round();
         }
-        // Release the store before telling anyone it is closed.
+        // Release the store, checked, before telling anyone it is closed.
         self.docs.clear();
-        self.store = None;
-        lock(&self.health).closed = true;
+        let closed = self.store.take().map_or(Ok(()), Store::close);
+        {
+            let mut health = lock(&self.health);
+            health.closed = true;
+            if let Err(error) = &closed {
+                health.failures += 1;
+                health.last_error = Some(format!("closing the store failed: {error}"));
+            }
+        }
+        // The first closer gets the error itself, any other its message.
+        let reason = closed.as_ref().err().map(ToString::to_string);
+        let mut closed = Some(closed);
         for done in self.closing.drain(..) {
-            let _ = done.send(());
+            let answer = closed.take().unwrap_or_else(|| match &reason {
+                Some(reason) => Err(Error::Poisoned {
+                    reason: reason.clone(),
+                }),
+                None => Ok(()),
+            });
+            let _ = done.send(answer);
         }
     }
 
@@ -759,7 +777,7 @@ fn range<P: Persister<Error = Error>>(
     Ok(())
 }
 
-fn exit(what: &str) -> ! {
+pub(crate) fn exit(what: &str) -> ! {
     eprintln!(
         "persister-samod: stopping the process (exit code {EXIT_CODE}) because the store stays unusable: {what}. \
          Every write acknowledged before this is durable; writes not yet acknowledged are not. \

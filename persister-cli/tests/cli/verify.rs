@@ -351,7 +351,7 @@ fn a_samod_store_verifies_and_is_not_compacted_behind_samod() -> TestResult {
             }
             block_on(storage.put(key(&["snapshotted", "snapshot", "h1"]), doc.save()));
             block_on(storage.put(key(&["storage-adapter-id"]), b"adapter".to_vec()));
-            storage.close();
+            storage.close()?;
         }
         let store = path.to_str().unwrap();
         let run = persister(["verify", store])?.expect(0);
@@ -423,7 +423,7 @@ fn a_samod_chunk_samod_would_skip_or_a_damaged_layout_entry_is_reported() -> Tes
                 b"not automerge".to_vec(),
             ));
             block_on(storage.put(key(&["entry", "snapshot", "h1"]), snapshot.clone()));
-            storage.close();
+            storage.close()?;
         }
         {
             // A sync-state entry the layout never writes.

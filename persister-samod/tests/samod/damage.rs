@@ -37,7 +37,7 @@ fn damaged_store() -> Result<(MemoryStore, samod::DocumentId)> {
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(handle.document_id().clone())
     })?;
     drop(rt);
-    storage.close();
+    storage.close()?;
     let mut doc = store.open_document(&DocumentId::from(id.to_string()))?;
     let (actor, seq, mut bytes) = doc
         .get_change_entries()?

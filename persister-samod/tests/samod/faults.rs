@@ -194,7 +194,7 @@ fn a_document_id_too_long_for_the_store_is_refused_and_never_retried() -> Result
         block_on(storage.load(key(&["doc", "short"]))),
         Some(vec![2])
     );
-    storage.close();
+    storage.close()?;
     assert!(storage.health().closed);
     Ok(())
 }
@@ -238,7 +238,7 @@ fn closing_releases_the_store_for_the_next_open() -> Result {
             usize::from(round) + 1
         );
         let clone = storage.clone();
-        storage.close();
+        storage.close()?;
         drop(clone);
     }
     Ok(())
@@ -306,7 +306,7 @@ fn a_range_over_one_long_document_id_answers_its_keys() -> Result {
             "the range was not answered"
         );
     }
-    storage.close();
+    storage.close()?;
     Ok(())
 }
 
@@ -322,12 +322,76 @@ fn a_panic_on_the_worker_is_reported_by_the_health() -> Result {
     let storage = SamodStorage::on_store(MemoryStore::new(), options)?;
     let mut put = Box::pin(storage.put(key(&["doc", "sync-state", "p"]), b"value".to_vec()));
     let _ = poll_once(&mut put);
-    // Returns once the worker thread has ended, which the panic made it do.
-    storage.close();
+    // Returns once the worker thread has ended, which the panic made it do, and says
+    // that the queued put was not stored.
+    let closed = storage.close();
+    assert!(
+        matches!(&closed, Err(persister_core::Error::Poisoned { reason }) if reason.contains("panicked") && reason.contains("not stored")),
+        "{closed:?}"
+    );
+    // Closing again reports it again.
+    assert!(storage.close().is_err());
     let health = storage.health();
     assert!(health.closed, "{health:?}");
     assert!(!health.is_healthy());
     let error = health.last_error.unwrap_or_default();
     assert!(error.contains("panicked (the hook gave up)"), "{error}");
     Ok(())
+}
+
+const PANIC_CHILD: &str = "PERSISTER_SAMOD_PANIC_CHILD";
+
+/// With `WhenUnusable::Exit`, a panic that ends the worker ends the process, as any
+/// state in which nothing can be stored does: otherwise every storage future, and
+/// samod's `Repo::stop`, waits for ever, and the supervisor the option is for never
+/// restarts the process.
+#[test]
+fn with_exit_chosen_a_panic_on_the_worker_stops_the_process() -> Result {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "faults::panic_exit_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(PANIC_CHILD, "1")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(persister_samod::EXIT_CODE),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("persister-samod: stopping the process"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("worker thread panicked"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "the child process of with_exit_chosen_a_panic_on_the_worker_stops_the_process"]
+fn panic_exit_child() -> Result {
+    std::env::var(PANIC_CHILD)
+        .map_err(|_| "run with_exit_chosen_a_panic_on_the_worker_stops_the_process instead")?;
+    let options = Options::new()
+        .when_unusable(persister_samod::WhenUnusable::Exit { after_failures: 3 })
+        .on_event(|event| {
+            if let Event::Durable { .. } = event {
+                panic!("the hook gave up");
+            }
+        });
+    let storage = SamodStorage::on_store(MemoryStore::new(), options)?;
+    let mut put = Box::pin(storage.put(key(&["doc", "sync-state", "p"]), b"value".to_vec()));
+    let _ = poll_once(&mut put);
+    // Returns once the worker thread has ended; the process should end before.
+    let _ = storage.close();
+    Err(format!(
+        "the process should have stopped, but the storage closed with {:?} and the put pending",
+        storage.health()
+    )
+    .into())
 }

@@ -169,7 +169,7 @@ fn verify(backend: &str, dir: &Path, doc: &str, acked: &[usize]) -> Result {
     })?;
     drop(rt);
     if let Some(storage) = storage {
-        storage.close();
+        storage.close()?;
     }
     for (round, &count) in acked.iter().enumerate() {
         for i in 0..count {

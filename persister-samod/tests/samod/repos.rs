@@ -121,8 +121,8 @@ fn a_client_on_redb_and_a_server_on_fs_sync_and_reopen_identical() -> Result {
             before,
         ))
     })?;
-    client_storage.close();
-    server_storage.close();
+    client_storage.close()?;
+    server_storage.close()?;
     drop(rt);
 
     // Everything dropped: reopen each side alone and compare.
@@ -143,7 +143,7 @@ fn a_client_on_redb_and_a_server_on_fs_sync_and_reopen_identical() -> Result {
             repo.stop().await;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         })?;
-        storage.close();
+        storage.close()?;
     }
 
     // The store holds the documents as documents: slot plus changes load the same heads.
