@@ -7,6 +7,10 @@ use std::time::Duration;
 use persister_core::{DocumentId, Error};
 use samod::storage::StorageKey;
 
+/// The longest wait between two attempts [`Options::backoff`] takes: a day. A longer
+/// one would be a store never retried, and could overflow the clock's arithmetic.
+const MAX_BACKOFF: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// What the storage does when the store stays unusable: writes keep failing, or a read
 /// keeps finding damage.
 ///
@@ -139,10 +143,11 @@ impl Options {
         self
     }
 
-    /// The wait before the first retry, and the most it grows to.
+    /// The wait before the first retry, and the most it grows to. Waits longer than a
+    /// day are taken as a day.
     pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.backoff = first;
-        self.max_backoff = max.max(first);
+        self.backoff = first.min(MAX_BACKOFF);
+        self.max_backoff = max.min(MAX_BACKOFF).max(self.backoff);
         self
     }
 
@@ -179,5 +184,24 @@ impl Health {
     /// Whether every document works and nothing was refused.
     pub fn is_healthy(&self) -> bool {
         self.failing.is_empty() && self.refused == 0 && !self.closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wait too long for the clock (`Duration::MAX` added to `Instant::now()` panics)
+    /// is taken as a day, and the most stays at least the first.
+    #[test]
+    fn backoffs_are_at_most_a_day() {
+        let options = Options::new().backoff(Duration::MAX, Duration::MAX);
+        assert_eq!(
+            (options.backoff, options.max_backoff),
+            (MAX_BACKOFF, MAX_BACKOFF)
+        );
+        assert!(std::time::Instant::now().checked_add(MAX_BACKOFF).is_some());
+        let options = Options::new().backoff(Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!(options.max_backoff, Duration::from_secs(2));
     }
 }
