@@ -8,6 +8,14 @@ use crate::{Batch, Error, Persister, Result, StoredSizes, Write};
 /// Because the copy is one batch, a failure or crash leaves `dst` empty or complete,
 /// never half copied. The copy is checked: `dst`'s sizes must equal `src`'s afterwards.
 ///
+/// # Errors
+///
+/// [`Error::InvalidInput`] when `dst` is not empty, or holds other sizes than `src`
+/// after the copy; [`Error::TooLarge`] when the document holds more than one batch
+/// takes ([`MAX_BATCH_LEN`](crate::MAX_BATCH_LEN) bytes in all: compact it first);
+/// [`Error::NotFound`] when `src` changed during the copy; and the error of a read of
+/// `src` or of the write to `dst` that fails.
+///
 /// ```
 /// use persister_core::{copy_document, ActorId, MemoryPersister, Persister};
 ///
