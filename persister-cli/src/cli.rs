@@ -67,9 +67,10 @@ pub enum Command {
         doc: Option<String>,
     },
 
-    /// Migrate a store written by an older build to the format version this build
-    /// writes (redb layout 2, fs version 2, PostgreSQL version 1), in place; a store of
-    /// the current version is left as it is.
+    /// Migrate a store written by an older build (redb layout 2, fs version 2,
+    /// PostgreSQL version 1) to the format version this build writes (redb layout 3, fs
+    /// version 3, PostgreSQL version 2), in place; a store of the current version is
+    /// left as it is.
     ///
     /// Stores of an older version are otherwise read and written as they are, so the
     /// builds that wrote them still open them; after the migration those builds refuse

@@ -141,11 +141,14 @@ pub struct Staging {
 impl Staging {
     /// Checks that `destination` can be made: it does not exist (or, for a directory,
     /// is an empty directory) and its parent directory exists; a store on a server
-    /// holds no documents.
+    /// holds no documents. A `/` or `/.` at its end names a directory: refused for a
+    /// file, and left out of the path a directory is moved to (`rename` refuses `DIR/.`).
     pub fn new(destination: &Path, is_directory: bool) -> Result<Staging, CliError> {
         if let Some(backend) = crate::backend::url_backend(destination) {
             return Staging::on_server(destination, backend);
         }
+        let given = destination;
+        let destination = &destination.components().collect::<PathBuf>();
         if let Ok(meta) = fs::symlink_metadata(destination) {
             let empty_dir = meta.is_dir()
                 && fs::read_dir(destination)
@@ -158,13 +161,17 @@ impl Staging {
                 ));
             }
         }
-        if !is_directory && destination.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        let given_bytes = given.as_os_str().as_encoded_bytes();
+        let ending = ["/", "/."]
+            .into_iter()
+            .rfind(|e| given_bytes.ends_with(e.as_bytes()));
+        if let (false, Some(ending)) = (is_directory, ending) {
             return Err(CliError::new(
                 format!(
-                    "{} ends with `/`, which names a directory, but what the command makes there is a file",
-                    destination.display()
+                    "{} ends with `{ending}`, which names a directory, but what the command makes there is a file",
+                    given.display()
                 ),
-                "give the path of the new file without the `/` at its end",
+                format!("give the path of the new file without the `{ending}` at its end"),
             ));
         }
         if let Some((store, backend)) = store_holding(destination) {

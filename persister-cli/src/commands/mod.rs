@@ -353,7 +353,7 @@ pub(crate) fn count_of(saved: usize, skipped: &[Skipped]) -> String {
 
 /// How a `--skip-damaged` command ends: `Ok` when it left nothing out, otherwise the
 /// exit code [`EXIT_SKIPPED`](crate::EXIT_SKIPPED), naming what it left out of
-/// `output`.
+/// `output` (a URL without its password).
 pub(crate) fn skipped_result(
     skipped: &[Skipped],
     saved: usize,
@@ -382,7 +382,7 @@ pub(crate) fn skipped_result(
             format!(
                 "{} saved in {}; the documents left out are still in the source, for repair or a backup",
                 plural(saved as u64, "document is", "documents are"),
-                output.display()
+                crate::backend::shown(output)
             ),
         )
     })

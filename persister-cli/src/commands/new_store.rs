@@ -28,7 +28,7 @@ impl NewStore {
     /// empty directory, for a directory backend).
     pub(crate) fn create(destination: &Path, backend: Backend) -> Result<NewStore, CliError> {
         let staging = Staging::new(destination, backend.is_directory())?;
-        let log = crate::place::redb_log_of(destination);
+        let log = crate::place::redb_log_of(staging.destination());
         if backend.name() == "redb" && fs::symlink_metadata(&log).is_ok() {
             return Err(CliError::new(
                 format!(
@@ -73,7 +73,7 @@ impl NewStore {
     /// Closes the store, reopens it and checks every document against what was
     /// written, then moves it into place. Returns the sizes of all documents.
     pub(crate) fn finish(mut self) -> Result<StoredSizes, CliError> {
-        drop(self.store.take());
+        self.close_store()?;
         let backend = self.backend;
         let reopened = self
             .staging
@@ -101,7 +101,7 @@ impl NewStore {
                 ));
             }
         }
-        drop(self.store.take());
+        self.close_store()?;
         let total = self.total;
         // Complete: nothing to undo from here on.
         self.written.clear();
@@ -109,6 +109,15 @@ impl NewStore {
         let staging = std::mem::replace(&mut self.staging, Staging::done());
         staging.commit()?;
         Ok(total)
+    }
+
+    /// Closes the store, checked: a failed checkpoint or flush is an error, not a store
+    /// that looks complete.
+    fn close_store(&mut self) -> Result<(), CliError> {
+        match self.store.take() {
+            Some(store) => store.close(),
+            None => Ok(()),
+        }
     }
 
     /// How many documents were written.

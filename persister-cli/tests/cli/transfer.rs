@@ -772,3 +772,92 @@ fn destinations_that_would_break_a_store_are_refused_before_anything_is_built() 
     persister(["copy", src, app.to_str().unwrap(), "--backend", "fs"])?.expect(0);
     Ok(())
 }
+
+/// `copy --skip-damaged` into a PostgreSQL URL that holds a password names where the
+/// saved documents are without that password: in its hint as in its report.
+#[test]
+fn skip_damaged_into_postgres_names_the_destination_without_its_password() -> TestResult {
+    use persister_testkit::postgres::schema_server;
+    let schema = format!("cli_skip_pw_{}", std::process::id());
+    let Some((url, _cluster)) = schema_server(&schema)? else {
+        return Ok(());
+    };
+    let Some((user, rest)) = url.split_once('@') else {
+        return Ok(());
+    };
+    // The test cluster trusts local logins, so any password opens it.
+    let with_password = format!("{user}:pw-Kx42-secret@{rest}");
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("two");
+    {
+        let store = open_store(named("fs"), &src)?;
+        for id in ["bad", "good"] {
+            let mut doc = store.open_document(&id.into())?;
+            doc.set_document(b"a document".to_vec())?;
+            doc.flush()?;
+        }
+    }
+    damage_log(&src, &"bad".into())?;
+    for json in [false, true] {
+        let mut args = vec!["copy", "--skip-damaged"];
+        if json {
+            args.push("--json");
+        }
+        let src = src.to_str().unwrap();
+        let target = with_password.replace(&schema, &format!("{schema}_{json}"));
+        args.extend([src, target.as_str()]);
+        let run = persister(&args)?.expect(4);
+        run.expect_error_lines();
+        let shown = format!("{}{}", run.stdout, run.stderr);
+        assert!(shown.contains("left out 1 damaged document"), "{shown}");
+        assert!(!shown.contains("pw-Kx42-secret"), "json {json}: {shown}");
+    }
+    Ok(())
+}
+
+/// A destination written with `/.` at its end names the directory before it: an empty
+/// directory there takes a directory store, as it does written without `/.`; a file
+/// store or an export file is refused there before anything is built, as with a `/`
+/// at the end (rather than built whole and then failing to move into place).
+#[test]
+fn a_destination_ending_in_slash_dot_is_the_directory_it_names() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src.redb");
+    make_store(named("redb"), &src)?;
+    let src = src.to_str().unwrap();
+    for backend in ["fs", "sled"] {
+        let empty = dir.path().join(format!("empty-{backend}"));
+        std::fs::create_dir(&empty)?;
+        let dst = format!("{}/.", empty.display());
+        let run = persister(["copy", src, &dst, "--backend", backend])?;
+        let run = run.expect(0);
+        assert!(run.stdout.contains("copied 3 documents"), "{}", run.stdout);
+        assert_eq!(read_store(named(backend), &empty)?.len(), 3, "{backend}");
+        let fresh = format!("{}/.", dir.path().join(format!("new-{backend}")).display());
+        persister(["copy", src, &fresh, "--backend", backend])?.expect(0);
+        assert_eq!(
+            read_store(named(backend), &dir.path().join(format!("new-{backend}")))?.len(),
+            3,
+            "{backend}"
+        );
+    }
+    let before = names_in(dir.path())?;
+    for args in [
+        ["copy", src, &format!("{}/new.redb/.", dir.path().display())],
+        [
+            "export",
+            src,
+            &format!("{}/new.pst/.", dir.path().display()),
+        ],
+    ] {
+        let run = persister(args)?.expect(1);
+        run.expect_error_lines();
+        assert!(
+            run.stderr.contains("names a directory"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(names_in(dir.path())?, before);
+    Ok(())
+}

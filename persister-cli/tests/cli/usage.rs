@@ -203,3 +203,21 @@ fn ctrl_c_ends_a_command_with_sigint_and_leaves_the_store_sound() -> TestResult 
     persister(["verify", d.join("demo.redb").to_str().unwrap()])?.expect(0);
     Ok(())
 }
+
+/// `persister migrate --help` names the format version this build writes for each
+/// backend: a user with a store of an older version learns from it that the store
+/// needs migrating.
+#[test]
+fn migrate_help_names_the_versions_this_build_writes() -> TestResult {
+    let run = persister(["migrate", "--help"])?.expect(0);
+    let help = run.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    let version = |name: &str| crate::support::named(name).format_version();
+    let expected = format!(
+        "the format version this build writes (redb layout {}, fs version {}, PostgreSQL version {})",
+        version("redb"),
+        version("fs"),
+        version("postgres")
+    );
+    assert!(help.contains(&expected), "{expected}: {}", run.stdout);
+    Ok(())
+}
