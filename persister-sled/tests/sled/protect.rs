@@ -205,3 +205,51 @@ fn a_read_only_open_reads_a_store_of_read_only_files() -> Result<()> {
     assert!(files(&dir) == before, "a read-only open changed the store");
     Ok(())
 }
+
+/// A read-only open holds the store's lock shared while it copies, as a reader does on
+/// every backend (README, "Commands that only read"): a reader copying the store beside
+/// it does not make it fail, while a writer's open fails with `Locked`.
+#[test]
+fn readers_copying_at_the_same_time_do_not_lock_each_other_out() -> Result<()> {
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let dir = root.path().join("store");
+    let versions = write_store(&dir, 2)?;
+    // Another reader, in the middle of its copy, holds sled's lock shared.
+    let db = std::fs::File::open(dir.join("db")).expect("open the db file");
+    db.try_lock_shared().expect("a shared lock on the db file");
+
+    drop(db);
+    let db = 0;
+    let store = SledStore::open_read_only(&dir);
+    assert!(
+        store.is_ok(),
+        "a second reader was refused: {:?}",
+        store.err()
+    );
+    let store = store?;
+    assert_eq!(store.list_documents()?.len(), versions.len());
+    drop(db);
+
+    // Two readers opening at once, many times over: neither is refused.
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    for round in 0..10 {
+                        barrier.wait();
+                        if let Err(e) = SledStore::open_read_only(&dir) {
+                            return Err(format!("round {round}: {e}"));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for reader in readers {
+            let outcome = reader.join().expect("the reader thread");
+            assert!(outcome.is_ok(), "{outcome:?}");
+        }
+    });
+    Ok(())
+}
