@@ -5,7 +5,8 @@
 //! [`SledOptions::check_copy_first`](crate::SledOptions::check_copy_first)), and a
 //! read-only store is read through one. A copy lives in a new directory under the
 //! system's temporary directory (`$TMPDIR`), taken while holding sled's lock on the
-//! original so that no writer changes it meanwhile, and is removed when it is no
+//! original (shared for a read-only open, so that readers copy side by side) so that no
+//! writer changes it meanwhile, and is removed when it is no
 //! longer used; [`persister_core::scratch::remove_all`] removes every copy left, for a
 //! program that is about to exit on a signal.
 //!
@@ -45,6 +46,34 @@ impl CopyDir {
             other => other.relocated(&self.store(), store),
         }
     }
+
+    /// `error`, met copying the store in `store` into this copy: a file the copy has no
+    /// room for (its disk full, its files too large) or cannot be written on (a
+    /// read-only file system) is the copy's failure, and names the copy's file rather
+    /// than the store's, which was only read.
+    fn blame_copying(&self, error: Error, store: &Path) -> Error {
+        match error {
+            Error::Io { path, source, .. } if is_write_failure(source.kind()) => Error::Io {
+                action: "write the store's temporary copy (set TMPDIR to put it elsewhere), at",
+                path,
+                source,
+            }
+            .relocated(store, &self.store()),
+            other => other,
+        }
+    }
+}
+
+/// Whether an I/O error of this kind, met copying a file, comes from writing it: reading
+/// the store gives none of these.
+fn is_write_failure(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::StorageFull
+            | ErrorKind::QuotaExceeded
+            | ErrorKind::FileTooLarge
+    )
 }
 
 /// Whether an I/O error of this kind comes from where the copy is, not from the data
@@ -60,12 +89,27 @@ fn is_copy_failure(kind: ErrorKind) -> bool {
     )
 }
 
-/// Copies the store in `src` into a new temporary directory. Fails with
-/// [`Error::Locked`] if a process has the store open.
-pub(crate) fn copy_store(src: &Path) -> Result<CopyDir> {
+/// How [`copy_store`] holds sled's lock on the store while it copies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Holding {
+    /// Shared, as a read-only open does: other readers copy beside it, writers wait.
+    Shared,
+    /// Exclusive, as an open for writing does: nobody else opens the store meanwhile.
+    Exclusive,
+}
+
+/// Copies the store in `src` into a new temporary directory, holding sled's lock on
+/// its `db` file as `holding` says until the copy is made. Fails with
+/// [`Error::Locked`] if a process has the store open (for writing, or, with
+/// [`Holding::Exclusive`], copying it to read).
+pub(crate) fn copy_store(src: &Path, holding: Holding) -> Result<CopyDir> {
     let db = src.join("db");
     let lock = File::open(&db).map_err(|e| Error::io("open", &db, e))?;
-    match lock.try_lock() {
+    let locked = match holding {
+        Holding::Shared => lock.try_lock_shared(),
+        Holding::Exclusive => lock.try_lock(),
+    };
+    match locked {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             return Err(Error::Locked {
@@ -78,7 +122,8 @@ pub(crate) fn copy_store(src: &Path) -> Result<CopyDir> {
         scratch: ScratchDir::new("sled-copy")?,
     };
     let what = "a persister-sled store directory (it holds something that is neither a file nor a directory)";
-    persister_core::scratch::copy_dir(src, &copy.store(), what)?;
+    persister_core::scratch::copy_dir(src, &copy.store(), what)
+        .map_err(|e| copy.blame_copying(e, src))?;
     lock.unlock().map_err(|e| Error::io("unlock", &db, e))?;
     make_writable(&copy.store())?;
     Ok(copy)

@@ -191,7 +191,9 @@
 //!
 //! sled locks its `db` file; a second [`SledStore::open`] of an open store, from this
 //! process or another one, fails at once with
-//! [`Error::Locked`](persister_core::Error::Locked).
+//! [`Error::Locked`](persister_core::Error::Locked). A
+//! [`SledStore::open_read_only`] holds that lock shared only while it copies the store:
+//! readers then open beside each other, and writers get `Locked`.
 //!
 //! # Leaving sled
 //!

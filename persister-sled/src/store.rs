@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use persister_core::{EngineStore, Error, Result};
 
-use crate::copy;
+use crate::copy::{self, Holding};
 use crate::durable::Durable;
 use crate::layout::{self, FORMAT_KEY, STORE_KEY};
 use crate::manifest::StoreManifest;
@@ -50,7 +50,7 @@ impl SledStore {
         if options.check_copy_first && path.join("db").is_file() {
             // sled's recovery of a damaged store erases what follows the damage before
             // the checks below can refuse it: let it run on a copy first.
-            let copy = copy::copy_store(path)?;
+            let copy = copy::copy_store(path, Holding::Exclusive)?;
             let checked = open_at(&copy.store(), &options)
                 .and_then(|mut engine| engine.release())
                 .map_err(|e| copy.blame(e, path));
@@ -69,7 +69,15 @@ impl SledStore {
     /// system's temporary directory (`$TMPDIR`) and removed when the store and its
     /// handles are dropped (or by [`persister_core::scratch::remove_all`]). The store
     /// itself is never written: this works on a read-only directory or mount, and on
-    /// read-only files. Errors about the store's data name `dir`, not the copy; an I/O
+    /// read-only files.
+    ///
+    /// While it copies, it holds sled's lock on the store shared: other read-only opens
+    /// copy beside it, and an open for writing (here or in another process) fails with
+    /// [`Error::Locked`]. Once the copy is made the lock is released, so a writer may
+    /// open the store while this one is open; this store keeps reading the copy, the
+    /// store as it was when opened.
+    ///
+    /// Errors about the store's data name `dir`, not the copy; an I/O
     /// failure of the copy itself (`$TMPDIR` full or not writable) names the copy.
     /// Every write through the store or its handles fails with [`Error::InvalidInput`].
     ///
@@ -84,7 +92,7 @@ impl SledStore {
                 path: path.to_path_buf(),
             });
         }
-        let copy = copy::copy_store(path)?;
+        let copy = copy::copy_store(path, Holding::Shared)?;
         let options = SledOptions::default();
         let mut engine = open_at(&copy.store(), &options).map_err(|e| copy.blame(e, path))?;
         engine.path = path.to_path_buf();

@@ -35,6 +35,30 @@ pub fn command(mode: &str, dir: &Path) -> Command {
     command
 }
 
+/// [`command`], run with files limited to `blocks` 512-byte blocks (`ulimit -f`) and
+/// `SIGXFSZ` ignored, so that writing past that fails with `EFBIG` as a full disk
+/// refuses a write.
+#[cfg(unix)]
+pub fn command_with_file_limit(mode: &str, dir: &Path, blocks: u32) -> Command {
+    let inner = command(mode, dir);
+    let mut limited = Command::new("sh");
+    limited
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {blocks}; exec \"$0\" \"$@\""
+        ))
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    for (name, value) in inner.get_envs() {
+        if let Some(value) = value {
+            limited.env(name, value);
+        }
+    }
+    limited
+}
+
 /// Runs the child mode named by `PERSISTER_SLED_CHILD`; without it (an ordinary test
 /// run), returns at once.
 #[test]
@@ -47,6 +71,10 @@ fn child_entry_point() -> Result<()> {
         "crash-writer" => crate::crash::writer(&dir),
         "try-open" => {
             crate::store::try_open(&dir);
+            Ok(())
+        }
+        "try-open-read-only" => {
+            crate::protect::try_open_read_only(&dir);
             Ok(())
         }
         other => panic!("unknown child mode {other}"),
