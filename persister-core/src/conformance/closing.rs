@@ -1,6 +1,6 @@
 //! Closing (contract point 12): what dropping a handle or a store does, and `close`.
 
-use super::{Fixture, actor, contents, open, reopen};
+use super::{Fixture, actor, after_a_failed_flush, contents, open, reopen};
 use std::sync::Arc;
 
 use crate::{Batch, BoxedStore, Error, Persister, Result, Store};
@@ -81,16 +81,7 @@ pub fn closed_store_reopens_at_once<F: Fixture>(f: &F) -> Result<()> {
 /// flushed before the failure.
 pub fn closing_a_store_after_a_failed_flush_reports_it<F: Fixture>(f: &F) -> Result<()> {
     let store = f.open()?;
-    let mut p = open(&store, "doc")?;
-    p.insert_changes(vec![(actor(1), 1, b"flushed".to_vec())])?;
-    p.flush()?;
-    f.fail_next_flush(&store);
-    p.insert_changes(vec![(actor(1), 2, b"maybe".to_vec())])?;
-    assert!(
-        p.flush().is_err(),
-        "the simulated flush failure was not reported"
-    );
-    drop(p);
+    drop(after_a_failed_flush(f, &store, b"maybe")?);
     let closed = store.close();
     assert!(
         closed.is_err(),

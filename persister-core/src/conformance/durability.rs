@@ -1,6 +1,6 @@
 //! Durability (contract point 4), flush results, and poisoning (point 7).
 
-use super::{Fixture, actor, contents, open, reopen};
+use super::{Fixture, actor, after_a_failed_flush, contents, open, reopen};
 use crate::{Batch, Error, Persister, Result, Store};
 
 /// Everything written before a successful flush is there after reopening.
@@ -87,15 +87,7 @@ pub fn second_flush_returns_zero<F: Fixture>(f: &F) -> Result<()> {
 /// After a failed flush the handle refuses writes and flushes with `Poisoned`.
 pub fn failed_flush_poisons_the_handle<F: Fixture>(f: &F) -> Result<()> {
     let store = f.open()?;
-    let mut p = open(&store, "doc")?;
-    p.insert_changes(vec![(actor(1), 1, b"flushed".to_vec())])?;
-    p.flush()?;
-    f.fail_next_flush(&store);
-    p.insert_changes(vec![(actor(1), 2, b"doomed?".to_vec())])?;
-    assert!(
-        p.flush().is_err(),
-        "the simulated flush failure was not reported"
-    );
+    let mut p = after_a_failed_flush(f, &store, b"doomed?")?;
     assert!(matches!(
         p.insert_changes(vec![(actor(1), 3, b"x".to_vec())]),
         Err(Error::Poisoned { .. })
@@ -112,13 +104,7 @@ pub fn failed_flush_poisons_the_handle<F: Fixture>(f: &F) -> Result<()> {
 /// flushed before the failure.
 pub fn poison_clears_after_reopen<F: Fixture>(f: &F) -> Result<()> {
     let store = f.open()?;
-    let mut p = open(&store, "doc")?;
-    p.insert_changes(vec![(actor(1), 1, b"flushed".to_vec())])?;
-    p.flush()?;
-    f.fail_next_flush(&store);
-    p.insert_changes(vec![(actor(1), 2, b"maybe".to_vec())])?;
-    assert!(p.flush().is_err());
-    drop(p);
+    drop(after_a_failed_flush(f, &store, b"maybe")?);
     let store = reopen(f, store)?;
     let mut p = open(&store, "doc")?;
     let changes = p.get_changes()?;

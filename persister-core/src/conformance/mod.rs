@@ -236,6 +236,26 @@ pub(crate) fn reopen<F: Fixture>(fixture: &F, store: F::Store) -> Result<F::Stor
     fixture.open()
 }
 
+/// A handle of document `doc` in `store` that flushed one change (`b"flushed"`, actor
+/// 1, seq 1), then had its next flush (of seq 2, `second`) fail as the fixture fails
+/// one.
+pub(crate) fn after_a_failed_flush<F: Fixture>(
+    f: &F,
+    store: &F::Store,
+    second: &[u8],
+) -> Result<<F::Store as Store>::Persister> {
+    let mut p = open(store, "doc")?;
+    p.insert_changes(vec![(actor(1), 1, b"flushed".to_vec())])?;
+    p.flush()?;
+    f.fail_next_flush(store);
+    p.insert_changes(vec![(actor(1), 2, second.to_vec())])?;
+    assert!(
+        p.flush().is_err(),
+        "the simulated flush failure was not reported"
+    );
+    Ok(p)
+}
+
 /// Opens `id` in `store`.
 pub(crate) fn open<S: Store>(store: &S, id: &str) -> Result<S::Persister> {
     store.open_document(&DocumentId::from(id))

@@ -1,7 +1,6 @@
 //! A damaged store: loading fails loudly (the hook, the health check, or the process
 //! stops), and never gives samod an empty or partial document.
 
-use std::process::Command;
 use std::sync::mpsc;
 
 use automerge::transaction::Transactable;
@@ -10,7 +9,7 @@ use persister_core::{DocumentId, MemoryStore, Persister, Store};
 use persister_samod::{Event, Options, SamodStorage, WhenUnusable};
 use samod::Repo;
 
-use crate::support::{Result, runtime};
+use crate::support::{Result, runtime, stopped_child};
 
 const CHILD: &str = "PERSISTER_SAMOD_DAMAGE_CHILD";
 
@@ -88,27 +87,7 @@ fn a_damaged_change_is_reported_and_the_document_never_loads_empty() -> Result {
 
 #[test]
 fn with_exit_chosen_a_damaged_store_stops_the_process_with_a_message() -> Result {
-    let output = Command::new(std::env::current_exe()?)
-        .args([
-            "damage::exit_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD, "1")
-        .output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(persister_samod::EXIT_CODE),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("persister-samod: stopping the process"),
-        "{stderr}"
-    );
+    let stderr = stopped_child("damage::exit_child", CHILD)?;
     assert!(stderr.contains("not an automerge change"), "{stderr}");
     Ok(())
 }

@@ -11,7 +11,7 @@ use persister_samod::acceptance::{block_on, key};
 use persister_samod::{Event, Options, SamodStorage};
 use samod::storage::Storage;
 
-use crate::support::{FaultyStore, Result, poll_once};
+use crate::support::{FaultyStore, Result, poll_once, stopped_child};
 
 /// What the hook saw, as short lines.
 fn recorder() -> (Options, mpsc::Receiver<String>) {
@@ -347,27 +347,7 @@ const PANIC_CHILD: &str = "PERSISTER_SAMOD_PANIC_CHILD";
 /// restarts the process.
 #[test]
 fn with_exit_chosen_a_panic_on_the_worker_stops_the_process() -> Result {
-    let output = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "faults::panic_exit_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(PANIC_CHILD, "1")
-        .output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(persister_samod::EXIT_CODE),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("persister-samod: stopping the process"),
-        "{stderr}"
-    );
+    let stderr = stopped_child("faults::panic_exit_child", PANIC_CHILD)?;
     assert!(stderr.contains("worker thread panicked"), "{stderr}");
     Ok(())
 }

@@ -13,6 +13,34 @@ use persister_samod::{Options, SamodStorage};
 
 pub type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
+/// Runs the ignored test `child` of this binary in a process of its own, with `env`
+/// set, and checks that the storage stopped it (`WhenUnusable::Exit`): its exit code
+/// is `EXIT_CODE` and it said why. Returns its standard error.
+pub fn stopped_child(child: &str, env: &str) -> Result<String> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            child,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(env, "1")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(persister_samod::EXIT_CODE),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("persister-samod: stopping the process"),
+        "{stderr}"
+    );
+    Ok(stderr)
+}
+
 /// The backend called `name`: `memory`, or one of the standard registry's (the
 /// storage takes any store, so a backend added there runs here by its name).
 pub fn named(name: &str) -> Backend {
