@@ -7,7 +7,7 @@
 //! this crate must cope with their absence: [`find`] returns `None` and the caller skips
 //! with a printed reason.
 //!
-//! ```no_run
+//! ```
 //! let Some(path) = persister_traces::find("automerge-paper") else {
 //!     println!("skipped: trace automerge-paper not found");
 //!     return Ok(());
@@ -36,8 +36,18 @@ pub enum TraceError {
         #[source]
         source: std::io::Error,
     },
+    /// The file's gzip stream is damaged: it does not decompress, or fails its
+    /// checksum.
+    #[error("trace {path} is damaged: {source}; fetch it again (see the README beside it)", path = path.display())]
+    Damaged {
+        /// The trace file.
+        path: PathBuf,
+        /// What decompressing reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// The file is not a trace in the expected format.
-    #[error("{path} is not an editing trace: {source}", path = path.display())]
+    #[error("{path} is not an editing trace in the expected format (damaged, or another file): {source}; fetch it again (see the README beside it)", path = path.display())]
     Format {
         /// The trace file.
         path: PathBuf,
@@ -45,8 +55,22 @@ pub enum TraceError {
         #[source]
         source: serde_json::Error,
     },
+    /// A concurrent trace names an agent or a parent it does not have: an agent past
+    /// its number of agents, a parent that is not an earlier transaction, or a
+    /// transaction without either.
+    #[error("{path} is not a consistent concurrent trace: transaction {txn} {reason}; fetch it again (see the README beside it)", path = path.display())]
+    Inconsistent {
+        /// The trace file.
+        path: PathBuf,
+        /// Index of the transaction.
+        txn: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A patch does not fit the text it applies to.
-    #[error("patch {patch} of transaction {txn} deletes past the end of the text")]
+    #[error(
+        "patch {patch} of transaction {txn} starts or deletes past the end of the text: the trace is damaged"
+    )]
     BadPatch {
         /// Index of the transaction.
         txn: usize,
@@ -112,21 +136,77 @@ pub struct Trace {
 
 impl Trace {
     /// Reads a trace from a gzipped (`.gz`) or plain JSON file.
+    ///
+    /// A damaged file is an error: [`TraceError::Damaged`] when its gzip stream does not
+    /// decompress or fails its checksum, [`TraceError::Format`] when it is not JSON in
+    /// the trace format, [`TraceError::Inconsistent`] when a concurrent trace names an
+    /// agent or parent it lacks. Patches that do not fit the text are found when the
+    /// trace is replayed ([`TraceError::BadPatch`]).
     pub fn load(path: &Path) -> Result<Self, TraceError> {
         let file = File::open(path).map_err(|source| TraceError::Io {
             path: path.to_owned(),
             source,
         })?;
-        let reader = BufReader::new(file);
-        let parsed = if path.extension().is_some_and(|e| e == "gz") {
-            serde_json::from_reader(BufReader::new(flate2::read::GzDecoder::new(reader)))
-        } else {
-            serde_json::from_reader(reader)
+        let gzipped = path.extension().is_some_and(|e| e == "gz");
+        Self::read(path, BufReader::new(file), gzipped)
+    }
+
+    /// Reads a trace from `reader` (gzipped if `gzipped`); `path` names it in errors.
+    fn read(path: &Path, reader: impl std::io::Read, gzipped: bool) -> Result<Self, TraceError> {
+        let parsed: Result<Self, _> = match gzipped {
+            // serde_json reads to the end (for trailing characters), so the gzip
+            // trailer's checksum and length are checked too.
+            true => serde_json::from_reader(BufReader::new(flate2::read::GzDecoder::new(reader))),
+            false => serde_json::from_reader(reader),
         };
-        parsed.map_err(|source| TraceError::Format {
+        let trace = parsed.map_err(|e| match e.is_io() {
+            true => TraceError::Damaged {
+                path: path.to_owned(),
+                source: e.into(),
+            },
+            false => TraceError::Format {
+                path: path.to_owned(),
+                source: e,
+            },
+        })?;
+        trace.check(path)?;
+        Ok(trace)
+    }
+
+    /// Checks that a concurrent trace's agents and parents exist, so that a replay may
+    /// index by them.
+    fn check(&self, path: &Path) -> Result<(), TraceError> {
+        if !self.is_concurrent() {
+            return Ok(());
+        }
+        let inconsistent = |txn: usize, reason: String| TraceError::Inconsistent {
             path: path.to_owned(),
-            source,
-        })
+            txn,
+            reason,
+        };
+        let agents = self
+            .num_agents
+            .ok_or_else(|| inconsistent(0, "is in a trace without numAgents".to_string()))?;
+        for (t, txn) in self.txns.iter().enumerate() {
+            match txn.agent {
+                Some(agent) if agent < agents => {}
+                Some(agent) => {
+                    return Err(inconsistent(t, format!("names agent {agent} of {agents}")));
+                }
+                None => return Err(inconsistent(t, "has no agent".to_string())),
+            }
+            let parents = txn
+                .parents
+                .as_deref()
+                .ok_or_else(|| inconsistent(t, "has no parents".to_string()))?;
+            if let Some(parent) = parents.iter().find(|&&p| p >= t) {
+                return Err(inconsistent(
+                    t,
+                    format!("names parent {parent}, which is not an earlier transaction"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether this is a concurrent trace (transactions with agents and parents).
@@ -211,7 +291,8 @@ impl GapBuffer {
     /// Deletes `delete` characters at `pos` and inserts `insert` there; `false` when
     /// the range is past the end.
     fn splice(&mut self, pos: usize, delete: usize, insert: &str) -> bool {
-        if pos + delete > self.len() {
+        // Checked: a damaged trace may hold any number.
+        if pos.checked_add(delete).is_none_or(|end| end > self.len()) {
             return false;
         }
         while self.before.len() > pos {
@@ -325,6 +406,7 @@ mod tests {
         }
         if let Some(path) = find("clownschool") {
             let trace = Trace::load(&path)?;
+            assert_eq!(trace.num_agents, Some(3));
             assert!(trace.is_concurrent());
             assert_eq!(trace.txns.len(), 23_136);
             assert!(
@@ -333,7 +415,104 @@ mod tests {
                     .iter()
                     .all(|t| t.agent.is_some() && t.parents.is_some())
             );
+        } else {
+            println!(
+                "skipped: trace clownschool not found (set PERSISTER_TRACES or put ../shared/traces beside the workspace)"
+            );
         }
+        Ok(())
+    }
+
+    /// A small trace, gzipped.
+    fn gzipped(json: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        // Writing to a Vec cannot fail.
+        let _ = encoder.write_all(json.as_bytes());
+        encoder.finish().unwrap_or_default()
+    }
+
+    const SMALL: &str = r#"{"startContent":"","endContent":"ab","txns":[{"patches":[[0,0,"a"]]},{"patches":[[1,0,"b"]]}]}"#;
+
+    fn read(bytes: &[u8]) -> Result<Trace, TraceError> {
+        Trace::read(Path::new("small.json.gz"), bytes, true)
+    }
+
+    #[test]
+    fn a_damaged_gzipped_trace_is_an_error_naming_the_file() -> Result<(), TraceError> {
+        let whole = gzipped(SMALL);
+        let original = read(&whole)?;
+        assert_eq!(original.replay_text()?, "ab");
+        // Cut anywhere (in the stream, in its trailer), or a bit flipped in the
+        // compressed text or in the checksum: an error, or exactly the trace (a flipped
+        // padding bit after the last deflate block changes nothing).
+        let mut damaged: Vec<Vec<u8>> = (0..whole.len()).map(|n| whole[..n].to_vec()).collect();
+        for at in 10..whole.len() {
+            let mut flipped = whole.clone();
+            flipped[at] ^= 0x10;
+            damaged.push(flipped);
+        }
+        for bytes in damaged {
+            match read(&bytes) {
+                Err(e @ (TraceError::Damaged { .. } | TraceError::Format { .. })) => {
+                    assert!(e.to_string().contains("small.json.gz"), "{e}");
+                }
+                Ok(trace) => assert_eq!(format!("{trace:?}"), format!("{original:?}")),
+                Err(other) => panic!("{} of {} bytes: {other:?}", bytes.len(), whole.len()),
+            }
+        }
+        // A stream cut in its text is damage, not a format error.
+        assert!(matches!(
+            read(&whole[..whole.len() / 2]),
+            Err(TraceError::Damaged { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_concurrent_trace_naming_what_it_lacks_is_an_error() {
+        let trace = |txns: &str| {
+            format!(r#"{{"kind":"concurrent","endContent":"","numAgents":2,"txns":[{txns}]}}"#)
+        };
+        let first = r#"{"patches":[],"agent":0,"parents":[]}"#;
+        let plain = |txns: &str| Trace::read(Path::new("c.json"), trace(txns).as_bytes(), false);
+        assert!(
+            plain(&format!(
+                "{first},{}",
+                r#"{"patches":[],"agent":1,"parents":[0]}"#
+            ))
+            .is_ok()
+        );
+        for bad in [
+            r#"{"patches":[],"agent":2,"parents":[0]}"#,
+            r#"{"patches":[],"parents":[0]}"#,
+            r#"{"patches":[],"agent":1,"parents":[1]}"#,
+            r#"{"patches":[],"agent":1,"parents":[7]}"#,
+            r#"{"patches":[],"agent":1}"#,
+        ] {
+            let read = plain(&format!("{first},{bad}"));
+            assert!(
+                matches!(&read, Err(TraceError::Inconsistent { txn: 1, .. })),
+                "{bad}: {read:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_patch_with_a_huge_position_is_an_error() -> Result<(), serde_json::Error> {
+        let trace: Trace = serde_json::from_str(&format!(
+            r#"{{"endContent":"","txns":[{{"patches":[[{},{},""]]}}]}}"#,
+            usize::MAX,
+            usize::MAX
+        ))?;
+        assert!(matches!(
+            trace.replay_text(),
+            Err(TraceError::BadPatch { txn: 0, patch: 0 })
+        ));
+        assert!(matches!(
+            trace.position_of("x", 0),
+            Err(TraceError::BadPatch { txn: 0, patch: 0 })
+        ));
         Ok(())
     }
 }

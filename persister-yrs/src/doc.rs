@@ -3,7 +3,7 @@
 use std::panic::resume_unwind;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use persister_core::{ActorId, CompactionTrigger, Persister, StoredSizes, Write};
+use persister_core::{ActorId, Batch, CompactionTrigger, Persister, StoredSizes};
 use yrs::updates::decoder::Decode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
 
@@ -27,10 +27,12 @@ type Captured = Arc<Mutex<Vec<Vec<u8>>>>;
 ///   ([`apply_update`](Self::apply_update),
 ///   [`receive_sync_message`](Self::receive_sync_message)), is written under
 ///   ([`actor`](Self::actor), next sequence number) before the call returns `Ok`. If
-///   the persister fails, the update stays queued and goes first in the next write (or
-///   [`flush`](Self::flush)); the call returns the error, and nothing of the in-memory
-///   document is lost. A transaction opened directly on [`doc`](Self::doc) (an
-///   `UndoManager`'s, say) is captured too, and written by the next write or flush.
+///   the persister does not apply it, the update stays queued and goes first in the
+///   next write (or [`flush`](Self::flush)); the call returns the error, and nothing of
+///   the in-memory document is lost. An update no persister stores is never queued: it
+///   makes the document unusable ([`Error::Broken`]). A transaction opened directly on
+///   [`doc`](Self::doc) (an `UndoManager`'s, say) is captured too, and written by the
+///   next write or flush.
 /// - **Durability** follows [`Options::flush`]; [`flush`](Self::flush) and
 ///   [`close`](Self::close) make everything written so far durable.
 /// - **Compaction** stores the whole state as one v1 update and removes the updates it
@@ -43,6 +45,32 @@ type Captured = Arc<Mutex<Vec<Vec<u8>>>>;
 /// Dropping the document does not flush (a flush can fail and a drop cannot say so):
 /// its unflushed writes are discarded by the persister. Call [`close`](Self::close) or
 /// [`flush`](Self::flush) before exiting.
+///
+/// # After a failed flush
+///
+/// A failed flush ([`Error::FlushFailed`]) poisons the persister (see
+/// [`Persister::flush`]): every later write is refused, and nothing waits to be
+/// retried. Nothing is lost as long as the document is kept: take its state, drop it,
+/// load the document again and apply the state; that writes everything the store lacks.
+///
+/// ```
+/// # use persister_core::{MemoryStore, Store};
+/// # use persister_yrs::{Error, PersistentYDoc};
+/// # use yrs::Text;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let store = MemoryStore::new();
+/// # let mut doc = PersistentYDoc::load(store.open_document(&"notes".into())?)?;
+/// # let text = doc.doc().get_or_insert_text("text");
+/// # store.fail_next_flush();
+/// # assert!(matches!(doc.edit(|t| text.insert(t, 0, "hello")), Err(Error::FlushFailed(_))));
+/// let state = doc.encode_state()?;
+/// drop(doc);
+/// let mut doc = PersistentYDoc::load(store.open_document(&"notes".into())?)?;
+/// doc.apply_update(&state)?;
+/// doc.flush()?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct PersistentYDoc<P> {
     pub(crate) doc: Doc,
@@ -125,7 +153,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// A stored document or update that yrs cannot decode or apply is an error
     /// ([`Error::CorruptDocument`], [`Error::CorruptUpdate`]); nothing is silently
     /// dropped. Stored updates whose dependencies are missing wait in yrs' pending set
-    /// (see `ReadTxn::has_missing_updates`) and are kept by compaction.
+    /// (see `ReadTxn::has_missing_updates`) and are kept by compaction; pending updates
+    /// yrs cannot encode again (it panics merging them) are [`Error::CorruptDocument`].
     pub fn load_with(persister: P, options: Options) -> Result<Self> {
         let document = persister.get_document()?;
         let mut doc_options = yrs::Options::default();
@@ -189,6 +218,19 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
                 });
             }
         }
+        // Pending updates are merged as the state is encoded, and yrs panics merging some
+        // damaged ones: such a store would load, then fail every compaction and sync.
+        guarded(|| {
+            let txn = doc.transact();
+            if txn.has_missing_updates() {
+                txn.encode_state_as_update_v1(&StateVector::default());
+            }
+        })
+        .map_err(|reason| Error::CorruptDocument {
+            reason: format!(
+                "the stored updates leave updates pending (waiting for others) that cannot be encoded again: {reason}"
+            ),
+        })?;
         let stored = entries.into_iter().map(|(actor, seq, _)| (actor, seq));
         let mut writer = DocumentWriter::new(persister, options.flush);
         writer.mark_all_stored(stored);
@@ -266,14 +308,36 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// Runs `f` in one read-write transaction, commits it, and writes its update to the
     /// persister before returning.
     ///
-    /// If the write fails the update stays queued (see [`PersistentYDoc`]) and the
-    /// error is returned; the edit itself is in the document. Afterwards the automatic
-    /// flush and compaction run as [`Options`] say.
+    /// If the write is not applied the update stays queued (see [`PersistentYDoc`])
+    /// and the error is returned; the edit itself is in the document. If it was applied
+    /// and the flush after it failed, [`Error::FlushFailed`] is returned. Afterwards the
+    /// automatic flush and compaction run as [`Options`] say.
+    ///
+    /// If `f` panics (yrs panics on some damaged updates applied with
+    /// `TransactionMut::apply_update`, and on some misuse), the panic is caught:
+    /// yrs commits the transaction as it unwinds, so the document may hold part of the
+    /// edit; nothing of it is written and [`Error::Broken`] is returned. So it is when
+    /// the edit's update cannot be stored at all: longer than
+    /// [`MAX_VALUE_LEN`](persister_core::MAX_VALUE_LEN), or not decodable again.
+    ///
+    /// A peer's update goes through [`apply_update`](Self::apply_update) rather than
+    /// `f`: only that stores the part of it yrs holds pending (waiting for updates not
+    /// received yet).
     pub fn edit<R>(&mut self, f: impl FnOnce(&mut TransactionMut<'_>) -> R) -> Result<R> {
         self.usable()?;
-        let value = {
-            let mut txn = self.doc.transact_mut();
-            f(&mut txn)
+        let before = lock(&self.captured).len();
+        let doc = &self.doc;
+        // The transaction's commit (when it is dropped) inside the guard too.
+        let run = guarded(|| f(&mut doc.transact_mut()))
+            .and_then(|value| self.check_applied(before, false).map(|()| value));
+        let value = match run {
+            Ok(value) => value,
+            Err(reason) => {
+                lock(&self.captured).truncate(before);
+                return Err(
+                    self.break_with(format!("an edit: {reason}; nothing of it was written"))
+                );
+            }
         };
         self.write_captured(Vec::new())?;
         Ok(value)
@@ -284,16 +348,30 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// holds pending, so it covers every stored update. Queued writes are part of the
     /// batch.
     ///
-    /// On error nothing is written and the store is as before.
+    /// On error nothing is written and the store is as before, except after
+    /// [`Error::FlushFailed`]: the batch was applied and the flush after it failed.
     pub fn compact(&mut self) -> Result<()> {
         self.usable()?;
         // Taken before encoding: every captured update is then in the encoded state.
         let captured = std::mem::take(&mut *lock(&self.captured));
-        let written = match self.encode_state() {
-            Ok(state) => self.writer.compact(state, []).map_err(Error::from),
-            Err(e) => Err(e),
-        };
-        if written.is_err() {
+        let before = self.writer.sizes();
+        let written =
+            match self.encode_state() {
+                // Sizes that changed tell a compaction applied, whose flush then failed, from
+                // one not applied (one that changed no size is taken as not applied: its
+                // updates are then written again, to a handle that refuses them).
+                Ok(state) => self.writer.compact(state, []).map_err(|e| {
+                    match self.writer.sizes() == before {
+                        true => Error::Persister(e),
+                        false => Error::FlushFailed(e),
+                    }
+                }),
+                Err(e) => Err(e),
+            };
+        if written
+            .as_ref()
+            .is_err_and(|e| !matches!(e, Error::FlushFailed(_)))
+        {
             // Nothing was written: the captured updates must still be.
             let mut queue = lock(&self.captured);
             let newer = std::mem::replace(&mut *queue, captured);
@@ -305,24 +383,50 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// Writes what is queued, then makes every write so far durable. Returns how many
     /// bytes the persister's flush wrote. After `Ok` it is safe to exit.
     ///
+    /// If the queued writes cannot be applied they stay queued, what was applied before
+    /// them is made durable all the same, and the error ([`Error::Persister`]) is
+    /// returned: a later flush retries them. If the flush itself fails,
+    /// [`Error::FlushFailed`] is returned and no later flush of this persister
+    /// succeeds (see there for how to keep the edits).
+    ///
     /// An unusable document ([`Error::Broken`]) still flushes what it queued before it
-    /// broke, and nothing after.
+    /// broke, and nothing after. When an update captured from a transaction opened
+    /// directly on [`doc`](Self::doc) cannot be stored (see [`edit`](Self::edit)), the
+    /// document breaks here: what came before it is flushed, and [`Error::Broken`] is
+    /// returned.
     pub fn flush(&mut self) -> Result<usize> {
-        if self.usable().is_ok() {
-            self.queue_captured(Vec::new());
-        }
-        Ok(self.writer.flush()?)
+        let queued = match self.usable() {
+            Ok(()) => self.queue_captured(Vec::new()).map(|_| ()),
+            Err(_) => Ok(()),
+        };
+        let flushed = self.writer.flush().map_err(|e| self.persister_error(e))?;
+        queued.map(|()| flushed)
     }
 
     /// Writes what is queued, makes everything durable, and returns the persister.
     ///
-    /// On error the document is gone but the error says why; to retry instead, call
-    /// [`flush`](Self::flush) until it succeeds, then `close`.
+    /// On error the document is gone but the error says why: it is the error of
+    /// [`flush`](Self::flush). To retry a write that was not applied instead, call
+    /// [`flush`](Self::flush) until it succeeds, then `close`; after
+    /// [`Error::FlushFailed`] no flush succeeds.
     pub fn close(mut self) -> Result<P> {
-        if self.usable().is_ok() {
-            self.queue_captured(Vec::new());
+        let queued = match self.usable() {
+            Ok(()) => self.queue_captured(Vec::new()).map(|_| ()),
+            Err(_) => Ok(()),
+        };
+        if let Err(broken) = queued {
+            // What was queued before the update that broke it is kept all the same.
+            self.flush()?;
+            return Err(broken);
         }
-        Ok(self.writer.close()?)
+        if let Err(e) = self.writer.write([]) {
+            let e = self.persister_error(e);
+            // As in `flush`: what was applied is not discarded with the handle.
+            let _ = self.writer.flush();
+            return Err(e);
+        }
+        // Nothing is queued: what can fail now is the flush.
+        self.writer.close().map_err(Error::FlushFailed)
     }
 
     /// The persister, to read (for example its [`sizes`](Persister::sizes)).
@@ -343,11 +447,11 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// Writes the captured updates and `extra` updates in one batch after whatever is
     /// queued; then compacts if the trigger says so.
     pub(crate) fn write_captured(&mut self, extra: Vec<Vec<u8>>) -> Result<()> {
-        let writes = self.queue_captured(extra);
+        let writes = self.queue_captured(extra)?;
         if writes == 0 {
             return Ok(());
         }
-        self.writer.write([])?;
+        self.writer.write([]).map_err(|e| self.persister_error(e))?;
         if self.compaction.should_compact(&self.writer.sizes()) {
             self.compact().map_err(|e| match e {
                 Error::Persister(e) => Error::Compaction(e),
@@ -357,23 +461,44 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
         Ok(())
     }
 
+    /// The error of a write or flush that failed with `e`: [`Error::Persister`] when
+    /// writes wait in the queue to be retried (the batch was not applied),
+    /// [`Error::FlushFailed`] when nothing does (the batch was applied, the flush after
+    /// it failed, and the handle refuses every later write).
+    fn persister_error(&self, e: persister_core::Error) -> Error {
+        match self.writer.queued_writes() {
+            0 => Error::FlushFailed(e),
+            _ => Error::Persister(e),
+        }
+    }
+
     /// Moves the captured updates and `extra` into the writer's queue, each under the
     /// next key; returns how many.
-    fn queue_captured(&mut self, extra: Vec<Vec<u8>>) -> usize {
-        let mut captured = lock(&self.captured);
-        let count = captured.len() + extra.len();
-        let (actor, next_seq) = (&self.actor, &mut self.next_seq);
-        self.writer
-            .queue(captured.drain(..).chain(extra).map(|value| {
-                let seq = *next_seq;
-                *next_seq += 1;
-                Write::InsertChange {
-                    actor: actor.clone(),
-                    seq,
-                    value,
-                }
-            }));
-        count
+    ///
+    /// An update no persister stores (over persister-core's limits) would stay queued
+    /// ahead of every later write, and nothing would be stored again; the document
+    /// holds it and cannot be stored whole either. So it breaks the document instead:
+    /// the updates before it are queued, it and those after it are not.
+    fn queue_captured(&mut self, extra: Vec<Vec<u8>>) -> Result<usize> {
+        let updates: Vec<Vec<u8>> = lock(&self.captured).drain(..).chain(extra).collect();
+        let mut writes = Vec::with_capacity(updates.len());
+        let mut refused = None;
+        for value in updates {
+            let len = value.len();
+            let write = Batch::new().insert_change(self.actor.clone(), self.next_seq, value);
+            if let Err(e) = write.validate() {
+                refused = Some(format!("an update of {len} bytes cannot be stored: {e}"));
+                break;
+            }
+            self.next_seq += 1;
+            writes.extend(write);
+        }
+        let count = writes.len();
+        self.writer.queue(writes);
+        match refused {
+            Some(reason) => Err(self.break_with(reason)),
+            None => Ok(count),
+        }
     }
 }
 

@@ -16,16 +16,25 @@ pub enum Error {
     /// The persister refused a read or a write. Writes that failed stay queued in the
     /// document and are retried by the next write or
     /// [`flush`](crate::PersistentYDoc::flush); nothing of the in-memory document is
-    /// lost. After a failed flush the persister refuses every write
-    /// ([`persister_core::Error::Poisoned`]) until it is opened again: the edits are
-    /// then carried over with [`encode_state`](crate::PersistentYDoc::encode_state) and
-    /// [`apply_update`](crate::PersistentYDoc::apply_update) on the document loaded
-    /// again.
+    /// lost. A poisoned handle ([`persister_core::Error::Poisoned`], after a failed
+    /// flush) or one that lost its lease ([`persister_core::Error::LeaseLost`]) never
+    /// writes again: the edits are then carried over as [`Error::FlushFailed`] says.
     Persister(persister_core::Error),
+
+    /// A write was applied, or nothing was queued, and the flush after it failed: the
+    /// writes since the last successful flush may not survive, and the persister
+    /// refuses every later write and flush ([`persister_core::Error::Poisoned`]) until
+    /// the store is opened again; nothing waits in the queue to be retried. The
+    /// document still holds every edit in memory: take its state with
+    /// [`encode_state`](crate::PersistentYDoc::encode_state), drop it, load the
+    /// document again from the reopened store, and apply the state with
+    /// [`apply_update`](crate::PersistentYDoc::apply_update).
+    FlushFailed(persister_core::Error),
 
     /// The edit was stored, but the automatic compaction that followed it failed. The
     /// store still holds every update, so nothing is lost; compaction is tried again
-    /// after the next write.
+    /// after the next write. (A compaction applied whose flush failed is
+    /// [`Error::FlushFailed`].)
     Compaction(persister_core::Error),
 
     /// The stored document (a Yjs v1 update) cannot be decoded or applied.
@@ -51,8 +60,10 @@ pub enum Error {
         reason: String,
     },
 
-    /// The in-memory document is unusable: yrs panicked applying a peer's update, or
-    /// cannot encode the state one left. Nothing of that update was written, and the
+    /// The in-memory document is unusable: yrs panicked applying a peer's update or
+    /// running an edit, cannot encode the state one left, or an update it made cannot
+    /// be stored (longer than [`MAX_VALUE_LEN`](persister_core::MAX_VALUE_LEN), or not
+    /// decodable again). Nothing of that update was written, and the
     /// document refuses edits, sync and compaction from then on; [`flush`] still makes
     /// what was written before durable. Load the document again from its store.
     ///
@@ -66,9 +77,17 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Persister(e @ persister_core::Error::Poisoned { .. }) => write!(
+            // Such a handle never writes again: the queue cannot drain.
+            Error::Persister(
+                e @ (persister_core::Error::Poisoned { .. }
+                | persister_core::Error::LeaseLost { .. }),
+            ) => write!(
                 f,
                 "{e} (the document still holds every edit in memory: take its state with encode_state, load the document again from the reopened store, apply the state with apply_update, and flush)"
+            ),
+            Error::FlushFailed(e) => write!(
+                f,
+                "flushing failed: {e}; the writes since the last successful flush may be lost and this handle refuses every later write (the document still holds every edit in memory: take its state with encode_state, load the document again from the reopened store, apply the state with apply_update, and flush)"
             ),
             Error::Persister(e) => write!(
                 f,
@@ -101,7 +120,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Persister(e) | Error::Compaction(e) => Some(e),
+            Error::Persister(e) | Error::FlushFailed(e) | Error::Compaction(e) => Some(e),
             _ => None,
         }
     }

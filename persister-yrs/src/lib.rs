@@ -40,8 +40,12 @@
 //!   every stored update in another (a large document on a thread of its own, while
 //!   the updates are read);
 //! - [`edit`](PersistentYDoc::edit) runs one transaction and writes its update before
-//!   it returns; a failed write stays queued, to be retried by the next write, and the
-//!   error is returned;
+//!   it returns; a write the persister did not apply stays queued, to be retried by the
+//!   next write, and the error is returned; a failed flush is [`Error::FlushFailed`]
+//!   (the handle writes nothing more). An update no persister stores (over
+//!   [`MAX_VALUE_LEN`](persister_core::MAX_VALUE_LEN)) or a panic in the edit makes the
+//!   document unusable ([`Error::Broken`]) instead of queueing what can never be
+//!   written;
 //! - [`sync_step1`](PersistentYDoc::sync_step1) and
 //!   [`receive_sync_message`](PersistentYDoc::receive_sync_message) speak the Yjs sync
 //!   protocol (`yrs::sync::SyncMessage`: state vectors, then updates), and what a peer

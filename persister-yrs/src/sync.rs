@@ -100,7 +100,11 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// Checks what applying a peer's update left, before anything of it is written:
     /// every update captured since `before` decodes again, and a document holding
     /// pending updates still encodes (yrs merges them as it encodes, and panics on some).
-    fn check_applied(&self, before: usize, pending: bool) -> std::result::Result<(), String> {
+    pub(crate) fn check_applied(
+        &self,
+        before: usize,
+        pending: bool,
+    ) -> std::result::Result<(), String> {
         for update in lock(&self.captured).iter().skip(before) {
             crate::doc::decode_update(update).map_err(|reason| {
                 format!("yrs made an update of it that does not decode ({reason})")

@@ -184,7 +184,7 @@ fn an_update_waiting_for_its_dependencies_survives_a_restart() -> TestResult {
 }
 
 #[test]
-fn a_failed_write_stays_queued_and_is_not_lost() -> TestResult {
+fn a_failed_flush_loses_nothing_of_the_document() -> TestResult {
     let store = MemoryStore::new();
     let options = Options::default().with_compaction(CompactionTrigger::never());
     let mut doc = PersistentYDoc::load_with(store.open_document(&doc_id())?, options)?;
@@ -192,7 +192,7 @@ fn a_failed_write_stays_queued_and_is_not_lost() -> TestResult {
     doc.edit(|t| text.insert(t, 0, "durable"))?;
     store.fail_next_flush();
     let failed = doc.edit(|t| text.push(t, " one"));
-    assert!(matches!(failed, Err(Error::Persister(_))), "{failed:?}");
+    assert!(matches!(failed, Err(Error::FlushFailed(_))), "{failed:?}");
     // The edit is in the document; its update went to the poisoned handle, so keep the
     // state and bring it to a reopened store.
     assert_eq!(read_text(&doc), "durable one");

@@ -307,11 +307,11 @@ fn an_update_past_the_largest_clock_is_an_error_from_a_peer_and_in_a_store() -> 
 /// Two updates found by mutating valid ones, which yrs 0.28 decodes and then breaks on:
 /// the first leaves pending updates that yrs panics merging as it encodes the state;
 /// the second makes it panic as it integrates it (with overflow checks).
-const LEAVES_PENDING: &str = "0203020004010474657674017081020002840202067220746578740a010004010474657874026865810101038401040620776f726c642101036d6170016b012801036d6170016e017d2a2701036d617005696e6e6572012800010d0178017c3fc000000801036172720177016187010f00a2010f0102010302030b0111011b010102";
+pub const LEAVES_PENDING: &str = "0203020004010474657674017081020002840202067220746578740a010004010474657874026865810101038401040620776f726c642101036d6170016b012801036d6170016e017d2a2701036d617005696e6e6572012800010d0178017c3fc000000801036172720177016187010f00a2010f0102010302030b0111011b010102";
 /// See [`LEAVES_PENDING`].
-const PANICS_APPLYING: &str = "0203020004010474657874017081020002840202067246746578740a020004010474657874026865810101038401040620776f726c642101036d6170016b012801036d6170016e017d2a2701036d617005696e6e6572012800010d0178017c3fc000000801036172720177016187010f0041010f0102010302030b01110102010151";
+pub const PANICS_APPLYING: &str = "0203020004010474657874017081020002840202067246746578740a020004010474657874026865810101038401040620776f726c642101036d6170016b012801036d6170016e017d2a2701036d617005696e6e6572012800010d0178017c3fc000000801036172720177016187010f0041010f0102010302030b01110102010151";
 
-fn unhex(hex: &str) -> Vec<u8> {
+pub fn unhex(hex: &str) -> Vec<u8> {
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0))
@@ -374,12 +374,19 @@ fn updates_that_break_yrs_are_refused_and_leave_the_store_whole() -> TestResult 
 
         let mut p = store.open_document(&"stored".into())?;
         p.insert_changes(vec![(persister_core::ActorId::from(vec![1]), 1, update)])?;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if let Ok(loaded) = PersistentYDoc::load(&mut p) {
-                let _ = loaded.encode_state();
-            }
+        // Loaded, it is an error, or a document that encodes (and so compacts and
+        // syncs): never one that loads and then breaks on first use.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            PersistentYDoc::load(&mut p).map(|loaded| loaded.encode_state().map(|_| ()))
         }))
         .map_err(|_| format!("{name}: a load of it, stored, panicked"))?;
+        assert!(
+            matches!(
+                loaded,
+                Err(Error::CorruptDocument { .. } | Error::CorruptUpdate { .. }) | Ok(Ok(()))
+            ),
+            "{name}: {loaded:?}"
+        );
     }
     Ok(())
 }

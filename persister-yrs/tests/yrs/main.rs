@@ -12,4 +12,5 @@ mod behaviour;
 mod clownschool;
 mod crash;
 mod damage;
+mod limits;
 mod replay;
