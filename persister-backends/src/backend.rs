@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use persister_core::{DynStore, Error, Result};
 
+use crate::shown::{shown, url_scheme};
+
 /// Where a backend keeps a store, which says what names one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -299,13 +301,23 @@ impl Backend {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for [`Access::Create`] when something is at `location`
-    /// already, and for [`Access::Migrate`] when no store of the backend is; otherwise whatever the
-    /// backend's open returns ([`Error::Locked`], [`Error::NotAStore`],
-    /// [`Error::UnsupportedFormat`], [`Error::Io`], ...).
+    /// [`Error::InvalidInput`] for an empty `location`; for a file or directory
+    /// backend, when `location` is a URL (`scheme://...`; a relative path that starts
+    /// like one is written `./NAME`), or a directory where the backend's store is a
+    /// file (or the other way round); for [`Access::Create`] when something is at
+    /// `location` already, and for [`Access::Migrate`] when no store of the backend
+    /// is; otherwise whatever the backend's open returns ([`Error::Locked`],
+    /// [`Error::NotAStore`], [`Error::UnsupportedFormat`], [`Error::Io`], ...). No
+    /// message of this entry holds a password the location holds.
     pub fn open(&self, location: impl AsRef<Path>, access: Access) -> Result<DynStore> {
         let location = location.as_ref();
+        if location.as_os_str().is_empty() && self.kind != StoreKind::Memory {
+            return Err(empty_location());
+        }
         let on_disk = matches!(self.kind, StoreKind::File | StoreKind::Directory);
+        if on_disk {
+            self.check_path(location)?;
+        }
         if access == Access::Create && on_disk {
             check_free(location, self.kind == StoreKind::Directory)?;
         }
@@ -314,12 +326,53 @@ impl Backend {
                 what: "store",
                 reason: format!(
                     "there is no store at {} to migrate ({} is not there)",
-                    location.display(),
+                    shown(location),
                     self.what
                 ),
             });
         }
         (self.open)(location, access)
+    }
+
+    /// Fails when `location` cannot be a store of this file or directory backend: a
+    /// URL, or something of the other kind (a directory for a file, a file for a
+    /// directory), so that the error names the mistake rather than the system call it
+    /// would make fail.
+    fn check_path(&self, location: &Path) -> Result<()> {
+        let (is, store_is) = if self.kind == StoreKind::File {
+            ("a directory", "one file")
+        } else {
+            ("a file", "a directory")
+        };
+        let reason = if let Some(scheme) = url_scheme(location) {
+            format!(
+                "{} is a URL of scheme {scheme:?}, and {} is named by a path; a relative path that starts like a URL is written ./NAME",
+                shown(location),
+                self.what
+            )
+        } else {
+            // Followed through links, as the backends open them.
+            match std::fs::metadata(location) {
+                Ok(meta) if meta.is_dir() == (self.kind == StoreKind::File) => format!(
+                    "{} is {is}, and {} is {store_is}",
+                    location.display(),
+                    self.what
+                ),
+                _ => return Ok(()),
+            }
+        };
+        Err(Error::InvalidInput {
+            what: "store location",
+            reason,
+        })
+    }
+}
+
+/// The error for an empty location.
+pub(crate) fn empty_location() -> Error {
+    Error::InvalidInput {
+        what: "store location",
+        reason: "it is empty; give the path (or URL) of a store".into(),
     }
 }
 
@@ -345,7 +398,7 @@ fn check_free(path: &Path, directory: bool) -> Result<()> {
         what: "new store",
         reason: format!(
             "{} already exists; give a path where there is nothing yet",
-            path.display()
+            shown(path)
         ),
     })
 }

@@ -1,7 +1,7 @@
 //! The entries of the workspace's backends, and a memory backend for tests.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use persister_core::{BoxedStore, DynStore, Error, MemoryStore, Store};
@@ -23,6 +23,16 @@ fn refuse_documents(store: &PostgresStore) -> Result<(), Error> {
             "{} already holds documents; give an empty schema (add ?schema=NAME to the URL) or an empty database",
             store.description()
         ),
+    })
+}
+
+/// `location` as the text of a PostgreSQL URL or connection string: one that is not
+/// UTF-8 is refused rather than read with its bytes replaced, which would name
+/// another database, user or host than the one asked for.
+fn url_text(location: &Path) -> Result<&str, Error> {
+    location.to_str().ok_or_else(|| Error::InvalidInput {
+        what: "PostgreSQL URL",
+        reason: "it is not valid UTF-8; write any other byte percent-encoded (%XX)".into(),
     })
 }
 
@@ -122,10 +132,10 @@ impl Backend {
             StoreKind::Url,
             persister_postgres::FORMAT_VERSION,
             move |location, access| {
-                let url = location.to_string_lossy();
+                let url = url_text(location)?;
                 // The URL's option overrides the options' `migrate_format`.
                 if access == Access::ReadOnly
-                    && persister_postgres::migrate_format_in(&url)? == Some(true)
+                    && persister_postgres::migrate_format_in(url)? == Some(true)
                 {
                     return Err(Error::InvalidInput {
                         what: "read-only open",
@@ -138,7 +148,7 @@ impl Backend {
                 if access == Access::Migrate {
                     options = options.migrate_format(true);
                 }
-                let store = PostgresStore::open_with(&url, options)?;
+                let store = PostgresStore::open_with(url, options)?;
                 if access == Access::Create {
                     refuse_documents(&store)?;
                 }
@@ -157,16 +167,16 @@ impl Backend {
         // yet, a server out of reach) is for the build to find out about.
         .with_staging(
             move |destination, tag| {
-                let url = destination.to_string_lossy();
+                let url = url_text(destination)?;
                 // Only looked at: a URL asking for a migration would have the look
                 // migrate the destination, so such a destination is left to the
                 // rename, which refuses one holding documents as well.
-                if persister_postgres::migrate_format_in(&url)? != Some(true)
-                    && let Ok(store) = PostgresStore::open_with(&url, staging_options.clone())
+                if persister_postgres::migrate_format_in(url)? != Some(true)
+                    && let Ok(store) = PostgresStore::open_with(url, staging_options.clone())
                 {
                     refuse_documents(&store)?;
                 }
-                let schema = persister_postgres::schema_in(&url)?
+                let schema = persister_postgres::schema_in(url)?
                     .unwrap_or_else(|| schema.clone());
                 let suffix = format!("_partial_{tag}");
                 let mut keep = 63usize.saturating_sub(suffix.len()).min(schema.len());
@@ -177,14 +187,14 @@ impl Backend {
                     keep -= 1;
                 }
                 let temporary = format!("{}{suffix}", &schema[..keep]);
-                Ok(PathBuf::from(persister_postgres::url_with_schema(&url, &temporary)?))
+                Ok(PathBuf::from(persister_postgres::url_with_schema(url, &temporary)?))
             },
             move |from, to| {
-                let to = persister_postgres::schema_in(&to.to_string_lossy())?
+                let to = persister_postgres::schema_in(url_text(to)?)?
                     .unwrap_or_else(|| to_schema.clone());
-                PostgresStore::rename(&from.to_string_lossy(), &to)
+                PostgresStore::rename(url_text(from)?, &to)
             },
-            |location| PostgresStore::destroy(&location.to_string_lossy()),
+            |location| PostgresStore::destroy(url_text(location)?),
         )
         .with_description(
             "A schema of a PostgreSQL database, given as a `postgres://` URL (`?schema=NAME`, default `persister`)",

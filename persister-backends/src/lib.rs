@@ -44,6 +44,7 @@ mod backend;
 mod builtin;
 mod location;
 mod registry;
+mod shown;
 
 pub use backend::{Access, Backend, StoreKind};
 pub use location::Location;

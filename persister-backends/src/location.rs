@@ -1,5 +1,6 @@
 //! A store of one backend at one place, to open again and again.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use persister_core::{DynStore, Result};
@@ -9,7 +10,9 @@ use crate::{Access, Backend};
 /// Where one store lives: a backend and a path (or URL). Opening it after every
 /// handle of the previous store was dropped is reopening the store, for tests and
 /// harnesses that drop a store and check what comes back.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output shows a URL without its password.
+#[derive(Clone)]
 pub struct Location {
     backend: Backend,
     path: PathBuf,
@@ -59,5 +62,14 @@ impl Location {
     /// As [`Backend::open`].
     pub fn open_read_only(&self) -> Result<DynStore> {
         self.backend.open(&self.path, Access::ReadOnly)
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Location")
+            .field("backend", &self.backend)
+            .field("path", &crate::shown::shown(&self.path))
+            .finish()
     }
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use persister_core::{DynStore, Error, Result};
 
+use crate::shown::{shown, url_scheme};
 use crate::{Access, Backend, StoreKind};
 
 /// The backends a program knows, in the order it lists them; one per name.
@@ -102,21 +103,49 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if nothing is at `location`; [`Error::NotAStore`] if what
-    /// is there is no store of a backend the registry knows.
+    /// [`Error::InvalidInput`] if `location` is empty, or is a URL (`scheme://...`)
+    /// that no URL backend of the registry takes, naming the scheme and the URL
+    /// backends it knows; [`Error::NotFound`] if nothing is at `location`;
+    /// [`Error::NotAStore`] if what is there is no store of a backend the registry
+    /// knows. No message holds a password the location holds.
     pub fn detect(&self, location: impl AsRef<Path>) -> Result<&Backend> {
         let location = location.as_ref();
+        if location.as_os_str().is_empty() {
+            return Err(crate::backend::empty_location());
+        }
         if let Some(backend) = self.recognise(location) {
             return Ok(backend);
         }
+        if let Some(scheme) = url_scheme(location) {
+            let known: Vec<String> = self
+                .backends
+                .iter()
+                .filter(|b| b.kind() == StoreKind::Url)
+                .map(|b| match b.description() {
+                    "" => b.name().to_string(),
+                    description => format!("{} ({description})", b.name()),
+                })
+                .collect();
+            let known = match known.is_empty() {
+                true => "this registry knows no URL backend".to_string(),
+                false => format!("the URL backends are: {}", known.join("; ")),
+            };
+            return Err(Error::InvalidInput {
+                what: "store location",
+                reason: format!(
+                    "{} is a URL of scheme {scheme:?}, which no backend takes; {known} (a relative path that starts like a URL is written ./NAME)",
+                    shown(location),
+                ),
+            });
+        }
         if std::fs::symlink_metadata(location).is_err() {
             return Err(Error::NotFound {
-                what: format!("a store at {}", location.display()),
+                what: format!("a store at {}", shown(location)),
             });
         }
         Err(Error::NotAStore {
             what: "a store of a known backend",
-            path: location.to_path_buf(),
+            path: shown(location).into(),
         })
     }
 

@@ -472,3 +472,171 @@ mod memory_engine_through_the_registry {
 
     persister_core::conformance_tests!(fixture());
 }
+
+/// The password of a URL, wherever it is written, in every test below.
+const SECRET: &str = "hunter2";
+
+/// A location's `Debug` output shows a URL or connection string without its
+/// password, however the password is written, and still names the user and host.
+#[test]
+fn a_location_shows_no_password_in_debug() -> TestResult {
+    let postgres = Registry::standard().backend("postgres")?.clone();
+    for url in [
+        "postgres://u:hunter2@h/db?schema=s",
+        "postgresql://u:hunter2@h:5433/db",
+        "postgres://u@h/db?sslmode=disable&password=hunter2&schema=s",
+        "postgres://u@h/db?PASSWORD=hunter2",
+        // As the driver reads it, the user part ends at the first `@`; as a URL's
+        // authority, at the last `@` before the path.
+        "postgres://u:hun@ter2@h/db",
+        "postgres://u:hunter2/x?y@h/db",
+        "host=h user=u password=hunter2 dbname=db",
+        "host=h user=u password = 'hun ter2\\' hunter2' dbname=db",
+    ] {
+        let shown = format!("{:?}", Location::new(postgres.clone(), url));
+        assert!(!shown.contains(SECRET), "{url}: {shown}");
+        assert!(!shown.contains("ter2"), "{url}: {shown}");
+        assert!(shown.contains('u') && shown.contains('h'), "{shown}");
+    }
+    // A path is shown as it is.
+    let redb = Registry::standard().backend("redb")?.clone();
+    let shown = format!("{:?}", Location::new(redb, "./a:b@c.redb"));
+    assert!(shown.contains("./a:b@c.redb"), "{shown}");
+    Ok(())
+}
+
+/// What an error says, checked to hold no password.
+fn refusal(outcome: Result<impl Sized>) -> std::result::Result<(&'static str, String), String> {
+    match outcome {
+        Err(Error::InvalidInput { what, reason }) if !reason.contains(SECRET) => Ok((what, reason)),
+        Err(other) => Err(format!("not a clear refusal: {other:?}")),
+        Ok(_) => Err("opened".into()),
+    }
+}
+
+/// An empty location, a URL of a scheme no backend takes, and a URL given to a file or
+/// directory backend are refused with an error that names the mistake, holds no
+/// password, and makes nothing.
+#[test]
+fn hostile_locations_are_refused_with_clear_errors() -> TestResult {
+    let registry = Registry::standard();
+    // An empty path is no store, and no name for the current directory.
+    let cwd = || -> std::io::Result<Vec<_>> {
+        let mut names: Vec<_> = std::fs::read_dir(".")?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()?;
+        names.sort();
+        Ok(names)
+    };
+    let before = cwd()?;
+    for access in [
+        Access::ReadOnly,
+        Access::ReadWrite,
+        Access::Create,
+        Access::Migrate,
+    ] {
+        let (_, reason) = refusal(registry.open("", access))?;
+        assert!(reason.contains("empty"), "{reason}");
+        for backend in &registry {
+            let (_, reason) = refusal(backend.open("", access))?;
+            assert!(reason.contains("empty"), "{}: {reason}", backend.name());
+        }
+    }
+    for url in [
+        "mysql://u:hunter2@h/db",
+        "POSTGRES://u:hunter2@h/db",
+        "postgres:/u:hunter2@h/db",
+    ] {
+        let (_, reason) = refusal(registry.detect(url))?;
+        assert!(reason.contains("no backend takes"), "{reason}");
+        assert!(
+            reason.contains("postgres://"),
+            "the URL backends are named: {reason}"
+        );
+        refusal(registry.open(url, Access::ReadWrite))?;
+    }
+    let url = "postgres://u:hunter2@h/db";
+    for name in DISK {
+        for access in [Access::ReadOnly, Access::ReadWrite, Access::Create] {
+            let (_, reason) = refusal(registry.backend(name)?.open(url, access))?;
+            assert!(reason.contains("is a URL"), "{name}: {reason}");
+        }
+    }
+    assert!(
+        !Path::new("postgres:").exists(),
+        "a directory was made for a URL"
+    );
+    assert_eq!(
+        cwd()?,
+        before,
+        "something was made in the current directory"
+    );
+    Ok(())
+}
+
+/// A PostgreSQL URL that is not UTF-8 is refused, not read with its bytes replaced
+/// (which would name another database than the one asked for).
+#[test]
+fn a_postgres_url_that_is_not_utf8_is_refused() -> TestResult {
+    use std::os::unix::ffi::OsStrExt;
+    let postgres = Registry::standard().backend("postgres")?.clone();
+    let url = std::ffi::OsStr::from_bytes(b"postgres://u:hunter2@nowhere.invalid/d\xffb");
+    for access in [
+        Access::ReadOnly,
+        Access::ReadWrite,
+        Access::Create,
+        Access::Migrate,
+    ] {
+        let (what, reason) = refusal(postgres.open(url, access))?;
+        assert_eq!(what, "PostgreSQL URL");
+        assert!(reason.contains("UTF-8"), "{reason}");
+    }
+    let (_, reason) = refusal(postgres.temporary_location(Path::new(url), "1_2"))?;
+    assert!(reason.contains("UTF-8"), "{reason}");
+    refusal(postgres.remove_store(Path::new(url)))?;
+    refusal(postgres.rename_store(Path::new(url), Path::new("postgres://u@h/db")))?;
+    Ok(())
+}
+
+/// A store of one backend is never opened as a store of another: each refuses it
+/// (the file backend naming a directory for what it is), and leaves it as it was.
+#[test]
+fn a_store_of_another_backend_is_refused_and_left_as_it_was() -> TestResult {
+    fn contents(path: &Path) -> std::io::Result<Vec<(PathBuf, Vec<u8>)>> {
+        if path.is_file() {
+            return Ok(vec![(path.to_path_buf(), std::fs::read(path)?)]);
+        }
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            all.extend(contents(&entry?.path())?);
+        }
+        all.sort();
+        Ok(all)
+    }
+    let registry = Registry::standard();
+    let dir = tempfile::tempdir()?;
+    for made in DISK {
+        let path = dir.path().join(made);
+        let store = registry.backend(made)?.open(&path, Access::Create)?;
+        let mut doc = store.open_document(&"notes".into())?;
+        doc.set_document(b"kept".to_vec())?;
+        doc.close()?;
+        drop(store);
+        let before = contents(&path)?;
+        for other in DISK.into_iter().filter(|other| *other != made) {
+            let backend = registry.backend(other)?;
+            for access in [Access::ReadOnly, Access::ReadWrite, Access::Migrate] {
+                let opened = backend.open(&path, access).map(|_| ());
+                assert!(opened.is_err(), "a {made} store opened as {other}");
+            }
+            if backend.kind() != registry.backend(made)?.kind() {
+                let (what, reason) = refusal(backend.open(&path, Access::ReadWrite))?;
+                assert_eq!(what, "store location", "{made} as {other}");
+                assert!(reason.contains("is a"), "{made} as {other}: {reason}");
+            }
+            assert_eq!(contents(&path)?, before, "{made} as {other}");
+        }
+        assert_eq!(registry.detect(&path)?.name(), made);
+    }
+    Ok(())
+}

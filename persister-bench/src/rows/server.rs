@@ -17,6 +17,7 @@
 //! connection, and it moves as much: each raw slice is followed by a slice of single
 //! commits as long, and the ratio is to the rate over all of those.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -92,9 +93,9 @@ pub struct Server {
     pub single_commits_range: Option<[f64; 2]>,
     /// PostgreSQL only: `writes_per_s / single_commits_per_s`.
     pub ratio_to_single_commits: Option<f64>,
-    /// Median flush latency, ms.
+    /// Median flush latency (the nearest-rank 50th percentile), ms.
     pub flush_p50_ms: f64,
-    /// 99th percentile flush latency, ms.
+    /// 99th percentile flush latency (nearest rank), ms.
     pub flush_p99_ms: f64,
     /// Acknowledged flushes in all.
     pub writes: usize,
@@ -177,11 +178,23 @@ fn with_limits(
     });
     raw.remove()?;
     let (driven, groups) = outcome?;
-    Ok(summarize(driven, groups))
+    summarize(driven, groups)
+}
+
+/// The `p` quantile (0 to 1) of `sorted`, nearest rank: the smallest sample that at
+/// least `p` of the samples are at or below; `None` when there is none.
+fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
 /// The row's figures from what the writers and the limits' slices did.
-fn summarize(driven: Driven, groups: Option<Groups>) -> Server {
+///
+/// # Errors
+///
+/// When no flush was acknowledged: the row would otherwise show a rate of 0 and
+/// latencies of 0 ms measured on nothing.
+fn summarize(driven: Driven, groups: Option<Groups>) -> Result<Server> {
     let Driven {
         writes,
         time,
@@ -192,16 +205,16 @@ fn summarize(driven: Driven, groups: Option<Groups>) -> Server {
         stored_per_s,
     } = driven;
     latencies.sort_unstable();
-    let percentile = |p: f64| {
-        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies
-            .get(index)
-            .map_or(0.0, |d: &Duration| d.as_secs_f64() * 1e3)
+    let ms = |p: f64| {
+        percentile(&latencies, p)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .ok_or("no flush was acknowledged in the writers' slices")
     };
+    let (flush_p50_ms, flush_p99_ms) = (ms(0.5)?, ms(0.99)?);
     let writes_per_s = writes as f64 / time.as_secs_f64();
     let raw_per_s = raw.per_s();
     let single_commits_per_s = single_commits.as_ref().map(LimitSlices::per_s);
-    Server {
+    Ok(Server {
         writes_per_s,
         raw_fdatasync_per_s: raw_per_s,
         raw_range: raw.range(),
@@ -210,12 +223,12 @@ fn summarize(driven: Driven, groups: Option<Groups>) -> Server {
         single_commits_per_s,
         single_commits_range: single_commits.as_ref().map(LimitSlices::range),
         ratio_to_single_commits: single_commits_per_s.map(|limit| writes_per_s / limit),
-        flush_p50_ms: percentile(0.5),
-        flush_p99_ms: percentile(0.99),
+        flush_p50_ms,
+        flush_p99_ms,
         writes,
         groups,
         stored_per_s,
-    }
+    })
 }
 
 /// Each thread's writers.
@@ -544,9 +557,17 @@ fn drive(config: &ServerConfig, writers: Writers, limits: &mut Limits<'_>) -> Re
                             let count = docs.len();
                             let doc = &mut docs[next % count];
                             next += 1;
-                            let flushed = doc.insert(&CHANGE).and_then(|()| {
-                                let flushed = Instant::now();
-                                doc.flush().map(|()| flushed.elapsed())
+                            // A panic is an error here, so that this thread still
+                            // meets the others at the barriers: unwinding past them
+                            // would leave everyone waiting for it forever.
+                            let flushed = catch_unwind(AssertUnwindSafe(|| {
+                                doc.insert(&CHANGE).and_then(|()| {
+                                    let flushed = Instant::now();
+                                    doc.flush().map(|()| flushed.elapsed())
+                                })
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err("a writer panicked in its insert or flush".into())
                             });
                             match flushed {
                                 Ok(latency) => {
@@ -618,4 +639,179 @@ fn drive(config: &ServerConfig, writers: Writers, limits: &mut Limits<'_>) -> Re
         .map_err(|_| "a writer thread panicked")?;
     driven.writes = driven.latencies.len();
     Ok(driven)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// Small sizes: two slices of 20 ms, raw slices of 5 ms.
+    fn config(documents: usize, threads: usize) -> ServerConfig {
+        ServerConfig {
+            documents,
+            threads,
+            seconds: 0.04,
+            rounds: 2,
+            raw_seconds: 0.01,
+        }
+    }
+
+    /// A document that counts its flushes and panics at the `panic_at`th one.
+    struct Panicking {
+        flushes: usize,
+        panic_at: usize,
+    }
+
+    impl Writer for Panicking {
+        fn insert(&mut self, _value: &[u8]) -> Result<()> {
+            Ok(())
+        }
+
+        fn flush(&mut self) -> Result<()> {
+            self.flushes += 1;
+            assert!(self.flushes < self.panic_at, "a flush that panics");
+            Ok(())
+        }
+
+        fn close(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_and_none_of_nothing() {
+        let ms = |n: u64| Duration::from_millis(n);
+        let hundred: Vec<Duration> = (1..=100).map(ms).collect();
+        assert_eq!(percentile(&hundred, 0.5), Some(ms(50)));
+        assert_eq!(percentile(&hundred, 0.99), Some(ms(99)));
+        assert_eq!(percentile(&hundred, 1.0), Some(ms(100)));
+        assert_eq!(percentile(&[ms(7)], 0.99), Some(ms(7)));
+        assert_eq!(percentile(&[ms(7)], 0.0), Some(ms(7)));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    /// A run in which no flush was acknowledged fails, rather than reporting 0 writes/s
+    /// with latencies of 0 ms measured on nothing.
+    #[test]
+    fn a_run_without_acknowledged_writes_fails() -> Result<()> {
+        let base = tempfile::tempdir()?;
+        let cell = run_writers(&config(0, 2), base.path(), || {
+            Ok(vec![Vec::new(), Vec::new()])
+        });
+        match cell {
+            Cell::Failed(reason) => assert!(reason.contains("no flush"), "{reason}"),
+            other => panic!("a run of no writes gave {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// A writer that panics fails the row; the other threads, and the one running the
+    /// raw slices, are not left waiting for it at a barrier.
+    #[test]
+    fn a_writer_that_panics_fails_the_row_without_a_hang() -> Result<()> {
+        let base = tempfile::tempdir()?;
+        let (done, outcome) = mpsc::channel();
+        let path = base.path().to_path_buf();
+        std::thread::spawn(move || {
+            let writers = || -> Result<Writers> {
+                Ok((0..2)
+                    .map(|t| {
+                        let doc: Box<dyn Writer> = Box::new(Panicking {
+                            flushes: 0,
+                            panic_at: if t == 0 { 3 } else { usize::MAX },
+                        });
+                        vec![doc]
+                    })
+                    .collect())
+            };
+            let _ = done.send(run_writers(&config(2, 2), &path, writers));
+        });
+        // The row takes about 50 ms; a hang is a thread that never answers.
+        match outcome.recv_timeout(Duration::from_secs(60)) {
+            Ok(Cell::Failed(reason)) => assert!(reason.contains("panicked"), "{reason}"),
+            Ok(other) => panic!("a panicking writer gave {other:?}"),
+            Err(_) => panic!("the row hung after a writer panicked"),
+        }
+        Ok(())
+    }
+
+    /// Every acknowledged flush is counted once: the row's writes are the flushes the
+    /// documents returned `Ok` from.
+    #[test]
+    fn every_acknowledged_flush_is_counted_once() -> Result<()> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        /// Counts the flushes it acknowledges.
+        struct Counting {
+            ok: Arc<AtomicUsize>,
+        }
+        impl Writer for Counting {
+            fn insert(&mut self, _value: &[u8]) -> Result<()> {
+                Ok(())
+            }
+            fn flush(&mut self) -> Result<()> {
+                self.ok.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+            fn close(self: Box<Self>) -> Result<()> {
+                Ok(())
+            }
+        }
+        let base = tempfile::tempdir()?;
+        let ok = Arc::new(AtomicUsize::new(0));
+        let writers = || -> Result<Writers> {
+            Ok((0..3)
+                .map(|_| {
+                    let doc: Box<dyn Writer> = Box::new(Counting {
+                        ok: Arc::clone(&ok),
+                    });
+                    vec![doc]
+                })
+                .collect())
+        };
+        let server = match run_writers(&config(3, 3), base.path(), writers) {
+            Cell::Value(server) => server,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(server.writes, ok.load(Ordering::SeqCst));
+        let per_slice: f64 = server.slices.iter().map(|[w, _]| w).sum();
+        assert!(per_slice > 0.0 && server.writes_per_s > 0.0);
+        assert!(server.flush_p50_ms <= server.flush_p99_ms);
+        assert_eq!(server.slices.len(), 2);
+        assert!(server.raw_fdatasync_per_s > 0.0);
+        Ok(())
+    }
+
+    /// A flush that fails fails the row with the store's error: it is not counted, nor
+    /// skipped.
+    #[test]
+    fn a_failed_flush_fails_the_row() -> Result<()> {
+        struct Failing(usize);
+        impl Writer for Failing {
+            fn insert(&mut self, _value: &[u8]) -> Result<()> {
+                Ok(())
+            }
+            fn flush(&mut self) -> Result<()> {
+                self.0 += 1;
+                match self.0 {
+                    3 => Err("the disk said no".into()),
+                    _ => Ok(()),
+                }
+            }
+            fn close(self: Box<Self>) -> Result<()> {
+                Ok(())
+            }
+        }
+        let base = tempfile::tempdir()?;
+        let writers =
+            || -> Result<Writers> { Ok(vec![vec![Box::new(Failing(0)) as Box<dyn Writer>]]) };
+        match run_writers(&config(1, 1), base.path(), writers) {
+            Cell::Failed(reason) => assert_eq!(reason, "the disk said no"),
+            other => panic!("a failed flush gave {other:?}"),
+        }
+        Ok(())
+    }
 }
