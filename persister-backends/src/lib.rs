@@ -49,3 +49,4 @@ mod shown;
 pub use backend::{Access, Backend, StoreKind};
 pub use location::Location;
 pub use registry::Registry;
+pub use shown::shown;

@@ -22,7 +22,20 @@ pub(crate) fn url_scheme(location: &Path) -> Option<String> {
 
 /// `location` as messages show it: a path as it is; a URL without the password of its
 /// user part, nor the value of any `password` option (of a URL or a connection string).
-pub(crate) fn shown(location: &Path) -> String {
+///
+/// Every message of this crate shows a location this way; a program that prints a
+/// location it was given can too.
+///
+/// ```
+/// use std::path::Path;
+///
+/// let url = Path::new("postgres://app:s3cret@db.example/notes?password=s3cret");
+/// let text = persister_backends::shown(url);
+/// assert!(!text.contains("s3cret"));
+/// assert!(text.starts_with("postgres://app:"));
+/// assert_eq!(persister_backends::shown(Path::new("notes.redb")), "notes.redb");
+/// ```
+pub fn shown(location: &Path) -> String {
     let text = location.to_string_lossy();
     let text = match url_scheme(location) {
         Some(scheme) => without_user_password(&text, &scheme),
