@@ -9,7 +9,7 @@ use persister_core::{
     StoredKey,
 };
 use redb::{
-    Durability, Range, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition,
+    Durability, OwnedRange, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition,
     WriteTransaction,
 };
 
@@ -186,12 +186,12 @@ impl RedbEngine {
         &self,
         table: BytesTableDefinition,
         number: u64,
-    ) -> Result<Range<'static, &'static [u8], &'static [u8]>> {
+    ) -> Result<OwnedRange<&'static [u8], &'static [u8]>> {
         let txn = self.begin_read()?;
         let table = self.read_table(&txn, table)?;
         let range = layout::document_range(number);
         table
-            .range(range.start.as_slice()..range.end.as_slice())
+            .range_owned(range.start.as_slice()..range.end.as_slice())
             .or_store("read from", &self.path)
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use persister_core::{Error, Result};
 use redb::backends::FileBackend;
 use redb::{
-    BackendError, Builder, Database, DatabaseError, ReadOnlyTable, ReadTransaction,
+    BackendError, Builder, Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableTable,
     ReadableDatabase, StorageBackend, TableDefinition, TableError, TransactionError,
 };
 
@@ -121,7 +121,7 @@ pub(crate) fn open_writable(options: &RedbOptions, path: &Path) -> Result<Databa
         .write(true)
         .open(path)
         .map_err(|err| Error::io("open", path, err))?;
-    let file = FileBackend::new(file).or_store("open", path)?;
+    let file = FileBackend::new(file);
     let changed = Arc::new(AtomicBool::new(false));
     let backend = Unchanged {
         file,
@@ -157,11 +157,11 @@ struct Unchanged {
 }
 
 impl StorageBackend for Unchanged {
-    fn len(&self) -> io::Result<u64> {
+    fn len(&self) -> std::result::Result<u64, BackendError> {
         self.file.len()
     }
 
-    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::result::Result<(), BackendError> {
         self.file.read(offset, out)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         if self.written.load(Ordering::Acquire) || start >= self.first_page.len() {
@@ -170,28 +170,26 @@ impl StorageBackend for Unchanged {
         let end = (start + out.len()).min(self.first_page.len());
         if out[..end - start] != self.first_page[start..end] {
             self.changed.store(true, Ordering::Release);
-            return Err(io::Error::other(
-                "the file changed between its check and its open",
-            ));
+            return Err(io::Error::other("the file changed between its check and its open").into());
         }
         Ok(())
     }
 
-    fn set_len(&self, len: u64) -> io::Result<()> {
+    fn set_len(&self, len: u64) -> std::result::Result<(), BackendError> {
         self.written.store(true, Ordering::Release);
         self.file.set_len(len)
     }
 
-    fn sync_data(&self) -> io::Result<()> {
+    fn sync_data(&self) -> std::result::Result<(), BackendError> {
         self.file.sync_data()
     }
 
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+    fn write(&self, offset: u64, data: &[u8]) -> std::result::Result<(), BackendError> {
         self.written.store(true, Ordering::Release);
         self.file.write(offset, data)
     }
 
-    fn close(&self) -> io::Result<()> {
+    fn close(&self) -> std::result::Result<(), BackendError> {
         self.file.close()
     }
 
@@ -541,7 +539,7 @@ mod tests {
                 .open(&path)
                 .unwrap();
             Unchanged {
-                file: FileBackend::new(file).unwrap(),
+                file: FileBackend::new(file),
                 first_page,
                 changed: Arc::clone(changed),
                 written: AtomicBool::new(false),

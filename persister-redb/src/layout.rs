@@ -29,7 +29,7 @@ pub(crate) const FIRST_WITH_LOG: u32 = 2;
 /// The first layout whose commit log's records carry a key.
 pub(crate) const FIRST_KEYED: u32 = 3;
 
-/// The redb file format version redb 4 writes, named when redb asks for an upgrade.
+/// The redb file format version redb 4 and 5 write, named when redb asks for an upgrade.
 pub(crate) const REDB_FILE_FORMAT: u32 = 3;
 
 /// `persister_meta`: `"format"` → [`FORMAT_NAME`], `"format_version"` → u32 BE,

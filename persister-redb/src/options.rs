@@ -27,7 +27,7 @@ pub struct RedbOptions {
     /// checked with the check's writes kept in memory, through a cache of at most 4 MiB
     /// (so it does not fill the store's cache), then opened without it: one sync, as an
     /// open without verifying makes. A file a crash left is checked and repaired in
-    /// place, with four syncs (redb 4.6), through a cache of at most 4 MiB when it is
+    /// place, with redb's few syncs, through a cache of at most 4 MiB when it is
     /// larger than that. Either way the check reads every page once.
     pub verify_on_open: bool,
 

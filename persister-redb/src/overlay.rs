@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use persister_core::{Error, Result};
-use redb::StorageBackend;
+use redb::{BackendError, StorageBackend};
 use redb::backends::FileBackend;
 
 use crate::error::from_redb;
@@ -84,7 +84,7 @@ impl Overlay {
     /// [`Error::Locked`] when a writer has it open.
     pub(crate) fn open(path: &Path) -> Result<Overlay> {
         let file = File::open(path).map_err(|err| Error::io("open", path, err))?;
-        let file = FileBackend::new(file).map_err(|err| from_redb(err, "open", path))?;
+        let file = FileBackend::new(file);
         let locked = file.try_lock_shared_range(OPEN_RANGE.0, OPEN_RANGE.1);
         match locked {
             Ok(true) | Err(redb::BackendError::Unsupported) => {}
@@ -95,13 +95,9 @@ impl Overlay {
                     path,
                 ));
             }
-            Err(redb::BackendError::Io(err)) => return Err(Error::io("lock", path, err)),
-            Err(err) => {
-                let err = std::io::Error::other(err.to_string());
-                return Err(Error::io("lock", path, err));
-            }
+            Err(err) => return Err(Error::io("lock", path, err.into())),
         }
-        let len = file.len().map_err(|err| Error::io("read", path, err))?;
+        let len = file.len().map_err(|err| Error::io("read", path, err.into()))?;
         Ok(Overlay {
             shared: Arc::new(Shared {
                 file,
@@ -149,6 +145,7 @@ impl Overlay {
     }
 }
 
+
 /// The bytes `[offset, offset + len)` split at block boundaries: (block index, offset in
 /// the block, offset in the buffer, length) each.
 fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize, usize)> {
@@ -180,17 +177,17 @@ fn beyond_end(offset: u64, len: usize, file_len: u64) -> std::io::Error {
 }
 
 impl StorageBackend for Overlay {
-    fn len(&self) -> std::result::Result<u64, std::io::Error> {
+    fn len(&self) -> std::result::Result<u64, BackendError> {
         Ok(self.state().len)
     }
 
-    fn read(&self, offset: u64, out: &mut [u8]) -> std::result::Result<(), std::io::Error> {
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::result::Result<(), BackendError> {
         let state = self.state();
         if offset.saturating_add(out.len() as u64) > state.len {
-            return Err(beyond_end(offset, out.len(), state.len));
+            return Err(beyond_end(offset, out.len(), state.len).into());
         }
         if state.blocks.is_empty() {
-            return self.read_file(state.file_len, offset, out);
+            return Ok(self.read_file(state.file_len, offset, out)?);
         }
         for (block, within, at, len) in pieces(offset, out.len()) {
             let out = &mut out[at..at + len];
@@ -202,7 +199,7 @@ impl StorageBackend for Overlay {
         Ok(())
     }
 
-    fn set_len(&self, len: u64) -> std::result::Result<(), std::io::Error> {
+    fn set_len(&self, len: u64) -> std::result::Result<(), BackendError> {
         let mut state = self.state();
         if len < state.len {
             state.blocks.retain(|block, _| block * BLOCK < len);
@@ -215,11 +212,11 @@ impl StorageBackend for Overlay {
         Ok(())
     }
 
-    fn sync_data(&self) -> std::result::Result<(), std::io::Error> {
+    fn sync_data(&self) -> std::result::Result<(), BackendError> {
         Ok(())
     }
 
-    fn write(&self, offset: u64, data: &[u8]) -> std::result::Result<(), std::io::Error> {
+    fn write(&self, offset: u64, data: &[u8]) -> std::result::Result<(), BackendError> {
         let mut state = self.state();
         let file_len = state.file_len;
         for (block, within, at, len) in pieces(offset, data.len()) {

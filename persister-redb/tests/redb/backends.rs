@@ -119,30 +119,30 @@ impl FaultBackend {
 }
 
 impl StorageBackend for FaultBackend {
-    fn len(&self) -> io::Result<u64> {
+    fn len(&self) -> Result<u64, BackendError> {
         self.inner.len()
     }
 
-    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendError> {
         self.inner.read(offset, out)
     }
 
-    fn set_len(&self, len: u64) -> io::Result<()> {
+    fn set_len(&self, len: u64) -> Result<(), BackendError> {
         self.control.check("set_len", false)?;
         self.inner.set_len(len)
     }
 
-    fn sync_data(&self) -> io::Result<()> {
+    fn sync_data(&self) -> Result<(), BackendError> {
         self.control.check("sync_data", true)?;
         self.inner.sync_data()
     }
 
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendError> {
         self.control.check("write", false)?;
         self.inner.write(offset, data)
     }
 
-    fn close(&self) -> io::Result<()> {
+    fn close(&self) -> Result<(), BackendError> {
         self.inner.close()
     }
 
@@ -261,11 +261,11 @@ impl CrashBackend {
 }
 
 impl StorageBackend for CrashBackend {
-    fn len(&self) -> io::Result<u64> {
+    fn len(&self) -> Result<u64, BackendError> {
         Ok(self.call("len")?.live.len() as u64)
     }
 
-    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendError> {
         let disk = self.call("read")?;
         let start = usize::try_from(offset).map_err(io::Error::other)?;
         let bytes = disk
@@ -276,20 +276,20 @@ impl StorageBackend for CrashBackend {
         Ok(())
     }
 
-    fn set_len(&self, len: u64) -> io::Result<()> {
+    fn set_len(&self, len: u64) -> Result<(), BackendError> {
         let mut disk = self.call("set_len")?;
         disk.live
             .resize(usize::try_from(len).map_err(io::Error::other)?, 0);
         Ok(())
     }
 
-    fn sync_data(&self) -> io::Result<()> {
+    fn sync_data(&self) -> Result<(), BackendError> {
         let mut disk = self.call("sync_data")?;
         disk.durable = disk.live.clone();
         Ok(())
     }
 
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendError> {
         let mut disk = self.call("write")?;
         let start = usize::try_from(offset).map_err(io::Error::other)?;
         if disk.live.len() < start + data.len() {
@@ -312,7 +312,7 @@ pub fn open_faulty(
         .write(true)
         .open(path)
         .map_err(|err| Error::io("open", path, err))?;
-    let file = FileBackend::new(file).map_err(|err| Error::backend("redb", err))?;
+    let file = FileBackend::new(file);
     let backend = FaultBackend::new(file, Arc::clone(control));
     persister_redb::RedbStore::open_on_backend(backend, path, options)
 }

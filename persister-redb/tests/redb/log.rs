@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use persister_core::{ActorId, Error, Persister, Result, Store};
 use persister_redb::{FORMAT_VERSION, RedbOptions, RedbStore};
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use tempfile::TempDir;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("persister_meta");

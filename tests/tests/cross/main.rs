@@ -8,3 +8,4 @@ mod faults;
 mod lock;
 mod space;
 mod support;
+mod upgrade;
