@@ -14,9 +14,11 @@ use persister_core::DocumentWriter;
 ///
 /// - **Changes.** Every change the document gains, by [`edit`](Self::edit) or by
 ///   [`receive_sync_message`](Self::receive_sync_message), is written under its actor
-///   and sequence number before the call returns `Ok`. If the persister fails, the
-///   change stays queued and goes first in the next write (or [`flush`](Self::flush));
-///   the call returns the error, and nothing of the in-memory document is lost.
+///   and sequence number before the call returns `Ok`. If the persister does not apply
+///   it, the change stays queued and goes first in the next write (or
+///   [`flush`](Self::flush)); the call returns the error, and nothing of the in-memory
+///   document is lost. If it was applied and the flush after it failed, the call
+///   returns [`Error::FlushFailed`] (see below).
 /// - **Durability** follows [`Options::flush`]; [`flush`](Self::flush) and
 ///   [`close`](Self::close) make everything written so far durable.
 /// - **Compaction** stores the whole document and removes the changes it covers, in
@@ -30,25 +32,31 @@ use persister_core::DocumentWriter;
 ///
 /// # After a failed flush
 ///
-/// A failed flush poisons the persister (see [`Persister::flush`]): every later write
-/// returns [`persister_core::Error::Poisoned`] and the queue cannot drain. Nothing is
+/// A failed flush ([`Error::FlushFailed`], from [`flush`](Self::flush),
+/// [`close`](Self::close), or an edit, sync message or compaction that
+/// [`Options::flush`] flushes after) poisons the persister (see
+/// [`Persister::flush`]): every later write and flush is refused
+/// ([`persister_core::Error::Poisoned`]), and nothing waits to be retried. Nothing is
 /// lost as long as the document is kept: clone it, drop this `PersistentDoc`, reopen
 /// the store, load again and merge the clone in; the merge writes every change the
 /// store lacks.
 ///
 /// ```
-/// # use automerge::{ObjType, ROOT, transaction::Transactable};
-/// # use persister_automerge::PersistentDoc;
+/// # use automerge::{ObjType, ROOT, ReadDoc, transaction::Transactable};
+/// # use persister_automerge::{Error, PersistentDoc};
 /// # use persister_core::{MemoryStore, Store};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let store = MemoryStore::new();
 /// # let mut doc = PersistentDoc::load(store.open_document(&"notes".into())?)?;
 /// # store.fail_next_flush();
-/// # assert!(doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text)).is_err());
+/// # let edit = doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text));
+/// # assert!(matches!(edit, Err(Error::FlushFailed(_))));
 /// let mut kept = doc.doc().clone();
 /// drop(doc);
 /// let mut doc = PersistentDoc::load(store.open_document(&"notes".into())?)?;
 /// doc.edit(|d| d.merge(&mut kept).map(|_| ()))?;
+/// doc.flush()?;
+/// # assert!(doc.doc().get(ROOT, "text")?.is_some());
 /// # Ok(())
 /// # }
 /// ```
@@ -213,9 +221,12 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// the edit gains a change no persister stores (a merged change under another
     /// hash, an actor id or a change over persister-core's limits).
     ///
-    /// If the write fails the changes stay queued (see [`PersistentDoc`]) and the error
-    /// is returned; the edit itself is in the document. Afterwards the automatic flush
-    /// and compaction run as [`Options`] say.
+    /// If the write is not applied the changes stay queued (see [`PersistentDoc`]) and
+    /// the error is returned; the edit itself is in the document. If it was applied and
+    /// the flush after it failed, [`Error::FlushFailed`] is returned. Afterwards the
+    /// automatic flush and compaction run as [`Options`] say; a compaction that fails
+    /// is [`Error::Compaction`], or [`Error::FlushFailed`] if it was applied and its
+    /// flush failed.
     ///
     /// [`last_change`](Self::last_change) then tells which change the edit made.
     pub fn edit<R>(
@@ -267,7 +278,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// stored change it covers. Stored changes it does not cover (their dependencies
     /// are missing) are kept. Queued writes are part of the batch.
     ///
-    /// On error nothing is written and the store is as before.
+    /// On error nothing is written and the store is as before, except after
+    /// [`Error::FlushFailed`]: the batch was applied and the flush after it failed.
     pub fn compact(&mut self) -> Result<()> {
         self.check_usable()?;
         let document = self.doc.save();
@@ -279,26 +291,57 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
             }
             uncovered.push(orphan);
         }
+        let (sizes, queued) = (self.writer.sizes(), self.writer.queued_writes());
         let result = self.writer.compact(document, covered);
-        if result.is_ok() {
+        // A compaction applied stores a document, removes the changes it covers and
+        // empties the queue; one not applied changes nothing. So sizes that changed, or
+        // a queue emptied, tell one applied whose flush then failed. (One that changed
+        // no size and found nothing queued, a document saved again over itself with no
+        // change stored, is taken as not applied.)
+        let applied = match &result {
+            Ok(()) => true,
+            Err(_) => {
+                self.writer.sizes() != sizes || (queued > 0 && self.writer.queued_writes() == 0)
+            }
+        };
+        if applied {
             uncovered.retain(|o| self.doc.get_change_meta_by_hash(&o.hash).is_none());
         }
         self.orphans = uncovered;
-        Ok(result?)
+        result.map_err(|e| match applied {
+            true => Error::FlushFailed(e),
+            false => Error::Persister(e),
+        })
     }
 
     /// Writes what is queued, then makes every write so far durable. Returns how many
     /// bytes the persister's flush wrote. After `Ok` it is safe to exit.
+    ///
+    /// If the queued writes cannot be applied they stay queued, what was applied before
+    /// them is made durable all the same, and the error ([`Error::Persister`]) is
+    /// returned: a later flush retries them. If the flush itself fails,
+    /// [`Error::FlushFailed`] is returned and no later flush of this persister
+    /// succeeds (see there for how to keep the changes).
     pub fn flush(&mut self) -> Result<usize> {
-        Ok(self.writer.flush()?)
+        self.writer.flush().map_err(|e| self.persister_error(e))
     }
 
     /// Writes what is queued, makes everything durable, and returns the persister.
     ///
-    /// On error the document is gone but the error says why; to retry instead, call
-    /// [`flush`](Self::flush) until it succeeds, then `close`.
-    pub fn close(self) -> Result<P> {
-        Ok(self.writer.close()?)
+    /// On error the document is gone but the error says why: it is the error of
+    /// [`flush`](Self::flush). To retry a write that was not applied instead, call
+    /// [`flush`](Self::flush) until it succeeds, then `close`; after
+    /// [`Error::FlushFailed`] no flush succeeds: keep a clone of [`doc`](Self::doc)
+    /// as [`PersistentDoc`]'s "After a failed flush" says.
+    pub fn close(mut self) -> Result<P> {
+        if let Err(e) = self.writer.write([]) {
+            let e = self.persister_error(e);
+            // As in `flush`: what was applied is not discarded with the handle.
+            let _ = self.writer.flush();
+            return Err(e);
+        }
+        // Nothing is queued: what can fail now is the flush.
+        self.writer.close().map_err(Error::FlushFailed)
     }
 
     /// The persister, to read (for example its [`sizes`](Persister::sizes)).
@@ -344,8 +387,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         self.last_change.as_ref()
     }
 
-    /// How many writes (changes and sync states) failed to be written and wait in the
-    /// queue for the next successful write or flush. 0 whenever the last write
+    /// How many writes (changes and sync states) the persister did not apply and wait
+    /// in the queue for the next successful write or flush. 0 whenever the last write
     /// succeeded. Writes that were written but are not yet durable are not counted: see
     /// [`Options::flush`].
     pub fn queued_writes(&self) -> usize {
@@ -419,7 +462,9 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
         if let Err(e) = writes.validate() {
             return Err(self.break_with(format!("a change cannot be stored: {e}")));
         }
-        self.writer.write(writes)?;
+        self.writer
+            .write(writes)
+            .map_err(|e| self.persister_error(e))?;
         if self.compaction.should_compact(&self.compactable_sizes()) {
             self.compact().map_err(|e| match e {
                 Error::Persister(e) => Error::Compaction(e),
@@ -427,6 +472,17 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
             })?;
         }
         Ok(())
+    }
+
+    /// The error of a write or flush that failed with `e`: [`Error::Persister`] when
+    /// writes wait in the queue to be retried (the batch was not applied),
+    /// [`Error::FlushFailed`] when nothing does (the batch was applied, the flush after
+    /// it failed, and the handle refuses every later write).
+    fn persister_error(&self, e: persister_core::Error) -> Error {
+        match self.writer.queued_writes() {
+            0 => Error::FlushFailed(e),
+            _ => Error::Persister(e),
+        }
     }
 
     /// Fails with [`Error::Broken`] once the in-memory document is unusable.

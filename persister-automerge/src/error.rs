@@ -15,16 +15,29 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The persister refused a read or a write. Writes that failed stay queued in the
-    /// document and are retried by the next write or [`flush`](crate::PersistentDoc::flush);
-    /// nothing of the in-memory document is lost. A poisoned handle (or one that lost its
-    /// lease) retries nothing: see [`PersistentDoc`](crate::PersistentDoc)'s "After a
-    /// failed flush" for how to keep what it holds.
+    /// The persister refused a read or a write. Writes it did not apply stay queued in
+    /// the document and are retried by the next write or
+    /// [`flush`](crate::PersistentDoc::flush); nothing of the in-memory document is
+    /// lost. A poisoned handle ([`persister_core::Error::Poisoned`], after a failed
+    /// flush) or one that lost its lease ([`persister_core::Error::LeaseLost`]) never
+    /// writes again: the changes are then carried over as [`Error::FlushFailed`] says.
     Persister(persister_core::Error),
+
+    /// A write was applied, or nothing was queued, and the flush after it failed: the
+    /// writes since the last successful flush may not survive, and the persister
+    /// refuses every later write and flush ([`persister_core::Error::Poisoned`]) until
+    /// the store is opened again; nothing waits in the queue to be retried. The
+    /// document still holds every change in memory: keep a clone of
+    /// [`doc`](crate::PersistentDoc::doc), drop the `PersistentDoc`, load the document
+    /// again from the reopened store, and merge the clone in with an
+    /// [`edit`](crate::PersistentDoc::edit) (see [`PersistentDoc`](crate::PersistentDoc)'s
+    /// "After a failed flush").
+    FlushFailed(persister_core::Error),
 
     /// The edit was stored, but the automatic compaction that followed it failed. The
     /// store still holds every change, so nothing is lost; compaction is tried again
-    /// after the next write.
+    /// after the next write. (A compaction applied whose flush failed is
+    /// [`Error::FlushFailed`].)
     Compaction(persister_core::Error),
 
     /// Automerge refused an operation: the closure given to
@@ -99,6 +112,10 @@ impl fmt::Display for Error {
                 f,
                 "{e} (the document still holds every change in memory: keep a clone of it, load the document again from the reopened store and merge the clone in with an edit)"
             ),
+            Error::FlushFailed(e) => write!(
+                f,
+                "flushing failed: {e}; the writes since the last successful flush may be lost and this handle refuses every later write (the document still holds every change in memory: keep a clone of it, load the document again from the reopened store and merge the clone in with an edit)"
+            ),
             Error::Persister(e) => write!(
                 f,
                 "{e} (the document keeps unwritten changes queued and retries them on the next write or flush)"
@@ -148,7 +165,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Persister(e) | Error::Compaction(e) => Some(e),
+            Error::Persister(e) | Error::FlushFailed(e) | Error::Compaction(e) => Some(e),
             Error::Automerge(e) | Error::CorruptDocument(e) | Error::InconsistentChanges(e) => {
                 Some(e.as_ref())
             }

@@ -38,8 +38,10 @@
 //! - [`load`](PersistentDoc::load) reads the compacted document and applies every
 //!   stored change in one go;
 //! - [`edit`](PersistentDoc::edit) commits and writes each new change, keyed by actor
-//!   and sequence number, before it returns; a failed write stays queued, to be retried
-//!   by the next write, and the error is returned;
+//!   and sequence number, before it returns; a write the persister did not apply stays
+//!   queued, to be retried by the next write, and the error is returned; a failed flush
+//!   is [`Error::FlushFailed`] (the handle writes nothing more, see
+//!   [`PersistentDoc`]'s "After a failed flush");
 //! - [`generate_sync_message`](PersistentDoc::generate_sync_message) and
 //!   [`receive_sync_message`](PersistentDoc::receive_sync_message) sync with peers and
 //!   persist each peer's `sync::State` when it changes, in the same batch as the changes

@@ -19,7 +19,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
     /// a connection: the heads both sides are known to share).
     ///
     /// If that write fails, the in-memory state is put back as it was, so the message
-    /// is not counted as sent: call again once the persister works.
+    /// is not counted as sent: call again once the persister works (after
+    /// [`Error::FlushFailed`], on the document loaded again from the reopened store).
     pub fn generate_sync_message(&mut self, peer_id: &[u8]) -> Result<Option<sync::Message>> {
         self.check_usable()?;
         check_peer_id(peer_id)?;

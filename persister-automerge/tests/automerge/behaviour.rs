@@ -18,17 +18,20 @@ use crate::support::{
 };
 
 /// A persister that records the batches it applies and refuses them while `fail` is
-/// set, as a full disk would.
+/// set (or, while `fail_compactions` is set, those that store a document), as a full
+/// disk would.
 struct Watched<P> {
     inner: P,
     batches: Arc<Mutex<Vec<Batch>>>,
     fail: Arc<AtomicBool>,
+    fail_compactions: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Default)]
 struct Watch {
     batches: Arc<Mutex<Vec<Batch>>>,
     fail: Arc<AtomicBool>,
+    fail_compactions: Arc<AtomicBool>,
 }
 
 impl Watch {
@@ -37,11 +40,17 @@ impl Watch {
             inner,
             batches: Arc::clone(&self.batches),
             fail: Arc::clone(&self.fail),
+            fail_compactions: Arc::clone(&self.fail_compactions),
         }
     }
 
     fn fail(&self, fail: bool) {
         self.fail.store(fail, Ordering::SeqCst);
+    }
+
+    /// Refuses the batches that store a document (compactions) while `fail` is set.
+    fn fail_compactions(&self, fail: bool) {
+        self.fail_compactions.store(fail, Ordering::SeqCst);
     }
 
     /// The batches applied since the last call.
@@ -54,7 +63,13 @@ impl<P: Persister<Error = persister_core::Error>> Persister for Watched<P> {
     type Error = persister_core::Error;
 
     fn apply(&mut self, batch: Batch) -> persister_core::Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
+        let compaction = batch
+            .writes()
+            .iter()
+            .any(|w| matches!(w, Write::SetDocument(_)));
+        if self.fail.load(Ordering::SeqCst)
+            || (compaction && self.fail_compactions.load(Ordering::SeqCst))
+        {
             return Err(persister_core::Error::io(
                 "write",
                 "<watched>",
@@ -142,6 +157,9 @@ backend_tests! {
             watch.fail(true);
             let refused = insert(&mut doc, &text, 1, "b");
             assert!(matches!(refused, Err(Error::Persister(_))), "{refused:?}");
+            // Not applied, so queued: the message saying it is retried is true.
+            let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains("retries them on the next write"), "{message}");
             let refused = insert(&mut doc, &text, 2, "c");
             assert!(matches!(refused, Err(Error::Persister(_))), "{refused:?}");
             // The edits are in the document, not yet in the store.
@@ -158,9 +176,13 @@ backend_tests! {
             assert_eq!(count(&batches[0], is_insert), 3);
             assert_eq!(doc.sizes().change_count, 5);
 
-            // A failed write is also drained by flush.
+            // A failed write is also drained by flush; a flush that cannot apply it says
+            // so, and is not a failed flush.
             watch.fail(true);
             assert!(insert(&mut doc, &text, 4, "e").is_err());
+            let flushed = doc.flush();
+            assert!(matches!(flushed, Err(Error::Persister(_))), "{flushed:?}");
+            assert_eq!(doc.queued_writes(), 1);
             watch.fail(false);
             assert!(doc.flush()? > 0);
             assert_eq!(doc.queued_writes(), 0);
@@ -365,6 +387,45 @@ fn a_failing_edit_is_rolled_back_and_what_it_committed_is_kept() -> TestResult {
     Ok(())
 }
 
+/// An automatic compaction the persister does not apply is [`Error::Compaction`], and
+/// what its message says is true: every change is still stored, and compaction is
+/// tried again after the next write.
+#[test]
+fn a_refused_automatic_compaction_keeps_every_change_and_is_retried() -> TestResult {
+    let location = Location::new(&named("memory"))?;
+    let watch = Watch::default();
+    let store = location.open()?;
+    let trigger = CompactionTrigger {
+        min_changes: 3,
+        change_to_document_ratio: 0.0,
+    };
+    let mut doc = open_watched(&store, &watch, manual().with_compaction(trigger))?;
+    let text = watched_text(&mut doc)?;
+    insert(&mut doc, &text, 0, "a")?;
+    watch.fail_compactions(true);
+    let refused = insert(&mut doc, &text, 1, "b");
+    let Err(e @ Error::Compaction(_)) = &refused else {
+        return Err(format!("expected a failed compaction, got {refused:?}").into());
+    };
+    assert!(e.to_string().contains("nothing is lost"), "{e}");
+    assert!(
+        e.to_string().contains("retried after the next write"),
+        "{e}"
+    );
+    assert_eq!(doc.queued_writes(), 0);
+    assert_eq!(doc.sizes().change_count, 3);
+    assert_eq!(doc.sizes().document, 0);
+
+    watch.fail_compactions(false);
+    insert(&mut doc, &text, 2, "c")?;
+    assert_eq!(doc.sizes().change_count, 0);
+    assert!(doc.sizes().document > 0);
+    doc.close()?;
+    let doc = open_doc(&store, manual())?;
+    assert_eq!(read_text(doc.doc())?.as_deref(), Some("abc"));
+    Ok(())
+}
+
 /// After a failed flush poisons the handle, the documented way back: keep the
 /// document, reopen the store, merge it into a fresh load. Nothing is lost.
 #[test]
@@ -377,7 +438,8 @@ fn a_poisoned_handle_recovers_by_merging_into_a_reopened_store() -> TestResult {
     let text = doc.edit(|d| d.put_object(ROOT, "text", ObjType::Text))?;
     doc.edit(|d| d.splice_text(&text, 0, 0, "durable"))?;
     store.fail_next_flush();
-    assert!(doc.edit(|d| d.splice_text(&text, 7, 0, " one")).is_err());
+    let failed = doc.edit(|d| d.splice_text(&text, 7, 0, " one"));
+    assert!(matches!(failed, Err(Error::FlushFailed(_))), "{failed:?}");
     let refused = doc.edit(|d| d.splice_text(&text, 11, 0, " two"));
     let Err(Error::Persister(persister_core::Error::Poisoned { .. })) = refused else {
         return Err(format!("expected a poisoned handle, got {refused:?}").into());
@@ -467,6 +529,13 @@ fn errors_say_what_to_do() {
     // the document into a reload), not that the next write retries them.
     assert!(!e.to_string().contains("retries"), "{e}");
     assert!(e.to_string().contains("merge"), "{e}");
+    // A failed flush retries nothing either.
+    let e = Error::FlushFailed(persister_core::Error::Poisoned {
+        reason: "fsync failed".into(),
+    });
+    assert!(!e.to_string().contains("retries"), "{e}");
+    assert!(e.to_string().contains("merge"), "{e}");
+    assert!(std::error::Error::source(&e).is_some());
     let e = Error::Compaction(persister_core::Error::Poisoned { reason: "x".into() });
     assert!(e.to_string().contains("nothing is lost"), "{e}");
     assert!(std::error::Error::source(&e).is_some());
