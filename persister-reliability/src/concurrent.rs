@@ -39,7 +39,7 @@ pub fn document(d: usize) -> DocumentId {
 }
 
 /// The actor every change of document `d` is made by.
-fn actor(d: usize) -> ActorId {
+pub fn actor(d: usize) -> ActorId {
     ActorId::new((d as u128 + 1).to_be_bytes())
 }
 
@@ -178,16 +178,9 @@ pub fn kill_cycles(
         let store = Location::new(backend, &dir)
             .open()
             .map_err(|e| format!("{context}: reopening after the kill: {e}"))?;
-        for d in 0..sizes.docs {
-            let acked = acks.get(&d).copied().unwrap_or(0);
-            let held = check_document(&store, d, acked).map_err(|e| format!("{context}: {e}"))?;
-            report.documents_checked += 1;
-            if held > acked {
-                report.beyond_ack += 1;
-            }
-        }
+        check_store(&store, sizes.docs, &acks, &mut report)
+            .map_err(|e| format!("{context}: {e}"))?;
         drop(store);
-        report.acks_checked += acks.len() as u64;
         report.kills += 1;
         std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {dir:?}: {e}"))?;
     }
@@ -251,20 +244,58 @@ fn run_and_kill(
             record(&mut acks, line.trim())?;
         }
     }
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
     if ended {
-        let mut stderr = String::new();
-        if let Some(mut err) = child.stderr.take() {
-            let _ = err.read_to_string(&mut stderr);
-        }
         return Err(format!(
             "the child ended ({status}) before the kill, after {seen} acknowledgements: {stderr}"
+        ));
+    }
+    // The child writes to stderr only when it failed: a failure the kill raced is
+    // still a failure.
+    if !stderr.trim().is_empty() {
+        return Err(format!(
+            "the child failed, then was killed ({status}): {}",
+            stderr.trim()
         ));
     }
     Ok(acks)
 }
 
-/// Records an `ack D N` line; returns whether it was one.
-fn record(acks: &mut BTreeMap<usize, u64>, line: &str) -> Result<bool, String> {
+/// Checks documents `0..docs` of `store`, reopened after a kill, against `acks` (the
+/// highest acknowledged seq of each document), adding to `report`'s counts of
+/// documents and acknowledgements checked: each document must hold seqs `1..=n` of
+/// its actor with the expected bytes, `n` at the end of a batch and at least its
+/// acknowledged seq.
+pub fn check_store<S: Store>(
+    store: &S,
+    docs: usize,
+    acks: &BTreeMap<usize, u64>,
+    report: &mut ConcurrentReport,
+) -> Result<(), String> {
+    if let Some(d) = acks.keys().find(|&&d| d >= docs) {
+        return Err(format!(
+            "document {d} was acknowledged, but there are {docs}"
+        ));
+    }
+    for d in 0..docs {
+        let acked = acks.get(&d).copied().unwrap_or(0);
+        let held = check_document(store, d, acked)?;
+        report.documents_checked += 1;
+        if held > acked {
+            report.beyond_ack += 1;
+        }
+    }
+    report.acks_checked += acks.len() as u64;
+    Ok(())
+}
+
+/// Records an `ack D N` line in `acks`, the highest acknowledged seq of each document;
+/// returns whether it was one (`ready` and blank lines are not; anything else is an
+/// error).
+pub fn record(acks: &mut BTreeMap<usize, u64>, line: &str) -> Result<bool, String> {
     let mut words = line.split(' ');
     match (words.next(), words.next(), words.next()) {
         (Some("ready"), None, None) | (Some(""), None, None) => Ok(false),

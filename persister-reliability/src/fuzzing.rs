@@ -75,18 +75,23 @@ pub fn check_consistent<P: Persister<Error = Error> + ?Sized>(p: &P) -> bool {
 }
 
 /// Opens the fs store in `dir` and checks every listed document and the document
-/// ids in `also`. Returns how many documents read whole.
+/// ids in `also`. Returns how many listed documents read whole (an id of `also` that
+/// is not listed reads as an empty document, which proves nothing).
 pub fn check_fs_store(dir: &Path, also: &[persister_core::DocumentId]) -> usize {
     let Ok(store) = Location::new(backend::named("fs"), dir).open() else {
         return 0;
     };
-    let mut ids = store.list_documents().unwrap_or_default();
-    assert!(ids.is_sorted(), "list_documents is not sorted");
+    let listed = store.list_documents().unwrap_or_default();
+    assert!(listed.is_sorted(), "list_documents is not sorted");
+    let mut ids = listed.clone();
     ids.extend(also.iter().cloned());
+    ids.sort();
+    ids.dedup();
     let mut whole = 0;
     for id in ids {
         if let Ok(p) = store.open_document(&id) {
-            whole += usize::from(check_consistent(&p));
+            let read = check_consistent(&p);
+            whole += usize::from(read && listed.contains(&id));
         }
     }
     whole
@@ -154,17 +159,28 @@ pub fn fs_log(data: &[u8]) -> usize {
 }
 
 /// The file names the `fs_dir` target chooses from: the marker, the lock, logs of
-/// short and long ids, a temporary file, and a stranger.
+/// short ids (`""`, `"a"`, `"ab"`) and of a long one ([`LONG_ID_LOG_NAME`]), a
+/// temporary file, and a stranger.
 pub const FS_DIR_NAMES: [&str; 8] = [
     "STORE",
     "LOCK",
     "d.log",
     FS_LOG_NAME,
     "d6162.log",
-    "h0123456789abcdef-0.log",
+    LONG_ID_LOG_NAME,
     "d61.log.tmp",
     "notes.txt",
 ];
+
+/// The log file name of the document whose id is 200 zero bytes, [`long_id`]: `h`,
+/// the FNV-1a hash of the id, `-0.log`. An input can only reach the reads of a long
+/// id's log under the name its id hashes to.
+pub const LONG_ID_LOG_NAME: &str = "h37027190f725c8c5-0.log";
+
+/// The long document id the `fs_dir` target reads: 200 zero bytes.
+pub fn long_id() -> persister_core::DocumentId {
+    vec![0u8; 200].into()
+}
 
 /// Splits `data` into files: repeatedly one byte choosing a name of
 /// [`FS_DIR_NAMES`], two bytes of length (little-endian), and that many bytes.
@@ -198,8 +214,7 @@ pub fn fs_dir(data: &[u8]) -> usize {
             return 0;
         }
     }
-    let ids: Vec<persister_core::DocumentId> =
-        vec!["".into(), "a".into(), "ab".into(), vec![0u8; 200].into()];
+    let ids: Vec<persister_core::DocumentId> = vec!["".into(), "a".into(), "ab".into(), long_id()];
     check_fs_store(&dir, &ids)
 }
 

@@ -47,6 +47,10 @@ pub struct ChildArgs {
     pub payload_only: bool,
     /// The step after which to pause, if any.
     pub pause_at: Option<usize>,
+    /// A step the child reports as done without running it, as a backend that loses a
+    /// write would: the tests of the checker use it to prove that it fails. `None` in
+    /// every kill test.
+    pub skip_step: Option<usize>,
 }
 
 /// The child's side: runs the workload of `args.seed` on the store, printing a line
@@ -63,6 +67,7 @@ pub fn run_child(args: &ChildArgs, out: &mut impl Write) -> Result<(), String> {
         docs,
         payload_only,
         pause_at,
+        skip_step,
     } = *args;
     let store = Location::new(backend, dir)
         .open()
@@ -116,7 +121,9 @@ pub fn run_child(args: &ChildArgs, out: &mut impl Write) -> Result<(), String> {
                         .map_err(|e| format!("step {i}: open: {e}"))?;
                     handles.insert(*doc, p);
                 }
-                if let Some(p) = handles.get_mut(doc) {
+                if let Some(p) = handles.get_mut(doc)
+                    && skip_step != Some(i)
+                {
                     apply_to_handle(p, op).map_err(|e| format!("step {i}: {op:?}: {e}"))?;
                 }
                 dirty.insert(*doc);
@@ -344,6 +351,16 @@ fn run_cycle(
         .chain(rest.lines().map(str::to_string))
         .filter(|l| !l.is_empty())
         .collect();
+    // The child writes to stderr only when an operation failed: a failure the kill
+    // raced (the child was killed after it reported the error, before it exited) is
+    // still a failure, not a kill.
+    if !stderr.trim().is_empty() {
+        return Err(format!(
+            "the child reported a failure{} ({status}): {}; lines: {lines:?}",
+            if killed { " before the kill" } else { "" },
+            stderr.trim()
+        ));
+    }
     let done = lines.iter().find_map(|l| l.strip_prefix("done "));
     // A kill that landed after the last line counts as a finish: the workload ran whole.
     if let Some(done) = done {

@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -150,12 +151,16 @@ impl Cluster {
 
     /// A new directory with its supervisor, and no data directory yet.
     fn empty(bin: &Path, settings: &[&str], port: u16) -> Result<Self, String> {
+        // The process id and a count tell apart the clusters of this machine's
+        // processes; the time, those of a process with the same id before.
+        static MADE: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let dir = std::env::temp_dir().join(format!(
-            "persister-pg-{}-{port}-{nanos}",
-            std::process::id()
+            "persister-pg-{}-{}-{port}-{nanos}",
+            std::process::id(),
+            MADE.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let as_postgres = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);

@@ -85,6 +85,7 @@ fn run() -> Result<(), String> {
                     None | Some("none") => None,
                     Some(_) => Some(number("pause-at")? as usize),
                 },
+                skip_step: None,
             },
             &mut stdout.lock(),
         ),

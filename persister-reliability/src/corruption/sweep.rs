@@ -288,5 +288,13 @@ pub fn sweep(
             }
         }
     }
+    // Every case must have come to a verdict: one the children skipped would pass
+    // unseen.
+    if report.cases != total as u64 {
+        return Err(format!(
+            "{} of the {total} cases came to a verdict",
+            report.cases
+        ));
+    }
     Ok(report)
 }
