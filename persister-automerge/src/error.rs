@@ -37,7 +37,9 @@ pub enum Error {
     /// The edit was stored, but the automatic compaction that followed it failed. The
     /// store still holds every change, so nothing is lost; compaction is tried again
     /// after the next write. (A compaction applied whose flush failed is
-    /// [`Error::FlushFailed`].)
+    /// [`Error::FlushFailed`].) Not so when the handle refused it as poisoned or as
+    /// having lost its lease: such a handle writes nothing more, and the edits are
+    /// carried over as for a poisoned [`Error::Persister`].
     Compaction(persister_core::Error),
 
     /// Automerge refused an operation: the closure given to
@@ -119,6 +121,14 @@ impl fmt::Display for Error {
             Error::Persister(e) => write!(
                 f,
                 "{e} (the document keeps unwritten changes queued and retries them on the next write or flush)"
+            ),
+            // Nor is compaction retried by a handle that never writes again.
+            Error::Compaction(
+                e @ (persister_core::Error::Poisoned { .. }
+                | persister_core::Error::LeaseLost { .. }),
+            ) => write!(
+                f,
+                "automatic compaction failed: {e}; this handle writes nothing more, compaction included (the document still holds every change in memory: keep a clone of it, load the document again from the reopened store and merge the clone in with an edit)"
             ),
             Error::Compaction(e) => write!(
                 f,

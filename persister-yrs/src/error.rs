@@ -34,7 +34,9 @@ pub enum Error {
     /// The edit was stored, but the automatic compaction that followed it failed. The
     /// store still holds every update, so nothing is lost; compaction is tried again
     /// after the next write. (A compaction applied whose flush failed is
-    /// [`Error::FlushFailed`].)
+    /// [`Error::FlushFailed`].) Not so when the handle refused it as poisoned or as
+    /// having lost its lease: such a handle writes nothing more, and the edits are
+    /// carried over as for a poisoned [`Error::Persister`].
     Compaction(persister_core::Error),
 
     /// The stored document (a Yjs v1 update) cannot be decoded or applied.
@@ -92,6 +94,14 @@ impl fmt::Display for Error {
             Error::Persister(e) => write!(
                 f,
                 "{e} (the document keeps unwritten updates queued and retries them on the next write or flush)"
+            ),
+            // Nor is compaction retried by a handle that never writes again.
+            Error::Compaction(
+                e @ (persister_core::Error::Poisoned { .. }
+                | persister_core::Error::LeaseLost { .. }),
+            ) => write!(
+                f,
+                "automatic compaction failed: {e}; this handle writes nothing more, compaction included (the document still holds every edit in memory: take its state with encode_state, load the document again from the reopened store, apply the state with apply_update, and flush)"
             ),
             Error::Compaction(e) => write!(
                 f,

@@ -537,6 +537,13 @@ fn errors_say_what_to_do() {
     assert!(e.to_string().contains("merge"), "{e}");
     assert!(std::error::Error::source(&e).is_some());
     let e = Error::Compaction(persister_core::Error::Poisoned { reason: "x".into() });
+    assert!(e.to_string().contains("writes nothing more"), "{e}");
+    assert!(!e.to_string().contains("retried"), "{e}");
+    let e = Error::Compaction(persister_core::Error::TooLarge {
+        what: "batch",
+        len: 2,
+        max: 1,
+    });
     assert!(e.to_string().contains("nothing is lost"), "{e}");
     assert!(std::error::Error::source(&e).is_some());
     fn send_sync<T: Send + Sync + 'static>() {}

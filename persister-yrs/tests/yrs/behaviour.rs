@@ -210,6 +210,13 @@ fn a_failed_flush_loses_nothing_of_the_document() -> TestResult {
 #[test]
 fn errors_say_what_to_do() {
     let e = Error::Compaction(persister_core::Error::Poisoned { reason: "x".into() });
+    assert!(e.to_string().contains("writes nothing more"), "{e}");
+    assert!(!e.to_string().contains("retried"), "{e}");
+    let e = Error::Compaction(persister_core::Error::TooLarge {
+        what: "batch",
+        len: 2,
+        max: 1,
+    });
     assert!(e.to_string().contains("nothing is lost"), "{e}");
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<Error>();
