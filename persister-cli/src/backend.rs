@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
-use persister_backends::{Registry, StoreKind};
+use persister_backends::{Registry, StoreKind, shown};
 use persister_core::{DocumentId, DynPersister, DynStore, Store};
 
 use crate::CliError;
@@ -59,12 +59,19 @@ impl Backend {
 
     /// The backend of the store at `path`, as the registry recognises it.
     pub fn detect(path: &Path) -> Result<Backend, CliError> {
-        if let Some(backend) = REGISTRY.recognise(path) {
-            return Ok(Backend(backend));
+        match REGISTRY.detect(path) {
+            Ok(backend) => return Ok(Backend(backend)),
+            // An empty location, or a URL no backend takes: the registry names the
+            // mistake (and the URL backends it knows).
+            Err(persister_core::Error::InvalidInput {
+                what: "store location",
+                reason,
+            }) => return Err(location_error(&reason, path, None)),
+            Err(_) => {}
         }
         if !path.exists() {
             return Err(CliError::new(
-                format!("there is no store at {}", path.display()),
+                format!("there is no store at {}", shown(path)),
                 "check the path; `persister copy` and `persister import` create new stores",
             ));
         }
@@ -72,21 +79,17 @@ impl Backend {
         if path.is_file() {
             if crate::export::is_export_file(path) {
                 return Err(CliError::new(
-                    format!("{} is a persister export file, not a store", path.display()),
+                    format!("{} is a persister export file, not a store", shown(path)),
                     format!(
                         "make a store from it with `persister import {} NEW_STORE`",
-                        path.display()
+                        shown(path)
                     ),
                 ));
             }
             let files: Vec<&str> = of_kind(StoreKind::File).map(|b| b.what()).collect();
             let directories: Vec<&str> = of_kind(StoreKind::Directory).map(|b| b.name()).collect();
             return Err(CliError::new(
-                format!(
-                    "{} is a file, but not {}",
-                    path.display(),
-                    files.join(" or ")
-                ),
+                format!("{} is a file, but not {}", shown(path), files.join(" or ")),
                 format!(
                     "check the path ({} stores are directories), or pass --backend to force a backend",
                     directories.join(" and ")
@@ -97,12 +100,59 @@ impl Backend {
         Err(CliError::new(
             format!(
                 "{} is a directory, but {}",
-                path.display(),
+                shown(path),
                 neither(&directories)
             ),
             "check the path, or pass --backend to force a backend",
         ))
     }
+}
+
+/// The error for a location a backend or the registry refuses as a store's (an empty
+/// one, a URL no backend takes, a URL for a file or directory backend, a directory
+/// for a file backend or a file for a directory backend), from the registry's
+/// `reason`: its first clause is the cause, the rest (if any) the advice. `forced` is
+/// the backend `--backend` named, whose mistake the advice then points at.
+fn location_error(reason: &str, path: &Path, forced: Option<Backend>) -> CliError {
+    let (cause, rest) = reason.split_once("; ").unwrap_or((reason, ""));
+    let advice = match (forced, url_backend(path)) {
+        (Some(forced), Some(url)) => format!(
+            "leave out --backend {forced}: a URL names its own backend ({})",
+            url.name()
+        ),
+        (Some(forced), None) if rest.is_empty() => format!(
+            "check the path, or leave out --backend {forced} to have the backend detected from what is there"
+        ),
+        (None, _) if rest.is_empty() => "check the path".to_string(),
+        _ => rest.to_string(),
+    };
+    CliError::new(cause.to_string(), advice)
+}
+
+/// The error of a new store's `destination` that no backend can make a store at: a
+/// URL no backend takes, or, for a backend whose stores are named by URLs, anything
+/// but one of its URLs (a new store on a server is built under another name beside
+/// the destination, which only a URL says how to write).
+pub(crate) fn refused_destination(destination: &Path, backend: Backend) -> Option<CliError> {
+    if url_backend(destination).is_some() {
+        return None;
+    }
+    if let Err(persister_core::Error::InvalidInput {
+        what: "store location",
+        reason,
+    }) = REGISTRY.detect(destination)
+    {
+        return Some(location_error(&reason, destination, None));
+    }
+    (backend.0.kind() == StoreKind::Url).then(|| {
+        CliError::new(
+            format!(
+                "{} is not a URL of the {backend} backend, which a new {backend} store needs",
+                shown(destination)
+            ),
+            format!("give the new store as a URL: {}", backend.0.description()),
+        )
+    })
 }
 
 /// "neither A nor B", "none of A, B or C".
@@ -187,21 +237,19 @@ fn whole_store_error(e: persister_core::Error) -> CliError {
     }
 }
 
-/// A store argument as the CLI shows it: a path as given, a URL without its password.
-pub fn shown(path: &Path) -> String {
-    let text = path.display().to_string();
-    if !is_url(path) {
-        return text;
-    }
-    let (scheme, authority, tail) = url_parts(&text);
-    // A password may also be a query option (`?password=...`).
-    let tail = without_options(tail, "password");
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{scheme}://{user}@{host}{tail}")
-        }
-        None => format!("{scheme}://{authority}{tail}"),
+/// An error of opening the existing store at `path`, `forced` to a backend by
+/// `--backend` or not: a location the backend refuses says what to do about it.
+pub(crate) fn open_error(
+    e: persister_core::Error,
+    path: &Path,
+    forced: Option<Backend>,
+) -> CliError {
+    match e {
+        persister_core::Error::InvalidInput {
+            what: "store location",
+            reason,
+        } => location_error(&reason, path, forced),
+        e => CliError::from(e),
     }
 }
 
@@ -255,6 +303,13 @@ pub fn is_url(path: &Path) -> bool {
     REGISTRY.url_backend(path).is_some()
 }
 
+/// Whether the backend called `name` keeps its stores on a server, named by URLs.
+pub(crate) fn on_server(name: &str) -> bool {
+    REGISTRY
+        .get(name)
+        .is_some_and(|backend| backend.kind() == StoreKind::Url)
+}
+
 /// The backend whose stores `path` names as a URL, if it is one.
 pub(crate) fn url_backend(path: &Path) -> Option<&'static persister_backends::Backend> {
     REGISTRY.url_backend(path)
@@ -276,13 +331,19 @@ impl OpenStore {
         access: Access,
     ) -> Result<OpenStore, CliError> {
         let backend = Self::backend_of(path, forced)?;
-        Self::open_as(path, backend, access).map_err(whole_store_error)
+        Self::open_as(path, backend, access).map_err(|e| match e {
+            persister_core::Error::Corrupt { .. } => whole_store_error(e),
+            e => open_error(e, path, forced),
+        })
     }
 
     /// The backend of the existing store at `path`: `forced`, or the one detected. An
-    /// error when nothing is there, since every backend would create a store there.
+    /// error when nothing is there, since every backend would create a store there
+    /// (but a server's store is not on disk: a URL, or any location `forced` to a
+    /// backend of URLs, such as a PostgreSQL connection string, is left to it).
     pub(crate) fn backend_of(path: &Path, forced: Option<Backend>) -> Result<Backend, CliError> {
-        if !path.exists() && !is_url(path) {
+        let on_server = forced.is_some_and(|b| b.0.kind() == StoreKind::Url);
+        if !path.exists() && !is_url(path) && !on_server {
             Backend::detect(path)?;
         }
         match forced {
@@ -324,7 +385,7 @@ impl OpenStore {
     pub fn create(path: &Path, backend: Backend) -> Result<OpenStore, CliError> {
         if path.exists() {
             return Err(CliError::new(
-                format!("{} already exists", path.display()),
+                format!("{} already exists", shown(path)),
                 "choose a new path for the new store",
             ));
         }
@@ -447,31 +508,6 @@ pub fn disk_usage(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A URL is shown without its password, whether in its user part or as an option.
-    #[test]
-    fn a_url_is_shown_without_its_password() {
-        for (url, expected) in [
-            (
-                "postgres://u:pw@h/db?schema=s",
-                "postgres://u@h/db?schema=s",
-            ),
-            ("postgres://u@h/db?password=pw", "postgres://u@h/db"),
-            (
-                "postgres://u@h/db?sslmode=disable&password=pw&schema=s",
-                "postgres://u@h/db?sslmode=disable&schema=s",
-            ),
-            ("postgresql://h/db?password=pw", "postgresql://h/db"),
-            (
-                "postgres://u:a?b/c@h/db?schema=s",
-                "postgres://u@h/db?schema=s",
-            ),
-            ("postgres://u@h/db", "postgres://u@h/db"),
-        ] {
-            assert_eq!(shown(Path::new(url)), expected, "{url}");
-        }
-        assert_eq!(shown(Path::new("./a:pw@b.redb")), "./a:pw@b.redb");
-    }
 
     /// `persister migrate` drops a URL's `migrate_format` option, and nothing else.
     #[test]

@@ -12,7 +12,7 @@ use crate::Backend;
 #[command(
     name = "persister",
     version,
-    after_help = "A STORE is a redb file, a sled directory or an fs directory; its backend is detected from the path (--backend forces one).\n\
+    after_help = "A STORE is a redb file, a sled directory, an fs directory or a PostgreSQL URL (postgres://USER@HOST/DB?schema=NAME); its backend is detected from the path or URL (--backend forces one).\n\
 A DOC is a document id: text as is, or 0x and hex bytes, as `persister ls` shows it.\n\
 Progress shows on a terminal; PERSISTER_PROGRESS=lines prints it as lines instead.\n\n\
 Exit codes: 0 success, 1 error, 2 bad usage (a malformed document id too), 3 damaged or unreadable data found, \
@@ -145,7 +145,8 @@ pub enum Command {
 /// An existing store.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The store: a redb file, a sled directory or an fs directory.
+    /// The store: a redb file, a sled directory, an fs directory or a `postgres://`
+    /// URL.
     pub store: PathBuf,
     /// Its backend, if detection gets it wrong.
     #[arg(long, value_enum)]

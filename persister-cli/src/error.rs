@@ -166,7 +166,15 @@ impl From<StoreError> for CliError {
             ),
             StoreError::Backend { backend, source } => Self::new(
                 format!("the {backend} engine failed: {source}"),
-                "run `persister verify` on the store; if it is damaged, copy out what still reads or restore a backup",
+                match crate::backend::on_server(backend) {
+                    // Most often the server is out of reach, or refused the login.
+                    true => {
+                        "check the URL, and that the server is running and reachable; if the message names damage, run `persister verify` on the store"
+                    }
+                    false => {
+                        "run `persister verify` on the store; if it is damaged, copy out what still reads or restore a backup"
+                    }
+                },
             ),
             other => Self::new(other.to_string(), "see `persister help`"),
         }

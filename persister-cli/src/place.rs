@@ -113,7 +113,7 @@ fn ending(temporary: &Path) -> CliError {
     CliError::new(
         format!(
             "the command was interrupted before it made {}",
-            crate::backend::shown(temporary)
+            persister_backends::shown(temporary)
         ),
         "nothing to do: the destination was left as it was",
     )
@@ -325,7 +325,7 @@ impl Staging {
                 .map_err(|e| {
                     CliError::from(e).context(format!(
                         "moving the new store into place at {}",
-                        crate::backend::shown(&self.destination)
+                        persister_backends::shown(&self.destination)
                     ))
                 })?;
             live.paths.remove(&self.temporary);

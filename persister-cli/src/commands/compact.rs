@@ -36,7 +36,7 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
         return Err(CliError::new(
             format!(
                 "{} is a persister-samod store (layout version {version}): samod compacts its documents itself",
-                crate::backend::shown(&args.store)
+                persister_backends::shown(&args.store)
             ),
             "let the application's samod repo compact them; `persister verify` checks them",
         ));
@@ -47,7 +47,7 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
                 return Err(CliError::new(
                     format!(
                         "{} has no document \"{id}\"",
-                        crate::backend::shown(&args.store)
+                        persister_backends::shown(&args.store)
                     ),
                     "`persister ls STORE` lists its documents; a binary id is written 0x and its hex bytes",
                 ));
@@ -98,7 +98,7 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
     }
     bar.finish_and_clear();
     let report = Report {
-        store: crate::backend::shown(&args.store),
+        store: persister_backends::shown(&args.store),
         backend: store.backend(),
         documents,
     };

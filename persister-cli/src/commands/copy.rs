@@ -42,9 +42,9 @@ pub(crate) fn run(
     let documents = target.documents();
     let sizes = target.finish()?;
     let report = Report {
-        source: crate::backend::shown(src),
+        source: persister_backends::shown(src),
         source_backend: source.backend(),
-        destination: crate::backend::shown(dst),
+        destination: persister_backends::shown(dst),
         destination_backend: dst_backend,
         documents,
         sizes,

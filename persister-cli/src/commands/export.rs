@@ -78,7 +78,7 @@ pub(crate) fn run(
     let file_bytes = crate::disk_usage(staging.path());
     staging.commit()?;
     let report = Report {
-        store: crate::backend::shown(&args.store),
+        store: persister_backends::shown(&args.store),
         backend: store.backend(),
         file: file.display().to_string(),
         file_bytes,

@@ -46,7 +46,7 @@ pub(crate) fn run(file: &Path, store: &Path, backend: Backend, json: bool) -> Re
     let sizes = target.finish()?;
     let report = Report {
         file: file.display().to_string(),
-        store: crate::backend::shown(store),
+        store: persister_backends::shown(store),
         backend,
         documents,
         sizes,

@@ -52,11 +52,11 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
         return Err(CliError::new(
             format!(
                 "{} has no document \"{id}\"",
-                crate::backend::shown(&args.store)
+                persister_backends::shown(&args.store)
             ),
             format!(
                 "`persister ls {}` lists its documents; a binary id is written 0x and its hex bytes",
-                crate::backend::shown(&args.store)
+                persister_backends::shown(&args.store)
             ),
         ));
     }
@@ -91,7 +91,7 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
     reading.finish_and_clear();
     let report = Report {
         id: (&id).into(),
-        store: crate::backend::shown(&args.store),
+        store: persister_backends::shown(&args.store),
         backend: store.backend(),
         format_version: store.format_version(),
         sizes,

@@ -74,7 +74,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
         Err(CliError::damaged(format!(
             "{} in {} cannot be opened: {}",
             plural(unreadable.len() as u64, "document", "documents"),
-            crate::backend::shown(&args.store),
+            persister_backends::shown(&args.store),
             documents
                 .iter()
                 .filter(|d| d.problem.is_some())
@@ -85,7 +85,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     };
     if json {
         print_json(&Report {
-            store: crate::backend::shown(&args.store),
+            store: persister_backends::shown(&args.store),
             backend: store.backend(),
             documents,
             total,
@@ -95,7 +95,7 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
     say(&format!(
         "{} store {}: {}",
         store.backend(),
-        crate::backend::shown(&args.store),
+        persister_backends::shown(&args.store),
         summary(documents.len(), unreadable.len(), total.total_bytes())
     ));
     if !rows.is_empty() {

@@ -23,7 +23,7 @@ struct Report {
 }
 
 pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
-    let shown = crate::backend::shown(&args.store);
+    let shown = persister_backends::shown(&args.store);
     let backend = OpenStore::backend_of(&args.store, args.backend)?;
     // The command decides whether to migrate: a URL's own `migrate_format` option
     // would make the read-only open below refuse the URL (`true`) or the migration
@@ -39,12 +39,13 @@ pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
             found
         }
         Err(Error::MigrationNeeded { found, .. }) => Some(found),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(crate::backend::open_error(e, &args.store, args.backend)),
     };
     let current = backend.format_version();
     let (to, migrated) = match from {
         Some(version) if version < current => {
-            let store = OpenStore::open_as(&store, backend, Access::Migrate)?;
+            let store = OpenStore::open_as(&store, backend, Access::Migrate)
+                .map_err(|e| crate::backend::open_error(e, &args.store, args.backend))?;
             let to = store.format_version();
             store.close()?;
             (to, to != from)

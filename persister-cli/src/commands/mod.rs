@@ -297,7 +297,7 @@ pub(crate) fn read_document(
 ) -> Result<(DocumentDump, Option<String>), CliError> {
     let opened = store.open_document(id)?;
     // Named without a URL's password, in case it is damage.
-    let shown = crate::backend::shown(store.opened_path());
+    let shown = persister_backends::shown(store.opened_path());
     let dump = DocumentDump::read(id, &*opened.persister, std::path::Path::new(&shown))
         .map_err(|e| store.error(e).context(format!("document {id}")))?;
     Ok((dump, opened.note))
@@ -382,7 +382,7 @@ pub(crate) fn skipped_result(
             format!(
                 "{} saved in {}; the documents left out are still in the source, for repair or a backup",
                 plural(saved as u64, "document is", "documents are"),
-                crate::backend::shown(output)
+                persister_backends::shown(output)
             ),
         )
     })

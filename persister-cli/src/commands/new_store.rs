@@ -27,6 +27,9 @@ impl NewStore {
     /// Starts a store of `backend` for `destination`, which must not exist (or be an
     /// empty directory, for a directory backend).
     pub(crate) fn create(destination: &Path, backend: Backend) -> Result<NewStore, CliError> {
+        if let Some(refused) = crate::backend::refused_destination(destination, backend) {
+            return Err(refused);
+        }
         let staging = Staging::new(destination, backend.is_directory())?;
         let log = crate::place::redb_log_of(staging.destination());
         if backend.name() == "redb" && fs::symlink_metadata(&log).is_ok() {
@@ -155,7 +158,7 @@ fn mismatch(destination: &Path, what: String) -> CliError {
     CliError::new(
         format!(
             "the new store for {} failed its check: {what}",
-            crate::backend::shown(destination)
+            persister_backends::shown(destination)
         ),
         "nothing was written to the destination; this is a bug in persister or its backend: please report it",
     )

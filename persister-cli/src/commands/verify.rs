@@ -33,7 +33,7 @@ struct Verdict {
 }
 
 pub(crate) fn run(args: &StoreArgs, json: bool) -> Result<(), CliError> {
-    let path = crate::backend::shown(&args.store);
+    let path = persister_backends::shown(&args.store);
     let listed = OpenStore::existing(&args.store, args.backend, Access::Read)
         .and_then(|store| store.list().map(|ids| (store, ids)));
     let (store, ids) = match listed {

@@ -5,6 +5,7 @@
 mod compact;
 mod demo;
 mod inspect;
+mod locations;
 mod locked;
 mod migrate;
 mod readonly;

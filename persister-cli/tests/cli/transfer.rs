@@ -383,12 +383,25 @@ fn redb_to_postgres_to_redb_keeps_every_byte() -> TestResult {
     persister(["verify", &url])?.expect(0);
     // The password of a URL is shown nowhere (the test cluster trusts local logins, so
     // any password opens it).
+    // Its place is shown: `user:********@host`.
     if let Some((user, rest)) = url.split_once('@') {
         let with_password = format!("{user}:pw-Zq81-secret@{rest}");
-        for command in ["ls", "info", "verify"] {
-            let run = persister([command, &with_password])?;
-            let shown = format!("{}{}", run.stdout, run.stderr);
-            assert!(!shown.contains("pw-Zq81-secret"), "{command}: {shown}");
+        // As an option, with a raw `@` in it.
+        let as_option = format!("{url}&password=pw-Zq81@secret-tail");
+        for (location, place) in [
+            (&with_password, format!("{user}:********@{rest}")),
+            (&as_option, format!("{url}&password=********")),
+        ] {
+            for args in [vec!["ls"], vec!["info", "notes"], vec!["verify"]] {
+                let mut args = args.clone();
+                args.insert(1, location);
+                let run = persister(&args)?.expect(0);
+                let shown = format!("{}{}", run.stdout, run.stderr);
+                for piece in ["pw-Zq81", "secret"] {
+                    assert!(!shown.contains(piece), "{args:?}: {shown}");
+                }
+                assert!(run.stdout.contains(&place), "{args:?}: {place}: {shown}");
+            }
         }
     }
     // A schema that holds documents is not a new store.
