@@ -185,7 +185,7 @@ impl From<persister_automerge::Error> for CliError {
     fn from(e: persister_automerge::Error) -> Self {
         use persister_automerge::Error as E;
         match e {
-            E::Persister(e) | E::Compaction(e) => e.into(),
+            E::Persister(e) | E::FlushFailed(e) | E::Compaction(e) => e.into(),
             E::CorruptDocument(e) => {
                 Self::damaged(format!("automerge cannot load the stored document: {e}"))
             }
@@ -212,7 +212,7 @@ impl From<persister_yrs::Error> for CliError {
     fn from(e: persister_yrs::Error) -> Self {
         use persister_yrs::Error as E;
         match e {
-            E::Persister(e) | E::Compaction(e) => e.into(),
+            E::Persister(e) | E::FlushFailed(e) | E::Compaction(e) => e.into(),
             E::CorruptDocument { reason } => {
                 Self::damaged(format!("yrs cannot load the stored document: {reason}"))
             }
@@ -258,4 +258,33 @@ pub(crate) fn io_error(action: &str, path: &std::path::Path, e: std::io::Error) 
         format!("cannot {action} {}: {e}", path.display()),
         "check that the path exists and is writable, and that the disk is not full",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed flush of either CRDT reads as the store error under it, with the
+    /// advice for that error: not "see `persister help`", not "a bug in persister".
+    #[test]
+    fn a_failed_flush_of_either_crdt_is_the_store_error_under_it() {
+        let io = || {
+            persister_core::Error::io(
+                "sync",
+                "/data/notes.redb",
+                std::io::Error::other("no space"),
+            )
+        };
+        let direct = CliError::from(io());
+        for error in [
+            CliError::from(persister_automerge::Error::FlushFailed(io())),
+            CliError::from(persister_yrs::Error::FlushFailed(io())),
+        ] {
+            assert_eq!(
+                (&error.cause, &error.advice),
+                (&direct.cause, &direct.advice)
+            );
+            assert!(error.cause.contains("no space"), "{}", error.cause);
+        }
+    }
 }
