@@ -175,8 +175,37 @@
 //! # Opening
 //!
 //! [`PostgresStore::open`] takes a `postgres://` URL or a `key=value` connection
-//! string; a `schema` option in it (`?schema=notes`) picks the schema, and
-//! `migrate_format=true` asks for the migration of an older format (see *Tables*). The first open
+//! string. Two of its options are the store's own, taken out before the driver sees
+//! the rest:
+//!
+//! | option | value |
+//! |---|---|
+//! | `schema` | the schema ([`PostgresOptions::schema`]): 1 to 63 lowercase ASCII letters, digits and `_`, not starting with a digit |
+//! | `migrate_format` | `true` or `false`, written so ([`PostgresOptions::migrate_format`]; see *Tables*) |
+//!
+//! The others are the `postgres` driver's: `host`, `hostaddr`, `port`, `user`,
+//! `password`, `dbname`, `options`, `application_name`, `sslmode`, `sslnegotiation`,
+//! `connect_timeout`, `tcp_user_timeout`, `keepalives`, `keepalives_idle`,
+//! `keepalives_interval`, `keepalives_retries`, `target_session_attrs`,
+//! `channel_binding` and `load_balance_hosts`, as libpq reads them.
+//!
+//! The store reads them more strictly than the driver, which would silently open
+//! something else than written; each of these is refused with
+//! [`Error::InvalidInput`](persister_core::Error::InvalidInput) naming the option, and
+//! nothing is opened or created:
+//! - an option given more than once (`?schema=a&schema=b`, or `dbname` both as the
+//!   URL's path and as an option), but `host`, `hostaddr` and `port`: those list the
+//!   hosts the driver tries in turn (`?host=a&host=b` is `?host=a,b`), and the ports
+//!   must be one for all hosts or one per host;
+//! - an option neither the store nor the driver knows, or a value the driver refuses
+//!   (the message names the option, the value given, and the options there are);
+//! - `connect_timeout`, `tcp_user_timeout`, `keepalives_idle` or
+//!   `keepalives_interval` under 1 second, which the driver ignores;
+//! - text that a connection string holds past where the driver stops reading.
+//!
+//! No message shows the password.
+//!
+//! The first open
 //! creates the schema and its tables in one transaction; later ones check the format
 //! record. Opening a document takes its lease
 //! and reads its row and sizes: two round

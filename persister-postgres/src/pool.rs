@@ -278,7 +278,7 @@ mod tests {
             Ok(None) => return Ok(()),
             Err(why) => panic!("{why}"),
         };
-        let (url, _schema) = crate::location::take_option(&url, "schema");
+        let url = crate::location::driver_url(&url)?;
         let location = Location::parse(&url, Duration::from_secs(10), Duration::from_secs(30))?;
         let pool = Pool::new(1);
         let panicked = catch_unwind(AssertUnwindSafe(|| {

@@ -11,7 +11,7 @@ use postgres::Transaction;
 
 use crate::PostgresOptions;
 use crate::error::{UNREPLICATED, failed, from_pg};
-use crate::location::{Location, driver_url, is_url, take_option, url_query_start};
+use crate::location::{Location, driver_url, is_url, option_in, take_option, url_query_start};
 use crate::shared::this_holder;
 use crate::sql::{FORMAT_NAME, SYNC_ON, check_schema_name};
 
@@ -53,9 +53,10 @@ pub fn url_with_schema(url: &str, schema: &str) -> Result<String> {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidInput`] when the option is not a schema name the store accepts.
+/// [`Error::InvalidInput`] when the option is not a schema name the store accepts, or
+/// is given more than once (`?schema=a&schema=b`).
 pub fn schema_in(url: &str) -> Result<Option<String>> {
-    let schema = take_option(url, "schema").1;
+    let schema = option_in(url, "schema")?;
     if let Some(schema) = &schema {
         check_schema_name(schema)?;
     }
@@ -68,10 +69,10 @@ pub fn schema_in(url: &str) -> Result<Option<String>> {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidInput`] when the option is neither `true` nor `false`.
+/// [`Error::InvalidInput`] when the option is neither `true` nor `false` (exactly so:
+/// not `TRUE`, `yes` or `1`), or is given more than once.
 pub fn migrate_format_in(url: &str) -> Result<Option<bool>> {
-    take_option(url, "migrate_format")
-        .1
+    option_in(url, "migrate_format")?
         .map(|migrate| {
             migrate.parse().map_err(|_| Error::InvalidInput {
                 what: "migrate_format option of the URL",
@@ -87,7 +88,7 @@ fn locate(url: &str) -> Result<(Location, String, String)> {
     let options = PostgresOptions::default();
     let schema = schema_in(url)?.unwrap_or(options.schema);
     let location = Location::parse(
-        &driver_url(url),
+        &driver_url(url)?,
         options.connect_timeout,
         options.network_timeout,
     )?;

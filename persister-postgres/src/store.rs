@@ -32,12 +32,14 @@ impl PostgresStore {
     /// `url` is a `postgres://user[:password]@host[:port]/database[?options]` URL or a
     /// `key=value` connection string, as the `postgres` crate (and libpq) accept them:
     /// `host=/var/run/postgresql` for a Unix socket, `sslmode=require` for TLS (with the
-    /// `tls` feature), and `schema=NAME` for the schema.
+    /// `tls` feature), and `schema=NAME` for the schema (see the crate docs, *Opening*,
+    /// for every option).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidInput`](persister_core::Error::InvalidInput) for a malformed URL
-    /// or schema name, [`Error::Backend`](persister_core::Error::Backend) when the
+    /// (an option given twice, an unknown option or a bad value, each named) or schema
+    /// name, [`Error::Backend`](persister_core::Error::Backend) when the
     /// server cannot be reached or refuses the login,
     /// [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) for a
     /// schema of another layout version,
@@ -68,7 +70,7 @@ impl PostgresStore {
         if let Some(migrate) = crate::migrate_format_in(url)? {
             options.migrate_format = migrate;
         }
-        let url = driver_url(url);
+        let url = driver_url(url)?;
         let url = url.as_str();
         check_schema_name(&options.schema)?;
         let location = Location::parse(url, options.connect_timeout, options.network_timeout)?;

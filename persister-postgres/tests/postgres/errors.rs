@@ -164,11 +164,22 @@ fn passwords_never_appear_in_errors() -> Result<(), Error> {
     let missing = if url.contains("://") {
         format!("{url}_missing")
     } else {
-        format!("{url} dbname=no_such_database")
+        // In place of the string's own database: a second `dbname` would be refused
+        // before the server is asked.
+        let mut parts: Vec<&str> = url
+            .split_whitespace()
+            .filter(|part| !part.starts_with("dbname="))
+            .collect();
+        parts.push("dbname=no_such_database");
+        parts.join(" ")
     };
     let err = PostgresStore::open(&missing)
         .err()
         .ok_or_else(|| test_error("opened a missing database"))?;
+    assert!(
+        matches!(err, Error::Backend { .. }),
+        "not the server's refusal: {err}"
+    );
     messages.push(format!("{err} {err:?}"));
     // A malformed URL holding the password.
     for bad in [
@@ -197,6 +208,101 @@ fn passwords_never_appear_in_errors() -> Result<(), Error> {
             "the password appears in: {message}"
         );
     }
+    Ok(())
+}
+
+/// `url` with `option` added, whether it is a URL or a connection string.
+fn with_option(url: &str, option: &str) -> String {
+    if url.contains("://") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}{option}")
+    } else {
+        format!("{url} {option}")
+    }
+}
+
+/// Whether the shared server has a schema named `schema`.
+fn schema_exists(schema: &str) -> Result<bool, Error> {
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+            &[&schema],
+        )
+        .map_err(test_error)?;
+    Ok(row.get::<_, i64>(0) == 1)
+}
+
+/// A URL whose options are repeated, unknown or out of range is refused with
+/// `InvalidInput` naming the option, and nothing is created; hosts, which the driver
+/// tries in turn, may be given several times.
+#[test]
+fn a_url_with_a_repeated_unknown_or_bad_option_opens_nothing() -> Result<(), Error> {
+    const PASSWORD: &str = "pw-Opt7-never-shown";
+    let base = with_option(&server().url(), &format!("password={PASSWORD}"));
+    let (a, b) = (fresh_schema(), fresh_schema());
+    // `url` with `options` added, one by one.
+    let with = |options: &[&str]| {
+        options
+            .iter()
+            .fold(base.clone(), |url, option| with_option(&url, option))
+    };
+    let (schema_a, schema_b) = (format!("schema={a}"), format!("schema={b}"));
+    for (url, names) in [
+        (
+            with(&[&schema_a, "sslmode=disable", &schema_b]),
+            &["`schema`", a.as_str(), b.as_str()][..],
+        ),
+        (
+            with(&[&schema_a, "migrate_format=true", "migrate_format=false"]),
+            &["`migrate_format`"],
+        ),
+        (
+            with(&["sslmode=disable", &schema_a, "sslmode=disable"]),
+            &["`sslmode`"],
+        ),
+        (
+            with(&[&schema_a, "bogus=1"]),
+            &["`bogus`", "schema, migrate_format"],
+        ),
+        (
+            with(&[&schema_a, "connect_timeout=0"]),
+            &["`connect_timeout`", "at least 1"],
+        ),
+        (
+            with(&[&schema_a, "migrate_format=TRUE"]),
+            &["migrate_format", "\"TRUE\""],
+        ),
+        (with(&["schema=A"]), &["schema name", "\"A\""]),
+    ] {
+        let err = PostgresStore::open(&url).err().ok_or_else(|| {
+            test_error(format!(
+                "opened the URL that should be refused for {names:?}"
+            ))
+        })?;
+        let message = err.to_string();
+        assert!(
+            matches!(err, Error::InvalidInput { .. }),
+            "{url}: {message}"
+        );
+        for name in names {
+            assert!(message.contains(name), "{name} is not in: {message}");
+        }
+        assert!(!message.contains(PASSWORD), "{message}");
+    }
+    assert!(
+        !schema_exists(&a)? && !schema_exists(&b)?,
+        "a schema was made"
+    );
+    // A host that does not answer, then the server: the second is tried.
+    let hosts = if base.contains("://") {
+        with_option(&base, "host=%2Fno%2Fsuch%2Fdir")
+    } else {
+        format!("host=/no/such/dir {base}")
+    };
+    let store = PostgresStore::open(&with_option(&hosts, &format!("schema={a}")))?;
+    store.close()?;
+    assert!(schema_exists(&a)?);
     Ok(())
 }
 
