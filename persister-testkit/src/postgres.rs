@@ -45,7 +45,7 @@ pub fn binaries() -> Option<PathBuf> {
 /// `Ok(None)`, after printing why, when there is no server; an error instead when
 /// `PERSISTER_REQUIRE_POSTGRES=1`, so that CI cannot skip the test unseen.
 pub fn schema_server(schema: &str) -> Result<Option<(String, Option<Cluster>)>, String> {
-    if let Some(url) = env_schema_url(schema) {
+    if let Some(url) = env_schema_url(schema)? {
         return Ok(Some((url, None)));
     }
     match binaries() {
@@ -63,7 +63,7 @@ pub fn schema_server(schema: &str) -> Result<Option<(String, Option<Cluster>)>, 
 /// `Ok(None)` (after printing why) or an error when there is no server, as there.
 pub fn shared_schema_url(schema: &str) -> Result<Option<String>, String> {
     static SHARED: OnceLock<Result<Option<Cluster>, String>> = OnceLock::new();
-    if let Some(url) = env_schema_url(schema) {
+    if let Some(url) = env_schema_url(schema)? {
         return Ok(Some(url));
     }
     let shared = SHARED.get_or_init(|| binaries().map(|bin| Cluster::start(&bin, &[])).transpose());
@@ -74,12 +74,25 @@ pub fn shared_schema_url(schema: &str) -> Result<Option<String>, String> {
     }
 }
 
-/// `PERSISTER_POSTGRES_URL` with `schema` added, if it is set to a URL.
-fn env_schema_url(schema: &str) -> Option<String> {
-    let url = std::env::var("PERSISTER_POSTGRES_URL").ok()?;
+/// `PERSISTER_POSTGRES_URL` with `schema` added, if it is set to a URL; an error when
+/// it names a schema itself (each test makes one of its own, and the store refuses a
+/// URL that gives `schema` twice).
+fn env_schema_url(schema: &str) -> Result<Option<String>, String> {
+    let Ok(url) = std::env::var("PERSISTER_POSTGRES_URL") else {
+        return Ok(None);
+    };
+    if !url.contains("://") {
+        return Ok(None);
+    }
+    let (_, query) = url.split_once('?').unwrap_or((&url, ""));
+    if query.split('&').any(|option| option.starts_with("schema=")) {
+        return Err(
+            "PERSISTER_POSTGRES_URL sets `schema`: leave it out, each test makes a schema of its own"
+                .into(),
+        );
+    }
     let sep = if url.contains('?') { '&' } else { '?' };
-    url.contains("://")
-        .then(|| format!("{url}{sep}schema={schema}"))
+    Ok(Some(format!("{url}{sep}schema={schema}")))
 }
 
 /// No server: an error under `PERSISTER_REQUIRE_POSTGRES=1`, else `Ok(None)` after
