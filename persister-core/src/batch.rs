@@ -158,11 +158,17 @@ impl Batch {
     /// most [`MAX_VALUE_LEN`], and at most [`MAX_BATCH_LEN`] bytes in all. Every backend
     /// calls this before applying anything, so a refused batch leaves no trace.
     pub fn validate(&self) -> Result<()> {
-        for write in &self.writes {
-            write.validate()?;
-        }
-        check_len("batch", self.payload_len(), MAX_BATCH_LEN)
+        validate_writes(&self.writes)
     }
+}
+
+/// [`Batch::validate`] of a batch holding `writes`.
+pub(crate) fn validate_writes(writes: &[Write]) -> Result<()> {
+    for write in writes {
+        write.validate()?;
+    }
+    let len = writes.iter().map(Write::payload_len).sum();
+    check_len("batch", len, MAX_BATCH_LEN)
 }
 
 impl From<Vec<Write>> for Batch {
