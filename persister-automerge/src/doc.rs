@@ -276,7 +276,9 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
 
     /// Compacts now: saves the document and, in one batch, stores it and removes every
     /// stored change it covers. Stored changes it does not cover (their dependencies
-    /// are missing) are kept. Queued writes are part of the batch.
+    /// are missing) are kept. Queued writes are part of the batch (unless, queued
+    /// while the store refused writes, they add up to more than
+    /// [`MAX_BATCH_LEN`](persister_core::MAX_BATCH_LEN): see `DocumentWriter::compact`).
     ///
     /// On error nothing is written and the store is as before, except after
     /// [`Error::FlushFailed`]: the batch was applied and the flush after it failed.

@@ -346,7 +346,8 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
     /// Compacts now: encodes the state as one update and, in one batch, stores it as
     /// the document and removes every stored update. The state includes updates yrs
     /// holds pending, so it covers every stored update. Queued writes are part of the
-    /// batch.
+    /// batch (unless, queued while the store refused writes, they add up to more than
+    /// [`MAX_BATCH_LEN`](persister_core::MAX_BATCH_LEN): see `DocumentWriter::compact`).
     ///
     /// On error nothing is written and the store is as before, except after
     /// [`Error::FlushFailed`]: the batch was applied and the flush after it failed.
