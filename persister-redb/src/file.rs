@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use persister_core::{Error, Result};
 use redb::backends::FileBackend;
 use redb::{
-    BackendError, Builder, Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableTable,
-    ReadableDatabase, StorageBackend, TableDefinition, TableError, TransactionError,
+    BackendError, Builder, Database, DatabaseError, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, ReadableTable, StorageBackend, TableDefinition, TableError, TransactionError,
 };
 
 use crate::RedbOptions;
@@ -97,7 +97,7 @@ pub(crate) fn open_verified<T>(
 ///
 /// A file redb closed cleanly is checked through an [`Overlay`], so that the check's
 /// writes (it ends with a commit, and redb marks the file consistent, then writable,
-/// four syncs in all) stay in memory, and then opened without the check, which loads
+/// each with its syncs) stay in memory, and then opened without the check, which loads
 /// the allocator state the check has just verified and makes one sync. Any other file
 /// (a crash left it, or its last commit was not redb's two-phase one) is checked in
 /// place, and the check's repair made durable.

@@ -26,8 +26,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use persister_core::{Error, Result};
-use redb::{BackendError, StorageBackend};
 use redb::backends::FileBackend;
+use redb::{BackendError, StorageBackend};
 
 use crate::error::from_redb;
 
@@ -39,9 +39,9 @@ const BLOCK: u64 = 4096;
 const LOCK_BASE: u64 = 1 << 62;
 
 /// The range of redb's lock space that every handle of a file in redb's default
-/// concurrency mode takes first: from `LOCK_BASE + 1024` on, exclusive for a writer,
-/// shared for a reader (and the range the file backend ties the whole-file `flock` of
-/// redb before 4.3 to). Holding it shared excludes every writer and no reader.
+/// concurrency mode locks when it opens: from `LOCK_BASE + 1024` on (redb 5's active
+/// transaction range), exclusive for a writer, shared for a read-only handle. Holding
+/// it shared excludes every writer and no reader.
 const OPEN_RANGE: (Bound<u64>, Bound<u64>) = (Bound::Included(LOCK_BASE + 1024), Bound::Unbounded);
 
 /// The file, read-only and locked shared, with redb's writes kept in memory over it.
@@ -97,7 +97,9 @@ impl Overlay {
             }
             Err(err) => return Err(Error::io("lock", path, err.into())),
         }
-        let len = file.len().map_err(|err| Error::io("read", path, err.into()))?;
+        let len = file
+            .len()
+            .map_err(|err| Error::io("read", path, err.into()))?;
         Ok(Overlay {
             shared: Arc::new(Shared {
                 file,
@@ -144,7 +146,6 @@ impl Overlay {
         Ok(())
     }
 }
-
 
 /// The bytes `[offset, offset + len)` split at block boundaries: (block index, offset in
 /// the block, offset in the buffer, length) each.
