@@ -44,16 +44,14 @@ pub fn shown(location: &Path) -> String {
     without_password_options(&text)
 }
 
-/// A URL without the password of its user part. The user part is read both as the
-/// PostgreSQL driver reads it (up to the first `@`) and as a URL's authority is (up to
-/// the last `@` before the first `/` or `?`): whichever is longer is hidden, so that
-/// no reading leaves a piece of the password in sight.
+/// A URL without the password of its user part, hidden up to the URL's last `@`. The
+/// PostgreSQL driver ends the user part at the first `@`, a URL's authority at the
+/// last `@` before the first `/` or `?`, and a person may have meant any `@` of a
+/// password written raw: hiding up to the last covers every reading (and, when the
+/// query holds an `@`, hides more than the password, never less).
 fn without_user_password(text: &str, scheme: &str) -> String {
     let rest = text[scheme.len() + 1..].trim_start_matches('/');
-    let first_at = rest.find('@');
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let end = first_at.max(authority.rfind('@'));
-    let Some(end) = end else {
+    let Some(end) = rest.rfind('@') else {
         return text.to_string();
     };
     let prefix = &text[..text.len() - rest.len()];
@@ -65,27 +63,53 @@ fn without_user_password(text: &str, scheme: &str) -> String {
 
 /// `text` with the value of every `password` option hidden: `password=VALUE` in a
 /// URL's query (up to the next `&`) or a connection string (`password = VALUE`, up to
-/// the next whitespace, or a quoted `'VALUE'` with its `\` escapes).
+/// the next whitespace, or a quoted `'VALUE'` with its `\` escapes). The key is
+/// compared as the driver reads it: without case, and with its `%` escapes decoded
+/// (`pass%77ord`).
 fn without_password_options(text: &str) -> String {
-    const KEY: &str = "password";
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = rest.to_ascii_lowercase().find(KEY) {
-        let after_key = &rest[at + KEY.len()..];
-        let spaced = after_key.trim_start();
-        let Some(value) = spaced.strip_prefix('=') else {
-            out.push_str(&rest[..at + KEY.len()]);
-            rest = after_key;
+    while let Some(eq) = rest.find('=') {
+        let before = rest[..eq].trim_end();
+        let key_start = before
+            .rfind(|c: char| c.is_whitespace() || matches!(c, '&' | '?'))
+            .map_or(0, |at| at + 1);
+        let value = rest[eq + 1..].trim_start();
+        if !is_password_key(&before[key_start..]) {
+            out.push_str(&rest[..=eq]);
+            rest = &rest[eq + 1..];
             continue;
-        };
-        let value = value.trim_start();
-        let len = value_len(value);
+        }
         out.push_str(&rest[..rest.len() - value.len()]);
         out.push_str(HIDDEN);
-        rest = &value[len..];
+        rest = &value[value_len(value)..];
     }
     out.push_str(rest);
     out
+}
+
+/// Whether `key`, its `%` escapes decoded, is `password` in any case.
+fn is_password_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| key.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    decoded.eq_ignore_ascii_case(b"password")
 }
 
 /// The length in bytes of the option value `value` starts with.
@@ -105,4 +129,52 @@ fn value_len(value: &str) -> usize {
     value
         .find(|c: char| c.is_whitespace() || c == '&')
         .unwrap_or(value.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn show(text: &str) -> String {
+        shown(Path::new(text))
+    }
+
+    #[test]
+    fn no_reading_of_a_url_leaves_a_piece_of_its_password() {
+        for (url, password) in [
+            ("postgres://app:Pw7a@Zq81@db/notes", ["Pw7a", "Zq81"]),
+            (
+                "postgres://app:Pw7a@Zq/81@127.0.0.1:1/notes",
+                ["Pw7a", "Zq/81"],
+            ),
+            ("postgresql://app:Pw7a?Zq@db/notes", ["Pw7a", "Zq@"]),
+        ] {
+            let shown = show(url);
+            for piece in password {
+                assert!(!shown.contains(piece), "{url}: {shown}");
+            }
+            assert!(
+                shown.starts_with("postgres") && shown.contains("app:"),
+                "{shown}"
+            );
+        }
+        // Options: any case, `%` escapes, a connection string's quoted value.
+        for (text, secret) in [
+            (
+                "postgres://db/notes?sslmode=disable&PassWord=s3cret&schema=a",
+                "s3cret",
+            ),
+            ("postgres://db/notes?pass%77ord=s3cret", "s3cret"),
+            ("host=db password = 'a b\\' s3cret' user=u", "s3cret"),
+            ("host=db password=s3cret user=u", "s3cret"),
+        ] {
+            let shown = show(text);
+            assert!(!shown.contains(secret), "{text}: {shown}");
+            assert!(shown.contains("db"), "{shown}");
+        }
+        assert!(show("host=db password=s3cret user=u").ends_with(" user=u"));
+        assert!(show("postgres://db/n?password=x&schema=a").ends_with("&schema=a"));
+        // A path is a path, whatever it holds.
+        assert_eq!(show("./a:b@c.redb"), "./a:b@c.redb");
+    }
 }

@@ -150,6 +150,13 @@ fn check_settings(settings: &Settings) -> std::result::Result<(), String> {
                 option.raw_key
             ));
         }
+        // The driver decodes a key's escapes; messages that hide a password look for
+        // its name as written.
+        if option.raw_key != option.key {
+            return Err(format!(
+                "option `{key}` is written with %-escapes in its name: write the name as it is"
+            ));
+        }
         if LIST_OPTIONS.contains(&key) || !DRIVER_OPTIONS.contains(&key) {
             // Several hosts, or an option the driver refuses (naming it).
             continue;
@@ -215,10 +222,12 @@ fn parse_error(err: &postgres::Error, settings: &Settings) -> String {
     reason
 }
 
-/// Fails when the user part of a `postgres://` URL holds more than one `@`. The
-/// driver ends the user part at the first, so the rest of a user name or password
-/// with a raw `@` would be read as the host: connected to, and shown wherever the
-/// host is. The message quotes nothing of the URL.
+/// Fails when a `postgres://` URL holds an `@` the driver would misread. The driver
+/// ends the user part at the first `@` of the whole URL: a second `@` (a user name or
+/// password with a raw `@`) would make the rest of the user part the host, and an
+/// `@` after the `?` (in an option's value) would make everything before it the user
+/// part. Either would connect elsewhere than written and show part of a password
+/// wherever the host is shown. The message quotes nothing of the URL.
 fn check_user_part(url: &str) -> std::result::Result<(), String> {
     let Some(rest) = ["postgres://", "postgresql://"]
         .iter()
@@ -226,11 +235,16 @@ fn check_user_part(url: &str) -> std::result::Result<(), String> {
     else {
         return Ok(());
     };
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    match authority.matches('@').count() {
-        0 | 1 => Ok(()),
-        _ => Err(
-            "the URL's user part holds a raw `@`, which would end it early: write each `@` of a user name or password as %40"
+    let query = rest.find('?');
+    let misread = match rest.matches('@').count() {
+        0 => false,
+        1 => query.is_some_and(|query| rest.find('@') > Some(query)),
+        _ => true,
+    };
+    match misread {
+        false => Ok(()),
+        true => Err(
+            "the URL holds an `@` the driver would read as the end of its user part: write each `@` of a user name, password or option value as %40 (and a `?` of a password as %3F)"
                 .into(),
         ),
     }
@@ -967,6 +981,8 @@ mod tests {
         for url in [
             "postgres://u:s3@cr@t@127.0.0.1:1/db",
             "postgres://u:s3@cr@t@127.0.0.1:1/db?sslmode=disable",
+            "postgres://u:s3@cr/t@127.0.0.1:1/db",
+            "postgres://127.0.0.1:1/db?application_name=s3@cr",
         ] {
             let message = parse(url).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(message.contains("%40"), "{url}: {message}");
@@ -977,6 +993,13 @@ mod tests {
         // Written as %40, it is a password like any other.
         let loc = parse("postgres://u:s3%40cr%40t@127.0.0.1:1/db").expect("a valid URL");
         assert_eq!(loc.description, "postgres://u@127.0.0.1:1/db");
+        // An escaped option name would pass by messages that hide a password.
+        let message = parse("postgres://u@127.0.0.1:1/db?pass%77ord=s3cret")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("%-escapes"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
     }
 
     /// The message of a refused URL, which must be `InvalidInput` and hold each of

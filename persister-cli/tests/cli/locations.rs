@@ -69,6 +69,17 @@ fn no_piece_of_a_password_is_shown_by_a_failing_command() -> TestResult {
             assert!(run.stderr.contains(advice), "{args:?}: {}", run.stderr);
         }
     }
+    // A password with a raw `@` and a `/`, which no reading of the URL splits where
+    // its writer meant: refused before anything connects, none of it shown.
+    let slashed = "postgres://app:Pw7a@Zq/81@127.0.0.1:1/notes";
+    for args in [vec!["ls", slashed], vec!["copy", store, slashed]] {
+        let run = persister(&args)?.expect(1);
+        let shown = format!("{}{}", run.stdout, run.stderr);
+        for piece in ["Pw7a", "Zq", "81@"] {
+            assert!(!shown.contains(piece), "{args:?} shows {piece}: {shown}");
+        }
+        assert!(run.stderr.contains("%40"), "{args:?}: {}", run.stderr);
+    }
     assert_eq!(
         names_in(dir.path())?,
         ["a.redb"],
