@@ -293,18 +293,13 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
             }
             uncovered.push(orphan);
         }
-        let (sizes, queued) = (self.writer.sizes(), self.writer.queued_writes());
+        let failed_before = self.writer.flush_failed();
         let result = self.writer.compact(document, covered);
-        // A compaction applied stores a document, removes the changes it covers and
-        // empties the queue; one not applied changes nothing. So sizes that changed, or
-        // a queue emptied, tell one applied whose flush then failed. (One that changed
-        // no size and found nothing queued, a document saved again over itself with no
-        // change stored, is taken as not applied.)
+        // A compaction that fails was not applied, unless the flush after it failed
+        // (which the writer records; a handle whose flush had failed before refuses it).
         let applied = match &result {
             Ok(()) => true,
-            Err(_) => {
-                self.writer.sizes() != sizes || (queued > 0 && self.writer.queued_writes() == 0)
-            }
+            Err(_) => !failed_before && self.writer.flush_failed(),
         };
         if applied {
             uncovered.retain(|o| self.doc.get_change_meta_by_hash(&o.hash).is_none());
@@ -478,12 +473,12 @@ impl<P: Persister<Error = persister_core::Error>> PersistentDoc<P> {
 
     /// The error of a write or flush that failed with `e`: [`Error::Persister`] when
     /// writes wait in the queue to be retried (the batch was not applied),
-    /// [`Error::FlushFailed`] when nothing does (the batch was applied, the flush after
-    /// it failed, and the handle refuses every later write).
+    /// [`Error::FlushFailed`] when nothing does because a flush through the writer
+    /// failed (the batch was applied, and the handle refuses every later write).
     fn persister_error(&self, e: persister_core::Error) -> Error {
-        match self.writer.queued_writes() {
-            0 => Error::FlushFailed(e),
-            _ => Error::Persister(e),
+        match self.writer.queued_writes() == 0 && self.writer.flush_failed() {
+            true => Error::FlushFailed(e),
+            false => Error::Persister(e),
         }
     }
 

@@ -60,6 +60,8 @@ pub struct DocumentWriter<P> {
     /// How many of `queued` each call of `write` or `queue` added, in order (none of
     /// them 0): a batch holds whole calls.
     calls: VecDeque<usize>,
+    /// A flush through this writer failed: the handle refuses every later write.
+    flush_failed: bool,
     /// The keys of the stored changes the in-memory document holds, by actor: one
     /// growing list per actor rather than a key per change, so that a write allocates
     /// nothing that outlives it. Ordered rather than hashed: there are few actors, most
@@ -74,6 +76,7 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
             persister: AutoFlush::new(persister, policy),
             queued: Vec::new(),
             calls: VecDeque::new(),
+            flush_failed: false,
             stored: BTreeMap::new(),
         }
     }
@@ -92,6 +95,17 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
     /// not be applied, and those [`queue`](Self::queue)d.
     pub fn queued_writes(&self) -> usize {
         self.queued.len()
+    }
+
+    /// Whether a flush through this writer has failed: the policy's after a batch was
+    /// applied ([`WriteError::FlushFailed`]), or that of [`flush`](Self::flush) or
+    /// [`close`](Self::close). The handle is then poisoned: it refuses every later
+    /// write and flush, and nothing waits to be retried (the writes still queued can
+    /// never be applied through it). A document type tells such a failure, whose
+    /// writes since the last successful flush may not survive, from a write that was
+    /// not applied and stays queued.
+    pub fn flush_failed(&self) -> bool {
+        self.flush_failed
     }
 
     /// Records a change that is stored already (found when the document was loaded)
@@ -195,6 +209,7 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
             self.take_applied(len);
             if let Err(e) = written {
                 // Poisoned: nothing queued can be applied through this handle again.
+                self.flush_failed = true;
                 self.queued.clear();
                 self.calls.clear();
                 return Err(e);
@@ -297,6 +312,7 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
         self.queued.clear();
         self.calls.clear();
         if let Err(e) = written {
+            self.flush_failed = true;
             return Err(e.into_inner());
         }
         // The rest, in order: the removals (split as needed) and the kept calls.
@@ -320,10 +336,14 @@ impl<P: Persister<Error = Error>> DocumentWriter<P> {
             // The queued writes could not be applied: what was applied before them is
             // made durable all the same (a prefix of the batches, as a crash keeps),
             // rather than held hostage by a write that may never apply.
-            let _ = self.persister.flush();
+            if self.persister.flush().is_err() {
+                self.flush_failed = true;
+            }
             return Err(err);
         }
-        self.persister.flush()
+        self.persister
+            .flush()
+            .inspect_err(|_| self.flush_failed = true)
     }
 
     /// Writes what is queued, makes everything durable and returns the persister.

@@ -355,20 +355,19 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
         self.usable()?;
         // Taken before encoding: every captured update is then in the encoded state.
         let captured = std::mem::take(&mut *lock(&self.captured));
-        let before = self.writer.sizes();
-        let written =
-            match self.encode_state() {
-                // Sizes that changed tell a compaction applied, whose flush then failed, from
-                // one not applied (one that changed no size is taken as not applied: its
-                // updates are then written again, to a handle that refuses them).
-                Ok(state) => self.writer.compact(state, []).map_err(|e| {
-                    match self.writer.sizes() == before {
-                        true => Error::Persister(e),
-                        false => Error::FlushFailed(e),
-                    }
-                }),
-                Err(e) => Err(e),
-            };
+        let failed_before = self.writer.flush_failed();
+        let written = match self.encode_state() {
+            // A compaction that fails was not applied, unless the flush after it failed
+            // (which the writer records; a handle whose flush had failed before refuses
+            // it).
+            Ok(state) => self.writer.compact(state, []).map_err(|e| {
+                match !failed_before && self.writer.flush_failed() {
+                    true => Error::FlushFailed(e),
+                    false => Error::Persister(e),
+                }
+            }),
+            Err(e) => Err(e),
+        };
         if written
             .as_ref()
             .is_err_and(|e| !matches!(e, Error::FlushFailed(_)))
@@ -464,12 +463,12 @@ impl<P: Persister<Error = persister_core::Error>> PersistentYDoc<P> {
 
     /// The error of a write or flush that failed with `e`: [`Error::Persister`] when
     /// writes wait in the queue to be retried (the batch was not applied),
-    /// [`Error::FlushFailed`] when nothing does (the batch was applied, the flush after
-    /// it failed, and the handle refuses every later write).
+    /// [`Error::FlushFailed`] when nothing does because a flush through the writer
+    /// failed (the batch was applied, and the handle refuses every later write).
     fn persister_error(&self, e: persister_core::Error) -> Error {
-        match self.writer.queued_writes() {
-            0 => Error::FlushFailed(e),
-            _ => Error::Persister(e),
+        match self.writer.queued_writes() == 0 && self.writer.flush_failed() {
+            true => Error::FlushFailed(e),
+            false => Error::Persister(e),
         }
     }
 

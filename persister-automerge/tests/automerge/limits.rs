@@ -247,5 +247,19 @@ fn a_compaction_whose_flush_fails_is_a_failed_flush_not_a_compaction_to_retry() 
     doc.edit(|d| d.put(ROOT, "compacted", 1))?;
     store.fail_next_flush();
     assert_flush_failed(&doc.compact(), "compact");
+
+    // One that changes no size (the same document again, nothing stored), applied,
+    // whose flush then fails: a failed flush all the same.
+    let store = MemoryStore::new();
+    let options = Options::default()
+        .with_flush(FlushPolicy::EveryBatch)
+        .with_compaction(CompactionTrigger::never());
+    let mut doc = PersistentDoc::load_with(store.open_document(&doc_id())?, options)?;
+    doc.edit(|d| d.put(ROOT, "compacted", 1))?;
+    doc.compact()?;
+    let sizes = doc.sizes();
+    store.fail_next_flush();
+    assert_flush_failed(&doc.compact(), "compact with no change");
+    assert_eq!(doc.sizes(), sizes);
     Ok(())
 }

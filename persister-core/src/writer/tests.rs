@@ -42,6 +42,10 @@ fn a_batch_not_applied_stays_queued_whole() -> Result<(), Error> {
     // Still refused; the queue is kept, in order.
     assert!(writer.write([insert(&actor, 3)]).is_err());
     assert_eq!(writer.queued_writes(), 3);
+    assert!(
+        !writer.flush_failed(),
+        "a write not applied is no failed flush"
+    );
     disk.free();
     writer.write([insert(&actor, 4)])?;
     assert_eq!(writer.queued_writes(), 0);
@@ -100,8 +104,32 @@ fn a_failed_policy_flush_leaves_nothing_queued_and_compaction_removes_what_was_s
     writer.write([insert(&actor, 1)])?;
     store.fail_next_flush();
     // Applied, then the flush failed: the write is not retried (it was applied).
+    assert!(!writer.flush_failed());
     assert!(writer.write([insert(&actor, 2)]).is_err());
     assert_eq!(writer.queued_writes(), 0);
+    assert!(writer.flush_failed());
+    drop(writer);
+
+    // A compaction applied that changes no size (nothing stored, the same document
+    // again), then a failed flush: the writer says so, whatever the sizes say.
+    let store = EngineStore::new(MemoryEngine::new());
+    let mut writer =
+        DocumentWriter::new(store.open_document(&"d".into())?, FlushPolicy::EveryBatch);
+    writer.compact(b"doc".to_vec(), [])?;
+    let sizes = writer.sizes();
+    store.fail_next_flush();
+    assert!(writer.compact(b"doc".to_vec(), []).is_err());
+    assert_eq!(writer.sizes(), sizes);
+    assert!(writer.flush_failed());
+    drop(writer);
+
+    // So does flush's own.
+    let store = EngineStore::new(MemoryEngine::new());
+    let mut writer = DocumentWriter::new(store.open_document(&"d".into())?, FlushPolicy::Manual);
+    writer.write([insert(&actor, 1)])?;
+    store.fail_next_flush();
+    assert!(writer.flush().is_err());
+    assert!(writer.flush_failed());
     drop(writer);
 
     let store = EngineStore::new(MemoryEngine::new());

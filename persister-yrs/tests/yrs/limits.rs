@@ -4,7 +4,9 @@
 //! no edit would be stored again. A failed flush says the handle refuses every later
 //! write, not that the write is retried.
 
-use persister_core::{CompactionTrigger, FlushPolicy, MAX_VALUE_LEN, MemoryStore, Store};
+use persister_core::{
+    CompactionTrigger, FlushPolicy, MAX_VALUE_LEN, MemoryStore, Persister, Store,
+};
 use persister_yrs::{Error, Options, PersistentYDoc};
 use yrs::updates::decoder::Decode;
 use yrs::{Text, Transact};
@@ -144,5 +146,24 @@ fn a_failed_flush_says_the_handle_refuses_every_later_write() -> TestResult {
     assert!(matches!(flushed, Err(Error::FlushFailed(_))), "{flushed:?}");
     let message = flushed.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(!message.contains("retries"), "{message}");
+
+    // A compaction that changes no size (the same state again), applied, whose flush
+    // then fails: a failed flush all the same.
+    let store = MemoryStore::new();
+    let options = Options::default()
+        .with_flush(FlushPolicy::EveryBatch)
+        .with_compaction(CompactionTrigger::never());
+    let mut doc = PersistentYDoc::load_with(store.open_document(&doc_id())?, options)?;
+    let text = doc.doc().get_or_insert_text(TEXT);
+    doc.edit(|t| text.insert(t, 0, "compacted"))?;
+    doc.compact()?;
+    let sizes = doc.persister().sizes();
+    store.fail_next_flush();
+    let compacted = doc.compact();
+    assert!(
+        matches!(compacted, Err(Error::FlushFailed(_))),
+        "{compacted:?}"
+    );
+    assert_eq!(doc.persister().sizes(), sizes);
     Ok(())
 }
