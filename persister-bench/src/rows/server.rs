@@ -553,7 +553,12 @@ fn drive(config: &ServerConfig, writers: Writers, limits: &mut Limits<'_>) -> Re
                         barrier.wait();
                         let deadline = Instant::now() + slice;
                         let mut written = 0;
-                        while failed.is_none() && !docs.is_empty() && Instant::now() < deadline {
+                        // At least one flush a slice, however late the thread starts it.
+                        let mut first = true;
+                        while failed.is_none()
+                            && !docs.is_empty()
+                            && (std::mem::take(&mut first) || Instant::now() < deadline)
+                        {
                             let count = docs.len();
                             let doc = &mut docs[next % count];
                             next += 1;
@@ -720,7 +725,8 @@ mod tests {
                     .map(|t| {
                         let doc: Box<dyn Writer> = Box::new(Panicking {
                             flushes: 0,
-                            panic_at: if t == 0 { 3 } else { usize::MAX },
+                            // Every thread flushes at least once in each of the 2 slices.
+                            panic_at: if t == 0 { 2 } else { usize::MAX },
                         });
                         vec![doc]
                     })
@@ -796,8 +802,9 @@ mod tests {
             }
             fn flush(&mut self) -> Result<()> {
                 self.0 += 1;
+                // Every thread flushes at least once in each of the 2 slices.
                 match self.0 {
-                    3 => Err("the disk said no".into()),
+                    2 => Err("the disk said no".into()),
                     _ => Ok(()),
                 }
             }
