@@ -44,15 +44,23 @@ pub fn shown(location: &Path) -> String {
     without_password_options(&text)
 }
 
-/// A URL without the password of its user part, hidden up to the URL's last `@`. The
-/// PostgreSQL driver ends the user part at the first `@`, a URL's authority at the
-/// last `@` before the first `/` or `?`, and a person may have meant any `@` of a
-/// password written raw: hiding up to the last covers every reading (and, when the
-/// query holds an `@`, hides more than the password, never less).
+/// A URL without the password of its user part. The PostgreSQL driver ends the user
+/// part at the first `@`; when that `@` comes before any `/` or `?` and no other `@`
+/// follows before the query, every reading agrees and the password is hidden up to
+/// it. Otherwise (a password written with a raw `@`, `/` or `?`, which the store
+/// refuses) it is hidden up to the URL's last `@`, which covers every reading and may
+/// hide more than the password, never less.
 fn without_user_password(text: &str, scheme: &str) -> String {
     let rest = text[scheme.len() + 1..].trim_start_matches('/');
-    let Some(end) = rest.rfind('@') else {
-        return text.to_string();
+    let query = rest.find('?').unwrap_or(rest.len());
+    let end = match rest.find('@') {
+        None => return text.to_string(),
+        Some(first)
+            if !rest[..first].contains(['/', '?']) && !rest[first + 1..query].contains('@') =>
+        {
+            first
+        }
+        Some(_) => rest.rfind('@').unwrap_or(0),
     };
     let prefix = &text[..text.len() - rest.len()];
     match rest[..end].split_once(':') {
@@ -174,6 +182,10 @@ mod tests {
         }
         assert!(show("host=db password=s3cret user=u").ends_with(" user=u"));
         assert!(show("postgres://db/n?password=x&schema=a").ends_with("&schema=a"));
+        // A well-formed URL keeps its host and database in sight.
+        let shown = show("postgres://u:s3cret@db/notes?application_name=a@b");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("@db/notes?application_name=a@b"), "{shown}");
         // A path is a path, whatever it holds.
         assert_eq!(show("./a:b@c.redb"), "./a:b@c.redb");
     }

@@ -223,11 +223,12 @@ fn parse_error(err: &postgres::Error, settings: &Settings) -> String {
 }
 
 /// Fails when a `postgres://` URL holds an `@` the driver would misread. The driver
-/// ends the user part at the first `@` of the whole URL: a second `@` (a user name or
-/// password with a raw `@`) would make the rest of the user part the host, and an
-/// `@` after the `?` (in an option's value) would make everything before it the user
-/// part. Either would connect elsewhere than written and show part of a password
-/// wherever the host is shown. The message quotes nothing of the URL.
+/// ends the user part at the first `@` of the whole URL, so the URL reads as written
+/// only when that `@` comes before any `/` or `?` and no other `@` follows it before
+/// the query: otherwise a user name or password with a raw `@`, `/` or `?` (or a raw
+/// `@` in the host or database) would connect elsewhere than written, and show part of
+/// a password wherever the host is shown. An `@` in an option's value after a user
+/// part is read as written. The message quotes nothing of the URL.
 fn check_user_part(url: &str) -> std::result::Result<(), String> {
     let Some(rest) = ["postgres://", "postgresql://"]
         .iter()
@@ -235,16 +236,17 @@ fn check_user_part(url: &str) -> std::result::Result<(), String> {
     else {
         return Ok(());
     };
-    let query = rest.find('?');
-    let misread = match rest.matches('@').count() {
-        0 => false,
-        1 => query.is_some_and(|query| rest.find('@') > Some(query)),
-        _ => true,
+    let query = rest.find('?').unwrap_or(rest.len());
+    let misread = match rest.find('@') {
+        None => false,
+        // Checked first, so that `first < query` below.
+        Some(first) if rest[..first].contains(['/', '?']) => true,
+        Some(first) => rest[first + 1..query].contains('@'),
     };
     match misread {
         false => Ok(()),
         true => Err(
-            "the URL holds an `@` the driver would read as the end of its user part: write each `@` of a user name, password or option value as %40 (and a `?` of a password as %3F)"
+            "the URL holds an `@` the driver would misread: write each `@` of a user name, password or database name as %40, and each `/` or `?` of a password as %2F or %3F"
                 .into(),
         ),
     }
@@ -990,6 +992,10 @@ mod tests {
                 assert!(!message.contains(piece), "{url}: {piece} in {message}");
             }
         }
+        // An `@` in an option's value, after a user part, reads as written.
+        let loc =
+            parse("postgres://u:pw@127.0.0.1:1/db?application_name=a@b").expect("a valid URL");
+        assert_eq!(loc.description, "postgres://u@127.0.0.1:1/db");
         // Written as %40, it is a password like any other.
         let loc = parse("postgres://u:s3%40cr%40t@127.0.0.1:1/db").expect("a valid URL");
         assert_eq!(loc.description, "postgres://u@127.0.0.1:1/db");
