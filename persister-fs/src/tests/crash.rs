@@ -16,10 +16,7 @@ const DEFAULT_SEEDS: u64 = 10;
 type Outcome<T = ()> = std::result::Result<T, String>;
 
 fn seeds() -> u64 {
-    std::env::var("PERSISTER_SIM_SEEDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_SEEDS)
+    persister_testkit::env_count("PERSISTER_SIM_SEEDS", DEFAULT_SEEDS)
 }
 
 /// Reopens after a crash (which must work), then drops what is unsynced and reopens

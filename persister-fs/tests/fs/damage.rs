@@ -20,10 +20,7 @@ const DEFAULT_CASES: u64 = 1000;
 const BLOCK: usize = 4096;
 
 fn cases() -> u64 {
-    std::env::var("PERSISTER_FS_DAMAGE_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_CASES)
+    persister_testkit::env_count("PERSISTER_FS_DAMAGE_CASES", DEFAULT_CASES)
 }
 
 /// Small rewrite thresholds, so that the store's history includes log rewrites.

@@ -124,10 +124,7 @@ fn serve(dir: &Path) -> TestResult {
 }
 
 fn lock_cycles() -> u64 {
-    std::env::var("PERSISTER_FS_LOCK_CYCLES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000)
+    persister_testkit::env_count("PERSISTER_FS_LOCK_CYCLES", 1000)
 }
 
 /// A second process is refused at once while this one holds the store, and gets in

@@ -116,10 +116,7 @@ fn a_failed_shared_sync_poisons_every_handle_it_carried() -> Result<()> {
 /// every acknowledged flush is in the file after a reopen.
 #[test]
 fn threads_flushing_through_a_failed_sync_all_fail_and_lose_nothing_acknowledged() -> Result<()> {
-    let rounds = std::env::var("PERSISTER_GROUP_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1u64);
+    let rounds = persister_testkit::env_count("PERSISTER_GROUP_ROUNDS", 1);
     const THREADS: usize = 8;
     for round in 0..rounds * 5 {
         let (_dir, path, control, store) = new_faulty_store(RedbOptions::default())?;

@@ -18,11 +18,7 @@ pub const DOCS: [&[u8]; 2] = [b"alpha", b"\0b/10\xff"];
 
 /// How much longer to make the fault and crash runs: `PERSISTER_FAULT_SCALE`, default 1.
 pub fn scale() -> usize {
-    std::env::var("PERSISTER_FAULT_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-        .max(1)
+    (persister_testkit::env_count("PERSISTER_FAULT_SCALE", 1) as usize).max(1)
 }
 
 pub fn doc_id(doc: usize) -> DocumentId {

@@ -58,10 +58,7 @@ fn peer_under_sigkill() -> Result {
 
 /// `PERSISTER_SAMOD_KILL_ROUNDS`, or `default`.
 fn rounds(default: u32) -> u32 {
-    std::env::var("PERSISTER_SAMOD_KILL_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    persister_testkit::env_count("PERSISTER_SAMOD_KILL_ROUNDS", default.into()) as u32
 }
 
 /// Kills a child `rounds` times on one store; returns what each round that lost

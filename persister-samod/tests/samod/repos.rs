@@ -70,10 +70,7 @@ async fn repo(storage: SamodStorage, peer: &str) -> Repo {
 fn a_client_on_redb_and_a_server_on_fs_sync_and_reopen_identical() -> Result {
     let dir = tempfile::tempdir()?;
     let rt = runtime()?;
-    let edits: usize = std::env::var("PERSISTER_SAMOD_EDITS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let edits: usize = persister_testkit::env_count("PERSISTER_SAMOD_EDITS", 30) as usize;
     let (client_storage, server_storage) = (
         storage(&named("redb"), dir.path(), Options::new())?,
         storage(&named("fs"), dir.path(), Options::new())?,

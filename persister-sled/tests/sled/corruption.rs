@@ -18,7 +18,8 @@ use persister_sled::SledStore;
 
 use persister_testkit::{Contents, Rng};
 
-use crate::raw::{copy_dir, env_number, sample_document};
+use crate::raw::{copy_dir, sample_document};
+use persister_testkit::env_count;
 
 /// What the damaged stores did.
 #[derive(Debug, Default)]
@@ -197,7 +198,7 @@ fn reset_mark(dir: &Path) {
 
 #[test]
 fn flipped_bytes_never_yield_partial_data() -> Result<()> {
-    let seeds = env_number("PERSISTER_CORRUPTION_SEEDS", 300);
+    let seeds = env_count("PERSISTER_CORRUPTION_SEEDS", 300);
     let root = tempfile::tempdir().expect("a temporary directory");
     let pristine = root.path().join("pristine");
     let docs = write_store(&pristine, 6)?;

@@ -18,7 +18,7 @@ use persister_sled::{SledPersister, SledStore};
 use crate::child;
 use persister_testkit::{Contents, Rng};
 
-use crate::raw::env_number;
+use persister_testkit::env_count;
 
 const DOCS: [&str; 2] = ["left", "right"];
 
@@ -141,8 +141,8 @@ fn batch_doc(n: u64) -> usize {
 
 #[test]
 fn killed_writer_keeps_every_acknowledged_batch_whole() -> Result<()> {
-    let kills = env_number("PERSISTER_KILLS", 100);
-    let mut rng = Rng::new(env_number("PERSISTER_SEED", 0x5eed));
+    let kills = env_count("PERSISTER_KILLS", 100);
+    let mut rng = Rng::new(env_count("PERSISTER_SEED", 0x5eed));
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("store");
     let mut model = Model::default();

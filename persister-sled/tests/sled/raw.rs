@@ -110,14 +110,6 @@ pub fn sample_document(tag: u8) -> DocumentState {
     state
 }
 
-/// A number from the environment variable `name`, or `default`.
-pub fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Copies the directory `from`, with everything in it, to `to` (a store's files, to
 /// damage or restore a copy).
 pub fn copy_dir(from: &Path, to: &Path) {

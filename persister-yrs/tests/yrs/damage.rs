@@ -169,10 +169,7 @@ fn a_large_document_loads_whole_and_its_damage_is_an_error() -> TestResult {
 /// The number of damaged updates [`damaged_updates_are_errors_never_panics`] tries:
 /// `PERSISTER_YRS_MUTATIONS`, or 5,000.
 fn mutations() -> u64 {
-    std::env::var("PERSISTER_YRS_MUTATIONS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5_000)
+    persister_testkit::env_count("PERSISTER_YRS_MUTATIONS", 5_000)
 }
 
 /// A valid update of a few edits, as a peer would send it and a store would hold it.

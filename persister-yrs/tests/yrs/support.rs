@@ -263,14 +263,10 @@ pub fn load_trace(name: &str) -> TestResult<Option<Trace>> {
 /// A generator seeded from `PERSISTER_TEST_SEED` or the clock; the seed is printed so
 /// a failure can be replayed.
 pub fn rng_from_env_or_clock() -> Rng {
-    let seed = std::env::var("PERSISTER_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let seed = persister_testkit::env_count("PERSISTER_TEST_SEED", clock);
     println!("seed: PERSISTER_TEST_SEED={seed}");
     Rng::new(seed)
 }

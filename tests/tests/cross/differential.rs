@@ -25,10 +25,7 @@ fn random_batch(rng: &mut Rng) -> Batch {
 
 #[test]
 fn backends_agree_after_the_same_writes() -> Result<()> {
-    let rounds: u64 = std::env::var("PERSISTER_DIFF_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+    let rounds: u64 = persister_testkit::env_count("PERSISTER_DIFF_ROUNDS", 300);
     let backends = all();
     let locations: Vec<Location> = backends.iter().cloned().map(Location::new).collect();
     let stores = locations

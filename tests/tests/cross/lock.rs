@@ -26,10 +26,7 @@ const CHILD: &str = "PERSISTER_LOCK_CHILD";
 const AT_ONCE: Duration = Duration::from_millis(100);
 
 fn cycles() -> usize {
-    std::env::var("PERSISTER_LOCK_CYCLES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000)
+    persister_testkit::env_count("PERSISTER_LOCK_CYCLES", 1000) as usize
 }
 
 fn open(backend: &str, path: &Path) -> Result<DynStore> {
