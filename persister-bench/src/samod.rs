@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::results::Cell;
-use crate::rows::disk_usage;
+use crate::rows::{disk_usage, median};
 
 /// The storages compared, in column order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,11 +192,6 @@ fn collect<T>(samples: Vec<Result<T>>) -> std::result::Result<Vec<T>, String> {
         .into_iter()
         .map(|s| s.map_err(|e| e.to_string()))
         .collect()
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples.get(samples.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The trace, cut to `edits` transactions; `Err` says why it is skipped.
