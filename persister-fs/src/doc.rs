@@ -93,14 +93,7 @@ impl Doc {
     ) -> Result<Self> {
         let path = shared.dir.join(&name);
         let writable = !shared.read_only && known.poison.is_none();
-        let bytes = file.read_all().map_err(io_error("read", &path))?;
-        let (stored_id, header_len, format) = format::decode_log_header(&bytes, &path)?;
-        if stored_id != *id {
-            let what = format!("the log header names document {stored_id}, not {id}");
-            return Err(Error::corrupt(what, &path, Some(0)));
-        }
-        let replayed = replay::replay(&bytes, header_len, format, &path)?;
-        let total = bytes.len() as u64;
+        let (replayed, header_len, format, total) = read_log(file.as_mut(), id, &path)?;
         if let Some(expected) = known.end {
             check_clean(&replayed, total, expected, &path)?;
         }
@@ -148,6 +141,24 @@ impl Doc {
             recovery,
             poisoned: known.poison,
         })
+    }
+
+    /// Replays the log `name` of document `id` and changes nothing: its end when it
+    /// ends with a complete flush, `None` when it ends in a torn tail. For the
+    /// clean-close record, which may vouch only for whole logs: a torn tail is cut only
+    /// by opening the document, which reports it.
+    pub(crate) fn whole_end(
+        shared: &Shared,
+        id: &DocumentId,
+        name: &str,
+    ) -> Result<Option<LogEnd>> {
+        let path = shared.dir.join(name);
+        let mut file = shared
+            .fs
+            .open(&path, false)
+            .map_err(io_error("open", &path))?;
+        let (replayed, _, _, total) = read_log(file.as_mut(), id, &path)?;
+        Ok((replayed.valid.len == total).then_some(replayed.valid))
     }
 
     pub(crate) fn id(&self) -> &DocumentId {
@@ -361,6 +372,24 @@ impl Doc {
     fn path(&self, shared: &Shared) -> PathBuf {
         shared.dir.join(self.name.as_deref().unwrap_or_default())
     }
+}
+
+/// Reads the log `file` of document `id` (at `path`) whole, checks its header and
+/// replays it: gives what replaying found, the header's length and record format, and
+/// the file's length.
+fn read_log(
+    file: &mut dyn FsFile,
+    id: &DocumentId,
+    path: &Path,
+) -> Result<(replay::Replayed, usize, RecordFormat, u64)> {
+    let bytes = file.read_all().map_err(io_error("read", path))?;
+    let (stored_id, header_len, format) = format::decode_log_header(&bytes, path)?;
+    if stored_id != *id {
+        let what = format!("the log header names document {stored_id}, not {id}");
+        return Err(Error::corrupt(what, path, Some(0)));
+    }
+    let replayed = replay::replay(&bytes, header_len, format, path)?;
+    Ok((replayed, header_len, format, bytes.len() as u64))
 }
 
 /// The framing of a new log of the store (`path` for errors): with a new key in a store

@@ -86,7 +86,9 @@
 //!   sync) if anything was written since it was opened, then releases the lock. The
 //!   record is not written after a failed flush (that log may end in a torn write).
 //!   After a crash, the close first replays the logs no handle opened, so the record
-//!   vouches only for whole logs.
+//!   vouches only for whole logs; if one of them ends in a torn tail, the close
+//!   changes nothing and writes no record, and the next open cuts the tail and reports
+//!   it.
 //! - **opening a new store** creates its directory (syncing the parent of each new
 //!   directory), writes the marker as a new log is written, and then syncs the
 //!   directory's parent, so that a directory that existed already (made by the

@@ -296,16 +296,19 @@ impl FsStore {
     }
 
     /// Closes the store and reports what dropping it cannot: writes the clean-close
-    /// record (unless the store is read-only, or a flush failed since it was opened),
-    /// then releases the lock. A flush that failed since the store was opened (a
-    /// poisoned document) is reported as [`Error::Poisoned`] once the lock is released.
+    /// record (unless the store is read-only, a flush failed since it was opened, or
+    /// a torn tail is left for the next open: see below), then releases the lock. A
+    /// flush that failed since the store was opened (a poisoned document) is reported
+    /// as [`Error::Poisoned`] once the lock is released.
     ///
     /// Every handle must be closed or dropped first: with handles still open, nothing
     /// is done and [`Error::InvalidInput`] says so (the store then closes when the last
     /// handle is dropped). Unflushed writes of dropped handles are already discarded.
     /// After a crash, closing first checks every log no handle opened, so that the
     /// record it writes vouches only for whole logs: it fails with the error of a log
-    /// that is damaged, and writes no record then.
+    /// that is damaged, and writes no record then. A log that ends in a torn tail is
+    /// left as it is and no record is written, so that the next open cuts the tail and
+    /// reports it through [`Store::recovered`], as after any crash.
     pub fn close(self) -> Result<()> {
         match Arc::try_unwrap(self.shared) {
             Ok(shared) => shared.close(),
@@ -624,9 +627,14 @@ impl Shared {
         }
     }
 
-    /// Records a torn tail found when opening a document.
+    /// Records a torn tail found when opening a document. A tail left in place (on a
+    /// read-only store, or a poisoned document) is found again by every later handle of
+    /// the document: it is the same tail, reported once.
     pub(crate) fn note_recovered(&self, recovered: Recovered) {
-        lock(&self.recovered).push(recovered);
+        let mut list = lock(&self.recovered);
+        if !list.contains(&recovered) {
+            list.push(recovered);
+        }
     }
 
     fn recovered_list(&self) -> Vec<Recovered> {
@@ -771,8 +779,9 @@ impl Shared {
     }
 
     /// Writes the clean-close record naming every log with its end, unless the one
-    /// on disk still holds, or a flush failed (its log may end in a torn write, which
-    /// the next open must be free to drop).
+    /// on disk still holds, a flush failed (its log may end in a torn write, which
+    /// the next open must be free to drop), or a log no handle opened since a crash
+    /// ends in a torn tail (which the next open cuts and reports).
     fn write_closed_record(&self) -> Result<()> {
         if *lock(&self.closed_record) || !lock(&self.poisons).is_empty() {
             return Ok(());
@@ -823,8 +832,10 @@ impl Shared {
             let end = match end {
                 Some(end) => end,
                 None => {
-                    // Not checked by this store (after a crash): checked now, its torn
-                    // tail cut, so that the record vouches only for whole logs.
+                    // Not checked by this store (after a crash): checked now, so that
+                    // the record vouches only for whole logs. A torn tail is left for
+                    // the next open to cut and report: cut here, it would be dropped
+                    // unreported, and the record would hide that it ever was.
                     let path = self.dir.join(&name);
                     let id = match id {
                         Some(id) => id,
@@ -836,22 +847,10 @@ impl Shared {
                             hashed_log_id(self.fs.as_ref(), &path, hash)?
                         }
                     };
-                    self.lock_index().entry(id.clone()).or_insert(Entry {
-                        name: name.clone(),
-                        on_disk: true,
-                        known_end: None,
-                    });
-                    Doc::load(self, &id, name.clone(), Known::default())?;
-                    self.lock_index()
-                        .get(&id)
-                        .and_then(|entry| entry.known_end)
-                        .ok_or_else(|| {
-                            Error::corrupt(
-                                "a log was not checked before the store was closed",
-                                &path,
-                                None,
-                            )
-                        })?
+                    match Doc::whole_end(self, &id, &name)? {
+                        Some(end) => end,
+                        None => return Ok(()),
+                    }
                 }
             };
             logs.push(ClosedLog { name, end });

@@ -95,12 +95,48 @@ fn a_clean_close_after_a_crash_checks_the_logs_no_handle_opened() -> TestResult 
     let mut bytes = fs::read(&log)?;
     bytes.extend_from_slice(&[1, 2, 3]);
     fs::write(&log, &bytes)?;
-    // The torn tail is found and cut at the close, so the record vouches for it.
+    // The torn tail is found at the close, which leaves it, and writes no record that
+    // would vouch for the log: cut there, it would be dropped and never reported.
     FsStore::open(dir.path())?.close()?;
+    assert!(fs::read(&log)? == bytes, "the close changed the log");
+    assert!(!dir.path().join("CLOSED").exists());
+    // The next open cuts it and reports it, as after any crash.
+    let store = FsStore::open(dir.path())?;
+    assert_eq!(store.open_document(&"a".into())?.get_changes()?.len(), 2);
+    let reported = store.recovered();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!((reported[0].offset, reported[0].bytes), (len, 3));
     assert_eq!(fs::metadata(&log)?.len(), len);
+    // Whole now, the log is vouched for by the record the close writes.
+    store.close()?;
+    assert!(dir.path().join("CLOSED").exists());
     let store = FsStore::open(dir.path())?;
     assert_eq!(store.open_document(&"a".into())?.get_changes()?.len(), 2);
     assert!(store.recovered().is_empty());
+    Ok(())
+}
+
+/// After a crash, a close that opened no document checks the logs, and writes the
+/// record when each of them is whole.
+#[test]
+fn a_clean_close_after_a_crash_vouches_for_whole_logs_no_handle_opened() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::flushed_log(dir.path(), &"a".into(), 2)?;
+    let closed = dir.path().join("CLOSED");
+    fs::remove_file(&closed)?;
+    FsStore::open(dir.path())?.close()?;
+    assert!(closed.exists());
+    // The record vouches for the log exactly: a record cut off its end is an error.
+    let len = fs::metadata(&log)?.len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&log)?
+        .set_len(len - 1)?;
+    let store = FsStore::open(dir.path())?;
+    assert!(matches!(
+        store.open_document(&"a".into()),
+        Err(Error::Corrupt { .. })
+    ));
     Ok(())
 }
 

@@ -122,6 +122,35 @@ fn read_only_open_changes_no_byte_and_reports_a_torn_tail() -> TestResult {
     Ok(())
 }
 
+/// A read-only store cannot cut a torn tail, so every handle of the document finds it
+/// again: the store still reports the one tail once, not once per handle (which would
+/// double the bytes it says were left out).
+#[test]
+fn a_torn_tail_found_again_by_a_later_handle_is_reported_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let b = DocumentId::from("b");
+    let b_log = flushed_log(dir.path(), &b, 2)?;
+    fs::remove_file(dir.path().join("CLOSED"))?;
+    let clean_len = fs::metadata(&b_log)?.len();
+    OpenOptions::new()
+        .append(true)
+        .open(&b_log)?
+        .write_all(&[1, 200, 0, 0, 0, 0, 0, 0, 0, 9, 9])?;
+    let store = FsStore::open_read_only(dir.path())?;
+    for _ in 0..3 {
+        let p = store.open_document(&b)?;
+        assert_eq!(p.recovered_bytes(), 11);
+        assert_eq!(p.get_changes()?.len(), 2);
+    }
+    let reported = store.recovered();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(
+        (reported[0].offset, reported[0].bytes, reported[0].truncated),
+        (clean_len, 11, false)
+    );
+    Ok(())
+}
+
 #[test]
 fn read_only_open_is_locked_out_by_a_writer_and_needs_no_lock_file() -> TestResult {
     let dir = tempfile::tempdir()?;
