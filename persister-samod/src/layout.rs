@@ -19,7 +19,8 @@ pub(crate) const FORMAT_NAME: &str = "persister-samod layout";
 pub const LAYOUT_DOCUMENT: &str = "/";
 
 /// The name given to a document slot filled by another program (a document stored with
-/// no slot-name entry), so that samod can still load and delete it.
+/// no slot-name entry, or into a slot this layout had emptied), so that samod can still
+/// load and delete it.
 pub const UNNAMED_SNAPSHOT: &str = "persister-compacted";
 
 /// Sync-state entry tags: the first byte of every entry id this layout writes.
@@ -263,9 +264,15 @@ impl DocIndex {
             }
         }
         index.slot = match named {
-            Some(name) if name.is_empty() => None,
-            Some(name) => Some(name),
-            None => p.get_document()?.map(|_| UNNAMED_SNAPSHOT.to_string()),
+            Some(name) if !name.is_empty() => Some(name),
+            // A vacated slot (empty name) is empty; bytes in it were put there by other
+            // code since, and are loaded like those in a slot this layout never named.
+            vacated => match p.get_document()? {
+                Some(bytes) if vacated.is_none() || !bytes.is_empty() => {
+                    Some(UNNAMED_SNAPSHOT.to_string())
+                }
+                _ => None,
+            },
         };
         Ok((index, changes))
     }

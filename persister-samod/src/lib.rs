@@ -1,5 +1,5 @@
 //! Crash-safe storage for [samod](https://docs.rs/samod) (the Rust automerge-repo) on
-//! any store of this workspace: redb, fs, sled, memory.
+//! any store of this workspace: redb, fs, sled, PostgreSQL, memory.
 //!
 //! # Example
 //!
@@ -35,12 +35,17 @@
 //! ```
 //!
 //! Moving to another store changes only the `open` closure: `FsStore::open(dir)` for
-//! the fs backend, `SledStore::open(dir)` for sled. PostgreSQL works the same way once
-//! `persister-postgres` lands: the closure opens its store from a connection URL; a
-//! flush is then the server's synchronous commit, and several sync servers can share
-//! one database because each document is held by one of them at a time. To move an
-//! existing samod store, copy it document by document with the plain
-//! [`Store`](persister_core::Store) API (every key lives in a document, see "Layout").
+//! the fs backend, `SledStore::open(dir)` for sled, `PostgresStore::open(url)` for a
+//! schema of a PostgreSQL database, where a flush is the server's synchronous commit.
+//! A PostgreSQL store leases each document to the handle that has it open: the storage
+//! closes a document's handle, releasing the lease, once the document has gone
+//! [`Options::max_handle_age`] without a write (10 s, below the store's default lease
+//! of 30 s; keep it below the lease if you shorten that). Give each samod repo a schema of
+//! its own: a second storage on the same schema finds the documents the first holds
+//! `Locked` (its operations on them fail and are retried), and its `open` fails while
+//! the first holds the reserved document `/`. To move an existing samod store, copy it
+//! document by document with the plain [`Store`](persister_core::Store) API (every key
+//! lives in a document, see "Layout").
 //!
 //! # What it promises
 //!
@@ -81,11 +86,12 @@
 //! | the layout record | the reserved document `/`, sync-state entry `00`: `persister-samod\0` and the version, 4 bytes big-endian |
 //!
 //! No samod key component is empty or holds `/`, so the join is unambiguous and no
-//! samod document is named `/`. A document slot with no name entry (filled by
-//! `persister-automerge`) loads as the snapshot [`UNNAMED_SNAPSHOT`]; a deleted snapshot
-//! leaves the slot empty (zero bytes, name entry empty) unless another snapshot waits
-//! beside it, which then takes the slot. `load_range` reads only the documents its
-//! prefix names, and compares components whole. A store whose layout record has
+//! samod document is named `/`. A document slot filled by other code
+//! (`persister-automerge`, say), with no name entry or after samod emptied it, loads as
+//! the snapshot [`UNNAMED_SNAPSHOT`]; a deleted snapshot leaves the slot empty (zero
+//! bytes, name entry empty) unless another snapshot waits beside it, which then takes
+//! the slot. `load_range` reads only the documents its prefix names, and compares
+//! components whole. A store whose layout record has
 //! another version is refused with [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat).
 //!
 //! A samod document's sync-state entries belong to this layout: do not store sync

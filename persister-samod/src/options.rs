@@ -7,9 +7,13 @@ use std::time::Duration;
 use persister_core::{DocumentId, Error};
 use samod::storage::StorageKey;
 
-/// The longest wait between two attempts [`Options::backoff`] takes: a day. A longer
-/// one would be a store never retried, and could overflow the clock's arithmetic.
+/// The longest wait [`Options::backoff`] and [`Options::max_handle_age`] take: a day. A
+/// longer one would be a store never retried, and could overflow the clock's arithmetic.
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// [`Options::max_handle_age`] by default: a third of `persister-postgres`'s default
+/// lease, so a handle never outlives the lease it took.
+const DEFAULT_MAX_HANDLE_AGE: Duration = Duration::from_secs(10);
 
 /// What the storage does when the store stays unusable: writes keep failing, or a read
 /// keeps finding damage.
@@ -104,6 +108,7 @@ pub struct Options {
     pub(crate) backoff: Duration,
     pub(crate) max_backoff: Duration,
     pub(crate) max_open_documents: usize,
+    pub(crate) max_handle_age: Duration,
     pub(crate) hook: Option<Hook>,
 }
 
@@ -114,6 +119,7 @@ impl Default for Options {
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(5),
             max_open_documents: 256,
+            max_handle_age: DEFAULT_MAX_HANDLE_AGE,
             hook: None,
         }
     }
@@ -126,13 +132,15 @@ impl fmt::Debug for Options {
             .field("backoff", &self.backoff)
             .field("max_backoff", &self.max_backoff)
             .field("max_open_documents", &self.max_open_documents)
+            .field("max_handle_age", &self.max_handle_age)
             .field("hook", &self.hook.is_some())
             .finish()
     }
 }
 
 impl Options {
-    /// The defaults: keep retrying, backoff from 10 ms to 5 s, 256 open documents.
+    /// The defaults: keep retrying, backoff from 10 ms to 5 s, 256 open documents, each
+    /// closed after 10 s without a write.
     pub fn new() -> Self {
         Self::default()
     }
@@ -155,6 +163,22 @@ impl Options {
     /// keeps fewer files open on the fs backend; more saves reopening.
     pub fn max_open_documents(mut self, count: usize) -> Self {
         self.max_open_documents = count.max(1);
+        self
+    }
+
+    /// How long a document's handle stays open, at most, without flushing a write once
+    /// its document has nothing queued: it is closed when this long has passed since it
+    /// was opened or last flushed, and opened again by the next operation. A document
+    /// written at least this often keeps its handle. Waits longer than a day are taken
+    /// as a day.
+    ///
+    /// A store that leases documents to one handle at a time (`persister-postgres`,
+    /// whose leases last 30 s unless configured otherwise) takes the lease back from a
+    /// handle kept longer than the lease without a write, and the next write through it
+    /// fails: keep this below the store's lease duration. Closing a handle also
+    /// releases its document for other processes.
+    pub fn max_handle_age(mut self, age: Duration) -> Self {
+        self.max_handle_age = age.min(MAX_BACKOFF);
         self
     }
 
@@ -203,5 +227,7 @@ mod tests {
         assert!(std::time::Instant::now().checked_add(MAX_BACKOFF).is_some());
         let options = Options::new().backoff(Duration::from_secs(2), Duration::from_secs(1));
         assert_eq!(options.max_backoff, Duration::from_secs(2));
+        let options = Options::new().max_handle_age(Duration::MAX);
+        assert_eq!(options.max_handle_age, MAX_BACKOFF);
     }
 }

@@ -66,8 +66,9 @@ impl SamodStorage {
         Self::start(store, Some(Box::new(open)), options)
     }
 
-    /// A storage on a store that is never reopened: after a failure only the failed
-    /// document's handle is reopened. For [`MemoryStore`](persister_core::MemoryStore)
+    /// A storage on a store that is never reopened: after a failure its handles are
+    /// reopened instead (the failed document's after a failed read; every document's
+    /// after a failed open, write or flush). For [`MemoryStore`](persister_core::MemoryStore)
     /// and stores shared with other code.
     ///
     /// On a store whose failed flush poisons more than the handle (`persister-redb` and

@@ -112,6 +112,9 @@ struct Doc<P> {
     failures: u32,
     retry_at: Option<Instant>,
     used: u64,
+    /// When `handle` was opened or last flushed writes (which renews a store's lease
+    /// on the document).
+    renewed_at: Instant,
 }
 
 impl<P> Default for Doc<P> {
@@ -123,6 +126,7 @@ impl<P> Default for Doc<P> {
             failures: 0,
             retry_at: None,
             used: 0,
+            renewed_at: Instant::now(),
         }
     }
 }
@@ -269,6 +273,8 @@ impl<S: Store> Worker<S> {
         }
         if self.held_retry_at.is_some() {
             self.held.retain(|op| op.document().is_some());
+            // No range is left to retry: a retry time kept would wake the worker at once.
+            self.held_retry_at = None;
         }
     }
 
@@ -296,13 +302,21 @@ impl<S: Store> Worker<S> {
                 .any(|d| !d.queue.is_empty() && d.retry_at.is_none_or(|at| at <= now))
     }
 
+    /// When the worker has something to do with nothing received: a retry, or closing a
+    /// handle that reached [`Options::max_handle_age`].
     fn next_retry(&self) -> Option<Instant> {
         let docs = self
             .docs
             .values()
             .filter(|d| !d.queue.is_empty())
             .filter_map(|d| d.retry_at);
-        docs.chain(self.store_retry_at)
+        let aged = self
+            .docs
+            .values()
+            .filter(|d| d.handle.is_some() && d.queue.is_empty() && d.failures == 0)
+            .map(|d| d.renewed_at + self.options.max_handle_age);
+        docs.chain(aged)
+            .chain(self.store_retry_at)
             .chain(self.held_retry_at)
             .min()
     }
@@ -410,6 +424,7 @@ impl<S: Store> Worker<S> {
         doc.used = clock;
         if doc.handle.is_none() {
             doc.handle = Some(store.open_document(id).map_err(|e| ("open", e))?);
+            doc.renewed_at = Instant::now();
         }
         let mut read_ok = false;
         while doc.queue.front().is_some_and(|op| !op.is_write()) {
@@ -483,6 +498,9 @@ impl<S: Store> Worker<S> {
             return Ok(());
         };
         handle.flush()?;
+        if writes > 0 {
+            doc.renewed_at = Instant::now();
+        }
         let done: Vec<Op> = doc.queue.drain(..writes.min(doc.queue.len())).collect();
         self.recover(id);
         for op in done {
@@ -589,6 +607,7 @@ impl<S: Store> Worker<S> {
         doc.used = clock;
         if doc.handle.is_none() {
             doc.handle = Some(store.open_document(id).map_err(|e| (id.clone(), e))?);
+            doc.renewed_at = Instant::now();
         }
         range(id, doc, rest, values).map_err(|e| (id.clone(), e))?;
         self.recover(id);
@@ -664,8 +683,16 @@ impl<S: Store> Worker<S> {
             .min(self.options.max_backoff)
     }
 
-    /// Closes the handles of the least recently used idle documents beyond the limit.
+    /// Closes the handles of idle documents opened or last flushed
+    /// [`Options::max_handle_age`] ago or more (a store's lease on them may be running
+    /// out), then of the least recently
+    /// used idle documents beyond the limit.
     fn evict(&mut self) {
+        let now = Instant::now();
+        let age = self.options.max_handle_age;
+        self.docs.retain(|_, d| {
+            d.handle.is_none() || !d.queue.is_empty() || d.failures > 0 || d.renewed_at + age > now
+        });
         let open = self.docs.len();
         if open <= self.options.max_open_documents {
             return;

@@ -375,3 +375,76 @@ fn panic_exit_child() -> Result {
     )
     .into())
 }
+
+const SPIN_CHILD: &str = "PERSISTER_SAMOD_SPIN_CHILD";
+
+/// Closing while the store is broken, after a range over every document failed: the
+/// worker gave the range up but kept its retry time, long past, and so woke at once,
+/// again and again, burning a core until the next retry of the write it waits for.
+/// Run in a process of its own, which measures its own CPU time.
+#[test]
+fn closing_on_a_broken_store_waits_without_spinning() -> Result {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["faults::spin_child", "--exact", "--ignored", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(SPIN_CHILD, "1")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    Ok(())
+}
+
+/// This process's CPU time so far (user and system), in clock ticks.
+fn cpu_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command name, which is in parentheses.
+    let (_, fields) = stat
+        .rsplit_once(')')
+        .ok_or("no command in /proc/self/stat")?;
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+#[test]
+#[ignore = "the child process of closing_on_a_broken_store_waits_without_spinning"]
+fn spin_child() -> Result {
+    std::env::var(SPIN_CHILD)
+        .map_err(|_| "run closing_on_a_broken_store_waits_without_spinning instead")?;
+    let store = FaultyStore::default();
+    let (tx, failures) = mpsc::channel();
+    let backoff = Duration::from_millis(300);
+    let options = Options::new()
+        .backoff(backoff, backoff)
+        .on_event(move |event| {
+            if let Event::Failed { document, .. } = event {
+                let _ = tx.send(DocumentId::clone(document));
+            }
+        });
+    let storage = SamodStorage::on_store(store.clone(), options)?;
+    store.faults.broken.store(true, Ordering::SeqCst);
+    // A range over every document (it fails), and a write behind it.
+    let _range = storage.load_range(key(&[]));
+    let put = storage.put(key(&["doc", "sync-state", "p"]), b"value".to_vec());
+    assert_eq!(failures.recv()?, DocumentId::from("/"));
+    let closing = storage.clone();
+    let closer = std::thread::spawn(move || closing.close());
+    // Closing gives the range up; the write is tried, and fails, every 300 ms.
+    while failures.recv()? != DocumentId::from("doc") {}
+    let before = cpu_ticks()?;
+    for _ in 0..3 {
+        while failures.recv()? != DocumentId::from("doc") {}
+    }
+    let spent = cpu_ticks()? - before;
+    store.faults.broken.store(false, Ordering::SeqCst);
+    block_on(put);
+    closer.join().map_err(|_| "the closer panicked")??;
+    // Three waits of 300 ms: a spinning worker spends most of it on the CPU.
+    assert!(
+        spent < 30,
+        "the worker spent {spent} clock ticks of CPU time waiting 900 ms for a retry"
+    );
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! A store that leases documents (PostgreSQL): the storage never keeps a handle so
+//! long that the store takes its lease back, so a document left idle is written again
+//! without a failure.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use persister_backends::Access;
+use persister_samod::acceptance::{block_on, key};
+use persister_samod::{Event, Options, SamodStorage};
+use persister_testkit::postgres::{Cluster, schema_server};
+use samod::storage::Storage;
+
+use crate::support::{Result, named};
+
+const SCHEMA: &str = "samod_leases";
+
+/// How many leases of the store are in force.
+fn leases_held(cluster: &Cluster) -> Result<u64> {
+    let sql = format!("SELECT count(*) FROM {SCHEMA}.leases WHERE expires_at > now()");
+    Ok(cluster.query(&sql)?.trim().parse()?)
+}
+
+/// A document idle for longer than its lease used to keep its handle (and the lease)
+/// until the lease ran out: the next write through it then failed with `LeaseLost`,
+/// counted as a failed flush (the whole store reopened, and under
+/// `WhenUnusable::Exit { after_failures: 1 }` the process ended). The handle is now
+/// closed, and the lease released, once it is `max_handle_age` old.
+#[test]
+fn an_idle_document_releases_its_lease_and_is_written_again_without_a_failure() -> Result {
+    let Some((url, cluster)) = schema_server(SCHEMA)? else {
+        return Ok(());
+    };
+    let cluster =
+        cluster.ok_or("the test expires leases by SQL: run it on a cluster of its own")?;
+    let (tx, failures) = mpsc::channel();
+    let options = Options::new()
+        .max_handle_age(Duration::from_millis(200))
+        .on_event(move |event| {
+            if let Event::Failed { action, error, .. } = event {
+                let _ = tx.send(format!("{action}: {error}"));
+            }
+        });
+    let backend = named("postgres");
+    let storage = SamodStorage::open_with(
+        move || backend.open(PathBuf::from(&url), Access::ReadWrite),
+        options,
+    )?;
+    block_on(storage.put(key(&["doc", "sync-state", "p"]), b"first".to_vec()));
+
+    // The worker closes the handle once it is 200 ms old: its lease is released.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leases_held(&cluster)? > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "an idle handle kept its lease for a minute"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every lease runs out, as after a long idle time.
+    cluster.query(&format!(
+        "UPDATE {SCHEMA}.leases SET expires_at = now() - interval '1 second'"
+    ))?;
+    block_on(storage.put(key(&["doc", "sync-state", "p"]), b"second".to_vec()));
+    assert_eq!(
+        block_on(storage.load(key(&["doc", "sync-state", "p"]))),
+        Some(b"second".to_vec())
+    );
+    storage.close()?;
+    let failed: Vec<String> = failures.try_iter().collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(storage.health().failures, 0);
+    Ok(())
+}
