@@ -67,6 +67,12 @@ impl Doc {
     /// could bring the old tail back behind newer records, where it would look like
     /// damage. If the truncation or its sync fails, the document is poisoned as by a
     /// failed flush (see [`Shared::poison`]).
+    ///
+    /// A log whose sync failed in this process (see [`Shared::sync_failed`]) is not
+    /// appended to as it is, when opened for writing: the disk may lack bytes that
+    /// reading it gives, and appends synced after them would be acknowledged behind a
+    /// hole. It is first rewritten whole from what replaying it gave (which drops a torn
+    /// tail too); if that fails, so does the open, and the log stays noted.
     pub(crate) fn load(
         shared: &Shared,
         id: &DocumentId,
@@ -98,22 +104,41 @@ impl Doc {
             check_clean(&replayed, total, expected, &path)?;
         }
         let valid = replayed.valid;
-        let mut recovery = Recovery::default();
-        if valid.len < total {
-            if writable {
-                shared.before_write()?;
-                let cut = file
-                    .truncate(valid.len)
-                    .map_err(io_error("truncate", &path))
-                    .and_then(|()| file.sync_data().map_err(io_error("sync", &path)));
-                if let Err(e) = cut {
-                    // The cut may be lost as a failed flush's pages may be: nothing may
-                    // follow it, and no clean-close record may vouch for it.
-                    shared.poison(id, &e.to_string());
-                    return Err(e);
-                }
+        // The rewrite drops a torn tail too: no cut then.
+        let rewrite = writable && shared.sync_failed(&name);
+        if valid.len < total && writable && !rewrite {
+            shared.before_write()?;
+            let cut = file
+                .truncate(valid.len)
+                .map_err(io_error("truncate", &path))
+                .and_then(|()| file.sync_data().map_err(io_error("sync", &path)));
+            if let Err(e) = cut {
+                // The cut may be lost as a failed flush's pages may be: nothing may
+                // follow it, and no clean-close record may vouch for it. The next
+                // store to write it rewrites it whole first.
+                shared.note_sync_failure(&name);
+                shared.poison(id, &e.to_string());
+                return Err(e);
             }
-            recovery = Recovery {
+        }
+        let mut doc = Self {
+            id: id.clone(),
+            name: Some(name),
+            file: Some(file),
+            live: replayed.live,
+            header_len: header_len as u64,
+            format: Some(format),
+            end: valid,
+            pending: Vec::new(),
+            next_flush: replayed.next_flush,
+            recovery: Recovery::default(),
+            poisoned: known.poison,
+        };
+        if rewrite {
+            doc.rewrite_after_failed_sync(shared, &path)?;
+        }
+        if valid.len < total {
+            doc.recovery = Recovery {
                 dropped_bytes: total - valid.len,
                 truncated_at: writable.then_some(valid.len),
             };
@@ -126,21 +151,40 @@ impl Doc {
             ));
         }
         if writable || valid.len == total {
-            shared.set_known_end(id, valid);
+            shared.set_known_end(id, doc.end);
         }
-        Ok(Self {
-            id: id.clone(),
-            name: Some(name),
-            file: Some(file),
-            live: replayed.live,
-            header_len: header_len as u64,
-            format: Some(format),
-            end: valid,
-            pending: Vec::new(),
-            next_flush: replayed.next_flush,
-            recovery,
-            poisoned: known.poison,
-        })
+        Ok(doc)
+    }
+
+    /// Rewrites the log at `path`, whose sync failed in this process, whole from the
+    /// state replayed from it, as a rewrite on flush does: then the disk holds what
+    /// reading it gives, and the failure is forgotten.
+    fn rewrite_after_failed_sync(&mut self, shared: &Shared, path: &Path) -> Result<()> {
+        let written = shared
+            .before_write()
+            .and_then(|()| self.write_new_log(shared, true));
+        if let Err(e) = written {
+            // What failed, where, and any advice on it, under why it was done.
+            let source = match e {
+                Error::Io {
+                    action,
+                    path,
+                    source,
+                } => io::Error::new(
+                    source.kind(),
+                    format!("could not {action} {}: {source}", path.display()),
+                ),
+                other => io::Error::other(other.to_string()),
+            };
+            return Err(Error::io(
+                "rewrite (a sync of it failed earlier in this process, so the disk may lack bytes it reads, and it must be rewritten whole before it is written to) the log",
+                path,
+                source,
+            ));
+        }
+        // The new log's one flush took the number the next flush would have had.
+        self.next_flush = self.next_flush.wrapping_add(1);
+        Ok(())
     }
 
     /// Replays the log `name` of document `id` and changes nothing: its end when it
@@ -355,6 +399,8 @@ impl Doc {
             .fs
             .sync_dir(&shared.dir)
             .map_err(io_error("sync", &shared.dir))?;
+        // Every byte of the log at that name is durable now.
+        shared.forget_sync_failure(&name);
         Ok(end.len as usize)
     }
 

@@ -4,10 +4,14 @@
 //! [`FsFile`], so tests can run them on a simulated file system that loses what was
 //! not synced, or that fails a sync on request.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+#[cfg(any(test, not(unix)))]
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// A file system holding one store directory.
 pub(crate) trait Fs: Send + Sync + fmt::Debug {
@@ -48,6 +52,98 @@ pub(crate) trait Fs: Send + Sync + fmt::Debug {
     /// Takes a shared lock on the existing file at `path`, opened read-only; `None`
     /// when another holder has an exclusive lock on it.
     fn try_lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>>;
+    /// Which directory `dir` is, however its path is spelled (relative or absolute,
+    /// through a symlink): the same key for every path to it while it exists.
+    fn dir_key(&self, dir: &Path) -> io::Result<FileKey>;
+    /// The logs whose sync failed on this file system, as far as this process knows.
+    ///
+    /// After a failed `fsync`, Linux marks the file's dirty pages clean: reads keep
+    /// showing bytes the disk may lack, and a later sync does not write them. So the
+    /// store notes every log whose sync failed here, and rewrites such a log whole
+    /// before anything is appended to it again (see [`SyncFailures`]). The pages
+    /// belong to the kernel, not to a store: the notes must outlive the store (and
+    /// every handle) that failed, and are the operating system's for the whole process
+    /// by default. A simulated file system keeps its own, which its reboot clears.
+    fn sync_failures(&self) -> &SyncFailures {
+        &PROCESS_SYNC_FAILURES
+    }
+}
+
+/// Identifies a file or directory independently of the path used to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum FileKey {
+    /// Its device and inode number (unix).
+    Inode {
+        /// The device holding it.
+        dev: u64,
+        /// Its inode number on that device.
+        ino: u64,
+    },
+    /// Its canonical path, where inodes are not to be had (and on the simulated disk).
+    #[cfg(any(test, not(unix)))]
+    Path(PathBuf),
+}
+
+/// The logs whose `fdatasync` failed, each by its store directory's key and its name:
+/// the bytes read from such a log (the page cache) may not be what the disk holds, and
+/// no later sync of that file makes them durable.
+///
+/// A store rewrites such a log whole, from what reading it gives, before it appends
+/// to it again (under a temporary name, synced, renamed over it, the directory
+/// synced), and then forgets it; it writes no clean-close record while one of its logs
+/// is noted. A note outlives the store that made it, so that the next store opened on
+/// the directory in this process finds it; it does not outlive the process, and a
+/// note of a directory removed since may match a later one that reuses its inode,
+/// which costs one needless rewrite.
+#[derive(Debug, Default)]
+pub(crate) struct SyncFailures(Mutex<BTreeSet<(FileKey, String)>>);
+
+/// The operating system's [`SyncFailures`], for the whole process.
+static PROCESS_SYNC_FAILURES: SyncFailures = SyncFailures::new();
+
+impl SyncFailures {
+    pub(crate) const fn new() -> Self {
+        Self(Mutex::new(BTreeSet::new()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeSet<(FileKey, String)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes that a sync of the log `name` in the directory `dir` failed.
+    pub(crate) fn note(&self, dir: &FileKey, name: &str) {
+        self.lock().insert((dir.clone(), name.to_owned()));
+    }
+
+    /// Whether a sync of the log `name` in `dir` failed and it was not rewritten since.
+    pub(crate) fn contains(&self, dir: &FileKey, name: &str) -> bool {
+        self.lock().contains(&(dir.clone(), name.to_owned()))
+    }
+
+    /// Whether any log of `dir` is noted.
+    pub(crate) fn any_in(&self, dir: &FileKey) -> bool {
+        self.lock()
+            .range((dir.clone(), String::new())..)
+            .next()
+            .is_some_and(|(key, _)| key == dir)
+    }
+
+    /// Forgets the log `name` in `dir`: it was rewritten (or removed) since.
+    pub(crate) fn forget(&self, dir: &FileKey, name: &str) {
+        self.lock().remove(&(dir.clone(), name.to_owned()));
+    }
+
+    /// Forgets every log (the simulated machine rebooted).
+    #[cfg(test)]
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// An independent copy.
+    #[cfg(test)]
+    pub(crate) fn copy(&self) -> Self {
+        Self(Mutex::new(self.lock().clone()))
+    }
 }
 
 /// The name [`Fs::read_dir`] lists for a name that is not UTF-8: no file of a store
@@ -181,6 +277,22 @@ impl Fs for OsFs {
             Ok(()) => Ok(Some(Box::new(OsLock { file }))),
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn dir_key(&self, dir: &Path) -> io::Result<FileKey> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let meta = fs::metadata(dir)?;
+            Ok(FileKey::Inode {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            fs::canonicalize(dir).map(FileKey::Path)
         }
     }
 }

@@ -80,7 +80,9 @@
 //!   after a crash), it truncates the tail and syncs the truncation. If that fails, the
 //!   open fails and the document is poisoned as by a failed flush (the cut may not be
 //!   on disk): its later handles refuse writes, and no clean-close record is written,
-//!   until the store is reopened.
+//!   until the store is reopened. A log whose sync failed earlier in the process is
+//!   rewritten whole when opened for writing (see
+//!   [After a failed sync](#after-a-failed-sync)).
 //! - **closing the store** ([`FsStore::close`], or dropping the store and its last
 //!   handle) writes the clean-close record (`.tmp`, `fdatasync`, rename, directory
 //!   sync) if anything was written since it was opened, then releases the lock. The
@@ -159,6 +161,32 @@
 //! calls `exec`, so closing the descriptor alone would leave the store locked for that
 //! moment. A second process's open is never retried: it fails with `Locked` at once
 //! while the store is open, and succeeds as soon as the drop returned.
+//!
+//! # After a failed sync
+//!
+//! A flush whose `fdatasync` fails poisons its document until the store is reopened,
+//! because on Linux a failed sync marks the file's dirty pages clean without writing
+//! them: reading the log keeps showing the flush, but the disk may not hold it, and no
+//! later sync of the file writes it. So the store also notes the log, for the whole
+//! process (by the store directory's device and inode and the log's name, so that
+//! every path to the store, through a symlink or spelled relative, finds the note),
+//! and when the log is next opened for writing, by this store or a later one, it is
+//! first **rewritten whole** from what reading it gives, as a rewrite on flush writes
+//! a log (a new file under a `.tmp` name, synced, renamed over the log, the directory
+//! synced): then the disk holds exactly what the store reads, and later flushes append
+//! behind durable bytes, not behind a hole that a power loss would turn into
+//! [`Error::Corrupt`](persister_core::Error::Corrupt). The failed flush is then there
+//! whole (it may also be gone whole, if a power loss came first). If the rewrite
+//! fails, opening the document fails with an error saying why it was needed, and the
+//! log stays noted for the next try. While a log of the store is noted, closing it
+//! writes no clean-close record. A truncation of a torn tail whose sync fails is
+//! noted the same way.
+//!
+//! The note lives in the process: a process that exits after a failed sync takes it
+//! along, while the kernel's page cache stays. A new process that opens the store
+//! before the machine reboots reads the failed flush and may append behind it as
+//! before. After a failed sync that the process cannot outlive, reboot (or drop the
+//! page cache) before the store is opened again, or copy the store to a new directory.
 //!
 //! # Reading only
 //!
@@ -246,8 +274,11 @@
 //! of 10 flushes and a clean close at every I/O call (dropping all unsynced data,
 //! keeping a random subset of unsynced 512-byte sectors, or tearing the last write),
 //! crash again at every I/O call of each recovery that truncated a torn tail, and
-//! check that every flushed batch survives and no batch is half there. A control run
-//! on a disk whose directory syncs do nothing fails, so the loop can fail.
+//! check that every flushed batch survives and no batch is half there. The workload
+//! also has a flush whose sync fails, after which it reopens the store and flushes on;
+//! the simulated disk drops the bytes of a failed sync as Linux does, so that no later
+//! sync makes them durable. A control run on a disk whose directory syncs do nothing
+//! fails, so the loop can fail.
 //! `PERSISTER_SIM_SEEDS=n` runs more seeds than the default 10. The same simulated
 //! disk fills up (ENOSPC) and turns read-only (EROFS) on request; a test on a real
 //! 1 MiB tmpfs does both where the tests run as root. The integration tests damage a

@@ -14,12 +14,23 @@
 //! - [`CrashMode::TearLastWrite`]: everything written, except that the last write not
 //!   synced yet is cut at a random byte.
 //!
+//! A sync that fails (see [`SimFs::fail_next_sync`]) behaves as `fdatasync` does on
+//! Linux: the bytes written since the last sync stay as they read, but are marked
+//! clean without reaching the disk, so no later sync makes them durable. A later
+//! successful sync makes durable only the bytes written after the failure (and the
+//! file's length): the dropped ones read from the disk as they were before them, or
+//! as zeroes past its old end. (The kernel drops whole pages and writes a page
+//! again whole once anything in it is written; dropping exactly the bytes is the
+//! harsher case.) A reboot loses them in every [`CrashMode`].
+//!
 //! Directories are created durably (the store's directory is created once).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::io::SyncFailures;
 
 mod ops;
 
@@ -101,6 +112,52 @@ struct Inode {
     durable: Vec<u8>,
     /// Writes since the last sync: offset and length.
     unsynced: Vec<(usize, usize)>,
+    /// Bytes a failed sync marked clean without making them durable, not written
+    /// since: offset and length. No sync makes them durable.
+    dropped: Vec<(usize, usize)>,
+}
+
+impl Inode {
+    /// The bytes written at `offset`, `len` of them, are dirty again: no longer
+    /// dropped.
+    fn rewritten(&mut self, offset: usize, len: usize) {
+        let end = offset + len;
+        self.dropped = self
+            .dropped
+            .iter()
+            .flat_map(|&(at, n)| {
+                let before = (at, n.min(offset.saturating_sub(at)));
+                let from = end.max(at);
+                let after = (from, (at + n).saturating_sub(from));
+                [before, after]
+            })
+            .filter(|&(_, n)| n > 0)
+            .collect();
+    }
+
+    /// The file cut (or extended) to `len` bytes.
+    fn resized(&mut self, len: usize) {
+        self.rewritten(len, usize::MAX - len);
+    }
+
+    /// A failed sync: what was written since the last sync is dropped.
+    fn sync_failed(&mut self) {
+        let unsynced = std::mem::take(&mut self.unsynced);
+        self.dropped
+            .extend(unsynced.into_iter().filter(|&(_, n)| n > 0));
+    }
+
+    /// `data` as the disk holds it once written back: the dropped bytes as the disk
+    /// held them before (zeroes past its end).
+    fn without_dropped(&self, mut data: Vec<u8>) -> Vec<u8> {
+        for &(at, n) in &self.dropped {
+            let end = (at + n).min(data.len());
+            for (i, slot) in data.iter_mut().enumerate().take(end).skip(at) {
+                *slot = self.durable.get(i).copied().unwrap_or(0);
+            }
+        }
+        data
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -188,6 +245,8 @@ impl State {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SimFs {
     state: Arc<Mutex<State>>,
+    /// The logs whose sync failed since the last reboot, as a store notes them.
+    sync_failures: Arc<SyncFailures>,
 }
 
 impl SimFs {
@@ -203,6 +262,7 @@ impl SimFs {
     pub(crate) fn snapshot(&self) -> SimFs {
         SimFs {
             state: Arc::new(Mutex::new(self.lock().clone())),
+            sync_failures: Arc::new(self.sync_failures.copy()),
         }
     }
 
@@ -226,7 +286,8 @@ impl SimFs {
         self.lock().ops
     }
 
-    /// Makes the next `sync_data` fail, as a failed `fdatasync` does.
+    /// Makes the next `sync_data` fail, as a failed `fdatasync` does on Linux: what was
+    /// written to that file since its last sync is dropped (see the module docs).
     pub(crate) fn fail_next_sync(&self) {
         self.lock().fail_next_sync = true;
     }
@@ -252,6 +313,11 @@ impl SimFs {
         let state = self.lock();
         let ino = state.names.get(path)?;
         state.inodes.get(ino).map(|inode| inode.data.clone())
+    }
+
+    /// The logs a store noted as failed to sync on this disk.
+    pub(crate) fn failures(&self) -> &SyncFailures {
+        &self.sync_failures
     }
 
     /// Crashes (if the machine is still up) and starts again with what `mode` keeps.
@@ -282,9 +348,11 @@ impl SimFs {
                     data
                 }
             };
+            let data = inode.without_dropped(data);
             inode.durable = data.clone();
             inode.data = data;
             inode.unsynced.clear();
+            inode.dropped.clear();
         }
         let named: BTreeSet<u64> = names.values().copied().collect();
         state.inodes.retain(|ino, _| named.contains(ino));
@@ -300,6 +368,8 @@ impl SimFs {
         state.crashed = false;
         state.fail_next_sync = false;
         state.ignore_dir_syncs = false;
+        // The process that noted them is gone, and so is the page cache.
+        self.sync_failures.clear();
     }
 }
 

@@ -14,7 +14,7 @@ use persister_core::{
 use crate::clean::CleanRecord;
 use crate::doc::{Doc, Known, io_error};
 use crate::format::{self, ClosedLog, LogEnd, MARKER_LEN, MAX_LOG_HEADER_LEN, STORE_VERSION};
-use crate::io::{Fs, FsFile, FsLock, OsFs};
+use crate::io::{FileKey, Fs, FsFile, FsLock, OsFs};
 use crate::names::{self, CLOSED, LOCK, LogName, MARKER, MAX_HEX_ID_LEN, TMP_SUFFIX};
 use crate::{FsOptions, FsPersister};
 
@@ -32,6 +32,9 @@ pub struct FsStore {
 pub(crate) struct Shared {
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) dir: PathBuf,
+    /// Which directory `dir` is, for the logs whose sync failed in this process (see
+    /// [`Fs::sync_failures`]): found however the store is reached.
+    dir_key: FileKey,
     pub(crate) options: FsOptions,
     /// Opened with [`FsStore::open_read_only`]: nothing is ever written.
     pub(crate) read_only: bool,
@@ -231,10 +234,12 @@ impl FsStore {
     ) -> Result<FsStore> {
         let found = scan(fs.as_ref(), &dir, !read_only)?;
         let record = check_closed_record(fs.as_ref(), &dir, &found)?;
+        let dir_key = fs.dir_key(&dir).map_err(io_error("look up", &dir))?;
         Ok(FsStore {
             shared: Arc::new(Shared {
                 fs,
                 dir,
+                dir_key,
                 options,
                 read_only,
                 version: AtomicU32::new(version),
@@ -266,7 +271,9 @@ impl FsStore {
 
     /// Makes the next flush of any handle of this store fail, as a failed `fsync`
     /// would, so that tests can check what a program does then: the log's new records
-    /// are written but not synced, and the handle is poisoned.
+    /// are written but not synced, and the handle is poisoned. The pages stay dirty, as
+    /// a real failure may not leave them, so the log is not noted for a rewrite (see
+    /// [After a failed sync](crate#after-a-failed-sync)).
     #[cfg(feature = "fault-injection")]
     pub fn fail_next_flush(&self) {
         self.fail_next_flush_with(std::io::Error::other("injected fsync failure"));
@@ -611,13 +618,41 @@ impl Shared {
         Ok(())
     }
 
-    /// Makes what was written to the log `file` at `path` durable (`fdatasync`).
+    /// Makes what was written to the log `file` at `path` durable (`fdatasync`). If
+    /// that fails, the log (unless it is a new one still under its temporary name,
+    /// which is never renamed into place then) is noted as failed to sync.
     pub(crate) fn sync_log(&self, file: &mut dyn FsFile, path: &Path) -> Result<()> {
+        // An injected failure does not drop the pages, as a real one may: nothing to
+        // note.
         #[cfg(feature = "fault-injection")]
         if let Some(err) = lock(&self.fail_next_sync).take() {
             return Err(Error::io("sync", path, err));
         }
-        file.sync_data().map_err(io_error("sync", path))
+        file.sync_data().map_err(|e| {
+            let name = path.file_name().and_then(|name| name.to_str());
+            if let Some(name) = name.filter(|name| !name.ends_with(TMP_SUFFIX)) {
+                self.note_sync_failure(name);
+            }
+            io_error("sync", path)(e)
+        })
+    }
+
+    /// Notes that a sync of the log `name` failed: until it is rewritten whole, what
+    /// reading it gives may not be what the disk holds, even after this store is
+    /// closed (see [`Fs::sync_failures`]).
+    pub(crate) fn note_sync_failure(&self, name: &str) {
+        self.fs.sync_failures().note(&self.dir_key, name);
+    }
+
+    /// Whether a sync of the log `name` failed in this process, and it was not
+    /// rewritten since.
+    pub(crate) fn sync_failed(&self, name: &str) -> bool {
+        self.fs.sync_failures().contains(&self.dir_key, name)
+    }
+
+    /// Forgets a failed sync of the log `name`: it was rewritten whole, or removed.
+    pub(crate) fn forget_sync_failure(&self, name: &str) {
+        self.fs.sync_failures().forget(&self.dir_key, name);
     }
 
     /// Records where `id`'s log now ends, durably.
@@ -744,6 +779,8 @@ impl Shared {
             self.fs
                 .sync_dir(&self.dir)
                 .map_err(io_error("sync", &self.dir))?;
+            // Gone for good: a new log of that name starts with nothing unsynced.
+            self.forget_sync_failure(&name);
         }
         Ok(())
     }
@@ -780,10 +817,14 @@ impl Shared {
 
     /// Writes the clean-close record naming every log with its end, unless the one
     /// on disk still holds, a flush failed (its log may end in a torn write, which
-    /// the next open must be free to drop), or a log no handle opened since a crash
-    /// ends in a torn tail (which the next open cuts and reports).
+    /// the next open must be free to drop), a log's sync failed in this process and it
+    /// was not rewritten since (the disk may lack bytes it reads), or a log no handle
+    /// opened since a crash ends in a torn tail (which the next open cuts and reports).
     fn write_closed_record(&self) -> Result<()> {
-        if *lock(&self.closed_record) || !lock(&self.poisons).is_empty() {
+        if *lock(&self.closed_record)
+            || !lock(&self.poisons).is_empty()
+            || self.fs.sync_failures().any_in(&self.dir_key)
+        {
             return Ok(());
         }
         // Every log in the directory, with the end this store knows of it: from its

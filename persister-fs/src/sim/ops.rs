@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{Fault, NsOp, SimFs};
-use crate::io::{Fs, FsFile, FsLock};
+use crate::io::{FileKey, Fs, FsFile, FsLock, SyncFailures};
 
 impl Fs for SimFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -62,7 +62,9 @@ impl Fs for SimFs {
         let ino = match state.names.get(path) {
             Some(&ino) => {
                 let boot = state.boot;
-                state.inode(ino, boot)?.data.clear();
+                let inode = state.inode(ino, boot)?;
+                inode.data.clear();
+                inode.resized(0);
                 ino
             }
             None => state.link(path),
@@ -145,6 +147,20 @@ impl Fs for SimFs {
             shared: true,
         })))
     }
+
+    fn dir_key(&self, dir: &Path) -> io::Result<FileKey> {
+        let mut state = self.lock();
+        state.tick()?;
+        match state.dirs.contains(dir) {
+            // No symlinks here: a directory's path is the directory.
+            true => Ok(FileKey::Path(dir.to_path_buf())),
+            false => Err(io::Error::new(io::ErrorKind::NotFound, "no such directory")),
+        }
+    }
+
+    fn sync_failures(&self) -> &SyncFailures {
+        self.failures()
+    }
 }
 
 #[derive(Debug)]
@@ -192,6 +208,7 @@ impl FsFile for SimFile {
         }
         inode.data[self.pos..end].copy_from_slice(buf);
         inode.unsynced.push((self.pos, buf.len()));
+        inode.rewritten(self.pos, buf.len());
         state.last_write = Some((self.ino, self.pos, buf.len()));
         self.pos = end;
         if full {
@@ -208,7 +225,9 @@ impl FsFile for SimFile {
         state.tick()?;
         state.check_writable()?;
         let len = len as usize;
-        state.inode(self.ino, self.boot)?.data.resize(len, 0);
+        let inode = state.inode(self.ino, self.boot)?;
+        inode.data.resize(len, 0);
+        inode.resized(len);
         self.pos = len;
         Ok(())
     }
@@ -217,10 +236,11 @@ impl FsFile for SimFile {
         let mut state = self.fs.lock();
         state.tick()?;
         if std::mem::take(&mut state.fail_next_sync) {
+            state.inode(self.ino, self.boot)?.sync_failed();
             return Err(io::Error::other("simulated fdatasync failure"));
         }
         let inode = state.inode(self.ino, self.boot)?;
-        inode.durable = inode.data.clone();
+        inode.durable = inode.without_dropped(inode.data.clone());
         inode.unsynced.clear();
         if state.last_write.is_some_and(|w| w.0 == self.ino) {
             state.last_write = None;
@@ -314,6 +334,75 @@ mod tests {
         let data = fs.read(&dir().join("a")).unwrap_or_default();
         assert!(data.len() >= 6 && data.len() < 16, "{data:?}");
         assert!(b"synced0123456789".starts_with(&data));
+        Ok(())
+    }
+
+    /// A failed sync leaves the bytes as they read but drops them: a later successful
+    /// sync makes durable only what was written after the failure (and the length),
+    /// and a power loss shows the dropped bytes as the disk held them before (zeroes
+    /// past its old end), in every crash mode. Writing the bytes again makes them dirty
+    /// again, so a file rewritten whole is durable whole.
+    #[test]
+    fn a_failed_sync_drops_what_it_was_to_write() -> io::Result<()> {
+        for mode in [
+            CrashMode::DropUnsynced,
+            CrashMode::KeepSomeSectors,
+            CrashMode::TearLastWrite,
+        ] {
+            let fs = SimFs::new();
+            fs.create_dir_all(&dir())?;
+            write_file(&fs, "a", b"synced", true)?;
+            fs.sync_dir(&dir())?;
+            let mut file = fs.open(&dir().join("a"), true)?;
+            file.read_all()?;
+            file.append(b"DROPPED")?;
+            fs.fail_next_sync();
+            assert!(file.sync_data().is_err());
+            file.append(b"after")?;
+            file.sync_data()?;
+            assert_eq!(
+                fs.read(&dir().join("a")),
+                Some(b"syncedDROPPEDafter".to_vec())
+            );
+            // Another file's sync changes nothing of it.
+            write_file(&fs, "b", b"other", true)?;
+            fs.reboot(mode, &mut Rng::new(3));
+            assert_eq!(
+                fs.read(&dir().join("a")),
+                Some(b"synced\0\0\0\0\0\0\0after".to_vec()),
+                "{mode:?}"
+            );
+        }
+
+        // A partial rewrite of the dropped bytes makes just those durable.
+        let fs = SimFs::new();
+        fs.create_dir_all(&dir())?;
+        write_file(&fs, "a", b"0123456789", true)?;
+        fs.sync_dir(&dir())?;
+        let mut file = fs.open(&dir().join("a"), true)?;
+        file.read_all()?;
+        file.truncate(4)?;
+        file.append(b"abcdef")?;
+        fs.fail_next_sync();
+        assert!(file.sync_data().is_err());
+        file.truncate(6)?;
+        file.append(b"XY")?;
+        file.sync_data()?;
+        fs.reboot(CrashMode::DropUnsynced, &mut Rng::new(0));
+        assert_eq!(fs.read(&dir().join("a")), Some(b"012345XY".to_vec()));
+
+        // A file created again over the same name starts with nothing dropped.
+        let fs = SimFs::new();
+        fs.create_dir_all(&dir())?;
+        let mut file = fs.create(&dir().join("a"))?;
+        file.append(b"lost")?;
+        fs.fail_next_sync();
+        assert!(file.sync_data().is_err());
+        drop(file);
+        write_file(&fs, "a", b"kept", true)?;
+        fs.sync_dir(&dir())?;
+        fs.reboot(CrashMode::DropUnsynced, &mut Rng::new(0));
+        assert_eq!(fs.read(&dir().join("a")), Some(b"kept".to_vec()));
         Ok(())
     }
 

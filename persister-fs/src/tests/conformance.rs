@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use persister_core::Result;
 use persister_core::conformance::Fixture;
 
-use crate::io::{Fs, FsFile, FsLock, OsFs};
+use crate::io::{FileKey, Fs, FsFile, FsLock, OsFs, SyncFailures};
 use crate::sim::SimFs;
 use crate::{FsOptions, FsStore};
 
@@ -20,6 +20,9 @@ pub(super) struct FaultyFs {
     fail_next_sync: Arc<AtomicBool>,
     /// Run with the lock file's path before each exclusive lock is taken.
     pub(super) before_lock: Option<fn(&Path)>,
+    /// Its own notes of failed syncs, so that tests do not see each other's (the
+    /// injected failures drop no pages).
+    sync_failures: SyncFailures,
 }
 
 #[derive(Debug)]
@@ -29,6 +32,16 @@ struct FaultyFile {
 }
 
 impl FaultyFs {
+    /// Makes the next sync of a file fail.
+    pub(super) fn fail_next_sync(&self) {
+        self.fail_next_sync.store(true, Ordering::SeqCst);
+    }
+
+    /// The logs a store noted as failed to sync through this file system.
+    pub(super) fn failures(&self) -> &SyncFailures {
+        &self.sync_failures
+    }
+
     fn wrap(&self, inner: Box<dyn FsFile>) -> Box<dyn FsFile> {
         Box::new(FaultyFile {
             inner,
@@ -77,6 +90,12 @@ impl Fs for FaultyFs {
     }
     fn try_lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
         OsFs.try_lock_shared(path)
+    }
+    fn dir_key(&self, dir: &Path) -> io::Result<FileKey> {
+        OsFs.dir_key(dir)
+    }
+    fn sync_failures(&self) -> &SyncFailures {
+        &self.sync_failures
     }
 }
 

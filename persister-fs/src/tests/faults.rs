@@ -1,6 +1,8 @@
 //! A full disk (ENOSPC) and a read-only file system (EROFS), through the simulated
 //! disk: a clear error naming the path and what to do, a poisoned handle, and every
-//! flushed batch there once the disk is usable again.
+//! flushed batch there once the disk is usable again. And failed syncs, which drop what
+//! they were to write as Linux does: every flush acknowledged before the failure and
+//! after reopening the store in the same process survives a power loss.
 
 use std::io;
 use std::path::Path;
@@ -221,9 +223,14 @@ fn a_failed_sync_of_a_torn_tail_s_truncation_poisons_the_document() -> Result<()
         "{refused:?}"
     );
     drop(p);
+    // Noted too, so that a store reopened in this process rewrites the log whole
+    // before writing to it.
+    let dir = Path::new("/disk/store");
+    let key = fs.dir_key(dir).map_err(|e| Error::io("look up", dir, e))?;
+    assert!(fs.failures().contains(&key, &names_of(&id)));
     let closed = store.close();
     assert!(matches!(&closed, Err(Error::Poisoned { .. })), "{closed:?}");
-    assert!(fs.read(&Path::new("/disk/store").join("CLOSED")).is_none());
+    assert!(fs.read(&dir.join("CLOSED")).is_none());
 
     fs.reboot(CrashMode::DropUnsynced, &mut Rng::new(0));
     let store = open(&fs)?;
@@ -273,5 +280,188 @@ fn a_failed_removal_keeps_the_log_checked_against_the_clean_close_record() -> Re
         matches!(&opened, Err(Error::Corrupt { what, .. }) if what.contains("closed cleanly")),
         "{opened:?}"
     );
+    Ok(())
+}
+
+/// Flushes changes 1 and 2 of document `doc`, then change 3 with a sync that fails (on
+/// Linux the kernel then marks the flush's pages clean without writing them), and
+/// drops the store, as the poison error says to. Gives the log's path.
+fn fail_the_third_flush(fs: &SimFs, id: &DocumentId) -> Result<std::path::PathBuf> {
+    let store = open(fs)?;
+    let mut p = store.open_document(id)?;
+    for seq in 1..=2 {
+        p.insert_changes(change(seq))?;
+        p.flush()?;
+    }
+    p.insert_changes(change(3))?;
+    fs.fail_next_sync();
+    let err = p.flush().unwrap_err();
+    assert!(matches!(&err, Error::Io { action: "sync", .. }), "{err}");
+    let log = store.log_path(id).expect("a log");
+    drop(p);
+    let closed = store.close();
+    assert!(matches!(&closed, Err(Error::Poisoned { .. })), "{closed:?}");
+    Ok(log)
+}
+
+/// The changes of `id` after a power loss that keeps only what was synced; the store
+/// must open and the document load.
+fn after_power_loss(fs: &SimFs, id: &DocumentId) -> Result<Vec<Vec<u8>>> {
+    fs.reboot(CrashMode::DropUnsynced, &mut Rng::new(0));
+    let store = open(fs)?;
+    let changes = store.open_document(id)?.get_changes()?;
+    store.close()?;
+    Ok(changes)
+}
+
+/// After a failed sync the application reopens the store in the same process and goes
+/// on writing: the reopened store reads the failed flush from the page cache, and a
+/// later sync does not write those pages. Appending behind them would acknowledge
+/// flushes that a power loss leaves behind a hole, where they read as damage. The log
+/// is rewritten whole when it is opened for writing again, so every flush acknowledged
+/// before the failure and after the reopen survives the power loss (the failed one, all
+/// of it or none).
+#[test]
+fn flushes_acknowledged_after_reopening_from_a_failed_sync_survive_a_power_loss() -> Result<()> {
+    let fs = SimFs::new();
+    let id = DocumentId::from("doc");
+    let log = fail_the_third_flush(&fs, &id)?;
+
+    let store = open(&fs)?;
+    let mut p = store.open_document(&id)?;
+    // The failed flush's change reads from the page cache: allowed, as the flush's
+    // outcome is unknown.
+    assert_eq!(p.get_changes()?.len(), 3);
+    for seq in 4..=5 {
+        p.insert_changes(change(seq))?;
+        assert!(p.flush()? > 0);
+    }
+    drop(p);
+    // A second handle, in the same store, appends to the rewritten log as usual.
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(change(6))?;
+    assert!(p.flush()? > 0);
+    drop(p);
+    assert!(store.recovered().is_empty());
+    store.close()?;
+    assert!(fs.read(&log).is_some());
+
+    let changes = after_power_loss(&fs, &id)?;
+    let expected: Vec<Vec<u8>> = [1, 2, 3, 4, 5, 6].map(|seq| vec![seq; 2000]).into();
+    let without_failed: Vec<Vec<u8>> = [1, 2, 4, 5, 6].map(|seq| vec![seq; 2000]).into();
+    assert!(
+        changes == expected || changes == without_failed,
+        "{} changes: {:?}",
+        changes.len(),
+        changes.iter().map(|c| c[0]).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// A store reopened after a failed sync that closes without opening the document must
+/// not write a clean-close record vouching for the log as it reads: the disk may lack
+/// the failed flush, and the record would make the log read as damaged after a power
+/// loss, instead of as a crash during that flush.
+#[test]
+fn a_store_reopened_after_a_failed_sync_writes_no_clean_close_record_for_it() -> Result<()> {
+    let fs = SimFs::new();
+    let id = DocumentId::from("doc");
+    fail_the_third_flush(&fs, &id)?;
+    let store = open(&fs)?;
+    assert_eq!(store.list_documents()?, vec![id.clone()]);
+    store.close()?;
+    let changes = after_power_loss(&fs, &id)?;
+    assert_eq!(&changes[..2], &[vec![1; 2000], vec![2; 2000]]);
+    assert!(
+        changes.len() == 2 || changes[2] == vec![3; 2000],
+        "{changes:?}"
+    );
+    Ok(())
+}
+
+/// The rewrite of a log whose sync failed fails the open when it cannot be done, with
+/// an error that says why it was needed; the log stays noted, so the next open tries
+/// again, and nothing flushed is lost.
+#[test]
+fn a_failed_rewrite_after_a_failed_sync_fails_the_open_and_is_tried_again() -> Result<()> {
+    let fs = SimFs::new();
+    let id = DocumentId::from("doc");
+    fail_the_third_flush(&fs, &id)?;
+    let store = open(&fs)?;
+    fs.fail_next_sync();
+    let err = store.open_document(&id).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path.ends_with(names_of(&id))),
+        "{message}"
+    );
+    assert!(message.contains("a sync of it failed earlier"), "{message}");
+    assert!(message.contains(".tmp"), "{message}");
+
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(change(4))?;
+    p.flush()?;
+    drop(p);
+    store.close()?;
+    let changes = after_power_loss(&fs, &id)?;
+    assert_eq!(changes.len(), 4, "{changes:?}");
+    Ok(())
+}
+
+/// The log file name of `id`.
+fn names_of(id: &DocumentId) -> String {
+    crate::names::hex_name(id).expect("a short id")
+}
+
+/// Two paths to one store (through a symlink, and with `..` in it) find the same
+/// failed sync, on the real file system: the log whose sync failed through one path is
+/// rewritten when the store is opened through the other.
+#[cfg(unix)]
+#[test]
+fn a_failed_sync_is_found_through_another_path_to_the_store() -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::conformance::FaultyFs;
+    use crate::io::OsFs;
+
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("create", "a temporary directory", e))?;
+    let real = tmp.path().join("real");
+    let dir = real.join("store");
+    let io = |e: io::Error| Error::io("set up", tmp.path(), e);
+    std::fs::create_dir(&real).map_err(io)?;
+    std::os::unix::fs::symlink(&real, tmp.path().join("link")).map_err(io)?;
+    let through_link = tmp.path().join("link").join("store");
+    let dotted = real.join("..").join("real").join("store");
+
+    let fs = Arc::new(FaultyFs::default());
+    let id = DocumentId::from("doc");
+    let store = FsStore::open_on(fs.clone(), &dir, FsOptions::default())?;
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(change(1))?;
+    p.flush()?;
+    p.insert_changes(change(2))?;
+    fs.fail_next_sync();
+    assert!(p.flush().is_err());
+    drop((p, store));
+
+    let key = OsFs.dir_key(&dir).map_err(io)?;
+    for other in [&through_link, &dotted] {
+        assert_eq!(OsFs.dir_key(other).map_err(io)?, key, "{}", other.display());
+    }
+    let name = names_of(&id);
+    assert!(fs.failures().contains(&key, &name));
+    let inode = |path: &Path| std::fs::metadata(path).map(|m| m.ino()).map_err(io);
+    let before = inode(&dir.join(&name))?;
+
+    let store = FsStore::open_on(fs.clone(), &through_link, FsOptions::default())?;
+    let p = store.open_document(&id)?;
+    // Rewritten: a new file took the log's name, and the failure is forgotten.
+    assert_ne!(inode(&dir.join(&name))?, before);
+    assert!(!fs.failures().contains(&key, &name));
+    assert_eq!(p.get_changes()?.len(), 2);
+    drop(p);
+    store.close()?;
+    let store = FsStore::open_on(fs.clone(), &dotted, FsOptions::default())?;
+    assert_eq!(store.open_document(&id)?.get_changes()?.len(), 2);
     Ok(())
 }

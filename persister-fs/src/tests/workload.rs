@@ -76,13 +76,14 @@ fn handle(handles: &mut [Option<FsPersister>; 2], d: usize) -> Result<&mut FsPer
 }
 
 /// Ten flushes over two documents, with overwrites and removals that get the logs
-/// rewritten, a document removed and written again, a handle dropped and reopened, and
-/// a clean close.
+/// rewritten, a document removed and written again, a handle dropped and reopened, a
+/// flush whose sync fails followed by reopening the store and writing on, and a clean
+/// close.
 /// Runs until it ends or an I/O call fails, recording every event first.
 pub(super) fn workload(fs: &SimFs, seed: u64, history: &mut Histories) -> Result<()> {
     let mut rng = Rng::new(seed);
     let ids = ids();
-    let store = open(fs)?;
+    let mut store = open(fs)?;
     let mut handles = [
         Some(store.open_document(&ids[0])?),
         Some(store.open_document(&ids[1])?),
@@ -97,6 +98,50 @@ pub(super) fn workload(fs: &SimFs, seed: u64, history: &mut Histories) -> Result
         }
         let d = round % 2;
         let applied = history[d].events.len();
+        if round == 8 {
+            // The other document's writes are flushed, so the reopening below
+            // discards none of them.
+            let other = history[1 - d].events.len();
+            handle(&mut handles, 1 - d)?.flush()?;
+            history[1 - d].acked = other;
+            fs.fail_next_sync();
+            match handle(&mut handles, d)?.flush() {
+                Err(e) if fs.crashed() => return Err(e),
+                Err(_) => {}
+                Ok(_) => {
+                    return Err(Error::InvalidInput {
+                        what: "workload",
+                        reason: "a flush whose sync failed returned Ok".into(),
+                    });
+                }
+            }
+            // As the poison error says: every handle dropped, the store reopened in
+            // the same process. The failed flush is there, all of it or none.
+            drop(handles);
+            drop(store);
+            store = open(fs)?;
+            handles = [
+                Some(store.open_document(&ids[0])?),
+                Some(store.open_document(&ids[1])?),
+            ];
+            let p = handle(&mut handles, d)?;
+            let kept = matching_prefix(&history[d], &read_state(p)?, true).ok_or_else(|| {
+                Error::InvalidInput {
+                    what: "workload",
+                    reason: "after a failed flush the store reopened to no prefix of the writes"
+                        .into(),
+                }
+            })?;
+            history[d].events.truncate(kept);
+            // A flush acknowledged after the reopening must survive a power loss.
+            let batch = random_batch(&mut rng);
+            history[d].events.push(Event::Apply(batch.clone()));
+            let p = handle(&mut handles, d)?;
+            p.apply(batch)?;
+            p.flush()?;
+            history[d].acked = history[d].events.len();
+            continue;
+        }
         handle(&mut handles, d)?.flush()?;
         history[d].acked = applied;
         if round == 4 {
