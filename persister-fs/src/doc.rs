@@ -106,6 +106,19 @@ impl Doc {
         let valid = replayed.valid;
         // The rewrite drops a torn tail too: no cut then.
         let rewrite = writable && shared.sync_failed(&name);
+        if valid.len < total {
+            // Reported before the cut or rewrite that drops it: either can fail after
+            // the log already lost the tail (a cut whose sync fails, a rewrite renamed
+            // into place whose directory sync fails), and the next open would find no
+            // tail to report. A retry that finds the tail again reports it once.
+            shared.note_recovered(Recovered::new(
+                id.clone(),
+                &path,
+                valid.len,
+                total - valid.len,
+                writable,
+            ));
+        }
         if valid.len < total && writable && !rewrite {
             shared.before_write()?;
             let cut = file
@@ -140,15 +153,9 @@ impl Doc {
         if valid.len < total {
             doc.recovery = Recovery {
                 dropped_bytes: total - valid.len,
-                truncated_at: writable.then_some(valid.len),
+                // A rewritten log has no cut: it ends where its rewrite ended.
+                truncated_at: writable.then_some(doc.end.len),
             };
-            shared.note_recovered(Recovered::new(
-                id.clone(),
-                &path,
-                valid.len,
-                total - valid.len,
-                writable,
-            ));
         }
         if writable || valid.len == total {
             shared.set_known_end(id, doc.end);
@@ -395,10 +402,14 @@ impl Doc {
         self.header_len = header.len() as u64;
         self.format = Some(format);
         self.end = end;
-        shared
-            .fs
-            .sync_dir(&shared.dir)
-            .map_err(io_error("sync", &shared.dir))?;
+        if let Err(e) = shared.fs.sync_dir(&shared.dir) {
+            // The rename may not be durable: after a power loss the old log may be back,
+            // without what is appended to the new one from now on. Noted, the log is
+            // rewritten (and renamed, and the directory synced) again before the next
+            // store writes it.
+            shared.note_sync_failure(&name);
+            return Err(io_error("sync", &shared.dir)(e));
+        }
         // Every byte of the log at that name is durable now.
         shared.forget_sync_failure(&name);
         Ok(end.len as usize)

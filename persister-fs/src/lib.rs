@@ -180,7 +180,9 @@
 //! fails, opening the document fails with an error saying why it was needed, and the
 //! log stays noted for the next try. While a log of the store is noted, closing it
 //! writes no clean-close record. A truncation of a torn tail whose sync fails is
-//! noted the same way.
+//! noted the same way, and so is a new log (a document's first flush, a rewrite on
+//! flush) renamed into place when the directory's sync after the rename fails: the
+//! rename may not be durable, and the next open renames a rewrite into place again.
 //!
 //! The note lives in the process: a process that exits after a failed sync takes it
 //! along, while the kernel's page cache stays. A new process that opens the store

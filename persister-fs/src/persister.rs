@@ -17,7 +17,8 @@ pub struct Recovery {
     /// Bytes of a torn tail (an unfinished last flush) dropped from the log, or only
     /// left out on a read-only store; 0 when the log ended cleanly.
     pub dropped_bytes: u64,
-    /// The length the log was truncated to, when a torn tail was cut off.
+    /// The length the log was truncated to, when a torn tail was cut off (for a log
+    /// rewritten whole on opening, after a failed sync, the length of the new log).
     pub truncated_at: Option<u64>,
 }
 
@@ -28,7 +29,9 @@ pub struct Recovery {
 /// opened. Writes are encoded into one record per batch and buffered;
 /// [`flush`](Persister::flush) writes the buffer with one write and one `fdatasync`.
 /// Nothing is written or synced at any other time (apart from truncating a torn tail
-/// when the document is opened, and the store's clean-close record).
+/// when the document is opened, rewriting a log whose sync failed earlier in the
+/// process when it is opened (see [After a failed sync](crate#after-a-failed-sync)),
+/// and the store's clean-close record).
 ///
 /// Dropping a handle without flushing discards its unflushed writes: the next handle
 /// of the document, in this store or after reopening, sees exactly the state of its

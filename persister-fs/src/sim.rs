@@ -179,6 +179,7 @@ struct State {
     crash_at: Option<u64>,
     crashed: bool,
     fail_next_sync: bool,
+    fail_next_dir_sync: bool,
     ignore_dir_syncs: bool,
     /// Every directory synced, in order.
     synced_dirs: Vec<PathBuf>,
@@ -292,6 +293,12 @@ impl SimFs {
         self.lock().fail_next_sync = true;
     }
 
+    /// Makes the next `sync_dir` fail: the directory's changes since its last sync
+    /// stay as they read, and are not made durable by it.
+    pub(crate) fn fail_next_dir_sync(&self) {
+        self.lock().fail_next_dir_sync = true;
+    }
+
     /// Injects `fault` (or clears it) until changed.
     pub(crate) fn set_fault(&self, fault: Option<Fault>) {
         self.lock().fault = fault;
@@ -367,6 +374,7 @@ impl SimFs {
         state.crash_at = None;
         state.crashed = false;
         state.fail_next_sync = false;
+        state.fail_next_dir_sync = false;
         state.ignore_dir_syncs = false;
         // The process that noted them is gone, and so is the page cache.
         self.sync_failures.clear();

@@ -303,8 +303,10 @@ impl FsStore {
     }
 
     /// Closes the store and reports what dropping it cannot: writes the clean-close
-    /// record (unless the store is read-only, a flush failed since it was opened, or
-    /// a torn tail is left for the next open: see below), then releases the lock. A
+    /// record (unless the store is read-only, a flush failed since it was opened, a
+    /// log's sync failed in this process and it was not rewritten since (see
+    /// [After a failed sync](crate#after-a-failed-sync)), or a torn tail is left for
+    /// the next open: see below), then releases the lock. A
     /// flush that failed since the store was opened (a poisoned document) is reported
     /// as [`Error::Poisoned`] once the lock is released.
     ///

@@ -103,6 +103,9 @@ impl Fs for SimFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock();
         state.tick()?;
+        if std::mem::take(&mut state.fail_next_dir_sync) {
+            return Err(io::Error::other("simulated directory fsync failure"));
+        }
         state.synced_dirs.push(dir.to_path_buf());
         if !state.ignore_dir_syncs {
             state.durable_names = state.names.clone();

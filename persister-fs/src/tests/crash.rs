@@ -54,17 +54,20 @@ fn crashed_workload(
     Ok((fs, history))
 }
 
-/// The I/O calls an uninterrupted run of the workload makes.
-fn calls(seed: u64) -> Outcome<u64> {
+/// The I/O calls an uninterrupted run of the workload makes, and whether its failed
+/// sync was a log's (which reopening the store rewrote whole).
+fn calls(seed: u64) -> Outcome<(u64, bool)> {
     let fs = SimFs::new();
-    workload(&fs, seed, &mut Histories::default()).map_err(|e| format!("seed {seed}: {e}"))?;
+    let mut history = Histories::default();
+    workload(&fs, seed, &mut history).map_err(|e| format!("seed {seed}: {e}"))?;
+    let rewrote = history.iter().any(|h| h.rewritten_after_failed_sync);
     // The marker and three new logs are renamed into place; the rest are rewrites.
     if fs.renames() < 4 + 2 {
         return Err(format!(
             "seed {seed}: the workload rewrote fewer than 2 logs"
         ));
     }
-    Ok(fs.ops())
+    Ok((fs.ops(), rewrote))
 }
 
 /// Crashes the workload at every I/O call (and once after its last) for `seeds`
@@ -72,7 +75,7 @@ fn calls(seed: u64) -> Outcome<u64> {
 fn crash_everywhere(mode: CrashMode, seeds: u64, break_dir_syncs: bool) -> Outcome<u64> {
     let mut points = 0;
     for seed in 0..seeds {
-        let calls = calls(seed)?;
+        let (calls, _) = calls(seed)?;
         for crash_at in 0..=calls {
             let (fs, mut history) = if crash_at == calls {
                 let fs = SimFs::new();
@@ -103,6 +106,23 @@ fn run(mode: CrashMode) -> Outcome {
     Ok(())
 }
 
+/// The workload's failed sync is a log's in some seeds (reopening then rewrites the log
+/// whole before writing to it; the workload checks that it did), and a new log's in
+/// others (a rewrite on flush), so the crash loops cover both.
+#[test]
+fn the_workload_s_failed_sync_hits_a_log_in_some_seeds_and_a_new_log_in_others() -> Outcome {
+    // At least the default seeds, whatever the crash loops run: one run each.
+    let seeds = seeds().max(DEFAULT_SEEDS);
+    let mut rewrote = 0;
+    for seed in 0..seeds {
+        rewrote += u64::from(calls(seed)?.1);
+    }
+    println!("{rewrote} of {seeds} seeds failed a log's sync");
+    assert!(rewrote > 0, "no seed failed the sync of a log");
+    assert!(rewrote < seeds, "every seed failed the sync of a log");
+    Ok(())
+}
+
 #[test]
 fn power_loss_dropping_unsynced_data_loses_nothing_flushed() -> Outcome {
     run(CrashMode::DropUnsynced)
@@ -126,7 +146,7 @@ fn power_loss_during_recovery_loses_nothing_flushed() -> Outcome {
     let (mut first, mut second) = (0, 0);
     let modes = [CrashMode::KeepSomeSectors, CrashMode::TearLastWrite];
     for (seed, mode) in (0..seeds()).flat_map(|seed| modes.map(|mode| (seed, mode))) {
-        for crash_at in 0..calls(seed)? {
+        for crash_at in 0..calls(seed)?.0 {
             let (fs, history) = crashed_workload(seed, crash_at, mode, false)?;
             let disk = fs.snapshot();
             let mut probe = history.clone();

@@ -215,8 +215,13 @@ fn a_failed_sync_of_a_torn_tail_s_truncation_poisons_the_document() -> Result<()
     fs.fail_next_sync();
     let err = store.open_document(&id).unwrap_err();
     assert!(matches!(&err, Error::Io { action: "sync", .. }), "{err}");
+    // The tail is cut (the cut's sync failed): reported all the same, once, though
+    // this handle finds the log already cut.
     let mut p = store.open_document(&id)?;
     assert_eq!(p.get_changes()?.len(), 1);
+    let reported = store.recovered();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].bytes, 300, "{reported:?}");
     let refused = p.insert_changes(change(2));
     assert!(
         matches!(&refused, Err(Error::Poisoned { reason }) if reason.contains("sync")),
@@ -405,6 +410,70 @@ fn a_failed_rewrite_after_a_failed_sync_fails_the_open_and_is_tried_again() -> R
     store.close()?;
     let changes = after_power_loss(&fs, &id)?;
     assert_eq!(changes.len(), 4, "{changes:?}");
+    Ok(())
+}
+
+/// A new log whose rename into place was not made durable (the directory's sync
+/// failed) is noted like a failed sync: a store reopened in this process renames it
+/// again and syncs the directory before writing to it, so the flushes it acknowledges
+/// are not lost with a name a power loss takes away.
+#[test]
+fn a_failed_directory_sync_after_a_new_log_s_rename_is_made_good_before_writing() -> Result<()> {
+    let fs = SimFs::new();
+    let id = DocumentId::from("doc");
+    let store = open(&fs)?;
+    let mut p = store.open_document(&id)?;
+    p.insert_changes(change(1))?;
+    fs.fail_next_dir_sync();
+    let err = p.flush().unwrap_err();
+    assert!(matches!(&err, Error::Io { action: "sync", .. }), "{err}");
+    drop(p);
+    let closed = store.close();
+    assert!(matches!(&closed, Err(Error::Poisoned { .. })), "{closed:?}");
+
+    let store = open(&fs)?;
+    let mut p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?.len(), 1);
+    p.insert_changes(change(2))?;
+    assert!(p.flush()? > 0);
+    // The power goes before the store closes (whose clean-close record would sync the
+    // directory).
+    fs.crash_at(fs.ops());
+    drop((p, store));
+    let changes = after_power_loss(&fs, &id)?;
+    assert_eq!(changes, vec![vec![1; 2000], vec![2; 2000]]);
+    Ok(())
+}
+
+/// A log rewritten on opening (its sync failed earlier) that ended in a torn tail: the
+/// rewrite drops the tail, and when the rewrite fails after its rename (the directory's
+/// sync), the next open finds no tail; the first open reported it all the same.
+#[test]
+fn a_torn_tail_dropped_by_a_rewrite_that_failed_late_is_still_reported() -> Result<()> {
+    let fs = SimFs::new();
+    let id = DocumentId::from("doc");
+    let log = fail_the_third_flush(&fs, &id)?;
+    // Bytes after the failed flush's commit, as a crash during a later flush leaves.
+    let io = |e: io::Error| Error::io("write", &log, e);
+    let mut file = fs.open(&log, true).map_err(io)?;
+    file.read_all().map_err(io)?;
+    file.append(&[0; 100]).map_err(io)?;
+    drop(file);
+
+    let store = open(&fs)?;
+    // The next directory sync is the rewrite's, after its rename (the store closed
+    // poisoned, so there is no clean-close record to remove first).
+    fs.fail_next_dir_sync();
+    let err = store.open_document(&id).unwrap_err();
+    assert!(
+        err.to_string().contains("a sync of it failed earlier"),
+        "{err}"
+    );
+    let p = store.open_document(&id)?;
+    assert_eq!(p.get_changes()?.len(), 3);
+    let reported = store.recovered();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].bytes, 100, "{reported:?}");
     Ok(())
 }
 

@@ -39,6 +39,9 @@ enum Event {
 pub(super) struct History {
     events: Vec<Event>,
     acked: usize,
+    /// Whether the flush whose sync failed was this document's log's (not a new log's,
+    /// as a rewrite on flush writes), so that reopening rewrote the log whole.
+    pub(super) rewritten_after_failed_sync: bool,
 }
 
 /// The histories of the workload's two documents.
@@ -107,7 +110,13 @@ pub(super) fn workload(fs: &SimFs, seed: u64, history: &mut Histories) -> Result
             fs.fail_next_sync();
             match handle(&mut handles, d)?.flush() {
                 Err(e) if fs.crashed() => return Err(e),
-                Err(_) => {}
+                Err(Error::Io { action: "sync", .. }) => {}
+                Err(e) => {
+                    return Err(Error::InvalidInput {
+                        what: "workload",
+                        reason: format!("a flush whose sync failed returned another error: {e}"),
+                    });
+                }
                 Ok(_) => {
                     return Err(Error::InvalidInput {
                         what: "workload",
@@ -115,6 +124,9 @@ pub(super) fn workload(fs: &SimFs, seed: u64, history: &mut Histories) -> Result
                     });
                 }
             }
+            let dir = Path::new("/disk/store");
+            let dir = crate::io::Fs::dir_key(fs, dir).map_err(|e| Error::io("look up", dir, e))?;
+            let noted = fs.failures().any_in(&dir);
             // As the poison error says: every handle dropped, the store reopened in
             // the same process. The failed flush is there, all of it or none.
             drop(handles);
@@ -124,6 +136,13 @@ pub(super) fn workload(fs: &SimFs, seed: u64, history: &mut Histories) -> Result
                 Some(store.open_document(&ids[0])?),
                 Some(store.open_document(&ids[1])?),
             ];
+            if fs.failures().any_in(&dir) {
+                return Err(Error::InvalidInput {
+                    what: "workload",
+                    reason: "a log whose sync failed was not rewritten when opened again".into(),
+                });
+            }
+            history[d].rewritten_after_failed_sync = noted;
             let p = handle(&mut handles, d)?;
             let kept = matching_prefix(&history[d], &read_state(p)?, true).ok_or_else(|| {
                 Error::InvalidInput {
