@@ -176,7 +176,9 @@ impl Options {
     /// whose leases last 30 s unless configured otherwise) takes the lease back from a
     /// handle kept longer than the lease without a write, and the next write through it
     /// fails: keep this below the store's lease duration. Closing a handle also
-    /// releases its document for other processes.
+    /// releases its document for other processes. It applies to every store: on a local
+    /// one (redb, fs, sled), where a document opened again is read again, raise it (up
+    /// to a day) when documents sit idle between bursts of writes and are slow to open.
     pub fn max_handle_age(mut self, age: Duration) -> Self {
         self.max_handle_age = age.min(MAX_BACKOFF);
         self
