@@ -98,9 +98,12 @@ pub(crate) fn open_verified<T>(
 /// A file redb closed cleanly is checked through an [`Overlay`], so that the check's
 /// writes (it ends with a commit, and redb marks the file consistent, then writable,
 /// each with its syncs) stay in memory, and then opened without the check, which loads
-/// the allocator state the check has just verified and makes one sync. Any other file
-/// (a crash left it, or its last commit was not redb's two-phase one) is checked in
-/// place, and the check's repair made durable.
+/// the allocator state the check has just verified and makes one sync. Its tables are
+/// checked there too ([`check_layout`]), so that a file that is no store (another
+/// program's redb file) or a store of a newer layout is refused before a byte of it is
+/// written. Any other file (a crash left it, or its last commit was not redb's
+/// two-phase one, or it is opened without the check) is checked in place, and the
+/// check's repair made durable.
 ///
 /// Between the two opens the file is not locked. So the second open compares the
 /// file's first page, as redb reads it under its own lock, with the page the check
@@ -115,7 +118,10 @@ pub(crate) fn open_writable(options: &RedbOptions, path: &Path) -> Result<Databa
         .map_err(|err| Error::io("read", path, err))?;
     let mut verify = builder(options);
     verify.set_cache_size(options.cache_size.min(VERIFY_CACHE_SIZE));
-    drop(verify.create_with_backend(overlay).or_store("open", path)?);
+    let checked = verify.create_with_backend(overlay).or_store("open", path)?;
+    // A file that is no store, or a store of a layout this build does not know, is
+    // refused here, before the open below writes to it.
+    check_before_writing(Db::ReadOnly(checked), path)?;
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -282,16 +288,7 @@ pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<Layout> {
     let meta = match txn.open_table(META) {
         Ok(meta) => meta,
         Err(TableError::TableDoesNotExist(_)) => {
-            let empty = txn
-                .list_tables()
-                .or_store("read from", path)?
-                .next()
-                .is_none()
-                && txn
-                    .list_multimap_tables()
-                    .or_store("read from", path)?
-                    .next()
-                    .is_none();
+            let empty = is_empty(&txn, path)?;
             drop(txn);
             return match db {
                 Db::ReadWrite(db) if empty => initialize(db, path).map(|()| Layout {
@@ -339,6 +336,36 @@ pub(crate) fn check_layout(db: &Db, path: &Path) -> Result<Layout> {
         version: found,
         log: Some(log),
     })
+}
+
+/// Whether the database holds no table at all: a new one, which gets our tables.
+fn is_empty(txn: &ReadTransaction, path: &Path) -> Result<bool> {
+    Ok(txn
+        .list_tables()
+        .or_store("read from", path)?
+        .next()
+        .is_none()
+        && txn
+            .list_multimap_tables()
+            .or_store("read from", path)?
+            .next()
+            .is_none())
+}
+
+/// Refuses what [`check_layout`] refuses, on a database whose writes stay in memory
+/// (an [`Overlay`]), so that a file that is no store is left as it was; an empty
+/// database passes, for the writable open to initialize.
+fn check_before_writing(db: Db, path: &Path) -> Result<()> {
+    match check_layout(&db, path) {
+        Err(err @ Error::NotAStore { .. }) => {
+            let txn = db.begin_read().or_store("read from", path)?;
+            match is_empty(&txn, path)? {
+                true => Ok(()),
+                false => Err(err),
+            }
+        }
+        other => other.map(|_| ()),
+    }
 }
 
 /// Makes a store of layout 2 whose log is closed (`entry`) layout 3, in one durable
@@ -453,9 +480,16 @@ pub(crate) fn create(path: &Path, options: &RedbOptions) -> Result<()> {
             ),
         ));
     }
+    // The name is cut short, so that a long one (the file system takes up to 255 bytes)
+    // does not make the temporary name longer than the file system allows.
+    let name = name.to_string_lossy();
+    let mut keep = name.len().min(TEMP_NAME_KEEPS);
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
     let temp = dir.join(format!(
         ".{}.{}.{}.creating",
-        name.to_string_lossy(),
+        &name[..keep],
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
@@ -465,6 +499,9 @@ pub(crate) fn create(path: &Path, options: &RedbOptions) -> Result<()> {
     }
     created
 }
+
+/// How many bytes of the store's name its temporary name while it is created keeps.
+const TEMP_NAME_KEEPS: usize = 100;
 
 fn create_at(temp: &Path, options: &RedbOptions) -> Result<()> {
     let db = builder(options).create(temp).or_store("create", temp)?;

@@ -1,4 +1,4 @@
-//! The [`Persister`](persister_core::Persister) backend on [redb](https://docs.rs/redb) 4:
+//! The [`Persister`](persister_core::Persister) backend on [redb](https://docs.rs/redb) 5:
 //! one file holds any number of documents. The recommended default backend.
 //!
 //! # Example
@@ -235,7 +235,14 @@
 //!   synced.
 //! - An existing file must be a store: another file fails with [`Error::NotAStore`], a
 //!   store whose `format_version` this build does not know with
-//!   [`Error::UnsupportedFormat`] naming both versions.
+//!   [`Error::UnsupportedFormat`] naming both versions. With
+//!   [`RedbOptions::verify_on_open`], a file redb closed cleanly is refused before a
+//!   byte of it is written (its tables are read in the check below); redb's open of any
+//!   other file writes its header, and repairs a file a crash left, before the tables
+//!   can be read.
+//! - A store's name with `.log` appended must be a name the file system takes (it is
+//!   the [commit log](#the-commit-log)'s): a longer one fails with
+//!   [`Error::InvalidInput`] before anything is created or written.
 //! - With [`RedbOptions::verify_on_open`] (the default) redb checks every page's checksum
 //!   before the store is used, through a page cache of at most 4 MiB, so that the
 //!   memory of opening does not grow with the file (5.4 MiB at 10,000 and at 100,000
@@ -273,6 +280,7 @@
 //! [`Error::Corrupt`]: persister_core::Error::Corrupt
 //! [`Error::Locked`]: persister_core::Error::Locked
 //! [`Error::NotAStore`]: persister_core::Error::NotAStore
+//! [`Error::InvalidInput`]: persister_core::Error::InvalidInput
 //! [`Error::UnsupportedFormat`]: persister_core::Error::UnsupportedFormat
 
 mod engine;

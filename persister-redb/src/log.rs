@@ -101,6 +101,24 @@ pub(crate) fn log_path(store: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Fails, before anything is written, when the file system refuses the name of the
+/// commit log of the store at `store` (its name with `.log` appended is longer than the
+/// file system allows, though the store's own name is not): every commit would
+/// otherwise fail to create the log, and poison the store.
+pub(crate) fn check_name(store: &Path) -> Result<()> {
+    let log = log_path(store);
+    match fs::symlink_metadata(&log) {
+        Err(err) if err.kind() == io::ErrorKind::InvalidFilename => Err(Error::InvalidInput {
+            what: "store path",
+            reason: format!(
+                "the store's commit log would be {}, a name longer than the file system allows ({err}): give the store a name at least 4 bytes shorter",
+                log.display()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A new key for a log, from the operating system's random source.
 fn new_key(path: &Path) -> Result<LogKey> {
     let mut key = [0; KEY_LEN];

@@ -52,10 +52,18 @@ impl RedbStore {
     /// A new store is created crash-safely: under a temporary name in the same directory,
     /// synced, then moved into place and the directory synced, so a crash never leaves a
     /// half-made file at `path`. A crash can leave the temporary file
-    /// (`.<name>.<pid>.<n>.creating`) behind; it may be deleted.
+    /// (`.<name>.<pid>.<n>.creating`, the name cut to its first 100 bytes) behind; it
+    /// may be deleted.
+    ///
+    /// The store's [commit log](crate#the-commit-log) is `<name>.log` beside it: a name
+    /// the file system takes but whose log's name it refuses (one of 252 to 255 bytes
+    /// on most) fails with [`Error::InvalidInput`](persister_core::Error::InvalidInput)
+    /// before anything is created or written.
     pub fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<RedbStore> {
         let path = path.as_ref();
         if !path.exists() {
+            // A new store has a commit log.
+            log::check_name(path)?;
             file::create(path, &options)?;
         }
         file::check_magic(path)?;
@@ -65,6 +73,9 @@ impl RedbStore {
         let db = file::open_writable(&options, path)?;
         let db = Db::ReadWrite(db);
         let layout = file::check_layout(&db, path)?;
+        if layout.log.is_some() {
+            log::check_name(path)?;
+        }
         let mut version = layout.version;
         let (mut log, recovered) = match layout.log {
             None => (LogState::Absent, Vec::new()),

@@ -1,5 +1,7 @@
-//! The shared conformance suite, on a real file behind a backend that can fail the next
-//! `sync_data`, so that the poisoning cases run.
+//! The shared conformance suite: on a real file behind a backend that can fail the next
+//! `sync_data`, so that the poisoning cases run there (a store on a backend has no
+//! commit log); and on stores opened as applications open them, with the commit log,
+//! where the poisoning cases use the store's `fail_next_flush`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,3 +55,51 @@ impl Fixture for FaultFixture {
 }
 
 persister_core::conformance_tests!(FaultFixture::new());
+
+/// Stores opened with [`RedbStore::open_with`], as applications open them: commits go
+/// through the commit log, small ones wait to reach redb, and every reopen goes through
+/// a clean close (or, after a failed flush, a replay of the log).
+mod logged {
+    use super::*;
+
+    pub struct LoggedFixture {
+        dir: TempDir,
+        options: RedbOptions,
+    }
+
+    impl Fixture for LoggedFixture {
+        type Store = RedbStore;
+
+        fn open(&self) -> Result<RedbStore> {
+            RedbStore::open_with(self.dir.path().join("store.redb"), self.options.clone())
+        }
+
+        fn fail_next_flush(&self, store: &RedbStore) {
+            store.fail_next_flush();
+        }
+    }
+
+    pub fn fixture() -> LoggedFixture {
+        LoggedFixture {
+            dir: temp_dir(),
+            options: RedbOptions::default(),
+        }
+    }
+
+    persister_core::conformance_tests!(fixture());
+
+    /// The same with a commit log of at most 4 KiB, so that the cases also run
+    /// through checkpoints.
+    mod checkpointed {
+        use super::*;
+
+        pub fn fixture() -> LoggedFixture {
+            LoggedFixture {
+                dir: temp_dir(),
+                options: RedbOptions::default().checkpoint_log_bytes(4096),
+            }
+        }
+
+        persister_core::conformance_tests!(fixture());
+    }
+}

@@ -264,3 +264,126 @@ fn stores_and_handles_cross_threads() -> Result<()> {
     assert_eq!(handle.get_document()?, Some(b"x".to_vec()));
     Ok(())
 }
+
+/// The names in `dir`.
+fn names_in(dir: &std::path::Path) -> Result<Vec<std::ffi::OsString>> {
+    fs::read_dir(dir)
+        .map_err(io(dir))?
+        .map(|entry| entry.map(|e| e.file_name()).map_err(io(dir)))
+        .collect()
+}
+
+/// A store's commit log is its file's name with `.log` appended. A name the file system
+/// takes but whose log's name it refuses (252 to 255 bytes on most) is refused when the
+/// store is opened, before anything is created or written, with an error that names the
+/// log and what to do: such a store opened, and every flush then failed to create the
+/// log and poisoned the store. A long name that leaves room for the log is created (its
+/// temporary name made too long failed it, with an error naming that temporary file).
+#[test]
+fn a_name_too_long_for_the_commit_log_is_refused_at_open() -> Result<()> {
+    use persister_core::ActorId;
+    let dir = temp_dir()?;
+    let too_long = dir.path().join("s".repeat(253));
+    match RedbStore::open(&too_long) {
+        Err(Error::InvalidInput { reason, .. }) => {
+            assert!(
+                reason.contains(".log") && reason.contains("shorter"),
+                "{reason}"
+            );
+        }
+        other => panic!("a new store named too long for its log: {other:?}"),
+    }
+    assert!(names_in(dir.path())?.is_empty(), "refusing created a file");
+
+    // An existing store renamed so: refused too, and left as it was.
+    let short = dir.path().join("short.redb");
+    {
+        let store = RedbStore::open(&short)?;
+        let mut doc = store.open_document(&"doc".into())?;
+        doc.insert_changes(vec![(ActorId::new([1]), 1, b"kept".to_vec())])?;
+        doc.close()?;
+        store.close()?;
+    }
+    fs::rename(&short, &too_long).map_err(io(&too_long))?;
+    let result = RedbStore::open(&too_long);
+    assert!(
+        matches!(result, Err(Error::InvalidInput { .. })),
+        "an existing store named too long for its log: {result:?}"
+    );
+    fs::rename(&too_long, &short).map_err(io(&short))?;
+    let store = RedbStore::open(&short)?;
+    let doc = store.open_document(&"doc".into())?;
+    assert_eq!(doc.get_changes()?, vec![b"kept".to_vec()]);
+    drop((doc, store));
+    fs::remove_file(&short).map_err(io(&short))?;
+
+    // 250 bytes leave room for `.log`: created, written through the log, closed.
+    let long = dir.path().join("l".repeat(250));
+    let store = RedbStore::open(&long)?;
+    let mut doc = store.open_document(&"doc".into())?;
+    for seq in 1..=2 {
+        doc.insert_changes(vec![(ActorId::new([1]), seq, b"x".to_vec())])?;
+        doc.flush()?;
+    }
+    assert!(PathBuf::from(format!("{}.log", long.display())).exists());
+    doc.close()?;
+    store.close()?;
+    assert_eq!(
+        names_in(dir.path())?,
+        vec![long.file_name().unwrap_or_default().to_owned()]
+    );
+    let store = RedbStore::open(&long)?;
+    assert_eq!(store.open_document(&"doc".into())?.get_changes()?.len(), 2);
+    Ok(())
+}
+
+/// A redb file of another program, and a store of a newer layout, both closed cleanly:
+/// a writable open refuses them before it writes a byte. redb's open rewrote the
+/// file's header and allocator state (some 4 KiB) before the store looked at its tables.
+#[test]
+fn refusing_a_file_that_is_not_a_store_leaves_every_byte() -> Result<()> {
+    let dir = temp_dir()?;
+    let other = dir.path().join("other.redb");
+    {
+        let db = redb::Database::create(&other).map_err(redb_err)?;
+        let txn = db.begin_write().map_err(redb_err)?;
+        let table: TableDefinition<u64, u64> = TableDefinition::new("someone_elses");
+        txn.open_table(table)
+            .map_err(redb_err)?
+            .insert(1, 2)
+            .map_err(redb_err)?;
+        txn.commit().map_err(redb_err)?;
+    }
+    let newer = dir.path().join("newer.redb");
+    RedbStore::open(&newer)?.close()?;
+    {
+        let db = redb::Database::open(&newer).map_err(redb_err)?;
+        let txn = db.begin_write().map_err(redb_err)?;
+        txn.open_table(META)
+            .map_err(redb_err)?
+            .insert(
+                "format_version",
+                (FORMAT_VERSION + 1).to_be_bytes().as_slice(),
+            )
+            .map_err(redb_err)?;
+        txn.commit().map_err(redb_err)?;
+    }
+    for path in [&other, &newer] {
+        let before = fs::read(path).map_err(io(path))?;
+        let result = RedbStore::open(path);
+        assert!(
+            matches!(
+                result,
+                Err(Error::NotAStore { .. } | Error::UnsupportedFormat { .. })
+            ),
+            "{}: {result:?}",
+            path.display()
+        );
+        assert!(
+            fs::read(path).map_err(io(path))? == before,
+            "refusing {} changed it",
+            path.display()
+        );
+    }
+    Ok(())
+}
