@@ -380,7 +380,12 @@ impl Engine for SledEngine {
         self.flush_durable()
     }
 
+    /// Releases sled, then reports a poisoning (a sled panic, a failed write or flush)
+    /// that core's store may not have seen: a checked shutdown never reports `Ok` for
+    /// a store that could not make a flush durable.
     fn close(mut self) -> Result<()> {
-        self.release()
+        let poisoned = self.check_poisoned();
+        self.release()?;
+        poisoned
     }
 }

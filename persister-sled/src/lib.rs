@@ -99,7 +99,9 @@
 //! syncs neither the file's metadata nor the drive's cache), then `fsync`s every new
 //! blob file (sled keeps values and nodes over about 128 KiB in separate files it never
 //! syncs), the blob directory, the `db` file and the store directory, and last advances
-//! the mark file and `fsync`s it.
+//! the mark file and `fsync`s it. Creating a store also `fsync`s the directory holding
+//! the store's directory (and those holding the directories sled made for it), so that
+//! a new store cannot vanish with what was flushed into it.
 //!
 //! So flushed writes survive a process crash. What is not guaranteed:
 //!
@@ -117,9 +119,10 @@
 //!   promises nothing more than the above.
 //!
 //! After a failed flush or write (or a panic inside sled), every handle of the store is
-//! poisoned: writes and flushes return
-//! [`Error::Poisoned`](persister_core::Error::Poisoned) until the store and all its
-//! handles are dropped and it is opened again. Reads still work.
+//! poisoned, including one whose flush was already under way (a second `fsync` after a
+//! failed one can succeed without writing what the first one dropped): writes and
+//! flushes return [`Error::Poisoned`](persister_core::Error::Poisoned) until the store
+//! and all its handles are dropped and it is opened again. Reads still work.
 //!
 //! # Damaged stores and panics
 //!

@@ -36,9 +36,11 @@ pub struct SledEngine {
     /// numbers in the store increase in the order sled applies them.
     writer: Mutex<StoreManifest>,
     durable: Mutex<Durable>,
-    /// Why the store is poisoned, once sled panicked (core's store poisons itself when
-    /// a commit fails), so that nothing more is written to a database in an unknown
-    /// state.
+    /// Why the store is poisoned, once sled panicked or a write or durable flush
+    /// failed, so that nothing more is written to a database in an unknown state, and
+    /// no later flush reports durable what a failed sync may have dropped. (Core's
+    /// store poisons itself too, but only once the failing call has returned: a flush
+    /// already past its check would otherwise sync again and succeed.)
     poisoned: Mutex<Option<String>>,
 }
 
@@ -165,7 +167,8 @@ impl SledEngine {
         next.seq += 1;
         documents(&mut next.documents)?;
         batch.insert(STORE_KEY, layout::frame(STORE_KEY, &next.encode()));
-        self.call("write", || db.apply_batch(batch))?;
+        self.call("write", || db.apply_batch(batch))
+            .inspect_err(|e| self.poison(e))?;
         *writer = next;
         Ok(())
     }
@@ -173,17 +176,23 @@ impl SledEngine {
     /// Makes every batch applied so far durable (see the crate docs). Core's group
     /// commit runs one commit at a time; the lock orders it with a removal's flush, and
     /// a flush finding every batch already durable does nothing.
+    ///
+    /// A failure poisons the store before the lock is released: the failed sync may
+    /// have dropped the dirty pages of every batch it carried, and a second sync of the
+    /// same files succeeds without writing them, so a flush that waited for this one
+    /// must fail too rather than advance the mark over them.
     pub(crate) fn flush_durable(&self) -> Result<()> {
-        self.check_writable()?;
         let mut durable = lock(&self.durable);
+        self.check_writable()?;
         let seq = lock(&self.writer).seq;
         if durable.mark.seq() >= seq {
             return Ok(());
         }
         let db = self.db()?;
-        self.call("flush", || db.flush())?;
-        durable.sync(&self.dir)?;
-        durable.mark.advance(seq)
+        self.call("flush", || db.flush())
+            .and_then(|_| durable.sync(&self.dir))
+            .and_then(|()| durable.mark.advance(seq))
+            .inspect_err(|e| self.poison(e))
     }
 }
 

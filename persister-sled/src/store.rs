@@ -120,10 +120,12 @@ impl SledStore {
 fn open_at(path: &Path, options: &SledOptions) -> Result<SledEngine> {
     let config = options.config(path)?;
     check_dir(path)?;
+    // Before sled creates what is missing of the path.
+    let entries = entry_dirs(path);
     let db = crate::calls::open(path, &config)?;
     let opened = read_format(&db, path).and_then(|existing| match existing {
-        true => open_existing(&db, path),
-        false => create(&db, path),
+        true => open_existing(&db, path, &entries),
+        false => create(&db, path, &entries),
     });
     match opened {
         Ok((manifest, durable)) => Ok(SledEngine::new(
@@ -176,8 +178,10 @@ fn read_format(db: &sled::Db, path: &Path) -> Result<bool> {
             return Ok(false);
         }
         return Err(Error::NotAStore {
-            what: "a persister-sled store (this sled database has no persister-sled format key; \
-                   data written by automerge-persistent-sled must be imported, not opened)",
+            what: "a persister-sled store (this sled database has no persister-sled format key: \
+                   it was written by another program, such as automerge-persistent-sled, whose \
+                   layout this crate does not read; load its documents with that program and \
+                   write them into a new store)",
             path: path.to_path_buf(),
         });
     };
@@ -215,8 +219,39 @@ fn format_value() -> Vec<u8> {
     value
 }
 
-/// Writes the format value and an empty store manifest into an empty database.
-fn create(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)> {
+/// The directories holding the entry of `path` and of each of its ancestors that does
+/// not exist yet (sled creates them), deepest first: what a new store syncs so that its
+/// directory cannot vanish in a power loss with everything flushed into it. The parent
+/// of `path` is always among them, since a directory that exists need not have a
+/// durable entry (made by the application, or by an open that crashed).
+fn entry_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for (depth, dir) in path.ancestors().enumerate() {
+        if depth > 0 && dir.exists() {
+            break;
+        }
+        match dir.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => dirs.push(PathBuf::from(".")),
+            Some(parent) => dirs.push(parent.to_path_buf()),
+            None => break,
+        }
+    }
+    dirs
+}
+
+/// Syncs each of `dirs` (see [`entry_dirs`]).
+fn sync_entries(dirs: &[PathBuf]) -> Result<()> {
+    for dir in dirs {
+        #[cfg(test)]
+        tests::SYNCED.with(|synced| synced.borrow_mut().push(dir.clone()));
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Writes the format value and an empty store manifest into an empty database, and
+/// syncs the directories in `entries`.
+fn create(db: &sled::Db, path: &Path, entries: &[PathBuf]) -> Result<(StoreManifest, Durable)> {
     match mark::read(path)? {
         Found::Missing | Found::Seq { seq: 0, .. } => {}
         _ => {
@@ -237,11 +272,17 @@ fn create(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)> {
     let mark = Mark::create(path, 0)?;
     let mut durable = Durable::new(path, mark)?;
     durable.sync(path)?;
+    sync_entries(entries)?;
     Ok((manifest, durable))
 }
 
-/// Reads the store manifest and checks it against the mark file.
-fn open_existing(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)> {
+/// Reads the store manifest and checks it against the mark file; syncs the directories
+/// in `entries` while no batch was applied (creation may have stopped before it did).
+fn open_existing(
+    db: &sled::Db,
+    path: &Path,
+    entries: &[PathBuf],
+) -> Result<(StoreManifest, Durable)> {
     let value = crate::calls::call(path, "read", || db.get(STORE_KEY))?;
     let manifest = value
         .as_deref()
@@ -276,6 +317,9 @@ fn open_existing(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)>
             ));
         }
     };
+    if manifest.seq == 0 {
+        sync_entries(entries)?;
+    }
     let durable = Durable::new(path, mark)?;
     Ok((manifest, durable))
 }
@@ -289,6 +333,52 @@ mod tests {
 
     fn tempdir() -> Result<tempfile::TempDir> {
         tempfile::tempdir().map_err(|e| Error::io("create", "a temporary directory", e))
+    }
+
+    thread_local! {
+        /// The directories [`sync_entries`] synced on this thread.
+        pub(super) static SYNCED: std::cell::RefCell<Vec<PathBuf>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// A new store syncs the directory holding its own entry, and those holding the
+    /// entries of the directories sled made for it; until then a power loss can take
+    /// the store, with everything flushed into it, away.
+    #[test]
+    fn a_new_store_syncs_the_entries_of_its_directories() -> Result<()> {
+        let dir = tempdir()?;
+        let path = dir.path().join("a").join("b").join("store");
+        SYNCED.with(|synced| synced.borrow_mut().clear());
+        drop(SledStore::open(&path)?);
+        let synced = SYNCED.with(|synced| synced.take());
+        let expected = [
+            dir.path().join("a/b"),
+            dir.path().join("a"),
+            dir.path().into(),
+        ];
+        assert_eq!(synced, expected);
+
+        // An existing empty directory: its parent holds its entry.
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).map_err(|e| Error::io("create", &empty, e))?;
+        drop(SledStore::open(&empty)?);
+        assert_eq!(SYNCED.with(|synced| synced.take()), [dir.path()]);
+
+        // Reopened before any batch (creation may have stopped before its syncs), the
+        // store syncs them again; once a batch was applied, it does not.
+        drop(SledStore::open(&path)?);
+        let synced = SYNCED.with(|synced| synced.take());
+        assert!(synced.ends_with(&expected[..1]), "{synced:?}");
+        let store = SledStore::open(&path)?;
+        let mut doc = store.open_document(&"doc".into())?;
+        doc.set_document(vec![1])?;
+        doc.flush()?;
+        drop((doc, store));
+        SYNCED.with(|synced| synced.take());
+        drop(SledStore::open(&path)?);
+        assert_eq!(SYNCED.with(|synced| synced.take()), Vec::<PathBuf>::new());
+        assert_eq!(entry_dirs(Path::new("store")), [PathBuf::from(".")]);
+        Ok(())
     }
 
     /// A batch that carries no payload byte (an empty document, the empty peer's state
@@ -310,6 +400,39 @@ mod tests {
         p.set_document(Vec::new())?;
         assert!(p.flush()? > 0);
         assert_eq!(p.flush()?, 0);
+        Ok(())
+    }
+
+    /// A durable flush that fails poisons the engine at once: a flush that was already
+    /// past core's poison check when it failed (a removal's, or a commit racing one)
+    /// must not sync again, succeed, and advance the mark over batches whose pages the
+    /// failed sync may have dropped.
+    #[test]
+    fn a_failed_durable_flush_fails_every_later_flush() -> Result<()> {
+        let dir = tempdir()?;
+        let store = SledStore::open(dir.path())?;
+        let engine = store.inner.engine();
+        engine.apply_batch(sled::Batch::default(), |_| Ok(()))?;
+        // The blob directory replaced by a file: listing it, to sync new blobs, fails.
+        let blobs = dir.path().join("blobs");
+        let io = |action| move |e| Error::io(action, "blobs", e);
+        if blobs.is_dir() {
+            std::fs::remove_dir_all(&blobs).map_err(io("remove"))?;
+        }
+        std::fs::write(&blobs, b"").map_err(io("write"))?;
+        let failed = engine.flush_durable();
+        assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+        std::fs::remove_file(&blobs).map_err(io("remove"))?;
+        std::fs::create_dir(&blobs).map_err(io("create"))?;
+
+        let again = engine.flush_durable();
+        assert!(matches!(again, Err(Error::Poisoned { .. })), "{again:?}");
+        assert_eq!(mark::read(dir.path())?, Found::Seq { seq: 0, slot: 0 });
+        let write = engine.apply_batch(sled::Batch::default(), |_| Ok(()));
+        assert!(matches!(write, Err(Error::Poisoned { .. })), "{write:?}");
+        // Nor does a checked shutdown report Ok.
+        let closed = persister_core::Store::close(store);
+        assert!(matches!(closed, Err(Error::Poisoned { .. })), "{closed:?}");
         Ok(())
     }
 

@@ -156,6 +156,11 @@ fn foreign_sled_database_is_not_a_store() {
     drop(db);
     let err = SledStore::open(dir.path()).unwrap_err();
     assert!(matches!(err, Error::NotAStore { .. }), "{err}");
+    // Nothing in this workspace imports that layout: the error must not send the user
+    // looking for an import.
+    let message = err.to_string();
+    assert!(!message.contains("import"), "{message}");
+    assert!(message.contains("automerge-persistent-sled"), "{message}");
     // Nothing was written: sled still holds only the foreign key.
     let db = open_raw(dir.path());
     assert_eq!(db.len(), 1);
