@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -24,7 +24,9 @@ use crate::{
 /// wait and one of them leads the next group. Nothing waits for company (no timers): a
 /// lone flush commits at once. Each flush returns once the commit carrying its own
 /// writes is durable; a failed shared commit poisons every handle it carried (the
-/// leader gets the error, the others [`Error::Poisoned`] naming it), and the store.
+/// leader gets the error, the others [`Error::Poisoned`] naming it), and the store. A
+/// panic of the engine while committing fails the commit the same way, as
+/// [`Error::Poisoned`] naming the panic's message: it does not unwind through `flush`.
 ///
 /// Clones share the engine, like an `Arc`. Dropping the store and every handle drops the
 /// engine, which releases its files and locks; [`close`](Store::close) reports what went
@@ -244,10 +246,19 @@ impl<E: Engine> Shared<E> {
         documents: Vec<PendingDocument<E::Address>>,
     ) -> Vec<(PendingDocument<E::Address>, Result<()>)> {
         let commit = |group: &mut [PendingDocument<E::Address>]| {
-            // A panic of the engine goes on to the queue, which fails the group with it.
-            let result = self
-                .commit_apart(group)
-                .unwrap_or_else(|panic| resume_unwind(panic));
+            // A panic of the engine is a bug of the engine, but it fails the commit like
+            // any other error rather than unwind through the application's flush
+            // (contract point 6): every handle it carried, the leader's too, is
+            // poisoned and keeps its writes for reads.
+            let result = self.commit_apart(group).unwrap_or_else(|panic| {
+                Err(Error::Poisoned {
+                    reason: format!(
+                        "the storage engine panicked while committing to {}: {}",
+                        self.engine.path().display(),
+                        crate::panic_message(&*panic)
+                    ),
+                })
+            });
             result
                 .map(|()| vec![(); group.len()])
                 .map_err(|err| (self.poison_with(err), ()))
@@ -1080,5 +1091,117 @@ mod tests {
         assert_eq!(many.length(floor), None);
         assert_eq!(many.length(count), Some(Some(count)));
         assert!(many.lengths.len() <= MAX_KNOWN_LENGTHS);
+    }
+}
+
+/// An engine whose commit panics on demand: a bug in an engine must not leave a handle
+/// that reads its own writes as corruption.
+#[cfg(test)]
+mod engine_panics {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::{Engine, MemoryEngine, Record};
+
+    #[derive(Clone)]
+    struct PanickyEngine {
+        inner: MemoryEngine,
+        panic_next_commit: Arc<AtomicBool>,
+    }
+
+    impl Engine for PanickyEngine {
+        type Address = u64;
+
+        fn path(&self) -> &Path {
+            self.inner.path()
+        }
+        fn max_pending_bytes(&self) -> usize {
+            self.inner.max_pending_bytes()
+        }
+        fn read_record(&self, id: &DocumentId) -> Result<Option<Record<u64>>> {
+            self.inner.read_record(id)
+        }
+        fn max_seqs(&self, address: &u64, actors: &[&ActorId]) -> Result<Vec<Option<u64>>> {
+            self.inner.max_seqs(address, actors)
+        }
+        fn stored_lengths(
+            &self,
+            address: &u64,
+            keys: &[StoredKey<'_>],
+        ) -> Result<Vec<Option<u64>>> {
+            self.inner.stored_lengths(address, keys)
+        }
+        fn read_changes(&self, address: &u64) -> Result<Vec<ChangeEntry>> {
+            self.inner.read_changes(address)
+        }
+        fn read_document(&self, address: &u64) -> Result<Option<Vec<u8>>> {
+            self.inner.read_document(address)
+        }
+        fn read_sync_state(&self, address: &u64, peer: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.read_sync_state(address, peer)
+        }
+        fn read_peers(&self, address: &u64) -> Result<Vec<(Vec<u8>, u64)>> {
+            self.inner.read_peers(address)
+        }
+        fn commit(&self, documents: &mut [PendingDocument<u64>], durable: bool) -> Result<()> {
+            if self.panic_next_commit.swap(false, Ordering::SeqCst) {
+                panic!("engine bug while committing");
+            }
+            self.inner.commit(documents, durable)
+        }
+        fn list_documents(&self) -> Result<Vec<DocumentId>> {
+            self.inner.list_documents()
+        }
+        fn remove_document(&self, id: &DocumentId) -> Result<()> {
+            self.inner.remove_document(id)
+        }
+    }
+
+    /// A panic of the engine while committing a flush is the flush's error, not a
+    /// panic of the application's thread (contract point 6): the handle and the store
+    /// are poisoned, the handle still reads its writes, and reopening gives what was
+    /// flushed before. Small and large flushes commit on different threads; both are
+    /// checked.
+    #[test]
+    fn an_engine_panic_while_committing_is_a_failed_flush() -> Result<()> {
+        for value_len in [10, 2 * COMMIT_THREAD_BYTES] {
+            let engine = PanickyEngine {
+                inner: MemoryEngine::new(),
+                panic_next_commit: Arc::default(),
+            };
+            let store = EngineStore::new(engine.clone());
+            let mut p = store.open_document(&"doc".into())?;
+            let actor = ActorId::new([1]);
+            p.insert_changes(vec![(actor.clone(), 1, b"flushed".to_vec())])?;
+            assert!(p.flush()? > 0);
+            p.insert_changes(vec![(actor.clone(), 2, vec![2; value_len])])?;
+            engine.panic_next_commit.store(true, Ordering::SeqCst);
+            let flushed = catch_unwind(AssertUnwindSafe(|| p.flush()));
+            let Ok(flushed) = flushed else {
+                panic!("an engine panic came out of flush as a panic");
+            };
+            assert!(
+                matches!(&flushed, Err(Error::Poisoned { reason }) if reason.contains("engine bug while committing")),
+                "{flushed:?}"
+            );
+            assert_eq!(
+                p.get_changes()?,
+                vec![b"flushed".to_vec(), vec![2; value_len]]
+            );
+            let poisoned = |r: Result<()>| matches!(r, Err(Error::Poisoned { .. }));
+            assert!(poisoned(p.set_document(b"x".to_vec())));
+            assert!(poisoned(p.flush().map(drop)));
+            let mut other = store.open_document(&"other".into())?;
+            assert!(poisoned(other.set_document(b"x".to_vec())));
+            drop((p, other));
+            assert!(poisoned(store.close()));
+
+            let store = EngineStore::new(engine);
+            let p = store.open_document(&"doc".into())?;
+            assert_eq!(p.get_changes()?, vec![b"flushed".to_vec()]);
+        }
+        Ok(())
     }
 }

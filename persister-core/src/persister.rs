@@ -53,18 +53,25 @@ pub type ChangeEntry = (ActorId, u64, Vec<u8>);
 ///    read that hits corrupt or unreadable data fails; it never returns a partial set of
 ///    changes, wrong bytes, or no document in place of a damaged one. The only data a
 ///    backend may drop silently on open is an incomplete tail written after the last
-///    flush (a torn write), and it reports how much it dropped.
+///    flush (a torn write), and it reports how much it dropped, through the generic
+///    store API ([`Store::recovered`](crate::Store::recovered)). After a clean close
+///    nothing is torn: reopening then drops nothing, and any damage is an error.
 /// 7. **Poison after a failed flush.** Once a flush fails, the handle refuses further
 ///    writes and flushes with [`Error::Poisoned`](crate::Error::Poisoned) until the
 ///    store is reopened, because the kernel may have dropped the dirty pages.
-/// 8. **Sizes.** [`sizes`](Persister::sizes) is O(1), does no I/O, and is exact; it is
+/// 8. **Sizes.** [`sizes`](Persister::sizes) is O(1), does no I/O, and is exact: the
+///    total bytes of the stored change values, of the document and of the sync-state
+///    values, and the number of changes and of sync states ([`StoredSizes`]). It is
 ///    exact again right after reopening, without reading every value.
 /// 9. **Formats.** Every on-disk format of the workspace starts with a magic and a
 ///    format version; an unknown version is refused with an error naming both versions.
+///    No silent migration: a store of an older version is read as it is, or migrated
+///    only when the application asks.
 /// 10. **Limits.** Values, ids and batches over the documented maxima
 ///     ([`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN) and friends) are refused with an error
-///     and nothing of their batch is applied. Lengths read from disk are bounded by the
-///     bytes present and by those maxima.
+///     and nothing of their batch is applied; nothing already stored is lost. Lengths
+///     read from disk are bounded by the bytes present and by those maxima: nothing
+///     allocates from an untrusted count.
 /// 11. **One writer per store.** A second process opening an open store fails at once
 ///     with [`Error::Locked`](crate::Error::Locked). Handles are `Send`; a store is
 ///     `Send + Sync` and serves different documents from different threads at once.
@@ -81,6 +88,24 @@ pub type ChangeEntry = (ActorId, u64, Vec<u8>);
 ///     locks before the drop returns, once its last handle is dropped, so the next open,
 ///     in this process or another, never waits; [`Store::close`](crate::Store::close)
 ///     does the same and reports what went wrong.
+///
+/// # Networked stores
+///
+/// A store on a database server (`persister-postgres`) keeps every point above, with
+/// these readings:
+///
+/// - **Durability** is the server's: `flush` returns once the server has made every
+///   write before it durable (a synchronous commit). A connection lost during a flush
+///   is an unknown outcome: the handle is poisoned, and reopening shows all of that
+///   flush or none of it.
+/// - **One writer per document**, not per store: many processes share one database and
+///   serve different documents at once. A document is held through a lease with a
+///   fencing token checked inside every write transaction; a second holder gets
+///   [`Error::Locked`](crate::Error::Locked) at once, and a handle that lost its lease
+///   can never write again ([`Error::LeaseLost`](crate::Error::LeaseLost)).
+/// - **Crash state** holds for a killed client and for a killed or restarted server.
+/// - **Bad input** includes the network: every statement is parameterised, and no
+///   password appears in an error or a log.
 ///
 /// # Example
 ///

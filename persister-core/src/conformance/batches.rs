@@ -2,8 +2,8 @@
 
 use super::{Fixture, actor, contents, open};
 use crate::{
-    ActorId, Batch, Error, MAX_ACTOR_ID_LEN, MAX_PEER_ID_LEN, MAX_VALUE_LEN, Persister, Result,
-    Store,
+    ActorId, Batch, Error, MAX_ACTOR_ID_LEN, MAX_BATCH_LEN, MAX_PEER_ID_LEN, MAX_VALUE_LEN,
+    Persister, Result, Store, Write,
 };
 
 /// Applies `bad` (which must be refused) to a document holding some data, and checks
@@ -138,6 +138,28 @@ pub fn batch_with_peer_id_over_maximum_applies_nothing<F: Fixture>(f: &F) -> Res
         .set_document(Vec::new())
         .set_sync_state(vec![b'p'; MAX_PEER_ID_LEN + 1], b"s".to_vec());
     refused_whole(f, bad, |e| matches!(e, Error::TooLarge { .. }))
+}
+
+/// A batch whose writes are each within their limits but that carries more than
+/// [`MAX_BATCH_LEN`] bytes in all is refused with `TooLarge`, and nothing of it is
+/// applied (point 10). Its values are zeroed allocations that a refusal never reads,
+/// so the batch takes a gigabyte of address space, not of memory.
+pub fn batch_over_maximum_applies_nothing<F: Fixture>(f: &F) -> Result<()> {
+    let mut bad = Batch::new().remove_change(actor(1), 1);
+    let mut seq = 1;
+    while bad.payload_len() <= MAX_BATCH_LEN {
+        bad.push(Write::InsertChange {
+            actor: actor(2),
+            seq,
+            value: vec![0; MAX_VALUE_LEN],
+        });
+        seq += 1;
+    }
+    refused_whole(
+        f,
+        bad,
+        |e| matches!(e, Error::TooLarge { what: "batch", max, .. } if *max == MAX_BATCH_LEN as u64),
+    )
 }
 
 /// `insert_changes` is one batch: one bad entry and none is stored.

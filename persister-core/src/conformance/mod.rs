@@ -81,6 +81,7 @@ pub const CASES: &[&str] = &[
     "batch_with_empty_actor_applies_nothing",
     "batch_with_actor_over_maximum_applies_nothing",
     "batch_with_peer_id_over_maximum_applies_nothing",
+    "batch_over_maximum_applies_nothing",
     "insert_changes_is_all_or_nothing",
     "compaction_batch_replaces_changes_with_document",
     "refused_batch_leaves_stored_data_intact",
@@ -124,6 +125,7 @@ pub const CASES: &[&str] = &[
     "closing_a_store_after_a_failed_flush_reports_it",
     "closing_a_store_with_an_open_handle_is_refused",
     "closing_a_boxed_or_shared_store_is_checked",
+    "clean_close_leaves_nothing_torn",
 ];
 
 /// Expands to one `#[test]` per conformance case, each on a fresh fixture made by
@@ -163,6 +165,7 @@ macro_rules! conformance_tests {
             batch_with_empty_actor_applies_nothing,
             batch_with_actor_over_maximum_applies_nothing,
             batch_with_peer_id_over_maximum_applies_nothing,
+            batch_over_maximum_applies_nothing,
             insert_changes_is_all_or_nothing,
             compaction_batch_replaces_changes_with_document,
             refused_batch_leaves_stored_data_intact,
@@ -202,6 +205,7 @@ macro_rules! conformance_tests {
             closing_a_store_after_a_failed_flush_reports_it,
             closing_a_store_with_an_open_handle_is_refused,
             closing_a_boxed_or_shared_store_is_checked,
+            clean_close_leaves_nothing_torn,
         );
     };
 }
