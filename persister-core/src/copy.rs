@@ -14,8 +14,9 @@ use crate::{Batch, Error, Persister, Result, StoredSizes, Write};
 ///
 /// [`Error::InvalidInput`] when `dst` is not empty; [`Error::Corrupt`] when what was
 /// read from `src` does not add up to its sizes (nothing is written), or when `dst`
-/// holds other sizes than `src` after the copy; [`Error::TooLarge`] when the document holds more than one batch
-/// takes ([`MAX_BATCH_LEN`](crate::MAX_BATCH_LEN) bytes in all: compact it first);
+/// holds other sizes than `src` after the copy; [`Error::TooLarge`] when the document
+/// holds more than one batch takes ([`MAX_BATCH_LEN`](crate::MAX_BATCH_LEN) bytes in
+/// all: compact it first);
 /// [`Error::NotFound`] when `src` changed during the copy; and the error of a read of
 /// `src` or of the write to `dst` that fails.
 ///

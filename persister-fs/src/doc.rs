@@ -106,25 +106,26 @@ impl Doc {
         let valid = replayed.valid;
         // The rewrite drops a torn tail too: no cut then.
         let rewrite = writable && shared.sync_failed(&name);
-        if valid.len < total {
-            // Reported before the cut or rewrite that drops it: either can fail after
-            // the log already lost the tail (a cut whose sync fails, a rewrite renamed
-            // into place whose directory sync fails), and the next open would find no
-            // tail to report. A retry that finds the tail again reports it once.
-            shared.note_recovered(Recovered::new(
-                id.clone(),
-                &path,
-                valid.len,
-                total - valid.len,
-                writable,
-            ));
+        let recovered = (valid.len < total)
+            .then(|| Recovered::new(id.clone(), &path, valid.len, total - valid.len, writable));
+        // A tail left in place, or dropped by the rewrite below, is reported before the
+        // rewrite runs: the rewrite can fail after the log at that name lost the tail
+        // (renamed into place, the directory's sync failed), and the next open would
+        // find no tail to report. A retry that finds the tail again reports it once.
+        if let Some(recovered) = recovered.clone().filter(|_| !writable || rewrite) {
+            shared.note_recovered(recovered);
         }
-        if valid.len < total && writable && !rewrite {
+        if let Some(recovered) = recovered.filter(|_| writable && !rewrite) {
             shared.before_write()?;
             let cut = file
                 .truncate(valid.len)
-                .map_err(io_error("truncate", &path))
-                .and_then(|()| file.sync_data().map_err(io_error("sync", &path)));
+                .map_err(io_error("truncate", &path));
+            if cut.is_ok() {
+                // Reported once cut, before the cut's sync, which can fail with the tail
+                // gone from what the next open reads.
+                shared.note_recovered(recovered);
+            }
+            let cut = cut.and_then(|()| file.sync_data().map_err(io_error("sync", &path)));
             if let Err(e) = cut {
                 // The cut may be lost as a failed flush's pages may be: nothing may
                 // follow it, and no clean-close record may vouch for it. The next

@@ -352,9 +352,10 @@ fn is_empty(txn: &ReadTransaction, path: &Path) -> Result<bool> {
             .is_none())
 }
 
-/// Refuses what [`check_layout`] refuses, on a database whose writes stay in memory
-/// (an [`Overlay`]), so that a file that is no store is left as it was; an empty
-/// database passes, for the writable open to initialize.
+/// Refuses what [`check_layout`] refuses, and a store whose commit log's name the file
+/// system refuses, on a database whose writes stay in memory (an [`Overlay`]), so that
+/// the file is left as it was; an empty database passes, for the writable open to
+/// initialize.
 fn check_before_writing(db: Db, path: &Path) -> Result<()> {
     match check_layout(&db, path) {
         Err(err @ Error::NotAStore { .. }) => {
@@ -364,6 +365,7 @@ fn check_before_writing(db: Db, path: &Path) -> Result<()> {
                 false => Err(err),
             }
         }
+        Ok(layout) if layout.log.is_some() => crate::log::check_name(path),
         other => other.map(|_| ()),
     }
 }

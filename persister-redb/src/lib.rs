@@ -242,7 +242,8 @@
 //!   can be read.
 //! - A store's name with `.log` appended must be a name the file system takes (it is
 //!   the [commit log](#the-commit-log)'s): a longer one fails with
-//!   [`Error::InvalidInput`] before anything is created or written.
+//!   [`Error::InvalidInput`], for a new store before anything is created, and for an
+//!   existing one where the check above refuses a file that is no store.
 //! - With [`RedbOptions::verify_on_open`] (the default) redb checks every page's checksum
 //!   before the store is used, through a page cache of at most 4 MiB, so that the
 //!   memory of opening does not grow with the file (5.4 MiB at 10,000 and at 100,000

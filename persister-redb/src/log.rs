@@ -106,16 +106,32 @@ pub(crate) fn log_path(store: &Path) -> PathBuf {
 /// file system allows, though the store's own name is not): every commit would
 /// otherwise fail to create the log, and poison the store.
 pub(crate) fn check_name(store: &Path) -> Result<()> {
-    let log = log_path(store);
-    match fs::symlink_metadata(&log) {
-        Err(err) if err.kind() == io::ErrorKind::InvalidFilename => Err(Error::InvalidInput {
+    let too_long = |path: &Path| {
+        matches!(fs::symlink_metadata(path),
+            Err(err) if err.kind() == io::ErrorKind::InvalidFilename)
+    };
+    if too_long(store) {
+        return Err(Error::InvalidInput {
             what: "store path",
             reason: format!(
-                "the store's commit log would be {}, a name longer than the file system allows ({err}): give the store a name at least 4 bytes shorter",
+                "{} is a name or path longer than the file system allows: give the store a \
+                 shorter one",
+                store.display()
+            ),
+        });
+    }
+    let log = log_path(store);
+    match too_long(&log) {
+        true => Err(Error::InvalidInput {
+            what: "store path",
+            reason: format!(
+                "the store's commit log would be {}, a name longer than the file system \
+                 allows: give the store a name at least 4 bytes shorter, so that its name \
+                 with `.log` appended fits",
                 log.display()
             ),
         }),
-        _ => Ok(()),
+        false => Ok(()),
     }
 }
 

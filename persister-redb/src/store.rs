@@ -57,8 +57,10 @@ impl RedbStore {
     ///
     /// The store's [commit log](crate#the-commit-log) is `<name>.log` beside it: a name
     /// the file system takes but whose log's name it refuses (one of 252 to 255 bytes
-    /// on most) fails with [`Error::InvalidInput`](persister_core::Error::InvalidInput)
-    /// before anything is created or written.
+    /// on most) fails with [`Error::InvalidInput`](persister_core::Error::InvalidInput):
+    /// for a new store before anything is created, for an existing one before the store
+    /// writes to it (redb's own open writes its header first when the file was not
+    /// closed cleanly, or is opened without [`RedbOptions::verify_on_open`]).
     pub fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<RedbStore> {
         let path = path.as_ref();
         if !path.exists() {

@@ -40,11 +40,12 @@
 //! A PostgreSQL store leases each document to the handle that has it open: the storage
 //! closes a document's handle, releasing the lease, once the document has gone
 //! [`Options::max_handle_age`] without a write (10 s, below the store's default lease
-//! of 30 s; keep it below the lease if you shorten that). Give each samod repo a schema of
-//! its own: nothing stops a second storage from opening the same schema, but its
-//! operations on the documents the first holds fail with `Locked` (and are retried). To move an existing samod store, copy it
-//! document by document with the plain [`Store`](persister_core::Store) API (every key
-//! lives in a document, see "Layout").
+//! of 30 s; keep it below the lease if you shorten that). Give each samod repo a schema
+//! of its own: a second storage on the same schema is not refused, but its `open` fails
+//! with `Locked` while the first holds the reserved document `/`, and its operations on
+//! the documents the first holds fail with `Locked` (and are retried). To move an
+//! existing samod store, copy it document by document with the plain
+//! [`Store`](persister_core::Store) API (every key lives in a document, see "Layout").
 //!
 //! # What it promises
 //!

@@ -154,7 +154,8 @@ impl SledEngine {
 
     /// Applies `batch` atomically with the next store manifest: the sequence number
     /// advanced, and the document tally changed by `documents`. A failure poisons the
-    /// store (core's store does it): sled's errors are fail-stop.
+    /// engine before the writer lock is released (core's store poisons itself too,
+    /// once the call returned): sled's errors are fail-stop.
     pub(crate) fn apply_batch(
         &self,
         mut batch: sled::Batch,

@@ -124,7 +124,7 @@ fn open_at(path: &Path, options: &SledOptions) -> Result<SledEngine> {
     let entries = entry_dirs(path);
     let db = crate::calls::open(path, &config)?;
     let opened = read_format(&db, path).and_then(|existing| match existing {
-        true => open_existing(&db, path, &entries),
+        true => open_existing(&db, path),
         false => create(&db, path, &entries),
     });
     match opened {
@@ -239,6 +239,21 @@ fn entry_dirs(path: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// The directories holding the entry of the existing `path` and of each of its
+/// ancestors, deepest first, up to the root: what a store reopened before its first
+/// batch syncs, since the open that created it may have stopped before syncing the
+/// directories it made.
+fn all_entry_dirs(path: &Path) -> Vec<PathBuf> {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    path.ancestors()
+        .filter_map(Path::parent)
+        .map(|parent| match parent.as_os_str().is_empty() {
+            true => PathBuf::from("."),
+            false => parent.to_path_buf(),
+        })
+        .collect()
+}
+
 /// Syncs each of `dirs` (see [`entry_dirs`]).
 fn sync_entries(dirs: &[PathBuf]) -> Result<()> {
     for dir in dirs {
@@ -277,12 +292,9 @@ fn create(db: &sled::Db, path: &Path, entries: &[PathBuf]) -> Result<(StoreManif
 }
 
 /// Reads the store manifest and checks it against the mark file; syncs the directories
-/// in `entries` while no batch was applied (creation may have stopped before it did).
-fn open_existing(
-    db: &sled::Db,
-    path: &Path,
-    entries: &[PathBuf],
-) -> Result<(StoreManifest, Durable)> {
+/// holding the entries of the store and its ancestors while no batch was applied
+/// (creation may have stopped before it did).
+fn open_existing(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)> {
     let value = crate::calls::call(path, "read", || db.get(STORE_KEY))?;
     let manifest = value
         .as_deref()
@@ -318,7 +330,9 @@ fn open_existing(
         }
     };
     if manifest.seq == 0 {
-        sync_entries(entries)?;
+        // The open that created the store may have stopped before its syncs, after
+        // making directories that exist now: every ancestor's entry is synced again.
+        sync_entries(&all_entry_dirs(path))?;
     }
     let durable = Durable::new(path, mark)?;
     Ok((manifest, durable))
@@ -364,11 +378,24 @@ mod tests {
         drop(SledStore::open(&empty)?);
         assert_eq!(SYNCED.with(|synced| synced.take()), [dir.path()]);
 
-        // Reopened before any batch (creation may have stopped before its syncs), the
-        // store syncs them again; once a batch was applied, it does not.
+        // Reopened before any batch (creation may have stopped before its syncs, after
+        // making the directories), the store syncs every ancestor's entry again; once a
+        // batch was applied, it does not.
         drop(SledStore::open(&path)?);
         let synced = SYNCED.with(|synced| synced.take());
-        assert!(synced.ends_with(&expected[..1]), "{synced:?}");
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let expected_canonical: Vec<PathBuf> = expected.iter().map(|p| canonical(p)).collect();
+        // The store's own ancestors, up to the root (the open's check of a copy of the
+        // store, in a temporary directory, syncs its own first).
+        let mut own = expected_canonical.clone();
+        own.extend(
+            canonical(dir.path())
+                .ancestors()
+                .skip(1)
+                .map(Path::to_path_buf),
+        );
+        assert!(synced.ends_with(&own), "{synced:?}");
+        assert_eq!(own.last().map(PathBuf::as_path), Some(Path::new("/")));
         let store = SledStore::open(&path)?;
         let mut doc = store.open_document(&"doc".into())?;
         doc.set_document(vec![1])?;

@@ -305,11 +305,23 @@ fn a_name_too_long_for_the_commit_log_is_refused_at_open() -> Result<()> {
         store.close()?;
     }
     fs::rename(&short, &too_long).map_err(io(&too_long))?;
+    let before = fs::read(&too_long).map_err(io(&too_long))?;
     let result = RedbStore::open(&too_long);
     assert!(
         matches!(result, Err(Error::InvalidInput { .. })),
         "an existing store named too long for its log: {result:?}"
     );
+    assert!(
+        fs::read(&too_long).map_err(io(&too_long))? == before,
+        "refusing a cleanly closed store named too long for its log changed it"
+    );
+    // A name the file system refuses itself: the advice is not about the log.
+    match RedbStore::open(dir.path().join("n".repeat(300))) {
+        Err(Error::InvalidInput { reason, .. }) => {
+            assert!(!reason.contains(".log"), "{reason}");
+        }
+        other => panic!("a store name longer than the file system allows: {other:?}"),
+    }
     fs::rename(&too_long, &short).map_err(io(&short))?;
     let store = RedbStore::open(&short)?;
     let doc = store.open_document(&"doc".into())?;
