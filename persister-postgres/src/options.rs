@@ -34,6 +34,12 @@ pub struct PostgresOptions {
     /// document to continue. Shorter leases let another process take over sooner after a
     /// holder dies; longer ones tolerate longer pauses (garbage collection, a stopped
     /// process, a slow network) of a live holder.
+    ///
+    /// At least 1 ms and at most [`MAX_LEASE`](PostgresOptions::MAX_LEASE):
+    /// [`open_with`](crate::PostgresStore::open_with) refuses another with
+    /// [`Error::InvalidInput`](persister_core::Error::InvalidInput) (a lease of no time
+    /// would be over before its first flush, one longer than the server's dates reach
+    /// could not be taken).
     pub lease_duration: Duration,
 
     /// How old a lease may be before a write renews it. Default a third of the lease
@@ -64,7 +70,10 @@ pub struct PostgresOptions {
     /// benchmark (`BENCHMARKS.md`, row 8).
     pub concurrent_commits: usize,
 
-    /// How long connecting to the server may take. Default 10 s.
+    /// How long connecting to the server may take. Default 10 s; more than zero, or
+    /// [`open_with`](crate::PostgresStore::open_with) refuses it with
+    /// [`Error::InvalidInput`](persister_core::Error::InvalidInput) (no connection could
+    /// be made, nor an idle one checked, in no time).
     pub connect_timeout: Duration,
 
     /// How long a TCP connection to the server may stay silent before it counts as
@@ -117,6 +126,32 @@ impl Default for PostgresOptions {
 }
 
 impl PostgresOptions {
+    /// The longest [`lease_duration`](PostgresOptions::lease_duration): 100 years,
+    /// far inside the dates the server's `timestamptz` holds.
+    pub const MAX_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+    /// Refuses options no store can work with, naming the option.
+    pub(crate) fn check(&self) -> persister_core::Result<()> {
+        let invalid = |reason: String| persister_core::Error::InvalidInput {
+            what: "PostgresOptions",
+            reason,
+        };
+        if self.lease_duration < Duration::from_millis(1) || self.lease_duration > Self::MAX_LEASE {
+            return Err(invalid(format!(
+                "lease_duration is {:?}: give at least 1 ms and at most {} days (a lease of no time ends before its first flush, and every flush of its handle would fail as if the lease were lost)",
+                self.lease_duration,
+                Self::MAX_LEASE.as_secs() / 86_400
+            )));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(invalid(
+                "connect_timeout is 0: give more than zero (no connection can be made in no time)"
+                    .to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Sets [`PostgresOptions::schema`].
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();

@@ -31,9 +31,10 @@ pub(crate) enum Q {
     Changes,
     /// `$1` document: the compacted document.
     Document,
-    /// `$1` document, `$2` peer: its state.
+    /// `$1` document, `$2` peer: every peer in order with the length of its state, and
+    /// the state of `$2`.
     SyncState,
-    /// `$1` document: peer ids in order.
+    /// `$1` document: peer ids in order, with the length of each one's state.
     Peers,
     /// `$1` document, `$2` actors: each actor with its highest stored seq.
     MaxSeqs,
@@ -129,13 +130,16 @@ SELECT l.token, d.data
 FROM S.leases l LEFT JOIN S.documents d ON d.document = l.document
 WHERE l.document = $1";
 
+/// Every peer's length comes with the one state asked for, so that the read checks
+/// the count and the bytes of the document's sync states against its sizes record: a
+/// state shortened or deleted by hand is damage, not a shorter state or none.
 const SYNC_STATE: &str = "
-SELECT l.token, s.state
-FROM S.leases l LEFT JOIN S.sync_states s ON s.document = l.document AND s.peer = $2
-WHERE l.document = $1";
+SELECT l.token, s.peer, octet_length(s.state)::int8, CASE WHEN s.peer = $2 THEN s.state END
+FROM S.leases l LEFT JOIN S.sync_states s ON s.document = l.document
+WHERE l.document = $1 ORDER BY s.peer";
 
 const PEERS: &str = "
-SELECT l.token, s.peer
+SELECT l.token, s.peer, octet_length(s.state)::int8
 FROM S.leases l LEFT JOIN S.sync_states s ON s.document = l.document
 WHERE l.document = $1 ORDER BY s.peer";
 

@@ -38,8 +38,10 @@ impl PostgresStore {
     /// # Errors
     ///
     /// [`Error::InvalidInput`](persister_core::Error::InvalidInput) for a malformed URL
-    /// (an option given twice, an unknown option or a bad value, each named) or schema
-    /// name, [`Error::Backend`](persister_core::Error::Backend) when the
+    /// (an option given twice, an unknown option or a bad value, each named), schema
+    /// name or option (a [`lease_duration`](PostgresOptions::lease_duration) or
+    /// [`connect_timeout`](PostgresOptions::connect_timeout) out of its range),
+    /// [`Error::Backend`](persister_core::Error::Backend) when the
     /// server cannot be reached or refuses the login,
     /// [`Error::UnsupportedFormat`](persister_core::Error::UnsupportedFormat) for a
     /// schema of another layout version,
@@ -73,6 +75,7 @@ impl PostgresStore {
         let url = driver_url(url)?;
         let url = url.as_str();
         check_schema_name(&options.schema)?;
+        options.check()?;
         let location = Location::parse(url, options.connect_timeout, options.network_timeout)?;
         let shared = Shared::new(location, options);
         shared.prepare_schema()?;

@@ -9,6 +9,9 @@ use postgres::types::ToSql;
 
 use crate::sql::{Q, seq_from_sql};
 
+/// A sync state as the server holds it.
+type StoredState = Vec<u8>;
+
 impl PostgresPersister {
     /// The document's sizes record, if it is stored. A negative size (the server stores
     /// them as `int8`, and nothing but a hand's edit makes one) is damage.
@@ -124,40 +127,62 @@ impl PostgresPersister {
             return Ok(None);
         }
         let rows = self.read_fenced(Q::SyncState, &[&self.id().as_bytes(), &peer])?;
-        let state = self.value_of(&rows)?;
-        if state.is_none() && self.sizes.sync_state_count > 0 {
-            // Absent, or its row deleted by hand: the count of the others tells.
-            self.read_peer_ids()?;
-        }
+        let (_, state) = self.checked_sync_states(&rows, true)?;
         Ok(state)
     }
 
     pub(super) fn read_peer_ids(&self) -> Result<Vec<Vec<u8>>> {
+        let rows = if self.stored {
+            self.read_fenced(Q::Peers, &[&self.id().as_bytes()])?
+        } else {
+            Vec::new()
+        };
+        let (peers, _) = self.checked_sync_states(&rows, false)?;
+        Ok(peers)
+    }
+
+    /// The peers of the stored sync states `rows` (`Q::SyncState` or `Q::Peers`: peer,
+    /// length of its state, and with `asked` the state asked for) merged with the held
+    /// ones, and the stored state asked for, once their count and bytes are checked
+    /// against the sizes record: a state deleted or shortened by hand is damage.
+    fn checked_sync_states(
+        &self,
+        rows: &[postgres::Row],
+        asked: bool,
+    ) -> Result<(Vec<Vec<u8>>, Option<StoredState>)> {
+        let mut state = None;
+        let stored = rows.iter().map(|row| {
+            let peer: Vec<u8> = row.try_get(1)?;
+            let len: i64 = row.try_get(2)?;
+            if asked && let Some(found) = row.try_get::<_, Option<Vec<u8>>>(3)? {
+                state = Some(found);
+            }
+            Ok((peer, len.unsigned_abs()))
+        });
         let held = self
             .held
             .sync_states
             .iter()
-            .map(|(peer, state)| (peer.clone(), state.as_ref().map(|_| ())));
+            .map(|(peer, state)| (peer.clone(), state.as_ref().map(|s| s.len() as u64)));
         let mut peers = Vec::new();
-        let keep = |peer, ()| peers.push(peer);
-        if self.stored {
-            let rows = self.read_fenced(Q::Peers, &[&self.id().as_bytes()])?;
-            let stored = rows
-                .into_iter()
-                .map(|row| Ok((row.try_get::<_, Vec<u8>>(1)?, ())));
-            merge_held(stored, held, keep)
-                .map_err(|err: postgres::Error| self.shared.error(&err, "read", &self.place))?;
-        } else {
-            merge_held(std::iter::empty::<Result<_>>(), held, keep)?;
-        }
-        if peers.len() as u64 != self.sizes.sync_state_count {
+        let mut bytes = 0u64;
+        let keep = |peer, len: u64| {
+            peers.push(peer);
+            bytes = bytes.saturating_add(len);
+        };
+        merge_held(stored, held, keep)
+            .map_err(|err: postgres::Error| self.shared.error(&err, "read", &self.place))?;
+        let sizes = self.sizes;
+        if (peers.len() as u64, bytes) != (sizes.sync_state_count, sizes.sync_states) {
             return Err(self.mismatch(format!(
-                "{} sync states were found, but the document's sizes record says {}",
+                "{} sync states of {} bytes were found, but the document's sizes record says {} of {}",
                 peers.len(),
-                self.sizes.sync_state_count
+                bytes,
+                sizes.sync_state_count,
+                sizes.sync_states
             )));
         }
-        Ok(peers)
+        Ok((peers, state))
     }
 
     /// Runs the read `q`, which starts from the document's lease row and returns its

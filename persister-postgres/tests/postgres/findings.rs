@@ -210,7 +210,8 @@ fn a_negative_size_is_damage() -> Result<(), Error> {
 }
 
 /// Finding 44. A sync-state row deleted by hand read as absent with `Ok`, although the
-/// sizes record counts it: a miss is now checked against the count of the others.
+/// sizes record counts it: every sync-state read is now checked against the count (and
+/// the bytes) of the document's states.
 #[test]
 fn a_sync_state_row_deleted_by_hand_is_damage() -> Result<(), Error> {
     let schema = fresh_schema();
@@ -233,14 +234,71 @@ fn a_sync_state_row_deleted_by_hand_is_damage() -> Result<(), Error> {
         .map_err(test_error)?;
     assert_eq!(deleted, 1);
     let p = store.open_document(&id)?;
-    assert_eq!(p.get_sync_state(b"phone")?, Some(b"another".to_vec()));
-    for peer in [b"laptop".as_slice(), b"tablet"] {
+    // A state still stored is read only from a document whose states are whole.
+    for peer in [b"laptop".as_slice(), b"tablet", b"phone"] {
         let read = p.get_sync_state(peer);
         assert!(
-            matches!(&read, Err(Error::Corrupt { what, .. }) if what.contains("1 sync states were found, but the document's sizes record says 2")),
+            matches!(&read, Err(Error::Corrupt { what, .. }) if what.contains("1 sync states of 7 bytes were found, but the document's sizes record says 2 of 16")),
             "{read:?}"
         );
     }
+    Ok(())
+}
+
+/// A sync state's value shortened by hand (or a peer's row swapped for another of the
+/// same count): `get_sync_state` read the shorter value with `Ok`, since only a miss
+/// was checked, and `get_peer_ids` checked the count but not the bytes. Every sync-state
+/// read now checks the count and the bytes of the document's states against its sizes
+/// record, with the handle's held writes merged in.
+#[test]
+fn a_sync_state_shortened_by_hand_is_damage() -> Result<(), Error> {
+    let schema = fresh_schema();
+    let options = PostgresOptions::default().schema(schema.clone());
+    let store = PostgresStore::open_with(&server().url(), options)?;
+    let id: DocumentId = "doc".into();
+    let mut p = store.open_document(&id)?;
+    p.set_sync_state(b"laptop".to_vec(), b"its state".to_vec())?;
+    p.set_sync_state(b"phone".to_vec(), b"another".to_vec())?;
+    p.flush()?;
+    // Held writes are merged in before the check: a held state, a held removal.
+    p.set_sync_state(b"tablet".to_vec(), b"held".to_vec())?;
+    p.remove_sync_states(&[b"phone"])?;
+    assert_eq!(p.get_sync_state(b"laptop")?, Some(b"its state".to_vec()));
+    assert_eq!(p.get_sync_state(b"phone")?, None);
+    assert_eq!(
+        p.get_peer_ids()?,
+        vec![b"laptop".to_vec(), b"tablet".to_vec()]
+    );
+    p.close()?;
+    let mut client = admin(&server().url()).map_err(test_error)?;
+    let shortened = client
+        .execute(
+            &format!(
+                "UPDATE \"{schema}\".sync_states SET state = 'its' WHERE document = $1 AND peer = $2"
+            ),
+            &[&b"doc".as_slice(), &b"laptop".as_slice()],
+        )
+        .map_err(test_error)?;
+    assert_eq!(shortened, 1);
+    let p = store.open_document(&id)?;
+    assert_eq!(p.sizes().sync_state_count, 2);
+    let expected =
+        "2 sync states of 7 bytes were found, but the document's sizes record says 2 of 13";
+    let read = p.get_sync_state(b"laptop");
+    assert!(
+        matches!(&read, Err(Error::Corrupt { what, .. }) if what.contains(expected)),
+        "a state of 9 bytes shortened to 3 read as {read:?}"
+    );
+    let read = p.get_sync_state(b"tablet");
+    assert!(
+        matches!(&read, Err(Error::Corrupt { what, .. }) if what.contains(expected)),
+        "{read:?}"
+    );
+    let peers = p.get_peer_ids();
+    assert!(
+        matches!(&peers, Err(Error::Corrupt { what, .. }) if what.contains(expected)),
+        "{peers:?}"
+    );
     Ok(())
 }
 

@@ -123,3 +123,49 @@ fn unknown_format_version_is_refused_naming_both() -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// A lease of no time, one longer than the server's dates reach, and a connect timeout
+/// of zero are refused at open, naming the option. A lease of 0 ms once opened a store
+/// whose every flush failed with `LeaseLost` (the lease was over before it was
+/// checked), and one of `Duration::MAX` a lease the server cannot write.
+#[test]
+fn options_no_store_can_work_with_are_refused_at_open() -> Result<(), Error> {
+    let lease = |d| PostgresOptions::default().lease_duration(d);
+    let refused = [
+        ("lease_duration", lease(Duration::ZERO)),
+        ("lease_duration", lease(Duration::from_micros(999))),
+        ("lease_duration", lease(Duration::MAX)),
+        (
+            "lease_duration",
+            lease(PostgresOptions::MAX_LEASE + Duration::from_millis(1)),
+        ),
+        (
+            "connect_timeout",
+            PostgresOptions::default().connect_timeout(Duration::ZERO),
+        ),
+    ];
+    for (option, options) in refused {
+        match fresh_store(options.clone()) {
+            Err(Error::InvalidInput { reason, .. }) => {
+                assert!(reason.contains(option), "{options:?}: {reason}");
+            }
+            Ok((store, schema)) => {
+                let flushed = store.open_document(&"doc".into()).and_then(|mut p| {
+                    p.set_document(b"x".to_vec())?;
+                    p.flush()
+                });
+                panic!(
+                    "{options:?} opened schema {schema}, whose first flush returned {flushed:?}"
+                );
+            }
+            Err(other) => panic!("{options:?}: {other:?}"),
+        }
+    }
+    // The bounds themselves are taken, and the longest lease works.
+    drop(fresh_store(lease(Duration::from_millis(1)))?);
+    let (store, _) = fresh_store(lease(PostgresOptions::MAX_LEASE))?;
+    let mut p = store.open_document(&"doc".into())?;
+    p.set_document(b"kept".to_vec())?;
+    assert!(p.flush()? > 0);
+    Ok(())
+}
