@@ -352,6 +352,55 @@ impl OpenStore {
         }
     }
 
+    /// Fails when no store of `backend` is at `path` and a read-write open would make
+    /// an empty one there (in an empty directory, in a schema without tables): a
+    /// command on an existing store must not make one and report success on it. What
+    /// else is not a store, the backend's open refuses with its own error.
+    pub(crate) fn check_there(
+        path: &Path,
+        backend: Backend,
+        forced: Option<Backend>,
+    ) -> Result<(), CliError> {
+        let never = "this command never makes a store (`persister copy` and `persister import` do)";
+        let advice = match forced {
+            Some(forced) => format!(
+                "check the path, or leave out --backend {forced} to have the backend detected from what is there; {never}"
+            ),
+            None => format!("check the path; {never}"),
+        };
+        match backend.0.kind() {
+            StoreKind::Directory => {
+                let empty = std::fs::read_dir(path).is_ok_and(|mut e| e.next().is_none());
+                if empty && !backend.0.recognises(path) {
+                    return Err(CliError::new(
+                        format!(
+                            "{} is an empty directory, not {}",
+                            shown(path),
+                            backend.0.what()
+                        ),
+                        advice,
+                    ));
+                }
+            }
+            // A read-only open creates nothing and says whether the store is there;
+            // any other refusal is left to the open that follows, which reports it.
+            StoreKind::Url => match backend.0.open(path, persister_backends::Access::ReadOnly) {
+                Err(e @ persister_core::Error::NotAStore { .. }) => {
+                    return Err(CliError {
+                        advice,
+                        ..CliError::from(e)
+                    });
+                }
+                Ok(store) => {
+                    let _ = store.close();
+                }
+                Err(_) => {}
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Opens the existing store at `path` of `backend`, with the backend's own error
     /// (to tell one apart, as `persister migrate` does).
     pub(crate) fn open_as(

@@ -54,6 +54,14 @@ use cli::Command;
 /// Runs a parsed command line. On failure the error says what happened and what to do,
 /// and carries the exit code.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    let result = run_command(cli);
+    // A report lost on its way out fails a command that otherwise succeeded; a
+    // command that failed keeps its own error and exit code.
+    let printed = output::stdout_result();
+    result.and(printed)
+}
+
+fn run_command(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
     match cli.command {
         Command::Demo(args) => demo::run(&args, json),

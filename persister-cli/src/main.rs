@@ -1,5 +1,6 @@
 //! The `persister` command; everything but parsing lives in the `persister_cli` library.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,7 +16,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("{error}");
+            // Not `eprintln!`, which panics on a stderr that cannot be written.
+            let _ = writeln!(std::io::stderr().lock(), "{error}");
             ExitCode::from(error.code)
         }
     }

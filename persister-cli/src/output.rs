@@ -46,11 +46,56 @@ pub fn print_json(value: &impl Serialize) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The first error writing to stdout, other than a closed pipe: the command then ends
+/// with it ([`stdout_result`]) rather than exit 0 over a report that was lost.
+static STDOUT_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 /// Prints a line on stdout. A closed stdout (`persister ls STORE | head`) is not an
-/// error worth a panic: the rest of the output is dropped.
+/// error worth a panic: the rest of the output is dropped. Any other failure (a full
+/// disk under `> report.json`) is kept for [`stdout_result`].
 pub fn say(text: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    let mut out = std::io::stdout().lock();
+    // Flushed here, so that a failure is seen at once and not only at exit.
+    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+    note_stdout(written);
+}
+
+fn note_stdout(written: std::io::Result<()>) {
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        let mut first = STDOUT_ERROR
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        first.get_or_insert_with(|| e.to_string());
+    }
+}
+
+/// Flushes stdout, and fails if anything printed there was lost (other than to a
+/// closed pipe), so that a lost report never ends with exit code 0.
+pub fn stdout_result() -> Result<(), CliError> {
+    use std::io::Write;
+    note_stdout(std::io::stdout().lock().flush());
+    let first = STDOUT_ERROR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match first {
+        None => Ok(()),
+        Some(e) => Err(CliError::new(
+            format!("cannot write the report to standard output: {e}"),
+            "the command ran to its end (what copy, export, import, compact, migrate or demo write is written) but its report is lost or incomplete: check where standard output goes (a full disk?); `persister ls` or `persister verify` shows the result",
+        )),
+    }
+}
+
+/// Prints a line on stderr, for progress and errors. A stderr that cannot be written
+/// (a closed pipe after `2>&1 | head`) must not end the command half way, as
+/// `eprintln!` would with a panic: the line is dropped.
+fn say_on_stderr(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 /// A table: a header row, then rows. `align` has one letter a column, `l` (left) or
@@ -145,7 +190,7 @@ impl Progress {
 
     fn line(&self, text: String) {
         if self.lines {
-            eprintln!("{text}");
+            say_on_stderr(&text);
         }
     }
 

@@ -31,6 +31,9 @@ struct Compacted {
 pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(), CliError> {
     // A malformed id is bad usage, found before the store is opened.
     let id = doc.map(parse_document_id).transpose()?;
+    // A read-write open makes a store where there is none: compact must not.
+    let backend = OpenStore::backend_of(&args.store, args.backend)?;
+    OpenStore::check_there(&args.store, backend, args.backend)?;
     let store = OpenStore::existing(&args.store, args.backend, Access::Write)?;
     if let Some(version) = super::samod_layout(&store)? {
         return Err(CliError::new(
@@ -97,9 +100,12 @@ pub(crate) fn run(args: &StoreArgs, doc: Option<&str>, json: bool) -> Result<(),
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let backend = store.backend();
+    // Checked: a store that cannot be released cleanly is not reported compacted.
+    store.close()?;
     let report = Report {
         store: persister_backends::shown(&args.store),
-        backend: store.backend(),
+        backend,
         documents,
     };
     if json {

@@ -29,7 +29,10 @@ struct Report {
 pub(crate) fn run(file: &Path, store: &Path, backend: Backend, json: bool) -> Result<(), CliError> {
     let backend = Backend::for_destination(store, backend);
     let started = Instant::now();
-    let input = File::open(file).map_err(|e| io_error("open", file, e))?;
+    let input = File::open(file).map_err(|e| CliError {
+        advice: "check the path of the export file, and that it is readable".into(),
+        ..io_error("open", file, e)
+    })?;
     let len = input.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = progress(len, "importing");
     // The header is checked before the new store is made.

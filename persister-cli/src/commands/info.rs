@@ -104,10 +104,23 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
         note,
     };
     if json {
-        print_json(&report)
+        print_json(&report)?;
     } else {
         print_text(&report);
-        Ok(())
+    }
+    // What `verify` calls damaged is damage here too: the report says what was found,
+    // the exit code that it is not sound.
+    let problem = match (&report.loads, &report.load_error) {
+        (_, Some(cause)) => Some(cause.clone()),
+        (Some(loaded), None) => loaded.incomplete(),
+        (None, None) => None,
+    };
+    match problem {
+        Some(problem) => Err(CliError::damaged(format!(
+            "document {} in {} does not load: {problem}",
+            report.id.id, report.store
+        ))),
+        None => Ok(()),
     }
 }
 

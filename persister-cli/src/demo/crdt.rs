@@ -201,9 +201,11 @@ impl<P: Persister<Error = Error>> DemoDoc<P> for YjsDemo<P> {
             None => None,
             Some(Out::Any(Any::String(s))) => Some(s.to_string()),
             Some(other) => {
+                // Escaped: the document's own content, which may hold control characters.
+                let found = other.to_json(&txn).to_string();
                 return Err(not_ours(&format!(
                     "its \"source\" is not a string but {}",
-                    other.to_json(&txn)
+                    found.escape_debug()
                 )));
             }
         };

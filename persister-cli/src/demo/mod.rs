@@ -93,8 +93,10 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     if let Some(made_by) = meta.source.as_deref().filter(|s| *s != label) {
         return Err(CliError::new(
             format!(
-                "the document \"{name}\" in {} was made by {made_by}, not {label}",
-                path.display()
+                // Escaped: the document's own text, which may hold control characters.
+                "the document \"{name}\" in {} was made by {}, not {label}",
+                path.display(),
+                made_by.escape_debug()
             ),
             format!("run the demo as it was first run, or {}", elsewhere()),
         ));
@@ -190,7 +192,8 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
         .saturating_sub(stats.compact_time);
     let (flushes, flushed_bytes) = (timed.flushes, timed.flushed_bytes);
     drop(timed);
-    drop(store);
+    // A checked shutdown, as an application that must know makes one.
+    store.close()?;
 
     // Reopen from disk, and check that the text is what was typed.
     let started = Instant::now();
@@ -202,7 +205,7 @@ pub(crate) fn run(args: &DemoArgs, json: bool) -> Result<(), CliError> {
     checking.finish_and_clear();
     let sizes = reread.sizes();
     drop(reread);
-    drop(store);
+    store.close()?;
 
     let trace = match &source {
         Source::Trace(replay) => {

@@ -95,3 +95,34 @@ fn a_yjs_document_is_compacted_with_yrs() -> TestResult {
     }
     Ok(())
 }
+
+/// `compact` works on a store that exists: on an empty directory (with `--backend`)
+/// or a PostgreSQL schema without a store it makes none, and fails rather than report
+/// "compacted 0 of 0 documents".
+#[test]
+fn compact_makes_no_store_where_there_is_none() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for backend in ["fs", "sled"] {
+        let empty = dir.path().join(format!("empty-{backend}"));
+        std::fs::create_dir(&empty)?;
+        let run = persister(["compact", "--backend", backend, empty.to_str().unwrap()])?.expect(1);
+        run.expect_error_lines();
+        assert!(run.stderr.contains("empty directory"), "{}", run.stderr);
+        assert_eq!(
+            std::fs::read_dir(&empty)?.count(),
+            0,
+            "{backend}: compact wrote into the empty directory"
+        );
+    }
+    use persister_testkit::postgres::schema_server;
+    let schema = format!("cli_compact_{}", std::process::id());
+    let Some((url, _cluster)) = schema_server(&schema)? else {
+        return Ok(());
+    };
+    let run = persister(["compact", &url])?.expect(1);
+    assert!(run.stderr.contains("none of its tables"), "{}", run.stderr);
+    // Nothing was made there: a look still finds no store.
+    let run = persister(["ls", &url])?.expect(1);
+    assert!(run.stderr.contains("none of its tables"), "{}", run.stderr);
+    Ok(())
+}

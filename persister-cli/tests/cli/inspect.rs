@@ -230,6 +230,35 @@ fn ls_on_a_store_whose_only_document_is_damaged_says_so() -> TestResult {
     Ok(())
 }
 
+/// `info` on a document its CRDT cannot load prints what it found and exits 3, as
+/// `verify` does for it: never exit code 0 over damage.
+#[test]
+fn info_on_a_document_that_does_not_load_exits_3_after_its_report() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    {
+        let store = open_store(named("redb"), &path)?;
+        let mut doc = store.open_document(&"bad".into())?;
+        // No CRDT loads it: neither Automerge's header nor a Yjs update.
+        doc.insert_changes(vec![(persister_core::ActorId::new([1]), 1, vec![0xff; 9])])?;
+        doc.flush()?;
+        drop(doc);
+        store.close()?;
+    }
+    let store = path.to_str().ok_or("path")?;
+    persister(["verify", store])?.expect(3);
+    let run = persister(["info", store, "bad"])?.expect(3);
+    assert!(run.stdout.contains("CANNOT LOAD"), "{}", run.stdout);
+    run.expect_error_lines();
+    assert!(run.stderr.contains("document bad"), "{}", run.stderr);
+    let json = persister(["info", "--json", store, "bad"])?
+        .expect(3)
+        .json()?;
+    assert!(json["load_error"].is_string(), "{json}");
+    assert_eq!(json["sizes"]["change_count"], 1, "{json}");
+    Ok(())
+}
+
 #[test]
 fn ls_info_and_compact_show_progress_counting_every_document() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -221,3 +221,92 @@ fn migrate_help_names_the_versions_this_build_writes() -> TestResult {
     assert!(help.contains(&expected), "{expected}: {}", run.stdout);
     Ok(())
 }
+
+/// Runs `persister` with `args`, its stdout and stderr given.
+fn run_to(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdout: impl Into<std::process::Stdio>,
+    stderr: impl Into<std::process::Stdio>,
+) -> TestResult<i32> {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_persister"))
+        .args(args)
+        .env_remove("PERSISTER_PROGRESS")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .status()?;
+    Ok(status.code().unwrap_or(-1))
+}
+
+/// A report that cannot be written (stdout on a full disk) fails the command: a script
+/// reading `--json` from a file never gets exit code 0 with no JSON.
+#[test]
+fn a_report_lost_on_a_full_disk_is_an_error() -> TestResult {
+    let full = Path::new("/dev/full");
+    if !full.exists() {
+        println!("skipped: no /dev/full to stand in for a full disk");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("s.redb");
+    crate::support::make_store(crate::support::named("redb"), &store)?;
+    let store = store.to_str().ok_or("path")?;
+    for args in [
+        vec!["--json", "ls", store],
+        vec!["ls", store],
+        vec!["--json", "verify", store],
+    ] {
+        let mut stderr = tempfile::tempfile()?;
+        let code = run_to(
+            &args,
+            &[],
+            std::fs::OpenOptions::new().write(true).open(full)?,
+            stderr.try_clone()?,
+        )?;
+        let mut text = String::new();
+        std::io::Seek::rewind(&mut stderr)?;
+        std::io::Read::read_to_string(&mut stderr, &mut text)?;
+        assert_eq!(code, 1, "{args:?}: {text}");
+        assert!(text.contains("standard output"), "{args:?}: {text}");
+    }
+    Ok(())
+}
+
+/// A closed stdout or stderr (`persister ls STORE 2>&1 | head -1`) is not a failure of
+/// the command: it runs to its end with its own exit code, and never panics.
+#[test]
+fn a_closed_stdout_or_stderr_does_not_stop_a_command() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("s.redb");
+    crate::support::make_store(crate::support::named("redb"), &store)?;
+    let store = store.to_str().ok_or("path")?;
+    let closed = || -> TestResult<std::io::PipeWriter> {
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        Ok(writer)
+    };
+    let lines = [("PERSISTER_PROGRESS", "lines")];
+    let copy = dir.path().join("copy.redb");
+    // Progress lines go to stderr from the start of each step.
+    let code = run_to(
+        &["copy", store, copy.to_str().ok_or("path")?],
+        &lines,
+        closed()?,
+        closed()?,
+    )?;
+    assert_eq!(code, 0, "copy with stdout and stderr closed");
+    crate::support::persister(["verify", copy.to_str().ok_or("path")?])?.expect(0);
+    assert_eq!(run_to(&["ls", store], &lines, closed()?, closed()?)?, 0);
+    // An error that cannot be shown keeps its exit code.
+    let missing = dir.path().join("missing.redb");
+    let code = run_to(
+        &["ls", missing.to_str().ok_or("path")?],
+        &[],
+        closed()?,
+        closed()?,
+    )?;
+    assert_eq!(code, 1, "ls of a missing store with stderr closed");
+    Ok(())
+}
