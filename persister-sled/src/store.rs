@@ -240,18 +240,39 @@ fn entry_dirs(path: &Path) -> Vec<PathBuf> {
 }
 
 /// The directories holding the entry of the existing `path` and of each of its
-/// ancestors, deepest first, up to the root: what a store reopened before its first
-/// batch syncs, since the open that created it may have stopped before syncing the
-/// directories it made.
+/// ancestors, deepest first, up to the root of its file system: what a store reopened
+/// before its first batch syncs, since the open that created it may have stopped
+/// before syncing the directories it made. Directories sled made are on the file
+/// system of the directory it made them in, so the walk stops where the file system
+/// changes (a mount point's own entry, and those above it, are another file system's,
+/// possibly mounted read-only).
 fn all_entry_dirs(path: &Path) -> Vec<PathBuf> {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    path.ancestors()
-        .filter_map(Path::parent)
-        .map(|parent| match parent.as_os_str().is_empty() {
+    let device = |dir: &Path| {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(dir).ok().map(|meta| meta.dev())
+        }
+        #[cfg(not(unix))]
+        {
+            std::fs::metadata(dir).ok().map(|_| 0)
+        }
+    };
+    let own = device(&path);
+    let mut dirs = Vec::new();
+    for parent in path.ancestors().filter_map(Path::parent) {
+        let parent = match parent.as_os_str().is_empty() {
             true => PathBuf::from("."),
             false => parent.to_path_buf(),
-        })
-        .collect()
+        };
+        if dirs.is_empty() || (own.is_some() && device(&parent) == own) {
+            dirs.push(parent);
+        } else {
+            break;
+        }
+    }
+    dirs
 }
 
 /// Syncs each of `dirs` (see [`entry_dirs`]).
@@ -385,17 +406,11 @@ mod tests {
         let synced = SYNCED.with(|synced| synced.take());
         let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let expected_canonical: Vec<PathBuf> = expected.iter().map(|p| canonical(p)).collect();
-        // The store's own ancestors, up to the root (the open's check of a copy of the
-        // store, in a temporary directory, syncs its own first).
-        let mut own = expected_canonical.clone();
-        own.extend(
-            canonical(dir.path())
-                .ancestors()
-                .skip(1)
-                .map(Path::to_path_buf),
-        );
+        // The store's own ancestors, up to the root of its file system (the open's
+        // check of a copy of the store, in a temporary directory, syncs its own first).
+        let own = all_entry_dirs(&path);
+        assert!(own.starts_with(&expected_canonical), "{own:?}");
         assert!(synced.ends_with(&own), "{synced:?}");
-        assert_eq!(own.last().map(PathBuf::as_path), Some(Path::new("/")));
         let store = SledStore::open(&path)?;
         let mut doc = store.open_document(&"doc".into())?;
         doc.set_document(vec![1])?;
