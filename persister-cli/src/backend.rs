@@ -384,7 +384,11 @@ impl OpenStore {
             }
             // A read-only open creates nothing and says whether the store is there;
             // any other refusal is left to the open that follows, which reports it.
-            StoreKind::Url => match backend.0.open(path, persister_backends::Access::ReadOnly) {
+            // Without `migrate_format`, which a read-only open refuses before it looks.
+            StoreKind::Url => match backend.0.open(
+                without_migrate_format(path),
+                persister_backends::Access::ReadOnly,
+            ) {
                 Err(e @ persister_core::Error::NotAStore { .. }) => {
                     return Err(CliError {
                         advice,

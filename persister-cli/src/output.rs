@@ -77,10 +77,11 @@ fn note_stdout(written: std::io::Result<()>) {
 pub fn stdout_result() -> Result<(), CliError> {
     use std::io::Write;
     note_stdout(std::io::stdout().lock().flush());
+    // Taken: a later run in this process starts without it.
     let first = STDOUT_ERROR
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+        .take();
     match first {
         None => Ok(()),
         Some(e) => Err(CliError::new(

@@ -44,8 +44,8 @@ pub type ChangeEntry = (ActorId, u64, Vec<u8>);
 ///    when it returns. Besides these, a backend syncs only its own bookkeeping (redb
 ///    when its file grows; fs when it cuts a torn tail on open, when it rewrites on
 ///    open a log whose sync failed earlier in the process, and when the first write
-///    after opening clears its clean-close record; sled the directories holding a new
-///    store's entry), and each backend's crate
+///    after opening clears its clean-close record; sled the directories holding the
+///    entries of a new store and of the directories made for it), and each backend's crate
 ///    docs list those syncs. The application owns the fsync policy (see
 ///    [`AutoFlush`](crate::AutoFlush)).
 /// 5. **Crash state.** After any crash, reopening gives the state after some prefix of

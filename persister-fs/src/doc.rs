@@ -36,6 +36,9 @@ pub(crate) struct Doc {
     pending: Vec<u8>,
     next_flush: u32,
     recovery: Recovery,
+    /// A torn tail that the next new log written replaces, reported once that log is
+    /// renamed into place (the rewrite on opening of a log whose sync failed).
+    dropped_by_rewrite: Option<Recovered>,
     poisoned: Option<String>,
 }
 
@@ -108,13 +111,14 @@ impl Doc {
         let rewrite = writable && shared.sync_failed(&name);
         let recovered = (valid.len < total)
             .then(|| Recovered::new(id.clone(), &path, valid.len, total - valid.len, writable));
-        // A tail left in place, or dropped by the rewrite below, is reported before the
-        // rewrite runs: the rewrite can fail after the log at that name lost the tail
-        // (renamed into place, the directory's sync failed), and the next open would
-        // find no tail to report. A retry that finds the tail again reports it once.
-        if let Some(recovered) = recovered.clone().filter(|_| !writable || rewrite) {
+        // A tail left in place is reported now; one the rewrite below drops, as soon as
+        // the rewritten log is renamed into place: the rewrite can fail after that (the
+        // directory's sync), and the next open would find no tail to report. A retry
+        // that finds the tail again reports it once.
+        if let Some(recovered) = recovered.clone().filter(|_| !writable) {
             shared.note_recovered(recovered);
         }
+        let dropped_by_rewrite = recovered.clone().filter(|_| rewrite);
         if let Some(recovered) = recovered.filter(|_| writable && !rewrite) {
             shared.before_write()?;
             let cut = file
@@ -146,6 +150,7 @@ impl Doc {
             pending: Vec::new(),
             next_flush: replayed.next_flush,
             recovery: Recovery::default(),
+            dropped_by_rewrite,
             poisoned: known.poison,
         };
         if rewrite {
@@ -399,6 +404,10 @@ impl Doc {
             .rename(&tmp, &path)
             .map_err(io_error("rename", &tmp))?;
         shared.mark_on_disk(&self.id);
+        if let Some(recovered) = self.dropped_by_rewrite.take() {
+            // The tail is gone from the log at that name.
+            shared.note_recovered(recovered);
+        }
         self.file = Some(file);
         self.header_len = header.len() as u64;
         self.format = Some(format);

@@ -98,7 +98,10 @@
 //! the batches it wrote. An [`apply`](persister_core::Persister::apply) costs no round
 //! trip when it appends changes above the highest stored seq of actors already seen;
 //! overwrites and sync states cost one lookup per batch (sync-state lengths are then
-//! remembered).
+//! remembered). A read of a sync state, like a listing of the peers, gets every peer of
+//! the document with the length of its state (one row a peer, the state asked for
+//! alone with its bytes), so that their count and bytes are checked against the
+//! sizes: its cost grows with the number of peers.
 //!
 //! A handle holds everything it was given until its next flush: flush on a policy
 //! ([`AutoFlush`](persister_core::AutoFlush)) that bounds the memory this takes.

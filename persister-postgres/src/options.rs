@@ -73,7 +73,8 @@ pub struct PostgresOptions {
     /// How long connecting to the server may take. Default 10 s; more than zero, or
     /// [`open_with`](crate::PostgresStore::open_with) refuses it with
     /// [`Error::InvalidInput`](persister_core::Error::InvalidInput) (no connection could
-    /// be made, nor an idle one checked, in no time).
+    /// be made, nor an idle one checked, in no time), even when the URL sets its own
+    /// `connect_timeout`, which takes its place.
     pub connect_timeout: Duration,
 
     /// How long a TCP connection to the server may stay silent before it counts as

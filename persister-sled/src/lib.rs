@@ -101,7 +101,10 @@
 //! syncs), the blob directory, the `db` file and the store directory, and last advances
 //! the mark file and `fsync`s it. Creating a store also `fsync`s the directory holding
 //! the store's directory (and those holding the directories sled made for it), so that
-//! a new store cannot vanish with what was flushed into it.
+//! a new store cannot vanish with what was flushed into it; a store reopened before its
+//! first batch (its creation may have stopped before those syncs) syncs the directory
+//! holding its entry again, and those holding its ancestors' up to the root of its file
+//! system, where the process may open them.
 //!
 //! So flushed writes survive a process crash. What is not guaranteed:
 //!

@@ -353,7 +353,16 @@ fn open_existing(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)>
     if manifest.seq == 0 {
         // The open that created the store may have stopped before its syncs, after
         // making directories that exist now: every ancestor's entry is synced again.
-        sync_entries(&all_entry_dirs(path))?;
+        // The parent's must be; those above it only where the process may (a directory
+        // it cannot open, such as a `0711` home, is not one its own open made).
+        let dirs = all_entry_dirs(path);
+        let (parent, above) = dirs.split_at(dirs.len().min(1));
+        sync_entries(parent)?;
+        for dir in above {
+            if sync_entries(std::slice::from_ref(dir)).is_err() {
+                break;
+            }
+        }
     }
     let durable = Durable::new(path, mark)?;
     Ok((manifest, durable))

@@ -111,13 +111,13 @@ pub(crate) fn run(args: &StoreArgs, doc: &str, json: bool) -> Result<(), CliErro
     // What `verify` calls damaged is damage here too: the report says what was found,
     // the exit code that it is not sound.
     let problem = match (&report.loads, &report.load_error) {
-        (_, Some(cause)) => Some(cause.clone()),
-        (Some(loaded), None) => loaded.incomplete(),
+        (_, Some(cause)) => Some(("does not load", cause.clone())),
+        (Some(loaded), None) => loaded.incomplete().map(|why| ("is incomplete", why)),
         (None, None) => None,
     };
     match problem {
-        Some(problem) => Err(CliError::damaged(format!(
-            "document {} in {} does not load: {problem}",
+        Some((what, problem)) => Err(CliError::damaged(format!(
+            "document {} in {} {what}: {problem}",
             report.id.id, report.store
         ))),
         None => Ok(()),

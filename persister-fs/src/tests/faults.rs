@@ -461,6 +461,12 @@ fn a_torn_tail_dropped_by_a_rewrite_that_failed_late_is_still_reported() -> Resu
     drop(file);
 
     let store = open(&fs)?;
+    // A rewrite that fails before its rename (its new log's sync) leaves the tail where
+    // it was: not reported yet.
+    fs.fail_next_sync();
+    assert!(store.open_document(&id).is_err());
+    let reported = store.recovered();
+    assert!(reported.is_empty(), "{reported:?}");
     // The next directory sync is the rewrite's, after its rename (the store closed
     // poisoned, so there is no clean-close record to remove first).
     fs.fail_next_dir_sync();
