@@ -383,12 +383,21 @@ impl OpenStore {
                 }
             }
             // A read-only open creates nothing and says whether the store is there;
-            // any other refusal is left to the open that follows, which reports it.
-            // Without `migrate_format`, which a read-only open refuses before it looks.
-            StoreKind::Url => match backend.0.open(
-                without_migrate_format(path),
-                persister_backends::Access::ReadOnly,
-            ) {
+            // any other refusal is left to the open that follows, which reports it. A
+            // location asking for a migration (`migrate_format=true`, in a URL or a
+            // connection string), which a read-only open refuses before it looks, is
+            // looked at by a migrating open instead: it creates nothing either, and
+            // migrates only what the command's own open would.
+            StoreKind::Url => match backend
+                .0
+                .open(path, persister_backends::Access::ReadOnly)
+                .or_else(|e| match e {
+                    persister_core::Error::InvalidInput {
+                        what: "read-only open",
+                        ..
+                    } => backend.0.open(path, persister_backends::Access::Migrate),
+                    e => Err(e),
+                }) {
                 Err(e @ persister_core::Error::NotAStore { .. }) => {
                     return Err(CliError {
                         advice,

@@ -66,7 +66,8 @@ impl FsPersister {
 
     /// The bytes of a torn tail dropped when the document was opened: 0 unless the
     /// last flush before a crash was unfinished. The store reports the same through
-    /// [`Store::recovered`](persister_core::Store::recovered).
+    /// [`Store::recovered`](persister_core::Store::recovered) (and a tail that a rewrite
+    /// on opening dropped before it failed, which the next handle no longer finds).
     pub fn recovered_bytes(&self) -> u64 {
         self.doc.recovery().dropped_bytes
     }

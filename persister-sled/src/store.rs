@@ -279,7 +279,13 @@ fn all_entry_dirs(path: &Path) -> Vec<PathBuf> {
 fn sync_entries(dirs: &[PathBuf]) -> Result<()> {
     for dir in dirs {
         #[cfg(test)]
-        tests::SYNCED.with(|synced| synced.borrow_mut().push(dir.clone()));
+        {
+            let fail = tests::FAIL.with(|fail| fail.borrow().clone());
+            if let Some((at, kind)) = fail.filter(|(at, _)| at == dir) {
+                return Err(Error::io("open", &at, std::io::Error::from(kind)));
+            }
+            tests::SYNCED.with(|synced| synced.borrow_mut().push(dir.clone()));
+        }
         sync_dir(dir)?;
     }
     Ok(())
@@ -359,8 +365,16 @@ fn open_existing(db: &sled::Db, path: &Path) -> Result<(StoreManifest, Durable)>
         let (parent, above) = dirs.split_at(dirs.len().min(1));
         sync_entries(parent)?;
         for dir in above {
-            if sync_entries(std::slice::from_ref(dir)).is_err() {
-                break;
+            match sync_entries(std::slice::from_ref(dir)) {
+                Ok(()) => {}
+                // One the process may not open was not made by its own open, nor was
+                // any above it (directories are made from the top down).
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -383,6 +397,40 @@ mod tests {
         /// The directories [`sync_entries`] synced on this thread.
         pub(super) static SYNCED: std::cell::RefCell<Vec<PathBuf>> =
             const { std::cell::RefCell::new(Vec::new()) };
+        /// A directory whose sync [`sync_entries`] fails on this thread, and how.
+        pub(super) static FAIL: std::cell::RefCell<Option<(PathBuf, std::io::ErrorKind)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// On a reopen before the first batch, the parent's entry must be synced, and so
+    /// must every ancestor's the process may open: an ancestor it may not open ends the
+    /// walk (its own open made none of them), any other failure fails the open.
+    #[test]
+    fn a_reopen_before_the_first_batch_skips_only_ancestors_it_may_not_open() -> Result<()> {
+        use std::io::ErrorKind;
+        let dir = tempdir()?;
+        let path = dir.path().join("a").join("store");
+        drop(SledStore::open(&path)?);
+        let dirs = all_entry_dirs(&path);
+        assert!(dirs.len() >= 2, "{dirs:?}");
+        let reopen_failing = |at: &Path, kind: ErrorKind| {
+            FAIL.with(|fail| *fail.borrow_mut() = Some((at.to_path_buf(), kind)));
+            SYNCED.with(|synced| synced.borrow_mut().clear());
+            let opened = SledStore::open(&path).map(drop);
+            FAIL.with(|fail| *fail.borrow_mut() = None);
+            (opened, SYNCED.with(|synced| synced.take()))
+        };
+        // Above the parent, not to be opened: the walk ends there, the open succeeds.
+        let (opened, synced) = reopen_failing(&dirs[1], ErrorKind::PermissionDenied);
+        opened?;
+        assert!(synced.ends_with(&dirs[..1]), "{synced:?}");
+        // Above the parent, a failed sync: the open fails.
+        let (opened, _) = reopen_failing(&dirs[1], ErrorKind::Other);
+        assert!(matches!(opened, Err(Error::Io { .. })), "{opened:?}");
+        // The parent, even one not to be opened: the open fails.
+        let (opened, _) = reopen_failing(&dirs[0], ErrorKind::PermissionDenied);
+        assert!(matches!(opened, Err(Error::Io { .. })), "{opened:?}");
+        Ok(())
     }
 
     /// A new store syncs the directory holding its own entry, and those holding the

@@ -116,13 +116,19 @@ fn compact_makes_no_store_where_there_is_none() -> TestResult {
     }
     use persister_testkit::postgres::schema_server;
     let schema = format!("cli_compact_{}", std::process::id());
-    let Some((url, _cluster)) = schema_server(&schema)? else {
+    let Some((url, cluster)) = schema_server(&schema)? else {
         return Ok(());
     };
-    // With `migrate_format=true` too, which a read-only open refuses before it looks.
+    // With `migrate_format=true` too, which a read-only open refuses before it looks,
+    // in a URL and in a connection string.
     let migrating = format!("{url}&migrate_format=true");
     for url in [&url, &migrating] {
         let run = persister(["compact", url])?.expect(1);
+        assert!(run.stderr.contains("none of its tables"), "{}", run.stderr);
+    }
+    if let Some(cluster) = &cluster {
+        let connection = format!("{} schema={schema} migrate_format=true", cluster.url());
+        let run = persister(["compact", "--backend", "postgres", &connection])?.expect(1);
         assert!(run.stderr.contains("none of its tables"), "{}", run.stderr);
     }
     // Nothing was made there: a look still finds no store.

@@ -310,6 +310,13 @@ fn yjs_documents_are_verified_with_yrs() -> TestResult {
             "{}",
             run.stdout
         );
+        // `info` reports it too, and exits as `verify` does: loaded, but incomplete.
+        let run = persister(["info", store, "ynotes"])?.expect(3);
+        assert!(
+            run.stderr.contains("is incomplete") && !run.stderr.contains("does not load"),
+            "{}",
+            run.stderr
+        );
         let json = persister(["verify", "--json", store])?.expect(3).json()?;
         let ynotes = json["documents"]
             .as_array()

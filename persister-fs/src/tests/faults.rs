@@ -464,7 +464,11 @@ fn a_torn_tail_dropped_by_a_rewrite_that_failed_late_is_still_reported() -> Resu
     // A rewrite that fails before its rename (its new log's sync) leaves the tail where
     // it was: not reported yet.
     fs.fail_next_sync();
-    assert!(store.open_document(&id).is_err());
+    let err = store.open_document(&id).unwrap_err().to_string();
+    assert!(
+        err.contains("a sync of it failed earlier") && err.contains(".tmp"),
+        "{err}"
+    );
     let reported = store.recovered();
     assert!(reported.is_empty(), "{reported:?}");
     // The next directory sync is the rewrite's, after its rename (the store closed
