@@ -41,6 +41,19 @@ fn creating_leaves_exactly_one_store_file() -> Result<()> {
     Ok(())
 }
 
+/// A redb file of another program at `path`: one table of its own, closed cleanly.
+fn another_programs_redb_file(path: &std::path::Path) -> Result<()> {
+    let db = redb::Database::create(path).map_err(redb_err)?;
+    let txn = db.begin_write().map_err(redb_err)?;
+    let table: TableDefinition<u64, u64> = TableDefinition::new("someone_elses");
+    txn.open_table(table)
+        .map_err(redb_err)?
+        .insert(1, 2)
+        .map_err(redb_err)?;
+    txn.commit().map_err(redb_err)?;
+    Ok(())
+}
+
 #[test]
 fn files_that_are_not_stores_are_refused() -> Result<()> {
     let dir = temp_dir()?;
@@ -49,16 +62,7 @@ fn files_that_are_not_stores_are_refused() -> Result<()> {
     let empty = dir.path().join("empty");
     fs::write(&empty, b"").map_err(io(&empty))?;
     let other = dir.path().join("other.redb");
-    {
-        let db = redb::Database::create(&other).map_err(redb_err)?;
-        let txn = db.begin_write().map_err(redb_err)?;
-        let table: TableDefinition<u64, u64> = TableDefinition::new("someone_elses");
-        txn.open_table(table)
-            .map_err(redb_err)?
-            .insert(1, 2)
-            .map_err(redb_err)?;
-        txn.commit().map_err(redb_err)?;
-    }
+    another_programs_redb_file(&other)?;
     for path in [&text, &empty, &other] {
         let result = RedbStore::open(path);
         assert!(
@@ -356,16 +360,7 @@ fn a_name_too_long_for_the_commit_log_is_refused_at_open() -> Result<()> {
 fn refusing_a_file_that_is_not_a_store_leaves_every_byte() -> Result<()> {
     let dir = temp_dir()?;
     let other = dir.path().join("other.redb");
-    {
-        let db = redb::Database::create(&other).map_err(redb_err)?;
-        let txn = db.begin_write().map_err(redb_err)?;
-        let table: TableDefinition<u64, u64> = TableDefinition::new("someone_elses");
-        txn.open_table(table)
-            .map_err(redb_err)?
-            .insert(1, 2)
-            .map_err(redb_err)?;
-        txn.commit().map_err(redb_err)?;
-    }
+    another_programs_redb_file(&other)?;
     let newer = dir.path().join("newer.redb");
     RedbStore::open(&newer)?.close()?;
     {
